@@ -1,0 +1,56 @@
+"""Command line: thin click commands. Parse -> typed config -> one library call -> render.
+
+Heavy imports (torch, onnxruntime, optuna) happen inside the commands so ``--help`` is fast.
+This package is the one error boundary: EdgeoptError becomes ``Error: ...`` / ``Hint: ...``
+on stderr with its exit code; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Any
+
+import click
+
+from edgeopt import __version__
+from edgeopt.errors import EdgeoptError
+
+
+class _Group(click.Group):
+    """Click group that turns library errors into one-line messages with exit codes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EdgeoptError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                traceback.print_exc()
+            click.echo(f"Error: {exc.message}", err=True)
+            if exc.hint:
+                click.echo(f"Hint: {exc.hint}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgeopt")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Fit a trained PyTorch model to an edge device.
+
+    Every number edgeopt prints is labelled 'measured' (on this host) or 'estimated'
+    (from a hardware profile).
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def _register() -> None:
+    from edgeopt.cli import commands  # noqa: F401  (registers subcommands on main)
+
+
+_register()
