@@ -93,3 +93,23 @@ def check_parity(
             f"max abs difference {float(diff.max()):.3g} > tolerance (atol {atol}, rtol {rtol})",
         )
     return float(diff.max())
+
+
+def loaded_to_onnx(loaded: object, workdir: str | Path, sample: np.ndarray | None = None) -> Path:
+    """The ONNX file for a LoadedModel: its own file for ONNX input, else an export to
+    ``workdir/<stem>.onnx`` checked for parity on ``sample`` (or seeded random inputs)."""
+    from edgeopt.loading import LoadedModel
+
+    assert isinstance(loaded, LoadedModel)
+    if loaded.onnx_path is not None:
+        return loaded.onnx_path
+    if sample is None:
+        rng = np.random.default_rng(0)
+        sample = rng.standard_normal((4, *loaded.input_shape)).astype(np.float32)
+    out = Path(workdir) / f"{loaded.source.stem}.onnx"
+    try:
+        return export_onnx(loaded.module, loaded.input_shape, out, check_inputs=sample[:8])
+    except CandidateError as exc:
+        from edgeopt.errors import EdgeoptError
+
+        raise EdgeoptError(f"cannot export {loaded.source} to ONNX: {exc.reason}") from exc

@@ -1,0 +1,127 @@
+"""``edgeopt bench``: latency, memory, size (and accuracy) of one model, optionally vs another."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgeopt.cli.options import load_model_from_options, model_options, parse_int_list
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--target", default="cpu", show_default=True, help="Profile name, alias or TOML.")
+@click.option("--threads", help="Intra-op thread counts to measure, e.g. 1,2 (host only).")
+@click.option("--vs", "other", type=click.Path(dir_okay=False), help="A second model to compare.")
+@click.option("--data", type=click.Path(dir_okay=False), help=".npz to measure accuracy on.")
+@click.option("--time-budget", default=8.0, show_default=True, help="Seconds of timing per run.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@model_options
+def bench(
+    model: str,
+    target: str,
+    threads: str | None,
+    other: str | None,
+    data: str | None,
+    time_budget: float,
+    as_json: bool,
+    arch: str | None,
+    arch_kwargs: str | None,
+    input_shape: str | None,
+    trust_pickle: bool,
+) -> None:
+    """Measure MODEL on this host, or estimate it on a target profile.
+
+    Host latency runs in a separate process: warm-up, interleaved rounds, p50 = median of
+    round medians. With --vs, the speed ratio is the median of per-round ratios, measured
+    interleaved in the same run, which stays stable while the machine's speed drifts.
+    """
+    from edgeopt.bench import BenchRequest, run_bench
+    from edgeopt.data import load_npz
+    from edgeopt.profiles import load_profile
+
+    profile = load_profile(target)
+    thread_counts = parse_int_list(threads, "--threads") if threads else [profile.threads]
+    loaded = [load_model_from_options(model, arch, arch_kwargs, input_shape, trust_pickle)]
+    if other:
+        loaded.append(load_model_from_options(other, arch, arch_kwargs, input_shape, trust_pickle))
+    bundle = load_npz(data) if data else None
+    with tempfile.TemporaryDirectory(prefix="edgeopt-bench-") as tmp:
+        report = run_bench(
+            BenchRequest(
+                models=loaded,
+                profile=profile,
+                threads=thread_counts,
+                data=bundle,
+                workdir=Path(tmp),
+                time_budget_s=time_budget,
+            )
+        )
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(render_table(report))
+
+
+def _fmt(v: dict[str, Any] | None, digits: int = 3) -> str:
+    return "-" if v is None else f"{v['value']:.{digits}f}"
+
+
+def render_table(report: dict[str, Any]) -> str:
+    """The human view of a bench report: one row per model and thread count."""
+    where = (
+        "measured on this host"
+        if report["measured"]
+        else f"estimated from profile '{report['target']}'"
+    )
+    lines = [f"target: {report['target']} ({where})", f"host: {report['host']}", ""]
+    head = (
+        f"{'model':<28} {'thr':>3} {'p50 ms':>9} {'p90 ms':>9} {'mem MB':>8} "
+        f"{'size MB':>8} {'energy mJ':>14} {'accuracy':>9}  source"
+    )
+    lines += [head, "-" * len(head)]
+    for row in report["results"]:
+        energy = row.get("energy_mj")
+        e = "-" if energy is None else f"{energy['low']:.3f}-{energy['high']:.3f}"
+        acc = row.get("accuracy")
+        lines.append(
+            f"{Path(row['model']).name[:28]:<28} {row['threads'] or '-':>3} "
+            f"{_fmt(row['latency_ms']):>9} {_fmt(row.get('latency_p90_ms')):>9} "
+            f"{_fmt(row['peak_memory_mb'], 2):>8} {_fmt(row['size_mb'], 3):>8} {e:>14} "
+            f"{_fmt(acc, 4):>9}  {row['latency_ms']['provenance']}"
+        )
+    lines.append("")
+    lines.append(
+        "latency/memory: "
+        + (
+            "measured on this host (ORT CPU, batch 1; memory = model's share of process peak RSS)"
+            if report["measured"]
+            else "estimated by the cost model, not measured"
+        )
+        + "; size: measured file size"
+        + (
+            f"; accuracy: measured on this host (ORT CPU) on the {report['accuracy_split']} split"
+            if report.get("accuracy_split")
+            else ""
+        )
+    )
+    for cmp in report.get("comparisons", []):
+        ratio = cmp["ratio"]
+        verdict = "faster" if ratio > 1 else "slower"
+        factor = ratio if ratio > 1 else 1 / ratio
+        lines.append(
+            f"{Path(cmp['a']).name} is {factor:.2f}x {verdict} than {Path(cmp['b']).name} "
+            f"at {cmp['threads']} thread(s) ({cmp['provenance']}: "
+            + (
+                f"median of {cmp['rounds']} interleaved round ratios, CV {cmp['ratio_cv']:.1%})"
+                if cmp["provenance"] == "measured"
+                else "cost model)"
+            )
+        )
+    for a in report.get("assumptions", []):
+        lines.append(f"assumption: {a}")
+    return "\n".join(lines)

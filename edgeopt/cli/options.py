@@ -1,0 +1,80 @@
+"""Options shared by several commands, and the helpers that turn them into library inputs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from edgeopt.errors import ConfigError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def model_options(func: F) -> F:
+    """--arch, --arch-kwargs, --input-shape, --trust-pickle."""
+    for opt in reversed(
+        [
+            click.option(
+                "--arch",
+                metavar="MODULE:CALLABLE",
+                help="Builds the architecture for a state_dict file.",
+            ),
+            click.option(
+                "--arch-kwargs", metavar="JSON", help="Keyword arguments for --arch, as JSON."
+            ),
+            click.option(
+                "--input-shape",
+                metavar="C,H,W",
+                help="One sample's shape without batch, when the file does not record it.",
+            ),
+            click.option(
+                "--trust-pickle",
+                is_flag=True,
+                help="Allow loading a full pickled model (runs code from the file).",
+            ),
+        ]
+    ):
+        func = opt(func)
+    return func
+
+
+def load_model_from_options(
+    model: str,
+    arch: str | None,
+    arch_kwargs: str | None,
+    input_shape: str | None,
+    trust_pickle: bool,
+) -> Any:
+    """Load MODEL with the shared options; returns an ``edgeopt.loading.LoadedModel``."""
+    from edgeopt.loading import load_model, parse_shape
+
+    kwargs: dict[str, Any] = {}
+    if arch_kwargs:
+        try:
+            kwargs = json.loads(arch_kwargs)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"--arch-kwargs is not valid JSON: {exc.msg}",
+                hint="e.g. --arch-kwargs '{\"num_classes\": 10}'",
+            ) from exc
+        if not isinstance(kwargs, dict):
+            raise ConfigError("--arch-kwargs must be a JSON object")
+    shape = parse_shape(input_shape) if input_shape else None
+    return load_model(
+        Path(model), arch=arch, arch_kwargs=kwargs, input_shape=shape, trust_pickle=trust_pickle
+    )
+
+
+def parse_int_list(text: str, option: str) -> list[int]:
+    """Parse ``"1,2"`` into ``[1, 2]`` (positive integers)."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or any(v <= 0 for v in values):
+        raise ConfigError(f"{option} expects positive integers like 1,2; got {text!r}")
+    return values

@@ -1,0 +1,80 @@
+"""Shared fixtures: tiny seeded models saved in every format users bring, and tiny data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgeopt import zoo
+from edgeopt.loading import save_bundle
+
+SHAPE = (1, 16, 16)
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return zoo.plain_cnn(in_channels=1, num_classes=10, width=4).eval()
+
+
+@pytest.fixture(scope="session")
+def model_files(tmp_path_factory: pytest.TempPathFactory, tiny_model: torch.nn.Module) -> dict:
+    """One file per supported format (and a few broken ones), all of the same tiny model."""
+    d = tmp_path_factory.mktemp("models")
+    files: dict[str, Path] = {}
+    files["bundle"] = save_bundle(
+        tiny_model,
+        d / "bundle.pt",
+        arch="edgeopt.zoo:plain_cnn",
+        arch_kwargs={"in_channels": 1, "num_classes": 10, "width": 4},
+        input_shape=SHAPE,
+    )
+    files["state_dict"] = d / "weights.pt"
+    torch.save(tiny_model.state_dict(), files["state_dict"])
+    files["pickle"] = d / "full.pt"
+    torch.save(tiny_model, files["pickle"])
+    files["torchscript"] = d / "scripted.pt"
+    torch.jit.save(torch.jit.script(tiny_model), files["torchscript"])
+    example = (torch.randn(2, *SHAPE),)
+    dyn = torch.export.export(
+        tiny_model, example, dynamic_shapes=({0: torch.export.Dim.DYNAMIC},)
+    )
+    files["pt2"] = d / "program.pt2"
+    torch.export.save(dyn, files["pt2"])
+    files["pt2_static"] = d / "static.pt2"
+    torch.export.save(torch.export.export(tiny_model, example), files["pt2_static"])
+    from edgeopt.export import export_onnx
+
+    files["onnx"] = export_onnx(tiny_model, SHAPE, d / "model.onnx")
+    files["empty"] = d / "empty.pt"
+    files["empty"].write_bytes(b"")
+    files["garbage"] = d / "garbage.pt"
+    files["garbage"].write_bytes(np.random.default_rng(0).bytes(4096))
+    files["truncated_onnx"] = d / "truncated.onnx"
+    files["truncated_onnx"].write_bytes(files["onnx"].read_bytes()[:300])
+    files["truncated_bundle"] = d / "truncated.pt"
+    files["truncated_bundle"].write_bytes(files["bundle"].read_bytes()[:-2000])
+    return files
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small learnable 10-class task shaped like the models' input."""
+    rng = np.random.default_rng(0)
+    protos = rng.standard_normal((10, *SHAPE)).astype(np.float32)
+
+    def split(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, 10, n)
+        x = protos[y] + 0.3 * rng.standard_normal((n, *SHAPE)).astype(np.float32)
+        return x.astype(np.float32), y.astype(np.int64)
+
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    xtr, ytr = split(200)
+    xva, yva = split(60)
+    xte, yte = split(60)
+    np.savez(path, x_train=xtr, y_train=ytr, x_val=xva, y_val=yva, x_test=xte, y_test=yte)
+    return path
