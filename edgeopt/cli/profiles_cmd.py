@@ -1,0 +1,157 @@
+"""``edgeopt profiles``: list, show, validate and calibrate hardware profiles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgeopt.profiles import HardwareProfile, list_profiles, load_profile, validate_profile_file
+
+
+@click.group("profiles")
+def profiles() -> None:
+    """Hardware target profiles: what each target supports and its cost-model numbers.
+
+    The host profile (alias 'cpu') is measured on this machine; every other profile gives
+    estimates, labelled 'estimated (profile NAME)'.
+    """
+
+
+def _fmt_bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit, div in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= div:
+            return f"{n / div:.3g} {unit}"
+    return f"{n:.0f} B"
+
+
+def _src(p: HardwareProfile, path: str) -> str:
+    s = p.provenance.get(path)
+    if s is None or s.kind == "unstated":
+        return ""
+    return f"  [{s.kind}{', ' + s.src if s.src else ''}]"
+
+
+@profiles.command("list")
+def list_cmd() -> None:
+    """List the shipped profiles and their aliases."""
+    rows = list_profiles()
+    width = max(len(p.name) for p in rows)
+    for p in rows:
+        how = "measured (this host)" if p.measured else "estimated"
+        aliases = ", ".join(p.aliases) or "-"
+        click.echo(f"{p.name:<{width}}  {p.kind.value:<6}  {how:<20}  aliases: {aliases}")
+        click.echo(f"{'':<{width}}  {p.description}")
+
+
+@profiles.command("show")
+@click.argument("name")
+def show_cmd(name: str) -> None:
+    """Show one profile (an alias, a name, or a path to a .toml file)."""
+    p = load_profile(name)
+    click.echo(f"{p.name}  ({p.kind.value}; numbers are {p.label})")
+    click.echo(f"  {p.description}")
+    click.echo(f"  file: {p.source_path}")
+    if p.aliases:
+        click.echo(f"  aliases: {', '.join(p.aliases)}")
+    click.echo(f"  threads: {p.threads}")
+    q = p.quantization
+    click.echo(
+        f"  quantization: {', '.join(q.modes)}; activations {q.activation_type}, weights "
+        f"{q.weight_type}, per-channel {'yes' if q.per_channel else 'no'}"
+        f"{', int8 only' if q.int8_only else ''}"
+    )
+    click.echo(f"  pruning: channel multiple {p.pruning.channel_multiple}")
+    assert p.memory is not None and p.runtime is not None
+    m = p.memory
+    click.echo(
+        f"  memory: dram {_fmt_bytes(m.dram_bytes)}, sram {_fmt_bytes(m.sram_bytes)}, "
+        f"flash {_fmt_bytes(m.flash_bytes)}; weights in {m.weights_in}, "
+        f"activations in {m.activations_in}"
+    )
+    click.echo(
+        f"  runtime: partition {p.runtime.partition_policy}, invoke overhead "
+        f"{p.runtime.invoke_overhead_us:g} us, fusions {', '.join(sorted(p.runtime.fusions))}"
+    )
+    for u in p.units:
+        base = f"units.{u.id}"
+        click.echo(
+            f"  unit {u.id} ({u.kind})" + (f", falls back to {u.fallback}" if u.fallback else "")
+        )
+        for d, g in u.peak_gops.items():
+            click.echo(f"    peak {d}: {g:g} GOP/s{_src(p, f'{base}.peak_gops_{d}')}")
+        click.echo(f"    bandwidth: {u.bandwidth_gbs:g} GB/s{_src(p, f'{base}.bandwidth_gbs')}")
+        click.echo(f"    kernel overhead: {u.kernel_overhead_us:g} us")
+        eff = ", ".join(f"{k} {v:g}" for k, v in u.efficiency["default"].items())
+        click.echo(f"    efficiency: {eff}")
+        for d, t in u.efficiency.items():
+            if d != "default":
+                click.echo(f"    efficiency {d}: " + ", ".join(f"{k} {v:g}" for k, v in t.items()))
+        ops = "all" if u.supported_ops is None else ", ".join(sorted(u.supported_ops))
+        click.echo(f"    supported ops: {ops}")
+        click.echo(f"    power: idle {u.power.idle_w:g} W, active {u.power.active_w:g} W")
+    if p.calibration is not None:
+        c = p.calibration
+        click.echo(
+            f"  calibration: {c.date}, {c.method}; kendall tau {c.kendall_tau}, median relative "
+            f"error {c.median_rel_error}, {c.n_models} models"
+        )
+    if p.assumptions:
+        click.echo(f"  assumptions ({len(p.assumptions)} values without a source):")
+        for a in p.assumptions:
+            click.echo(f"    {a}")
+    if p.sources:
+        click.echo("  sources:")
+        for k, v in p.sources.items():
+            click.echo(f"    {k}: {v}")
+
+
+@profiles.command("validate")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def validate_cmd(file: Path) -> None:
+    """Check a profile file; exit 2 with the offending key path when it is invalid."""
+    p = validate_profile_file(file)
+    click.echo(
+        f"{file}: OK ({p.name}, {p.kind.value}, {len(p.units)} unit(s), "
+        f"{len(p.assumptions)} assumption(s))"
+    )
+
+
+@profiles.command("calibrate")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("host-cpu.calibrated.toml"),
+    show_default=True,
+    help="Where to write the calibrated host profile.",
+)
+@click.option(
+    "--write-shipped",
+    is_flag=True,
+    help="Overwrite the shipped host profile (edgeopt/profiles/host-cpu.toml) instead.",
+)
+@click.option("--rounds", default=7, show_default=True, help="Interleaved timing rounds.")
+@click.option(
+    "--check/--no-check",
+    default=True,
+    show_default=True,
+    help="Afterwards compare estimates with real ORT latency on a few example models.",
+)
+def calibrate_cmd(out: Path, write_shipped: bool, rounds: int, check: bool) -> None:
+    """Fit the host profile's efficiencies and per-kernel overhead with ORT micro-benchmarks."""
+    from edgeopt.measure.calibrate import calibrate_host, check_against_models
+
+    base = load_profile("cpu")
+    target = base.source_path if write_shipped and base.source_path else out
+    click.echo("Running micro-benchmarks on this host (ONNX Runtime CPU, measured) ...")
+    result = calibrate_host(target, rounds=rounds, log=click.echo)
+    click.echo(f"Wrote calibrated host profile to {target}")
+    for line in result.summary():
+        click.echo(f"  {line}")
+    if check:
+        click.echo("Checking the cost model against real ORT measurements ...")
+        report = check_against_models(validate_profile_file(target), rounds=rounds)
+        for line in report:
+            click.echo(f"  {line}")
