@@ -1,0 +1,229 @@
+"""What every compression stage is: a typed frozen config, the search space it offers, one
+transformation.
+
+A stage never mutates its input. Torch-phase stages (prune, finetune) take and return an
+``nn.Module`` (a deep copy); ONNX-phase stages (quantize) take an ONNX ``Path`` and return a
+new file under ``StageContext.workdir``. A failure of one candidate is a
+``CandidateError(stage.name, reason)``; an invalid config is a ``ConfigError`` raised when the
+config is constructed.
+
+The registry ``STAGES`` lists the stages in pipeline order. Each stage module registers its
+stage on import and ``edgeopt.stages`` imports them in order, so ``STAGES`` is complete once
+``edgeopt.stages`` has been imported (importing this module imports the package first).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import enum
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, Self, TypeVar
+
+from edgeopt.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from edgeopt.data import DataBundle
+    from edgeopt.profiles import HardwareProfile
+
+
+class Suggester(Protocol):
+    """The part of ``optuna.Trial`` a stage needs to suggest its config (a fake in tests)."""
+
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float: ...
+
+    def suggest_int(
+        self, name: str, low: int, high: int, *, step: int = 1, log: bool = False
+    ) -> int: ...
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
+
+
+class Phase(StrEnum):
+    """Which artifact a stage works on: a torch module or an exported ONNX file."""
+
+    TORCH = "torch"
+    ONNX = "onnx"
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(name: str, tp: Any, value: Any) -> Any:
+    """Turn a JSON value back into the declared field type (StrEnum, tuple, float)."""
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        if isinstance(value, tp):
+            return value
+        try:
+            return tp(value)
+        except ValueError as exc:
+            allowed = ", ".join(str(m.value) for m in tp)
+            raise ConfigError(f"{name}: {value!r} is not one of {allowed}") from exc
+    origin = typing.get_origin(tp)
+    if origin is tuple and isinstance(value, list | tuple):
+        return tuple(value)
+    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _check_type(name: str, tp: Any, value: Any) -> None:
+    """Reject values of the wrong JSON type (bool is not an int here)."""
+    ok = True
+    if tp is bool:
+        ok = isinstance(value, bool)
+    elif tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif tp is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif tp is str:
+        ok = isinstance(value, str)
+    elif typing.get_origin(tp) is tuple:
+        ok = isinstance(value, tuple)
+    elif isinstance(tp, type) and issubclass(tp, enum.Enum):
+        ok = isinstance(value, tp)
+    if not ok:
+        raise ConfigError(f"{name} must be {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageConfig:
+    """Base of every stage config: frozen, JSON-serializable fields, validated at construction.
+
+    Field types are limited to str/int/float/bool, ``StrEnum`` and tuples of those, so that
+    ``to_dict`` gives canonical JSON for a candidate's hash. Subclasses validate ranges in
+    ``__post_init__`` (raising ``ConfigError``) and must call ``self._check_types()`` first.
+    """
+
+    def _check_types(self) -> None:
+        """Coerce enum values given as strings (and lists given for tuples), then raise
+        ConfigError when a field holds a value of the wrong type."""
+        hints = _field_types(type(self))
+        for f in dataclasses.fields(self):
+            label = f"{type(self).__name__}.{f.name}"
+            value = _coerce(label, hints[f.name], getattr(self, f.name))
+            _check_type(label, hints[f.name], value)
+            object.__setattr__(self, f.name, value)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict: enums as their values, tuples as lists."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, enum.Enum):
+                v = v.value
+            elif isinstance(v, tuple):
+                v = [x.value if isinstance(x, enum.Enum) else x for x in v]
+            out[f.name] = v
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """Inverse of ``to_dict``; unknown keys are a ConfigError, missing keys take defaults."""
+        hints = _field_types(cls)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(
+                f"{cls.__name__}: unknown field(s) {', '.join(unknown)}",
+                hint=f"known fields: {', '.join(sorted(names))}",
+            )
+        kwargs = {k: _coerce(f"{cls.__name__}.{k}", hints[k], v) for k, v in data.items()}
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:  # a required field is missing
+            raise ConfigError(f"{cls.__name__}: {exc}") from exc
+
+
+def check_range(
+    name: str, value: float, low: float | None = None, high: float | None = None
+) -> None:
+    """Raise ConfigError unless ``low <= value <= high`` (either bound may be None)."""
+    if (low is not None and value < low) or (high is not None and value > high):
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        raise ConfigError(f"{name} must be in [{lo}, {hi}], got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageContext:
+    """Everything a stage may need besides its artifact and config.
+
+    ``teacher`` is the unmodified original model (never trained or mutated by a stage);
+    ``data`` is None for data-free runs (stages then use synthetic Gaussian inputs of
+    ``input_shape``); ``on_epoch(epoch, val_accuracy)`` is called by training stages after
+    each epoch and may raise to abandon the candidate (the exception propagates).
+    """
+
+    workdir: Path
+    profile: HardwareProfile
+    data: DataBundle | None
+    teacher: nn.Module | None
+    input_shape: tuple[int, ...]
+    seed: int = 0
+    on_epoch: Callable[[int, float], None] | None = None
+
+
+C = TypeVar("C", bound=StageConfig)
+A = TypeVar("A")
+
+
+class Stage(abc.ABC, Generic[C, A]):
+    """One transformation with its own config type and search space.
+
+    Subclasses set ``name`` (also the prefix of its Optuna params, ``f"{name}.field"``),
+    ``phase`` and ``config_type``.
+    """
+
+    name: ClassVar[str]
+    phase: ClassVar[Phase]
+    config_type: ClassVar[type[StageConfig]]
+
+    @abc.abstractmethod
+    def suggest(self, space: Suggester, profile: HardwareProfile) -> C:
+        """Draw a config from ``space``; params are named ``f"{self.name}.<field>"``.
+
+        Deterministic given the answers ``space`` returns. The profile narrows what is offered
+        (quantization modes, channel multiples).
+        """
+
+    @abc.abstractmethod
+    def baseline(self, profile: HardwareProfile) -> C:
+        """The config that leaves the model unchanged (``is_identity`` holds for it)."""
+
+    @abc.abstractmethod
+    def apply(self, artifact: A, config: C, ctx: StageContext) -> A:
+        """Apply ``config`` to a copy of ``artifact`` and return the result.
+
+        Never mutates ``artifact``. Raises ``CandidateError(self.name, reason)`` when this
+        candidate cannot be produced or its result fails the stage's structural check.
+        """
+
+    @abc.abstractmethod
+    def is_identity(self, config: C) -> bool:
+        """True when ``apply`` with ``config`` would return an equivalent artifact."""
+
+    def config_from_dict(self, data: Mapping[str, Any]) -> C:
+        """Rebuild this stage's config from ``to_dict`` output (e.g. from a trial record)."""
+        return typing.cast(C, self.config_type.from_dict(data))
+
+
+STAGES: dict[str, Stage[Any, Any]] = {}
+"""Registry of stage instances by name, in pipeline order: prune, finetune, quantize."""
+
+
+def register(stage: Stage[Any, Any]) -> Stage[Any, Any]:
+    """Add ``stage`` to ``STAGES`` (called once by each stage module at import)."""
+    if stage.name in STAGES:
+        raise ValueError(f"stage {stage.name!r} registered twice")
+    STAGES[stage.name] = stage
+    return stage

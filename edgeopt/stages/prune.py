@@ -1,0 +1,365 @@
+"""Structured channel pruning with Torch-Pruning's DependencyGraph.
+
+The pruned model really has fewer channels (smaller dense tensors, fewer MACs), not masks.
+``round_to`` comes from the target profile's channel multiple; with it, the requested ratio is
+not the achieved one (a layer whose kept count rounds down to 0 is left unpruned, so a higher
+ratio can save *fewer* MACs), so every pruned module carries its measured MACs/params: see
+``prune_report`` and ``get_prune_report``.
+
+Per-group channel count after uniform pruning of a group with ``C`` channels (what
+Torch-Pruning 1.6 computes, checked after every apply): ``k = int(C * (1 - ratio))``, then
+``k -= k % round_to``; if that leaves 0 the group keeps all ``C`` channels. See
+``expected_channels``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from edgeopt.errors import CandidateError, ConfigError
+from edgeopt.stages.base import (
+    Phase,
+    Stage,
+    StageConfig,
+    StageContext,
+    Suggester,
+    check_range,
+    register,
+)
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from edgeopt.profiles import HardwareProfile
+
+log = logging.getLogger(__name__)
+
+MAX_RATIO = 0.9
+PRUNE_REPORT_ATTR = "edgeopt_prune_report"
+"""Attribute set on every module returned by ``PruneStage.apply``: a ``prune_report`` dict."""
+
+_TAYLOR_SAMPLES = 128
+_TAYLOR_BATCH = 64
+
+
+class Importance(StrEnum):
+    """How channel groups are ranked: group L1/L2 weight norm, first-order Taylor, BN scale."""
+
+    L1 = "l1"
+    L2 = "l2"
+    TAYLOR = "taylor"
+    BN_SCALE = "bn_scale"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PruneConfig(StageConfig):
+    """Structured pruning settings.
+
+    ``ratio``: fraction of channels removed per group (uniform) or over all groups (global),
+    in [0, 0.9]; 0 leaves the model unchanged. ``iterative_steps`` prunes in that many
+    increments, re-ranking importance in between. ``round_to``: kept channel counts are
+    multiples of it (1 = no rounding). ``ignored_layers``: qualified module names whose
+    output channels are never pruned, in addition to the model's output layer, which is
+    always kept whole.
+    """
+
+    ratio: float = 0.0
+    importance: Importance = Importance.L2
+    global_pruning: bool = False
+    iterative_steps: int = 1
+    round_to: int = 1
+    ignored_layers: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self._check_types()
+        check_range("prune.ratio", self.ratio, 0.0, MAX_RATIO)
+        check_range("prune.iterative_steps", self.iterative_steps, 1, 100)
+        check_range("prune.round_to", self.round_to, 1, 4096)
+        if any(not isinstance(n, str) or not n for n in self.ignored_layers):
+            raise ConfigError("prune.ignored_layers must be non-empty module names")
+
+
+def expected_channels(channels: int, ratio: float, round_to: int = 1) -> int:
+    """Channels a group of ``channels`` keeps after uniform pruning at ``ratio``."""
+    keep = int(channels * (1 - ratio))
+    keep -= keep % round_to
+    if keep <= 0 or channels <= 1:
+        return channels
+    return keep
+
+
+def count_macs_params(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int]:
+    """MACs for one sample and parameter count, via ``tp.utils.count_ops_and_params``."""
+    import torch
+    import torch_pruning as tp
+
+    was_training = model.training
+    model.eval()
+    try:
+        macs, params = tp.utils.count_ops_and_params(model, torch.zeros((1, *input_shape)))
+    finally:
+        model.train(was_training)
+    return int(macs), int(params)
+
+
+def prune_report(
+    before: nn.Module, after: nn.Module, input_shape: tuple[int, ...]
+) -> dict[str, Any]:
+    """Achieved MACs/params before and after pruning, and their ratios (after / before)."""
+    macs_b, params_b = count_macs_params(before, input_shape)
+    return _report(macs_b, params_b, after, input_shape)
+
+
+def _report(
+    macs_b: int, params_b: int, after: nn.Module, input_shape: tuple[int, ...]
+) -> dict[str, Any]:
+    macs_a, params_a = count_macs_params(after, input_shape)
+    return {
+        "macs_before": macs_b,
+        "macs_after": macs_a,
+        "params_before": params_b,
+        "params_after": params_a,
+        "macs_ratio": macs_a / macs_b if macs_b else 1.0,
+        "params_ratio": params_a / params_b if params_b else 1.0,
+    }
+
+
+def get_prune_report(model: nn.Module) -> dict[str, Any] | None:
+    """The ``prune_report`` dict ``PruneStage.apply`` attached to ``model``, if any."""
+    report = getattr(model, PRUNE_REPORT_ATTR, None)
+    return dict(report) if isinstance(report, dict) else None
+
+
+def output_layer(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module | None:
+    """The last Conv/Linear module executed in a forward pass (the classifier head)."""
+    import torch
+    from torch import nn
+
+    order: list[nn.Module] = []
+    hooks = [
+        m.register_forward_hook(lambda mod, _i, _o: order.append(mod))
+        for m in model.modules()
+        if isinstance(m, nn.Linear | nn.modules.conv._ConvNd)
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros((1, *input_shape)))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return order[-1] if order else None
+
+
+def _importance(kind: Importance) -> Any:
+    import torch_pruning as tp
+
+    if kind is Importance.L1:
+        return tp.importance.GroupMagnitudeImportance(p=1)
+    if kind is Importance.L2:
+        return tp.importance.GroupMagnitudeImportance(p=2)
+    if kind is Importance.TAYLOR:
+        return tp.importance.GroupTaylorImportance()
+    return tp.importance.BNScaleImportance()
+
+
+def _taylor_batches(ctx: StageContext, model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A few (x, y) batches for Taylor gradients: training data, or the model's own labels on
+    synthetic Gaussian inputs when there is no data."""
+    import numpy as np
+    import torch
+
+    if ctx.data is not None:
+        n = min(_TAYLOR_SAMPLES, len(ctx.data.x_train))
+        idx = np.random.default_rng(ctx.seed).permutation(len(ctx.data.x_train))[:n]
+        x = torch.from_numpy(ctx.data.x_train[idx])
+        y = torch.from_numpy(ctx.data.y_train[idx])
+    else:
+        g = torch.Generator().manual_seed(ctx.seed)
+        x = torch.randn((_TAYLOR_SAMPLES, *ctx.input_shape), generator=g)
+        with torch.no_grad():
+            y = model(x).argmax(1)
+    return [
+        (x[i : i + _TAYLOR_BATCH], y[i : i + _TAYLOR_BATCH])
+        for i in range(0, len(x), _TAYLOR_BATCH)
+    ]
+
+
+def _group_roots(pruner: Any) -> list[tuple[nn.Module, int]]:
+    """(root module, out channels) of every group the pruner may prune."""
+    roots: list[tuple[nn.Module, int]] = []
+    for group in pruner.DG.get_all_groups(
+        ignored_layers=pruner.ignored_layers, root_module_types=pruner.root_module_types
+    ):
+        module = group[0].dep.target.module
+        ch = pruner.DG.get_out_channels(module)
+        if ch is not None:
+            roots.append((module, int(ch)))
+    return roots
+
+
+def _out_channels(module: nn.Module) -> int:
+    for attr in ("out_channels", "out_features", "hidden_size"):
+        if hasattr(module, attr):
+            return int(getattr(module, attr))
+    raise CandidateError("prune", f"cannot read the channel count of {type(module).__name__}")
+
+
+class PruneStage(Stage[PruneConfig, "nn.Module"]):
+    """Structured channel pruning (Torch-Pruning ``BasePruner``), torch phase.
+
+    ``apply`` returns a pruned deep copy in the input's train/eval mode, with
+    ``PRUNE_REPORT_ATTR`` set to ``prune_report(input, output)`` plus ``"channels"`` (qualified
+    module name -> out channels of each pruning-group root after pruning).
+    """
+
+    name = "prune"
+    phase = Phase.TORCH
+    config_type = PruneConfig
+
+    def suggest(self, space: Suggester, profile: HardwareProfile) -> PruneConfig:
+        """``prune.ratio`` 0..0.7 step 0.05; at 0 nothing else is drawn. Otherwise
+        ``prune.importance``, ``prune.global_pruning``, ``prune.iterative_steps`` (1..3);
+        ``round_to`` is the profile's channel multiple."""
+        round_to = max(1, int(profile.pruning.channel_multiple))
+        ratio = round(float(space.suggest_float("prune.ratio", 0.0, 0.7, step=0.05)), 4)
+        if ratio == 0.0:
+            return PruneConfig(ratio=0.0, round_to=round_to)
+        importance = space.suggest_categorical("prune.importance", [i.value for i in Importance])
+        global_pruning = space.suggest_categorical("prune.global_pruning", [False, True])
+        steps = space.suggest_int("prune.iterative_steps", 1, 3)
+        return PruneConfig(
+            ratio=ratio,
+            importance=Importance(importance),
+            global_pruning=bool(global_pruning),
+            iterative_steps=int(steps),
+            round_to=round_to,
+        )
+
+    def baseline(self, profile: HardwareProfile) -> PruneConfig:
+        """Ratio 0 (round_to from the profile, recorded but unused)."""
+        return PruneConfig(ratio=0.0, round_to=max(1, int(profile.pruning.channel_multiple)))
+
+    def is_identity(self, config: PruneConfig) -> bool:
+        """Ratio 0 prunes nothing."""
+        return config.ratio == 0.0
+
+    def apply(self, artifact: nn.Module, config: PruneConfig, ctx: StageContext) -> nn.Module:
+        """Prune a deep copy of ``artifact``; see the class docstring for what it carries.
+
+        Raises CandidateError("prune", ...) when Torch-Pruning cannot trace or prune the
+        architecture, when the forward pass breaks, or when the achieved channel counts are
+        not the expected ones (uniform: ``expected_channels`` per group; global: multiples of
+        ``round_to`` or unchanged).
+        """
+        import torch
+        import torch_pruning as tp
+        from torch import nn
+
+        model = copy.deepcopy(artifact)
+        was_training = artifact.training
+        model.eval()
+        shape = tuple(ctx.input_shape)
+        example = torch.zeros((1, *shape))
+        names = dict(model.named_modules())
+        try:
+            with torch.no_grad():
+                ref_out = model(example)
+        except Exception as exc:
+            raise CandidateError("prune", f"model forward fails on input {shape}: {exc}") from exc
+
+        ignored: list[nn.Module] = []
+        head = output_layer(model, shape)
+        if head is not None:
+            ignored.append(head)
+        for n in config.ignored_layers:
+            if n not in names:
+                raise CandidateError("prune", f"ignored layer {n!r} is not a module of the model")
+            ignored.append(names[n])
+
+        macs_before, params_before = count_macs_params(model, shape)
+        if config.ratio == 0.0:
+            model.train(was_training)
+            report = _report(macs_before, params_before, model, shape)
+            setattr(model, PRUNE_REPORT_ATTR, {**report, "channels": {}})
+            return model
+
+        try:
+            pruner = tp.pruner.BasePruner(
+                model,
+                example,
+                importance=_importance(config.importance),
+                global_pruning=config.global_pruning,
+                pruning_ratio=config.ratio,
+                max_pruning_ratio=MAX_RATIO if config.global_pruning else 1.0,
+                iterative_steps=config.iterative_steps,
+                ignored_layers=ignored,
+                round_to=config.round_to if config.round_to > 1 else None,
+            )
+            roots = _group_roots(pruner)
+            batches = _taylor_batches(ctx, model) if config.importance is Importance.TAYLOR else []
+            for _ in range(config.iterative_steps):
+                if batches:
+                    model.zero_grad(set_to_none=True)
+                    for x, y in batches:
+                        nn.functional.cross_entropy(model(x), y).backward()
+                pruner.step()
+            model.zero_grad(set_to_none=True)
+        except CandidateError:
+            raise
+        except Exception as exc:
+            raise CandidateError(
+                "prune",
+                f"Torch-Pruning could not prune {type(artifact).__name__}: "
+                f"{type(exc).__name__}: {exc}",
+                hint="the architecture may not be traceable by DepGraph; "
+                "quantization-only candidates still apply",
+            ) from exc
+
+        module_names = {id(m): n for n, m in model.named_modules()}
+        channels: dict[str, int] = {}
+        for module, before in roots:
+            after = _out_channels(module)
+            label = module_names.get(id(module), type(module).__name__)
+            channels[label] = after
+            if config.global_pruning:
+                ok = after == before or (after % config.round_to == 0 and 0 < after <= before)
+                want = f"a multiple of {config.round_to} or {before}"
+            else:
+                want_n = expected_channels(before, config.ratio, config.round_to)
+                ok, want = after == want_n, str(want_n)
+            if not ok:
+                raise CandidateError(
+                    "prune", f"{label}: {after} channels after pruning {before}, expected {want}"
+                )
+        try:
+            with torch.no_grad():
+                out = model(example)
+        except Exception as exc:
+            raise CandidateError("prune", f"pruned model forward fails: {exc}") from exc
+        if tuple(out.shape) != tuple(ref_out.shape):
+            raise CandidateError(
+                "prune", f"pruned output shape {tuple(out.shape)} != {tuple(ref_out.shape)}"
+            )
+        model.train(was_training)
+        report = _report(macs_before, params_before, model, shape)
+        report["channels"] = channels
+        setattr(model, PRUNE_REPORT_ATTR, report)
+        log.info(
+            "pruned %.2f (%s): MACs %d -> %d",
+            config.ratio,
+            config.importance,
+            report["macs_before"],
+            report["macs_after"],
+        )
+        return model
+
+
+PRUNE = register(PruneStage())
