@@ -12,6 +12,7 @@ from edgeopt.stages.base import (
     StageContext,
     Suggester,
 )
+from edgeopt.stages.finetune import FinetuneConfig, FinetuneStage
 from edgeopt.stages.prune import Importance, PruneConfig, PruneStage
 from edgeopt.stages.quantize import CalibMethod, QType, QuantizeConfig, QuantizeStage, QuantMode
 
@@ -24,6 +25,8 @@ __all__ = [
     "PIPELINE_ORDER",
     "STAGES",
     "CalibMethod",
+    "FinetuneConfig",
+    "FinetuneStage",
     "Importance",
     "Phase",
     "PruneConfig",

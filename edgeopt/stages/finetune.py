@@ -1,0 +1,136 @@
+"""Fine-tuning stage (torch phase): the one training loop, with optional distillation from the
+unmodified original model. Pruned models need it: without it they fall to chance accuracy."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from edgeopt.errors import CandidateError
+from edgeopt.stages.base import Phase, Stage, StageConfig, StageContext, Suggester, register
+from edgeopt.training import OptimizerKind, Schedule, TrainConfig, TrainResult, fit
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from edgeopt.profiles import HardwareProfile
+
+log = logging.getLogger(__name__)
+
+TRAIN_RESULT_ATTR = "edgeopt_train_result"
+"""Attribute set on every module returned by ``FinetuneStage.apply``: its ``TrainResult``."""
+
+PATIENCE = 3
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinetuneConfig(StageConfig, TrainConfig):
+    """``TrainConfig`` as a stage config (same fields; ``epochs=0`` = no fine-tuning)."""
+
+    def __post_init__(self) -> None:
+        self._check_types()
+        TrainConfig.__post_init__(self)
+
+
+class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
+    """Fine-tunes a deep copy of the model with ``edgeopt.training.fit``.
+
+    ``apply`` passes ``ctx.teacher`` (used when ``distill`` is on, and always when
+    ``ctx.data`` is None: data-free distillation) and ``ctx.on_epoch`` (its exceptions
+    propagate). The returned module carries its ``TrainResult`` as ``TRAIN_RESULT_ATTR``.
+    """
+
+    name = "finetune"
+    phase = Phase.TORCH
+    config_type = FinetuneConfig
+
+    def suggest(self, space: Suggester, profile: HardwareProfile) -> FinetuneConfig:
+        """``finetune.epochs`` 1..8, ``finetune.lr`` 1e-4..1e-1 (log),
+        ``finetune.batch_size`` {32, 64, 128}, ``finetune.optimizer`` {sgd, adamw},
+        ``finetune.weight_decay`` 1e-6..1e-2 (log), ``finetune.schedule``
+        {constant, step, cosine}, ``finetune.label_smoothing`` 0..0.2 step 0.05,
+        ``finetune.augment`` {True, False}, ``finetune.distill`` {False, True}; with distill,
+        ``finetune.temperature`` 1..8 (log) and ``finetune.alpha`` 0.3..0.95. Patience is
+        fixed at 3 epochs. The profile does not narrow this space."""
+        epochs = int(space.suggest_int("finetune.epochs", 1, 8))
+        lr = float(space.suggest_float("finetune.lr", 1e-4, 1e-1, log=True))
+        batch = int(space.suggest_categorical("finetune.batch_size", [32, 64, 128]))
+        optimizer = space.suggest_categorical(
+            "finetune.optimizer", [o.value for o in OptimizerKind]
+        )
+        wd = float(space.suggest_float("finetune.weight_decay", 1e-6, 1e-2, log=True))
+        schedule = space.suggest_categorical("finetune.schedule", [s.value for s in Schedule])
+        smoothing = float(space.suggest_float("finetune.label_smoothing", 0.0, 0.2, step=0.05))
+        augment = bool(space.suggest_categorical("finetune.augment", [True, False]))
+        distill = bool(space.suggest_categorical("finetune.distill", [False, True]))
+        extra: dict[str, Any] = {}
+        if distill:
+            extra["temperature"] = float(
+                space.suggest_float("finetune.temperature", 1.0, 8.0, log=True)
+            )
+            extra["alpha"] = float(space.suggest_float("finetune.alpha", 0.3, 0.95))
+        return FinetuneConfig(
+            lr=lr,
+            epochs=epochs,
+            batch_size=batch,
+            optimizer=OptimizerKind(optimizer),
+            weight_decay=wd,
+            schedule=Schedule(schedule),
+            label_smoothing=round(smoothing, 4),
+            patience=PATIENCE,
+            augment=augment,
+            distill=distill,
+            **extra,
+        )
+
+    def baseline(self, profile: HardwareProfile) -> FinetuneConfig:
+        """No training (``epochs=0``)."""
+        return FinetuneConfig(epochs=0)
+
+    def is_identity(self, config: FinetuneConfig) -> bool:
+        """Zero epochs train nothing."""
+        return config.epochs == 0
+
+    def apply(self, artifact: nn.Module, config: FinetuneConfig, ctx: StageContext) -> nn.Module:
+        """Fine-tune a deep copy of ``artifact``; returns it in eval mode with its best weights.
+
+        Raises CandidateError("finetune", ...) when distillation is asked for (or needed, with
+        no data) but ``ctx.teacher`` is None, or when training produces non-finite losses.
+        """
+        model = copy.deepcopy(artifact)
+        if self.is_identity(config):
+            return model
+        if ctx.teacher is None and (config.distill or ctx.data is None):
+            raise CandidateError(
+                "finetune",
+                "distillation needs the original model as teacher"
+                + (" (no data: data-free distillation)" if ctx.data is None else ""),
+            )
+        teacher = ctx.teacher if (config.distill or ctx.data is None) else None
+        try:
+            result: TrainResult = fit(
+                model,
+                ctx.data,
+                config,
+                teacher=teacher,
+                seed=ctx.seed,
+                on_epoch=ctx.on_epoch,
+                input_shape=tuple(ctx.input_shape),
+            )
+        except FloatingPointError as exc:  # pragma: no cover - torch does not raise it today
+            raise CandidateError("finetune", f"training diverged: {exc}") from exc
+        if any(loss != loss for _, loss, _ in result.history):  # NaN
+            raise CandidateError("finetune", "training loss became NaN (learning rate too high?)")
+        setattr(model, TRAIN_RESULT_ATTR, result)
+        log.info(
+            "fine-tuned %d epochs: val accuracy %.4f -> %.4f",
+            result.epochs_run,
+            result.initial_val_accuracy,
+            result.best_val_accuracy,
+        )
+        return model
+
+
+FINETUNE = register(FinetuneStage())
