@@ -1,0 +1,86 @@
+"""Reports of a run, rendered from its plain records (never from live Optuna objects).
+
+``write_reports(run_dir, out_dir)`` is what ``edgeopt optimize`` calls at the end;
+``render_reports(records, out_dir)`` is the same for records already loaded (the
+``edgeopt report`` command, tests with hand-built records).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from edgeopt.errors import ConfigError
+from edgeopt.report.summary import Summary, summarize
+
+FORMATS = ("html", "md", "json", "csv")
+FILE_NAMES = {
+    "html": "report.html",
+    "md": "report.md",
+    "json": "report.json",
+    "csv": "trials.csv",
+}
+
+__all__ = ["FILE_NAMES", "FORMATS", "parse_formats", "render_reports", "summarize", "write_reports"]
+
+
+def parse_formats(text: str | Iterable[str]) -> tuple[str, ...]:
+    """``"html,md"`` (or an iterable of names) -> validated, de-duplicated format names."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    out: list[str] = []
+    for raw in items:
+        name = raw.strip().lower()
+        if name == "markdown":
+            name = "md"
+        if not name:
+            continue
+        if name not in FORMATS:
+            raise ConfigError(
+                f"unknown report format {raw.strip()!r}",
+                hint=f"choose from {', '.join(FORMATS)}",
+            )
+        if name not in out:
+            out.append(name)
+    if not out:
+        raise ConfigError("no report format given", hint=f"choose from {', '.join(FORMATS)}")
+    return tuple(out)
+
+
+def _renderers() -> dict[str, Callable[[Summary], str]]:
+    from edgeopt.report.html import render_html
+    from edgeopt.report.markdown import render_markdown
+    from edgeopt.report.tables import render_csv, render_json
+
+    return {"html": render_html, "md": render_markdown, "json": render_json, "csv": render_csv}
+
+
+def render_reports(
+    records: Mapping[str, Any],
+    out_dir: Path,
+    formats: Iterable[str] = FORMATS,
+) -> list[Path]:
+    """Render ``records`` (from ``edgeopt.search.records.load_run``) into ``out_dir``.
+
+    Each file is written atomically. Returns the written paths in ``formats`` order.
+    """
+    from edgeopt.report.tables import write_atomic
+
+    fmts = parse_formats(formats)
+    summary = summarize(records)
+    renderers = _renderers()
+    out_dir = Path(out_dir)
+    return [write_atomic(out_dir / FILE_NAMES[f], renderers[f](summary)) for f in fmts]
+
+
+def write_reports(
+    run_dir: Path,
+    out_dir: Path,
+    formats: Iterable[str] = FORMATS,
+) -> list[Path]:
+    """Load the run in ``run_dir`` (with parameter importances) and render its reports into
+    ``out_dir``. Raises ConfigError when ``run_dir`` is not a run directory."""
+    from edgeopt.search.records import load_run
+
+    records = load_run(Path(run_dir), importance=True)
+    return render_reports(records, out_dir, formats)

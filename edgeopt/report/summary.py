@@ -1,0 +1,330 @@
+"""What every renderer shows, derived once from a run's plain records.
+
+``summarize(records)`` turns the dict from ``edgeopt.search.records.load_run`` into a
+``Summary``: the objectives with units and provenance, the front, the baselines, the
+recommended pick with its reason, failures and notes. Renderers only format a Summary.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from edgeopt.report.pareto import KNEE_METHOD, knee
+
+UNITS = {
+    "accuracy": "",
+    "latency_ms": "ms",
+    "size_mb": "MB",
+    "peak_memory_mb": "MB",
+    "energy_mj": "mJ",
+}
+NOUNS = {
+    "accuracy": "accuracy",
+    "latency_ms": "latency",
+    "size_mb": "size",
+    "peak_memory_mb": "peak memory",
+    "energy_mj": "energy",
+}
+# per-target numbers shown in tables, in this order
+TARGET_METRICS = ("latency_ms", "peak_memory_mb", "energy_mj")
+BUDGET_OF_CONSTRAINT = {
+    "latency_ms": "max_latency_ms",
+    "peak_memory_mb": "max_memory_mb",
+    "energy_mj": "max_energy_mj",
+    "size_mb": "max_size_mb",
+    "accuracy_drop": "max_accuracy_drop",
+    "min_accuracy": "min_accuracy",
+}
+
+
+@dataclass(frozen=True)
+class ObjectiveInfo:
+    """One optimized number: ``name`` as recorded (``latency_ms[host-cpu]``), split up."""
+
+    name: str
+    metric: str
+    target: str | None
+    maximize: bool
+    provenance: str
+    accuracy_kind: str = "accuracy"
+
+    @property
+    def unit(self) -> str:
+        return UNITS.get(self.metric, "")
+
+    @property
+    def noun(self) -> str:
+        if self.metric == "accuracy":
+            return "validation " + ("fidelity" if self.accuracy_kind == "fidelity" else "accuracy")
+        return NOUNS.get(self.metric, self.metric)
+
+    @property
+    def label(self) -> str:
+        """Axis label with unit and provenance, e.g. ``latency on host-cpu (ms, measured)``."""
+        where = f" on {self.target}" if self.target else ""
+        unit = f"{self.unit}, " if self.unit else "fraction, "
+        return f"{self.noun}{where} ({unit}{self.provenance})"
+
+    @property
+    def short(self) -> str:
+        """Compact column label, e.g. ``latency ms host-cpu``."""
+        bits = [NOUNS.get(self.metric, self.metric), self.unit, self.target or ""]
+        return " ".join(b for b in bits if b)
+
+
+@dataclass(frozen=True)
+class Pick:
+    """The recommended front member and the one sentence that says why."""
+
+    number: int
+    method: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Everything renderers need; built by ``summarize``."""
+
+    records: Mapping[str, Any]
+    objectives: tuple[ObjectiveInfo, ...]
+    targets: tuple[str, ...]
+    complete: tuple[Mapping[str, Any], ...]
+    front: tuple[Mapping[str, Any], ...]
+    failed: tuple[Mapping[str, Any], ...]
+    pruned: tuple[Mapping[str, Any], ...]
+    original: Mapping[str, Any] | None
+    int8: Mapping[str, Any] | None
+    pick: Pick | None
+    no_pick_reason: str | None
+    accuracy_kind: str
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def trials(self) -> Sequence[Mapping[str, Any]]:
+        return self.records.get("trials", [])
+
+    @property
+    def budgets(self) -> dict[str, float]:
+        b = self.records.get("config", {}).get("budgets", {}) or {}
+        return {k: v for k, v in b.items() if v is not None}
+
+    @property
+    def model_name(self) -> str:
+        path = self.records.get("config", {}).get("model", {}).get("path") or "model"
+        return Path(path).name
+
+    def objective_vector(self, trial: Mapping[str, Any]) -> list[float] | None:
+        """The trial's objective values in ``objectives`` order, or None when incomplete."""
+        values = trial.get("values") or {}
+        out = []
+        for o in self.objectives:
+            v = values.get(o.name)
+            if not isinstance(v, int | float) or not math.isfinite(v):
+                return None
+            out.append(float(v))
+        return out
+
+
+_NAME = re.compile(r"^(?P<metric>[a-z_]+)(\[(?P<target>.+)\])?$")
+
+
+def split_name(name: str) -> tuple[str, str | None]:
+    """``latency_ms[host-cpu]`` -> (``latency_ms``, ``host-cpu``); ``size_mb`` -> (..., None)."""
+    m = _NAME.match(name)
+    if not m:
+        return name, None
+    return m.group("metric"), m.group("target")
+
+
+def provenance_of(records: Mapping[str, Any], metric: str, target: str | None) -> str:
+    """How a metric was obtained in this run: from the first complete trial's measurements."""
+    if metric == "accuracy":
+        return "measured"
+    for t in records.get("trials", []):
+        meas = t.get("measurements") or {}
+        tgt = target or next(iter(meas), None)
+        if tgt is None:
+            continue
+        entry = (meas.get(tgt) or {}).get(metric)
+        if entry and entry.get("provenance"):
+            return str(entry["provenance"])
+    return "measured" if metric == "size_mb" else "estimated"
+
+
+def summarize(records: Mapping[str, Any]) -> Summary:
+    """Derive the shared view of a run from its records (see module doc)."""
+    baseline = records.get("baseline") or {}
+    kind = str(baseline.get("accuracy_kind", "accuracy"))
+    objectives = []
+    for o in records.get("objectives", []):
+        metric, target = split_name(o["name"])
+        objectives.append(
+            ObjectiveInfo(
+                name=o["name"],
+                metric=metric,
+                target=target,
+                maximize=o.get("direction") == "maximize",
+                provenance=provenance_of(records, metric, target),
+                accuracy_kind=kind,
+            )
+        )
+    trials = list(records.get("trials", []))
+    complete = tuple(t for t in trials if t.get("state") == "complete")
+    front = tuple(t for t in complete if t.get("on_front"))
+    original = next((t for t in complete if t.get("baseline") == "unchanged"), None)
+    int8 = next((t for t in complete if t.get("baseline") == "int8"), None)
+    s = Summary(
+        records=records,
+        objectives=tuple(objectives),
+        targets=tuple(records.get("targets", [])),
+        complete=complete,
+        front=front,
+        failed=tuple(t for t in trials if t.get("state") == "fail"),
+        pruned=tuple(t for t in trials if t.get("state") == "pruned"),
+        original=original,
+        int8=int8,
+        pick=None,
+        no_pick_reason=None,
+        accuracy_kind=kind,
+    )
+    pick, why_not = _pick(s)
+    notes = list(_notes(s))
+    return replace(s, pick=pick, no_pick_reason=why_not, notes=tuple(notes))
+
+
+def _pick(s: Summary) -> tuple[Pick | None, str | None]:
+    members = [(t, s.objective_vector(t)) for t in s.front]
+    members = [(t, v) for t, v in members if v is not None]
+    if not members:
+        return None, _why_no_front(s)
+    idx = knee([v for _, v in members], [o.maximize for o in s.objectives])
+    assert idx is not None
+    chosen = members[idx][0]
+    return Pick(int(chosen["number"]), KNEE_METHOD, _reason(s, chosen)), None
+
+
+def _why_no_front(s: Summary) -> str:
+    if not s.complete:
+        n = len(s.trials)
+        return (
+            f"no trial completed ({n} trial(s): {len(s.failed)} failed, {len(s.pruned)} "
+            "stopped early), so there is nothing to recommend"
+        )
+    parts = []
+    names = sorted({k for t in s.complete for k in (t.get("constraints") or {})})
+    for name in names:
+        vals = [t["constraints"][name] for t in s.complete if name in (t.get("constraints") or {})]
+        ok = sum(1 for v in vals if v <= 0)
+        msg = f"{name}: {ok} of {len(vals)} within budget"
+        if ok == 0 and vals:
+            msg += f" (closest exceeds it by {min(vals):.4g})"
+        parts.append(msg)
+    detail = "; ".join(parts) if parts else "no constraint values were recorded"
+    return f"no complete trial meets every budget ({detail}); relax a budget or run more trials"
+
+
+def _ratio_phrase(o: ObjectiveInfo, new: float, old: float) -> str:
+    if o.metric == "accuracy":
+        d = (new - old) * 100
+        return f"{d:+.1f} pt"
+    if new <= 0 or old <= 0:
+        return "n/a"
+    if abs(new - old) / old < 0.005:
+        return "about the same"
+    if new < old:
+        return f"{old / new:.2f}x {'faster' if o.metric == 'latency_ms' else 'smaller'}"
+    return f"{new / old:.2f}x {'slower' if o.metric == 'latency_ms' else 'larger'}"
+
+
+def _reason(s: Summary, t: Mapping[str, Any]) -> str:
+    vec = s.objective_vector(t) or []
+    ref = s.objective_vector(s.original) if s.original is not None else None
+    bits = []
+    for i, o in enumerate(s.objectives):
+        where = f" on {o.target}" if o.target else ""
+        num = fmt_num(vec[i], o.metric) + (f" {o.unit}" if o.unit else "")
+        if ref is not None:
+            old = fmt_num(ref[i], o.metric) + (f" {o.unit}" if o.unit else "")
+            bits.append(
+                f"{o.noun}{where} {num} vs {old} ({_ratio_phrase(o, vec[i], ref[i])}, "
+                f"{o.provenance})"
+            )
+        else:
+            bits.append(f"{o.noun}{where} {num} ({o.provenance})")
+    who = f"Trial {t['number']} ({t.get('describe') or 'unchanged'})"
+    if t.get("baseline") == "unchanged":
+        head = f"{who} is the original model and the knee of the front"
+    else:
+        head = f"{who} is the knee of the front"
+    budgets = s.budgets
+    within = " and meets every budget" if budgets else ""
+    against = (
+        "; against the original: " if ref is not None else " (the original did not complete): "
+    )
+    return f"{head}{within}{against}" + "; ".join(bits) + "."
+
+
+def _notes(s: Summary) -> list[str]:
+    notes = []
+    if s.accuracy_kind == "fidelity":
+        notes.append(
+            "No task data was given: 'accuracy' here is fidelity, the top-1 agreement with the "
+            "original model on synthetic inputs, not task accuracy."
+        )
+    split = s.records.get("test_split")
+    if split == "val":
+        notes.append(
+            "The data has no test split: 'test' numbers are on the validation split the "
+            "search selected on, so they are optimistic."
+        )
+    estimated = sorted({o.target for o in s.objectives if o.provenance == "estimated" and o.target})
+    if estimated:
+        notes.append(
+            "Numbers on " + ", ".join(estimated) + " are estimated from the hardware profile "
+            "by the cost model, not measured on the device."
+        )
+    if s.records.get("prune_unsupported"):
+        notes.append(f"Pruning was disabled for this model: {s.records['prune_unsupported']}")
+    return notes
+
+
+def fmt_num(v: Any, metric: str = "") -> str:
+    """A number at a precision that suits its metric; ``-`` for missing."""
+    if not isinstance(v, int | float) or isinstance(v, bool):
+        return "-"
+    if not math.isfinite(v):
+        return str(v)
+    if metric == "accuracy":
+        return f"{v:.4f}"
+    a = abs(v)
+    if a == 0:
+        return "0"
+    if a >= 100:
+        return f"{v:.1f}"
+    if a >= 1:
+        return f"{v:.3f}"
+    return f"{v:.4g}"
+
+
+def metric_entry(t: Mapping[str, Any], target: str, metric: str) -> Mapping[str, Any] | None:
+    """``{value, provenance, ...}`` of one metric of one trial on one target, if recorded."""
+    return ((t.get("measurements") or {}).get(target) or {}).get(metric)
+
+
+def present_metrics(s: Summary) -> list[str]:
+    """Per-target metrics that at least one complete trial recorded, in table order."""
+    out = []
+    for m in TARGET_METRICS:
+        if any(metric_entry(t, tg, m) for t in s.complete for tg in s.targets):
+            out.append(m)
+    return out
+
+
+def fail_label(t: Mapping[str, Any]) -> str:
+    """``stage: reason`` of a failed trial."""
+    return f"{t.get('fail_stage', 'unknown')}: {t.get('fail_reason', '')}".strip()

@@ -1,0 +1,157 @@
+"""Machine-readable outputs: the JSON report and the CSV of all trials, written atomically."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from edgeopt.report.summary import Summary, metric_entry
+
+REPORT_KIND = "edgeopt-report"
+
+
+def write_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``,
+    so a reader never sees a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _clean(obj: Any) -> Any:
+    """Non-finite floats become None so the output is strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Mapping):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def render_json(s: Summary) -> str:
+    """The records (same ``schema_version``) plus the report's conclusions: ``front``
+    (trial numbers), ``pick`` (number, method, reason) or ``no_pick_reason``, ``notes``."""
+    out = dict(s.records)
+    out["kind"] = REPORT_KIND
+    out["front"] = [t["number"] for t in s.front]
+    out["pick"] = asdict(s.pick) if s.pick is not None else None
+    out["no_pick_reason"] = s.no_pick_reason
+    out["notes"] = list(s.notes)
+    out["objective_labels"] = {o.name: o.label for o in s.objectives}
+    return json.dumps(_clean(out), indent=2, allow_nan=False) + "\n"
+
+
+def csv_columns(s: Summary) -> list[str]:
+    """Column names, in order: identity, accuracy, size, per-target numbers, params, timing,
+    constraints, failure."""
+    cols = [
+        "number",
+        "state",
+        "describe",
+        "baseline",
+        "feasible",
+        "on_front",
+        "picked",
+        "val_accuracy",
+        "test_accuracy",
+        "size_mb",
+    ]
+    metrics = sorted(
+        {
+            (tgt, m)
+            for t in s.trials
+            for tgt, by_metric in (t.get("measurements") or {}).items()
+            for m in by_metric
+            if m != "size_mb"
+        }
+    )
+    for tgt, m in metrics:
+        cols += [f"{m}[{tgt}]", f"{m}[{tgt}].provenance"]
+    params = sorted({p for t in s.trials for p in (t.get("params") or {})})
+    cols += [f"param.{p}" for p in params]
+    cons = sorted({c for t in s.trials for c in (t.get("constraints") or {})})
+    cols += [f"constraint.{c}" for c in cons]
+    cols += [
+        "build_s",
+        "measure_s",
+        "trial_s",
+        "onnx",
+        "fail_stage",
+        "fail_reason",
+        "pruned_reason",
+    ]
+    return cols
+
+
+def render_csv(s: Summary) -> str:
+    """One row per trial (every state); empty cells where a number does not apply."""
+    cols = csv_columns(s)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for t in s.trials:
+        row: dict[str, Any] = {
+            "number": t.get("number"),
+            "state": t.get("state"),
+            "describe": t.get("describe", ""),
+            "baseline": t.get("baseline") or "",
+            "feasible": _b(t.get("feasible")),
+            "on_front": _b(t.get("on_front")),
+            "picked": _b(s.pick is not None and t.get("number") == s.pick.number),
+            "val_accuracy": _n(t.get("val_accuracy")),
+            "test_accuracy": _n(t.get("test_accuracy")),
+            "size_mb": _n(t.get("size_mb")),
+            "onnx": t.get("onnx") or "",
+            "fail_stage": t.get("fail_stage", ""),
+            "fail_reason": t.get("fail_reason", ""),
+            "pruned_reason": t.get("pruned_reason", ""),
+        }
+        for col in cols:
+            if col.startswith("param."):
+                row[col] = _n((t.get("params") or {}).get(col[6:]))
+            elif col.startswith("constraint."):
+                row[col] = _n((t.get("constraints") or {}).get(col[11:]))
+            elif col in ("build_s", "measure_s", "trial_s"):
+                row[col] = _n((t.get("timing") or {}).get(col))
+            elif "[" in col and col not in row:
+                m, rest = col.split("[", 1)
+                tgt, _, suffix = rest.partition("]")
+                e = metric_entry(t, tgt, m)
+                if e is None:
+                    row[col] = ""
+                elif suffix == ".provenance":
+                    row[col] = e.get("provenance", "")
+                else:
+                    row[col] = _n(e.get("value"))
+        w.writerow(row)
+    return buf.getvalue()
+
+
+def _b(v: Any) -> str:
+    return "" if v is None else ("true" if v else "false")
+
+
+def _n(v: Any) -> Any:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return _b(v)
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else ""
+    return v
