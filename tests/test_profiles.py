@@ -202,3 +202,39 @@ def test_cli_validate_ok() -> None:
     r = CliRunner().invoke(main, ["profiles", "validate", str(ARITH)])
     assert r.exit_code == 0, r.output
     assert "OK (arith-cpu" in r.output
+
+
+def test_calibrated_host_profile_renders_valid(tmp_path: Path) -> None:
+    from edgeopt.measure.calibrate import CalibrationResult, render_host_toml
+
+    r = CalibrationResult(
+        peak_gops={"fp32": 110.0, "int8": 300.0},
+        efficiency={
+            "fp32": {
+                "dense_conv": 1.0,
+                "pointwise_conv": 0.9,
+                "depthwise_conv": 0.4,
+                "gemm": 0.3,
+                "quantize": 0.03,
+            },
+            "int8": {"dense_conv": 0.9, "pointwise_conv": 0.8, "depthwise_conv": 0.1, "gemm": 0.1},
+        },
+        bandwidth_gbs=40.0,
+        kernel_overhead_us=0.8,
+        invoke_overhead_us=5.0,
+        machine="Test CPU, 2 logical cores",
+        kernel_overhead_us_int8=2.0,
+        kendall_tau=0.9,
+        median_rel_error=0.1,
+        n_models=12,
+    )
+    path = tmp_path / "host.toml"
+    path.write_text(render_host_toml(load_profile("cpu"), r, "edgeopt profiles calibrate"))
+    p = validate_profile_file(path)
+    u = p.units[0]
+    assert p.measured and p.calibrated and p.unstated == []
+    assert u.peak_gops == {"fp32": 110.0, "int8": 300.0}
+    assert (u.kernel_overhead_us, u.kernel_overhead_us_int8) == (0.8, 2.0)
+    assert u.eff("int8", "depthwise_conv") == 0.1
+    assert u.eff("int8", "quantize") == 0.03  # optional class, from the default table
+    assert p.calibration is not None and p.calibration.n_models == 12

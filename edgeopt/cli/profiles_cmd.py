@@ -141,17 +141,19 @@ def validate_cmd(file: Path) -> None:
 )
 def calibrate_cmd(out: Path, write_shipped: bool, rounds: int, check: bool) -> None:
     """Fit the host profile's efficiencies and per-kernel overhead with ORT micro-benchmarks."""
-    from edgeopt.measure.calibrate import calibrate_host, check_against_models
+    from edgeopt.measure.calibrate import calibrate_host
 
     base = load_profile("cpu")
     target = base.source_path if write_shipped and base.source_path else out
+    command = "edgeopt profiles calibrate " + (
+        "--write-shipped" if write_shipped else f"--out {out}"
+    )
     click.echo("Running micro-benchmarks on this host (ONNX Runtime CPU, measured) ...")
-    result = calibrate_host(target, rounds=rounds, log=click.echo)
+    result = calibrate_host(target, rounds=rounds, check=check, command=command, log=click.echo)
     click.echo(f"Wrote calibrated host profile to {target}")
     for line in result.summary():
         click.echo(f"  {line}")
-    if check:
-        click.echo("Checking the cost model against real ORT measurements ...")
-        report = check_against_models(validate_profile_file(target), rounds=rounds)
-        for line in report:
-            click.echo(f"  {line}")
+    if result.median_rel_error is not None:
+        click.echo(
+            "  (latency measured on this host vs estimated by the cost model with the new profile)"
+        )

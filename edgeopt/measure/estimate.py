@@ -44,7 +44,9 @@ if TYPE_CHECKING:
 # ONNX TensorProto element type -> bytes per element
 _ELEM_SIZE = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2}
 _INT8_TYPES = {2, 3}  # uint8, int8
+TensorProto_INT32 = 6
 
+_QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 _VIEW_OPS = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Dropout"}
 _CONV_OPS = {"Conv", "ConvInteger", "QLinearConv", "ConvTranspose"}
 _GEMM_OPS = {"Gemm", "MatMul", "MatMulInteger", "QLinearMatMul", "QGemm", "MatMulIntegerToFloat"}
@@ -290,10 +292,12 @@ class _Graph:
         # Constant folding: a node whose inputs are all constant is precomputed.
         self.folded_const: set[int] = set()
         for n in self.nodes:
-            if n.op_type == "Constant" or (
-                n.input
-                and all((not i) or i in self.const or i in self.initializers for i in n.input)
-            ):
+            # ONNX Runtime keeps DequantizeLinear on constant weights (QDQ format): it either
+            # folds into an int8 consumer or runs on every inference.
+            all_const = bool(n.input) and all(
+                (not i) or i in self.const or i in self.initializers for i in n.input
+            )
+            if n.op_type == "Constant" or (all_const and n.op_type != "DequantizeLinear"):
                 self.folded_const.add(id(n))
                 self.const.update(o for o in n.output if o)
         self.canon: dict[str, str] = {}
@@ -373,7 +377,17 @@ def _node_dtype(g: _Graph, n: Any) -> str:
     out_type = g.etype.get(n.output[0], 1) if n.output else 1
     if op in _WEIGHT_INPUT:
         ins = list(n.input)
-        if _quant_source(g, ins[0]) and _quant_source(g, ins[_WEIGHT_INPUT[op]]):
+        # ORT fuses a QDQ conv only when its bias comes straight from a DequantizeLinear (or is
+        # int32); otherwise (a float bias, or one behind an Identity) it runs a float conv on
+        # dequantized inputs.
+        bias = ins[2] if len(ins) > 2 else ""
+        producer = g.producer.get(bias)
+        bias_ok = (
+            not bias
+            or g.etype.get(bias) == TensorProto_INT32
+            or (producer is not None and producer.op_type == "DequantizeLinear")
+        )
+        if _quant_source(g, ins[0]) and _quant_source(g, ins[_WEIGHT_INPUT[op]]) and bias_ok:
             return "int8"
         return _float_dtype(out_type)
     acts = [i for i in _data_inputs(n) if i not in g.const]
@@ -431,6 +445,9 @@ def _kernel_ops(g: _Graph, k: _Kernel) -> None:
         else:
             window = int(math.prod(_attr(n, "kernel_shape", [1])))
             k.ops = float((g.numel(n.output[0]) or 0) * window)
+    elif op in _QDQ_OPS:
+        k.op_class = "quantize"
+        k.ops = float(sum(g.numel(o) or 0 for o in n.output if o))
     elif op in _MOVE_OPS:
         k.op_class, k.ops = "data_movement", 0.0
     else:
@@ -687,7 +704,9 @@ def estimate(onnx_path: str | Path, profile: HardwareProfile) -> Estimate:
         )
         compute_s = k.ops / (u.peak_gops[cdtype] * 1e9 * u.eff(cdtype, k.op_class)) if k.ops else 0
         memory_s = nbytes / (u.bandwidth_gbs * 1e9)
-        t = max(compute_s, memory_s) + u.kernel_overhead_us * 1e-6
+        quantized = k.dtype == "int8" or k.anchor.op_type in _QDQ_OPS
+        overhead_us = u.kernel_overhead_us_int8 if quantized else u.kernel_overhead_us
+        t = max(compute_s, memory_s) + overhead_us * 1e-6
         busy[u.id] += t
         low_pj += k.ops * u.pj_per_op(cdtype) + nbytes * profile.pj_per_byte
         total_ops += k.ops

@@ -22,9 +22,11 @@ Layout of a profile file (units are part of the key names)::
                    weights_in ("dram" | "flash"), activations_in ("dram" | "sram")
     [energy]       pj_per_byte (memory traffic, lower-bound model)
     [units.ID]     kind, peak_gops_fp32 / _fp16 / _int8, bandwidth_gbs, kernel_overhead_us,
+                   kernel_overhead_us_int8 (default: kernel_overhead_us),
                    supported_ops, fallback, link_bandwidth_gbs, link_latency_us,
                    weight_cache_bytes
-    [units.ID.efficiency]        one fraction of peak per op class (OP_CLASSES)
+    [units.ID.efficiency]        one fraction of peak per op class (OP_CLASSES; optional
+                                 "quantize" for Quantize/DequantizeLinear, else elementwise)
     [units.ID.efficiency_int8]   optional per-dtype overrides (also _fp16, _fp32)
     [units.ID.power]             idle_w, active_w, pj_per_op_fp32 / _fp16 / _int8
     [calibration]  date, method, command, machine, kendall_tau, median_rel_error, n_models
@@ -61,6 +63,8 @@ OP_CLASSES = (
     "pool",
     "data_movement",
 )
+# Optional op classes: a table may give them; otherwise ``elementwise`` applies.
+OPTIONAL_OP_CLASSES = ("quantize",)
 FUSIONS = ("conv_bn", "conv_act", "conv_add", "gemm_act", "qdq")
 SOURCE_KINDS = ("datasheet", "paper", "derived", "3rd-party", "measured", "assumption")
 UNIT_KINDS = ("cpu", "gpu", "npu", "dpu", "tpu", "dsp", "mcu")
@@ -146,6 +150,8 @@ class ComputeUnit:
 
     ``peak_gops`` is dense whole-unit throughput per dtype in 1e9 ops/s (one MAC = 2 ops);
     ``efficiency`` maps (dtype, op class) to the attainable fraction of that peak.
+    ``kernel_overhead_us_int8`` is the fixed cost of kernels in quantized graphs (int8 ops and
+    Quantize/DequantizeLinear), which runtimes often pay more for than float kernels.
     ``supported_ops`` is None when every ONNX op runs here.
     """
 
@@ -155,6 +161,7 @@ class ComputeUnit:
     efficiency: Mapping[str, Mapping[str, float]]
     bandwidth_gbs: float
     kernel_overhead_us: float
+    kernel_overhead_us_int8: float
     supported_ops: frozenset[str] | None
     fallback: str | None
     link_bandwidth_gbs: float | None
@@ -164,8 +171,13 @@ class ComputeUnit:
 
     def eff(self, dtype: str, op_class: str) -> float:
         """Efficiency for ``op_class`` at ``dtype`` (per-dtype table, else the default one)."""
-        table = self.efficiency.get(dtype) or self.efficiency["default"]
-        return table.get(op_class, self.efficiency["default"][op_class])
+        default = self.efficiency["default"]
+        table = self.efficiency.get(dtype) or default
+        if op_class in table:
+            return table[op_class]
+        if op_class in default:
+            return default[op_class]
+        return table["elementwise"]  # optional classes (quantize)
 
     def supports(self, op_type: str, dtype: str) -> bool:
         """Whether this unit runs ``op_type`` at ``dtype``."""
@@ -434,10 +446,10 @@ _NONNEG_NUM = "a number >= 0"
 def _read_efficiency(r: _Reader, key: str, *, required: bool) -> dict[str, float] | None:
     if not required and not r.has(key):
         return None
-    t = r.table(key, OP_CLASSES)
+    t = r.table(key, (*OP_CLASSES, *OPTIONAL_OP_CLASSES))
     out: dict[str, float] = {}
-    for c in OP_CLASSES:
-        if required or t.has(c):
+    for c in (*OP_CLASSES, *OPTIONAL_OP_CLASSES):
+        if (required and c in OP_CLASSES) or t.has(c):
             out[c] = t.get(c, _fraction, "a fraction of peak in (0, 1]")
     return out
 
@@ -452,6 +464,7 @@ def _read_unit(r: _Reader, uid: str, all_ids: list[str]) -> ComputeUnit:
             *peak_keys,
             "bandwidth_gbs",
             "kernel_overhead_us",
+            "kernel_overhead_us_int8",
             "supported_ops",
             "fallback",
             "link_bandwidth_gbs",
@@ -509,13 +522,17 @@ def _read_unit(r: _Reader, uid: str, all_ids: list[str]) -> ComputeUnit:
         active_w=p.get("active_w", _pos, f"{_POS_NUM} (W)"),
         pj_per_op=MappingProxyType(pj),
     )
+    overhead = u.get("kernel_overhead_us", _nonneg, f"{_NONNEG_NUM} (us)")
     return ComputeUnit(
         id=uid,
         kind=kind,
         peak_gops=MappingProxyType(peak),
         efficiency=MappingProxyType({k: MappingProxyType(v) for k, v in eff.items()}),
         bandwidth_gbs=u.get("bandwidth_gbs", _pos, f"{_POS_NUM} (GB/s)"),
-        kernel_overhead_us=u.get("kernel_overhead_us", _nonneg, f"{_NONNEG_NUM} (us)"),
+        kernel_overhead_us=overhead,
+        kernel_overhead_us_int8=u.get(
+            "kernel_overhead_us_int8", _nonneg, f"{_NONNEG_NUM} (us)", default=overhead
+        ),
         supported_ops=supported,
         fallback=fallback,
         link_bandwidth_gbs=link_bw,
@@ -694,6 +711,9 @@ def _parse(data: dict[str, Any], file: str, source_path: Path | None) -> Hardwar
             n_models=c.get("n_models", _nonneg_int, "an integer >= 0", default=0),
         )
 
+    # [calibration] records results about the profile, not inputs that need a source.
+    for key in [k for k in prov if k.startswith("calibration.")]:
+        del prov[key]
     return HardwareProfile(
         name=name,
         kind=kind,
