@@ -94,3 +94,9 @@ def load_npz(path: str | Path) -> DataBundle:
     if len(shapes) != 1:
         raise ConfigError(f"data file {p}: splits have different sample shapes {sorted(shapes)}")
     return DataBundle(**out)
+
+
+def synthetic_inputs(input_shape: tuple[int, ...], n: int, seed: int) -> np.ndarray:
+    """Seeded standard-normal inputs: the stand-in data when a run has no ``--data``."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, *input_shape)).astype(np.float32)

@@ -350,3 +350,43 @@ def check_input_shape(loaded: LoadedModel, sample_shape: tuple[int, ...]) -> Non
             f"the model fails on input shape {tuple(sample_shape)}: {str(exc).splitlines()[0]}",
             hint="pass --input-shape with the shape the model was trained on",
         ) from exc
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to load the user's model again (in a worker process, or when resuming a run)."""
+
+    path: str
+    arch: str | None = None
+    arch_kwargs: dict[str, Any] | None = None
+    input_shape: tuple[int, ...] | None = None
+    trust_pickle: bool = False
+
+    def load(self) -> LoadedModel:
+        return load_model(
+            self.path,
+            arch=self.arch,
+            arch_kwargs=self.arch_kwargs,
+            input_shape=self.input_shape,
+            trust_pickle=self.trust_pickle,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "arch": self.arch,
+            "arch_kwargs": self.arch_kwargs,
+            "input_shape": list(self.input_shape) if self.input_shape else None,
+            "trust_pickle": self.trust_pickle,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelSpec:
+        shape = data.get("input_shape")
+        return cls(
+            path=str(data["path"]),
+            arch=data.get("arch"),
+            arch_kwargs=data.get("arch_kwargs"),
+            input_shape=tuple(shape) if shape else None,
+            trust_pickle=bool(data.get("trust_pickle", False)),
+        )

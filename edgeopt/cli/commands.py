@@ -10,6 +10,10 @@ from edgeopt.cli import main
 _COMMANDS = {
     "bench": "edgeopt.cli.bench_cmd:bench",
     "profiles": "edgeopt.cli.profiles_cmd:profiles",
+    "optimize": "edgeopt.cli.optimize_cmd:optimize",
+    "report": "edgeopt.cli.report_cmd:report",
+    "export": "edgeopt.cli.report_cmd:export",
+    "check": "edgeopt.cli.check_cmd:check",
 }
 
 for _name, _ref in _COMMANDS.items():

@@ -69,6 +69,22 @@ def load_model_from_options(
     )
 
 
+def parse_arch_kwargs(text: str | None) -> dict[str, Any]:
+    """Parse ``--arch-kwargs`` JSON into a dict (empty when not given)."""
+    if not text:
+        return {}
+    try:
+        kwargs = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"--arch-kwargs is not valid JSON: {exc.msg}",
+            hint="e.g. --arch-kwargs '{\"num_classes\": 10}'",
+        ) from exc
+    if not isinstance(kwargs, dict):
+        raise ConfigError("--arch-kwargs must be a JSON object")
+    return kwargs
+
+
 def parse_int_list(text: str, option: str) -> list[int]:
     """Parse ``"1,2"`` into ``[1, 2]`` (positive integers)."""
     try:

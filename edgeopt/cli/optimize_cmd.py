@@ -1,0 +1,247 @@
+"""``edgeopt optimize``: the joint search that leaves a run directory with a Pareto front."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgeopt.cli.options import model_options
+
+
+def _targets(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option(
+    "--target", default="cpu", show_default=True, help="Profile(s): cpu, mobile,fpga, a TOML."
+)
+@click.option(
+    "--data",
+    type=click.Path(dir_okay=False),
+    help=".npz with x_train, y_train, x_val, y_val[, x_test, y_test].",
+)
+@click.option(
+    "--trials",
+    type=click.IntRange(min=1),
+    help="Total trials in the study (default 20 unless --timeout).",
+)
+@click.option("--timeout", "timeout_text", help="Stop starting trials after this long, e.g. 20m.")
+@click.option(
+    "--objectives",
+    default="accuracy,latency,size",
+    show_default=True,
+    help="From accuracy, latency, size, memory, energy.",
+)
+@click.option("--max-latency-ms", type=float, help="Budget per target (a constraint).")
+@click.option("--max-size-mb", type=float, help="Budget on the ONNX file size.")
+@click.option("--max-memory-mb", type=float, help="Budget on peak memory per target.")
+@click.option("--max-energy-mj", type=float, help="Budget on energy per inference per target.")
+@click.option(
+    "--max-accuracy-drop",
+    type=float,
+    help="Budget vs the original, as a fraction (0.01 = 1 point).",
+)
+@click.option("--min-accuracy", type=float, help="Budget on validation accuracy (fraction).")
+@click.option(
+    "--sampler",
+    type=click.Choice(["tpe", "nsga2", "random", "grid", "gp"]),
+    default="tpe",
+    show_default=True,
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--out",
+    "run_dir",
+    type=click.Path(file_okay=False),
+    help="Run directory (default runs/<model>-<target>).",
+)
+@click.option("--storage", help="Optuna storage URL shared by workers, e.g. postgresql://host/db.")
+@click.option(
+    "--study", "study_name", default="edgeopt", show_default=True, help="Study name in the storage."
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Local worker processes.",
+)
+@click.option(
+    "--trial-timeout",
+    "trial_timeout_text",
+    default="15m",
+    show_default=True,
+    help="Time cap per trial.",
+)
+@click.option(
+    "--trial-memory-gb", type=float, default=8.0, show_default=True, help="Memory cap per trial."
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Torch threads per trial.",
+)
+@click.option("--no-report", is_flag=True, help="Skip writing the report at the end.")
+@model_options
+def optimize(
+    model: str,
+    target: str,
+    data: str | None,
+    trials: int | None,
+    timeout_text: str | None,
+    objectives: str,
+    max_latency_ms: float | None,
+    max_size_mb: float | None,
+    max_memory_mb: float | None,
+    max_energy_mj: float | None,
+    max_accuracy_drop: float | None,
+    min_accuracy: float | None,
+    sampler: str,
+    seed: int,
+    run_dir: str | None,
+    storage: str | None,
+    study_name: str,
+    workers: int,
+    trial_timeout_text: str,
+    trial_memory_gb: float,
+    threads: int,
+    no_report: bool,
+    arch: str | None,
+    arch_kwargs: str | None,
+    input_shape: str | None,
+    trust_pickle: bool,
+) -> None:
+    """Search pruning, fine-tuning/distillation and quantization jointly for MODEL.
+
+    Leaves a run directory with the Optuna study, one ONNX file per trial, the Pareto front
+    and a report. Re-running the same command resumes the study. Host latency is measured
+    (interleaved against the original, in a separate process); other targets are estimated
+    from their profile, and every number says which.
+    """
+    from edgeopt.cli.options import parse_arch_kwargs
+    from edgeopt.loading import ModelSpec, parse_shape
+    from edgeopt.run import Budgets, RunConfig, default_run_dir, parse_duration
+    from edgeopt.search.study import finalize, prepare
+    from edgeopt.search.study import optimize as run_search
+
+    targets = _targets(target)
+    timeout_s = parse_duration(timeout_text) if timeout_text else None
+    if trials is None and timeout_s is None:
+        trials = 20
+    config = RunConfig(
+        model=ModelSpec(
+            path=str(Path(model).resolve()),
+            arch=arch,
+            arch_kwargs=parse_arch_kwargs(arch_kwargs),
+            input_shape=parse_shape(input_shape) if input_shape else None,
+            trust_pickle=trust_pickle,
+        ),
+        targets=tuple(str(Path(t).resolve()) if t.endswith(".toml") else t for t in targets),
+        data=str(Path(data).resolve()) if data else None,
+        objectives=tuple(o.strip() for o in objectives.split(",") if o.strip()),
+        budgets=Budgets(
+            max_latency_ms=max_latency_ms,
+            max_size_mb=max_size_mb,
+            max_memory_mb=max_memory_mb,
+            max_energy_mj=max_energy_mj,
+            max_accuracy_drop=max_accuracy_drop,
+            min_accuracy=min_accuracy,
+        ),
+        sampler=sampler,
+        seed=seed,
+        study_name=study_name,
+        storage=storage,
+        trial_timeout_s=parse_duration(trial_timeout_text),
+        trial_memory_gb=trial_memory_gb,
+        threads=threads,
+    )
+    out = Path(run_dir) if run_dir else default_run_dir(model, targets)
+    t0 = time.monotonic()
+    click.echo(f"edgeopt optimize: {model} -> {out}  (targets: {', '.join(targets)})", err=True)
+    baseline = prepare(config, out)
+    kind = baseline["accuracy_kind"]
+    line = (
+        f"baseline: validation {kind} {baseline['val_accuracy']:.4f} (measured, ORT on this host)"
+    )
+    for name, ms in baseline["host_latency_ms"].items():
+        line += f"; latency {ms:.3f} ms on {name} (measured)"
+    click.echo(line, err=True)
+    if kind == "fidelity":
+        click.echo(
+            "no --data: 'accuracy' is top-1 agreement with the original model on synthetic "
+            "inputs (fidelity), not task accuracy",
+            err=True,
+        )
+    run_search(out, n_trials=trials, timeout_s=timeout_s, workers=workers, progress=_progress)
+    click.echo("computing test-split numbers for the front...", err=True)
+    finalize(out)
+    records = _records(out)
+    click.echo(render_front(records))
+    if not no_report:
+        from edgeopt.report import write_reports
+
+        paths = write_reports(out, out / "report", formats=("html", "md", "json", "csv"))
+        click.echo(f"report: {', '.join(str(p) for p in paths)}")
+    click.echo(f"done in {time.monotonic() - t0:.0f}s; run directory {out}", err=True)
+
+
+def _progress(event: Any) -> None:
+    total = f"/{event.total}" if event.total else ""
+    best = ", ".join(f"{k} {v:.4g}" for k, v in event.best.items())
+    click.echo(
+        f"[{event.done}{total}] {event.elapsed_s:6.0f}s trial {event.number} "
+        f"{event.state.lower()}: {event.summary}\n"
+        f"        best so far: {best or '-'} | front: {event.front_size}",
+        err=True,
+    )
+
+
+def _records(run_dir: Path) -> dict[str, Any]:
+    from edgeopt.search.records import load_run
+
+    return load_run(run_dir)
+
+
+def render_front(run: dict[str, Any]) -> str:
+    """Final table of the Pareto front (validation and test accuracy, numbers per target)."""
+    front = [t for t in run["trials"] if t.get("on_front")]
+    if not front:
+        return "no feasible trial on the front (see the report for failures and budgets)"
+    lines = [
+        "Pareto front (feasible trials; val = selection split, test = never seen by the search):"
+    ]
+    targets = run["targets"]
+    head = f"{'trial':>5}  {'candidate':<44} {'val':>7} {'test':>7} {'size MB':>8}"
+    for t in targets:
+        head += f" {'lat ms ' + t[:12]:>22}"
+    lines += [head, "-" * len(head)]
+    for t in front:
+        row = (
+            f"{t['number']:>5}  {t['describe'][:44]:<44} {t['val_accuracy']:>7.4f} "
+            f"{_f(t.get('test_accuracy')):>7} {t['size_mb']:>8.3f}"
+        )
+        for name in targets:
+            m = t["measurements"][name]["latency_ms"]
+            row += f" {m['value']:>10.3f} ({m['provenance'][:4]}.)"
+        lines.append(row)
+    lines.append(
+        "meas. = measured on this host (interleaved vs the original); "
+        "esti. = estimated from the profile"
+    )
+    return "\n".join(lines)
+
+
+def _f(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2)

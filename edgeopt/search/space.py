@@ -1,0 +1,130 @@
+"""Compose the stages' own search spaces into one candidate per trial."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from edgeopt.candidate import Candidate, Step
+from edgeopt.stages import STAGES, Suggester
+
+UNCHANGED = "unchanged"
+INT8 = "int8"
+
+
+def suggest_candidate(space: Suggester, profile: Any, *, allow_torch: bool = True) -> Candidate:
+    """Draw a candidate: prune, then fine-tune only when pruned, then quantize.
+
+    A pruned model is never scored without fine-tuning (structured pruning without it falls
+    to chance accuracy), and an unpruned model is not fine-tuned, which keeps unpruned
+    variants cheap. ``allow_torch=False`` (an ONNX input, or a model Torch-Pruning cannot
+    trace) limits the search to the ONNX stages.
+    """
+    prune, finetune, quantize = STAGES["prune"], STAGES.get("finetune"), STAGES["quantize"]
+    steps: list[Step] = []
+    p = prune.suggest(space, profile) if allow_torch else prune.baseline(profile)
+    steps.append(Step("prune", p))
+    if finetune is not None and not prune.is_identity(p):
+        steps.append(Step("finetune", finetune.suggest(space, profile)))
+    steps.append(Step("quantize", quantize.suggest(space, profile)))
+    return Candidate(tuple(steps))
+
+
+def baseline_candidate(profile: Any) -> Candidate:
+    """The unchanged model (every stage at its identity config)."""
+    return Candidate(
+        (
+            Step("prune", STAGES["prune"].baseline(profile)),
+            Step("quantize", STAGES["quantize"].baseline(profile)),
+        )
+    )
+
+
+def baseline_params(profile: Any) -> list[tuple[str, dict[str, Any]]]:
+    """Params to enqueue as the first trials: the unchanged model and plain int8.
+
+    Plain int8 is what a user gets by hand with the target's types: static QDQ, MinMax
+    calibration on 128 samples, per-channel where the target supports it.
+    """
+    modes = tuple(profile.quantization.modes)
+    out: list[tuple[str, dict[str, Any]]] = []
+    if "fp32" in modes:
+        out.append((UNCHANGED, {"prune.ratio": 0.0, "quantize.mode": "fp32"}))
+    if "int8_static" in modes:
+        out.append(
+            (
+                INT8,
+                {
+                    "prune.ratio": 0.0,
+                    "quantize.mode": "int8_static",
+                    "quantize.calibration": "minmax",
+                    "quantize.calibration_samples": 128,
+                    "quantize.per_channel": bool(profile.quantization.per_channel),
+                    "quantize.exclude_first_last": False,
+                },
+            )
+        )
+    return out
+
+
+class DefaultSuggester:
+    """Answers every suggestion with a middle value and records the names it was asked for.
+
+    Used to build a grid: every parameter gets one fixed value except the gridded ones.
+    """
+
+    def __init__(self) -> None:
+        self.params: dict[str, Any] = {}
+
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float:
+        value = math.sqrt(low * high) if log and low > 0 else (low + high) / 2
+        if step:
+            value = low + round((value - low) / step) * step
+        self.params[name] = value
+        return value
+
+    def suggest_int(
+        self, name: str, low: int, high: int, *, step: int = 1, log: bool = False
+    ) -> int:
+        value = low + ((high - low) // 2 // step) * step
+        self.params[name] = value
+        return value
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        self.params[name] = choices[0]
+        return choices[0]
+
+
+GRID_RATIOS = (0.0, 0.25, 0.5)
+
+
+def grid_space(profile: Any, *, allow_torch: bool = True) -> dict[str, list[Any]]:
+    """A grid over pruning ratio x quantization mode; other parameters at middle values."""
+    rec = DefaultSuggester()
+    # ask with a pruned model so the fine-tune parameters are recorded too
+    rec.suggest_float = _forced(rec.suggest_float, "prune.ratio", 0.5)  # type: ignore[method-assign]
+    suggest_candidate(rec, profile, allow_torch=allow_torch)
+    modes = list(profile.quantization.modes)
+    rec.suggest_categorical = _forced(rec.suggest_categorical, "quantize.mode", "int8_static")  # type: ignore[method-assign]
+    suggest_candidate(rec, profile, allow_torch=allow_torch)
+    space: dict[str, list[Any]] = {k: [v] for k, v in rec.params.items()}
+    if allow_torch:
+        space["prune.ratio"] = list(GRID_RATIOS)
+    if len(modes) > 1:
+        space["quantize.mode"] = modes
+    return space
+
+
+def _forced(fn: Any, name: str, value: Any) -> Any:
+    def wrapper(n: str, *args: Any, **kwargs: Any) -> Any:
+        result = fn(n, *args, **kwargs)
+        if n == name:
+            rec = fn.__self__
+            rec.params[n] = value
+            return value
+        return result
+
+    return wrapper

@@ -1,0 +1,46 @@
+"""Several target profiles at once: what a candidate must satisfy to run on all of them."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from edgeopt.errors import ConfigError
+
+
+def merge_profiles(profiles: Sequence[Any]) -> Any:
+    """One profile for *suggesting* candidates that every target in ``profiles`` can run.
+
+    The first profile's numbers are kept; quantization modes are intersected (int8-only if any
+    target is), the channel multiple is the least common multiple. Measurement and estimation
+    still use each real profile.
+    """
+    if not profiles:
+        raise ConfigError("no target given", hint="pass --target, e.g. --target mobile")
+    if len(profiles) == 1:
+        return profiles[0]
+    first = profiles[0]
+    modes = [
+        m for m in first.quantization.modes if all(m in p.quantization.modes for p in profiles)
+    ]
+    if not modes:
+        names = ", ".join(p.name for p in profiles)
+        raise ConfigError(
+            f"targets {names} share no model format (quantization modes)",
+            hint="optimize for these targets in separate runs",
+        )
+    quant = replace(
+        first.quantization,
+        modes=tuple(modes),
+        int8_only=any(p.quantization.int8_only for p in profiles),
+        per_channel=all(p.quantization.per_channel for p in profiles),
+    )
+    multiple = math.lcm(*(p.pruning.channel_multiple for p in profiles))
+    return replace(
+        first,
+        name="+".join(p.name for p in profiles),
+        quantization=quant,
+        pruning=replace(first.pruning, channel_multiple=multiple),
+    )

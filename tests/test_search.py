@@ -1,0 +1,175 @@
+"""Real Optuna studies in temp SQLite files, on a tiny model: baselines, resume, workers,
+failures as data, budgets as constraints, seeded reproducibility."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from edgeopt.loading import ModelSpec
+from edgeopt.run import Budgets, RunConfig
+from edgeopt.search.records import load_run
+from edgeopt.search.study import optimize, prepare
+
+
+def _config(model: Path, data: Path | None, **kw: object) -> RunConfig:
+    base = {"targets": ("mobile",), "seed": 0, "trial_timeout_s": 120.0}
+    base.update(kw)
+    return RunConfig(model=ModelSpec(path=str(model)), data=str(data) if data else None, **base)
+
+
+def _study(run_dir: Path) -> optuna.Study:
+    return optuna.load_study(study_name="edgeopt", storage=f"sqlite:///{run_dir / 'study.db'}")
+
+
+def test_study_runs_baselines_first_and_records_provenance(
+    tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    run = tmp_path / "run"
+    prepare(_config(model_files["bundle"], tiny_data), run)
+    optimize(run, n_trials=4, timeout_s=None)
+    trials = _study(run).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert trials[0].user_attrs["baseline"] == "unchanged"
+    assert trials[0].user_attrs["candidate"]["quantize"]["mode"] == "fp32"
+    assert trials[1].user_attrs["baseline"] == "int8"
+    assert trials[1].user_attrs["candidate"]["quantize"]["mode"] == "int8_static"
+    records = load_run(run)
+    for rec in records["trials"]:
+        m = rec["measurements"]["mobile-sd8gen2"]
+        assert m["latency_ms"]["provenance"] == "estimated"
+        assert m["size_mb"]["provenance"] == "measured"
+        assert (run / rec["onnx"]).exists()
+    # the unchanged candidate is the original model: same validation accuracy as the baseline
+    assert records["trials"][0]["val_accuracy"] == pytest.approx(
+        records["baseline"]["val_accuracy"]
+    )
+
+
+def test_host_target_latency_is_measured_against_the_baseline(
+    tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    run = tmp_path / "run"
+    prepare(_config(model_files["bundle"], tiny_data, targets=("cpu",)), run)
+    optimize(run, n_trials=2, timeout_s=None)
+    records = load_run(run)
+    host = records["targets"][0]
+    unchanged = records["trials"][0]
+    lat = unchanged["measurements"][host]["latency_ms"]
+    assert lat["provenance"] == "measured"
+    # the unchanged model timed against itself: ratio ~1, so ~ the reference latency
+    ref = records["baseline"]["host_latency_ms"][host]
+    assert 0.5 * ref < lat["value"] < 2.0 * ref
+    assert unchanged["measurements"][host]["peak_memory_mb"]["provenance"] == "measured"
+
+
+def test_interrupted_run_resumes_without_losing_trials(
+    tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    run = tmp_path / "run"
+    prepare(_config(model_files["bundle"], tiny_data), run)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "edgeopt.search.worker", str(run), "--trials", "50"]
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        if len(_study(run).get_trials(states=(TrialState.COMPLETE,))) >= 1:
+            break
+    worker.send_signal(signal.SIGINT)  # like Ctrl-C: finish the running trial, then stop
+    assert worker.wait(timeout=120) == 0
+    before = {t.number: t.values for t in _study(run).get_trials(states=(TrialState.COMPLETE,))}
+    assert 1 <= len(before) < 50
+    assert not _study(run).get_trials(states=(TrialState.RUNNING,))
+    optimize(run, n_trials=len(before) + 1, timeout_s=None)
+    after = _study(run).get_trials()
+    assert len(after) == len(before) + 1
+    for n, values in before.items():
+        assert after[n].values == values
+
+
+def test_killed_worker_trial_is_failed_on_resume(
+    tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    run = tmp_path / "run"
+    prepare(_config(model_files["bundle"], tiny_data), run)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "edgeopt.search.worker", str(run), "--trials", "50"]
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        running = _study(run).get_trials(states=(TrialState.RUNNING,))
+        if running and "worker" in running[0].user_attrs:
+            break
+        time.sleep(0.2)
+    worker.kill()
+    worker.wait()
+    optimize(run, n_trials=2, timeout_s=None)
+    trials = _study(run).get_trials()
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    dead = [t for t in trials if t.user_attrs.get("fail_stage") == "worker"]
+    assert len(dead) == 1
+    assert "died" in dead[0].user_attrs["fail_reason"]
+
+
+def test_two_workers_share_one_storage_without_lost_or_extra_trials(
+    tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    run = tmp_path / "run"
+    prepare(_config(model_files["bundle"], tiny_data), run)
+    optimize(run, n_trials=6, timeout_s=None, workers=2)
+    trials = _study(run).get_trials()
+    assert [t.number for t in trials] == list(range(6))
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    workers = {t.user_attrs["worker"] for t in trials}
+    assert len(workers) == 2  # both processes ran trials
+    dirs = {t.user_attrs["onnx"] for t in trials}
+    assert len(dirs) == 6  # each trial built its own model
+
+
+def test_failing_candidate_is_a_fail_trial_with_reason(
+    tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    run = tmp_path / "run"
+    # a time cap no child process can meet: every trial ends as FAIL, the study goes on
+    prepare(_config(model_files["bundle"], tiny_data, trial_timeout_s=0.2), run)
+    optimize(run, n_trials=2, timeout_s=None)
+    records = load_run(run)
+    assert [t["state"] for t in records["trials"]] == ["fail", "fail"]
+    for t in records["trials"]:
+        assert "timed out after" in t["fail_reason"]
+        assert t["fail_stage"]
+
+
+def test_budgets_are_constraints_that_mark_infeasible_trials(
+    tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    run = tmp_path / "run"
+    cfg = _config(model_files["bundle"], tiny_data, budgets=Budgets(max_size_mb=1e-4))
+    prepare(cfg, run)
+    optimize(run, n_trials=2, timeout_s=None)
+    study = _study(run)
+    for t in study.get_trials():
+        assert t.constraints["size_mb"] > 0
+    assert study.best_trials == []  # nothing feasible: the front is empty
+    assert not any(t["on_front"] for t in load_run(run)["trials"])
+
+
+def test_same_seed_reproduces_the_first_trials(
+    tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    params = []
+    for name in ("a", "b"):
+        run = tmp_path / name
+        prepare(_config(model_files["bundle"], tiny_data, seed=7), run)
+        optimize(run, n_trials=3, timeout_s=None)
+        params.append([t.params for t in _study(run).get_trials()])
+    assert params[0] == params[1]
+    assert params[0][2] != {}  # the sampled trials really drew parameters
