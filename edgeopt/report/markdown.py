@@ -69,13 +69,15 @@ def _front_table(s: Summary) -> list[str]:
     shown = rows[:MAX_FRONT_ROWS]
     if s.original is not None and s.original not in shown:
         shown.append(s.original)
+    if not shown:
+        return ["No complete trial, so there is no front to show."]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for t in shown:
         out.append("| " + " | ".join(_cell(c) for c in _row(s, t)) + " |")
     if len(rows) > MAX_FRONT_ROWS:
         out.append(f"\n…and {len(rows) - MAX_FRONT_ROWS} more front members in report.html.")
     if not rows:
-        out.insert(0, "No feasible trial is on the front.")
+        out.insert(0, "No feasible trial is on the front; the original, for reference:\n")
     return out
 
 

@@ -244,6 +244,8 @@ def _ratio_phrase(o: ObjectiveInfo, new: float, old: float) -> str:
 def _reason(s: Summary, t: Mapping[str, Any]) -> str:
     vec = s.objective_vector(t) or []
     ref = s.objective_vector(s.original) if s.original is not None else None
+    if t.get("baseline") == "unchanged":
+        ref = None
     bits = []
     for i, o in enumerate(s.objectives):
         where = f" on {o.target}" if o.target else ""
@@ -258,14 +260,19 @@ def _reason(s: Summary, t: Mapping[str, Any]) -> str:
             bits.append(f"{o.noun}{where} {num} ({o.provenance})")
     who = f"Trial {t['number']} ({t.get('describe') or 'unchanged'})"
     if t.get("baseline") == "unchanged":
-        head = f"{who} is the original model and the knee of the front"
+        head = (
+            f"{who} is the original model and the knee of the front: no candidate traded "
+            "its objectives off better"
+        )
+        against = "; its numbers: "
     else:
         head = f"{who} is the knee of the front"
-    budgets = s.budgets
-    within = " and meets every budget" if budgets else ""
-    against = (
-        "; against the original: " if ref is not None else " (the original did not complete): "
-    )
+        against = (
+            "; against the original: "
+            if ref is not None
+            else " (the original did not complete, so there is nothing to compare with): "
+        )
+    within = " and meets every budget" if s.budgets else ""
     return f"{head}{within}{against}" + "; ".join(bits) + "."
 
 
