@@ -165,8 +165,8 @@ def optimize(
     )
     out = Path(run_dir) if run_dir else default_run_dir(model, targets)
     t0 = time.monotonic()
+    baseline = prepare(config, out)  # validates every input before any search work
     click.echo(f"edgeopt optimize: {model} -> {out}  (targets: {', '.join(targets)})", err=True)
-    baseline = prepare(config, out)
     kind = baseline["accuracy_kind"]
     line = (
         f"baseline: validation {kind} {baseline['val_accuracy']:.4f} (measured, ORT on this host)"
