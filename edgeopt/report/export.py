@@ -1,0 +1,196 @@
+"""Take one trial out of a run: its exact ONNX file plus a ``.json`` with its config and
+numbers, and optionally a rebuild from the config that checks it gives the same model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeopt.errors import ConfigError
+from edgeopt.report.tables import write_atomic
+
+EXPORT_SCHEMA_VERSION = 1
+# outputs of a rebuilt model must agree with the recorded one within this (absolute, plus
+# relative to the largest recorded output): the same config on the same machine is
+# deterministic, so anything above float noise means the model differs
+REBUILD_ATOL = 1e-4
+REBUILD_RTOL = 1e-4
+
+
+@dataclass(frozen=True)
+class RebuildCheck:
+    """How closely a model rebuilt from the trial's config reproduces the recorded one."""
+
+    max_abs_diff: float
+    tolerance: float
+    top1_agreement: float
+    n_inputs: int
+    inputs: str
+    matches: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "max_abs_diff": self.max_abs_diff,
+            "tolerance": self.tolerance,
+            "top1_agreement": self.top1_agreement,
+            "n_inputs": self.n_inputs,
+            "inputs": self.inputs,
+            "matches": self.matches,
+        }
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What ``export_trial`` wrote."""
+
+    trial: int
+    onnx: Path
+    metadata: Path
+    rebuild: RebuildCheck | None = None
+
+
+def find_trial(records: Mapping[str, Any], number: int) -> Mapping[str, Any]:
+    """The complete trial ``number``; ConfigError (with the front's numbers) otherwise."""
+    trials = records.get("trials", [])
+    front = [str(t["number"]) for t in trials if t.get("on_front")]
+    hint = (
+        f"front trials: {', '.join(front)}"
+        if front
+        else "no trial is on the feasible front; see the report for complete trials"
+    )
+    t = next((t for t in trials if t.get("number") == number), None)
+    if t is None:
+        raise ConfigError(f"run has no trial {number} (it has {len(trials)} trials)", hint=hint)
+    if t.get("state") != "complete":
+        why = (
+            f"failed in {t.get('fail_stage')}: {t.get('fail_reason')}"
+            if t.get("state") == "fail"
+            else f"was stopped early: {t.get('pruned_reason')}"
+        )
+        raise ConfigError(f"trial {number} has no model: it {why}", hint=hint)
+    if not t.get("onnx"):
+        raise ConfigError(f"trial {number} recorded no ONNX file", hint=hint)
+    return t
+
+
+def metadata(records: Mapping[str, Any], trial: Mapping[str, Any], sha256: str) -> dict[str, Any]:
+    """The ``.json`` written beside an exported model: config and numbers with provenance."""
+    cfg = records.get("config", {})
+    base = records.get("baseline", {})
+    return {
+        "schema_version": EXPORT_SCHEMA_VERSION,
+        "trial": trial["number"],
+        "describe": trial.get("describe"),
+        "candidate": trial.get("candidate"),
+        "params": trial.get("params"),
+        "run_dir": records.get("run_dir"),
+        "source_onnx": trial.get("onnx"),
+        "onnx_sha256": sha256,
+        "model": cfg.get("model"),
+        "data": cfg.get("data"),
+        "seed": cfg.get("seed"),
+        "targets": records.get("targets"),
+        "accuracy_kind": base.get("accuracy_kind", "accuracy"),
+        "val_accuracy": trial.get("val_accuracy"),
+        "test_accuracy": trial.get("test_accuracy"),
+        "test_split": records.get("test_split"),
+        "size_mb": trial.get("size_mb"),
+        "measurements": trial.get("measurements"),
+        "on_front": trial.get("on_front"),
+        "feasible": trial.get("feasible"),
+        "constraints": trial.get("constraints"),
+        "baseline": {
+            "val_accuracy": base.get("val_accuracy"),
+            "test_accuracy": base.get("test_accuracy"),
+        },
+    }
+
+
+def export_trial(
+    records: Mapping[str, Any],
+    run_dir: Path,
+    number: int,
+    out: Path,
+    *,
+    rebuild: bool = False,
+) -> ExportResult:
+    """Copy trial ``number``'s ONNX file to ``out`` and write ``out`` with suffix ``.json``.
+
+    With ``rebuild``, the candidate is built again from its config in a temporary folder
+    (no shared cache: the torch phase re-runs) and compared with the recorded model.
+    """
+    run_dir = Path(run_dir)
+    trial = find_trial(records, number)
+    src = run_dir / str(trial["onnx"])
+    if not src.is_file():
+        raise ConfigError(
+            f"trial {number}'s model {src} is missing",
+            hint="the run directory was moved or cleaned; rebuild it with --rebuild",
+        )
+    out = Path(out)
+    if out.suffix.lower() != ".onnx":
+        raise ConfigError(f"--out must name an .onnx file, got {out}", hint="e.g. model.onnx")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    check = rebuild_check(records, run_dir, trial, src) if rebuild else None
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.copyfile(src, tmp)
+    tmp.replace(out)
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    meta = metadata(records, trial, digest)
+    if check is not None:
+        meta["rebuild"] = check.to_dict()
+    meta_path = write_atomic(out.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
+    return ExportResult(int(number), out, meta_path, check)
+
+
+def rebuild_check(
+    records: Mapping[str, Any], run_dir: Path, trial: Mapping[str, Any], recorded: Path
+) -> RebuildCheck:
+    """Build the trial's candidate again as the search did and compare outputs on the
+    validation inputs (synthetic ones for runs without data)."""
+    import numpy as np
+    import torch
+
+    from edgeopt.candidate import Candidate
+    from edgeopt.data import load_npz, synthetic_inputs
+    from edgeopt.measure.accuracy import onnx_logits
+    from edgeopt.pipeline import PipelineInputs, build
+    from edgeopt.profiles import load_profile
+    from edgeopt.run import read_run_config
+    from edgeopt.runner import SYNTHETIC_N, SYNTHETIC_VAL_SEED
+    from edgeopt.targets import merge_profiles
+
+    config = read_run_config(run_dir)
+    base = json.loads((run_dir / "baseline" / "baseline.json").read_text())
+    model = config.model.load()
+    data = load_npz(config.data) if config.data else None
+    profile = merge_profiles([load_profile(t) for t in config.targets])
+    torch.set_num_threads(config.threads)
+    with tempfile.TemporaryDirectory(prefix="edgeopt-rebuild-") as tmp:
+        inputs = PipelineInputs(
+            model=model,
+            data=data,
+            profile=profile,
+            seed=config.seed,
+            cache_dir=Path(tmp) / "cache",
+            salt=base["salt"],
+        )
+        result = build(Candidate.from_dict(trial["candidate"]), inputs, Path(tmp) / "build")
+        if data is not None:
+            x = data.x_val
+            what = "validation split"
+        else:
+            x = synthetic_inputs(model.input_shape, SYNTHETIC_N, SYNTHETIC_VAL_SEED)
+            what = "synthetic inputs (no data in this run)"
+        ref = onnx_logits(recorded, x)
+        got = onnx_logits(result.onnx_path, x)
+    diff = float(np.max(np.abs(ref.astype(np.float64) - got))) if ref.size else 0.0
+    tol = REBUILD_ATOL + REBUILD_RTOL * float(np.max(np.abs(ref))) if ref.size else REBUILD_ATOL
+    agree = float(np.mean(ref.argmax(axis=1) == got.argmax(axis=1))) if ref.size else 1.0
+    return RebuildCheck(diff, tol, agree, int(len(x)), what, diff <= tol)

@@ -1,0 +1,134 @@
+"""``edgeopt export`` and ``edgeopt report`` on a real tiny run made here with ``optimize``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgeopt.cli import main
+from edgeopt.data import load_npz
+from edgeopt.measure.accuracy import onnx_accuracy
+
+
+@pytest.fixture(scope="module")
+def run_dir(
+    tmp_path_factory: pytest.TempPathFactory, model_files: dict[str, Path], tiny_data: Path
+) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "run"
+    res = CliRunner().invoke(
+        main,
+        [
+            "optimize",
+            str(model_files["bundle"]),
+            "--data",
+            str(tiny_data),
+            "--target",
+            "mobile",
+            "--trials",
+            "3",
+            "--out",
+            str(out),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def _records(run_dir: Path) -> dict:
+    return json.loads((run_dir / "report" / "report.json").read_text())
+
+
+def test_optimize_left_every_report(run_dir: Path) -> None:
+    names = sorted(p.name for p in (run_dir / "report").iterdir())
+    assert names == ["report.html", "report.json", "report.md", "trials.csv"]
+    data = _records(run_dir)
+    assert data["schema_version"] == 1 and len(data["trials"]) == 3
+
+
+def test_export_reproduces_the_reported_test_accuracy(
+    run_dir: Path, tiny_data: Path, tmp_path: Path
+) -> None:
+    data = _records(run_dir)
+    number = data["pick"]["number"] if data["pick"] else data["front"][0]
+    out = tmp_path / "release" / "model.onnx"
+    res = CliRunner().invoke(
+        main, ["export", str(run_dir), "--trial", str(number), "--out", str(out), "--rebuild"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "rebuild matches" in res.output
+    trial = next(t for t in data["trials"] if t["number"] == number)
+    # the exact file of the trial
+    assert out.read_bytes() == (run_dir / trial["onnx"]).read_bytes()
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["trial"] == number and meta["candidate"] == trial["candidate"]
+    assert meta["rebuild"]["matches"] and meta["rebuild"]["max_abs_diff"] <= 1e-4
+    # its test accuracy, measured again here, is the one the report states
+    bundle = load_npz(tiny_data)
+    x, y = bundle.split("test")
+    assert onnx_accuracy(out, x, y) == pytest.approx(trial["test_accuracy"], abs=1e-9)
+    assert meta["test_accuracy"] == trial["test_accuracy"]
+
+
+def test_rebuilt_model_gives_the_same_outputs(run_dir: Path) -> None:
+    from edgeopt.measure.accuracy import onnx_logits
+    from edgeopt.report.export import rebuild_check
+    from edgeopt.search.records import load_run
+
+    records = load_run(run_dir)
+    for trial in records["trials"]:
+        if trial["state"] != "complete":
+            continue
+        check = rebuild_check(records, run_dir, trial, run_dir / trial["onnx"])
+        assert check.matches, (trial["number"], check)
+        assert check.top1_agreement == 1.0
+    # the comparison is not vacuous: checked against another trial's model it fails
+    done = [t for t in records["trials"] if t["state"] == "complete"]
+    x = np.random.default_rng(0).standard_normal((16, 1, 16, 16)).astype(np.float32)
+    outs = {t["number"]: onnx_logits(run_dir / t["onnx"], x) for t in done}
+    pairs = [
+        (a, b)
+        for a in done
+        for b in done
+        if np.max(np.abs(outs[a["number"]] - outs[b["number"]])) > 1e-3
+    ]
+    if pairs:
+        a, b = pairs[0]
+        assert not rebuild_check(records, run_dir, a, run_dir / b["onnx"]).matches
+
+
+def test_export_errors_name_the_front(run_dir: Path, tmp_path: Path) -> None:
+    res = CliRunner().invoke(
+        main, ["export", str(run_dir), "--trial", "99", "--out", str(tmp_path / "m.onnx")]
+    )
+    assert res.exit_code == 2
+    assert "no trial 99" in res.output and "front trials:" in res.output
+    res = CliRunner().invoke(
+        main, ["export", str(tmp_path), "--trial", "0", "--out", str(tmp_path / "m.onnx")]
+    )
+    assert res.exit_code == 2 and "not an edgeopt run directory" in res.output
+
+
+def test_export_of_a_failed_trial_is_a_usage_error(tmp_path: Path) -> None:
+    from edgeopt.errors import ConfigError
+    from edgeopt.report.demo import demo_records
+    from edgeopt.report.export import find_trial
+
+    records = demo_records(30)
+    failed = next(t for t in records["trials"] if t["state"] == "fail")
+    with pytest.raises(ConfigError, match=f"trial {failed['number']} has no model") as exc:
+        find_trial(records, failed["number"])
+    assert exc.value.hint and exc.value.hint.startswith("front trials: ")
+
+
+def test_report_command_writes_chosen_formats(run_dir: Path, tmp_path: Path) -> None:
+    res = CliRunner().invoke(
+        main, ["report", str(run_dir), "--format", "md,csv", "--out", str(tmp_path / "r")]
+    )
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["report.md", "trials.csv"]
+    res = CliRunner().invoke(main, ["report", str(run_dir), "--format", "pdf"])
+    assert res.exit_code == 2 and "unknown report format" in res.output
