@@ -1,0 +1,385 @@
+"""Release checks: budgets for one model on one target, and the verdict (library side of
+``edgeopt check``).
+
+Budgets come from flags, else from the nearest ``edgeopt.toml`` (top-level table) or
+``pyproject.toml`` with a ``[tool.edgeopt]`` table, searched from the current directory
+upward to the project root (a folder holding ``.git``). Flags override file values.
+Numbers come from ``edgeopt.bench.run_bench``: measured on the host profile, estimated on
+the others; a ``baseline`` model is measured interleaved with the model in the same run.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import tomllib
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeopt.errors import ConfigError
+
+SCHEMA_VERSION = 1
+CONFIG_FILES = ("edgeopt.toml", "pyproject.toml")
+# budget key -> (metric in bench results, "max"/"min", unit)
+BUDGETS: dict[str, tuple[str, str, str]] = {
+    "max_latency_ms": ("latency_ms", "max", "ms"),
+    "max_size_mb": ("size_mb", "max", "MB"),
+    "max_memory_mb": ("peak_memory_mb", "max", "MB"),
+    "max_energy_mj": ("energy_mj", "max", "mJ"),
+    "min_accuracy": ("accuracy", "min", ""),
+    "max_accuracy_drop": ("accuracy_drop", "max", ""),
+    "max_regression": ("slowdown", "max", ""),
+}
+SETTINGS = ("target", "data", "baseline")
+KNOWN_KEYS = SETTINGS + tuple(BUDGETS)
+HOW_TO_SET = (
+    "pass a budget flag (e.g. --max-latency-ms 5 --max-size-mb 2), or add them to "
+    "pyproject.toml under [tool.edgeopt] (or to edgeopt.toml), e.g.\n"
+    '  [tool.edgeopt]\n  target = "mobile"\n  max_latency_ms = 5\n  max_size_mb = 2'
+)
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    """Target, inputs and budgets of one check. ``source`` says where file values came from.
+
+    Fractions (``min_accuracy``, ``max_accuracy_drop``, ``max_regression``) are in [0, 1];
+    ``max_regression`` 0.05 means "at most 5 % slower than the baseline".
+    """
+
+    target: str = "cpu"
+    data: str | None = None
+    baseline: str | None = None
+    max_latency_ms: float | None = None
+    max_size_mb: float | None = None
+    max_memory_mb: float | None = None
+    max_energy_mj: float | None = None
+    min_accuracy: float | None = None
+    max_accuracy_drop: float | None = None
+    max_regression: float | None = None
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        for key in BUDGETS:
+            v = getattr(self, key)
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise ConfigError(f"budget {key} must be a number, got {v!r}{self._where()}")
+            if v < 0 or (v == 0 and key.startswith("max_") and key not in _MAY_BE_ZERO):
+                raise ConfigError(f"budget {key} must be positive, got {v}{self._where()}")
+            if key in ("min_accuracy", "max_accuracy_drop") and v > 1:
+                raise ConfigError(
+                    f"budget {key} is a fraction in [0, 1], got {v}{self._where()}",
+                    hint="write 90 % as 0.9",
+                )
+
+    def _where(self) -> str:
+        return f" (from {self.source})" if self.source else ""
+
+    def budgets(self) -> dict[str, float]:
+        """The budgets that are set, in a stable order."""
+        return {k: float(getattr(self, k)) for k in BUDGETS if getattr(self, k) is not None}
+
+
+_MAY_BE_ZERO = ("max_accuracy_drop", "max_regression")
+
+
+def parse_fraction(value: Any, name: str) -> float:
+    """``"5%"`` -> 0.05; ``0.05`` or ``"0.05"`` -> 0.05. Plain numbers above 1 are refused
+    (ambiguous: 5 could mean 5 % or 500 %)."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{name} must be a percentage like 5% or a fraction like 0.05")
+    text = str(value).strip()
+    try:
+        if text.endswith("%"):
+            return float(text[:-1]) / 100
+        v = float(text)
+    except ValueError:
+        raise ConfigError(
+            f"{name} must be a percentage like 5% or a fraction like 0.05, got {value!r}"
+        ) from None
+    if v > 1:
+        raise ConfigError(
+            f"{name} = {value!r} is ambiguous", hint=f"write {v:g}% or {v / 100:g} for {v:g} %"
+        )
+    return v
+
+
+def find_config_file(start: Path) -> Path | None:
+    """The nearest ``edgeopt.toml``, or ``pyproject.toml`` holding ``[tool.edgeopt]``, from
+    ``start`` upward; the search stops after a folder holding ``.git`` (the project root)."""
+    here = Path(start).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "edgeopt.toml").is_file():
+            return folder / "edgeopt.toml"
+        py = folder / "pyproject.toml"
+        if py.is_file() and "edgeopt" in _read_toml(py).get("tool", {}):
+            return py
+        if (folder / ".git").exists():
+            return None
+    return None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """The edgeopt table of ``path`` as check settings (paths made absolute against the
+    file's folder). Unknown keys are a ConfigError naming the key and the file."""
+    data = _read_toml(path)
+    if path.name == "pyproject.toml":
+        table = data.get("tool", {}).get("edgeopt", {})
+        where = f"[tool.edgeopt] in {path}"
+    else:
+        table = data
+        where = str(path)
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in KNOWN_KEYS:
+            close = difflib.get_close_matches(key, KNOWN_KEYS, n=1)
+            raise ConfigError(
+                f"unknown key {key!r} in {where}",
+                hint=(f"did you mean {close[0]!r}? " if close else "")
+                + f"known keys: {', '.join(KNOWN_KEYS)}",
+            )
+        if key in SETTINGS:
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{key} in {where} must be a non-empty string")
+            if key in ("data", "baseline") or value.endswith(".toml"):
+                value = str((path.parent / value).resolve())
+        elif key in ("max_regression", "max_accuracy_drop") and isinstance(value, str):
+            value = parse_fraction(value, f"{key} in {where}")
+        out[key] = value
+    return out
+
+
+def resolve_config(flags: Mapping[str, Any], start: Path | None = None) -> CheckConfig:
+    """Settings from the nearest config file, overridden by the flags that are not None.
+
+    Raises ConfigError when no budget is set anywhere (with how to set one).
+    """
+    path = find_config_file(start or Path.cwd())
+    values: dict[str, Any] = load_config_file(path) if path else {}
+    source = None
+    if path is not None:
+        source = f"[tool.edgeopt] in {path}" if path.name == "pyproject.toml" else str(path)
+    for key, value in flags.items():
+        if key not in KNOWN_KEYS:
+            raise ValueError(f"not a check setting: {key}")
+        if value is not None:
+            values[key] = value
+    try:
+        cfg = CheckConfig(**values, source=source)
+    except TypeError as exc:  # a wrong value type from the file
+        raise ConfigError(f"bad value in {source}: {exc}") from exc
+    if not cfg.budgets():
+        where = (
+            f"{source} sets none"
+            if source
+            else "no edgeopt.toml or [tool.edgeopt] in pyproject.toml from here up to the "
+            "project root"
+        )
+        raise ConfigError(f"no budget to check: no budget flag, and {where}", hint=HOW_TO_SET)
+    return cfg
+
+
+def validate(cfg: CheckConfig, profile_measured: bool) -> None:
+    """Refuse, before any work, budgets this check cannot evaluate."""
+    if cfg.max_energy_mj is not None and profile_measured:
+        raise ConfigError(
+            f"max_energy_mj cannot be checked on '{cfg.target}': energy on this host would "
+            "need a power meter",
+            hint="check energy on an estimated target, e.g. --target mobile",
+        )
+    if cfg.data is None:
+        for key in ("min_accuracy", "max_accuracy_drop"):
+            if getattr(cfg, key) is not None:
+                raise ConfigError(
+                    f"{key} needs labelled data", hint="pass --data data.npz (or data = ...)"
+                )
+    if cfg.baseline is None:
+        for key in ("max_regression", "max_accuracy_drop"):
+            if getattr(cfg, key) is not None:
+                raise ConfigError(
+                    f"{key} compares with a previous model",
+                    hint="pass --baseline old.onnx (or baseline = ...)",
+                )
+    elif cfg.max_regression is None and cfg.max_accuracy_drop is None:
+        raise ConfigError(
+            "--baseline is given but no budget compares with it",
+            hint="add --max-regression 5% (latency) and/or --max-accuracy-drop 0.01",
+        )
+
+
+@dataclass(frozen=True)
+class BudgetResult:
+    """One budget's outcome. ``kind`` is max (value <= limit passes) or min."""
+
+    name: str
+    metric: str
+    value: float
+    limit: float
+    unit: str
+    provenance: str
+    kind: str
+    passed: bool
+    detail: str = ""
+
+    def describe(self) -> str:
+        """``max_latency_ms: 3.1 ms > 2 ms (measured)``."""
+        ok = self.passed
+        op = ("<=" if ok else ">") if self.kind == "max" else (">=" if ok else "<")
+        return (
+            f"{self.name}: {fmt_value(self.value, self)} {op} {fmt_value(self.limit, self)} "
+            f"({self.provenance})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "metric": self.metric,
+            "value": self.value,
+            "limit": self.limit,
+            "unit": self.unit,
+            "kind": self.kind,
+            "provenance": self.provenance,
+            "passed": self.passed,
+            "detail": self.detail,
+        }
+
+
+def fmt_value(v: float, r: BudgetResult) -> str:
+    """A value in the budget's unit; fractions of regressions and drops as percentages."""
+    if r.metric in ("slowdown", "accuracy_drop"):
+        return f"{v * 100:+.2f}%" if r.metric == "slowdown" else f"{v * 100:.2f} pt"
+    if r.metric == "accuracy":
+        return f"{v:.4f}"
+    return f"{v:.4g} {r.unit}".strip()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """All budgets of one check; ``passed`` when every one passed."""
+
+    model: str
+    target: str
+    measured: bool
+    results: tuple[BudgetResult, ...]
+    source: str | None = None
+    baseline: str | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    @property
+    def failed(self) -> tuple[BudgetResult, ...]:
+        return tuple(r for r in self.results if not r.passed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "model": self.model,
+            "target": self.target,
+            "measured": self.measured,
+            "baseline": self.baseline,
+            "budgets_from": self.source or "flags",
+            "passed": self.passed,
+            "results": [r.to_dict() for r in self.results],
+            "notes": list(self.notes),
+        }
+
+
+def verdict_from_bench(cfg: CheckConfig, model: str, bench: Mapping[str, Any]) -> Verdict:
+    """Compare a ``run_bench`` report (the model first, the baseline second) with the
+    budgets of ``cfg``."""
+    first = bench["results"][0]
+    results = []
+    for key, limit in cfg.budgets().items():
+        metric, kind, unit = BUDGETS[key]
+        detail = ""
+        if metric == "slowdown":
+            cmp = bench["comparisons"][0]
+            # ratio = baseline time / model time (> 1: the model is faster)
+            value = 1.0 / float(cmp["ratio"]) - 1.0
+            prov = str(cmp["provenance"])
+            detail = (
+                f"latency vs {Path(str(cfg.baseline)).name}: median of interleaved round ratios"
+                if prov == "measured"
+                else f"latency vs {Path(str(cfg.baseline)).name}: cost-model ratio"
+            )
+        elif metric == "accuracy_drop":
+            base = float(bench["results"][1]["accuracy"]["value"])
+            value = base - float(first["accuracy"]["value"])
+            prov = "measured"
+            detail = f"vs {Path(str(cfg.baseline)).name} at {base:.4f}"
+        else:
+            entry = first.get(metric)
+            if entry is None:
+                raise ConfigError(f"{key} cannot be checked on '{bench['target']}'")
+            value = float(entry["value"])
+            prov = str(entry["provenance"])
+            if metric == "energy_mj" and "low" in entry:
+                detail = f"estimated interval {entry['low']:.4g}-{entry['high']:.4g} mJ"
+            if metric == "accuracy":
+                detail = f"on the {bench.get('accuracy_split', 'test')} split"
+        passed = value <= limit if kind == "max" else value >= limit
+        results.append(BudgetResult(key, metric, value, limit, unit, prov, kind, passed, detail))
+    notes = tuple(bench.get("assumptions", []))
+    return Verdict(
+        model=model,
+        target=str(bench["target"]),
+        measured=bool(bench["measured"]),
+        results=tuple(results),
+        source=cfg.source,
+        baseline=cfg.baseline,
+        notes=notes,
+    )
+
+
+def junit_xml(verdict: Verdict) -> str:
+    """JUnit XML: one testcase per budget, a ``failure`` element for each failed one."""
+    suite = ET.Element(
+        "testsuite",
+        name="edgeopt check",
+        tests=str(len(verdict.results)),
+        failures=str(len(verdict.failed)),
+        errors="0",
+        skipped="0",
+    )
+    props = ET.SubElement(suite, "properties")
+    for k, v in (
+        ("model", verdict.model),
+        ("target", verdict.target),
+        ("budgets_from", verdict.source or "flags"),
+    ):
+        ET.SubElement(props, "property", name=k, value=str(v))
+    for r in verdict.results:
+        case = ET.SubElement(
+            suite, "testcase", classname=f"edgeopt.check.{verdict.target}", name=r.name, time="0"
+        )
+        out = ET.SubElement(case, "system-out")
+        out.text = r.describe() + (f"; {r.detail}" if r.detail else "")
+        if not r.passed:
+            fail = ET.SubElement(case, "failure", message=r.describe(), type="BudgetExceeded")
+            fail.text = r.describe() + (f"; {r.detail}" if r.detail else "")
+    root = ET.Element(
+        "testsuites",
+        name="edgeopt",
+        tests=suite.get("tests", "0"),
+        failures=suite.get("failures", "0"),
+    )
+    root.append(suite)
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
