@@ -80,7 +80,13 @@ def write_reports(
 ) -> list[Path]:
     """Load the run in ``run_dir`` (with parameter importances) and render its reports into
     ``out_dir``. Raises ConfigError when ``run_dir`` is not a run directory."""
+    import warnings
+
     from edgeopt.search.records import load_run
 
-    records = load_run(Path(run_dir), importance=True)
+    with warnings.catch_warnings():
+        # Optuna's importance evaluator warns on small samples; the report says when
+        # importance is missing or rests on few trials
+        warnings.simplefilter("ignore", UserWarning)
+        records = load_run(Path(run_dir), importance=True)
     return render_reports(records, out_dir, formats)

@@ -413,8 +413,11 @@ def _parallel_section(s: Summary) -> str:
 
 # ------------------------------------------------------------------ history
 def _history_section(s: Summary) -> str:
-    if not s.trials:
-        return "<p>No trials.</p>"
+    if not s.complete:
+        return (
+            f"<p>No trial completed ({len(s.trials)} trial(s)), so there is no objective value "
+            "to plot over time; the reasons are listed below.</p>"
+        )
     plots = []
     numbers = [t["number"] for t in s.trials]
     for i, o in enumerate(s.objectives):
