@@ -50,6 +50,16 @@ def test_expected_channels_by_hand() -> None:
     assert expected_channels(64, 0.3, 4) == 44  # int(44.8) = 44
     assert expected_channels(16, 0.8, 8) == 16  # 3 -> 0: group left whole
     assert expected_channels(64, 0.8, 8) == 8  # 12 -> 8
+    # iterative: step 1 of 3 keeps int(16 * (1 - 0.7/3)) = 12 -> 8; later steps round to 0
+    # and skip, so 3 steps prune a group that one shot (4 -> 0) leaves whole
+    assert expected_channels(16, 0.7, 8, steps=3) == 8
+    assert expected_channels(16, 0.7, 8, steps=1) == 16
+
+
+def test_iterative_steps_exact(tmp_path: Path) -> None:
+    out = _prune(_model("resnet_small", 16), tmp_path, ratio=0.7, round_to=8, iterative_steps=3)
+    assert out.stem[0].out_channels == 8  # one-shot would keep 16 (see above)
+    assert out.layers[5].conv2.out_channels == 16  # 64: 49 -> 48, 34 -> 32, 19 -> 16
 
 
 # resnet_small(width=16): residual streams of 16/32/64 channels (stem + conv2 + shortcut of

@@ -6,10 +6,10 @@ not the achieved one (a layer whose kept count rounds down to 0 is left unpruned
 ratio can save *fewer* MACs), so every pruned module carries its measured MACs/params: see
 ``prune_report`` and ``get_prune_report``.
 
-Per-group channel count after uniform pruning of a group with ``C`` channels (what
+Per-group channel count after one-shot uniform pruning of a group with ``C`` channels (what
 Torch-Pruning 1.6 computes, checked after every apply): ``k = int(C * (1 - ratio))``, then
-``k -= k % round_to``; if that leaves 0 the group keeps all ``C`` channels. See
-``expected_channels``.
+``k -= k % round_to``; if that leaves 0 the group keeps all ``C`` channels. Iterative pruning
+applies that rule per step; see ``expected_channels``.
 """
 
 from __future__ import annotations
@@ -84,13 +84,23 @@ class PruneConfig(StageConfig):
             raise ConfigError("prune.ignored_layers must be non-empty module names")
 
 
-def expected_channels(channels: int, ratio: float, round_to: int = 1) -> int:
-    """Channels a group of ``channels`` keeps after uniform pruning at ``ratio``."""
-    keep = int(channels * (1 - ratio))
-    keep -= keep % round_to
-    if keep <= 0 or channels <= 1:
-        return channels
-    return keep
+def expected_channels(channels: int, ratio: float, round_to: int = 1, steps: int = 1) -> int:
+    """Channels a group of ``channels`` keeps after uniform pruning at ``ratio`` in ``steps``.
+
+    Step ``k`` targets ``int(channels * (1 - ratio * k / steps))`` kept channels, rounded down
+    to a multiple of ``round_to``; a step whose rounded target is 0 leaves the group as it is
+    (so with several steps an early step can prune a group the one-shot rule leaves whole).
+    """
+    current = channels
+    for k in range(1, steps + 1):
+        step_ratio = (k / float(steps)) * ratio  # Torch-Pruning's linear scheduler, same floats
+        target = int(channels * (1 - step_ratio))
+        if current - target <= 0 or current <= 1:
+            continue
+        keep = target - target % round_to
+        if keep > 0:
+            current = keep
+    return current
 
 
 def count_macs_params(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int]:
@@ -333,7 +343,9 @@ class PruneStage(Stage[PruneConfig, "nn.Module"]):
                 ok = after == before or (after % config.round_to == 0 and 0 < after <= before)
                 want = f"a multiple of {config.round_to} or {before}"
             else:
-                want_n = expected_channels(before, config.ratio, config.round_to)
+                want_n = expected_channels(
+                    before, config.ratio, config.round_to, config.iterative_steps
+                )
                 ok, want = after == want_n, str(want_n)
             if not ok:
                 raise CandidateError(
