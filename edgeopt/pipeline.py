@@ -11,8 +11,9 @@ import copy
 import json
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,9 @@ def build(
         on_epoch=on_epoch,
     )
     fp32, info, hit = _torch_phase(candidate, inputs, ctx, on_stage)
+    seconds = dict(info.get("seconds", {})) if not hit else {}
+    if hit and info.get("seconds"):
+        info = {**info, "cache_saved_s": sum(info["seconds"].values())}
     path = fp32
     for step in candidate.onnx_steps():
         stage = STAGES[step.stage]
@@ -91,7 +95,10 @@ def build(
             continue
         if on_stage:
             on_stage(step.stage)
+        t0 = time.perf_counter()
         path = stage.apply(path, step.config, ctx)
+        seconds[step.stage] = time.perf_counter() - t0
+    info = {**info, "seconds": seconds}
     final = out_dir / "model.onnx"
     if path != final:
         shutil.copyfile(path, final)
@@ -120,20 +127,26 @@ def _torch_phase(
         return entry / "model.onnx", json.loads((entry / "info.json").read_text()), True
     module = copy.deepcopy(inputs.model.module)
     info: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
     for step in active:
         if on_stage:
             on_stage(step.stage)
         stage = STAGES[step.stage]
-        module = stage.apply(module, step.config, replace(ctx, workdir=ctx.workdir))
+        t0 = time.perf_counter()
+        module = stage.apply(module, step.config, ctx)
+        seconds[step.stage] = time.perf_counter() - t0
         info.update(_stage_info(step.stage, module))
     if on_stage:
         on_stage("export")
+    t0 = time.perf_counter()
     inputs.cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=inputs.cache_dir))
     try:
         export_onnx(
             module, inputs.model.input_shape, tmp / "model.onnx", check_inputs=parity_inputs(inputs)
         )
+        seconds["export"] = time.perf_counter() - t0
+        info["seconds"] = seconds  # what building this prefix cost; a cache hit saves it
         (tmp / "info.json").write_text(json.dumps(info, default=str))
         try:
             tmp.rename(entry)  # atomic publish; another worker may have won the race

@@ -139,6 +139,7 @@ def _main(req_path: Path) -> None:
         write({"status": "fail", "stage": exc.stage, "reason": exc.reason})
         return
     stage_file.write_text("evaluate")
+    t_eval = time.perf_counter()
     scores: dict[str, float] = {}
     for split in req.get("splits", ["val"]):
         if data is not None:
@@ -150,6 +151,7 @@ def _main(req_path: Path) -> None:
             ref = onnx_logits(req["reference_onnx"], x).argmax(axis=1)
             got = onnx_logits(result.onnx_path, x).argmax(axis=1)
             scores[split] = float(np.mean(ref == got))
+    result.info.setdefault("seconds", {})["evaluate"] = time.perf_counter() - t_eval
     write(
         {
             "status": "ok",
