@@ -75,10 +75,11 @@ def main() -> None:
         torch.manual_seed(args.seed)
         model = getattr(zoo, builder)(in_channels=1, num_classes=10, **kwargs)
         t0 = time.perf_counter()
-        cfg = TrainConfig(lr=0.05, epochs=epochs, batch_size=64, optimizer="sgd",
-                          weight_decay=5e-4, schedule="cosine", patience=epochs)
-        result = fit(model, data, cfg, seed=args.seed)
-        model = result.model
+        cfg = TrainConfig(
+            lr=0.05, epochs=epochs, batch_size=64, optimizer="sgd", weight_decay=5e-4,
+            schedule="cosine", patience=0,
+        )
+        result = fit(model, data, cfg, seed=args.seed)  # trains in place, keeps best weights
         test_acc = evaluate(model, data.x_test, data.y_test)
         out = HERE / f"{name}.pt"
         save_bundle(model, out, arch=f"edgeopt.zoo:{builder}",
