@@ -97,7 +97,8 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
         """Fine-tune a deep copy of ``artifact``; returns it in eval mode with its best weights.
 
         Raises CandidateError("finetune", ...) when distillation is asked for (or needed, with
-        no data) but ``ctx.teacher`` is None, or when training produces non-finite losses.
+        no data) but ``ctx.teacher`` is None, or when even the best weights are non-finite (a
+        divergence after a good epoch keeps that epoch's weights).
         """
         model = copy.deepcopy(artifact)
         if self.is_identity(config):
@@ -109,20 +110,20 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
                 + (" (no data: data-free distillation)" if ctx.data is None else ""),
             )
         teacher = ctx.teacher if (config.distill or ctx.data is None) else None
-        try:
-            result: TrainResult = fit(
-                model,
-                ctx.data,
-                config,
-                teacher=teacher,
-                seed=ctx.seed,
-                on_epoch=ctx.on_epoch,
-                input_shape=tuple(ctx.input_shape),
+        result: TrainResult = fit(
+            model,
+            ctx.data,
+            config,
+            teacher=teacher,
+            seed=ctx.seed,
+            on_epoch=ctx.on_epoch,
+            input_shape=tuple(ctx.input_shape),
+        )
+        tensors = model.state_dict().values()
+        if not all(bool(t.isfinite().all()) for t in tensors if t.is_floating_point()):
+            raise CandidateError(
+                "finetune", "training diverged: non-finite weights (learning rate too high?)"
             )
-        except FloatingPointError as exc:  # pragma: no cover - torch does not raise it today
-            raise CandidateError("finetune", f"training diverged: {exc}") from exc
-        if any(loss != loss for _, loss, _ in result.history):  # NaN
-            raise CandidateError("finetune", "training loss became NaN (learning rate too high?)")
         setattr(model, TRAIN_RESULT_ATTR, result)
         log.info(
             "fine-tuned %d epochs: val accuracy %.4f -> %.4f",
