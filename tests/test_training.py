@@ -95,7 +95,8 @@ def test_prune_then_finetune_recovers(
     assert pruned_acc < 0.5  # structured pruning without fine-tuning collapses
     assert acc > teacher_acc - 0.06, (pruned_acc, acc, teacher_acc)
     result = getattr(tuned, TRAIN_RESULT_ATTR)
-    assert result.best_val_accuracy == pytest.approx(acc)
+    assert result["best_val_accuracy"] == pytest.approx(acc)
+    assert result["epochs_run"] == 5 and len(result["history"]) == 5
     assert evaluate(pruned, data.x_val, data.y_val) == pruned_acc  # input not trained
     assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
 

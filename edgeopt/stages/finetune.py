@@ -4,6 +4,7 @@ unmodified original model. Pruned models need it: without it they fall to chance
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TRAIN_RESULT_ATTR = "edgeopt_train_result"
-"""Attribute set on every module returned by ``FinetuneStage.apply``: its ``TrainResult``."""
+"""Attribute set on every module returned by ``FinetuneStage.apply``: its ``TrainResult`` as
+a plain dict (``dataclasses.asdict``), so records can store it as JSON."""
 
 PATIENCE = 3
 
@@ -39,7 +41,8 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
 
     ``apply`` passes ``ctx.teacher`` (used when ``distill`` is on, and always when
     ``ctx.data`` is None: data-free distillation) and ``ctx.on_epoch`` (its exceptions
-    propagate). The returned module carries its ``TrainResult`` as ``TRAIN_RESULT_ATTR``.
+    propagate). The returned module carries its ``TrainResult`` (as a dict) in
+    ``TRAIN_RESULT_ATTR``.
     """
 
     name = "finetune"
@@ -124,7 +127,7 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
             raise CandidateError(
                 "finetune", "training diverged: non-finite weights (learning rate too high?)"
             )
-        setattr(model, TRAIN_RESULT_ATTR, result)
+        setattr(model, TRAIN_RESULT_ATTR, dataclasses.asdict(result))
         log.info(
             "fine-tuned %d epochs: val accuracy %.4f -> %.4f",
             result.epochs_run,
