@@ -141,6 +141,7 @@ def test_fp16_and_fp32_opt(tmp_path: Path, onnx_models: dict[str, Path]) -> None
     ref = _run(src, x)
     fp16 = STAGES["quantize"].apply(src, QuantizeConfig(mode="fp16"), _ctx(tmp_path))
     m = onnx.load(str(fp16))
+    onnx.checker.check_model(m)  # a valid graph: other tools (edgeopt check) load it
     assert {i.data_type for i in m.graph.initializer} >= {onnx.TensorProto.FLOAT16}
     assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # io kept
     assert np.allclose(_run(fp16, x), ref, atol=5e-2)

@@ -173,3 +173,19 @@ def test_same_seed_reproduces_the_first_trials(
         params.append([t.params for t in _study(run).get_trials()])
     assert params[0] == params[1]
     assert params[0][2] != {}  # the sampled trials really drew parameters
+
+
+@pytest.mark.parametrize("sampler", ["grid", "nsga2", "random", "gp"])
+def test_every_sampler_runs_a_study(
+    tmp_path: Path, model_files: dict, tiny_data: Path, sampler: str
+) -> None:
+    run = tmp_path / sampler
+    # an ONNX input keeps this fast: only the quantize stage's space is searched
+    prepare(_config(model_files["onnx"], tiny_data, sampler=sampler), run)
+    optimize(run, n_trials=4, timeout_s=None)
+    trials = _study(run).get_trials()
+    assert all(t.state == TrialState.COMPLETE for t in trials), [
+        t.user_attrs.get("fail_reason") for t in trials
+    ]
+    assert len(trials) == 4
+    assert all(t.params.get("prune.ratio", 0.0) == 0.0 for t in trials)

@@ -13,15 +13,19 @@ UNCHANGED = "unchanged"
 INT8 = "int8"
 
 
-def suggest_candidate(space: Suggester, profile: Any, *, allow_torch: bool = True) -> Candidate:
+def suggest_candidate(
+    space: Suggester, profile: Any, *, allow_torch: bool = True, quantize: Any = None
+) -> Candidate:
     """Draw a candidate: prune, then fine-tune only when pruned, then quantize.
 
     A pruned model is never scored without fine-tuning (structured pruning without it falls
     to chance accuracy), and an unpruned model is not fine-tuned, which keeps unpruned
     variants cheap. ``allow_torch=False`` (an ONNX input, or a model Torch-Pruning cannot
-    trace) limits the search to the ONNX stages.
+    trace) limits the search to the ONNX stages. ``quantize`` is a quantize stage that knows
+    the model (``QuantizeStage.for_model``: it offers dynamic int8 only to MatMul-heavy ones).
     """
-    prune, finetune, quantize = STAGES["prune"], STAGES.get("finetune"), STAGES["quantize"]
+    prune, finetune = STAGES["prune"], STAGES.get("finetune")
+    quantize = quantize or STAGES["quantize"]
     steps: list[Step] = []
     p = prune.suggest(space, profile) if allow_torch else prune.baseline(profile)
     steps.append(Step("prune", p))
@@ -101,15 +105,17 @@ class DefaultSuggester:
 GRID_RATIOS = (0.0, 0.25, 0.5)
 
 
-def grid_space(profile: Any, *, allow_torch: bool = True) -> dict[str, list[Any]]:
+def grid_space(
+    profile: Any, *, allow_torch: bool = True, quantize: Any = None
+) -> dict[str, list[Any]]:
     """A grid over pruning ratio x quantization mode; other parameters at middle values."""
     rec = DefaultSuggester()
     # ask with a pruned model so the fine-tune parameters are recorded too
     rec.suggest_float = _forced(rec.suggest_float, "prune.ratio", 0.5)  # type: ignore[method-assign]
-    suggest_candidate(rec, profile, allow_torch=allow_torch)
-    modes = list(profile.quantization.modes)
+    suggest_candidate(rec, profile, allow_torch=allow_torch, quantize=quantize)
+    modes = [m.value for m in (quantize or STAGES["quantize"]).offered_modes(profile)]
     rec.suggest_categorical = _forced(rec.suggest_categorical, "quantize.mode", "int8_static")  # type: ignore[method-assign]
-    suggest_candidate(rec, profile, allow_torch=allow_torch)
+    suggest_candidate(rec, profile, allow_torch=allow_torch, quantize=quantize)
     space: dict[str, list[Any]] = {k: [v] for k, v in rec.params.items()}
     if allow_torch:
         space["prune.ratio"] = list(GRID_RATIOS)

@@ -38,6 +38,7 @@ from edgeopt.search.space import (
     grid_space,
     suggest_candidate,
 )
+from edgeopt.stages.quantize import QuantizeStage
 
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -87,6 +88,7 @@ class Worker:
     study: optuna.Study
     baseline: dict[str, Any]
     data: Any
+    quantize: Any = None
     stop: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -105,7 +107,8 @@ class Worker:
         baseline = json.loads((run_dir / "baseline" / "baseline.json").read_text())
         data = load_npz(config.data) if config.data else None
         objectives = config.objective_list([p.name for p in profiles])
-        return cls(run_dir, config, profiles, merged, objectives, study, baseline, data)
+        quantize = QuantizeStage.for_model(run_dir / "baseline" / "model.onnx")
+        return cls(run_dir, config, profiles, merged, objectives, study, baseline, data, quantize)
 
     # ---------------------------------------------------------------- loop
     def run(
@@ -121,7 +124,8 @@ class Worker:
         limit = n_trials
         if self.config.sampler == "grid":
             size = 1
-            for values in grid_space(self.merged, allow_torch=self._allow_torch()).values():
+            grid = grid_space(self.merged, allow_torch=self._allow_torch(), quantize=self.quantize)
+            for values in grid.values():
                 size *= len(values)
             limit = size if limit is None else min(limit, size)
         while not self.stop:
@@ -178,7 +182,9 @@ class Worker:
 
         t0 = time.monotonic()
         try:
-            candidate = suggest_candidate(trial, self.merged, allow_torch=self._allow_torch())
+            candidate = suggest_candidate(
+                trial, self.merged, allow_torch=self._allow_torch(), quantize=self.quantize
+            )
             if trial.user_attrs.get("baseline") == UNCHANGED:
                 candidate = baseline_candidate(self.merged)
         except EdgeoptError as exc:
@@ -400,19 +406,23 @@ def _feasible(t: optuna.trial.FrozenTrial) -> bool:
     return all(v <= 0 for v in (t.constraints or {}).values())
 
 
-def make_sampler(config: RunConfig, merged: Any, worker_index: int, allow_torch: bool) -> Any:
+def make_sampler(
+    config: RunConfig, merged: Any, worker_index: int, allow_torch: bool, baseline_onnx: Path
+) -> Any:
     """The configured sampler, seeded (each worker offset so workers don't repeat each other)."""
     seed = config.seed + worker_index
     if config.sampler == "tpe":
         return optuna.samplers.TPESampler(
-            seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=6
+            seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=5
         )
     if config.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=10)
     if config.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if config.sampler == "grid":
-        return optuna.samplers.GridSampler(grid_space(merged, allow_torch=allow_torch), seed=seed)
+        quantize = QuantizeStage.for_model(baseline_onnx)
+        grid = grid_space(merged, allow_torch=allow_torch, quantize=quantize)
+        return optuna.samplers.GridSampler(grid, seed=seed)
     if config.sampler == "gp":
         try:
             import scipy  # noqa: F401
@@ -428,7 +438,9 @@ def _load_or_create_study(
     objectives = config.objective_list([t for t in _target_names(config)])
     baseline = json.loads((run_dir / "baseline" / "baseline.json").read_text())
     allow_torch = not baseline.get("onnx_input")
-    sampler = make_sampler(config, merged, worker_index, allow_torch)
+    sampler = make_sampler(
+        config, merged, worker_index, allow_torch, run_dir / "baseline" / "model.onnx"
+    )
     url = storage_url(config, run_dir)
     with _file_lock(run_dir / ".ask.lock"):
         try:

@@ -430,8 +430,13 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
         if mode is QuantMode.FP16:
             from onnxruntime.transformers.float16 import convert_float_to_float16
 
-            fp16 = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
-            onnx.save(fp16, str(out))
+            from onnxruntime.transformers.onnx_model import OnnxModel
+
+            fp16 = OnnxModel(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True))
+            # the converter appends its input Cast nodes last; ORT tolerates that, but the
+            # ONNX checker (and every tool that uses it, edgeopt check included) does not
+            fp16.topological_sort()
+            onnx.save(fp16.model, str(out))
             return
 
         from onnxruntime.quantization import (
