@@ -429,7 +429,6 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
             return
         if mode is QuantMode.FP16:
             from onnxruntime.transformers.float16 import convert_float_to_float16
-
             from onnxruntime.transformers.onnx_model import OnnxModel
 
             fp16 = OnnxModel(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True))
