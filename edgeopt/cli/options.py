@@ -52,17 +52,7 @@ def load_model_from_options(
     """Load MODEL with the shared options; returns an ``edgeopt.loading.LoadedModel``."""
     from edgeopt.loading import load_model, parse_shape
 
-    kwargs: dict[str, Any] = {}
-    if arch_kwargs:
-        try:
-            kwargs = json.loads(arch_kwargs)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(
-                f"--arch-kwargs is not valid JSON: {exc.msg}",
-                hint="e.g. --arch-kwargs '{\"num_classes\": 10}'",
-            ) from exc
-        if not isinstance(kwargs, dict):
-            raise ConfigError("--arch-kwargs must be a JSON object")
+    kwargs = parse_arch_kwargs(arch_kwargs)
     shape = parse_shape(input_shape) if input_shape else None
     return load_model(
         Path(model), arch=arch, arch_kwargs=kwargs, input_shape=shape, trust_pickle=trust_pickle
