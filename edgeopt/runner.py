@@ -25,6 +25,17 @@ SYNTHETIC_TEST_SEED = 2_000_003
 SYNTHETIC_N = 256
 
 
+# how running out of address space under RLIMIT_AS shows up in Python, torch and the loader
+_OOM_SIGNS = (
+    "memoryerror",
+    "out of memory",
+    "cannot allocate memory",
+    "failed to map segment",
+    "bad_alloc",
+    "defaultcpuallocator: can't allocate",
+)
+
+
 class Hopeless(Exception):
     """Raised from the epoch callback when a trial cannot reach its accuracy budget."""
 
@@ -71,7 +82,7 @@ def run_child(request: dict[str, Any], *, timeout_s: float, memory_gb: float) ->
     stage = stage_path.read_text().strip() if stage_path.exists() else "start"
     tail = (trial_dir / "trial.log").read_text(errors="replace").strip().splitlines()[-3:]
     text = " ".join(tail)
-    if "MemoryError" in text or "out of memory" in text.lower() or code == -signal.SIGKILL:
+    if any(sign in text.lower() for sign in _OOM_SIGNS) or code == -signal.SIGKILL:
         reason = f"exceeded the memory cap of {memory_gb:g} GiB (--trial-memory-gb)"
     else:
         reason = f"worker exited with code {code}: {tail[-1] if tail else 'no output'}"

@@ -189,3 +189,14 @@ def test_every_sampler_runs_a_study(
     ]
     assert len(trials) == 4
     assert all(t.params.get("prune.ratio", 0.0) == 0.0 for t in trials)
+
+
+def test_memory_cap_ends_the_trial_not_the_study(
+    tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    run = tmp_path / "run"
+    prepare(_config(model_files["bundle"], tiny_data, trial_memory_gb=0.3), run)
+    optimize(run, n_trials=2, timeout_s=None)
+    records = load_run(run)
+    assert [t["state"] for t in records["trials"]] == ["fail", "fail"]
+    assert all("memory cap of 0.3 GiB" in t["fail_reason"] for t in records["trials"])
