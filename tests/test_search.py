@@ -200,3 +200,19 @@ def test_memory_cap_ends_the_trial_not_the_study(
     records = load_run(run)
     assert [t["state"] for t in records["trials"]] == ["fail", "fail"]
     assert all("memory cap of 0.3 GiB" in t["fail_reason"] for t in records["trials"])
+
+
+def test_hopeless_trial_stops_after_the_first_epoch(
+    tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    run = tmp_path / "run"
+    # the tiny untrained model cannot reach 99 %: a pruned + fine-tuned trial is abandoned
+    # after its first epoch instead of training all its epochs
+    cfg = _config(model_files["bundle"], tiny_data, budgets=Budgets(min_accuracy=0.99))
+    prepare(cfg, run)
+    optimize(run, n_trials=3, timeout_s=None)
+    records = load_run(run)
+    sampled = records["trials"][2]
+    assert sampled["candidate"]["prune"]["ratio"] > 0
+    assert sampled["state"] == "pruned"
+    assert "after the first fine-tune epoch is far below the budget" in sampled["pruned_reason"]
