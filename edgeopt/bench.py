@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,6 @@ class BenchRequest:
     workdir: Path
     data: DataBundle | None = None
     time_budget_s: float = 8.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def run_bench(req: BenchRequest) -> dict[str, Any]:

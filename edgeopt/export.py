@@ -11,12 +11,16 @@ from __future__ import annotations
 import copy
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
-from edgeopt.errors import CandidateError
+from edgeopt.errors import CandidateError, EdgeoptError
+
+if TYPE_CHECKING:
+    from edgeopt.loading import LoadedModel
 
 OPSET = 17
 INPUT_NAME = "input"
@@ -95,12 +99,13 @@ def check_parity(
     return float(diff.max())
 
 
-def loaded_to_onnx(loaded: object, workdir: str | Path, sample: np.ndarray | None = None) -> Path:
+def loaded_to_onnx(
+    loaded: LoadedModel, workdir: str | Path, sample: np.ndarray | None = None
+) -> Path:
     """The ONNX file for a LoadedModel: its own file for ONNX input, else an export to
-    ``workdir/<stem>.onnx`` checked for parity on ``sample`` (or seeded random inputs)."""
-    from edgeopt.loading import LoadedModel
+    ``workdir/<stem>.onnx`` checked for parity on ``sample`` (or seeded random inputs).
 
-    assert isinstance(loaded, LoadedModel)
+    An export failure here is the user's model failing, not one candidate: EdgeoptError."""
     if loaded.onnx_path is not None:
         return loaded.onnx_path
     if sample is None:
@@ -110,6 +115,4 @@ def loaded_to_onnx(loaded: object, workdir: str | Path, sample: np.ndarray | Non
     try:
         return export_onnx(loaded.module, loaded.input_shape, out, check_inputs=sample[:8])
     except CandidateError as exc:
-        from edgeopt.errors import EdgeoptError
-
         raise EdgeoptError(f"cannot export {loaded.source} to ONNX: {exc.reason}") from exc

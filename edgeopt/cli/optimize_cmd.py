@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -241,7 +240,3 @@ def render_front(run: dict[str, Any]) -> str:
 
 def _f(v: float | None) -> str:
     return "-" if v is None else f"{v:.4f}"
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2)

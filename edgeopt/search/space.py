@@ -76,10 +76,12 @@ class DefaultSuggester:
     """Answers every suggestion with a middle value and records the names it was asked for.
 
     Used to build a grid: every parameter gets one fixed value except the gridded ones.
+    ``overrides`` answers chosen names with a given value (to reach conditional branches).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, overrides: dict[str, Any] | None = None) -> None:
         self.params: dict[str, Any] = {}
+        self.overrides = dict(overrides or {})
 
     def suggest_float(
         self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
@@ -87,19 +89,21 @@ class DefaultSuggester:
         value = math.sqrt(low * high) if log and low > 0 else (low + high) / 2
         if step:
             value = low + round((value - low) / step) * step
+        value = self.overrides.get(name, value)
         self.params[name] = value
         return value
 
     def suggest_int(
         self, name: str, low: int, high: int, *, step: int = 1, log: bool = False
     ) -> int:
-        value = low + ((high - low) // 2 // step) * step
+        value = self.overrides.get(name, low + ((high - low) // 2 // step) * step)
         self.params[name] = value
         return value
 
     def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
-        self.params[name] = choices[0]
-        return choices[0]
+        value = self.overrides.get(name, choices[0])
+        self.params[name] = value
+        return value
 
 
 GRID_RATIOS = (0.0, 0.25, 0.5)
@@ -109,28 +113,13 @@ def grid_space(
     profile: Any, *, allow_torch: bool = True, quantize: Any = None
 ) -> dict[str, list[Any]]:
     """A grid over pruning ratio x quantization mode; other parameters at middle values."""
-    rec = DefaultSuggester()
-    # ask with a pruned model so the fine-tune parameters are recorded too
-    rec.suggest_float = _forced(rec.suggest_float, "prune.ratio", 0.5)  # type: ignore[method-assign]
+    # a pruned, int8 candidate reaches every conditional parameter (fine-tune, calibration)
+    rec = DefaultSuggester({"prune.ratio": 0.5, "quantize.mode": "int8_static"})
     suggest_candidate(rec, profile, allow_torch=allow_torch, quantize=quantize)
     modes = [m.value for m in (quantize or STAGES["quantize"]).offered_modes(profile)]
-    rec.suggest_categorical = _forced(rec.suggest_categorical, "quantize.mode", "int8_static")  # type: ignore[method-assign]
-    suggest_candidate(rec, profile, allow_torch=allow_torch, quantize=quantize)
     space: dict[str, list[Any]] = {k: [v] for k, v in rec.params.items()}
     if allow_torch:
         space["prune.ratio"] = list(GRID_RATIOS)
     if len(modes) > 1:
         space["quantize.mode"] = modes
     return space
-
-
-def _forced(fn: Any, name: str, value: Any) -> Any:
-    def wrapper(n: str, *args: Any, **kwargs: Any) -> Any:
-        result = fn(n, *args, **kwargs)
-        if n == name:
-            rec = fn.__self__
-            rec.params[n] = value
-            return value
-        return result
-
-    return wrapper

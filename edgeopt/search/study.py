@@ -21,7 +21,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +90,6 @@ class Worker:
     data: Any
     quantize: Any = None
     stop: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     # ---------------------------------------------------------------- setup
     @classmethod
@@ -296,7 +295,7 @@ class Worker:
                 sample = self.data.x_val[:1] if self.data is not None else None
                 shape = tuple(self.baseline["input_shape"])
                 with _file_lock(self.run_dir / ".measure.lock"):
-                    base, cand = measure_latency(
+                    _, cand = measure_latency(
                         [self.run_dir / "baseline" / "model.onnx", onnx_path],
                         threads=profile.threads,
                         input_shape=shape,
@@ -325,8 +324,6 @@ class Worker:
                         )
                     },
                 )
-                self.extra["last_ratio"] = cand.ratio_to_first
-                self.extra["last_baseline_p50"] = base.p50_ms
             else:
                 out[profile.name] = Measurement(profile.name, values)
         return out
@@ -510,10 +507,10 @@ def _make_baseline(
 ) -> dict[str, Any]:
     import hashlib
 
-    from edgeopt.data import synthetic_inputs
     from edgeopt.export import loaded_to_onnx
     from edgeopt.measure.accuracy import onnx_accuracy
     from edgeopt.measure.runtime import host_description, measure_latency
+    from edgeopt.runner import SYNTHETIC_N
 
     base_dir.mkdir(parents=True, exist_ok=True)
     sample = data.x_val[:8] if data is not None else None
@@ -541,7 +538,7 @@ def _make_baseline(
         record["test_accuracy"] = onnx_accuracy(dst, x, y)
     else:
         record["val_accuracy"] = record["test_accuracy"] = 1.0  # fidelity of the model to itself
-        record["synthetic_inputs"] = synthetic_inputs(loaded.input_shape, 1, 0).shape[0]
+        record["synthetic_inputs"] = SYNTHETIC_N
     b = config.budgets
     required = None
     if b.min_accuracy is not None:
