@@ -88,7 +88,9 @@ class Candidate:
                 parts.append(str(d.get("mode")))
             else:
                 parts.append(s.stage)
-        return " + ".join(parts) or "unchanged"
+        if parts == ["fp32"] or not parts:
+            return "unchanged (fp32)"
+        return " + ".join(parts)
 
 
 def _hash(obj: Any) -> str:

@@ -52,9 +52,12 @@ def baseline_params(profile: Any) -> list[tuple[str, dict[str, Any]]]:
     calibration on 128 samples, per-channel where the target supports it.
     """
     modes = tuple(profile.quantization.modes)
-    out: list[tuple[str, dict[str, Any]]] = []
+    # the unchanged model is always a baseline, even where the target cannot run fp32 natively
+    # (an int8-only accelerator estimates it with its CPU fallback): it is the reference
+    unchanged: dict[str, Any] = {"prune.ratio": 0.0}
     if "fp32" in modes:
-        out.append((UNCHANGED, {"prune.ratio": 0.0, "quantize.mode": "fp32"}))
+        unchanged["quantize.mode"] = "fp32"
+    out: list[tuple[str, dict[str, Any]]] = [(UNCHANGED, unchanged)]
     if "int8_static" in modes:
         out.append(
             (
