@@ -15,7 +15,7 @@ def test_interleaved_latency_of_one_model_twice_has_ratio_near_one(model_files: 
     onnx_path = model_files["onnx"]
     a, b = measure_latency([onnx_path, onnx_path], threads=1, input_shape=SHAPE, time_budget_s=1)
     assert a.ratio_to_first == 1.0
-    assert 0.7 < b.ratio_to_first < 1.4
+    assert 0.6 < b.ratio_to_first < 1.6
     assert a.rounds == b.rounds >= 5
     assert 0 < a.min_ms <= a.p50_ms <= a.p90_ms
 
