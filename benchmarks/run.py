@@ -489,9 +489,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings(
             args.models.split(","), budget, None, "resnet_small", 12, 3, (4, 8), False
         )
-    command = "python benchmarks/run.py " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
-    )
+    args_text = " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = f"python benchmarks/run.py {args_text}".strip()
     t_start = time.monotonic()
     WORK.mkdir(parents=True, exist_ok=True)
     repeat = Repeat()
