@@ -410,7 +410,7 @@ def make_sampler(
     seed = config.seed + worker_index
     if config.sampler == "tpe":
         return optuna.samplers.TPESampler(
-            seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=5
+            seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=3
         )
     if config.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=10)
