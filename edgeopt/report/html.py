@@ -520,8 +520,15 @@ def _importance_section(s: Summary) -> str:
             )
         )
     note = ""
+    if len(s.complete) < 30:
+        # fANOVA fits a forest on the completed trials; on a few dozen, with conditional
+        # parameters, it credits parameters that only co-vary with the ones that matter
+        note += (
+            f"<p class='muted'>Based on {len(s.complete)} complete trials: with fewer than "
+            "about 30, importances are rough; read them as hints, not rankings.</p>"
+        )
     if missing:
-        note = (
+        note += (
             "<p class='muted'>No importance for " + escape(", ".join(missing)) + ": the "
             "evaluator failed or every trial had the same value.</p>"
         )
