@@ -216,3 +216,24 @@ def test_hopeless_trial_stops_after_the_first_epoch(
     assert sampled["candidate"]["prune"]["ratio"] > 0
     assert sampled["state"] == "pruned"
     assert "after the first fine-tune epoch is far below the budget" in sampled["pruned_reason"]
+
+
+def test_unexpected_error_in_a_trial_is_recorded_not_raised(
+    tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    from edgeopt.search.study import Worker
+
+    run = tmp_path / "run"
+    prepare(_config(model_files["bundle"], tiny_data), run)
+    worker = Worker.open(run)
+    trial = worker._ask(limit=None)
+    assert trial is not None
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError as exc:
+        worker._internal_failure(trial, exc)
+    (t,) = _study(run).get_trials()
+    assert t.state == TrialState.FAIL
+    assert t.user_attrs["fail_stage"] == "internal"
+    assert "unexpected RuntimeError: boom" in t.user_attrs["fail_reason"]
+    assert "RuntimeError: boom" in (run / "trials" / "0" / "error.txt").read_text()

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -133,7 +134,10 @@ class Worker:
             trial = self._ask(limit)
             if trial is None:
                 break
-            self._run_trial(trial)
+            try:
+                self._run_trial(trial)
+            except Exception as exc:  # a bug in one trial's bookkeeping must not end the study
+                self._internal_failure(trial, exc)
             ran += 1
             if progress:
                 progress(self._event(trial.number, limit, time.monotonic() - start))
@@ -247,6 +251,20 @@ class Worker:
         values = [self._value(o, accuracy, measurements) for o in self.objectives]
         trial.set_user_attr("trial_s", round(time.monotonic() - t0, 3))
         self.study.tell(trial, values)
+
+    def _internal_failure(self, trial: optuna.Trial, exc: Exception) -> None:
+        """Record an unexpected error as a FAIL trial, traceback in the trial's folder."""
+        trial_dir = self.run_dir / "trials" / str(trial.number)
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        (trial_dir / "error.txt").write_text(traceback.format_exc())
+        log.error("trial %d: unexpected %s: %s", trial.number, type(exc).__name__, exc)
+        frozen = self.study.get_trials(deepcopy=False)[trial.number]
+        if frozen.state == TrialState.RUNNING:
+            self._fail(
+                trial,
+                "internal",
+                f"unexpected {type(exc).__name__}: {exc} (traceback in {trial_dir / 'error.txt'})",
+            )
 
     def _fail(self, trial: optuna.Trial, stage: str, reason: str, *, hung: bool = False) -> None:
         trial.set_user_attr("fail_stage", stage)
