@@ -232,7 +232,7 @@ def test_unexpected_error_in_a_trial_is_recorded_not_raised(
         raise RuntimeError("boom")
     except RuntimeError as exc:
         worker._internal_failure(trial, exc)
-    (t,) = _study(run).get_trials()
+    t = _study(run).get_trials()[trial.number]
     assert t.state == TrialState.FAIL
     assert t.user_attrs["fail_stage"] == "internal"
     assert "unexpected RuntimeError: boom" in t.user_attrs["fail_reason"]
