@@ -214,6 +214,12 @@ def render_front(run: dict[str, Any]) -> str:
     front = [t for t in run["trials"] if t.get("on_front")]
     if not front:
         return "no feasible trial on the front (see the report for failures and budgets)"
+    # the baselines are always shown, so the front can be read against what you have now
+    extra = [
+        t
+        for t in run["trials"]
+        if t.get("baseline") and not t.get("on_front") and t["state"] == "complete"
+    ]
     lines = [
         "Pareto front (feasible trials; val = selection split, test = never seen by the search):"
     ]
@@ -222,9 +228,10 @@ def render_front(run: dict[str, Any]) -> str:
     for t in targets:
         head += f" {'lat ms ' + t[:12]:>22}"
     lines += [head, "-" * len(head)]
-    for t in front:
+    for t in front + extra:
+        tag = "" if t.get("on_front") else " [baseline, not on front]"
         row = (
-            f"{t['number']:>5}  {t['describe'][:44]:<44} {t['val_accuracy']:>7.4f} "
+            f"{t['number']:>5}  {(t['describe'] + tag)[:44]:<44} {t['val_accuracy']:>7.4f} "
             f"{_f(t.get('test_accuracy')):>7} {t['size_mb']:>8.3f}"
         )
         for name in targets:
