@@ -120,7 +120,7 @@ def _torch_phase(
     if inputs.model.is_onnx:
         if active:
             raise CandidateError(active[0].stage, "an ONNX input model cannot take torch stages")
-        return inputs.model.onnx_path, {}, True  # type: ignore[return-value]
+        return inputs.model.onnx_path, {}, False  # type: ignore[return-value]
     key = Candidate(tuple(active)).torch_key(inputs.salt)
     entry = inputs.cache_dir / key
     if (entry / "model.onnx").exists() and (entry / "info.json").exists():
