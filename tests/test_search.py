@@ -70,14 +70,19 @@ def test_host_target_latency_is_measured_against_the_baseline(
     assert unchanged["measurements"][host]["peak_memory_mb"]["provenance"] == "measured"
 
 
+def _start_worker(run: Path, model_files: dict, tiny_data: Path) -> subprocess.Popen:
+    """A prepared run with one worker process started on it (up to 50 trials)."""
+    prepare(_config(model_files["bundle"], tiny_data), run)
+    return subprocess.Popen(
+        [sys.executable, "-m", "edgeopt.search.worker", str(run), "--trials", "50"]
+    )
+
+
 def test_interrupted_run_resumes_without_losing_trials(
     tmp_path: Path, model_files: dict, tiny_data: Path
 ) -> None:
     run = tmp_path / "run"
-    prepare(_config(model_files["bundle"], tiny_data), run)
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "edgeopt.search.worker", str(run), "--trials", "50"]
-    )
+    worker = _start_worker(run, model_files, tiny_data)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         time.sleep(0.5)
@@ -99,10 +104,7 @@ def test_killed_worker_trial_is_failed_on_resume(
     tmp_path: Path, model_files: dict, tiny_data: Path
 ) -> None:
     run = tmp_path / "run"
-    prepare(_config(model_files["bundle"], tiny_data), run)
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "edgeopt.search.worker", str(run), "--trials", "50"]
-    )
+    worker = _start_worker(run, model_files, tiny_data)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         running = _study(run).get_trials(states=(TrialState.RUNNING,))
