@@ -97,7 +97,7 @@ def run_search(
 ) -> tuple[dict[str, Any], float]:
     """A fresh edgeopt run through the library; returns its records and wall time."""
     from edgeopt.loading import ModelSpec
-    from edgeopt.run import RunConfig
+    from edgeopt.config import RunConfig
     from edgeopt.search.records import load_run
     from edgeopt.search.study import finalize, optimize, prepare
 
@@ -480,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="resnet_small,mobilenet_small")
     args = parser.parse_args(argv)
     from edgeopt.measure.runtime import host_description
-    from edgeopt.run import parse_duration
+    from edgeopt.config import parse_duration
 
     if args.quick:
         settings = Settings(args.models.split(","), 0, 6, "resnet_small", 5, 1, (3, 6), True)

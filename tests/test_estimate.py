@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgeopt.errors import ConfigError
 from edgeopt.measure.estimate import Estimate, estimate
-from edgeopt.measurement import Metric, Provenance
+from edgeopt.metrics import Metric, Provenance
 from edgeopt.profiles import list_profiles, validate_profile_file
 
 DATA = Path(__file__).parent / "data" / "profiles"

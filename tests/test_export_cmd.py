@@ -75,8 +75,8 @@ def test_export_reproduces_the_reported_test_accuracy(
 
 def test_rebuilt_model_gives_the_same_outputs(run_dir: Path) -> None:
     from edgeopt.measure.accuracy import onnx_logits
-    from edgeopt.report.export import rebuild_check
     from edgeopt.search.records import load_run
+    from edgeopt.search.replay import rebuild_check
 
     records = load_run(run_dir)
     for trial in records["trials"]:
@@ -113,9 +113,10 @@ def test_export_errors_name_the_front(run_dir: Path, tmp_path: Path) -> None:
 
 
 def test_export_of_a_failed_trial_is_a_usage_error(tmp_path: Path) -> None:
+    from report_demo import demo_records
+
     from edgeopt.errors import ConfigError
-    from edgeopt.report.demo import demo_records
-    from edgeopt.report.export import find_trial
+    from edgeopt.search.replay import find_trial
 
     records = demo_records(30)
     failed = next(t for t in records["trials"] if t["state"] == "fail")

@@ -9,10 +9,10 @@ import json
 from pathlib import Path
 
 import pytest
+from report_demo import demo_records
 
 from edgeopt.errors import ConfigError
 from edgeopt.report import parse_formats, render_reports, summarize
-from edgeopt.report.demo import demo_records
 from edgeopt.report.markdown import render_markdown
 from edgeopt.report.pareto import pareto_front
 from edgeopt.report.tables import render_csv, render_json

@@ -11,9 +11,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from report_demo import demo_records
 
 from edgeopt.report import render_reports, summarize
-from edgeopt.report.demo import demo_records
 from edgeopt.report.html import render_html
 
 REPO = Path(__file__).resolve().parent.parent

@@ -13,8 +13,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from edgeopt.config import Budgets, RunConfig
 from edgeopt.loading import ModelSpec
-from edgeopt.run import Budgets, RunConfig
 from edgeopt.search.records import load_run
 from edgeopt.search.study import optimize, prepare
 

@@ -107,7 +107,7 @@ def check(
     verdict = verdict_from_bench(cfg, model, bench)
     if junit:
         from edgeopt.check import junit_xml
-        from edgeopt.report.tables import write_atomic
+        from edgeopt.fileio import write_atomic
 
         write_atomic(Path(junit), junit_xml(verdict))
     if as_json:

@@ -126,8 +126,8 @@ def optimize(
     from their profile, and every number says which.
     """
     from edgeopt.cli.options import parse_arch_kwargs
+    from edgeopt.config import Budgets, RunConfig, default_run_dir, parse_duration
     from edgeopt.loading import ModelSpec, parse_shape
-    from edgeopt.run import Budgets, RunConfig, default_run_dir, parse_duration
     from edgeopt.search.study import finalize, prepare
     from edgeopt.search.study import optimize as run_search
 

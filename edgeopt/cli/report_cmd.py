@@ -59,8 +59,8 @@ def export(run_dir: str, number: int, out: str, rebuild: bool) -> None:
     largest output difference on the validation inputs; exit 1 when it does not match.
     """
     from edgeopt.errors import EdgeoptError
-    from edgeopt.report.export import export_trial
     from edgeopt.search.records import load_run
+    from edgeopt.search.replay import export_trial
 
     records = load_run(Path(run_dir))
     result = export_trial(records, Path(run_dir), number, Path(out), rebuild=rebuild)

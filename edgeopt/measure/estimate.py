@@ -39,7 +39,7 @@ from edgeopt.profiles import ComputeUnit, HardwareProfile
 if TYPE_CHECKING:
     import onnx
 
-    from edgeopt.measurement import Measurement
+    from edgeopt.metrics import Measurement
 
 # ONNX TensorProto element type -> bytes per element
 _ELEM_SIZE = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2}
@@ -168,7 +168,7 @@ class Estimate:
 
     def to_measurement(self) -> Measurement:
         """The estimate as a Measurement with every value labelled ESTIMATED."""
-        from edgeopt.measurement import Measurement, Metric, MetricValue, Provenance
+        from edgeopt.metrics import Measurement, Metric, MetricValue, Provenance
 
         est = Provenance.ESTIMATED
         mid = (self.energy_mj_low + self.energy_mj_high) / 2

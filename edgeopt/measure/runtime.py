@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.errors import EdgeoptError
-from edgeopt.measurement import Measurement, Metric, MetricValue, Provenance
+from edgeopt.metrics import Measurement, Metric, MetricValue, Provenance
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def host_description() -> str:
 def _run_worker(request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "edgeopt.measure.worker"],
+            [sys.executable, "-m", "edgeopt.measure.child"],
             input=json.dumps(request),
             capture_output=True,
             text=True,

@@ -64,7 +64,7 @@ def render_reports(
 
     Each file is written atomically. Returns the written paths in ``formats`` order.
     """
-    from edgeopt.report.tables import write_atomic
+    from edgeopt.fileio import write_atomic
 
     fmts = parse_formats(formats)
     summary = summarize(records)

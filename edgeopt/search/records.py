@@ -10,7 +10,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from edgeopt.run import read_run_config, storage_url
+from edgeopt.config import read_run_config, storage_url
 
 SCHEMA_VERSION = 1
 

@@ -1,7 +1,7 @@
 """Create or resume a study, run trials (ask/tell), and finalize the front.
 
 Each trial: draw a candidate from the composed space, build it in a bounded child process
-(``edgeopt.runner``), then measure it on the host (interleaved against the baseline, in one
+(``edgeopt.search.child``), then measure it on the host (interleaved against the baseline, in one
 process at a time) or estimate it on each target profile, and tell Optuna its objective values
 and budget constraints (``trial.set_constraint``). Failures are FAIL trials with their stage and
 reason; hopeless ones are PRUNED; the study goes on.
@@ -29,9 +29,9 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from edgeopt.config import Objective, RunConfig, read_run_config, storage_url
 from edgeopt.errors import ConfigError, EdgeoptError
-from edgeopt.measurement import Measurement, Metric, MetricValue, Provenance
-from edgeopt.run import Objective, RunConfig, read_run_config, storage_url
+from edgeopt.metrics import Measurement, Metric, MetricValue, Provenance
 from edgeopt.search.space import (
     UNCHANGED,
     baseline_candidate,
@@ -181,7 +181,7 @@ class Worker:
 
     # ---------------------------------------------------------------- one trial
     def _run_trial(self, trial: optuna.Trial) -> None:
-        from edgeopt.runner import run_child
+        from edgeopt.search.child import run_child
 
         t0 = time.monotonic()
         try:
@@ -492,10 +492,10 @@ def prepare(config: RunConfig, run_dir: Path) -> dict[str, Any]:
     """Validate everything before any search work, then write the run directory and the
     baseline: the original model as ONNX, its validation accuracy and, for the host, its
     reference latency. Returns the baseline record. Idempotent: a resumed run reuses it."""
+    from edgeopt.config import write_run_config
     from edgeopt.data import load_npz
     from edgeopt.loading import check_input_shape
     from edgeopt.profiles import load_profile
-    from edgeopt.run import write_run_config
     from edgeopt.targets import merge_profiles
 
     profiles = [load_profile(t) for t in config.targets]
@@ -528,7 +528,7 @@ def _make_baseline(
     from edgeopt.export import loaded_to_onnx
     from edgeopt.measure.accuracy import onnx_accuracy
     from edgeopt.measure.runtime import host_description, measure_latency
-    from edgeopt.runner import SYNTHETIC_N
+    from edgeopt.search.child import SYNTHETIC_N
 
     base_dir.mkdir(parents=True, exist_ok=True)
     sample = data.x_val[:8] if data is not None else None
@@ -607,7 +607,7 @@ def finalize(run_dir: Path) -> dict[str, Any]:
         else:
             from edgeopt.data import synthetic_inputs
             from edgeopt.measure.accuracy import onnx_fidelity
-            from edgeopt.runner import SYNTHETIC_N, SYNTHETIC_TEST_SEED
+            from edgeopt.search.child import SYNTHETIC_N, SYNTHETIC_TEST_SEED
 
             x = synthetic_inputs(tuple(base["input_shape"]), SYNTHETIC_N, SYNTHETIC_TEST_SEED)
             final["test_accuracy"][str(t.number)] = onnx_fidelity(

@@ -1,6 +1,6 @@
 """Subprocess entry point that times ONNX models with ONNX Runtime.
 
-Run as ``python -m edgeopt.measure.worker`` with a JSON request on stdin; prints a JSON reply.
+Run as ``python -m edgeopt.measure.child`` with a JSON request on stdin; prints a JSON reply.
 Kept free of edgeopt imports beyond the standard library, numpy and onnxruntime so the
 measured process holds nothing but the runtime and the models.
 """

@@ -5,7 +5,7 @@ candidate through the pipeline, scores it on the validation split and writes ``r
 in the trial directory. A stage that hangs or exhausts memory ends that child, never the
 study: the parent turns it into a failed result naming the stage it was in.
 
-    python -m edgeopt.runner REQUEST.json
+    python -m edgeopt.search.child REQUEST.json
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class Hopeless(Exception):
 
 
 def run_child(request: dict[str, Any], *, timeout_s: float, memory_gb: float) -> dict[str, Any]:
-    """Run the request in ``python -m edgeopt.runner`` and return its result dict.
+    """Run the request in ``python -m edgeopt.search.child`` and return its result dict.
 
     ``status`` is ``ok``, ``fail`` (with ``stage`` and ``reason``) or ``pruned`` (``reason``).
     """
@@ -60,7 +60,7 @@ def run_child(request: dict[str, Any], *, timeout_s: float, memory_gb: float) ->
     with open(trial_dir / "trial.log", "w") as log:
         # own session: a Ctrl-C in the terminal reaches the search, which finishes this trial
         proc = subprocess.Popen(
-            [sys.executable, "-m", "edgeopt.runner", str(req_path)],
+            [sys.executable, "-m", "edgeopt.search.child", str(req_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
             preexec_fn=_limits,

@@ -18,7 +18,7 @@ from typing import Any
 
 from edgeopt.errors import ConfigError
 from edgeopt.loading import ModelSpec
-from edgeopt.measurement import Metric
+from edgeopt.metrics import Metric
 
 RUN_FILE = "run.json"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.errors import ConfigError
-from edgeopt.report.tables import write_atomic
+from edgeopt.fileio import write_atomic
 
 EXPORT_SCHEMA_VERSION = 1
 # outputs of a rebuilt model must agree with the recorded one within this (absolute, plus
@@ -158,12 +158,12 @@ def rebuild_check(
     import torch
 
     from edgeopt.candidate import Candidate
+    from edgeopt.config import read_run_config
     from edgeopt.data import load_npz, synthetic_inputs
     from edgeopt.measure.accuracy import onnx_logits
     from edgeopt.pipeline import PipelineInputs, build
     from edgeopt.profiles import load_profile
-    from edgeopt.run import read_run_config
-    from edgeopt.runner import SYNTHETIC_N, SYNTHETIC_VAL_SEED
+    from edgeopt.search.child import SYNTHETIC_N, SYNTHETIC_VAL_SEED
     from edgeopt.targets import merge_profiles
 
     config = read_run_config(run_dir)
