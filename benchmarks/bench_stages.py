@@ -82,7 +82,7 @@ def bench_model(
     )
     x_test, y_test = data.split("test")
     quant = STAGES["quantize"]
-    base_q = quant.baseline(profile)
+    base_q = quant.identity(profile)
     int8 = QuantizeConfig(
         mode=QuantMode.INT8_STATIC,
         calibration_samples=256,

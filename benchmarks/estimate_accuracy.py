@@ -21,8 +21,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from edgeopt.profiles import HardwareProfile
 
 START = "<!-- estimate-accuracy:start -->"
 END = "<!-- estimate-accuracy:end -->"
@@ -41,7 +45,7 @@ def build_variants(tmp: Path) -> list[tuple[str, Path, list[int]]]:
     import torch
 
     from edgeopt.export import export_onnx
-    from edgeopt.measure.calibrate import _quantize
+    from edgeopt.measure.calibrate import quantize_qdq
     from edgeopt.zoo import BUILDERS
 
     torch.manual_seed(0)
@@ -54,13 +58,15 @@ def build_variants(tmp: Path) -> list[tuple[str, Path, list[int]]]:
                 shape = [1, 1, hw, hw]
                 fp = export_onnx(model, (1, hw, hw), tmp / f"{name}.onnx")
                 out.append((name, fp, shape))
-                q = _quantize(fp, tmp / f"{name}.int8.onnx", shape)
+                q = quantize_qdq(fp, tmp / f"{name}.int8.onnx", shape)
                 out.append((f"{name}-int8", q, shape))
     return out
 
 
 def write_section(text: str) -> None:
     """Replace (or append) this benchmark's section of RESULTS.md, leaving the rest alone."""
+    from edgeopt.fileio import write_atomic
+
     block = f"{START}\n{text.rstrip()}\n{END}\n"
     old = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n\n"
     if START in old and END in old:
@@ -69,28 +75,20 @@ def write_section(text: str) -> None:
         new = head + block + ("\n" + tail if tail else "")
     else:
         new = old.rstrip("\n") + "\n\n" + block
-    tmp = RESULTS.with_name(RESULTS.name + ".tmp")
-    tmp.write_text(new, encoding="utf-8")
-    tmp.replace(RESULTS)
+    write_atomic(RESULTS, new)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=9, help="interleaved timing rounds")
-    parser.add_argument("--no-calibrate", action="store_true", help="use --profile as it is")
-    parser.add_argument("--profile", default="cpu", help="host profile (alias or .toml path)")
-    parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
-    args = parser.parse_args(argv)
-
-    from scipy.stats import kendalltau
-
-    from edgeopt.measure.calibrate import calibrate_host, time_interleaved
+def measure_and_estimate(
+    args: argparse.Namespace,
+) -> tuple[list[tuple[str, Path, list[int]]], list[float], list[float], HardwareProfile]:
+    """Build the variants, time them on this host (calibrating the host profile in the same
+    interleaved run unless ``--no-calibrate``) and estimate them: (variants, measured ms,
+    estimated ms, profile used)."""
+    from edgeopt.measure.calibrate import calibrate_host, example_models, time_models
     from edgeopt.measure.estimate import estimate
-    from edgeopt.measure.runtime import host_description
     from edgeopt.profiles import load_profile, validate_profile_file
+    from edgeopt.zoo import BUILDERS
 
-    logging.getLogger().setLevel(logging.ERROR)
-    t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgeopt-estimate-accuracy-") as td:
         tmp = Path(td)
         print("building model variants ...")
@@ -100,40 +98,57 @@ def main(argv: list[str] | None = None) -> int:
         if args.no_calibrate:
             profile = load_profile(args.profile)
             print(f"measuring {len(variants)} variants, {args.rounds} interleaved rounds ...")
-            measured = time_interleaved(feeds, threads=profile.threads, rounds=args.rounds)
+            measured = time_models(feeds, threads=profile.threads, rounds=args.rounds)
         else:
             # Calibration and evaluation share one interleaved timing run (the VM drifts).
             print("calibrating the host profile and measuring the variants in one run ...")
             cal_path = tmp / "host-calibrated.toml"
-            result = calibrate_host(cal_path, rounds=args.rounds, log=print, extra=feeds)
+            result = calibrate_host(
+                cal_path,
+                rounds=args.rounds,
+                examples=example_models(BUILDERS),
+                log=print,
+                extra=feeds,
+            )
             for line in result.summary():
                 print("  " + line)
             profile = validate_profile_file(cal_path)
             measured = result.extra_ms
         est = [estimate(p, profile).latency_ms for _, p, _ in variants]
-    runtime_s = time.perf_counter() - t_start
+    return variants, measured, est, profile
 
-    rel = [abs(e - m) / m for e, m in zip(est, measured, strict=True)]
-    tau = float(kendalltau(est, measured).statistic)
-    med = statistics.median(rel)
-    within10 = sum(r <= 0.10 for r in rel) / len(rel)
-    groups = {}
-    for tag, pick in (
-        ("fp32", lambda n: not n.endswith("-int8")),
-        ("int8", lambda n: n.endswith("-int8")),
-    ):
-        idx = [i for i, (n, _, _) in enumerate(variants) if pick(n)]
-        groups[tag] = (
-            float(kendalltau([est[i] for i in idx], [measured[i] for i in idx]).statistic),
-            statistics.median(rel[i] for i in idx),
-        )
 
+def _agreement(est: list[float], measured: list[float], idx: list[int]) -> tuple[float, float]:
+    """(Kendall tau, median relative error) over the variants ``idx``."""
+    from scipy.stats import kendalltau
+
+    e, m = [est[i] for i in idx], [measured[i] for i in idx]
+    tau = float(kendalltau(e, m).statistic)
+    return tau, statistics.median(abs(a - b) / b for a, b in zip(e, m, strict=True))
+
+
+def render(
+    args: argparse.Namespace,
+    variants: list[tuple[str, Path, list[int]]],
+    measured: list[float],
+    est: list[float],
+    profile: HardwareProfile,
+    runtime_s: float,
+    command: str,
+) -> str:
+    """This benchmark's section of RESULTS.md."""
+    from edgeopt.measure.runtime import host_description
+
+    names = [n for n, _, _ in variants]
+    tau, med = _agreement(est, measured, list(range(len(names))))
+    within10 = sum(abs(e - m) / m <= 0.10 for e, m in zip(est, measured, strict=True)) / len(est)
+    fp32 = _agreement(est, measured, [i for i, n in enumerate(names) if not n.endswith("-int8")])
+    int8 = _agreement(est, measured, [i for i, n in enumerate(names) if n.endswith("-int8")])
     rows = [
         f"| {n} | {m:.4f} | {e:.4f} | {e / m:.2f} |"
-        for (n, _, _), e, m in zip(variants, est, measured, strict=True)
+        for n, e, m in zip(names, est, measured, strict=True)
     ]
-    command = "python benchmarks/estimate_accuracy.py " + " ".join(argv or sys.argv[1:])
-    text = "\n".join(
+    return "\n".join(
         [
             "## Cost model vs measured host latency (estimate accuracy)",
             "",
@@ -149,9 +164,8 @@ def main(argv: list[str] | None = None) -> int:
             "",
             "| metric | all | fp32 only | int8 only |",
             "|---|---|---|---|",
-            f"| Kendall tau | **{tau:.3f}** | {groups['fp32'][0]:.3f} | {groups['int8'][0]:.3f} |",
-            f"| median relative error | **{med:.1%}** | {groups['fp32'][1]:.1%} |"
-            f" {groups['int8'][1]:.1%} |",
+            f"| Kendall tau | **{tau:.3f}** | {fp32[0]:.3f} | {int8[0]:.3f} |",
+            f"| median relative error | **{med:.1%}** | {fp32[1]:.1%} | {int8[1]:.1%} |",
             f"| within +/-10% | {within10:.0%} | | |",
             "",
             "<details><summary>per model (ms)</summary>",
@@ -163,6 +177,23 @@ def main(argv: list[str] | None = None) -> int:
             "</details>",
         ]
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; print the section and (unless ``--no-write``) update RESULTS.md."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=9, help="interleaved timing rounds")
+    parser.add_argument("--no-calibrate", action="store_true", help="use --profile as it is")
+    parser.add_argument("--profile", default="cpu", help="host profile (alias or .toml path)")
+    parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+    args = parser.parse_args(argv)
+
+    logging.getLogger().setLevel(logging.ERROR)
+    t_start = time.perf_counter()
+    variants, measured, est, profile = measure_and_estimate(args)
+    runtime_s = time.perf_counter() - t_start
+    command = "python benchmarks/estimate_accuracy.py " + " ".join(argv or sys.argv[1:])
+    text = render(args, variants, measured, est, profile, runtime_s, command)
     print(text)
     if not args.no_write:
         write_section(text)

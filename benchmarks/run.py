@@ -96,10 +96,11 @@ def run_search(
     workers: int = 1,
 ) -> tuple[dict[str, Any], float]:
     """A fresh edgeopt run through the library; returns its records and wall time."""
-    from edgeopt.loading import ModelSpec
     from edgeopt.config import RunConfig
+    from edgeopt.loading import ModelSpec
+    from edgeopt.search.loop import optimize
     from edgeopt.search.records import load_run
-    from edgeopt.search.study import finalize, optimize, prepare
+    from edgeopt.search.setup import finalize, prepare
 
     shutil.rmtree(out, ignore_errors=True)
     config = RunConfig(
@@ -136,7 +137,7 @@ def by_hand_variants(run: dict[str, Any], out: Path) -> dict[str, Path]:
         teacher=None,
         input_shape=tuple(run["baseline"]["input_shape"]),
     )
-    base = STAGES["quantize"].baseline(profile)
+    base = STAGES["quantize"].identity(profile)
     configs: dict[str, QuantizeConfig] = {
         "ORT quantize_dynamic": QuantizeConfig(
             mode=QuantMode.INT8_DYNAMIC,
@@ -479,8 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", default=None, help="search time per model, e.g. 12m")
     parser.add_argument("--models", default="resnet_small,mobilenet_small")
     args = parser.parse_args(argv)
-    from edgeopt.measure.runtime import host_description
     from edgeopt.config import parse_duration
+    from edgeopt.measure.runtime import host_description
 
     if args.quick:
         settings = Settings(args.models.split(","), 0, 6, "resnet_small", 5, 1, (3, 6), True)

@@ -51,16 +51,12 @@ class Candidate:
             raise ConfigError(f"unknown stage(s) in candidate: {', '.join(sorted(unknown))}")
         return cls(tuple(steps))
 
-    def get(self, stage: str) -> StageConfig | None:
-        for s in self.steps:
-            if s.stage == stage:
-                return s.config
-        return None
-
     def torch_steps(self) -> tuple[Step, ...]:
+        """The steps that work on the torch module, in order."""
         return tuple(s for s in self.steps if STAGES[s.stage].phase is Phase.TORCH)
 
     def onnx_steps(self) -> tuple[Step, ...]:
+        """The steps that work on the exported ONNX file, in order."""
         return tuple(s for s in self.steps if STAGES[s.stage].phase is Phase.ONNX)
 
     def key(self, salt: str = "") -> str:
@@ -74,23 +70,12 @@ class Candidate:
         )
 
     def describe(self) -> str:
-        """Short human summary, e.g. ``prune 0.50 l2 + finetune 4ep kd + int8_static``."""
-        parts = []
-        for s in self.steps:
-            d = s.config.to_dict()
-            if s.stage == "prune":
-                if d.get("ratio", 0) > 0:
-                    parts.append(f"prune {d['ratio']:.2f} {d.get('importance', '')}".strip())
-            elif s.stage == "finetune":
-                kd = " kd" if d.get("distill") else ""
-                parts.append(f"finetune {d.get('epochs')}ep{kd}")
-            elif s.stage == "quantize":
-                parts.append(str(d.get("mode")))
-            else:
-                parts.append(s.stage)
-        if parts == ["fp32"] or not parts:
+        """Short human summary from each stage's ``describe``, e.g.
+        ``prune 0.50 l2 + finetune 4ep kd + int8_static``."""
+        if all(STAGES[s.stage].is_identity(s.config) for s in self.steps):
             return "unchanged (fp32)"
-        return " + ".join(parts)
+        parts = (STAGES[s.stage].describe(s.config) for s in self.steps)
+        return " + ".join(p for p in parts if p)
 
 
 def _hash(obj: Any) -> str:

@@ -11,7 +11,6 @@ the others; a ``baseline`` model is measured interleaved with the model in the s
 from __future__ import annotations
 
 import difflib
-import math
 import tomllib
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
@@ -19,20 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeopt.budgets import ACCURACY_DROP, BUDGETS, BudgetResult, Budgets, parse_limits
 from edgeopt.errors import ConfigError
+from edgeopt.metrics import Metric
 
 SCHEMA_VERSION = 1
 CONFIG_FILES = ("edgeopt.toml", "pyproject.toml")
-# budget key -> (metric in bench results, "max"/"min", unit)
-BUDGETS: dict[str, tuple[str, str, str]] = {
-    "max_latency_ms": ("latency_ms", "max", "ms"),
-    "max_size_mb": ("size_mb", "max", "MB"),
-    "max_memory_mb": ("peak_memory_mb", "max", "MB"),
-    "max_energy_mj": ("energy_mj", "max", "mJ"),
-    "min_accuracy": ("accuracy", "min", ""),
-    "max_accuracy_drop": ("accuracy_drop", "max", ""),
-    "max_regression": ("slowdown", "max", ""),
-}
 SETTINGS = ("target", "data", "baseline")
 KNOWN_KEYS = SETTINGS + tuple(BUDGETS)
 HOW_TO_SET = (
@@ -43,70 +34,24 @@ HOW_TO_SET = (
 
 
 @dataclass(frozen=True)
-class CheckConfig:
-    """Target, inputs and budgets of one check. ``source`` says where file values came from.
-
-    Fractions (``min_accuracy``, ``max_accuracy_drop``, ``max_regression``) are in [0, 1];
-    ``max_regression`` 0.05 means "at most 5 % slower than the baseline".
-    """
+class CheckConfig(Budgets):
+    """The budgets of one check, and where to check them: target, data, baseline.
+    ``source`` says where file values came from (messages name it)."""
 
     target: str = "cpu"
     data: str | None = None
     baseline: str | None = None
-    max_latency_ms: float | None = None
-    max_size_mb: float | None = None
-    max_memory_mb: float | None = None
-    max_energy_mj: float | None = None
-    min_accuracy: float | None = None
-    max_accuracy_drop: float | None = None
-    max_regression: float | None = None
     source: str | None = None
 
-    def __post_init__(self) -> None:
-        for key in BUDGETS:
-            v = getattr(self, key)
-            if v is None:
-                continue
-            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-                raise ConfigError(f"budget {key} must be a number, got {v!r}{self._where()}")
-            if v < 0 or (v == 0 and key.startswith("max_") and key not in _MAY_BE_ZERO):
-                raise ConfigError(f"budget {key} must be positive, got {v}{self._where()}")
-            if key in ("min_accuracy", "max_accuracy_drop") and v > 1:
-                raise ConfigError(
-                    f"budget {key} is a fraction in [0, 1], got {v}{self._where()}",
-                    hint="write 90 % as 0.9",
-                )
+    def _label(self, key: str) -> str:
+        return f"budget {key}"
 
     def _where(self) -> str:
         return f" (from {self.source})" if self.source else ""
 
     def budgets(self) -> dict[str, float]:
         """The budgets that are set, in a stable order."""
-        return {k: float(getattr(self, k)) for k in BUDGETS if getattr(self, k) is not None}
-
-
-_MAY_BE_ZERO = ("max_accuracy_drop", "max_regression")
-
-
-def parse_fraction(value: Any, name: str) -> float:
-    """``"5%"`` -> 0.05; ``0.05`` or ``"0.05"`` -> 0.05. Plain numbers above 1 are refused
-    (ambiguous: 5 could mean 5 % or 500 %)."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{name} must be a percentage like 5% or a fraction like 0.05")
-    text = str(value).strip()
-    try:
-        if text.endswith("%"):
-            return float(text[:-1]) / 100
-        v = float(text)
-    except ValueError:
-        raise ConfigError(
-            f"{name} must be a percentage like 5% or a fraction like 0.05, got {value!r}"
-        ) from None
-    if v > 1:
-        raise ConfigError(
-            f"{name} = {value!r} is ambiguous", hint=f"write {v:g}% or {v / 100:g} for {v:g} %"
-        )
-    return v
+        return self.limits()
 
 
 def find_config_file(start: Path) -> Path | None:
@@ -157,9 +102,9 @@ def load_config_file(path: Path) -> dict[str, Any]:
                 raise ConfigError(f"{key} in {where} must be a non-empty string")
             if key in ("data", "baseline") or value.endswith(".toml"):
                 value = str((path.parent / value).resolve())
-        elif key in ("max_regression", "max_accuracy_drop") and isinstance(value, str):
-            value = parse_fraction(value, f"{key} in {where}")
-        out[key] = value
+            out[key] = value
+        else:
+            out.update(parse_limits({key: value}, lambda k: f"{k} in {where}"))
     return out
 
 
@@ -201,70 +146,23 @@ def validate(cfg: CheckConfig, profile_measured: bool) -> None:
             "need a power meter",
             hint="check energy on an estimated target, e.g. --target mobile",
         )
-    if cfg.data is None:
-        for key in ("min_accuracy", "max_accuracy_drop"):
-            if getattr(cfg, key) is not None:
-                raise ConfigError(
-                    f"{key} needs labelled data", hint="pass --data data.npz (or data = ...)"
-                )
-    if cfg.baseline is None:
-        for key in ("max_regression", "max_accuracy_drop"):
-            if getattr(cfg, key) is not None:
-                raise ConfigError(
-                    f"{key} compares with a previous model",
-                    hint="pass --baseline old.onnx (or baseline = ...)",
-                )
-    elif cfg.max_regression is None and cfg.max_accuracy_drop is None:
+    limits = cfg.limits()
+    for key in limits:
+        if cfg.data is None and BUDGETS[key].quantity in (Metric.ACCURACY, ACCURACY_DROP):
+            raise ConfigError(
+                f"{key} needs labelled data", hint="pass --data data.npz (or data = ...)"
+            )
+    relative = [key for key in limits if BUDGETS[key].relative]
+    if cfg.baseline is None and relative:
+        raise ConfigError(
+            f"{relative[0]} compares with a previous model",
+            hint="pass --baseline old.onnx (or baseline = ...)",
+        )
+    if cfg.baseline is not None and not relative:
         raise ConfigError(
             "--baseline is given but no budget compares with it",
             hint="add --max-regression 5% (latency) and/or --max-accuracy-drop 0.01",
         )
-
-
-@dataclass(frozen=True)
-class BudgetResult:
-    """One budget's outcome. ``kind`` is max (value <= limit passes) or min."""
-
-    name: str
-    metric: str
-    value: float
-    limit: float
-    unit: str
-    provenance: str
-    kind: str
-    passed: bool
-    detail: str = ""
-
-    def describe(self) -> str:
-        """``max_latency_ms: 3.1 ms > 2 ms (measured)``."""
-        ok = self.passed
-        op = ("<=" if ok else ">") if self.kind == "max" else (">=" if ok else "<")
-        return (
-            f"{self.name}: {fmt_value(self.value, self)} {op} {fmt_value(self.limit, self)} "
-            f"({self.provenance})"
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "metric": self.metric,
-            "value": self.value,
-            "limit": self.limit,
-            "unit": self.unit,
-            "kind": self.kind,
-            "provenance": self.provenance,
-            "passed": self.passed,
-            "detail": self.detail,
-        }
-
-
-def fmt_value(v: float, r: BudgetResult) -> str:
-    """A value in the budget's unit; fractions of regressions and drops as percentages."""
-    if r.metric in ("slowdown", "accuracy_drop"):
-        return f"{v * 100:+.2f}%" if r.metric == "slowdown" else f"{v * 100:.2f} pt"
-    if r.metric == "accuracy":
-        return f"{v:.4f}"
-    return f"{v:.4g} {r.unit}".strip()
 
 
 @dataclass(frozen=True)
@@ -304,47 +202,14 @@ class Verdict:
 def verdict_from_bench(cfg: CheckConfig, model: str, bench: Mapping[str, Any]) -> Verdict:
     """Compare a ``run_bench`` report (the model first, the baseline second) with the
     budgets of ``cfg``."""
-    first = bench["results"][0]
-    results = []
-    for key, limit in cfg.budgets().items():
-        metric, kind, unit = BUDGETS[key]
-        detail = ""
-        if metric == "slowdown":
-            cmp = bench["comparisons"][0]
-            # ratio = baseline time / model time (> 1: the model is faster)
-            value = 1.0 / float(cmp["ratio"]) - 1.0
-            prov = str(cmp["provenance"])
-            detail = (
-                f"latency vs {Path(str(cfg.baseline)).name}: median of interleaved round ratios"
-                if prov == "measured"
-                else f"latency vs {Path(str(cfg.baseline)).name}: cost-model ratio"
-            )
-        elif metric == "accuracy_drop":
-            base = float(bench["results"][1]["accuracy"]["value"])
-            value = base - float(first["accuracy"]["value"])
-            prov = "measured"
-            detail = f"vs {Path(str(cfg.baseline)).name} at {base:.4f}"
-        else:
-            entry = first.get(metric)
-            if entry is None:
-                raise ConfigError(f"{key} cannot be checked on '{bench['target']}'")
-            value = float(entry["value"])
-            prov = str(entry["provenance"])
-            if metric == "energy_mj" and "low" in entry:
-                detail = f"estimated interval {entry['low']:.4g}-{entry['high']:.4g} mJ"
-            if metric == "accuracy":
-                detail = f"on the {bench.get('accuracy_split', 'test')} split"
-        passed = value <= limit if kind == "max" else value >= limit
-        results.append(BudgetResult(key, metric, value, limit, unit, prov, kind, passed, detail))
-    notes = tuple(bench.get("assumptions", []))
     return Verdict(
         model=model,
         target=str(bench["target"]),
         measured=bool(bench["measured"]),
-        results=tuple(results),
+        results=cfg.evaluate(bench, baseline=cfg.baseline),
         source=cfg.source,
         baseline=cfg.baseline,
-        notes=notes,
+        notes=tuple(bench.get("assumptions", [])),
     )
 
 

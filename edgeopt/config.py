@@ -1,41 +1,18 @@
-"""A run: its configuration (what the user asked for) and its directory layout.
-
-A run directory holds everything: ``run.json`` (this config), the Optuna storage
-(``study.db`` unless ``--storage`` points elsewhere), ``baseline/`` (the original model as
-ONNX and its reference numbers), ``cache/`` (torch-phase results shared by trials),
-``trials/<n>/model.onnx`` for every built candidate, and ``report/``.
-"""
+"""A run's configuration: what the user asked for (model, targets, data, objectives, budgets,
+sampler, limits). Saved as ``run.json`` by ``edgeopt.rundir``; re-running resumes it."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
+from edgeopt.budgets import Budgets
 from edgeopt.errors import ConfigError
 from edgeopt.loading import ModelSpec
-from edgeopt.metrics import Metric
-
-RUN_FILE = "run.json"
-
-
-class Direction(StrEnum):
-    MINIMIZE = "minimize"
-    MAXIMIZE = "maximize"
-
-
-OBJECTIVE_METRICS: dict[str, Metric] = {
-    "accuracy": Metric.ACCURACY,
-    "latency": Metric.LATENCY_MS,
-    "size": Metric.SIZE_MB,
-    "memory": Metric.PEAK_MEMORY_MB,
-    "energy": Metric.ENERGY_MJ,
-}
-PER_TARGET = {Metric.LATENCY_MS, Metric.PEAK_MEMORY_MB, Metric.ENERGY_MJ}
+from edgeopt.metrics import OBJECTIVES as OBJECTIVE_METRICS
+from edgeopt.metrics import PER_TARGET, Direction, Metric
 
 
 @dataclass(frozen=True)
@@ -52,35 +29,7 @@ class Objective:
 
     @property
     def direction(self) -> Direction:
-        return Direction.MAXIMIZE if self.metric is Metric.ACCURACY else Direction.MINIMIZE
-
-
-@dataclass(frozen=True)
-class Budgets:
-    """Hard limits, expressed to Optuna as constraints (feasible when every value <= 0)."""
-
-    max_latency_ms: float | None = None
-    max_size_mb: float | None = None
-    max_memory_mb: float | None = None
-    max_energy_mj: float | None = None
-    max_accuracy_drop: float | None = None
-    min_accuracy: float | None = None
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if v is not None and (v < 0 or (f.name != "max_accuracy_drop" and v == 0)):
-                raise ConfigError(f"--{f.name.replace('_', '-')} must be positive, got {v}")
-        for name in ("min_accuracy", "max_accuracy_drop"):
-            v = getattr(self, name)
-            if v is not None and v > 1:
-                raise ConfigError(
-                    f"--{name.replace('_', '-')} is a fraction in [0, 1], got {v}",
-                    hint="write 1 percentage point as 0.01",
-                )
-
-    def any(self) -> bool:
-        return any(getattr(self, f.name) is not None for f in fields(self))
+        return self.metric.direction
 
 
 SAMPLERS = ("tpe", "nsga2", "random", "grid", "gp")
@@ -133,7 +82,8 @@ class RunConfig:
     def search_key(self) -> dict[str, Any]:
         """The fields that define the study; resuming with other values is an error."""
         d = self.to_dict()
-        return {k: d[k] for k in ("model", "targets", "data", "objectives", "budgets", "seed")}
+        keys = ("model", "targets", "data", "objectives", "budgets", "sampler", "seed")
+        return {k: d[k] for k in keys}
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -151,46 +101,6 @@ class RunConfig:
         d["budgets"] = Budgets(**d.get("budgets", {}))
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
-
-
-def default_run_dir(model_path: str, targets: Sequence[str]) -> Path:
-    """``runs/<model stem>-<targets>``."""
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", "+".join(Path(t).stem for t in targets))
-    return Path("runs") / f"{Path(model_path).stem}-{slug}"
-
-
-def storage_url(config: RunConfig, run_dir: Path) -> str:
-    return config.storage or f"sqlite:///{(run_dir / 'study.db').resolve()}"
-
-
-def write_run_config(run_dir: Path, config: RunConfig) -> None:
-    """Write ``run.json``; if the directory already holds a different study, refuse."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / RUN_FILE
-    if path.exists():
-        old = RunConfig.from_dict(json.loads(path.read_text()))
-        if old.search_key() != config.search_key():
-            diff = [k for k in config.search_key() if old.search_key()[k] != config.search_key()[k]]
-            raise ConfigError(
-                f"{run_dir} holds a run with different {', '.join(diff)}",
-                hint="use another --out directory (or the same settings to resume this run)",
-            )
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(config.to_dict(), indent=2))
-    tmp.replace(path)
-
-
-def read_run_config(run_dir: Path) -> RunConfig:
-    path = Path(run_dir) / RUN_FILE
-    if not path.exists():
-        raise ConfigError(
-            f"{run_dir} is not an edgeopt run directory (no {RUN_FILE})",
-            hint="pass the directory that `edgeopt optimize` wrote (default runs/<model>-<target>)",
-        )
-    try:
-        return RunConfig.from_dict(json.loads(path.read_text()))
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{path} is corrupt: {exc}") from exc
 
 
 def parse_duration(text: str) -> float:

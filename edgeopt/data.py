@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,9 @@ def load_npz(path: str | Path) -> DataBundle:
     return DataBundle(**out)
 
 
-def synthetic_inputs(input_shape: tuple[int, ...], n: int, seed: int) -> np.ndarray:
-    """Seeded standard-normal inputs: the stand-in data when a run has no ``--data``."""
+def synthetic_inputs(input_shape: Sequence[int], n: int, seed: int) -> np.ndarray:
+    """``n`` seeded standard-normal float32 inputs of one sample's ``input_shape``: the
+    stand-in data when there is no ``--data`` (timing, parity checks, calibration, fidelity).
+    The same ``(shape, n, seed)`` always gives the same array."""
     rng = np.random.default_rng(seed)
     return rng.standard_normal((n, *input_shape)).astype(np.float32)

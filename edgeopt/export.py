@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgeopt.data import synthetic_inputs
 from edgeopt.errors import CandidateError, EdgeoptError
 
 if TYPE_CHECKING:
@@ -75,12 +76,12 @@ def check_parity(
     model: nn.Module, onnx_path: Path, inputs: np.ndarray, *, atol: float, rtol: float
 ) -> float:
     """Run torch and ORT on ``inputs``; return the max abs difference or raise CandidateError."""
-    import onnxruntime as ort
+    from edgeopt.measure.session import ort_session
 
     x = np.ascontiguousarray(inputs, dtype=np.float32)
     with torch.no_grad():
         expected = model.eval()(torch.from_numpy(x)).numpy()
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    sess = ort_session(onnx_path, threads=1)
     got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
     if got.shape != expected.shape:
         raise CandidateError(
@@ -109,8 +110,7 @@ def loaded_to_onnx(
     if loaded.onnx_path is not None:
         return loaded.onnx_path
     if sample is None:
-        rng = np.random.default_rng(0)
-        sample = rng.standard_normal((4, *loaded.input_shape)).astype(np.float32)
+        sample = synthetic_inputs(loaded.input_shape, 4, seed=0)
     out = Path(workdir) / f"{loaded.source.stem}.onnx"
     try:
         return export_onnx(loaded.module, loaded.input_shape, out, check_inputs=sample[:8])

@@ -1,10 +1,14 @@
-"""Files written so that a reader never sees half of one: write a temporary file, then rename."""
+"""Files written so that a reader never sees half of one: write a temporary file, then rename.
+And ``file_lock``: one exclusive lock file shared by this machine's processes."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,3 +36,17 @@ def write_json(path: str | Path, obj: Any, *, indent: int | None = 2) -> Path:
 def read_json(path: str | Path) -> Any:
     """Parse the JSON file at ``path`` (errors are the caller's to phrase)."""
     return json.loads(Path(path).read_text())
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created, with its folder, if missing) while
+    the block runs; other processes entering the same lock wait."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

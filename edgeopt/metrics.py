@@ -1,4 +1,6 @@
-"""Metric values that always carry where they came from: measured on this host or estimated."""
+"""The numbers edgeopt reports, as data: each metric knows its unit, its direction, whether it
+depends on the target and its short objective name; and values that always carry where they
+came from (measured on this host or estimated). Adding a metric is one new ``Metric`` entry."""
 
 from __future__ import annotations
 
@@ -10,14 +12,80 @@ from typing import Any
 from edgeopt.errors import ConfigError
 
 
-class Metric(StrEnum):
-    """The closed set of numbers edgeopt reports; the unit is part of the name."""
+class Direction(StrEnum):
+    """Which way a metric improves (Optuna's study directions)."""
 
-    ACCURACY = "accuracy"
-    LATENCY_MS = "latency_ms"
-    PEAK_MEMORY_MB = "peak_memory_mb"
-    SIZE_MB = "size_mb"
-    ENERGY_MJ = "energy_mj"
+    MINIMIZE = "minimize"
+    MAXIMIZE = "maximize"
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """Facts about one metric: ``objective`` is its name in ``--objectives``, ``noun`` what
+    reports call it, ``per_target`` whether it differs from one target profile to another."""
+
+    objective: str
+    unit: str
+    direction: Direction
+    per_target: bool
+    noun: str
+
+
+class Metric(StrEnum):
+    """The closed set of numbers edgeopt reports; the unit is part of the name.
+
+    Each member carries its ``MetricSpec``; read it through the properties below.
+    """
+
+    spec: MetricSpec
+
+    def __new__(cls, value: str, spec: MetricSpec) -> Metric:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.spec = spec
+        return member
+
+    ACCURACY = "accuracy", MetricSpec("accuracy", "", Direction.MAXIMIZE, False, "accuracy")
+    LATENCY_MS = "latency_ms", MetricSpec("latency", "ms", Direction.MINIMIZE, True, "latency")
+    SIZE_MB = "size_mb", MetricSpec("size", "MB", Direction.MINIMIZE, False, "size")
+    PEAK_MEMORY_MB = (
+        "peak_memory_mb",
+        MetricSpec("memory", "MB", Direction.MINIMIZE, True, "peak memory"),
+    )
+    ENERGY_MJ = "energy_mj", MetricSpec("energy", "mJ", Direction.MINIMIZE, True, "energy")
+
+    @property
+    def objective(self) -> str:
+        """Short name used by ``--objectives``: ``accuracy``, ``latency``, ``size`` ..."""
+        return self.spec.objective
+
+    @property
+    def unit(self) -> str:
+        """``ms``, ``MB``, ``mJ``, or ``""`` for fractions."""
+        return self.spec.unit
+
+    @property
+    def direction(self) -> Direction:
+        return self.spec.direction
+
+    @property
+    def maximize(self) -> bool:
+        return self.spec.direction is Direction.MAXIMIZE
+
+    @property
+    def per_target(self) -> bool:
+        """True when the number depends on the target profile (one objective per target)."""
+        return self.spec.per_target
+
+    @property
+    def noun(self) -> str:
+        """What a report calls it: ``peak memory``."""
+        return self.spec.noun
+
+
+OBJECTIVES: dict[str, Metric] = {m.objective: m for m in Metric}
+"""Short objective name -> metric, in ``Metric`` order."""
+PER_TARGET: frozenset[Metric] = frozenset(m for m in Metric if m.per_target)
 
 
 class Provenance(StrEnum):
@@ -48,20 +116,6 @@ class MetricValue:
                 out[key] = getattr(self, key)
         return out
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> MetricValue:
-        return cls(
-            value=float(data["value"]),
-            provenance=Provenance(data["provenance"]),
-            spread=data.get("spread"),
-            low=data.get("low"),
-            high=data.get("high"),
-        )
-
-    def label(self) -> str:
-        """Short tag printed beside the number: ``measured`` or ``estimated``."""
-        return self.provenance.value
-
 
 @dataclass(frozen=True)
 class Measurement:
@@ -84,19 +138,8 @@ class Measurement:
     def get(self, metric: Metric) -> MetricValue | None:
         return self.values.get(metric)
 
-    def merged(self, other: Measurement) -> Measurement:
-        """Values of ``self`` updated with ``other``'s (same profile)."""
-        return Measurement(self.profile, {**self.values, **other.values})
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "profile": self.profile,
             "values": {m.value: v.to_dict() for m, v in self.values.items()},
         }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Measurement:
-        return cls(
-            profile=str(data["profile"]),
-            values={Metric(k): MetricValue.from_dict(v) for k, v in data["values"].items()},
-        )

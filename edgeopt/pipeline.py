@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.candidate import Candidate
-from edgeopt.data import DataBundle
+from edgeopt.data import DataBundle, synthetic_inputs
 from edgeopt.errors import CandidateError
 from edgeopt.loading import LoadedModel
 
@@ -55,8 +55,7 @@ def parity_inputs(inputs: PipelineInputs) -> np.ndarray:
     """A few real validation inputs (or seeded synthetic ones) for the export parity check."""
     if inputs.data is not None:
         return inputs.data.x_val[:8]
-    rng = np.random.default_rng(inputs.seed)
-    return rng.standard_normal((8, *inputs.model.input_shape)).astype(np.float32)
+    return synthetic_inputs(inputs.model.input_shape, 8, inputs.seed)
 
 
 def build(

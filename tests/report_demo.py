@@ -29,111 +29,7 @@ def demo_records(
     objectives += [{"name": f"latency_ms[{t}]", "direction": "minimize"} for t in targets]
     objectives.append({"name": "size_mb", "direction": "minimize"})
     base_acc = 0.93 if not fidelity else 1.0
-    trials: list[dict[str, Any]] = []
-    for n in range(n_trials):
-        roll = rng.random()
-        if n == 0:
-            ratio, mode, baseline = 0.0, "fp32", "unchanged"
-        elif n == 1:
-            ratio, mode, baseline = 0.0, "int8_static", "int8"
-        else:
-            ratio = round(rng.uniform(0, 0.7), 2)
-            mode = rng.choice(["fp32", "fp16", "int8_static", "int8_dynamic"])
-            baseline = None
-        params = {"prune.ratio": ratio, "quantize.mode": mode}
-        if ratio > 0:
-            params["finetune.epochs"] = rng.randint(1, 8)
-            params["finetune.lr"] = 10 ** rng.uniform(-4, -1.5)
-        candidate = {
-            "prune": {"ratio": ratio, "importance": "l2"},
-            "quantize": {"mode": mode},
-        }
-        if ratio > 0:
-            candidate["finetune"] = {
-                "epochs": params["finetune.epochs"],
-                "lr": params["finetune.lr"],
-            }
-        describe = (
-            f"prune {ratio:.2f} l2 + finetune {params['finetune.epochs']}ep + " if ratio else ""
-        ) + mode
-        rec: dict[str, Any] = {
-            "number": n,
-            "state": "complete",
-            "describe": describe,
-            "baseline": baseline,
-            "candidate": candidate,
-            "params": params,
-            "start": None,
-            "complete": None,
-            "timing": {
-                "build_s": round(rng.uniform(1, 9), 3),
-                "trial_s": round(rng.uniform(2, 12), 3),
-            },
-            "cache_hit": False,
-        }
-        if n > 1 and roll < 0.1:
-            rec["state"] = "fail"
-            rec["fail_stage"] = rng.choice(["prune", "quantize", "export"])
-            rec["fail_reason"] = rng.choice(
-                ["timed out after 2s (--trial-timeout)", "unsupported op 'Resize' for int8"]
-            )
-            trials.append(rec)
-            continue
-        if n > 1 and roll < 0.15:
-            rec["state"] = "pruned"
-            rec["pruned_reason"] = (
-                "validation accuracy 0.21 after the first fine-tune epoch is far below the budget"
-            )
-            trials.append(rec)
-            continue
-        q = {"fp32": 1.0, "fp16": 0.5, "int8_static": 0.27, "int8_dynamic": 0.3}[mode]
-        size = 0.045 * (1 - ratio) ** 2 * q + 0.002
-        acc_drop = ratio**2 * 0.4 * rng.uniform(0.3, 1.0) + (0.01 if "int8" in mode else 0)
-        acc = max(0.0, base_acc - acc_drop)
-        meas: dict[str, Any] = {}
-        for t in targets:
-            measured = t == "host-cpu"
-            speed = {
-                "fp32": 1.0,
-                "fp16": 1.1 if measured else 0.6,
-                "int8_static": 0.6,
-                "int8_dynamic": 0.8,
-            }[mode]
-            lat = (0.05 if measured else 0.4) * ((1 - ratio) ** 1.6 * speed + 0.1)
-            lat *= rng.uniform(0.95, 1.05)
-            prov = "measured" if measured else "estimated"
-            meas[t] = {
-                "latency_ms": {"value": lat, "provenance": prov, "spread": lat * 0.03},
-                "peak_memory_mb": {"value": size * 1.6 + 0.1, "provenance": prov},
-                "size_mb": {"value": size, "provenance": "measured"},
-            }
-            if not measured:
-                e = lat * 1.2
-                meas[t]["energy_mj"] = {
-                    "value": e,
-                    "provenance": "estimated",
-                    "low": e * 0.5,
-                    "high": e * 1.5,
-                    "spread": e * 0.5,
-                }
-        values = {"accuracy": acc, "size_mb": size}
-        for t in targets:
-            values[f"latency_ms[{t}]"] = meas[t]["latency_ms"]["value"]
-        constraints = {} if max_size_mb is None else {"size_mb": size - max_size_mb}
-        rec.update(
-            values=values,
-            val_accuracy=acc,
-            test_accuracy=None,
-            measurements=meas,
-            raw_latency={},
-            size_mb=size,
-            constraints=constraints,
-            feasible=all(v <= 0 for v in constraints.values()),
-            on_front=False,
-            onnx=f"trials/{n}/model.onnx",
-            info={},
-        )
-        trials.append(rec)
+    trials = [_trial(rng, n, targets, base_acc, max_size_mb) for n in range(n_trials)]
     names = [o["name"] for o in objectives]
     feas = [t for t in trials if t["state"] == "complete" and t["feasible"]]
     pts = [[t["values"][k] for k in names] for t in feas]
@@ -142,7 +38,155 @@ def demo_records(
     for t in trials:
         if t["state"] == "complete" and (t["on_front"] or t["baseline"]):
             t["test_accuracy"] = max(0.0, t["val_accuracy"] - rng.uniform(0, 0.02))
+    out = _records(targets, seed, max_size_mb, fidelity, base_acc, objectives, trials)
+    if importance:
+        out["importance"] = {
+            name: {
+                "prune.ratio": 0.6,
+                "quantize.mode": 0.3,
+                "finetune.lr": 0.07,
+                "finetune.epochs": 0.03,
+            }
+            for name in names
+        }
+    return out
+
+
+def _trial(
+    rng: random.Random,
+    n: int,
+    targets: tuple[str, ...],
+    base_acc: float,
+    max_size_mb: float | None,
+) -> dict[str, Any]:
+    """Trial ``n``: failed (about 10 %), stopped early (5 %) or complete."""
+    roll = rng.random()
+    if n == 0:
+        ratio, mode, baseline = 0.0, "fp32", "unchanged"
+    elif n == 1:
+        ratio, mode, baseline = 0.0, "int8_static", "int8"
+    else:
+        ratio = round(rng.uniform(0, 0.7), 2)
+        mode = rng.choice(["fp32", "fp16", "int8_static", "int8_dynamic"])
+        baseline = None
+    params: dict[str, Any] = {"prune.ratio": ratio, "quantize.mode": mode}
+    candidate: dict[str, Any] = {
+        "prune": {"ratio": ratio, "importance": "l2"},
+        "quantize": {"mode": mode},
+    }
+    describe = mode
+    if ratio > 0:
+        params["finetune.epochs"] = rng.randint(1, 8)
+        params["finetune.lr"] = 10 ** rng.uniform(-4, -1.5)
+        candidate["finetune"] = {"epochs": params["finetune.epochs"], "lr": params["finetune.lr"]}
+        describe = f"prune {ratio:.2f} l2 + finetune {params['finetune.epochs']}ep + {mode}"
+    rec: dict[str, Any] = {
+        "number": n,
+        "state": "complete",
+        "describe": describe,
+        "baseline": baseline,
+        "candidate": candidate,
+        "params": params,
+        "start": None,
+        "complete": None,
+        "timing": {
+            "build_s": round(rng.uniform(1, 9), 3),
+            "trial_s": round(rng.uniform(2, 12), 3),
+        },
+        "cache_hit": False,
+    }
+    if n > 1 and roll < 0.1:
+        rec["state"] = "fail"
+        rec["fail_stage"] = rng.choice(["prune", "quantize", "export"])
+        rec["fail_reason"] = rng.choice(
+            ["timed out after 2s (--trial-timeout)", "unsupported op 'Resize' for int8"]
+        )
+    elif n > 1 and roll < 0.15:
+        rec["state"] = "pruned"
+        rec["pruned_reason"] = (
+            "validation accuracy 0.21 after the first fine-tune epoch is far below the budget"
+        )
+    else:
+        rec.update(_complete(rng, n, ratio, mode, targets, base_acc, max_size_mb))
+    return rec
+
+
+def _complete(
+    rng: random.Random,
+    n: int,
+    ratio: float,
+    mode: str,
+    targets: tuple[str, ...],
+    base_acc: float,
+    max_size_mb: float | None,
+) -> dict[str, Any]:
+    """The numbers of a complete trial (``on_front`` is set once every trial exists)."""
+    q = {"fp32": 1.0, "fp16": 0.5, "int8_static": 0.27, "int8_dynamic": 0.3}[mode]
+    size = 0.045 * (1 - ratio) ** 2 * q + 0.002
+    acc_drop = ratio**2 * 0.4 * rng.uniform(0.3, 1.0) + (0.01 if "int8" in mode else 0)
+    acc = max(0.0, base_acc - acc_drop)
+    meas = {t: _measurements(rng, t, ratio, mode, size) for t in targets}
+    values = {"accuracy": acc, "size_mb": size}
+    for t in targets:
+        values[f"latency_ms[{t}]"] = meas[t]["latency_ms"]["value"]
+    constraints = {} if max_size_mb is None else {"size_mb": size - max_size_mb}
+    return {
+        "values": values,
+        "val_accuracy": acc,
+        "test_accuracy": None,
+        "measurements": meas,
+        "raw_latency": {},
+        "size_mb": size,
+        "constraints": constraints,
+        "feasible": all(v <= 0 for v in constraints.values()),
+        "on_front": False,
+        "onnx": f"trials/{n}/model.onnx",
+        "info": {},
+    }
+
+
+def _measurements(
+    rng: random.Random, target: str, ratio: float, mode: str, size: float
+) -> dict[str, Any]:
+    """One target's numbers: host-cpu measured, any other target estimated (with energy)."""
+    measured = target == "host-cpu"
+    speed = {
+        "fp32": 1.0,
+        "fp16": 1.1 if measured else 0.6,
+        "int8_static": 0.6,
+        "int8_dynamic": 0.8,
+    }[mode]
+    lat = (0.05 if measured else 0.4) * ((1 - ratio) ** 1.6 * speed + 0.1)
+    lat *= rng.uniform(0.95, 1.05)
+    prov = "measured" if measured else "estimated"
     out: dict[str, Any] = {
+        "latency_ms": {"value": lat, "provenance": prov, "spread": lat * 0.03},
+        "peak_memory_mb": {"value": size * 1.6 + 0.1, "provenance": prov},
+        "size_mb": {"value": size, "provenance": "measured"},
+    }
+    if not measured:
+        e = lat * 1.2
+        out["energy_mj"] = {
+            "value": e,
+            "provenance": "estimated",
+            "low": e * 0.5,
+            "high": e * 1.5,
+            "spread": e * 0.5,
+        }
+    return out
+
+
+def _records(
+    targets: tuple[str, ...],
+    seed: int,
+    max_size_mb: float | None,
+    fidelity: bool,
+    base_acc: float,
+    objectives: list[dict[str, Any]],
+    trials: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The records around ``objectives`` and ``trials``, keys in ``load_run``'s order."""
+    return {
         "schema_version": 1,
         "run_dir": "/runs/demo",
         "config": {
@@ -181,14 +225,3 @@ def demo_records(
         "test_split": "synthetic" if fidelity else "test",
         "prune_unsupported": None,
     }
-    if importance:
-        out["importance"] = {
-            name: {
-                "prune.ratio": 0.6,
-                "quantize.mode": 0.3,
-                "finetune.lr": 0.07,
-                "finetune.epochs": 0.03,
-            }
-            for name in names
-        }
-    return out

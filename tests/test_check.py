@@ -12,12 +12,12 @@ import torch
 from click.testing import CliRunner
 
 from edgeopt import zoo
+from edgeopt.budgets import parse_fraction
 from edgeopt.check import (
     CheckConfig,
     find_config_file,
     junit_xml,
     load_config_file,
-    parse_fraction,
     resolve_config,
     verdict_from_bench,
 )

@@ -14,7 +14,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeopt.errors import ConfigError
-from edgeopt.measure.estimate import Estimate, estimate
+from edgeopt.measure.estimate import Estimate, estimate, kernel_work
 from edgeopt.metrics import Metric, Provenance
 from edgeopt.profiles import list_profiles, validate_profile_file
 
@@ -163,14 +163,19 @@ def test_qdq_conv_counts_as_int8(tmp_path: Path) -> None:
     assert e.activation_mb * 1e6 == pytest.approx(20480)
 
 
-def test_qoperator_qlinearconv_is_int8(tmp_path: Path) -> None:
-    inits = [
+def _int8_conv_params() -> list[onnx.TensorProto]:
+    """u8 activation scale/zero point (s, zp) and an s8 16x8x3x3 weight (wq, ws, wzp)."""
+    return [
         numpy_helper.from_array(np.array(0.1, np.float32), "s"),
         numpy_helper.from_array(np.array(128, np.uint8), "zp"),
         numpy_helper.from_array(np.ones((16, 8, 3, 3), np.int8), "wq"),
         numpy_helper.from_array(np.array(0.01, np.float32), "ws"),
         numpy_helper.from_array(np.array(0, np.int8), "wzp"),
     ]
+
+
+def test_qoperator_qlinearconv_is_int8(tmp_path: Path) -> None:
+    inits = _int8_conv_params()
     node = helper.make_node(
         "QLinearConv", ["x", "s", "zp", "wq", "ws", "wzp", "s", "zp"], ["y"], pads=[1, 1, 1, 1]
     )
@@ -182,13 +187,7 @@ def test_qoperator_qlinearconv_is_int8(tmp_path: Path) -> None:
 
 
 def test_unsupported_op_falls_back_with_transfer(tmp_path: Path) -> None:
-    inits = [
-        numpy_helper.from_array(np.array(0.1, np.float32), "s"),
-        numpy_helper.from_array(np.array(128, np.uint8), "zp"),
-        numpy_helper.from_array(np.ones((16, 8, 3, 3), np.int8), "wq"),
-        numpy_helper.from_array(np.array(0.01, np.float32), "ws"),
-        numpy_helper.from_array(np.array(0, np.int8), "wzp"),
-    ]
+    inits = _int8_conv_params()
     nodes = [
         helper.make_node("DequantizeLinear", ["x", "s", "zp"], ["xd"]),
         helper.make_node("DequantizeLinear", ["wq", "ws", "wzp"], ["wd"]),
@@ -287,3 +286,13 @@ def test_bad_model_is_config_error(tmp_path: Path) -> None:
         estimate(bad, CPU)
     with pytest.raises(ConfigError, match="not found"):
         estimate(tmp_path / "none.onnx", CPU)
+
+
+def test_kernel_work_counts_what_estimate_counts(tmp_path: Path) -> None:
+    # The one op counter calibration uses: the same kernels, dtypes and ops as the estimate.
+    path = _qdq_conv_graph(tmp_path)
+    assert CPU.runtime is not None
+    work = kernel_work(path, CPU.runtime.fusions)
+    assert [(w.op, w.dtype, w.op_class, w.macs, w.ops) for w in work] == [
+        (c.op, c.dtype, c.op_class, c.macs, c.ops) for c in estimate(path, CPU).nodes
+    ]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +126,80 @@ def test_export_of_a_failed_trial_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=f"trial {failed['number']} has no model") as exc:
         find_trial(records, failed["number"])
     assert exc.value.hint and exc.value.hint.startswith("front trials: ")
+
+
+def _copy_run(run_dir: Path, tmp_path: Path) -> Path:
+    """A copy of the shared run that a test may damage (its study is the copy's study.db)."""
+    return Path(shutil.copytree(run_dir, tmp_path / "run"))
+
+
+def _front_trial(run: Path) -> dict:
+    data = _records(run)
+    number = data["pick"]["number"] if data["pick"] else data["front"][0]
+    return next(t for t in data["trials"] if t["number"] == number)
+
+
+def _record_onnx_path(run: Path, number: int, recorded: str) -> None:
+    """Make the study record ``recorded`` as trial ``number``'s model, as a hand edit of the
+    database would: Optuna refuses to change a finished trial's attributes itself."""
+    import optuna
+
+    from edgeopt.rundir import RunDir
+
+    study_db = RunDir(run).study_db
+    storage = f"sqlite:///{study_db}"
+    study = optuna.load_study(study_name=None, storage=storage)
+    trial_id = next(t._trial_id for t in study.get_trials(deepcopy=False) if t.number == number)
+    with contextlib.closing(sqlite3.connect(study_db)) as db, db:
+        changed = db.execute(
+            "UPDATE trial_user_attributes SET value_json = ? WHERE trial_id = ? AND key = 'onnx'",
+            (json.dumps(recorded), trial_id),
+        ).rowcount
+    assert changed == 1
+    reloaded = optuna.load_study(study_name=None, storage=storage)
+    assert reloaded.trials[number].user_attrs["onnx"] == recorded
+
+
+def _export(run: Path, number: int, out: Path) -> tuple[int, str]:
+    res = CliRunner().invoke(main, ["export", str(run), "--trial", str(number), "--out", str(out)])
+    return res.exit_code, res.output
+
+
+@pytest.mark.parametrize("recorded", ["../../../../etc/hostname", "/etc/hostname"])
+def test_export_refuses_a_recorded_path_outside_the_run(
+    run_dir: Path, tmp_path: Path, recorded: str
+) -> None:
+    run = _copy_run(run_dir, tmp_path)
+    number = _front_trial(run)["number"]
+    _record_onnx_path(run, number, recorded)
+    out = tmp_path / "release" / "model.onnx"
+    code, output = _export(run, number, out)
+    assert code == 2, output
+    lines = output.splitlines()
+    assert lines[0].startswith("Error: ") and len(lines) == 2 and lines[1].startswith("Hint: ")
+    assert repr(recorded) in lines[0] and "outside the run directory" in lines[0]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not a model"])
+def test_export_refuses_a_file_that_is_not_an_onnx_model(
+    run_dir: Path, tmp_path: Path, damage: str
+) -> None:
+    run = _copy_run(run_dir, tmp_path)
+    trial = _front_trial(run)
+    if damage == "truncated":
+        model = run / trial["onnx"]
+        model.write_bytes(model.read_bytes()[:300])
+    else:
+        # inside the run directory, so allowed as a path, but run.json is no model
+        _record_onnx_path(run, trial["number"], "run.json")
+    out = tmp_path / "release" / "model.onnx"
+    code, output = _export(run, trial["number"], out)
+    assert code == 2, output
+    assert output.startswith("Error: ") and "is not a valid ONNX model" in output
+    assert "Traceback" not in output
+    # neither the model, its .json, nor the temporary copy is left behind
+    assert list(out.parent.iterdir()) == []
 
 
 def test_report_command_writes_chosen_formats(run_dir: Path, tmp_path: Path) -> None:

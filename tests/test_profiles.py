@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ from edgeopt.profiles import (
     TargetKind,
     list_profiles,
     load_profile,
+    merge_profiles,
+    shipped_profile_dir,
     validate_profile_file,
 )
 
@@ -84,6 +87,35 @@ def test_path_loads_user_profile() -> None:
     assert u.eff("int8", "gemm") == 0.5  # falls back to the default table
     assert u.eff("fp32", "dense_conv") == 0.5
     assert p.assumptions == ["runtime.invoke_overhead_us"]
+
+
+def test_shipped_profiles_come_from_one_folder() -> None:
+    folder = shipped_profile_dir()
+    assert sorted(p.name for p in folder.glob("*.toml")) == sorted(
+        p.source_path.name for p in list_profiles() if p.source_path is not None
+    )
+    assert all(
+        p.source_path is not None and p.source_path.parent == folder.resolve()
+        for p in list_profiles()
+    )
+
+
+def test_merged_targets_keep_what_all_can_run() -> None:
+    cpu, mcu, fpga = load_profile("cpu"), load_profile("mcu"), load_profile("fpga")
+    assert merge_profiles([cpu]) is cpu
+    both = merge_profiles([cpu, mcu])
+    assert both.name == "host-cpu+mcu-stm32f746"
+    assert both.quantization.modes == ("fp32", "int8_static")
+    assert both.pruning.channel_multiple == 8  # lcm(8, 4)
+    assert both.units == cpu.units  # the first profile's numbers
+    three = merge_profiles([cpu, mcu, fpga])
+    assert three.quantization.modes == ("int8_static",) and three.quantization.int8_only
+    assert three.pruning.channel_multiple == 16
+    fp32_only = replace(mcu, quantization=replace(mcu.quantization, modes=("fp32",)))
+    with pytest.raises(ConfigError, match="share no model format"):
+        merge_profiles([fpga, fp32_only])
+    with pytest.raises(ConfigError, match="no target given"):
+        merge_profiles([])
 
 
 def test_unknown_profile_lists_valid_names() -> None:
@@ -238,3 +270,24 @@ def test_calibrated_host_profile_renders_valid(tmp_path: Path) -> None:
     assert u.eff("int8", "depthwise_conv") == 0.1
     assert u.eff("int8", "quantize") == 0.03  # optional class, from the default table
     assert p.calibration is not None and p.calibration.n_models == 12
+
+
+def test_calibration_times_models_with_the_shared_timer(tmp_path: Path) -> None:
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgeopt.measure.calibrate import time_models
+
+    paths = []
+    for op in ("Relu", "Sigmoid"):
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])
+        graph = helper.make_graph([helper.make_node(op, ["x"], ["y"])], op, [x], [y])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        onnx.save(model, tmp_path / f"{op}.onnx")
+        paths.append(tmp_path / f"{op}.onnx")
+    feed = np.ones((1, 64), np.float32)
+    times = time_models([(p, feed) for p in paths], threads=1, rounds=2)
+    assert len(times) == 2 and all(0 < t < 50 for t in times)

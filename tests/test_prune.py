@@ -158,7 +158,7 @@ def test_real_smaller_tensors_not_masks(tmp_path: Path) -> None:
 def test_ratio_zero_is_identity(tmp_path: Path) -> None:
     m = _model("plain_cnn", 8)
     stage = STAGES["prune"]
-    cfg = stage.baseline(load_profile("cpu"))
+    cfg = stage.identity(load_profile("cpu"))
     assert stage.is_identity(cfg) and cfg.round_to == 8
     out = stage.apply(m, cfg, _ctx(tmp_path))
     assert out is not m

@@ -17,10 +17,11 @@ from edgeopt import zoo
 from edgeopt.errors import CandidateError, ConfigError
 from edgeopt.export import export_onnx
 from edgeopt.profiles import load_profile
-from edgeopt.stages import STAGES, QuantizeConfig, QuantizeStage, QuantMode, StageContext
-from edgeopt.stages.quantize import matmul_mac_fraction, quant_node_counts
+from edgeopt.stages import STAGES, ModelFacts, QuantizeConfig, QuantMode, StageContext
+from edgeopt.stages.onnx_graph import matmul_mac_fraction, quant_node_counts
 
 SHAPE = (1, 16, 16)
+CONV = ModelFacts(onnx_input=False, prunable=True, matmul_heavy=False)
 
 
 def _ctx(tmp_path: Path, profile: str = "cpu") -> StageContext:
@@ -114,7 +115,7 @@ def test_ort_default_uses_s8_activations(tmp_path: Path, onnx_models: dict[str, 
 
 def test_profile_types_int8_for_arm(tmp_path: Path, onnx_models: dict[str, Path]) -> None:
     stage = STAGES["quantize"]
-    base = stage.baseline(load_profile("mobile"))
+    base = stage.identity(load_profile("mobile"))
     cfg = QuantizeConfig(
         mode="int8_static", activation_type=base.activation_type, weight_type=base.weight_type
     )
@@ -193,28 +194,30 @@ class Answers:
 def test_suggest_respects_profile(onnx_models: dict[str, Path]) -> None:
     stage = STAGES["quantize"]
     cpu = Answers()
-    assert stage.suggest(cpu, load_profile("cpu")).mode is QuantMode.FP32
+    assert stage.suggest(cpu, load_profile("cpu"), CONV).mode is QuantMode.FP32
     # conv model: no dynamic, no fp16 on x86, never ort_default
     assert cpu.asked["quantize.mode"] == ["fp32", "fp32_opt", "int8_static"]
     fpga = Answers()
-    cfg = stage.suggest(fpga, load_profile("fpga"))
+    cfg = stage.suggest(fpga, load_profile("fpga"), CONV)
     assert cfg.mode is QuantMode.INT8_STATIC and "quantize.mode" not in fpga.asked
     assert cfg.activation_type == "int8" and cfg.per_channel is False
     assert "quantize.per_channel" not in fpga.asked
     gpu = Answers({"quantize.mode": "int8_static", "quantize.calibration": "entropy"})
-    cfg = stage.suggest(gpu, load_profile("gpu"))
+    cfg = stage.suggest(gpu, load_profile("gpu"), CONV)
     assert "fp16" in gpu.asked["quantize.mode"] and cfg.calibration == "entropy"
     assert all(k.startswith("quantize.") for k in gpu.asked)
-    mlp_stage = QuantizeStage.for_model(onnx_models["mlp"])
+    mlp = ModelFacts.of(onnx_models["mlp"], onnx_input=True)
     assert matmul_mac_fraction(onnx_models["mlp"]) == 1.0
+    assert mlp.matmul_heavy and not mlp.prunable
     heavy = Answers()
-    mlp_stage.suggest(heavy, load_profile("cpu"))
+    stage.suggest(heavy, load_profile("cpu"), mlp)
     assert "int8_dynamic" in heavy.asked["quantize.mode"]
     assert matmul_mac_fraction(onnx_models["resnet_small"]) < 0.01
+    assert not ModelFacts.of(onnx_models["resnet_small"], onnx_input=False).matmul_heavy
     # deterministic given the answers
     a = {"quantize.mode": "int8_static", "quantize.calibration_samples": 256}
-    assert stage.suggest(Answers(a), load_profile("cpu")) == stage.suggest(
-        Answers(a), load_profile("cpu")
+    assert stage.suggest(Answers(a), load_profile("cpu"), CONV) == stage.suggest(
+        Answers(a), load_profile("cpu"), CONV
     )
 
 
@@ -232,3 +235,16 @@ def test_suggest_respects_profile(onnx_models: dict[str, Path]) -> None:
 def test_invalid_config(kw: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         QuantizeConfig(**kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("n", [200, 199, 32, 7])
+def test_calibration_batches_are_equal_sized(n: int) -> None:
+    from edgeopt.stages.quantize_ort import _CALIB_BATCH, _Reader
+
+    reader = _Reader("x", np.zeros((n, 1, 2, 2), dtype=np.float32))
+    sizes = []
+    while (batch := reader.get_next()) is not None:
+        sizes.append(len(batch["x"]))
+    assert len(set(sizes)) == 1  # histogram calibration stacks batches: one shape only
+    assert sizes[0] <= _CALIB_BATCH
+    assert sum(sizes) > n - _CALIB_BATCH

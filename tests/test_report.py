@@ -3,19 +3,29 @@ the exact ``load_run`` shape, so sizes a quick real run cannot reach are covered
 
 from __future__ import annotations
 
+import ast
 import csv
 import io
 import json
+import re
+import subprocess
+import sys
+from html import escape
 from pathlib import Path
+from typing import Any
 
 import pytest
 from report_demo import demo_records
 
 from edgeopt.errors import ConfigError
+from edgeopt.metrics import Metric
 from edgeopt.report import parse_formats, render_reports, summarize
+from edgeopt.report.html import render_html
 from edgeopt.report.markdown import render_markdown
 from edgeopt.report.pareto import pareto_front
 from edgeopt.report.tables import render_csv, render_json
+
+TESTS = Path(__file__).resolve().parent
 
 
 def test_markdown_of_a_50_trial_run_is_short_and_carries_front_and_pick() -> None:
@@ -112,3 +122,94 @@ def test_demo_front_matches_pareto_maths() -> None:
     done = [t for t in records["trials"] if t["state"] == "complete"]
     front = pareto_front([[t["values"][n] for n in names] for t in done], up)
     assert {done[i]["number"] for i in front} == {t["number"] for t in done if t["on_front"]}
+
+
+FORBIDDEN_IN_REPORT = ("edgeopt.search", "edgeopt.pipeline", "optuna", "torch")
+
+
+def _forbidden(module: str) -> bool:
+    return any(module == f or module.startswith(f + ".") for f in FORBIDDEN_IN_REPORT)
+
+
+# imports every module of edgeopt.report and renders every format, then names what came in
+_LAYERING_PROBE = """
+import importlib, pkgutil, sys, tempfile
+import edgeopt.report
+from report_demo import demo_records
+for m in pkgutil.walk_packages(edgeopt.report.__path__, "edgeopt.report."):
+    importlib.import_module(m.name)
+with tempfile.TemporaryDirectory() as out:
+    edgeopt.report.render_reports(demo_records(12), out, edgeopt.report.FORMATS)
+print("\\n".join(sorted(sys.modules)))
+"""
+
+
+def test_report_imports_nothing_of_the_search_the_pipeline_optuna_or_torch() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", _LAYERING_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=TESTS,
+    )
+    assert proc.returncode == 0, proc.stderr
+    loaded = proc.stdout.split()
+    assert "edgeopt.report.html_plots" in loaded and "edgeopt.report.svg_parallel" in loaded
+    assert [m for m in loaded if _forbidden(m)] == []
+
+
+def test_report_source_has_no_import_of_the_search_even_inside_a_function() -> None:
+    # the subprocess check above misses an import inside a function no renderer calls
+    found = []
+    for path in sorted((TESTS.parent / "edgeopt" / "report").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            found += [f"{path.name}:{node.lineno} {n}" for n in names if _forbidden(n)]
+    assert found == []
+
+
+def _every_metric_records() -> dict[str, Any]:
+    """Demo records whose objectives cover every ``Metric`` (memory and energy on mobile)."""
+    records = demo_records(20, seed=3)
+    extra = ("peak_memory_mb[mobile-sd8gen2]", "energy_mj[mobile-sd8gen2]")
+    records["objectives"] += [{"name": n, "direction": "minimize"} for n in extra]
+    for t in records["trials"]:
+        if t["state"] == "complete":
+            for name in extra:
+                metric, target = name.rstrip("]").split("[")
+                t["values"][name] = t["measurements"][target][metric]["value"]
+    return records
+
+
+def test_every_unit_shown_is_the_metric_specs_unit() -> None:
+    s = summarize(_every_metric_records())
+    assert {Metric(o.metric) for o in s.objectives} == set(Metric)
+    for o in s.objectives:
+        spec = Metric(o.metric)
+        assert o.unit == spec.unit
+        assert o.label.endswith(f"({spec.unit or 'fraction'}, {o.provenance})")
+        assert o.short.startswith(" ".join(b for b in (spec.noun, spec.unit) if b))
+    # the pick's reason prints each number with the spec's unit
+    assert s.pick is not None and s.original is not None
+    for o in s.objectives:
+        if o.unit:
+            where = f" on {o.target}" if o.target else ""
+            num = r"[-+0-9.e]+"
+            pattern = rf"{re.escape(o.noun + where)} {num} {o.unit} vs {num} {o.unit} \("
+            assert re.search(pattern, s.pick.reason), (o.name, s.pick.reason)
+    # Markdown: size and per-target latency headings; HTML: axis labels and front columns
+    md = render_markdown(s)
+    size, latency = Metric.SIZE_MB, Metric.LATENCY_MS
+    assert f"| {size.noun} {size.unit} |" in md
+    assert all(f"| {latency.noun} {latency.unit} {tgt} (" in md for tgt in s.targets)
+    page = render_html(s)
+    assert all(escape(o.label) in page for o in s.objectives)
+    per_target = [m for m in Metric if m.per_target]
+    assert all(f"<th>{m.noun} {m.unit}<br>mobile-sd8gen2</th>" in page for m in per_target)
+    labels = json.loads(render_json(s))["objective_labels"]
+    assert labels == {o.name: o.label for o in s.objectives}

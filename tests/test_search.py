@@ -3,6 +3,7 @@ failures as data, budgets as constraints, seeded reproducibility."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -15,8 +16,9 @@ from optuna.trial import TrialState
 
 from edgeopt.config import Budgets, RunConfig
 from edgeopt.loading import ModelSpec
+from edgeopt.search.loop import optimize
 from edgeopt.search.records import load_run
-from edgeopt.search.study import optimize, prepare
+from edgeopt.search.setup import prepare
 
 
 def _config(model: Path, data: Path | None, **kw: object) -> RunConfig:
@@ -70,11 +72,12 @@ def test_host_target_latency_is_measured_against_the_baseline(
     assert unchanged["measurements"][host]["peak_memory_mb"]["provenance"] == "measured"
 
 
-def _start_worker(run: Path, model_files: dict, tiny_data: Path) -> subprocess.Popen:
+def _start_worker(run: Path, model_files: dict, tiny_data: Path, **env: str) -> subprocess.Popen:
     """A prepared run with one worker process started on it (up to 50 trials)."""
     prepare(_config(model_files["bundle"], tiny_data), run)
     return subprocess.Popen(
-        [sys.executable, "-m", "edgeopt.search.worker", str(run), "--trials", "50"]
+        [sys.executable, "-m", "edgeopt.search.loop", str(run), "--trials", "50"],
+        env={**os.environ, **env},
     )
 
 
@@ -100,25 +103,36 @@ def test_interrupted_run_resumes_without_losing_trials(
         assert after[n].values == values
 
 
-def test_killed_worker_trial_is_failed_on_resume(
-    tmp_path: Path, model_files: dict, tiny_data: Path
+def test_killed_worker_trial_is_failed_by_heartbeat_and_retried_once(
+    tmp_path: Path, model_files: dict, tiny_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import edgeopt.search.loop as loop
+    import edgeopt.search.study as study_mod
+
+    # heartbeats every second: a trial is stale 3 s after its worker died
+    monkeypatch.setattr(study_mod, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(loop, "HEARTBEAT_S", 1)
     run = tmp_path / "run"
-    worker = _start_worker(run, model_files, tiny_data)
+    worker = _start_worker(run, model_files, tiny_data, EDGEOPT_HEARTBEAT_S="1")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         running = _study(run).get_trials(states=(TrialState.RUNNING,))
         if running and "worker" in running[0].user_attrs:
             break
         time.sleep(0.2)
+    killed = running[0].number
     worker.kill()
     worker.wait()
     optimize(run, n_trials=2, timeout_s=None)
     trials = _study(run).get_trials()
     assert not [t for t in trials if t.state == TrialState.RUNNING]
-    dead = [t for t in trials if t.user_attrs.get("fail_stage") == "worker"]
-    assert len(dead) == 1
-    assert "died" in dead[0].user_attrs["fail_reason"]
+    assert trials[killed].state == TrialState.FAIL
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    # the retry replaces the dead trial in the count: 2 trials counted, 3 in the study
+    assert len(trials) == 3
+    rec = next(t for t in load_run(run)["trials"] if t["number"] == killed)
+    assert rec["fail_stage"] == "worker" and "heartbeats" in rec["fail_reason"]
 
 
 def test_two_workers_share_one_storage_without_lost_or_extra_trials(
@@ -223,7 +237,7 @@ def test_hopeless_trial_stops_after_the_first_epoch(
 def test_unexpected_error_in_a_trial_is_recorded_not_raised(
     tmp_path: Path, model_files: dict, tiny_data: Path
 ) -> None:
-    from edgeopt.search.study import Worker
+    from edgeopt.search.loop import Worker
 
     run = tmp_path / "run"
     prepare(_config(model_files["bundle"], tiny_data), run)
@@ -233,7 +247,7 @@ def test_unexpected_error_in_a_trial_is_recorded_not_raised(
     try:
         raise RuntimeError("boom")
     except RuntimeError as exc:
-        worker._internal_failure(trial, exc)
+        worker.runner._internal_failure(trial, exc)
     t = _study(run).get_trials()[trial.number]
     assert t.state == TrialState.FAIL
     assert t.user_attrs["fail_stage"] == "internal"

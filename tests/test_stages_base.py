@@ -13,6 +13,7 @@ from edgeopt.profiles import list_profiles, load_profile
 from edgeopt.stages import (
     STAGES,
     FinetuneConfig,
+    ModelFacts,
     Phase,
     PruneConfig,
     QuantizeConfig,
@@ -20,6 +21,8 @@ from edgeopt.stages import (
     StageConfig,
 )
 from edgeopt.stages import base as base_module
+
+FACTS = ModelFacts(onnx_input=False, prunable=True, matmul_heavy=True)
 
 
 class Lowest:
@@ -61,31 +64,32 @@ def test_registry_in_pipeline_order() -> None:
 
 
 @pytest.mark.parametrize("profile", [p.name for p in list_profiles()])
-def test_suggest_and_baseline_every_profile(profile: str) -> None:
+def test_suggest_and_identity_every_profile(profile: str) -> None:
     prof = load_profile(profile)
     for name, stage in STAGES.items():
-        base = stage.baseline(prof)
+        base = stage.identity(prof)
         assert stage.is_identity(base)
+        assert all(k.startswith(f"{name}.") for k in stage.identity_params(prof))
         for answers in ({}, {"prune.ratio": 0.5, "finetune.distill": True}):
             space = Lowest(answers)
-            cfg = stage.suggest(space, prof)
+            cfg = stage.suggest(space, prof, FACTS)
             assert isinstance(cfg, stage.config_type)
             assert all(n.startswith(f"{name}.") for n in space.names)
             assert len(space.names) == len(set(space.names))
-            again = stage.suggest(Lowest(answers), prof)
+            again = stage.suggest(Lowest(answers), prof, FACTS)
             assert again == cfg  # deterministic given the answers
             data = json.loads(json.dumps(cfg.to_dict()))
             assert stage.config_from_dict(data) == cfg
 
 
 def test_suggest_uses_profile() -> None:
-    cfg = STAGES["prune"].suggest(Lowest({"prune.ratio": 0.3}), load_profile("fpga"))
+    cfg = STAGES["prune"].suggest(Lowest({"prune.ratio": 0.3}), load_profile("fpga"), FACTS)
     assert cfg.round_to == 16 and cfg.ratio == 0.3
     kd = Lowest({"finetune.distill": True})
-    ft = STAGES["finetune"].suggest(kd, load_profile("cpu"))
+    ft = STAGES["finetune"].suggest(kd, load_profile("cpu"), FACTS)
     assert ft.distill and "finetune.temperature" in kd.names and ft.epochs >= 1
     no_kd = Lowest()
-    STAGES["finetune"].suggest(no_kd, load_profile("cpu"))
+    STAGES["finetune"].suggest(no_kd, load_profile("cpu"), FACTS)
     assert "finetune.temperature" not in no_kd.names
 
 

@@ -223,7 +223,7 @@ def test_kd_loss_and_augment() -> None:
 
 def test_finetune_stage_contract(tmp_path: Path, teacher: nn.Module, data: DataBundle) -> None:
     stage = STAGES["finetune"]
-    base = stage.baseline(load_profile("cpu"))
+    base = stage.identity(load_profile("cpu"))
     assert stage.is_identity(base)
     m = copy.deepcopy(teacher)
     assert stage.apply(m, base, _ctx(tmp_path, data, None)) is not m

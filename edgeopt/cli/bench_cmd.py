@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import click
 
-from edgeopt.cli.options import load_model_from_options, model_options, parse_int_list
+from edgeopt.cli.options import ModelOptions, packed_model_options, parse_int_list
 
 
 @click.command()
@@ -20,7 +19,7 @@ from edgeopt.cli.options import load_model_from_options, model_options, parse_in
 @click.option("--data", type=click.Path(dir_okay=False), help=".npz to measure accuracy on.")
 @click.option("--time-budget", default=8.0, show_default=True, help="Seconds of timing per run.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@model_options
+@packed_model_options
 def bench(
     model: str,
     target: str,
@@ -29,10 +28,7 @@ def bench(
     data: str | None,
     time_budget: float,
     as_json: bool,
-    arch: str | None,
-    arch_kwargs: str | None,
-    input_shape: str | None,
-    trust_pickle: bool,
+    model_opts: ModelOptions,
 ) -> None:
     """Measure MODEL on this host, or estimate it on a target profile.
 
@@ -46,21 +42,10 @@ def bench(
 
     profile = load_profile(target)
     thread_counts = parse_int_list(threads, "--threads") if threads else [profile.threads]
-    loaded = [load_model_from_options(model, arch, arch_kwargs, input_shape, trust_pickle)]
-    if other:
-        loaded.append(load_model_from_options(other, arch, arch_kwargs, input_shape, trust_pickle))
+    loaded = [model_opts.load(m) for m in (model, other) if m]
     bundle = load_npz(data) if data else None
-    with tempfile.TemporaryDirectory(prefix="edgeopt-bench-") as tmp:
-        report = run_bench(
-            BenchRequest(
-                models=loaded,
-                profile=profile,
-                threads=thread_counts,
-                data=bundle,
-                workdir=Path(tmp),
-                time_budget_s=time_budget,
-            )
-        )
+    request = BenchRequest(loaded, profile, thread_counts, data=bundle, time_budget_s=time_budget)
+    report = run_bench(request)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:

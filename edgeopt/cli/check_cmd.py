@@ -3,56 +3,38 @@
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import click
 
-from edgeopt.cli.options import load_model_from_options, model_options
+from edgeopt.cli.options import ModelOptions, budget_options, packed_model_options
 
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--target", help="Profile name, alias or TOML (default: from the config, else cpu).")
 @click.option("--data", type=click.Path(dir_okay=False), help=".npz for accuracy budgets.")
-@click.option("--max-latency-ms", type=float, help="Latency budget (p50, batch 1).")
-@click.option("--max-size-mb", type=float, help="Model file size budget.")
-@click.option("--max-memory-mb", type=float, help="Peak memory budget.")
-@click.option("--max-energy-mj", type=float, help="Energy per inference budget (estimated).")
-@click.option("--min-accuracy", type=float, help="Accuracy floor on the test split (fraction).")
 @click.option(
     "--baseline", type=click.Path(dir_okay=False), help="The last released model to compare with."
 )
-@click.option(
-    "--max-regression", help="How much slower than --baseline is allowed, e.g. 5% or 0.05."
-)
-@click.option("--max-accuracy-drop", help="Accuracy drop vs --baseline allowed, e.g. 0.01 or 1%.")
+@budget_options
 @click.option(
     "--time-budget", default=5.0, show_default=True, help="Seconds of latency timing (host)."
 )
 @click.option("--junit", type=click.Path(dir_okay=False), help="Write JUnit XML here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
-@model_options
+@packed_model_options
 def check(
     model: str,
     target: str | None,
     data: str | None,
-    max_latency_ms: float | None,
-    max_size_mb: float | None,
-    max_memory_mb: float | None,
-    max_energy_mj: float | None,
-    min_accuracy: float | None,
     baseline: str | None,
-    max_regression: str | None,
-    max_accuracy_drop: str | None,
+    budgets: dict[str, Any],
     time_budget: float,
     junit: str | None,
     as_json: bool,
-    arch: str | None,
-    arch_kwargs: str | None,
-    input_shape: str | None,
-    trust_pickle: bool,
+    model_opts: ModelOptions,
 ) -> None:
     """Check MODEL against budgets on a target; exit 0 when all pass, 1 when one fails.
 
@@ -63,7 +45,8 @@ def check(
     Exit 2 on usage or input errors.
     """
     from edgeopt.bench import BenchRequest, run_bench
-    from edgeopt.check import parse_fraction, resolve_config, validate, verdict_from_bench
+    from edgeopt.budgets import parse_limits
+    from edgeopt.check import resolve_config, validate, verdict_from_bench
     from edgeopt.data import load_npz
     from edgeopt.errors import BudgetError
     from edgeopt.profiles import load_profile
@@ -72,38 +55,17 @@ def check(
         "target": target,
         "data": str(Path(data).resolve()) if data else None,
         "baseline": str(Path(baseline).resolve()) if baseline else None,
-        "max_latency_ms": max_latency_ms,
-        "max_size_mb": max_size_mb,
-        "max_memory_mb": max_memory_mb,
-        "max_energy_mj": max_energy_mj,
-        "min_accuracy": min_accuracy,
-        "max_regression": (
-            parse_fraction(max_regression, "--max-regression") if max_regression else None
-        ),
-        "max_accuracy_drop": (
-            parse_fraction(max_accuracy_drop, "--max-accuracy-drop") if max_accuracy_drop else None
-        ),
+        **parse_limits(budgets, lambda key: "--" + key.replace("_", "-")),
     }
     cfg = resolve_config(flags)
     profile = load_profile(cfg.target)
     validate(cfg, bool(profile.measured))
-    loaded = [load_model_from_options(model, arch, arch_kwargs, input_shape, trust_pickle)]
-    if cfg.baseline:
-        loaded.append(
-            load_model_from_options(cfg.baseline, arch, arch_kwargs, input_shape, trust_pickle)
-        )
+    loaded = [model_opts.load(m) for m in (model, cfg.baseline) if m]
     bundle = load_npz(cfg.data) if cfg.data else None
-    with tempfile.TemporaryDirectory(prefix="edgeopt-check-") as tmp:
-        bench = run_bench(
-            BenchRequest(
-                models=loaded,
-                profile=profile,
-                threads=[profile.threads],
-                data=bundle,
-                workdir=Path(tmp),
-                time_budget_s=time_budget,
-            )
-        )
+    request = BenchRequest(
+        loaded, profile, [profile.threads], data=bundle, time_budget_s=time_budget
+    )
+    bench = run_bench(request)
     verdict = verdict_from_bench(cfg, model, bench)
     if junit:
         from edgeopt.check import junit_xml
@@ -124,7 +86,7 @@ def check(
 
 def render_verdict(verdict: Any) -> str:
     """The pass/fail table of an ``edgeopt.check.Verdict``."""
-    from edgeopt.check import fmt_value
+    from edgeopt.budgets import fmt_value
 
     where = "measured on this host" if verdict.measured else "estimated from the profile"
     lines = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -126,10 +127,10 @@ def optimize(
     from their profile, and every number says which.
     """
     from edgeopt.cli.options import parse_arch_kwargs
-    from edgeopt.config import Budgets, RunConfig, default_run_dir, parse_duration
+    from edgeopt.config import Budgets, RunConfig, parse_duration
     from edgeopt.loading import ModelSpec, parse_shape
-    from edgeopt.search.study import finalize, prepare
-    from edgeopt.search.study import optimize as run_search
+    from edgeopt.rundir import default_run_dir
+    from edgeopt.search.setup import prepare
 
     targets = _targets(target)
     timeout_s = parse_duration(timeout_text) if timeout_text else None
@@ -166,11 +167,15 @@ def optimize(
     t0 = time.monotonic()
     baseline = prepare(config, out)  # validates every input before any search work
     click.echo(f"edgeopt optimize: {model} -> {out}  (targets: {', '.join(targets)})", err=True)
-    kind = baseline["accuracy_kind"]
-    line = (
-        f"baseline: validation {kind} {baseline['val_accuracy']:.4f} (measured, ORT on this host)"
-    )
-    for name, ms in baseline["host_latency_ms"].items():
+    _echo_baseline(baseline)
+    _search_and_report(out, trials, timeout_s, workers, not no_report)
+    click.echo(f"done in {time.monotonic() - t0:.0f}s; run directory {out}", err=True)
+
+
+def _echo_baseline(baseline: Any) -> None:
+    kind = baseline.accuracy_kind
+    line = f"baseline: validation {kind} {baseline.val_accuracy:.4f} (measured, ORT on this host)"
+    for name, ms in baseline.host_latency_ms.items():
         line += f"; latency {ms:.3f} ms on {name} (measured)"
     click.echo(line, err=True)
     if kind == "fidelity":
@@ -179,17 +184,88 @@ def optimize(
             "inputs (fidelity), not task accuracy",
             err=True,
         )
-    run_search(out, n_trials=trials, timeout_s=timeout_s, workers=workers, progress=_progress)
+
+
+def _search_and_report(
+    out: Path, trials: int | None, timeout_s: float | None, workers: int, report: bool
+) -> None:
+    """Search, score the front on the test split, print it, write the reports; then exit
+    130 after a Ctrl-C, or 1 when nothing feasible was found."""
+    from edgeopt.search.loop import optimize as run_search
+    from edgeopt.search.records import write_run_reports
+    from edgeopt.search.setup import finalize
+
+    stopped = run_search(
+        out,
+        n_trials=trials,
+        timeout_s=timeout_s,
+        workers=workers,
+        progress=_progress,
+        on_stop=lambda: click.echo(
+            "stopping after the running trial (Ctrl-C again to abort)", err=True
+        ),
+    )
     click.echo("computing test-split numbers for the front...", err=True)
     finalize(out)
     records = _records(out)
     click.echo(render_front(records))
-    if not no_report:
-        from edgeopt.report import write_reports
-
-        paths = write_reports(out, out / "report", formats=("html", "md", "json", "csv"))
+    if report:
+        paths = write_run_reports(out, out / "report", formats=("html", "md", "json", "csv"))
         click.echo(f"report: {', '.join(str(p) for p in paths)}")
-    click.echo(f"done in {time.monotonic() - t0:.0f}s; run directory {out}", err=True)
+    if stopped:
+        click.echo("stopped by Ctrl-C; re-run the same command to resume", err=True)
+        sys.exit(130)
+    nothing_feasible(records)
+
+
+def nothing_feasible(run: dict[str, Any]) -> None:
+    """Raise (exit 1) when no trial is on the feasible front, naming why: every trial
+    failed, or no trial met the budgets (the binding budget and the closest trial)."""
+    from edgeopt.errors import EdgeoptError
+
+    trials = run["trials"]
+    if any(t.get("on_front") for t in trials):
+        return
+    complete = [t for t in trials if t["state"] == "complete"]
+    if not complete:
+        reasons = sorted({str(t.get("fail_reason") or t.get("pruned_reason")) for t in trials})
+        raise EdgeoptError(
+            f"no trial completed ({len(trials)} failed or stopped early): {reasons[0][:200]}"
+            if reasons
+            else "no trial ran",
+            hint="see the trial logs under trials/ and the report",
+        )
+    budgets = run["config"]["budgets"]
+    name, over, trial = min(
+        (_worst_violation(t["constraints"], budgets) + (t,) for t in complete),
+        key=lambda x: x[1],
+    )
+    raise EdgeoptError(
+        f"no trial met the budgets: the closest, trial {trial['number']} "
+        f"({trial['describe']}), is over {name} by {over:.0%} of the budget",
+        hint=f"relax {_flag(name)} or search longer (more --trials / --timeout)",
+    )
+
+
+def _worst_violation(
+    constraints: dict[str, float], budgets: dict[str, Any]
+) -> tuple[str, float]:
+    """The constraint a trial misses most, relative to its budget's size."""
+    from edgeopt.budgets import BUDGET_OF_CONSTRAINT
+
+    worst = ("", 0.0)
+    for key, value in constraints.items():
+        limit = budgets.get(BUDGET_OF_CONSTRAINT[key.split("[")[0]]) or 1.0
+        rel = value / abs(limit)
+        if rel > worst[1]:
+            worst = (key, rel)
+    return worst
+
+
+def _flag(constraint: str) -> str:
+    from edgeopt.budgets import BUDGET_OF_CONSTRAINT
+
+    return "--" + BUDGET_OF_CONSTRAINT[constraint.split("[")[0]].replace("_", "-")
 
 
 def _progress(event: Any) -> None:

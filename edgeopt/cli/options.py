@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,6 +42,57 @@ def model_options(func: F) -> F:
     ):
         func = opt(func)
     return func
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """The values of ``model_options``, for commands that only load models with them."""
+
+    arch: str | None
+    arch_kwargs: str | None
+    input_shape: str | None
+    trust_pickle: bool
+
+    def load(self, model: str) -> Any:
+        """Load ``model`` with these options; returns an ``edgeopt.loading.LoadedModel``."""
+        return load_model_from_options(
+            model, self.arch, self.arch_kwargs, self.input_shape, self.trust_pickle
+        )
+
+
+def packed_model_options(func: F) -> F:
+    """``model_options``, passed to the command as one ``model_opts: ModelOptions``."""
+
+    @functools.wraps(func)
+    def command(
+        *args: Any,
+        arch: str | None,
+        arch_kwargs: str | None,
+        input_shape: str | None,
+        trust_pickle: bool,
+        **kwargs: Any,
+    ) -> Any:
+        opts = ModelOptions(arch, arch_kwargs, input_shape, trust_pickle)
+        return func(*args, model_opts=opts, **kwargs)
+
+    return model_options(command)  # type: ignore[arg-type]
+
+
+def budget_options(func: F) -> F:
+    """One ``--max-...``/``--min-...`` option per budget of ``edgeopt.budgets.BUDGETS``, passed
+    to the command as one ``budgets: dict[str, Any]`` (unset ones None; relative budgets as
+    the text given, e.g. ``5%``)."""
+    from edgeopt.budgets import BUDGETS
+
+    @functools.wraps(func)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        budgets = {key: kwargs.pop(key) for key in BUDGETS}
+        return func(*args, budgets=budgets, **kwargs)
+
+    for spec in reversed(BUDGETS.values()):
+        flag = "--" + spec.key.replace("_", "-")
+        command = click.option(flag, type=str if spec.relative else float, help=spec.help)(command)
+    return command  # type: ignore[return-value]
 
 
 def load_model_from_options(

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-from edgeopt.profiles import HardwareProfile, list_profiles, load_profile, validate_profile_file
+from edgeopt.profiles import (
+    ComputeUnit,
+    HardwareProfile,
+    list_profiles,
+    load_profile,
+    validate_profile_file,
+)
 
 
 @click.group("profiles")
@@ -76,22 +82,7 @@ def show_cmd(name: str) -> None:
         f"{p.runtime.invoke_overhead_us:g} us, fusions {', '.join(sorted(p.runtime.fusions))}"
     )
     for u in p.units:
-        base = f"units.{u.id}"
-        click.echo(
-            f"  unit {u.id} ({u.kind})" + (f", falls back to {u.fallback}" if u.fallback else "")
-        )
-        for d, g in u.peak_gops.items():
-            click.echo(f"    peak {d}: {g:g} GOP/s{_src(p, f'{base}.peak_gops_{d}')}")
-        click.echo(f"    bandwidth: {u.bandwidth_gbs:g} GB/s{_src(p, f'{base}.bandwidth_gbs')}")
-        click.echo(f"    kernel overhead: {u.kernel_overhead_us:g} us")
-        eff = ", ".join(f"{k} {v:g}" for k, v in u.efficiency["default"].items())
-        click.echo(f"    efficiency: {eff}")
-        for d, t in u.efficiency.items():
-            if d != "default":
-                click.echo(f"    efficiency {d}: " + ", ".join(f"{k} {v:g}" for k, v in t.items()))
-        ops = "all" if u.supported_ops is None else ", ".join(sorted(u.supported_ops))
-        click.echo(f"    supported ops: {ops}")
-        click.echo(f"    power: idle {u.power.idle_w:g} W, active {u.power.active_w:g} W")
+        _show_unit(p, u)
     if p.calibration is not None:
         c = p.calibration
         click.echo(
@@ -106,6 +97,25 @@ def show_cmd(name: str) -> None:
         click.echo("  sources:")
         for k, v in p.sources.items():
             click.echo(f"    {k}: {v}")
+
+
+def _show_unit(p: HardwareProfile, u: ComputeUnit) -> None:
+    base = f"units.{u.id}"
+    click.echo(
+        f"  unit {u.id} ({u.kind})" + (f", falls back to {u.fallback}" if u.fallback else "")
+    )
+    for d, g in u.peak_gops.items():
+        click.echo(f"    peak {d}: {g:g} GOP/s{_src(p, f'{base}.peak_gops_{d}')}")
+    click.echo(f"    bandwidth: {u.bandwidth_gbs:g} GB/s{_src(p, f'{base}.bandwidth_gbs')}")
+    click.echo(f"    kernel overhead: {u.kernel_overhead_us:g} us")
+    eff = ", ".join(f"{k} {v:g}" for k, v in u.efficiency["default"].items())
+    click.echo(f"    efficiency: {eff}")
+    for d, t in u.efficiency.items():
+        if d != "default":
+            click.echo(f"    efficiency {d}: " + ", ".join(f"{k} {v:g}" for k, v in t.items()))
+    ops = "all" if u.supported_ops is None else ", ".join(sorted(u.supported_ops))
+    click.echo(f"    supported ops: {ops}")
+    click.echo(f"    power: idle {u.power.idle_w:g} W, active {u.power.active_w:g} W")
 
 
 @profiles.command("validate")
@@ -130,7 +140,7 @@ def validate_cmd(file: Path) -> None:
 @click.option(
     "--write-shipped",
     is_flag=True,
-    help="Overwrite the shipped host profile (edgeopt/profiles/host-cpu.toml) instead.",
+    help="Overwrite the shipped host profile (profiles/host-cpu.toml) instead.",
 )
 @click.option("--rounds", default=7, show_default=True, help="Interleaved timing rounds.")
 @click.option(
@@ -141,7 +151,8 @@ def validate_cmd(file: Path) -> None:
 )
 def calibrate_cmd(out: Path, write_shipped: bool, rounds: int, check: bool) -> None:
     """Fit the host profile's efficiencies and per-kernel overhead with ORT micro-benchmarks."""
-    from edgeopt.measure.calibrate import calibrate_host
+    from edgeopt.measure.calibrate import calibrate_host, example_models
+    from edgeopt.zoo import BUILDERS
 
     base = load_profile("cpu")
     target = base.source_path if write_shipped and base.source_path else out
@@ -149,7 +160,10 @@ def calibrate_cmd(out: Path, write_shipped: bool, rounds: int, check: bool) -> N
         "--write-shipped" if write_shipped else f"--out {out}"
     )
     click.echo("Running micro-benchmarks on this host (ONNX Runtime CPU, measured) ...")
-    result = calibrate_host(target, rounds=rounds, check=check, command=command, log=click.echo)
+    examples = example_models(BUILDERS) if check else ()
+    result = calibrate_host(
+        target, rounds=rounds, examples=examples, command=command, log=click.echo
+    )
     click.echo(f"Wrote calibrated host profile to {target}")
     for line in result.summary():
         click.echo(f"  {line}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import click
@@ -27,16 +26,13 @@ def report(run_dir: str, formats: str, out_dir: str | None) -> None:
     JSON (with schema_version) and CSV (one row per trial). Every number is labelled
     measured (on this host) or estimated (from a hardware profile).
     """
-    from edgeopt.report import parse_formats, render_reports
-    from edgeopt.search.records import load_run
+    from edgeopt.report import parse_formats
+    from edgeopt.rundir import RunDir
+    from edgeopt.search.records import write_run_reports
 
-    fmts = parse_formats(formats)
-    with warnings.catch_warnings():
-        # the importance evaluator warns about small samples; the report says so itself
-        warnings.simplefilter("ignore")
-        records = load_run(Path(run_dir), importance="html" in fmts or "json" in fmts)
-    out = Path(out_dir) if out_dir else Path(run_dir) / "report"
-    for path in render_reports(records, out, fmts):
+    fmts = parse_formats(formats)  # an unknown format fails before the run is read
+    out = Path(out_dir) if out_dir else RunDir(run_dir).report_dir
+    for path in write_run_reports(Path(run_dir), out, fmts):
         click.echo(str(path))
 
 

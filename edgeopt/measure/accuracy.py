@@ -1,4 +1,6 @@
-"""Accuracy of an ONNX model on a data split, run in ONNX Runtime on this host."""
+"""Accuracy of an ONNX model, run in ONNX Runtime on this host: top-1 accuracy on labelled
+data, or, without labels, fidelity (top-1 agreement with the original model) on inputs that
+stand in for data."""
 
 from __future__ import annotations
 
@@ -6,17 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeopt.measure.session import ort_session
+
 
 def onnx_logits(
     path: str | Path, x: np.ndarray, *, batch_size: int = 256, threads: int = 2
 ) -> np.ndarray:
     """Outputs of the model's first output for all of ``x``, computed in batches."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    sess = ort_session(path, threads=threads)
     name = sess.get_inputs()[0].name
     fixed = sess.get_inputs()[0].shape[0]
     step = fixed if isinstance(fixed, int) and fixed > 0 else batch_size
@@ -43,3 +42,18 @@ def onnx_fidelity(
     a = onnx_logits(path, x, threads=threads).argmax(axis=1)
     b = onnx_logits(reference, x, threads=threads).argmax(axis=1)
     return float((a == b).mean())
+
+
+def onnx_score(
+    path: str | Path,
+    x: np.ndarray,
+    y: np.ndarray | None,
+    *,
+    reference: str | Path,
+    threads: int = 2,
+) -> float:
+    """What the search optimizes as accuracy: top-1 accuracy on ``(x, y)`` when there are
+    labels, else top-1 fidelity to ``reference`` on ``x`` (e.g. ``synthetic_inputs``)."""
+    if y is not None:
+        return onnx_accuracy(path, x, y, threads=threads)
+    return onnx_fidelity(path, reference, x, threads=threads)

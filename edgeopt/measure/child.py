@@ -1,20 +1,24 @@
 """Subprocess entry point that times ONNX models with ONNX Runtime.
 
 Run as ``python -m edgeopt.measure.child`` with a JSON request on stdin; prints a JSON reply.
-Kept free of edgeopt imports beyond the standard library, numpy and onnxruntime so the
-measured process holds nothing but the runtime and the models.
+Imports nothing beyond the standard library, numpy, psutil, onnxruntime and the two
+stdlib-only edgeopt modules it shares with the rest of edgeopt (``session``: how a session is
+built; ``timing``: the interleaved timer), so the measured process holds nothing but the
+runtime and the models: no torch, no optuna.
 """
 
 from __future__ import annotations
 
 import json
 import resource
-import statistics
 import sys
-import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from edgeopt.measure.session import ort_session
+from edgeopt.measure.timing import time_interleaved
 
 
 def _rss_mb() -> float:
@@ -36,24 +40,8 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _session(path: str, threads: int) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.log_severity_level = 3
-    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-
-
-def _timed(sess: Any, feed: dict[str, np.ndarray], n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        sess.run(None, feed)
-        out.append((time.perf_counter() - t0) * 1e3)
-    return out
+def _run(sess: Any, feed: dict[str, np.ndarray]) -> Callable[[], object]:
+    return lambda: sess.run(None, feed)
 
 
 def memory(req: dict[str, Any]) -> dict[str, Any]:
@@ -62,52 +50,33 @@ def memory(req: dict[str, Any]) -> dict[str, Any]:
 
     x = np.load(req["input"])
     base = _rss_mb()
-    sess = _session(req["paths"][0], req["threads"])
-    feed = {sess.get_inputs()[0].name: x}
-    _timed(sess, feed, 5)
+    sess = ort_session(req["paths"][0], threads=req["threads"])
+    run = _run(sess, {sess.get_inputs()[0].name: x})
+    for _ in range(5):
+        run()
     peak = _peak_rss_mb()
     return {"peak_rss_mb": peak, "model_memory_mb": max(peak - base, _rss_mb() - base, 0.0)}
 
 
 def latency(req: dict[str, Any]) -> dict[str, Any]:
-    """Interleaved timing: each round runs every model in turn (order alternating per round)."""
+    """Interleaved timing (``edgeopt.measure.timing``): each round runs every model in turn."""
     x = np.load(req["input"])
-    sessions = [_session(p, req["threads"]) for p in req["paths"]]
-    feeds = [{s.get_inputs()[0].name: x} for s in sessions]
-    per_run: list[float] = []
-    for s, f in zip(sessions, feeds, strict=True):
-        _timed(s, f, req["warmup"])
-        per_run.append(statistics.median(_timed(s, f, 5)))
-    # enough runs per round that a round of the slowest model lasts ~target_round_ms
-    runs = [
-        max(req["min_runs"], min(req["max_runs"], int(req["target_round_ms"] / max(t, 1e-3))))
-        for t in per_run
-    ]
-    n_models = len(sessions)
-    rounds: list[list[float]] = [[] for _ in range(n_models)]
-    samples: list[list[float]] = [[] for _ in range(n_models)]
-    t_start = time.perf_counter()
-    for r in range(req["max_rounds"]):
-        order = range(n_models) if r % 2 == 0 else reversed(range(n_models))
-        for i in order:
-            ts = _timed(sessions[i], feeds[i], runs[i])
-            samples[i].extend(ts)
-            rounds[i].append(statistics.median(ts))
-        done = r + 1 >= req["min_rounds"]
-        if done and time.perf_counter() - t_start > req["time_budget_s"]:
-            break
-        if done and r + 1 >= 2 * req["min_rounds"] and _stable(rounds):
-            break
-    return {"round_medians_ms": rounds, "samples_ms": samples, "runs_per_round": runs}
-
-
-def _stable(rounds: list[list[float]]) -> bool:
-    """True when each model's median of round medians moved < 1 % over the last 3 rounds."""
-    for rs in rounds:
-        now, before = statistics.median(rs), statistics.median(rs[:-3])
-        if abs(now - before) > 0.01 * before:
-            return False
-    return True
+    sessions = [ort_session(p, threads=req["threads"]) for p in req["paths"]]
+    times = time_interleaved(
+        [_run(s, {s.get_inputs()[0].name: x}) for s in sessions],
+        warmup=req["warmup"],
+        target_round_ms=req["target_round_ms"],
+        min_runs=req["min_runs"],
+        max_runs=req["max_runs"],
+        min_rounds=req["min_rounds"],
+        max_rounds=req["max_rounds"],
+        time_budget_s=req["time_budget_s"],
+    )
+    return {
+        "round_medians_ms": times.round_medians_ms,
+        "samples_ms": times.samples_ms,
+        "runs_per_round": times.runs_per_round,
+    }
 
 
 def main() -> None:

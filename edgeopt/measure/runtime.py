@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt.data import synthetic_inputs
 from edgeopt.errors import EdgeoptError
-from edgeopt.metrics import Measurement, Metric, MetricValue, Provenance
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def _run_worker(request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
 
 def _input_file(tmp: Path, input_shape: Sequence[int], sample: np.ndarray | None) -> str:
     if sample is None:
-        sample = np.random.default_rng(0).standard_normal((1, *input_shape)).astype(np.float32)
+        sample = synthetic_inputs(tuple(input_shape), 1, seed=0)
     path = tmp / "input.npy"
     np.save(path, np.ascontiguousarray(sample[:1], dtype=np.float32))
     return str(path)
@@ -185,20 +185,3 @@ def size_mb(path: str | Path) -> float:
     for extra in p.parent.glob(p.name + ".data"):
         total += extra.stat().st_size
     return total / 2**20
-
-
-def host_measurement(
-    profile: str, latency: LatencyStats, memory: MemoryStats, path: str | Path
-) -> Measurement:
-    """Bundle host numbers as a Measurement; every value is labelled measured."""
-    m = Provenance.MEASURED
-    return Measurement(
-        profile,
-        {
-            Metric.LATENCY_MS: MetricValue(
-                latency.p50_ms, m, spread=latency.p90_ms - latency.p50_ms
-            ),
-            Metric.PEAK_MEMORY_MB: MetricValue(memory.model_memory_mb, m),
-            Metric.SIZE_MB: MetricValue(size_mb(path), m),
-        },
-    )

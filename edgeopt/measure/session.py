@@ -18,7 +18,9 @@ def ort_session(
 
     ``threads`` sets intra-op threads (inter-op is 1): every process edgeopt starts sets its
     thread counts, since two processes with default threads on 2 cores slow each other ~10x.
-    ``optimization`` is ``all`` (ORT's default, what users deploy), ``basic`` or ``none``.
+    ``threads=0`` leaves ORT's default (one per core), for callers that ask for it.
+    ``optimization`` is ``all`` (ORT's default, what users deploy), ``extended``, ``basic``
+    or ``none``. ``sequential`` runs nodes one at a time (ORT's default execution mode).
     ``optimized_model_path`` asks ORT to write the graph it runs (tests count kernels there).
     """
     import onnxruntime as ort

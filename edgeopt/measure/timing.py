@@ -59,9 +59,7 @@ def time_interleaved(
     for run in runs:
         _timed(run, warmup)
         per_run.append(statistics.median(_timed(run, 5)))
-    counts = [
-        max(min_runs, min(max_runs, int(target_round_ms / max(t, 1e-3)))) for t in per_run
-    ]
+    counts = [max(min_runs, min(max_runs, int(target_round_ms / max(t, 1e-3)))) for t in per_run]
     rounds: list[list[float]] = [[] for _ in runs]
     samples: list[list[float]] = [[] for _ in runs]
     t_start = time.perf_counter()

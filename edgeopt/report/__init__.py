@@ -1,8 +1,9 @@
 """Reports of a run, rendered from its plain records (never from live Optuna objects).
 
-``write_reports(run_dir, out_dir)`` is what ``edgeopt optimize`` calls at the end;
-``render_reports(records, out_dir)`` is the same for records already loaded (the
-``edgeopt report`` command, tests with hand-built records).
+``render_reports(records, out_dir, formats)`` renders records already loaded (by
+``edgeopt.search.records.load_run``, or built by hand in tests). This package imports nothing
+of the search, the pipeline, optuna or torch: loading a run directory is the search's job
+(``edgeopt.search.records.write_run_reports`` loads and renders in one call).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ FILE_NAMES = {
     "csv": "trials.csv",
 }
 
-__all__ = ["FILE_NAMES", "FORMATS", "parse_formats", "render_reports", "summarize", "write_reports"]
+__all__ = ["FILE_NAMES", "FORMATS", "parse_formats", "render_reports", "summarize"]
 
 
 def parse_formats(text: str | Iterable[str]) -> tuple[str, ...]:
@@ -71,22 +72,3 @@ def render_reports(
     renderers = _renderers()
     out_dir = Path(out_dir)
     return [write_atomic(out_dir / FILE_NAMES[f], renderers[f](summary)) for f in fmts]
-
-
-def write_reports(
-    run_dir: Path,
-    out_dir: Path,
-    formats: Iterable[str] = FORMATS,
-) -> list[Path]:
-    """Load the run in ``run_dir`` (with parameter importances) and render its reports into
-    ``out_dir``. Raises ConfigError when ``run_dir`` is not a run directory."""
-    import warnings
-
-    from edgeopt.search.records import load_run
-
-    with warnings.catch_warnings():
-        # Optuna's importance evaluator warns on small samples; the report says when
-        # importance is missing or rests on few trials
-        warnings.simplefilter("ignore", UserWarning)
-        records = load_run(Path(run_dir), importance=True)
-    return render_reports(records, out_dir, formats)

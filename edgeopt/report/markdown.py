@@ -6,7 +6,15 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from edgeopt.report.summary import Summary, fail_label, fmt_num, metric_entry
+from edgeopt.metrics import Metric
+from edgeopt.report.summary import (
+    BASELINE_NAMES,
+    Summary,
+    fail_label,
+    fmt_num,
+    metric_entry,
+    metric_short,
+)
 
 MAX_FRONT_ROWS = 15
 MAX_FAIL_ROWS = 4
@@ -61,10 +69,11 @@ def render_markdown(s: Summary) -> str:
 
 def _front_table(s: Summary) -> list[str]:
     kind = "fid." if s.accuracy_kind == "fidelity" else "acc."
-    head = ["trial", "config", f"val {kind}", f"test {kind}", "size MB"]
+    # kept short for a PR comment: size, then latency per target (report.html has the rest)
+    head = ["trial", "config", f"val {kind}", f"test {kind}", metric_short(Metric.SIZE_MB)]
     for tgt in s.targets:
-        prov = _prov(s, tgt, "latency_ms")
-        head.append(f"latency ms {tgt} ({_abbr(prov)})")
+        prov = _prov(s, tgt, Metric.LATENCY_MS)
+        head.append(f"{metric_short(Metric.LATENCY_MS)} {tgt} ({_abbr(prov)})")
     rows = list(s.front)
     shown = rows[:MAX_FRONT_ROWS]
     if s.original is not None and s.original not in shown:
@@ -94,22 +103,21 @@ def _row(s: Summary, t: Mapping[str, Any]) -> list[str]:
     if s.pick is not None and t["number"] == s.pick.number:
         num = f"**{num}** ★"
     desc = t.get("describe") or "unchanged"
-    if t.get("baseline") == "unchanged":
-        desc += " (original)"
-    elif t.get("baseline") == "int8":
-        desc += " (plain int8)"
+    name = BASELINE_NAMES.get(t.get("baseline") or "")
+    if name:
+        desc += f" ({name})"
     if not t.get("on_front"):
         desc += ", not on front"
     cells = [
         num,
         desc,
-        fmt_num(t.get("val_accuracy"), "accuracy"),
-        fmt_num(t.get("test_accuracy"), "accuracy"),
-        fmt_num(t.get("size_mb")),
+        fmt_num(t.get("val_accuracy"), Metric.ACCURACY),
+        fmt_num(t.get("test_accuracy"), Metric.ACCURACY),
+        fmt_num(t.get("size_mb"), Metric.SIZE_MB),
     ]
     for tgt in s.targets:
-        e = metric_entry(t, tgt, "latency_ms")
-        cells.append(fmt_num(e.get("value")) if e else "-")
+        e = metric_entry(t, tgt, Metric.LATENCY_MS)
+        cells.append(fmt_num(e.get("value"), Metric.LATENCY_MS) if e else "-")
     return cells
 
 

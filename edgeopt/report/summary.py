@@ -14,32 +14,53 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from edgeopt.metrics import Metric
 from edgeopt.report.pareto import KNEE_METHOD, knee
 
-UNITS = {
-    "accuracy": "",
-    "latency_ms": "ms",
-    "size_mb": "MB",
-    "peak_memory_mb": "MB",
-    "energy_mj": "mJ",
-}
-NOUNS = {
-    "accuracy": "accuracy",
-    "latency_ms": "latency",
-    "size_mb": "size",
-    "peak_memory_mb": "peak memory",
-    "energy_mj": "energy",
-}
-# per-target numbers shown in tables, in this order
-TARGET_METRICS = ("latency_ms", "peak_memory_mb", "energy_mj")
-BUDGET_OF_CONSTRAINT = {
-    "latency_ms": "max_latency_ms",
-    "peak_memory_mb": "max_memory_mb",
-    "energy_mj": "max_energy_mj",
-    "size_mb": "max_size_mb",
-    "accuracy_drop": "max_accuracy_drop",
-    "min_accuracy": "min_accuracy",
-}
+# per-target numbers shown in tables, in ``Metric`` order (latency, peak memory, energy)
+TARGET_METRICS: tuple[Metric, ...] = tuple(m for m in Metric if m.per_target)
+# units of a time: a smaller one reads "faster", a larger one "slower"
+TIME_UNITS = frozenset({"s", "ms", "us", "µs", "ns"})
+# what the report calls the two baseline trials (the ``baseline`` field of a record)
+BASELINE_NAMES = {"unchanged": "original", "int8": "plain int8"}
+
+
+def metric_of(name: str) -> Metric | None:
+    """The ``Metric`` a recorded name (target stripped) stands for, or None for a name this
+    version does not know; such a number is shown under its own name, without a unit."""
+    try:
+        return Metric(name)
+    except ValueError:
+        return None
+
+
+def unit_of(metric: str) -> str:
+    """The metric's unit from its spec (``ms``, ``MB`` ...); ``""`` for fractions and unknowns."""
+    m = metric_of(metric)
+    return m.unit if m is not None else ""
+
+
+def noun_of(metric: str) -> str:
+    """What the report calls the metric (its spec's noun); an unknown name as it is."""
+    m = metric_of(metric)
+    return m.noun if m is not None else metric
+
+
+def is_fraction(metric: str) -> bool:
+    """A known metric without a unit is a fraction (accuracy): 4 decimals, points apart."""
+    m = metric_of(metric)
+    return m is not None and not m.unit
+
+
+def metric_short(metric: str) -> str:
+    """Noun and unit as a column heading, e.g. ``latency ms``, ``size MB``, ``accuracy``."""
+    return " ".join(b for b in (noun_of(metric), unit_of(metric)) if b)
+
+
+def metric_title(metric: str) -> str:
+    """Noun with the unit in brackets, e.g. ``peak memory (MB)``, ``accuracy``."""
+    unit = unit_of(metric)
+    return noun_of(metric) + (f" ({unit})" if unit else "")
 
 
 @dataclass(frozen=True)
@@ -55,13 +76,15 @@ class ObjectiveInfo:
 
     @property
     def unit(self) -> str:
-        return UNITS.get(self.metric, "")
+        return unit_of(self.metric)
 
     @property
     def noun(self) -> str:
-        if self.metric == "accuracy":
-            return "validation " + ("fidelity" if self.accuracy_kind == "fidelity" else "accuracy")
-        return NOUNS.get(self.metric, self.metric)
+        if self.metric == Metric.ACCURACY:
+            # selection is on the validation split; without task data it is fidelity
+            kind = "fidelity" if self.accuracy_kind == "fidelity" else noun_of(self.metric)
+            return "validation " + kind
+        return noun_of(self.metric)
 
     @property
     def label(self) -> str:
@@ -73,8 +96,7 @@ class ObjectiveInfo:
     @property
     def short(self) -> str:
         """Compact column label, e.g. ``latency ms host-cpu``."""
-        bits = [NOUNS.get(self.metric, self.metric), self.unit, self.target or ""]
-        return " ".join(b for b in bits if b)
+        return " ".join(b for b in (metric_short(self.metric), self.target or "") if b)
 
 
 @dataclass(frozen=True)
@@ -142,9 +164,9 @@ def split_name(name: str) -> tuple[str, str | None]:
 
 
 def provenance_of(records: Mapping[str, Any], metric: str, target: str | None) -> str:
-    """How a metric was obtained in this run: from the first complete trial's measurements."""
-    if metric == "accuracy":
-        return "measured"
+    """How a metric was obtained in this run: from the first complete trial's measurements;
+    failing that, a per-target number (or an unknown one) is estimated, any other (accuracy,
+    size) measured on this host."""
     for t in records.get("trials", []):
         meas = t.get("measurements") or {}
         tgt = target or next(iter(meas), None)
@@ -153,7 +175,8 @@ def provenance_of(records: Mapping[str, Any], metric: str, target: str | None) -
         entry = (meas.get(tgt) or {}).get(metric)
         if entry and entry.get("provenance"):
             return str(entry["provenance"])
-    return "measured" if metric == "size_mb" else "estimated"
+    m = metric_of(metric)
+    return "estimated" if m is None or m.per_target else "measured"
 
 
 def summarize(records: Mapping[str, Any]) -> Summary:
@@ -229,16 +252,17 @@ def _why_no_front(s: Summary) -> str:
 
 
 def _ratio_phrase(o: ObjectiveInfo, new: float, old: float) -> str:
-    if o.metric == "accuracy":
+    if is_fraction(o.metric):
         d = (new - old) * 100
         return f"{d:+.1f} pt"
     if new <= 0 or old <= 0:
         return "n/a"
     if abs(new - old) / old < 0.005:
         return "about the same"
+    time = o.unit in TIME_UNITS
     if new < old:
-        return f"{old / new:.2f}x {'faster' if o.metric == 'latency_ms' else 'smaller'}"
-    return f"{new / old:.2f}x {'slower' if o.metric == 'latency_ms' else 'larger'}"
+        return f"{old / new:.2f}x {'faster' if time else 'smaller'}"
+    return f"{new / old:.2f}x {'slower' if time else 'larger'}"
 
 
 def _reason(s: Summary, t: Mapping[str, Any]) -> str:
@@ -306,7 +330,7 @@ def fmt_num(v: Any, metric: str = "") -> str:
         return "-"
     if not math.isfinite(v):
         return str(v)
-    if metric == "accuracy":
+    if is_fraction(metric):
         return f"{v:.4f}"
     a = abs(v)
     if a == 0:
@@ -323,7 +347,7 @@ def metric_entry(t: Mapping[str, Any], target: str, metric: str) -> Mapping[str,
     return ((t.get("measurements") or {}).get(target) or {}).get(metric)
 
 
-def present_metrics(s: Summary) -> list[str]:
+def present_metrics(s: Summary) -> list[Metric]:
     """Per-target metrics that at least one complete trial recorded, in table order."""
     out = []
     for m in TARGET_METRICS:

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
+from edgeopt.metrics import Metric
 from edgeopt.report.summary import Summary, metric_entry
 
 REPORT_KIND = "edgeopt-report"
@@ -60,7 +61,8 @@ def csv_columns(s: Summary) -> list[str]:
             for t in s.trials
             for tgt, by_metric in (t.get("measurements") or {}).items()
             for m in by_metric
-            if m != "size_mb"
+            # size has its own column: the record's top-level ``size_mb``
+            if m != Metric.SIZE_MB
         }
     )
     for tgt, m in metrics:

@@ -1,16 +1,15 @@
-"""Run one candidate in a child process, bounded in time and memory.
+"""Build one candidate in a child process, bounded in time and memory.
 
-The parent (the search) sends a JSON request; the child loads the model and data, builds the
-candidate through the pipeline, scores it on the validation split and writes ``result.json``
-in the trial directory. A stage that hangs or exhausts memory ends that child, never the
-study: the parent turns it into a failed result naming the stage it was in.
+The search writes a ``TrialRequest``; the child loads the model and data, builds the
+candidate through the pipeline, scores it on the validation split and writes a
+``TrialResult``. A stage that hangs or exhausts memory ends that child, never the study: the
+parent turns it into a failed result naming the stage it was in.
 
-    python -m edgeopt.search.child REQUEST.json
+    python -m edgeopt.search.child TRIAL_DIR/request.json
 """
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import signal
@@ -20,10 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-SYNTHETIC_VAL_SEED = 1_000_001
-SYNTHETIC_TEST_SEED = 2_000_003
-SYNTHETIC_N = 256
-
+from edgeopt.search.protocol import Status, TrialRequest, TrialResult, scoring_inputs
 
 # how running out of address space under RLIMIT_AS shows up in Python, torch and the loader
 _OOM_SIGNS = (
@@ -40,18 +36,14 @@ class Hopeless(Exception):
     """Raised from the epoch callback when a trial cannot reach its accuracy budget."""
 
 
-def run_child(request: dict[str, Any], *, timeout_s: float, memory_gb: float) -> dict[str, Any]:
-    """Run the request in ``python -m edgeopt.search.child`` and return its result dict.
-
-    ``status`` is ``ok``, ``fail`` (with ``stage`` and ``reason``) or ``pruned`` (``reason``).
-    """
-    trial_dir = Path(request["trial_dir"])
+def run_child(request: TrialRequest, *, timeout_s: float, memory_gb: float) -> TrialResult:
+    """Run ``request`` in ``python -m edgeopt.search.child`` and return its result."""
+    trial_dir = Path(request.trial_dir)
     trial_dir.mkdir(parents=True, exist_ok=True)
     req_path = trial_dir / "request.json"
-    req_path.write_text(json.dumps(request, indent=1))
+    request.write(req_path)
     result_path = trial_dir / "result.json"
     result_path.unlink(missing_ok=True)
-    stage_path = trial_dir / "stage.txt"
     limit = int(memory_gb * 2**30)
 
     def _limits() -> None:
@@ -71,107 +63,100 @@ def run_child(request: dict[str, Any], *, timeout_s: float, memory_gb: float) ->
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            stage = stage_path.read_text().strip() if stage_path.exists() else "start"
-            return {
-                "status": "fail",
-                "stage": stage,
-                "reason": f"timed out after {timeout_s:.0f}s (--trial-timeout)",
-            }
+            return TrialResult.failed(
+                _stage(trial_dir), f"timed out after {timeout_s:.0f}s (--trial-timeout)"
+            )
+        except BaseException:  # interrupted while waiting: the child must not outlive us
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
     if result_path.exists():
-        return json.loads(result_path.read_text())
-    stage = stage_path.read_text().strip() if stage_path.exists() else "start"
+        return TrialResult.read(result_path)
     tail = (trial_dir / "trial.log").read_text(errors="replace").strip().splitlines()[-3:]
     text = " ".join(tail)
     if any(sign in text.lower() for sign in _OOM_SIGNS) or code == -signal.SIGKILL:
         reason = f"exceeded the memory cap of {memory_gb:g} GiB (--trial-memory-gb)"
     else:
         reason = f"worker exited with code {code}: {tail[-1] if tail else 'no output'}"
-    return {"status": "fail", "stage": stage, "reason": reason}
+    return TrialResult.failed(_stage(trial_dir), reason)
+
+
+def _stage(trial_dir: Path) -> str:
+    path = trial_dir / "stage.txt"
+    return path.read_text().strip() if path.exists() else "start"
 
 
 def _main(req_path: Path) -> None:
-    import numpy as np
     import torch
 
     from edgeopt.candidate import Candidate
-    from edgeopt.data import load_npz, synthetic_inputs
+    from edgeopt.data import load_npz
     from edgeopt.errors import CandidateError
     from edgeopt.loading import ModelSpec
-    from edgeopt.measure.accuracy import onnx_accuracy, onnx_logits
+    from edgeopt.measure.accuracy import onnx_score
     from edgeopt.pipeline import PipelineInputs, build
-    from edgeopt.profiles import load_profile
-    from edgeopt.targets import merge_profiles
+    from edgeopt.profiles import load_profile, merge_profiles
 
-    req = json.loads(req_path.read_text())
-    trial_dir = Path(req["trial_dir"])
+    req = TrialRequest.read(req_path)
+    trial_dir = Path(req.trial_dir)
     stage_file = trial_dir / "stage.txt"
-    torch.set_num_threads(int(req.get("threads", 1)))
+    torch.set_num_threads(req.threads)
     t0 = time.perf_counter()
 
-    def write(result: dict[str, Any]) -> None:
-        result["build_seconds"] = time.perf_counter() - t0
-        tmp = trial_dir / "result.json.tmp"
-        tmp.write_text(json.dumps(result, default=str))
-        tmp.replace(trial_dir / "result.json")
+    def write(result: TrialResult, **kw: Any) -> None:
+        from dataclasses import replace
 
-    model = ModelSpec.from_dict(req["model"]).load()
-    data = load_npz(req["data"]) if req.get("data") else None
-    profile = merge_profiles([load_profile(t) for t in req["targets"]])
+        replace(result, build_seconds=time.perf_counter() - t0, **kw).write(
+            trial_dir / "result.json"
+        )
+
+    model = ModelSpec.from_dict(req.model).load()
+    data = load_npz(req.data) if req.data else None
     inputs = PipelineInputs(
         model=model,
         data=data,
-        profile=profile,
-        seed=int(req["seed"]),
-        cache_dir=Path(req["cache_dir"]),
-        salt=req["salt"],
+        profile=merge_profiles([load_profile(t) for t in req.targets]),
+        seed=req.seed,
+        cache_dir=Path(req.cache_dir),
+        salt=req.salt,
     )
-    hopeless_below = req.get("hopeless_below")
 
     def on_epoch(epoch: int, val_accuracy: float) -> None:
-        if hopeless_below is not None and epoch == 1 and val_accuracy < hopeless_below:
+        bar = req.hopeless_below
+        if bar is not None and epoch == 1 and val_accuracy < bar:
             raise Hopeless(
                 f"validation accuracy {val_accuracy:.4f} after the first fine-tune epoch is far "
-                f"below the budget (needs >= {hopeless_below:.4f} to continue)"
+                f"below the budget (needs >= {bar:.4f} to continue)"
             )
 
-    candidate = Candidate.from_dict(req["candidate"])
     try:
         result = build(
-            candidate,
+            Candidate.from_dict(req.candidate),
             inputs,
             trial_dir,
             on_epoch=on_epoch,
             on_stage=lambda s: stage_file.write_text(s),
         )
     except Hopeless as exc:
-        write({"status": "pruned", "reason": str(exc)})
+        write(TrialResult(Status.PRUNED, reason=str(exc)))
         return
     except CandidateError as exc:
-        write({"status": "fail", "stage": exc.stage, "reason": exc.reason})
+        write(TrialResult.failed(exc.stage, exc.reason))
         return
     stage_file.write_text("evaluate")
     t_eval = time.perf_counter()
-    scores: dict[str, float] = {}
-    for split in req.get("splits", ["val"]):
-        if data is not None:
-            x, y = data.split(split)
-            scores[split] = onnx_accuracy(result.onnx_path, x, y, threads=req.get("threads", 1))
-        else:
-            seed = SYNTHETIC_VAL_SEED if split == "val" else SYNTHETIC_TEST_SEED
-            x = synthetic_inputs(model.input_shape, SYNTHETIC_N, seed)
-            ref = onnx_logits(req["reference_onnx"], x).argmax(axis=1)
-            got = onnx_logits(result.onnx_path, x).argmax(axis=1)
-            scores[split] = float(np.mean(ref == got))
-    result.info.setdefault("seconds", {})["evaluate"] = time.perf_counter() - t_eval
+    x, y = scoring_inputs(data, "val", model.input_shape)
+    accuracy = onnx_score(result.onnx_path, x, y, reference=req.reference_onnx, threads=req.threads)
+    info = dict(result.info)
+    info.setdefault("seconds", {})["evaluate"] = time.perf_counter() - t_eval
     write(
-        {
-            "status": "ok",
-            "onnx": str(result.onnx_path),
-            "fp32_onnx": str(result.fp32_path),
-            "accuracy": scores,
-            "info": result.info,
-            "cache_hit": result.cache_hit,
-        }
+        TrialResult(
+            Status.OK,
+            onnx=str(result.onnx_path),
+            val_accuracy=accuracy,
+            info=info,
+            cache_hit=result.cache_hit,
+        )
     )
 
 

@@ -8,12 +8,13 @@ import json
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from edgeopt.errors import ConfigError
 from edgeopt.fileio import write_atomic
+from edgeopt.rundir import RunDir
 
 EXPORT_SCHEMA_VERSION = 1
 # outputs of a rebuilt model must agree with the recorded one within this (absolute, plus
@@ -33,16 +34,6 @@ class RebuildCheck:
     n_inputs: int
     inputs: str
     matches: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "max_abs_diff": self.max_abs_diff,
-            "tolerance": self.tolerance,
-            "top1_agreement": self.top1_agreement,
-            "n_inputs": self.n_inputs,
-            "inputs": self.inputs,
-            "matches": self.matches,
-        }
 
 
 @dataclass(frozen=True)
@@ -122,12 +113,15 @@ def export_trial(
 ) -> ExportResult:
     """Copy trial ``number``'s ONNX file to ``out`` and write ``out`` with suffix ``.json``.
 
-    With ``rebuild``, the candidate is built again from its config in a temporary folder
-    (no shared cache: the torch phase re-runs) and compared with the recorded model.
+    The recorded path must lie inside ``run_dir`` and the copy must be a valid ONNX model;
+    ConfigError otherwise (nothing is left at ``out``). With ``rebuild``, the candidate is
+    built again from its config in a temporary folder (no shared cache: the torch phase
+    re-runs) and compared with the recorded model.
     """
-    run_dir = Path(run_dir)
+    run = RunDir(run_dir)
     trial = find_trial(records, number)
-    src = run_dir / str(trial["onnx"])
+    # the study is data: a record pointing elsewhere must not make us copy that file out
+    src = run.inside(str(trial["onnx"]))
     if not src.is_file():
         raise ConfigError(
             f"trial {number}'s model {src} is missing",
@@ -137,16 +131,35 @@ def export_trial(
     if out.suffix.lower() != ".onnx":
         raise ConfigError(f"--out must name an .onnx file, got {out}", hint="e.g. model.onnx")
     out.parent.mkdir(parents=True, exist_ok=True)
-    check = rebuild_check(records, run_dir, trial, src) if rebuild else None
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.copyfile(src, tmp)
-    tmp.replace(out)
+    try:
+        _check_onnx(tmp, f"trial {number}'s model {src}")
+        # rebuild against the very bytes being exported
+        check = rebuild_check(records, run.path, trial, tmp) if rebuild else None
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     meta = metadata(records, trial, digest)
     if check is not None:
-        meta["rebuild"] = check.to_dict()
+        meta["rebuild"] = asdict(check)
     meta_path = write_atomic(out.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
     return ExportResult(int(number), out, meta_path, check)
+
+
+def _check_onnx(path: Path, what: str) -> None:
+    """ConfigError unless ``path`` parses and passes the ONNX checker."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))
+    except (onnx.checker.ValidationError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"{what} is not a valid ONNX model: {first}",
+            hint="the run directory was edited or damaged; re-run the search for this trial",
+        ) from exc
 
 
 def rebuild_check(
@@ -158,16 +171,15 @@ def rebuild_check(
     import torch
 
     from edgeopt.candidate import Candidate
-    from edgeopt.config import read_run_config
     from edgeopt.data import load_npz, synthetic_inputs
     from edgeopt.measure.accuracy import onnx_logits
     from edgeopt.pipeline import PipelineInputs, build
-    from edgeopt.profiles import load_profile
-    from edgeopt.search.child import SYNTHETIC_N, SYNTHETIC_VAL_SEED
-    from edgeopt.targets import merge_profiles
+    from edgeopt.profiles import load_profile, merge_profiles
+    from edgeopt.search.protocol import SYNTHETIC_N, SYNTHETIC_VAL_SEED
 
-    config = read_run_config(run_dir)
-    base = json.loads((run_dir / "baseline" / "baseline.json").read_text())
+    run = RunDir(run_dir)
+    config = run.read_config()
+    salt = run.read_baseline().salt
     model = config.model.load()
     data = load_npz(config.data) if config.data else None
     profile = merge_profiles([load_profile(t) for t in config.targets])
@@ -179,7 +191,7 @@ def rebuild_check(
             profile=profile,
             seed=config.seed,
             cache_dir=Path(tmp) / "cache",
-            salt=base["salt"],
+            salt=salt,
         )
         result = build(Candidate.from_dict(trial["candidate"]), inputs, Path(tmp) / "build")
         if data is not None:

@@ -1,77 +1,97 @@
-"""Compose the stages' own search spaces into one candidate per trial."""
+"""Compose the registered stages' own search spaces into one candidate per trial.
+
+Nothing here names a stage. Each stage says what it offers (``suggest``), whether it applies
+to this model (``enabled``, from ``ModelFacts``), which stage it follows (``requires``), its
+identity and by-hand configs and its grid axes; this module walks ``STAGES`` in pipeline
+order, so a newly registered stage joins the search without a change here.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from edgeopt.candidate import Candidate, Step
-from edgeopt.stages import STAGES, Suggester
+from edgeopt.stages import STAGES, ModelFacts, Suggester
+
+if TYPE_CHECKING:
+    from edgeopt.profiles import HardwareProfile
 
 UNCHANGED = "unchanged"
+"""Tag of the first enqueued trial: the unchanged model."""
 INT8 = "int8"
+"""Tag of the quantize stage's by-hand baseline, plain int8 (its ``ByHandBaseline.tag``)."""
 
 
-def suggest_candidate(
-    space: Suggester, profile: Any, *, allow_torch: bool = True, quantize: Any = None
-) -> Candidate:
-    """Draw a candidate: prune, then fine-tune only when pruned, then quantize.
+def suggest_candidate(space: Suggester, profile: HardwareProfile, facts: ModelFacts) -> Candidate:
+    """Draw a candidate: each registered stage in pipeline order, from its own space.
 
-    A pruned model is never scored without fine-tuning (structured pruning without it falls
-    to chance accuracy), and an unpruned model is not fine-tuned, which keeps unpruned
-    variants cheap. ``allow_torch=False`` (an ONNX input, or a model Torch-Pruning cannot
-    trace) limits the search to the ONNX stages. ``quantize`` is a quantize stage that knows
-    the model (``QuantizeStage.for_model``: it offers dynamic int8 only to MatMul-heavy ones).
+    A stage that ``requires`` another is drawn only when that one is active, i.e. not at its
+    identity config (a pruned model is never scored without fine-tuning, and an unpruned one
+    is not fine-tuned, which keeps those candidates cheap); otherwise it is left out. A
+    stage ``enabled`` rejects for this model (pruning an ONNX input) stays at its identity.
+    Deterministic given the answers ``space`` returns.
     """
-    prune, finetune = STAGES["prune"], STAGES.get("finetune")
-    quantize = quantize or STAGES["quantize"]
     steps: list[Step] = []
-    p = prune.suggest(space, profile) if allow_torch else prune.baseline(profile)
-    steps.append(Step("prune", p))
-    if finetune is not None and not prune.is_identity(p):
-        steps.append(Step("finetune", finetune.suggest(space, profile)))
-    steps.append(Step("quantize", quantize.suggest(space, profile)))
+    active: set[str] = set()
+    for stage in STAGES.values():
+        if stage.requires is not None and stage.requires not in active:
+            continue
+        if stage.enabled(facts):
+            config = stage.suggest(space, profile, facts)
+        else:
+            config = stage.identity(profile)
+        steps.append(Step(stage.name, config))
+        if not stage.is_identity(config):
+            active.add(stage.name)
     return Candidate(tuple(steps))
 
 
-def baseline_candidate(profile: Any) -> Candidate:
-    """The unchanged model (every stage at its identity config)."""
+def identity_candidate(profile: HardwareProfile) -> Candidate:
+    """The unchanged model: every stage at its identity config (those that ``require``
+    another are left out, as ``suggest_candidate`` leaves them out)."""
     return Candidate(
-        (
-            Step("prune", STAGES["prune"].baseline(profile)),
-            Step("quantize", STAGES["quantize"].baseline(profile)),
+        tuple(
+            Step(stage.name, stage.identity(profile))
+            for stage in STAGES.values()
+            if stage.requires is None
         )
     )
 
 
-def baseline_params(profile: Any) -> list[tuple[str, dict[str, Any]]]:
-    """Params to enqueue as the first trials: the unchanged model and plain int8.
+def baseline_params(
+    profile: HardwareProfile, facts: ModelFacts
+) -> list[tuple[str, dict[str, Any]]]:
+    """Optuna params to enqueue as the first trials, tagged: ``UNCHANGED`` (every stage's
+    ``identity_params``), then one per stage with a by-hand baseline (``INT8``: plain int8)
+    where the others keep their identity params.
 
-    Plain int8 is what a user gets by hand with the target's types: static QDQ, MinMax
-    calibration on 128 samples, per-channel where the target supports it.
+    The unchanged model is always a baseline, even where the target cannot run fp32 natively
+    (an int8-only accelerator estimates it with its CPU fallback): it is the reference. The
+    params never change, since a resumed study recognizes its baselines by them.
     """
-    modes = tuple(profile.quantization.modes)
-    # the unchanged model is always a baseline, even where the target cannot run fp32 natively
-    # (an int8-only accelerator estimates it with its CPU fallback): it is the reference
-    unchanged: dict[str, Any] = {"prune.ratio": 0.0}
-    if "fp32" in modes:
-        unchanged["quantize.mode"] = "fp32"
-    out: list[tuple[str, dict[str, Any]]] = [(UNCHANGED, unchanged)]
-    if "int8_static" in modes:
-        out.append(
-            (
-                INT8,
-                {
-                    "prune.ratio": 0.0,
-                    "quantize.mode": "int8_static",
-                    "quantize.calibration": "minmax",
-                    "quantize.calibration_samples": 128,
-                    "quantize.per_channel": bool(profile.quantization.per_channel),
-                    "quantize.exclude_first_last": False,
-                },
-            )
-        )
+    out: list[tuple[str, dict[str, Any]]] = [(UNCHANGED, _params_with(profile))]
+    for stage in STAGES.values():
+        # a stage that requires another would not even be drawn beside identities
+        if stage.requires is not None or not stage.enabled(facts):
+            continue
+        hand = stage.by_hand(profile, facts)
+        if hand is not None:
+            out.append((hand.tag, _params_with(profile, stage.name, hand.params)))
+    return out
+
+
+def _params_with(
+    profile: HardwareProfile, name: str | None = None, params: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Every stage's identity params, with stage ``name``'s replaced by ``params``."""
+    out: dict[str, Any] = {}
+    for stage in STAGES.values():
+        if stage.name == name and params is not None:
+            out.update(params)
+        else:
+            out.update(stage.identity_params(profile))
     return out
 
 
@@ -109,20 +129,19 @@ class DefaultSuggester:
         return value
 
 
-GRID_RATIOS = (0.0, 0.25, 0.5)
-
-
-def grid_space(
-    profile: Any, *, allow_torch: bool = True, quantize: Any = None
-) -> dict[str, list[Any]]:
-    """A grid over pruning ratio x quantization mode; other parameters at middle values."""
-    # a pruned, int8 candidate reaches every conditional parameter (fine-tune, calibration)
-    rec = DefaultSuggester({"prune.ratio": 0.5, "quantize.mode": "int8_static"})
-    suggest_candidate(rec, profile, allow_torch=allow_torch, quantize=quantize)
-    modes = [m.value for m in (quantize or STAGES["quantize"]).offered_modes(profile)]
+def grid_space(profile: HardwareProfile, facts: ModelFacts) -> dict[str, list[Any]]:
+    """A grid over the stages' ``grid_axes`` (pruning ratio x quantization mode); every other
+    param the stages draw is fixed at a middle value."""
+    probe: dict[str, Any] = {}
+    for stage in STAGES.values():
+        probe.update(stage.grid_probe)
+    # the probe reaches every conditional param (a pruned, int8 candidate: fine-tuning,
+    # calibration), so each gets its fixed value
+    rec = DefaultSuggester(probe)
+    candidate = suggest_candidate(rec, profile, facts)
     space: dict[str, list[Any]] = {k: [v] for k, v in rec.params.items()}
-    if allow_torch:
-        space["prune.ratio"] = list(GRID_RATIOS)
-    if len(modes) > 1:
-        space["quantize.mode"] = modes
+    for step in candidate.steps:
+        stage = STAGES[step.stage]
+        if stage.enabled(facts):
+            space.update(stage.grid_axes(profile, facts))
     return space

@@ -1,33 +1,38 @@
 """Compression stages in pipeline order: prune, finetune (torch phase), quantize (ONNX phase).
 
-``STAGES`` maps each stage's name to its instance, in that order. Heavy libraries
-(torch-pruning, onnxruntime) are imported inside the stages' methods.
+``STAGES`` maps each stage's name to its instance, in pipeline order: the order of the
+``register`` calls below. A new stage is one module defining it and one ``register`` line
+here; the search composes whatever is registered. Heavy libraries (torch-pruning,
+onnxruntime) are imported inside the stages' methods.
 """
 
 from edgeopt.stages.base import (
     STAGES,
+    ByHandBaseline,
+    ModelFacts,
     Phase,
     Stage,
     StageConfig,
     StageContext,
     Suggester,
+    register,
 )
 from edgeopt.stages.finetune import FinetuneConfig, FinetuneStage
 from edgeopt.stages.prune import Importance, PruneConfig, PruneStage
 from edgeopt.stages.quantize import CalibMethod, QType, QuantizeConfig, QuantizeStage, QuantMode
 
-PIPELINE_ORDER = ("prune", "finetune", "quantize")
-_registered = dict(STAGES)
-STAGES.clear()
-STAGES.update({n: _registered[n] for n in PIPELINE_ORDER if n in _registered})
+register(PruneStage())
+register(FinetuneStage())
+register(QuantizeStage())
 
 __all__ = [
-    "PIPELINE_ORDER",
     "STAGES",
+    "ByHandBaseline",
     "CalibMethod",
     "FinetuneConfig",
     "FinetuneStage",
     "Importance",
+    "ModelFacts",
     "Phase",
     "PruneConfig",
     "PruneStage",
@@ -39,4 +44,5 @@ __all__ = [
     "StageConfig",
     "StageContext",
     "Suggester",
+    "register",
 ]

@@ -7,9 +7,14 @@ new file under ``StageContext.workdir``. A failure of one candidate is a
 ``CandidateError(stage.name, reason)``; an invalid config is a ``ConfigError`` raised when the
 config is constructed.
 
-The registry ``STAGES`` lists the stages in pipeline order. Each stage module registers its
-stage on import and ``edgeopt.stages`` imports them in order, so ``STAGES`` is complete once
-``edgeopt.stages`` has been imported (importing this module imports the package first).
+A stage describes itself fully, so the search only composes stages: its search space
+(``suggest``), the config that leaves the model unchanged (``identity``), the config a user
+would pick by hand if there is one (``by_hand``), which models it applies to (``enabled``,
+from ``ModelFacts``) and which stage it follows (``requires``).
+
+The registry ``STAGES`` lists the stages in pipeline order. ``edgeopt.stages`` registers
+them, so ``STAGES`` is complete once that package has been imported (importing this module
+imports the package first). A new stage is one new module and one ``register`` line there.
 """
 
 from __future__ import annotations
@@ -173,32 +178,109 @@ class StageContext:
     on_epoch: Callable[[int, float], None] | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
+class ModelFacts:
+    """What the stages need to know about the model being compressed, found once per run.
+
+    ``onnx_input``: the user gave an ONNX file, so only ONNX-phase stages apply.
+    ``prunable``: Torch-Pruning can handle the model (always False for an ONNX input; the
+    search also turns it off once pruning proved impossible). ``matmul_heavy``: at least
+    ``onnx_graph.MATMUL_HEAVY`` of the graph's MACs are in MatMul/Gemm, the only graphs where
+    dynamic int8 pays.
+    """
+
+    onnx_input: bool
+    prunable: bool
+    matmul_heavy: bool
+
+    def __post_init__(self) -> None:
+        if self.onnx_input and self.prunable:
+            raise ValueError("an ONNX input model cannot be prunable")
+
+    @classmethod
+    def of(cls, onnx_path: Path, *, onnx_input: bool, prunable: bool = True) -> ModelFacts:
+        """Facts about the model whose fp32 export is ``onnx_path`` (reads the graph once)."""
+        from edgeopt.stages.onnx_graph import MATMUL_HEAVY, matmul_mac_fraction
+
+        return cls(
+            onnx_input=onnx_input,
+            prunable=prunable and not onnx_input,
+            matmul_heavy=matmul_mac_fraction(onnx_path) >= MATMUL_HEAVY,
+        )
+
+
 C = TypeVar("C", bound=StageConfig)
 A = TypeVar("A")
+
+
+@dataclass(frozen=True)
+class ByHandBaseline(Generic[C]):
+    """What a user gets from one stage by hand, enqueued as one of a study's first trials.
+
+    ``tag`` names the trial in records and reports (``"int8"``); ``params`` are the Optuna
+    params under which the stage's ``suggest`` returns ``config`` (other stages take their
+    ``identity_params``). Params must never change: resumed studies match baselines by them.
+    """
+
+    tag: str
+    config: C
+    params: Mapping[str, Any]
 
 
 class Stage(abc.ABC, Generic[C, A]):
     """One transformation with its own config type and search space.
 
     Subclasses set ``name`` (also the prefix of its Optuna params, ``f"{name}.field"``),
-    ``phase`` and ``config_type``.
+    ``phase`` and ``config_type``; ``requires`` and ``grid_probe`` when they need them.
     """
 
     name: ClassVar[str]
     phase: ClassVar[Phase]
     config_type: ClassVar[type[StageConfig]]
+    requires: ClassVar[str | None] = None
+    """A stage this one only follows: it is in a candidate only when that stage (earlier in
+    the pipeline) is at a non-identity config (fine-tuning only pays after pruning)."""
+    grid_probe: ClassVar[Mapping[str, Any]] = {}
+    """Answers under which ``suggest`` asks for every conditional param, so that a grid
+    search can fix each of them at a middle value."""
+
+    def enabled(self, facts: ModelFacts) -> bool:
+        """Whether this model may take the stage; a disabled stage stays at its identity.
+
+        By default a torch-phase stage needs a torch model.
+        """
+        return self.phase is Phase.ONNX or not facts.onnx_input
 
     @abc.abstractmethod
-    def suggest(self, space: Suggester, profile: HardwareProfile) -> C:
+    def suggest(self, space: Suggester, profile: HardwareProfile, facts: ModelFacts) -> C:
         """Draw a config from ``space``; params are named ``f"{self.name}.<field>"``.
 
-        Deterministic given the answers ``space`` returns. The profile narrows what is offered
-        (quantization modes, channel multiples).
+        Called only when ``enabled(facts)``. Deterministic given the answers ``space``
+        returns. The profile and the facts narrow what is offered (quantization modes,
+        channel multiples). Param names and ranges never change: studies are resumed.
         """
 
     @abc.abstractmethod
-    def baseline(self, profile: HardwareProfile) -> C:
+    def identity(self, profile: HardwareProfile) -> C:
         """The config that leaves the model unchanged (``is_identity`` holds for it)."""
+
+    def identity_params(self, profile: HardwareProfile) -> dict[str, Any]:
+        """The Optuna params under which ``suggest`` returns ``identity(profile)``, enqueued
+        for the unchanged-model trial; empty when the identity is outside the space."""
+        return {}
+
+    def by_hand(self, profile: HardwareProfile, facts: ModelFacts) -> ByHandBaseline[C] | None:
+        """The config a user would pick by hand with this stage alone, if there is one."""
+        return None
+
+    def grid_axes(self, profile: HardwareProfile, facts: ModelFacts) -> dict[str, list[Any]]:
+        """The params a grid search varies for this stage, with their values (none by
+        default: the grid fixes the stage's params at middle values)."""
+        return {}
+
+    def describe(self, config: C) -> str:
+        """A few words for summaries; empty when there is nothing to say."""
+        return "" if self.is_identity(config) else self.name
 
     @abc.abstractmethod
     def apply(self, artifact: A, config: C, ctx: StageContext) -> A:
@@ -218,12 +300,22 @@ class Stage(abc.ABC, Generic[C, A]):
 
 
 STAGES: dict[str, Stage[Any, Any]] = {}
-"""Registry of stage instances by name, in pipeline order: prune, finetune, quantize."""
+"""Registry of stage instances by name, in pipeline order (registration order)."""
+
+S = TypeVar("S", bound=Stage[Any, Any])
 
 
-def register(stage: Stage[Any, Any]) -> Stage[Any, Any]:
-    """Add ``stage`` to ``STAGES`` (called once by each stage module at import)."""
+def register(stage: S) -> S:
+    """Append ``stage`` to ``STAGES`` (``edgeopt.stages`` registers each stage once).
+
+    Registration order is pipeline order, so it must keep torch-phase stages before
+    ONNX-phase ones and put a stage after the one it ``requires`` (ValueError otherwise).
+    """
     if stage.name in STAGES:
         raise ValueError(f"stage {stage.name!r} registered twice")
+    if stage.requires is not None and stage.requires not in STAGES:
+        raise ValueError(f"stage {stage.name!r} requires {stage.requires!r}, not registered yet")
+    if stage.phase is Phase.TORCH and any(s.phase is Phase.ONNX for s in STAGES.values()):
+        raise ValueError(f"torch-phase stage {stage.name!r} registered after an ONNX-phase one")
     STAGES[stage.name] = stage
     return stage

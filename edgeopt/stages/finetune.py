@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from edgeopt.errors import CandidateError
-from edgeopt.stages.base import Phase, Stage, StageConfig, StageContext, Suggester, register
+from edgeopt.stages.base import Phase, Stage, StageConfig
 from edgeopt.training import OptimizerKind, Schedule, TrainConfig, TrainResult, fit
 
 if TYPE_CHECKING:
     from torch import nn
 
     from edgeopt.profiles import HardwareProfile
+    from edgeopt.stages.base import ModelFacts, StageContext, Suggester
 
 log = logging.getLogger(__name__)
 
@@ -39,58 +40,60 @@ class FinetuneConfig(StageConfig, TrainConfig):
 class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
     """Fine-tunes a deep copy of the model with ``edgeopt.training.fit``.
 
-    ``apply`` passes ``ctx.teacher`` (used when ``distill`` is on, and always when
-    ``ctx.data`` is None: data-free distillation) and ``ctx.on_epoch`` (its exceptions
-    propagate). The returned module carries its ``TrainResult`` (as a dict) in
-    ``TRAIN_RESULT_ATTR``.
+    It follows pruning only (``requires``): a pruned model needs it, and leaving unpruned
+    models alone keeps their candidates cheap. ``apply`` passes ``ctx.teacher`` (used when
+    ``distill`` is on, and always when ``ctx.data`` is None: data-free distillation) and
+    ``ctx.on_epoch`` (its exceptions propagate). The returned module carries its
+    ``TrainResult`` (as a dict) in ``TRAIN_RESULT_ATTR``.
     """
 
     name = "finetune"
     phase = Phase.TORCH
     config_type = FinetuneConfig
+    requires = "prune"
 
-    def suggest(self, space: Suggester, profile: HardwareProfile) -> FinetuneConfig:
+    def suggest(
+        self, space: Suggester, profile: HardwareProfile, facts: ModelFacts
+    ) -> FinetuneConfig:
         """``finetune.epochs`` 1..8, ``finetune.lr`` 1e-4..1e-1 (log),
         ``finetune.batch_size`` {32, 64, 128}, ``finetune.optimizer`` {sgd, adamw},
         ``finetune.weight_decay`` 1e-6..1e-2 (log), ``finetune.schedule``
         {constant, step, cosine}, ``finetune.label_smoothing`` 0..0.2 step 0.05,
         ``finetune.augment`` {True, False}, ``finetune.distill`` {False, True}; with distill,
         ``finetune.temperature`` 1..8 (log) and ``finetune.alpha`` 0.3..0.95. Patience is
-        fixed at 3 epochs. The profile does not narrow this space."""
-        epochs = int(space.suggest_int("finetune.epochs", 1, 8))
-        lr = float(space.suggest_float("finetune.lr", 1e-4, 1e-1, log=True))
-        batch = int(space.suggest_categorical("finetune.batch_size", [32, 64, 128]))
-        optimizer = space.suggest_categorical(
-            "finetune.optimizer", [o.value for o in OptimizerKind]
-        )
-        wd = float(space.suggest_float("finetune.weight_decay", 1e-6, 1e-2, log=True))
-        schedule = space.suggest_categorical("finetune.schedule", [s.value for s in Schedule])
-        smoothing = float(space.suggest_float("finetune.label_smoothing", 0.0, 0.2, step=0.05))
-        augment = bool(space.suggest_categorical("finetune.augment", [True, False]))
-        distill = bool(space.suggest_categorical("finetune.distill", [False, True]))
-        extra: dict[str, Any] = {}
-        if distill:
-            extra["temperature"] = float(
+        fixed at 3 epochs. Neither the profile nor the facts narrow this space."""
+        # drawn in this order (a dict literal evaluates in order): seeded studies replay it
+        drawn: dict[str, Any] = {
+            "epochs": int(space.suggest_int("finetune.epochs", 1, 8)),
+            "lr": float(space.suggest_float("finetune.lr", 1e-4, 1e-1, log=True)),
+            "batch_size": int(space.suggest_categorical("finetune.batch_size", [32, 64, 128])),
+            "optimizer": space.suggest_categorical(
+                "finetune.optimizer", [o.value for o in OptimizerKind]
+            ),
+            "weight_decay": float(
+                space.suggest_float("finetune.weight_decay", 1e-6, 1e-2, log=True)
+            ),
+            "schedule": space.suggest_categorical("finetune.schedule", [s.value for s in Schedule]),
+            "label_smoothing": round(
+                float(space.suggest_float("finetune.label_smoothing", 0.0, 0.2, step=0.05)), 4
+            ),
+            "augment": bool(space.suggest_categorical("finetune.augment", [True, False])),
+            "distill": bool(space.suggest_categorical("finetune.distill", [False, True])),
+        }
+        if drawn["distill"]:
+            drawn["temperature"] = float(
                 space.suggest_float("finetune.temperature", 1.0, 8.0, log=True)
             )
-            extra["alpha"] = float(space.suggest_float("finetune.alpha", 0.3, 0.95))
-        return FinetuneConfig(
-            lr=lr,
-            epochs=epochs,
-            batch_size=batch,
-            optimizer=OptimizerKind(optimizer),
-            weight_decay=wd,
-            schedule=Schedule(schedule),
-            label_smoothing=round(smoothing, 4),
-            patience=PATIENCE,
-            augment=augment,
-            distill=distill,
-            **extra,
-        )
+            drawn["alpha"] = float(space.suggest_float("finetune.alpha", 0.3, 0.95))
+        return FinetuneConfig(patience=PATIENCE, **drawn)
 
-    def baseline(self, profile: HardwareProfile) -> FinetuneConfig:
+    def identity(self, profile: HardwareProfile) -> FinetuneConfig:
         """No training (``epochs=0``)."""
         return FinetuneConfig(epochs=0)
+
+    def describe(self, config: FinetuneConfig) -> str:
+        """``finetune 4ep``, with `` kd`` when distilling."""
+        return f"finetune {config.epochs}ep" + (" kd" if config.distill else "")
 
     def is_identity(self, config: FinetuneConfig) -> bool:
         """Zero epochs train nothing."""
@@ -135,6 +138,3 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
             result.best_val_accuracy,
         )
         return model
-
-
-FINETUNE = register(FinetuneStage())

@@ -21,25 +21,20 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from edgeopt.errors import CandidateError, ConfigError
-from edgeopt.stages.base import (
-    Phase,
-    Stage,
-    StageConfig,
-    StageContext,
-    Suggester,
-    check_range,
-    register,
-)
+from edgeopt.stages.base import Phase, Stage, StageConfig, check_range
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
     from edgeopt.profiles import HardwareProfile
+    from edgeopt.stages.base import ModelFacts, StageContext, Suggester
 
 log = logging.getLogger(__name__)
 
 MAX_RATIO = 0.9
+GRID_RATIOS = (0.0, 0.25, 0.5)
+"""The pruning ratios a grid search tries."""
 PRUNE_REPORT_ATTR = "edgeopt_prune_report"
 """Attribute set on every module returned by ``PruneStage.apply``: a ``prune_report`` dict."""
 
@@ -225,23 +220,30 @@ def _out_channels(module: nn.Module) -> int:
 class PruneStage(Stage[PruneConfig, "nn.Module"]):
     """Structured channel pruning (Torch-Pruning ``BasePruner``), torch phase.
 
-    ``apply`` returns a pruned deep copy in the input's train/eval mode, with
-    ``PRUNE_REPORT_ATTR`` set to ``prune_report(input, output)`` plus ``"channels"`` (qualified
-    module name -> out channels of each pruning-group root after pruning).
+    Enabled only for models Torch-Pruning can handle (``ModelFacts.prunable``). ``apply``
+    returns a pruned deep copy in the input's train/eval mode, with ``PRUNE_REPORT_ATTR`` set
+    to ``prune_report(input, output)`` plus ``"channels"`` (qualified module name -> out
+    channels of each pruning-group root after pruning).
     """
 
     name = "prune"
     phase = Phase.TORCH
     config_type = PruneConfig
+    # a ratio above 0 reaches the other prune params (and fine-tuning after them)
+    grid_probe = {"prune.ratio": 0.5}
 
-    def suggest(self, space: Suggester, profile: HardwareProfile) -> PruneConfig:
+    def enabled(self, facts: ModelFacts) -> bool:
+        """Only models Torch-Pruning can handle (never an ONNX input)."""
+        return facts.prunable
+
+    def suggest(self, space: Suggester, profile: HardwareProfile, facts: ModelFacts) -> PruneConfig:
         """``prune.ratio`` 0..0.7 step 0.05; at 0 nothing else is drawn. Otherwise
         ``prune.importance``, ``prune.global_pruning``, ``prune.iterative_steps`` (1..3);
         ``round_to`` is the profile's channel multiple."""
-        round_to = max(1, int(profile.pruning.channel_multiple))
+        base = self.identity(profile)
         ratio = round(float(space.suggest_float("prune.ratio", 0.0, 0.7, step=0.05)), 4)
         if ratio == 0.0:
-            return PruneConfig(ratio=0.0, round_to=round_to)
+            return base
         importance = space.suggest_categorical("prune.importance", [i.value for i in Importance])
         global_pruning = space.suggest_categorical("prune.global_pruning", [False, True])
         steps = space.suggest_int("prune.iterative_steps", 1, 3)
@@ -250,12 +252,24 @@ class PruneStage(Stage[PruneConfig, "nn.Module"]):
             importance=Importance(importance),
             global_pruning=bool(global_pruning),
             iterative_steps=int(steps),
-            round_to=round_to,
+            round_to=base.round_to,
         )
 
-    def baseline(self, profile: HardwareProfile) -> PruneConfig:
+    def identity(self, profile: HardwareProfile) -> PruneConfig:
         """Ratio 0 (round_to from the profile, recorded but unused)."""
         return PruneConfig(ratio=0.0, round_to=max(1, int(profile.pruning.channel_multiple)))
+
+    def identity_params(self, profile: HardwareProfile) -> dict[str, Any]:
+        """``prune.ratio`` 0."""
+        return {"prune.ratio": 0.0}
+
+    def grid_axes(self, profile: HardwareProfile, facts: ModelFacts) -> dict[str, list[Any]]:
+        """``prune.ratio`` over ``GRID_RATIOS``."""
+        return {"prune.ratio": list(GRID_RATIOS)}
+
+    def describe(self, config: PruneConfig) -> str:
+        """``prune 0.50 l2``; empty at ratio 0."""
+        return f"prune {config.ratio:.2f} {config.importance.value}" if config.ratio > 0 else ""
 
     def is_identity(self, config: PruneConfig) -> bool:
         """Ratio 0 prunes nothing."""
@@ -270,108 +284,136 @@ class PruneStage(Stage[PruneConfig, "nn.Module"]):
         ``round_to`` or unchanged).
         """
         import torch
-        import torch_pruning as tp
-        from torch import nn
 
         model = copy.deepcopy(artifact)
         was_training = artifact.training
         model.eval()
         shape = tuple(ctx.input_shape)
         example = torch.zeros((1, *shape))
-        names = dict(model.named_modules())
-        try:
-            with torch.no_grad():
-                ref_out = model(example)
-        except Exception as exc:
-            raise CandidateError("prune", f"model forward fails on input {shape}: {exc}") from exc
-
-        ignored: list[nn.Module] = []
-        head = output_layer(model, shape)
-        if head is not None:
-            ignored.append(head)
-        for n in config.ignored_layers:
-            if n not in names:
-                raise CandidateError("prune", f"ignored layer {n!r} is not a module of the model")
-            ignored.append(names[n])
-
+        ref_out = _forward(model, example, f"model forward fails on input {shape}")
+        ignored = _ignored_layers(model, config, shape)
         macs_before, params_before = count_macs_params(model, shape)
-        if config.ratio == 0.0:
-            model.train(was_training)
-            report = _report(macs_before, params_before, model, shape)
-            setattr(model, PRUNE_REPORT_ATTR, {**report, "channels": {}})
-            return model
-
-        try:
-            pruner = tp.pruner.BasePruner(
-                model,
-                example,
-                importance=_importance(config.importance),
-                global_pruning=config.global_pruning,
-                pruning_ratio=config.ratio,
-                max_pruning_ratio=MAX_RATIO if config.global_pruning else 1.0,
-                iterative_steps=config.iterative_steps,
-                ignored_layers=ignored,
-                round_to=config.round_to if config.round_to > 1 else None,
-            )
-            roots = _group_roots(pruner)
-            batches = _taylor_batches(ctx, model) if config.importance is Importance.TAYLOR else []
-            for _ in range(config.iterative_steps):
-                if batches:
-                    model.zero_grad(set_to_none=True)
-                    for x, y in batches:
-                        nn.functional.cross_entropy(model(x), y).backward()
-                pruner.step()
-            model.zero_grad(set_to_none=True)
-        except CandidateError:
-            raise
-        except Exception as exc:
-            raise CandidateError(
-                "prune",
-                f"Torch-Pruning could not prune {type(artifact).__name__}: "
-                f"{type(exc).__name__}: {exc}",
-                hint="the architecture may not be traceable by DepGraph; "
-                "quantization-only candidates still apply",
-            ) from exc
-
-        module_names = {id(m): n for n, m in model.named_modules()}
         channels: dict[str, int] = {}
-        for module, before in roots:
-            after = _out_channels(module)
-            label = module_names.get(id(module), type(module).__name__)
-            channels[label] = after
-            if config.global_pruning:
-                ok = after == before or (after % config.round_to == 0 and 0 < after <= before)
-                want = f"a multiple of {config.round_to} or {before}"
-            else:
-                want_n = expected_channels(
-                    before, config.ratio, config.round_to, config.iterative_steps
-                )
-                ok, want = after == want_n, str(want_n)
-            if not ok:
+        if config.ratio > 0.0:
+            roots = _prune(model, example, config, ignored, ctx, type(artifact).__name__)
+            channels = _checked_channels(model, roots, config)
+            out = _forward(model, example, "pruned model forward fails")
+            if tuple(out.shape) != tuple(ref_out.shape):
                 raise CandidateError(
-                    "prune", f"{label}: {after} channels after pruning {before}, expected {want}"
+                    "prune", f"pruned output shape {tuple(out.shape)} != {tuple(ref_out.shape)}"
                 )
-        try:
-            with torch.no_grad():
-                out = model(example)
-        except Exception as exc:
-            raise CandidateError("prune", f"pruned model forward fails: {exc}") from exc
-        if tuple(out.shape) != tuple(ref_out.shape):
-            raise CandidateError(
-                "prune", f"pruned output shape {tuple(out.shape)} != {tuple(ref_out.shape)}"
-            )
         model.train(was_training)
         report = _report(macs_before, params_before, model, shape)
         report["channels"] = channels
         setattr(model, PRUNE_REPORT_ATTR, report)
-        log.info(
-            "pruned %.2f (%s): MACs %d -> %d",
-            config.ratio,
-            config.importance,
-            report["macs_before"],
-            report["macs_after"],
-        )
+        if config.ratio > 0.0:
+            log.info(
+                "pruned %.2f (%s): MACs %d -> %d",
+                config.ratio,
+                config.importance,
+                report["macs_before"],
+                report["macs_after"],
+            )
         return model
 
 
-PRUNE = register(PruneStage())
+def _forward(model: nn.Module, x: torch.Tensor, failure: str) -> torch.Tensor:
+    """``model(x)`` without gradients; CandidateError("prune", "<failure>: <reason>")."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            return model(x)
+    except Exception as exc:
+        raise CandidateError("prune", f"{failure}: {exc}") from exc
+
+
+def _ignored_layers(
+    model: nn.Module, config: PruneConfig, shape: tuple[int, ...]
+) -> list[nn.Module]:
+    """The output layer and the configured ``ignored_layers``, as modules of ``model``."""
+    names = dict(model.named_modules())
+    head = output_layer(model, shape)
+    ignored = [head] if head is not None else []
+    for n in config.ignored_layers:
+        if n not in names:
+            raise CandidateError("prune", f"ignored layer {n!r} is not a module of the model")
+        ignored.append(names[n])
+    return ignored
+
+
+def _prune(
+    model: nn.Module,
+    example: torch.Tensor,
+    config: PruneConfig,
+    ignored: list[nn.Module],
+    ctx: StageContext,
+    arch: str,
+) -> list[tuple[nn.Module, int]]:
+    """Prune ``model`` in place; returns the group roots with their channels before.
+
+    Any Torch-Pruning failure becomes a CandidateError naming the architecture ``arch``.
+    """
+    import torch_pruning as tp
+    from torch import nn
+
+    try:
+        pruner = tp.pruner.BasePruner(
+            model,
+            example,
+            importance=_importance(config.importance),
+            global_pruning=config.global_pruning,
+            pruning_ratio=config.ratio,
+            max_pruning_ratio=MAX_RATIO if config.global_pruning else 1.0,
+            iterative_steps=config.iterative_steps,
+            ignored_layers=ignored,
+            round_to=config.round_to if config.round_to > 1 else None,
+        )
+        roots = _group_roots(pruner)
+        batches = _taylor_batches(ctx, model) if config.importance is Importance.TAYLOR else []
+        for _ in range(config.iterative_steps):
+            if batches:  # Taylor importance ranks by gradients: compute them before each step
+                model.zero_grad(set_to_none=True)
+                for x, y in batches:
+                    nn.functional.cross_entropy(model(x), y).backward()
+            pruner.step()
+        model.zero_grad(set_to_none=True)
+    except CandidateError:
+        raise
+    except Exception as exc:
+        raise CandidateError(
+            "prune",
+            f"Torch-Pruning could not prune {arch}: {type(exc).__name__}: {exc}",
+            hint="the architecture may not be traceable by DepGraph; "
+            "quantization-only candidates still apply",
+        ) from exc
+    return roots
+
+
+def _checked_channels(
+    model: nn.Module, roots: list[tuple[nn.Module, int]], config: PruneConfig
+) -> dict[str, int]:
+    """Out channels of every group root after pruning, by qualified module name.
+
+    Raises CandidateError unless each is what the config implies: uniform,
+    ``expected_channels``; global, a multiple of ``round_to`` or unchanged.
+    """
+    module_names = {id(m): n for n, m in model.named_modules()}
+    channels: dict[str, int] = {}
+    for module, before in roots:
+        after = _out_channels(module)
+        label = module_names.get(id(module), type(module).__name__)
+        channels[label] = after
+        if config.global_pruning:
+            ok = after == before or (after % config.round_to == 0 and 0 < after <= before)
+            want = f"a multiple of {config.round_to} or {before}"
+        else:
+            want_n = expected_channels(
+                before, config.ratio, config.round_to, config.iterative_steps
+            )
+            ok, want = after == want_n, str(want_n)
+        if not ok:
+            raise CandidateError(
+                "prune", f"{label}: {after} channels after pruning {before}, expected {want}"
+            )
+    return channels

@@ -5,17 +5,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
 
 from edgeopt.errors import ConfigError
+from edgeopt.profiles.schema import HardwareProfile
 
 
-def merge_profiles(profiles: Sequence[Any]) -> Any:
+def merge_profiles(profiles: Sequence[HardwareProfile]) -> HardwareProfile:
     """One profile for *suggesting* candidates that every target in ``profiles`` can run.
 
     The first profile's numbers are kept; quantization modes are intersected (int8-only if any
     target is), the channel multiple is the least common multiple. Measurement and estimation
-    still use each real profile.
+    still use each real profile. Raises ConfigError for no profiles or no common mode.
     """
     if not profiles:
         raise ConfigError("no target given", hint="pass --target, e.g. --target mobile")

@@ -1,0 +1,132 @@
+"""One way to get a model's numbers on its targets: measured on the host, estimated elsewhere.
+
+Every profile gets the cost model's estimate and the measured file size; a measured (host)
+profile then has its latency and peak memory replaced by numbers measured in an isolated
+process. With a ``HostReference`` the latency is timed interleaved with the original model and
+reported as ratio x the original's reference latency, so candidates measured minutes apart on
+a drifting machine stay comparable; the raw p50 is kept beside it under ``<profile>:raw``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edgeopt.errors import EdgeoptError
+from edgeopt.fileio import file_lock
+from edgeopt.metrics import Measurement, Metric, MetricValue, Provenance
+
+if TYPE_CHECKING:
+    from edgeopt.measure.estimate import Estimate
+    from edgeopt.profiles import HardwareProfile
+
+RAW_SUFFIX = ":raw"
+
+
+@dataclass(frozen=True)
+class HostReference:
+    """The model candidates are timed against on the host.
+
+    ``onnx``: the original model as ONNX, timed interleaved with each candidate.
+    ``latency_ms``: its reference p50 per host-profile name (measured once, at setup).
+    """
+
+    onnx: Path
+    latency_ms: Mapping[str, float]
+
+
+def measure_on_targets(
+    onnx_path: Path,
+    profiles: Sequence[HardwareProfile],
+    *,
+    input_shape: tuple[int, ...],
+    sample: np.ndarray | None,
+    reference: HostReference | None = None,
+    lock_path: Path | None = None,
+    time_budget_s: float = 2.5,
+) -> dict[str, Measurement]:
+    """Numbers of ``onnx_path`` on each profile, keyed by profile name.
+
+    Size is measured; every profile gets ``estimate``'s latency, memory and energy. On a
+    measured profile, latency and peak memory are measured (``sample``'s first row as input,
+    or seeded synthetic inputs of ``input_shape``) while holding an exclusive lock on
+    ``lock_path`` (when given) so that concurrent workers do not time each other. Latency is
+    ``ratio x reference.latency_ms[name]`` with spread ``latency x ratio CV`` when
+    ``reference`` is given, else the raw p50; ``f"{name}:raw"`` always holds the raw p50
+    (spread p90 - p50). Raises EdgeoptError when measuring fails.
+    """
+    from edgeopt.measure.runtime import size_mb
+
+    size = MetricValue(size_mb(onnx_path), Provenance.MEASURED)
+    out: dict[str, Measurement] = {}
+    for profile in profiles:
+        estimated, _ = estimate_on_profile(onnx_path, profile, size=size)
+        if not profile.measured:
+            out[profile.name] = estimated
+            continue
+        with file_lock(lock_path) if lock_path else contextlib.nullcontext():
+            host, raw = _host_numbers(
+                onnx_path,
+                profile,
+                input_shape=input_shape,
+                sample=sample,
+                reference=reference,
+                time_budget_s=time_budget_s,
+            )
+        out[profile.name] = Measurement(profile.name, {**estimated.values, **host})
+        out[profile.name + RAW_SUFFIX] = Measurement(profile.name, {Metric.LATENCY_MS: raw})
+    return out
+
+
+def estimate_on_profile(
+    onnx_path: Path, profile: HardwareProfile, *, size: MetricValue | None = None
+) -> tuple[Measurement, Estimate]:
+    """The cost model's numbers on ``profile`` (labelled estimated) plus the measured file
+    size (``size``, or measured here), and the ``Estimate`` itself (fits, assumptions)."""
+    from edgeopt.measure.estimate import estimate
+    from edgeopt.measure.runtime import size_mb
+
+    est = estimate(onnx_path, profile)
+    values = dict(est.to_measurement().values)
+    values[Metric.SIZE_MB] = size or MetricValue(size_mb(onnx_path), Provenance.MEASURED)
+    return Measurement(profile.name, values), est
+
+
+def _host_numbers(
+    onnx_path: Path,
+    profile: HardwareProfile,
+    *,
+    input_shape: tuple[int, ...],
+    sample: np.ndarray | None,
+    reference: HostReference | None,
+    time_budget_s: float,
+) -> tuple[dict[Metric, MetricValue], MetricValue]:
+    """Measured latency and peak memory on this host, and the raw latency."""
+    from edgeopt.measure.runtime import measure_latency, measure_memory
+
+    if reference is not None and profile.name not in reference.latency_ms:
+        raise EdgeoptError(f"no reference latency for host profile '{profile.name}'")
+    paths = [onnx_path] if reference is None else [reference.onnx, onnx_path]
+    *_, cand = measure_latency(
+        paths,
+        threads=profile.threads,
+        input_shape=input_shape,
+        sample=sample,
+        time_budget_s=time_budget_s,
+    )
+    mem = measure_memory(onnx_path, threads=profile.threads, input_shape=input_shape, sample=sample)
+    measured = Provenance.MEASURED
+    raw = MetricValue(cand.p50_ms, measured, spread=cand.p90_ms - cand.p50_ms)
+    latency = raw
+    if reference is not None:
+        # the ratio is what interleaving makes trustworthy; scaling it by the reference's
+        # latency keeps candidates measured minutes apart comparable
+        value = cand.ratio_to_first * float(reference.latency_ms[profile.name])
+        latency = MetricValue(value, measured, spread=value * cand.ratio_cv)
+    memory = MetricValue(mem.model_memory_mb, measured)
+    return {Metric.LATENCY_MS: latency, Metric.PEAK_MEMORY_MB: memory}, raw

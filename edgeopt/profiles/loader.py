@@ -1,0 +1,96 @@
+"""Finding and loading profiles: a file path, a shipped profile's name, or one of its aliases.
+
+The shipped profiles live in the repository's top-level ``profiles/`` folder, which the wheel
+installs as the data package ``edgeopt.profile_files``; they are found with
+:mod:`importlib.resources`, so an installed wheel, an editable install and a plain source
+checkout all find them.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import tomllib
+from pathlib import Path
+
+from edgeopt.errors import ConfigError, EdgeoptError
+from edgeopt.profiles.parse import parse_profile
+from edgeopt.profiles.reader import did_you_mean
+from edgeopt.profiles.schema import HardwareProfile
+
+SHIPPED_PACKAGE = "edgeopt.profile_files"
+# A source checkout run without ``pip install`` (e.g. PYTHONPATH=.) has no such package.
+_SOURCE_DIR = Path(__file__).resolve().parents[2] / "profiles"
+
+
+def shipped_profile_dir() -> Path:
+    """The folder holding the shipped profile TOMLs."""
+    try:
+        root = importlib.resources.files(SHIPPED_PACKAGE)
+    except ModuleNotFoundError:
+        return _SOURCE_DIR
+    return Path(str(root))
+
+
+def _shipped_files() -> list[Path]:
+    folder = shipped_profile_dir()
+    files = sorted(folder.glob("*.toml"))
+    if not files:
+        raise EdgeoptError(
+            f"no shipped hardware profiles found in {folder}",
+            hint="reinstall edgeopt (pip install -e . in a checkout)",
+        )
+    return files
+
+
+def validate_profile_file(path: str | Path) -> HardwareProfile:
+    """Load and validate one profile TOML file.
+
+    Raises ConfigError naming the file and key path for a missing file, invalid TOML, an
+    unknown key (with the closest valid name), a wrong type or unit, or a missing field.
+    """
+    p = Path(path)
+    shown = str(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{shown}: profile file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{shown}: cannot read profile file: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{shown}: invalid TOML: {exc}") from None
+    return parse_profile(data, shown, p.resolve())
+
+
+def list_profiles() -> list[HardwareProfile]:
+    """Every shipped profile, sorted by name."""
+    return sorted((validate_profile_file(f) for f in _shipped_files()), key=lambda p: p.name)
+
+
+def _alias_table() -> dict[str, Path]:
+    table: dict[str, Path] = {}
+    for f in _shipped_files():
+        prof = validate_profile_file(f)
+        table[prof.name] = f
+        for a in prof.aliases:
+            table.setdefault(a, f)
+    return table
+
+
+def load_profile(spec: str) -> HardwareProfile:
+    """Resolve ``spec`` to a profile: an alias (``cpu``, ``mobile``, ...), a shipped profile
+    name, or a path to a ``.toml`` file.
+
+    Raises ConfigError listing the valid names when ``spec`` is none of these.
+    """
+    if spec.endswith(".toml") or "/" in spec or Path(spec).suffix:
+        return validate_profile_file(spec)
+    table = _alias_table()
+    if spec in table:
+        return validate_profile_file(table[spec])
+    names = sorted(table)
+    raise ConfigError(
+        f"unknown profile '{spec}'{did_you_mean(spec, names)}; valid names: {', '.join(names)}",
+        hint="or give a path to your own profile file, e.g. --target path/to/board.toml",
+    )

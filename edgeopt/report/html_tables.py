@@ -1,0 +1,188 @@
+"""The table sections of the HTML report: front members (with the baselines), trials that did
+not make it, and every trial."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from html import escape
+from typing import Any
+
+from edgeopt.metrics import Metric
+from edgeopt.report.summary import (
+    BASELINE_NAMES,
+    Summary,
+    fmt_num,
+    metric_entry,
+    metric_short,
+    present_metrics,
+)
+
+FRONT_NOTE = (
+    "<p class='muted'>measured = on this host with ONNX Runtime (host latency: interleaved "
+    "against the original, median of round ratios times its reference latency); estimated "
+    "= from the hardware profile's cost model (energy shown with its low–high interval). "
+    "Accuracy is measured on this host; val = the split the search selected on, test = "
+    "never seen by the search. ONNX paths are relative to the run directory.</p>"
+)
+
+Column = tuple[str, str]  # (target, metric)
+
+
+def table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain table; every header and cell is escaped."""
+    h = "".join(f"<th>{escape(x)}</th>" for x in head)
+    b = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{h}</tr></thead><tbody>{b}</tbody></table>"
+
+
+# ------------------------------------------------------------------ front table
+def _prov(entry: Mapping[str, Any]) -> str:
+    p = str(entry.get("provenance", ""))
+    return f'<span class="prov {escape(p)}">{escape(p)}</span>'
+
+
+def _num_cell(entry: Mapping[str, Any] | None, metric: str = "") -> str:
+    if not entry:
+        return '<td class="n">-</td>'
+    txt = fmt_num(entry.get("value"), metric)
+    lo, hi = entry.get("low"), entry.get("high")
+    if lo is not None and hi is not None:
+        txt += f" <span class='muted'>({fmt_num(lo)}–{fmt_num(hi)})</span>"
+    return f'<td class="n">{txt}{_prov(entry)}</td>'
+
+
+def _measured(value: Any) -> dict[str, Any]:
+    return {"value": value, "provenance": "measured"}
+
+
+def _front_rows(s: Summary) -> list[Mapping[str, Any]]:
+    """The front, then the baselines that are not on it."""
+    rows = list(s.front)
+    for extra in (s.original, s.int8):
+        if extra is not None and extra not in rows:
+            rows.append(extra)
+    return rows
+
+
+def _front_head(s: Summary, cols: Sequence[Column]) -> list[str]:
+    kind = "fidelity" if s.accuracy_kind == "fidelity" else "accuracy"
+    head = [
+        "trial",
+        "configuration",
+        f"val {kind}",
+        f"test {kind} ({escape(str(s.records.get('test_split') or '-'))} split)",
+        metric_short(Metric.SIZE_MB),
+    ]
+    head += [f"{metric_short(m)}<br>{escape(tgt)}" for tgt, m in cols]
+    head.append("ONNX file")
+    return head
+
+
+def _front_tag(t: Mapping[str, Any], picked: bool) -> str:
+    """What the configuration cell says after the description (baseline, off front, pick)."""
+    name = BASELINE_NAMES.get(t.get("baseline") or "")
+    tag = f" <b>({name})</b>" if name else ""
+    if not t.get("on_front"):
+        tag += " <span class='muted'>not on front</span>"
+    if picked:
+        tag += " <b>★ recommended</b>"
+    return tag
+
+
+def _front_row(s: Summary, t: Mapping[str, Any], cols: Sequence[Column]) -> str:
+    picked = s.pick is not None and t["number"] == s.pick.number
+    cls = [c for c, on in (("picked", picked), ("base", not t.get("on_front"))) if on]
+    cand = escape(json.dumps(t.get("candidate") or {}, indent=1))
+    test = t.get("test_accuracy")
+    cells = [
+        f'<td class="n">{t["number"]}</td>',
+        f"<td class='cfg'>{escape(t.get('describe') or 'unchanged')}{_front_tag(t, picked)}"
+        f"<details><summary>config</summary><pre>{cand}</pre></details></td>",
+        _num_cell(_measured(t.get("val_accuracy")), Metric.ACCURACY),
+        _num_cell(_measured(test) if test is not None else None, Metric.ACCURACY),
+        _num_cell(_measured(t.get("size_mb")), Metric.SIZE_MB),
+    ]
+    cells += [_num_cell(metric_entry(t, tgt, m), m) for tgt, m in cols]
+    cells.append(f"<td><code>{escape(str(t.get('onnx') or '-'))}</code></td>")
+    return f'<tr class="{" ".join(cls)}">' + "".join(cells) + "</tr>"
+
+
+def front_table(s: Summary) -> str:
+    """Every front member and baseline with its numbers, provenance and configuration."""
+    rows = _front_rows(s)
+    if not rows:
+        return "<p>No complete trial to show.</p>"
+    metrics = present_metrics(s)
+    cols = [
+        (tgt, m) for tgt in s.targets for m in metrics if any(metric_entry(t, tgt, m) for t in rows)
+    ]
+    head = "".join(f"<th>{h}</th>" for h in _front_head(s, cols))
+    out = [f"<table><thead><tr>{head}</tr></thead><tbody>"]
+    out += [_front_row(s, t, cols) for t in rows]
+    out.append("</tbody></table>")
+    out.append(FRONT_NOTE)
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------ failures
+def _over_budget(t: Mapping[str, Any]) -> str:
+    over = [f"{k} by {fmt_num(v)}" for k, v in (t.get("constraints") or {}).items() if v > 0]
+    return "; ".join(over)
+
+
+def failures_section(s: Summary) -> str:
+    """Failed, stopped-early and over-budget trials, each with its reason."""
+    out = []
+    if s.failed:
+        rows = [
+            [
+                str(t["number"]),
+                t.get("describe") or "",
+                str(t.get("fail_stage", "")),
+                str(t.get("fail_reason", "")),
+            ]
+            for t in s.failed
+        ]
+        out.append(f"<h3>Failed ({len(s.failed)})</h3>")
+        out.append(table(["trial", "configuration", "stage", "reason"], rows))
+    if s.pruned:
+        rows = [
+            [str(t["number"]), t.get("describe") or "", str(t.get("pruned_reason", ""))]
+            for t in s.pruned
+        ]
+        out.append(f"<h3>Stopped early ({len(s.pruned)})</h3>")
+        out.append(table(["trial", "configuration", "reason"], rows))
+    infeasible = [t for t in s.complete if not t.get("feasible", True)]
+    if infeasible:
+        rows = [[str(t["number"]), t.get("describe") or "", _over_budget(t)] for t in infeasible]
+        out.append(f"<h3>Over a budget ({len(infeasible)})</h3>")
+        out.append(table(["trial", "configuration", "exceeds"], rows))
+    if not out:
+        return "<p>Every trial completed within the budgets.</p>"
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------ all trials
+def all_trials(s: Summary) -> str:
+    """Every trial in one collapsed table (the CSV has more columns)."""
+    head = ["trial", "state", "configuration", "feasible", "front"]
+    head += [f"{o.short} ({o.provenance})" for o in s.objectives]
+    head += ["trial s"]
+    rows = []
+    for t in s.trials:
+        v = t.get("values") or {}
+        row = [
+            str(t["number"]),
+            str(t.get("state")),
+            t.get("describe") or "",
+            "" if t.get("state") != "complete" else ("yes" if t.get("feasible") else "no"),
+            "yes" if t.get("on_front") else "",
+        ]
+        row += [fmt_num(v.get(o.name), o.metric) for o in s.objectives]
+        row.append(fmt_num((t.get("timing") or {}).get("trial_s")))
+        rows.append(row)
+    return (
+        f"<details><summary>{len(rows)} trials (also in trials.csv)</summary>"
+        f"{table(head, rows)}</details>"
+    )

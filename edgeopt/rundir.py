@@ -1,0 +1,211 @@
+"""The one owner of a run directory's layout.
+
+A run directory holds everything of one search::
+
+    run.json            the run's configuration (re-running the same command resumes it)
+    study.db            the Optuna study (SQLite), unless --storage names a shared database
+    baseline/           the original model as ONNX (model.onnx) and baseline.json
+    cache/              torch-phase results shared by trials with the same torch settings
+    trials/<n>/         each trial's model.onnx, request/result JSON, log
+    final.json          test-split numbers of the front and the baselines
+    report/             the rendered reports
+
+Everything read back from here is data: paths recorded in the study are resolved inside the
+directory (``inside``), never followed elsewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgeopt.errors import ConfigError
+from edgeopt.fileio import file_lock, write_json
+
+if TYPE_CHECKING:
+    from edgeopt.config import RunConfig
+
+RUN_FILE = "run.json"
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The original model's reference numbers, written once when a run is set up.
+
+    ``salt`` identifies model + data + seed (part of every cache key); ``host_latency_ms`` is
+    the original's p50 per host profile, the scale for every candidate's measured ratio;
+    ``accuracy_kind`` is ``accuracy`` with labelled data, else ``fidelity``.
+    """
+
+    salt: str
+    input_shape: tuple[int, ...]
+    onnx_input: bool
+    host: str
+    accuracy_kind: str
+    val_accuracy: float
+    test_accuracy: float
+    host_latency_ms: Mapping[str, float] = field(default_factory=dict)
+    hopeless_below: float | None = None
+    synthetic_inputs: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["input_shape"] = list(self.input_shape)
+        d["host_latency_ms"] = dict(self.host_latency_ms)
+        return {k: v for k, v in d.items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Baseline:
+        known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in data.items() if k in known}
+        d["input_shape"] = tuple(int(x) for x in d["input_shape"])
+        return cls(**d)
+
+
+class RunDir:
+    """Paths and files of one run directory; the only code that spells them out."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def run_file(self) -> Path:
+        return self.path / RUN_FILE
+
+    @property
+    def study_db(self) -> Path:
+        return self.path / "study.db"
+
+    @property
+    def baseline_dir(self) -> Path:
+        return self.path / "baseline"
+
+    @property
+    def baseline_onnx(self) -> Path:
+        return self.baseline_dir / "model.onnx"
+
+    @property
+    def baseline_file(self) -> Path:
+        return self.baseline_dir / "baseline.json"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.path / "cache"
+
+    @property
+    def final_file(self) -> Path:
+        return self.path / "final.json"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.path / "report"
+
+    def trial_dir(self, number: int) -> Path:
+        return self.path / "trials" / str(int(number))
+
+    def relative(self, path: Path) -> str:
+        """``path`` as recorded in the study: relative to the run directory."""
+        return str(Path(path).resolve().relative_to(self.path.resolve()))
+
+    def inside(self, recorded: str) -> Path:
+        """A path recorded in the study or a run file, resolved inside this directory.
+
+        Raises ConfigError when it points elsewhere (an absolute path, ``..``, a link out):
+        a shared run directory must not make edgeopt read or copy other files.
+        """
+        root = self.path.resolve()
+        candidate = (root / recorded).resolve()
+        if Path(recorded).is_absolute() or not candidate.is_relative_to(root):
+            raise ConfigError(
+                f"{self.path} records the path {recorded!r}, which is outside the run directory",
+                hint="the run directory was edited or is not from edgeopt; re-run the search",
+            )
+        return candidate
+
+    # ------------------------------------------------------------------ locks
+    def lock(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """An exclusive lock among this machine's processes (``ask``, ``measure``, ``setup``)."""
+        return file_lock(self.lock_path(name))
+
+    def lock_path(self, name: str) -> Path:
+        return self.path / f".{name}.lock"
+
+    # ------------------------------------------------------------------ config
+    def storage_url(self, config: RunConfig) -> str:
+        """The study's storage: ``--storage`` when given, else ``study.db`` here."""
+        return config.storage or f"sqlite:///{self.study_db.resolve()}"
+
+    def read_config(self) -> RunConfig:
+        from edgeopt.config import RunConfig
+
+        if not self.run_file.exists():
+            raise ConfigError(
+                f"{self.path} is not an edgeopt run directory (no {RUN_FILE})",
+                hint="pass the directory that `edgeopt optimize` wrote "
+                "(default runs/<model>-<target>)",
+            )
+        try:
+            return RunConfig.from_dict(json.loads(self.run_file.read_text()))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{self.run_file} is corrupt: {exc}") from exc
+
+    def write_config(self, config: RunConfig) -> None:
+        """Write ``run.json``; if the directory already holds a different study, refuse."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        if self.run_file.exists():
+            old = _comparable(self.read_config().search_key())
+            new = _comparable(config.search_key())
+            diff = [k for k in new if old.get(k) != new[k]]
+            if diff:
+                raise ConfigError(
+                    f"{self.path} holds a run with different {', '.join(diff)}",
+                    hint="use another --out directory (or the same settings to resume this run)",
+                )
+        write_json(self.run_file, config.to_dict())
+
+    # ------------------------------------------------------------------ records
+    def read_baseline(self) -> Baseline:
+        try:
+            return Baseline.from_dict(json.loads(self.baseline_file.read_text()))
+        except FileNotFoundError:
+            raise ConfigError(
+                f"{self.path} has no baseline (the run was never set up completely)",
+                hint="re-run the same `edgeopt optimize` command to set it up",
+            ) from None
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{self.baseline_file} is corrupt: {exc}") from exc
+
+    def write_baseline(self, baseline: Baseline) -> None:
+        write_json(self.baseline_file, baseline.to_dict())
+
+    def read_final(self) -> dict[str, Any]:
+        """``{"test_accuracy": {trial number: value}, "test_split": ...}`` (empty if absent)."""
+        if not self.final_file.exists():
+            return {"test_accuracy": {}}
+        try:
+            return dict(json.loads(self.final_file.read_text()))
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{self.final_file} is corrupt: {exc}") from exc
+
+    def write_final(self, final: Mapping[str, Any]) -> None:
+        write_json(self.final_file, dict(final))
+
+
+def _comparable(key: dict[str, Any]) -> dict[str, Any]:
+    """A search key with targets as profile names, so an alias (cpu) equals its profile
+    (host-cpu)."""
+    from edgeopt.profiles import load_profile
+
+    return {**key, "targets": [load_profile(t).name for t in key["targets"]]}
+
+
+def default_run_dir(model_path: str, targets: Sequence[str]) -> Path:
+    """``runs/<model stem>-<targets>``."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", "+".join(Path(t).stem for t in targets))
+    return Path("runs") / f"{Path(model_path).stem}-{slug}"

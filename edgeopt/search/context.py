@@ -1,0 +1,59 @@
+"""What every process of a search reads once: the run's config, profiles, baseline, data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeopt.config import Objective, RunConfig
+from edgeopt.rundir import Baseline, RunDir
+
+
+@dataclass(frozen=True)
+class SearchContext:
+    """A prepared run as one process sees it.
+
+    ``merged`` is the profile candidates are suggested for (every target must run them);
+    ``profiles`` are the real ones each candidate is measured or estimated on; ``facts``
+    what the stages need to know about the model (``edgeopt.stages.ModelFacts``).
+    """
+
+    run: RunDir
+    config: RunConfig
+    profiles: tuple[Any, ...]
+    merged: Any
+    objectives: tuple[Objective, ...]
+    baseline: Baseline
+    data: Any
+    facts: Any
+
+    @classmethod
+    def open(cls, run_dir: Path) -> SearchContext:
+        """Load the run that ``setup.prepare`` wrote."""
+        from edgeopt.data import load_npz
+        from edgeopt.profiles import load_profile, merge_profiles
+        from edgeopt.stages import ModelFacts
+
+        run = RunDir(run_dir)
+        config = run.read_config()
+        profiles = tuple(load_profile(t) for t in config.targets)
+        baseline = run.read_baseline()
+        return cls(
+            run=run,
+            config=config,
+            profiles=profiles,
+            merged=merge_profiles(list(profiles)),
+            objectives=tuple(config.objective_list([p.name for p in profiles])),
+            baseline=baseline,
+            data=load_npz(config.data) if config.data else None,
+            facts=ModelFacts.of(
+                run.baseline_onnx,
+                onnx_input=baseline.onnx_input,
+                prunable=not baseline.onnx_input,
+            ),
+        )
+
+    @property
+    def storage_url(self) -> str:
+        return self.run.storage_url(self.config)

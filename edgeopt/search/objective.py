@@ -1,0 +1,197 @@
+"""One trial: draw a candidate, build it in a bounded child, measure it, tell the study.
+
+Failures are data: a candidate that fails to build is a FAIL trial with its stage and
+reason, a hopeless one is PRUNED, and an unexpected error in this bookkeeping is a FAIL trial
+with its traceback saved. The study goes on in every case.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from edgeopt.errors import EdgeoptError
+from edgeopt.metrics import Measurement, Metric
+from edgeopt.search.context import SearchContext
+from edgeopt.search.protocol import Status, TrialRequest
+
+log = logging.getLogger(__name__)
+
+HOST_LATENCY_BUDGET_S = 2.5
+
+
+class TrialRunner:
+    """Runs trials of one study for one worker process."""
+
+    def __init__(self, ctx: SearchContext, study: optuna.Study) -> None:
+        self.ctx = ctx
+        self.study = study
+
+    def facts(self) -> Any:
+        """The model facts, with pruning switched off once Torch-Pruning proved unable."""
+        if "prune_unsupported" in self.study.user_attrs:
+            return dataclasses.replace(self.ctx.facts, prunable=False)
+        return self.ctx.facts
+
+    def run(self, trial: optuna.Trial) -> None:
+        """Run ``trial`` to a final state; never raises for a problem of this candidate."""
+        try:
+            self._run(trial)
+        except Exception as exc:  # a bug in one trial's bookkeeping must not end the study
+            self._internal_failure(trial, exc)
+
+    def _run(self, trial: optuna.Trial) -> None:
+        from edgeopt.search.child import run_child
+        from edgeopt.search.space import identity_candidate, suggest_candidate
+
+        ctx = self.ctx
+        t0 = time.monotonic()
+        try:
+            candidate = suggest_candidate(trial, ctx.merged, self.facts())
+            if trial.user_attrs.get("baseline") == "unchanged":
+                candidate = identity_candidate(ctx.merged)
+        except EdgeoptError as exc:
+            self._fail(trial, "suggest", exc.message)
+            return
+        trial.set_user_attr("candidate", candidate.to_dict())
+        trial.set_user_attr("candidate_key", candidate.key(ctx.baseline.salt))
+        trial.set_user_attr("describe", candidate.describe())
+        blocked = self._blocked_by_earlier_hang(candidate.to_dict().get("prune", {}))
+        if blocked:
+            self._fail(trial, "prune", blocked)
+            return
+        result = run_child(
+            self._request(trial.number, candidate.to_dict()),
+            timeout_s=ctx.config.trial_timeout_s,
+            memory_gb=ctx.config.trial_memory_gb,
+        )
+        trial.set_user_attr("build_s", round(result.build_seconds, 3))
+        if result.status is Status.PRUNED:
+            trial.set_user_attr("pruned_reason", result.reason)
+            self.study.tell(trial, state=TrialState.PRUNED)
+            return
+        if result.status is not Status.OK or result.onnx is None or result.val_accuracy is None:
+            reason = str(result.reason)
+            hung = "timed out" in reason or "memory cap" in reason
+            self._fail(trial, str(result.stage), reason, hung=hung)
+            return
+        onnx_path = Path(result.onnx)
+        try:
+            t_measure = time.monotonic()
+            measurements = self._measure(onnx_path)
+            trial.set_user_attr("measure_s", round(time.monotonic() - t_measure, 3))
+        except EdgeoptError as exc:
+            self._fail(trial, "measure", exc.message)
+            return
+        accuracy = float(result.val_accuracy)
+        trial.set_user_attr("onnx", ctx.run.relative(onnx_path))
+        trial.set_user_attr("val_accuracy", accuracy)
+        trial.set_user_attr("measurements", {k: m.to_dict() for k, m in measurements.items()})
+        trial.set_user_attr("info", dict(result.info))
+        trial.set_user_attr("cache_hit", result.cache_hit)
+        constraints = ctx.config.budgets.constraints(
+            accuracy=accuracy,
+            baseline_accuracy=ctx.baseline.val_accuracy,
+            measurements=measurements,
+            targets=[p.name for p in ctx.profiles],
+        )
+        for name, value in constraints.items():
+            trial.set_constraint(name, value)
+        values = [self._value(o.metric, o.target, accuracy, measurements) for o in ctx.objectives]
+        trial.set_user_attr("trial_s", round(time.monotonic() - t0, 3))
+        self.study.tell(trial, values)
+
+    def _request(self, number: int, candidate: dict[str, Any]) -> TrialRequest:
+        ctx = self.ctx
+        return TrialRequest(
+            trial_dir=str(ctx.run.trial_dir(number)),
+            model=ctx.config.model.to_dict(),
+            data=ctx.config.data,
+            targets=tuple(ctx.config.targets),
+            seed=ctx.config.seed,
+            cache_dir=str(ctx.run.cache_dir),
+            salt=ctx.baseline.salt,
+            candidate=candidate,
+            reference_onnx=str(ctx.run.baseline_onnx),
+            threads=ctx.config.threads,
+            hopeless_below=ctx.baseline.hopeless_below,
+        )
+
+    def _measure(self, onnx_path: Path) -> dict[str, Measurement]:
+        """Host numbers measured (latency interleaved vs the original), the rest estimated."""
+        from edgeopt.measure.service import HostReference, measure_on_targets
+
+        ctx = self.ctx
+        return measure_on_targets(
+            onnx_path,
+            ctx.profiles,
+            input_shape=ctx.baseline.input_shape,
+            sample=ctx.data.x_val[:1] if ctx.data is not None else None,
+            reference=HostReference(ctx.run.baseline_onnx, ctx.baseline.host_latency_ms),
+            lock_path=ctx.run.lock_path("measure"),
+            time_budget_s=HOST_LATENCY_BUDGET_S,
+        )
+
+    def _value(
+        self, metric: Metric, target: str | None, accuracy: float, ms: dict[str, Measurement]
+    ) -> float:
+        if metric is Metric.ACCURACY:
+            return accuracy
+        return ms[target or self.ctx.profiles[0].name][metric]
+
+    # ------------------------------------------------------------------ failures
+    def _internal_failure(self, trial: optuna.Trial, exc: Exception) -> None:
+        """Record an unexpected error as a FAIL trial, traceback in the trial's folder."""
+        trial_dir = self.ctx.run.trial_dir(trial.number)
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        (trial_dir / "error.txt").write_text(traceback.format_exc())
+        log.error("trial %d: unexpected %s: %s", trial.number, type(exc).__name__, exc)
+        frozen = self.study.get_trials(deepcopy=False)[trial.number]
+        if frozen.state == TrialState.RUNNING:
+            self._fail(
+                trial,
+                "internal",
+                f"unexpected {type(exc).__name__}: {exc} (traceback in {trial_dir / 'error.txt'})",
+            )
+
+    def abandon(self, trial: optuna.Trial, reason: str) -> None:
+        """Fail a trial that was interrupted (left RUNNING it would wait for a heartbeat)."""
+        frozen = self.study.get_trials(deepcopy=False)[trial.number]
+        if frozen.state == TrialState.RUNNING:
+            self._fail(trial, "interrupted", reason)
+
+    def _fail(self, trial: optuna.Trial, stage: str, reason: str, *, hung: bool = False) -> None:
+        trial.set_user_attr("fail_stage", stage)
+        trial.set_user_attr("fail_reason", reason)
+        trial.set_user_attr("fail_hung", hung)
+        if stage == "prune" and not hung and not self._any_pruned_success():
+            # Torch-Pruning cannot handle this architecture: keep to the ONNX stages
+            self.study.set_user_attr("prune_unsupported", reason)
+        self.study.tell(trial, state=TrialState.FAIL)
+
+    def _any_pruned_success(self) -> bool:
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if t.user_attrs.get("candidate", {}).get("prune", {}).get("ratio", 0) > 0:
+                return True
+        return False
+
+    def _blocked_by_earlier_hang(self, prune: dict[str, Any]) -> str | None:
+        """A prune setting that hung or ran out of memory before is not tried again."""
+        if not prune.get("ratio"):
+            return None
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+            if t.user_attrs.get("fail_hung") and t.user_attrs.get("candidate", {}).get(
+                "prune"
+            ) == prune:
+                return (
+                    f"skipped: the same prune setting failed in trial {t.number} "
+                    f"({t.user_attrs.get('fail_reason')})"
+                )
+        return None

@@ -1,0 +1,102 @@
+"""What the search and its trial child say to each other: one request, one result.
+
+Both are frozen dataclasses written as JSON in the trial's folder (``request.json``,
+``result.json``), so a trial can be read back after a crash and the child needs nothing but
+the request. Kept free of optuna and torch imports.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from edgeopt.fileio import write_json
+
+# seeds and count of the synthetic inputs that stand in for data in a data-free run
+SYNTHETIC_VAL_SEED = 1_000_001
+SYNTHETIC_TEST_SEED = 2_000_003
+SYNTHETIC_N = 256
+
+
+def scoring_inputs(data: Any, split: str, input_shape: tuple[int, ...]) -> tuple[Any, Any]:
+    """``(x, y)`` of a data split, or seeded synthetic inputs and ``None`` without data (then
+    the score is fidelity to the original model)."""
+    if data is not None:
+        return data.split(split)
+    from edgeopt.data import synthetic_inputs
+
+    seed = SYNTHETIC_VAL_SEED if split == "val" else SYNTHETIC_TEST_SEED
+    return synthetic_inputs(input_shape, SYNTHETIC_N, seed), None
+
+
+class Status(StrEnum):
+    """How a trial's build ended."""
+
+    OK = "ok"
+    FAIL = "fail"
+    PRUNED = "pruned"
+
+
+@dataclass(frozen=True)
+class TrialRequest:
+    """Everything the child needs to build and score one candidate.
+
+    ``model`` is a ``ModelSpec.to_dict()``; ``candidate`` a ``Candidate.to_dict()``;
+    ``hopeless_below`` the validation accuracy under which a fine-tune is abandoned after its
+    first epoch; ``reference_onnx`` the original model, for fidelity without data.
+    """
+
+    trial_dir: str
+    model: Mapping[str, Any]
+    data: str | None
+    targets: tuple[str, ...]
+    seed: int
+    cache_dir: str
+    salt: str
+    candidate: Mapping[str, Any]
+    reference_onnx: str
+    threads: int = 1
+    hopeless_below: float | None = None
+
+    def write(self, path: Path) -> None:
+        write_json(path, {**asdict(self), "targets": list(self.targets)}, indent=1)
+
+    @classmethod
+    def read(cls, path: Path) -> TrialRequest:
+        d = json.loads(Path(path).read_text())
+        d["targets"] = tuple(d["targets"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """The child's answer. ``OK`` carries the ONNX path and validation accuracy; ``FAIL`` the
+    stage it failed in and why; ``PRUNED`` why it was abandoned."""
+
+    status: Status
+    stage: str | None = None
+    reason: str | None = None
+    onnx: str | None = None
+    val_accuracy: float | None = None
+    info: Mapping[str, Any] = field(default_factory=dict)
+    cache_hit: bool = False
+    build_seconds: float = 0.0
+
+    @classmethod
+    def failed(cls, stage: str, reason: str, **kw: Any) -> TrialResult:
+        return cls(Status.FAIL, stage=stage, reason=reason, **kw)
+
+    def write(self, path: Path) -> None:
+        write_json(path, asdict(self), indent=None)
+
+    @classmethod
+    def read(cls, path: Path) -> TrialResult:
+        d = json.loads(Path(path).read_text())
+        known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        d["status"] = Status(d["status"])
+        return cls(**d)

@@ -1,0 +1,148 @@
+"""Set a run up before the search (validate, export and measure the original) and finish it
+afterwards (test-split numbers for the front, never seen by the search)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from optuna.trial import TrialState
+
+from edgeopt.config import RunConfig
+from edgeopt.errors import ConfigError
+from edgeopt.rundir import Baseline, RunDir
+from edgeopt.search.protocol import SYNTHETIC_N, scoring_inputs
+
+BASELINE_LATENCY_BUDGET_S = 6.0
+
+
+def prepare(config: RunConfig, run_dir: Path) -> Baseline:
+    """Validate everything before any search work, then write the run directory, the
+    baseline (the original model as ONNX, its validation accuracy and, for the host, its
+    reference latency) and the study. Idempotent: a resumed run reuses them; two processes
+    setting up one directory at once take turns."""
+    from edgeopt.data import load_npz
+    from edgeopt.loading import check_input_shape
+    from edgeopt.profiles import load_profile, merge_profiles
+    from edgeopt.search.context import SearchContext
+    from edgeopt.search.study import open_study
+
+    profiles = [load_profile(t) for t in config.targets]
+    merge_profiles(profiles)  # fails fast when the targets share no model format
+    names = [p.name for p in profiles]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--target names a profile twice: {', '.join(names)}")
+    loaded = config.model.load()
+    data = load_npz(config.data) if config.data else None
+    check_input_shape(loaded, data.input_shape if data else loaded.input_shape)
+    run = RunDir(run_dir)
+    run.path.mkdir(parents=True, exist_ok=True)
+    with run.lock("setup"):
+        run.write_config(config)
+        if run.baseline_file.exists():
+            baseline = run.read_baseline()
+        else:
+            baseline = _make_baseline(config, loaded, data, profiles, run)
+            run.write_baseline(baseline)
+    open_study(SearchContext.open(run.path))
+    return baseline
+
+
+def _make_baseline(
+    config: RunConfig, loaded: Any, data: Any, profiles: list[Any], run: RunDir
+) -> Baseline:
+    from edgeopt.export import loaded_to_onnx
+    from edgeopt.measure.accuracy import onnx_accuracy
+    from edgeopt.measure.runtime import host_description, measure_latency
+
+    run.baseline_dir.mkdir(parents=True, exist_ok=True)
+    sample = data.x_val[:8] if data is not None else None
+    src = Path(loaded_to_onnx(loaded, run.baseline_dir, sample))
+    dst = run.baseline_onnx
+    if src != dst:
+        dst.write_bytes(src.read_bytes())
+        if src.parent == run.baseline_dir:
+            src.unlink()
+    if data is not None:
+        val = onnx_accuracy(dst, data.x_val, data.y_val)
+        test = onnx_accuracy(dst, *data.split("test"))
+    else:
+        val = test = 1.0  # fidelity of the model to itself
+    latency: dict[str, float] = {}
+    for p in profiles:
+        if p.measured:
+            (stats,) = measure_latency(
+                [dst],
+                threads=p.threads,
+                input_shape=loaded.input_shape,
+                sample=sample,
+                time_budget_s=BASELINE_LATENCY_BUDGET_S,
+            )
+            latency[p.name] = stats.p50_ms
+    return Baseline(
+        salt=_salt(config),
+        input_shape=tuple(loaded.input_shape),
+        onnx_input=bool(loaded.is_onnx),
+        host=host_description(),
+        accuracy_kind="accuracy" if data is not None else "fidelity",
+        val_accuracy=val,
+        test_accuracy=test,
+        host_latency_ms=latency,
+        hopeless_below=_hopeless_below(config, val),
+        synthetic_inputs=None if data is not None else SYNTHETIC_N,
+    )
+
+
+def _salt(config: RunConfig) -> str:
+    """Identifies model + data + seed: part of every cache key."""
+    h = hashlib.sha256(Path(config.model.path).read_bytes())
+    if config.data:
+        h.update(Path(config.data).read_bytes())
+    h.update(str(config.seed).encode())
+    return h.hexdigest()[:16]
+
+
+def _hopeless_below(config: RunConfig, val_accuracy: float) -> float | None:
+    """A fine-tune whose first epoch ends under 3/4 of the accuracy budget is abandoned."""
+    b = config.budgets
+    bars = []
+    if b.min_accuracy is not None:
+        bars.append(b.min_accuracy)
+    if b.max_accuracy_drop is not None:
+        bars.append(val_accuracy - b.max_accuracy_drop)
+    return 0.75 * max(bars) if bars else None
+
+
+def finalize(run_dir: Path) -> dict[str, Any]:
+    """Test-split accuracy for the front and the baselines (never seen by the search).
+
+    Stored in ``final.json`` as ``{"test_accuracy": {trial number: value}, "test_split"}``.
+    """
+    from edgeopt.data import load_npz
+    from edgeopt.measure.accuracy import onnx_score
+    from edgeopt.search.records import load_study
+
+    run = RunDir(run_dir)
+    config = run.read_config()
+    study = load_study(run, config)
+    baseline = run.read_baseline()
+    data = load_npz(config.data) if config.data else None
+    final = run.read_final()
+    final.setdefault("test_accuracy", {})
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    wanted = {t.number for t in study.best_trials} if complete else set()
+    wanted |= {t.number for t in complete if t.user_attrs.get("baseline")}
+    for t in complete:
+        if t.number not in wanted or str(t.number) in final["test_accuracy"]:
+            continue
+        x, y = scoring_inputs(data, "test", baseline.input_shape)
+        final["test_accuracy"][str(t.number)] = onnx_score(
+            run.inside(t.user_attrs["onnx"]), x, y, reference=run.baseline_onnx
+        )
+    if data is None:
+        final["test_split"] = "synthetic"
+    else:
+        final["test_split"] = "test" if data.has_test else "val"
+    run.write_final(final)
+    return final

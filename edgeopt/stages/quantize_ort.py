@@ -1,0 +1,236 @@
+"""How the quantize stage does its work with ONNX Runtime: the conversions and the structural
+check of their output. ``edgeopt.stages.quantize`` says what the stage is (config, space,
+baselines) and imports this module when it applies a config, with onnxruntime."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgeopt.errors import CandidateError
+from edgeopt.stages.onnx_graph import compute_nodes
+from edgeopt.stages.quantize import (
+    CalibMethod,
+    QType,
+    QuantizeConfig,
+    QuantMode,
+    calibration_inputs,
+)
+
+if TYPE_CHECKING:
+    import onnx
+
+    from edgeopt.stages.base import StageContext
+
+_CALIB_BATCH = 32
+
+
+def _qtype(t: QType) -> Any:
+    from onnxruntime.quantization import QuantType
+
+    return QuantType.QInt8 if t is QType.INT8 else QuantType.QUInt8
+
+
+def _calib(c: CalibMethod) -> Any:
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {
+        CalibMethod.MINMAX: CalibrationMethod.MinMax,
+        CalibMethod.ENTROPY: CalibrationMethod.Entropy,
+        CalibMethod.PERCENTILE: CalibrationMethod.Percentile,
+    }[c]
+
+
+class _Reader:
+    """``CalibrationDataReader`` over a numpy array, in batches."""
+
+    def __init__(self, name: str, x: np.ndarray) -> None:
+        self._name = name
+        self._x = x
+        self._it: Iterator[dict[str, np.ndarray]] = self._batches()
+
+    def _batches(self) -> Iterator[dict[str, np.ndarray]]:
+        size = equal_batch_size(len(self._x), _CALIB_BATCH)
+        for i in range(0, len(self._x) - size + 1, size):
+            yield {self._name: self._x[i : i + size]}
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = self._batches()
+
+
+def equal_batch_size(n: int, most: int) -> int:
+    """A batch size that splits ``n`` samples into equal batches: ORT's histogram
+    calibrators (entropy, percentile) stack per-batch outputs and fail on a smaller last
+    batch (onnxruntime issue 18792). The largest divisor of ``n`` up to ``most``; when that
+    is under a quarter of ``most``, ``most`` itself (the few samples left over are unused)."""
+    if n <= most:
+        return max(n, 1)
+    best = max(d for d in range(1, most + 1) if n % d == 0)
+    return best if best * 4 >= most else most
+
+
+def _reader(name: str, x: np.ndarray) -> Any:
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(_Reader, CalibrationDataReader):
+        pass
+
+    return Reader(name, x)
+
+
+def convert(
+    src: Path,
+    out: Path,
+    config: QuantizeConfig,
+    ctx: StageContext,
+    tmp: Path,
+    input_name: str,
+    in_shape: tuple[int, ...],
+) -> None:
+    """Write ``src`` converted as ``config`` says to ``out``; ``tmp`` is a scratch folder.
+
+    ORT's exceptions propagate (the stage turns them into a CandidateError).
+    """
+    mode = config.mode
+    if mode is QuantMode.FP32:
+        shutil.copyfile(src, out)
+    elif mode is QuantMode.FP32_OPT:
+        _optimize_basic(src, out)
+    elif mode is QuantMode.FP16:
+        _to_fp16(src, out)
+    else:
+        from onnxruntime.quantization import quant_pre_process
+
+        pre = tmp / "pre.onnx"
+        quant_pre_process(str(src), str(pre))
+        if mode is QuantMode.INT8_DYNAMIC:
+            _quantize_dynamic(pre, out, config)
+        else:
+            calib = calibration_inputs(ctx, config.calibration_samples, in_shape)
+            _quantize_static(pre, out, config, _reader(input_name, calib))
+
+
+def _optimize_basic(src: Path, out: Path) -> None:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    opts.optimized_model_filepath = str(out)
+    opts.log_severity_level = 3
+    ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"])
+
+
+def _to_fp16(src: Path, out: Path) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    fp16 = OnnxModel(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True))
+    # the converter appends its input Cast nodes last; ORT tolerates that, but the
+    # ONNX checker (and every tool that uses it, edgeopt check included) does not
+    fp16.topological_sort()
+    onnx.save(fp16.model, str(out))
+
+
+def _quantize_dynamic(pre: Path, out: Path, config: QuantizeConfig) -> None:
+    from onnxruntime.quantization import quantize_dynamic
+
+    quantize_dynamic(
+        str(pre),
+        str(out),
+        op_types_to_quantize=["MatMul", "Gemm"],
+        per_channel=config.per_channel,
+        weight_type=_qtype(config.weight_type),
+    )
+
+
+def _quantize_static(pre: Path, out: Path, config: QuantizeConfig, reader: Any) -> None:
+    """Static QDQ with the config's types (``ort_default``: ORT's own defaults)."""
+    import onnx
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
+    # the histogram calibrators print progress lines; the library must not
+    with contextlib.redirect_stdout(io.StringIO()):
+        if config.mode is QuantMode.ORT_DEFAULT:
+            quantize_static(str(pre), str(out), reader)
+            return
+        exclude: list[str] = []
+        if config.exclude_first_last:
+            nodes = compute_nodes(onnx.load(str(pre)))
+            exclude = sorted({nodes[0].name, nodes[-1].name}) if nodes else []
+            if any(not n for n in exclude):
+                raise CandidateError("quantize", "first/last compute node has no name")
+        quantize_static(
+            str(pre),
+            str(out),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            per_channel=config.per_channel,
+            activation_type=_qtype(config.activation_type),
+            weight_type=_qtype(config.weight_type),
+            calibrate_method=_calib(config.calibration),
+            nodes_to_exclude=exclude or None,
+        )
+
+
+def check_graph(out: Path, config: QuantizeConfig, original: onnx.ModelProto) -> None:
+    """Raise CandidateError("quantize", ...) unless ``out`` has the nodes its mode implies.
+
+    Static: every non-excluded Conv/Gemm/MatMul reads DequantizeLinear weights; dynamic: at
+    least one MatMulInteger; fp16: float16 initializers; the float modes: no Q/DQ nodes.
+    """
+    import onnx
+
+    model = onnx.load(str(out))
+    counts = Counter(n.op_type for n in model.graph.node)
+    mode = config.mode
+    if mode in (QuantMode.INT8_STATIC, QuantMode.ORT_DEFAULT):
+        _check_static(model, config, counts)
+    elif mode is QuantMode.INT8_DYNAMIC:
+        if counts["MatMulInteger"] == 0:
+            raise CandidateError(
+                "quantize",
+                "dynamic quantization found no MatMul/Gemm to quantize",
+                hint="dynamic mode quantizes MatMul/Gemm only; use int8_static for CNNs",
+            )
+    elif mode is QuantMode.FP16:
+        n16 = sum(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
+        if n16 == 0 and len(original.graph.initializer) > 0:
+            raise CandidateError("quantize", "fp16 conversion left no float16 weights")
+    elif counts["QuantizeLinear"] or counts["DequantizeLinear"]:
+        raise CandidateError("quantize", f"{mode.value} output unexpectedly has Q/DQ nodes")
+
+
+def _check_static(model: onnx.ModelProto, config: QuantizeConfig, counts: Counter[str]) -> None:
+    producers = {o: n for n in model.graph.node for o in n.output}
+    compute = compute_nodes(model)
+    quantized = [
+        n
+        for n in compute
+        if len(n.input) > 1
+        and getattr(producers.get(n.input[1]), "op_type", "") == "DequantizeLinear"
+    ]
+    excluded = (
+        {compute[0].name, compute[-1].name}
+        if compute and config.exclude_first_last and config.mode is QuantMode.INT8_STATIC
+        else set()
+    )
+    want = len(compute) - len(excluded)
+    if counts["QuantizeLinear"] == 0 or len(quantized) != want:
+        raise CandidateError(
+            "quantize",
+            f"static quantization left {len(compute) - len(quantized)} of "
+            f"{len(compute)} Conv/Gemm/MatMul in float (expected {len(compute) - want}); "
+            f"QuantizeLinear {counts['QuantizeLinear']}, DequantizeLinear "
+            f"{counts['DequantizeLinear']}",
+        )

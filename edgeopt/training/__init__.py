@@ -1,0 +1,350 @@
+"""The one training loop: fine-tuning with optional knowledge distillation, and accuracy helpers.
+
+``fit`` trains a model in place on a ``DataBundle`` (or, data-free, on synthetic Gaussian
+inputs against a teacher's outputs), keeps the best-validation weights, and is deterministic
+under its seed on a fixed thread count (threads are left to the caller).
+
+Distillation loss (Hinton et al. 2015), with teacher = the unmodified original model::
+
+    alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)
+
+(the KL runs from the teacher's distribution to the student's, as in the paper and the
+PyTorch KD tutorial; the T^2 factor keeps the soft gradients' scale independent of T).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edgeopt.errors import ConfigError
+from edgeopt.training.config import OptimizerKind, Schedule, TrainConfig, TrainResult
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from edgeopt.data import DataBundle
+
+SYNTHETIC_TRAIN = 2048
+"""Synthetic inputs per epoch in data-free distillation."""
+SYNTHETIC_VAL = 512
+"""Fixed synthetic inputs on which data-free 'accuracy' (top-1 agreement) is measured."""
+MAX_SHIFT_PX = 2
+NOISE_STD = 0.1
+"""Gaussian augmentation noise, as a fraction of the training inputs' standard deviation."""
+
+
+def _batches(n: int, batch: int, gen: torch.Generator) -> list[torch.Tensor]:
+    import torch
+
+    perm = torch.randperm(n, generator=gen)
+    if n % batch == 1 and n > 1:  # a batch of one breaks BatchNorm in train mode
+        perm = perm[:-1]
+    return list(perm.split(batch))
+
+
+def augment_batch(x: torch.Tensor, gen: torch.Generator, noise_std: float) -> torch.Tensor:
+    """Random per-sample shifts of up to ``MAX_SHIFT_PX`` (zero fill) plus Gaussian noise."""
+    import torch
+    from torch.nn import functional as F
+
+    if x.dim() != 4 or min(x.shape[2:]) < 4:
+        return x
+    b, c, h, w = x.shape
+    s = MAX_SHIFT_PX
+    padded = F.pad(x, (s, s, s, s))
+    dy = torch.randint(-s, s + 1, (b,), generator=gen)
+    dx = torch.randint(-s, s + 1, (b,), generator=gen)
+    rows = (torch.arange(h)[None, :] + s + dy[:, None])[:, None, :, None]
+    cols = (torch.arange(w)[None, :] + s + dx[:, None])[:, None, None, :]
+    bi = torch.arange(b)[:, None, None, None]
+    ci = torch.arange(c)[None, :, None, None]
+    out = padded[bi, ci, rows, cols]
+    if noise_std > 0:
+        out = out + noise_std * torch.randn(out.shape, generator=gen)
+    return out
+
+
+def distillation_loss(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """``T^2 * KL(softmax(teacher/T) || softmax(student/T))``, batch mean."""
+    from torch.nn import functional as F
+
+    t = temperature
+    return (t * t) * F.kl_div(
+        F.log_softmax(student / t, dim=1),
+        F.log_softmax(teacher / t, dim=1),
+        log_target=True,
+        reduction="batchmean",
+    )
+
+
+def _lr_factor(schedule: Schedule, step: int, total: int) -> float:
+    if schedule is Schedule.CONSTANT or total <= 0:
+        return 1.0
+    frac = step / total
+    if schedule is Schedule.STEP:
+        return 1.0 if frac < 0.5 else (0.1 if frac < 0.75 else 0.01)
+    return 0.5 * (1.0 + math.cos(math.pi * frac))
+
+
+def _predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    import torch
+
+    with torch.no_grad():
+        return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+def fit(
+    model: nn.Module,
+    data: DataBundle | None,
+    config: TrainConfig,
+    *,
+    teacher: nn.Module | None = None,
+    seed: int = 0,
+    on_epoch: Callable[[int, float], None] | None = None,
+    input_shape: tuple[int, ...] | None = None,
+) -> TrainResult:
+    """Train ``model`` in place and leave its best-validation weights in it.
+
+    With ``data``: labels from the training split, accuracy on the validation split; the
+    teacher (required when ``config.distill``) supplies soft targets. With ``data=None``:
+    data-free distillation, ``teacher`` required, on fresh standard Gaussian inputs of the
+    teacher's input shape each epoch (hard targets = the teacher's top-1), and "accuracy" is
+    top-1 agreement with the teacher on a fixed synthetic set. The initial weights count as
+    epoch 0, so the result is never worse on validation than the input.
+
+    ``on_epoch(epoch, val_accuracy)`` runs after each epoch (1-based); an exception it raises
+    propagates (the search abandons hopeless candidates that way). The model ends in eval
+    mode; the teacher is not modified (its train/eval mode is restored).
+
+    ``input_shape`` (one sample, no batch dim) is needed only when ``data`` is None.
+    Raises ConfigError when a required teacher or input shape is missing.
+    """
+    import torch
+
+    t0 = time.perf_counter()
+    if (config.distill or data is None) and teacher is None:
+        raise ConfigError(
+            "fine-tuning needs a teacher model for distillation"
+            + (" (no data was given: data-free distillation)" if data is None else ""),
+        )
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    teacher_was_training = teacher.training if teacher is not None else False
+    if teacher is not None:
+        teacher.eval()
+    try:
+        split = _split(data, teacher, input_shape, seed)
+        run = _Run(model, teacher, split, config, gen)
+        run.train(on_epoch)
+    finally:
+        if teacher is not None:
+            teacher.train(teacher_was_training)
+    return TrainResult(
+        best_val_accuracy=run.best_acc,
+        best_epoch=run.best_epoch,
+        initial_val_accuracy=run.initial,
+        epochs_run=len(run.history),
+        stopped_early=run.stopped,
+        history=tuple(run.history),
+        seconds=time.perf_counter() - t0,
+        data_free=data is None,
+    )
+
+
+@dataclass(frozen=True)
+class _Split:
+    """Tensors ``fit`` trains and validates on; ``x_train`` None: data-free, fresh synthetic
+    inputs each epoch, labelled by the teacher."""
+
+    x_train: torch.Tensor | None
+    y_train: torch.Tensor | None
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    shape: tuple[int, ...]
+    noise_std: float
+
+
+def _split(
+    data: DataBundle | None,
+    teacher: nn.Module | None,
+    input_shape: tuple[int, ...] | None,
+    seed: int,
+) -> _Split:
+    import torch
+
+    if data is not None:
+        x_train = torch.from_numpy(np.ascontiguousarray(data.x_train, dtype=np.float32))
+        return _Split(
+            x_train=x_train,
+            y_train=torch.from_numpy(np.ascontiguousarray(data.y_train, dtype=np.int64)),
+            x_val=torch.from_numpy(np.ascontiguousarray(data.x_val, dtype=np.float32)),
+            y_val=torch.from_numpy(np.ascontiguousarray(data.y_val, dtype=np.int64)),
+            shape=tuple(x_train.shape[1:]),
+            noise_std=NOISE_STD * float(x_train.std()),
+        )
+    assert teacher is not None
+    if input_shape is None:
+        raise ConfigError("data-free distillation needs the teacher's input_shape")
+    shape = tuple(int(d) for d in input_shape)
+    # its own generator: the validation set is the same whatever the training draws
+    val_gen = torch.Generator().manual_seed(seed + 1_000_003)
+    x_val = torch.randn((SYNTHETIC_VAL, *shape), generator=val_gen)
+    y_val = _predict(teacher, x_val).argmax(1)
+    return _Split(None, None, x_val, y_val, shape, NOISE_STD)
+
+
+def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer is OptimizerKind.SGD:
+        return torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+class _Run:
+    """One ``fit`` call's state: the best weights so far, the history, the step count."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        teacher: nn.Module | None,
+        split: _Split,
+        config: TrainConfig,
+        gen: torch.Generator,
+    ) -> None:
+        self.model, self.teacher, self.split = model, teacher, split
+        self.config, self.gen = config, gen
+        self.augment = config.augment and split.x_train is not None and len(split.shape) == 3
+        self.initial = self.val_accuracy()
+        self.best_acc, self.best_epoch = self.initial, 0
+        self.best_state = copy.deepcopy(model.state_dict())
+        self.history: list[tuple[int, float, float]] = []
+        self.stopped = False
+        self.step = 0
+
+    def val_accuracy(self) -> float:
+        self.model.eval()
+        logits = _predict(self.model, self.split.x_val)
+        return float((logits.argmax(1) == self.split.y_val).float().mean())
+
+    def train(self, on_epoch: Callable[[int, float], None] | None) -> None:
+        """Run the epochs (stopping early on ``patience``), then load the best weights."""
+        import torch
+
+        config = self.config
+        if config.epochs > 0:
+            opt = _optimizer(self.model, config)
+            x_train = self.split.x_train
+            n_train = len(x_train) if x_train is not None else SYNTHETIC_TRAIN
+            # the batch count only: a throwaway generator leaves ``gen``'s stream alone
+            steps_per_epoch = len(_batches(n_train, config.batch_size, torch.Generator()))
+            total_steps = steps_per_epoch * config.epochs
+            since_best = 0
+            for epoch in range(1, config.epochs + 1):
+                loss = self.epoch(opt, total_steps)
+                acc = self.val_accuracy()
+                self.history.append((epoch, loss, acc))
+                if acc > self.best_acc:
+                    self.best_acc, self.best_epoch, since_best = acc, epoch, 0
+                    self.best_state = copy.deepcopy(self.model.state_dict())
+                else:
+                    since_best += 1
+                if on_epoch is not None:
+                    on_epoch(epoch, acc)
+                if config.patience and since_best >= config.patience and epoch < config.epochs:
+                    self.stopped = True
+                    break
+        self.model.load_state_dict(self.best_state)
+        self.model.eval()
+
+    def epoch(self, opt: torch.optim.Optimizer, total_steps: int) -> float:
+        """One pass over the training inputs; returns the mean loss."""
+        import torch
+
+        self.model.train()
+        if self.split.x_train is None:
+            xe = torch.randn((SYNTHETIC_TRAIN, *self.split.shape), generator=self.gen)
+            ye = None
+        else:
+            xe, ye = self.split.x_train, self.split.y_train
+        losses: list[float] = []
+        for idx in _batches(len(xe), self.config.batch_size, self.gen):
+            xb = xe[idx]
+            if self.augment:
+                xb = augment_batch(xb, self.gen, self.split.noise_std)
+            loss = self.loss(xb, ye[idx] if ye is not None else None)
+            for group in opt.param_groups:
+                factor = _lr_factor(self.config.schedule, self.step, total_steps)
+                group["lr"] = self.config.lr * factor
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            self.step += 1
+            losses.append(float(loss.detach()))
+        return float(np.mean(losses)) if losses else 0.0
+
+    def loss(self, xb: torch.Tensor, yb: torch.Tensor | None) -> torch.Tensor:
+        """Cross-entropy on ``yb`` (the teacher's top-1 when None), blended with the
+        distillation loss when distilling."""
+        import torch
+        from torch.nn import functional as F
+
+        config = self.config
+        out = self.model(xb)
+        t_out = None
+        if self.teacher is not None and (config.distill or yb is None):
+            with torch.no_grad():
+                t_out = self.teacher(xb)
+        if yb is None:
+            assert t_out is not None
+            yb = t_out.argmax(1)
+        ce = F.cross_entropy(out, yb, label_smoothing=config.label_smoothing)
+        if config.distill and t_out is not None:
+            kd = distillation_loss(out, t_out, config.temperature)
+            return config.alpha * kd + (1 - config.alpha) * ce
+        return ce
+
+
+def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
+    """Top-1 accuracy of ``model`` on ``(x, y)`` in eval mode (the mode is restored)."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    try:
+        logits = _predict(model, torch.from_numpy(np.ascontiguousarray(x, np.float32)), batch_size)
+    finally:
+        model.train(was_training)
+    return float((logits.argmax(1).numpy() == np.asarray(y)).mean())
+
+
+def evaluate_onnx(
+    path: str | Path,
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int = 256,
+    threads: int | None = None,
+) -> float:
+    """Top-1 accuracy of an ONNX model in ONNX Runtime (CPU); ``threads`` = intra-op threads."""
+    from edgeopt.measure.session import ort_session
+
+    sess = ort_session(path, threads=threads or 0)  # None: ORT's default threads
+    name = sess.get_inputs()[0].name
+    xs = np.ascontiguousarray(x, dtype=np.float32)
+    preds = [
+        sess.run(None, {name: xs[i : i + batch_size]})[0].argmax(1)
+        for i in range(0, len(xs), batch_size)
+    ]
+    return float((np.concatenate(preds) == np.asarray(y)).mean()) if preds else 0.0

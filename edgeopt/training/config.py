@@ -1,0 +1,111 @@
+"""Training settings and results: validated once at construction, JSON-ready."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from edgeopt.errors import ConfigError
+
+
+class OptimizerKind(StrEnum):
+    """SGD (momentum 0.9) or AdamW."""
+
+    SGD = "sgd"
+    ADAMW = "adamw"
+
+
+class Schedule(StrEnum):
+    """Learning-rate schedule over all steps: constant, step (x0.1 at 50% and 75%), cosine."""
+
+    CONSTANT = "constant"
+    STEP = "step"
+    COSINE = "cosine"
+
+
+def _bad(name: str, value: object, want: str) -> ConfigError:
+    return ConfigError(f"finetune.{name} must be {want}, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Fine-tuning hyperparameters; validated at construction (ConfigError).
+
+    ``epochs=0`` means no training. ``patience`` stops after that many epochs without a
+    better validation accuracy (0 = never stop early). ``augment`` applies random shifts of
+    up to ``MAX_SHIFT_PX`` pixels and Gaussian noise to image-like inputs (C, H, W).
+    ``distill`` adds the Hinton loss against the teacher with ``temperature`` and ``alpha``
+    (the weight of the soft loss).
+    """
+
+    lr: float = 0.01
+    epochs: int = 0
+    batch_size: int = 64
+    optimizer: OptimizerKind = OptimizerKind.SGD
+    weight_decay: float = 5e-4
+    schedule: Schedule = Schedule.COSINE
+    label_smoothing: float = 0.0
+    patience: int = 0
+    augment: bool = True
+    distill: bool = False
+    temperature: float = 4.0
+    alpha: float = 0.7
+
+    def __post_init__(self) -> None:
+        checks: list[tuple[str, bool, str]] = [
+            ("lr", isinstance(self.lr, int | float) and 0 < self.lr <= 10, "in (0, 10]"),
+            ("epochs", _is_int(self.epochs) and 0 <= self.epochs <= 1000, "an int in [0, 1000]"),
+            (
+                "batch_size",
+                _is_int(self.batch_size) and 1 <= self.batch_size <= 65536,
+                "an int in [1, 65536]",
+            ),
+            (
+                "weight_decay",
+                isinstance(self.weight_decay, int | float) and 0 <= self.weight_decay < 1,
+                "in [0, 1)",
+            ),
+            (
+                "label_smoothing",
+                isinstance(self.label_smoothing, int | float) and 0 <= self.label_smoothing < 1,
+                "in [0, 1)",
+            ),
+            ("patience", _is_int(self.patience) and self.patience >= 0, "an int >= 0"),
+            ("augment", isinstance(self.augment, bool), "a bool"),
+            ("distill", isinstance(self.distill, bool), "a bool"),
+            (
+                "temperature",
+                isinstance(self.temperature, int | float) and 0 < self.temperature <= 100,
+                "in (0, 100]",
+            ),
+            ("alpha", isinstance(self.alpha, int | float) and 0 <= self.alpha <= 1, "in [0, 1]"),
+        ]
+        for name, ok, want in checks:
+            if not ok or isinstance(getattr(self, name), bool) != (want == "a bool"):
+                raise _bad(name, getattr(self, name), want)
+        for name, enum_type in (("optimizer", OptimizerKind), ("schedule", Schedule)):
+            value = getattr(self, name)
+            try:
+                object.__setattr__(self, name, enum_type(value))
+            except ValueError as exc:
+                allowed = ", ".join(m.value for m in enum_type)
+                raise _bad(name, value, f"one of {allowed}") from exc
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What ``fit`` did. ``best_val_accuracy`` is of the weights left in the model (epoch 0 =
+    the initial weights were best); ``history`` holds ``(epoch, train_loss, val_accuracy)``."""
+
+    best_val_accuracy: float
+    best_epoch: int
+    initial_val_accuracy: float
+    epochs_run: int
+    stopped_early: bool
+    history: tuple[tuple[int, float, float], ...]
+    seconds: float
+    data_free: bool

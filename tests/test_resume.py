@@ -1,0 +1,190 @@
+"""Concurrency, resume and interruption through the real command line: two processes on one
+new run directory, resumed runs that draw new candidates, settings that must match on resume,
+Ctrl-C once and twice, lost baselines, and runs where nothing is feasible."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from edgeopt.config import RunConfig
+from edgeopt.loading import ModelSpec
+from edgeopt.search.loop import Worker, optimize
+from edgeopt.search.setup import prepare
+
+EDGEOPT = [sys.executable, "-c", "from edgeopt.cli import main; main()"]
+
+
+def _study(run: Path) -> optuna.Study:
+    return optuna.load_study(study_name="edgeopt", storage=f"sqlite:///{run / 'study.db'}")
+
+
+def _cli(*args: object, **kw: object) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*EDGEOPT, *(str(a) for a in args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def _optimize_args(model: Path, data: Path, out: Path, *extra: object) -> list[object]:
+    return ["optimize", model, "--data", data, "--target", "mobile", "--out", out, *extra]
+
+
+def test_two_processes_on_a_new_run_directory_share_it(
+    tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    out = tmp_path / "run"
+    args = _optimize_args(model_files["onnx"], tiny_data, out, "--trials", "3", "--no-report")
+    procs = [_cli(*args), _cli(*args)]
+    results = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, results, strict=True):
+        assert p.returncode == 0, err
+    trials = _study(out).get_trials()
+    assert len(trials) == 3  # the second process joined the first one's study
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+
+
+def test_resumed_run_draws_new_candidates(
+    tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    run = tmp_path / "run"
+    cfg = RunConfig(
+        model=ModelSpec(path=str(model_files["onnx"])),
+        data=str(tiny_data),
+        targets=("mobile",),
+        sampler="random",
+    )
+    prepare(cfg, run)
+    optimize(run, n_trials=3, timeout_s=None)
+    optimize(run, n_trials=5, timeout_s=None)
+    params = [t.params for t in _study(run).get_trials()]
+    assert len(params) == 5
+    # before: every process re-seeded the sampler alike, so trial 3 replayed trial 2
+    assert params[3] != params[2] and params[4] != params[2]
+
+
+def test_resume_with_other_sampler_is_refused_but_an_alias_is_the_same_target(
+    tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    out = tmp_path / "run"
+    base = ["optimize", model_files["onnx"], "--data", tiny_data, "--out", out, "--no-report"]
+    first = _cli(*base, "--target", "cpu", "--trials", "2", "--sampler", "random")
+    assert first.wait(timeout=300) == 0, first.communicate()[1]
+    other = _cli(*base, "--target", "cpu", "--trials", "2", "--sampler", "tpe")
+    _, err = other.communicate(timeout=120)
+    assert other.returncode == 2
+    assert "holds a run with different sampler" in err
+    assert "Traceback" not in err
+    alias = _cli(*base, "--target", "host-cpu", "--trials", "2", "--sampler", "random")
+    _, err = alias.communicate(timeout=300)
+    assert alias.returncode == 0, err
+
+
+def _wait_for_running_trial(run: Path, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if (run / "study.db").exists():
+            try:
+                if _study(run).get_trials(states=(TrialState.RUNNING,)):
+                    return
+            except Exception:  # the study is still being created
+                pass
+        time.sleep(0.2)
+    raise AssertionError("no trial started")
+
+
+def test_first_ctrl_c_finishes_the_trial_says_so_and_exits_130(
+    tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    out = tmp_path / "run"
+    proc = _cli(*_optimize_args(model_files["bundle"], tiny_data, out, "--trials", "50"))
+    _wait_for_running_trial(out)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130
+    assert "stopping after the running trial (Ctrl-C again to abort)" in err
+    assert "re-run the same command to resume" in err
+    trials = _study(out).get_trials()
+    assert trials and not [t for t in trials if t.state == TrialState.RUNNING]
+    assert (out / "report" / "report.md").exists()  # what was done is reported
+
+
+def test_second_ctrl_c_kills_the_trial_child_and_fails_its_trial(
+    tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    out = tmp_path / "run"
+    # a pruned + fine-tuned trial lasts long enough to be interrupted inside its child
+    proc = _cli(
+        *_optimize_args(model_files["bundle"], tiny_data, out, "--trials", "50"),
+        "--sampler",
+        "random",
+        "--seed",
+        "3",
+    )
+    _wait_for_running_trial(out)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    time.sleep(1.0)
+    children = subprocess.run(
+        ["pgrep", "-f", f"edgeopt.search.child {out}"], capture_output=True, text=True
+    )
+    assert children.stdout.strip() == ""  # no orphaned trial child
+    trials = _study(out).get_trials()
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    aborted = [t for t in trials if t.user_attrs.get("fail_stage") == "interrupted"]
+    assert len(aborted) == 1
+
+
+def test_a_lost_baseline_trial_is_queued_again_on_resume(
+    tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    run = tmp_path / "run"
+    cfg = RunConfig(
+        model=ModelSpec(path=str(model_files["onnx"])), data=str(tiny_data), targets=("mobile",)
+    )
+    prepare(cfg, run)
+    worker = Worker.open(run)
+    trial = worker._ask(limit=None)
+    assert trial is not None and trial.user_attrs["baseline"] == "unchanged"
+    worker.runner._fail(trial, "internal", "database or disk is full")  # e.g. a full disk
+    optimize(run, n_trials=4, timeout_s=None)
+    trials = _study(run).get_trials()
+    unchanged = [t for t in trials if t.user_attrs.get("baseline") == "unchanged"]
+    assert [t.state for t in unchanged] == [TrialState.FAIL, TrialState.COMPLETE]
+
+
+def test_nothing_feasible_exits_1_naming_the_budget_and_the_closest_trial(
+    tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    out = tmp_path / "run"
+    args = _optimize_args(model_files["onnx"], tiny_data, out, "--trials", "2")
+    proc = _cli(*args, "--max-size-mb", "0.00001", "--no-report")
+    stdout, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err
+    assert "Error: no trial met the budgets: the closest, trial" in err
+    assert "is over size_mb by" in err
+    assert "Hint: relax --max-size-mb" in err
+
+
+def test_all_failed_exits_1_with_the_reason(
+    tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    out = tmp_path / "run"
+    args = _optimize_args(model_files["onnx"], tiny_data, out, "--trials", "2")
+    proc = _cli(*args, "--trial-timeout", "0.2", "--no-report")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err
+    assert "Error: no trial completed (2 failed or stopped early)" in err
+    assert "timed out after" in err
