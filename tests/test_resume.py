@@ -4,6 +4,7 @@ Ctrl-C once and twice, lost baselines, and runs where nothing is feasible."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -188,3 +189,48 @@ def test_all_failed_exits_1_with_the_reason(
     assert proc.returncode == 1, err
     assert "Error: no trial completed (2 failed or stopped early)" in err
     assert "timed out after" in err
+
+
+def test_kill_9_at_random_points_in_10_resumes_loses_nothing(
+    tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    """Fault injection: kill -9 the main process or the trial child at seeded random moments,
+    resume ten times, then finish: completed trials never change and the count is exact."""
+    import random
+
+    out = tmp_path / "run"
+    env = {**os.environ, "EDGEOPT_HEARTBEAT_S": "1"}
+    args = [*_optimize_args(model_files["onnx"], tiny_data, out, "--trials", "8"), "--no-report"]
+    rng = random.Random(11)
+    done: dict[int, tuple[float, ...]] = {}
+    for _ in range(10):
+        proc = _cli(*args, env=env)
+        time.sleep(rng.uniform(0.5, 6.0))
+        children = subprocess.run(
+            ["pgrep", "-f", f"edgeopt.search.child {out}"], capture_output=True, text=True
+        ).stdout.split()
+        if rng.random() < 0.5 and children:  # the trial child first, the main a bit later
+            os.kill(int(children[0]), signal.SIGKILL)
+            time.sleep(rng.uniform(0.1, 2.0))
+        proc.kill()
+        proc.communicate()
+        if not (out / "study.db").exists():
+            continue
+        now = {
+            t.number: tuple(t.values)
+            for t in _study(out).get_trials(states=(TrialState.COMPLETE,))
+        }
+        assert all(now.get(n) == v for n, v in done.items())  # nothing completed is lost
+        done = now
+    final = _cli(*args, env=env)
+    _, err = final.communicate(timeout=600)
+    assert final.returncode == 0, err
+    from edgeopt.search.study import counted_trials
+
+    study = _study(out)
+    assert counted_trials(study) == 8
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    after = {t.number: tuple(t.values) for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    assert all(after.get(n) == v for n, v in done.items())
+    # the faults were real: killed workers' trials went stale and were re-run once
+    assert any(t.system_attrs.get("failed_trial") is not None for t in study.get_trials())
