@@ -44,3 +44,30 @@ class CandidateError(EdgeoptError):
 
 class BudgetError(EdgeoptError):
     """A release check found a budget exceeded (exit code 1, as a failed test would)."""
+
+
+def environment_error(exc: BaseException) -> ConfigError | None:
+    """The ConfigError for a fault of the machine rather than of edgeopt: a full disk, a
+    read-only or unwritable folder (also as SQLite reports them). None for anything else.
+
+    Looks through the chain of causes, since SQLAlchemy and ORT wrap the OS error.
+    """
+    import errno
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        text = str(seen).lower()
+        code = getattr(seen, "errno", None)
+        name = getattr(seen, "filename", None)
+        if code in (errno.ENOSPC, errno.EDQUOT) or "database or disk is full" in text:
+            return ConfigError(
+                "no space left on the device" + (f" writing {name}" if name else ""),
+                hint="free disk space, then re-run the same command: finished trials are kept",
+            )
+        if code in (errno.EROFS, errno.EACCES, errno.EPERM) or "readonly database" in text:
+            return ConfigError(
+                f"cannot write {name or 'the run directory'}: the folder or file is read-only",
+                hint="make it writable, or write elsewhere (--out for reports and runs)",
+            )
+        seen = seen.__cause__ or seen.__context__
+    return None

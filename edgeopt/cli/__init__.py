@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from edgeopt import __version__
-from edgeopt.errors import EdgeoptError
+from edgeopt.errors import EdgeoptError, environment_error
 
 
 class _Group(click.Group):
@@ -24,15 +24,24 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except EdgeoptError as exc:
-            if ctx.obj and ctx.obj.get("debug"):
-                traceback.print_exc()
-            click.echo(f"Error: {exc.message}", err=True)
-            if exc.hint:
-                click.echo(f"Hint: {exc.hint}", err=True)
-            sys.exit(exc.exit_code)
+            self._fail(ctx, exc)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             sys.exit(130)
+        except Exception as exc:  # a full disk or read-only folder is the machine's fault
+            err = environment_error(exc)
+            if err is None:
+                raise
+            self._fail(ctx, err)
+
+    @staticmethod
+    def _fail(ctx: click.Context, exc: EdgeoptError) -> None:
+        if ctx.obj and ctx.obj.get("debug"):
+            traceback.print_exc()
+        click.echo(f"Error: {exc.message}", err=True)
+        if exc.hint:
+            click.echo(f"Hint: {exc.hint}", err=True)
+        sys.exit(exc.exit_code)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -74,8 +74,13 @@ def run_child(request: TrialRequest, *, timeout_s: float, memory_gb: float) -> T
         return TrialResult.read(result_path)
     tail = (trial_dir / "trial.log").read_text(errors="replace").strip().splitlines()[-3:]
     text = " ".join(tail)
-    if any(sign in text.lower() for sign in _OOM_SIGNS) or code == -signal.SIGKILL:
+    if any(sign in text.lower() for sign in _OOM_SIGNS):
         reason = f"exceeded the memory cap of {memory_gb:g} GiB (--trial-memory-gb)"
+    elif code == -signal.SIGKILL:
+        reason = (
+            "the trial process was killed (SIGKILL): out of memory under the memory cap of "
+            f"{memory_gb:g} GiB (--trial-memory-gb), or killed from outside"
+        )
     else:
         reason = f"worker exited with code {code}: {tail[-1] if tail else 'no output'}"
     return TrialResult.failed(_stage(trial_dir), reason)

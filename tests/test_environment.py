@@ -1,0 +1,96 @@
+"""Faults of the machine, for real: a full disk during a search and a read-only run directory,
+on a small tmpfs mounted by the test. Each ends in a one-line error with exit 2, and the run
+resumes once the fault is gone."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from edgeopt.search.study import counted_trials
+
+EDGEOPT = [sys.executable, "-c", "from edgeopt.cli import main; main()"]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 24 MiB tmpfs (mounting needs root, which CI and the dev machines run as)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24M", "tmpfs", str(mnt)])
+    if res.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _run(*args: object) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "EDGEOPT_HEARTBEAT_S": "1"}
+    return subprocess.run(
+        [*EDGEOPT, *(str(a) for a in args)], capture_output=True, text=True, env=env, timeout=600
+    )
+
+
+def _fill(disk: Path) -> Path:
+    """Fill ``disk`` to the last byte with one file."""
+    filler = disk / "filler"
+    with open(filler, "wb") as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_full_disk_stops_with_exit_2_and_the_run_resumes(
+    small_disk: Path, model_files: dict, tiny_data: Path
+) -> None:
+    out = small_disk / "run"
+    args = ["optimize", model_files["onnx"], "--data", tiny_data, "--target", "mobile"]
+    args += ["--out", out, "--no-report", "--trials"]
+    first = _run(*args, 2)
+    assert first.returncode == 0, first.stderr
+    filler = _fill(small_disk)
+    full = _run(*args, 4)
+    assert full.returncode == 2, full.stderr
+    assert "Error: no space left on the device" in full.stderr
+    assert "Hint: free disk space, then re-run the same command" in full.stderr
+    assert "Traceback" not in full.stderr
+    filler.unlink()
+    resumed = _run(*args, 4)
+    assert resumed.returncode == 0, resumed.stderr
+    study = optuna.load_study(study_name="edgeopt", storage=f"sqlite:///{out / 'study.db'}")
+    assert counted_trials(study) == 4
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) >= 2  # the first run's kept
+
+
+def test_read_only_run_directory_is_a_clear_error(
+    small_disk: Path, model_files: dict, tiny_data: Path
+) -> None:
+    out = small_disk / "run"
+    args = ["optimize", model_files["onnx"], "--data", tiny_data, "--target", "mobile"]
+    done = _run(*args, "--out", out, "--trials", "2", "--no-report")
+    assert done.returncode == 0, done.stderr
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    report = _run("report", out)
+    assert report.returncode == 2, report.stderr
+    assert f"Error: cannot write {out / 'report'}: the folder or file is read-only" in (
+        report.stderr
+    )
+    assert "Traceback" not in report.stderr
+    elsewhere = _run("report", out, "--out", small_disk.parent / "report")
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    resume = _run(*args, "--out", out, "--trials", "3", "--no-report")
+    assert resume.returncode == 2
+    assert "read-only" in resume.stderr and "Traceback" not in resume.stderr
