@@ -46,7 +46,7 @@ def build_variants(tmp: Path) -> list[tuple[str, Path, list[int]]]:
 
     from edgeopt.export import export_onnx
     from edgeopt.measure.calibrate import quantize_qdq
-    from edgeopt.zoo import BUILDERS
+    from edgeopt.zoo import SMALL_BUILDERS as BUILDERS
 
     torch.manual_seed(0)
     out = []
@@ -87,7 +87,7 @@ def measure_and_estimate(
     from edgeopt.measure.calibrate import calibrate_host, example_models, time_models
     from edgeopt.measure.estimate import estimate
     from edgeopt.profiles import load_profile, validate_profile_file
-    from edgeopt.zoo import BUILDERS
+    from edgeopt.zoo import SMALL_BUILDERS as BUILDERS
 
     with tempfile.TemporaryDirectory(prefix="edgeopt-estimate-accuracy-") as td:
         tmp = Path(td)

@@ -186,25 +186,36 @@ class ModelFacts:
     ``prunable``: Torch-Pruning can handle the model (always False for an ONNX input; the
     search also turns it off once pruning proved impossible). ``matmul_heavy``: at least
     ``onnx_graph.MATMUL_HEAVY`` of the graph's MACs are in MatMul/Gemm, the only graphs where
-    dynamic int8 pays.
+    dynamic int8 pays. ``prune_ignored``: qualified module names pruning must leave whole
+    (``prune_preflight.preflight`` finds them: layers coupled to a channel split or shuffle
+    that Torch-Pruning cannot follow); the prune stage puts them in every config it suggests.
     """
 
     onnx_input: bool
     prunable: bool
     matmul_heavy: bool
+    prune_ignored: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.onnx_input and self.prunable:
             raise ValueError("an ONNX input model cannot be prunable")
 
     @classmethod
-    def of(cls, onnx_path: Path, *, onnx_input: bool, prunable: bool = True) -> ModelFacts:
+    def of(
+        cls,
+        onnx_path: Path,
+        *,
+        onnx_input: bool,
+        prunable: bool = True,
+        prune_ignored: tuple[str, ...] = (),
+    ) -> ModelFacts:
         """Facts about the model whose fp32 export is ``onnx_path`` (reads the graph once)."""
         from edgeopt.stages.onnx_graph import MATMUL_HEAVY, matmul_mac_fraction
 
         return cls(
             onnx_input=onnx_input,
             prunable=prunable and not onnx_input,
+            prune_ignored=tuple(prune_ignored),
             matmul_heavy=matmul_mac_fraction(onnx_path) >= MATMUL_HEAVY,
         )
 

@@ -1,0 +1,301 @@
+"""Pre-flight for structured pruning: can Torch-Pruning prune this model, and what must it
+leave alone?
+
+Torch-Pruning follows channels through the traced graph. On graphs that split, concatenate
+and shuffle channels (ShuffleNetV2: ``chunk``/slices, ``torch.cat``, ``view``/``transpose``)
+it either fails (building the dependency graph raises) or never returns (the search for a
+pruning group explodes inside ``BasePruner``), which would hold every pruning trial until its
+timeout. ``preflight`` finds out once, before the search, in a child process that is killed
+at the time limit:
+
+1. build the dependency graph and find the *split-coupled* layers: the Conv/Linear modules
+   whose output channels reach a channel split, concatenation, reshape, slice or transpose
+   through channel-preserving layers (BN, activations, element-wise ops, depthwise convs);
+2. prune a copy by ``PROBE_RATIO`` with ``PruneStage.apply`` (the prune stage itself, with
+   its exact channel-count check), the first half of the time limit when step 1 found
+   split-coupled layers, else all of it;
+3. if that failed or timed out and there are split-coupled layers, retry in a fresh child
+   with them ignored, in the rest of the time limit.
+
+The result says whether the model is prunable and which layers the prune stage must ignore
+(``ModelFacts.prune_ignored``).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import multiprocessing
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
+    from torch import nn
+
+log = logging.getLogger(__name__)
+
+PROBE_RATIO = 0.1
+"""The pruning ratio of the trial prune (uniform, L2, one step, no channel rounding)."""
+
+_CHANNEL_SHUFFLING_GRADS = ("TransposeBackward", "PermuteBackward", "PixelShuffleBackward")
+"""Autograd nodes Torch-Pruning takes for element-wise ops although they move channels."""
+
+
+@dataclass(frozen=True)
+class PreflightResult:
+    """What the pre-flight found.
+
+    ``prunable``: a trial prune succeeded (with ``ignored_layers`` left whole).
+    ``ignored_layers``: qualified module names the prune stage must never prune (empty when
+    Torch-Pruning handles the whole graph). ``reason``: one line saying what happened.
+    ``seconds``: wall time of the whole pre-flight.
+    """
+
+    prunable: bool
+    ignored_layers: tuple[str, ...]
+    reason: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """One child's outcome: the last ``phase`` it reported ("start": none, "graph", "pruned"),
+    the split-coupled layers it found, an error or timeout message (None when the prune
+    succeeded) and the pruned copy's MACs ratio."""
+
+    phase: str
+    coupled: tuple[str, ...]
+    error: str | None
+    macs_ratio: float | None = None
+
+
+def preflight(
+    model: nn.Module, input_shape: tuple[int, ...], *, time_limit_s: float = 60.0
+) -> PreflightResult:
+    """Find out whether Torch-Pruning can prune ``model`` and which layers it must ignore.
+
+    Runs in spawned child processes (one torch thread each) that are killed at
+    ``time_limit_s`` (wall time from the call, child start-up included), so a Torch-Pruning
+    hang costs at most that. ``model`` is not modified; it must pickle (``torch.save``).
+    ``input_shape`` is one sample's shape without the batch dimension. Never raises for a
+    model Torch-Pruning cannot handle: that is ``prunable=False`` with the reason.
+    """
+    import torch
+
+    t0 = time.monotonic()
+    deadline = t0 + time_limit_s
+    buf = io.BytesIO()
+    try:
+        torch.save(model, buf)
+    except Exception as exc:  # lambdas, hooks, local classes: the search's child reloads it
+        return PreflightResult(
+            False, (), f"pre-flight could not copy the model: {type(exc).__name__}: {exc}", 0.0
+        )
+    blob = buf.getvalue()
+    shape = tuple(int(d) for d in input_shape)
+
+    first = _attempt(blob, shape, (), deadline, first_share=True, t0=t0)
+    if first.error is None:
+        return _done(
+            t0, True, (), f"pruned {PROBE_RATIO:.0%} of every channel group{_saved(first)}"
+        )
+    if not first.coupled:
+        return _done(t0, False, (), _failure(first))
+    second = _attempt(blob, shape, first.coupled, deadline, first_share=False, t0=t0)
+    n = len(first.coupled)
+    if second.error is None:
+        return _done(
+            t0,
+            True,
+            first.coupled,
+            f"{_failure(first)}; pruned with {n} split-coupled layer(s) left whole{_saved(second)}",
+        )
+    return _done(
+        t0,
+        False,
+        (),
+        f"{_failure(first)}; with {n} split-coupled layer(s) left whole: {_failure(second)}",
+    )
+
+
+def _done(t0: float, prunable: bool, ignored: tuple[str, ...], reason: str) -> PreflightResult:
+    result = PreflightResult(prunable, ignored, reason, time.monotonic() - t0)
+    log.info("prune pre-flight (%.1fs): %s", result.seconds, reason)
+    return result
+
+
+def _saved(attempt: _Attempt) -> str:
+    if attempt.macs_ratio is None:
+        return ""
+    return f" (MACs kept {attempt.macs_ratio:.1%})"
+
+
+def _failure(attempt: _Attempt) -> str:
+    where = "pruning" if attempt.phase == "graph" else "building the dependency graph"
+    return f"Torch-Pruning failed {where}: {attempt.error}"
+
+
+def _attempt(
+    blob: bytes,
+    shape: tuple[int, ...],
+    ignored: tuple[str, ...],
+    deadline: float,
+    *,
+    first_share: bool,
+    t0: float,
+) -> _Attempt:
+    """Run ``_child`` and collect its messages until it is done or its time is up.
+
+    With ``first_share``, once the child found split-coupled layers, its prune must end
+    within the first half of the time limit (the rest is for the retry).
+    """
+    ctx = multiprocessing.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(send, blob, shape, ignored), daemon=True)
+    proc.start()
+    send.close()
+    phase, coupled = "start", ()
+    limit = deadline
+    try:
+        while True:
+            left = limit - time.monotonic()
+            if left <= 0 or not recv.poll(left):
+                waited = time.monotonic() - t0
+                return _Attempt(phase, coupled, f"timed out after {waited:.1f}s")
+            try:
+                kind, payload = recv.recv()
+            except EOFError:
+                proc.join(5)
+                return _Attempt(phase, coupled, f"the child process died (exit {proc.exitcode})")
+            if kind == "graph":
+                phase, coupled = "graph", tuple(payload)
+                if first_share and coupled:
+                    limit = min(deadline, t0 + (deadline - t0) / 2)
+            elif kind == "pruned":
+                return _Attempt("pruned", coupled, None, float(payload))
+            else:  # "error"
+                return _Attempt(phase, coupled, str(payload))
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+        recv.close()
+
+
+def _child(conn: Connection, blob: bytes, shape: tuple[int, ...], ignored: tuple[str, ...]) -> None:
+    """Child process: report the split-coupled layers, then try the probe prune."""
+    import torch
+
+    torch.set_num_threads(1)
+    try:
+        model = torch.load(io.BytesIO(blob), weights_only=False).eval()
+        conn.send(("graph", _split_coupled(model, shape)))
+        conn.send(("pruned", _probe_prune(model, shape, ignored)))
+    except Exception as exc:
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
+def _probe_prune(model: nn.Module, shape: tuple[int, ...], ignored: tuple[str, ...]) -> float:
+    """Prune a copy by ``PROBE_RATIO`` with the prune stage; the achieved MACs ratio."""
+    import tempfile
+    from pathlib import Path
+
+    from edgeopt.profiles import load_profile
+    from edgeopt.stages.base import StageContext
+    from edgeopt.stages.prune import PruneConfig, PruneStage, get_prune_report
+
+    config = PruneConfig(ratio=PROBE_RATIO, ignored_layers=ignored)
+    with tempfile.TemporaryDirectory(prefix="edgeopt-preflight-") as tmp:
+        ctx = StageContext(
+            workdir=Path(tmp),
+            profile=load_profile("cpu"),  # unused by the prune stage at round_to 1
+            data=None,
+            teacher=None,
+            input_shape=shape,
+        )
+        pruned = PruneStage().apply(model, config, ctx)
+    report = get_prune_report(pruned) or {}
+    return float(report.get("macs_ratio", 1.0))
+
+
+def _split_coupled(model: nn.Module, shape: tuple[int, ...]) -> list[str]:
+    """Names of the Conv/Linear modules whose output channels reach a channel-moving op.
+
+    Walks Torch-Pruning's dependency graph without its index mappings (which are what
+    explode): from each layer's output, through every node that keeps the channel axis
+    (both ways: an element-wise add couples its inputs), stopping at the inputs of dense
+    Conv/Linear layers, which absorb channels.
+    """
+    import torch
+    import torch_pruning as tp
+
+    with torch.enable_grad():
+        graph = tp.DependencyGraph().build_dependency(
+            model, torch.zeros((1, *shape)), verbose=False
+        )
+    return [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, tp.ops.TORCH_CONV | tp.ops.TORCH_LINEAR)
+        and module in graph.module2node
+        and _reaches_channel_op(graph.module2node[module])
+    ]
+
+
+def _absorbs(node: Any) -> bool:
+    """A dense layer: its input and output channels are independent."""
+    from torch_pruning.ops import OPTYPE
+
+    return node.type in (OPTYPE.CONV, OPTYPE.LINEAR, OPTYPE.LSTM, OPTYPE.MHA, OPTYPE.EMBED)
+
+
+def _moves_channels(node: Any) -> bool:
+    """Concatenation, split, slice, unbind, expand, a reshape other than a flatten of
+    1x1 maps, or a transpose/permute (which Torch-Pruning treats as element-wise)."""
+    from torch_pruning.ops import OPTYPE
+
+    if node.type in (OPTYPE.CONCAT, OPTYPE.SPLIT, OPTYPE.SLICE, OPTYPE.UNBIND, OPTYPE.EXPAND):
+        return True
+    grad = type(node.grad_fn).__name__ if node.grad_fn is not None else ""
+    if node.type is OPTYPE.RESHAPE:
+        sizes = tuple(getattr(node.grad_fn, "_saved_self_sym_sizes", ()) or ())
+        return not (len(sizes) >= 2 and all(int(s) == 1 for s in sizes[2:]))
+    return grad.startswith(_CHANNEL_SHUFFLING_GRADS)
+
+
+def _reaches_channel_op(root: Any) -> bool:
+    """Whether ``root``'s output channels are coupled to a channel-moving node.
+
+    A state is (node, side): "out" = the node's output channels, "in" = its input channels;
+    the two sides are one for every node that does not absorb channels.
+    """
+    start = "out" if _absorbs(root) else "both"
+    queue: deque[tuple[Any, str]] = deque([(root, start)])
+    seen: set[tuple[int, str]] = set()
+    while queue:
+        node, side = queue.popleft()
+        key = (id(node), side)
+        if key in seen:
+            continue
+        seen.add(key)
+        if node is not root and _moves_channels(node):
+            return True
+        queue.extend(_neighbours(node, side))
+    return False
+
+
+def _neighbours(node: Any, side: str) -> Iterable[tuple[Any, str]]:
+    """Channel-coupled states next to ``(node, side)``."""
+    if side in ("out", "both"):  # output channels: the consumers' inputs
+        for out in node.outputs:
+            yield (out, "in" if _absorbs(out) else "both")
+    if side in ("in", "both"):  # input channels: the producers' outputs
+        for inp in node.inputs:
+            yield (inp, "out" if _absorbs(inp) else "both")

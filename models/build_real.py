@@ -1,0 +1,169 @@
+"""Build the real example models on demand: CIFAR-size ResNet-18, MobileNetV2, ShuffleNetV2.
+
+Data: scikit-learn's bundled handwritten digits (nothing is downloaded), upsampled to 32x32,
+replicated to 3 channels and split 60/20/20 with a fixed seed, as in ``models/build.py``.
+Models: ``edgeopt.zoo.REAL_BUILDERS``, trained with the library's own training loop and
+saved as edgeopt bundles (``edgeopt.zoo:<name>``, loadable with ``weights_only=True``).
+Outputs go to ``models/real/`` (not committed: full-width training takes many CPU minutes).
+
+    python models/build_real.py                                # all three, full width
+    python models/build_real.py --models resnet18_cifar --epochs 5
+    python models/build_real.py --width 0.25 --epochs 1        # a quick end-to-end check
+    python models/build_real.py --estimate 5                   # time 5 batches, no training
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "real"
+SIZE = 32
+CHANNELS = 3
+BATCH = 64
+
+# name -> (optimizer, learning rate, default epochs)
+MODELS: dict[str, tuple[str, float, int]] = {
+    "resnet18_cifar": ("sgd", 0.05, 15),
+    "mobilenetv2_cifar": ("adamw", 0.003, 20),
+    "shufflenetv2_cifar": ("adamw", 0.003, 20),
+}
+
+
+def build_data(path: Path, seed: int = 0) -> None:
+    """Digits at SIZE x SIZE with CHANNELS identical channels, standardized, as an ``.npz``."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.from_numpy(digits.images.astype(np.float32) / 16.0)[:, None]
+    x = torch.nn.functional.interpolate(x, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+    x = ((x - 0.5) / 0.5).repeat(1, CHANNELS, 1, 1).numpy().astype(np.float32)
+    y = digits.target.astype(np.int64)
+    order = np.random.default_rng(seed).permutation(len(x))
+    x, y = x[order], y[order]
+    n_train, n_val = int(0.6 * len(x)), int(0.2 * len(x))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        path,
+        x_train=x[:n_train],
+        y_train=y[:n_train],
+        x_val=x[n_train : n_train + n_val],
+        y_val=y[n_train : n_train + n_val],
+        x_test=x[n_train + n_val :],
+        y_test=y[n_train + n_val :],
+    )
+
+
+def estimate_epoch_s(
+    model: torch.nn.Module, x_train: np.ndarray, x_val: np.ndarray, batches: int
+) -> tuple[float, float]:
+    """(seconds per training step, estimated seconds per epoch) from ``batches`` timed SGD
+    steps of BATCH samples (after one warm-up step) plus one timed validation pass."""
+    from torch.nn import functional as F
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.from_numpy(x_train[:BATCH])
+    y = torch.zeros(len(x), dtype=torch.long)
+    model.train()
+    times = []
+    for i in range(batches + 1):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        if i:  # the first step warms up the allocator and kernels
+            times.append(time.perf_counter() - t0)
+    step = float(np.median(times))
+    model.eval()
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for i in range(0, len(x_val), 256):
+            model(torch.from_numpy(x_val[i : i + 256]))
+    val = time.perf_counter() - t0
+    return step, math.ceil(len(x_train) / BATCH) * step + val
+
+
+def main() -> None:
+    from edgeopt import zoo
+    from edgeopt.data import load_npz
+    from edgeopt.loading import save_bundle
+    from edgeopt.training import TrainConfig, evaluate, fit
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="epochs for every model (default: each model's own)",
+    )
+    parser.add_argument("--width", type=float, default=1.0, help="width_mult of every model")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=OUT, help="output folder")
+    parser.add_argument(
+        "--estimate",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only time N training batches per model and print the estimated "
+        "seconds per epoch (nothing is trained or saved)",
+    )
+    args = parser.parse_args()
+
+    torch.set_num_threads(2)
+    data_path = args.out / "digits32.npz"
+    build_data(data_path, args.seed)
+    data = load_npz(data_path)
+    print(
+        f"data: {data_path} train {len(data.x_train)} val {len(data.x_val)} "
+        f"test {len(data.x_test)} shape {data.input_shape}"
+    )
+    for name in args.models:
+        optimizer, lr, default_epochs = MODELS[name]
+        kwargs = {"in_channels": CHANNELS, "num_classes": 10, "width_mult": args.width}
+        torch.manual_seed(args.seed)
+        model = zoo.REAL_BUILDERS[name](**kwargs)
+        params = sum(p.numel() for p in model.parameters())
+        if args.estimate:
+            step, epoch = estimate_epoch_s(model, data.x_train, data.x_val, args.estimate)
+            print(
+                f"{name} x{args.width:g} ({params / 1e6:.2f} M params): "
+                f"{step * 1000:.0f} ms per batch of {BATCH}, ~{epoch:.0f} s per epoch"
+            )
+            continue
+        epochs = default_epochs if args.epochs is None else args.epochs
+        cfg = TrainConfig(
+            lr=lr,
+            epochs=epochs,
+            batch_size=BATCH,
+            optimizer=optimizer,
+            weight_decay=5e-4,
+            schedule="cosine",
+            patience=0,
+        )
+        t0 = time.perf_counter()
+        result = fit(model, data, cfg, seed=args.seed)  # trains in place, keeps best weights
+        seconds = time.perf_counter() - t0
+        test_acc = evaluate(model, data.x_test, data.y_test)
+        out = save_bundle(
+            model,
+            args.out / f"{name}.pt",
+            arch=f"edgeopt.zoo:{name}",
+            arch_kwargs=kwargs,
+            input_shape=data.input_shape,
+        )
+        print(
+            f"{name} x{args.width:g} ({params / 1e6:.2f} M params): {epochs} epochs, "
+            f"val {result.best_val_accuracy:.4f} test {test_acc:.4f} "
+            f"{seconds:.0f}s ({seconds / max(epochs, 1):.1f}s/epoch) -> {out}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""The pruning pre-flight: real graphs either prune (with the layers Torch-Pruning cannot
+follow left whole) or are declared unprunable with a reason, and never hang the caller."""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from edgeopt import zoo
+from edgeopt.profiles import load_profile
+from edgeopt.stages import ModelFacts, PruneConfig, StageContext
+from edgeopt.stages.prune import PruneStage, get_prune_report
+from edgeopt.stages.prune_preflight import PreflightResult, _split_coupled, preflight
+
+SHAPE = (3, 32, 32)
+TINY = 0.125
+MARGIN_S = 5.0  # killing and joining a child, and a loaded machine
+
+
+class SliceShuffleUnit(zoo.ShuffleUnit):
+    """The ShuffleNetV2 unit with the channel split written as slices, ``x[:, :c]``: on this
+    graph Torch-Pruning 1.6 builds the dependency graph, then never returns from grouping."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.stride == 1:
+            c = x.shape[1] // 2
+            out = torch.cat((x[:, :c], self.branch2(x[:, c:])), dim=1)
+        else:
+            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+        return zoo.channel_shuffle(out, 2)
+
+
+def _slice_shufflenet() -> nn.Module:
+    torch.manual_seed(0)
+    model = zoo.shufflenetv2_cifar(width_mult=TINY)
+    for unit in model.modules():
+        if isinstance(unit, zoo.ShuffleUnit):
+            unit.__class__ = SliceShuffleUnit
+    return model.eval()
+
+
+class SleepsInChild(nn.Module):
+    """A model whose forward sleeps in a child process (as the pre-flight's is): a stand-in
+    for any hang, so the test does not depend on how slow a real hang is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if multiprocessing.parent_process() is not None:
+            time.sleep(60)
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+class _Unpicklable(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+        self.fn = lambda t: t  # a lambda attribute: torch.save cannot pickle the module
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.fn(x))
+
+
+@contextmanager
+def _alarm(seconds: int) -> Iterator[None]:
+    """Fail (instead of hanging the suite) when the block runs longer than ``seconds``."""
+
+    def expire(_sig: int, _frame: object) -> None:
+        raise TimeoutError(f"still running after {seconds}s")
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _ctx(tmp_path: Path) -> StageContext:
+    return StageContext(
+        workdir=tmp_path, profile=load_profile("cpu"), data=None, teacher=None, input_shape=SHAPE
+    )
+
+
+def _timed(model: nn.Module, limit_s: float) -> PreflightResult:
+    t0 = time.monotonic()
+    result = preflight(model, SHAPE, time_limit_s=limit_s)
+    elapsed = time.monotonic() - t0
+    assert elapsed < limit_s + MARGIN_S, (elapsed, result)
+    assert result.seconds <= elapsed
+    return result
+
+
+def test_resnet18_is_prunable_whole() -> None:
+    torch.manual_seed(0)
+    model = zoo.resnet18_cifar(width_mult=TINY).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = _timed(model, 60)
+    assert result.prunable, result.reason
+    assert result.ignored_layers == ()
+    assert "pruned 10%" in result.reason
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # untouched
+
+
+def test_split_coupled_layers_found_in_the_graph() -> None:
+    resnet = zoo.resnet18_cifar(width_mult=TINY).eval()
+    assert _split_coupled(resnet, SHAPE) == []  # adds and the flatten before fc are fine
+    model = _slice_shufflenet()
+    units = {n: u for n, u in model.named_modules() if isinstance(u, zoo.ShuffleUnit)}
+    want = {f"{n}.branch2.5" for n in units}  # every unit's last conv feeds the cat
+    want |= {f"{n}.branch1.2" for n, u in units.items() if u.stride == 2}
+    # a stride-2 unit's depthwise conv keeps its input's channels: a shuffled tensor, except
+    # in the first unit, whose input is the stem's
+    want |= {f"{n}.branch1.0" for n, u in units.items() if u.stride == 2 and n != "stages.0.0"}
+    assert set(_split_coupled(model, SHAPE)) == want
+
+
+def test_shufflenet_chunk_returns_a_verdict_in_time(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = zoo.shufflenetv2_cifar(width_mult=TINY).eval()
+    result = _timed(model, 30)
+    if result.prunable:
+        assert result.ignored_layers
+        config = PruneConfig(ratio=0.3, ignored_layers=result.ignored_layers)
+        with _alarm(30):
+            PruneStage().apply(model, config, _ctx(tmp_path))
+    else:
+        # Torch-Pruning 1.6 raises while mapping channels through the shuffle's view
+        assert result.ignored_layers == ()
+        assert "Torch-Pruning failed" in result.reason
+
+
+def test_shufflenet_hang_is_cut_and_pruned_around(tmp_path: Path) -> None:
+    model = _slice_shufflenet()
+    limit = 16.0
+    result = _timed(model, limit)
+    assert result.prunable, result.reason
+    assert "timed out" in result.reason  # the first try, the whole graph, hung
+    assert set(result.ignored_layers) == set(_split_coupled(model, SHAPE))
+    # the prune stage with those layers left whole returns at once and passes its exact
+    # channel-count check (uniform: every remaining group keeps int(C * 0.7) channels)
+    config = PruneConfig(ratio=0.3, ignored_layers=result.ignored_layers)
+    t0 = time.monotonic()
+    with _alarm(30):
+        pruned = PruneStage().apply(model, config, _ctx(tmp_path))
+    assert time.monotonic() - t0 < 10
+    report = get_prune_report(pruned)
+    assert report is not None and report["macs_ratio"] < 0.95
+    assert report["channels"]  # the branch-internal groups were pruned
+    names = dict(pruned.named_modules())
+    for name in result.ignored_layers:  # ... and every ignored layer kept its width
+        assert names[name].out_channels == dict(model.named_modules())[name].out_channels
+    with torch.no_grad():
+        assert tuple(pruned(torch.zeros(2, *SHAPE)).shape) == (2, 10)
+
+
+def test_a_hang_is_killed_at_the_time_limit() -> None:
+    result = _timed(SleepsInChild().eval(), 3.0)
+    assert not result.prunable
+    assert "timed out" in result.reason and "dependency graph" in result.reason
+    assert result.ignored_layers == ()
+
+
+def test_an_unpicklable_model_is_reported_not_raised() -> None:
+    result = preflight(_Unpicklable(), (4,), time_limit_s=5)
+    assert not result.prunable and "could not copy the model" in result.reason
+
+
+def test_prune_stage_puts_the_ignored_layers_in_its_configs() -> None:
+    class Answers:
+        def suggest_float(self, name: str, low: float, high: float, **_: object) -> float:
+            return 0.5
+
+        def suggest_int(self, name: str, low: int, high: int, **_: object) -> int:
+            return low
+
+        def suggest_categorical(self, name: str, choices: list[object]) -> object:
+            return choices[0]
+
+    facts = ModelFacts(
+        onnx_input=False, prunable=True, matmul_heavy=False, prune_ignored=("a.conv", "b")
+    )
+    config = PruneStage().suggest(Answers(), load_profile("cpu"), facts)
+    assert config.ratio == 0.5 and config.ignored_layers == ("a.conv", "b")
+    assert PruneConfig.from_dict(config.to_dict()) == config  # recorded with the trial
+    default = ModelFacts(onnx_input=False, prunable=True, matmul_heavy=False)
+    assert default.prune_ignored == ()
+    assert PruneStage().suggest(Answers(), load_profile("cpu"), default).ignored_layers == ()
+
+
+def test_no_time_at_all_is_a_timeout() -> None:
+    result = _timed(zoo.resnet18_cifar(width_mult=TINY).eval(), 0.0)
+    assert not result.prunable and "timed out" in result.reason
