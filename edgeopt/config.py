@@ -48,6 +48,7 @@ class RunConfig:
     seed: int = 0
     study_name: str = "edgeopt"
     storage: str | None = None
+    artifacts: str | None = None  # shared trial-file store (a folder or s3://bucket)
     trial_timeout_s: float = 900.0
     trial_memory_gb: float = 8.0
     threads: int = 1
@@ -87,7 +88,8 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["model"] = self.model.to_dict()
+        # the trust flags are the command line's, never written to run.json
+        d["model"] = {k: v for k, v in self.model.to_dict().items() if not k.startswith("trust_")}
         d["targets"] = list(self.targets)
         d["objectives"] = list(self.objectives)
         return d
@@ -95,7 +97,8 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
         d = dict(data)
-        d["model"] = ModelSpec.from_dict(d["model"])
+        # run.json is data: trust flags come only from the command line
+        d["model"] = ModelSpec.from_dict(d["model"], with_trust=False)
         d["targets"] = tuple(d["targets"])
         d["objectives"] = tuple(d["objectives"])
         d["budgets"] = Budgets(**d.get("budgets", {}))

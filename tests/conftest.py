@@ -33,6 +33,16 @@ def model_files(tmp_path_factory: pytest.TempPathFactory, tiny_model: torch.nn.M
         arch_kwargs={"in_channels": 1, "num_classes": 10, "width": 4},
         input_shape=SHAPE,
     )
+    # channels 16/32/64: prunable on every profile (the mobile NPU keeps multiples of 16,
+    # so the width-4 model above cannot lose a channel there)
+    torch.manual_seed(0)
+    files["bundle_wide"] = save_bundle(
+        zoo.plain_cnn(in_channels=1, num_classes=10, width=16).eval(),
+        d / "bundle_wide.pt",
+        arch="edgeopt.zoo:plain_cnn",
+        arch_kwargs={"in_channels": 1, "num_classes": 10, "width": 16},
+        input_shape=SHAPE,
+    )
     files["state_dict"] = d / "weights.pt"
     torch.save(tiny_model.state_dict(), files["state_dict"])
     files["pickle"] = d / "full.pt"

@@ -271,3 +271,16 @@ def test_verdict_and_junit_from_a_bench_record() -> None:
     root = ET.fromstring(junit_xml(v))
     failures = [c.get("name") for c in root.iter("testcase") if c.find("failure") is not None]
     assert sorted(failures) == ["max_regression", "max_size_mb"]
+
+
+def test_unwritable_junit_path_is_exit_2_after_the_table(
+    model_files: dict[str, Path], in_tmp: Path
+) -> None:
+    onnx = str(model_files["onnx"])
+    code, out, err = _run(
+        onnx, "--target", "mobile", "--max-size-mb", "1", "--junit", "/proc/nope/x.xml"
+    )
+    assert code == 2  # a usage error, not "budget failed" (1), which is what CI would read
+    assert "PASS" in out  # the results table is printed first
+    assert "Error: cannot write the JUnit report /proc/nope/x.xml" in err
+    assert "Traceback" not in err

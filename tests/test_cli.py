@@ -162,3 +162,16 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 def test_hint_says_what_to_do(model_files: dict) -> None:
     result = _run("bench", model_files["pickle"], "--input-shape", "1,16,16")
     assert "Hint: if you trust the file, pass --trust-pickle" in result.stderr
+
+
+@pytest.mark.parametrize("cmd", ["bench", "check", "optimize"])
+def test_every_flag_that_runs_code_says_so(cmd: str) -> None:
+    text = " ".join(_run(cmd, "--help").output.split())
+    assert (
+        "--trust-pickle Allow loading a full pickled model, or a .pt2 with pickled payloads "
+        "(runs code from the file)." in text
+    )
+    assert (
+        "--trust-arch Build the architecture a bundle records even outside edgeopt.zoo "
+        "(imports and runs the module the file names)." in text
+    )

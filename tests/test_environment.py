@@ -94,3 +94,41 @@ def test_read_only_run_directory_is_a_clear_error(
     resume = _run(*args, "--out", out, "--trials", "3", "--no-report")
     assert resume.returncode == 2
     assert "read-only" in resume.stderr and "Traceback" not in resume.stderr
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory, model_files: dict, tiny_data: Path) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "run"
+    done = _run(
+        "optimize", model_files["onnx"], "--data", tiny_data, "--target", "mobile",
+        "--out", out, "--trials", "2", "--no-report",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random bytes", "deleted"])
+@pytest.mark.parametrize("command", ["report", "export"])
+def test_damaged_or_missing_study_db_is_exit_2(
+    small_run: Path, tmp_path: Path, damage: str, command: str
+) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    db = run / "study.db"
+    if damage == "truncated":
+        db.write_bytes(db.read_bytes()[:1000])
+    elif damage == "random bytes":
+        db.write_bytes(os.urandom(20000))
+    else:
+        db.unlink()
+    extra = ["--trial", "0", "--out", tmp_path / "m.onnx"] if command == "export" else []
+    extra = extra or ["--out", tmp_path / "report"]
+    res = _run(command, run, *extra)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith("Error: ") and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 2  # Error: and Hint:
+    if damage == "deleted":
+        assert "has no study.db" in res.stderr
+        assert not db.exists()  # reading never creates an empty study

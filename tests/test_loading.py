@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from edgeopt.errors import ConfigError
-from edgeopt.loading import ModelFormat, load_model, parse_shape
+from edgeopt.loading import (
+    ModelFormat,
+    check_model_and_data,
+    is_builtin_arch,
+    load_model,
+    model_output_shape,
+    parse_shape,
+)
 
 SHAPE = (1, 16, 16)
 
@@ -102,3 +109,41 @@ def test_parse_shape(text: str, shape: tuple[int, ...]) -> None:
 def test_parse_shape_rejects(text: str) -> None:
     with pytest.raises(ConfigError, match="invalid input shape"):
         parse_shape(text)
+
+
+@pytest.mark.parametrize(
+    ("ref", "builtin"),
+    [
+        ("edgeopt.zoo:plain_cnn", True),
+        ("edgeopt.zoo:resnet_small", True),
+        ("edgeopt.zoo:nn.Module", False),
+        ("edgeopt.zoo:_conv_bn", False),
+        ("edgeopt.zoo_evil:plain_cnn", False),
+        ("os:system", False),
+    ],
+)
+def test_only_zoo_builders_are_builtin(ref: str, builtin: bool) -> None:
+    assert is_builtin_arch(ref) is builtin
+
+
+def test_onnx_load_probes_the_model_in_ort(model_files: dict) -> None:
+    loaded = load_model(model_files["onnx"])
+    assert loaded.output_shape == (1, 10)
+    assert model_output_shape(loaded) == (1, 10)
+    torch_loaded = load_model(model_files["bundle"])
+    assert torch_loaded.output_shape is None
+    assert model_output_shape(torch_loaded) == (1, 10)
+
+
+def test_labels_are_checked_against_the_outputs(model_files: dict) -> None:
+    from edgeopt.data import DataBundle
+
+    x = np.zeros((4, *SHAPE), np.float32)
+    ok = DataBundle(x, np.array([0, 1, 2, 9]), x, np.array([0, 0, 0, 0]))
+    bad = DataBundle(x, np.array([0, 1, 2, 9]), x, np.array([0, 0, 0, 0]), x, np.array([10] * 4))
+    for key in ("bundle", "onnx"):
+        loaded = load_model(model_files[key])
+        check_model_and_data(loaded, ok)
+        check_model_and_data(loaded, None)
+        with pytest.raises(ConfigError, match=r"labels in y_test go up to 10, but the model has"):
+            check_model_and_data(loaded, bad)

@@ -35,7 +35,7 @@ def test_study_runs_baselines_first_and_records_provenance(
     tmp_path: Path, model_files: dict, tiny_data: Path
 ) -> None:
     run = tmp_path / "run"
-    prepare(_config(model_files["bundle"], tiny_data), run)
+    prepare(_config(model_files["bundle_wide"], tiny_data), run)
     optimize(run, n_trials=4, timeout_s=None)
     trials = _study(run).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
@@ -59,7 +59,7 @@ def test_host_target_latency_is_measured_against_the_baseline(
     tmp_path: Path, model_files: dict, tiny_data: Path
 ) -> None:
     run = tmp_path / "run"
-    prepare(_config(model_files["bundle"], tiny_data, targets=("cpu",)), run)
+    prepare(_config(model_files["bundle_wide"], tiny_data, targets=("cpu",)), run)
     optimize(run, n_trials=2, timeout_s=None)
     records = load_run(run)
     host = records["targets"][0]
@@ -74,7 +74,7 @@ def test_host_target_latency_is_measured_against_the_baseline(
 
 def _start_worker(run: Path, model_files: dict, tiny_data: Path, **env: str) -> subprocess.Popen:
     """A prepared run with one worker process started on it (up to 50 trials)."""
-    prepare(_config(model_files["bundle"], tiny_data), run)
+    prepare(_config(model_files["bundle_wide"], tiny_data), run)
     return subprocess.Popen(
         [sys.executable, "-m", "edgeopt.search.loop", str(run), "--trials", "50"],
         env={**os.environ, **env},
@@ -139,7 +139,7 @@ def test_two_workers_share_one_storage_without_lost_or_extra_trials(
     tmp_path: Path, model_files: dict, tiny_data: Path
 ) -> None:
     run = tmp_path / "run"
-    prepare(_config(model_files["bundle"], tiny_data), run)
+    prepare(_config(model_files["bundle_wide"], tiny_data), run)
     optimize(run, n_trials=6, timeout_s=None, workers=2)
     trials = _study(run).get_trials()
     assert [t.number for t in trials] == list(range(6))
@@ -155,7 +155,7 @@ def test_failing_candidate_is_a_fail_trial_with_reason(
 ) -> None:
     run = tmp_path / "run"
     # a time cap no child process can meet: every trial ends as FAIL, the study goes on
-    prepare(_config(model_files["bundle"], tiny_data, trial_timeout_s=0.2), run)
+    prepare(_config(model_files["bundle_wide"], tiny_data, trial_timeout_s=0.2), run)
     optimize(run, n_trials=2, timeout_s=None)
     records = load_run(run)
     assert [t["state"] for t in records["trials"]] == ["fail", "fail"]
@@ -168,7 +168,7 @@ def test_budgets_are_constraints_that_mark_infeasible_trials(
     tmp_path: Path, model_files: dict, tiny_data: Path
 ) -> None:
     run = tmp_path / "run"
-    cfg = _config(model_files["bundle"], tiny_data, budgets=Budgets(max_size_mb=1e-4))
+    cfg = _config(model_files["bundle_wide"], tiny_data, budgets=Budgets(max_size_mb=1e-4))
     prepare(cfg, run)
     optimize(run, n_trials=2, timeout_s=None)
     study = _study(run)
@@ -184,7 +184,7 @@ def test_same_seed_reproduces_the_first_trials(
     params = []
     for name in ("a", "b"):
         run = tmp_path / name
-        prepare(_config(model_files["bundle"], tiny_data, seed=7), run)
+        prepare(_config(model_files["bundle_wide"], tiny_data, seed=7), run)
         optimize(run, n_trials=3, timeout_s=None)
         params.append([t.params for t in _study(run).get_trials()])
     assert params[0] == params[1]
@@ -211,7 +211,7 @@ def test_memory_cap_ends_the_trial_not_the_study(
     tmp_path: Path, model_files: dict, tiny_data: Path
 ) -> None:
     run = tmp_path / "run"
-    prepare(_config(model_files["bundle"], tiny_data, trial_memory_gb=0.3), run)
+    prepare(_config(model_files["bundle_wide"], tiny_data, trial_memory_gb=0.3), run)
     optimize(run, n_trials=2, timeout_s=None)
     records = load_run(run)
     assert [t["state"] for t in records["trials"]] == ["fail", "fail"]
@@ -224,7 +224,7 @@ def test_hopeless_trial_stops_after_the_first_epoch(
     run = tmp_path / "run"
     # the tiny untrained model cannot reach 99 %: a pruned + fine-tuned trial is abandoned
     # after its first epoch instead of training all its epochs
-    cfg = _config(model_files["bundle"], tiny_data, budgets=Budgets(min_accuracy=0.99))
+    cfg = _config(model_files["bundle_wide"], tiny_data, budgets=Budgets(min_accuracy=0.99))
     prepare(cfg, run)
     optimize(run, n_trials=3, timeout_s=None)
     records = load_run(run)
@@ -240,7 +240,7 @@ def test_unexpected_error_in_a_trial_is_recorded_not_raised(
     from edgeopt.search.loop import Worker
 
     run = tmp_path / "run"
-    prepare(_config(model_files["bundle"], tiny_data), run)
+    prepare(_config(model_files["bundle_wide"], tiny_data), run)
     worker = Worker.open(run)
     trial = worker._ask(limit=None)
     assert trial is not None

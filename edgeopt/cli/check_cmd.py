@@ -59,23 +59,20 @@ def check(
     }
     cfg = resolve_config(flags)
     profile = load_profile(cfg.target)
-    validate(cfg, bool(profile.measured))
-    loaded = [model_opts.load(m) for m in (model, cfg.baseline) if m]
+    validate(cfg, bool(profile.measured), runner=profile.runner is not None)
     bundle = load_npz(cfg.data) if cfg.data else None
+    loaded = [model_opts.load(m, bundle) for m in (model, cfg.baseline) if m]
     request = BenchRequest(
         loaded, profile, [profile.threads], data=bundle, time_budget_s=time_budget
     )
     bench = run_bench(request)
     verdict = verdict_from_bench(cfg, model, bench)
-    if junit:
-        from edgeopt.check import junit_xml
-        from edgeopt.fileio import write_atomic
-
-        write_atomic(Path(junit), junit_xml(verdict))
     if as_json:
         click.echo(json.dumps(verdict.to_dict(), indent=2))
     else:
         click.echo(render_verdict(verdict))
+    if junit:
+        _write_junit(Path(junit), verdict)  # after the table: a bad path still shows results
     if not verdict.passed:
         failed = verdict.failed
         raise BudgetError(
@@ -84,11 +81,28 @@ def check(
         )
 
 
+def _write_junit(path: Path, verdict: Any) -> None:
+    """Write the JUnit XML; a path that cannot be written is a usage error (exit 2), not a
+    failed budget (exit 1), which is what CI would read from a plain crash."""
+    from edgeopt.check import junit_xml
+    from edgeopt.errors import ConfigError
+    from edgeopt.fileio import write_atomic
+
+    try:
+        write_atomic(path, junit_xml(verdict))
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write the JUnit report {path}: {exc.strerror or exc}",
+            hint="pass --junit a path in a folder that exists and is writable",
+        ) from exc
+
+
 def render_verdict(verdict: Any) -> str:
     """The pass/fail table of an ``edgeopt.check.Verdict``."""
+    from edgeopt.bench import measured_on
     from edgeopt.budgets import fmt_value
 
-    where = "measured on this host" if verdict.measured else "estimated from the profile"
+    where = measured_on(verdict.device) if verdict.measured else "estimated from the profile"
     lines = [
         f"edgeopt check: {verdict.model} on {verdict.target} ({where})",
         f"budgets from: {verdict.source or 'flags'}"

@@ -17,16 +17,20 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def model_options(func: F) -> F:
-    """--arch, --arch-kwargs, --input-shape, --trust-pickle."""
+    """--arch, --arch-kwargs, --input-shape, --trust-pickle, --trust-arch."""
     for opt in reversed(
         [
             click.option(
                 "--arch",
                 metavar="MODULE:CALLABLE",
-                help="Builds the architecture for a state_dict file.",
+                help="Builds the architecture for a state_dict file, or instead of the one a "
+                "bundle records (imports and runs MODULE).",
             ),
             click.option(
-                "--arch-kwargs", metavar="JSON", help="Keyword arguments for --arch, as JSON."
+                "--arch-kwargs",
+                metavar="JSON",
+                help="Keyword arguments for --arch, as JSON (with a bundle: override the "
+                "recorded ones).",
             ),
             click.option(
                 "--input-shape",
@@ -36,7 +40,14 @@ def model_options(func: F) -> F:
             click.option(
                 "--trust-pickle",
                 is_flag=True,
-                help="Allow loading a full pickled model (runs code from the file).",
+                help="Allow loading a full pickled model, or a .pt2 with pickled payloads "
+                "(runs code from the file).",
+            ),
+            click.option(
+                "--trust-arch",
+                is_flag=True,
+                help="Build the architecture a bundle records even outside edgeopt.zoo "
+                "(imports and runs the module the file names).",
             ),
         ]
     ):
@@ -52,12 +63,31 @@ class ModelOptions:
     arch_kwargs: str | None
     input_shape: str | None
     trust_pickle: bool
+    trust_arch: bool = False
 
-    def load(self, model: str) -> Any:
-        """Load ``model`` with these options; returns an ``edgeopt.loading.LoadedModel``."""
-        return load_model_from_options(
-            model, self.arch, self.arch_kwargs, self.input_shape, self.trust_pickle
+    def load(self, model: str, data: Any = None) -> Any:
+        """Load ``model`` with these options; returns an ``edgeopt.loading.LoadedModel``.
+
+        ``data`` (an ``edgeopt.data.DataBundle`` or None) gives the input shape of a file that
+        records none when ``--input-shape`` is not given, and says so on stderr."""
+        loaded = load_model_from_options(
+            model,
+            self.arch,
+            self.arch_kwargs,
+            self.input_shape,
+            self.trust_pickle,
+            trust_arch=self.trust_arch,
+            data_shape=data.input_shape if data is not None else None,
         )
+        echo_shape_source(loaded)
+        return loaded
+
+
+def echo_shape_source(loaded: Any) -> None:
+    """Say on stderr when a model's input shape was taken from ``--data``."""
+    if loaded.shape_from_data:
+        shape = ",".join(str(d) for d in loaded.input_shape)
+        click.echo(f"input shape {shape} taken from --data", err=True)
 
 
 def packed_model_options(func: F) -> F:
@@ -70,9 +100,10 @@ def packed_model_options(func: F) -> F:
         arch_kwargs: str | None,
         input_shape: str | None,
         trust_pickle: bool,
+        trust_arch: bool,
         **kwargs: Any,
     ) -> Any:
-        opts = ModelOptions(arch, arch_kwargs, input_shape, trust_pickle)
+        opts = ModelOptions(arch, arch_kwargs, input_shape, trust_pickle, trust_arch)
         return func(*args, model_opts=opts, **kwargs)
 
     return model_options(command)  # type: ignore[arg-type]
@@ -101,14 +132,24 @@ def load_model_from_options(
     arch_kwargs: str | None,
     input_shape: str | None,
     trust_pickle: bool,
+    *,
+    trust_arch: bool = False,
+    data_shape: tuple[int, ...] | None = None,
 ) -> Any:
-    """Load MODEL with the shared options; returns an ``edgeopt.loading.LoadedModel``."""
+    """Load MODEL with the shared options; returns an ``edgeopt.loading.LoadedModel``
+    (``data_shape``: see ``edgeopt.loading.load_model``)."""
     from edgeopt.loading import load_model, parse_shape
 
     kwargs = parse_arch_kwargs(arch_kwargs)
     shape = parse_shape(input_shape) if input_shape else None
     return load_model(
-        Path(model), arch=arch, arch_kwargs=kwargs, input_shape=shape, trust_pickle=trust_pickle
+        Path(model),
+        arch=arch,
+        arch_kwargs=kwargs,
+        input_shape=shape,
+        trust_pickle=trust_pickle,
+        trust_arch=trust_arch,
+        data_shape=data_shape,
     )
 
 

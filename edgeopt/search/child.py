@@ -96,7 +96,7 @@ def _main(req_path: Path) -> None:
 
     from edgeopt.candidate import Candidate
     from edgeopt.data import load_npz
-    from edgeopt.errors import CandidateError
+    from edgeopt.errors import CandidateError, EdgeoptError
     from edgeopt.loading import ModelSpec
     from edgeopt.measure.accuracy import onnx_score
     from edgeopt.pipeline import PipelineInputs, build
@@ -115,8 +115,12 @@ def _main(req_path: Path) -> None:
             trial_dir / "result.json"
         )
 
-    model = ModelSpec.from_dict(req.model).load()
-    data = load_npz(req.data) if req.data else None
+    try:
+        model = ModelSpec.from_dict(req.model).load()
+        data = load_npz(req.data) if req.data else None
+    except EdgeoptError as exc:  # e.g. the model file changed since the run was set up
+        write(TrialResult.failed("load", exc.message))
+        return
     inputs = PipelineInputs(
         model=model,
         data=data,

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from edgeopt.config import Objective, RunConfig
 from edgeopt.rundir import Baseline, RunDir
+
+
+@dataclass(frozen=True)
+class Trust:
+    """The user's command-line opt-ins to running code from the model file."""
+
+    pickle: bool = False
+    arch: bool = False
+
+    def flags(self) -> dict[str, bool]:
+        return {"trust_pickle": self.pickle, "trust_arch": self.arch}
+
+    def argv(self) -> list[str]:
+        """The same opt-ins for a worker process's command line."""
+        return ["--trust-pickle"] * self.pickle + ["--trust-arch"] * self.arch
 
 
 @dataclass(frozen=True)
@@ -29,14 +44,17 @@ class SearchContext:
     facts: Any
 
     @classmethod
-    def open(cls, run_dir: Path) -> SearchContext:
-        """Load the run that ``setup.prepare`` wrote."""
+    def open(cls, run_dir: Path, trust: Trust | None = None) -> SearchContext:
+        """Load the run that ``setup.prepare`` wrote. ``run.json`` is data: the model's trust
+        flags come from ``trust`` (the command line), never from the file."""
         from edgeopt.data import load_npz
         from edgeopt.profiles import load_profile, merge_profiles
         from edgeopt.stages import ModelFacts
 
         run = RunDir(run_dir)
         config = run.read_config()
+        if trust is not None:
+            config = replace(config, model=config.model.with_trust(**trust.flags()))
         profiles = tuple(load_profile(t) for t in config.targets)
         baseline = run.read_baseline()
         return cls(

@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_RATIO = 0.9
+MIN_MACS_SAVED = 0.001
+"""A ratio above 0 that saves less than this fraction of the MACs fails: "nothing was pruned"
+(the candidate's label, e.g. ``prune 0.70``, must say what was done)."""
 GRID_RATIOS = (0.0, 0.25, 0.5)
 """The pruning ratios a grid search tries."""
 PRUNE_REPORT_ATTR = "edgeopt_prune_report"
@@ -239,7 +242,8 @@ class PruneStage(Stage[PruneConfig, "nn.Module"]):
     def suggest(self, space: Suggester, profile: HardwareProfile, facts: ModelFacts) -> PruneConfig:
         """``prune.ratio`` 0..0.7 step 0.05; at 0 nothing else is drawn. Otherwise
         ``prune.importance``, ``prune.global_pruning``, ``prune.iterative_steps`` (1..3);
-        ``round_to`` is the profile's channel multiple."""
+        ``round_to`` is the profile's channel multiple, ``ignored_layers`` the model's
+        ``facts.prune_ignored`` (not an Optuna param: the config records it)."""
         base = self.identity(profile)
         ratio = round(float(space.suggest_float("prune.ratio", 0.0, 0.7, step=0.05)), 4)
         if ratio == 0.0:
@@ -253,6 +257,7 @@ class PruneStage(Stage[PruneConfig, "nn.Module"]):
             global_pruning=bool(global_pruning),
             iterative_steps=int(steps),
             round_to=base.round_to,
+            ignored_layers=facts.prune_ignored,
         )
 
     def identity(self, profile: HardwareProfile) -> PruneConfig:
@@ -279,9 +284,10 @@ class PruneStage(Stage[PruneConfig, "nn.Module"]):
         """Prune a deep copy of ``artifact``; see the class docstring for what it carries.
 
         Raises CandidateError("prune", ...) when Torch-Pruning cannot trace or prune the
-        architecture, when the forward pass breaks, or when the achieved channel counts are
+        architecture, when the forward pass breaks, when the achieved channel counts are
         not the expected ones (uniform: ``expected_channels`` per group; global: multiples of
-        ``round_to`` or unchanged).
+        ``round_to`` or unchanged), or when a ratio above 0 saves under ``MIN_MACS_SAVED`` of
+        the MACs (every group too small to prune at this ratio and ``round_to``).
         """
         import torch
 
@@ -305,6 +311,14 @@ class PruneStage(Stage[PruneConfig, "nn.Module"]):
         model.train(was_training)
         report = _report(macs_before, params_before, model, shape)
         report["channels"] = channels
+        if config.ratio > 0.0 and report["macs_ratio"] > 1.0 - MIN_MACS_SAVED:
+            raise CandidateError(
+                "prune",
+                f"nothing was pruned: ratio {config.ratio:.2f} in multiples of "
+                f"{config.round_to} channels kept {report['macs_ratio']:.1%} of the MACs",
+                hint="every channel group is too small to prune at this ratio and channel "
+                "multiple; the unpruned model is its own candidate",
+            )
         setattr(model, PRUNE_REPORT_ATTR, report)
         if config.ratio > 0.0:
             log.info(
