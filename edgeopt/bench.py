@@ -2,9 +2,12 @@
 ``edgeopt bench`` and ``edgeopt check``. Returns a plain JSON-ready record; rendering is the
 CLI's job.
 
-On the host profile every model is timed interleaved with the others (``measure_latency``),
-once per thread count, and its memory measured in its own process; on other profiles the
-numbers are ``edgeopt.measure.service.estimate_on_profile``'s, the ones the search uses.
+On a measured profile every model is timed interleaved with the others, once per thread
+count, and its memory measured in its own process, by the profile's runner
+(``edgeopt.measure.runners``: this host, or the device its ``[runner]`` names, whose
+``device`` goes beside every measured number; a device with a power reading measures energy
+too, else energy is the cost model's estimate); on other profiles the numbers are
+``edgeopt.measure.service.estimate_on_profile``'s, the ones the search uses.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 
 from edgeopt.data import DataBundle
 from edgeopt.errors import ConfigError
-from edgeopt.loading import LoadedModel, check_input_shape
+from edgeopt.loading import LoadedModel, check_input_shape, check_model_and_data
 from edgeopt.metrics import Metric, MetricValue
 
 SCHEMA_VERSION = 1
@@ -53,12 +56,16 @@ def run_bench(req: BenchRequest) -> dict[str, Any]:
 
 def _run_bench(req: BenchRequest, workdir: Path) -> dict[str, Any]:
     from edgeopt.export import loaded_to_onnx
+    from edgeopt.measure.runners import runner_for
     from edgeopt.measure.runtime import host_description
 
+    runner = runner_for(req.profile) if req.profile.measured else None
+    if runner is not None:
+        runner.check()  # an unreachable or unfit device fails before any work
     sample = None
     if req.data is not None:
         for m in req.models:
-            check_input_shape(m, req.data.input_shape)
+            check_model_and_data(m, req.data)
         sample = req.data.x_val[:8]
     else:
         for m in req.models:
@@ -79,18 +86,26 @@ def _run_bench(req: BenchRequest, workdir: Path) -> dict[str, Any]:
         "schema_version": SCHEMA_VERSION,
         "target": req.profile.name,
         "measured": bool(req.profile.measured),
-        "host": host_description(),
+        "device": runner.device if runner is not None else None,
+        "host": runner.describe() if runner is not None else host_description(),
         "results": [],
         "comparisons": [],
     }
     accuracy = _accuracies(paths, req.data, req.threads[-1])
     if req.data is not None:
         report["accuracy_split"] = "test" if req.data.has_test else "val"
-    if req.profile.measured:
-        _measure(report, req, paths, req.models[0].input_shape, sample, accuracy)
+    if runner is not None:
+        _measure(report, req, runner, paths, req.models[0].input_shape, sample, accuracy)
     else:
         _estimate(report, req, paths, accuracy)
     return report
+
+
+def measured_on(device: str | None) -> str:
+    """``measured on this host`` for this host's runner, else ``measured on DEVICE``."""
+    if device is None or device.startswith("local://"):
+        return "measured on this host"
+    return f"measured on {device}"
 
 
 def _accuracies(paths: list[Path], data: DataBundle | None, threads: int) -> list[float | None]:
@@ -102,7 +117,7 @@ def _accuracies(paths: list[Path], data: DataBundle | None, threads: int) -> lis
     return [onnx_accuracy(p, x, y, threads=threads) for p in paths]
 
 
-def _mv(value: float, provenance: str, **extra: float) -> dict[str, Any]:
+def _mv(value: float, provenance: str, **extra: float | str | None) -> dict[str, Any]:
     return {"value": value, "provenance": provenance, **extra}
 
 
@@ -137,35 +152,42 @@ def _comparison(
 def _measure(
     report: dict[str, Any],
     req: BenchRequest,
+    runner: Any,
     paths: list[Path],
     input_shape: tuple[int, ...],
     sample: np.ndarray | None,
     accuracy: list[float | None],
 ) -> None:
-    from edgeopt.measure.runtime import measure_latency, measure_memory, size_mb
+    """Numbers measured by ``runner`` (an ``edgeopt.measure.runners.Runner``)."""
+    from edgeopt.measure.runtime import size_mb
 
+    dev = runner.device
+    threads = req.threads[-1]
     memory = [
-        measure_memory(p, threads=req.threads[-1], input_shape=input_shape, sample=sample)
+        runner.measure_memory(p, threads=threads, input_shape=input_shape, sample=sample)
         for p in paths
     ]
+    energy = [_energy(runner, req.profile, p, threads, input_shape, sample) for p in paths]
     for threads in req.threads:
-        stats = measure_latency(
+        stats = runner.measure_latency(
             paths,
             threads=threads,
             input_shape=input_shape,
             sample=sample,
             time_budget_s=req.time_budget_s,
         )
-        for p, s, mem, acc in zip(paths, stats, memory, accuracy, strict=True):
+        for p, s, mem, e, acc in zip(paths, stats, memory, energy, accuracy, strict=True):
+            spread = s.p90_ms - s.p50_ms
             numbers = {
-                "latency_ms": _mv(s.p50_ms, "measured", spread=s.p90_ms - s.p50_ms, cv=s.cv),
-                "latency_p90_ms": _mv(s.p90_ms, "measured"),
-                "latency_min_ms": _mv(s.min_ms, "measured"),
+                "latency_ms": _mv(s.p50_ms, "measured", spread=spread, cv=s.cv, device=dev),
+                "latency_p90_ms": _mv(s.p90_ms, "measured", device=dev),
+                "latency_min_ms": _mv(s.min_ms, "measured", device=dev),
                 "rounds": s.rounds,
                 "runs_per_round": s.runs_per_round,
-                "peak_memory_mb": _mv(mem.model_memory_mb, "measured"),
-                "process_peak_rss_mb": _mv(mem.peak_rss_mb, "measured"),
+                "peak_memory_mb": _mv(mem.model_memory_mb, "measured", device=dev),
+                "process_peak_rss_mb": _mv(mem.peak_rss_mb, "measured", device=dev),
                 "size_mb": _mv(size_mb(p), "measured"),
+                **({"energy_mj": e} if e is not None else {}),
             }
             report["results"].append(_row(p, threads, numbers, acc))
         if len(stats) > 1:
@@ -178,8 +200,31 @@ def _measure(
                     "measured",
                     ratio_cv=b.ratio_cv,
                     rounds=b.rounds,
+                    device=dev,
                 )
             )
+
+
+def _energy(
+    runner: Any,
+    profile: Any,
+    path: Path,
+    threads: int,
+    input_shape: tuple[int, ...],
+    sample: np.ndarray | None,
+) -> dict[str, Any] | None:
+    """Energy per inference on a ``[runner]`` profile: measured where the device has a power
+    reading, else the cost model's estimate (labelled so); None for the plain host profile."""
+    if profile.runner is None:
+        return None
+    e = runner.measure_energy(path, threads=threads, input_shape=input_shape, sample=sample)
+    if e is not None:
+        return _mv(e.energy_mj, "measured", device=runner.device, source=e.source)
+    from edgeopt.measure.service import estimate_on_profile
+
+    estimated = estimate_on_profile(path, profile)[0].get(Metric.ENERGY_MJ)
+    assert estimated is not None  # the cost model always estimates energy
+    return _entry(estimated, "low", "high")
 
 
 def _estimate(

@@ -4,8 +4,9 @@
 Budgets come from flags, else from the nearest ``edgeopt.toml`` (top-level table) or
 ``pyproject.toml`` with a ``[tool.edgeopt]`` table, searched from the current directory
 upward to the project root (a folder holding ``.git``). Flags override file values.
-Numbers come from ``edgeopt.bench.run_bench``: measured on the host profile, estimated on
-the others; a ``baseline`` model is measured interleaved with the model in the same run.
+Numbers come from ``edgeopt.bench.run_bench``: measured on the host profile (or on the
+device a profile's ``[runner]`` names; the verdict says which), estimated on the others; a
+``baseline`` model is measured interleaved with the model in the same run.
 """
 
 from __future__ import annotations
@@ -138,9 +139,11 @@ def resolve_config(flags: Mapping[str, Any], start: Path | None = None) -> Check
     return cfg
 
 
-def validate(cfg: CheckConfig, profile_measured: bool) -> None:
-    """Refuse, before any work, budgets this check cannot evaluate."""
-    if cfg.max_energy_mj is not None and profile_measured:
+def validate(cfg: CheckConfig, profile_measured: bool, *, runner: bool = False) -> None:
+    """Refuse, before any work, budgets this check cannot evaluate. ``runner``: the profile
+    has a ``[runner]``, whose energy is measured where the device has a power reading and
+    estimated (labelled so) elsewhere."""
+    if cfg.max_energy_mj is not None and profile_measured and not runner:
         raise ConfigError(
             f"max_energy_mj cannot be checked on '{cfg.target}': energy on this host would "
             "need a power meter",
@@ -176,6 +179,7 @@ class Verdict:
     source: str | None = None
     baseline: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    device: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -191,6 +195,7 @@ class Verdict:
             "model": self.model,
             "target": self.target,
             "measured": self.measured,
+            "device": self.device,
             "baseline": self.baseline,
             "budgets_from": self.source or "flags",
             "passed": self.passed,
@@ -210,6 +215,7 @@ def verdict_from_bench(cfg: CheckConfig, model: str, bench: Mapping[str, Any]) -
         source=cfg.source,
         baseline=cfg.baseline,
         notes=tuple(bench.get("assumptions", [])),
+        device=bench.get("device"),
     )
 
 
@@ -228,6 +234,7 @@ def junit_xml(verdict: Verdict) -> str:
         ("model", verdict.model),
         ("target", verdict.target),
         ("budgets_from", verdict.source or "flags"),
+        *((("device", verdict.device),) if verdict.device else ()),
     ):
         ET.SubElement(props, "property", name=k, value=str(v))
     for r in verdict.results:

@@ -101,6 +101,7 @@ class MetricValue:
 
     ``spread`` is the dispersion over repeats (for latency: p90 - p50) or, for an estimated
     interval such as energy, half its width; ``low``/``high`` bound an estimated interval.
+    ``device`` names who measured a measured value (``local://HOST``, ``ssh://user@host:port``).
     """
 
     value: float
@@ -108,10 +109,11 @@ class MetricValue:
     spread: float | None = None
     low: float | None = None
     high: float | None = None
+    device: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"value": self.value, "provenance": self.provenance.value}
-        for key in ("spread", "low", "high"):
+        for key in ("spread", "low", "high", "device"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out

@@ -42,8 +42,8 @@ def bench(
 
     profile = load_profile(target)
     thread_counts = parse_int_list(threads, "--threads") if threads else [profile.threads]
-    loaded = [model_opts.load(m) for m in (model, other) if m]
     bundle = load_npz(data) if data else None
+    loaded = [model_opts.load(m, bundle) for m in (model, other) if m]
     request = BenchRequest(loaded, profile, thread_counts, data=bundle, time_budget_s=time_budget)
     report = run_bench(request)
     if as_json:
@@ -58,8 +58,10 @@ def _fmt(v: dict[str, Any] | None, digits: int = 3) -> str:
 
 def render_table(report: dict[str, Any]) -> str:
     """The human view of a bench report: one row per model and thread count."""
+    from edgeopt.bench import measured_on
+
     where = (
-        "measured on this host"
+        measured_on(report.get("device"))
         if report["measured"]
         else f"estimated from profile '{report['target']}'"
     )
@@ -71,7 +73,9 @@ def render_table(report: dict[str, Any]) -> str:
     lines += [head, "-" * len(head)]
     for row in report["results"]:
         energy = row.get("energy_mj")
-        e = "-" if energy is None else f"{energy['low']:.3f}-{energy['high']:.3f}"
+        e = "-" if energy is None else f"{energy['value']:.3f}"  # measured: a value
+        if energy is not None and "low" in energy:  # estimated: an interval
+            e = f"{energy['low']:.3f}-{energy['high']:.3f}"
         acc = row.get("accuracy")
         lines.append(
             f"{Path(row['model']).name[:28]:<28} {row['threads'] or '-':>3} "
@@ -83,7 +87,8 @@ def render_table(report: dict[str, Any]) -> str:
     lines.append(
         "latency/memory: "
         + (
-            "measured on this host (ORT CPU, batch 1; memory = model's share of process peak RSS)"
+            measured_on(report.get("device"))
+            + " (ORT, batch 1; memory = model's share of process peak RSS)"
             if report["measured"]
             else "estimated by the cost model, not measured"
         )
@@ -106,6 +111,14 @@ def render_table(report: dict[str, Any]) -> str:
                 if cmp["provenance"] == "measured"
                 else "cost model)"
             )
+        )
+    energies = [r["energy_mj"] for r in report["results"] if "energy_mj" in r]
+    if report["measured"] and energies:
+        e = energies[0]
+        lines.append(
+            f"energy: measured on {e['device']} ({e.get('source', 'power reading')})"
+            if e["provenance"] == "measured"
+            else "energy: estimated by the cost model (the device exposes no power reading)"
         )
     for a in report.get("assumptions", []):
         lines.append(f"assumption: {a}")

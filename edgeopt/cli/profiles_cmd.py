@@ -19,8 +19,9 @@ from edgeopt.profiles import (
 def profiles() -> None:
     """Hardware target profiles: what each target supports and its cost-model numbers.
 
-    The host profile (alias 'cpu') is measured on this machine; every other profile gives
-    estimates, labelled 'estimated (profile NAME)'.
+    The host profile (alias 'cpu') is measured on this machine, a profile with a [runner]
+    on the device it names; every other profile gives estimates, labelled
+    'estimated (profile NAME)'.
     """
 
 
@@ -46,7 +47,7 @@ def list_cmd() -> None:
     rows = list_profiles()
     width = max(len(p.name) for p in rows)
     for p in rows:
-        how = "measured (this host)" if p.measured else "estimated"
+        how = p.label if p.measured else "estimated"
         aliases = ", ".join(p.aliases) or "-"
         click.echo(f"{p.name:<{width}}  {p.kind.value:<6}  {how:<20}  aliases: {aliases}")
         click.echo(f"{'':<{width}}  {p.description}")
@@ -63,6 +64,9 @@ def show_cmd(name: str) -> None:
     if p.aliases:
         click.echo(f"  aliases: {', '.join(p.aliases)}")
     click.echo(f"  threads: {p.threads}")
+    if p.runner is not None:
+        r = p.runner
+        click.echo(f"  runner: {r.device}, providers {', '.join(r.providers)}")
     q = p.quantization
     click.echo(
         f"  quantization: {', '.join(q.modes)}; activations {q.activation_type}, weights "
@@ -131,11 +135,15 @@ def validate_cmd(file: Path) -> None:
 
 @profiles.command("calibrate")
 @click.option(
+    "--target",
+    help="A profile with a [runner] (e.g. board.toml): calibrate it on its device. "
+    "Default: this host's profile.",
+)
+@click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("host-cpu.calibrated.toml"),
-    show_default=True,
-    help="Where to write the calibrated host profile.",
+    help="Where to write the calibrated profile  [default: host-cpu.calibrated.toml, or "
+    "NAME.calibrated.toml for --target].",
 )
 @click.option(
     "--write-shipped",
@@ -149,25 +157,45 @@ def validate_cmd(file: Path) -> None:
     show_default=True,
     help="Afterwards compare estimates with real ORT latency on a few example models.",
 )
-def calibrate_cmd(out: Path, write_shipped: bool, rounds: int, check: bool) -> None:
-    """Fit the host profile's efficiencies and per-kernel overhead with ORT micro-benchmarks."""
-    from edgeopt.measure.calibrate import calibrate_host, example_models
-    from edgeopt.zoo import BUILDERS
+def calibrate_cmd(
+    target: str | None, out: Path | None, write_shipped: bool, rounds: int, check: bool
+) -> None:
+    """Fit a measured profile's efficiencies and per-kernel overhead with ORT micro-benchmarks.
 
-    base = load_profile("cpu")
-    target = base.source_path if write_shipped and base.source_path else out
+    The graphs are built here and timed on this host, or, with --target, on the device the
+    profile's [runner] names (over SSH); the fitted numbers are marked measured.
+    """
+    from edgeopt.errors import ConfigError
+    from edgeopt.measure.calibrate import calibrate_host, example_models
+    from edgeopt.zoo import SMALL_BUILDERS
+
+    device = load_profile(target) if target else None
+    if device is not None and device.runner is None:
+        raise ConfigError(
+            f"profile '{device.name}' has no [runner]: nothing to measure it on",
+            hint='add a [runner] table (kind = "ssh", host = ...), or omit --target to '
+            "calibrate this host",
+        )
+    if device is not None and write_shipped:
+        raise ConfigError("--write-shipped is for this host's profile; use --out with --target")
+    base = device or load_profile("cpu")
+    default = Path(f"{device.name}.calibrated.toml" if device else "host-cpu.calibrated.toml")
+    dest = base.source_path if write_shipped and base.source_path else (out or default)
     command = "edgeopt profiles calibrate " + (
-        "--write-shipped" if write_shipped else f"--out {out}"
+        "--write-shipped" if write_shipped else f"--out {dest}"
     )
-    click.echo("Running micro-benchmarks on this host (ONNX Runtime CPU, measured) ...")
-    examples = example_models(BUILDERS) if check else ()
+    if target:
+        command += f" --target {target}"
+    where = device.runner.device if device and device.runner else "this host"
+    click.echo(f"Running micro-benchmarks on {where} (ONNX Runtime, measured) ...")
+    examples = example_models(SMALL_BUILDERS) if check else ()
     result = calibrate_host(
-        target, rounds=rounds, examples=examples, command=command, log=click.echo
+        dest, rounds=rounds, examples=examples, command=command, log=click.echo, target=device
     )
-    click.echo(f"Wrote calibrated host profile to {target}")
+    click.echo(f"Wrote calibrated profile to {dest}")
     for line in result.summary():
         click.echo(f"  {line}")
     if result.median_rel_error is not None:
         click.echo(
-            "  (latency measured on this host vs estimated by the cost model with the new profile)"
+            f"  (latency measured on {where} vs estimated by the cost model with the new profile)"
         )

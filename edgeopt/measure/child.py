@@ -1,17 +1,28 @@
 """Subprocess entry point that times ONNX models with ONNX Runtime.
 
 Run as ``python -m edgeopt.measure.child`` with a JSON request on stdin; prints a JSON reply.
-Imports nothing beyond the standard library, numpy, psutil, onnxruntime and the two
-stdlib-only edgeopt modules it shares with the rest of edgeopt (``session``: how a session is
-built; ``timing``: the interleaved timer), so the measured process holds nothing but the
-runtime and the models: no torch, no optuna.
+Imports nothing beyond the standard library, numpy, onnxruntime (psutil only where
+``/proc`` is missing) and the three stdlib-only edgeopt modules it shares with the rest of
+edgeopt (``session``: how a session is built; ``timing``: the interleaved timer; ``power``:
+energy readings), so the measured process holds nothing but the runtime and the models: no
+torch, no optuna. The same four files are what the SSH runner copies to a remote device
+(``edgeopt.measure.ssh``), which needs only onnxruntime, numpy and Python 3.8+.
+
+Request kinds: ``latency`` (interleaved timing; one ``input`` file for every model, or
+``inputs``, one per model), ``memory`` (peak RSS of this process) and ``energy`` (needs a
+``power`` source from ``edgeopt.measure.power``). Every request may name ``providers`` and a
+``deadline_s`` after which the process ends itself (exit code ``DEADLINE_EXIT``, from a
+watchdog thread, which runs while ORT holds the main thread), so that no timing process
+outlives its caller, here or on a device.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -20,11 +31,20 @@ import numpy as np
 from edgeopt.measure.session import ort_session
 from edgeopt.measure.timing import time_interleaved
 
+DEADLINE_EXIT = 3
+
 
 def _rss_mb() -> float:
+    try:  # a device may lack psutil; Linux has /proc
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     import psutil
 
-    return psutil.Process().memory_info().rss / 2**20
+    return float(psutil.Process().memory_info().rss) / 2**20
 
 
 def _peak_rss_mb() -> float:
@@ -44,13 +64,29 @@ def _run(sess: Any, feed: dict[str, np.ndarray]) -> Callable[[], object]:
     return lambda: sess.run(None, feed)
 
 
+def _session(req: dict[str, Any], path: str) -> Any:
+    return ort_session(path, threads=req["threads"], providers=req.get("providers"))
+
+
+def _runs(req: dict[str, Any]) -> list[Callable[[], object]]:
+    """One run callable per model of ``req``, each fed its input."""
+    inputs = req.get("inputs") or [req["input"]] * len(req["paths"])
+    if len(inputs) != len(req["paths"]):
+        raise ValueError(f"{len(req['paths'])} models but {len(inputs)} inputs")
+    runs = []
+    for path, inp in zip(req["paths"], inputs):  # noqa: B905 (strict= needs 3.10; devices 3.8)
+        sess = _session(req, path)
+        runs.append(_run(sess, {sess.get_inputs()[0].name: np.load(inp)}))
+    return runs
+
+
 def memory(req: dict[str, Any]) -> dict[str, Any]:
     """Peak RSS of this process while one model is loaded and run, and the part it added."""
     import onnxruntime  # noqa: F401  (imported before the baseline so it is not counted)
 
     x = np.load(req["input"])
     base = _rss_mb()
-    sess = ort_session(req["paths"][0], threads=req["threads"])
+    sess = _session(req, req["paths"][0])
     run = _run(sess, {sess.get_inputs()[0].name: x})
     for _ in range(5):
         run()
@@ -60,10 +96,8 @@ def memory(req: dict[str, Any]) -> dict[str, Any]:
 
 def latency(req: dict[str, Any]) -> dict[str, Any]:
     """Interleaved timing (``edgeopt.measure.timing``): each round runs every model in turn."""
-    x = np.load(req["input"])
-    sessions = [ort_session(p, threads=req["threads"]) for p in req["paths"]]
     times = time_interleaved(
-        [_run(s, {s.get_inputs()[0].name: x}) for s in sessions],
+        _runs(req),
         warmup=req["warmup"],
         target_round_ms=req["target_round_ms"],
         min_runs=req["min_runs"],
@@ -79,9 +113,38 @@ def latency(req: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def energy(req: dict[str, Any]) -> dict[str, Any]:
+    """Energy per run of one model from the device's power reading (``req["power"]``)."""
+    from edgeopt.measure.power import energy_per_run_mj
+
+    (run,) = _runs(req)
+    for _ in range(req.get("warmup", 10)):
+        run()
+    return energy_per_run_mj(run, req["power"], float(req.get("duration_s", 1.0)))
+
+
+def _watchdog(deadline_s: float) -> None:
+    def expire() -> None:
+        print(f"TimeoutError: deadline of {deadline_s:.0f}s reached", file=sys.stderr, flush=True)
+        os._exit(DEADLINE_EXIT)
+
+    timer = threading.Timer(deadline_s, expire)
+    timer.daemon = True
+    timer.start()
+
+
 def main() -> None:
     req = json.load(sys.stdin)
-    reply = {"memory": memory, "latency": latency}[req["kind"]](req)
+    if req.get("deadline_s"):
+        _watchdog(float(req["deadline_s"]))
+    kinds = {"memory": memory, "latency": latency, "energy": energy}
+    try:
+        reply = kinds[req["kind"]](req)
+    except Exception as exc:
+        # one line for the caller's error message (ORT's errors subclass Exception only)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(f"{type(exc).__name__}: {first[:500]}", file=sys.stderr)
+        sys.exit(1)
     json.dump(reply, sys.stdout)
 
 

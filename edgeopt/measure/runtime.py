@@ -4,6 +4,10 @@ Latency that can be trusted on a noisy shared VM: warm-up, rounds that run every
 (interleaved, order alternating), the median of per-round medians as p50, and speed ratios taken
 per round against the first model and summarized by their median. Absolute numbers drift with
 the machine; the interleaved ratios do not (see benchmarks/RESULTS.md).
+
+The requests the timing child takes and the stats made from its replies are built here
+(``latency_request``, ``latency_stats``, ``memory_stats``, ``energy_stats``) and shared with
+the runners that run the same child elsewhere (``edgeopt.measure.runners``).
 """
 
 from __future__ import annotations
@@ -57,6 +61,17 @@ class MemoryStats:
     model_memory_mb: float
 
 
+@dataclass(frozen=True)
+class EnergyStats:
+    """Energy per inference read from a device's power reading while the model ran back to
+    back (``edgeopt.measure.power``): ``source`` names the reading, ``mean_w`` the mean power."""
+
+    energy_mj: float
+    runs: int
+    mean_w: float
+    source: str
+
+
 def host_description() -> str:
     """One line naming this machine: CPU model, logical cores, OS, ORT version."""
     import onnxruntime as ort
@@ -75,6 +90,7 @@ def host_description() -> str:
 
 
 def _run_worker(request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    request = {**request, "deadline_s": timeout_s + 5}
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "edgeopt.measure.child"],
@@ -91,7 +107,8 @@ def _run_worker(request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     return json.loads(proc.stdout)
 
 
-def _input_file(tmp: Path, input_shape: Sequence[int], sample: np.ndarray | None) -> str:
+def input_file(tmp: Path, input_shape: Sequence[int], sample: np.ndarray | None) -> str:
+    """The model input as ``tmp/input.npy``: ``sample``'s first row, else seeded inputs."""
     if sample is None:
         sample = synthetic_inputs(tuple(input_shape), 1, seed=0)
     path = tmp / "input.npy"
@@ -99,40 +116,45 @@ def _input_file(tmp: Path, input_shape: Sequence[int], sample: np.ndarray | None
     return str(path)
 
 
-def measure_latency(
-    paths: Sequence[str | Path],
+def latency_request(
+    paths: Sequence[str],
+    inputs: Sequence[str],
     *,
     threads: int,
-    input_shape: Sequence[int],
-    sample: np.ndarray | None = None,
+    providers: Sequence[str] | None = None,
     min_rounds: int = 5,
     max_rounds: int = 40,
-    time_budget_s: float = 8.0,
+    time_budget_s: float | None = 8.0,
     target_round_ms: float = 40.0,
-) -> list[LatencyStats]:
-    """Time ``paths`` interleaved in one isolated process; stats in the order given.
+    warmup: int = 10,
+    min_runs: int = 5,
+    max_runs: int = 500,
+) -> dict[str, Any]:
+    """The timing child's ``latency`` request: ``inputs`` holds one ``.npy`` path for all
+    models or one per model; ``providers`` None means the CPU provider."""
+    request: dict[str, Any] = {
+        "kind": "latency",
+        "paths": list(paths),
+        "threads": threads,
+        "warmup": warmup,
+        "min_runs": min_runs,
+        "max_runs": max_runs,
+        "target_round_ms": target_round_ms,
+        "min_rounds": min_rounds,
+        "max_rounds": max_rounds,
+        "time_budget_s": time_budget_s,
+    }
+    if len(inputs) == 1:
+        request["input"] = inputs[0]
+    else:
+        request["inputs"] = list(inputs)
+    if providers:
+        request["providers"] = list(providers)
+    return request
 
-    ``sample`` is a real input (its first row is used) or None for a seeded random one. Rounds
-    stop once every model's median is stable (and at least ``min_rounds`` ran) or when
-    ``time_budget_s`` is spent.
-    """
-    if not paths:
-        return []
-    with tempfile.TemporaryDirectory(prefix="edgeopt-bench-") as tmp:
-        request = {
-            "kind": "latency",
-            "paths": [str(p) for p in paths],
-            "threads": threads,
-            "input": _input_file(Path(tmp), input_shape, sample),
-            "warmup": 10,
-            "min_runs": 5,
-            "max_runs": 500,
-            "target_round_ms": target_round_ms,
-            "min_rounds": min_rounds,
-            "max_rounds": max_rounds,
-            "time_budget_s": time_budget_s,
-        }
-        reply = _run_worker(request, timeout_s=120 + 4 * time_budget_s)
+
+def latency_stats(paths: Sequence[str | Path], reply: dict[str, Any]) -> list[LatencyStats]:
+    """Stats per model (in ``paths``' order) from the timing child's ``latency`` reply."""
     rounds: list[list[float]] = reply["round_medians_ms"]
     first = rounds[0]
     out = []
@@ -156,6 +178,46 @@ def measure_latency(
     return out
 
 
+def latency_timeout_s(time_budget_s: float | None, n_models: int = 2) -> float:
+    """How long a latency request may take: start-up, warm-up, then the timing budget."""
+    return 120 + 4 * (time_budget_s if time_budget_s is not None else 30.0 * n_models)
+
+
+def measure_latency(
+    paths: Sequence[str | Path],
+    *,
+    threads: int,
+    input_shape: Sequence[int],
+    sample: np.ndarray | None = None,
+    min_rounds: int = 5,
+    max_rounds: int = 40,
+    time_budget_s: float = 8.0,
+    target_round_ms: float = 40.0,
+    providers: Sequence[str] | None = None,
+) -> list[LatencyStats]:
+    """Time ``paths`` interleaved in one isolated process; stats in the order given.
+
+    ``sample`` is a real input (its first row is used) or None for a seeded random one. Rounds
+    stop once every model's median is stable (and at least ``min_rounds`` ran) or when
+    ``time_budget_s`` is spent. ``providers``: ORT execution providers (default CPU).
+    """
+    if not paths:
+        return []
+    with tempfile.TemporaryDirectory(prefix="edgeopt-bench-") as tmp:
+        request = latency_request(
+            [str(p) for p in paths],
+            [input_file(Path(tmp), input_shape, sample)],
+            threads=threads,
+            providers=providers,
+            min_rounds=min_rounds,
+            max_rounds=max_rounds,
+            time_budget_s=time_budget_s,
+            target_round_ms=target_round_ms,
+        )
+        reply = _run_worker(request, timeout_s=latency_timeout_s(time_budget_s))
+    return latency_stats(paths, reply)
+
+
 def _cv(values: Sequence[float]) -> float:
     if len(values) < 2:
         return 0.0
@@ -164,18 +226,64 @@ def _cv(values: Sequence[float]) -> float:
 
 
 def measure_memory(
-    path: str | Path, *, threads: int, input_shape: Sequence[int], sample: np.ndarray | None = None
+    path: str | Path,
+    *,
+    threads: int,
+    input_shape: Sequence[int],
+    sample: np.ndarray | None = None,
+    providers: Sequence[str] | None = None,
 ) -> MemoryStats:
     """Peak memory of a fresh process that loads the model in ORT and runs it."""
     with tempfile.TemporaryDirectory(prefix="edgeopt-mem-") as tmp:
-        request = {
+        request: dict[str, Any] = {
             "kind": "memory",
             "paths": [str(path)],
             "threads": threads,
-            "input": _input_file(Path(tmp), input_shape, sample),
+            "input": input_file(Path(tmp), input_shape, sample),
         }
+        if providers:
+            request["providers"] = list(providers)
         reply = _run_worker(request, timeout_s=120)
-    return MemoryStats(reply["peak_rss_mb"], reply["model_memory_mb"])
+    return memory_stats(reply)
+
+
+def memory_stats(reply: dict[str, Any]) -> MemoryStats:
+    """MemoryStats from the timing child's ``memory`` reply."""
+    return MemoryStats(float(reply["peak_rss_mb"]), float(reply["model_memory_mb"]))
+
+
+def measure_energy(
+    path: str | Path,
+    source: dict[str, Any],
+    *,
+    threads: int,
+    input_shape: Sequence[int],
+    sample: np.ndarray | None = None,
+    providers: Sequence[str] | None = None,
+    duration_s: float = 1.0,
+) -> EnergyStats:
+    """Energy per inference of ``path`` in a fresh process, from ``source`` (a power reading
+    found by ``edgeopt.measure.power.find_power_source``)."""
+    with tempfile.TemporaryDirectory(prefix="edgeopt-energy-") as tmp:
+        request: dict[str, Any] = {
+            "kind": "energy",
+            "paths": [str(path)],
+            "threads": threads,
+            "input": input_file(Path(tmp), input_shape, sample),
+            "power": source,
+            "duration_s": duration_s,
+        }
+        if providers:
+            request["providers"] = list(providers)
+        reply = _run_worker(request, timeout_s=120 + 2 * duration_s)
+    return energy_stats(reply)
+
+
+def energy_stats(reply: dict[str, Any]) -> EnergyStats:
+    """EnergyStats from the timing child's ``energy`` reply."""
+    return EnergyStats(
+        float(reply["energy_mj"]), int(reply["runs"]), float(reply["mean_w"]), str(reply["source"])
+    )
 
 
 def size_mb(path: str | Path) -> float:

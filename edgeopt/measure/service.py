@@ -1,10 +1,14 @@
-"""One way to get a model's numbers on its targets: measured on the host, estimated elsewhere.
+"""One way to get a model's numbers on its targets: measured where a runner can, estimated
+elsewhere.
 
-Every profile gets the cost model's estimate and the measured file size; a measured (host)
-profile then has its latency and peak memory replaced by numbers measured in an isolated
-process. With a ``HostReference`` the latency is timed interleaved with the original model and
-reported as ratio x the original's reference latency, so candidates measured minutes apart on
-a drifting machine stay comparable; the raw p50 is kept beside it under ``<profile>:raw``.
+Every profile gets the cost model's estimate and the measured file size; a measured profile
+then has its latency and peak memory replaced by numbers measured in an isolated process by
+its runner (``edgeopt.measure.runners``: this host, or the device a ``[runner]`` table
+names), and its energy too where that device exposes a power reading. Each measured number
+carries the runner's ``device``. With a ``HostReference`` the latency is timed interleaved
+with the original model and reported as ratio x the original's reference latency, so
+candidates measured minutes apart on a drifting machine stay comparable; the raw p50 is kept
+beside it under ``<profile>:raw``.
 """
 
 from __future__ import annotations
@@ -30,10 +34,11 @@ RAW_SUFFIX = ":raw"
 
 @dataclass(frozen=True)
 class HostReference:
-    """The model candidates are timed against on the host.
+    """The model candidates are timed against, on each measured profile's runner.
 
     ``onnx``: the original model as ONNX, timed interleaved with each candidate.
-    ``latency_ms``: its reference p50 per host-profile name (measured once, at setup).
+    ``latency_ms``: its reference p50 per measured-profile name (measured once, at setup, by
+    :func:`reference_latency_ms`).
     """
 
     onnx: Path
@@ -53,12 +58,14 @@ def measure_on_targets(
     """Numbers of ``onnx_path`` on each profile, keyed by profile name.
 
     Size is measured; every profile gets ``estimate``'s latency, memory and energy. On a
-    measured profile, latency and peak memory are measured (``sample``'s first row as input,
-    or seeded synthetic inputs of ``input_shape``) while holding an exclusive lock on
-    ``lock_path`` (when given) so that concurrent workers do not time each other. Latency is
+    measured profile, latency and peak memory are measured by its runner (``sample``'s first
+    row as input, or seeded synthetic inputs of ``input_shape``), and energy where the
+    runner's device has a power reading, while holding an exclusive lock on ``lock_path``
+    (when given) so that concurrent workers do not time each other. Latency is
     ``ratio x reference.latency_ms[name]`` with spread ``latency x ratio CV`` when
     ``reference`` is given, else the raw p50; ``f"{name}:raw"`` always holds the raw p50
-    (spread p90 - p50). Raises EdgeoptError when measuring fails.
+    (spread p90 - p50). Raises EdgeoptError when measuring fails (DeviceError when the
+    device cannot measure at all).
     """
     from edgeopt.measure.runtime import size_mb
 
@@ -70,7 +77,7 @@ def measure_on_targets(
             out[profile.name] = estimated
             continue
         with file_lock(lock_path) if lock_path else contextlib.nullcontext():
-            host, raw = _host_numbers(
+            host, raw = _measured_numbers(
                 onnx_path,
                 profile,
                 input_shape=input_shape,
@@ -97,7 +104,29 @@ def estimate_on_profile(
     return Measurement(profile.name, values), est
 
 
-def _host_numbers(
+def reference_latency_ms(
+    onnx_path: Path,
+    profile: HardwareProfile,
+    *,
+    input_shape: tuple[int, ...],
+    sample: np.ndarray | None,
+    time_budget_s: float,
+) -> float:
+    """The p50 latency of ``onnx_path`` on a measured ``profile``'s runner (the reference
+    candidates' ratios are scaled by). Raises EdgeoptError when measuring fails."""
+    from edgeopt.measure.runners import runner_for
+
+    (stats,) = runner_for(profile).measure_latency(
+        [onnx_path],
+        threads=profile.threads,
+        input_shape=input_shape,
+        sample=sample,
+        time_budget_s=time_budget_s,
+    )
+    return stats.p50_ms
+
+
+def _measured_numbers(
     onnx_path: Path,
     profile: HardwareProfile,
     *,
@@ -106,27 +135,34 @@ def _host_numbers(
     reference: HostReference | None,
     time_budget_s: float,
 ) -> tuple[dict[Metric, MetricValue], MetricValue]:
-    """Measured latency and peak memory on this host, and the raw latency."""
-    from edgeopt.measure.runtime import measure_latency, measure_memory
+    """Latency, peak memory (and energy where metered) measured by ``profile``'s runner,
+    and the raw latency."""
+    from edgeopt.measure.runners import runner_for
 
     if reference is not None and profile.name not in reference.latency_ms:
-        raise EdgeoptError(f"no reference latency for host profile '{profile.name}'")
+        raise EdgeoptError(f"no reference latency for measured profile '{profile.name}'")
+    runner = runner_for(profile)
     paths = [onnx_path] if reference is None else [reference.onnx, onnx_path]
-    *_, cand = measure_latency(
-        paths,
-        threads=profile.threads,
-        input_shape=input_shape,
-        sample=sample,
-        time_budget_s=time_budget_s,
+    threads = profile.threads
+    *_, cand = runner.measure_latency(
+        paths, threads=threads, input_shape=input_shape, sample=sample, time_budget_s=time_budget_s
     )
-    mem = measure_memory(onnx_path, threads=profile.threads, input_shape=input_shape, sample=sample)
-    measured = Provenance.MEASURED
-    raw = MetricValue(cand.p50_ms, measured, spread=cand.p90_ms - cand.p50_ms)
+    mem = runner.measure_memory(onnx_path, threads=threads, input_shape=input_shape, sample=sample)
+    energy = runner.measure_energy(
+        onnx_path, threads=threads, input_shape=input_shape, sample=sample
+    )
+    measured, device = Provenance.MEASURED, runner.device
+    raw = MetricValue(cand.p50_ms, measured, spread=cand.p90_ms - cand.p50_ms, device=device)
     latency = raw
     if reference is not None:
         # the ratio is what interleaving makes trustworthy; scaling it by the reference's
         # latency keeps candidates measured minutes apart comparable
         value = cand.ratio_to_first * float(reference.latency_ms[profile.name])
-        latency = MetricValue(value, measured, spread=value * cand.ratio_cv)
-    memory = MetricValue(mem.model_memory_mb, measured)
-    return {Metric.LATENCY_MS: latency, Metric.PEAK_MEMORY_MB: memory}, raw
+        latency = MetricValue(value, measured, spread=value * cand.ratio_cv, device=device)
+    out = {
+        Metric.LATENCY_MS: latency,
+        Metric.PEAK_MEMORY_MB: MetricValue(mem.model_memory_mb, measured, device=device),
+    }
+    if energy is not None:
+        out[Metric.ENERGY_MJ] = MetricValue(energy.energy_mj, measured, device=device)
+    return out, raw

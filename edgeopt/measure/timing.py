@@ -2,17 +2,21 @@
 
 A shared VM's speed drifts from minute to minute; interleaving makes every model see the same
 drift, so per-round ratios stay trustworthy. Used by the timing child (``edgeopt bench``, the
-search's host measurements) and by ``profiles calibrate``. Imports only the standard library.
+search's host measurements) and by ``profiles calibrate``. Imports only the standard library
+and runs on Python 3.8+, since the SSH runner copies it to devices.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-Run = Callable[[], object]
+if TYPE_CHECKING:  # a device's python may be 3.8, where abc generics cannot be subscripted
+    from collections.abc import Callable, Sequence
+
+    Run = Callable[[], object]
 
 
 @dataclass(frozen=True)

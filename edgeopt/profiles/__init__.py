@@ -31,13 +31,16 @@ Layout of a profile file (units are part of the key names)::
     [units.ID.efficiency_int8]   optional per-dtype overrides (also _fp16, _fp32)
     [units.ID.power]             idle_w, active_w, pj_per_op_fp32 / _fp16 / _int8
     [calibration]  date, method, command, machine, kendall_tau, median_rel_error, n_models
+    [runner]       kind ("local" | "ssh"), host, user, port, identity_file, known_hosts, python,
+                   workdir, providers, threads, timeout_s: where a measured profile is
+                   measured (see ``edgeopt.profiles.runner``)
     [sources]      KEY = "document / URL"
 
 The first unit is the preferred one; an op it cannot run goes to its ``fallback`` unit.
 
 Modules: ``schema`` (names and dataclasses), ``reader`` (strict table reading), ``parse`` (one
-file's tables into a profile), ``loader`` (find, list, resolve aliases), ``merge`` (several
-targets at once).
+file's tables into a profile), ``runner`` (the ``[runner]`` table), ``loader`` (find, list,
+resolve aliases), ``merge`` (several targets at once).
 """
 
 from __future__ import annotations
@@ -55,7 +58,9 @@ from edgeopt.profiles.schema import (
     MS_QUANT_OPS,
     OP_CLASSES,
     OPTIONAL_OP_CLASSES,
+    ORT_PROVIDERS,
     QUANT_MODES,
+    RUNNER_KINDS,
     SCHEMA,
     SOURCE_KINDS,
     UNIT_KINDS,
@@ -66,6 +71,7 @@ from edgeopt.profiles.schema import (
     PowerSpec,
     PruningSupport,
     QuantSupport,
+    RunnerSpec,
     RuntimeSpec,
     TargetKind,
     ValueSource,
@@ -77,7 +83,9 @@ __all__ = [
     "MS_QUANT_OPS",
     "OPTIONAL_OP_CLASSES",
     "OP_CLASSES",
+    "ORT_PROVIDERS",
     "QUANT_MODES",
+    "RUNNER_KINDS",
     "SCHEMA",
     "SOURCE_KINDS",
     "UNIT_KINDS",
@@ -88,6 +96,7 @@ __all__ = [
     "PowerSpec",
     "PruningSupport",
     "QuantSupport",
+    "RunnerSpec",
     "RuntimeSpec",
     "TargetKind",
     "ValueSource",

@@ -28,6 +28,7 @@ from edgeopt.profiles.reader import (
     string,
     subset_of,
 )
+from edgeopt.profiles.runner import read_runner
 from edgeopt.profiles.schema import (
     DTYPES,
     FUSIONS,
@@ -59,6 +60,7 @@ _TOP_KEYS = (
     "energy",
     "units",
     "calibration",
+    "runner",
     "sources",
 )
 _PROFILE_KEYS = ("name", "kind", "description", "aliases", "measured", "threads", "calibrated")
@@ -121,6 +123,15 @@ def parse_profile(data: dict[str, Any], file: str, source_path: Path | None) -> 
     pj_per_byte = e.get("pj_per_byte", nonneg, f"{NONNEG_NUM} (pJ per byte)")
     units = _read_units(top)
     calibration = _read_calibration(top) if top.has("calibration") else None
+    folder = source_path.parent if source_path is not None else None
+    runner = read_runner(top, folder) if top.has("runner") else None
+    measured = p.get("measured", boolean, "true or false")
+    if runner is not None and not measured:
+        raise ConfigError(
+            f"{file}: profile.measured: a profile with [runner] is measured on its device",
+            hint="set measured = true, or remove [runner] to estimate with this profile",
+        )
+    threads = p.get("threads", pos_int, "a positive integer")
     # [calibration] records results about the profile, not inputs that need a source.
     for key in [k for k in prov if k.startswith("calibration.")]:
         del prov[key]
@@ -128,8 +139,8 @@ def parse_profile(data: dict[str, Any], file: str, source_path: Path | None) -> 
         name=name,
         kind=kind,
         description=p.get("description", nonempty_str, "a non-empty string"),
-        measured=p.get("measured", boolean, "true or false"),
-        threads=p.get("threads", pos_int, "a positive integer"),
+        measured=measured,
+        threads=runner.threads if runner is not None and runner.threads else threads,
         quantization=quant,
         pruning=pruning,
         source_path=source_path,
@@ -140,6 +151,7 @@ def parse_profile(data: dict[str, Any], file: str, source_path: Path | None) -> 
         runtime=runtime,
         pj_per_byte=pj_per_byte,
         calibration=calibration,
+        runner=runner,
         provenance=MappingProxyType(prov),
         sources=MappingProxyType(sources),
     )

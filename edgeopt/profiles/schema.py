@@ -26,6 +26,30 @@ OPTIONAL_OP_CLASSES = ("quantize",)
 FUSIONS = ("conv_bn", "conv_act", "conv_add", "gemm_act", "qdq")
 SOURCE_KINDS = ("datasheet", "paper", "derived", "3rd-party", "measured", "assumption")
 UNIT_KINDS = ("cpu", "gpu", "npu", "dpu", "tpu", "dsp", "mcu")
+RUNNER_KINDS = ("local", "ssh")
+# ONNX Runtime execution provider names a runner may ask for (a closed set: typos are caught
+# when the profile loads, not on the device).
+ORT_PROVIDERS = (
+    "CPUExecutionProvider",
+    "CUDAExecutionProvider",
+    "TensorrtExecutionProvider",
+    "ROCMExecutionProvider",
+    "MIGraphXExecutionProvider",
+    "OpenVINOExecutionProvider",
+    "DnnlExecutionProvider",
+    "XnnpackExecutionProvider",
+    "ACLExecutionProvider",
+    "ArmNNExecutionProvider",
+    "NnapiExecutionProvider",
+    "CoreMLExecutionProvider",
+    "QNNExecutionProvider",
+    "SNPEExecutionProvider",
+    "RknpuExecutionProvider",
+    "VitisAIExecutionProvider",
+    "CANNExecutionProvider",
+    "DmlExecutionProvider",
+    "WebGpuExecutionProvider",
+)
 
 # com.microsoft quantized operators that ONNX Runtime's quantizer emits (QOperator format).
 MS_QUANT_OPS = (
@@ -178,6 +202,40 @@ class RuntimeSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RunnerSpec:
+    """Where a measured profile's numbers are measured (``[runner]``): this host (``local``)
+    or a device reached over SSH (``ssh``), with the ORT execution providers to use there.
+
+    ``threads`` (intra-op threads on the device) overrides ``[profile] threads`` when given;
+    ``identity_file`` and ``known_hosts`` are absolute (relative ones in the file resolve
+    against the profile's folder); ``python`` is the device's interpreter with onnxruntime and
+    numpy; ``workdir`` the device folder edgeopt writes into (one subfolder per session,
+    removed afterwards); ``timeout_s`` bounds every remote call beyond its timing budget.
+    """
+
+    kind: str
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    threads: int | None = None
+    host: str | None = None
+    user: str | None = None
+    port: int | None = None
+    identity_file: Path | None = None
+    known_hosts: Path | None = None
+    python: str = "python3"
+    workdir: str = "/tmp/edgeopt"
+    timeout_s: float = 120.0
+
+    @property
+    def device(self) -> str:
+        """Who measures: ``ssh://user@host:port`` (user and port where given), or ``local``."""
+        if self.kind != "ssh":
+            return "local"
+        user = f"{self.user}@" if self.user else ""
+        port = f":{self.port}" if self.port else ""
+        return f"ssh://{user}{self.host}{port}"
+
+
+@dataclass(frozen=True, kw_only=True)
 class Calibration:
     """How well the cost model matched real measurements of this target (empty if never)."""
 
@@ -212,6 +270,7 @@ class HardwareProfile:
     runtime: RuntimeSpec | None = None
     pj_per_byte: float = 0.0
     calibration: Calibration | None = None
+    runner: RunnerSpec | None = None
     provenance: Mapping[str, ValueSource] = field(default_factory=dict)
     sources: Mapping[str, str] = field(default_factory=dict)
 
@@ -228,7 +287,11 @@ class HardwareProfile:
     @property
     def label(self) -> str:
         """How numbers for this target are labelled in output."""
-        return "measured (this host)" if self.measured else f"estimated (profile {self.name})"
+        if not self.measured:
+            return f"estimated (profile {self.name})"
+        if self.runner is not None and self.runner.kind == "ssh":
+            return f"measured ({self.runner.device})"
+        return "measured (this host)"
 
     def unit(self, unit_id: str) -> ComputeUnit:
         """The unit called ``unit_id``."""

@@ -1,4 +1,8 @@
-"""Calibrate the host profile with ONNX Runtime micro-benchmarks, then check it on real models.
+"""Calibrate a measured profile with ONNX Runtime micro-benchmarks, then check it on real models.
+
+The host profile is timed on this host; a profile with a ``[runner]`` (``profiles calibrate
+--target board.toml``) is timed by its runner: the graphs are built here, timed on the
+device, and fitted here (``render_device_toml`` writes the device's profile).
 
 Micro-benchmarks are small generated graphs, each a chain of identical layers so that the
 per-inference invoke overhead is amortised: a dense 3x3 conv, a 1x1 conv, a depthwise conv, a
@@ -21,14 +25,14 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgeopt.fileio import write_atomic
 from edgeopt.measure.calibrate.fit import CalibrationResult, Timed, agreement, fit, fit_quantized
 from edgeopt.measure.calibrate.micro import build_micro, quantize_qdq
-from edgeopt.measure.calibrate.render import render_host_toml
+from edgeopt.measure.calibrate.render import render_device_toml, render_host_toml
 from edgeopt.profiles import HardwareProfile, load_profile, validate_profile_file
 
 if TYPE_CHECKING:
@@ -36,6 +40,10 @@ if TYPE_CHECKING:
 
 FIT_WIDTH = 12  # example models used for fitting; the accuracy benchmark uses other widths
 FIT_SIZES = (16, 32)
+# the profile TOML from the base profile, the fit and the command that made it
+Render = Callable[[HardwareProfile, CalibrationResult, str], str]
+# the interleaved timer's settings for calibration (fixed rounds come on top)
+TIMING: dict[str, Any] = {"warmup": 5, "target_round_ms": 15.0, "min_runs": 3, "max_runs": 400}
 
 
 @dataclass(frozen=True)
@@ -65,26 +73,24 @@ def example_models(builders: Mapping[str, Callable[..., nn.Module]]) -> list[Exa
 
 
 def time_models(
-    models: Sequence[tuple[str | Path, np.ndarray]], *, threads: int, rounds: int = 7
+    models: Sequence[tuple[str | Path, np.ndarray]],
+    *,
+    threads: int,
+    rounds: int = 7,
+    providers: Sequence[str] | None = None,
 ) -> list[float]:
-    """Median latency (ms) of each ONNX model on its input: exactly ``rounds`` interleaved
-    rounds, each model ~15 ms per round; the median of round medians."""
+    """Median latency (ms) of each ONNX model on its input, in this process: exactly
+    ``rounds`` interleaved rounds, each model ~15 ms per round; the median of round medians
+    (``TIMING`` holds the timer's settings, which remote runners send along)."""
     from edgeopt.measure.session import ort_session
     from edgeopt.measure.timing import time_interleaved
 
     runs = []
     for path, x in models:
-        s = ort_session(path, threads=threads, optimization="all")
+        s = ort_session(path, threads=threads, optimization="all", providers=providers)
         runs.append(functools.partial(s.run, None, {s.get_inputs()[0].name: x}))
     times = time_interleaved(
-        runs,
-        warmup=5,
-        target_round_ms=15.0,
-        min_runs=3,
-        max_runs=400,
-        min_rounds=rounds,
-        max_rounds=rounds,
-        time_budget_s=None,
+        runs, min_rounds=rounds, max_rounds=rounds, time_budget_s=None, **TIMING
     )
     return times.medians_ms()
 
@@ -110,8 +116,10 @@ def calibrate_host(
     command: str = "edgeopt profiles calibrate",
     log: Callable[[str], None] | None = None,
     extra: Sequence[tuple[Path, np.ndarray]] = (),
+    target: HardwareProfile | None = None,
 ) -> CalibrationResult:
-    """Fit the host profile on this machine and write it to ``out`` (atomically, validated).
+    """Fit the host profile on this machine, or ``target`` (a profile with a ``[runner]``)
+    on its device, and write it to ``out`` (atomically, validated).
 
     One interleaved timing run covers the micro-benchmarks, the ``examples`` (each fp32 and
     int8) and any ``extra`` models (their medians come back in ``extra_ms``, so a caller's
@@ -120,9 +128,16 @@ def calibrate_host(
     examples, step 2 fits the quantized-kernel scale and overhead on the int8 ones and the
     agreement on all of them (in-sample) is recorded in ``[calibration]``.
     """
+    from edgeopt.measure.runners import runner_for
     from edgeopt.measure.runtime import host_description
 
-    base = load_profile("cpu")
+    base = target if target is not None and target.runner is not None else load_profile("cpu")
+    runner = runner_for(base) if base.runner is not None else None
+    render: Render = render_host_toml
+    if runner is not None:
+        runner.check()  # an unreachable device fails before the graphs are built
+        mem = float(getattr(runner, "mem_bytes", 0.0))
+        render = functools.partial(render_device_toml, dram_bytes=mem)
     with tempfile.TemporaryDirectory(prefix="edgeopt-calibrate-") as td:
         tmp = Path(td)
         micro = build_micro(tmp)
@@ -137,15 +152,20 @@ def calibrate_host(
                 + (f" and {len(extra)} more" if extra else "")
                 + f", {rounds} interleaved rounds ..."
             )
-        times = time_models(feeds, threads=base.threads, rounds=rounds)
+        if runner is not None:
+            times = runner.time_models(feeds, threads=base.threads, rounds=rounds)
+            machine = runner.describe()
+        else:
+            times = time_models(feeds, threads=base.threads, rounds=rounds)
+            machine = host_description()
         n_micro, n_ex = len(micro), len(exported)
         micro_t = dict(zip(micro, times[:n_micro], strict=True))
         ex_t = times[n_micro : n_micro + n_ex]
         timed = [(p, t) for (p, _), t in zip(exported, ex_t, strict=True)]
-        result = fit(micro_t, {k: v[0] for k, v in micro.items()}, host_description())
-        write_atomic(out, render_host_toml(base, result, command))
+        result = fit(micro_t, {k: v[0] for k, v in micro.items()}, machine)
+        write_atomic(out, render(base, result, command))
         if timed:
-            result = _fit_examples(out, base, result, timed, command)
+            result = _fit_examples(out, base, result, timed, command, render)
         result = dataclasses.replace(result, extra_ms=list(times[n_micro + n_ex :]))
     validate_profile_file(out)
     return result
@@ -157,6 +177,7 @@ def _fit_examples(
     base_result: CalibrationResult,
     timed: Sequence[Timed],
     command: str,
+    render: Render,
 ) -> CalibrationResult:
     """Step 2: refit quantized kernels on the timed examples, then record the agreement;
     rewrites ``out`` after each."""
@@ -168,10 +189,10 @@ def _fit_examples(
     result = dataclasses.replace(
         base_result, kernel_overhead_us_int8=o8, efficiency=eff, peak_gops=peak
     )
-    write_atomic(out, render_host_toml(base, result, command))
+    write_atomic(out, render(base, result, command))
     tau, err = agreement(validate_profile_file(out), timed)
     result = dataclasses.replace(result, kendall_tau=tau, median_rel_error=err, n_models=len(timed))
-    write_atomic(out, render_host_toml(base, result, command))
+    write_atomic(out, render(base, result, command))
     return result
 
 
@@ -185,6 +206,7 @@ __all__ = [
     "fit",
     "fit_quantized",
     "quantize_qdq",
+    "render_device_toml",
     "render_host_toml",
     "time_models",
 ]

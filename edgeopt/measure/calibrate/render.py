@@ -1,12 +1,14 @@
-"""The host profile TOML written by ``edgeopt profiles calibrate``: fitted numbers marked
-``measured``, everything else as in the shipped host profile."""
+"""The profile TOML written by ``edgeopt profiles calibrate``: fitted numbers marked
+``measured``, everything else as in the shipped host profile (``render_host_toml``) or, for a
+device reached by a ``[runner]``, as in that device's own profile (``render_device_toml``)."""
 
 from __future__ import annotations
 
 import datetime as _dt
+import json
 
 from edgeopt.measure.calibrate.fit import CalibrationResult
-from edgeopt.profiles import HardwareProfile
+from edgeopt.profiles import HardwareProfile, RunnerSpec, ValueSource
 
 _CLASSES = ("dense_conv", "pointwise_conv", "depthwise_conv", "gemm")
 
@@ -16,6 +18,7 @@ def render_host_toml(base: HardwareProfile, r: CalibrationResult, command: str) 
     lines = [
         *_head_lines(base, r),
         *_unit_lines(r),
+        *_host_power_lines(),
         "",
         *_calibration_lines(r, command),
         "",
@@ -83,13 +86,13 @@ def _head_lines(base: HardwareProfile, r: CalibrationResult) -> list[str]:
     ]
 
 
-def _unit_lines(r: CalibrationResult) -> list[str]:
-    """[units.cpu] and its efficiency and power tables."""
+def _unit_lines(r: CalibrationResult, uid: str = "cpu", kind: str = "cpu") -> list[str]:
+    """[units.UID] and its efficiency tables, then the host's power table (``uid`` "cpu")."""
     e32, e8 = r.efficiency["fp32"], r.efficiency["int8"]
     ovh8 = r.kernel_overhead_us_int8
     return [
-        "[units.cpu]",
-        'kind = "cpu"',
+        f"[units.{uid}]",
+        f'kind = "{kind}"',
         f"peak_gops_fp32 = {_m(r.peak_gops['fp32'], 'best fp32 micro-benchmark throughput')}",
         "peak_gops_int8 = "
         + _m(r.peak_gops["int8"], "best int8 QDQ u8s8 micro-benchmark / scale fitted on models"),
@@ -102,7 +105,7 @@ def _unit_lines(r: CalibrationResult) -> list[str]:
         ),
         'supported_ops = "all"',
         "",
-        "[units.cpu.efficiency]",
+        f"[units.{uid}.efficiency]",
         *(f"{c} = {_m(e32[c])}" for c in _CLASSES),
         f"quantize = {_m(e32['quantize'], 'one QuantizeLinear / DequantizeLinear, 128 KB')}",
         'elementwise = { v = 1.0, kind = "assumption", note = "memory-bound: the bandwidth term '
@@ -110,8 +113,13 @@ def _unit_lines(r: CalibrationResult) -> list[str]:
         'pool = { v = 1.0, kind = "assumption", note = "memory-bound like elementwise" }',
         'data_movement = { v = 1.0, kind = "assumption", note = "memory-bound" }',
         "",
-        "[units.cpu.efficiency_int8]",
+        f"[units.{uid}.efficiency_int8]",
         *(f"{c} = {_m(e8[c])}" for c in _CLASSES),
+    ]
+
+
+def _host_power_lines() -> list[str]:
+    return [
         "",
         "[units.cpu.power]",
         'idle_w = { v = 1.0, kind = "assumption" }',
@@ -125,8 +133,8 @@ def _calibration_lines(r: CalibrationResult, command: str) -> list[str]:
         "[calibration]",
         f'date = "{_dt.date.today().isoformat()}"',
         'method = "edgeopt profiles calibrate: ORT micro-benchmarks, interleaved medians"',
-        f'command = "{command}"',
-        f'machine = "{r.machine}"',
+        f"command = {_s(command)}",
+        f"machine = {_s(r.machine)}",
     ]
     if r.kendall_tau is not None and r.median_rel_error is not None:
         lines += [
@@ -141,3 +149,117 @@ def _dram_bytes() -> float:
     import psutil
 
     return float(psutil.virtual_memory().total)
+
+
+# --------------------------------------------------------------------------------------------
+# A device's profile (calibrated through its [runner])
+
+
+def _s(text: str) -> str:
+    """A TOML basic string (JSON's escapes are TOML's)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _sourced(value: object, src: ValueSource | None) -> str:
+    """``value`` with its source as in the base profile (bare when it had none)."""
+    v = json.dumps(value)
+    if src is None or src.kind == "unstated":
+        return v
+    parts = [f"v = {v}", f"kind = {_s(src.kind)}"]
+    if src.src:
+        parts.append(f"src = {_s(src.src)}")
+    if src.note:
+        parts.append(f"note = {_s(src.note)}")
+    return "{ " + ", ".join(parts) + " }"
+
+
+def render_device_toml(
+    base: HardwareProfile, r: CalibrationResult, command: str, *, dram_bytes: float
+) -> str:
+    """``base`` (a profile with a ``[runner]``) with one compute unit (the first of
+    ``base``'s, as the device's runtime with its providers behaves) fitted on the device;
+    settings, power and sources as in ``base``; ``dram_bytes`` as the device reports it."""
+    assert base.runner is not None and base.memory is not None and base.runtime is not None
+    prov, q, rt, u = base.provenance, base.quantization, base.runtime, base.units[0]
+    dram = (
+        _m(dram_bytes, "physical memory the device reports")
+        if dram_bytes
+        else _sourced(base.memory.dram_bytes, prov.get("memory.dram_bytes"))
+    )
+    lines = [
+        f"# {base.name}, measured on {base.runner.device}: ONNX Runtime "
+        f"({', '.join(base.runner.providers)}), {base.threads} intra-op thread(s).",
+        "# Written by `edgeopt profiles calibrate --target ...`: every 'measured' value comes from",
+        "# the micro-benchmarks of edgeopt/measure/calibrate/, timed on the device in "
+        "[calibration].",
+        'schema = "edgeopt-hw-profile/1"',
+        "",
+        "[profile]",
+        f"name = {_s(base.name)}",
+        f'kind = "{base.kind.value}"',
+        f"description = {_s(base.description)}",
+        f"aliases = {json.dumps(list(base.aliases))}",
+        "measured = true",
+        f"threads = {_sourced(base.threads, prov.get('profile.threads'))}",
+        "calibrated = true",
+        "",
+        "[quantization]",
+        f"modes = {json.dumps(list(q.modes))}",
+        f'activation_type = "{q.activation_type}"',
+        f'weight_type = "{q.weight_type}"',
+        f"per_channel = {json.dumps(q.per_channel)}",
+        f"int8_only = {json.dumps(q.int8_only)}",
+        "",
+        "[pruning]",
+        "channel_multiple = "
+        + _sourced(base.pruning.channel_multiple, prov.get("pruning.channel_multiple")),
+        "",
+        "[runtime]",
+        f'partition_policy = "{rt.partition_policy}"',
+        f"invoke_overhead_us = {_m(r.invoke_overhead_us, 'one-op graph minus one kernel')}",
+        f"fusions = {json.dumps(sorted(rt.fusions))}",
+        f"ort_providers = {json.dumps(list(base.runner.providers))}",
+        "",
+        "[memory]",
+        f"dram_bytes = {dram}",
+        'weights_in = "dram"',
+        'activations_in = "dram"',
+        "",
+        "[energy]",
+        f"pj_per_byte = {_sourced(base.pj_per_byte, prov.get('energy.pj_per_byte'))}",
+        "",
+        *_unit_lines(r, u.id, u.kind),
+        "",
+        f"[units.{u.id}.power]",
+        f"idle_w = {_sourced(u.power.idle_w, prov.get(f'units.{u.id}.power.idle_w'))}",
+        f"active_w = {_sourced(u.power.active_w, prov.get(f'units.{u.id}.power.active_w'))}",
+        *(
+            f"pj_per_op_{d} = {_sourced(v, prov.get(f'units.{u.id}.power.pj_per_op_{d}'))}"
+            for d, v in u.power.pj_per_op.items()
+        ),
+        "",
+        *_calibration_lines(r, command),
+        "",
+        *_runner_lines(base.runner),
+        "",
+        "[sources]",
+        f"CAL = {_s(f'edgeopt profiles calibrate on {base.runner.device} (see [calibration])')}",
+        *(f"{k} = {_s(v)}" for k, v in base.sources.items() if k != "CAL"),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _runner_lines(spec: RunnerSpec) -> list[str]:
+    """The ``[runner]`` table, local paths absolute (the new file may live elsewhere)."""
+    lines = ["[runner]", f'kind = "{spec.kind}"']
+    ssh_keys = ("host", "user", "port", "identity_file", "known_hosts", "python", "workdir")
+    for key in ssh_keys if spec.kind == "ssh" else ():
+        value = getattr(spec, key)
+        if value is not None:
+            lines.append(f"{key} = {value if key == 'port' else _s(str(value))}")
+    lines.append(f"providers = {json.dumps(list(spec.providers))}")
+    if spec.threads is not None:
+        lines.append(f"threads = {spec.threads}")
+    lines.append(f"timeout_s = {spec.timeout_s}")
+    return lines
