@@ -4,6 +4,8 @@ A run directory holds everything of one search::
 
     run.json            the run's configuration (re-running the same command resumes it)
     study.db            the Optuna study (SQLite), unless --storage names a shared database
+                        (then the study also records the settings and reference baseline,
+                        and trial files go to the --artifacts store as well)
     baseline/           the original model as ONNX (model.onnx) and baseline.json
     cache/              torch-phase results shared by trials with the same torch settings
     trials/<n>/         each trial's model.onnx, request/result JSON, log
@@ -139,7 +141,11 @@ class RunDir:
     # ------------------------------------------------------------------ config
     def storage_url(self, config: RunConfig) -> str:
         """The study's storage: ``--storage`` when given, else ``study.db`` here."""
-        return config.storage or f"sqlite:///{self.study_db.resolve()}"
+        return config.storage or self.storage_url_default()
+
+    def storage_url_default(self) -> str:
+        """``study.db`` here, as an SQLite URL (one machine: the default)."""
+        return f"sqlite:///{self.study_db.resolve()}"
 
     def read_config(self) -> RunConfig:
         from edgeopt.config import RunConfig
@@ -159,9 +165,8 @@ class RunDir:
         """Write ``run.json``; if the directory already holds a different study, refuse."""
         self.path.mkdir(parents=True, exist_ok=True)
         if self.run_file.exists():
-            old = _comparable(self.read_config().search_key())
-            new = _comparable(config.search_key())
-            diff = [k for k in new if old.get(k) != new[k]]
+            old = comparable_key(self.read_config().search_key())
+            diff = differences(old, comparable_key(config.search_key()))
             if diff:
                 raise ConfigError(
                     f"{self.path} holds a run with different {', '.join(diff)}",
@@ -197,12 +202,17 @@ class RunDir:
         write_json(self.final_file, dict(final))
 
 
-def _comparable(key: dict[str, Any]) -> dict[str, Any]:
+def comparable_key(key: Mapping[str, Any]) -> dict[str, Any]:
     """A search key with targets as profile names, so an alias (cpu) equals its profile
     (host-cpu)."""
     from edgeopt.profiles import load_profile
 
     return {**key, "targets": [load_profile(t).name for t in key["targets"]]}
+
+
+def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """The keys of ``new`` whose values differ in ``old`` (a missing key differs)."""
+    return [k for k in new if old.get(k) != new[k]]
 
 
 def default_run_dir(model_path: str, targets: Sequence[str]) -> Path:

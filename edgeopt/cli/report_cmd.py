@@ -1,14 +1,49 @@
-"""``edgeopt report`` and ``edgeopt export``: read a run directory, write reports or one model."""
+"""``edgeopt report`` and ``edgeopt export``: read a run (its directory, or its shared study
+from any machine), write reports or one model."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
 
+def _source_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``[RUN_DIR] [--storage URL --study NAME] [--artifacts DIR]``."""
+    f = click.option(
+        "--artifacts",
+        help="Artifact store the workers uploaded to (folder or s3://BUCKET); default: the "
+        "one the run recorded.",
+    )(f)
+    f = click.option(
+        "--study", "study_name", default="edgeopt", show_default=True, help="Study name."
+    )(f)
+    f = click.option(
+        "--storage", help="Read the shared study at this URL instead of a run directory."
+    )(f)
+    return click.argument("run_dir", required=False, type=click.Path(file_okay=False))(f)
+
+
+def _source(run_dir: str | None, storage: str | None, study: str, artifacts: str | None) -> Any:
+    """The run to read: RUN_DIR, or the study in --storage (exactly one)."""
+    from edgeopt.errors import ConfigError
+    from edgeopt.search.source import RunSource
+
+    if (run_dir is None) == (storage is None):
+        raise ConfigError(
+            "give either RUN_DIR or --storage URL --study NAME",
+            hint="RUN_DIR is an `edgeopt optimize` output; --storage reads a shared study "
+            "from any machine",
+        )
+    if run_dir is not None:
+        return RunSource.local(run_dir, artifacts)
+    return RunSource(None, str(storage), study, artifacts)
+
+
 @click.command()
-@click.argument("run_dir", type=click.Path(file_okay=False))
+@_source_options
 @click.option(
     "--format",
     "formats",
@@ -19,25 +54,36 @@ import click
 @click.option(
     "--out", "out_dir", type=click.Path(file_okay=False), help="Folder (default RUN_DIR/report)."
 )
-def report(run_dir: str, formats: str, out_dir: str | None) -> None:
-    """Write the reports of the run in RUN_DIR.
+def report(
+    run_dir: str | None,
+    storage: str | None,
+    study_name: str,
+    artifacts: str | None,
+    formats: str,
+    out_dir: str | None,
+) -> None:
+    """Write the reports of the run in RUN_DIR, or of the shared study in --storage.
 
     HTML (one offline file with plots), Markdown (short, for CI summaries and PR comments),
     JSON (with schema_version) and CSV (one row per trial). Every number is labelled
-    measured (on this host) or estimated (from a hardware profile).
+    measured (on the machine named per trial) or estimated (from a hardware profile).
     """
+    from edgeopt.errors import ConfigError
     from edgeopt.report import parse_formats
     from edgeopt.rundir import RunDir
     from edgeopt.search.records import write_run_reports
 
     fmts = parse_formats(formats)  # an unknown format fails before the run is read
-    out = Path(out_dir) if out_dir else RunDir(run_dir).report_dir
-    for path in write_run_reports(Path(run_dir), out, fmts):
+    source = _source(run_dir, storage, study_name, artifacts)
+    if out_dir is None and run_dir is None:
+        raise ConfigError("--out is required with --storage", hint="e.g. --out report/")
+    out = Path(out_dir) if out_dir else RunDir(str(run_dir)).report_dir
+    for path in write_run_reports(source, out, fmts):
         click.echo(str(path))
 
 
 @click.command()
-@click.argument("run_dir", type=click.Path(file_okay=False))
+@_source_options
 @click.option("--trial", "number", type=int, required=True, help="Trial number to export.")
 @click.option(
     "--out", required=True, type=click.Path(dir_okay=False), help="Where to write the .onnx."
@@ -47,8 +93,29 @@ def report(run_dir: str, formats: str, out_dir: str | None) -> None:
     is_flag=True,
     help="Also rebuild the model from its config and check it gives the same outputs.",
 )
-def export(run_dir: str, number: int, out: str, rebuild: bool) -> None:
-    """Copy trial N's exact ONNX model out of RUN_DIR, with a .json of its config and numbers.
+@click.option(
+    "--trust-pickle",
+    is_flag=True,
+    help="--rebuild may unpickle the run's model file (runs code from that file).",
+)
+@click.option(
+    "--trust-arch",
+    is_flag=True,
+    help="--rebuild may import and run the architecture the run's model file names.",
+)
+def export(
+    run_dir: str | None,
+    storage: str | None,
+    study_name: str,
+    artifacts: str | None,
+    number: int,
+    out: str,
+    rebuild: bool,
+    trust_pickle: bool,
+    trust_arch: bool,
+) -> None:
+    """Copy trial N's exact ONNX model out of RUN_DIR (or the shared study in --storage,
+    from the artifact store), with a .json of its config and numbers.
 
     The .json lands beside the model (model.onnx -> model.json). --rebuild builds the
     candidate again from the recorded config (the torch phase re-runs) and reports the
@@ -58,8 +125,18 @@ def export(run_dir: str, number: int, out: str, rebuild: bool) -> None:
     from edgeopt.search.records import load_run
     from edgeopt.search.replay import export_trial
 
-    records = load_run(Path(run_dir))
-    result = export_trial(records, Path(run_dir), number, Path(out), rebuild=rebuild)
+    source = _source(run_dir, storage, study_name, artifacts)
+    records = load_run(source)
+    local = Path(run_dir) if run_dir else None
+    result = export_trial(
+        records,
+        local,
+        number,
+        Path(out),
+        rebuild=rebuild,
+        artifacts=source.artifacts,
+        trust={"trust_pickle": trust_pickle, "trust_arch": trust_arch},
+    )
     trial = next(t for t in records["trials"] if t["number"] == number)
     kind = records.get("baseline", {}).get("accuracy_kind", "accuracy")
     test = trial.get("test_accuracy")

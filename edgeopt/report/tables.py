@@ -11,6 +11,7 @@ from dataclasses import asdict
 from typing import Any
 
 from edgeopt.metrics import Metric
+from edgeopt.report.machines import machine_label
 from edgeopt.report.summary import Summary, metric_entry
 
 REPORT_KIND = "edgeopt-report"
@@ -75,6 +76,7 @@ def csv_columns(s: Summary) -> list[str]:
         "build_s",
         "measure_s",
         "trial_s",
+        "machine",
         "onnx",
         "fail_stage",
         "fail_reason",
@@ -101,6 +103,7 @@ def render_csv(s: Summary) -> str:
             "val_accuracy": _n(t.get("val_accuracy")),
             "test_accuracy": _n(t.get("test_accuracy")),
             "size_mb": _n(t.get("size_mb")),
+            "machine": machine_label(t),
             "onnx": t.get("onnx") or "",
             "fail_stage": t.get("fail_stage", ""),
             "fail_reason": t.get("fail_reason", ""),

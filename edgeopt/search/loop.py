@@ -9,6 +9,7 @@ worker; ``optimize`` runs one in-process or a pool of them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -24,13 +25,14 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from edgeopt.errors import EdgeoptError
-from edgeopt.search.context import SearchContext
+from edgeopt.search.context import SearchContext, Trust
 from edgeopt.search.objective import TrialRunner
 from edgeopt.search.progress import TrialEvent, trial_event
 from edgeopt.search.study import (
     FINISHED,
     GRACE_BEATS,
     HEARTBEAT_S,
+    ask_lock,
     counted_trials,
     fail_stale_trials,
     heartbeat,
@@ -51,9 +53,9 @@ class Worker:
         self.stop = False
 
     @classmethod
-    def open(cls, run_dir: Path, worker_index: int = 0) -> Worker:
+    def open(cls, run_dir: Path, worker_index: int = 0, trust: Trust | None = None) -> Worker:
         """Join the study of the run that ``setup.prepare`` wrote."""
-        ctx = SearchContext.open(run_dir)
+        ctx = SearchContext.open(run_dir, trust)
         study, storage = open_study(ctx, worker_index)
         return cls(ctx, study, storage)
 
@@ -76,6 +78,10 @@ class Worker:
                     self.runner.run(trial)
                 except KeyboardInterrupt:  # a second Ctrl-C: the child is already killed
                     self.runner.abandon(trial, "aborted by a second Ctrl-C")
+                    raise
+                except Exception as exc:  # a full disk: record it if the storage still can
+                    with contextlib.suppress(Exception):
+                        self.runner.abandon(trial, f"{type(exc).__name__}: {exc}"[:300])
                     raise
             ran += 1
             if progress:
@@ -101,8 +107,8 @@ class Worker:
         and re-queued, and this worker runs it."""
         deadline = time.monotonic() + HEARTBEAT_S * (GRACE_BEATS + 1)
         while True:
-            # the lock makes "count, then ask" atomic for local workers: no extra trial
-            with self.ctx.run.lock("ask"):
+            # the lock makes "count, then ask" atomic for all workers: no extra trial
+            with ask_lock(self.ctx, self.storage):
                 fail_stale_trials(self.study)
                 if limit is None or counted_trials(self.study) < limit:
                     trial = self.study.ask()
@@ -135,8 +141,11 @@ def optimize(
     workers: int = 1,
     progress: ProgressFn | None = None,
     on_stop: Callable[[], None] | None = None,
+    trust: Trust | None = None,
 ) -> bool:
     """Run the search on a prepared run directory with ``workers`` processes.
+
+    ``trust`` carries the command line's opt-ins to running code from the model file.
 
     With one worker the trials run in this process and ``progress`` sees each one; with
     more, worker processes join the same storage and this process reports their progress.
@@ -145,8 +154,8 @@ def optimize(
     Returns True when a Ctrl-C stopped the search.
     """
     if workers > 1:
-        return _run_pool(run_dir, n_trials, timeout_s, workers, progress, on_stop)
-    worker = Worker.open(run_dir)
+        return _run_pool(run_dir, n_trials, timeout_s, workers, progress, on_stop, trust)
+    worker = Worker.open(run_dir, trust=trust)
     old = signal.signal(signal.SIGINT, _stop_handler(worker, on_stop))
     try:
         worker.run(n_trials, timeout_s, progress)
@@ -162,8 +171,10 @@ def _run_pool(
     workers: int,
     progress: ProgressFn | None,
     on_stop: Callable[[], None] | None,
+    trust: Trust | None,
 ) -> bool:
     args = [sys.executable, "-m", "edgeopt.search.loop", str(run_dir)]
+    args += (trust or Trust()).argv()
     if n_trials is not None:
         args += ["--trials", str(n_trials)]
     if timeout_s is not None:
@@ -222,8 +233,11 @@ def main() -> None:
     parser.add_argument("--trials", type=int)
     parser.add_argument("--timeout", type=float)
     parser.add_argument("--index", type=int, default=0)
+    parser.add_argument("--trust-pickle", action="store_true")
+    parser.add_argument("--trust-arch", action="store_true")
     args = parser.parse_args()
-    worker = Worker.open(args.run_dir, worker_index=args.index)
+    trust = Trust(pickle=args.trust_pickle, arch=args.trust_arch)
+    worker = Worker.open(args.run_dir, worker_index=args.index, trust=trust)
     signal.signal(signal.SIGINT, _stop_handler(worker, None))
     try:
         worker.run(args.trials, args.timeout)

@@ -17,8 +17,9 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from edgeopt.errors import EdgeoptError
+from edgeopt.errors import EdgeoptError, environment_error
 from edgeopt.metrics import Measurement, Metric
+from edgeopt.search.artifacts import sha256_of
 from edgeopt.search.context import SearchContext
 from edgeopt.search.protocol import Status, TrialRequest
 
@@ -31,8 +32,16 @@ class TrialRunner:
     """Runs trials of one study for one worker process."""
 
     def __init__(self, ctx: SearchContext, study: optuna.Study) -> None:
+        from edgeopt.search.artifacts import open_store
+        from edgeopt.search.shared import reference_latency_ms
+
         self.ctx = ctx
         self.study = study
+        # latency = measured ratio x the study's reference (the first machine's baseline),
+        # so trials measured on different machines compare
+        self.reference_ms = reference_latency_ms(study.user_attrs, ctx.baseline)
+        self.store = open_store(ctx.config.artifacts) if ctx.config.artifacts else None
+        self.machine = machine_description(ctx)
 
     def facts(self) -> Any:
         """The model facts, with pruning switched off once Torch-Pruning proved unable."""
@@ -45,6 +54,8 @@ class TrialRunner:
         try:
             self._run(trial)
         except Exception as exc:  # a bug in one trial's bookkeeping must not end the study
+            if environment_error(exc) is not None:
+                raise  # a full disk ends the search: every next trial would fail alike
             self._internal_failure(trial, exc)
 
     def _run(self, trial: optuna.Trial) -> None:
@@ -53,6 +64,7 @@ class TrialRunner:
 
         ctx = self.ctx
         t0 = time.monotonic()
+        trial.set_user_attr("machine", self.machine)
         try:
             candidate = suggest_candidate(trial, ctx.merged, self.facts())
             if trial.user_attrs.get("baseline") == "unchanged":
@@ -75,7 +87,7 @@ class TrialRunner:
         trial.set_user_attr("build_s", round(result.build_seconds, 3))
         if result.status is Status.PRUNED:
             trial.set_user_attr("pruned_reason", result.reason)
-            self.study.tell(trial, state=TrialState.PRUNED)
+            self._tell(trial, state=TrialState.PRUNED)
             return
         if result.status is not Status.OK or result.onnx is None or result.val_accuracy is None:
             reason = str(result.reason)
@@ -89,9 +101,12 @@ class TrialRunner:
             trial.set_user_attr("measure_s", round(time.monotonic() - t_measure, 3))
         except EdgeoptError as exc:
             self._fail(trial, "measure", exc.message)
+            if _device_error(exc):
+                self._retry_once(trial)
             return
         accuracy = float(result.val_accuracy)
         trial.set_user_attr("onnx", ctx.run.relative(onnx_path))
+        trial.set_user_attr("onnx_sha256", sha256_of(onnx_path))
         trial.set_user_attr("val_accuracy", accuracy)
         trial.set_user_attr("measurements", {k: m.to_dict() for k, m in measurements.items()})
         trial.set_user_attr("info", dict(result.info))
@@ -106,7 +121,7 @@ class TrialRunner:
             trial.set_constraint(name, value)
         values = [self._value(o.metric, o.target, accuracy, measurements) for o in ctx.objectives]
         trial.set_user_attr("trial_s", round(time.monotonic() - t0, 3))
-        self.study.tell(trial, values)
+        self._tell(trial, values, strict=True)
 
     def _request(self, number: int, candidate: dict[str, Any]) -> TrialRequest:
         ctx = self.ctx
@@ -134,7 +149,7 @@ class TrialRunner:
             ctx.profiles,
             input_shape=ctx.baseline.input_shape,
             sample=ctx.data.x_val[:1] if ctx.data is not None else None,
-            reference=HostReference(ctx.run.baseline_onnx, ctx.baseline.host_latency_ms),
+            reference=HostReference(ctx.run.baseline_onnx, self.reference_ms),
             lock_path=ctx.run.lock_path("measure"),
             time_budget_s=HOST_LATENCY_BUDGET_S,
         )
@@ -167,6 +182,16 @@ class TrialRunner:
         if frozen.state == TrialState.RUNNING:
             self._fail(trial, "interrupted", reason)
 
+    def _retry_once(self, trial: optuna.Trial) -> None:
+        """Queue the same candidate again after its device failed to measure it (a board
+        rebooting, a dropped link); a retry that fails too is not retried again."""
+        if "retry_of" in trial.user_attrs:
+            return
+        attrs = {"retry_of": trial.number}
+        if "baseline" in trial.user_attrs:
+            attrs["baseline"] = trial.user_attrs["baseline"]
+        self.study.enqueue_trial(dict(trial.params), user_attrs=attrs)
+
     def _fail(self, trial: optuna.Trial, stage: str, reason: str, *, hung: bool = False) -> None:
         trial.set_user_attr("fail_stage", stage)
         trial.set_user_attr("fail_reason", reason)
@@ -174,7 +199,30 @@ class TrialRunner:
         if stage == "prune" and not hung and not self._any_pruned_success():
             # Torch-Pruning cannot handle this architecture: keep to the ONNX stages
             self.study.set_user_attr("prune_unsupported", reason)
-        self.study.tell(trial, state=TrialState.FAIL)
+        self._tell(trial, state=TrialState.FAIL)
+
+    def _tell(
+        self,
+        trial: optuna.Trial,
+        values: list[float] | None = None,
+        *,
+        state: TrialState = TrialState.COMPLETE,
+        strict: bool = False,
+    ) -> None:
+        """Upload the trial's files to the shared store (if any), then tell the study.
+
+        ``strict``: an upload error raises (a complete trial other machines cannot read
+        becomes a FAIL trial); otherwise it is logged and the trial keeps its state."""
+        if self.store is not None:
+            from edgeopt.search.artifacts import upload_trial_files
+
+            try:
+                upload_trial_files(self.store, trial, self.ctx.run.trial_dir(trial.number))
+            except Exception as exc:
+                if strict:
+                    raise
+                log.warning("trial %d: uploading its files failed: %s", trial.number, exc)
+        self.study.tell(trial, values, state=state)
 
     def _any_pruned_success(self) -> bool:
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
@@ -195,3 +243,26 @@ class TrialRunner:
                     f"({t.user_attrs.get('fail_reason')})"
                 )
         return None
+
+
+def machine_description(ctx: SearchContext) -> dict[str, Any]:
+    """The machine trials run on: its name (``EDGEOPT_MACHINE``, else the host name), CPU
+    line, and its own measured latency of the original per host profile (the study scales
+    every machine's ratios by one reference)."""
+    import os
+    import socket
+
+    from edgeopt.measure.runtime import host_description
+
+    return {
+        "hostname": os.environ.get("EDGEOPT_MACHINE") or socket.gethostname(),
+        "cpu": host_description(),
+        "baseline_latency_ms": dict(ctx.baseline.host_latency_ms),
+    }
+
+
+def _device_error(exc: BaseException) -> bool:
+    """True when a remote device (not the candidate) failed the measurement."""
+    from edgeopt.measure.runners import DeviceError
+
+    return isinstance(exc, DeviceError)

@@ -11,26 +11,34 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from edgeopt.errors import ConfigError
-from edgeopt.rundir import RunDir
+from edgeopt.data import split_sizes
+from edgeopt.search.artifacts import trial_artifacts
+from edgeopt.search.protocol import SYNTHETIC_N
+from edgeopt.search.source import OpenRun, RunSource
+from edgeopt.search.storage import redact
 
 SCHEMA_VERSION = 1
+N_KEYS = ("n_val", "n_test")
 
 
-def load_run(run_dir: Path, *, importance: bool = False) -> dict[str, Any]:
-    """Everything a report needs from ``run_dir``, as JSON-ready dicts and lists.
+def load_run(run: Path | str | RunSource, *, importance: bool = False) -> dict[str, Any]:
+    """Everything a report needs from a run (a run directory, or a ``RunSource`` such as a
+    shared study read from a machine that ran no trial), as JSON-ready dicts and lists.
 
     ``trials`` holds every trial (complete, failed, stopped early) with its candidate, the
-    numbers per target with provenance, the constraint values, and whether it is on the
-    feasible Pareto front. ``importance`` adds per-objective parameter importances.
+    numbers per target with provenance, the machine that built and measured it, the
+    constraint values, and whether it is on the feasible Pareto front. ``importance`` adds
+    per-objective parameter importances.
     """
+    return records_of(RunSource.of(run).open(), importance=importance)
+
+
+def records_of(opened: OpenRun, *, importance: bool = False) -> dict[str, Any]:
+    """``load_run`` on a run already opened."""
     from edgeopt.profiles import load_profile
 
-    run = RunDir(run_dir)
-    config = run.read_config()
-    study = load_study(run, config)
-    final = run.read_final()
-    final.setdefault("test_accuracy", {})
+    study, config = opened.study, opened.config
+    final = opened.final
     targets = [load_profile(t).name for t in config.targets]
     names = study.user_attrs.get("objectives", [])
     directions = study.user_attrs.get("directions", [])
@@ -43,43 +51,25 @@ def load_run(run_dir: Path, *, importance: bool = False) -> dict[str, Any]:
     ]
     out: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
-        "run_dir": str(run.path),
-        "config": config.to_dict(),
-        "baseline": run.read_baseline().to_dict(),
+        "run_dir": opened.source.where,
+        "study": {"name": config.study_name, "storage": redact(opened.source.storage)},
+        "artifacts": opened.artifacts,
+        "config": {**config.to_dict(), "storage": redact(config.storage or "") or None},
+        "baseline": opened.baseline.to_dict(),
         "targets": targets,
         "objectives": [
             {"name": n, "direction": d} for n, d in zip(names, directions, strict=False)
         ],
         "trials": trials,
         "test_split": final.get("test_split"),
+        # the samples behind val/test accuracy (synthetic inputs without data): for the
+        # reports' confidence intervals
+        **(split_sizes(config.data) if config.data else dict.fromkeys(N_KEYS, SYNTHETIC_N)),
         "prune_unsupported": study.user_attrs.get("prune_unsupported"),
     }
     if importance:
         out["importance"] = _importances(study, names)
     return out
-
-
-def load_study(run: RunDir, config: Any) -> optuna.Study:
-    """The run's study, opened for reading. A missing or damaged ``study.db`` is a
-    ConfigError (opening a missing SQLite file would silently create an empty study)."""
-    if config.storage is None and not run.study_db.is_file():
-        raise ConfigError(
-            f"{run.path} has no study.db: the study of this run is gone",
-            hint="restore study.db from a backup, or re-run `edgeopt optimize` into a new --out",
-        )
-    try:
-        return optuna.load_study(study_name=config.study_name, storage=run.storage_url(config))
-    except KeyError as exc:
-        raise ConfigError(
-            f"{run.storage_url(config)} holds no study {config.study_name!r}",
-            hint="check --storage and --study, or re-run the search",
-        ) from exc
-    except Exception as exc:  # sqlite3.DatabaseError through SQLAlchemy, and the like
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(
-            f"cannot read the study of {run.path}: {first}",
-            hint="study.db is damaged or unreadable; restore it or re-run into a new --out",
-        ) from exc
 
 
 def _trial_record(
@@ -104,6 +94,8 @@ def _trial_record(
         "complete": t.datetime_complete.isoformat() if t.datetime_complete else None,
         "timing": {k: ua[k] for k in ("build_s", "measure_s", "trial_s") if k in ua},
         "cache_hit": ua.get("cache_hit"),
+        "machine": ua.get("machine"),
+        "artifacts": trial_artifacts(t.system_attrs),
     }
     if t.state == TrialState.COMPLETE:
         all_meas = ua.get("measurements", {})
@@ -123,6 +115,7 @@ def _trial_record(
             feasible=all(v <= 0 for v in (t.constraints or {}).values()),
             on_front=on_front,
             onnx=ua.get("onnx"),
+            onnx_sha256=ua.get("onnx_sha256"),
             info=ua.get("info", {}),
         )
     elif t.state == TrialState.FAIL:
@@ -153,9 +146,11 @@ def _importances(study: optuna.Study, names: list[str]) -> dict[str, dict[str, f
     return out
 
 
-def write_run_reports(run_dir: Path, out_dir: Path, formats: Iterable[str]) -> list[Path]:
-    """Load the run in ``run_dir`` (with parameter importances) and render its reports into
-    ``out_dir``. Raises ConfigError when ``run_dir`` is not a run directory."""
+def write_run_reports(
+    run: Path | str | RunSource, out_dir: Path, formats: Iterable[str]
+) -> list[Path]:
+    """Load the run (a run directory or a ``RunSource``; with parameter importances) and
+    render its reports into ``out_dir``. Raises ConfigError when it cannot be read."""
     from edgeopt.report import render_reports
 
     with warnings.catch_warnings():
@@ -163,5 +158,5 @@ def write_run_reports(run_dir: Path, out_dir: Path, formats: Iterable[str]) -> l
         # importance is missing or rests on few trials
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        records = load_run(Path(run_dir), importance=True)
+        records = load_run(run, importance=True)
     return render_reports(records, out_dir, formats)

@@ -105,47 +105,64 @@ def metadata(records: Mapping[str, Any], trial: Mapping[str, Any], sha256: str) 
 
 def export_trial(
     records: Mapping[str, Any],
-    run_dir: Path,
+    run_dir: Path | None,
     number: int,
     out: Path,
     *,
     rebuild: bool = False,
+    artifacts: str | None = None,
+    trust: Mapping[str, bool] | None = None,
 ) -> ExportResult:
     """Copy trial ``number``'s ONNX file to ``out`` and write ``out`` with suffix ``.json``.
 
-    The recorded path must lie inside ``run_dir`` and the copy must be a valid ONNX model;
-    ConfigError otherwise (nothing is left at ``out``). With ``rebuild``, the candidate is
-    built again from its config in a temporary folder (no shared cache: the torch phase
-    re-runs) and compared with the recorded model.
+    The file comes from ``run_dir`` (the recorded path must lie inside it) when it is there,
+    else from the artifact store (``artifacts``, else the one the records name); the copy
+    must be a valid ONNX model; ConfigError otherwise (nothing is left at ``out``). With
+    ``rebuild``, the candidate is built again from its config in a temporary folder (no
+    shared cache: the torch phase re-runs) and compared with the recorded model.
     """
-    run = RunDir(run_dir)
+    from edgeopt.search.source import scratch_dir
+
+    run = RunDir(run_dir) if run_dir is not None else None
     trial = find_trial(records, number)
-    # the study is data: a record pointing elsewhere must not make us copy that file out
-    src = run.inside(str(trial["onnx"]))
-    if not src.is_file():
-        raise ConfigError(
-            f"trial {number}'s model {src} is missing",
-            hint="the run directory was moved or cleaned; rebuild it with --rebuild",
-        )
     out = Path(out)
     if out.suffix.lower() != ".onnx":
         raise ConfigError(f"--out must name an .onnx file, got {out}", hint="e.g. model.onnx")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.copyfile(src, tmp)
-    try:
-        _check_onnx(tmp, f"trial {number}'s model {src}")
-        # rebuild against the very bytes being exported
-        check = rebuild_check(records, run.path, trial, tmp) if rebuild else None
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    spec = artifacts or records.get("artifacts")
+    with scratch_dir() as downloads:
+        src = _source_onnx(run, spec, trial, Path(downloads))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        shutil.copyfile(src, tmp)
+        try:
+            _check_onnx(tmp, f"trial {number}'s model {src}")
+            # rebuild against the very bytes being exported
+            check = rebuild_check(records, run_dir, trial, tmp, trust) if rebuild else None
+            tmp.replace(out)
+        finally:
+            tmp.unlink(missing_ok=True)
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     meta = metadata(records, trial, digest)
     if check is not None:
         meta["rebuild"] = asdict(check)
     meta_path = write_atomic(out.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
     return ExportResult(int(number), out, meta_path, check)
+
+
+def _source_onnx(
+    run: RunDir | None, spec: str | None, trial: Mapping[str, Any], dest: Path
+) -> Path:
+    """The trial's ONNX file: local (inside the run directory) or downloaded into ``dest``."""
+    from edgeopt.search.artifacts import open_store
+    from edgeopt.search.source import trial_onnx
+
+    src = trial_onnx(run, lambda: open_store(spec, write=False) if spec else None, trial, dest)
+    if not src.is_file():
+        raise ConfigError(
+            f"trial {trial['number']}'s model {src} is missing",
+            hint="the run directory was moved or cleaned; rebuild it with --rebuild",
+        )
+    return src
 
 
 def _check_onnx(path: Path, what: str) -> None:
@@ -163,24 +180,34 @@ def _check_onnx(path: Path, what: str) -> None:
 
 
 def rebuild_check(
-    records: Mapping[str, Any], run_dir: Path, trial: Mapping[str, Any], recorded: Path
+    records: Mapping[str, Any],
+    run_dir: Path | None,
+    trial: Mapping[str, Any],
+    recorded: Path,
+    trust: Mapping[str, bool] | None = None,
 ) -> RebuildCheck:
     """Build the trial's candidate again as the search did and compare outputs on the
-    validation inputs (synthetic ones for runs without data)."""
+    validation inputs (synthetic ones for runs without data). The settings come from
+    ``run_dir`` when it is a run directory, else from the records (a shared study); the
+    model's trust flags only from ``trust`` (the command line), never from those."""
     import numpy as np
     import torch
 
     from edgeopt.candidate import Candidate
+    from edgeopt.config import RunConfig
     from edgeopt.data import load_npz, synthetic_inputs
     from edgeopt.measure.accuracy import onnx_logits
     from edgeopt.pipeline import PipelineInputs, build
     from edgeopt.profiles import load_profile, merge_profiles
     from edgeopt.search.protocol import SYNTHETIC_N, SYNTHETIC_VAL_SEED
 
-    run = RunDir(run_dir)
-    config = run.read_config()
-    salt = run.read_baseline().salt
-    model = config.model.load()
+    run = RunDir(run_dir) if run_dir is not None else None
+    if run is not None and run.run_file.exists():
+        config, salt = run.read_config(), run.read_baseline().salt
+    else:
+        config = RunConfig.from_dict({**records["config"], "storage": None})
+        salt = str(records["baseline"]["salt"])
+    model = config.model.with_trust(**(trust or {})).load() if trust else config.model.load()
     data = load_npz(config.data) if config.data else None
     profile = merge_profiles([load_profile(t) for t in config.targets])
     torch.set_num_threads(config.threads)

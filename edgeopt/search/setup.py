@@ -4,6 +4,7 @@ afterwards (test-split numbers for the front, never seen by the search)."""
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +24,26 @@ def prepare(config: RunConfig, run_dir: Path) -> Baseline:
     reference latency) and the study. Idempotent: a resumed run reuses them; two processes
     setting up one directory at once take turns."""
     from edgeopt.data import load_npz
-    from edgeopt.loading import check_input_shape
+    from edgeopt.loading import check_model_and_data
     from edgeopt.profiles import load_profile, merge_profiles
+    from edgeopt.search.artifacts import open_store
     from edgeopt.search.context import SearchContext
-    from edgeopt.search.study import open_study
+    from edgeopt.search.study import check_joinable, open_study
 
     profiles = [load_profile(t) for t in config.targets]
     merge_profiles(profiles)  # fails fast when the targets share no model format
     names = [p.name for p in profiles]
     if len(set(names)) != len(names):
         raise ConfigError(f"--target names a profile twice: {', '.join(names)}")
-    loaded = config.model.load()
     data = load_npz(config.data) if config.data else None
-    check_input_shape(loaded, data.input_shape if data else loaded.input_shape)
+    loaded = config.model.load(data.input_shape if data is not None else None)
+    # an input shape taken from the data is recorded: workers and a resume load alike
+    config = replace(config, model=config.model.with_data_shape(loaded))
+    check_model_and_data(loaded, data)  # sample shape, labels < the model's outputs
+    if config.storage:  # a shared study: reachable, and started with these settings
+        check_joinable(config, config.storage)
+    if config.artifacts:
+        open_store(config.artifacts)  # a folder every machine writes to: fail fast if not
     run = RunDir(run_dir)
     run.path.mkdir(parents=True, exist_ok=True)
     with run.lock("setup"):
@@ -54,7 +62,8 @@ def _make_baseline(
 ) -> Baseline:
     from edgeopt.export import loaded_to_onnx
     from edgeopt.measure.accuracy import onnx_accuracy
-    from edgeopt.measure.runtime import host_description, measure_latency
+    from edgeopt.measure.runtime import host_description
+    from edgeopt.measure.service import reference_latency_ms
 
     run.baseline_dir.mkdir(parents=True, exist_ok=True)
     sample = data.x_val[:8] if data is not None else None
@@ -71,15 +80,14 @@ def _make_baseline(
         val = test = 1.0  # fidelity of the model to itself
     latency: dict[str, float] = {}
     for p in profiles:
-        if p.measured:
-            (stats,) = measure_latency(
-                [dst],
-                threads=p.threads,
+        if p.measured:  # on the profile's runner: this host or its [runner] device
+            latency[p.name] = reference_latency_ms(
+                dst,
+                p,
                 input_shape=loaded.input_shape,
                 sample=sample,
                 time_budget_s=BASELINE_LATENCY_BUDGET_S,
             )
-            latency[p.name] = stats.p50_ms
     return Baseline(
         salt=_salt(config),
         input_shape=tuple(loaded.input_shape),
@@ -117,32 +125,45 @@ def _hopeless_below(config: RunConfig, val_accuracy: float) -> float | None:
 def finalize(run_dir: Path) -> dict[str, Any]:
     """Test-split accuracy for the front and the baselines (never seen by the search).
 
-    Stored in ``final.json`` as ``{"test_accuracy": {trial number: value}, "test_split"}``.
+    Stored in ``final.json`` as ``{"test_accuracy": {trial number: value}, "test_split"}``
+    and in the study (``shared.record_test_numbers``), so that every machine's report has
+    them. A trial another machine built is read from the artifact store; one already scored
+    by any machine is not scored again.
     """
     from edgeopt.data import load_npz
     from edgeopt.measure.accuracy import onnx_score
-    from edgeopt.search.records import load_study
+    from edgeopt.search.artifacts import trial_artifacts
+    from edgeopt.search.shared import record_test_numbers
+    from edgeopt.search.source import RunSource, scratch_dir
 
     run = RunDir(run_dir)
-    config = run.read_config()
-    study = load_study(run, config)
-    baseline = run.read_baseline()
+    opened = RunSource.local(run.path).open()
+    study, config = opened.study, opened.config
+    local_baseline = run.read_baseline()
     data = load_npz(config.data) if config.data else None
-    final = run.read_final()
-    final.setdefault("test_accuracy", {})
+    final = dict(opened.final)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     wanted = {t.number for t in study.best_trials} if complete else set()
     wanted |= {t.number for t in complete if t.user_attrs.get("baseline")}
-    for t in complete:
-        if t.number not in wanted or str(t.number) in final["test_accuracy"]:
-            continue
-        x, y = scoring_inputs(data, "test", baseline.input_shape)
-        final["test_accuracy"][str(t.number)] = onnx_score(
-            run.inside(t.user_attrs["onnx"]), x, y, reference=run.baseline_onnx
-        )
+    with scratch_dir() as tmp:
+        for t in complete:
+            if t.number not in wanted or str(t.number) in final["test_accuracy"]:
+                continue
+            record = {
+                "number": t.number,
+                "onnx": t.user_attrs.get("onnx"),
+                "onnx_sha256": t.user_attrs.get("onnx_sha256"),
+                "artifacts": trial_artifacts(t.system_attrs),
+                "machine": t.user_attrs.get("machine"),
+            }
+            x, y = scoring_inputs(data, "test", local_baseline.input_shape)
+            final["test_accuracy"][str(t.number)] = onnx_score(
+                opened.trial_onnx(record, Path(tmp)), x, y, reference=run.baseline_onnx
+            )
     if data is None:
         final["test_split"] = "synthetic"
     else:
         final["test_split"] = "test" if data.has_test else "val"
     run.write_final(final)
+    record_test_numbers(study, final)
     return final

@@ -14,13 +14,17 @@ import os
 import threading
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from edgeopt.config import RunConfig
 from edgeopt.errors import ConfigError
+from edgeopt.search import storage as storage_mod
 from edgeopt.search.context import SearchContext
+from edgeopt.search.shared import check_settings, publish
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -38,16 +42,30 @@ STALE_REASON = (
 
 
 def make_storage(url: str) -> RDBStorage:
-    """An RDB storage (SQLite or PostgreSQL) with heartbeats and one retry of stale trials."""
+    """An RDB storage (SQLite or PostgreSQL) with heartbeats and one retry of stale trials;
+    ConfigError (with a hint) when it cannot be opened."""
+    return storage_mod.make_storage(url, heartbeat_s=HEARTBEAT_S, grace_beats=GRACE_BEATS)
+
+
+def check_joinable(config: RunConfig, url: str) -> None:
+    """Before any setup work: the storage opens, and a study of this name that already
+    exists was started with the same settings (ConfigError, exit 2, otherwise)."""
+    storage = storage_mod.make_storage(url)
     try:
-        return RDBStorage(
-            url,
-            heartbeat_interval=HEARTBEAT_S,
-            grace_period=HEARTBEAT_S * GRACE_BEATS,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
-        )
+        attrs = _study_attrs(storage, config.study_name)
     except Exception as exc:
-        raise ConfigError(f"cannot open storage {url}: {exc}") from exc
+        raise storage_mod.storage_error(url, exc, "read") from exc
+    finally:
+        storage.engine.dispose()
+    check_settings(attrs, config, storage_mod.redact(url))
+
+
+def _study_attrs(storage: RDBStorage, name: str) -> dict[str, Any]:
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return {}
+    return storage.get_study_user_attrs(study_id)
 
 
 def sampler_seed(seed: int, worker_index: int, trials_done: int) -> int:
@@ -84,34 +102,45 @@ def make_sampler(
 
 
 def open_study(ctx: SearchContext, worker_index: int = 0) -> tuple[optuna.Study, RDBStorage]:
-    """Create the study (first call) or join it; a new study gets its baselines enqueued.
+    """Create the study (first worker anywhere) or join it; under the study lock, a new study
+    records the run (``shared.publish``) and gets its baselines enqueued, and a joining
+    worker with other settings is refused (ConfigError).
 
     Returns the study and the storage it was opened with (for heartbeats)."""
     from edgeopt.search.space import baseline_params
 
     url = ctx.storage_url
-    with ctx.run.lock("ask"):
-        storage = make_storage(url)
+    name = ctx.config.study_name
+    storage = make_storage(url)
+    with storage_mod.study_lock(storage, name, ctx.run.lock_path("ask")):
+        check_settings(_study_attrs(storage, name), ctx.config, storage_mod.redact(url))
         try:
             study = optuna.create_study(
                 storage=storage,
-                study_name=ctx.config.study_name,
+                study_name=name,
                 directions=[o.direction.value for o in ctx.objectives],
                 sampler=make_sampler(ctx, worker_index, _trials_in(storage, ctx)),
                 load_if_exists=True,
             )
         except ValueError as exc:  # an existing study with other directions
             raise ConfigError(
-                f"study {ctx.config.study_name!r} in {url} has other objectives: {exc}",
+                f"study {name!r} in {storage_mod.redact(url)} has other objectives: {exc}",
                 hint="use another --study name",
             ) from exc
         except Exception as exc:
-            raise ConfigError(f"cannot open storage {url}: {exc}") from exc
+            raise storage_mod.storage_error(url, exc) from exc
+        publish(study, ctx.config, ctx.baseline)
         if not study.user_attrs.get("objectives"):
             study.set_user_attr("objectives", [o.name for o in ctx.objectives])
             study.set_user_attr("directions", [o.direction.value for o in ctx.objectives])
+            study.set_metric_names([o.name for o in ctx.objectives])  # optuna-dashboard's axes
         _enqueue_missing_baselines(study, baseline_params(ctx.merged, ctx.facts))
     return study, storage
+
+
+def ask_lock(ctx: SearchContext, storage: RDBStorage) -> contextlib.AbstractContextManager[None]:
+    """The lock around "count, then ask": held across machines on PostgreSQL."""
+    return storage_mod.study_lock(storage, ctx.config.study_name, ctx.run.lock_path("ask"))
 
 
 def _trials_in(storage: RDBStorage, ctx: SearchContext) -> int:
@@ -134,9 +163,11 @@ def _enqueue_missing_baselines(study: optuna.Study, baselines: list[tuple[str, d
 
 def counted_trials(study: optuna.Study) -> int:
     """Trials that count toward ``--trials``: finished or running, except a failed trial that
-    was re-queued (its retry counts instead), so the total stays exact."""
+    was re-queued (its retry counts instead), so the total stays exact. Re-queued are stale
+    trials (heartbeat) and trials whose device failed to measure them (``retry_of``)."""
     trials = study.get_trials(deepcopy=False)
     retried = {RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in trials}
+    retried |= {t.user_attrs.get("retry_of") for t in trials}
     states = (*FINISHED, TrialState.RUNNING)
     return sum(1 for t in trials if t.state in states and t.number not in retried)
 
