@@ -14,6 +14,7 @@ _COMMANDS = {
     "report": "edgeopt.cli.report_cmd:report",
     "export": "edgeopt.cli.report_cmd:export",
     "check": "edgeopt.cli.check_cmd:check",
+    "dashboard": "edgeopt.cli.dashboard_cmd:dashboard",
 }
 
 for _name, _ref in _COMMANDS.items():

@@ -5,11 +5,14 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from edgeopt.cli.options import model_options
+
+if TYPE_CHECKING:
+    from edgeopt.search.context import Trust
 
 
 def _targets(text: str) -> tuple[str, ...]:
@@ -61,7 +64,17 @@ def _targets(text: str) -> tuple[str, ...]:
     type=click.Path(file_okay=False),
     help="Run directory (default runs/<model>-<target>).",
 )
-@click.option("--storage", help="Optuna storage URL shared by workers, e.g. postgresql://host/db.")
+@click.option(
+    "--storage",
+    help="Optuna storage URL shared by machines, e.g. postgresql://user@host/db "
+    "(pip install 'edgeopt[postgres]'); default: study.db in the run directory.",
+)
+@click.option(
+    "--artifacts",
+    type=click.Path(file_okay=False),
+    help="Shared folder (or s3://BUCKET) for every trial's ONNX file and log, so that report "
+    "and export on any machine can read them; use with --storage on many machines.",
+)
 @click.option(
     "--study", "study_name", default="edgeopt", show_default=True, help="Study name in the storage."
 )
@@ -108,6 +121,7 @@ def optimize(
     seed: int,
     run_dir: str | None,
     storage: str | None,
+    artifacts: str | None,
     study_name: str,
     workers: int,
     trial_timeout_text: str,
@@ -118,6 +132,7 @@ def optimize(
     arch_kwargs: str | None,
     input_shape: str | None,
     trust_pickle: bool,
+    trust_arch: bool,
 ) -> None:
     """Search pruning, fine-tuning/distillation and quantization jointly for MODEL.
 
@@ -129,7 +144,7 @@ def optimize(
     from edgeopt.cli.options import parse_arch_kwargs
     from edgeopt.config import Budgets, RunConfig, parse_duration
     from edgeopt.loading import ModelSpec, parse_shape
-    from edgeopt.rundir import default_run_dir
+    from edgeopt.rundir import RunDir, default_run_dir
     from edgeopt.search.setup import prepare
 
     targets = _targets(target)
@@ -143,6 +158,7 @@ def optimize(
             arch_kwargs=parse_arch_kwargs(arch_kwargs),
             input_shape=parse_shape(input_shape) if input_shape else None,
             trust_pickle=trust_pickle,
+            trust_arch=trust_arch,
         ),
         targets=tuple(str(Path(t).resolve()) if t.endswith(".toml") else t for t in targets),
         data=str(Path(data).resolve()) if data else None,
@@ -159,6 +175,7 @@ def optimize(
         seed=seed,
         study_name=study_name,
         storage=storage,
+        artifacts=_artifacts_spec(artifacts),
         trial_timeout_s=parse_duration(trial_timeout_text),
         trial_memory_gb=trial_memory_gb,
         threads=threads,
@@ -167,9 +184,28 @@ def optimize(
     t0 = time.monotonic()
     baseline = prepare(config, out)  # validates every input before any search work
     click.echo(f"edgeopt optimize: {model} -> {out}  (targets: {', '.join(targets)})", err=True)
+    recorded = RunDir(out).read_config().model.input_shape
+    if recorded and not input_shape:  # the model file records none: prepare took --data's
+        click.echo(f"input shape {','.join(map(str, recorded))} taken from --data", err=True)
     _echo_baseline(baseline)
-    _search_and_report(out, trials, timeout_s, workers, not no_report)
+    if storage and not artifacts and not storage.startswith("sqlite"):
+        click.echo(
+            "note: without --artifacts, trial models stay in this run directory; report and "
+            "export on another machine cannot read them",
+            err=True,
+        )
+    from edgeopt.search.context import Trust
+
+    trust = Trust(pickle=trust_pickle, arch=trust_arch)
+    _search_and_report(out, trials, timeout_s, workers, not no_report, trust)
     click.echo(f"done in {time.monotonic() - t0:.0f}s; run directory {out}", err=True)
+
+
+def _artifacts_spec(text: str | None) -> str | None:
+    """An artifact folder as an absolute path (workers may start elsewhere); s3:// as is."""
+    if not text or text.startswith("s3://"):
+        return text
+    return str(Path(text).expanduser().resolve())
 
 
 def _echo_baseline(baseline: Any) -> None:
@@ -187,7 +223,12 @@ def _echo_baseline(baseline: Any) -> None:
 
 
 def _search_and_report(
-    out: Path, trials: int | None, timeout_s: float | None, workers: int, report: bool
+    out: Path,
+    trials: int | None,
+    timeout_s: float | None,
+    workers: int,
+    report: bool,
+    trust: Trust,
 ) -> None:
     """Search, score the front on the test split, print it, write the reports; then exit
     130 after a Ctrl-C, or 1 when nothing feasible was found."""
@@ -200,10 +241,11 @@ def _search_and_report(
         n_trials=trials,
         timeout_s=timeout_s,
         workers=workers,
-        progress=_progress,
+        progress=lambda event: _progress(event, timeout_s),
         on_stop=lambda: click.echo(
             "stopping after the running trial (Ctrl-C again to abort)", err=True
         ),
+        trust=trust,
     )
     click.echo("computing test-split numbers for the front...", err=True)
     finalize(out)
@@ -268,15 +310,13 @@ def _flag(constraint: str) -> str:
     return "--" + BUDGET_OF_CONSTRAINT[constraint.split("[")[0]].replace("_", "-")
 
 
-def _progress(event: Any) -> None:
-    total = f"/{event.total}" if event.total else ""
-    best = ", ".join(f"{k} {v:.4g}" for k, v in event.best.items())
-    click.echo(
-        f"[{event.done}{total}] {event.elapsed_s:6.0f}s trial {event.number} "
-        f"{event.state.lower()}: {event.summary}\n"
-        f"        best so far: {best or '-'} | front: {event.front_size}",
-        err=True,
-    )
+def _progress(event: Any, timeout_s: float | None = None) -> None:
+    """One line per trial in a log (stderr not a terminal); on a terminal, the trial's line
+    and an indented status line (front, best candidate, ETA)."""
+    from edgeopt.search.progress import render
+
+    for line in render(event, timeout_s=timeout_s, one_line=not sys.stderr.isatty()):
+        click.echo(line, err=True)
 
 
 def _records(run_dir: Path) -> dict[str, Any]:
@@ -314,8 +354,18 @@ def render_front(run: dict[str, Any]) -> str:
             m = t["measurements"][name]["latency_ms"]
             row += f" {m['value']:>10.3f} ({m['provenance'][:4]}.)"
         lines.append(row)
+    remote = sorted(  # a profile's [runner] device, where not this host
+        {
+            str(t["measurements"][n]["latency_ms"].get("device"))
+            for t in front + extra
+            for n in targets
+            if not str(t["measurements"][n]["latency_ms"].get("device", "local://")).startswith(
+                "local://"
+            )
+        }
+    )
     lines.append(
-        "meas. = measured on this host (interleaved vs the original); "
+        f"meas. = measured on {', '.join(remote) or 'this host'} (interleaved vs the original); "
         "esti. = estimated from the profile"
     )
     return "\n".join(lines)

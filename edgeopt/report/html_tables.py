@@ -9,6 +9,7 @@ from html import escape
 from typing import Any
 
 from edgeopt.metrics import Metric
+from edgeopt.report.stats import accuracy_interval, fmt_interval, interval_note
 from edgeopt.report.summary import (
     BASELINE_NAMES,
     Summary,
@@ -42,13 +43,18 @@ def _prov(entry: Mapping[str, Any]) -> str:
     return f'<span class="prov {escape(p)}">{escape(p)}</span>'
 
 
-def _num_cell(entry: Mapping[str, Any] | None, metric: str = "") -> str:
+def _num_cell(entry: Mapping[str, Any] | None, metric: str = "", n: Any = None) -> str:
+    """A number with its provenance; an estimate's low–high, or with ``n`` (samples behind
+    an accuracy) its 95 % confidence interval."""
     if not entry:
         return '<td class="n">-</td>'
     txt = fmt_num(entry.get("value"), metric)
     lo, hi = entry.get("low"), entry.get("high")
     if lo is not None and hi is not None:
         txt += f" <span class='muted'>({fmt_num(lo)}–{fmt_num(hi)})</span>"
+    ci = accuracy_interval(entry.get("value"), n)
+    if ci is not None:
+        txt += f" <span class='muted ci'>{fmt_interval(ci)}</span>"
     return f'<td class="n">{txt}{_prov(entry)}</td>'
 
 
@@ -99,8 +105,10 @@ def _front_row(s: Summary, t: Mapping[str, Any], cols: Sequence[Column]) -> str:
         f'<td class="n">{t["number"]}</td>',
         f"<td class='cfg'>{escape(t.get('describe') or 'unchanged')}{_front_tag(t, picked)}"
         f"<details><summary>config</summary><pre>{cand}</pre></details></td>",
-        _num_cell(_measured(t.get("val_accuracy")), Metric.ACCURACY),
-        _num_cell(_measured(test) if test is not None else None, Metric.ACCURACY),
+        _num_cell(_measured(t.get("val_accuracy")), Metric.ACCURACY, s.records.get("n_val")),
+        _num_cell(
+            _measured(test) if test is not None else None, Metric.ACCURACY, s.records.get("n_test")
+        ),
         _num_cell(_measured(t.get("size_mb")), Metric.SIZE_MB),
     ]
     cells += [_num_cell(metric_entry(t, tgt, m), m) for tgt, m in cols]
@@ -122,6 +130,9 @@ def front_table(s: Summary) -> str:
     out += [_front_row(s, t, cols) for t in rows]
     out.append("</tbody></table>")
     out.append(FRONT_NOTE)
+    ci_note = interval_note(s.records, s.accuracy_kind)
+    if ci_note:
+        out.append(f"<p class='muted'>{escape(ci_note)}</p>")
     return "\n".join(out)
 
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from edgeopt.metrics import Metric
+from edgeopt.report.stats import accuracy_interval, fmt_interval, interval_note
 from edgeopt.report.summary import (
     BASELINE_NAMES,
     Summary,
@@ -63,6 +64,7 @@ def render_markdown(s: Summary) -> str:
         "meas. = measured on this host (ORT CPU); est. = estimated from the hardware profile. "
         "val = validation split (selection); test = never seen by the search. "
         "Full plots: report.html."
+        + (f" {ci}" if (ci := interval_note(s.records, s.accuracy_kind)) else "")
     )
     return "\n".join(lines) + "\n"
 
@@ -111,14 +113,21 @@ def _row(s: Summary, t: Mapping[str, Any]) -> list[str]:
     cells = [
         num,
         desc,
-        fmt_num(t.get("val_accuracy"), Metric.ACCURACY),
-        fmt_num(t.get("test_accuracy"), Metric.ACCURACY),
+        _accuracy(t.get("val_accuracy"), s.records.get("n_val")),
+        _accuracy(t.get("test_accuracy"), s.records.get("n_test")),
         fmt_num(t.get("size_mb"), Metric.SIZE_MB),
     ]
     for tgt in s.targets:
         e = metric_entry(t, tgt, Metric.LATENCY_MS)
         cells.append(fmt_num(e.get("value"), Metric.LATENCY_MS) if e else "-")
     return cells
+
+
+def _accuracy(value: Any, n: Any) -> str:
+    """An accuracy, then its 95 % interval when the run recorded the sample count."""
+    ci = accuracy_interval(value, n)
+    text = fmt_num(value, Metric.ACCURACY)
+    return text if ci is None else f"{text} {fmt_interval(ci)}"
 
 
 def _failures(s: Summary) -> list[str]:

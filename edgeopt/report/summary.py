@@ -16,6 +16,7 @@ from typing import Any
 
 from edgeopt.metrics import Metric
 from edgeopt.report.pareto import KNEE_METHOD, knee
+from edgeopt.report.stats import tie_rule, untie_knee
 
 # per-target numbers shown in tables, in ``Metric`` order (latency, peak memory, energy)
 TARGET_METRICS: tuple[Metric, ...] = tuple(m for m in Metric if m.per_target)
@@ -225,10 +226,19 @@ def _pick(s: Summary) -> tuple[Pick | None, str | None]:
     members = [(t, v) for t, v in members if v is not None]
     if not members:
         return None, _why_no_front(s)
-    idx = knee([v for _, v in members], [o.maximize for o in s.objectives])
+    points, maximize = [v for _, v in members], [o.maximize for o in s.objectives]
+    idx = knee(points, maximize)
     assert idx is not None
+    method = KNEE_METHOD
+    accuracy = next((i for i, o in enumerate(s.objectives) if o.metric == Metric.ACCURACY), None)
+    n = s.records.get("n_val")
+    knee_trial = None
+    if accuracy is not None and isinstance(n, int) and n > 0:  # ties within the interval
+        untied = untie_knee(points, maximize, accuracy, n, idx)
+        knee_trial, idx = (members[idx][0] if untied != idx else None), untied
+        method += "; " + tie_rule(n)
     chosen = members[idx][0]
-    return Pick(int(chosen["number"]), KNEE_METHOD, _reason(s, chosen)), None
+    return Pick(int(chosen["number"]), method, _reason(s, chosen, knee_trial)), None
 
 
 def _why_no_front(s: Summary) -> str:
@@ -265,7 +275,9 @@ def _ratio_phrase(o: ObjectiveInfo, new: float, old: float) -> str:
     return f"{new / old:.2f}x {'slower' if time else 'larger'}"
 
 
-def _reason(s: Summary, t: Mapping[str, Any]) -> str:
+def _reason(s: Summary, t: Mapping[str, Any], knee_trial: Mapping[str, Any] | None = None) -> str:
+    """Why ``t`` is the pick: its numbers against the original's; ``knee_trial`` is the knee
+    it was picked over (accuracy tied within the interval, see ``stats.tie_rule``)."""
     vec = s.objective_vector(t) or []
     ref = s.objective_vector(s.original) if s.original is not None else None
     if t.get("baseline") == "unchanged":
@@ -283,14 +295,24 @@ def _reason(s: Summary, t: Mapping[str, Any]) -> str:
         else:
             bits.append(f"{o.noun}{where} {num} ({o.provenance})")
     who = f"Trial {t['number']} ({t.get('describe') or 'unchanged'})"
-    if t.get("baseline") == "unchanged":
+    original = t.get("baseline") == "unchanged"
+    if knee_trial is not None:
+        head = (
+            f"{who} is picked over the knee of the front, trial {knee_trial['number']}, "
+            f"whose validation accuracy ({fmt_num(knee_trial.get('val_accuracy'), 'accuracy')}"
+            f" vs {fmt_num(t.get('val_accuracy'), 'accuracy')}) is higher only within the "
+            "95 % interval, while this trial is at least as good on everything else"
+        )
+    elif original:
         head = (
             f"{who} is the original model and the knee of the front: no candidate traded "
             "its objectives off better"
         )
-        against = "; its numbers: "
     else:
         head = f"{who} is the knee of the front"
+    if original:
+        against = "; its numbers: "
+    else:
         against = (
             "; against the original: "
             if ref is not None
@@ -321,6 +343,11 @@ def _notes(s: Summary) -> list[str]:
         )
     if s.records.get("prune_unsupported"):
         notes.append(f"Pruning was disabled for this model: {s.records['prune_unsupported']}")
+    from edgeopt.report.machines import machine_note
+
+    machines = machine_note(s.records)
+    if machines:
+        notes.append(machines)
     return notes
 
 

@@ -1,0 +1,42 @@
+"""``edgeopt dashboard``: a run's study in optuna-dashboard, objectives named on its axes."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port."
+)
+def dashboard(run_dir: str, host: str, port: int) -> None:
+    """Serve RUN_DIR's study in optuna-dashboard until Ctrl-C.
+
+    The study is read from where the run keeps it (its study.db, or the --storage it was
+    started with), and its objective names (accuracy, latency_ms[TARGET], size_mb ...) label
+    the dashboard's axes. Needs pip install 'edgeopt[dashboard]'. Other machines can reach it
+    only with --host 0.0.0.0, and the dashboard has no login: anyone who reaches it can edit
+    the study's notes.
+    """
+    from edgeopt.search.dashboard import open_dashboard, serving
+
+    dash = open_dashboard(run_dir)
+    with serving(dash, host, port) as server:
+        bound = server.server_address[1]  # the port the system gave for --port 0
+        click.echo(
+            f"edgeopt dashboard: study {dash.study_name!r} in {dash.where}\n"
+            f"  http://{host}:{bound}{dash.study_path()}  (Ctrl-C to stop)",
+            err=True,
+        )
+        if not dash.named:
+            click.echo(
+                "note: the study is read-only here, so the dashboard shows its objectives "
+                f"unnamed; in order they are {', '.join(dash.metric_names) or 'unknown'}",
+                err=True,
+            )
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            click.echo("dashboard stopped", err=True)
