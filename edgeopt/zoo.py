@@ -66,17 +66,18 @@ class BasicBlock(nn.Module):
         return self.relu(out + self.shortcut(x))
 
 
-class ResNetSmall(nn.Module):
-    """A ResNet with three stages of basic blocks (CIFAR-style stem)."""
+class _BasicResNet(nn.Module):
+    """Stem (3x3 conv-BN-ReLU), stages of ``blocks`` basic blocks of ``widths`` (each stage
+    but the first starting at stride 2), global average pool, linear head."""
 
     def __init__(
-        self, in_channels: int = 1, num_classes: int = 10, width: int = 32, blocks: int = 2
+        self, in_channels: int, num_classes: int, widths: tuple[int, ...], blocks: int
     ) -> None:
         super().__init__()
-        self.stem = nn.Sequential(*_conv_bn(in_channels, width))
+        self.stem = nn.Sequential(*_conv_bn(in_channels, widths[0]))
         layers: list[nn.Module] = []
-        cin = width
-        for i, cout in enumerate((width, 2 * width, 4 * width)):
+        cin = widths[0]
+        for i, cout in enumerate(widths):
             for b in range(blocks):
                 layers.append(BasicBlock(cin, cout, stride=2 if (i > 0 and b == 0) else 1))
                 cin = cout
@@ -89,6 +90,15 @@ class ResNetSmall(nn.Module):
         return self.fc(self.pool(x).flatten(1))
 
 
+class ResNetSmall(_BasicResNet):
+    """A ResNet with three stages of basic blocks (CIFAR-style stem)."""
+
+    def __init__(
+        self, in_channels: int = 1, num_classes: int = 10, width: int = 32, blocks: int = 2
+    ) -> None:
+        super().__init__(in_channels, num_classes, (width, 2 * width, 4 * width), blocks)
+
+
 def resnet_small(
     in_channels: int = 1, num_classes: int = 10, width: int = 32, blocks: int = 2
 ) -> nn.Module:
@@ -96,23 +106,39 @@ def resnet_small(
     return ResNetSmall(in_channels, num_classes, width, blocks)
 
 
+def _inverted_residual(
+    cin: int, hidden: int, cout: int, stride: int, expand_conv: bool
+) -> list[nn.Module]:
+    """1x1 expand-BN-ReLU6 (when ``expand_conv``), 3x3 depthwise-BN-ReLU6, linear 1x1
+    project-BN: the layers of a MobileNetV2 block."""
+    layers: list[nn.Module] = []
+    if expand_conv:
+        layers += [
+            nn.Conv2d(cin, hidden, 1, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(inplace=True),
+        ]
+    layers += [
+        nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
+        nn.BatchNorm2d(hidden),
+        nn.ReLU6(inplace=True),
+        nn.Conv2d(hidden, cout, 1, bias=False),
+        nn.BatchNorm2d(cout),
+    ]
+    return layers
+
+
 class InvertedResidual(nn.Module):
     """MobileNetV2 block: 1x1 expand, 3x3 depthwise, 1x1 project; residual when shapes match."""
+
+    always_expand = True  # the 1x1 expand conv even at expansion 1
 
     def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
         super().__init__()
         hidden = cin * expand
         self.use_res = stride == 1 and cin == cout
-        self.block = nn.Sequential(
-            nn.Conv2d(cin, hidden, 1, bias=False),
-            nn.BatchNorm2d(hidden),
-            nn.ReLU6(inplace=True),
-            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
-            nn.BatchNorm2d(hidden),
-            nn.ReLU6(inplace=True),
-            nn.Conv2d(hidden, cout, 1, bias=False),
-            nn.BatchNorm2d(cout),
-        )
+        layers = _inverted_residual(cin, hidden, cout, stride, self.always_expand or expand != 1)
+        self.block = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.block(x)
@@ -148,29 +174,15 @@ def _divisible(value: float, divisor: int) -> int:
     return out + divisor if out < 0.9 * value else out
 
 
-class ResNet18Cifar(nn.Module):
+class ResNet18Cifar(_BasicResNet):
     """ResNet-18 for 32x32 inputs: 3x3 stride-1 stem, no max-pool, basic blocks [2, 2, 2, 2]
     of widths ``w, 2w, 4w, 8w`` (``w = 64 * width_mult``), global average pool, linear head."""
 
     def __init__(
         self, in_channels: int = 3, num_classes: int = 10, width_mult: float = 1.0
     ) -> None:
-        super().__init__()
         w = _divisible(64 * width_mult, 4)
-        self.stem = nn.Sequential(*_conv_bn(in_channels, w))
-        layers: list[nn.Module] = []
-        cin = w
-        for i, cout in enumerate((w, 2 * w, 4 * w, 8 * w)):
-            for b in range(2):
-                layers.append(BasicBlock(cin, cout, stride=2 if (i > 0 and b == 0) else 1))
-                cin = cout
-        self.layers = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(cin, num_classes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.layers(self.stem(x))
-        return self.fc(self.pool(x).flatten(1))
+        super().__init__(in_channels, num_classes, (w, 2 * w, 4 * w, 8 * w), 2)
 
 
 def resnet18_cifar(
@@ -180,33 +192,11 @@ def resnet18_cifar(
     return ResNet18Cifar(in_channels, num_classes, width_mult)
 
 
-class InvertedResidualV2(nn.Module):
+class InvertedResidualV2(InvertedResidual):
     """MobileNetV2 block as in the paper: 1x1 expand (left out at expansion 1), 3x3 depthwise,
     linear 1x1 project, ReLU6; identity residual when stride is 1 and channels match."""
 
-    def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
-        super().__init__()
-        hidden = cin * expand
-        self.use_res = stride == 1 and cin == cout
-        layers: list[nn.Module] = []
-        if expand != 1:
-            layers += [
-                nn.Conv2d(cin, hidden, 1, bias=False),
-                nn.BatchNorm2d(hidden),
-                nn.ReLU6(inplace=True),
-            ]
-        layers += [
-            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
-            nn.BatchNorm2d(hidden),
-            nn.ReLU6(inplace=True),
-            nn.Conv2d(hidden, cout, 1, bias=False),
-            nn.BatchNorm2d(cout),
-        ]
-        self.block = nn.Sequential(*layers)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.block(x)
-        return x + out if self.use_res else out
+    always_expand = False
 
 
 # (expansion, channels, repeats, stride of the first block); the paper's table with the stem

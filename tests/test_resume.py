@@ -91,14 +91,12 @@ def test_resume_with_other_sampler_is_refused_but_an_alias_is_the_same_target(
 
 
 def _wait_for_running_trial(run: Path, timeout_s: float = 120) -> None:
+    """Until a trial child has its request (the trial is RUNNING). Polls files, not the
+    study: opening a study while the command is still creating its tables races with it."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if (run / "study.db").exists():
-            try:
-                if _study(run).get_trials(states=(TrialState.RUNNING,)):
-                    return
-            except Exception:  # the study is still being created
-                pass
+        if list((run / "trials").glob("*/request.json")):
+            return
         time.sleep(0.2)
     raise AssertionError("no trial started")
 

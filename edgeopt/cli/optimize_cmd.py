@@ -78,13 +78,7 @@ def _targets(text: str) -> tuple[str, ...]:
 @click.option(
     "--study", "study_name", default="edgeopt", show_default=True, help="Study name in the storage."
 )
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Local worker processes.",
-)
+@click.option("--workers", type=click.IntRange(min=1), default=1, help="Local worker processes.")
 @click.option(
     "--trial-timeout",
     "trial_timeout_text",
@@ -95,13 +89,7 @@ def _targets(text: str) -> tuple[str, ...]:
 @click.option(
     "--trial-memory-gb", type=float, default=8.0, show_default=True, help="Memory cap per trial."
 )
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Torch threads per trial.",
-)
+@click.option("--threads", type=click.IntRange(min=1), default=1, help="Torch threads per trial.")
 @click.option("--no-report", is_flag=True, help="Skip writing the report at the end.")
 @model_options
 def optimize(
@@ -111,12 +99,6 @@ def optimize(
     trials: int | None,
     timeout_text: str | None,
     objectives: str,
-    max_latency_ms: float | None,
-    max_size_mb: float | None,
-    max_memory_mb: float | None,
-    max_energy_mj: float | None,
-    max_accuracy_drop: float | None,
-    min_accuracy: float | None,
     sampler: str,
     seed: int,
     run_dir: str | None,
@@ -133,6 +115,7 @@ def optimize(
     input_shape: str | None,
     trust_pickle: bool,
     trust_arch: bool,
+    **budget_flags: float | None,
 ) -> None:
     """Search pruning, fine-tuning/distillation and quantization jointly for MODEL.
 
@@ -144,7 +127,8 @@ def optimize(
     from edgeopt.cli.options import parse_arch_kwargs
     from edgeopt.config import Budgets, RunConfig, parse_duration
     from edgeopt.loading import ModelSpec, parse_shape
-    from edgeopt.rundir import RunDir, default_run_dir
+    from edgeopt.rundir import default_run_dir
+    from edgeopt.search.context import Trust
     from edgeopt.search.setup import prepare
 
     targets = _targets(target)
@@ -163,14 +147,7 @@ def optimize(
         targets=tuple(str(Path(t).resolve()) if t.endswith(".toml") else t for t in targets),
         data=str(Path(data).resolve()) if data else None,
         objectives=tuple(o.strip() for o in objectives.split(",") if o.strip()),
-        budgets=Budgets(
-            max_latency_ms=max_latency_ms,
-            max_size_mb=max_size_mb,
-            max_memory_mb=max_memory_mb,
-            max_energy_mj=max_energy_mj,
-            max_accuracy_drop=max_accuracy_drop,
-            min_accuracy=min_accuracy,
-        ),
+        budgets=Budgets(**budget_flags),  # the --max-*/--min-* flags
         sampler=sampler,
         seed=seed,
         study_name=study_name,
@@ -184,21 +161,27 @@ def optimize(
     t0 = time.monotonic()
     baseline = prepare(config, out)  # validates every input before any search work
     click.echo(f"edgeopt optimize: {model} -> {out}  (targets: {', '.join(targets)})", err=True)
+    _announce(out, baseline, config, shape_given=bool(input_shape))
+    trust = Trust(pickle=trust_pickle, arch=trust_arch)
+    _search_and_report(out, trials, timeout_s, workers, not no_report, trust)
+    click.echo(f"done in {time.monotonic() - t0:.0f}s; run directory {out}", err=True)
+
+
+def _announce(out: Path, baseline: Any, config: Any, *, shape_given: bool) -> None:
+    """What the user should know before the search starts."""
+    from edgeopt.rundir import RunDir
+
     recorded = RunDir(out).read_config().model.input_shape
-    if recorded and not input_shape:  # the model file records none: prepare took --data's
+    if recorded and not shape_given:  # the model file records none: prepare took --data's
         click.echo(f"input shape {','.join(map(str, recorded))} taken from --data", err=True)
     _echo_baseline(baseline)
-    if storage and not artifacts and not storage.startswith("sqlite"):
+    storage = config.storage
+    if storage and not config.artifacts and not storage.startswith("sqlite"):
         click.echo(
             "note: without --artifacts, trial models stay in this run directory; report and "
             "export on another machine cannot read them",
             err=True,
         )
-    from edgeopt.search.context import Trust
-
-    trust = Trust(pickle=trust_pickle, arch=trust_arch)
-    _search_and_report(out, trials, timeout_s, workers, not no_report, trust)
-    click.echo(f"done in {time.monotonic() - t0:.0f}s; run directory {out}", err=True)
 
 
 def _artifacts_spec(text: str | None) -> str | None:

@@ -8,7 +8,7 @@ the same child (four stdlib + numpy + onnxruntime files) to the device and runs 
 Both speak the one request/reply format of the child, so latency is interleaved against the
 original on the device exactly as on the host.
 
-The :class:`Runner` protocol, what a caller may rely on:
+The :class:`Runner` base class, what a caller may rely on:
 
 - ``device``: who measures, e.g. ``local://HOSTNAME`` or ``ssh://user@host:port``; it goes
   beside every measured number (``MetricValue.device``, bench and check records).
@@ -24,20 +24,25 @@ The :class:`Runner` protocol, what a caller may rely on:
   FAIL trial and goes on.
 - ``close()``: remove what the runner left on the device and drop its connection.
 
-Adding a runner kind (``adb`` for Android, say) is one class with these methods (push the
-child's files and each model with ``adb push``, run ``adb shell`` with the request on stdin,
-map adb's failures to DeviceError), its name in ``edgeopt.profiles.schema.RUNNER_KINDS``
-with its keys in ``edgeopt.profiles.runner``, and one branch in :func:`runner_for`.
+Adding a runner kind (``adb`` for Android, say) is one subclass of :class:`Runner` with
+``check``, ``describe``, ``time_models``, ``close`` and the hooks the measurements use (push
+the child's files and each model with ``adb push`` in ``_stage``, run ``adb shell`` with the
+request on stdin in ``_child``, map adb's failures to DeviceError), its name in
+``edgeopt.profiles.schema.RUNNER_KINDS`` with its keys in ``edgeopt.profiles.runner``, and
+one branch in :func:`runner_for`.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import socket
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -53,14 +58,38 @@ class DeviceError(ConfigError):
     it lacks, or no answer in time. Exit code 2 with a hint; a FAIL trial in a search."""
 
 
-class Runner(Protocol):
-    """Measures ONNX models somewhere (see the module docstring for the contract)."""
+class Runner:
+    """Measures ONNX models somewhere (see the module docstring for the contract).
+
+    The measurements are built here once, as requests to the timing child and stats from its
+    replies (``edgeopt.measure.runtime``); a runner kind says where the child runs: ``_stage``
+    (where the child finds the models and inputs), ``_child`` (run it with a request) and
+    ``_power_source`` (the device's power reading, None without one). ``base_timeout_s`` is
+    what a request may take besides its own timing.
+    """
 
     device: str
+    providers: tuple[str, ...] | None = None
+    base_timeout_s: float = 120.0
 
-    def check(self) -> None: ...
+    def check(self) -> None:
+        """Raise DeviceError when the device cannot measure."""
 
-    def describe(self) -> str: ...
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def _stage(
+        self, paths: Sequence[str | Path], arrays: Sequence[np.ndarray]
+    ) -> AbstractContextManager[tuple[list[str], list[str]]]:
+        """Where the child finds ``paths`` and ``arrays`` (as .npy): (models, inputs)."""
+        raise NotImplementedError
+
+    def _child(self, request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        """The timing child's reply to ``request``."""
+        raise NotImplementedError
+
+    def _power_source(self) -> dict[str, Any] | None:
+        return None
 
     def measure_latency(
         self,
@@ -73,7 +102,31 @@ class Runner(Protocol):
         max_rounds: int = 40,
         time_budget_s: float = 8.0,
         target_round_ms: float = 40.0,
-    ) -> list[LatencyStats]: ...
+    ) -> list[LatencyStats]:
+        """Time ``paths`` interleaved in one isolated process; stats in the order given.
+
+        ``sample`` is a real input (its first row is used) or None for a seeded random one.
+        Rounds stop once every model's median is stable (and at least ``min_rounds`` ran) or
+        when ``time_budget_s`` is spent.
+        """
+        from edgeopt.measure import runtime
+
+        if not paths:
+            return []
+        self.check()
+        with self._stage(paths, [runtime.input_row(input_shape, sample)]) as (models, inputs):
+            request = runtime.latency_request(
+                models,
+                inputs,
+                threads=threads,
+                providers=self.providers,
+                min_rounds=min_rounds,
+                max_rounds=max_rounds,
+                time_budget_s=time_budget_s,
+                target_round_ms=target_round_ms,
+            )
+            reply = self._child(request, self.base_timeout_s + 4 * time_budget_s)
+        return runtime.latency_stats(paths, reply)
 
     def measure_memory(
         self,
@@ -82,7 +135,16 @@ class Runner(Protocol):
         threads: int,
         input_shape: Sequence[int],
         sample: np.ndarray | None = None,
-    ) -> MemoryStats: ...
+    ) -> MemoryStats:
+        """Peak memory of a fresh process that loads the model in ORT and runs it."""
+        from edgeopt.measure import runtime
+
+        with self._stage([path], [runtime.input_row(input_shape, sample)]) as (models, inputs):
+            request = runtime.child_request(
+                "memory", models, inputs[0], threads=threads, providers=self.providers
+            )
+            reply = self._child(request, self.base_timeout_s)
+        return runtime.memory_stats(reply)
 
     def measure_energy(
         self,
@@ -92,27 +154,54 @@ class Runner(Protocol):
         input_shape: Sequence[int],
         sample: np.ndarray | None = None,
         duration_s: float = 1.0,
-    ) -> EnergyStats | None: ...
+    ) -> EnergyStats | None:
+        """Energy per inference from the device's power reading; None when it has none."""
+        from edgeopt.measure import runtime
+
+        source = self._power_source()
+        if source is None:
+            return None
+        with self._stage([path], [runtime.input_row(input_shape, sample)]) as (models, inputs):
+            request = runtime.child_request(
+                "energy",
+                models,
+                inputs[0],
+                threads=threads,
+                providers=self.providers,
+                power=source,
+                duration_s=duration_s,
+            )
+            reply = self._child(request, self.base_timeout_s + 2 * duration_s)
+        return runtime.energy_stats(reply)
 
     def time_models(
         self, models: Sequence[tuple[str | Path, np.ndarray]], *, threads: int, rounds: int
-    ) -> list[float]: ...
+    ) -> list[float]:
+        raise NotImplementedError
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Remove what the runner left on the device and drop its connection."""
 
 
-class LocalRunner:
+class LocalRunner(Runner):
     """This host: the timing child in a fresh local process (``edgeopt.measure.runtime``).
 
     ``providers`` None means the CPU provider (the host profile); a ``[runner] kind =
     "local"`` profile may name CUDA or TensorRT where onnxruntime-gpu and a GPU are present.
     ``energy`` reads the host's power meter (RAPL) when readable; off for the implicit host
-    runner, whose energy stays the cost model's.
+    runner, whose energy stays the cost model's. ``power``: a power reading to use instead.
     """
 
-    def __init__(self, providers: Sequence[str] | None = None, *, energy: bool = False) -> None:
+    def __init__(
+        self,
+        providers: Sequence[str] | None = None,
+        *,
+        energy: bool = False,
+        power: dict[str, Any] | None = None,
+    ) -> None:
         self.providers = tuple(providers) if providers else None
         self.energy = energy
+        self.power = power
         self.device = f"local://{socket.gethostname()}"
 
     def check(self) -> None:
@@ -136,71 +225,27 @@ class LocalRunner:
         extra = f", providers {', '.join(self.providers)}" if self.providers else ""
         return host_description() + extra
 
-    def measure_latency(
-        self,
-        paths: Sequence[str | Path],
-        *,
-        threads: int,
-        input_shape: Sequence[int],
-        sample: np.ndarray | None = None,
-        min_rounds: int = 5,
-        max_rounds: int = 40,
-        time_budget_s: float = 8.0,
-        target_round_ms: float = 40.0,
-    ) -> list[LatencyStats]:
-        from edgeopt.measure.runtime import measure_latency
+    @contextlib.contextmanager
+    def _stage(
+        self, paths: Sequence[str | Path], arrays: Sequence[np.ndarray]
+    ) -> Iterator[tuple[list[str], list[str]]]:
+        with tempfile.TemporaryDirectory(prefix="edgeopt-measure-") as tmp:
+            inputs = [str(Path(tmp) / f"input{i}.npy") for i in range(len(arrays))]
+            for name, a in zip(inputs, arrays, strict=True):
+                np.save(name, a)
+            yield [str(p) for p in paths], inputs
 
-        self.check()
-        return measure_latency(
-            paths,
-            threads=threads,
-            input_shape=input_shape,
-            sample=sample,
-            min_rounds=min_rounds,
-            max_rounds=max_rounds,
-            time_budget_s=time_budget_s,
-            target_round_ms=target_round_ms,
-            providers=self.providers,
-        )
+    def _child(self, request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        from edgeopt.measure.runtime import run_child
 
-    def measure_memory(
-        self,
-        path: str | Path,
-        *,
-        threads: int,
-        input_shape: Sequence[int],
-        sample: np.ndarray | None = None,
-    ) -> MemoryStats:
-        from edgeopt.measure.runtime import measure_memory
+        return run_child(request, timeout_s)
 
-        return measure_memory(
-            path, threads=threads, input_shape=input_shape, sample=sample, providers=self.providers
-        )
-
-    def measure_energy(
-        self,
-        path: str | Path,
-        *,
-        threads: int,
-        input_shape: Sequence[int],
-        sample: np.ndarray | None = None,
-        duration_s: float = 1.0,
-    ) -> EnergyStats | None:
+    def _power_source(self) -> dict[str, Any] | None:
         from edgeopt.measure.power import find_power_source
-        from edgeopt.measure.runtime import measure_energy
 
-        source = find_power_source() if self.energy else None
-        if source is None:
-            return None
-        return measure_energy(
-            path,
-            source,
-            threads=threads,
-            input_shape=input_shape,
-            sample=sample,
-            providers=self.providers,
-            duration_s=duration_s,
-        )
+        if self.power is not None:
+            return self.power
+        return find_power_source() if self.energy else None
 
     def time_models(
         self, models: Sequence[tuple[str | Path, np.ndarray]], *, threads: int, rounds: int

@@ -18,7 +18,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -89,7 +88,8 @@ def host_description() -> str:
     return f"{cpu}, {os.cpu_count()} logical cores, {system}, onnxruntime {ort.__version__}"
 
 
-def _run_worker(request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+def run_child(request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    """The timing child's reply to ``request``, run in a fresh process on this host."""
     request = {**request, "deadline_s": timeout_s + 5}
     try:
         proc = subprocess.run(
@@ -107,13 +107,33 @@ def _run_worker(request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     return json.loads(proc.stdout)
 
 
-def input_file(tmp: Path, input_shape: Sequence[int], sample: np.ndarray | None) -> str:
-    """The model input as ``tmp/input.npy``: ``sample``'s first row, else seeded inputs."""
+def input_row(input_shape: Sequence[int], sample: np.ndarray | None) -> np.ndarray:
+    """The model input: ``sample``'s first row, else a seeded one (float32, contiguous)."""
     if sample is None:
         sample = synthetic_inputs(tuple(input_shape), 1, seed=0)
-    path = tmp / "input.npy"
-    np.save(path, np.ascontiguousarray(sample[:1], dtype=np.float32))
-    return str(path)
+    return np.ascontiguousarray(sample[:1], dtype=np.float32)
+
+
+def child_request(
+    kind: str,
+    paths: Sequence[str],
+    input_path: str,
+    *,
+    threads: int,
+    providers: Sequence[str] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The timing child's ``memory`` or ``energy`` request for one model on one input."""
+    request: dict[str, Any] = {
+        "kind": kind,
+        "paths": list(paths),
+        "threads": threads,
+        "input": input_path,
+        **extra,
+    }
+    if providers:
+        request["providers"] = list(providers)
+    return request
 
 
 def latency_request(
@@ -178,44 +198,16 @@ def latency_stats(paths: Sequence[str | Path], reply: dict[str, Any]) -> list[La
     return out
 
 
-def latency_timeout_s(time_budget_s: float | None, n_models: int = 2) -> float:
-    """How long a latency request may take: start-up, warm-up, then the timing budget."""
-    return 120 + 4 * (time_budget_s if time_budget_s is not None else 30.0 * n_models)
-
-
 def measure_latency(
-    paths: Sequence[str | Path],
-    *,
-    threads: int,
-    input_shape: Sequence[int],
-    sample: np.ndarray | None = None,
-    min_rounds: int = 5,
-    max_rounds: int = 40,
-    time_budget_s: float = 8.0,
-    target_round_ms: float = 40.0,
-    providers: Sequence[str] | None = None,
+    paths: Sequence[str | Path], *, providers: Sequence[str] | None = None, **options: Any
 ) -> list[LatencyStats]:
-    """Time ``paths`` interleaved in one isolated process; stats in the order given.
+    """Time ``paths`` interleaved in one isolated process on this host; stats in the order
+    given. ``options``: those of ``edgeopt.measure.runners.Runner.measure_latency``
+    (``threads``, ``input_shape``, ``sample``, rounds and budget); ``providers``: ORT
+    execution providers (default CPU)."""
+    from edgeopt.measure.runners import LocalRunner
 
-    ``sample`` is a real input (its first row is used) or None for a seeded random one. Rounds
-    stop once every model's median is stable (and at least ``min_rounds`` ran) or when
-    ``time_budget_s`` is spent. ``providers``: ORT execution providers (default CPU).
-    """
-    if not paths:
-        return []
-    with tempfile.TemporaryDirectory(prefix="edgeopt-bench-") as tmp:
-        request = latency_request(
-            [str(p) for p in paths],
-            [input_file(Path(tmp), input_shape, sample)],
-            threads=threads,
-            providers=providers,
-            min_rounds=min_rounds,
-            max_rounds=max_rounds,
-            time_budget_s=time_budget_s,
-            target_round_ms=target_round_ms,
-        )
-        reply = _run_worker(request, timeout_s=latency_timeout_s(time_budget_s))
-    return latency_stats(paths, reply)
+    return LocalRunner(providers).measure_latency(paths, **options)
 
 
 def _cv(values: Sequence[float]) -> float:
@@ -234,17 +226,10 @@ def measure_memory(
     providers: Sequence[str] | None = None,
 ) -> MemoryStats:
     """Peak memory of a fresh process that loads the model in ORT and runs it."""
-    with tempfile.TemporaryDirectory(prefix="edgeopt-mem-") as tmp:
-        request: dict[str, Any] = {
-            "kind": "memory",
-            "paths": [str(path)],
-            "threads": threads,
-            "input": input_file(Path(tmp), input_shape, sample),
-        }
-        if providers:
-            request["providers"] = list(providers)
-        reply = _run_worker(request, timeout_s=120)
-    return memory_stats(reply)
+    from edgeopt.measure.runners import LocalRunner
+
+    runner = LocalRunner(providers)
+    return runner.measure_memory(path, threads=threads, input_shape=input_shape, sample=sample)
 
 
 def memory_stats(reply: dict[str, Any]) -> MemoryStats:
@@ -264,19 +249,13 @@ def measure_energy(
 ) -> EnergyStats:
     """Energy per inference of ``path`` in a fresh process, from ``source`` (a power reading
     found by ``edgeopt.measure.power.find_power_source``)."""
-    with tempfile.TemporaryDirectory(prefix="edgeopt-energy-") as tmp:
-        request: dict[str, Any] = {
-            "kind": "energy",
-            "paths": [str(path)],
-            "threads": threads,
-            "input": input_file(Path(tmp), input_shape, sample),
-            "power": source,
-            "duration_s": duration_s,
-        }
-        if providers:
-            request["providers"] = list(providers)
-        reply = _run_worker(request, timeout_s=120 + 2 * duration_s)
-    return energy_stats(reply)
+    from edgeopt.measure.runners import LocalRunner
+
+    stats = LocalRunner(providers, power=source).measure_energy(
+        path, threads=threads, input_shape=input_shape, sample=sample, duration_s=duration_s
+    )
+    assert stats is not None  # a power reading was given
+    return stats
 
 
 def energy_stats(reply: dict[str, Any]) -> EnergyStats:

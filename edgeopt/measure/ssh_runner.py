@@ -37,11 +37,9 @@ from typing import IO, Any
 
 import numpy as np
 
-from edgeopt.data import synthetic_inputs
 from edgeopt.errors import EdgeoptError
 from edgeopt.measure import runtime
-from edgeopt.measure.runners import DeviceError
-from edgeopt.measure.runtime import EnergyStats, LatencyStats, MemoryStats
+from edgeopt.measure.runners import DeviceError, Runner
 from edgeopt.measure.ssh import OpenSsh, RemoteFailure, quote_path
 from edgeopt.profiles import RunnerSpec
 
@@ -142,12 +140,14 @@ def _json_line(out: bytes) -> dict[str, Any]:
     raise EdgeoptError(f"unreadable reply from the device: {out[-200:]!r}")
 
 
-class SshRunner:
+class SshRunner(Runner):
     """Measures on the device a ``[runner] kind = "ssh"`` table names (see the module doc)."""
 
     def __init__(self, spec: RunnerSpec) -> None:
         self.spec = spec
         self.device = spec.device
+        self.providers = tuple(spec.providers)
+        self.base_timeout_s = spec.timeout_s
         self._ssh = OpenSsh(spec)
         self._facts: dict[str, Any] | None = None
         self._models: OrderedDict[str, str] = OrderedDict()  # hash -> session-relative path
@@ -306,78 +306,15 @@ class SshRunner:
             raise EdgeoptError(f"measurement on {self.device} failed: {exc.message}") from None
         return _json_line(out)
 
-    @staticmethod
-    def _sample(input_shape: Sequence[int], sample: np.ndarray | None) -> np.ndarray:
-        if sample is None:
-            sample = synthetic_inputs(tuple(input_shape), 1, seed=0)
-        return np.asarray(sample[:1], dtype=np.float32)
+    def _stage(
+        self, paths: Sequence[str | Path], arrays: Sequence[np.ndarray]
+    ) -> contextlib.nullcontext[tuple[list[str], list[str]]]:
+        return contextlib.nullcontext(self._put(paths, arrays))
+
+    def _power_source(self) -> dict[str, Any] | None:
+        return self._start().get("power") or None
 
     # ------------------------------------------------------------------ measurements
-    def measure_latency(
-        self,
-        paths: Sequence[str | Path],
-        *,
-        threads: int,
-        input_shape: Sequence[int],
-        sample: np.ndarray | None = None,
-        min_rounds: int = 5,
-        max_rounds: int = 40,
-        time_budget_s: float = 8.0,
-        target_round_ms: float = 40.0,
-    ) -> list[LatencyStats]:
-        """``runtime.measure_latency`` on the device: the same interleaved timing child."""
-        if not paths:
-            return []
-        models, inputs = self._put(paths, [self._sample(input_shape, sample)])
-        request = runtime.latency_request(
-            models,
-            inputs,
-            threads=threads,
-            min_rounds=min_rounds,
-            max_rounds=max_rounds,
-            time_budget_s=time_budget_s,
-            target_round_ms=target_round_ms,
-        )
-        timeout = self.spec.timeout_s + 4 * time_budget_s
-        return runtime.latency_stats(paths, self._child(request, timeout))
-
-    def measure_memory(
-        self,
-        path: str | Path,
-        *,
-        threads: int,
-        input_shape: Sequence[int],
-        sample: np.ndarray | None = None,
-    ) -> MemoryStats:
-        """Peak memory of a fresh process on the device that loads and runs the model."""
-        models, inputs = self._put([path], [self._sample(input_shape, sample)])
-        request = {"kind": "memory", "paths": models, "threads": threads, "input": inputs[0]}
-        return runtime.memory_stats(self._child(request, self.spec.timeout_s))
-
-    def measure_energy(
-        self,
-        path: str | Path,
-        *,
-        threads: int,
-        input_shape: Sequence[int],
-        sample: np.ndarray | None = None,
-        duration_s: float = 1.0,
-    ) -> EnergyStats | None:
-        """Energy per inference from the device's power reading; None when it has none."""
-        source = self._start().get("power")
-        if not source:
-            return None
-        models, inputs = self._put([path], [self._sample(input_shape, sample)])
-        request = {
-            "kind": "energy",
-            "paths": models,
-            "threads": threads,
-            "input": inputs[0],
-            "power": source,
-            "duration_s": duration_s,
-        }
-        return runtime.energy_stats(self._child(request, self.spec.timeout_s + 2 * duration_s))
-
     def time_models(
         self, models: Sequence[tuple[str | Path, np.ndarray]], *, threads: int, rounds: int
     ) -> list[float]:

@@ -130,10 +130,17 @@ def make_storage(url: str, *, heartbeat_s: int | None = None, grace_beats: int =
 
 @contextlib.contextmanager
 def _schema_lock(url: str, engine_kwargs: dict[str, Any]) -> Iterator[None]:
-    """On PostgreSQL, one machine at a time creates Optuna's tables: two workers starting on
-    a new database at once would both run CREATE TABLE and one would fail."""
+    """One process at a time creates Optuna's tables: two workers starting on a new database
+    at once would both run CREATE TABLE (and insert the schema version) and one would fail.
+    On PostgreSQL a server advisory lock (it spans machines); on SQLite a file lock beside
+    the database file (one machine by design)."""
     if not is_postgres(url):
-        yield
+        sqlite_db = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else ""
+        if sqlite_db and sqlite_db != ":memory:":
+            with file_lock(Path(f"{sqlite_db}.schema.lock")):
+                yield
+        else:
+            yield
         return
     import sqlalchemy
     from sqlalchemy.pool import NullPool

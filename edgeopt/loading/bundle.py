@@ -1,0 +1,169 @@
+"""edgeopt's own bundle format: saving and reading it, and which architectures it may build."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from edgeopt.errors import ConfigError
+from edgeopt.loading.spec import LoadedModel, ModelFormat, ModelSpec
+
+BUNDLE_KEY = "edgeopt_bundle"
+BUNDLE_VERSION = 1
+BUILTIN_ARCH_MODULE = "edgeopt.zoo"
+"""The module whose builders a bundle may name without ``--arch`` or ``--trust-arch``."""
+
+_ARCH_REF = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+
+
+def is_builtin_arch(ref: str) -> bool:
+    """True for ``edgeopt.zoo:<builder>``: what a bundle may name without an opt-in."""
+    module_name, _, attr = ref.partition(":")
+    if module_name != BUILTIN_ARCH_MODULE:
+        return False
+    from edgeopt.zoo import BUILDERS
+
+    return attr in BUILDERS
+
+
+def resolve_callable(ref: str) -> Any:
+    """Import ``module:callable`` (e.g. ``mypkg.nets:resnet18``).
+
+    This imports and so runs the module's code: call it only with a reference the user named
+    or trusted (see the module docstring)."""
+    module_name, _, attr = ref.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(
+            f"invalid architecture reference {ref!r}",
+            hint="use --arch module.path:callable, e.g. --arch mypkg.nets:resnet18",
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(
+            f"cannot import {module_name!r} for --arch {ref}: {exc}",
+            hint="make the module importable (pip install it or add its folder to PYTHONPATH)",
+        ) from exc
+    except Exception as exc:  # the module itself raises while it is imported
+        raise ConfigError(
+            f"importing {module_name!r} for --arch {ref} failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(f"{module_name!r} has no attribute {attr!r} (from --arch {ref})")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ConfigError(f"--arch {ref} is not callable")
+    return obj
+
+
+def save_bundle(
+    model: Any,
+    path: str | Path,
+    *,
+    arch: str,
+    arch_kwargs: Mapping[str, Any] | None = None,
+    input_shape: tuple[int, ...],
+) -> Path:
+    """Save ``model``'s weights as an edgeopt bundle that loads with ``weights_only=True``."""
+    import torch
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        BUNDLE_KEY: BUNDLE_VERSION,
+        "arch": arch,
+        # JSON keeps the kwargs to plain types the safe unpickler accepts
+        "arch_kwargs": json.dumps(dict(arch_kwargs or {})),
+        "input_shape": list(input_shape),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(out)
+    return out
+
+
+def _bundle_fields(
+    p: Path, obj: Mapping[str, Any]
+) -> tuple[str, dict[str, Any], tuple[int, ...], Mapping[str, Any]]:
+    """``(arch, arch_kwargs, input_shape, state_dict)`` of a bundle, checked; ConfigError for
+    a bundle this edgeopt cannot read or whose fields are malformed."""
+    version = obj.get(BUNDLE_KEY)
+    if not isinstance(version, int) or version > BUNDLE_VERSION:
+        raise ConfigError(
+            f"{p} is an edgeopt bundle of version {version!r}; this edgeopt reads version "
+            f"{BUNDLE_VERSION}",
+            hint="upgrade edgeopt or re-save the bundle with this version",
+        )
+    hint = "re-save it with edgeopt.loading.save_bundle"
+    missing = [k for k in ("arch", "input_shape", "state_dict") if k not in obj]
+    if missing:
+        raise ConfigError(f"{p} is a corrupt edgeopt bundle: no {', '.join(missing)}", hint=hint)
+    arch = obj["arch"]
+    if not isinstance(arch, str) or not _ARCH_REF.fullmatch(arch):
+        raise ConfigError(
+            f"{p} is a corrupt edgeopt bundle: invalid architecture reference {arch!r}", hint=hint
+        )
+    try:
+        kwargs = json.loads(obj.get("arch_kwargs") or "{}")
+    except (TypeError, ValueError):
+        kwargs = None
+    if not isinstance(kwargs, dict):
+        raise ConfigError(
+            f"{p} is a corrupt edgeopt bundle: arch_kwargs is not a JSON object", hint=hint
+        )
+    raw_shape = obj["input_shape"]
+    shape = tuple(raw_shape) if isinstance(raw_shape, list | tuple) else ()
+    if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
+        raise ConfigError(
+            f"{p} is a corrupt edgeopt bundle: invalid input_shape {raw_shape!r}", hint=hint
+        )
+    if not isinstance(obj["state_dict"], Mapping):
+        raise ConfigError(f"{p} is a corrupt edgeopt bundle: state_dict is not a dict", hint=hint)
+    return arch, kwargs, shape, obj["state_dict"]
+
+
+def _load_bundle(p: Path, obj: Mapping[str, Any], spec: ModelSpec) -> LoadedModel:
+    """Build a bundle's model; its recorded architecture only when edgeopt's own, named by
+    ``spec.arch`` or trusted (``spec.trust_arch``)."""
+    recorded, kwargs, shape, state_dict = _bundle_fields(p, obj)
+    if spec.arch is None and not spec.trust_arch and not is_builtin_arch(recorded):
+        raise ConfigError(
+            f"{p} names architecture {recorded!r}, which is not one of edgeopt's own "
+            f"({BUILTIN_ARCH_MODULE}); building it would import and run that code",
+            hint="if you trust this file and the code it names, pass --trust-arch; or pass "
+            "--arch MODULE:CALLABLE to build it with code you choose",
+        )
+    module = _build(p, spec.arch or recorded, {**kwargs, **(spec.arch_kwargs or {})}, state_dict)
+    return LoadedModel(p, ModelFormat.BUNDLE, spec.input_shape or shape, module=module)
+
+
+def _build(p: Path, arch: str, kwargs: Mapping[str, Any], state_dict: Mapping[str, Any]) -> Any:
+    import torch
+
+    builder = resolve_callable(arch)
+    try:
+        module = builder(**kwargs)
+    except Exception as exc:
+        raise ConfigError(
+            f"cannot build {arch} with kwargs {dict(kwargs)}: {exc}",
+            hint="check --arch-kwargs against the builder's parameters",
+        ) from exc
+    if not isinstance(module, torch.nn.Module):
+        raise ConfigError(f"{arch} returned a {type(module).__name__}, not a torch.nn.Module")
+    try:
+        module.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()
+        detail = first[1].strip() if len(first) > 1 else first[0]
+        raise ConfigError(
+            f"weights in {p} do not fit architecture {arch}: {detail}",
+            hint="check --arch and --arch-kwargs match the model that was saved",
+        ) from exc
+    return module.eval()

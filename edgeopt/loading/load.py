@@ -1,0 +1,103 @@
+"""``load_model``: find a model file's format and hand it to that format's reader."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from edgeopt.errors import ConfigError
+from edgeopt.loading.formats import (
+    _load_exported_program,
+    _load_onnx,
+    _load_torch_save,
+    _load_torchscript,
+    _verified_names,
+)
+from edgeopt.loading.spec import LoadedModel, ModelFormat, ModelSpec, _shape_text
+
+
+def load_model(
+    path: str | Path,
+    *,
+    arch: str | None = None,
+    arch_kwargs: Mapping[str, Any] | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    trust_pickle: bool = False,
+    trust_arch: bool = False,
+    data_shape: tuple[int, ...] | None = None,
+) -> LoadedModel:
+    """Detect the format of ``path`` and load it.
+
+    ``arch`` builds a state_dict, and replaces a bundle's recorded architecture;
+    ``arch_kwargs`` override the bundle's recorded ones key by key. A bundle whose recorded
+    architecture is not in ``edgeopt.zoo`` loads only with ``arch`` or ``trust_arch``.
+    ``data_shape`` is one sample's shape in the data the model will see (``x_train``): a
+    format that records no input shape (state_dict, TorchScript, pickle) takes it when
+    ``input_shape`` is not given (``shape_from_data`` says so), and an ``input_shape`` that
+    differs from it is refused.
+
+    Raises ConfigError (exit 2) for a missing or unreadable file, an unknown, corrupt or
+    damaged (CRC) format, a pickle without ``trust_pickle``, a bundle naming other code without
+    an opt-in, a state_dict without ``arch``, weights that do not fit ``arch``, an ONNX
+    model ONNX Runtime cannot open and run, or an ``input_shape`` that contradicts
+    ``data_shape``.
+    """
+    spec = ModelSpec(os.fspath(path), arch, arch_kwargs, input_shape, trust_pickle, trust_arch)
+    return load_spec(spec, data_shape)
+
+
+def load_spec(spec: ModelSpec, data_shape: tuple[int, ...] | None = None) -> LoadedModel:
+    """``load_model`` with the path and options in ``spec`` (``ModelSpec.load``)."""
+    input_shape = spec.input_shape
+    if input_shape and data_shape and tuple(input_shape) != tuple(data_shape):
+        raise ConfigError(
+            f"--input-shape {_shape_text(input_shape)} contradicts --data, whose samples have "
+            f"shape {_shape_text(data_shape)}",
+            hint="leave --input-shape out (it is taken from --data), or pass data shaped like "
+            "the model's input",
+        )
+    loaded = _load_any(Path(spec.path), spec, data_shape)
+    if input_shape is None and data_shape is not None and loaded.format in _SHAPELESS:
+        return replace(loaded, shape_from_data=True)
+    return loaded
+
+
+# formats whose file records no input shape
+_SHAPELESS = frozenset({ModelFormat.STATE_DICT, ModelFormat.TORCHSCRIPT, ModelFormat.PICKLE})
+
+
+def _load_any(p: Path, spec: ModelSpec, data_shape: tuple[int, ...] | None) -> LoadedModel:
+    """``load_spec`` after its shape check: find the format and load the file ``p``."""
+    if not p.exists():
+        raise ConfigError(f"model file not found: {p}", hint="check the path to your model")
+    if p.is_dir():
+        raise ConfigError(f"model path is a directory: {p}", hint="pass a model file")
+    if p.stat().st_size == 0:
+        raise ConfigError(f"model file is empty: {p}", hint="re-save or re-export the model")
+    try:
+        with p.open("rb") as f:
+            f.read(1)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read model file {p}: {exc.strerror or exc}",
+            hint="check the file's permissions",
+        ) from exc
+    if p.suffix.lower() == ".onnx":
+        return _load_onnx(p, spec.input_shape)
+    if p.suffix.lower() == ".pt2":
+        names = _verified_names(p) if zipfile.is_zipfile(p) else []
+        return _load_exported_program(p, names, spec.input_shape, spec.trust_pickle)
+    if not zipfile.is_zipfile(p):
+        raise ConfigError(
+            f"{p} is not a model edgeopt can read (not a torch zip archive or .onnx/.pt2)",
+            hint="supported: edgeopt bundle, state_dict (+ --arch), TorchScript, .pt2, .onnx, "
+            "or a full pickle with --trust-pickle; a truncated download also looks like this",
+        )
+    names = _verified_names(p)
+    if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+        return _load_torchscript(p, spec.input_shape or data_shape)
+    return _load_torch_save(p, spec, data_shape)

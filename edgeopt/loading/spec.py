@@ -1,0 +1,127 @@
+"""What a load produces (``LoadedModel``, ``ModelFormat``) and how to repeat it (``ModelSpec``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from edgeopt.errors import ConfigError
+
+
+class ModelFormat(StrEnum):
+    """How a model file was stored."""
+
+    BUNDLE = "bundle"
+    STATE_DICT = "state_dict"
+    TORCHSCRIPT = "torchscript"
+    EXPORTED_PROGRAM = "exported_program"
+    ONNX = "onnx"
+    PICKLE = "pickle"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready for the pipeline.
+
+    Exactly one of ``module`` (torch formats) and ``onnx_path`` (ONNX input: only the ONNX-side
+    stages apply) is set. ``input_shape`` is one sample's shape without the batch dimension.
+    """
+
+    source: Path
+    format: ModelFormat
+    input_shape: tuple[int, ...]
+    module: Any = None  # torch.nn.Module; typed Any so this module imports without torch
+    onnx_path: Path | None = None
+    output_shape: tuple[int, ...] | None = None
+    """ONNX input: the first output's shape from the probe run at load (batch included)."""
+    shape_from_data: bool = False
+    """``input_shape`` is the data's sample shape: the file records none and none was given."""
+
+    @property
+    def is_onnx(self) -> bool:
+        return self.onnx_path is not None
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """Parse ``"1,16,16"`` or ``"1x16x16"`` (one sample, no batch dimension)."""
+    parts = [p for p in text.replace("x", ",").replace(" ", "").split(",") if p]
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        shape = ()
+    if not shape or any(d <= 0 for d in shape):
+        raise ConfigError(
+            f"invalid input shape {text!r}",
+            hint="give one sample's shape without the batch dimension, e.g. --input-shape 3,32,32",
+        )
+    return shape
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    """``(1, 16, 16)`` as the flag spells it: ``1,16,16``."""
+    return ",".join(str(d) for d in shape)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to load the user's model again (in a worker process, or when resuming a run).
+
+    ``trust_pickle`` and ``trust_arch`` are the user's opt-ins to running code from the model
+    file; they come from the command line only (see ``from_dict``).
+    """
+
+    path: str
+    arch: str | None = None
+    arch_kwargs: dict[str, Any] | None = None
+    input_shape: tuple[int, ...] | None = None
+    trust_pickle: bool = False
+    trust_arch: bool = False
+
+    def load(self, data_shape: tuple[int, ...] | None = None) -> LoadedModel:
+        """Load the model; ``data_shape`` as in ``load_model``."""
+        from edgeopt.loading.load import load_spec
+
+        return load_spec(self, data_shape)
+
+    def with_data_shape(self, loaded: LoadedModel) -> ModelSpec:
+        """This spec with the input shape ``loaded`` took from the data written in, so that
+        workers and a resumed run load the model the same way without the data; unchanged
+        when the shape came from the file or the flag."""
+        if not loaded.shape_from_data:
+            return self
+        return replace(self, input_shape=tuple(loaded.input_shape))
+
+    def with_trust(self, *, trust_pickle: bool, trust_arch: bool) -> ModelSpec:
+        """This spec with the opt-ins given on this command line."""
+        return replace(self, trust_pickle=trust_pickle, trust_arch=trust_arch)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "arch": self.arch,
+            "arch_kwargs": self.arch_kwargs,
+            "input_shape": list(self.input_shape) if self.input_shape else None,
+            "trust_pickle": self.trust_pickle,
+            "trust_arch": self.trust_arch,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, with_trust: bool = True) -> ModelSpec:
+        """Read ``to_dict``'s output (older ones without ``trust_arch`` too).
+
+        ``with_trust=False`` drops the recorded opt-ins: use it for anything read back from a
+        file (``run.json``), which is data, then ``with_trust`` the command line's; keep the
+        default only for a message one edgeopt process hands its own child.
+        """
+        shape = data.get("input_shape")
+        return cls(
+            path=str(data["path"]),
+            arch=data.get("arch"),
+            arch_kwargs=data.get("arch_kwargs"),
+            input_shape=tuple(shape) if shape else None,
+            trust_pickle=with_trust and bool(data.get("trust_pickle", False)),
+            trust_arch=with_trust and bool(data.get("trust_arch", False)),
+        )
