@@ -136,10 +136,10 @@ def _schema_lock(url: str, engine_kwargs: dict[str, Any]) -> Iterator[None]:
     the database file (one machine by design)."""
     if not is_postgres(url):
         sqlite_db = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else ""
-        if sqlite_db and sqlite_db != ":memory:":
-            with file_lock(Path(f"{sqlite_db}.schema.lock")):
-                yield
-        else:
+        with contextlib.ExitStack() as stack:
+            if sqlite_db and sqlite_db != ":memory:":
+                with contextlib.suppress(OSError):  # read-only: no one can create tables there
+                    stack.enter_context(file_lock(Path(f"{sqlite_db}.schema.lock")))
             yield
         return
     import sqlalchemy
