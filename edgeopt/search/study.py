@@ -144,11 +144,13 @@ def ask_lock(ctx: SearchContext, storage: RDBStorage) -> contextlib.AbstractCont
 
 
 def _trials_in(storage: RDBStorage, ctx: SearchContext) -> int:
+    """Trials already run or running (queued baselines are not: a new run keeps its seed)."""
     try:
         study_id = storage.get_study_id_from_name(ctx.config.study_name)
     except KeyError:
         return 0
-    return len(storage.get_all_trials(study_id, deepcopy=False))
+    states = (*FINISHED, TrialState.RUNNING)
+    return len(storage.get_all_trials(study_id, deepcopy=False, states=states))
 
 
 def _enqueue_missing_baselines(study: optuna.Study, baselines: list[tuple[str, dict]]) -> None:
