@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from results_md import write_section
 from torch import nn
 
 from edgeopt import zoo
@@ -188,23 +189,6 @@ def render(rows: list[Row], notes: str, command: str, seconds: float, threads: i
     return "\n".join([*lines, "", notes, ""])
 
 
-def write_section(text: str, path: Path = RESULTS) -> None:
-    """Replace (or append) only the stages section of RESULTS.md."""
-    block = f"{START}\n{text}{END}"
-    if path.exists():
-        old = path.read_text()
-        if START in old and END in old:
-            head, rest = old.split(START, 1)
-            new = head + block + rest.split(END, 1)[1]
-        else:
-            new = old.rstrip("\n") + "\n\n" + block + "\n"
-    else:
-        new = "# Benchmark results\n\n" + block + "\n"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(new)
-    tmp.replace(path)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="resnet_small,mobilenet_small")
@@ -228,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     text = render(rows, "\n".join(notes), command, time.perf_counter() - t0, args.threads)
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section(START, END, text)
     return 0
 
 

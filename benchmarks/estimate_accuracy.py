@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from results_md import write_section
 
 if TYPE_CHECKING:
     from edgeopt.profiles import HardwareProfile
@@ -61,21 +62,6 @@ def build_variants(tmp: Path) -> list[tuple[str, Path, list[int]]]:
                 q = quantize_qdq(fp, tmp / f"{name}.int8.onnx", shape)
                 out.append((f"{name}-int8", q, shape))
     return out
-
-
-def write_section(text: str) -> None:
-    """Replace (or append) this benchmark's section of RESULTS.md, leaving the rest alone."""
-    from edgeopt.fileio import write_atomic
-
-    block = f"{START}\n{text.rstrip()}\n{END}\n"
-    old = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n\n"
-    if START in old and END in old:
-        head, rest = old.split(START, 1)
-        tail = rest.split(END, 1)[1].lstrip("\n")
-        new = head + block + ("\n" + tail if tail else "")
-    else:
-        new = old.rstrip("\n") + "\n\n" + block
-    write_atomic(RESULTS, new)
 
 
 def measure_and_estimate(
@@ -196,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     text = render(args, variants, measured, est, profile, runtime_s, command)
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section(START, END, text)
         print(f"updated {RESULTS}")
     return 0
 

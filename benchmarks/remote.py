@@ -36,6 +36,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from results_md import write_section
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 START, END = "<!-- remote:start -->", "<!-- remote:end -->"
@@ -230,20 +232,6 @@ def render(r: dict[str, object], command: str) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str, path: Path = RESULTS) -> None:
-    """Replace (or append) only the remote section of RESULTS.md."""
-    block = f"{START}\n{text}{END}"
-    old = path.read_text() if path.exists() else "# Benchmark results\n"
-    if START in old and END in old:
-        head, rest = old.split(START, 1)
-        new = head + block + rest.split(END, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n" + block + "\n"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(new)
-    tmp.replace(path)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=6, help="alternating local/remote pairs")
@@ -259,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             result = measure(args.pairs, args.trials, tmp, profile)
     text = render(result, command.strip())
     print(text)
-    write_section(text)
+    write_section(START, END, text)
     return 0
 
 

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from results_md import write_section
+
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / "work"
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
@@ -424,17 +426,6 @@ def render(
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if START in old and END in old:
-        new = old[: old.index(START)] + text + old[old.index(END) + len(END) :]
-    else:
-        new = old.rstrip() + "\n\n" + text + "\n"
-    tmp = RESULTS.with_suffix(".tmp")
-    tmp.write_text(new)
-    tmp.replace(RESULTS)
-
-
 def overhead_of(run: dict[str, Any]) -> dict[str, float]:
     """Median seconds per complete trial by part, and the cache's savings."""
     trials = [t for t in run["trials"] if t["state"] == "complete"]
@@ -557,10 +548,15 @@ def main(argv: list[str] | None = None) -> int:
         repeat,
         scale,
     )
-    write_section(text)
+    write_section(START, END, _body(text))
     log(f"wrote {RESULTS.relative_to(ROOT)} in {(time.monotonic() - t_start) / 60:.1f} min")
     return 0
 
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _body(text: str) -> str:
+    """The section without its markers (the renderer includes them)."""
+    return text.split(START, 1)[1].rsplit(END, 1)[0]

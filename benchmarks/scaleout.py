@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from results_md import write_section
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 START, END = "<!-- scaleout:start -->", "<!-- scaleout:end -->"
@@ -189,17 +191,6 @@ def render(
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if START in old and END in old:
-        new = old[: old.index(START)] + text + old[old.index(END) + len(END) :]
-    else:
-        new = old.rstrip() + "\n\n" + text + "\n"
-    tmp = RESULTS.with_suffix(".tmp")
-    tmp.write_text(new)
-    tmp.replace(RESULTS)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=10, help="Trials per study.")
@@ -226,10 +217,15 @@ def main(argv: list[str] | None = None) -> int:
             ),
             "PostgreSQL (127.0.0.1)": storage_cost_ms(url, args.cycles, work),
         }
-    write_section(render(args, runs, cost))
+    write_section(START, END, _body(render(args, runs, cost)))
     log(f"wrote {RESULTS.relative_to(ROOT)}")
     return 0
 
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _body(text: str) -> str:
+    """The section without its markers (the renderer includes them)."""
+    return text.split(START, 1)[1].rsplit(END, 1)[0]

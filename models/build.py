@@ -30,18 +30,20 @@ MODELS: dict[str, tuple[str, dict[str, int], int]] = {
 }
 
 
-def build_data(path: Path, seed: int = 0) -> None:
-    """Digits upsampled to SIZE x SIZE, standardized, as an edgeopt ``.npz``."""
+def build_data(path: Path, seed: int = 0, *, size: int = SIZE, channels: int = 1) -> None:
+    """Digits upsampled to ``size`` x ``size`` with ``channels`` identical channels,
+    standardized, split 60/20/20 under ``seed``, as an edgeopt ``.npz``."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     x = torch.from_numpy(digits.images.astype(np.float32) / 16.0)[:, None]
-    x = torch.nn.functional.interpolate(x, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
-    x = ((x - 0.5) / 0.5).numpy().astype(np.float32)
+    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    x = ((x - 0.5) / 0.5).repeat(1, channels, 1, 1).numpy().astype(np.float32)
     y = digits.target.astype(np.int64)
     order = np.random.default_rng(seed).permutation(len(x))
     x, y = x[order], y[order]
     n_train, n_val = int(0.6 * len(x)), int(0.2 * len(x))
+    path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(
         path,
         x_train=x[:n_train],

@@ -37,27 +37,10 @@ MODELS: dict[str, tuple[str, float, int]] = {
 
 
 def build_data(path: Path, seed: int = 0) -> None:
-    """Digits at SIZE x SIZE with CHANNELS identical channels, standardized, as an ``.npz``."""
-    from sklearn.datasets import load_digits
+    """Digits at SIZE x SIZE with CHANNELS identical channels: build.py's split, bigger."""
+    from build import build_data as build_digits
 
-    digits = load_digits()
-    x = torch.from_numpy(digits.images.astype(np.float32) / 16.0)[:, None]
-    x = torch.nn.functional.interpolate(x, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
-    x = ((x - 0.5) / 0.5).repeat(1, CHANNELS, 1, 1).numpy().astype(np.float32)
-    y = digits.target.astype(np.int64)
-    order = np.random.default_rng(seed).permutation(len(x))
-    x, y = x[order], y[order]
-    n_train, n_val = int(0.6 * len(x)), int(0.2 * len(x))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(
-        path,
-        x_train=x[:n_train],
-        y_train=y[:n_train],
-        x_val=x[n_train : n_train + n_val],
-        y_val=y[n_train : n_train + n_val],
-        x_test=x[n_train + n_val :],
-        y_test=y[n_train + n_val :],
-    )
+    build_digits(path, seed, size=SIZE, channels=CHANNELS)
 
 
 def estimate_epoch_s(
