@@ -25,14 +25,16 @@ from edgeopt.errors import ConfigError
 from edgeopt.loading import LoadedModel, check_input_shape, check_model_and_data
 from edgeopt.metrics import Metric, MetricValue
 
-SCHEMA_VERSION = 1
+# 2: latency_ms became latency_p50_ms, model paths are as passed (docs/bench-json.md)
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
 class BenchRequest:
     """What to benchmark. ``models[1]``, when present, is the ``--vs`` comparison model.
 
-    ``workdir`` receives the ONNX exports of torch models (a temporary folder when None).
+    ``workdir`` receives the ONNX exports of torch models (a temporary folder when None);
+    ``metric``, with ``data``, a task metric measured beside top-1 accuracy (``f1`` ...).
     """
 
     models: list[LoadedModel]
@@ -41,6 +43,7 @@ class BenchRequest:
     workdir: Path | None = None
     data: DataBundle | None = None
     time_budget_s: float = 8.0
+    metric: str = "accuracy"
 
 
 def run_bench(req: BenchRequest) -> dict[str, Any]:
@@ -82,6 +85,7 @@ def _run_bench(req: BenchRequest, workdir: Path) -> dict[str, Any]:
             f"but the first model takes {req.models[0].input_shape}",
             hint="compare two versions of the same model",
         )
+    names = [str(m.source) for m in req.models]  # as the user passed them, not the exports
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "target": req.profile.name,
@@ -91,13 +95,14 @@ def _run_bench(req: BenchRequest, workdir: Path) -> dict[str, Any]:
         "results": [],
         "comparisons": [],
     }
-    accuracy = _accuracies(paths, req.data, req.threads[-1])
+    accuracy = _accuracies(paths, req.data, req.threads[-1], req.metric)
     if req.data is not None:
         report["accuracy_split"] = "test" if req.data.has_test else "val"
+        report["metric"] = req.metric
     if runner is not None:
-        _measure(report, req, runner, paths, req.models[0].input_shape, sample, accuracy)
+        _measure(report, req, runner, paths, names, req.models[0].input_shape, sample, accuracy)
     else:
-        _estimate(report, req, paths, accuracy)
+        _estimate(report, req, paths, names, accuracy)
     return report
 
 
@@ -108,13 +113,24 @@ def measured_on(device: str | None) -> str:
     return f"measured on {device}"
 
 
-def _accuracies(paths: list[Path], data: DataBundle | None, threads: int) -> list[float | None]:
+Scores = dict[str, float]  # task metric name -> value on the accuracy split
+
+
+def _accuracies(
+    paths: list[Path], data: DataBundle | None, threads: int, metric: str
+) -> list[Scores | None]:
+    """Top-1 accuracy and ``metric`` of each model on the test split (from one pass)."""
     if data is None:
         return [None for _ in paths]
-    from edgeopt.measure.accuracy import onnx_accuracy
+    from edgeopt.measure.accuracy import onnx_logits
+    from edgeopt.measure.task_metrics import task_metric
 
     x, y = data.split("test")
-    return [onnx_accuracy(p, x, y, threads=threads) for p in paths]
+    out: list[Scores | None] = []
+    for p in paths:
+        logits = onnx_logits(p, x, threads=threads)
+        out.append({m: task_metric(m, logits, y) for m in dict.fromkeys(("accuracy", metric))})
+    return out
 
 
 def _mv(value: float, provenance: str, **extra: float | str | None) -> dict[str, Any]:
@@ -127,21 +143,21 @@ def _entry(v: MetricValue, *extra: str) -> dict[str, Any]:
 
 
 def _row(
-    path: Path, threads: int | None, numbers: dict[str, Any], acc: float | None
+    name: str, threads: int | None, numbers: dict[str, Any], acc: Scores | None
 ) -> dict[str, Any]:
-    row: dict[str, Any] = {"model": str(path), "threads": threads, **numbers}
-    if acc is not None:
-        row["accuracy"] = _mv(acc, "measured")
+    row: dict[str, Any] = {"model": name, "threads": threads, **numbers}
+    for metric, value in (acc or {}).items():
+        row[metric] = _mv(value, "measured")
     return row
 
 
 def _comparison(
-    paths: Sequence[Path], threads: int | None, ratio: float, provenance: str, **extra: Any
+    names: Sequence[str], threads: int | None, ratio: float, provenance: str, **extra: Any
 ) -> dict[str, Any]:
     # ratio = the second model's time / the first's: > 1 means the first model is faster
     return {
-        "a": str(paths[0]),
-        "b": str(paths[1]),
+        "a": names[0],
+        "b": names[1],
         "threads": threads,
         "ratio": ratio,
         **extra,
@@ -154,9 +170,10 @@ def _measure(
     req: BenchRequest,
     runner: Any,
     paths: list[Path],
+    names: list[str],
     input_shape: tuple[int, ...],
     sample: np.ndarray | None,
-    accuracy: list[float | None],
+    accuracy: list[Scores | None],
 ) -> None:
     """Numbers measured by ``runner`` (an ``edgeopt.measure.runners.Runner``)."""
     from edgeopt.measure.runtime import size_mb
@@ -176,10 +193,11 @@ def _measure(
             sample=sample,
             time_budget_s=req.time_budget_s,
         )
-        for p, s, mem, e, acc in zip(paths, stats, memory, energy, accuracy, strict=True):
+        rows = zip(paths, names, stats, memory, energy, accuracy, strict=True)
+        for p, name, s, mem, e, acc in rows:
             spread = s.p90_ms - s.p50_ms
             numbers = {
-                "latency_ms": _mv(s.p50_ms, "measured", spread=spread, cv=s.cv, device=dev),
+                "latency_p50_ms": _mv(s.p50_ms, "measured", spread=spread, cv=s.cv, device=dev),
                 "latency_p90_ms": _mv(s.p90_ms, "measured", device=dev),
                 "latency_min_ms": _mv(s.min_ms, "measured", device=dev),
                 "rounds": s.rounds,
@@ -189,12 +207,12 @@ def _measure(
                 "size_mb": _mv(size_mb(p), "measured"),
                 **({"energy_mj": e} if e is not None else {}),
             }
-            report["results"].append(_row(p, threads, numbers, acc))
+            report["results"].append(_row(name, threads, numbers, acc))
         if len(stats) > 1:
             b = stats[1]
             report["comparisons"].append(
                 _comparison(
-                    paths,
+                    names,
                     threads,
                     b.ratio_to_first,
                     "measured",
@@ -228,23 +246,27 @@ def _energy(
 
 
 def _estimate(
-    report: dict[str, Any], req: BenchRequest, paths: list[Path], accuracy: list[float | None]
+    report: dict[str, Any],
+    req: BenchRequest,
+    paths: list[Path],
+    names: list[str],
+    accuracy: list[Scores | None],
 ) -> None:
     from edgeopt.measure.service import estimate_on_profile
 
     estimates = [estimate_on_profile(p, req.profile) for p in paths]
-    for p, (m, est), acc in zip(paths, estimates, accuracy, strict=True):
+    for name, (m, est), acc in zip(names, estimates, accuracy, strict=True):
         energy = m.get(Metric.ENERGY_MJ)
         assert energy is not None  # the cost model always estimates energy
         numbers = {
-            "latency_ms": _entry(m.values[Metric.LATENCY_MS]),
+            "latency_p50_ms": _entry(m.values[Metric.LATENCY_MS]),
             "peak_memory_mb": _entry(m.values[Metric.PEAK_MEMORY_MB]),
             "energy_mj": _entry(energy, "low", "high"),
             "fits": dict(est.fits),
             "size_mb": _entry(m.values[Metric.SIZE_MB]),
         }
-        report["results"].append(_row(p, None, numbers, acc))
+        report["results"].append(_row(name, None, numbers, acc))
     if len(estimates) > 1:
         latency = [m[Metric.LATENCY_MS] for m, _ in estimates]
-        report["comparisons"].append(_comparison(paths, None, latency[1] / latency[0], "estimated"))
+        report["comparisons"].append(_comparison(names, None, latency[1] / latency[0], "estimated"))
     report["assumptions"] = list(estimates[0][1].assumptions)

@@ -21,11 +21,12 @@ from typing import Any
 
 from edgeopt.budgets import ACCURACY_DROP, BUDGETS, BudgetResult, Budgets, parse_limits
 from edgeopt.errors import ConfigError
-from edgeopt.metrics import Metric
+from edgeopt.metrics import TASK_METRICS, Metric
 
-SCHEMA_VERSION = 1
+# 2: ``metric``, the task metric accuracy budgets judged (``--metric``; ``accuracy`` = top-1)
+SCHEMA_VERSION = 2
 CONFIG_FILES = ("edgeopt.toml", "pyproject.toml")
-SETTINGS = ("target", "data", "baseline")
+SETTINGS = ("target", "data", "baseline", "metric")
 KNOWN_KEYS = SETTINGS + tuple(BUDGETS)
 HOW_TO_SET = (
     "pass a budget flag (e.g. --max-latency-ms 5 --max-size-mb 2), or add them to "
@@ -36,13 +37,23 @@ HOW_TO_SET = (
 
 @dataclass(frozen=True)
 class CheckConfig(Budgets):
-    """The budgets of one check, and where to check them: target, data, baseline.
+    """The budgets of one check, and where to check them: target, data, baseline; ``metric``
+    is the task metric the accuracy budgets judge (``edgeopt.metrics.TASK_METRICS``).
     ``source`` says where file values came from (messages name it)."""
 
     target: str = "cpu"
     data: str | None = None
     baseline: str | None = None
+    metric: str = "accuracy"
     source: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.metric not in TASK_METRICS:
+            raise ConfigError(
+                f"unknown metric {self.metric!r}{self._where()}",
+                hint=f"choose one of {', '.join(TASK_METRICS)}",
+            )
 
     def _label(self, key: str) -> str:
         return f"budget {key}"
@@ -149,6 +160,11 @@ def validate(cfg: CheckConfig, profile_measured: bool, *, runner: bool = False) 
             "need a power meter",
             hint="check energy on an estimated target, e.g. --target mobile",
         )
+    if cfg.data is None and cfg.metric != "accuracy":
+        raise ConfigError(
+            f"--metric {cfg.metric} needs labelled data",
+            hint="pass --data data.npz (or data = ...)",
+        )
     limits = cfg.limits()
     for key in limits:
         if cfg.data is None and BUDGETS[key].quantity in (Metric.ACCURACY, ACCURACY_DROP):
@@ -180,6 +196,7 @@ class Verdict:
     baseline: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
     device: str | None = None
+    metric: str = "accuracy"
 
     @property
     def passed(self) -> bool:
@@ -198,6 +215,7 @@ class Verdict:
             "device": self.device,
             "baseline": self.baseline,
             "budgets_from": self.source or "flags",
+            "metric": self.metric,
             "passed": self.passed,
             "results": [r.to_dict() for r in self.results],
             "notes": list(self.notes),
@@ -216,6 +234,7 @@ def verdict_from_bench(cfg: CheckConfig, model: str, bench: Mapping[str, Any]) -
         baseline=cfg.baseline,
         notes=tuple(bench.get("assumptions", [])),
         device=bench.get("device"),
+        metric=cfg.metric,
     )
 
 

@@ -12,7 +12,7 @@ from edgeopt.budgets import Budgets
 from edgeopt.errors import ConfigError
 from edgeopt.loading import ModelSpec
 from edgeopt.metrics import OBJECTIVES as OBJECTIVE_METRICS
-from edgeopt.metrics import PER_TARGET, Direction, Metric
+from edgeopt.metrics import PER_TARGET, TASK_METRICS, Direction, Metric
 
 
 @dataclass(frozen=True)
@@ -43,13 +43,14 @@ class RunConfig:
     targets: tuple[str, ...]
     data: str | None = None
     objectives: tuple[str, ...] = ("accuracy", "latency", "size")
+    metric: str = "accuracy"  # what "accuracy" means in the objective and budgets
     budgets: Budgets = field(default_factory=Budgets)
     sampler: str = "tpe"
     seed: int = 0
     study_name: str = "edgeopt"
     storage: str | None = None
     artifacts: str | None = None  # shared trial-file store (a folder or s3://bucket)
-    trial_timeout_s: float = 900.0
+    trial_timeout_s: float | None = None  # None: auto, from the measured epoch cost
     trial_memory_gb: float = 8.0
     threads: int = 1
 
@@ -66,8 +67,11 @@ class RunConfig:
             )
         if len(set(self.objectives)) != len(self.objectives):
             raise ConfigError(f"--objectives lists a metric twice: {','.join(self.objectives)}")
-        if self.trial_timeout_s <= 0 or self.trial_memory_gb <= 0:
+        if (self.trial_timeout_s is not None and self.trial_timeout_s <= 0) or (
+            self.trial_memory_gb <= 0
+        ):
             raise ConfigError("--trial-timeout and --trial-memory-gb must be positive")
+        check_metric(self.metric, has_data=self.data is not None)
 
     def objective_list(self, target_names: Sequence[str]) -> list[Objective]:
         """Objectives expanded per target for target-dependent metrics."""
@@ -83,7 +87,7 @@ class RunConfig:
     def search_key(self) -> dict[str, Any]:
         """The fields that define the study; resuming with other values is an error."""
         d = self.to_dict()
-        keys = ("model", "targets", "data", "objectives", "budgets", "sampler", "seed")
+        keys = ("model", "targets", "data", "objectives", "metric", "budgets", "sampler", "seed")
         return {k: d[k] for k in keys}
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,6 +108,21 @@ class RunConfig:
         d["budgets"] = Budgets(**d.get("budgets", {}))
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def check_metric(metric: str, *, has_data: bool) -> None:
+    """ConfigError for a ``--metric`` that is unknown, or other than ``accuracy`` without
+    labelled data (fidelity, the stand-in for accuracy then, is top-1 agreement only)."""
+    if metric not in TASK_METRICS:
+        raise ConfigError(
+            f"unknown --metric {metric!r}", hint=f"choose one of {', '.join(TASK_METRICS)}"
+        )
+    if metric != "accuracy" and not has_data:
+        raise ConfigError(
+            f"--metric {metric} needs labelled data",
+            hint="pass --data data.npz, or drop --metric (without data the search scores "
+            "top-1 agreement with the original model)",
+        )
 
 
 def parse_duration(text: str) -> float:

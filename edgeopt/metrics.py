@@ -101,7 +101,9 @@ class MetricValue:
 
     ``spread`` is the dispersion over repeats (for latency: p90 - p50) or, for an estimated
     interval such as energy, half its width; ``low``/``high`` bound an estimated interval.
-    ``device`` names who measured a measured value (``local://HOST``, ``ssh://user@host:port``).
+    ``device`` names who measured a measured value (``local://HOST``, ``ssh://user@host:port``);
+    ``load``, on a latency measured on this host, how busy the host was meanwhile
+    (``edgeopt.measure.load.MachineLoad.to_dict``: load average, other busy processes).
     """
 
     value: float
@@ -110,10 +112,11 @@ class MetricValue:
     low: float | None = None
     high: float | None = None
     device: str | None = None
+    load: Mapping[str, Any] | None = field(default=None, hash=False)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"value": self.value, "provenance": self.provenance.value}
-        for key in ("spread", "low", "high", "device"):
+        for key in ("spread", "low", "high", "device", "load"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out
@@ -145,3 +148,20 @@ class Measurement:
             "profile": self.profile,
             "values": {m.value: v.to_dict() for m, v in self.values.items()},
         }
+
+
+TASK_METRICS: dict[str, str] = {
+    "accuracy": "accuracy",
+    "f1": "macro F1",
+    "precision": "macro precision",
+    "recall": "macro recall",
+    "auc": "macro one-vs-rest ROC AUC",
+}
+"""``--metric`` name -> what reports call it: the task number that ``accuracy`` stands for in
+the objective and the accuracy budgets (formulas in ``edgeopt.measure.task_metrics``)."""
+DEFAULT_TASK_METRIC = "accuracy"
+
+
+def task_metric_noun(name: str | None) -> str:
+    """What a report calls a ``--metric`` (``macro F1``); an unknown name as it is."""
+    return TASK_METRICS.get(name or DEFAULT_TASK_METRIC, str(name))

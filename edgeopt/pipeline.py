@@ -82,21 +82,29 @@ def build(
         input_shape=inputs.model.input_shape,
         seed=inputs.seed,
         on_epoch=on_epoch,
+        cache_dir=inputs.cache_dir,
     )
     fp32, info, hit = _torch_phase(candidate, inputs, ctx, on_stage)
     seconds = dict(info.get("seconds", {})) if not hit else {}
     if hit and info.get("seconds"):
         info = {**info, "cache_saved_s": sum(info["seconds"].values())}
     path = fp32
+    fake_quant = _has_fake_quant(fp32)
     for step in candidate.onnx_steps():
         stage = STAGES[step.stage]
-        if stage.is_identity(step.config):
+        if stage.is_identity(step.config) and not fake_quant:
+            # a quantization-aware export's fake-quant pairs would run as int8 in ORT under
+            # an fp32 label: the identity quantize step removes them, so it runs
             continue
         if on_stage:
             on_stage(step.stage)
         t0 = time.perf_counter()
         path = stage.apply(path, step.config, ctx)
         seconds[step.stage] = time.perf_counter() - t0
+    if path != fp32:
+        from edgeopt.stages.quantize import read_stage_info
+
+        info = {**info, **read_stage_info(Path(path))}  # e.g. the nodes kept in fp32
     info = {**info, "seconds": seconds}
     final = out_dir / "model.onnx"
     if path != final:
@@ -104,6 +112,14 @@ def build(
     if path not in (fp32, final):
         Path(path).unlink(missing_ok=True)
     return BuildResult(final, fp32, info, hit)
+
+
+def _has_fake_quant(path: Path) -> bool:
+    """True when the exported graph carries QuantizeLinear nodes (a QAT export)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return any(n.op_type == "QuantizeLinear" for n in model.graph.node)
 
 
 def _torch_phase(
@@ -141,8 +157,14 @@ def _torch_phase(
     inputs.cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=inputs.cache_dir))
     try:
+        # a model that runs int8 kernels in ORT (QAT) states how close it can be to torch
+        atol = float(getattr(module, "edgeopt_export_atol", 1e-4))
         export_onnx(
-            module, inputs.model.input_shape, tmp / "model.onnx", check_inputs=parity_inputs(inputs)
+            module,
+            inputs.model.input_shape,
+            tmp / "model.onnx",
+            check_inputs=parity_inputs(inputs),
+            atol=atol,
         )
         seconds["export"] = time.perf_counter() - t0
         info["seconds"] = seconds  # what building this prefix cost; a cache hit saves it

@@ -9,7 +9,8 @@ A run directory holds everything of one search::
     baseline/           the original model as ONNX (model.onnx) and baseline.json
     cache/              torch-phase results shared by trials with the same torch settings
     trials/<n>/         each trial's model.onnx, request/result JSON, log
-    final.json          test-split numbers of the front and the baselines
+    final.json          test-split numbers of the front and the baselines, and their host
+                        latency re-measured in one pass after the search (final_latency)
     report/             the rendered reports
 
 Everything read back from here is data: paths recorded in the study are resolved inside the
@@ -54,11 +55,20 @@ class Baseline:
     host_latency_ms: Mapping[str, float] = field(default_factory=dict)
     hopeless_below: float | None = None
     synthetic_inputs: int | None = None
+    prunable: bool | None = None
+    """The pruning pre-flight's verdict (None: not run, e.g. an ONNX input or an older run)."""
+    prune_ignored: tuple[str, ...] = ()
+    prune_note: str | None = None
+    epoch_s: float | None = None
+    """Measured seconds of one fine-tune epoch (with a distillation teacher) at setup."""
+    auto_timeout_s: float | None = None
+    """The per-trial timeout used when ``--trial-timeout`` is ``auto`` (from ``epoch_s``)."""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["input_shape"] = list(self.input_shape)
         d["host_latency_ms"] = dict(self.host_latency_ms)
+        d["prune_ignored"] = list(self.prune_ignored)
         return {k: v for k, v in d.items() if v is not None}
 
     @classmethod
@@ -66,6 +76,7 @@ class Baseline:
         known = {f.name for f in fields(cls)}
         d = {k: v for k, v in data.items() if k in known}
         d["input_shape"] = tuple(int(x) for x in d["input_shape"])
+        d["prune_ignored"] = tuple(str(x) for x in d.get("prune_ignored", ()))
         return cls(**d)
 
 

@@ -70,25 +70,38 @@ def main() -> None:
     data_path = HERE / "digits.npz"
     build_data(data_path, args.seed)
     data = load_npz(data_path)
-    print(f"data: {data_path.name} train {len(data.x_train)} val {len(data.x_val)} "
-          f"test {len(data.x_test)} shape {data.input_shape}")
+    print(
+        f"data: {data_path.name} train {len(data.x_train)} val {len(data.x_val)} "
+        f"test {len(data.x_test)} shape {data.input_shape}"
+    )
     for name in args.only:
         builder, kwargs, epochs = MODELS[name]
         torch.manual_seed(args.seed)
         model = getattr(zoo, builder)(in_channels=1, num_classes=10, **kwargs)
         t0 = time.perf_counter()
         cfg = TrainConfig(
-            lr=0.05, epochs=epochs, batch_size=64, optimizer="sgd", weight_decay=5e-4,
-            schedule="cosine", patience=0,
+            lr=0.05,
+            epochs=epochs,
+            batch_size=64,
+            optimizer="sgd",
+            weight_decay=5e-4,
+            schedule="cosine",
+            patience=0,
         )
         result = fit(model, data, cfg, seed=args.seed)  # trains in place, keeps best weights
         test_acc = evaluate(model, data.x_test, data.y_test)
         out = HERE / f"{name}.pt"
-        save_bundle(model, out, arch=f"edgeopt.zoo:{builder}",
-                    arch_kwargs={"in_channels": 1, "num_classes": 10, **kwargs},
-                    input_shape=data.input_shape)
-        print(f"{name}: val {result.best_val_accuracy:.4f} test {test_acc:.4f} "
-              f"({time.perf_counter() - t0:.0f}s) -> {out.relative_to(HERE.parent)}")
+        save_bundle(
+            model,
+            out,
+            arch=f"edgeopt.zoo:{builder}",
+            arch_kwargs={"in_channels": 1, "num_classes": 10, **kwargs},
+            input_shape=data.input_shape,
+        )
+        print(
+            f"{name}: val {result.best_val_accuracy:.4f} test {test_acc:.4f} "
+            f"({time.perf_counter() - t0:.0f}s) -> {out.relative_to(HERE.parent)}"
+        )
 
 
 if __name__ == "__main__":

@@ -50,9 +50,7 @@ def model_files(tmp_path_factory: pytest.TempPathFactory, tiny_model: torch.nn.M
     files["torchscript"] = d / "scripted.pt"
     torch.jit.save(torch.jit.script(tiny_model), files["torchscript"])
     example = (torch.randn(2, *SHAPE),)
-    dyn = torch.export.export(
-        tiny_model, example, dynamic_shapes=({0: torch.export.Dim.DYNAMIC},)
-    )
+    dyn = torch.export.export(tiny_model, example, dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))
     files["pt2"] = d / "program.pt2"
     torch.export.save(dyn, files["pt2"])
     files["pt2_static"] = d / "static.pt2"

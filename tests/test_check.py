@@ -141,7 +141,7 @@ def test_json_verdict(model_files: dict[str, Path], in_tmp: Path) -> None:
     )
     assert code == 1
     data = json.loads(out)
-    assert data["schema_version"] == 1 and data["passed"] is False
+    assert data["schema_version"] == 2 and data["passed"] is False
     (r,) = data["results"]
     assert r["name"] == "max_size_mb" and r["provenance"] == "measured" and not r["passed"]
     assert r["value"] > r["limit"]
@@ -248,10 +248,10 @@ def test_verdict_and_junit_from_a_bench_record() -> None:
         "measured": False,
         "results": [
             {
-                "latency_ms": {"value": 2.0, "provenance": "estimated"},
+                "latency_p50_ms": {"value": 2.0, "provenance": "estimated"},
                 "size_mb": {"value": 1.5, "provenance": "measured"},
             },
-            {"latency_ms": {"value": 1.6, "provenance": "estimated"}},
+            {"latency_p50_ms": {"value": 1.6, "provenance": "estimated"}},
         ],
         "comparisons": [{"ratio": 0.8, "provenance": "estimated"}],
     }

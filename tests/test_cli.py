@@ -44,9 +44,13 @@ def test_bench_measures_on_host_and_labels_it(model_files: dict, tiny_data: Path
     report = json.loads(result.stdout)
     (row,) = report["results"]
     assert report["measured"] is True
-    for key in ("latency_ms", "latency_p90_ms", "peak_memory_mb", "size_mb", "accuracy"):
+    for key in ("latency_p50_ms", "latency_p90_ms", "peak_memory_mb", "size_mb", "accuracy"):
         assert row[key]["provenance"] == "measured"
-    assert row["latency_p90_ms"]["value"] >= row["latency_ms"]["value"] > 0
+    assert row["latency_p90_ms"]["value"] >= row["latency_p50_ms"]["value"] > 0
+    assert "latency_ms" not in row  # schema 2 names the median latency_p50_ms
+    assert report["schema_version"] == 2
+    # the .pt file the user passed, not the temporary ONNX export bench timed
+    assert row["model"] == str(model_files["bundle"])
     assert 0 <= row["accuracy"]["value"] <= 1
     text = _run("bench", model_files["onnx"], "--time-budget", "0.5")
     assert text.exit_code == 0
@@ -66,6 +70,7 @@ def test_bench_vs_reports_an_interleaved_ratio(model_files: dict) -> None:
     assert result.exit_code == 0, result.output
     (cmp,) = json.loads(result.stdout)["comparisons"]
     assert cmp["provenance"] == "measured"
+    assert (cmp["a"], cmp["b"]) == (str(model_files["onnx"]), str(model_files["bundle"]))
     # the same network on both sides: the interleaved ratio is close to 1
     assert 0.5 < cmp["ratio"] < 2.0
 
@@ -76,10 +81,30 @@ def test_bench_on_a_profile_is_estimated(model_files: dict) -> None:
     report = json.loads(result.stdout)
     (row,) = report["results"]
     assert report["measured"] is False
-    assert row["latency_ms"]["provenance"] == "estimated"
+    assert row["latency_p50_ms"]["provenance"] == "estimated"
     assert row["energy_mj"]["low"] <= row["energy_mj"]["high"]
     text = _run("bench", model_files["onnx"], "--target", "mobile")
     assert "estimated" in text.output and "assumption:" in text.output
+
+
+def test_bench_json_names_the_models_as_the_user_passed_them(
+    model_files: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # relative paths stay as typed; the .pt input is exported to a temporary ONNX file first
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "net.pt").write_bytes(model_files["bundle"].read_bytes())
+    (tmp_path / "m" / "net.onnx").write_bytes(model_files["onnx"].read_bytes())
+    monkeypatch.chdir(tmp_path)
+    result = _run("bench", "m/net.pt", "--vs", "m/net.onnx", "--target", "mobile", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["schema_version"] == 2
+    assert [r["model"] for r in report["results"]] == ["m/net.pt", "m/net.onnx"]
+    (cmp,) = report["comparisons"]
+    assert (cmp["a"], cmp["b"]) == ("m/net.pt", "m/net.onnx")
+    for row in report["results"]:
+        assert row["latency_p50_ms"]["provenance"] == "estimated"
+        assert "latency_ms" not in row and "latency_p90_ms" not in row  # the cost model: one
 
 
 def _wrong_shape_data(tmp_path: Path) -> Path:

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from edgeopt.cli import main
 from edgeopt.data import load_npz
 from edgeopt.measure.accuracy import onnx_accuracy
+from edgeopt.search.records import SCHEMA_VERSION
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,7 @@ def test_optimize_left_every_report(run_dir: Path) -> None:
     names = sorted(p.name for p in (run_dir / "report").iterdir())
     assert names == ["report.html", "report.json", "report.md", "trials.csv"]
     data = _records(run_dir)
-    assert data["schema_version"] == 1 and len(data["trials"]) == 3
+    assert data["schema_version"] == SCHEMA_VERSION and len(data["trials"]) == 3
 
 
 def test_export_reproduces_the_reported_test_accuracy(

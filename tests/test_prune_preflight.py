@@ -10,13 +10,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 from torch import Tensor, nn
 
 from edgeopt import zoo
+from edgeopt.errors import CandidateError
+from edgeopt.export import export_onnx
 from edgeopt.profiles import load_profile
 from edgeopt.stages import ModelFacts, PruneConfig, StageContext
-from edgeopt.stages.prune import PruneStage, get_prune_report
+from edgeopt.stages import prune as prune_mod
+from edgeopt.stages.prune import (
+    PruneStage,
+    _regroups_channels,
+    build_dependency_graph,
+    get_prune_report,
+    trace_forward,
+)
 from edgeopt.stages.prune_preflight import PreflightResult, _split_coupled, preflight
 
 SHAPE = (3, 32, 32)
@@ -26,7 +37,8 @@ MARGIN_S = 5.0  # killing and joining a child, and a loaded machine
 
 class SliceShuffleUnit(zoo.ShuffleUnit):
     """The ShuffleNetV2 unit with the channel split written as slices, ``x[:, :c]``: on this
-    graph Torch-Pruning 1.6 builds the dependency graph, then never returns from grouping."""
+    graph Torch-Pruning 1.6 builds the dependency graph, then never returns from grouping
+    (traced as is) or mis-maps channels and raises (traced by ``trace_forward``)."""
 
     def forward(self, x: Tensor) -> Tensor:
         if self.stride == 1:
@@ -43,6 +55,21 @@ def _slice_shufflenet() -> nn.Module:
     for unit in model.modules():
         if isinstance(unit, zoo.ShuffleUnit):
             unit.__class__ = SliceShuffleUnit
+    return model.eval()
+
+
+def _shufflenet(width_mult: float = TINY) -> nn.Module:
+    """The zoo's ShuffleNetV2 (``chunk`` split) with random BN statistics, so that channels
+    differ and a misplaced one shows in the output."""
+    torch.manual_seed(0)
+    model = zoo.shufflenetv2_cifar(width_mult=width_mult)
+    with torch.no_grad():
+        for bn in model.modules():
+            if isinstance(bn, nn.BatchNorm2d):
+                bn.running_mean.uniform_(-0.5, 0.5)
+                bn.running_var.uniform_(0.5, 2.0)
+                bn.weight.uniform_(0.5, 1.5)
+                bn.bias.uniform_(-0.2, 0.2)
     return model.eval()
 
 
@@ -87,6 +114,13 @@ def _alarm(seconds: int) -> Iterator[None]:
         signal.signal(signal.SIGALRM, old)
 
 
+def _optype(name: str) -> object:
+    """Torch-Pruning's ``OPTYPE`` member ``name``."""
+    from torch_pruning.ops import OPTYPE
+
+    return OPTYPE[name]
+
+
 def _ctx(tmp_path: Path) -> StageContext:
     return StageContext(
         workdir=tmp_path, profile=load_profile("cpu"), data=None, teacher=None, input_shape=SHAPE
@@ -126,27 +160,89 @@ def test_split_coupled_layers_found_in_the_graph() -> None:
     assert set(_split_coupled(model, SHAPE)) == want
 
 
-def test_shufflenet_chunk_returns_a_verdict_in_time(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    model = zoo.shufflenetv2_cifar(width_mult=TINY).eval()
+def test_chunk_shufflenet_traces_with_the_model_s_values() -> None:
+    model = _shufflenet()
+    x = torch.randn(2, *SHAPE)
+    with torch.no_grad():
+        assert torch.equal(trace_forward(model, x), model(x))
+    graph = build_dependency_graph(model, torch.zeros(1, *SHAPE))  # TP alone: ZeroDivisionError
+    splits = [n for n in graph.module2node.values() if type(n.module).__name__ == "_SplitOp"]
+    assert splits and all(  # each chunk in two equal halves, not guessed from consumers
+        len(set(n.module.split_sizes)) == 1 and len(n.module.split_sizes) == 2 for n in splits
+    )
+
+
+def test_only_channel_regrouping_reshapes_are_opaque() -> None:
+    x = torch.zeros(2, 8, 4, 4, requires_grad=True)
+    assert _regroups_channels(x, x.view(2, 2, 4, 4, 4))  # the shuffle's view
+    assert _regroups_channels(x.view(2, 4, 2, 4, 4), x.view(2, 4, 2, 4, 4).reshape(2, 8, 4, 4))
+    assert not _regroups_channels(x, x.flatten(1))  # a flatten into a Linear
+    assert not _regroups_channels(x.flatten(1), x.flatten(1).view(2, 8, 4, 4))
+    assert not _regroups_channels(x, x.view(2, 8, 16))  # channels kept
+    assert not _regroups_channels(x.detach(), x.detach().view(2, 2, 4, 4, 4))  # not traced
+
+
+def test_chunk_shufflenet_is_pruned_around_its_shuffles(tmp_path: Path) -> None:
+    model = _shufflenet()
     result = _timed(model, 30)
-    if result.prunable:
-        assert result.ignored_layers
-        config = PruneConfig(ratio=0.3, ignored_layers=result.ignored_layers)
-        with _alarm(30):
-            PruneStage().apply(model, config, _ctx(tmp_path))
-    else:
-        # Torch-Pruning 1.6 raises while mapping channels through the shuffle's view
-        assert result.ignored_layers == ()
-        assert "Torch-Pruning failed" in result.reason
+    assert result.prunable, result.reason
+    # the whole graph fails (channels mis-mapped through the shuffles); without the layers
+    # whose channels reach a split, concatenation or shuffle it prunes
+    assert "Torch-Pruning failed" in result.reason and "left whole" in result.reason
+    assert set(result.ignored_layers) == set(_split_coupled(model, SHAPE))
+    config = PruneConfig(ratio=0.3, ignored_layers=result.ignored_layers)
+    with _alarm(30):
+        pruned = PruneStage().apply(model, config, _ctx(tmp_path))
+    report = get_prune_report(pruned)
+    assert report is not None and report["macs_ratio"] < 0.8
+    names = dict(pruned.named_modules())
+    assert names["stages.0.1.branch2.0"].out_channels < model.stages[0][1].branch2[0].out_channels
+    for name in result.ignored_layers:
+        assert names[name].out_channels == dict(model.named_modules())[name].out_channels
+    x = np.random.default_rng(0).standard_normal((2, *SHAPE)).astype(np.float32)
+    onnx_path = export_onnx(pruned, SHAPE, tmp_path / "pruned.onnx", check_inputs=x)
+    assert onnx_path.stat().st_size > 0
 
 
-def test_shufflenet_hang_is_cut_and_pruned_around(tmp_path: Path) -> None:
+def test_pruned_shufflenet_computes_what_its_kept_channels_did(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = _shufflenet()
+    ignored = tuple(_split_coupled(model, SHAPE))
+    checked: list[int] = []
+    check = prune_mod._check_equivalent
+
+    def counted(*args: object) -> None:
+        check(*args)  # type: ignore[arg-type]
+        checked.append(1)
+
+    # check every prune, not only groups through channel-moving ops
+    monkeypatch.setattr(prune_mod, "moves_channels", lambda node: True)
+    monkeypatch.setattr(prune_mod, "_check_equivalent", counted)
+    for extra in ({}, {"iterative_steps": 2}, {"global_pruning": True}):
+        config = PruneConfig(ratio=0.4, ignored_layers=ignored, **extra)  # type: ignore[arg-type]
+        PruneStage().apply(model, config, _ctx(tmp_path))
+    assert len(checked) == 3
+
+
+def test_misplaced_channels_fail_the_equivalence_check(tmp_path: Path) -> None:
+    model = _shufflenet()
+    ignored = tuple(_split_coupled(model, SHAPE))
+    pruned = PruneStage().apply(
+        model, PruneConfig(ratio=0.4, ignored_layers=ignored), _ctx(tmp_path)
+    )
+    conv = pruned.stages[0][1].branch2[5]  # its input channels were pruned
+    record = [prune_mod._PrunedGroup(((conv, _optype("CONV"), False, (0, 1, 2)),), True)]
+    with pytest.raises(CandidateError, match="computes something else"):
+        prune_mod._check_equivalent(model, pruned, record, SHAPE)
+
+
+def test_slice_shufflenet_is_pruned_around_its_slices(tmp_path: Path) -> None:
     model = _slice_shufflenet()
     limit = 16.0
     result = _timed(model, limit)
     assert result.prunable, result.reason
-    assert "timed out" in result.reason  # the first try, the whole graph, hung
+    assert "Torch-Pruning failed" in result.reason  # the first try, the whole graph, failed
     assert set(result.ignored_layers) == set(_split_coupled(model, SHAPE))
     # the prune stage with those layers left whole returns at once and passes its exact
     # channel-count check (uniform: every remaining group keeps int(C * 0.7) channels)

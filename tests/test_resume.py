@@ -216,8 +216,7 @@ def test_kill_9_at_random_points_in_10_resumes_loses_nothing(
         if not (out / "study.db").exists():
             continue
         now = {
-            t.number: tuple(t.values)
-            for t in _study(out).get_trials(states=(TrialState.COMPLETE,))
+            t.number: tuple(t.values) for t in _study(out).get_trials(states=(TrialState.COMPLETE,))
         }
         assert all(now.get(n) == v for n, v in done.items())  # nothing completed is lost
         done = now

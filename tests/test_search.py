@@ -37,7 +37,7 @@ def test_study_runs_baselines_first_and_records_provenance(
     run = tmp_path / "run"
     prepare(_config(model_files["bundle_wide"], tiny_data), run)
     optimize(run, n_trials=4, timeout_s=None)
-    trials = _study(run).get_trials()
+    trials = [t for t in _study(run).get_trials() if t.state != TrialState.WAITING]
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
     assert trials[0].user_attrs["baseline"] == "unchanged"
     assert trials[0].user_attrs["candidate"]["quantize"]["mode"] == "fp32"
@@ -97,7 +97,8 @@ def test_interrupted_run_resumes_without_losing_trials(
     assert 1 <= len(before) < 50
     assert not _study(run).get_trials(states=(TrialState.RUNNING,))
     optimize(run, n_trials=len(before) + 1, timeout_s=None)
-    after = _study(run).get_trials()
+    # queued expert seeds and sibling variants not yet run stay WAITING for the next resume
+    after = {t.number: t for t in _study(run).get_trials() if t.state != TrialState.WAITING}
     assert len(after) == len(before) + 1
     for n, values in before.items():
         assert after[n].values == values
@@ -141,8 +142,9 @@ def test_two_workers_share_one_storage_without_lost_or_extra_trials(
     run = tmp_path / "run"
     prepare(_config(model_files["bundle_wide"], tiny_data), run)
     optimize(run, n_trials=6, timeout_s=None, workers=2)
-    trials = _study(run).get_trials()
-    assert [t.number for t in trials] == list(range(6))
+    # queued expert seeds and sibling variants not yet run stay WAITING
+    trials = [t for t in _study(run).get_trials() if t.state != TrialState.WAITING]
+    assert len(trials) == 6
     assert all(t.state == TrialState.COMPLETE for t in trials)
     workers = {t.user_attrs["worker"] for t in trials}
     assert len(workers) == 2  # both processes ran trials

@@ -79,7 +79,7 @@ def test_unprunable_model_never_draws_prune_params(facts: ModelFacts) -> None:
     space = Answers({"prune.ratio": 0.5, "quantize.mode": "int8_static"})
     c = suggest_candidate(space, load_profile("cpu"), facts)
     assert not [n for n in space.asked if n.startswith(("prune.", "finetune."))]
-    assert _stages(c) == ["prune", "quantize"]
+    assert _stages(c) == ["prune", "qat", "quantize"]
     assert STAGES["prune"].is_identity(c.steps[0].config)
     assert "quantize.calibration" in space.asked  # the ONNX stages are still searched
 
@@ -100,55 +100,60 @@ def test_finetune_params_only_for_a_pruned_candidate() -> None:
     cpu = load_profile("cpu")
     pruned = Answers({"prune.ratio": 0.5})
     c = suggest_candidate(pruned, cpu, CONV)
-    assert _stages(c) == ["prune", "finetune", "quantize"]
+    assert _stages(c) == ["prune", "finetune", "qat", "quantize"]
     assert {"finetune.epochs", "finetune.lr", "finetune.distill"} <= set(pruned.asked)
     assert c.describe() == "prune 0.50 l1 + finetune 1ep + fp32"
     unpruned = Answers({"prune.ratio": 0.0})
     c = suggest_candidate(unpruned, cpu, CONV)
-    assert _stages(c) == ["prune", "quantize"]
+    assert _stages(c) == ["prune", "qat", "quantize"]
     assert not [n for n in unpruned.asked if n.startswith("finetune.")]
     assert c.describe() == "unchanged (fp32)"
 
 
 def test_identity_candidate_is_every_stage_unchanged() -> None:
     c = identity_candidate(load_profile("fpga"))
-    assert _stages(c) == ["prune", "quantize"]
+    assert _stages(c) == ["prune", "qat", "quantize"]
     assert all(STAGES[s.stage].is_identity(s.config) for s in c.steps)
     assert c.steps[0].config.round_to == 16  # the profile is still recorded
 
 
 PLAIN_INT8 = {
     "prune.ratio": 0.0,
+    "qat.epochs": 0,
     "quantize.mode": "int8_static",
     "quantize.calibration": "minmax",
     "quantize.calibration_samples": 128,
     "quantize.exclude_first_last": False,
+    "quantize.fp32_nodes": 0,
 }
 
 
 @pytest.mark.parametrize(
     ("profile", "unchanged", "per_channel"),
     [
-        ("cpu", {"prune.ratio": 0.0, "quantize.mode": "fp32"}, True),
-        ("mobile", {"prune.ratio": 0.0, "quantize.mode": "fp32"}, True),
-        ("fpga", {"prune.ratio": 0.0}, False),  # int8 only: no fp32 mode to enqueue
+        ("cpu", {"prune.ratio": 0.0, "qat.epochs": 0, "quantize.mode": "fp32"}, True),
+        ("mobile", {"prune.ratio": 0.0, "qat.epochs": 0, "quantize.mode": "fp32"}, True),
+        ("fpga", {"prune.ratio": 0.0, "qat.epochs": 0}, False),  # int8 only: no fp32 mode
     ],
 )
 @pytest.mark.parametrize("facts", [CONV, MATMUL, ONNX_INPUT])
 def test_baseline_params_are_todays(
     profile: str, unchanged: dict[str, Any], per_channel: bool, facts: ModelFacts
 ) -> None:
-    # resumed studies recognize their baselines by these exact params: they must not change
+    # every stage's param is pinned (a param left out would be sampled for the baseline);
+    # resumed studies recognize their baselines by their tag, so new stages may add params
     got = baseline_params(load_profile(profile), facts)
     int8 = {**PLAIN_INT8, "quantize.per_channel": per_channel}
     assert got == [(UNCHANGED, unchanged), (INT8, int8)]
     assert list(got[1][1]) == [
         "prune.ratio",
+        "qat.epochs",
         "quantize.mode",
         "quantize.calibration",
         "quantize.calibration_samples",
         "quantize.per_channel",
         "quantize.exclude_first_last",
+        "quantize.fp32_nodes",
     ]
 
 
@@ -160,7 +165,13 @@ def test_baseline_params_replay_to_their_configs(profile: str) -> None:
         assert suggest_candidate(Answers(unchanged), prof, CONV) == identity_candidate(prof)
     hand = STAGES["quantize"].by_hand(prof, CONV)
     assert hand is not None and hand.tag == INT8
-    want = Candidate((Step("prune", STAGES["prune"].identity(prof)), Step("quantize", hand.config)))
+    want = Candidate(
+        (
+            Step("prune", STAGES["prune"].identity(prof)),
+            Step("qat", STAGES["qat"].identity(prof)),
+            Step("quantize", hand.config),
+        )
+    )
     assert suggest_candidate(Answers(int8), prof, CONV) == want
 
 
@@ -256,27 +267,32 @@ def test_a_registered_stage_joins_the_search() -> None:
     cpu = load_profile("cpu")
     space = Answers({"prune.ratio": 0.5, "toy.level": 1})
     c = suggest_candidate(space, cpu, CONV)
-    assert _stages(c) == ["prune", "finetune", "quantize", "toy", "toy_follower"]
+    assert _stages(c) == ["prune", "finetune", "qat", "quantize", "toy", "toy_follower"]
     assert c.to_dict()["toy"] == {"level": 1}
     assert {"toy.level", "toy_follower.level"} <= set(space.asked)
     assert Candidate.from_dict(c.to_dict()) == c
     assert c.describe().endswith(" + toy + toy_follower")
     # its follower is left out while it is at its identity
     idle = Answers({"toy.level": 0})
-    assert _stages(suggest_candidate(idle, cpu, CONV)) == ["prune", "quantize", "toy"]
+    assert _stages(suggest_candidate(idle, cpu, CONV)) == ["prune", "qat", "quantize", "toy"]
     assert "toy_follower.level" not in idle.asked
 
-    assert _stages(identity_candidate(cpu)) == ["prune", "quantize", "toy"]
+    assert _stages(identity_candidate(cpu)) == ["prune", "qat", "quantize", "toy"]
     tags = baseline_params(cpu, CONV)
     assert [t for t, _ in tags] == [UNCHANGED, INT8, "toy2"]
     assert tags[0][1]["toy.level"] == 0 and tags[1][1]["toy.level"] == 0
-    assert tags[2][1] == {"prune.ratio": 0.0, "quantize.mode": "fp32", "toy.level": 2}
+    assert tags[2][1] == {
+        "prune.ratio": 0.0,
+        "qat.epochs": 0,
+        "quantize.mode": "fp32",
+        "toy.level": 2,
+    }
     grid = grid_space(cpu, CONV)
     assert grid["toy.level"] == [0, 1, 2, 3] and grid["toy_follower.level"] == [1]
 
 
 def test_the_registry_is_restored() -> None:
-    assert list(STAGES) == ["prune", "finetune", "quantize"]
+    assert list(STAGES) == ["prune", "finetune", "qat", "quantize"]
 
 
 def test_register_keeps_pipeline_order() -> None:

@@ -54,10 +54,10 @@ class Lowest:
 
 
 def test_registry_in_pipeline_order() -> None:
-    assert list(STAGES) == ["prune", "finetune", "quantize"]
+    assert list(STAGES) == ["prune", "finetune", "qat", "quantize"]
     assert base_module.STAGES is STAGES
     phases = [s.phase for s in STAGES.values()]
-    assert phases == [Phase.TORCH, Phase.TORCH, Phase.ONNX]
+    assert phases == [Phase.TORCH, Phase.TORCH, Phase.TORCH, Phase.ONNX]
     for name, stage in STAGES.items():
         assert isinstance(stage, Stage) and stage.name == name
         assert issubclass(stage.config_type, StageConfig)

@@ -53,7 +53,7 @@ def test_trust_flag_reaches_workers_but_is_never_read_from_run_json(
         text=True,
     )
     assert worker.returncode == 0, worker.stderr
-    last = _study(out).get_trials()[-1]
+    last = [t for t in _study(out).get_trials() if t.state != TrialState.WAITING][-1]
     assert last.state == TrialState.FAIL
     assert last.user_attrs["fail_stage"] == "load"
     assert "loading it would run code from the file" in last.user_attrs["fail_reason"]

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from edgeopt.cli.options import ModelOptions, packed_model_options, parse_int_list
+from edgeopt.metrics import TASK_METRICS, task_metric_noun
 
 
 @click.command()
@@ -17,6 +18,14 @@ from edgeopt.cli.options import ModelOptions, packed_model_options, parse_int_li
 @click.option("--threads", help="Intra-op thread counts to measure, e.g. 1,2 (host only).")
 @click.option("--vs", "other", type=click.Path(dir_okay=False), help="A second model to compare.")
 @click.option("--data", type=click.Path(dir_okay=False), help=".npz to measure accuracy on.")
+@click.option(
+    "--metric",
+    type=click.Choice(tuple(TASK_METRICS)),
+    default="accuracy",
+    show_default=True,
+    help="With --data, a task metric shown beside top-1 accuracy (macro f1/precision/recall, "
+    "macro one-vs-rest auc).",
+)
 @click.option("--time-budget", default=8.0, show_default=True, help="Seconds of timing per run.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @packed_model_options
@@ -26,6 +35,7 @@ def bench(
     threads: str | None,
     other: str | None,
     data: str | None,
+    metric: str,
     time_budget: float,
     as_json: bool,
     model_opts: ModelOptions,
@@ -43,13 +53,28 @@ def bench(
     profile = load_profile(target)
     thread_counts = parse_int_list(threads, "--threads") if threads else [profile.threads]
     bundle = load_npz(data) if data else None
+    _check_metric(metric, bundle, data)
     loaded = [model_opts.load(m, bundle) for m in (model, other) if m]
-    request = BenchRequest(loaded, profile, thread_counts, data=bundle, time_budget_s=time_budget)
+    request = BenchRequest(
+        loaded, profile, thread_counts, data=bundle, time_budget_s=time_budget, metric=metric
+    )
     report = run_bench(request)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
         click.echo(render_table(report))
+
+
+def _check_metric(metric: str, bundle: Any, data: str | None) -> None:
+    """ConfigError when ``--metric`` cannot be measured: no labelled data, or AUC on one
+    class."""
+    from edgeopt.config import check_metric
+    from edgeopt.measure.task_metrics import check_defined
+
+    check_metric(metric, has_data=bundle is not None)
+    if bundle is not None:
+        split = "test" if bundle.has_test else "val"
+        check_defined(metric, bundle.split(split)[1], f"the {split} split of {data}")
 
 
 def _fmt(v: dict[str, Any] | None, digits: int = 3) -> str:
@@ -66,9 +91,13 @@ def render_table(report: dict[str, Any]) -> str:
         else f"estimated from profile '{report['target']}'"
     )
     lines = [f"target: {report['target']} ({where})", f"host: {report['host']}", ""]
+    # --metric other than top-1: one more column beside accuracy
+    task = report.get("metric") if report.get("metric") != "accuracy" else None
     head = (
         f"{'model':<28} {'thr':>3} {'p50 ms':>9} {'p90 ms':>9} {'mem MB':>8} "
-        f"{'size MB':>8} {'energy mJ':>14} {'accuracy':>9}  source"
+        f"{'size MB':>8} {'energy mJ':>14} {'accuracy':>9}"
+        + (f" {task:>9}" if task else "")
+        + "  source"
     )
     lines += [head, "-" * len(head)]
     for row in report["results"]:
@@ -79,9 +108,11 @@ def render_table(report: dict[str, Any]) -> str:
         acc = row.get("accuracy")
         lines.append(
             f"{Path(row['model']).name[:28]:<28} {row['threads'] or '-':>3} "
-            f"{_fmt(row['latency_ms']):>9} {_fmt(row.get('latency_p90_ms')):>9} "
+            f"{_fmt(row['latency_p50_ms']):>9} {_fmt(row.get('latency_p90_ms')):>9} "
             f"{_fmt(row['peak_memory_mb'], 2):>8} {_fmt(row['size_mb'], 3):>8} {e:>14} "
-            f"{_fmt(acc, 4):>9}  {row['latency_ms']['provenance']}"
+            f"{_fmt(acc, 4):>9}"
+            + (f" {_fmt(row.get(task), 4):>9}" if task else "")
+            + f"  {row['latency_p50_ms']['provenance']}"
         )
     lines.append("")
     lines.append(
@@ -94,7 +125,8 @@ def render_table(report: dict[str, Any]) -> str:
         )
         + "; size: measured file size"
         + (
-            f"; accuracy: measured on this host (ORT CPU) on the {report['accuracy_split']} split"
+            f"; accuracy{' and ' + task_metric_noun(task) if task else ''}: measured on this host "
+            f"(ORT CPU) on the {report['accuracy_split']} split"
             if report.get("accuracy_split")
             else ""
         )

@@ -9,12 +9,19 @@ from typing import Any
 import click
 
 from edgeopt.cli.options import ModelOptions, budget_options, packed_model_options
+from edgeopt.metrics import TASK_METRICS
 
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--target", help="Profile name, alias or TOML (default: from the config, else cpu).")
 @click.option("--data", type=click.Path(dir_okay=False), help=".npz for accuracy budgets.")
+@click.option(
+    "--metric",
+    type=click.Choice(tuple(TASK_METRICS)),
+    help="What --min-accuracy/--max-accuracy-drop judge (default: from the config, else "
+    "top-1 accuracy); f1/precision/recall are macro averages, auc macro one-vs-rest.",
+)
 @click.option(
     "--baseline", type=click.Path(dir_okay=False), help="The last released model to compare with."
 )
@@ -29,6 +36,7 @@ def check(
     model: str,
     target: str | None,
     data: str | None,
+    metric: str | None,
     baseline: str | None,
     budgets: dict[str, Any],
     time_budget: float,
@@ -55,15 +63,26 @@ def check(
         "target": target,
         "data": str(Path(data).resolve()) if data else None,
         "baseline": str(Path(baseline).resolve()) if baseline else None,
+        "metric": metric,
         **parse_limits(budgets, lambda key: "--" + key.replace("_", "-")),
     }
     cfg = resolve_config(flags)
     profile = load_profile(cfg.target)
     validate(cfg, bool(profile.measured), runner=profile.runner is not None)
     bundle = load_npz(cfg.data) if cfg.data else None
+    if bundle is not None:
+        from edgeopt.measure.task_metrics import check_defined
+
+        split = "test" if bundle.has_test else "val"
+        check_defined(cfg.metric, bundle.split(split)[1], f"the {split} split of {cfg.data}")
     loaded = [model_opts.load(m, bundle) for m in (model, cfg.baseline) if m]
     request = BenchRequest(
-        loaded, profile, [profile.threads], data=bundle, time_budget_s=time_budget
+        loaded,
+        profile,
+        [profile.threads],
+        data=bundle,
+        time_budget_s=time_budget,
+        metric=cfg.metric,
     )
     bench = run_bench(request)
     verdict = verdict_from_bench(cfg, model, bench)

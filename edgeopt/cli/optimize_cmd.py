@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from edgeopt.cli.options import model_options
+from edgeopt.metrics import TASK_METRICS
 
 if TYPE_CHECKING:
     from edgeopt.search.context import Trust
@@ -41,6 +42,14 @@ def _targets(text: str) -> tuple[str, ...]:
     show_default=True,
     help="From accuracy, latency, size, memory, energy.",
 )
+@click.option(
+    "--metric",
+    type=click.Choice(tuple(TASK_METRICS)),
+    default="accuracy",
+    show_default=True,
+    help="What 'accuracy' means in the objective and the accuracy budgets: top-1 accuracy, "
+    "or macro F1/precision/recall, or macro one-vs-rest ROC AUC (needs --data).",
+)
 @click.option("--max-latency-ms", type=float, help="Budget per target (a constraint).")
 @click.option("--max-size-mb", type=float, help="Budget on the ONNX file size.")
 @click.option("--max-memory-mb", type=float, help="Budget on peak memory per target.")
@@ -50,7 +59,9 @@ def _targets(text: str) -> tuple[str, ...]:
     type=float,
     help="Budget vs the original, as a fraction (0.01 = 1 point).",
 )
-@click.option("--min-accuracy", type=float, help="Budget on validation accuracy (fraction).")
+@click.option(
+    "--min-accuracy", type=float, help="Budget on validation accuracy (or --metric; fraction)."
+)
 @click.option(
     "--sampler",
     type=click.Choice(["tpe", "nsga2", "random", "grid", "gp"]),
@@ -82,15 +93,25 @@ def _targets(text: str) -> tuple[str, ...]:
 @click.option(
     "--trial-timeout",
     "trial_timeout_text",
-    default="15m",
+    default="auto",
     show_default=True,
-    help="Time cap per trial.",
+    help="Time cap per trial (e.g. 15m); auto: 16x one fine-tune epoch as measured at "
+    "setup, plus 2 minutes (at least 3 minutes).",
 )
 @click.option(
     "--trial-memory-gb", type=float, default=8.0, show_default=True, help="Memory cap per trial."
 )
 @click.option("--threads", type=click.IntRange(min=1), default=1, help="Torch threads per trial.")
 @click.option("--no-report", is_flag=True, help="Skip writing the report at the end.")
+@click.option(
+    "--mlflow",
+    "mlflow_uri",
+    is_flag=False,
+    flag_value="",
+    metavar="[URI]",
+    help="Log the study and each trial to MLflow (pip install 'edgeopt[mlflow]'): alone, to "
+    "mlflow.db in the run directory; --mlflow=URI for another store, e.g. http://host:5000.",
+)
 @model_options
 def optimize(
     model: str,
@@ -99,6 +120,7 @@ def optimize(
     trials: int | None,
     timeout_text: str | None,
     objectives: str,
+    metric: str,
     sampler: str,
     seed: int,
     run_dir: str | None,
@@ -110,6 +132,7 @@ def optimize(
     trial_memory_gb: float,
     threads: int,
     no_report: bool,
+    mlflow_uri: str | None,
     arch: str | None,
     arch_kwargs: str | None,
     input_shape: str | None,
@@ -147,23 +170,29 @@ def optimize(
         targets=tuple(str(Path(t).resolve()) if t.endswith(".toml") else t for t in targets),
         data=str(Path(data).resolve()) if data else None,
         objectives=tuple(o.strip() for o in objectives.split(",") if o.strip()),
+        metric=metric,
         budgets=Budgets(**budget_flags),  # the --max-*/--min-* flags
         sampler=sampler,
         seed=seed,
         study_name=study_name,
         storage=storage,
         artifacts=_artifacts_spec(artifacts),
-        trial_timeout_s=parse_duration(trial_timeout_text),
+        trial_timeout_s=(
+            None
+            if trial_timeout_text.strip().lower() == "auto"
+            else parse_duration(trial_timeout_text)
+        ),
         trial_memory_gb=trial_memory_gb,
         threads=threads,
     )
     out = Path(run_dir) if run_dir else default_run_dir(model, targets)
     t0 = time.monotonic()
+    mlflow = _mlflow(mlflow_uri, out)
     baseline = prepare(config, out)  # validates every input before any search work
     click.echo(f"edgeopt optimize: {model} -> {out}  (targets: {', '.join(targets)})", err=True)
     _announce(out, baseline, config, shape_given=bool(input_shape))
     trust = Trust(pickle=trust_pickle, arch=trust_arch)
-    _search_and_report(out, trials, timeout_s, workers, not no_report, trust)
+    _search_and_report(out, trials, timeout_s, workers, not no_report, trust, mlflow)
     click.echo(f"done in {time.monotonic() - t0:.0f}s; run directory {out}", err=True)
 
 
@@ -174,7 +203,7 @@ def _announce(out: Path, baseline: Any, config: Any, *, shape_given: bool) -> No
     recorded = RunDir(out).read_config().model.input_shape
     if recorded and not shape_given:  # the model file records none: prepare took --data's
         click.echo(f"input shape {','.join(map(str, recorded))} taken from --data", err=True)
-    _echo_baseline(baseline)
+    _echo_baseline(baseline, config.metric)
     storage = config.storage
     if storage and not config.artifacts and not storage.startswith("sqlite"):
         click.echo(
@@ -191,9 +220,12 @@ def _artifacts_spec(text: str | None) -> str | None:
     return str(Path(text).expanduser().resolve())
 
 
-def _echo_baseline(baseline: Any) -> None:
+def _echo_baseline(baseline: Any, metric: str = "accuracy") -> None:
+    from edgeopt.metrics import task_metric_noun
+
     kind = baseline.accuracy_kind
-    line = f"baseline: validation {kind} {baseline.val_accuracy:.4f} (measured, ORT on this host)"
+    what = kind if kind == "fidelity" else task_metric_noun(metric)
+    line = f"baseline: validation {what} {baseline.val_accuracy:.4f} (measured, ORT on this host)"
     for name, ms in baseline.host_latency_ms.items():
         line += f"; latency {ms:.3f} ms on {name} (measured)"
     click.echo(line, err=True)
@@ -203,6 +235,44 @@ def _echo_baseline(baseline: Any) -> None:
             "inputs (fidelity), not task accuracy",
             err=True,
         )
+    _echo_probe(baseline)
+
+
+def _echo_probe(baseline: Any) -> None:
+    """The pruning pre-flight's verdict and the measured epoch cost, one line each."""
+    if baseline.prunable is False:
+        click.echo(
+            f"pruning off: {baseline.prune_note}; the search keeps to fine-tuning-free "
+            "ONNX-side stages (quantization)",
+            err=True,
+        )
+    elif baseline.prune_ignored:
+        click.echo(
+            f"pruning: {len(baseline.prune_ignored)} layer(s) left whole "
+            f"(coupled to a channel split/shuffle Torch-Pruning cannot follow)",
+            err=True,
+        )
+    elif baseline.prunable is None and baseline.prune_note:
+        click.echo(f"note: {baseline.prune_note}; pruning trials will find out", err=True)
+    if baseline.epoch_s is not None:
+        click.echo(
+            f"one fine-tune epoch: {baseline.epoch_s:.1f}s (measured on this host); "
+            f"auto trial timeout {baseline.auto_timeout_s:.0f}s",
+            err=True,
+        )
+
+
+def _mlflow(value: str | None, out: Path) -> str | None:
+    """The MLflow tracking URI for ``--mlflow [URI]``, checked before any search work."""
+    if value is None:
+        return None
+    from edgeopt.search import tracking
+
+    tracking.require_mlflow()
+    uri = tracking.resolve_uri(value, out)
+    if value != tracking.DEFAULT_URI:  # the default store is created in the run directory
+        tracking.check_uri(uri)
+    return uri
 
 
 def _search_and_report(
@@ -212,6 +282,7 @@ def _search_and_report(
     workers: int,
     report: bool,
     trust: Trust,
+    mlflow: str | None = None,
 ) -> None:
     """Search, score the front on the test split, print it, write the reports; then exit
     130 after a Ctrl-C, or 1 when nothing feasible was found."""
@@ -229,8 +300,12 @@ def _search_and_report(
             "stopping after the running trial (Ctrl-C again to abort)", err=True
         ),
         trust=trust,
+        mlflow=mlflow,
     )
-    click.echo("computing test-split numbers for the front...", err=True)
+    click.echo(
+        "computing test-split numbers for the front and re-measuring its host latency...",
+        err=True,
+    )
     finalize(out)
     records = _records(out)
     click.echo(render_front(records))
@@ -272,9 +347,7 @@ def nothing_feasible(run: dict[str, Any]) -> None:
     )
 
 
-def _worst_violation(
-    constraints: dict[str, float], budgets: dict[str, Any]
-) -> tuple[str, float]:
+def _worst_violation(constraints: dict[str, float], budgets: dict[str, Any]) -> tuple[str, float]:
     """The constraint a trial misses most, relative to its budget's size."""
     from edgeopt.budgets import BUDGET_OF_CONSTRAINT
 
@@ -319,8 +392,11 @@ def render_front(run: dict[str, Any]) -> str:
         for t in run["trials"]
         if t.get("baseline") and not t.get("on_front") and t["state"] == "complete"
     ]
+    from edgeopt.report.summary import score_noun
+
     lines = [
-        "Pareto front (feasible trials; val = selection split, test = never seen by the search):"
+        f"Pareto front (feasible trials; val/test = {score_noun(run)}, val = selection split, "
+        "test = never seen by the search):"
     ]
     targets = run["targets"]
     head = f"{'trial':>5}  {'candidate':<44} {'val':>7} {'test':>7} {'size MB':>8}"
@@ -351,6 +427,13 @@ def render_front(run: dict[str, Any]) -> str:
         f"meas. = measured on {', '.join(remote) or 'this host'} (interleaved vs the original); "
         "esti. = estimated from the profile"
     )
+    from edgeopt.report.final_latency import final_lines
+    from edgeopt.report.summary import hidden_note
+
+    lines += final_lines(run, front + extra)
+    hidden = hidden_note(run)
+    if hidden:
+        lines.append(hidden)
     return "\n".join(lines)
 
 

@@ -138,7 +138,9 @@ def export(
         trust={"trust_pickle": trust_pickle, "trust_arch": trust_arch},
     )
     trial = next(t for t in records["trials"] if t["number"] == number)
-    kind = records.get("baseline", {}).get("accuracy_kind", "accuracy")
+    from edgeopt.report.summary import score_noun
+
+    kind = score_noun(records)  # accuracy, fidelity or the run's --metric
     test = trial.get("test_accuracy")
     click.echo(f"trial {number}: {trial.get('describe') or 'unchanged'}")
     click.echo(f"model: {result.onnx}")

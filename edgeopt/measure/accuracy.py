@@ -1,10 +1,11 @@
-"""Accuracy of an ONNX model, run in ONNX Runtime on this host: top-1 accuracy on labelled
-data, or, without labels, fidelity (top-1 agreement with the original model) on inputs that
-stand in for data."""
+"""Accuracy of an ONNX model, run in ONNX Runtime on this host: top-1 accuracy (or another
+task metric of ``edgeopt.measure.task_metrics``) on labelled data, or, without labels,
+fidelity (top-1 agreement with the original model) on inputs that stand in for data."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,6 +45,26 @@ def onnx_fidelity(
     return float((a == b).mean())
 
 
+def onnx_task_metric(
+    path: str | Path, x: np.ndarray, y: np.ndarray, metric: str, *, threads: int = 2
+) -> float:
+    """Task metric ``metric`` (``edgeopt.metrics.TASK_METRICS``) of the ONNX model on
+    ``(x, y)``."""
+    from edgeopt.measure.task_metrics import task_metric
+
+    return task_metric(metric, onnx_logits(path, x, threads=threads), y)
+
+
+def onnx_task_metric_entries(
+    path: str | Path, x: np.ndarray, y: np.ndarray, *, threads: int = 2
+) -> dict[str, dict[str, Any]]:
+    """Every task metric of the ONNX model on ``(x, y)``, measured here, with intervals
+    (``edgeopt.measure.task_metrics.task_metric_entries``)."""
+    from edgeopt.measure.task_metrics import task_metric_entries
+
+    return task_metric_entries(onnx_logits(path, x, threads=threads), y)
+
+
 def onnx_score(
     path: str | Path,
     x: np.ndarray,
@@ -51,9 +72,13 @@ def onnx_score(
     *,
     reference: str | Path,
     threads: int = 2,
+    metric: str = "accuracy",
 ) -> float:
-    """What the search optimizes as accuracy: top-1 accuracy on ``(x, y)`` when there are
-    labels, else top-1 fidelity to ``reference`` on ``x`` (e.g. ``synthetic_inputs``)."""
+    """What the search optimizes as accuracy: task metric ``metric`` (top-1 accuracy by
+    default) on ``(x, y)`` when there are labels, else top-1 fidelity to ``reference`` on
+    ``x`` (e.g. ``synthetic_inputs``; a run without labels only allows ``accuracy``)."""
     if y is not None:
-        return onnx_accuracy(path, x, y, threads=threads)
+        return onnx_task_metric(path, x, y, metric, threads=threads)
+    if metric != "accuracy":
+        raise ValueError(f"--metric {metric} needs labelled data")
     return onnx_fidelity(path, reference, x, threads=threads)

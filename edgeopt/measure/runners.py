@@ -219,6 +219,18 @@ class LocalRunner(Runner):
                 "from [runner] providers",
             )
 
+    def measure_latency(self, paths: Sequence[str | Path], **options: Any) -> list[LatencyStats]:
+        """``Runner.measure_latency``, each stats carrying this host's load meanwhile
+        (``edgeopt.measure.load``): other jobs on the host skew what is measured here."""
+        from dataclasses import replace
+
+        from edgeopt.measure.load import LoadMonitor
+
+        with LoadMonitor() as monitor:
+            stats = super().measure_latency(paths, **options)
+        load = monitor.load.to_dict() if monitor.load is not None else None
+        return [replace(s, load=load) for s in stats]
+
     def describe(self) -> str:
         from edgeopt.measure.runtime import host_description
 

@@ -47,6 +47,9 @@ class LatencyStats:
     runs_per_round: int
     ratio_to_first: float
     ratio_cv: float
+    load: dict[str, Any] | None = None
+    """The host's load around the run (``edgeopt.measure.load.MachineLoad.to_dict``); None
+    where it was not recorded (a remote device)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

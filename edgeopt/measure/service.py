@@ -152,13 +152,17 @@ def _measured_numbers(
         onnx_path, threads=threads, input_shape=input_shape, sample=sample
     )
     measured, device = Provenance.MEASURED, runner.device
-    raw = MetricValue(cand.p50_ms, measured, spread=cand.p90_ms - cand.p50_ms, device=device)
+    load = cand.load  # the host's load meanwhile (None from a remote device)
+    spread = cand.p90_ms - cand.p50_ms
+    raw = MetricValue(cand.p50_ms, measured, spread=spread, device=device, load=load)
     latency = raw
     if reference is not None:
         # the ratio is what interleaving makes trustworthy; scaling it by the reference's
         # latency keeps candidates measured minutes apart comparable
         value = cand.ratio_to_first * float(reference.latency_ms[profile.name])
-        latency = MetricValue(value, measured, spread=value * cand.ratio_cv, device=device)
+        latency = MetricValue(
+            value, measured, spread=value * cand.ratio_cv, device=device, load=load
+        )
     out = {
         Metric.LATENCY_MS: latency,
         Metric.PEAK_MEMORY_MB: MetricValue(mem.model_memory_mb, measured, device=device),

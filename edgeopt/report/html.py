@@ -20,7 +20,12 @@ from edgeopt.report.html_plots import (
     parallel_section,
     pareto_section,
 )
-from edgeopt.report.html_tables import all_trials, failures_section, front_table
+from edgeopt.report.html_tables import (
+    all_trials,
+    failures_section,
+    front_table,
+    task_metrics_table,
+)
 from edgeopt.report.summary import Summary
 
 CSS = """
@@ -57,6 +62,7 @@ def render_html(s: Summary) -> str:
         pareto_section(s),
         "<h2>Front members</h2>",
         front_table(s),
+        *_task_section(s),
         "<h2>Parallel coordinates of the front</h2>",
         parallel_section(s),
         "<h2>Optimization history</h2>",
@@ -88,6 +94,7 @@ def _header(s: Summary) -> str:
             "objectives",
             ", ".join(f"{o.name} ({'max' if o.maximize else 'min'})" for o in s.objectives),
         ),
+        ("optimized metric", f"{s.score_noun} (validation split)"),
         ("budgets", budgets),
         ("sampler", f"{cfg.get('sampler', '?')} (seed {cfg.get('seed', '?')})"),
         (
@@ -100,6 +107,11 @@ def _header(s: Summary) -> str:
     rows = "".join(f"<div><b>{escape(k)}:</b> {escape(str(v))}</div>" for k, v in facts)
     notes = "".join(f'<div class="note">{escape(n)}</div>' for n in s.notes)
     return f"<h1>edgeopt report: {escape(s.model_name)}</h1><div class='facts'>{rows}</div>{notes}"
+
+
+def _task_section(s: Summary) -> list[str]:
+    table = task_metrics_table(s)
+    return ["<h2>Task metrics of the front</h2>", table] if table else []
 
 
 def _pick_box(s: Summary) -> str:

@@ -8,15 +8,23 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
-from edgeopt.metrics import Metric
+from edgeopt.metrics import TASK_METRICS, Metric, task_metric_noun
+from edgeopt.report.final_latency import (
+    final_figure,
+    final_targets,
+    fmt_speedup,
+    speed_phrase,
+)
 from edgeopt.report.stats import accuracy_interval, fmt_interval, interval_note
 from edgeopt.report.summary import (
     BASELINE_NAMES,
     Summary,
+    entry_interval,
     fmt_num,
     metric_entry,
     metric_short,
     present_metrics,
+    score_interval,
 )
 
 FRONT_NOTE = (
@@ -43,16 +51,22 @@ def _prov(entry: Mapping[str, Any]) -> str:
     return f'<span class="prov {escape(p)}">{escape(p)}</span>'
 
 
-def _num_cell(entry: Mapping[str, Any] | None, metric: str = "", n: Any = None) -> str:
+def _num_cell(
+    entry: Mapping[str, Any] | None,
+    metric: str = "",
+    n: Any = None,
+    ci: tuple[float, float] | None = None,
+) -> str:
     """A number with its provenance; an estimate's low–high, or with ``n`` (samples behind
-    an accuracy) its 95 % confidence interval."""
+    an accuracy) its 95 % confidence interval, or the 95 % interval ``ci`` given."""
     if not entry:
         return '<td class="n">-</td>'
     txt = fmt_num(entry.get("value"), metric)
     lo, hi = entry.get("low"), entry.get("high")
     if lo is not None and hi is not None:
         txt += f" <span class='muted'>({fmt_num(lo)}–{fmt_num(hi)})</span>"
-    ci = accuracy_interval(entry.get("value"), n)
+    if ci is None:
+        ci = accuracy_interval(entry.get("value"), n)
     if ci is not None:
         txt += f" <span class='muted ci'>{fmt_interval(ci)}</span>"
     return f'<td class="n">{txt}{_prov(entry)}</td>'
@@ -72,7 +86,7 @@ def _front_rows(s: Summary) -> list[Mapping[str, Any]]:
 
 
 def _front_head(s: Summary, cols: Sequence[Column]) -> list[str]:
-    kind = "fidelity" if s.accuracy_kind == "fidelity" else "accuracy"
+    kind = escape(s.score_noun)
     head = [
         "trial",
         "configuration",
@@ -80,7 +94,7 @@ def _front_head(s: Summary, cols: Sequence[Column]) -> list[str]:
         f"test {kind} ({escape(str(s.records.get('test_split') or '-'))} split)",
         metric_short(Metric.SIZE_MB),
     ]
-    head += [f"{metric_short(m)}<br>{escape(tgt)}" for tgt, m in cols]
+    head += [_col_head(tgt, m) for tgt, m in cols]
     head.append("ONNX file")
     return head
 
@@ -105,13 +119,19 @@ def _front_row(s: Summary, t: Mapping[str, Any], cols: Sequence[Column]) -> str:
         f'<td class="n">{t["number"]}</td>',
         f"<td class='cfg'>{escape(t.get('describe') or 'unchanged')}{_front_tag(t, picked)}"
         f"<details><summary>config</summary><pre>{cand}</pre></details></td>",
-        _num_cell(_measured(t.get("val_accuracy")), Metric.ACCURACY, s.records.get("n_val")),
         _num_cell(
-            _measured(test) if test is not None else None, Metric.ACCURACY, s.records.get("n_test")
+            _measured(t.get("val_accuracy")),
+            Metric.ACCURACY,
+            ci=score_interval(s.records, t, "val"),
+        ),
+        _num_cell(
+            _measured(test) if test is not None else None,
+            Metric.ACCURACY,
+            ci=score_interval(s.records, t, "test"),
         ),
         _num_cell(_measured(t.get("size_mb")), Metric.SIZE_MB),
     ]
-    cells += [_num_cell(metric_entry(t, tgt, m), m) for tgt, m in cols]
+    cells += [_col_cell(s, t, tgt, m) for tgt, m in cols]
     cells.append(f"<td><code>{escape(str(t.get('onnx') or '-'))}</code></td>")
     return f'<tr class="{" ".join(cls)}">' + "".join(cells) + "</tr>"
 
@@ -125,6 +145,7 @@ def front_table(s: Summary) -> str:
     cols = [
         (tgt, m) for tgt in s.targets for m in metrics if any(metric_entry(t, tgt, m) for t in rows)
     ]
+    cols = _with_final_columns(cols, final_targets(s.records, rows))
     head = "".join(f"<th>{h}</th>" for h in _front_head(s, cols))
     out = [f"<table><thead><tr>{head}</tr></thead><tbody>"]
     out += [_front_row(s, t, cols) for t in rows]
@@ -133,6 +154,83 @@ def front_table(s: Summary) -> str:
     ci_note = interval_note(s.records, s.accuracy_kind)
     if ci_note:
         out.append(f"<p class='muted'>{escape(ci_note)}</p>")
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------ final latency
+FINAL = "final"  # the column after a target's latency: its final re-measure (Column metric)
+
+
+def _with_final_columns(cols: Sequence[Column], targets: Sequence[str]) -> list[Column]:
+    """``cols`` with a final-latency column after the latency of each of ``targets``."""
+    out: list[Column] = []
+    for tgt, m in cols:
+        out.append((tgt, m))
+        if m == Metric.LATENCY_MS and tgt in targets:
+            out.append((tgt, FINAL))
+    return out
+
+
+def _col_head(tgt: str, m: str) -> str:
+    if m == FINAL:
+        return f"final {metric_short(Metric.LATENCY_MS)}<br>{escape(tgt)}<br>(after the search)"
+    return f"{metric_short(m)}<br>{escape(tgt)}"
+
+
+def _col_cell(s: Summary, t: Mapping[str, Any], tgt: str, m: str) -> str:
+    if m != FINAL:
+        return _num_cell(metric_entry(t, tgt, m), m)
+    f = final_figure(s.records, t, tgt)
+    if f is None:
+        return '<td class="n">-</td>'
+    txt = fmt_num(f.p50_ms, Metric.LATENCY_MS)
+    if f.speedup is not None:
+        txt += f", {speed_phrase(f.speedup)}"
+    note = f.note()
+    if note:
+        txt += f"<div class='note'>⚠ {escape(note)}</div>"
+    elif f.in_search_speedup:
+        txt += f" <span class='muted'>(in-search {fmt_speedup(f.in_search_speedup)})</span>"
+    return f'<td class="n">{txt}{_prov({"provenance": "measured"})}</td>'
+
+
+# ------------------------------------------------------------------ task metrics
+def task_metrics_table(s: Summary) -> str:
+    """Every task metric on validation and test for the front and the baselines, as
+    finalize recorded them; empty when it recorded none (no labelled data, an older run)."""
+    rows = [t for t in _front_rows(s) if t.get("task_metrics")]
+    if not rows:
+        return ""
+    head = ["trial", "configuration"]
+    head += [f"{split} {task_metric_noun(m)}" for m in TASK_METRICS for split in ("val", "test")]
+    out = ["<table><thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr></thead>"]
+    out.append("<tbody>")
+    for t in rows:
+        picked = s.pick is not None and t["number"] == s.pick.number
+        cells = [
+            f'<td class="n">{t["number"]}</td>',
+            f"<td class='cfg'>{escape(t.get('describe') or 'unchanged')}"
+            f"{_front_tag(t, picked)}</td>",
+        ]
+        for m in TASK_METRICS:
+            for split in ("val", "test"):
+                entry = ((t.get("task_metrics") or {}).get(split) or {}).get(m)
+                n = s.records.get(f"n_{split}") if m == "accuracy" else None
+                ci = None if m == "accuracy" or not entry else entry_interval(entry)
+                shown = {k: v for k, v in (entry or {}).items() if k not in ("low", "high")}
+                cells.append(_num_cell(shown or None, Metric.ACCURACY, n, ci))
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</tbody></table>")
+    optimized = task_metric_noun(s.metric)
+    out.append(
+        "<p class='muted'>Measured on this host with ONNX Runtime; val = the split the search "
+        f"selected on, test = never seen by the search. The search optimized {escape(optimized)}"
+        f" (--metric {escape(s.metric)}). F1, precision and recall are macro averages over the "
+        "classes present in the labels or the predictions; ROC AUC is one-vs-rest on the "
+        "softmax of the outputs, averaged over the classes present in the labels. [low, high]: "
+        "95 % interval, Wilson score for accuracy, percentile bootstrap (200 resamples of the "
+        "split) for the others.</p>"
+    )
     return "\n".join(out)
 
 

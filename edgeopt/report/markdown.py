@@ -6,15 +6,24 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from edgeopt.metrics import Metric
+from edgeopt.metrics import TASK_METRICS, Metric, task_metric_noun
+from edgeopt.report.final_latency import (
+    FinalFigure,
+    final_figure,
+    final_targets,
+    fmt_speedup,
+    speed_phrase,
+)
 from edgeopt.report.stats import accuracy_interval, fmt_interval, interval_note
 from edgeopt.report.summary import (
     BASELINE_NAMES,
     Summary,
+    entry_interval,
     fail_label,
     fmt_num,
     metric_entry,
     metric_short,
+    score_interval,
 )
 
 MAX_FRONT_ROWS = 15
@@ -56,6 +65,10 @@ def render_markdown(s: Summary) -> str:
         lines.append(f"**No recommendation:** {s.no_pick_reason}")
     lines.append("")
     lines += _front_table(s)
+    task = _task_table(s)
+    if task:
+        lines.append("")
+        lines += task
     if s.failed or s.pruned:
         lines.append("")
         lines += _failures(s)
@@ -71,11 +84,16 @@ def render_markdown(s: Summary) -> str:
 
 def _front_table(s: Summary) -> list[str]:
     kind = "fid." if s.accuracy_kind == "fidelity" else "acc."
+    if s.accuracy_kind != "fidelity" and s.metric != "accuracy":
+        kind = s.metric
     # kept short for a PR comment: size, then latency per target (report.html has the rest)
     head = ["trial", "config", f"val {kind}", f"test {kind}", metric_short(Metric.SIZE_MB)]
+    finals = final_targets(s.records, s.complete)
     for tgt in s.targets:
         prov = _prov(s, tgt, Metric.LATENCY_MS)
         head.append(f"{metric_short(Metric.LATENCY_MS)} {tgt} ({_abbr(prov)})")
+        if tgt in finals:
+            head.append(f"final {metric_short(Metric.LATENCY_MS)} {tgt} (meas., after search)")
     rows = list(s.front)
     shown = rows[:MAX_FRONT_ROWS]
     if s.original is not None and s.original not in shown:
@@ -113,21 +131,85 @@ def _row(s: Summary, t: Mapping[str, Any]) -> list[str]:
     cells = [
         num,
         desc,
-        _accuracy(t.get("val_accuracy"), s.records.get("n_val")),
-        _accuracy(t.get("test_accuracy"), s.records.get("n_test")),
+        _score(t.get("val_accuracy"), score_interval(s.records, t, "val")),
+        _score(t.get("test_accuracy"), score_interval(s.records, t, "test")),
         fmt_num(t.get("size_mb"), Metric.SIZE_MB),
     ]
+    finals = final_targets(s.records, s.complete)
     for tgt in s.targets:
         e = metric_entry(t, tgt, Metric.LATENCY_MS)
         cells.append(fmt_num(e.get("value"), Metric.LATENCY_MS) if e else "-")
+        if tgt in finals:
+            cells.append(_final_cell(final_figure(s.records, t, tgt)))
     return cells
 
 
-def _accuracy(value: Any, n: Any) -> str:
-    """An accuracy, then its 95 % interval when the run recorded the sample count."""
-    ci = accuracy_interval(value, n)
+def _final_cell(f: FinalFigure | None) -> str:
+    """Final p50 and speedup beside the in-search one; a disagreement says so here."""
+    if f is None:
+        return "-"
+    text = fmt_num(f.p50_ms, Metric.LATENCY_MS)
+    if f.speedup is None:
+        return text
+    text += f", {speed_phrase(f.speedup)}"
+    note = f.note()
+    if note:
+        return f"{text} ⚠ {note}"
+    if f.in_search_speedup:
+        text += f" (in-search {fmt_speedup(f.in_search_speedup)})"
+    return text
+
+
+def _score(value: Any, ci: tuple[float, float] | None) -> str:
+    """An accuracy (or the run's --metric), then its 95 % interval when there is one."""
     text = fmt_num(value, Metric.ACCURACY)
     return text if ci is None else f"{text} {fmt_interval(ci)}"
+
+
+def _task_table(s: Summary) -> list[str]:
+    """All task metrics, val / test, of the pick and the baselines (report.html and
+    report.json have every front member); nothing when finalize recorded none."""
+    rows = [t for t in (_picked(s), s.original, s.int8) if t is not None and t.get("task_metrics")]
+    rows = list({id(t): t for t in rows}.values())
+    if not rows:
+        return []
+    head = ["trial", *(task_metric_noun(m) for m in TASK_METRICS)]
+    out = [
+        "Task metrics, validation / test (measured on this host, ORT CPU; 95 % intervals: "
+        "Wilson for accuracy, percentile bootstrap of 200 resamples for the others; every "
+        "front member in report.html):",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for t in rows:
+        name = BASELINE_NAMES.get(t.get("baseline") or "")
+        label = str(t["number"]) + (f" ({name})" if name else "")
+        if s.pick is not None and t["number"] == s.pick.number:
+            label += " ★"
+        cells = [label]
+        for m in TASK_METRICS:
+            cells.append(" / ".join(_task_cell(s, t, split, m) for split in ("val", "test")))
+        out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return out
+
+
+def _picked(s: Summary) -> Mapping[str, Any] | None:
+    if s.pick is None:
+        return None
+    return next((t for t in s.complete if t["number"] == s.pick.number), None)
+
+
+def _task_cell(s: Summary, t: Mapping[str, Any], split: str, metric: str) -> str:
+    """One task metric on one split with its 95 % interval (Wilson for top-1 accuracy)."""
+    entry = ((t.get("task_metrics") or {}).get(split) or {}).get(metric)
+    if not entry:
+        return "-"
+    if metric == "accuracy":
+        ci = accuracy_interval(entry.get("value"), s.records.get(f"n_{split}"))
+    else:
+        ci = entry_interval(entry)
+    return _score(entry.get("value"), ci)
 
 
 def _failures(s: Summary) -> list[str]:

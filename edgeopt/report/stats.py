@@ -11,6 +11,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from edgeopt.metrics import task_metric_noun
 from edgeopt.report.pareto import dominates, normalize
 
 Z95 = 1.959963984540054
@@ -100,12 +101,21 @@ def tie_rule(n: int) -> str:
 
 
 def interval_note(records: Mapping[str, Any], kind: str = "accuracy") -> str | None:
-    """What the bracketed intervals after an accuracy (``kind``: or fidelity) are, from the
-    records' sample counts; None when the run recorded none (then no interval is shown)."""
+    """What the bracketed intervals after an accuracy (``kind``: or fidelity; or the run's
+    ``--metric``) are, from the records' sample counts; None when the run recorded none (then
+    no interval is shown)."""
     n_val, n_test = records.get("n_val"), records.get("n_test")
     if not isinstance(n_val, int) or n_val < 1:
         return None
     on = f"{n_val} validation" + (f", {n_test} test" if isinstance(n_test, int) else "")
+    metric = records.get("metric") or "accuracy"
+    if kind != "fidelity" and metric != "accuracy":
+        return (
+            f"[low, high] after a {task_metric_noun(metric)}: its 95 % percentile bootstrap "
+            f"interval (200 resamples of the split's samples: {on}), recorded for the front "
+            "and the baselines; top-1 accuracy in the task metrics table has its Wilson score "
+            "interval."
+        )
     what = "a fidelity" if kind == "fidelity" else "an accuracy"
     return (
         f"[low, high] after {what}: its 95 % confidence interval (Wilson score) on the "

@@ -14,9 +14,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from edgeopt.metrics import Metric
+from edgeopt.metrics import DEFAULT_TASK_METRIC, Metric, task_metric_noun
+from edgeopt.report.final_latency import (
+    complete_targets,
+    final_figure,
+    fmt_speedup,
+    pass_notes,
+    speed_phrase,
+)
 from edgeopt.report.pareto import KNEE_METHOD, knee
-from edgeopt.report.stats import tie_rule, untie_knee
+from edgeopt.report.stats import accuracy_interval, tie_rule, untie_knee
 
 # per-target numbers shown in tables, in ``Metric`` order (latency, peak memory, energy)
 TARGET_METRICS: tuple[Metric, ...] = tuple(m for m in Metric if m.per_target)
@@ -74,6 +81,7 @@ class ObjectiveInfo:
     maximize: bool
     provenance: str
     accuracy_kind: str = "accuracy"
+    task_metric: str = DEFAULT_TASK_METRIC  # the run's --metric: what accuracy stands for
 
     @property
     def unit(self) -> str:
@@ -83,7 +91,11 @@ class ObjectiveInfo:
     def noun(self) -> str:
         if self.metric == Metric.ACCURACY:
             # selection is on the validation split; without task data it is fidelity
-            kind = "fidelity" if self.accuracy_kind == "fidelity" else noun_of(self.metric)
+            kind = (
+                "fidelity"
+                if self.accuracy_kind == "fidelity"
+                else task_metric_noun(self.task_metric)
+            )
             return "validation " + kind
         return noun_of(self.metric)
 
@@ -137,6 +149,16 @@ class Summary:
         return {k: v for k, v in b.items() if v is not None}
 
     @property
+    def metric(self) -> str:
+        """The run's ``--metric`` (``accuracy`` for runs that recorded none)."""
+        return str(self.records.get("metric") or DEFAULT_TASK_METRIC)
+
+    @property
+    def score_noun(self) -> str:
+        """What val/test "accuracy" is in this run (see ``score_noun``)."""
+        return score_noun(self.records)
+
+    @property
     def model_name(self) -> str:
         path = self.records.get("config", {}).get("model", {}).get("path") or "model"
         return Path(path).name
@@ -162,6 +184,35 @@ def split_name(name: str) -> tuple[str, str | None]:
     if not m:
         return name, None
     return m.group("metric"), m.group("target")
+
+
+def score_noun(records: Mapping[str, Any]) -> str:
+    """What a run's val/test "accuracy" is: ``fidelity`` without task data, else the noun of
+    its ``--metric`` (``accuracy``, ``macro F1`` ...)."""
+    if (records.get("baseline") or {}).get("accuracy_kind") == "fidelity":
+        return "fidelity"
+    return task_metric_noun(records.get("metric"))
+
+
+def score_interval(
+    records: Mapping[str, Any], t: Mapping[str, Any], split: str
+) -> tuple[float, float] | None:
+    """The 95 % interval of trial ``t``'s ``split`` (``val``/``test``) score: Wilson on the
+    split's count for top-1 accuracy and fidelity, else the bootstrap interval finalize
+    recorded in its ``task_metrics`` (front members and baselines only); None without one."""
+    metric = str(records.get("metric") or DEFAULT_TASK_METRIC)
+    if metric == DEFAULT_TASK_METRIC:
+        return accuracy_interval(t.get(f"{split}_accuracy"), records.get(f"n_{split}"))
+    entry = ((t.get("task_metrics") or {}).get(split) or {}).get(metric) or {}
+    return entry_interval(entry)
+
+
+def entry_interval(entry: Mapping[str, Any]) -> tuple[float, float] | None:
+    """``(low, high)`` of a recorded entry, when it has both as numbers."""
+    lo, hi = entry.get("low"), entry.get("high")
+    if isinstance(lo, int | float) and isinstance(hi, int | float):
+        return float(lo), float(hi)
+    return None
 
 
 def provenance_of(records: Mapping[str, Any], metric: str, target: str | None) -> str:
@@ -195,6 +246,7 @@ def summarize(records: Mapping[str, Any]) -> Summary:
                 maximize=o.get("direction") == "maximize",
                 provenance=provenance_of(records, metric, target),
                 accuracy_kind=kind,
+                task_metric=str(records.get("metric") or DEFAULT_TASK_METRIC),
             )
         )
     trials = list(records.get("trials", []))
@@ -222,7 +274,7 @@ def summarize(records: Mapping[str, Any]) -> Summary:
 
 
 def _pick(s: Summary) -> tuple[Pick | None, str | None]:
-    members = [(t, s.objective_vector(t)) for t in s.front]
+    members = [(t, pick_vector(s, t)) for t in s.front]
     members = [(t, v) for t, v in members if v is not None]
     if not members:
         return None, _why_no_front(s)
@@ -233,7 +285,10 @@ def _pick(s: Summary) -> tuple[Pick | None, str | None]:
     accuracy = next((i for i, o in enumerate(s.objectives) if o.metric == Metric.ACCURACY), None)
     n = s.records.get("n_val")
     knee_trial = None
-    if accuracy is not None and isinstance(n, int) and n > 0:  # ties within the interval
+    # ties within the Wilson interval: top-1 accuracy (or fidelity) is a proportion on n
+    # samples; another --metric is not, so its knee stands
+    wilson = s.metric == DEFAULT_TASK_METRIC
+    if accuracy is not None and wilson and isinstance(n, int) and n > 0:
         untied = untie_knee(points, maximize, accuracy, n, idx)
         knee_trial, idx = (members[idx][0] if untied != idx else None), untied
         method += "; " + tie_rule(n)
@@ -275,10 +330,45 @@ def _ratio_phrase(o: ObjectiveInfo, new: float, old: float) -> str:
     return f"{new / old:.2f}x {'slower' if time else 'larger'}"
 
 
+def pick_vector(s: Summary, t: Mapping[str, Any]) -> list[float] | None:
+    """``objective_vector`` with each host latency replaced by its final re-measure (one
+    interleaved pass after the search, ``final_latency``) on the targets where every front
+    member has one: the pick and its reason use these, the plots the in-search values."""
+    vec = s.objective_vector(t)
+    if vec is None:
+        return None
+    usable = complete_targets(s.records, s.front)
+    for i, o in enumerate(s.objectives):
+        f = final_figure(s.records, t, o.target) if o.target in usable else None
+        if f is not None and o.metric == Metric.LATENCY_MS:
+            vec[i] = f.p50_ms
+    return vec
+
+
+def _final_phrase(
+    s: Summary, t: Mapping[str, Any], o: ObjectiveInfo, num: str, *, original: bool
+) -> str | None:
+    """``0.5 ms vs 1.0 ms (2.01x faster, measured ...; in-search 2.10x)`` for a latency
+    objective the pick took from the final pass, else None."""
+    if o.metric != Metric.LATENCY_MS or o.target not in complete_targets(s.records, s.front):
+        return None
+    f = final_figure(s.records, t, o.target)
+    if f is None:
+        return None
+    how = "measured on this host after the search, in one interleaved pass with the original"
+    if original or f.speedup is None:
+        return f"{num} ({how})"
+    pass_original = ((s.records.get("final_latency") or {}).get(o.target) or {}).get("original")
+    old = fmt_num((pass_original or {}).get("p50_ms"), o.metric) + f" {o.unit}"
+    ratio = speed_phrase(f.speedup)
+    search = f"; in-search {fmt_speedup(f.in_search_speedup)}" if f.in_search_speedup else ""
+    return f"{num} vs {old} ({ratio}, {how}{search})"
+
+
 def _reason(s: Summary, t: Mapping[str, Any], knee_trial: Mapping[str, Any] | None = None) -> str:
     """Why ``t`` is the pick: its numbers against the original's; ``knee_trial`` is the knee
     it was picked over (accuracy tied within the interval, see ``stats.tie_rule``)."""
-    vec = s.objective_vector(t) or []
+    vec = pick_vector(s, t) or []
     ref = s.objective_vector(s.original) if s.original is not None else None
     if t.get("baseline") == "unchanged":
         ref = None
@@ -286,7 +376,10 @@ def _reason(s: Summary, t: Mapping[str, Any], knee_trial: Mapping[str, Any] | No
     for i, o in enumerate(s.objectives):
         where = f" on {o.target}" if o.target else ""
         num = fmt_num(vec[i], o.metric) + (f" {o.unit}" if o.unit else "")
-        if ref is not None:
+        final = _final_phrase(s, t, o, num, original=ref is None)
+        if final is not None:
+            bits.append(f"{o.noun}{where} {final}")
+        elif ref is not None:
             old = fmt_num(ref[i], o.metric) + (f" {o.unit}" if o.unit else "")
             bits.append(
                 f"{o.noun}{where} {num} vs {old} ({_ratio_phrase(o, vec[i], ref[i])}, "
@@ -329,6 +422,13 @@ def _notes(s: Summary) -> list[str]:
             "No task data was given: 'accuracy' here is fidelity, the top-1 agreement with the "
             "original model on synthetic inputs, not task accuracy."
         )
+    elif s.metric != DEFAULT_TASK_METRIC:
+        notes.append(
+            f"Optimized metric: {task_metric_noun(s.metric)} (--metric {s.metric}), measured on "
+            "this host: the accuracy objective, the accuracy budgets and the val/test columns "
+            f"are {task_metric_noun(s.metric)}, not top-1 accuracy (the task metrics table has "
+            "all five). Fine-tuning still keeps its best epoch by top-1 accuracy."
+        )
     split = s.records.get("test_split")
     if split == "val":
         notes.append(
@@ -343,12 +443,30 @@ def _notes(s: Summary) -> list[str]:
         )
     if s.records.get("prune_unsupported"):
         notes.append(f"Pruning was disabled for this model: {s.records['prune_unsupported']}")
+    hidden = hidden_note(s.records)
+    if hidden:
+        notes.append(hidden)
     from edgeopt.report.machines import machine_note
 
     machines = machine_note(s.records)
     if machines:
         notes.append(machines)
+    baselines = [b for b in (s.original, s.int8) if b is not None and b not in s.front]
+    notes += pass_notes(s.records, [*s.front, *baselines])
     return notes
+
+
+def hidden_note(records: Mapping[str, Any]) -> str | None:
+    """How many Pareto-optimal candidates were hidden for hopeless accuracy, if any."""
+    hidden, bar = records.get("hidden_hopeless") or [], records.get("hopeless_below")
+    if not hidden or bar is None:
+        return None
+    return (
+        f"{len(hidden)} Pareto-optimal candidate(s) (trial {', '.join(map(str, hidden))}) are "
+        f"hidden from the front and the pick: validation accuracy below {bar:.4f}, more than "
+        "5 pt under the original, with no accuracy budget set (set --max-accuracy-drop to "
+        "choose the bar); they stay in the trial table."
+    )
 
 
 def fmt_num(v: Any, metric: str = "") -> str:

@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
-from edgeopt.metrics import Metric
+from edgeopt.metrics import TASK_METRICS, Metric
+from edgeopt.report.final_latency import disagreements, final_figure, final_targets
 from edgeopt.report.machines import machine_label
 from edgeopt.report.summary import Summary, metric_entry
 
@@ -30,7 +31,10 @@ def _clean(obj: Any) -> Any:
 
 def render_json(s: Summary) -> str:
     """The records (same ``schema_version``) plus the report's conclusions: ``front``
-    (trial numbers), ``pick`` (number, method, reason) or ``no_pick_reason``, ``notes``."""
+    (trial numbers), ``pick`` (number, method, reason) or ``no_pick_reason``, ``notes``,
+    ``latency_disagreements`` (front members and baselines whose final host speedup and
+    in-search one are more than 15 % apart: ``{number, target, in_search_speedup,
+    final_speedup, note}``)."""
     out = dict(s.records)
     out["kind"] = REPORT_KIND
     out["front"] = [t["number"] for t in s.front]
@@ -38,12 +42,14 @@ def render_json(s: Summary) -> str:
     out["no_pick_reason"] = s.no_pick_reason
     out["notes"] = list(s.notes)
     out["objective_labels"] = {o.name: o.label for o in s.objectives}
+    shown = [*s.front, *(b for b in (s.original, s.int8) if b is not None and b not in s.front)]
+    out["latency_disagreements"] = disagreements(s.records, shown)
     return json.dumps(_clean(out), indent=2, allow_nan=False) + "\n"
 
 
 def csv_columns(s: Summary) -> list[str]:
-    """Column names, in order: identity, accuracy, size, per-target numbers, params, timing,
-    constraints, failure."""
+    """Column names, in order: identity, accuracy, size, task metrics (``val.f1`` ...; when
+    recorded), per-target numbers, params, timing, constraints, failure."""
     cols = [
         "number",
         "state",
@@ -56,6 +62,8 @@ def csv_columns(s: Summary) -> list[str]:
         "test_accuracy",
         "size_mb",
     ]
+    if any(t.get("task_metrics") for t in s.trials):  # front and baselines, labelled data
+        cols += [f"{split}.{m}" for split in ("val", "test") for m in TASK_METRICS]
     metrics = sorted(
         {
             (tgt, m)
@@ -68,6 +76,8 @@ def csv_columns(s: Summary) -> list[str]:
     )
     for tgt, m in metrics:
         cols += [f"{m}[{tgt}]", f"{m}[{tgt}].provenance"]
+    for tgt in final_targets(s.records, s.trials):  # re-measured after the search (measured)
+        cols += [f"final_latency_ms[{tgt}]", f"final_speedup[{tgt}]"]
     params = sorted({p for t in s.trials for p in (t.get("params") or {})})
     cols += [f"param.{p}" for p in params]
     cons = sorted({c for t in s.trials for c in (t.get("constraints") or {})})
@@ -91,6 +101,7 @@ def render_csv(s: Summary) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     w.writeheader()
+    finals = final_targets(s.records, s.trials)
     for t in s.trials:
         row: dict[str, Any] = {
             "number": t.get("number"),
@@ -109,11 +120,19 @@ def render_csv(s: Summary) -> str:
             "fail_reason": t.get("fail_reason", ""),
             "pruned_reason": t.get("pruned_reason", ""),
         }
+        for tgt in finals:
+            f = final_figure(s.records, t, tgt)
+            row[f"final_latency_ms[{tgt}]"] = _n(f.p50_ms if f else None)
+            row[f"final_speedup[{tgt}]"] = _n(f.speedup if f else None)
         for col in cols:
             if col.startswith("param."):
                 row[col] = _n((t.get("params") or {}).get(col[6:]))
             elif col.startswith("constraint."):
                 row[col] = _n((t.get("constraints") or {}).get(col[11:]))
+            elif col.split(".")[0] in ("val", "test") and col.split(".")[-1] in TASK_METRICS:
+                split, m = col.split(".")
+                entry = ((t.get("task_metrics") or {}).get(split) or {}).get(m) or {}
+                row[col] = _n(entry.get("value"))
             elif col in ("build_s", "measure_s", "trial_s"):
                 row[col] = _n((t.get("timing") or {}).get(col))
             elif "[" in col and col not in row:

@@ -101,6 +101,7 @@ def _main(req_path: Path) -> None:
     from edgeopt.measure.accuracy import onnx_score
     from edgeopt.pipeline import PipelineInputs, build
     from edgeopt.profiles import load_profile, merge_profiles
+    from edgeopt.search.halving import RUNGS_ATTR, below_bar
 
     req = TrialRequest.read(req_path)
     trial_dir = Path(req.trial_dir)
@@ -130,6 +131,13 @@ def _main(req_path: Path) -> None:
         salt=req.salt,
     )
 
+    stage = {"name": ""}
+    history: list[float] = []  # the fine-tune's validation accuracy per epoch
+
+    def on_stage(name: str) -> None:
+        stage["name"] = name
+        stage_file.write_text(name)
+
     def on_epoch(epoch: int, val_accuracy: float) -> None:
         bar = req.hopeless_below
         if bar is not None and epoch == 1 and val_accuracy < bar:
@@ -137,6 +145,12 @@ def _main(req_path: Path) -> None:
                 f"validation accuracy {val_accuracy:.4f} after the first fine-tune epoch is far "
                 f"below the budget (needs >= {bar:.4f} to continue)"
             )
+        if stage["name"] != "finetune":
+            return
+        history.append(float(val_accuracy))
+        why = below_bar(history, req.rung_bars)
+        if why is not None:
+            raise Hopeless(why)
 
     try:
         result = build(
@@ -144,10 +158,10 @@ def _main(req_path: Path) -> None:
             inputs,
             trial_dir,
             on_epoch=on_epoch,
-            on_stage=lambda s: stage_file.write_text(s),
+            on_stage=on_stage,
         )
     except Hopeless as exc:
-        write(TrialResult(Status.PRUNED, reason=str(exc)))
+        write(TrialResult(Status.PRUNED, reason=str(exc), info={RUNGS_ATTR: history}))
         return
     except CandidateError as exc:
         write(TrialResult.failed(exc.stage, exc.reason))
@@ -155,9 +169,13 @@ def _main(req_path: Path) -> None:
     stage_file.write_text("evaluate")
     t_eval = time.perf_counter()
     x, y = scoring_inputs(data, "val", model.input_shape)
-    accuracy = onnx_score(result.onnx_path, x, y, reference=req.reference_onnx, threads=req.threads)
+    accuracy = onnx_score(
+        result.onnx_path, x, y, reference=req.reference_onnx, threads=req.threads, metric=req.metric
+    )
     info = dict(result.info)
     info.setdefault("seconds", {})["evaluate"] = time.perf_counter() - t_eval
+    if history:
+        info[RUNGS_ATTR] = history
     write(
         TrialResult(
             Status.OK,

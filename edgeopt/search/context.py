@@ -9,6 +9,8 @@ from typing import Any
 from edgeopt.config import Objective, RunConfig
 from edgeopt.rundir import Baseline, RunDir
 
+LEGACY_TRIAL_TIMEOUT_S = 900.0
+
 
 @dataclass(frozen=True)
 class Trust:
@@ -68,9 +70,19 @@ class SearchContext:
             facts=ModelFacts.of(
                 run.baseline_onnx,
                 onnx_input=baseline.onnx_input,
-                prunable=not baseline.onnx_input,
+                prunable=not baseline.onnx_input and baseline.prunable is not False,
+                prune_ignored=baseline.prune_ignored,
             ),
         )
+
+    @property
+    def trial_timeout_s(self) -> float:
+        """``--trial-timeout``, or with ``auto`` a multiple of the measured cost of one
+        fine-tune epoch (``model_probe.auto_timeout``); 15 minutes for runs set up before
+        that was measured."""
+        if self.config.trial_timeout_s is not None:
+            return self.config.trial_timeout_s
+        return self.baseline.auto_timeout_s or LEGACY_TRIAL_TIMEOUT_S
 
     @property
     def storage_url(self) -> str:

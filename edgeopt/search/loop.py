@@ -34,10 +34,12 @@ from edgeopt.search.study import (
     HEARTBEAT_S,
     ask_lock,
     counted_trials,
+    enqueue_next_seed,
     fail_stale_trials,
     heartbeat,
     open_study,
 )
+from edgeopt.search.tracking import Tracker
 
 ProgressFn = Callable[[TrialEvent], None]
 
@@ -51,13 +53,26 @@ class Worker:
         self.storage = storage
         self.runner = TrialRunner(ctx, study)
         self.stop = False
+        self.tracker: Tracker | None = None  # MLflow logging (--mlflow)
 
     @classmethod
-    def open(cls, run_dir: Path, worker_index: int = 0, trust: Trust | None = None) -> Worker:
-        """Join the study of the run that ``setup.prepare`` wrote."""
+    def open(
+        cls,
+        run_dir: Path,
+        worker_index: int = 0,
+        trust: Trust | None = None,
+        mlflow: str | None = None,
+        *,
+        main: bool = False,
+    ) -> Worker:
+        """Join the study of the run that ``setup.prepare`` wrote; with ``mlflow`` (a tracking
+        URI), log its trials there (``main``: the process that starts the search)."""
         ctx = SearchContext.open(run_dir, trust)
         study, storage = open_study(ctx, worker_index)
-        return cls(ctx, study, storage)
+        worker = cls(ctx, study, storage)
+        if mlflow is not None:
+            worker.tracker = Tracker.join(mlflow, ctx, study, reopen=main)
+        return worker
 
     def run(
         self, n_trials: int | None, timeout_s: float | None, progress: ProgressFn | None = None
@@ -84,6 +99,8 @@ class Worker:
                         self.runner.abandon(trial, f"{type(exc).__name__}: {exc}"[:300])
                     raise
             ran += 1
+            if self.tracker is not None:
+                self.tracker.log_trial(self.study, trial.number)
             if progress:
                 progress(self.event(trial.number, limit, time.monotonic() - start))
         return ran
@@ -111,6 +128,7 @@ class Worker:
             with ask_lock(self.ctx, self.storage):
                 fail_stale_trials(self.study)
                 if limit is None or counted_trials(self.study) < limit:
+                    enqueue_next_seed(self.study, self.ctx, self.runner.facts())
                     trial = self.study.ask()
                     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
                     return trial
@@ -142,10 +160,12 @@ def optimize(
     progress: ProgressFn | None = None,
     on_stop: Callable[[], None] | None = None,
     trust: Trust | None = None,
+    mlflow: str | None = None,
 ) -> bool:
     """Run the search on a prepared run directory with ``workers`` processes.
 
-    ``trust`` carries the command line's opt-ins to running code from the model file.
+    ``trust`` carries the command line's opt-ins to running code from the model file;
+    ``mlflow``, a tracking URI to log the study and its trials to (``search.tracking``).
 
     With one worker the trials run in this process and ``progress`` sees each one; with
     more, worker processes join the same storage and this process reports their progress.
@@ -154,14 +174,24 @@ def optimize(
     Returns True when a Ctrl-C stopped the search.
     """
     if workers > 1:
-        return _run_pool(run_dir, n_trials, timeout_s, workers, progress, on_stop, trust)
-    worker = Worker.open(run_dir, trust=trust)
+        return _run_pool(run_dir, n_trials, timeout_s, workers, progress, on_stop, trust, mlflow)
+    worker = Worker.open(run_dir, trust=trust, mlflow=mlflow, main=True)
+    _catch_up(worker)
     old = signal.signal(signal.SIGINT, _stop_handler(worker, on_stop))
     try:
         worker.run(n_trials, timeout_s, progress)
     finally:
         signal.signal(signal.SIGINT, old)
+    _catch_up(worker, finish=True)
     return worker.stop
+
+
+def _catch_up(worker: Worker, *, finish: bool = False) -> None:
+    """Log finished trials that have no MLflow run yet; ``finish`` closes the parent run."""
+    if worker.tracker is not None:
+        worker.tracker.catch_up(worker.study)
+        if finish:
+            worker.tracker.finish(stopped=worker.stop)
 
 
 def _run_pool(
@@ -172,6 +202,7 @@ def _run_pool(
     progress: ProgressFn | None,
     on_stop: Callable[[], None] | None,
     trust: Trust | None,
+    mlflow: str | None = None,
 ) -> bool:
     args = [sys.executable, "-m", "edgeopt.search.loop", str(run_dir)]
     args += (trust or Trust()).argv()
@@ -179,10 +210,14 @@ def _run_pool(
         args += ["--trials", str(n_trials)]
     if timeout_s is not None:
         args += ["--timeout", str(timeout_s)]
+    if mlflow is not None:
+        args += ["--mlflow", mlflow]
+    # opened first: it creates the MLflow parent run the workers then log under
+    watcher = Worker.open(run_dir, mlflow=mlflow, main=True)
+    _catch_up(watcher)
     procs = [
         subprocess.Popen([*args, "--index", str(i)], start_new_session=True) for i in range(workers)
     ]
-    watcher = Worker.open(run_dir)
     seen = {t.number for t in watcher.study.get_trials(deepcopy=False, states=FINISHED)}
     start = time.monotonic()
     stopped = False
@@ -204,6 +239,8 @@ def _run_pool(
                 p.wait()
             raise
     _report_new(watcher, seen, n_trials, start, progress)
+    watcher.stop = stopped
+    _catch_up(watcher, finish=True)
     bad = [p.returncode for p in procs if p.returncode not in (0, 130, -signal.SIGINT)]
     if bad:
         raise EdgeoptError(f"{len(bad)} worker process(es) failed (exit codes {bad})")
@@ -235,9 +272,10 @@ def main() -> None:
     parser.add_argument("--index", type=int, default=0)
     parser.add_argument("--trust-pickle", action="store_true")
     parser.add_argument("--trust-arch", action="store_true")
+    parser.add_argument("--mlflow", help="MLflow tracking URI to log this worker's trials to")
     args = parser.parse_args()
     trust = Trust(pickle=args.trust_pickle, arch=args.trust_arch)
-    worker = Worker.open(args.run_dir, worker_index=args.index, trust=trust)
+    worker = Worker.open(args.run_dir, args.index, trust, args.mlflow)
     signal.signal(signal.SIGINT, _stop_handler(worker, None))
     try:
         worker.run(args.trials, args.timeout)

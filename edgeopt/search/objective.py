@@ -21,7 +21,9 @@ from edgeopt.errors import EdgeoptError, environment_error
 from edgeopt.metrics import Measurement, Metric
 from edgeopt.search.artifacts import sha256_of
 from edgeopt.search.context import SearchContext
+from edgeopt.search.halving import RUNGS_ATTR, rung_bars
 from edgeopt.search.protocol import Status, TrialRequest
+from edgeopt.search.seeds import SEED_ATTR
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +81,15 @@ class TrialRunner:
         if blocked:
             self._fail(trial, "prune", blocked)
             return
+        request = self._request(trial.number, candidate.to_dict())
+        if SEED_ATTR not in trial.user_attrs:  # an expert seed always runs its recipe out
+            request = dataclasses.replace(request, rung_bars=self._rung_bars(trial))
         result = run_child(
-            self._request(trial.number, candidate.to_dict()),
-            timeout_s=ctx.config.trial_timeout_s,
-            memory_gb=ctx.config.trial_memory_gb,
+            request, timeout_s=ctx.trial_timeout_s, memory_gb=ctx.config.trial_memory_gb
         )
         trial.set_user_attr("build_s", round(result.build_seconds, 3))
+        if result.info.get(RUNGS_ATTR):
+            trial.set_user_attr(RUNGS_ATTR, list(result.info[RUNGS_ATTR]))
         if result.status is Status.PRUNED:
             trial.set_user_attr("pruned_reason", result.reason)
             self._tell(trial, state=TrialState.PRUNED)
@@ -122,6 +127,27 @@ class TrialRunner:
         values = [self._value(o.metric, o.target, accuracy, measurements) for o in ctx.objectives]
         trial.set_user_attr("trial_s", round(time.monotonic() - t0, 3))
         self._tell(trial, values, strict=True)
+        self._enqueue_siblings(trial, result.cache_hit)
+
+    def _enqueue_siblings(self, trial: optuna.Trial, cache_hit: bool) -> None:
+        """Queue the ONNX-side variants of a torch phase this trial built (``seeds``)."""
+        from edgeopt.search.seeds import SIBLING_ATTR, sibling_params
+
+        if cache_hit or SIBLING_ATTR in trial.user_attrs:
+            return  # the trial that built this torch phase queued them already
+        for params in sibling_params(trial.params, self.ctx.merged, self.facts()):
+            self.study.enqueue_trial(params, user_attrs={SIBLING_ATTR: trial.number})
+
+    def _rung_bars(self, trial: optuna.Trial) -> dict[int, float]:
+        """The median stopping rule's bars for this trial's fine-tune (``halving``)."""
+        ratio = float(trial.params.get("prune.ratio", 0.0))
+        if ratio <= 0:
+            return {}
+        done = self.study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
+        )
+        peers = [(t.params, t.user_attrs[RUNGS_ATTR]) for t in done if RUNGS_ATTR in t.user_attrs]
+        return rung_bars(peers, ratio)
 
     def _request(self, number: int, candidate: dict[str, Any]) -> TrialRequest:
         ctx = self.ctx
@@ -137,6 +163,7 @@ class TrialRunner:
             reference_onnx=str(ctx.run.baseline_onnx),
             threads=ctx.config.threads,
             hopeless_below=ctx.baseline.hopeless_below,
+            metric=ctx.config.metric,
         )
 
     def _measure(self, onnx_path: Path) -> dict[str, Measurement]:
@@ -235,9 +262,10 @@ class TrialRunner:
         if not prune.get("ratio"):
             return None
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-            if t.user_attrs.get("fail_hung") and t.user_attrs.get("candidate", {}).get(
-                "prune"
-            ) == prune:
+            if (
+                t.user_attrs.get("fail_hung")
+                and t.user_attrs.get("candidate", {}).get("prune") == prune
+            ):
                 return (
                     f"skipped: the same prune setting failed in trial {t.number} "
                     f"({t.user_attrs.get('fail_reason')})"

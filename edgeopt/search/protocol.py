@@ -47,7 +47,9 @@ class TrialRequest:
 
     ``model`` is a ``ModelSpec.to_dict()``; ``candidate`` a ``Candidate.to_dict()``;
     ``hopeless_below`` the validation accuracy under which a fine-tune is abandoned after its
-    first epoch; ``reference_onnx`` the original model, for fidelity without data.
+    first epoch; ``reference_onnx`` the original model, for fidelity without data; ``metric``
+    the task metric the validation score is (``edgeopt.metrics.TASK_METRICS``);
+    ``rung_bars`` the median stopping rule's bars for this candidate's fine-tune.
     """
 
     trial_dir: str
@@ -61,14 +63,20 @@ class TrialRequest:
     reference_onnx: str
     threads: int = 1
     hopeless_below: float | None = None
+    metric: str = "accuracy"
+    rung_bars: Mapping[int, float] = field(default_factory=dict)
+    """Fine-tune epoch -> the validation accuracy needed to go on (``halving.rung_bars``)."""
 
     def write(self, path: Path) -> None:
-        write_json(path, {**asdict(self), "targets": list(self.targets)}, indent=1)
+        d = {**asdict(self), "targets": list(self.targets)}
+        d["rung_bars"] = {str(k): v for k, v in self.rung_bars.items()}
+        write_json(path, d, indent=1)
 
     @classmethod
     def read(cls, path: Path) -> TrialRequest:
         d = json.loads(Path(path).read_text())
         d["targets"] = tuple(d["targets"])
+        d["rung_bars"] = {int(k): float(v) for k, v in d.get("rung_bars", {}).items()}
         return cls(**d)
 
 

@@ -17,7 +17,15 @@ from edgeopt.search.protocol import SYNTHETIC_N
 from edgeopt.search.source import OpenRun, RunSource
 from edgeopt.search.storage import redact
 
-SCHEMA_VERSION = 1
+# 2: ``metric`` (the run's --metric, what val/test accuracy and the accuracy objective are)
+# and, per front member and baseline with labelled data, ``task_metrics``:
+# {"val"|"test": {metric: {"value", "provenance"[, "low", "high"]}}}
+# 3: ``final_latency``: per trial re-measured after the search, {profile: {"p50_ms",
+# "p90_ms", "ratio_to_original", "speedup", "load", "device"}}; at the top, per profile, the
+# pass ({"device", "threads", "measured_at", "passes", "rounds", "load", "original":
+# {"p50_ms", "p90_ms"}[, "missing"]} or {"skipped": reason}; see search/final_measure.py);
+# and a host-measured latency's ``load`` (edgeopt.measure.load.MachineLoad) in measurements
+SCHEMA_VERSION = 3
 N_KEYS = ("n_val", "n_test")
 
 
@@ -44,17 +52,36 @@ def records_of(opened: OpenRun, *, importance: bool = False) -> dict[str, Any]:
     directions = study.user_attrs.get("directions", [])
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     front = {t.number for t in study.best_trials} if complete else set()
+    hopeless_bar = hopeless_below(config, opened.baseline.val_accuracy)
+    hopeless = {
+        t.number
+        for t in complete
+        if t.number in front
+        and hopeless_bar is not None
+        and not t.user_attrs.get("baseline")
+        and float(t.user_attrs.get("val_accuracy", 0.0)) < hopeless_bar
+    }
+    front -= hopeless
     trials = [
         _trial_record(t, names, targets, final["test_accuracy"], t.number in front)
         for t in study.get_trials(deepcopy=False)
         if t.state not in (TrialState.RUNNING, TrialState.WAITING)
     ]
+    task = final.get("task_metrics", {})
+    for rec in trials:
+        if str(rec["number"]) in task:
+            rec["task_metrics"] = task[str(rec["number"])]
+    for rec in trials:
+        if rec["number"] in hopeless:
+            rec["hopeless"] = True
+    _add_final_latency(trials, final.get("final_latency") or {})
     out: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "run_dir": opened.source.where,
         "study": {"name": config.study_name, "storage": redact(opened.source.storage)},
         "artifacts": opened.artifacts,
         "config": {**config.to_dict(), "storage": redact(config.storage or "") or None},
+        "metric": config.metric,
         "baseline": opened.baseline.to_dict(),
         "targets": targets,
         "objectives": [
@@ -66,10 +93,32 @@ def records_of(opened: OpenRun, *, importance: bool = False) -> dict[str, Any]:
         # reports' confidence intervals
         **(split_sizes(config.data) if config.data else dict.fromkeys(N_KEYS, SYNTHETIC_N)),
         "prune_unsupported": study.user_attrs.get("prune_unsupported"),
+        "final_latency": {
+            p: {k: v for k, v in e.items() if k != "trials"}
+            for p, e in (final.get("final_latency") or {}).items()
+        },
+        # Pareto-optimal but far below the original on accuracy: kept off the front
+        "hidden_hopeless": sorted(hopeless),
+        "hopeless_below": hopeless_bar,
     }
     if importance:
         out["importance"] = _importances(study, names)
     return out
+
+
+HOPELESS_DROP = 0.05
+"""Without an accuracy budget, a candidate more than this below the original's validation
+accuracy is hidden from the front and the pick (the smallest model is always Pareto-optimal,
+however useless: 14 % accuracy after pruning 70 % and one epoch)."""
+
+
+def hopeless_below(config: Any, original_val: float) -> float | None:
+    """The validation accuracy under which a front member is hidden: None when an accuracy
+    budget is set (it already keeps such candidates off the feasible front)."""
+    b = config.budgets
+    if b.max_accuracy_drop is not None or b.min_accuracy is not None:
+        return None
+    return original_val - HOPELESS_DROP
 
 
 def _trial_record(
@@ -127,6 +176,17 @@ def _trial_record(
     else:
         rec.update(pruned_reason=ua.get("pruned_reason", ""))
     return rec
+
+
+def _add_final_latency(trials: list[dict[str, Any]], figures: dict[str, Any]) -> None:
+    """Give each re-measured trial its ``final_latency``: per profile, its figures from the
+    final pass with that pass's ``load`` and ``device``."""
+    for profile, entry in figures.items():
+        for rec in trials:
+            mine = (entry.get("trials") or {}).get(str(rec["number"]))
+            if mine is not None:
+                extra = {k: entry[k] for k in ("load", "device") if k in entry}
+                rec.setdefault("final_latency", {})[profile] = {**mine, **extra}
 
 
 def _importances(study: optuna.Study, names: list[str]) -> dict[str, dict[str, float]]:

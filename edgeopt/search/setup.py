@@ -40,6 +40,8 @@ def prepare(config: RunConfig, run_dir: Path) -> Baseline:
     # an input shape taken from the data is recorded: workers and a resume load alike
     config = replace(config, model=config.model.with_data_shape(loaded))
     check_model_and_data(loaded, data)  # sample shape, labels < the model's outputs
+    if data is not None:
+        _check_metric_defined(config, data)
     if config.storage:  # a shared study: reachable, and started with these settings
         check_joinable(config, config.storage)
     if config.artifacts:
@@ -61,7 +63,7 @@ def _make_baseline(
     config: RunConfig, loaded: Any, data: Any, profiles: list[Any], run: RunDir
 ) -> Baseline:
     from edgeopt.export import loaded_to_onnx
-    from edgeopt.measure.accuracy import onnx_accuracy
+    from edgeopt.measure.accuracy import onnx_task_metric
     from edgeopt.measure.runtime import host_description
     from edgeopt.measure.service import reference_latency_ms
 
@@ -74,8 +76,8 @@ def _make_baseline(
         if src.parent == run.baseline_dir:
             src.unlink()
     if data is not None:
-        val = onnx_accuracy(dst, data.x_val, data.y_val)
-        test = onnx_accuracy(dst, *data.split("test"))
+        val = onnx_task_metric(dst, data.x_val, data.y_val, config.metric)
+        test = onnx_task_metric(dst, *data.split("test"), config.metric)
     else:
         val = test = 1.0  # fidelity of the model to itself
     latency: dict[str, float] = {}
@@ -99,7 +101,25 @@ def _make_baseline(
         host_latency_ms=latency,
         hopeless_below=_hopeless_below(config, val),
         synthetic_inputs=None if data is not None else SYNTHETIC_N,
+        **_probe_fields(config, loaded, data),
     )
+
+
+def _probe_fields(config: RunConfig, loaded: Any, data: Any) -> dict[str, Any]:
+    """The pruning pre-flight's verdict and the measured fine-tune epoch cost, as
+    ``Baseline`` fields (none for an ONNX input: only the ONNX-side stages apply)."""
+    from edgeopt.search.model_probe import probe_model
+
+    if loaded.is_onnx:
+        return {}
+    probe = probe_model(loaded.module, tuple(loaded.input_shape), data, config.threads)
+    return {
+        "prunable": probe.prunable,
+        "prune_ignored": probe.prune_ignored,
+        "prune_note": probe.prune_note,
+        "epoch_s": probe.epoch_s,
+        "auto_timeout_s": probe.auto_timeout_s,
+    }
 
 
 def _salt(config: RunConfig) -> str:
@@ -111,8 +131,21 @@ def _salt(config: RunConfig) -> str:
     return h.hexdigest()[:16]
 
 
+def _check_metric_defined(config: RunConfig, data: Any) -> None:
+    """ConfigError, before any work, when ``--metric`` is undefined on a split."""
+    from edgeopt.measure.task_metrics import check_defined
+
+    check_defined(config.metric, data.y_val, f"the validation split of {config.data}")
+    if data.has_test:
+        check_defined(config.metric, data.split("test")[1], f"the test split of {config.data}")
+
+
 def _hopeless_below(config: RunConfig, val_accuracy: float) -> float | None:
-    """A fine-tune whose first epoch ends under 3/4 of the accuracy budget is abandoned."""
+    """A fine-tune whose first epoch ends under 3/4 of the accuracy budget is abandoned.
+    Only for ``--metric accuracy``: the epoch's number is top-1 accuracy, which bounds no
+    other metric."""
+    if config.metric != "accuracy":
+        return None
     b = config.budgets
     bars = []
     if b.min_accuracy is not None:
@@ -125,14 +158,18 @@ def _hopeless_below(config: RunConfig, val_accuracy: float) -> float | None:
 def finalize(run_dir: Path) -> dict[str, Any]:
     """Test-split accuracy for the front and the baselines (never seen by the search).
 
-    Stored in ``final.json`` as ``{"test_accuracy": {trial number: value}, "test_split"}``
-    and in the study (``shared.record_test_numbers``), so that every machine's report has
-    them. A trial another machine built is read from the artifact store; one already scored
-    by any machine is not scored again.
+    Stored in ``final.json`` as ``{"test_accuracy": {trial number: value}, "test_split",
+    "task_metrics": {trial number: {"val": {metric: entry}, "test": {...}}}}`` and in the
+    study (``shared.record_test_numbers``), so that every machine's report has them.
+    ``test_accuracy`` is the run's ``--metric``; ``task_metrics`` (labelled data only) holds
+    all of ``edgeopt.metrics.TASK_METRICS`` with intervals
+    (``edgeopt.measure.task_metrics.task_metric_entries``). A trial another machine built is
+    read from the artifact store; one already scored by any machine is not scored again.
     """
     from edgeopt.data import load_npz
-    from edgeopt.measure.accuracy import onnx_score
+    from edgeopt.measure.accuracy import onnx_score, onnx_task_metric_entries
     from edgeopt.search.artifacts import trial_artifacts
+    from edgeopt.search.final_measure import add_final_latency
     from edgeopt.search.shared import record_test_numbers
     from edgeopt.search.source import RunSource, scratch_dir
 
@@ -142,12 +179,15 @@ def finalize(run_dir: Path) -> dict[str, Any]:
     local_baseline = run.read_baseline()
     data = load_npz(config.data) if config.data else None
     final = dict(opened.final)
+    final.setdefault("task_metrics", {})
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     wanted = {t.number for t in study.best_trials} if complete else set()
     wanted |= {t.number for t in complete if t.user_attrs.get("baseline")}
     with scratch_dir() as tmp:
         for t in complete:
-            if t.number not in wanted or str(t.number) in final["test_accuracy"]:
+            key = str(t.number)
+            done = key in final["test_accuracy"] and (data is None or key in final["task_metrics"])
+            if t.number not in wanted or done:
                 continue
             record = {
                 "number": t.number,
@@ -156,14 +196,22 @@ def finalize(run_dir: Path) -> dict[str, Any]:
                 "artifacts": trial_artifacts(t.system_attrs),
                 "machine": t.user_attrs.get("machine"),
             }
-            x, y = scoring_inputs(data, "test", local_baseline.input_shape)
-            final["test_accuracy"][str(t.number)] = onnx_score(
-                opened.trial_onnx(record, Path(tmp)), x, y, reference=run.baseline_onnx
-            )
+            onnx = opened.trial_onnx(record, Path(tmp))
+            if data is None:
+                x, y = scoring_inputs(data, "test", local_baseline.input_shape)
+                final["test_accuracy"][key] = onnx_score(onnx, x, y, reference=run.baseline_onnx)
+                continue
+            task = {s: onnx_task_metric_entries(onnx, *data.split(s)) for s in ("val", "test")}
+            final["task_metrics"][key] = task
+            final["test_accuracy"][key] = task["test"][config.metric]["value"]
     if data is None:
         final["test_split"] = "synthetic"
     else:
         final["test_split"] = "test" if data.has_test else "val"
     run.write_final(final)
     record_test_numbers(study, final)
-    return final
+    # then host latency of the same trials, re-measured in one pass (final_measure: the
+    # numbers above are saved first, so a Ctrl-C during the pass loses nothing)
+    sample = data.x_val[:1] if data is not None else None
+    chosen = [t for t in complete if t.number in wanted]
+    return add_final_latency(opened, run, final, chosen, sample=sample)

@@ -12,6 +12,12 @@ Study user attributes (JSON, written once by the first machine, under the study 
     edgeopt:artifacts  where the first machine uploaded trial files (a default for readers)
     test_accuracy:<n>  the front's test-split numbers (one key per trial: no lost updates
                        when two machines finish at once), with ``test_split``
+    final_latency:<p>  the front's host latency on profile <p>, re-measured in one pass after
+                       the search (``edgeopt.search.final_measure``; the last machine's)
+    task_metrics:<n>   the front's and baselines' task metrics on validation and test
+                       (``{"val": {name: entry}, "test": ...}``, see ``setup.finalize``)
+    edgeopt:uid        a random id naming the study in MLflow (``search.tracking``; written
+                       by the first ``--mlflow`` run, not under the lock)
 """
 
 from __future__ import annotations
@@ -31,6 +37,10 @@ BASELINE = "edgeopt:baseline"
 ARTIFACTS = "edgeopt:artifacts"
 TEST_PREFIX = "test_accuracy:"
 TEST_SPLIT = "test_split"
+FINAL_LATENCY_PREFIX = "final_latency:"
+TASK_PREFIX = "task_metrics:"
+SETTINGS_ADDED: dict[str, Any] = {"metric": "accuracy"}
+"""Settings added to the search key after studies were recorded, with the value they had."""
 
 
 def _digest(path: str) -> str:
@@ -63,6 +73,7 @@ def check_settings(attrs: Mapping[str, Any], config: RunConfig, where: str) -> N
     old = attrs.get(SETTINGS)
     if not old:
         return
+    old = {**SETTINGS_ADDED, **old}  # a study started before a setting existed had its default
     new = settings_of(config)
     parts = _described_differences(old, new)
     if parts:
@@ -145,9 +156,11 @@ def reference_latency_ms(attrs: Mapping[str, Any], local: Baseline) -> dict[str,
 
 
 def test_numbers(attrs: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"test_accuracy": {number: value}, "test_split": ...}`` recorded in the study."""
+    """``{"test_accuracy": {number: value}, "task_metrics": {number: {...}}, "test_split":
+    ...}`` recorded in the study."""
     acc = {k[len(TEST_PREFIX) :]: float(v) for k, v in attrs.items() if k.startswith(TEST_PREFIX)}
-    out: dict[str, Any] = {"test_accuracy": acc}
+    task = {k[len(TASK_PREFIX) :]: v for k, v in attrs.items() if k.startswith(TASK_PREFIX)}
+    out: dict[str, Any] = {"test_accuracy": acc, "task_metrics": task}
     if attrs.get(TEST_SPLIT):
         out["test_split"] = attrs[TEST_SPLIT]
     return out
@@ -159,5 +172,20 @@ def record_test_numbers(study: Any, final: Mapping[str, Any]) -> None:
     for number, value in final.get("test_accuracy", {}).items():
         if attrs.get(TEST_PREFIX + str(number)) != value:
             study.set_user_attr(TEST_PREFIX + str(number), value)
+    for number, value in final.get("task_metrics", {}).items():
+        if attrs.get(TASK_PREFIX + str(number)) != value:
+            study.set_user_attr(TASK_PREFIX + str(number), value)
     if final.get("test_split") and attrs.get(TEST_SPLIT) != final["test_split"]:
         study.set_user_attr(TEST_SPLIT, final["test_split"])
+
+
+def final_latency(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """``{profile: figures}`` of the final re-measure recorded in the study."""
+    n = len(FINAL_LATENCY_PREFIX)
+    return {k[n:]: v for k, v in attrs.items() if k.startswith(FINAL_LATENCY_PREFIX)}
+
+
+def record_final_latency(study: Any, figures: Mapping[str, Any]) -> None:
+    """Store the final re-measure's figures in the study, one attribute per profile."""
+    for profile, entry in figures.items():
+        study.set_user_attr(FINAL_LATENCY_PREFIX + profile, entry)

@@ -110,8 +110,14 @@ class RunSource:
         final = shared.test_numbers(attrs)
         if self.run is not None:
             local = self.run.read_final()
-            final["test_accuracy"] = {**local.get("test_accuracy", {}), **final["test_accuracy"]}
+            final["final_latency"] = {
+                **local.get("final_latency", {}),
+                **shared.final_latency(attrs),
+            }
+            for key in ("test_accuracy", "task_metrics"):
+                final[key] = {**local.get(key, {}), **final[key]}
             final.setdefault("test_split", local.get("test_split"))
+        final.setdefault("final_latency", shared.final_latency(attrs))
         store = self.artifacts or attrs.get(shared.ARTIFACTS)
         return OpenRun(self, study, config, baseline, final, store)
 

@@ -25,6 +25,7 @@ from edgeopt.errors import ConfigError
 from edgeopt.search import storage as storage_mod
 from edgeopt.search.context import SearchContext
 from edgeopt.search.shared import check_settings, publish
+from edgeopt.stages import ModelFacts
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -163,6 +164,26 @@ def _enqueue_missing_baselines(study: optuna.Study, baselines: list[tuple[str, d
             study.enqueue_trial(params, user_attrs={"baseline": tag})
 
 
+def enqueue_next_seed(study: optuna.Study, ctx: SearchContext, facts: ModelFacts) -> None:
+    """When nothing is queued, queue the next expert seed not yet tried (``seeds``); call
+    under ``ask_lock``. Lazily, one at a time: a retry, a baseline or the sibling variants
+    of the last build run first, and a search that ends leaves no seed waiting. A seed that
+    failed (a model pruning cannot handle) is not queued again. Not on a grid, which is
+    exhaustive and rejects values off it."""
+    from edgeopt.search.seeds import SEED_ATTR, expert_seeds
+
+    if ctx.config.sampler == "grid":
+        return
+    trials = study.get_trials(deepcopy=False)
+    if any(t.state == TrialState.WAITING for t in trials):
+        return
+    have = {t.user_attrs.get(SEED_ATTR) for t in trials}
+    for tag, params in expert_seeds(ctx.merged, facts):
+        if tag not in have:
+            study.enqueue_trial(params, user_attrs={SEED_ATTR: tag})
+            return
+
+
 def counted_trials(study: optuna.Study) -> int:
     """Trials that count toward ``--trials``: finished or running, except a failed trial that
     was re-queued (its retry counts instead), so the total stays exact. Re-queued are stale
@@ -204,4 +225,3 @@ def heartbeat(storage: RDBStorage, study: optuna.Study, number: int) -> Iterator
     finally:
         stop.set()
         thread.join()
-

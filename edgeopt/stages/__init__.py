@@ -1,4 +1,5 @@
-"""Compression stages in pipeline order: prune, finetune (torch phase), quantize (ONNX phase).
+"""Compression stages in pipeline order: prune, finetune, qat (torch phase), quantize (ONNX
+phase).
 
 ``STAGES`` maps each stage's name to its instance, in pipeline order: the order of the
 ``register`` calls below. A new stage is one module defining it and one ``register`` line
@@ -19,10 +20,12 @@ from edgeopt.stages.base import (
 )
 from edgeopt.stages.finetune import FinetuneConfig, FinetuneStage
 from edgeopt.stages.prune import Importance, PruneConfig, PruneStage
+from edgeopt.stages.qat import QatConfig, QatStage
 from edgeopt.stages.quantize import CalibMethod, QType, QuantizeConfig, QuantizeStage, QuantMode
 
 register(PruneStage())
 register(FinetuneStage())
+register(QatStage())
 register(QuantizeStage())
 
 __all__ = [
@@ -36,6 +39,8 @@ __all__ = [
     "Phase",
     "PruneConfig",
     "PruneStage",
+    "QatConfig",
+    "QatStage",
     "QType",
     "QuantMode",
     "QuantizeConfig",

@@ -167,6 +167,8 @@ class StageContext:
     ``data`` is None for data-free runs (stages then use synthetic Gaussian inputs of
     ``input_shape``); ``on_epoch(epoch, val_accuracy)`` is called by training stages after
     each epoch and may raise to abandon the candidate (the exception propagates).
+    ``cache_dir`` holds results shared across trials (a sensitivity ranking); None: stages
+    keep such results under ``workdir``.
     """
 
     workdir: Path
@@ -176,6 +178,7 @@ class StageContext:
     input_shape: tuple[int, ...]
     seed: int = 0
     on_epoch: Callable[[int, float], None] | None = None
+    cache_dir: Path | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -283,6 +286,14 @@ class Stage(abc.ABC, Generic[C, A]):
     def by_hand(self, profile: HardwareProfile, facts: ModelFacts) -> ByHandBaseline[C] | None:
         """The config a user would pick by hand with this stage alone, if there is one."""
         return None
+
+    def variants(self, profile: HardwareProfile, facts: ModelFacts) -> list[dict[str, Any]]:
+        """Params of the cheap variants worth scoring for every model an earlier phase
+        built (an ONNX-phase stage: seconds each, beside a torch phase's minutes); the
+        search queues them as sibling trials. Default: the identity and the by-hand config."""
+        hand = self.by_hand(profile, facts)
+        out = [self.identity_params(profile)]
+        return out + [dict(hand.params)] if hand is not None else out
 
     def grid_axes(self, profile: HardwareProfile, facts: ModelFacts) -> dict[str, list[Any]]:
         """The params a grid search varies for this stage, with their values (none by

@@ -8,11 +8,14 @@ pruning group explodes inside ``BasePruner``), which would hold every pruning tr
 timeout. ``preflight`` finds out once, before the search, in a child process that is killed
 at the time limit:
 
-1. build the dependency graph and find the *split-coupled* layers: the Conv/Linear modules
+1. build the dependency graph (traced by ``prune.trace_forward``, as the prune stage does:
+   that is what lets ``chunk`` splits and ShuffleNet's channel-shuffle views build at all)
+   and find the *split-coupled* layers: the Conv/Linear modules
    whose output channels reach a channel split, concatenation, reshape, slice or transpose
    through channel-preserving layers (BN, activations, element-wise ops, depthwise convs);
 2. prune a copy by ``PROBE_RATIO`` with ``PruneStage.apply`` (the prune stage itself, with
-   its exact channel-count check), the first half of the time limit when step 1 found
+   its exact channel-count check and, for groups through channel-moving ops, its check that
+   the kept channels compute what they did), the first half of the time limit when step 1 found
    split-coupled layers, else all of it;
 3. if that failed or timed out and there are split-coupled layers, retry in a fresh child
    with them ignored, in the rest of the time limit.
@@ -23,6 +26,7 @@ The result says whether the model is prunable and which layers the prune stage m
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import multiprocessing
@@ -42,9 +46,6 @@ log = logging.getLogger(__name__)
 PROBE_RATIO = 0.1
 """The pruning ratio of the trial prune (uniform, L2, one step, no channel rounding)."""
 
-_CHANNEL_SHUFFLING_GRADS = ("TransposeBackward", "PermuteBackward", "PixelShuffleBackward")
-"""Autograd nodes Torch-Pruning takes for element-wise ops although they move channels."""
-
 
 @dataclass(frozen=True)
 class PreflightResult:
@@ -60,13 +61,17 @@ class PreflightResult:
     ignored_layers: tuple[str, ...]
     reason: str
     seconds: float
+    conclusive: bool = True
+    """False when the pre-flight could not run at all (the model cannot be copied to a child,
+    or the child died before loading it): that says nothing about Torch-Pruning, so callers
+    keep pruning on and let trials find out."""
 
 
 @dataclass(frozen=True)
 class _Attempt:
-    """One child's outcome: the last ``phase`` it reported ("start": none, "graph", "pruned"),
-    the split-coupled layers it found, an error or timeout message (None when the prune
-    succeeded) and the pruned copy's MACs ratio."""
+    """One child's outcome: the last ``phase`` it reported ("start": none, "loaded": the
+    model, "graph", "pruned"), the split-coupled layers it found, an error or timeout
+    message (None when the prune succeeded) and the pruned copy's MACs ratio."""
 
     phase: str
     coupled: tuple[str, ...]
@@ -94,12 +99,19 @@ def preflight(
         torch.save(model, buf)
     except Exception as exc:  # lambdas, hooks, local classes: the search's child reloads it
         return PreflightResult(
-            False, (), f"pre-flight could not copy the model: {type(exc).__name__}: {exc}", 0.0
+            False,
+            (),
+            f"pre-flight could not copy the model: {type(exc).__name__}: {exc}",
+            0.0,
+            conclusive=False,
         )
     blob = buf.getvalue()
     shape = tuple(int(d) for d in input_shape)
 
     first = _attempt(blob, shape, (), deadline, first_share=True, t0=t0)
+    if first.phase == "start":  # the child never loaded the model: nothing was learnt
+        result = _done(t0, False, (), f"pre-flight could not run: {first.error}")
+        return dataclasses.replace(result, conclusive=False)
     if first.error is None:
         return _done(
             t0, True, (), f"pruned {PROBE_RATIO:.0%} of every channel group{_saved(first)}"
@@ -172,7 +184,9 @@ def _attempt(
             except EOFError:
                 proc.join(5)
                 return _Attempt(phase, coupled, f"the child process died (exit {proc.exitcode})")
-            if kind == "graph":
+            if kind == "loaded":
+                phase = "loaded"
+            elif kind == "graph":
                 phase, coupled = "graph", tuple(payload)
                 if first_share and coupled:
                     limit = min(deadline, t0 + (deadline - t0) / 2)
@@ -194,6 +208,7 @@ def _child(conn: Connection, blob: bytes, shape: tuple[int, ...], ignored: tuple
     torch.set_num_threads(1)
     try:
         model = torch.load(io.BytesIO(blob), weights_only=False).eval()
+        conn.send(("loaded", None))
         conn.send(("graph", _split_coupled(model, shape)))
         conn.send(("pruned", _probe_prune(model, shape, ignored)))
     except Exception as exc:
@@ -228,18 +243,18 @@ def _probe_prune(model: nn.Module, shape: tuple[int, ...], ignored: tuple[str, .
 def _split_coupled(model: nn.Module, shape: tuple[int, ...]) -> list[str]:
     """Names of the Conv/Linear modules whose output channels reach a channel-moving op.
 
-    Walks Torch-Pruning's dependency graph without its index mappings (which are what
-    explode): from each layer's output, through every node that keeps the channel axis
-    (both ways: an element-wise add couples its inputs), stopping at the inputs of dense
-    Conv/Linear layers, which absorb channels.
+    Walks Torch-Pruning's dependency graph (traced as the prune stage traces it) without its
+    index mappings (which are what explode or misplace channels): from each layer's output,
+    through every node that keeps the channel axis (both ways: an element-wise add couples
+    its inputs), stopping at the inputs of dense Conv/Linear layers, which absorb channels.
+    Channel-moving ops are ``prune.moves_channels``.
     """
     import torch
     import torch_pruning as tp
 
-    with torch.enable_grad():
-        graph = tp.DependencyGraph().build_dependency(
-            model, torch.zeros((1, *shape)), verbose=False
-        )
+    from edgeopt.stages.prune import build_dependency_graph
+
+    graph = build_dependency_graph(model, torch.zeros((1, *shape)))
     return [
         name
         for name, module in model.named_modules()
@@ -256,26 +271,14 @@ def _absorbs(node: Any) -> bool:
     return node.type in (OPTYPE.CONV, OPTYPE.LINEAR, OPTYPE.LSTM, OPTYPE.MHA, OPTYPE.EMBED)
 
 
-def _moves_channels(node: Any) -> bool:
-    """Concatenation, split, slice, unbind, expand, a reshape other than a flatten of
-    1x1 maps, or a transpose/permute (which Torch-Pruning treats as element-wise)."""
-    from torch_pruning.ops import OPTYPE
-
-    if node.type in (OPTYPE.CONCAT, OPTYPE.SPLIT, OPTYPE.SLICE, OPTYPE.UNBIND, OPTYPE.EXPAND):
-        return True
-    grad = type(node.grad_fn).__name__ if node.grad_fn is not None else ""
-    if node.type is OPTYPE.RESHAPE:
-        sizes = tuple(getattr(node.grad_fn, "_saved_self_sym_sizes", ()) or ())
-        return not (len(sizes) >= 2 and all(int(s) == 1 for s in sizes[2:]))
-    return grad.startswith(_CHANNEL_SHUFFLING_GRADS)
-
-
 def _reaches_channel_op(root: Any) -> bool:
     """Whether ``root``'s output channels are coupled to a channel-moving node.
 
     A state is (node, side): "out" = the node's output channels, "in" = its input channels;
     the two sides are one for every node that does not absorb channels.
     """
+    from edgeopt.stages.prune import moves_channels
+
     start = "out" if _absorbs(root) else "both"
     queue: deque[tuple[Any, str]] = deque([(root, start)])
     seen: set[tuple[int, str]] = set()
@@ -285,7 +288,7 @@ def _reaches_channel_op(root: Any) -> bool:
         if key in seen:
             continue
         seen.add(key)
-        if node is not root and _moves_channels(node):
+        if node is not root and moves_channels(node):
             return True
         queue.extend(_neighbours(node, side))
     return False

@@ -78,7 +78,9 @@ class QuantizeConfig(StageConfig):
     ``calibration``/``calibration_samples``/``exclude_first_last``/``activation_type`` apply to
     the static modes; ``per_channel``/``weight_type`` to the int8 modes (``ort_default``
     ignores all of them but ``calibration_samples``: it is ORT's defaults by definition).
-    ``exclude_first_last`` keeps the first and last Conv/Gemm/MatMul in float.
+    ``exclude_first_last`` keeps the first and last Conv/Gemm/MatMul in float;
+    ``fp32_nodes`` (int8_static only) keeps that many more in float, the ones whose
+    quantization hurts the output most (``edgeopt.stages.sensitivity``).
     """
 
     mode: QuantMode = QuantMode.FP32
@@ -88,15 +90,51 @@ class QuantizeConfig(StageConfig):
     activation_type: QType = QType.UINT8
     weight_type: QType = QType.INT8
     exclude_first_last: bool = False
+    fp32_nodes: int = 0
 
     def __post_init__(self) -> None:
         self._check_types()
         check_range("quantize.calibration_samples", self.calibration_samples, 1, 100_000)
+        check_range("quantize.fp32_nodes", self.fp32_nodes, 0, 10_000)
         if self.activation_type is QType.INT8 and self.weight_type is QType.UINT8:
             raise ConfigError(
                 "quantize: int8 activations with uint8 weights is not supported by ONNX Runtime",
                 hint="use uint8/int8 (x86) or int8/int8 (ARM, NPU)",
             )
+
+
+MAX_FP32_NODES = 8
+"""Most sensitive nodes the search may keep in float (``quantize.fp32_nodes``)."""
+
+STAGE_INFO_PREFIX = "edgeopt.stage_info."
+"""ONNX metadata key prefix under which an ONNX-phase stage leaves what it reports."""
+
+
+def write_stage_info(path: Path, stage: str, info: dict[str, Any]) -> None:
+    """Store ``info`` (JSON) in the ONNX file's metadata under ``STAGE_INFO_PREFIX + stage``;
+    ``edgeopt.pipeline`` copies it into the trial's info as ``{stage}.{key}``."""
+    import onnx
+
+    model = onnx.load(str(path))
+    key = STAGE_INFO_PREFIX + stage
+    kept = [p for p in model.metadata_props if p.key != key]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    model.metadata_props.add(key=key, value=json.dumps(info, sort_keys=True))
+    onnx.save(model, str(path))
+
+
+def read_stage_info(path: Path) -> dict[str, Any]:
+    """What ONNX-phase stages left in ``path``'s metadata, as ``{"stage.key": value}``."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    out: dict[str, Any] = {}
+    for p in model.metadata_props:
+        if p.key.startswith(STAGE_INFO_PREFIX):
+            stage = p.key.removeprefix(STAGE_INFO_PREFIX)
+            out.update({f"{stage}.{k}": v for k, v in json.loads(p.value).items()})
+    return out
 
 
 def calibration_inputs(
@@ -161,7 +199,9 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
         int8-only profiles). For int8_static: ``quantize.calibration`` (minmax, entropy,
         percentile), ``quantize.calibration_samples`` (64, 128, 256), ``quantize.per_channel``
         (only when the profile supports per-channel; else False) and
-        ``quantize.exclude_first_last``. Types always come from the profile."""
+        ``quantize.exclude_first_last`` and ``quantize.fp32_nodes`` (0..``MAX_FP32_NODES``:
+        how many of the most sensitive nodes stay float). Types always come from the
+        profile."""
         modes = self.offered_modes(profile, facts)
         if len(modes) == 1:
             mode = modes[0]
@@ -179,6 +219,7 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
             else False
         )
         excl = bool(space.suggest_categorical("quantize.exclude_first_last", [False, True]))
+        fp32_nodes = int(space.suggest_int("quantize.fp32_nodes", 0, MAX_FP32_NODES))
         return dataclasses.replace(
             base,
             mode=mode,
@@ -186,6 +227,7 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
             calibration_samples=int(samples),
             per_channel=per_channel,
             exclude_first_last=excl,
+            fp32_nodes=fp32_nodes,
         )
 
     def identity(self, profile: HardwareProfile) -> QuantizeConfig:
@@ -225,8 +267,21 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
             "quantize.calibration_samples": config.calibration_samples,
             "quantize.per_channel": config.per_channel,
             "quantize.exclude_first_last": config.exclude_first_last,
+            "quantize.fp32_nodes": config.fp32_nodes,
         }
         return ByHandBaseline("int8", config, params)
+
+    def variants(self, profile: HardwareProfile, facts: ModelFacts) -> list[dict[str, Any]]:
+        """For every pruned and fine-tuned model: the optimized fp32 graph (what fp32 users
+        deploy; plain fp32 where the profile offers no fp32_opt) and plain int8."""
+        offered = self.offered_modes(profile, facts)
+        out = []
+        if QuantMode.FP32_OPT in offered:
+            out.append({"quantize.mode": QuantMode.FP32_OPT.value})
+        elif self.identity_params(profile):
+            out.append(self.identity_params(profile))
+        hand = self.by_hand(profile, facts)
+        return out + [dict(hand.params)] if hand is not None else out
 
     def grid_axes(self, profile: HardwareProfile, facts: ModelFacts) -> dict[str, list[Any]]:
         """Every offered mode, when there is a choice."""
@@ -234,8 +289,9 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
         return {"quantize.mode": modes} if len(modes) > 1 else {}
 
     def describe(self, config: QuantizeConfig) -> str:
-        """The mode (``fp32`` included)."""
-        return config.mode.value
+        """The mode (``fp32`` included), with ``+k fp32`` for sensitive nodes kept float."""
+        extra = f" +{config.fp32_nodes} fp32" if config.fp32_nodes else ""
+        return config.mode.value + extra
 
     def is_identity(self, config: QuantizeConfig) -> bool:
         """Only fp32 leaves the graph unchanged."""
@@ -245,9 +301,12 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
         """Write the converted model to a new file under ``ctx.workdir`` and return its path.
 
         The result is checked: it loads and runs in ORT on calibration inputs with the
-        input's output shape, and its graph has the expected nodes (static: every
-        non-excluded Conv/Gemm/MatMul reads DequantizeLinear weights; dynamic: at least one
+        input's output shape, and its graph has the expected nodes (static: exactly the
+        non-excluded Conv/Gemm/MatMul read DequantizeLinear weights; dynamic: at least one
         MatMulInteger; fp16: float16 initializers). Otherwise CandidateError("quantize", ...).
+        The sensitive nodes kept float and the number of learned activation ranges used are
+        written into the file's metadata (``write_stage_info``), where the pipeline reads
+        them into the trial's info.
         """
         import onnx
 
@@ -265,7 +324,7 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
         ref = _session(src).run(None, {input_name: check_x})[0]
         try:
             with tempfile.TemporaryDirectory(dir=ctx.workdir) as tmp:
-                quantize_ort.convert(src, out, config, ctx, Path(tmp), input_name, in_shape)
+                done = quantize_ort.convert(src, out, config, ctx, Path(tmp), input_name, in_shape)
         except CandidateError:
             raise
         except Exception as exc:
@@ -285,5 +344,12 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
                 f"{config.mode.value} output has shape {got.shape} (expected {ref.shape}) "
                 f"or non-finite values",
             )
-        quantize_ort.check_graph(out, config, model)
+        excluded = frozenset(done.sensitive + done.first_last)
+        quantize_ort.check_graph(out, config, model, excluded)
+        if done.sensitive or done.learned_ranges:
+            write_stage_info(
+                out,
+                "quantize",
+                {"fp32_nodes": list(done.sensitive), "learned_ranges": done.learned_ranges},
+            )
         return out

@@ -9,6 +9,7 @@ import io
 import shutil
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -96,12 +97,15 @@ def convert(
     tmp: Path,
     input_name: str,
     in_shape: tuple[int, ...],
-) -> None:
+) -> ConvertInfo:
     """Write ``src`` converted as ``config`` says to ``out``; ``tmp`` is a scratch folder.
 
-    ORT's exceptions propagate (the stage turns them into a CandidateError).
+    A quantization-aware export's QDQ pairs are removed first; in int8_static their
+    ranges become ORT tensor overrides. ORT's exceptions propagate (the stage turns them
+    into a CandidateError).
     """
     mode = config.mode
+    src, overrides = _float_source(src, tmp)
     if mode is QuantMode.FP32:
         shutil.copyfile(src, out)
     elif mode is QuantMode.FP32_OPT:
@@ -115,9 +119,63 @@ def convert(
         quant_pre_process(str(src), str(pre))
         if mode is QuantMode.INT8_DYNAMIC:
             _quantize_dynamic(pre, out, config)
-        else:
-            calib = calibration_inputs(ctx, config.calibration_samples, in_shape)
-            _quantize_static(pre, out, config, _reader(input_name, calib))
+            return ConvertInfo()
+        calib = calibration_inputs(ctx, config.calibration_samples, in_shape)
+        names = _tensor_names(pre)
+        overrides = {k: v for k, v in overrides.items() if k in names}
+        exclude = _first_last(pre) if config.exclude_first_last else []
+        sensitive: list[str] = []
+        if config.fp32_nodes > 0 and mode is QuantMode.INT8_STATIC:
+            from edgeopt.stages.sensitivity import ranking
+
+            ranked = ranking(pre, config, ctx, input_name, in_shape, overrides)
+            sensitive = [n for n in ranked if n not in exclude][: config.fp32_nodes]
+        _quantize_static(
+            pre, out, config, _reader(input_name, calib), [*exclude, *sensitive], overrides
+        )
+        return ConvertInfo(tuple(sensitive), tuple(exclude), len(overrides))
+    return ConvertInfo()
+
+
+@dataclass(frozen=True)
+class ConvertInfo:
+    """What ``convert`` decided: the nodes it kept in float because they are the most
+    sensitive (``fp32_nodes``) and because they are first/last, and how many activation
+    ranges came from quantization-aware fine-tuning."""
+
+    sensitive: tuple[str, ...] = ()
+    first_last: tuple[str, ...] = ()
+    learned_ranges: int = 0
+
+
+def _float_source(src: Path, tmp: Path) -> tuple[Path, dict[str, Any]]:
+    """``src`` without the QDQ pairs of a quantization-aware export, and their ranges."""
+    import onnx
+
+    model = onnx.load(str(src))
+    stripped, overrides = strip_activation_qdq(model)
+    if stripped is model:
+        return src, {}
+    path = tmp / "float.onnx"
+    onnx.save(stripped, str(path))
+    return path, overrides
+
+
+def _tensor_names(path: Path) -> set[str]:
+    import onnx
+
+    g = onnx.load(str(path)).graph
+    return {name for n in g.node for name in n.input} | {i.name for i in g.input}
+
+
+def _first_last(pre: Path) -> list[str]:
+    import onnx
+
+    nodes = compute_nodes(onnx.load(str(pre)))
+    exclude = sorted({nodes[0].name, nodes[-1].name}) if nodes else []
+    if any(not n for n in exclude):
+        raise CandidateError("quantize", "first/last compute node has no name")
+    return exclude
 
 
 def _optimize_basic(src: Path, out: Path) -> None:
@@ -154,9 +212,17 @@ def _quantize_dynamic(pre: Path, out: Path, config: QuantizeConfig) -> None:
     )
 
 
-def _quantize_static(pre: Path, out: Path, config: QuantizeConfig, reader: Any) -> None:
-    """Static QDQ with the config's types (``ort_default``: ORT's own defaults)."""
-    import onnx
+def _quantize_static(
+    pre: Path,
+    out: Path,
+    config: QuantizeConfig,
+    reader: Any,
+    exclude: list[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> None:
+    """Static QDQ with the config's types (``ort_default``: ORT's own defaults), leaving
+    ``exclude`` in float and fixing the activations in ``overrides`` (ORT
+    ``TensorQuantOverrides``: tensor -> scale and zero point)."""
     from onnxruntime.quantization import QuantFormat, quantize_static
 
     # the histogram calibrators print progress lines; the library must not
@@ -164,12 +230,6 @@ def _quantize_static(pre: Path, out: Path, config: QuantizeConfig, reader: Any) 
         if config.mode is QuantMode.ORT_DEFAULT:
             quantize_static(str(pre), str(out), reader)
             return
-        exclude: list[str] = []
-        if config.exclude_first_last:
-            nodes = compute_nodes(onnx.load(str(pre)))
-            exclude = sorted({nodes[0].name, nodes[-1].name}) if nodes else []
-            if any(not n for n in exclude):
-                raise CandidateError("quantize", "first/last compute node has no name")
         quantize_static(
             str(pre),
             str(out),
@@ -180,13 +240,17 @@ def _quantize_static(pre: Path, out: Path, config: QuantizeConfig, reader: Any) 
             weight_type=_qtype(config.weight_type),
             calibrate_method=_calib(config.calibration),
             nodes_to_exclude=exclude or None,
+            extra_options={"TensorQuantOverrides": overrides} if overrides else None,
         )
 
 
-def check_graph(out: Path, config: QuantizeConfig, original: onnx.ModelProto) -> None:
+def check_graph(
+    out: Path, config: QuantizeConfig, original: onnx.ModelProto, excluded: frozenset[str]
+) -> None:
     """Raise CandidateError("quantize", ...) unless ``out`` has the nodes its mode implies.
 
-    Static: every non-excluded Conv/Gemm/MatMul reads DequantizeLinear weights; dynamic: at
+    Static: exactly the Conv/Gemm/MatMul not in ``excluded`` (node names) read
+    DequantizeLinear weights; dynamic: at
     least one MatMulInteger; fp16: float16 initializers; the float modes: no Q/DQ nodes.
     """
     import onnx
@@ -195,7 +259,7 @@ def check_graph(out: Path, config: QuantizeConfig, original: onnx.ModelProto) ->
     counts = Counter(n.op_type for n in model.graph.node)
     mode = config.mode
     if mode in (QuantMode.INT8_STATIC, QuantMode.ORT_DEFAULT):
-        _check_static(model, config, counts)
+        _check_static(model, counts, excluded)
     elif mode is QuantMode.INT8_DYNAMIC:
         if counts["MatMulInteger"] == 0:
             raise CandidateError(
@@ -211,26 +275,83 @@ def check_graph(out: Path, config: QuantizeConfig, original: onnx.ModelProto) ->
         raise CandidateError("quantize", f"{mode.value} output unexpectedly has Q/DQ nodes")
 
 
-def _check_static(model: onnx.ModelProto, config: QuantizeConfig, counts: Counter[str]) -> None:
+def _check_static(model: onnx.ModelProto, counts: Counter[str], excluded: frozenset[str]) -> None:
     producers = {o: n for n in model.graph.node for o in n.output}
     compute = compute_nodes(model)
-    quantized = [
-        n
+    floats = {
+        n.name
         for n in compute
-        if len(n.input) > 1
-        and getattr(producers.get(n.input[1]), "op_type", "") == "DequantizeLinear"
-    ]
-    excluded = (
-        {compute[0].name, compute[-1].name}
-        if compute and config.exclude_first_last and config.mode is QuantMode.INT8_STATIC
-        else set()
-    )
-    want = len(compute) - len(excluded)
-    if counts["QuantizeLinear"] == 0 or len(quantized) != want:
+        if len(n.input) < 2
+        or getattr(producers.get(n.input[1]), "op_type", "") != "DequantizeLinear"
+    }
+    want = {n.name for n in compute} & excluded
+    if counts["QuantizeLinear"] == 0 or floats != want:
         raise CandidateError(
             "quantize",
-            f"static quantization left {len(compute) - len(quantized)} of "
-            f"{len(compute)} Conv/Gemm/MatMul in float (expected {len(compute) - want}); "
+            f"static quantization left {len(floats)} of {len(compute)} Conv/Gemm/MatMul in "
+            f"float (expected {len(want)}: {', '.join(sorted(want)) or 'none'}); "
             f"QuantizeLinear {counts['QuantizeLinear']}, DequantizeLinear "
             f"{counts['DequantizeLinear']}",
         )
+
+
+def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Constant tensors by name: initializers, Constant nodes, Identity of a constant."""
+    from onnx import numpy_helper
+
+    values = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            values[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+        elif n.op_type == "Identity" and n.input[0] in values:
+            values[n.output[0]] = values[n.input[0]]
+    return values
+
+
+def strip_activation_qdq(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """Remove the QuantizeLinear/DequantizeLinear pairs a quantization-aware fine-tuned
+    export carries (``edgeopt.training.fake_quant``); return the float graph and ORT
+    ``TensorQuantOverrides`` with each activation's learned scale and zero point.
+
+    A pair on a constant (a weight already on its int8 grid) is dropped without an
+    override: ORT re-quantizes that weight losslessly. A graph without pairs comes back
+    as it is, with no overrides.
+    """
+    import onnx
+
+    if not any(n.op_type == "QuantizeLinear" for n in model.graph.node):
+        return model, {}
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    values = _constants(out)
+    overrides: dict[str, Any] = {}
+    rename: dict[str, str] = {}
+    drop: set[int] = set()
+    quant = {n.output[0]: n for n in graph.node if n.op_type == "QuantizeLinear"}
+    for idx, n in enumerate(graph.node):
+        if n.op_type != "DequantizeLinear" or n.input[0] not in quant:
+            continue
+        q = quant[n.input[0]]
+        src = q.input[0]
+        drop.update({idx, list(graph.node).index(q)})
+        rename[n.output[0]] = src
+        if src in values or len(q.input) < 3:
+            continue
+        scale = values[q.input[1]]
+        zp = values[q.input[2]]
+        if scale.size != 1:
+            raise CandidateError("quantize", f"per-channel activation quantization on {src}")
+        overrides[src] = [{"scale": scale.reshape(()), "zero_point": zp.reshape(())}]
+    if any(o.name in rename for o in graph.output):
+        raise CandidateError("quantize", "a graph output comes straight from DequantizeLinear")
+    kept = [n for i, n in enumerate(graph.node) if i not in drop]
+    for n in kept:
+        for j, name in enumerate(n.input):
+            if name in rename:
+                n.input[j] = rename[name]
+    used = {name for n in kept for name in n.input} | {o.name for o in graph.output}
+    kept = [n for n in kept if n.op_type not in ("Constant", "Identity") or n.output[0] in used]
+    del graph.node[:]
+    graph.node.extend(kept)
+    return out, overrides

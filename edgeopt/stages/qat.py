@@ -1,0 +1,158 @@
+"""Quantization-aware fine-tuning (torch phase): train with ORT's int8 arithmetic emulated,
+so the int8 model ORT runs is the one that was trained.
+
+It follows pruning and fine-tuning when they are there and runs on its own otherwise
+("QAT only"). The model is traced with ``torch.fx`` (BatchNorm folded), fake-quantized as
+``edgeopt.training.fake_quant`` describes, its activation ranges calibrated as ORT's MinMax
+would on the quantize stage's calibration inputs, then fine-tuned with the one training loop
+(distilling from the original model when asked). It exports with QuantizeLinear /
+DequantizeLinear pairs carrying the learned ranges and the s8 weights; the quantize stage's
+int8_static hands those ranges to ORT as tensor overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from edgeopt.errors import CandidateError
+from edgeopt.stages.base import Phase, Stage, StageConfig, check_range
+from edgeopt.stages.finetune import TRAIN_RESULT_ATTR
+from edgeopt.training import OptimizerKind, Schedule, TrainConfig, fit
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from edgeopt.profiles import HardwareProfile
+    from edgeopt.stages.base import ModelFacts, StageContext, Suggester
+
+log = logging.getLogger(__name__)
+
+EXPORT_ATOL_ATTR = "edgeopt_export_atol"
+"""Set on the returned module: the export parity tolerance ``edgeopt.pipeline`` uses for it."""
+PARITY_FRACTION = 0.05
+"""Export parity of a QAT model: within this fraction of its largest output magnitude."""
+
+CALIBRATION_SAMPLES = 128
+"""Inputs the activation ranges start from: the plain int8 baseline's calibration set."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class QatConfig(StageConfig):
+    """``epochs=0``: no quantization-aware fine-tuning. ``distill``: learn from the original
+    model's soft outputs as well as the labels (always, without data)."""
+
+    epochs: int = 0
+    lr: float = 1e-3
+    distill: bool = True
+
+    def __post_init__(self) -> None:
+        self._check_types()
+        check_range("qat.epochs", self.epochs, 0, 1000)
+        check_range("qat.lr", self.lr, 1e-7, 1.0)
+
+
+class QatStage(Stage[QatConfig, "nn.Module"]):
+    """Quantization-aware fine-tuning matched to ORT's static int8 (see the module doc).
+
+    Offered only when the profile has int8_static. The returned module carries its
+    ``TrainResult`` (as a dict) like the fine-tune stage's, under ``qat.train_result``.
+    """
+
+    name = "qat"
+    phase = Phase.TORCH
+    config_type = QatConfig
+
+    def suggest(self, space: Suggester, profile: HardwareProfile, facts: ModelFacts) -> QatConfig:
+        """``qat.epochs`` {0, 1, 2, 4}; when > 0, ``qat.lr`` 1e-4..1e-2 (log) and
+        ``qat.distill`` {True, False}. Nothing is drawn when the profile has no int8_static."""
+        if "int8_static" not in tuple(profile.quantization.modes):
+            return self.identity(profile)
+        epochs = int(space.suggest_categorical("qat.epochs", [0, 1, 2, 4]))
+        if epochs == 0:
+            return self.identity(profile)
+        lr = float(space.suggest_float("qat.lr", 1e-4, 1e-2, log=True))
+        distill = bool(space.suggest_categorical("qat.distill", [True, False]))
+        return QatConfig(epochs=epochs, lr=lr, distill=distill)
+
+    def identity(self, profile: HardwareProfile) -> QatConfig:
+        """No quantization-aware training."""
+        return QatConfig(epochs=0)
+
+    def identity_params(self, profile: HardwareProfile) -> dict[str, Any]:
+        """``qat.epochs`` 0 where the stage draws it."""
+        return {"qat.epochs": 0} if "int8_static" in tuple(profile.quantization.modes) else {}
+
+    def describe(self, config: QatConfig) -> str:
+        """``qat 2ep`` (empty at the identity)."""
+        return "" if self.is_identity(config) else f"qat {config.epochs}ep"
+
+    def is_identity(self, config: QatConfig) -> bool:
+        """Zero epochs change nothing."""
+        return config.epochs == 0
+
+    def apply(self, artifact: nn.Module, config: QatConfig, ctx: StageContext) -> nn.Module:
+        """A fake-quantized copy of ``artifact``, calibrated and fine-tuned, in eval mode with
+        weights on their int8 grid and ranges frozen (ready to export).
+
+        Raises CandidateError("qat", ...) when the model cannot be traced, when there is no
+        teacher where one is needed, or when training diverges.
+        """
+        import copy
+
+        import torch
+
+        from edgeopt.stages.quantize import calibration_inputs
+        from edgeopt.training import fake_quant
+
+        if self.is_identity(config):
+            return copy.deepcopy(artifact)
+        signed = str(ctx.profile.quantization.activation_type) == "int8"
+        try:
+            model = fake_quant.prepare_qat(copy.deepcopy(artifact), signed_activations=signed)
+        except Exception as exc:
+            raise CandidateError(
+                "qat", f"torch.fx cannot trace the model: {type(exc).__name__}: {exc}"
+            ) from exc
+        calib = calibration_inputs(ctx, CALIBRATION_SAMPLES, tuple(ctx.input_shape))
+        fake_quant.calibrate(model, calib)
+        distill = config.distill or ctx.data is None
+        if distill and ctx.teacher is None:
+            raise CandidateError("qat", "distillation needs the original model as teacher")
+        train = TrainConfig(
+            epochs=config.epochs,
+            lr=config.lr,
+            optimizer=OptimizerKind.SGD,
+            schedule=Schedule.COSINE,
+            weight_decay=0.0,
+            augment=False,
+            distill=distill,
+        )
+        result = fit(
+            model,
+            ctx.data,
+            train,
+            teacher=ctx.teacher if distill else None,
+            seed=ctx.seed,
+            on_epoch=ctx.on_epoch,
+            input_shape=tuple(ctx.input_shape),
+        )
+        weights = [t for t in model.state_dict().values() if t.is_floating_point()]
+        if not all(bool(t.isfinite().all()) for t in weights if t.dim() > 0):
+            raise CandidateError("qat", "training diverged: non-finite weights")
+        fake_quant.finalize(model)
+        setattr(model, TRAIN_RESULT_ATTR, dataclasses.asdict(result))
+        # ORT accumulates in int32 where torch sums floats: an activation that lands on a
+        # rounding boundary can move by one quantum, so export parity is a few quanta
+        with torch.no_grad():
+            peak = float(model(torch.from_numpy(calib[:32])).abs().max())
+        setattr(model, EXPORT_ATOL_ATTR, PARITY_FRACTION * max(peak, 1e-3))
+        log.info(
+            "QAT %d epochs: int8-emulated val accuracy %.4f -> %.4f",
+            result.epochs_run,
+            result.initial_val_accuracy,
+            result.best_val_accuracy,
+        )
+        return model

@@ -1,0 +1,174 @@
+"""Quantization-aware fine-tuning: a real fx-prepared model, real training, a real export and
+real ORT sessions running int8 kernels with the learned ranges."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from edgeopt import zoo
+from edgeopt.data import DataBundle
+from edgeopt.export import export_onnx
+from edgeopt.measure.session import ort_session
+from edgeopt.profiles import load_profile
+from edgeopt.stages import STAGES, QatConfig, StageContext
+from edgeopt.training import fake_quant
+
+SHAPE = (1, 16, 16)
+# ORT's int8 graph also quantizes the Conv/Gemm outputs (the logits and the residual
+# branch before an Add) with calibrated ranges; the torch model does not, so the two agree to
+# a few output quanta, not bit for bit
+TOLERANCE = 0.05  # max |ORT int8 - torch fake-quant| / (max |torch output|)
+
+
+@pytest.fixture(autouse=True)
+def _threads() -> None:
+    torch.set_num_threads(1)
+
+
+def _data(seed: int = 0) -> DataBundle:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((384, *SHAPE)).astype(np.float32)
+    y = (x[:, 0, :8].mean(axis=(1, 2)) > 0).astype(np.int64)  # learnable: a bright top half
+    return DataBundle(x[:256], y[:256], x[256:], y[256:])
+
+
+def _ctx(tmp_path: Path, model: torch.nn.Module, data: DataBundle | None) -> StageContext:
+    return StageContext(
+        workdir=tmp_path / "work",
+        profile=load_profile("cpu"),
+        data=data,
+        teacher=model,
+        input_shape=SHAPE,
+        cache_dir=tmp_path / "cache",
+    )
+
+
+def _kernels(path: Path, tmp_path: Path) -> Counter[str]:
+    opt = tmp_path / "ort_optimized.onnx"
+    ort_session(path, threads=1, optimized_model_path=opt)
+    return Counter(n.op_type for n in onnx.load(str(opt)).graph.node)
+
+
+def test_prepare_folds_batchnorm_and_shares_one_range_per_tensor() -> None:
+    torch.manual_seed(0)
+    model = zoo.BUILDERS["resnet_small"](width=8).eval()
+    gm = fake_quant.prepare_qat(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in gm.modules())
+    weighted = [m for m in gm.modules() if isinstance(m, fake_quant.QuantWeight)]
+    assert len(weighted) == 16  # 15 Conv + 1 Linear
+    # 27 tensors are read by Conv/Linear/pool/Add; each has exactly one observer
+    assert len(fake_quant.observers(gm)) == 27
+    x = np.random.default_rng(0).standard_normal((16, *SHAPE)).astype(np.float32)
+    fake_quant.calibrate(gm, x)
+    first = fake_quant.observers(gm)[0]  # the graph input: its range is the data's
+    assert float(first.rmin) == pytest.approx(float(x.min()))
+    assert float(first.rmax) == pytest.approx(float(x.max()))
+
+
+def test_scale_zero_point_match_ort() -> None:
+    from onnxruntime.quantization.quant_utils import compute_scale_zp
+
+    for lo, hi in [(-1.3, 2.7), (0.0, 5.0), (0.2, 0.9), (-4.0, -1.0)]:
+        zp, scale = compute_scale_zp(
+            np.array(lo, np.float32), np.array(hi, np.float32), np.uint8(0), np.uint8(255)
+        )
+        ours = fake_quant.scale_zero_point(np.float32(lo), np.float32(hi), signed=False)
+        assert ours == (float(scale), int(zp))
+
+
+def test_qat_model_runs_int8_in_ort_with_its_learned_ranges(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = zoo.BUILDERS["plain_cnn"](width=8).eval()
+    data = _data()
+    ctx = _ctx(tmp_path, model, data)
+    qat = STAGES["qat"].apply(model, QatConfig(epochs=1, lr=1e-3), ctx)
+    assert "history" in qat.edgeopt_train_result
+    atol = qat.edgeopt_export_atol
+    fp = export_onnx(qat, SHAPE, tmp_path / "qat.onnx", check_inputs=data.x_val[:8], atol=atol)
+    quantize = STAGES["quantize"]
+    config = quantize.by_hand(load_profile("cpu"), None).config  # type: ignore[arg-type, union-attr]
+    int8 = quantize.apply(fp, config, ctx)
+
+    kernels = _kernels(int8, tmp_path)
+    n_conv = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    assert kernels["QLinearConv"] == n_conv and kernels["Conv"] == 0
+
+    # every learned activation range is the one ORT quantizes that tensor with
+    learned = {o.qparams() for o in fake_quant.observers(qat)}
+    g = onnx.load(str(int8)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    used = {
+        (float(inits[n.input[1]]), int(inits[n.input[2]]))
+        for n in g.node
+        if n.op_type == "QuantizeLinear" and inits[n.input[1]].size == 1
+    }
+    assert learned <= used
+    info = onnx.load(str(int8)).metadata_props
+    assert any('"learned_ranges": ' + str(len(learned)) in p.value for p in info)
+
+    x = data.x_val[:64]
+    torch_out = qat(torch.from_numpy(x)).detach().numpy()
+    ort_out = ort_session(int8, threads=1).run(None, {"input": x})[0]
+    err = np.abs(ort_out - torch_out).max() / np.abs(torch_out).max()
+    assert err < TOLERANCE
+    assert (ort_out.argmax(1) == torch_out.argmax(1)).mean() >= 0.95
+
+
+def test_qat_data_free_needs_and_uses_the_teacher(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = zoo.BUILDERS["plain_cnn"](width=4).eval()
+    out = STAGES["qat"].apply(model, QatConfig(epochs=1, lr=1e-3), _ctx(tmp_path, model, None))
+    assert out.edgeopt_train_result["data_free"] is True
+    assert all(m.snapped for m in out.modules() if isinstance(m, fake_quant.QuantWeight))
+
+
+def test_qat_space_is_conditional_and_identity_params_draw_nothing() -> None:
+    from edgeopt.search.space import DefaultSuggester
+
+    stage = STAGES["qat"]
+    cpu = load_profile("cpu")
+    assert stage.identity_params(cpu) == {"qat.epochs": 0}
+    rec = DefaultSuggester({"qat.epochs": 0})
+    assert stage.is_identity(stage.suggest(rec, cpu, None))  # type: ignore[arg-type]
+    assert set(rec.params) == {"qat.epochs"}
+    rec = DefaultSuggester({"qat.epochs": 2})
+    config = stage.suggest(rec, cpu, None)  # type: ignore[arg-type]
+    assert config.epochs == 2 and set(rec.params) == {"qat.epochs", "qat.lr", "qat.distill"}
+
+
+def test_qat_candidate_labelled_fp32_is_a_float_model(tmp_path: Path) -> None:
+    """A QAT torch phase followed by the identity quantize step (fp32) must not ship its
+    fake-quant pairs, which ORT would run as int8 under an fp32 label."""
+    from edgeopt.candidate import Candidate, Step
+    from edgeopt.loading.spec import LoadedModel, ModelFormat
+    from edgeopt.pipeline import PipelineInputs, build
+
+    torch.manual_seed(0)
+    model = zoo.BUILDERS["plain_cnn"](width=8).eval()
+    profile = load_profile("cpu")
+    stages = {name: stage.identity(profile) for name, stage in STAGES.items()}
+    stages["qat"] = QatConfig(epochs=1, lr=1e-3)
+    candidate = Candidate(
+        tuple(Step(n, c) for n, c in stages.items() if STAGES[n].requires is None)
+    )
+    inputs = PipelineInputs(
+        model=LoadedModel(tmp_path / "m.pt", ModelFormat.BUNDLE, SHAPE, module=model),
+        data=_data(),
+        profile=profile,
+        seed=0,
+        cache_dir=tmp_path / "cache",
+        salt="qat-fp32",
+    )
+    result = build(candidate, inputs, tmp_path / "trial")
+    assert candidate.describe().endswith("fp32")
+    nodes = Counter(n.op_type for n in onnx.load(str(result.onnx_path)).graph.node)
+    assert nodes["QuantizeLinear"] == 0 and nodes["DequantizeLinear"] == 0
+    kernels = _kernels(result.onnx_path, tmp_path)
+    assert kernels["QLinearConv"] == 0 and kernels["Conv"] + kernels["FusedConv"] > 0

@@ -1,0 +1,173 @@
+"""How the search spends its trials on real models: expert seeds first, sibling ONNX variants
+of every torch build, the median stopping rule among similarly pruned fine-tunes, the
+pruning pre-flight and the epoch cost measured at setup, and hopeless candidates kept off
+the printed front. Real runs through the CLI on tiny models, real Optuna studies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from click.testing import CliRunner
+from optuna.trial import TrialState
+
+from edgeopt import zoo
+from edgeopt.cli import main
+from edgeopt.loading import save_bundle
+from edgeopt.search.halving import MIN_PEERS, RUNGS_ATTR, below_bar, rung_bars
+from edgeopt.search.records import load_run
+from edgeopt.search.seeds import RECIPES, SEED_ATTR, SIBLING_ATTR
+
+
+def _study(run: Path) -> optuna.Study:
+    return optuna.load_study(study_name="edgeopt", storage=f"sqlite:///{run / 'study.db'}")
+
+
+def _optimize(model: Path, data: Path, run: Path, trials: int, *extra: str) -> object:
+    args = ["optimize", model, "--data", data, "--target", "cpu", "--trials", trials]
+    result = CliRunner().invoke(main, [str(a) for a in [*args, "--out", run, *extra]])
+    assert result.exit_code in (0, 1), result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def seeded_run(
+    tmp_path_factory: pytest.TempPathFactory, model_files: dict, tiny_data: Path
+) -> Path:
+    run = tmp_path_factory.mktemp("strategy") / "run"
+    _optimize(model_files["bundle_wide"], tiny_data, run, 4, "--no-report")
+    return run
+
+
+def test_expert_seed_runs_after_the_baselines_and_its_variant_reuses_the_build(
+    seeded_run: Path,
+) -> None:
+    trials = [t for t in _study(seeded_run).get_trials() if t.state != TrialState.WAITING]
+    assert [t.user_attrs.get("baseline") for t in trials[:2]] == ["unchanged", "int8"]
+    seed = trials[2]
+    tag, ratio, epochs = RECIPES[0]
+    assert seed.user_attrs[SEED_ATTR] == tag
+    cand = seed.user_attrs["candidate"]
+    assert cand["prune"]["ratio"] == ratio
+    assert cand["finetune"]["epochs"] == epochs and cand["finetune"]["distill"] is True
+    assert cand["quantize"]["mode"] == "int8_static"
+    # the seed's fine-tune recorded its validation accuracy per epoch (peers for halving)
+    assert 1 <= len(seed.user_attrs[RUNGS_ATTR]) <= epochs
+    # the next trial is the same torch phase as fp32_opt: a cache hit, not a second build
+    sibling = trials[3]
+    assert sibling.state == TrialState.COMPLETE
+    assert sibling.user_attrs[SIBLING_ATTR] == seed.number
+    assert sibling.user_attrs["cache_hit"] is True
+    sib = sibling.user_attrs["candidate"]
+    assert sib["prune"] == cand["prune"] and sib["finetune"] == cand["finetune"]
+    assert sib["quantize"]["mode"] == "fp32_opt"
+    assert sibling.user_attrs["build_s"] < seed.user_attrs["build_s"]
+
+
+def test_setup_measures_the_epoch_cost_and_the_timeout_follows_it(seeded_run: Path) -> None:
+    baseline = json.loads((seeded_run / "baseline" / "baseline.json").read_text())
+    assert baseline["prunable"] is True and baseline["prune_ignored"] == []
+    assert baseline["epoch_s"] > 0
+    assert baseline["auto_timeout_s"] == pytest.approx(max(180.0, 16 * baseline["epoch_s"] + 120))
+    assert json.loads((seeded_run / "run.json").read_text())["trial_timeout_s"] is None
+
+
+def test_median_stopping_rule_stops_a_fine_tune_that_trails_its_peers(
+    seeded_run: Path, tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(seeded_run, run)
+    study = _study(run)
+    template = next(t for t in study.get_trials() if t.user_attrs.get(SEED_ATTR))
+    # peers at the same pruning ratio that were perfect after every epoch
+    for _ in range(MIN_PEERS):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=template.params,
+                distributions=template.distributions,
+                values=template.values,
+                user_attrs={RUNGS_ATTR: [1.0, 1.0, 1.0]},
+            )
+        )
+    params = {**template.params, "finetune.epochs": 4}
+    study.enqueue_trial(params)
+    n = len([t for t in study.get_trials() if t.state != TrialState.WAITING])
+    _optimize(model_files["bundle_wide"], tiny_data, run, n + 1, "--no-report")
+    done = [t for t in _study(run).get_trials() if t.params.get("finetune.epochs") == 4]
+    assert len(done) == 1 and done[0].state == TrialState.PRUNED
+    assert "median stopping rule" in done[0].user_attrs["pruned_reason"]
+    assert done[0].user_attrs[RUNGS_ATTR] and len(done[0].user_attrs[RUNGS_ATTR]) == 1
+
+
+def test_rung_bars_compare_only_similarly_pruned_peers() -> None:
+    peers = [({"prune.ratio": 0.5}, [0.5, 0.8, 0.9, 0.95])] * 2 + [
+        ({"prune.ratio": 0.55}, [0.6, 0.7]),
+        ({"prune.ratio": 0.2}, [0.99] * 4),  # bigger models: not peers of a 0.5 prune
+        ({"prune.ratio": 0.5}, []),
+    ]
+    bars = rung_bars(peers, 0.5)
+    assert bars == {1: 0.5, 2: 0.8}  # rung 4: only two peers got there
+    assert below_bar([0.4], bars) is not None
+    assert below_bar([0.5], bars) is None
+    assert below_bar([0.85, 0.7], bars) is None  # the best so far counts
+    assert below_bar([0.1, 0.2, 0.3], bars) is None  # no bar at epoch 3
+    assert rung_bars(peers, 0.0) == {}
+
+
+def test_hopeless_front_member_is_hidden_from_the_front_and_the_pick(
+    seeded_run: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(seeded_run, run)
+    study = _study(run)
+    best = next(t for t in study.best_trials if not t.user_attrs.get("baseline"))
+    attrs = {**best.user_attrs, "val_accuracy": 0.0}
+    attrs.pop(SEED_ATTR, None)
+    # Pareto-optimal on latency and size, useless on accuracy
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=best.params,
+            distributions=best.distributions,
+            values=[0.0, best.values[1] * 0.5, best.values[2] * 0.5],
+            user_attrs=attrs,
+        )
+    )
+    hopeless = study.trials[-1].number
+    assert hopeless in {t.number for t in study.best_trials}
+    records = load_run(run)
+    assert records["hidden_hopeless"] == [hopeless]
+    rec = next(t for t in records["trials"] if t["number"] == hopeless)
+    assert rec["hopeless"] is True and rec["on_front"] is False
+    result = CliRunner().invoke(main, ["report", str(run), "--format", "md,json"])
+    assert result.exit_code == 0, result.output
+    md = (run / "report" / "report.md").read_text()
+    assert f"trial {hopeless}) are hidden" in md
+    summary = json.loads((run / "report" / "report.json").read_text())
+    assert summary["pick"]["number"] != hopeless
+    assert hopeless not in summary["front"]
+
+
+def test_preflight_leaves_shuffle_coupled_layers_whole(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = zoo.shufflenetv2_cifar(width_mult=0.125).eval()
+    path = save_bundle(
+        model,
+        tmp_path / "shufflenet.pt",
+        arch="edgeopt.zoo:shufflenetv2_cifar",
+        arch_kwargs={"width_mult": 0.125},
+        input_shape=(3, 32, 32),
+    )
+    args = ["optimize", str(path), "--target", "cpu", "--trials", "1", "--no-report"]
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    baseline = json.loads((tmp_path / "r" / "baseline" / "baseline.json").read_text())
+    assert baseline["prunable"] is True, baseline.get("prune_note")
+    assert baseline["prune_ignored"]  # the layers feeding the channel splits and shuffles
+    assert f"pruning: {len(baseline['prune_ignored'])} layer(s) left whole" in result.output
