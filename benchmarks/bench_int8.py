@@ -8,6 +8,8 @@ this host); speedup is fp32 latency / candidate latency from one interleaved run
 this host, 1 thread, batch 1); size is the ONNX file. Writes its section of RESULTS.md.
 
     python benchmarks/bench_int8.py [--models plain_cnn,resnet_small] [--k 2,4] [--qat-epochs 2]
+    python benchmarks/bench_int8.py --models models/real/mobilenetv2_cifar.pt \
+        --data models/real/digits32.npz             # a real-size model (models/build_real.py)
 """
 
 from __future__ import annotations
@@ -43,10 +45,11 @@ def main() -> None:
     ap.add_argument("--k", default="2,4")
     ap.add_argument("--qat-epochs", type=int, default=2)
     ap.add_argument("--qat-lr", type=float, default=1e-3)
+    ap.add_argument("--data", default=str(ROOT / "models" / "digits.npz"))
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    data = load_npz(ROOT / "models" / "digits.npz")
+    data = load_npz(args.data)
     assert data.x_test is not None and data.y_test is not None
     profile = load_profile("cpu")
     quantize, qat = STAGES["quantize"], STAGES["qat"]
@@ -55,8 +58,10 @@ def main() -> None:
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
-        for name in args.models.split(","):
-            loaded = load_model(ROOT / "models" / f"{name}.pt")
+        for spec in args.models.split(","):
+            path = Path(spec) if spec.endswith(".pt") else ROOT / "models" / f"{spec}.pt"
+            name = path.stem
+            loaded = load_model(path)
             module = loaded.module
             shape = tuple(loaded.input_shape)
             ctx = StageContext(

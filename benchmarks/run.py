@@ -553,10 +553,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _body(text: str) -> str:
     """The section without its markers (the renderer includes them)."""
     return text.split(START, 1)[1].rsplit(END, 1)[0]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

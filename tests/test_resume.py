@@ -215,9 +215,11 @@ def test_kill_9_at_random_points_in_10_resumes_loses_nothing(
         proc.communicate()
         if not (out / "study.db").exists():
             continue
-        now = {
-            t.number: tuple(t.values) for t in _study(out).get_trials(states=(TrialState.COMPLETE,))
-        }
+        try:
+            study = _study(out)
+        except KeyError:  # killed after the tables were made, before the study was
+            continue
+        now = {t.number: tuple(t.values) for t in study.get_trials(states=(TrialState.COMPLETE,))}
         assert all(now.get(n) == v for n, v in done.items())  # nothing completed is lost
         done = now
     final = _cli(*args, env=env)

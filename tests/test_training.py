@@ -261,3 +261,32 @@ def test_invalid_config(kw: dict[str, object]) -> None:
         TrainConfig(**kw)  # type: ignore[arg-type]
     with pytest.raises(ConfigError):
         FinetuneConfig(**kw)  # type: ignore[arg-type]
+
+
+def test_teacher_logits_are_computed_once_without_augmentation(
+    teacher: nn.Module, data: DataBundle
+) -> None:
+    """Without augmentation every epoch shows the teacher the same inputs: it runs once over
+    the training split, and the student still learns the teacher's mapping from the cache."""
+    odd = Permuted(teacher).eval()
+    with torch.no_grad():
+        odd_pred = odd(torch.from_numpy(data.x_val)).argmax(1).numpy()
+    bundle = DataBundle(data.x_train, data.y_train, data.x_val, odd_pred)
+    seen: list[int] = []
+    hook = odd.register_forward_hook(lambda m, args, out: seen.append(len(args[0])))
+    try:
+        for augment in (False, True):
+            seen.clear()
+            torch.manual_seed(1)
+            student = zoo.plain_cnn(width=8)
+            cfg = TrainConfig(
+                epochs=3, lr=0.05, distill=True, alpha=1.0, temperature=2.0, augment=augment
+            )
+            result = fit(student, bundle, cfg, teacher=odd, seed=0)
+            if not augment:
+                assert sum(seen) == len(data.x_train)  # one pass, not one per epoch
+                assert result.best_val_accuracy > 0.7  # learnt from the cached logits
+            else:
+                assert sum(seen) >= 2 * len(data.x_train)  # new inputs each epoch
+    finally:
+        hook.remove()

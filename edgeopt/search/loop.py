@@ -79,6 +79,14 @@ class Worker:
     ) -> int:
         """Run trials until ``n_trials`` count in the study (all workers together),
         ``timeout_s`` passed, or ``stop`` was set. Returns the trials run here."""
+        try:
+            return self._run(n_trials, timeout_s, progress)
+        finally:
+            self.runner.close()
+
+    def _run(
+        self, n_trials: int | None, timeout_s: float | None, progress: ProgressFn | None
+    ) -> int:
         start = time.monotonic()
         limit = self._limit(n_trials)
         ran = 0

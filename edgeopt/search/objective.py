@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 from edgeopt.errors import EdgeoptError, environment_error
 from edgeopt.metrics import Measurement, Metric
 from edgeopt.search.artifacts import sha256_of
+from edgeopt.search.child import TrialChild
 from edgeopt.search.context import SearchContext
 from edgeopt.search.halving import RUNGS_ATTR, rung_bars
 from edgeopt.search.protocol import Status, TrialRequest
@@ -44,6 +45,11 @@ class TrialRunner:
         self.reference_ms = reference_latency_ms(study.user_attrs, ctx.baseline)
         self.store = open_store(ctx.config.artifacts) if ctx.config.artifacts else None
         self.machine = machine_description(ctx)
+        self.child = TrialChild(ctx.run.trial_dir(0).parent, ctx.config.trial_memory_gb)
+
+    def close(self) -> None:
+        """Stop this worker's trial child."""
+        self.child.close()
 
     def facts(self) -> Any:
         """The model facts, with pruning switched off once Torch-Pruning proved unable."""
@@ -61,7 +67,6 @@ class TrialRunner:
             self._internal_failure(trial, exc)
 
     def _run(self, trial: optuna.Trial) -> None:
-        from edgeopt.search.child import run_child
         from edgeopt.search.space import identity_candidate, suggest_candidate
 
         ctx = self.ctx
@@ -84,9 +89,7 @@ class TrialRunner:
         request = self._request(trial.number, candidate.to_dict())
         if SEED_ATTR not in trial.user_attrs:  # an expert seed always runs its recipe out
             request = dataclasses.replace(request, rung_bars=self._rung_bars(trial))
-        result = run_child(
-            request, timeout_s=ctx.trial_timeout_s, memory_gb=ctx.config.trial_memory_gb
-        )
+        result = self.child.run(request, timeout_s=ctx.trial_timeout_s)
         trial.set_user_attr("build_s", round(result.build_seconds, 3))
         if result.info.get(RUNGS_ATTR):
             trial.set_user_attr(RUNGS_ATTR, list(result.info[RUNGS_ATTR]))

@@ -233,6 +233,12 @@ class _Run:
         self.history: list[tuple[int, float, float]] = []
         self.stopped = False
         self.step = 0
+        # without augmentation the teacher sees the same training inputs every epoch: its
+        # logits are computed once (in eval mode, as per batch) instead of once per epoch
+        self.teacher_logits: torch.Tensor | None = None
+        repeats = config.distill and config.epochs > 1 and not self.augment
+        if teacher is not None and split.x_train is not None and repeats:
+            self.teacher_logits = _predict(teacher, split.x_train)
 
     def val_accuracy(self) -> float:
         self.model.eval()
@@ -284,7 +290,8 @@ class _Run:
             xb = xe[idx]
             if self.augment:
                 xb = augment_batch(xb, self.gen, self.split.noise_std)
-            loss = self.loss(xb, ye[idx] if ye is not None else None)
+            cached = self.teacher_logits[idx] if self.teacher_logits is not None else None
+            loss = self.loss(xb, ye[idx] if ye is not None else None, cached)
             for group in opt.param_groups:
                 factor = _lr_factor(self.config.schedule, self.step, total_steps)
                 group["lr"] = self.config.lr * factor
@@ -295,16 +302,18 @@ class _Run:
             losses.append(float(loss.detach()))
         return float(np.mean(losses)) if losses else 0.0
 
-    def loss(self, xb: torch.Tensor, yb: torch.Tensor | None) -> torch.Tensor:
+    def loss(
+        self, xb: torch.Tensor, yb: torch.Tensor | None, t_out: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Cross-entropy on ``yb`` (the teacher's top-1 when None), blended with the
-        distillation loss when distilling."""
+        distillation loss when distilling; ``t_out``: the teacher's logits for ``xb`` when
+        already known."""
         import torch
         from torch.nn import functional as F
 
         config = self.config
         out = self.model(xb)
-        t_out = None
-        if self.teacher is not None and (config.distill or yb is None):
+        if t_out is None and self.teacher is not None and (config.distill or yb is None):
             with torch.no_grad():
                 t_out = self.teacher(xb)
         if yb is None:
