@@ -19,16 +19,11 @@ from edgeopt import zoo
 from edgeopt.errors import CandidateError
 from edgeopt.export import export_onnx
 from edgeopt.profiles import load_profile
-from edgeopt.stages import ModelFacts, PruneConfig, StageContext
+from edgeopt.stages import ModelFacts, PruneConfig, StageContext, prune_trace
 from edgeopt.stages import prune as prune_mod
-from edgeopt.stages.prune import (
-    PruneStage,
-    _regroups_channels,
-    build_dependency_graph,
-    get_prune_report,
-    trace_forward,
-)
+from edgeopt.stages.prune import PruneStage, get_prune_report
 from edgeopt.stages.prune_preflight import PreflightResult, _split_coupled, preflight
+from edgeopt.stages.prune_trace import _regroups_channels, build_dependency_graph, trace_forward
 
 SHAPE = (3, 32, 32)
 TINY = 0.125
@@ -210,15 +205,15 @@ def test_pruned_shufflenet_computes_what_its_kept_channels_did(
     model = _shufflenet()
     ignored = tuple(_split_coupled(model, SHAPE))
     checked: list[int] = []
-    check = prune_mod._check_equivalent
+    check = prune_trace.check_equivalent
 
     def counted(*args: object) -> None:
         check(*args)  # type: ignore[arg-type]
         checked.append(1)
 
     # check every prune, not only groups through channel-moving ops
-    monkeypatch.setattr(prune_mod, "moves_channels", lambda node: True)
-    monkeypatch.setattr(prune_mod, "_check_equivalent", counted)
+    monkeypatch.setattr(prune_trace, "moves_channels", lambda node: True)
+    monkeypatch.setattr(prune_mod, "check_equivalent", counted)
     for extra in ({}, {"iterative_steps": 2}, {"global_pruning": True}):
         config = PruneConfig(ratio=0.4, ignored_layers=ignored, **extra)  # type: ignore[arg-type]
         PruneStage().apply(model, config, _ctx(tmp_path))
@@ -232,9 +227,9 @@ def test_misplaced_channels_fail_the_equivalence_check(tmp_path: Path) -> None:
         model, PruneConfig(ratio=0.4, ignored_layers=ignored), _ctx(tmp_path)
     )
     conv = pruned.stages[0][1].branch2[5]  # its input channels were pruned
-    record = [prune_mod._PrunedGroup(((conv, _optype("CONV"), False, (0, 1, 2)),), True)]
+    record = [prune_trace.PrunedGroup(((conv, _optype("CONV"), False, (0, 1, 2)),), True)]
     with pytest.raises(CandidateError, match="computes something else"):
-        prune_mod._check_equivalent(model, pruned, record, SHAPE)
+        prune_trace.check_equivalent(model, pruned, record, SHAPE)
 
 
 def test_slice_shufflenet_is_pruned_around_its_slices(tmp_path: Path) -> None:

@@ -252,7 +252,7 @@ def _split_coupled(model: nn.Module, shape: tuple[int, ...]) -> list[str]:
     import torch
     import torch_pruning as tp
 
-    from edgeopt.stages.prune import build_dependency_graph
+    from edgeopt.stages.prune_trace import build_dependency_graph
 
     graph = build_dependency_graph(model, torch.zeros((1, *shape)))
     return [
@@ -277,7 +277,7 @@ def _reaches_channel_op(root: Any) -> bool:
     A state is (node, side): "out" = the node's output channels, "in" = its input channels;
     the two sides are one for every node that does not absorb channels.
     """
-    from edgeopt.stages.prune import moves_channels
+    from edgeopt.stages.prune_trace import moves_channels
 
     start = "out" if _absorbs(root) else "both"
     queue: deque[tuple[Any, str]] = deque([(root, start)])
