@@ -46,6 +46,11 @@ def main() -> None:
     ap.add_argument("--qat-epochs", type=int, default=2)
     ap.add_argument("--qat-lr", type=float, default=1e-3)
     ap.add_argument("--data", default=str(ROOT / "models" / "digits.npz"))
+    ap.add_argument(
+        "--section",
+        default="",
+        help="a RESULTS.md section of its own, e.g. real (default: the main one)",
+    )
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -108,7 +113,11 @@ def main() -> None:
     minutes = (time.perf_counter() - t_all) / 60
     table = "\n".join(
         [
-            "## int8 without the accuracy loss (bench_int8.py)",
+            "## int8 without the accuracy loss (bench_int8.py"
+            + (f", {args.section} models" if args.section else "")
+            + ")",
+            "",
+            f"Command: `python benchmarks/bench_int8.py {' '.join(sys.argv[1:])}`",
             "",
             "All numbers measured on this host: accuracy by ONNX Runtime on the digits val/test "
             "splits; speedup = fp32 latency / candidate latency, interleaved in one run (1 "
@@ -123,7 +132,11 @@ def main() -> None:
     )
     print(table)
     if not args.no_write:
-        write_section(START, END, table)
+        if args.section:
+            tag = f"bench_int8_{args.section}"
+            write_section(f"<!-- {tag}:start -->", f"<!-- {tag}:end -->", table)
+        else:
+            write_section(START, END, table)
 
 
 if __name__ == "__main__":

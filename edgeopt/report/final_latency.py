@@ -224,7 +224,8 @@ def final_lines(records: Mapping[str, Any], trials: Sequence[Mapping[str, Any]])
                 continue
             text = f"{t.get('number'):>5}  {f.p50_ms:.4g} ms"
             if f.speedup is not None:
-                text += f", {speed_phrase(f.speedup)} than the original"
+                phrase = speed_phrase(f.speedup)
+                text += f", {phrase} {'as' if phrase == 'as fast' else 'than'} the original"
             note = f.note()
             if note:
                 text += f"  ⚠ {note}"
