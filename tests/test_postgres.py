@@ -129,8 +129,10 @@ def _study(pg: PgServer, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=_storage(pg.url()))
 
 
-def _optimize(model: Path, data: Path, out: Path, *extra: object) -> list[str]:
-    args = ["optimize", model, "--data", data, "--target", "mobile", "--out", out, *extra]
+def _optimize(
+    model: Path, data: Path, out: Path, *extra: object, target: str = "mobile"
+) -> list[str]:
+    args = ["optimize", model, "--data", data, "--target", target, "--out", out, *extra]
     return [*EDGEOPT, *(str(a) for a in args)]
 
 
@@ -247,8 +249,12 @@ def test_killed_machine_trial_is_failed_and_rerun_by_the_other(
     monkeypatch.setattr(loop, "HEARTBEAT_S", 1)
     shared = tmp_path / "shared"
     common = ["--storage", pg.url(), "--study", "kill", "--artifacts", shared, "--trials", "5"]
+    # target cpu: each trial times its model for seconds, so the trial seen running is still
+    # running when the kill lands (an estimated target's trial can end in between)
     machine_a = subprocess.Popen(
-        _optimize(model_files["onnx"], tiny_data, tmp_path / "a", *common, "--no-report"),
+        _optimize(
+            model_files["onnx"], tiny_data, tmp_path / "a", *common, "--no-report", target="cpu"
+        ),
         env={**os.environ, "EDGEOPT_HEARTBEAT_S": "1"},
         start_new_session=True,  # its trial's build process dies with it
         stdout=subprocess.DEVNULL,
@@ -275,7 +281,7 @@ def test_killed_machine_trial_is_failed_and_rerun_by_the_other(
 
     config = RunConfig(
         model=ModelSpec(path=str(model_files["onnx"])),
-        targets=("mobile",),
+        targets=("cpu",),
         data=str(tiny_data),
         study_name="kill",
         storage=pg.url(),

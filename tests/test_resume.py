@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from edgeopt.config import RunConfig
@@ -163,6 +164,31 @@ def test_a_lost_baseline_trial_is_queued_again_on_resume(
     trials = _study(run).get_trials()
     unchanged = [t for t in trials if t.user_attrs.get("baseline") == "unchanged"]
     assert [t.state for t in unchanged] == [TrialState.FAIL, TrialState.COMPLETE]
+
+
+def test_a_worker_dead_right_after_asking_leaves_no_trial_running_forever(
+    tmp_path: Path, model_files: dict, tiny_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker killed between asking a trial and its heartbeat thread's first beat: the
+    trial was asked with its first heartbeat, so it goes stale and is failed and retried."""
+    import edgeopt.search.study as study_mod
+    from edgeopt.search.study import fail_stale_trials
+
+    monkeypatch.setattr(study_mod, "HEARTBEAT_S", 1)
+    run = tmp_path / "run"
+    cfg = RunConfig(
+        model=ModelSpec(path=str(model_files["onnx"])), data=str(tiny_data), targets=("mobile",)
+    )
+    prepare(cfg, run)
+    dead = Worker.open(run)
+    asked = dead._ask(limit=None)  # ... and the worker dies here, before running it
+    assert asked is not None
+    time.sleep(study_mod.HEARTBEAT_S * (study_mod.GRACE_BEATS + 1) + 0.5)
+    storage = study_mod.make_storage(f"sqlite:///{run / 'study.db'}")  # with heartbeats
+    fail_stale_trials(optuna.load_study(study_name="edgeopt", storage=storage))
+    trials = _study(run).get_trials()
+    assert trials[asked.number].state == TrialState.FAIL
+    assert [t for t in trials if t.system_attrs.get("failed_trial") == asked.number]
 
 
 def test_nothing_feasible_exits_1_naming_the_budget_and_the_closest_trial(

@@ -36,6 +36,7 @@ from edgeopt.search.study import (
     counted_trials,
     enqueue_next_seed,
     fail_stale_trials,
+    first_heartbeat,
     heartbeat,
     open_study,
 )
@@ -138,6 +139,7 @@ class Worker:
                 if limit is None or counted_trials(self.study) < limit:
                     enqueue_next_seed(self.study, self.ctx, self.runner.facts())
                     trial = self.study.ask()
+                    first_heartbeat(self.storage, self.study, trial.number)
                     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
                     return trial
             running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))

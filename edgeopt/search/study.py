@@ -200,6 +200,14 @@ def fail_stale_trials(study: optuna.Study) -> None:
     optuna.storages.fail_stale_trials(study)
 
 
+def first_heartbeat(storage: RDBStorage, study: optuna.Study, number: int) -> None:
+    """Record trial ``number``'s first heartbeat at once, under the ask lock: a worker killed
+    before its heartbeat thread's first beat would leave a RUNNING trial without any
+    heartbeat, which Optuna never finds stale (it stayed RUNNING, counted, forever)."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id, number))
+
+
 @contextlib.contextmanager
 def heartbeat(storage: RDBStorage, study: optuna.Study, number: int) -> Iterator[None]:
     """Record the trial's heartbeat every ``HEARTBEAT_S`` seconds while the block runs.
