@@ -461,11 +461,13 @@ def hidden_note(records: Mapping[str, Any]) -> str | None:
     hidden, bar = records.get("hidden_hopeless") or [], records.get("hopeless_below")
     if not hidden or bar is None:
         return None
+    original = (records.get("baseline") or {}).get("val_accuracy")
+    under = f", more than {100 * (original - bar):.0f} pt under the original" if original else ""
     return (
         f"{len(hidden)} Pareto-optimal candidate(s) (trial {', '.join(map(str, hidden))}) are "
-        f"hidden from the front and the pick: validation accuracy below {bar:.4f}, more than "
-        "5 pt under the original, with no accuracy budget set (set --max-accuracy-drop to "
-        "choose the bar); they stay in the trial table."
+        f"hidden from the front and the pick: validation accuracy below {bar:.4f}{under}, "
+        "with no accuracy budget set (set --max-accuracy-drop to choose the bar); they stay "
+        "in the trial table."
     )
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from edgeopt.search.space import params_with
 from edgeopt.stages import STAGES, ModelFacts, Phase
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ def expert_seeds(profile: HardwareProfile, facts: ModelFacts) -> list[tuple[str,
         return []
     out = []
     for tag, ratio, epochs in RECIPES:
-        params = _identity_params(profile)
+        params = params_with(profile)
         params.update(PRUNE, **{"prune.ratio": ratio})
         params.update(FINETUNE, **{"finetune.epochs": epochs})
         params.update(hand.params)
@@ -99,7 +100,7 @@ def sibling_params(
         for variant in stage.variants(profile, facts):
             if all(params.get(k) == v for k, v in variant.items()):
                 continue  # the trial itself
-            sibling = {**_identity_params(profile), **torch_params, **variant}
+            sibling = {**params_with(profile), **torch_params, **variant}
             if sibling not in out:
                 out.append(sibling)
     return out
@@ -107,10 +108,3 @@ def sibling_params(
 
 def _stage_of(param: str) -> Any:
     return STAGES[param.split(".", 1)[0]]
-
-
-def _identity_params(profile: HardwareProfile) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for stage in STAGES.values():
-        out.update(stage.identity_params(profile))
-    return out

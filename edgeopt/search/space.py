@@ -71,21 +71,22 @@ def baseline_params(
     (an int8-only accelerator estimates it with its CPU fallback): it is the reference. The
     params never change, since a resumed study recognizes its baselines by them.
     """
-    out: list[tuple[str, dict[str, Any]]] = [(UNCHANGED, _params_with(profile))]
+    out: list[tuple[str, dict[str, Any]]] = [(UNCHANGED, params_with(profile))]
     for stage in STAGES.values():
         # a stage that requires another would not even be drawn beside identities
         if stage.requires is not None or not stage.enabled(facts):
             continue
         hand = stage.by_hand(profile, facts)
         if hand is not None:
-            out.append((hand.tag, _params_with(profile, stage.name, hand.params)))
+            out.append((hand.tag, params_with(profile, stage.name, hand.params)))
     return out
 
 
-def _params_with(
+def params_with(
     profile: HardwareProfile, name: str | None = None, params: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Every stage's identity params, with stage ``name``'s replaced by ``params``."""
+    """Every stage's identity params, with stage ``name``'s replaced by ``params`` (all of
+    them at their identity when ``name`` is None)."""
     out: dict[str, Any] = {}
     for stage in STAGES.values():
         if stage.name == name and params is not None:
