@@ -5,8 +5,9 @@ For each model and seed:
 
 1. the model is built on demand by ``models/build_real.py`` (run as a subprocess, once per
    width and epoch count, into ``models/real/``, which is not committed);
-2. ``edgeopt optimize MODEL --data DATA --target cpu --timeout BUDGET --seed S --threads 1``
-   (``OMP_NUM_THREADS=1``) runs as a subprocess; its wall time and its trials (complete,
+2. ``edgeopt optimize MODEL --data DATA --target cpu --timeout BUDGET --seed S`` (default
+   ``--threads auto``: training uses every core; latency is timed at the cpu profile's one
+   thread) runs as a subprocess; its wall time and its trials (complete,
    complete within the budget, stopped early, failed) come from ``load_run``;
 3. the by-hand recipes, public tools only, built once per model: (a) ORT ``quantize_static``
    of the run's fp32 ONNX (u8 activations, s8 per-channel weights, MinMax, 128 calibration
@@ -21,7 +22,8 @@ For each model and seed:
    (test accuracy measured here, by ORT, for every model alike). Latency is the median over
    rounds of the per-round ratio to fp32.
 
-Writes its own section of ``benchmarks/RESULTS.md`` and prints it.
+Writes its own section of ``benchmarks/RESULTS.md`` (one per width and model set, so runs of
+different models keep each other's) and prints it.
 
     python benchmarks/real_models.py                 # all three, width 1, 20 min x 3 seeds
     python benchmarks/real_models.py --quick         # resnet18 x0.25, 1 epoch, 3 min, 1 seed
@@ -62,6 +64,17 @@ WORK = ROOT / "benchmarks" / "work" / "real"
 MODELS_DIR = ROOT / "models" / "real"
 BUILD_REAL = ROOT / "models" / "build_real.py"
 START, END = "<!-- real_models:start -->", "<!-- real_models:end -->"
+
+
+def markers(settings: Settings) -> tuple[str, str]:
+    """RESULTS.md markers of this configuration's section: all three models at one width
+    share one section (the first one written used the plain markers), a subset its own."""
+    if set(settings.models) == set(ALL_MODELS) and settings.width != 1.0:
+        return START, END
+    tag = f"w{settings.width:g}:" + "+".join(sorted(settings.models))
+    return f"<!-- real_models:{tag}:start -->", f"<!-- real_models:{tag}:end -->"
+
+
 ALL_MODELS = ("resnet18_cifar", "mobilenetv2_cifar", "shufflenetv2_cifar")
 
 MAX_DROP = 0.01
@@ -198,7 +211,7 @@ def edgeopt_exe() -> list[str]:
 
 
 def run_search(model: Path, data: Path, out: Path, budget_s: float, seed: int) -> SearchOutcome:
-    """A fresh ``edgeopt optimize`` run (1 thread) as a subprocess, and its counts."""
+    """A fresh ``edgeopt optimize`` run (default threads) as a subprocess, and its counts."""
     from edgeopt.search.records import load_run
 
     shutil.rmtree(out, ignore_errors=True)  # a run directory would be resumed
@@ -213,12 +226,10 @@ def run_search(model: Path, data: Path, out: Path, budget_s: float, seed: int) -
         f"{budget_s:.0f}s",
         "--seed",
         str(seed),
-        "--threads",
-        "1",
         "--out",
         str(out),
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = dict(os.environ)
     log_path = out.with_name(out.name + ".log")
     t0 = time.monotonic()
     error = None
@@ -684,6 +695,8 @@ def render(settings: Settings, command: str, seconds: float, rows: list[ModelRes
     from edgeopt.measure.runtime import host_description
 
     title = "## Real models in real time (benchmarks/real_models.py)"
+    if set(settings.models) != set(ALL_MODELS) or settings.width == 1.0:
+        title += f": {', '.join(settings.models)} at width {settings.width:g}"
     if settings.quick:
         title += ": quick check, not the proof"
     lines = [title, ""]
@@ -701,7 +714,7 @@ def render(settings: Settings, command: str, seconds: float, rows: list[ModelRes
         f"- models: width {settings.width:g}, trained for {epochs} epoch(s) by "
         "models/build_real.py on the digits at 3x32x32; search: `edgeopt optimize --target cpu "
         "--timeout "
-        f"{settings.budget_s / 60:g}m --threads 1` (OMP_NUM_THREADS=1), seeds 0-"
+        f"{settings.budget_s / 60:g}m` (default --threads auto: 2 torch threads here), seeds 0-"
         f"{settings.seeds - 1}",
         "- every number measured here, in one process per seed: test accuracy by ONNX Runtime "
         "for every model alike; latency ratio = median over rounds of (model / fp32 original) "
@@ -776,7 +789,8 @@ def main(argv: list[str] | None = None) -> int:
     text = render(settings, command, time.monotonic() - t0, rows)
     print(text)
     if settings.write:
-        write_section(START, END, text)
+        start, end = markers(settings)
+        write_section(start, end, text)
         log("wrote its section of benchmarks/RESULTS.md")
     log(f"done in {(time.monotonic() - t0) / 60:.1f} min")
     return 0

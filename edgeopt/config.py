@@ -35,6 +35,12 @@ class Objective:
 SAMPLERS = ("tpe", "nsga2", "random", "grid", "gp")
 
 
+SEARCH_SPACE = 2
+"""Version of the search space. A study keeps the value sets of its categorical params, so a
+run recorded with another version cannot be resumed (Optuna refuses a changed choice list):
+2 added the ``wsd`` fine-tune schedule."""
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that defines a run. Saved as ``run.json``; re-running resumes it."""
@@ -53,6 +59,8 @@ class RunConfig:
     trial_timeout_s: float | None = None  # None: auto, from the measured epoch cost
     trial_memory_gb: float = 8.0
     threads: int = 1
+    search_space: int = SEARCH_SPACE  # the version of the stages' params (see SEARCH_SPACE)
+    plain_search: bool = False  # the sampler alone: no seeds, siblings, promotion or stopping
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -87,7 +95,18 @@ class RunConfig:
     def search_key(self) -> dict[str, Any]:
         """The fields that define the study; resuming with other values is an error."""
         d = self.to_dict()
-        keys = ("model", "targets", "data", "objectives", "metric", "budgets", "sampler", "seed")
+        keys = (
+            "model",
+            "targets",
+            "data",
+            "objectives",
+            "metric",
+            "budgets",
+            "sampler",
+            "seed",
+            "search_space",
+            "plain_search",
+        )
         return {k: d[k] for k in keys}
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,6 +120,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
         d = dict(data)
+        d.setdefault("search_space", 1)  # written before the version was recorded
         # run.json is data: trust flags come only from the command line
         d["model"] = ModelSpec.from_dict(d["model"], with_trust=False)
         d["targets"] = tuple(d["targets"])

@@ -178,6 +178,12 @@ class RunDir:
         if self.run_file.exists():
             old = comparable_key(self.read_config().search_key())
             diff = differences(old, comparable_key(config.search_key()))
+            if "search_space" in diff:
+                raise ConfigError(
+                    f"{self.path} holds a run recorded by an older edgeopt whose search space "
+                    "differs (it cannot be resumed)",
+                    hint="use another --out directory; `edgeopt report` still reads this one",
+                )
             if diff:
                 raise ConfigError(
                     f"{self.path} holds a run with different {', '.join(diff)}",

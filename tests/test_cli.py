@@ -164,6 +164,7 @@ BAD_INPUTS = [
     (lambda f, t: ["optimize", f["bundle"], "--timeout", "soon"], "invalid duration 'soon'"),
     (lambda f, t: ["optimize", f["bundle"], "--max-accuracy-drop", "2"], "is a fraction"),
     (lambda f, t: ["optimize", f["bundle"], "--target", "fpga,nope"], "nope"),
+    (lambda f, t: ["optimize", f["bundle"], "--threads", "two"], "a thread count >= 1 or auto"),
 ]
 
 

@@ -260,3 +260,24 @@ def test_kill_9_at_random_points_in_10_resumes_loses_nothing(
     assert all(after.get(n) == v for n, v in done.items())
     # the faults were real: killed workers' trials went stale and were re-run once
     assert any(t.system_attrs.get("failed_trial") is not None for t in study.get_trials())
+
+
+def test_run_from_an_older_search_space_is_refused_with_a_clear_error(
+    tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    """A run.json without ``search_space`` was written before the wsd schedule existed: its
+    study's choice lists differ, so resuming it is refused with exit 2, not an Optuna error."""
+    import json
+
+    out = tmp_path / "run"
+    base = ["optimize", model_files["onnx"], "--data", tiny_data, "--out", out, "--no-report"]
+    first = _cli(*base, "--target", "cpu", "--trials", "2")
+    assert first.wait(timeout=300) == 0, first.communicate()[1]
+    run_json = json.loads((out / "run.json").read_text())
+    assert run_json["search_space"] == 2
+    del run_json["search_space"]
+    (out / "run.json").write_text(json.dumps(run_json))
+    again = _cli(*base, "--target", "cpu", "--trials", "3")
+    _, err = again.communicate(timeout=120)
+    assert again.returncode == 2
+    assert "older edgeopt whose search space differs" in err and "Traceback" not in err

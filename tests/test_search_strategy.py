@@ -17,7 +17,14 @@ from optuna.trial import TrialState
 from edgeopt import zoo
 from edgeopt.cli import main
 from edgeopt.loading import save_bundle
-from edgeopt.search.halving import MIN_PEERS, RUNGS_ATTR, below_bar, rung_bars
+from edgeopt.search.halving import (
+    MIN_PEERS,
+    PROMOTED_ATTR,
+    RUNGS_ATTR,
+    below_bar,
+    promotion,
+    rung_bars,
+)
 from edgeopt.search.records import load_run
 from edgeopt.search.seeds import RECIPES, SEED_ATTR, SIBLING_ATTR
 
@@ -171,3 +178,70 @@ def test_preflight_leaves_shuffle_coupled_layers_whole(tmp_path: Path) -> None:
     assert baseline["prunable"] is True, baseline.get("prune_note")
     assert baseline["prune_ignored"]  # the layers feeding the channel splits and shuffles
     assert f"pruning: {len(baseline['prune_ignored'])} layer(s) left whole" in result.output
+
+
+def test_promotion_rule() -> None:
+    """Twice the epochs for a front member that was still improving, below the original,
+    on a continuable schedule; nothing otherwise."""
+    params = {"prune.ratio": 0.5, "finetune.epochs": 3, "finetune.schedule": "wsd"}
+    kw = {"on_front": True, "val_accuracy": 0.90, "original_accuracy": 0.95}
+    assert promotion(params, [0.8, 0.85, 0.9], **kw) == {**params, "finetune.epochs": 6}
+    assert promotion({**params, "finetune.epochs": 5}, [0.9] * 5, **kw)["finetune.epochs"] == 8
+    assert promotion(params, [0.8, 0.85, 0.9], **{**kw, "on_front": False}) is None
+    assert promotion(params, [0.8, 0.9, 0.85], **kw) is None  # no longer improving
+    assert promotion(params, [0.8, 0.85], **kw) is None  # stopped early on patience
+    assert promotion(params, [0.8, 0.85, 0.9], **{**kw, "val_accuracy": 0.948}) is None
+    assert promotion({**params, "finetune.schedule": "cosine"}, [0.8, 0.85, 0.9], **kw) is None
+    assert promotion({**params, "prune.ratio": 0.0}, [0.8, 0.85, 0.9], **kw) is None
+    assert promotion({**params, "finetune.epochs": 8}, [0.9] * 8, **kw) is None
+
+
+def test_competitive_short_fine_tune_is_promoted_and_continues_from_its_checkpoint(
+    seeded_run: Path, tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    """A 1-epoch constant-schedule fine-tune of the smallest model (on the front; the
+    original's recorded accuracy is set out of reach) is promoted to 2 epochs, and the
+    promoted trial trains only its second epoch: the first comes from the checkpoint."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(seeded_run, run)
+    baseline_file = run / "baseline" / "baseline.json"
+    baseline = json.loads(baseline_file.read_text())
+    baseline_file.write_text(json.dumps({**baseline, "val_accuracy": 1.01}))
+    study = _study(run)
+    template = next(t for t in study.get_trials() if t.user_attrs.get(SEED_ATTR))
+    params = {
+        **template.params,
+        "prune.ratio": 0.7,
+        "finetune.epochs": 1,
+        "finetune.schedule": "constant",
+    }
+    study.enqueue_trial(params)
+    n = len(study.get_trials())
+    _optimize(model_files["bundle_wide"], tiny_data, run, n + 4, "--no-report")
+    trials = _study(run).get_trials()
+    short = next(t for t in trials if t.params == params)
+    assert short.state == TrialState.COMPLETE, short.user_attrs
+    promoted = [t for t in trials if t.user_attrs.get(PROMOTED_ATTR) == short.number]
+    assert len(promoted) == 1 and promoted[0].state == TrialState.COMPLETE
+    assert promoted[0].params == {**params, "finetune.epochs": 2}
+    trained = promoted[0].user_attrs["info"]["finetune.train_result"]
+    assert trained["resumed_epochs"] == 1 and trained["epochs_run"] == 2
+    assert promoted[0].user_attrs["cache_hit"] is False
+    assert len(promoted[0].user_attrs[RUNGS_ATTR]) == 2
+
+
+def test_plain_search_queues_nothing_of_its_own(
+    tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    """--plain-search (the naive baseline of benchmarks/run.py): after the baselines every
+    trial comes from the sampler, none is a seed, a sibling or a promotion."""
+    run = tmp_path / "run"
+    _optimize(model_files["bundle_wide"], tiny_data, run, 4, "--no-report", "--plain-search")
+    trials = _study(run).get_trials()
+    assert len(trials) == 4
+    assert [t.user_attrs.get("baseline") for t in trials[:2]] == ["unchanged", "int8"]
+    for t in trials[2:]:
+        assert not {SEED_ATTR, SIBLING_ATTR, PROMOTED_ATTR, "baseline"} & set(t.user_attrs)
+    assert json.loads((run / "run.json").read_text())["plain_search"] is True

@@ -28,6 +28,7 @@ from edgeopt.training import (
     evaluate_onnx,
     fit,
 )
+from edgeopt.training.resume import stable_epochs
 
 DIGITS = Path(__file__).resolve().parents[1] / "models" / "digits.npz"
 SHAPE = (1, 16, 16)
@@ -288,5 +289,75 @@ def test_teacher_logits_are_computed_once_without_augmentation(
                 assert result.best_val_accuracy > 0.7  # learnt from the cached logits
             else:
                 assert sum(seen) >= 2 * len(data.x_train)  # new inputs each epoch
+    finally:
+        hook.remove()
+
+
+def test_wsd_schedule_decays_only_at_the_end() -> None:
+    assert _lr_factor(Schedule.WSD, 74, 100, 75) == 1.0
+    assert _lr_factor(Schedule.WSD, 90, 100, 80) == pytest.approx(0.5)
+    assert _lr_factor(Schedule.WSD, 99, 100, 80) == pytest.approx(0.05)
+    cfg = {e: TrainConfig(epochs=e, schedule="wsd") for e in (1, 2, 3, 4, 8)}
+    assert [stable_epochs(c) for c in cfg.values()] == [0, 1, 2, 3, 6]
+    assert stable_epochs(TrainConfig(epochs=5, schedule="constant")) == 5
+    assert stable_epochs(TrainConfig(epochs=5, schedule="cosine")) == 0
+
+
+def test_longer_finetune_continues_exactly_from_a_shorter_ones_checkpoint(
+    tmp_path: Path, teacher: nn.Module, data: DataBundle
+) -> None:
+    """A 4-epoch wsd fine-tune that starts from a 3-epoch one's checkpoint (its first 2
+    epochs) ends with the weights, history and callbacks of a 4-epoch run from scratch,
+    augmentation and distillation included; the shorter run's own result is unaffected."""
+    ctx = _ctx(tmp_path, data, teacher)
+    pruned = STAGES["prune"].apply(teacher, PruneConfig(ratio=0.5, round_to=8), ctx)
+    kw = dict(lr=0.02, schedule="wsd", distill=True, augment=True, batch_size=64)
+
+    def run(epochs: int, cache: Path | None) -> tuple[nn.Module, list[tuple[int, float]]]:
+        seen: list[tuple[int, float]] = []
+        c = _ctx(tmp_path, data, teacher)
+        c = StageContext(
+            **{**c.__dict__, "cache_dir": cache, "on_epoch": lambda e, a: seen.append((e, a))}
+        )
+        return STAGES["finetune"].apply(pruned, FinetuneConfig(epochs=epochs, **kw), c), seen
+
+    scratch, scratch_seen = run(4, None)
+    short, _ = run(3, tmp_path / "cache")
+    assert getattr(short, TRAIN_RESULT_ATTR)["resumed_epochs"] == 0
+    assert len(list((tmp_path / "cache").rglob("epoch-2.pt"))) == 1
+    cont, cont_seen = run(4, tmp_path / "cache")
+    result = getattr(cont, TRAIN_RESULT_ATTR)
+    assert result["resumed_epochs"] == 2 and result["epochs_run"] == 4
+    assert cont_seen == scratch_seen
+    for k, v in scratch.state_dict().items():
+        torch.testing.assert_close(cont.state_dict()[k], v, rtol=1e-5, atol=1e-6)
+    assert [h[2] for h in result["history"]] == [
+        h[2] for h in getattr(scratch, TRAIN_RESULT_ATTR)["history"]
+    ]
+    # other settings (a cosine schedule, another lr) never continue from it
+    other = StageContext(
+        **{**_ctx(tmp_path, data, teacher).__dict__, "cache_dir": tmp_path / "cache"}
+    )
+    for change in ({"schedule": "cosine"}, {"lr": 0.03}):
+        cfg = FinetuneConfig(epochs=4, **{**kw, **change})
+        tuned = STAGES["finetune"].apply(pruned, cfg, other)
+        assert getattr(tuned, TRAIN_RESULT_ATTR)["resumed_epochs"] == 0
+
+
+def test_teacher_logits_are_remembered_across_fine_tunes(
+    teacher: nn.Module, data: DataBundle
+) -> None:
+    """A second fine-tune from the same teacher on the same un-augmented inputs runs the
+    teacher not at all (a persistent trial child distils many candidates)."""
+    twin = copy.deepcopy(teacher).eval()
+    twin.fc_extra = nn.Identity()  # type: ignore[attr-defined]  # a different object, same weights
+    seen: list[int] = []
+    hook = twin.register_forward_hook(lambda m, args, out: seen.append(len(args[0])))
+    try:
+        cfg = TrainConfig(epochs=2, lr=0.02, distill=True, augment=False)
+        fit(zoo.plain_cnn(width=8), data, cfg, teacher=twin, seed=0)
+        first = sum(seen)
+        fit(zoo.plain_cnn(width=8), data, cfg, teacher=copy.deepcopy(twin), seed=1)
+        assert first == len(data.x_train) and sum(seen) == first
     finally:
         hook.remove()

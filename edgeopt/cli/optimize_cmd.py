@@ -70,6 +70,12 @@ def _targets(text: str) -> tuple[str, ...]:
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
+    "--plain-search",
+    is_flag=True,
+    help="Trials from the sampler alone: no expert seeds, sibling variants, promotions or "
+    "early stopping (a baseline to compare search strategies against).",
+)
+@click.option(
     "--out",
     "run_dir",
     type=click.Path(file_okay=False),
@@ -101,7 +107,14 @@ def _targets(text: str) -> tuple[str, ...]:
 @click.option(
     "--trial-memory-gb", type=float, default=8.0, show_default=True, help="Memory cap per trial."
 )
-@click.option("--threads", type=click.IntRange(min=1), default=1, help="Torch threads per trial.")
+@click.option(
+    "--threads",
+    "threads_text",
+    default="auto",
+    show_default=True,
+    help="Torch threads per trial (training and scoring); auto: the CPUs this process may "
+    "use, divided by --workers. Latency is timed at the target profile's own thread count.",
+)
 @click.option("--no-report", is_flag=True, help="Skip writing the report at the end.")
 @click.option(
     "--mlflow",
@@ -123,6 +136,7 @@ def optimize(
     metric: str,
     sampler: str,
     seed: int,
+    plain_search: bool,
     run_dir: str | None,
     storage: str | None,
     artifacts: str | None,
@@ -130,7 +144,7 @@ def optimize(
     workers: int,
     trial_timeout_text: str,
     trial_memory_gb: float,
-    threads: int,
+    threads_text: str,
     no_report: bool,
     mlflow_uri: str | None,
     arch: str | None,
@@ -174,6 +188,7 @@ def optimize(
         budgets=Budgets(**budget_flags),  # the --max-*/--min-* flags
         sampler=sampler,
         seed=seed,
+        plain_search=plain_search,
         study_name=study_name,
         storage=storage,
         artifacts=_artifacts_spec(artifacts),
@@ -183,7 +198,7 @@ def optimize(
             else parse_duration(trial_timeout_text)
         ),
         trial_memory_gb=trial_memory_gb,
-        threads=threads,
+        threads=_threads(threads_text, workers),
     )
     out = Path(run_dir) if run_dir else default_run_dir(model, targets)
     t0 = time.monotonic()
@@ -194,6 +209,24 @@ def optimize(
     trust = Trust(pickle=trust_pickle, arch=trust_arch)
     _search_and_report(out, trials, timeout_s, workers, not no_report, trust, mlflow)
     click.echo(f"done in {time.monotonic() - t0:.0f}s; run directory {out}", err=True)
+
+
+def _threads(text: str, workers: int) -> int:
+    """``--threads``: a count, or auto = this process's usable CPUs shared by the workers."""
+    import os
+
+    if text.strip().lower() == "auto":
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return max(1, (cpus or 1) // max(1, workers))
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        from edgeopt.errors import ConfigError
+
+        raise ConfigError(f"--threads must be a thread count >= 1 or auto, got {text!r}")
+    return value
 
 
 def _announce(out: Path, baseline: Any, config: Any, *, shape_given: bool) -> None:

@@ -96,7 +96,11 @@ def _header(s: Summary) -> str:
         ),
         ("optimized metric", f"{s.score_noun} (validation split)"),
         ("budgets", budgets),
-        ("sampler", f"{cfg.get('sampler', '?')} (seed {cfg.get('seed', '?')})"),
+        (
+            "sampler",
+            f"{cfg.get('sampler', '?')} (seed {cfg.get('seed', '?')})"
+            + (", plain search" if cfg.get("plain_search") else ""),
+        ),
         (
             "trials",
             f"{len(s.trials)}: {len(s.complete)} complete, {len(s.failed)} failed, "

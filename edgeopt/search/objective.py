@@ -22,7 +22,7 @@ from edgeopt.metrics import Measurement, Metric
 from edgeopt.search.artifacts import sha256_of
 from edgeopt.search.child import TrialChild
 from edgeopt.search.context import SearchContext
-from edgeopt.search.halving import RUNGS_ATTR, rung_bars
+from edgeopt.search.halving import PROMOTED_ATTR, RUNGS_ATTR, promotion, rung_bars
 from edgeopt.search.protocol import Status, TrialRequest
 from edgeopt.search.seeds import SEED_ATTR
 
@@ -87,7 +87,8 @@ class TrialRunner:
             self._fail(trial, "prune", blocked)
             return
         request = self._request(trial.number, candidate.to_dict())
-        if SEED_ATTR not in trial.user_attrs:  # an expert seed always runs its recipe out
+        if not ctx.config.plain_search and not {SEED_ATTR, PROMOTED_ATTR} & set(trial.user_attrs):
+            # an expert seed always runs its recipe out; a promoted trial earned its budget
             request = dataclasses.replace(request, rung_bars=self._rung_bars(trial))
         result = self.child.run(request, timeout_s=ctx.trial_timeout_s)
         trial.set_user_attr("build_s", round(result.build_seconds, 3))
@@ -130,7 +131,9 @@ class TrialRunner:
         values = [self._value(o.metric, o.target, accuracy, measurements) for o in ctx.objectives]
         trial.set_user_attr("trial_s", round(time.monotonic() - t0, 3))
         self._tell(trial, values, strict=True)
-        self._enqueue_siblings(trial, result.cache_hit)
+        if not ctx.config.plain_search:
+            self._enqueue_siblings(trial, result.cache_hit)
+            self._enqueue_promotion(trial, accuracy)
 
     def _enqueue_siblings(self, trial: optuna.Trial, cache_hit: bool) -> None:
         """Queue the ONNX-side variants of a torch phase this trial built (``seeds``)."""
@@ -140,6 +143,31 @@ class TrialRunner:
             return  # the trial that built this torch phase queued them already
         for params in sibling_params(trial.params, self.ctx.merged, self.facts()):
             self.study.enqueue_trial(params, user_attrs={SIBLING_ATTR: trial.number})
+
+    def _enqueue_promotion(self, trial: optuna.Trial, accuracy: float) -> None:
+        """Queue this trial's longer fine-tune when it earned one (``halving.promotion``)
+        and no trial has (or is queued to) build that torch phase yet."""
+        from edgeopt.search.seeds import torch_params
+
+        front = {t.number for t in self.study.best_trials}
+        params = promotion(
+            trial.params,
+            trial.user_attrs.get(RUNGS_ATTR, []),
+            on_front=trial.number in front,
+            val_accuracy=accuracy,
+            original_accuracy=self.ctx.baseline.val_accuracy,
+        )
+        if params is None:
+            return
+        wanted = torch_params(params)
+        alive = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING, TrialState.PRUNED)
+        trials = self.study.get_trials(deepcopy=False, states=alive)
+        # a queued trial's params are its fixed params until a worker asks for it
+        queued = [t.params or t.system_attrs.get("fixed_params", {}) for t in trials]
+        if any(torch_params(p) == wanted for p in queued):
+            return
+        self.study.enqueue_trial(params, user_attrs={PROMOTED_ATTR: trial.number})
+        log.info("trial %d promoted: %s", trial.number, params["finetune.epochs"])
 
     def _rung_bars(self, trial: optuna.Trial) -> dict[int, float]:
         """The median stopping rule's bars for this trial's fine-tune (``halving``)."""

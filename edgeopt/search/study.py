@@ -172,7 +172,7 @@ def enqueue_next_seed(study: optuna.Study, ctx: SearchContext, facts: ModelFacts
     exhaustive and rejects values off it."""
     from edgeopt.search.seeds import SEED_ATTR, expert_seeds
 
-    if ctx.config.sampler == "grid":
+    if ctx.config.sampler == "grid" or ctx.config.plain_search:
         return
     trials = study.get_trials(deepcopy=False)
     if any(t.state == TrialState.WAITING for t in trials):

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from edgeopt.errors import CandidateError
 from edgeopt.stages.base import Phase, Stage, StageConfig
 from edgeopt.training import OptimizerKind, Schedule, TrainConfig, TrainResult, fit
+from edgeopt.training.resume import CheckpointStore, prefix_key, stable_epochs
 
 if TYPE_CHECKING:
     from torch import nn
@@ -26,6 +27,8 @@ TRAIN_RESULT_ATTR = "edgeopt_train_result"
 a plain dict (``dataclasses.asdict``), so records can store it as JSON."""
 
 PATIENCE = 3
+CHECKPOINTS = "finetune-checkpoints"
+"""Folder in the run's cache of the states longer fine-tunes continue from."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,7 +47,9 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
     models alone keeps their candidates cheap. ``apply`` passes ``ctx.teacher`` (used when
     ``distill`` is on, and always when ``ctx.data`` is None: data-free distillation) and
     ``ctx.on_epoch`` (its exceptions propagate). The returned module carries its
-    ``TrainResult`` (as a dict) in ``TRAIN_RESULT_ATTR``.
+    ``TrainResult`` (as a dict) in ``TRAIN_RESULT_ATTR``. With ``ctx.cache_dir`` a ``wsd``
+    or ``constant`` fine-tune continues from the checkpoint of a shorter one with the same
+    settings and saves its own (``edgeopt.training.resume``): the same model, sooner.
     """
 
     name = "finetune"
@@ -58,7 +63,7 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
         """``finetune.epochs`` 1..8, ``finetune.lr`` 1e-4..1e-1 (log),
         ``finetune.batch_size`` {32, 64, 128}, ``finetune.optimizer`` {sgd, adamw},
         ``finetune.weight_decay`` 1e-6..1e-2 (log), ``finetune.schedule``
-        {constant, step, cosine}, ``finetune.label_smoothing`` 0..0.2 step 0.05,
+        {constant, step, cosine, wsd}, ``finetune.label_smoothing`` 0..0.2 step 0.05,
         ``finetune.augment`` {True, False}, ``finetune.distill`` {False, True}; with distill,
         ``finetune.temperature`` 1..8 (log) and ``finetune.alpha`` 0.3..0.95. Patience is
         fixed at 3 epochs. Neither the profile nor the facts narrow this space."""
@@ -116,6 +121,10 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
                 + (" (no data: data-free distillation)" if ctx.data is None else ""),
             )
         teacher = ctx.teacher if (config.distill or ctx.data is None) else None
+        checkpoints = None
+        if ctx.cache_dir is not None and stable_epochs(config) > 0:
+            key = prefix_key(model, teacher, ctx.data, config, ctx.seed)
+            checkpoints = CheckpointStore(ctx.cache_dir / CHECKPOINTS / key)
         result: TrainResult = fit(
             model,
             ctx.data,
@@ -124,6 +133,7 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
             seed=ctx.seed,
             on_epoch=ctx.on_epoch,
             input_shape=tuple(ctx.input_shape),
+            checkpoints=checkpoints,
         )
         tensors = model.state_dict().values()
         if not all(bool(t.isfinite().all()) for t in tensors if t.is_floating_point()):
@@ -132,8 +142,9 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
             )
         setattr(model, TRAIN_RESULT_ATTR, dataclasses.asdict(result))
         log.info(
-            "fine-tuned %d epochs: val accuracy %.4f -> %.4f",
+            "fine-tuned %d epochs (%d restored from a shorter run): val accuracy %.4f -> %.4f",
             result.epochs_run,
+            result.resumed_epochs,
             result.initial_val_accuracy,
             result.best_val_accuracy,
         )

@@ -26,6 +26,7 @@ import numpy as np
 
 from edgeopt.errors import ConfigError
 from edgeopt.training.config import OptimizerKind, Schedule, TrainConfig, TrainResult
+from edgeopt.training.resume import CheckpointStore, FitState, module_digest, stable_epochs
 
 if TYPE_CHECKING:
     import torch
@@ -33,6 +34,10 @@ if TYPE_CHECKING:
 
     from edgeopt.data import DataBundle
 
+MAX_EPOCH_SAMPLES = 16384
+"""An epoch draws at most this many training samples: on a large data set the fine-tune
+budget (``epochs``) counts rounds of at most ``MAX_EPOCH_SAMPLES / batch_size`` optimizer
+steps instead of whole passes, so one candidate never costs hours."""
 SYNTHETIC_TRAIN = 2048
 """Synthetic inputs per epoch in data-free distillation."""
 SYNTHETIC_VAL = 512
@@ -45,7 +50,8 @@ NOISE_STD = 0.1
 def _batches(n: int, batch: int, gen: torch.Generator) -> list[torch.Tensor]:
     import torch
 
-    perm = torch.randperm(n, generator=gen)
+    perm = torch.randperm(n, generator=gen)[:MAX_EPOCH_SAMPLES]
+    n = len(perm)
     if n % batch == 1 and n > 1:  # a batch of one breaks BatchNorm in train mode
         perm = perm[:-1]
     return list(perm.split(batch))
@@ -88,9 +94,13 @@ def distillation_loss(
     )
 
 
-def _lr_factor(schedule: Schedule, step: int, total: int) -> float:
+def _lr_factor(schedule: Schedule, step: int, total: int, stable: int = 0) -> float:
+    """The learning rate's factor at ``step`` of ``total``; ``stable``: the steps before the
+    ``wsd`` schedule starts decaying."""
     if schedule is Schedule.CONSTANT or total <= 0:
         return 1.0
+    if schedule is Schedule.WSD:
+        return 1.0 if step < stable else max(0.0, (total - step) / max(1, total - stable))
     frac = step / total
     if schedule is Schedule.STEP:
         return 1.0 if frac < 0.5 else (0.1 if frac < 0.75 else 0.01)
@@ -104,6 +114,28 @@ def _predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.
         return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
+_LOGITS: dict[str, torch.Tensor] = {}
+_LOGITS_KEPT = 2
+
+
+def teacher_logits(teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The teacher's logits for ``x`` (eval mode, in batches), remembered across calls in
+    this process by the teacher's weights and the inputs: a persistent trial child
+    distils many candidates from the same teacher on the same un-augmented inputs."""
+    import hashlib
+
+    h = hashlib.sha256()
+    module_digest(h, teacher)
+    h.update(str(tuple(x.shape)).encode())
+    h.update(x.contiguous().numpy().tobytes())
+    key = h.hexdigest()
+    if key not in _LOGITS:
+        while len(_LOGITS) >= _LOGITS_KEPT:
+            _LOGITS.pop(next(iter(_LOGITS)))
+        _LOGITS[key] = _predict(teacher, x)
+    return _LOGITS[key]
+
+
 def fit(
     model: nn.Module,
     data: DataBundle | None,
@@ -113,6 +145,7 @@ def fit(
     seed: int = 0,
     on_epoch: Callable[[int, float], None] | None = None,
     input_shape: tuple[int, ...] | None = None,
+    checkpoints: CheckpointStore | None = None,
 ) -> TrainResult:
     """Train ``model`` in place and leave its best-validation weights in it.
 
@@ -128,6 +161,10 @@ def fit(
     mode; the teacher is not modified (its train/eval mode is restored).
 
     ``input_shape`` (one sample, no batch dim) is needed only when ``data`` is None.
+    ``checkpoints`` (for the ``wsd`` and ``constant`` schedules): the run starts from the
+    latest saved state it shares with a shorter fine-tune and saves its own at the end of its
+    constant part (``edgeopt.training.resume``); ``on_epoch`` is called for the epochs
+    restored too, so a caller sees the same sequence as from scratch.
     Raises ConfigError when a required teacher or input shape is missing.
     """
     import torch
@@ -146,7 +183,7 @@ def fit(
     try:
         split = _split(data, teacher, input_shape, seed)
         run = _Run(model, teacher, split, config, gen)
-        run.train(on_epoch)
+        run.train(on_epoch, checkpoints if stable_epochs(config) > 0 else None)
     finally:
         if teacher is not None:
             teacher.train(teacher_was_training)
@@ -159,6 +196,7 @@ def fit(
         history=tuple(run.history),
         seconds=time.perf_counter() - t0,
         data_free=data is None,
+        resumed_epochs=run.resumed_epochs,
     )
 
 
@@ -233,19 +271,25 @@ class _Run:
         self.history: list[tuple[int, float, float]] = []
         self.stopped = False
         self.step = 0
+        self.resumed_epochs = 0
+        self.stable_steps = 0
         # without augmentation the teacher sees the same training inputs every epoch: its
         # logits are computed once (in eval mode, as per batch) instead of once per epoch
         self.teacher_logits: torch.Tensor | None = None
         repeats = config.distill and config.epochs > 1 and not self.augment
         if teacher is not None and split.x_train is not None and repeats:
-            self.teacher_logits = _predict(teacher, split.x_train)
+            self.teacher_logits = teacher_logits(teacher, split.x_train)
 
     def val_accuracy(self) -> float:
         self.model.eval()
         logits = _predict(self.model, self.split.x_val)
         return float((logits.argmax(1) == self.split.y_val).float().mean())
 
-    def train(self, on_epoch: Callable[[int, float], None] | None) -> None:
+    def train(
+        self,
+        on_epoch: Callable[[int, float], None] | None,
+        checkpoints: CheckpointStore | None = None,
+    ) -> None:
         """Run the epochs (stopping early on ``patience``), then load the best weights."""
         import torch
 
@@ -257,8 +301,20 @@ class _Run:
             # the batch count only: a throwaway generator leaves ``gen``'s stream alone
             steps_per_epoch = len(_batches(n_train, config.batch_size, torch.Generator()))
             total_steps = steps_per_epoch * config.epochs
-            since_best = 0
-            for epoch in range(1, config.epochs + 1):
+            stable = stable_epochs(config)
+            self.stable_steps = steps_per_epoch * stable
+            since_best, first = 0, 1
+            state = checkpoints.latest(stable) if checkpoints is not None else None
+            if state is not None:
+                since_best = self.restore(state, opt)
+                first = state.epoch + 1
+                for epoch, _loss, acc in self.history:
+                    if on_epoch is not None:
+                        on_epoch(epoch, acc)
+                # the shorter run ended at state.epoch, where this one may stop on patience
+                if config.patience and since_best >= config.patience:
+                    self.stopped, first = True, config.epochs + 1
+            for epoch in range(first, config.epochs + 1):
                 loss = self.epoch(opt, total_steps)
                 acc = self.val_accuracy()
                 self.history.append((epoch, loss, acc))
@@ -272,8 +328,49 @@ class _Run:
                 if config.patience and since_best >= config.patience and epoch < config.epochs:
                     self.stopped = True
                     break
+                if checkpoints is not None and epoch == stable:
+                    checkpoints.save(self.snapshot(epoch, opt, since_best))
         self.model.load_state_dict(self.best_state)
         self.model.eval()
+
+    def snapshot(self, epoch: int, opt: torch.optim.Optimizer, since_best: int) -> FitState:
+        """This run's state after ``epoch`` epochs, to continue from."""
+        import torch
+
+        current = copy.deepcopy(self.model.state_dict())
+        return FitState(
+            epoch=epoch,
+            step=self.step,
+            model=current,
+            optimizer=copy.deepcopy(opt.state_dict()),
+            generator=self.gen.get_state(),
+            torch_rng=torch.get_rng_state(),  # dropout draws from the global stream
+            best_acc=self.best_acc,
+            best_epoch=self.best_epoch,
+            best_model=None if self.best_epoch == epoch else self.best_state,
+            initial=self.initial,
+            since_best=since_best,
+            history=list(self.history),
+        )
+
+    def restore(self, state: FitState, opt: torch.optim.Optimizer) -> int:
+        """Continue from ``state`` (saved by a run with the same settings); returns the
+        epochs since the best one."""
+        import torch
+
+        self.model.load_state_dict(state.model)
+        opt.load_state_dict(state.optimizer)
+        self.gen.set_state(state.generator)
+        torch.set_rng_state(state.torch_rng)
+        self.step = state.step
+        self.best_acc, self.best_epoch = state.best_acc, state.best_epoch
+        self.best_state = copy.deepcopy(
+            state.best_model if state.best_model is not None else state.model
+        )
+        self.initial = state.initial
+        self.history = [tuple(h) for h in state.history]  # type: ignore[misc]
+        self.resumed_epochs = state.epoch
+        return state.since_best
 
     def epoch(self, opt: torch.optim.Optimizer, total_steps: int) -> float:
         """One pass over the training inputs; returns the mean loss."""
@@ -293,7 +390,7 @@ class _Run:
             cached = self.teacher_logits[idx] if self.teacher_logits is not None else None
             loss = self.loss(xb, ye[idx] if ye is not None else None, cached)
             for group in opt.param_groups:
-                factor = _lr_factor(self.config.schedule, self.step, total_steps)
+                factor = _lr_factor(self.config.schedule, self.step, total_steps, self.stable_steps)
                 group["lr"] = self.config.lr * factor
             opt.zero_grad(set_to_none=True)
             loss.backward()

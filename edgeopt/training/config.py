@@ -16,11 +16,14 @@ class OptimizerKind(StrEnum):
 
 
 class Schedule(StrEnum):
-    """Learning-rate schedule over all steps: constant, step (x0.1 at 50% and 75%), cosine."""
+    """Learning-rate schedule over all steps: constant, step (x0.1 at 50% and 75%), cosine,
+    wsd (constant, then a linear decay to zero over the last quarter of the epochs: a longer
+    fine-tune continues from a shorter one's checkpoint, ``edgeopt.training.resume``)."""
 
     CONSTANT = "constant"
     STEP = "step"
     COSINE = "cosine"
+    WSD = "wsd"
 
 
 def _bad(name: str, value: object, want: str) -> ConfigError:
@@ -109,3 +112,5 @@ class TrainResult:
     history: tuple[tuple[int, float, float], ...]
     seconds: float
     data_free: bool
+    resumed_epochs: int = 0
+    """Epochs restored from a shorter fine-tune's checkpoint instead of trained again."""
