@@ -245,3 +245,20 @@ def test_plain_search_queues_nothing_of_its_own(
     for t in trials[2:]:
         assert not {SEED_ATTR, SIBLING_ATTR, PROMOTED_ATTR, "baseline"} & set(t.user_attrs)
     assert json.loads((run / "run.json").read_text())["plain_search"] is True
+
+
+def test_sibling_variants_follow_the_target() -> None:
+    """fp16 is a sibling where the profile offers it (mobile), never on the cpu profile,
+    where it is slower; fp32_opt and the by-hand int8 are siblings on both."""
+    from edgeopt.profiles import load_profile
+    from edgeopt.stages import STAGES, ModelFacts
+
+    facts = ModelFacts(onnx_input=False, prunable=True, matmul_heavy=False)
+    modes = {
+        t: [v["quantize.mode"] for v in STAGES["quantize"].variants(load_profile(t), facts)]
+        for t in ("cpu", "mobile")
+    }
+    assert modes == {
+        "cpu": ["fp32_opt", "int8_static"],
+        "mobile": ["fp32_opt", "fp16", "int8_static"],
+    }

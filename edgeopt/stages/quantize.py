@@ -273,13 +273,16 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
 
     def variants(self, profile: HardwareProfile, facts: ModelFacts) -> list[dict[str, Any]]:
         """For every pruned and fine-tuned model: the optimized fp32 graph (what fp32 users
-        deploy; plain fp32 where the profile offers no fp32_opt) and plain int8."""
+        deploy; plain fp32 where the profile offers no fp32_opt), fp16 where the profile
+        offers it (half the size, and fast on GPUs and mobile SoCs), and plain int8."""
         offered = self.offered_modes(profile, facts)
         out = []
         if QuantMode.FP32_OPT in offered:
             out.append({"quantize.mode": QuantMode.FP32_OPT.value})
         elif self.identity_params(profile):
             out.append(self.identity_params(profile))
+        if QuantMode.FP16 in offered:
+            out.append({"quantize.mode": QuantMode.FP16.value})
         hand = self.by_hand(profile, facts)
         return out + [dict(hand.params)] if hand is not None else out
 
