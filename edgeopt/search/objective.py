@@ -149,15 +149,14 @@ class TrialRunner:
         and no trial has (or is queued to) build that torch phase yet."""
         from edgeopt.search.seeds import torch_params
 
-        front = {t.number for t in self.study.best_trials}
         params = promotion(
             trial.params,
             trial.user_attrs.get(RUNGS_ATTR, []),
-            on_front=trial.number in front,
+            on_front=True,  # checked last: the front reads every trial of the study
             val_accuracy=accuracy,
             original_accuracy=self.ctx.baseline.val_accuracy,
         )
-        if params is None:
+        if params is None or trial.number not in {t.number for t in self.study.best_trials}:
             return
         wanted = torch_params(params)
         alive = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING, TrialState.PRUNED)

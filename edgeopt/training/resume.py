@@ -92,9 +92,8 @@ class CheckpointStore:
         (an unreadable file is skipped: a cache is never a reason to fail)."""
         import torch
 
-        epochs = sorted(
-            (int(p.stem.split("-")[1]) for p in self.folder.glob("epoch-*.pt")), reverse=True
-        )
+        names = (p.stem.removeprefix("epoch-") for p in self.folder.glob("epoch-*.pt"))
+        epochs = sorted((int(n) for n in names if n.isdigit()), reverse=True)
         for epoch in epochs:
             if epoch > max_epoch or epoch <= 0:
                 continue
