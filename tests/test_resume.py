@@ -185,10 +185,38 @@ def test_a_worker_dead_right_after_asking_leaves_no_trial_running_forever(
     assert asked is not None
     time.sleep(study_mod.HEARTBEAT_S * (study_mod.GRACE_BEATS + 1) + 0.5)
     storage = study_mod.make_storage(f"sqlite:///{run / 'study.db'}")  # with heartbeats
-    fail_stale_trials(optuna.load_study(study_name="edgeopt", storage=storage))
+    fail_stale_trials(optuna.load_study(study_name="edgeopt", storage=storage), storage)
     trials = _study(run).get_trials()
     assert trials[asked.number].state == TrialState.FAIL
     assert [t for t in trials if t.system_attrs.get("failed_trial") == asked.number]
+
+
+def test_a_worker_dead_between_asking_and_its_first_heartbeat_is_found_at_the_next_ask(
+    tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    """The window before ``first_heartbeat``: a worker killed right after ``study.ask()``
+    leaves a RUNNING trial without any heartbeat row, which Optuna's stale check never
+    finds. The next worker to ask (under the ask lock) fails it and runs its retry."""
+    import edgeopt.search.study as study_mod
+
+    run = tmp_path / "run"
+    cfg = RunConfig(
+        model=ModelSpec(path=str(model_files["onnx"])), data=str(tiny_data), targets=("mobile",)
+    )
+    prepare(cfg, run)
+    storage = study_mod.make_storage(f"sqlite:///{run / 'study.db'}")
+    orphan = optuna.load_study(study_name="edgeopt", storage=storage).ask()  # ... killed here
+    storage.engine.dispose()
+    worker = Worker.open(run)
+    asked = worker._ask(limit=None)
+    assert asked is not None
+    trials = _study(run).get_trials()
+    assert trials[orphan.number].state == TrialState.FAIL
+    assert [t for t in trials if t.system_attrs.get("failed_trial") == orphan.number]
+    # a trial that did beat once is left to Optuna's grace period, not failed at once
+    assert trials[asked.number].state == TrialState.RUNNING
+    assert worker._ask(limit=None) is not None
+    assert _study(run).get_trials()[asked.number].state == TrialState.RUNNING
 
 
 def test_nothing_feasible_exits_1_naming_the_budget_and_the_closest_trial(

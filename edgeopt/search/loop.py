@@ -135,7 +135,7 @@ class Worker:
         while True:
             # the lock makes "count, then ask" atomic for all workers: no extra trial
             with ask_lock(self.ctx, self.storage):
-                fail_stale_trials(self.study)
+                fail_stale_trials(self.study, self.storage)
                 if limit is None or counted_trials(self.study) < limit:
                     enqueue_next_seed(self.study, self.ctx, self.runner.facts())
                     trial = self.study.ask()

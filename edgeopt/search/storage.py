@@ -189,3 +189,27 @@ def study_lock(storage: RDBStorage, study_name: str, fallback: Path) -> Iterator
         fallback = Path(f"{url.database}.lock")
     with file_lock(fallback):
         yield
+
+
+def running_without_heartbeat(storage: RDBStorage, study_id: int) -> list[int]:
+    """Ids of the study's RUNNING trials that never recorded a heartbeat.
+
+    Optuna's stale check skips such trials (it measures the time since the last beat), so a
+    worker killed between asking a trial and its first beat left it RUNNING forever. Reads
+    Optuna's own heartbeat table through its models: the storage has no public query for it.
+    """
+    from optuna.storages._rdb import models
+    from optuna.trial import TrialState
+    from sqlalchemy import orm
+
+    trial, beat = models.TrialModel, models.TrialHeartbeatModel
+    with orm.Session(storage.engine) as session:
+        rows = (
+            session.query(trial.trial_id)
+            .outerjoin(beat, beat.trial_id == trial.trial_id)
+            .filter(trial.study_id == study_id)
+            .filter(trial.state == TrialState.RUNNING)
+            .filter(beat.trial_heartbeat_id.is_(None))
+            .all()
+        )
+    return [row[0] for row in rows]

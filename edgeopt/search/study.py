@@ -9,6 +9,7 @@ and re-queued once by ``RetryHeartbeatStaleTrialCallback``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import os
 import threading
@@ -195,9 +196,27 @@ def counted_trials(study: optuna.Study) -> int:
     return sum(1 for t in trials if t.state in states and t.number not in retried)
 
 
-def fail_stale_trials(study: optuna.Study) -> None:
-    """Fail (and re-queue once) trials whose worker stopped sending heartbeats."""
+def fail_stale_trials(study: optuna.Study, storage: RDBStorage) -> None:
+    """Fail (and re-queue once) trials whose worker stopped sending heartbeats, and trials
+    whose worker died before their first heartbeat. Call under ``ask_lock``.
+
+    A worker asks a trial and records its first heartbeat under that lock
+    (``first_heartbeat``), so whoever holds the lock knows that a RUNNING trial without any
+    heartbeat belongs to a worker that was killed in between: Optuna's own check never
+    finds such a trial (it times the gap since the last beat), and it stayed RUNNING and
+    counted forever.
+    """
     optuna.storages.fail_stale_trials(study)
+    study_id = storage.get_study_id_from_name(study.study_name)
+    failed = []
+    for trial_id in storage_mod.running_without_heartbeat(storage, study_id):
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                failed.append(trial_id)
+    retry = storage.get_heartbeat_stale_trial_callback()
+    for trial_id in failed:
+        if retry is not None:
+            retry(study, copy.deepcopy(storage.get_trial(trial_id)))
 
 
 def first_heartbeat(storage: RDBStorage, study: optuna.Study, number: int) -> None:
