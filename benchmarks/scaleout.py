@@ -122,9 +122,8 @@ def storage_cost_ms(url: str, cycles: int, lock_dir: Path) -> dict[str, float]:
             study_mod.fail_stale_trials(study, storage)
             study_mod.counted_trials(study)
             trial = study.ask()
-            storage.record_heartbeat(
-                trial._trial_id
-            )  # first beat under the lock, as edgeopt's loop
+            # the first beat under the lock, as in edgeopt's loop
+            storage.record_heartbeat(trial._trial_id)
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         trial.suggest_float("prune.ratio", 0.0, 0.9)
