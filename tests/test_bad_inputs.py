@@ -665,10 +665,10 @@ def test_a_prune_that_removes_nothing_fails_instead_of_lying(tmp_path: Path) -> 
         workdir=tmp_path, profile=load_profile("cpu"), data=None, teacher=None, input_shape=SHAPE
     )
     with pytest.raises(CandidateError) as e:
-        STAGES["prune"].apply(model, PruneConfig(ratio=0.7, round_to=8), ctx)
+        STAGES["prune"].apply(model, PruneConfig(ratio=0.7, round_to=16), ctx)
     assert e.value.stage == "prune"
     assert e.value.reason == (
-        "nothing was pruned: ratio 0.70 in multiples of 8 channels kept 100.0% of the MACs"
+        "nothing was pruned: ratio 0.70 in multiples of 16 channels kept 100.0% of the MACs"
     )
     # the same ratio with finer rounding does prune, and says how much
     pruned = STAGES["prune"].apply(model, PruneConfig(ratio=0.7, round_to=1), ctx)

@@ -18,6 +18,7 @@ from edgeopt.stages.prune import (
     count_macs_params,
     expected_channels,
     get_prune_report,
+    layer_ratio,
 )
 
 SHAPE = (1, 16, 16)
@@ -48,12 +49,30 @@ def test_expected_channels_by_hand() -> None:
     assert expected_channels(16, 0.3, 1) == 11  # int(11.2)
     assert expected_channels(16, 0.3, 4) == 8  # 11 -> 8
     assert expected_channels(64, 0.3, 4) == 44  # int(44.8) = 44
-    assert expected_channels(16, 0.8, 8) == 16  # 3 -> 0: group left whole
+    # 3 -> 0: the group keeps the smallest multiple, 8, instead of all 16 (Torch-Pruning's
+    # own rule), so a higher ratio never keeps more channels than a lower one
+    assert expected_channels(16, 0.8, 8) == 8
+    assert expected_channels(16, 0.5, 8) == 8
     assert expected_channels(64, 0.8, 8) == 8  # 12 -> 8
-    # iterative: step 1 of 3 keeps int(16 * (1 - 0.7/3)) = 12 -> 8; later steps round to 0
-    # and skip, so 3 steps prune a group that one shot (4 -> 0) leaves whole
+    assert expected_channels(8, 0.8, 8) == 8  # no multiple below the group's own width
+    assert expected_channels(48, 0.7, 16) == 16  # int(14.4) -> 0: its own ratio keeps 16
     assert expected_channels(16, 0.7, 8, steps=3) == 8
-    assert expected_channels(16, 0.7, 8, steps=1) == 16
+    assert expected_channels(16, 0.7, 8, steps=1) == 8
+    assert layer_ratio(64, 0.3, 16) == 0.3  # 44 -> 32: the config's ratio
+    for channels in range(17, 200):  # monotone: more pruning never keeps more channels
+        kept = [expected_channels(channels, r / 20, 16) for r in range(1, 19)]
+        assert kept == sorted(kept, reverse=True), channels
+
+
+def test_a_higher_ratio_never_saves_fewer_macs_on_a_16_lane_target(tmp_path: Path) -> None:
+    """resnet_small(32) on the mobile profile's multiple of 16: with Torch-Pruning's rule
+    ratio 0.7 left the 32-channel stage whole and kept more MACs than ratio 0.5."""
+    macs = []
+    for ratio in (0.3, 0.5, 0.7):
+        out = _prune(_model("resnet_small", 32), tmp_path, ratio=ratio, round_to=16)
+        assert out.stem[0].out_channels == 16
+        macs.append(out.edgeopt_prune_report["macs_after"])
+    assert macs[0] > macs[1] > macs[2]
 
 
 def test_iterative_steps_exact(tmp_path: Path) -> None:
@@ -71,7 +90,7 @@ def test_iterative_steps_exact(tmp_path: Path) -> None:
         (0.5, 8, (8, 16, 32), (8, 8, 16, 16, 32, 32)),
         (0.25, 8, (8, 24, 48), (8, 8, 24, 24, 48, 48)),  # 12->8, 24, 48
         (0.3, 4, (8, 20, 44), (8, 8, 20, 20, 44, 44)),  # 11->8, 22->20, 44
-        (0.8, 8, (16, 32, 8), (16, 16, 32, 32, 8, 8)),  # 3->0 and 6->0 keep whole; 12->8
+        (0.8, 8, (8, 8, 8), (8, 8, 8, 8, 8, 8)),  # 3->0 and 6->0 keep 8; 12->8
     ],
 )
 def test_resnet_channels_exact(

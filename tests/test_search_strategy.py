@@ -26,7 +26,8 @@ from edgeopt.search.halving import (
     rung_bars,
 )
 from edgeopt.search.records import load_run
-from edgeopt.search.seeds import RECIPES, SEED_ATTR, SIBLING_ATTR
+from edgeopt.search.seeds import RECIPES, SEED_ATTR, SIBLING_ATTR, torch_params
+from edgeopt.search.study import counted_trials
 
 
 def _study(run: Path) -> optuna.Study:
@@ -199,9 +200,9 @@ def test_promotion_rule() -> None:
 def test_competitive_short_fine_tune_is_promoted_and_continues_from_its_checkpoint(
     seeded_run: Path, tmp_path: Path, model_files: dict, tiny_data: Path
 ) -> None:
-    """A 1-epoch constant-schedule fine-tune of the smallest model (on the front; the
-    original's recorded accuracy is set out of reach) is promoted to 2 epochs, and the
-    promoted trial trains only its second epoch: the first comes from the checkpoint."""
+    """Once every expert seed has run (breadth before depth: not before), a competitive
+    build (on the front; the original's recorded accuracy is set out of reach) is promoted
+    to twice its epochs, and the promoted trial continues from its checkpoint."""
     import shutil
 
     run = tmp_path / "run"
@@ -218,18 +219,38 @@ def test_competitive_short_fine_tune_is_promoted_and_continues_from_its_checkpoi
         "finetune.schedule": "constant",
     }
     study.enqueue_trial(params)
-    n = len(study.get_trials())
-    _optimize(model_files["bundle_wide"], tiny_data, run, n + 4, "--no-report")
+    n = counted_trials(study)
+    assert not study.get_trials(states=(TrialState.WAITING,))[1:]  # only the short one
+    # the short trial and its sibling, then the next seed: it comes before any promotion
+    _optimize(model_files["bundle_wide"], tiny_data, run, n + 3, "--no-report")
     trials = _study(run).get_trials()
     short = next(t for t in trials if t.params == params)
     assert short.state == TrialState.COMPLETE, short.user_attrs
-    promoted = [t for t in trials if t.user_attrs.get(PROMOTED_ATTR) == short.number]
-    assert len(promoted) == 1 and promoted[0].state == TrialState.COMPLETE
-    assert promoted[0].params == {**params, "finetune.epochs": 2}
+    later = [t.user_attrs for t in trials if t.number > short.number and t.state.is_finished()]
+    assert [SIBLING_ATTR in a for a in later] == [True, False]
+    assert later[1].get(SEED_ATTR) == RECIPES[1][0]
+    assert not [t for t in trials if PROMOTED_ATTR in t.user_attrs]
+    # the last seed failed (as on a model pruning cannot handle): the promotion comes next,
+    # after the sibling of the seed that ran
+    study.add_trial(
+        optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={SEED_ATTR: RECIPES[2][0]})
+    )
+    _optimize(model_files["bundle_wide"], tiny_data, run, n + 7, "--no-report")
+    trials = _study(run).get_trials()
+    # one competitive build is promoted (which one depends on the measured front: every
+    # build here is still improving), continuing from its checkpoint
+    promoted = [t for t in trials if PROMOTED_ATTR in t.user_attrs]
+    assert promoted and promoted[0].state == TrialState.COMPLETE
+    source = trials[promoted[0].user_attrs[PROMOTED_ATTR]]
+    epochs = 2 * source.params["finetune.epochs"]
+    assert torch_params(promoted[0].params) == torch_params(
+        {**source.params, "finetune.epochs": epochs}
+    )
     trained = promoted[0].user_attrs["info"]["finetune.train_result"]
-    assert trained["resumed_epochs"] == 1 and trained["epochs_run"] == 2
+    # it trained on from the checkpoint (up to its budget, or a plateau's patience)
+    assert 1 <= trained["resumed_epochs"] < trained["epochs_run"] <= epochs
     assert promoted[0].user_attrs["cache_hit"] is False
-    assert len(promoted[0].user_attrs[RUNGS_ATTR]) == 2
+    assert len(promoted[0].user_attrs[RUNGS_ATTR]) == trained["epochs_run"]
 
 
 def test_plain_search_queues_nothing_of_its_own(

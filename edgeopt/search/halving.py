@@ -17,9 +17,11 @@ the trial (``RUNGS_ATTR``), pruned ones included, so later trials have peers.
 
 **Promotion** is the other half of successive halving: a short fine-tune that turned out
 competitive for its latency gets a longer budget, continued from its checkpoint rather than
-from scratch. After a trial completes, ``promotion`` queues the same params with twice the
-fine-tune epochs (at most ``MAX_EPOCHS``) when the trial is on the current Pareto front
-(competitive for its latency and size, by the study's own objectives), its accuracy is more
+from scratch. When nothing is queued and every expert seed has run (breadth before depth,
+``study.enqueue_next``), the oldest completed trial that earned it is queued again with twice
+the fine-tune epochs (at most ``MAX_EPOCHS``); ``promotion`` says whether it did: the trial
+is on the current Pareto front (competitive for its latency and size, by the study's own
+objectives), its accuracy is more
 than ``PROMOTE_GAP`` below the original's (there is something to win back), its fine-tune
 ran its whole budget and was still improving at the end (not on a plateau), and its
 schedule is continuable (``wsd`` or ``constant``: the longer run then restarts from the

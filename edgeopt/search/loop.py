@@ -34,7 +34,7 @@ from edgeopt.search.study import (
     HEARTBEAT_S,
     ask_lock,
     counted_trials,
-    enqueue_next_seed,
+    enqueue_next,
     fail_stale_trials,
     first_heartbeat,
     heartbeat,
@@ -137,7 +137,7 @@ class Worker:
             with ask_lock(self.ctx, self.storage):
                 fail_stale_trials(self.study, self.storage)
                 if limit is None or counted_trials(self.study) < limit:
-                    enqueue_next_seed(self.study, self.ctx, self.runner.facts())
+                    enqueue_next(self.study, self.ctx, self.runner.facts())
                     trial = self.study.ask()
                     first_heartbeat(self.storage, self.study, trial.number)
                     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")

@@ -22,7 +22,7 @@ from edgeopt.metrics import Measurement, Metric
 from edgeopt.search.artifacts import sha256_of
 from edgeopt.search.child import TrialChild
 from edgeopt.search.context import SearchContext
-from edgeopt.search.halving import PROMOTED_ATTR, RUNGS_ATTR, promotion, rung_bars
+from edgeopt.search.halving import PROMOTED_ATTR, RUNGS_ATTR, rung_bars
 from edgeopt.search.protocol import Status, TrialRequest
 from edgeopt.search.seeds import SEED_ATTR
 
@@ -133,7 +133,6 @@ class TrialRunner:
         self._tell(trial, values, strict=True)
         if not ctx.config.plain_search:
             self._enqueue_siblings(trial, result.cache_hit)
-            self._enqueue_promotion(trial, accuracy)
 
     def _enqueue_siblings(self, trial: optuna.Trial, cache_hit: bool) -> None:
         """Queue the ONNX-side variants of a torch phase this trial built (``seeds``)."""
@@ -143,30 +142,6 @@ class TrialRunner:
             return  # the trial that built this torch phase queued them already
         for params in sibling_params(trial.params, self.ctx.merged, self.facts()):
             self.study.enqueue_trial(params, user_attrs={SIBLING_ATTR: trial.number})
-
-    def _enqueue_promotion(self, trial: optuna.Trial, accuracy: float) -> None:
-        """Queue this trial's longer fine-tune when it earned one (``halving.promotion``)
-        and no trial has (or is queued to) build that torch phase yet."""
-        from edgeopt.search.seeds import torch_params
-
-        params = promotion(
-            trial.params,
-            trial.user_attrs.get(RUNGS_ATTR, []),
-            on_front=True,  # checked last: the front reads every trial of the study
-            val_accuracy=accuracy,
-            original_accuracy=self.ctx.baseline.val_accuracy,
-        )
-        if params is None or trial.number not in {t.number for t in self.study.best_trials}:
-            return
-        wanted = torch_params(params)
-        alive = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING, TrialState.PRUNED)
-        trials = self.study.get_trials(deepcopy=False, states=alive)
-        # a queued trial's params are its fixed params until a worker asks for it
-        queued = [t.params or t.system_attrs.get("fixed_params", {}) for t in trials]
-        if any(torch_params(p) == wanted for p in queued):
-            return
-        self.study.enqueue_trial(params, user_attrs={PROMOTED_ATTR: trial.number})
-        log.info("trial %d promoted: %s", trial.number, params["finetune.epochs"])
 
     def _rung_bars(self, trial: optuna.Trial) -> dict[int, float]:
         """The median stopping rule's bars for this trial's fine-tune (``halving``)."""

@@ -165,12 +165,17 @@ def _enqueue_missing_baselines(study: optuna.Study, baselines: list[tuple[str, d
             study.enqueue_trial(params, user_attrs={"baseline": tag})
 
 
-def enqueue_next_seed(study: optuna.Study, ctx: SearchContext, facts: ModelFacts) -> None:
-    """When nothing is queued, queue the next expert seed not yet tried (``seeds``); call
-    under ``ask_lock``. Lazily, one at a time: a retry, a baseline or the sibling variants
-    of the last build run first, and a search that ends leaves no seed waiting. A seed that
+def enqueue_next(study: optuna.Study, ctx: SearchContext, facts: ModelFacts) -> None:
+    """When nothing is queued, queue the next expert seed not yet tried (``seeds``), or once
+    every seed has run, the next longer fine-tune a completed trial earned
+    (``halving.promotion``); call under ``ask_lock``.
+
+    Lazily, one at a time: a retry, a baseline or the sibling variants of the last build run
+    first, and a search that ends leaves nothing queued. Breadth before depth, as successive
+    halving's rungs: every seed's short fine-tune runs before any is continued, so a short
+    search sees the whole range of ratios instead of one ratio trained longer. A seed that
     failed (a model pruning cannot handle) is not queued again. Not on a grid, which is
-    exhaustive and rejects values off it."""
+    exhaustive and rejects values off it, nor in a plain search."""
     from edgeopt.search.seeds import SEED_ATTR, expert_seeds
 
     if ctx.config.sampler == "grid" or ctx.config.plain_search:
@@ -183,6 +188,53 @@ def enqueue_next_seed(study: optuna.Study, ctx: SearchContext, facts: ModelFacts
         if tag not in have:
             study.enqueue_trial(params, user_attrs={SEED_ATTR: tag})
             return
+    _enqueue_next_promotion(study, trials, ctx.baseline.val_accuracy)
+
+
+def _enqueue_next_promotion(
+    study: optuna.Study, trials: list[optuna.trial.FrozenTrial], original_accuracy: float
+) -> None:
+    """Queue the longer fine-tune of the oldest completed trial that earned one and whose
+    torch phase no trial has built or is queued to build yet. The Pareto front (which reads
+    every trial) is read only when a trial passes the cheap checks."""
+    from edgeopt.search.halving import PROMOTED_ATTR, RUNGS_ATTR, promotion
+    from edgeopt.search.seeds import torch_params
+
+    alive = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING, TrialState.PRUNED)
+    # a queued trial's params are its fixed params until a worker asks for it
+    built = [
+        torch_params(t.params or t.system_attrs.get("fixed_params", {}))
+        for t in trials
+        if t.state in alive
+    ]
+    # a sibling reused its builder's fine-tune (a cache hit records no history of its own)
+    history = {
+        _key(torch_params(t.params)): t.user_attrs[RUNGS_ATTR]
+        for t in trials
+        if t.state == TrialState.COMPLETE and RUNGS_ATTR in t.user_attrs
+    }
+    front: set[int] | None = None
+    for trial in trials:
+        if trial.state != TrialState.COMPLETE or "val_accuracy" not in trial.user_attrs:
+            continue
+        params = promotion(
+            trial.params,
+            history.get(_key(torch_params(trial.params)), []),
+            on_front=True,  # checked last
+            val_accuracy=float(trial.user_attrs["val_accuracy"]),
+            original_accuracy=original_accuracy,
+        )
+        if params is None or torch_params(params) in built:
+            continue
+        if front is None:
+            front = {t.number for t in study.best_trials}
+        if trial.number in front:
+            study.enqueue_trial(params, user_attrs={PROMOTED_ATTR: trial.number})
+            return
+
+
+def _key(params: dict[str, Any]) -> tuple:
+    return tuple(sorted(params.items()))
 
 
 def counted_trials(study: optuna.Study) -> int:

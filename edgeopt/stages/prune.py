@@ -2,14 +2,18 @@
 
 The pruned model really has fewer channels (smaller dense tensors, fewer MACs), not masks.
 ``round_to`` comes from the target profile's channel multiple; with it, the requested ratio is
-not the achieved one (a layer whose kept count rounds down to 0 is left unpruned, so a higher
-ratio can save *fewer* MACs), so every pruned module carries its measured MACs/params: see
-``prune_report`` and ``get_prune_report``.
+not the achieved one (channel counts round down, and a group no wider than the multiple is
+left whole), so every pruned module carries its measured MACs/params: see ``prune_report``
+and ``get_prune_report``.
 
 Per-group channel count after one-shot uniform pruning of a group with ``C`` channels (what
 Torch-Pruning 1.6 computes, checked after every apply): ``k = int(C * (1 - ratio))``, then
-``k -= k % round_to``; if that leaves 0 the group keeps all ``C`` channels. Iterative pruning
-applies that rule per step; see ``expected_channels``.
+``k -= k % round_to``. Where that leaves 0 Torch-Pruning would keep all ``C`` channels, so on a
+16-lane NPU a 32-channel layer stayed whole at ratio 0.7 but was halved at 0.5: a higher ratio
+saved fewer MACs, and the seeds 0.3/0.5/0.7 built nearly the same model. Such a group is
+given its own ratio instead (``layer_ratio``) and keeps ``round_to`` channels, the smallest
+multiple; a group of at most ``round_to`` channels is left whole. Iterative pruning applies
+the rule per step; see ``expected_channels``.
 
 Torch-Pruning traces the model through ``prune_trace.trace_forward``, which works around
 two Torch-Pruning 1.6 bugs on channel splits and shuffles; pruned groups that pass a
@@ -87,13 +91,27 @@ class PruneConfig(StageConfig):
             raise ConfigError("prune.ignored_layers must be non-empty module names")
 
 
+def layer_ratio(channels: int, ratio: float, round_to: int = 1) -> float:
+    """The uniform ratio a group of ``channels`` is pruned at: ``ratio``, except where the
+    kept count ``int(channels * (1 - ratio))`` rounds down to 0 channels in multiples of
+    ``round_to`` and the group is wider than ``round_to``: then a ratio that keeps exactly
+    ``round_to`` channels (half a channel of margin against float truncation)."""
+    if round_to <= 1 or channels <= round_to:
+        return ratio
+    keep = int(channels * (1 - ratio))
+    if keep - keep % round_to > 0:
+        return ratio
+    return 1.0 - (round_to + 0.5) / channels
+
+
 def expected_channels(channels: int, ratio: float, round_to: int = 1, steps: int = 1) -> int:
     """Channels a group of ``channels`` keeps after uniform pruning at ``ratio`` in ``steps``.
 
-    Step ``k`` targets ``int(channels * (1 - ratio * k / steps))`` kept channels, rounded down
-    to a multiple of ``round_to``; a step whose rounded target is 0 leaves the group as it is
-    (so with several steps an early step can prune a group the one-shot rule leaves whole).
+    The group's ratio is ``layer_ratio``; step ``k`` targets ``int(channels * (1 - r * k /
+    steps))`` kept channels, rounded down to a multiple of ``round_to``; a step whose rounded
+    target is 0 leaves the group as it is.
     """
+    ratio = layer_ratio(channels, ratio, round_to)
     current = channels
     for k in range(1, steps + 1):
         step_ratio = (k / float(steps)) * ratio  # Torch-Pruning's linear scheduler, same floats
@@ -390,6 +408,7 @@ def _prune(
             importance=_importance(config.importance),
             global_pruning=config.global_pruning,
             pruning_ratio=config.ratio,
+            pruning_ratio_dict=_floor_ratios(model, config, ignored) or None,
             max_pruning_ratio=MAX_RATIO if config.global_pruning else 1.0,
             iterative_steps=config.iterative_steps,
             ignored_layers=ignored,
@@ -417,6 +436,25 @@ def _prune(
             "quantization-only candidates still apply",
         ) from exc
     return roots
+
+
+def _floor_ratios(model: nn.Module, config: PruneConfig, ignored: list[nn.Module]) -> dict:
+    """Uniform pruning only: ``layer_ratio`` of every layer where it differs from the
+    config's ratio (Torch-Pruning reads a group's ratio from any of its layers here)."""
+    from torch import nn
+
+    if config.global_pruning or config.round_to <= 1:
+        return {}
+    skip = {id(m) for m in ignored}
+    out = {}
+    for module in model.modules():
+        if id(module) in skip or not isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            continue
+        channels = _out_channels(module)
+        ratio = layer_ratio(channels, config.ratio, config.round_to)
+        if ratio != config.ratio:
+            out[module] = ratio
+    return out
 
 
 def _checked_channels(
