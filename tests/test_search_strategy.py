@@ -197,6 +197,49 @@ def test_promotion_rule() -> None:
     assert promotion({**params, "finetune.epochs": 8}, [0.9] * 8, **kw) is None
 
 
+def test_a_promotion_is_queued_once_and_a_sibling_counts_with_its_builders_history(
+    tmp_path: Path,
+) -> None:
+    """On a real study: a sibling on the front (a cache hit, no fine-tune history of its own)
+    is promoted on its builder's history; the promotion, once failed (timed out, say), is
+    not queued again at the next ask."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from edgeopt.search.study import _enqueue_next_promotion
+
+    study = optuna.create_study(
+        storage=f"sqlite:///{tmp_path / 'study.db'}",
+        directions=["maximize", "minimize", "minimize"],
+    )
+    dists = {
+        "prune.ratio": FloatDistribution(0.0, 0.7, step=0.05),
+        "finetune.epochs": IntDistribution(1, 8),
+        "finetune.schedule": CategoricalDistribution(["wsd", "cosine"]),
+        "quantize.mode": CategoricalDistribution(["int8_static", "fp32_opt"]),
+    }
+    torch_part = {"prune.ratio": 0.5, "finetune.epochs": 2, "finetune.schedule": "wsd"}
+    for mode, values, attrs in (
+        ("int8_static", [0.9, 2.0, 1.0], {RUNGS_ATTR: [0.8, 0.9]}),  # dominated by its sibling
+        ("fp32_opt", [0.9, 1.0, 1.0], {SIBLING_ATTR: 0}),
+    ):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={**torch_part, "quantize.mode": mode},
+                distributions=dists,
+                values=values,
+                user_attrs={**attrs, "val_accuracy": 0.9},
+            )
+        )
+    _enqueue_next_promotion(study, study.get_trials(), original_accuracy=0.99)
+    queued = study.get_trials(states=(TrialState.WAITING,))
+    assert [t.user_attrs[PROMOTED_ATTR] for t in queued] == [1]
+    promoted = study.ask()
+    assert promoted.suggest_int("finetune.epochs", 1, 8) == 4
+    study.tell(promoted, state=TrialState.FAIL)
+    _enqueue_next_promotion(study, study.get_trials(), original_accuracy=0.99)
+    assert not study.get_trials(states=(TrialState.WAITING,))
+
+
 def test_competitive_short_fine_tune_is_promoted_and_continues_from_its_checkpoint(
     seeded_run: Path, tmp_path: Path, model_files: dict, tiny_data: Path
 ) -> None:

@@ -195,18 +195,14 @@ def _enqueue_next_promotion(
     study: optuna.Study, trials: list[optuna.trial.FrozenTrial], original_accuracy: float
 ) -> None:
     """Queue the longer fine-tune of the oldest completed trial that earned one and whose
-    torch phase no trial has built or is queued to build yet. The Pareto front (which reads
-    every trial) is read only when a trial passes the cheap checks."""
+    torch phase no trial has built, tried or is queued to build yet. The Pareto front (which
+    reads every trial) is read only when a trial passes the cheap checks."""
     from edgeopt.search.halving import PROMOTED_ATTR, RUNGS_ATTR, promotion
     from edgeopt.search.seeds import torch_params
 
-    alive = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING, TrialState.PRUNED)
-    # a queued trial's params are its fixed params until a worker asks for it
-    built = [
-        torch_params(t.params or t.system_attrs.get("fixed_params", {}))
-        for t in trials
-        if t.state in alive
-    ]
+    # in any state: a promotion that failed (timed out, say) is not queued again and again;
+    # a queued trial's params are its fixed params until a worker has suggested them all
+    built = [torch_params({**t.system_attrs.get("fixed_params", {}), **t.params}) for t in trials]
     # a sibling reused its builder's fine-tune (a cache hit records no history of its own)
     history = {
         _key(torch_params(t.params)): t.user_attrs[RUNGS_ATTR]
