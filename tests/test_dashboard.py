@@ -89,6 +89,15 @@ def test_dashboard_serves_the_study_with_named_objectives(run_dir: Path) -> None
     assert "dashboard stopped" in err
 
 
+def test_dashboard_stops_cleanly_on_sigterm_too(run_dir: Path) -> None:
+    """A service manager stops it with SIGTERM: the same clean stop as Ctrl-C."""
+    proc, _ = _start(run_dir)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "dashboard stopped" in err
+
+
 def test_dashboard_names_the_objectives_of_a_study_without_names(tmp_path: Path) -> None:
     from edgeopt.search.dashboard import name_metrics
 

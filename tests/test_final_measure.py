@@ -165,11 +165,15 @@ def test_ctrl_c_during_the_final_pass_keeps_the_test_numbers_and_says_so(
     run = tmp_path / "copy"
     shutil.copytree(run_dir, run)
     stop = threading.Event()
+    # Ctrl-C raises KeyboardInterrupt here even where pytest was started in the background
+    # (with SIGINT ignored)
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=_ctrl_c_once_timing_starts, args=(stop,), daemon=True).start()
     try:
         final = finalize(run)  # a copy of a run directory is the same run
     finally:
         stop.set()
+        signal.signal(signal.SIGINT, old)
     assert final["test_accuracy"]  # computed before the pass: kept
     assert "interrupted" in final["final_latency"][HOST]["skipped"]
     on_disk = json.loads((run / "final.json").read_text())

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+from typing import Any
+
 import click
 
 
@@ -25,18 +28,26 @@ def dashboard(run_dir: str, host: str, port: int) -> None:
     dash = open_dashboard(run_dir)
     with serving(dash, host, port) as server:
         bound = server.server_address[1]  # the port the system gave for --port 0
-        click.echo(
-            f"edgeopt dashboard: study {dash.study_name!r} in {dash.where}\n"
-            f"  http://{host}:{bound}{dash.study_path()}  (Ctrl-C to stop)",
-            err=True,
-        )
-        if not dash.named:
+        # Ctrl-C or a service manager's SIGTERM stops it, set before the URL is printed, even
+        # when a script started it in the background (which starts it with SIGINT ignored)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _interrupt)
+        try:
             click.echo(
-                "note: the study is read-only here, so the dashboard shows its objectives "
-                f"unnamed; in order they are {', '.join(dash.metric_names) or 'unknown'}",
+                f"edgeopt dashboard: study {dash.study_name!r} in {dash.where}\n"
+                f"  http://{host}:{bound}{dash.study_path()}  (Ctrl-C to stop)",
                 err=True,
             )
-        try:
+            if not dash.named:
+                click.echo(
+                    "note: the study is read-only here, so the dashboard shows its objectives "
+                    f"unnamed; in order they are {', '.join(dash.metric_names) or 'unknown'}",
+                    err=True,
+                )
             server.serve_forever()
         except KeyboardInterrupt:
             click.echo("dashboard stopped", err=True)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
