@@ -474,9 +474,16 @@ def main(argv: list[str] | None = None) -> int:
     else:
         budget = parse_duration(args.budget) if args.budget else 12 * 60
         settings = Settings(
-            args.models.split(","), budget, None, args.hv_model, 12, args.hv_seeds, (4, 8), False
+            args.models.split(","),
+            budget,
+            None,
+            args.hv_model,
+            12,
+            args.hv_seeds,
+            (4, 8),
+            False,
+            Path(args.hv_data) if args.hv_data else None,
         )
-        settings.hv_data = Path(args.hv_data) if args.hv_data else None
     args_text = " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     command = f"python benchmarks/run.py {args_text}".strip()
     t_start = time.monotonic()
@@ -494,8 +501,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
         # the bundled model keeps its section; another model gets one of its own
         marks = (HV_START, HV_END)
-        if args.hv_model != "resnet_small":
-            tag = f"runner-hv:{Path(args.hv_model).stem}"
+        if settings.hv_model != "resnet_small":
+            tag = f"runner-hv:{Path(settings.hv_model).stem}"
             marks = (f"<!-- {tag}:start -->", f"<!-- {tag}:end -->")
         write_section(*marks, "\n".join(lines))
         print("\n".join(lines))

@@ -202,7 +202,9 @@ def _enqueue_next_promotion(
 
     # in any state: a promotion that failed (timed out, say) is not queued again and again;
     # a queued trial's params are its fixed params until a worker has suggested them all
-    built = [torch_params({**t.system_attrs.get("fixed_params", {}), **t.params}) for t in trials]
+    built = {
+        _key(torch_params({**t.system_attrs.get("fixed_params", {}), **t.params})) for t in trials
+    }
     # a sibling reused its builder's fine-tune (a cache hit records no history of its own)
     history = {
         _key(torch_params(t.params)): t.user_attrs[RUNGS_ATTR]
@@ -220,7 +222,7 @@ def _enqueue_next_promotion(
             val_accuracy=float(trial.user_attrs["val_accuracy"]),
             original_accuracy=original_accuracy,
         )
-        if params is None or torch_params(params) in built:
+        if params is None or _key(torch_params(params)) in built:
             continue
         if front is None:
             front = {t.number for t in study.best_trials}
@@ -262,9 +264,10 @@ def fail_stale_trials(study: optuna.Study, storage: RDBStorage) -> None:
             if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
                 failed.append(trial_id)
     retry = storage.get_heartbeat_stale_trial_callback()
+    if retry is None:
+        return
     for trial_id in failed:
-        if retry is not None:
-            retry(study, copy.deepcopy(storage.get_trial(trial_id)))
+        retry(study, copy.deepcopy(storage.get_trial(trial_id)))
 
 
 def first_heartbeat(storage: RDBStorage, study: optuna.Study, number: int) -> None:
