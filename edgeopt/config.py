@@ -112,7 +112,11 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         # the trust flags are the command line's, never written to run.json
-        d["model"] = {k: v for k, v in self.model.to_dict().items() if not k.startswith("trust_")}
+        d["model"] = {
+            k: v
+            for k, v in self.model.to_dict().items()
+            if not k.startswith("trust_") and k != "arch_from_file"
+        }
         d["targets"] = list(self.targets)
         d["objectives"] = list(self.objectives)
         return d

@@ -79,3 +79,124 @@ def test_run_json_storage_never_creates_a_database(
     assert "reading a study never creates one" in report.stderr
     assert "Traceback" not in report.stderr
     assert not elsewhere.exists()
+
+
+_BUILDER = """
+from edgeopt import zoo
+
+def build(**kwargs):
+    return zoo.plain_cnn(**kwargs)
+"""
+
+
+def _state_dict_run(tmp_path: Path, model_files: dict, tiny_data: Path, *extra: str) -> Path:
+    """A finished run of a plain state_dict built by a user's own module (``mynets:build``,
+    importable through PYTHONPATH), as the README's --arch example makes it."""
+    (tmp_path / "mynets.py").write_text(_BUILDER)
+    out = tmp_path / "run"
+    args = ["optimize", model_files["state_dict"], "--arch", "mynets:build"]
+    args += ["--arch-kwargs", '{"in_channels": 1, "num_classes": 10, "width": 4}']
+    args += ["--data", tiny_data, "--target", "mobile", "--out", out, "--no-report", *extra]
+    done = subprocess.run(
+        [*EDGEOPT, *map(str, args)], capture_output=True, text=True, env=_env(tmp_path)
+    )
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    import os
+
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+
+
+def test_run_json_naming_code_never_runs_it(
+    tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    out = _state_dict_run(tmp_path, model_files, tiny_data, "--trials", "2", "--workers", "2")
+    env = _env(tmp_path)
+    assert _study(out).get_trials()[0].state == TrialState.COMPLETE  # workers got --arch
+    pwned = tmp_path / "PWNED"
+    run_json = json.loads((out / "run.json").read_text())
+    run_json["model"]["arch"] = "os:system"
+    run_json["model"]["arch_kwargs"] = {"command": f"touch {pwned}"}
+    (out / "run.json").write_text(json.dumps(run_json))
+    export = [*EDGEOPT, "export", str(out), "--trial", "1", "--rebuild"]
+    refused = subprocess.run(
+        [*export, "--out", str(tmp_path / "a.onnx")], capture_output=True, text=True, env=env
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert "cannot make edgeopt import and run code" in refused.stderr
+    assert not pwned.exists()
+    # the trust flags do not bless code named by the file either
+    trusted = subprocess.run(
+        [*export, "--out", str(tmp_path / "b.onnx"), "--trust-arch", "--trust-pickle"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert trusted.returncode == 2 and not pwned.exists(), trusted.stderr
+    # a builder named on the command line that is not the recorded one: refused, not run
+    other = subprocess.run(
+        [*export, "--out", str(tmp_path / "c.onnx"), "--arch", "mynets:build"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert other.returncode == 2 and "not --arch mynets:build" in other.stderr
+    assert not pwned.exists()
+    # a worker started on the tampered run directory is refused: the study recorded the
+    # settings it was started with, and the file's builder is not among them
+    worker = subprocess.run(
+        [sys.executable, "-m", "edgeopt.search.loop", str(out), "--trials", "3"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert worker.returncode != 0
+    assert "model.arch (os:system here, mynets:build in the study)" in worker.stderr
+    assert not pwned.exists()
+
+
+def test_rebuild_needs_the_builder_on_the_command_line(
+    tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    out = _state_dict_run(tmp_path, model_files, tiny_data, "--trials", "2")
+    env = _env(tmp_path)
+    export = [*EDGEOPT, "export", str(out), "--trial", "1", "--rebuild"]
+    bare = subprocess.run(
+        [*export, "--out", str(tmp_path / "a.onnx")], capture_output=True, text=True, env=env
+    )
+    assert bare.returncode == 2, bare.stderr
+    assert "pass --arch mynets:build" in bare.stderr
+    named = subprocess.run(
+        [*export, "--out", str(tmp_path / "b.onnx"), "--arch", "mynets:build"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert named.returncode == 0, named.stderr
+    assert "rebuild matches" in named.stdout
+
+
+def test_study_config_naming_code_never_runs_it(
+    tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    """A shared study's recorded configuration is data too (``--storage ... --rebuild``)."""
+    store = str(tmp_path / "store")
+    out = _state_dict_run(tmp_path, model_files, tiny_data, "--trials", "2", "--artifacts", store)
+    pwned = tmp_path / "PWNED"
+    study = _study(out)
+    config = dict(study.user_attrs["edgeopt:config"])
+    config["model"] = {**config["model"], "arch": "os:system"}
+    config["model"]["arch_kwargs"] = {"command": f"touch {pwned}"}
+    study.set_user_attr("edgeopt:config", config)
+    args = ["export", "--storage", f"sqlite:///{out / 'study.db'}", "--study", "edgeopt"]
+    args += ["--artifacts", store, "--trial", "1", "--rebuild", "--out", str(tmp_path / "a.onnx")]
+    for extra in ([], ["--trust-arch"]):
+        done = subprocess.run(
+            [*EDGEOPT, *args, *extra], capture_output=True, text=True, env=_env(tmp_path)
+        )
+        assert done.returncode == 2, done.stderr
+        assert "cannot make edgeopt import and run code" in done.stderr
+        assert not pwned.exists()

@@ -206,7 +206,7 @@ def optimize(
     baseline = prepare(config, out)  # validates every input before any search work
     click.echo(f"edgeopt optimize: {model} -> {out}  (targets: {', '.join(targets)})", err=True)
     _announce(out, baseline, config, shape_given=bool(input_shape))
-    trust = Trust(pickle=trust_pickle, arch=trust_arch)
+    trust = Trust(pickle=trust_pickle, arch=trust_arch, arch_ref=arch)
     _search_and_report(out, trials, timeout_s, workers, not no_report, trust, mlflow)
     click.echo(f"done in {time.monotonic() - t0:.0f}s; run directory {out}", err=True)
 

@@ -103,6 +103,12 @@ def report(
     is_flag=True,
     help="--rebuild may import and run the architecture the run's model file names.",
 )
+@click.option(
+    "--arch",
+    metavar="MODULE:CALLABLE",
+    help="--rebuild: the builder the run was made with (a run directory never names code "
+    "edgeopt runs; it must match the recorded one).",
+)
 def export(
     run_dir: str | None,
     storage: str | None,
@@ -113,6 +119,7 @@ def export(
     rebuild: bool,
     trust_pickle: bool,
     trust_arch: bool,
+    arch: str | None,
 ) -> None:
     """Copy trial N's exact ONNX model out of RUN_DIR (or the shared study in --storage,
     from the artifact store), with a .json of its config and numbers.
@@ -135,7 +142,7 @@ def export(
         Path(out),
         rebuild=rebuild,
         artifacts=source.artifacts,
-        trust={"trust_pickle": trust_pickle, "trust_arch": trust_arch},
+        trust={"trust_pickle": trust_pickle, "trust_arch": trust_arch, "arch": arch},
     )
     trial = next(t for t in records["trials"] if t["number"] == number)
     from edgeopt.report.summary import score_noun

@@ -52,6 +52,7 @@ def load_model(
 
 def load_spec(spec: ModelSpec, data_shape: tuple[int, ...] | None = None) -> LoadedModel:
     """``load_model`` with the path and options in ``spec`` (``ModelSpec.load``)."""
+    spec.check_arch_named()  # before anything is imported or read
     input_shape = spec.input_shape
     if input_shape and data_shape and tuple(input_shape) != tuple(data_shape):
         raise ConfigError(

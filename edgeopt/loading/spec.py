@@ -70,7 +70,10 @@ class ModelSpec:
     """How to load the user's model again (in a worker process, or when resuming a run).
 
     ``trust_pickle`` and ``trust_arch`` are the user's opt-ins to running code from the model
-    file; they come from the command line only (see ``from_dict``).
+    file; they come from the command line only (see ``from_dict``). ``arch_from_file`` marks an
+    ``arch`` read back from a run directory or a study: that is data, so it is built only when
+    it is one of edgeopt's own, or once this command line names the same builder
+    (``with_trust(arch=...)``); ``load`` refuses it otherwise, before importing anything.
     """
 
     path: str
@@ -79,6 +82,7 @@ class ModelSpec:
     input_shape: tuple[int, ...] | None = None
     trust_pickle: bool = False
     trust_arch: bool = False
+    arch_from_file: bool = False
 
     def load(self, data_shape: tuple[int, ...] | None = None) -> LoadedModel:
         """Load the model; ``data_shape`` as in ``load_model``."""
@@ -94,9 +98,33 @@ class ModelSpec:
             return self
         return replace(self, input_shape=tuple(loaded.input_shape))
 
-    def with_trust(self, *, trust_pickle: bool, trust_arch: bool) -> ModelSpec:
-        """This spec with the opt-ins given on this command line."""
-        return replace(self, trust_pickle=trust_pickle, trust_arch=trust_arch)
+    def with_trust(
+        self, *, trust_pickle: bool, trust_arch: bool, arch: str | None = None
+    ) -> ModelSpec:
+        """This spec with the opt-ins given on this command line; ``arch`` is the command
+        line's ``--arch``. A recorded ``arch`` that differs from it is refused (ConfigError)."""
+        spec = replace(self, trust_pickle=trust_pickle, trust_arch=trust_arch)
+        if arch is None:
+            return spec
+        if self.arch is not None and self.arch != arch:
+            raise ConfigError(
+                f"this run's model was built with --arch {self.arch}, not --arch {arch}",
+                hint=f"pass --arch {self.arch} if you trust that code, or start a new run "
+                "with --out",
+            )
+        return replace(spec, arch=arch, arch_from_file=False)
+
+    def check_arch_named(self) -> None:
+        """ConfigError when ``arch`` came from a file and names code other than edgeopt's
+        own: only the command line may make edgeopt import and run a builder."""
+        from edgeopt.loading.bundle import is_builtin_arch
+
+        if self.arch_from_file and self.arch is not None and not is_builtin_arch(self.arch):
+            raise ConfigError(
+                f"the run records architecture {self.arch!r}; a run directory or study is "
+                "data and cannot make edgeopt import and run code",
+                hint=f"pass --arch {self.arch} on this command line if you trust that code",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -106,22 +134,31 @@ class ModelSpec:
             "input_shape": list(self.input_shape) if self.input_shape else None,
             "trust_pickle": self.trust_pickle,
             "trust_arch": self.trust_arch,
+            "arch_from_file": self.arch_from_file,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, with_trust: bool = True) -> ModelSpec:
         """Read ``to_dict``'s output (older ones without ``trust_arch`` too).
 
-        ``with_trust=False`` drops the recorded opt-ins: use it for anything read back from a
-        file (``run.json``), which is data, then ``with_trust`` the command line's; keep the
-        default only for a message one edgeopt process hands its own child.
+        ``with_trust=False`` reads a file (``run.json``, a study), which is data: it drops the
+        recorded opt-ins and marks ``arch`` as recorded (``arch_from_file``); then
+        ``with_trust`` the command line's. Keep the default only for a message one edgeopt
+        process hands its own child.
         """
         shape = data.get("input_shape")
+        arch = data.get("arch")
+        if arch is not None and not isinstance(arch, str):
+            raise ValueError(f"model.arch is not a string: {arch!r}")
+        kwargs = data.get("arch_kwargs")
+        if kwargs is not None and not isinstance(kwargs, dict):
+            raise ValueError(f"model.arch_kwargs is not an object: {kwargs!r}")
         return cls(
             path=str(data["path"]),
-            arch=data.get("arch"),
-            arch_kwargs=data.get("arch_kwargs"),
+            arch=arch,
+            arch_kwargs=kwargs,
             input_shape=tuple(shape) if shape else None,
             trust_pickle=with_trust and bool(data.get("trust_pickle", False)),
             trust_arch=with_trust and bool(data.get("trust_arch", False)),
+            arch_from_file=not with_trust or bool(data.get("arch_from_file", False)),
         )

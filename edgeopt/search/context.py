@@ -14,17 +14,21 @@ LEGACY_TRIAL_TIMEOUT_S = 900.0
 
 @dataclass(frozen=True)
 class Trust:
-    """The user's command-line opt-ins to running code from the model file."""
+    """The user's command-line opt-ins to running code: from the model file (``pickle``,
+    ``arch``), and the builder ``--arch`` names (``arch_ref``), which is the only way a
+    state_dict's builder recorded in ``run.json`` is ever imported."""
 
     pickle: bool = False
     arch: bool = False
+    arch_ref: str | None = None
 
-    def flags(self) -> dict[str, bool]:
-        return {"trust_pickle": self.pickle, "trust_arch": self.arch}
+    def flags(self) -> dict[str, Any]:
+        return {"trust_pickle": self.pickle, "trust_arch": self.arch, "arch": self.arch_ref}
 
     def argv(self) -> list[str]:
         """The same opt-ins for a worker process's command line."""
-        return ["--trust-pickle"] * self.pickle + ["--trust-arch"] * self.arch
+        arch = ["--arch", self.arch_ref] if self.arch_ref else []
+        return ["--trust-pickle"] * self.pickle + ["--trust-arch"] * self.arch + arch
 
 
 @dataclass(frozen=True)

@@ -282,9 +282,10 @@ def main() -> None:
     parser.add_argument("--index", type=int, default=0)
     parser.add_argument("--trust-pickle", action="store_true")
     parser.add_argument("--trust-arch", action="store_true")
+    parser.add_argument("--arch", default=None)
     parser.add_argument("--mlflow", help="MLflow tracking URI to log this worker's trials to")
     args = parser.parse_args()
-    trust = Trust(pickle=args.trust_pickle, arch=args.trust_arch)
+    trust = Trust(pickle=args.trust_pickle, arch=args.trust_arch, arch_ref=args.arch)
     worker = Worker.open(args.run_dir, args.index, trust, args.mlflow)
     signal.signal(signal.SIGINT, _stop_handler(worker, None))
     try:

@@ -111,7 +111,7 @@ def export_trial(
     *,
     rebuild: bool = False,
     artifacts: str | None = None,
-    trust: Mapping[str, bool] | None = None,
+    trust: Mapping[str, Any] | None = None,
 ) -> ExportResult:
     """Copy trial ``number``'s ONNX file to ``out`` and write ``out`` with suffix ``.json``.
 
@@ -184,7 +184,7 @@ def rebuild_check(
     run_dir: Path | None,
     trial: Mapping[str, Any],
     recorded: Path,
-    trust: Mapping[str, bool] | None = None,
+    trust: Mapping[str, Any] | None = None,
 ) -> RebuildCheck:
     """Build the trial's candidate again as the search did and compare outputs on the
     validation inputs (synthetic ones for runs without data). The settings come from
@@ -207,7 +207,7 @@ def rebuild_check(
     else:
         config = RunConfig.from_dict({**records["config"], "storage": None})
         salt = str(records["baseline"]["salt"])
-    model = config.model.with_trust(**(trust or {})).load() if trust else config.model.load()
+    model = config.model.with_trust(**trust).load() if trust else config.model.load()
     data = load_npz(config.data) if config.data else None
     profile = merge_profiles([load_profile(t) for t in config.targets])
     torch.set_num_threads(config.threads)
