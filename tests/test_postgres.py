@@ -187,6 +187,27 @@ def test_two_machines_share_one_study_without_lost_or_extra_trials(
     assert "password" not in json.dumps(attrs) and PG_PASSWORD not in json.dumps(attrs)
 
 
+def test_the_password_is_in_no_file_of_a_run_and_readers_take_it_from_pgpassword(
+    pg: PgServer, two_machines: dict[str, Path], tmp_path: Path
+) -> None:
+    run = two_machines["a"]
+    env = {k: v for k, v in os.environ.items() if k != "PGPASSWORD"}
+    # a later reader of the run directory gives the password the way libpq takes it
+    report = [*EDGEOPT, "report", str(run)]
+    with_pw = subprocess.run(
+        report, capture_output=True, text=True, timeout=120, env={**env, "PGPASSWORD": PG_PASSWORD}
+    )
+    assert with_pw.returncode == 0, with_pw.stderr
+    without = subprocess.run(report, capture_output=True, text=True, timeout=120, env=env)
+    _assert_one_line_error(without, "no password supplied", "PGPASSWORD")
+    files = [p for d in (run, two_machines["shared"]) for p in d.rglob("*") if p.is_file()]
+    assert len(files) > 10
+    leaks = [str(p) for p in files if PG_PASSWORD.encode() in p.read_bytes()]
+    assert not leaks
+    recorded = json.loads((run / "run.json").read_text())["storage"]
+    assert recorded == f"postgresql://{PG_USER}@127.0.0.1:{pg.port}/postgres"
+
+
 def test_a_third_machine_reports_and_exports_every_trial(
     pg: PgServer, two_machines: dict[str, Path], tmp_path: Path
 ) -> None:

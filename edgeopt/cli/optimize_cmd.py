@@ -167,6 +167,7 @@ def optimize(
     from edgeopt.rundir import default_run_dir
     from edgeopt.search.context import Trust
     from edgeopt.search.setup import prepare
+    from edgeopt.search.storage import adopt_password
 
     targets = _targets(target)
     timeout_s = parse_duration(timeout_text) if timeout_text else None
@@ -190,7 +191,7 @@ def optimize(
         seed=seed,
         plain_search=plain_search,
         study_name=study_name,
-        storage=storage,
+        storage=adopt_password(storage) if storage else None,  # never into run.json
         artifacts=_artifacts_spec(artifacts),
         trial_timeout_s=(
             None

@@ -30,6 +30,7 @@ def _source(run_dir: str | None, storage: str | None, study: str, artifacts: str
     """The run to read: RUN_DIR, or the study in --storage (exactly one)."""
     from edgeopt.errors import ConfigError
     from edgeopt.search.source import RunSource
+    from edgeopt.search.storage import adopt_password
 
     if (run_dir is None) == (storage is None):
         raise ConfigError(
@@ -39,7 +40,7 @@ def _source(run_dir: str | None, storage: str | None, study: str, artifacts: str
         )
     if run_dir is not None:
         return RunSource.local(run_dir, artifacts)
-    return RunSource(None, str(storage), study, artifacts)
+    return RunSource(None, adopt_password(str(storage)), study, artifacts)
 
 
 @click.command()

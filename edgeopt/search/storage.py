@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 from edgeopt.errors import ConfigError
 from edgeopt.fileio import file_lock
@@ -34,6 +36,21 @@ INSTALL_HINT = "install the driver with: pip install 'edgeopt[postgres]' (psycop
 def redact(url: str) -> str:
     """``url`` with its password masked, for messages and reports."""
     return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+_PASSWORD = re.compile(r"(://[^:/@]*):([^@/]*)@")
+
+
+def adopt_password(url: str) -> str:
+    """``url`` without its password; a PostgreSQL password moves to ``PGPASSWORD`` in this
+    process's environment, where libpq (and every worker and trial child, which inherit it)
+    finds it. So the password is never written to ``run.json``, logs or a worker's command
+    line; a reader of the run later takes it from ``PGPASSWORD`` or ``~/.pgpass``."""
+    match = _PASSWORD.search(url)
+    if match is None or not is_postgres(url):
+        return url
+    os.environ["PGPASSWORD"] = unquote(match.group(2))
+    return url[: match.start()] + match.group(1) + "@" + url[match.end() :]
 
 
 def is_postgres(url: str) -> bool:
@@ -79,8 +96,8 @@ def storage_error(url: str, exc: BaseException, doing: str = "open storage") -> 
     low = text.lower()
     if "password authentication failed" in low or "no password supplied" in low:
         hint = (
-            "check the user and password; keep the password in ~/.pgpass or PGPASSWORD "
-            "rather than in the URL (run.json records the URL)"
+            "check the user and password; give the password in PGPASSWORD or ~/.pgpass "
+            "(a run directory records the URL without it)"
         )
     elif "does not exist" in low and "database" in low:
         hint = "create the database first, e.g. createdb -h HOST -U USER NAME"
