@@ -14,6 +14,7 @@ Plain WSGI, no optuna: it wraps whatever application it is given.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from collections.abc import Callable, Iterable
@@ -85,8 +86,10 @@ class Guard:
     port: int
     writes: bool = False
 
+    @functools.cached_property
     def names(self) -> frozenset[str]:
-        """The host names a request may use (IP addresses too, after a wildcard bind)."""
+        """The host names a request may use (IP addresses too, after a wildcard bind); once,
+        as getfqdn may ask DNS."""
         given = self.host.strip("[]").lower()
         names = set(LOOPBACK_NAMES) | {given}
         if given in WILDCARDS:
@@ -99,7 +102,7 @@ class Guard:
         if parsed is None or parsed[1] != self.port:
             return False
         name = parsed[0]
-        if name in self.names():
+        if name in self.names:
             return True
         return self.host.strip("[]").lower() in WILDCARDS and _is_ip(name)
 
