@@ -4,10 +4,15 @@ file, no duplicates on resume, and failures that never stop the search."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -162,27 +167,135 @@ def test_a_file_store_uri_is_refused_before_any_work(
     assert not out.exists()
 
 
-def test_an_unreachable_tracking_server_warns_once_and_the_search_goes_on(
-    tmp_path: Path, model_files: dict, tiny_data: Path
-) -> None:
-    with socket.socket() as s:  # a loopback port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    out = tmp_path / "run"
-    env = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
-    args = ["optimize", model_files["onnx"], "--data", tiny_data, "--target", "mobile"]
-    args += ["--out", out, "--trials", "1", "--no-report", f"--mlflow=http://127.0.0.1:{port}"]
+def _cli(model: Path, data: Path, out: Path, uri: str, timeout_s: float) -> tuple[Any, float]:
+    """``edgeopt optimize ... --mlflow=URI`` in its own process, with MLflow's own HTTP
+    settings (none of ours in the environment): (completed process, seconds it took)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_HTTP_")}
+    args = ["optimize", model, "--data", data, "--target", "mobile"]
+    args += ["--out", out, "--trials", "1", "--no-report", f"--mlflow={uri}"]
+    t0 = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-c", "from edgeopt.cli import main; main()", *map(str, args)],
         capture_output=True,
         text=True,
         env=env,
-        timeout=300,
+        timeout=timeout_s,
     )
+    return proc, time.monotonic() - t0
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_tracking_server_that_does_not_answer_is_a_usage_error_within_seconds(
+    tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    """MLflow's own retries held this silent for minutes before any work."""
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    out = tmp_path / "run"
+    proc, took = _cli(model_files["onnx"], tiny_data, out, uri, timeout_s=60)
+    assert proc.returncode == 2, proc.stderr
+    assert f"Error: MLflow tracking server {uri} does not answer (connection refused)" in (
+        proc.stderr
+    )
+    assert "Hint: start it" in proc.stderr and "drop --mlflow" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert took < 30, took
+    assert not out.exists()  # no run directory, no trial
+
+
+def test_a_tracking_server_that_accepts_but_never_answers_is_a_usage_error(
+    tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    with socket.socket() as s:  # connections are accepted by the kernel; nothing answers
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        uri = f"http://127.0.0.1:{s.getsockname()[1]}"
+        out = tmp_path / "run"
+        proc, took = _cli(model_files["onnx"], tiny_data, out, uri, timeout_s=90)
+    assert proc.returncode == 2, proc.stderr
+    assert f"MLflow tracking server {uri} does not answer within 5 s" in proc.stderr
+    assert took < 45, took
+    assert not out.exists()
+
+
+@contextlib.contextmanager
+def _http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 answering with ``handler``: its URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+class _Quiet(BaseHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        """Tests keep stderr for their own output."""
+
+    def _answer(self, status: int, body: bytes, kind: str = "application/json") -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class _NotMlflow(_Quiet):
+    """Some other web server: 404 pages for every path."""
+
+    def do_GET(self) -> None:
+        self._answer(404, b"<html>Not Found</html>", "text/html")
+
+    do_POST = do_GET
+
+
+class _FailsAfterStart(_Quiet):
+    """MLflow's answer for an experiment not created yet, then 429 (too many requests) for
+    everything: MLflow retries those, by default 7 times over about four minutes."""
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/api/2.0/mlflow/experiments/get-by-name"):
+            body = b'{"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "no experiment"}'
+            self._answer(404, body)
+        else:
+            self._answer(429, b'{"error_code": "REQUEST_LIMIT_EXCEEDED", "message": "busy"}')
+
+    def do_POST(self) -> None:
+        self._answer(429, b'{"error_code": "REQUEST_LIMIT_EXCEEDED", "message": "busy"}')
+
+
+def test_a_web_server_that_is_no_mlflow_server_is_a_usage_error(
+    tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    out = tmp_path / "run"
+    with _http_server(_NotMlflow) as uri:
+        proc, _ = _cli(model_files["onnx"], tiny_data, out, uri, timeout_s=120)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{uri} does not answer as an MLflow tracking server (HTTP 404" in proc.stderr
+    assert not out.exists()
+
+
+def test_a_server_failing_after_start_warns_once_and_the_search_goes_on_at_once(
+    tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    """The probe passes; every later call fails, and MLflow's retries are bounded."""
+    out = tmp_path / "run"
+    with _http_server(_FailsAfterStart) as uri:
+        proc, took = _cli(model_files["onnx"], tiny_data, out, uri, timeout_s=150)
     assert proc.returncode == 0, proc.stderr
     warnings = [line for line in proc.stderr.splitlines() if "MLflow logging stopped" in line]
     assert len(warnings) == 1, proc.stderr
     assert len(_finished(out)) == 1
+    assert took < 100, took
 
 
 def test_numbers_of_a_two_target_trial_are_named_per_target_with_their_provenance() -> None:

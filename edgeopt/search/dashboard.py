@@ -17,6 +17,7 @@ from typing import Any
 import optuna
 
 from edgeopt.errors import ConfigError
+from edgeopt.search.dashboard_guard import Guard
 from edgeopt.search.source import RunSource
 from edgeopt.search.storage import make_storage, redact
 
@@ -106,10 +107,13 @@ def _artifact_store(source: RunSource) -> Any:
 
 
 @contextlib.contextmanager
-def serving(dashboard: Dashboard, host: str, port: int) -> Iterator[Any]:
+def serving(dashboard: Dashboard, host: str, port: int, *, writes: bool = False) -> Iterator[Any]:
     """Bind ``host:port`` and yield the (threaded, wsgiref) server; call its
     ``serve_forever()`` to serve until interrupted. ConfigError when the address cannot be
-    bound (in use, or not an address of this machine)."""
+    bound (in use, or not an address of this machine).
+
+    The server answers only requests that name it in their ``Host`` header, and only reads
+    unless ``writes`` (then only writes from its own page): ``dashboard_guard.Guard``."""
     from socketserver import ThreadingMixIn
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -133,6 +137,8 @@ def serving(dashboard: Dashboard, host: str, port: int) -> Iterator[Any]:
             if in_use
             else "pass --host 127.0.0.1 or this machine's address",
         ) from exc
+    # the guard needs the bound port (--port 0 lets the system pick one)
+    server.set_app(Guard(dashboard.app, host, server.server_address[1], writes=writes))
     try:
         yield server
     finally:

@@ -13,8 +13,10 @@ already is not logged twice. The tracking URI is the command line's: it is not w
 
 Each worker logs its own trials as they finish; the process that started the search also logs,
 before and after it, any finished trial without a child run (trials from an earlier run
-without ``--mlflow``, or ones a failure left out). Logging never stops the search: the first
-failure is one warning line, and this process logs nothing more.
+without ``--mlflow``, or ones a failure left out). A tracking server that does not answer at
+start-up is a usage error (``check_uri``); later, logging never stops the search: the first
+failure is one warning line, and this process logs nothing more. MLflow's HTTP retries and
+timeouts are bounded (``mlflow_http``), so that failure costs seconds, not minutes.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from edgeopt.errors import ConfigError
+from edgeopt.search.mlflow_http import bound_http_requests, is_http, probe
 
 if TYPE_CHECKING:
     from edgeopt.search.context import SearchContext
@@ -84,17 +87,21 @@ def resolve_uri(value: str, run_dir: Path) -> str:
 
 def check_uri(uri: str) -> None:
     """Raise ConfigError when MLflow cannot use ``uri`` as a tracking store (an unknown
-    scheme, a file store, a database it cannot open). Reaches no server: an HTTP URI is
-    only parsed here."""
+    scheme, a file store, a database it cannot open, a server that does not answer within
+    a few seconds). Bounds MLflow's HTTP retries and timeouts for this process and the
+    workers it starts (``mlflow_http``). Call before any search work."""
     from mlflow.tracking import MlflowClient
 
     _quiet_mlflow_logs()
+    bound_http_requests()
     try:
         MlflowClient(tracking_uri=uri)
     except Exception as exc:
         hint = "use sqlite:///PATH/mlflow.db, http://HOST:PORT, or --mlflow alone for a store "
         hint += "in the run directory"
         raise ConfigError(f"--mlflow {uri}: {_first_line(exc)}", hint=hint) from exc
+    if is_http(uri):
+        probe(uri, os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT)
 
 
 class Tracker:
@@ -118,6 +125,7 @@ class Tracker:
             from mlflow.tracking import MlflowClient
 
             _quiet_mlflow_logs()
+            bound_http_requests()  # a worker started by hand has not run check_uri
             client = MlflowClient(tracking_uri=uri)
             experiment_id = _experiment(client, uri)
             uid = study.user_attrs.get(UID_ATTR)
