@@ -371,3 +371,40 @@ def test_bare_postgres_url_gets_the_installed_driver() -> None:
     assert resolve_url("postgresql+psycopg2://u@h/db") == "postgresql+psycopg2://u@h/db"
     assert resolve_url("sqlite:///x.db") == "sqlite:///x.db"
     assert redact("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"
+
+
+# ------------------------------------------------------------- machines without an artifact store
+def test_machines_without_artifacts_finish_with_what_they_can_read(
+    pg: PgServer, tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    """A machine whose front holds a trial another machine built without ``--artifacts``
+    (and has not scored yet) finishes, exit 0, and says which trials it could not read."""
+    bundle = model_files["bundle_wide"]
+    common = ["--storage", pg.url(), "--study", "no-store", "--no-report"]
+    env = {**os.environ, "EDGEOPT_MACHINE": "machine-a"}
+    first = subprocess.run(
+        _optimize(bundle, tiny_data, tmp_path / "a", *common, "--trials", "2"),
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    env_b = {**os.environ, "EDGEOPT_MACHINE": "machine-b"}
+    joined = subprocess.run(
+        _optimize(bundle, tiny_data, tmp_path / "b", *common, "--trials", "2"),
+        capture_output=True, text=True, timeout=300, env=env_b,
+    )  # fmt: skip
+    assert joined.returncode == 0, joined.stderr
+    # machine b's worker builds the expert seeds and has not finished (so scored nothing)
+    worker = subprocess.run(
+        [sys.executable, "-m", "edgeopt.search.loop", str(tmp_path / "b"), "--trials", "4"],
+        capture_output=True, text=True, timeout=300, env={**env_b, "PGPASSWORD": PG_PASSWORD},
+    )  # fmt: skip
+    assert worker.returncode == 0, worker.stderr
+    front = {t.number for t in _study(pg, "no-store").best_trials}
+    assert front & {2, 3}, "a pruned seed is the smallest model: on the front"
+    again = subprocess.run(
+        _optimize(bundle, tiny_data, tmp_path / "a", *common, "--trials", "4"),
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert "built on machine-b without --artifacts" in again.stderr
+    assert "Traceback" not in again.stderr

@@ -340,7 +340,15 @@ def _search_and_report(
         "computing test-split numbers for the front and re-measuring its host latency...",
         err=True,
     )
-    finalize(out)
+    elsewhere = finalize(out).get("built_elsewhere") or {}
+    if elsewhere:
+        machines = ", ".join(sorted(set(elsewhere.values())))
+        click.echo(
+            f"note: front trial(s) {', '.join(sorted(elsewhere, key=int))} were built on "
+            f"{machines} without --artifacts: that machine scores them on the test split "
+            "when it finishes (run every machine with --artifacts DIR to read them here)",
+            err=True,
+        )
     records = _records(out)
     click.echo(render_front(records))
     if report:

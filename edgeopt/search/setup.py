@@ -159,7 +159,9 @@ def finalize(run_dir: Path) -> dict[str, Any]:
     """Test-split accuracy for the front and the baselines (never seen by the search).
 
     Stored in ``final.json`` as ``{"test_accuracy": {trial number: value}, "test_split",
-    "task_metrics": {trial number: {"val": {metric: entry}, "test": {...}}}}`` and in the
+    "task_metrics": {trial number: {"val": {metric: entry}, "test": {...}}},
+    "built_elsewhere": {trial number: machine}}`` (the last: trials another machine built
+    without an artifact store, which only that machine can score) and in the
     study (``shared.record_test_numbers``), so that every machine's report has them.
     ``test_accuracy`` is the run's ``--metric``; ``task_metrics`` (labelled data only) holds
     all of ``edgeopt.metrics.TASK_METRICS`` with intervals
@@ -171,7 +173,7 @@ def finalize(run_dir: Path) -> dict[str, Any]:
     from edgeopt.search.artifacts import trial_artifacts
     from edgeopt.search.final_measure import add_final_latency
     from edgeopt.search.shared import record_test_numbers
-    from edgeopt.search.source import RunSource, scratch_dir
+    from edgeopt.search.source import BuiltElsewhere, RunSource, scratch_dir
 
     run = RunDir(run_dir)
     opened = RunSource.local(run.path).open()
@@ -183,6 +185,7 @@ def finalize(run_dir: Path) -> dict[str, Any]:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     wanted = {t.number for t in study.best_trials} if complete else set()
     wanted |= {t.number for t in complete if t.user_attrs.get("baseline")}
+    elsewhere: dict[str, str] = {}
     with scratch_dir() as tmp:
         for t in complete:
             key = str(t.number)
@@ -196,7 +199,12 @@ def finalize(run_dir: Path) -> dict[str, Any]:
                 "artifacts": trial_artifacts(t.system_attrs),
                 "machine": t.user_attrs.get("machine"),
             }
-            onnx = opened.trial_onnx(record, Path(tmp))
+            try:
+                onnx = opened.trial_onnx(record, Path(tmp))
+            except BuiltElsewhere:  # that machine scores it when it finishes
+                machine = (t.user_attrs.get("machine") or {}).get("hostname", "another machine")
+                elsewhere[key] = str(machine)
+                continue
             if data is None:
                 x, y = scoring_inputs(data, "test", local_baseline.input_shape)
                 final["test_accuracy"][key] = onnx_score(onnx, x, y, reference=run.baseline_onnx)
@@ -204,6 +212,7 @@ def finalize(run_dir: Path) -> dict[str, Any]:
             task = {s: onnx_task_metric_entries(onnx, *data.split(s)) for s in ("val", "test")}
             final["task_metrics"][key] = task
             final["test_accuracy"][key] = task["test"][config.metric]["value"]
+    final["built_elsewhere"] = elsewhere
     if data is None:
         final["test_split"] = "synthetic"
     else:

@@ -24,6 +24,11 @@ from edgeopt.search.artifacts import fetch, open_store
 from edgeopt.search.storage import make_storage, redact, storage_error
 
 
+class BuiltElsewhere(ConfigError):
+    """A trial's file is on the machine that built it only: not here, and not uploaded to
+    an artifact store (that machine ran without ``--artifacts``)."""
+
+
 @dataclass(frozen=True)
 class RunSource:
     """A run to read. ``run`` is the local run directory, if any; ``artifacts`` overrides
@@ -160,7 +165,7 @@ def trial_onnx(
     artifact = (trial.get("artifacts") or {}).get("model.onnx")
     what = f"trial {number}'s model"
     if artifact is None:
-        raise ConfigError(
+        raise BuiltElsewhere(
             f"{what} is not in this run directory and was not uploaded to an artifact store",
             hint=f"it was built on {trial.get('machine', {}).get('hostname', 'another machine')}"
             " without --artifacts: read it there, or run workers with --artifacts DIR",
