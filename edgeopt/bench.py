@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.data import DataBundle
+from edgeopt.data import ScoringData
 from edgeopt.errors import ConfigError
 from edgeopt.loading import LoadedModel, check_input_shape, check_model_and_data
 from edgeopt.metrics import Metric, MetricValue
@@ -34,14 +34,15 @@ class BenchRequest:
     """What to benchmark. ``models[1]``, when present, is the ``--vs`` comparison model.
 
     ``workdir`` receives the ONNX exports of torch models (a temporary folder when None);
-    ``metric``, with ``data``, a task metric measured beside top-1 accuracy (``f1`` ...).
+    ``data`` is scored on its ``scored`` split; ``metric``, with ``data``, a task metric
+    measured beside top-1 accuracy (``f1`` ...).
     """
 
     models: list[LoadedModel]
     profile: Any  # edgeopt.profiles.HardwareProfile
     threads: list[int]
     workdir: Path | None = None
-    data: DataBundle | None = None
+    data: ScoringData | None = None
     time_budget_s: float = 8.0
     metric: str = "accuracy"
 
@@ -69,7 +70,7 @@ def _run_bench(req: BenchRequest, workdir: Path) -> dict[str, Any]:
     if req.data is not None:
         for m in req.models:
             check_model_and_data(m, req.data)
-        sample = req.data.x_val[:8]
+        sample = req.data.x[:8]
     else:
         for m in req.models:
             if m.module is not None:
@@ -97,7 +98,8 @@ def _run_bench(req: BenchRequest, workdir: Path) -> dict[str, Any]:
     }
     accuracy = _accuracies(paths, req.data, req.threads[-1], req.metric)
     if req.data is not None:
-        report["accuracy_split"] = "test" if req.data.has_test else "val"
+        report["accuracy_split"] = req.data.scored
+        report["accuracy_samples"] = len(req.data.y)
         report["metric"] = req.metric
     if runner is not None:
         _measure(report, req, runner, paths, names, req.models[0].input_shape, sample, accuracy)
@@ -117,15 +119,15 @@ Scores = dict[str, float]  # task metric name -> value on the accuracy split
 
 
 def _accuracies(
-    paths: list[Path], data: DataBundle | None, threads: int, metric: str
+    paths: list[Path], data: ScoringData | None, threads: int, metric: str
 ) -> list[Scores | None]:
-    """Top-1 accuracy and ``metric`` of each model on the test split (from one pass)."""
+    """Top-1 accuracy and ``metric`` of each model on the scored split (from one pass)."""
     if data is None:
         return [None for _ in paths]
     from edgeopt.measure.accuracy import onnx_logits
     from edgeopt.measure.task_metrics import task_metric
 
-    x, y = data.split("test")
+    x, y = data.x, data.y
     out: list[Scores | None] = []
     for p in paths:
         logits = onnx_logits(p, x, threads=threads)

@@ -1,11 +1,12 @@
-"""Datasets as plain numpy splits, loaded from a user's ``.npz``."""
+"""Datasets as plain numpy splits, loaded from a user's ``.npz``: all of train/val[/test] for
+a search (``load_npz``), any one labelled split for a command that only scores
+(``load_scoring_npz``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -59,18 +60,12 @@ class DataBundle:
 
 
 def load_npz(path: str | Path) -> DataBundle:
-    """Load and validate an ``.npz`` with ``x_train, y_train, x_val, y_val[, x_test, y_test]``."""
+    """Load and validate an ``.npz`` with ``x_train, y_train, x_val, y_val[, x_test, y_test]``
+    (what a search needs: it trains and selects). ConfigError (exit 2) for a file that is not
+    a readable npz, lacks a split, or holds a split that cannot be right (``_checked_split``).
+    """
     p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"data file not found: {p}", hint="pass --data path/to/data.npz")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            arrays: dict[str, Any] = {k: z[k] for k in z.files}
-    except Exception as exc:  # zipfile/ValueError/OSError: all mean "not a readable npz"
-        raise ConfigError(
-            f"cannot read data file {p}: {exc}",
-            hint="--data expects an .npz from numpy.savez with x_train, y_train, x_val, y_val",
-        ) from exc
+    arrays = _read_npz(p)
     missing = [k for k in _REQUIRED if k not in arrays]
     if missing:
         has = ", ".join(sorted(arrays)) or "none"
@@ -78,19 +73,131 @@ def load_npz(path: str | Path) -> DataBundle:
             f"data file {p} lacks arrays {', '.join(missing)} (has {has})",
             hint="save x_train, y_train, x_val, y_val (and optionally x_test, y_test)",
         )
-    if ("x_test" in arrays) != ("y_test" in arrays):
+    return DataBundle(**_checked_splits(p, arrays))
+
+
+SCORING_ORDER = ("test", "val", "train")
+"""The split a command that only scores (bench, check) uses: the first one the file holds."""
+
+
+@dataclass(frozen=True)
+class ScoringData:
+    """The labelled data of a command that only scores a model (bench, check): every split
+    the file holds (checked alike), and ``scored``, the one its numbers come from (the first
+    of ``SCORING_ORDER`` present)."""
+
+    splits: Mapping[str, tuple[np.ndarray, np.ndarray]]
+    scored: str
+
+    @property
+    def x(self) -> np.ndarray:
+        return self.splits[self.scored][0]
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.splits[self.scored][1]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one sample, without the batch dimension."""
+        return tuple(int(d) for d in self.x.shape[1:])
+
+    def max_label(self) -> tuple[str, int]:
+        """``(split, label)``: the highest class label over all splits and where it is."""
+        tops = [(int(y.max()), s) for s, (_, y) in self.splits.items()]
+        top, split = max(tops, key=lambda t: t[0])
+        return split, top
+
+
+def load_scoring_npz(path: str | Path) -> ScoringData:
+    """Load and validate an ``.npz`` for scoring only: any of the splits of ``load_npz``
+    (``x_val, y_val`` alone will do); the test split is scored, else val, else train.
+    ConfigError as in ``load_npz``, and for a file with no labelled split."""
+    p = Path(path)
+    arrays = _read_npz(p)
+    splits = _checked_splits(p, arrays)
+    present = [s for s in SCORING_ORDER if f"x_{s}" in splits]
+    if not present:
+        has = ", ".join(sorted(arrays)) or "none"
         raise ConfigError(
-            f"data file {p} has only one of x_test/y_test", hint="save both or neither"
+            f"data file {p} has no labelled split: it lacks arrays x_test, y_test (or x_val, "
+            f"y_val, or x_train, y_train) (has {has})",
+            hint="save the inputs and labels to score on as x_val, y_val (or x_test, y_test)",
         )
+    return ScoringData({s: (splits[f"x_{s}"], splits[f"y_{s}"]) for s in present}, present[0])
+
+
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def _read_npz(p: Path) -> dict[str, np.ndarray]:
+    """Every array of the npz ``p``; ConfigError for a missing file, one that is not an npz
+    (a single .npy array, random bytes, a zip of other files), a damaged one, or one holding
+    Python objects (which would need unpickling)."""
+    if not p.exists():
+        raise ConfigError(f"data file not found: {p}", hint="pass --data path/to/data.npz")
+    hint = "--data expects an .npz from numpy.savez(path, x_train=..., y_train=..., ...)"
+    try:
+        with p.open("rb") as f:
+            head = f.read(6)
+    except OSError as exc:
+        raise ConfigError(f"cannot read data file {p}: {exc.strerror or exc}") from exc
+    if head.startswith(_NPY_MAGIC):
+        raise ConfigError(f"data file {p} is a single .npy array, not an .npz", hint=hint)
+    if not head.startswith(_ZIP_MAGIC):
+        # numpy would try it as a pickle and point at allow_pickle: it is simply no npz
+        raise ConfigError(f"data file {p} is not a valid .npz (not a zip archive)", hint=hint)
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            for key in z.files:
+                try:
+                    value = z[key]
+                except ValueError as exc:
+                    if "allow_pickle" not in str(exc):
+                        raise
+                    raise ConfigError(
+                        f"data file {p}: {key} holds Python objects (dtype object), which "
+                        "edgeopt does not unpickle",
+                        hint=f"save {key} as a numeric array, e.g. np.asarray({key}, "
+                        "dtype=np.float32)",
+                    ) from exc
+                if not isinstance(value, np.ndarray):  # a member that is no .npy file
+                    raise ConfigError(
+                        f"data file {p} is not a valid .npz: member {key!r} is not a numpy array",
+                        hint=hint,
+                    )
+                arrays[key] = value
+    except ConfigError:
+        raise
+    except Exception as exc:  # zipfile/ValueError/OSError: all mean "not a readable npz"
+        raise ConfigError(
+            f"data file {p} is not a valid .npz: {exc}",
+            hint="the file may be truncated or damaged; save it again with numpy.savez",
+        ) from exc
+    return arrays
+
+
+def _checked_splits(p: Path, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``x_<split>``/``y_<split>`` of every split present, checked (``_checked_split``) and of
+    one sample shape; ConfigError for a split with inputs but no labels or the reverse."""
     out: dict[str, np.ndarray] = {}
     for split in ("train", "val", "test"):
-        if f"x_{split}" in arrays:
-            x, y = _checked_split(p, split, arrays[f"x_{split}"], arrays[f"y_{split}"])
-            out[f"x_{split}"], out[f"y_{split}"] = x, y
+        x_key, y_key = f"x_{split}", f"y_{split}"
+        if (x_key in arrays) != (y_key in arrays):
+            absent = y_key if x_key in arrays else x_key
+            raise ConfigError(
+                f"data file {p} has only one of {x_key}/{y_key}: lacks arrays {absent} "
+                f"(has {', '.join(sorted(arrays))})",
+                hint=f"save both {x_key} and its labels {y_key}, or neither",
+            )
+        if x_key in arrays:
+            out[x_key], out[y_key] = _checked_split(p, split, arrays[x_key], arrays[y_key])
     shapes = {out[f"x_{s}"].shape[1:] for s in ("train", "val", "test") if f"x_{s}" in out}
-    if len(shapes) != 1:
+    if len(shapes) > 1:
         raise ConfigError(f"data file {p}: splits have different sample shapes {sorted(shapes)}")
-    return DataBundle(**out)
+    return out
 
 
 def _checked_split(
@@ -110,10 +217,25 @@ def _checked_split(
             f"{len(y) if y.ndim else 'a single value'}",
             hint="each x_* must have one label per sample in y_*",
         )
-    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+    if np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_:
+        # raw pixels (uint8 0..255) fed to a model trained on normalised floats score at
+        # chance, and nothing else would say why
+        raise ConfigError(
+            f"data file {p}: x_{split} holds {x.dtype} values; edgeopt feeds inputs to the "
+            "model as they are, and a model takes them as floats, preprocessed as in training",
+            hint="convert and normalise them as the model was trained, e.g. "
+            "x = (x.astype(np.float32) / 255 - mean) / std, then save the .npz again",
+        )
+    if not np.issubdtype(x.dtype, np.floating):
         raise ConfigError(
             f"data file {p}: x_{split} must hold numbers, got {x.dtype}",
             hint="store inputs as a float array shaped (samples, *input_shape)",
+        )
+    if x.ndim < 2:
+        raise ConfigError(
+            f"data file {p}: x_{split} has shape {x.shape}: no sample dimensions",
+            hint="store inputs shaped (samples, *input_shape), e.g. (N, 1, 16, 16); one "
+            "number per sample is (N, 1)",
         )
     if not np.issubdtype(y.dtype, np.integer):
         raise ConfigError(
@@ -149,8 +271,35 @@ def synthetic_inputs(input_shape: Sequence[int], n: int, seed: int) -> np.ndarra
     """``n`` seeded standard-normal float32 inputs of one sample's ``input_shape``: the
     stand-in data when there is no ``--data`` (timing, parity checks, calibration, fidelity).
     The same ``(shape, n, seed)`` always gives the same array."""
+    from edgeopt.loading.limits import check_input_size
+
+    # callers checked the shape already; this one may come from a run directory's record
+    check_input_size(input_shape, "a synthetic input's shape")
     rng = np.random.default_rng(seed)
-    return rng.standard_normal((n, *input_shape)).astype(np.float32)
+    out = np.empty((n, *input_shape), dtype=np.float32)
+    # a few samples at a time: the float64 draws of all n at once would triple the memory
+    step = max(1, _SYNTHETIC_CHUNK // max(1, out[:1].size))
+    for i in range(0, n, step):
+        out[i : i + step] = rng.standard_normal(out[i : i + step].shape)
+    return out
+
+
+_SYNTHETIC_CHUNK = 1 << 20
+"""Values drawn per step of ``synthetic_inputs`` (8 MiB of float64)."""
+
+MIN_SPLIT_SAMPLES = 100
+"""Below this, an accuracy measured on a split is too uncertain to compare models by: the
+CLI warns with the 95 % interval it implies."""
+
+
+def sample_counts(path: str | Path) -> dict[str, int]:
+    """``{split: samples}`` of every labelled split of the npz ``path`` (reads only the
+    labels); empty when the file cannot be read."""
+    try:
+        with np.load(Path(path), allow_pickle=False) as z:
+            return {s: len(z[f"y_{s}"]) for s in ("train", "val", "test") if f"y_{s}" in z.files}
+    except Exception:  # what load_npz reported already, or a file of another machine
+        return {}
 
 
 def split_sizes(path: str | Path) -> dict[str, int | None]:

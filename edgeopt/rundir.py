@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeopt.errors import ConfigError
 from edgeopt.fileio import file_lock, write_json
+from edgeopt.loading.limits import check_input_size
 
 if TYPE_CHECKING:
     from edgeopt.config import RunConfig
@@ -76,6 +77,8 @@ class Baseline:
         known = {f.name for f in fields(cls)}
         d = {k: v for k, v in data.items() if k in known}
         d["input_shape"] = tuple(int(x) for x in d["input_shape"])
+        # data from a file: synthetic inputs and measurements are built of this shape
+        check_input_size(d["input_shape"], "the run's baseline record")
         d["prune_ignored"] = tuple(str(x) for x in d.get("prune_ignored", ()))
         return cls(**d)
 

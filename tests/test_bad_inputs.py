@@ -365,7 +365,7 @@ BAD_INPUTS: list[tuple[str, A, str]] = [
     (
         "onnx_dynamic_shape_without_input_shape",
         lambda f, t: ["bench", _dynamic_onnx(t)],
-        "has a dynamic input shape (0,)",
+        "has a dynamic input shape (c,)",  # the symbolic dimension by its name
     ),
     (
         "onnx_input_shape_disagrees",
@@ -381,7 +381,8 @@ BAD_INPUTS: list[tuple[str, A, str]] = [
             "--data",
             _npz(t, x_train=None, y_train=None, x_val=None, y_val=None, X=np.zeros(2), y=[1]),
         ],
-        "lacks arrays x_train, y_train, x_val, y_val (has X, y)",
+        "has no labelled split: it lacks arrays x_test, y_test (or x_val, y_val, or x_train, "
+        "y_train) (has X, y)",
     ),
     (
         "data_with_no_arrays",
@@ -391,7 +392,8 @@ BAD_INPUTS: list[tuple[str, A, str]] = [
             "--data",
             _npz(t, x_train=None, y_train=None, x_val=None, y_val=None),
         ],
-        "lacks arrays x_train, y_train, x_val, y_val (has none)",
+        "has no labelled split: it lacks arrays x_test, y_test (or x_val, y_val, or x_train, "
+        "y_train) (has none)",
     ),
     (
         "data_test_inputs_without_labels",
@@ -446,7 +448,7 @@ BAD_INPUTS: list[tuple[str, A, str]] = [
     (
         "data_not_an_npz",
         lambda f, t: ["bench", f["bundle"], "--data", f["garbage"]],
-        "cannot read data file",
+        "is not a valid .npz (not a zip archive)",
     ),
     # architectures and flags
     (

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import click
 
-from edgeopt.cli.options import ModelOptions, packed_model_options, parse_int_list
+from edgeopt.cli.options import (
+    ModelOptions,
+    check_time_budget,
+    packed_model_options,
+    parse_int_list,
+)
 from edgeopt.metrics import TASK_METRICS, task_metric_noun
 
 
@@ -47,12 +51,14 @@ def bench(
     interleaved in the same run, which stays stable while the machine's speed drifts.
     """
     from edgeopt.bench import BenchRequest, run_bench
-    from edgeopt.data import load_npz
+    from edgeopt.cli.data_notes import echo_scoring_notes
+    from edgeopt.data import load_scoring_npz
     from edgeopt.profiles import load_profile
 
+    check_time_budget(time_budget)
     profile = load_profile(target)
     thread_counts = parse_int_list(threads, "--threads") if threads else [profile.threads]
-    bundle = load_npz(data) if data else None
+    bundle = load_scoring_npz(data) if data else None
     _check_metric(metric, bundle, data)
     loaded = [model_opts.load(m, bundle) for m in (model, other) if m]
     request = BenchRequest(
@@ -63,6 +69,7 @@ def bench(
         click.echo(json.dumps(report, indent=2))
     else:
         click.echo(render_table(report))
+    echo_scoring_notes(bundle, report)
 
 
 def _check_metric(metric: str, bundle: Any, data: str | None) -> None:
@@ -73,8 +80,7 @@ def _check_metric(metric: str, bundle: Any, data: str | None) -> None:
 
     check_metric(metric, has_data=bundle is not None)
     if bundle is not None:
-        split = "test" if bundle.has_test else "val"
-        check_defined(metric, bundle.split(split)[1], f"the {split} split of {data}")
+        check_defined(metric, bundle.y, f"the {bundle.scored} split of {data}")
 
 
 def _fmt(v: dict[str, Any] | None, digits: int = 3) -> str:
@@ -93,8 +99,10 @@ def render_table(report: dict[str, Any]) -> str:
     lines = [f"target: {report['target']} ({where})", f"host: {report['host']}", ""]
     # --metric other than top-1: one more column beside accuracy
     task = report.get("metric") if report.get("metric") != "accuracy" else None
+    # the paths as typed: two files named model.onnx in two folders stay apart
+    width = max(28, *(len(str(r["model"])) for r in report["results"]))
     head = (
-        f"{'model':<28} {'thr':>3} {'p50 ms':>9} {'p90 ms':>9} {'mem MB':>8} "
+        f"{'model':<{width}} {'thr':>3} {'p50 ms':>9} {'p90 ms':>9} {'mem MB':>8} "
         f"{'size MB':>8} {'energy mJ':>14} {'accuracy':>9}"
         + (f" {task:>9}" if task else "")
         + "  source"
@@ -107,7 +115,7 @@ def render_table(report: dict[str, Any]) -> str:
             e = f"{energy['low']:.3f}-{energy['high']:.3f}"
         acc = row.get("accuracy")
         lines.append(
-            f"{Path(row['model']).name[:28]:<28} {row['threads'] or '-':>3} "
+            f"{row['model']:<{width}} {row['threads'] or '-':>3} "
             f"{_fmt(row['latency_p50_ms']):>9} {_fmt(row.get('latency_p90_ms')):>9} "
             f"{_fmt(row['peak_memory_mb'], 2):>8} {_fmt(row['size_mb'], 3):>8} {e:>14} "
             f"{_fmt(acc, 4):>9}"
@@ -132,18 +140,7 @@ def render_table(report: dict[str, Any]) -> str:
         )
     )
     for cmp in report.get("comparisons", []):
-        ratio = cmp["ratio"]
-        verdict = "faster" if ratio > 1 else "slower"
-        factor = ratio if ratio > 1 else 1 / ratio
-        lines.append(
-            f"{Path(cmp['a']).name} is {factor:.2f}x {verdict} than {Path(cmp['b']).name} "
-            f"at {cmp['threads']} thread(s) ({cmp['provenance']}: "
-            + (
-                f"median of {cmp['rounds']} interleaved round ratios, CV {cmp['ratio_cv']:.1%})"
-                if cmp["provenance"] == "measured"
-                else "cost model)"
-            )
-        )
+        lines.append(comparison_line(cmp, report["target"]))
     energies = [r["energy_mj"] for r in report["results"] if "energy_mj" in r]
     if report["measured"] and energies:
         e = energies[0]
@@ -155,3 +152,18 @@ def render_table(report: dict[str, Any]) -> str:
     for a in report.get("assumptions", []):
         lines.append(f"assumption: {a}")
     return "\n".join(lines)
+
+
+def comparison_line(cmp: dict[str, Any], target: str) -> str:
+    """``A is 1.98x slower than B at 1 thread(s) (measured: ...)``, with the paths as typed;
+    an estimate has no thread count and says ``estimated on TARGET`` instead."""
+    ratio = cmp["ratio"]
+    verdict = "faster" if ratio > 1 else "slower"
+    factor = ratio if ratio > 1 else 1 / ratio
+    head = f"{cmp['a']} is {factor:.2f}x {verdict} than {cmp['b']}"
+    if cmp["provenance"] != "measured":
+        return f"{head}, estimated on {target} (cost model)"
+    return (
+        f"{head} at {cmp['threads']} thread(s) (measured: median of {cmp['rounds']} "
+        f"interleaved round ratios, CV {cmp['ratio_cv']:.1%})"
+    )

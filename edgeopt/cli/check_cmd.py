@@ -8,7 +8,12 @@ from typing import Any
 
 import click
 
-from edgeopt.cli.options import ModelOptions, budget_options, packed_model_options
+from edgeopt.cli.options import (
+    ModelOptions,
+    budget_options,
+    check_time_budget,
+    packed_model_options,
+)
 from edgeopt.metrics import TASK_METRICS
 
 
@@ -55,10 +60,12 @@ def check(
     from edgeopt.bench import BenchRequest, run_bench
     from edgeopt.budgets import parse_limits
     from edgeopt.check import resolve_config, validate, verdict_from_bench
-    from edgeopt.data import load_npz
+    from edgeopt.cli.data_notes import echo_scoring_notes
+    from edgeopt.data import load_scoring_npz
     from edgeopt.errors import BudgetError
     from edgeopt.profiles import load_profile
 
+    check_time_budget(time_budget)
     flags: dict[str, Any] = {
         "target": target,
         "data": str(Path(data).resolve()) if data else None,
@@ -69,12 +76,11 @@ def check(
     cfg = resolve_config(flags)
     profile = load_profile(cfg.target)
     validate(cfg, bool(profile.measured), runner=profile.runner is not None)
-    bundle = load_npz(cfg.data) if cfg.data else None
+    bundle = load_scoring_npz(cfg.data) if cfg.data else None  # any split: check never trains
     if bundle is not None:
         from edgeopt.measure.task_metrics import check_defined
 
-        split = "test" if bundle.has_test else "val"
-        check_defined(cfg.metric, bundle.split(split)[1], f"the {split} split of {cfg.data}")
+        check_defined(cfg.metric, bundle.y, f"the {bundle.scored} split of {cfg.data}")
     loaded = [model_opts.load(m, bundle) for m in (model, cfg.baseline) if m]
     request = BenchRequest(
         loaded,
@@ -90,6 +96,7 @@ def check(
         click.echo(json.dumps(verdict.to_dict(), indent=2))
     else:
         click.echo(render_verdict(verdict))
+    echo_scoring_notes(bundle, bench)
     if junit:
         _write_junit(Path(junit), verdict)  # after the table: a bad path still shows results
     if not verdict.passed:

@@ -161,6 +161,7 @@ def optimize(
     (interleaved against the original, in a separate process); other targets are estimated
     from their profile, and every number says which.
     """
+    from edgeopt.cli.data_notes import echo_run_data_notes
     from edgeopt.cli.options import parse_arch_kwargs
     from edgeopt.config import Budgets, RunConfig, parse_duration
     from edgeopt.loading import ModelSpec, parse_shape
@@ -207,6 +208,7 @@ def optimize(
     baseline = prepare(config, out)  # validates every input before any search work
     click.echo(f"edgeopt optimize: {model} -> {out}  (targets: {', '.join(targets)})", err=True)
     _announce(out, baseline, config, shape_given=bool(input_shape))
+    echo_run_data_notes(config, baseline)  # small splits: warned before any search work
     trust = Trust(pickle=trust_pickle, arch=trust_arch, arch_ref=arch)
     _search_and_report(out, trials, timeout_s, workers, not no_report, trust, mlflow)
     click.echo(f"done in {time.monotonic() - t0:.0f}s; run directory {out}", err=True)

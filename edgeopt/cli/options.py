@@ -68,8 +68,9 @@ class ModelOptions:
     def load(self, model: str, data: Any = None) -> Any:
         """Load ``model`` with these options; returns an ``edgeopt.loading.LoadedModel``.
 
-        ``data`` (an ``edgeopt.data.DataBundle`` or None) gives the input shape of a file that
-        records none when ``--input-shape`` is not given, and says so on stderr."""
+        ``data`` (an ``edgeopt.data.DataBundle``, ``ScoringData`` or None) gives the input
+        shape of a file that records none when ``--input-shape`` is not given, and says so on
+        stderr."""
         loaded = load_model_from_options(
             model,
             self.arch,
@@ -178,3 +179,15 @@ def parse_int_list(text: str, option: str) -> list[int]:
     if not values or any(v <= 0 for v in values):
         raise ConfigError(f"{option} expects positive integers like 1,2; got {text!r}")
     return values
+
+
+def check_time_budget(seconds: float, option: str = "--time-budget") -> None:
+    """ConfigError unless ``seconds`` is a positive, finite number of seconds (NaN would stall
+    the timer, infinity never end it)."""
+    import math
+
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigError(
+            f"{option} must be a positive number of seconds, got {seconds}",
+            hint=f"e.g. {option} 5",
+        )

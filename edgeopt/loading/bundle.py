@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.errors import ConfigError
+from edgeopt.loading.limits import check_input_size
 from edgeopt.loading.spec import LoadedModel, ModelFormat, ModelSpec
 
 BUNDLE_KEY = "edgeopt_bundle"
@@ -140,6 +141,8 @@ def _load_bundle(p: Path, obj: Mapping[str, Any], spec: ModelSpec) -> LoadedMode
             hint="if you trust this file and the code it names, pass --trust-arch; or pass "
             "--arch MODULE:CALLABLE to build it with code you choose",
         )
+    if spec.input_shape is None:  # a given one is checked where it is read (load_spec)
+        check_input_size(shape, f"bundle {p}")
     module = _build(p, spec.arch or recorded, {**kwargs, **(spec.arch_kwargs or {})}, state_dict)
     return LoadedModel(p, ModelFormat.BUNDLE, spec.input_shape or shape, module=module)
 

@@ -9,9 +9,10 @@ from edgeopt.loading.spec import LoadedModel
 
 
 def check_model_and_data(loaded: LoadedModel, data: Any) -> None:
-    """Fail fast (ConfigError) when ``data`` (an ``edgeopt.data.DataBundle``, or None for
-    synthetic inputs) does not fit the model: a sample shape it cannot take
-    (``check_input_shape``), or a class label at or above the model's number of outputs."""
+    """Fail fast (ConfigError) when ``data`` (an ``edgeopt.data.DataBundle`` or
+    ``ScoringData``, or None for synthetic inputs) does not fit the model: a sample shape it
+    cannot take (``check_input_shape``), or a class label at or above the model's number of
+    outputs."""
     check_input_shape(loaded, data.input_shape if data is not None else loaded.input_shape)
     if data is None:
         return

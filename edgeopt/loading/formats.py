@@ -15,6 +15,7 @@ from typing import Any
 
 from edgeopt.errors import ConfigError
 from edgeopt.loading.bundle import BUNDLE_KEY, _build, _load_bundle
+from edgeopt.loading.limits import check_input_size
 from edgeopt.loading.spec import LoadedModel, ModelFormat, ModelSpec
 
 _FORCE_PICKLE_ENV = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
@@ -75,9 +76,10 @@ def _load_onnx(p: Path, input_shape: tuple[int, ...] | None) -> LoadedModel:
     graph_shape = tuple(d.dim_value if d.HasField("dim_value") else 0 for d in dims)[1:]
     shape = input_shape or graph_shape
     if not shape or any(d <= 0 for d in shape):
+        named = ", ".join(_dim_text(d) for d in dims[1:])
         raise ConfigError(
-            f"ONNX model {p} has a dynamic input shape {graph_shape}",
-            hint="pass --input-shape, e.g. --input-shape 3,224,224",
+            f"ONNX model {p} has a dynamic input shape ({named}{',' if len(dims) == 2 else ''})",
+            hint="pass --input-shape with one sample's shape, e.g. --input-shape 3,224,224",
         )
     if input_shape and graph_shape and all(graph_shape) and graph_shape != input_shape:
         raise ConfigError(
@@ -85,8 +87,24 @@ def _load_onnx(p: Path, input_shape: tuple[int, ...] | None) -> LoadedModel:
             hint=f"use --input-shape {','.join(map(str, graph_shape))} or omit it",
         )
     batch = dims[0].dim_value if dims and dims[0].HasField("dim_value") else 0
-    out_shape = _probe_onnx(p, model, tuple(shape), max(1, batch))
+    if batch > 1:
+        # latency runs one sample, scoring runs batches of any size: neither fits a fixed batch
+        raise ConfigError(
+            f"ONNX model {p} takes a fixed batch of {batch} samples; edgeopt runs it on one "
+            "sample at a time and on batches of any size",
+            hint="re-export it with a dynamic batch dimension (torch.onnx.export(..., "
+            "dynamic_axes={'input': {0: 'batch'}})) or with batch 1",
+        )
+    check_input_size(shape, f"ONNX model {p}")  # before the probe allocates an input
+    out_shape = _probe_onnx(p, model, tuple(shape), 1)
     return LoadedModel(p, ModelFormat.ONNX, tuple(shape), onnx_path=p, output_shape=out_shape)
+
+
+def _dim_text(dim: Any) -> str:
+    """One ONNX input dimension as a user reads it: its size, its symbolic name, or ``?``."""
+    if dim.HasField("dim_value") and dim.dim_value > 0:
+        return str(dim.dim_value)
+    return dim.dim_param if dim.HasField("dim_param") and dim.dim_param else "?"
 
 
 def _ort_reason(exc: Exception) -> str:

@@ -17,6 +17,7 @@ from edgeopt.loading.formats import (
     _load_torchscript,
     _verified_names,
 )
+from edgeopt.loading.limits import check_input_size
 from edgeopt.loading.spec import LoadedModel, ModelFormat, ModelSpec, _shape_text
 
 
@@ -61,7 +62,11 @@ def load_spec(spec: ModelSpec, data_shape: tuple[int, ...] | None = None) -> Loa
             hint="leave --input-shape out (it is taken from --data), or pass data shaped like "
             "the model's input",
         )
+    if input_shape:  # --input-shape, or the shape a run directory recorded
+        check_input_size(input_shape, f"model {spec.path}")
     loaded = _load_any(Path(spec.path), spec, data_shape)
+    # every format: the shape is known now, and no input of it has been allocated yet
+    check_input_size(loaded.input_shape, f"model {spec.path}")
     if input_shape is None and data_shape is not None and loaded.format in _SHAPELESS:
         return replace(loaded, shape_from_data=True)
     return loaded

@@ -1,0 +1,75 @@
+"""What a command says about the data it scored on: which split, and how little an accuracy
+measured on a small split tells (its 95 % Wilson interval)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import click
+
+
+def small_split_warning(split: str, n: int, accuracy: float | None) -> str | None:
+    """The warning for a scored split of ``n`` samples under ``MIN_SPLIT_SAMPLES`` (None at or
+    above it), with the interval of ``accuracy`` measured on it (of 0.5, the widest, when
+    ``accuracy`` is unknown or not a proportion)."""
+    from edgeopt.data import MIN_SPLIT_SAMPLES
+    from edgeopt.report.stats import fmt_interval, wilson_interval
+
+    if n >= MIN_SPLIT_SAMPLES:
+        return None
+    p = accuracy if accuracy is not None and 0.0 <= accuracy <= 1.0 else 0.5
+    interval = fmt_interval(wilson_interval(p, n))
+    return (
+        f"warning: the {split} split has only {_samples(n)} (fewer than {MIN_SPLIT_SAMPLES}): "
+        f"an accuracy of {p:.4f} measured on it lies anywhere in {interval} "
+        "(95% Wilson interval), too wide to tell models apart; score on a few hundred samples "
+        "or more"
+    )
+
+
+def _samples(n: int) -> str:
+    return f"{n} sample" + ("" if n == 1 else "s")
+
+
+def echo_scoring_notes(data: Any, report: Mapping[str, Any]) -> None:
+    """For bench and check, on stderr: a note when the train split was scored, and the
+    small-split warning for the scored split, with the first model's top-1 accuracy."""
+    if data is None:
+        return
+    if data.scored == "train":
+        click.echo(
+            "note: scored on the train split (the data file has no test or val split); a model "
+            "scores higher on the data it was trained on",
+            err=True,
+        )
+    accuracy = report["results"][0].get("accuracy") if report.get("results") else None
+    line = small_split_warning(
+        data.scored, len(data.y), float(accuracy["value"]) if accuracy else None
+    )
+    if line:
+        click.echo(line, err=True)
+
+
+def echo_run_data_notes(config: Any, baseline: Any) -> None:
+    """For optimize, before the search, on stderr: a warning for each split of ``config.data``
+    under ``MIN_SPLIT_SAMPLES`` (validation and test with the baseline's interval)."""
+    from edgeopt.data import MIN_SPLIT_SAMPLES, sample_counts
+
+    if not config.data:
+        return
+    counts = sample_counts(config.data)
+    n_train = counts.get("train", MIN_SPLIT_SAMPLES)
+    if n_train < MIN_SPLIT_SAMPLES:
+        click.echo(
+            f"warning: the train split has only {_samples(n_train)} (fewer than "
+            f"{MIN_SPLIT_SAMPLES}): fine-tuning learns from those alone",
+            err=True,
+        )
+    top1 = config.metric == "accuracy"  # another metric is no proportion: the widest interval
+    scored = {"val": baseline.val_accuracy, "test": baseline.test_accuracy}
+    for split, value in scored.items():
+        if split in counts:
+            line = small_split_warning(split, counts[split], value if top1 else None)
+            if line:
+                click.echo(line, err=True)
