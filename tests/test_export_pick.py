@@ -253,6 +253,7 @@ def test_export_of_a_trial_still_running_says_so(
     run = _copy(f1_run[0], tmp_path)
     study = optuna.load_study(study_name="edgeopt", storage=f"sqlite:///{run / 'study.db'}")
     running = study.ask()  # a trial a worker is computing right now
-    error = _one_error(_invoke("export", run, "--trial", running.number, "--out", tmp_path / "m.onnx"))
+    out = tmp_path / "m.onnx"
+    error = _one_error(_invoke("export", run, "--trial", running.number, "--out", out))
     assert f"trial {running.number} has not finished" in error
-    assert not (tmp_path / "m.onnx").exists()
+    assert not out.exists()
