@@ -257,3 +257,53 @@ def test_export_of_a_trial_still_running_says_so(
     error = _one_error(_invoke("export", run, "--trial", running.number, "--out", out))
     assert f"trial {running.number} has not finished" in error
     assert not out.exists()
+
+
+# ------------------------------------------------------------------ from the artifact store
+@pytest.fixture(scope="module")
+def shared_run(
+    tmp_path_factory: pytest.TempPathFactory, model_files: dict[str, Path], tiny_data: Path
+) -> tuple[Path, Path]:
+    """A run whose trial files were also uploaded to an artifact folder: (run, folder)."""
+    root = tmp_path_factory.mktemp("shared")
+    out, store = root / "run", root / "artifacts"
+    res = _optimize(out, model_files["bundle"], tiny_data, "--artifacts", str(store))
+    assert res.exit_code == 0, res.output
+    return out, store
+
+
+def _from_store(run: Path, store: Path, *args: object) -> Result:
+    """``export`` as a machine without the run directory does it: study and artifact folder."""
+    source = ["--storage", f"sqlite:///{run / 'study.db'}", "--artifacts", store]
+    return _invoke("export", *source, *args)
+
+
+def test_an_artifact_changed_in_the_store_is_refused_naming_both_hashes(
+    shared_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    run, store = shared_run
+    copy = Path(shutil.copytree(run.parent, tmp_path / "copy"))
+    run, store = copy / run.name, copy / store.name
+    done = [t for t in _report(run)["trials"] if t["state"] == "complete"]
+    victim, other = done[0], done[-1]
+    artifact = store / victim["artifacts"]["model.onnx"]
+    shutil.copyfile(store / other["artifacts"]["model.onnx"], artifact)
+    tampered = _sha(artifact)
+    out = tmp_path / "m.onnx"
+    error = _one_error(_from_store(run, store, "--trial", victim["number"], "--out", out))
+    assert victim["onnx_sha256"] in error and tampered in error
+    assert not out.exists()
+    # the untouched one still comes out whole
+    good = _from_store(run, store, "--trial", other["number"], "--out", out)
+    assert good.exit_code == 0, good.output
+    assert _sha(out) == other["onnx_sha256"]
+
+
+def test_export_refuses_an_out_inside_the_artifact_folder(
+    shared_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    run, store = shared_run
+    before = _tree(store)
+    error = _one_error(_from_store(run, store, "--trial", 0, "--out", store / "m.onnx"))
+    assert "inside the artifact folder" in error
+    assert _tree(store) == before
