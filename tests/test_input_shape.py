@@ -95,6 +95,6 @@ def test_optimize_records_the_shape_it_took_from_data(
     assert "input shape 1,16,16 taken from --data" in res.stderr
     # not a terminal: the one trial's progress is one line, with the front and the best
     progress = [line for line in res.stderr.splitlines() if line.startswith("[1/1] ")]
-    assert len(progress) == 1 and " | front 1 | best by latency_ms[" in progress[0]
+    assert len(progress) == 1 and " | front 1 | pick: " in progress[0]
     # run.json records it, so workers and a resume load the state_dict without the data
     assert json.loads((out / "run.json").read_text())["model"]["input_shape"] == [1, 16, 16]

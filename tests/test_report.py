@@ -193,7 +193,10 @@ def test_every_unit_shown_is_the_metric_specs_unit() -> None:
         spec = Metric(o.metric)
         assert o.unit == spec.unit
         assert o.label.endswith(f"({spec.unit or 'fraction'}, {o.provenance})")
-        assert o.short.startswith(" ".join(b for b in (spec.noun, spec.unit) if b))
+        if spec is Metric.ACCURACY:  # named by what it is: the validation score
+            assert o.short == "val accuracy"
+        else:
+            assert o.short.startswith(" ".join(b for b in (spec.noun, spec.unit) if b))
     # the pick's reason prints each number with the spec's unit
     assert s.pick is not None and s.original is not None
     for o in s.objectives:

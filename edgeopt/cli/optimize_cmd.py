@@ -322,6 +322,8 @@ def _search_and_report(
 ) -> None:
     """Search, score the front on the test split, print it, write the reports; then exit
     130 after a Ctrl-C, or 1 when nothing feasible was found."""
+    from edgeopt.report import summarize
+    from edgeopt.report.terminal import recommended_line, render_front
     from edgeopt.search.loop import optimize as run_search
     from edgeopt.search.records import write_run_reports
     from edgeopt.search.setup import finalize
@@ -356,6 +358,7 @@ def _search_and_report(
     if report:
         paths = write_run_reports(out, out / "report", formats=("html", "md", "json", "csv"))
         click.echo(f"report: {', '.join(str(p) for p in paths)}")
+    click.echo(recommended_line(summarize(records), out))  # the report's pick, last
     if stopped:
         click.echo("stopped by Ctrl-C; re-run the same command to resume", err=True)
         sys.exit(130)
@@ -423,63 +426,3 @@ def _records(run_dir: Path) -> dict[str, Any]:
     from edgeopt.search.records import load_run
 
     return load_run(run_dir)
-
-
-def render_front(run: dict[str, Any]) -> str:
-    """Final table of the Pareto front (validation and test accuracy, numbers per target)."""
-    front = [t for t in run["trials"] if t.get("on_front")]
-    if not front:
-        return "no feasible trial on the front (see the report for failures and budgets)"
-    # the baselines are always shown, so the front can be read against what you have now
-    extra = [
-        t
-        for t in run["trials"]
-        if t.get("baseline") and not t.get("on_front") and t["state"] == "complete"
-    ]
-    from edgeopt.report.summary import score_noun
-
-    lines = [
-        f"Pareto front (feasible trials; val/test = {score_noun(run)}, val = selection split, "
-        "test = never seen by the search):"
-    ]
-    targets = run["targets"]
-    head = f"{'trial':>5}  {'candidate':<44} {'val':>7} {'test':>7} {'size MB':>8}"
-    for t in targets:
-        head += f" {'lat ms ' + t[:12]:>22}"
-    lines += [head, "-" * len(head)]
-    for t in front + extra:
-        tag = "" if t.get("on_front") else " [baseline, not on front]"
-        row = (
-            f"{t['number']:>5}  {(t['describe'] + tag)[:44]:<44} {t['val_accuracy']:>7.4f} "
-            f"{_f(t.get('test_accuracy')):>7} {t['size_mb']:>8.3f}"
-        )
-        for name in targets:
-            m = t["measurements"][name]["latency_ms"]
-            row += f" {m['value']:>10.3f} ({m['provenance'][:4]}.)"
-        lines.append(row)
-    remote = sorted(  # a profile's [runner] device, where not this host
-        {
-            str(t["measurements"][n]["latency_ms"].get("device"))
-            for t in front + extra
-            for n in targets
-            if not str(t["measurements"][n]["latency_ms"].get("device", "local://")).startswith(
-                "local://"
-            )
-        }
-    )
-    lines.append(
-        f"meas. = measured on {', '.join(remote) or 'this host'} (interleaved vs the original); "
-        "esti. = estimated from the profile"
-    )
-    from edgeopt.report.final_latency import final_lines
-    from edgeopt.report.summary import hidden_note
-
-    lines += final_lines(run, front + extra)
-    hidden = hidden_note(run)
-    if hidden:
-        lines.append(hidden)
-    return "\n".join(lines)
-
-
-def _f(v: float | None) -> str:
-    return "-" if v is None else f"{v:.4f}"

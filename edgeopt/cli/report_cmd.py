@@ -70,22 +70,36 @@ def report(
     measured (on the machine named per trial) or estimated (from a hardware profile).
     """
     from edgeopt.errors import ConfigError
-    from edgeopt.report import parse_formats
+    from edgeopt.report import FILE_NAMES, parse_formats, render_reports, summarize
+    from edgeopt.report.terminal import recommended_line
     from edgeopt.rundir import RunDir
-    from edgeopt.search.records import write_run_reports
+    from edgeopt.search.records import report_records
+    from edgeopt.search.source import check_output
 
     fmts = parse_formats(formats)  # an unknown format fails before the run is read
     source = _source(run_dir, storage, study_name, artifacts)
     if out_dir is None and run_dir is None:
         raise ConfigError("--out is required with --storage", hint="e.g. --out report/")
-    out = Path(out_dir) if out_dir else RunDir(str(run_dir)).report_dir
-    for path in write_run_reports(source, out, fmts):
+    own = RunDir(str(run_dir)).report_dir if run_dir else None
+    out = Path(out_dir) if out_dir else own
+    assert out is not None
+    names = [out / FILE_NAMES[f] for f in fmts]
+    check_output(names, out, source.protected(), flag="--out", example="report/", allowed=own)
+    records = report_records(source)
+    for path in render_reports(records, out, fmts):
         click.echo(str(path))
+    local = source.run.path if source.run is not None else None
+    click.echo(recommended_line(summarize(records), local))  # the reports' pick, last
 
 
 @click.command()
 @_source_options
-@click.option("--trial", "number", type=int, required=True, help="Trial number to export.")
+@click.option("--trial", "number", type=int, help="Trial number to export.")
+@click.option(
+    "--best",
+    is_flag=True,
+    help="Export the trial the report recommends (its pick); instead of --trial.",
+)
 @click.option(
     "--out", required=True, type=click.Path(dir_okay=False), help="Where to write the .onnx."
 )
@@ -115,32 +129,52 @@ def export(
     storage: str | None,
     study_name: str,
     artifacts: str | None,
-    number: int,
+    number: int | None,
+    best: bool,
     out: str,
     rebuild: bool,
     trust_pickle: bool,
     trust_arch: bool,
     arch: str | None,
 ) -> None:
-    """Copy trial N's exact ONNX model out of RUN_DIR (or the shared study in --storage,
-    from the artifact store), with a .json of its config and numbers.
+    """Copy trial N's exact ONNX model (or, with --best, the report's pick) out of RUN_DIR
+    (or the shared study in --storage, from the artifact store), with a .json of its
+    config and numbers.
 
-    The .json lands beside the model (model.onnx -> model.json). --rebuild builds the
+    The .json lands beside the model (model.onnx -> model.json), outside the run directory.
+    The file must be the one the study recorded (its SHA-256). --rebuild builds the
     candidate again from the recorded config (the torch phase re-runs) and reports the
     largest output difference on the validation inputs; exit 1 when it does not match.
     """
-    from edgeopt.errors import EdgeoptError
+    from edgeopt.errors import ConfigError, EdgeoptError
     from edgeopt.search.records import load_run
     from edgeopt.search.replay import export_trial
+    from edgeopt.search.source import check_output
 
+    if best == (number is not None):
+        raise ConfigError(
+            "give either --trial N or --best" + (", not both" if best else ""),
+            hint="--best exports the trial the report recommends; --trial N any complete one",
+        )
     source = _source(run_dir, storage, study_name, artifacts)
+    target = Path(out)
+    check_output(
+        [target, target.with_suffix(".json")],
+        target.parent,
+        source.protected(),
+        flag="--out",
+        example="release/model.onnx",
+    )
     records = load_run(source)
+    if best:
+        number = _pick(records)
+    assert number is not None
     local = Path(run_dir) if run_dir else None
     result = export_trial(
         records,
         local,
         number,
-        Path(out),
+        target,
         rebuild=rebuild,
         artifacts=source.artifacts,
         trust={"trust_pickle": trust_pickle, "trust_arch": trust_arch, "arch": arch},
@@ -171,3 +205,18 @@ def export(
                 hint="the code, data or library versions changed since the run; the exported "
                 "file is the recorded model",
             )
+
+
+def _pick(records: dict[str, Any]) -> int:
+    """The trial the report recommends (``edgeopt.report.pick.choose``); ConfigError saying
+    why when there is none."""
+    from edgeopt.errors import ConfigError
+    from edgeopt.report import summarize
+
+    s = summarize(records)
+    if s.pick is None:
+        raise ConfigError(
+            f"no trial to recommend: {s.no_pick_reason}",
+            hint="export a complete trial by number with --trial N (see the report)",
+        )
+    return s.pick.number

@@ -92,7 +92,7 @@ def _header(s: Summary) -> str:
         ("targets", ", ".join(s.targets)),
         (
             "objectives",
-            ", ".join(f"{o.name} ({'max' if o.maximize else 'min'})" for o in s.objectives),
+            ", ".join(o.with_direction for o in s.objectives),
         ),
         ("optimized metric", f"{s.score_noun} (validation split)"),
         ("budgets", budgets),

@@ -45,7 +45,7 @@ def _tip(s: Summary, t: Mapping[str, Any]) -> str:
     bits = [f"trial {t['number']}: {t.get('describe') or 'unchanged'}"]
     for o in s.objectives:
         v = (t.get("values") or {}).get(o.name)
-        bits.append(f"{o.name} = {fmt_num(v, o.metric)} ({o.provenance})")
+        bits.append(f"{o.short} = {fmt_num(v, o.metric)} ({o.provenance})")
     if not t.get("feasible", True):
         over = [k for k, v in (t.get("constraints") or {}).items() if v > 0]
         bits.append("over budget: " + ", ".join(over))

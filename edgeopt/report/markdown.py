@@ -46,7 +46,7 @@ def render_markdown(s: Summary) -> str:
         "",
         f"{n} trials: {len(s.complete)} complete, {len(s.failed)} failed, "
         f"{len(s.pruned)} stopped early; front: {len(s.front)}; objectives: "
-        + ", ".join(f"{o.name} ({'max' if o.maximize else 'min'})" for o in s.objectives)
+        + ", ".join(o.with_direction for o in s.objectives)
         + (
             "; budgets: " + ", ".join(f"{k} {v:g}" for k, v in s.budgets.items())
             if s.budgets

@@ -16,14 +16,9 @@ from typing import Any
 
 from edgeopt.metrics import DEFAULT_TASK_METRIC, Metric, task_metric_noun
 from edgeopt.report.final_latency import (
-    complete_targets,
-    final_figure,
-    fmt_speedup,
     pass_notes,
-    speed_phrase,
 )
-from edgeopt.report.pareto import KNEE_METHOD, knee
-from edgeopt.report.stats import accuracy_interval, tie_rule, untie_knee
+from edgeopt.report.stats import accuracy_interval
 
 # per-target numbers shown in tables, in ``Metric`` order (latency, peak memory, energy)
 TARGET_METRICS: tuple[Metric, ...] = tuple(m for m in Metric if m.per_target)
@@ -88,15 +83,17 @@ class ObjectiveInfo:
         return unit_of(self.metric)
 
     @property
+    def score(self) -> str:
+        """What the accuracy objective is in this run: ``fidelity`` without task data, else
+        the noun of ``--metric`` (``accuracy``, ``macro F1`` ...)."""
+        if self.accuracy_kind == "fidelity":
+            return "fidelity"
+        return task_metric_noun(self.task_metric)
+
+    @property
     def noun(self) -> str:
         if self.metric == Metric.ACCURACY:
-            # selection is on the validation split; without task data it is fidelity
-            kind = (
-                "fidelity"
-                if self.accuracy_kind == "fidelity"
-                else task_metric_noun(self.task_metric)
-            )
-            return "validation " + kind
+            return "validation " + self.score  # selection is on the validation split
         return noun_of(self.metric)
 
     @property
@@ -108,8 +105,15 @@ class ObjectiveInfo:
 
     @property
     def short(self) -> str:
-        """Compact column label, e.g. ``latency ms host-cpu``."""
+        """Compact column label, e.g. ``latency ms host-cpu``, ``val macro F1``."""
+        if self.metric == Metric.ACCURACY:
+            return "val " + self.score
         return " ".join(b for b in (metric_short(self.metric), self.target or "") if b)
+
+    @property
+    def with_direction(self) -> str:
+        """``short`` and which way is better, e.g. ``val macro F1 (max)``."""
+        return f"{self.short} ({'max' if self.maximize else 'min'})"
 
 
 @dataclass(frozen=True)
@@ -268,151 +272,11 @@ def summarize(records: Mapping[str, Any]) -> Summary:
         no_pick_reason=None,
         accuracy_kind=kind,
     )
-    pick, why_not = _pick(s)
+    from edgeopt.report.pick import choose  # it reads a Summary: imported here, not above
+
+    pick, why_not = choose(s)
     notes = list(_notes(s))
     return replace(s, pick=pick, no_pick_reason=why_not, notes=tuple(notes))
-
-
-def _pick(s: Summary) -> tuple[Pick | None, str | None]:
-    members = [(t, pick_vector(s, t)) for t in s.front]
-    members = [(t, v) for t, v in members if v is not None]
-    if not members:
-        return None, _why_no_front(s)
-    points, maximize = [v for _, v in members], [o.maximize for o in s.objectives]
-    idx = knee(points, maximize)
-    assert idx is not None
-    method = KNEE_METHOD
-    accuracy = next((i for i, o in enumerate(s.objectives) if o.metric == Metric.ACCURACY), None)
-    n = s.records.get("n_val")
-    knee_trial = None
-    # ties within the Wilson interval: top-1 accuracy (or fidelity) is a proportion on n
-    # samples; another --metric is not, so its knee stands
-    wilson = s.metric == DEFAULT_TASK_METRIC
-    if accuracy is not None and wilson and isinstance(n, int) and n > 0:
-        untied = untie_knee(points, maximize, accuracy, n, idx)
-        knee_trial, idx = (members[idx][0] if untied != idx else None), untied
-        method += "; " + tie_rule(n)
-    chosen = members[idx][0]
-    return Pick(int(chosen["number"]), method, _reason(s, chosen, knee_trial)), None
-
-
-def _why_no_front(s: Summary) -> str:
-    if not s.complete:
-        n = len(s.trials)
-        return (
-            f"no trial completed ({n} trial(s): {len(s.failed)} failed, {len(s.pruned)} "
-            "stopped early), so there is nothing to recommend"
-        )
-    parts = []
-    names = sorted({k for t in s.complete for k in (t.get("constraints") or {})})
-    for name in names:
-        vals = [t["constraints"][name] for t in s.complete if name in (t.get("constraints") or {})]
-        ok = sum(1 for v in vals if v <= 0)
-        msg = f"{name}: {ok} of {len(vals)} within budget"
-        if ok == 0 and vals:
-            msg += f" (closest exceeds it by {min(vals):.4g})"
-        parts.append(msg)
-    detail = "; ".join(parts) if parts else "no constraint values were recorded"
-    return f"no complete trial meets every budget ({detail}); relax a budget or run more trials"
-
-
-def _ratio_phrase(o: ObjectiveInfo, new: float, old: float) -> str:
-    if is_fraction(o.metric):
-        d = (new - old) * 100
-        return f"{d:+.1f} pt"
-    if new <= 0 or old <= 0:
-        return "n/a"
-    if abs(new - old) / old < 0.005:
-        return "about the same"
-    time = o.unit in TIME_UNITS
-    if new < old:
-        return f"{old / new:.2f}x {'faster' if time else 'smaller'}"
-    return f"{new / old:.2f}x {'slower' if time else 'larger'}"
-
-
-def pick_vector(s: Summary, t: Mapping[str, Any]) -> list[float] | None:
-    """``objective_vector`` with each host latency replaced by its final re-measure (one
-    interleaved pass after the search, ``final_latency``) on the targets where every front
-    member has one: the pick and its reason use these, the plots the in-search values."""
-    vec = s.objective_vector(t)
-    if vec is None:
-        return None
-    usable = complete_targets(s.records, s.front)
-    for i, o in enumerate(s.objectives):
-        f = final_figure(s.records, t, o.target) if o.target in usable else None
-        if f is not None and o.metric == Metric.LATENCY_MS:
-            vec[i] = f.p50_ms
-    return vec
-
-
-def _final_phrase(
-    s: Summary, t: Mapping[str, Any], o: ObjectiveInfo, num: str, *, original: bool
-) -> str | None:
-    """``0.5 ms vs 1.0 ms (2.01x faster, measured ...; in-search 2.10x)`` for a latency
-    objective the pick took from the final pass, else None."""
-    if o.metric != Metric.LATENCY_MS or o.target not in complete_targets(s.records, s.front):
-        return None
-    f = final_figure(s.records, t, o.target)
-    if f is None:
-        return None
-    how = "measured on this host after the search, in one interleaved pass with the original"
-    if original or f.speedup is None:
-        return f"{num} ({how})"
-    pass_original = ((s.records.get("final_latency") or {}).get(o.target) or {}).get("original")
-    old = fmt_num((pass_original or {}).get("p50_ms"), o.metric) + f" {o.unit}"
-    ratio = speed_phrase(f.speedup)
-    search = f"; in-search {fmt_speedup(f.in_search_speedup)}" if f.in_search_speedup else ""
-    return f"{num} vs {old} ({ratio}, {how}{search})"
-
-
-def _reason(s: Summary, t: Mapping[str, Any], knee_trial: Mapping[str, Any] | None = None) -> str:
-    """Why ``t`` is the pick: its numbers against the original's; ``knee_trial`` is the knee
-    it was picked over (accuracy tied within the interval, see ``stats.tie_rule``)."""
-    vec = pick_vector(s, t) or []
-    ref = s.objective_vector(s.original) if s.original is not None else None
-    if t.get("baseline") == "unchanged":
-        ref = None
-    bits = []
-    for i, o in enumerate(s.objectives):
-        where = f" on {o.target}" if o.target else ""
-        num = fmt_num(vec[i], o.metric) + (f" {o.unit}" if o.unit else "")
-        final = _final_phrase(s, t, o, num, original=ref is None)
-        if final is not None:
-            bits.append(f"{o.noun}{where} {final}")
-        elif ref is not None:
-            old = fmt_num(ref[i], o.metric) + (f" {o.unit}" if o.unit else "")
-            bits.append(
-                f"{o.noun}{where} {num} vs {old} ({_ratio_phrase(o, vec[i], ref[i])}, "
-                f"{o.provenance})"
-            )
-        else:
-            bits.append(f"{o.noun}{where} {num} ({o.provenance})")
-    who = f"Trial {t['number']} ({t.get('describe') or 'unchanged'})"
-    original = t.get("baseline") == "unchanged"
-    if knee_trial is not None:
-        head = (
-            f"{who} is picked over the knee of the front, trial {knee_trial['number']}, "
-            f"whose validation accuracy ({fmt_num(knee_trial.get('val_accuracy'), 'accuracy')}"
-            f" vs {fmt_num(t.get('val_accuracy'), 'accuracy')}) is higher only within the "
-            "95 % interval, while this trial is at least as good on everything else"
-        )
-    elif original:
-        head = (
-            f"{who} is the original model and the knee of the front: no candidate traded "
-            "its objectives off better"
-        )
-    else:
-        head = f"{who} is the knee of the front"
-    if original:
-        against = "; its numbers: "
-    else:
-        against = (
-            "; against the original: "
-            if ref is not None
-            else " (the original did not complete, so there is nothing to compare with): "
-        )
-    within = " and meets every budget" if s.budgets else ""
-    return f"{head}{within}{against}" + "; ".join(bits) + "."
 
 
 def _notes(s: Summary) -> list[str]:

@@ -78,6 +78,22 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def check_sha256(path: Path, recorded: str | None, what: str, hint: str | None = None) -> None:
+    """ConfigError naming both hashes when ``path``'s bytes are not the ones the study
+    recorded (``recorded``; nothing to check when it recorded none)."""
+    if not recorded:
+        return
+    actual = sha256_of(path)
+    if actual != recorded:
+        raise ConfigError(
+            f"{what} is not the file the study recorded: its SHA-256 is {actual}, the study "
+            f"recorded {recorded}",
+            hint=hint
+            or "a trial file was replaced or edited after the search; re-run the search for "
+            "this trial, or export another",
+        )
+
+
 def upload_trial_files(store: Any, trial: Any, trial_dir: Path) -> dict[str, str]:
     """Upload the files present in ``trial_dir`` as artifacts of the running ``trial``;
     returns ``{file name: artifact id}``. Call before the trial is told."""
@@ -113,11 +129,12 @@ def fetch(store: Any, artifact_id: str, dest: Path, sha256: str | None, what: st
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
     try:
         download_artifact(artifact_store=store, file_path=str(tmp), artifact_id=artifact_id)
-        if sha256 and sha256_of(tmp) != sha256:
-            raise ConfigError(
-                f"{what} in the artifact store does not match the SHA-256 recorded for it",
-                hint="the artifact folder was edited or is still being written; re-run the trial",
-            )
+        check_sha256(
+            tmp,
+            sha256,
+            f"{what} in the artifact store",
+            hint="the artifact folder was edited or is still being written; re-run the trial",
+        )
         os.replace(tmp, dest)
     except (ArtifactNotFound, FileNotFoundError) as exc:
         raise ConfigError(

@@ -1,39 +1,37 @@
 """What the progress display is told after each trial (plain values), and its text.
 
-After each trial: the trial's own result, the size of the feasible Pareto front, and the one
-trial a user would take now: the best (by the first objective other than accuracy) among
-those within the budgets, and, when no accuracy budget is set, within 1 point of the
-original's validation accuracy. Then elapsed time and an ETA against ``--trials``/``--timeout``.
+After each trial: the trial's own result, the size of the feasible Pareto front, and the
+pick: the trial the report would recommend now (``edgeopt.report.pick.choose`` on the
+study's records as they stand, with the in-search latency; after the search the final
+re-measure may move it, and ``optimize`` ends with the one the report names). Then elapsed
+time and an ETA against ``--trials``/``--timeout``. Numbers are named as the reports name
+them: the accuracy objective by the run's ``--metric`` (``val macro F1``), never by its
+objective key.
 """
 
 from __future__ import annotations
 
 import datetime
-import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from edgeopt.metrics import Metric
-from edgeopt.search.shared import baseline_from
+from edgeopt.report.summary import Summary, summarize
+from edgeopt.search.records import study_records
 from edgeopt.search.study import FINISHED
-
-NEAR_ORIGINAL = 0.01
-"""Without an accuracy budget, the best candidate is looked for within this much (1 point)
-of the original's validation accuracy."""
-ACCURACY_CONSTRAINTS = ("accuracy_drop", "min_accuracy")
 
 
 @dataclass(frozen=True)
-class BestTrial:
-    """One real trial: its number, description and objective values (by objective name)."""
+class PickedTrial:
+    """The trial the report would recommend: its number, description and objective values
+    (by their printed names, e.g. ``val macro F1``, ``latency ms host-cpu``)."""
 
     number: int
     describe: str
-    values: dict[str, float]
+    values: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -41,8 +39,8 @@ class TrialEvent:
     """One finished trial and the state of the study after it.
 
     ``done`` counts the study's finished trials (all workers, all sessions) against
-    ``total`` (``--trials``; None with only ``--timeout``). ``best`` is the trial ``best_rule``
-    describes (None when no trial qualifies yet); ``best_by`` the objective it is best on.
+    ``total`` (``--trials``; None with only ``--timeout``). ``pick`` is the trial the report
+    would recommend now (None when there is none; ``no_pick`` says why, in a few words).
     ``eta_s`` is the time left to ``total`` at this session's pace (None when unknown).
     """
 
@@ -53,9 +51,8 @@ class TrialEvent:
     total: int | None
     elapsed_s: float
     front_size: int
-    best: BestTrial | None = None
-    best_rule: str = "within the budgets"
-    best_by: str = ""
+    pick: PickedTrial | None = None
+    no_pick: str = "none yet"
     eta_s: float | None = None
 
 
@@ -71,73 +68,39 @@ def trial_event(
     ``config.Objective`` list, ``elapsed_s`` the time since this session's search began."""
     t = study.get_trials(deepcopy=False)[number]
     finished = study.get_trials(deepcopy=False, states=FINISHED)
-    complete = [x for x in finished if x.state == TrialState.COMPLETE]
-    best, rule, by = best_candidate(study, complete, objectives)
+    records = study_records(study)
+    s = summarize(records) if records is not None else None
+    labels = {o.name: o.short for o in s.objectives} if s is not None else {}
+    names = [labels.get(o.name, o.name) for o in objectives]
     return TrialEvent(
         number=number,
         state=t.state.name,
-        summary=f"{t.user_attrs.get('describe', '')}: {_summary(t, objectives)}",
+        summary=f"{t.user_attrs.get('describe', '')}: {_summary(t, names)}",
         done=len(finished),
         total=total,
         elapsed_s=elapsed_s,
-        front_size=len(study.best_trials) if complete else 0,
-        best=best,
-        best_rule=rule,
-        best_by=by,
+        front_size=len(s.front) if s is not None else 0,
+        pick=picked(s, labels) if s is not None else None,
+        no_pick=_no_pick(s),
         eta_s=_eta_s(finished, total, elapsed_s),
     )
 
 
-def best_candidate(
-    study: optuna.Study, complete: Sequence[optuna.trial.FrozenTrial], objectives: Any
-) -> tuple[BestTrial | None, str, str]:
-    """``(trial, rule, by)``: the complete trial within the budgets, and within 1 point of the
-    original when no accuracy budget is set (``rule`` says which), that is best on the first
-    objective other than accuracy (``by``; then the next ones, then accuracy, then the
-    lower number). None when no trial qualifies."""
-    ok = [t for t in complete if feasible(t)]
-    rule = "within the budgets"
-    has_accuracy_budget = any(
-        k.split("[")[0] in ACCURACY_CONSTRAINTS for t in complete for k in t.constraints or {}
-    )
-    original = _original_accuracy(study, complete)
-    if not has_accuracy_budget and original is not None:
-        rule = f"within {NEAR_ORIGINAL * 100:g} pt of the original ({original:.4f})"
-        ok = [t for t in ok if _accuracy(t) >= original - NEAR_ORIGINAL - 1e-12]
-    order = [i for i, o in enumerate(objectives) if o.metric != Metric.ACCURACY]
-    by = objectives[order[0]].name if order else "accuracy"
-    if not ok:
-        return None, rule, by
-
-    def cost(t: optuna.trial.FrozenTrial) -> tuple[float, ...]:
-        up = [objectives[i].direction.value == "maximize" for i in order]
-        rest = [-t.values[i] if u else t.values[i] for i, u in zip(order, up, strict=True)]
-        return (*rest, -_accuracy(t), t.number)
-
-    best = min(ok, key=cost)
-    values = {o.name: float(v) for o, v in zip(objectives, best.values, strict=True)}
-    return BestTrial(best.number, str(best.user_attrs.get("describe", "")), values), rule, by
+def picked(s: Summary, labels: Mapping[str, str]) -> PickedTrial | None:
+    """``s``'s pick (``edgeopt.report.pick.choose``) with its values by printed name."""
+    if s.pick is None:
+        return None
+    rec = next(r for r in s.complete if r["number"] == s.pick.number)
+    values = {labels.get(k, k): float(v) for k, v in (rec.get("values") or {}).items()}
+    return PickedTrial(s.pick.number, str(rec.get("describe") or "unchanged"), values)
 
 
-def _accuracy(t: optuna.trial.FrozenTrial) -> float:
-    value = t.user_attrs.get("val_accuracy")
-    return float(value) if isinstance(value, int | float) else -math.inf
-
-
-def _original_accuracy(
-    study: optuna.Study, complete: Sequence[optuna.trial.FrozenTrial]
-) -> float | None:
-    """The original's validation accuracy: the study's reference baseline, else its trial."""
-    try:
-        baseline = baseline_from(study.user_attrs)
-    except Exception:  # an unreadable record: fall back to the trial
-        baseline = None
-    if baseline is not None:
-        return float(baseline.val_accuracy)
-    for t in complete:
-        if t.user_attrs.get("baseline") == "unchanged" and "val_accuracy" in t.user_attrs:
-            return float(t.user_attrs["val_accuracy"])
-    return None
+def _no_pick(s: Summary | None) -> str:
+    if s is None:
+        return "unknown (the study records no run settings)"
+    if s.pick is not None or not s.complete:
+        return "none yet"
+    return "none yet (no complete trial meets every budget)"
 
 
 def _eta_s(
@@ -157,9 +120,9 @@ def _eta_s(
     return left * elapsed_s / recent
 
 
-def _summary(t: optuna.trial.FrozenTrial, objectives: Any) -> str:
+def _summary(t: optuna.trial.FrozenTrial, names: Sequence[str]) -> str:
     if t.state == TrialState.COMPLETE:
-        text = ", ".join(f"{o.name} {v:.4g}" for o, v in zip(objectives, t.values, strict=True))
+        text = ", ".join(f"{n} {v:.4g}" for n, v in zip(names, t.values, strict=True))
         return text + ("" if feasible(t) else " (over budget)")
     if t.state == TrialState.PRUNED:
         return "stopped early: " + str(t.user_attrs.get("pruned_reason", ""))
@@ -196,7 +159,7 @@ def render(event: TrialEvent, *, timeout_s: float | None = None, one_line: bool)
         f"[{event.done}{total}] {duration(event.elapsed_s)} trial {event.number} "
         f"{event.state.lower()}: {event.summary}"
     )
-    status = [f"front {event.front_size}", _best_text(event)]
+    status = [f"front {event.front_size}", _pick_text(event)]
     eta = eta_text(event, timeout_s)
     if eta:
         status.append(eta)
@@ -205,9 +168,9 @@ def render(event: TrialEvent, *, timeout_s: float | None = None, one_line: bool)
     return [head, "        " + " | ".join(status)]
 
 
-def _best_text(event: TrialEvent) -> str:
-    b = event.best
-    if b is None:
-        return f"best {event.best_rule}: none yet"
-    values = ", ".join(f"{k} {v:.4g}" for k, v in b.values.items())
-    return f"best by {event.best_by} {event.best_rule}: trial {b.number} ({b.describe}: {values})"
+def _pick_text(event: TrialEvent) -> str:
+    p = event.pick
+    if p is None:
+        return f"pick: {event.no_pick}"
+    values = ", ".join(f"{k} {v:.4g}" for k, v in p.values.items())
+    return f"pick: trial {p.number} ({p.describe}: {values})"

@@ -11,7 +11,11 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from edgeopt.config import RunConfig
 from edgeopt.data import split_sizes
+from edgeopt.errors import ConfigError
+from edgeopt.rundir import Baseline
+from edgeopt.search import shared
 from edgeopt.search.artifacts import trial_artifacts
 from edgeopt.search.protocol import SYNTHETIC_N
 from edgeopt.search.source import OpenRun, RunSource
@@ -24,7 +28,8 @@ from edgeopt.search.storage import redact
 # "p90_ms", "ratio_to_original", "speedup", "load", "device"}}; at the top, per profile, the
 # pass ({"device", "threads", "measured_at", "passes", "rounds", "load", "original":
 # {"p50_ms", "p90_ms"}[, "missing"]} or {"skipped": reason}; see search/final_measure.py);
-# and a host-measured latency's ``load`` (edgeopt.measure.load.MachineLoad) in measurements
+# and a host-measured latency's ``load`` (edgeopt.measure.load.MachineLoad) in measurements;
+# later, without a new version (a key added): ``unfinished``, the running and queued trials
 SCHEMA_VERSION = 3
 N_KEYS = ("n_val", "n_test")
 
@@ -43,16 +48,58 @@ def load_run(run: Path | str | RunSource, *, importance: bool = False) -> dict[s
 
 def records_of(opened: OpenRun, *, importance: bool = False) -> dict[str, Any]:
     """``load_run`` on a run already opened."""
+    out = _records(
+        opened.study,
+        opened.config,
+        opened.baseline,
+        opened.final,
+        where=opened.source.where,
+        storage=opened.source.storage,
+        artifacts=opened.artifacts,
+    )
+    if importance:
+        names = opened.study.user_attrs.get("objectives", [])
+        out["importance"] = _importances(opened.study, names)
+    return out
+
+
+def study_records(study: optuna.Study) -> dict[str, Any] | None:
+    """The records of a study from what it recorded itself (its settings, baseline and
+    final numbers), as a search process sees it between trials: what the progress line
+    reads, so that it names the pick the reports will. None for a study that recorded no
+    settings or baseline (not started by this version of edgeopt)."""
+    attrs = study.user_attrs
+    final = {**shared.test_numbers(attrs), "final_latency": shared.final_latency(attrs)}
+    try:
+        config = shared.config_from(attrs, "", study.study_name)
+        baseline = shared.baseline_from(attrs)
+        if config is None or baseline is None:
+            return None
+        return _records(study, config, baseline, final, where="", storage="", artifacts=None)
+    except ConfigError:  # e.g. a profile TOML the first machine named is not on this one
+        return None
+
+
+def _records(
+    study: optuna.Study,
+    config: RunConfig,
+    baseline: Baseline,
+    final: dict[str, Any],
+    *,
+    where: str,
+    storage: str,
+    artifacts: str | None,
+) -> dict[str, Any]:
+    """The records of ``study`` (see ``load_run``); ``where``, ``storage`` and ``artifacts``
+    say where it was read from."""
     from edgeopt.profiles import load_profile
 
-    study, config = opened.study, opened.config
-    final = opened.final
     targets = [load_profile(t).name for t in config.targets]
     names = study.user_attrs.get("objectives", [])
     directions = study.user_attrs.get("directions", [])
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     front = {t.number for t in study.best_trials} if complete else set()
-    hopeless_bar = hopeless_below(config, opened.baseline.val_accuracy)
+    hopeless_bar = hopeless_below(config, baseline.val_accuracy)
     hopeless = {
         t.number
         for t in complete
@@ -77,12 +124,12 @@ def records_of(opened: OpenRun, *, importance: bool = False) -> dict[str, Any]:
     _add_final_latency(trials, final.get("final_latency") or {})
     out: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
-        "run_dir": opened.source.where,
-        "study": {"name": config.study_name, "storage": redact(opened.source.storage)},
-        "artifacts": opened.artifacts,
+        "run_dir": where,
+        "study": {"name": config.study_name, "storage": redact(storage)},
+        "artifacts": artifacts,
         "config": {**config.to_dict(), "storage": redact(config.storage or "") or None},
         "metric": config.metric,
-        "baseline": opened.baseline.to_dict(),
+        "baseline": baseline.to_dict(),
         "targets": targets,
         "objectives": [
             {"name": n, "direction": d} for n, d in zip(names, directions, strict=False)
@@ -100,9 +147,13 @@ def records_of(opened: OpenRun, *, importance: bool = False) -> dict[str, Any]:
         # Pareto-optimal but far below the original on accuracy: kept off the front
         "hidden_hopeless": sorted(hopeless),
         "hopeless_below": hopeless_bar,
+        # trials a worker has not finished (running, or queued): not in ``trials``
+        "unfinished": sorted(
+            t.number
+            for t in study.get_trials(deepcopy=False)
+            if t.state in (TrialState.RUNNING, TrialState.WAITING)
+        ),
     }
-    if importance:
-        out["importance"] = _importances(study, names)
     return out
 
 
@@ -206,6 +257,16 @@ def _importances(study: optuna.Study, names: list[str]) -> dict[str, dict[str, f
     return out
 
 
+def report_records(run: Path | str | RunSource) -> dict[str, Any]:
+    """``load_run`` with parameter importances, as the reports show them."""
+    with warnings.catch_warnings():
+        # Optuna's importance evaluator warns on small samples; the report says when
+        # importance is missing or rests on few trials
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return load_run(run, importance=True)
+
+
 def write_run_reports(
     run: Path | str | RunSource, out_dir: Path, formats: Iterable[str]
 ) -> list[Path]:
@@ -213,10 +274,4 @@ def write_run_reports(
     render its reports into ``out_dir``. Raises ConfigError when it cannot be read."""
     from edgeopt.report import render_reports
 
-    with warnings.catch_warnings():
-        # Optuna's importance evaluator warns on small samples; the report says when
-        # importance is missing or rests on few trials
-        warnings.simplefilter("ignore", UserWarning)
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        records = load_run(run, importance=True)
-    return render_reports(records, out_dir, formats)
+    return render_reports(report_records(run), out_dir, formats)

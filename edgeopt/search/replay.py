@@ -15,6 +15,7 @@ from typing import Any
 from edgeopt.errors import ConfigError
 from edgeopt.fileio import write_atomic
 from edgeopt.rundir import RunDir
+from edgeopt.search.artifacts import check_sha256
 
 EXPORT_SCHEMA_VERSION = 1
 # outputs of a rebuilt model must agree with the recorded one within this (absolute, plus
@@ -56,6 +57,12 @@ def find_trial(records: Mapping[str, Any], number: int) -> Mapping[str, Any]:
         else "no trial is on the feasible front; see the report for complete trials"
     )
     t = next((t for t in trials if t.get("number") == number), None)
+    if t is None and number in records.get("unfinished", []):
+        raise ConfigError(
+            f"trial {number} has not finished: a worker is still running it, or it waits in "
+            "the queue",
+            hint="export it once it has finished; " + hint,
+        )
     if t is None:
         raise ConfigError(f"run has no trial {number} (it has {len(trials)} trials)", hint=hint)
     if t.get("state") != "complete":
@@ -131,10 +138,18 @@ def export_trial(
     spec = artifacts or records.get("artifacts")
     with scratch_dir() as downloads:
         src = _source_onnx(run, spec, trial, Path(downloads))
-        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot make the folder of --out {out}: {exc.strerror or exc}",
+                hint="name a path in a folder you can write to, e.g. --out release/model.onnx",
+            ) from exc
         tmp = out.with_name(f".{out.name}.tmp")
         shutil.copyfile(src, tmp)
         try:
+            # the very bytes handed out are the ones the study recorded
+            check_sha256(tmp, trial.get("onnx_sha256"), f"trial {number}'s model {src}")
             _check_onnx(tmp, f"trial {number}'s model {src}")
             # rebuild against the very bytes being exported
             check = rebuild_check(records, run_dir, trial, tmp, trust) if rebuild else None

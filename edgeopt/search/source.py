@@ -9,7 +9,7 @@ local run directory when it is there, else from the artifact store.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from edgeopt.config import RunConfig
 from edgeopt.errors import ConfigError
 from edgeopt.rundir import Baseline, RunDir
 from edgeopt.search import shared
-from edgeopt.search.artifacts import fetch, open_store
+from edgeopt.search.artifacts import check_sha256, fetch, open_store
 from edgeopt.search.storage import make_storage, redact, storage_error
 
 
@@ -49,6 +49,19 @@ class RunSource:
     @classmethod
     def of(cls, target: str | Path | RunSource) -> RunSource:
         return target if isinstance(target, RunSource) else cls.local(target)
+
+    def protected(self) -> dict[str, Path]:
+        """What an output of ``report`` or ``export`` must never land in, by name: the run
+        directory (its trial files, study.db), a local artifact folder, a SQLite study."""
+        out = {}
+        if self.run is not None:
+            out["the run directory"] = self.run.path
+        if self.artifacts and not self.artifacts.startswith("s3://"):
+            out["the artifact folder"] = Path(self.artifacts).expanduser()
+        sqlite_file = _sqlite_path(self.storage)
+        if sqlite_file is not None:
+            out["the study database"] = sqlite_file
+        return out
 
     @property
     def where(self) -> str:
@@ -158,12 +171,13 @@ def trial_onnx(
     only when the file must be downloaded."""
     number = trial["number"]
     recorded = trial.get("onnx")
+    what = f"trial {number}'s model"
     if run is not None and recorded:
         local = run.inside(str(recorded))  # the study is data: never follow it elsewhere
         if local.is_file():
+            check_sha256(local, trial.get("onnx_sha256"), f"{what} {recorded}")
             return local
     artifact = (trial.get("artifacts") or {}).get("model.onnx")
-    what = f"trial {number}'s model"
     if artifact is None:
         raise BuiltElsewhere(
             f"{what} is not in this run directory and was not uploaded to an artifact store",
@@ -178,6 +192,44 @@ def trial_onnx(
         )
     dest = Path(dest_dir) / f"trial-{number}" / "model.onnx"
     return fetch(opened, artifact, dest, trial.get("onnx_sha256"), what)
+
+
+def check_output(
+    paths: Sequence[Path],
+    folder: Path,
+    protected: Mapping[str, Path],
+    *,
+    flag: str,
+    example: str,
+    allowed: Path | None = None,
+) -> None:
+    """ConfigError (exit 2, before any work) unless ``paths`` can be written: ``folder``
+    (where they go) is a folder or can be made one, and no path, its links followed, lies in
+    one of the ``protected`` places (``RunSource.protected``) other than under ``allowed``
+    (e.g. the run's own report folder). An export over a trial file would make the run hand
+    out the wrong model from then on."""
+    for parent in (folder, *folder.parents):
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise ConfigError(
+                    f"{flag} {paths[0]}: {parent} is not a folder",
+                    hint=f"name a path in a folder, e.g. {flag} {example}",
+                )
+            break
+    ok = allowed.resolve() if allowed is not None else None
+    for path in paths:
+        resolved = path.resolve()
+        if ok is not None and resolved.is_relative_to(ok):
+            continue
+        for what, place in protected.items():
+            root = place.resolve()
+            if resolved.is_relative_to(root):
+                via = "" if path.absolute() == resolved else f" (it resolves to {resolved})"
+                raise ConfigError(
+                    f"{flag} {path} is inside {what} {place}{via}: writing there would "
+                    "overwrite what the run recorded",
+                    hint=f"write it outside, e.g. {flag} {example}",
+                )
 
 
 def scratch_dir() -> tempfile.TemporaryDirectory[str]:

@@ -1,0 +1,109 @@
+"""What ``optimize`` and ``report`` print on the terminal: the front as a table whose columns
+fit every name, and the one line naming the recommended trial and its file."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from edgeopt.report.final_latency import final_lines
+from edgeopt.report.summary import Summary, hidden_note, score_noun
+
+
+def render_front(run: Mapping[str, Any]) -> str:
+    """Final table of the Pareto front (validation and test score, numbers per target),
+    with the baselines below it; every column as wide as its longest entry."""
+    front = [t for t in run["trials"] if t.get("on_front")]
+    if not front:
+        return "no feasible trial on the front (see the report for failures and budgets)"
+    # the baselines are always shown, so the front can be read against what you have now
+    extra = [
+        t
+        for t in run["trials"]
+        if t.get("baseline") and not t.get("on_front") and t["state"] == "complete"
+    ]
+    noun = score_noun(run)
+    targets = list(run["targets"])
+    head = ["trial", "candidate", f"val {noun}", f"test {noun}", "size MB"]
+    head += [f"latency ms {t}" for t in targets]
+    rows = []
+    for t in front + extra:
+        tag = "" if t.get("on_front") else " [baseline, not on front]"
+        row = [
+            str(t["number"]),
+            (t.get("describe") or "unchanged") + tag,
+            _f(t.get("val_accuracy")),
+            _f(t.get("test_accuracy")),
+            f"{t['size_mb']:.3f}",
+        ]
+        for name in targets:
+            m = t["measurements"][name]["latency_ms"]
+            row.append(f"{m['value']:.3f} ({m['provenance'][:4]}.)")
+        rows.append(row)
+    lines = [
+        f"Pareto front (feasible trials; val/test = {noun}, val = selection split, "
+        "test = never seen by the search):",
+        *_table(head, rows, left={1}),
+    ]
+    lines.append(
+        f"meas. = measured on {', '.join(_remote(front + extra, targets)) or 'this host'} "
+        "(interleaved vs the original); esti. = estimated from the profile"
+    )
+    lines += final_lines(run, front + extra)
+    hidden = hidden_note(run)
+    if hidden:
+        lines.append(hidden)
+    return "\n".join(lines)
+
+
+def recommended_line(s: Summary, run_dir: Path | None) -> str:
+    """``recommended: trial N, RUN_DIR/trials/N/model.onnx``: the report's pick (the same
+    ``choose`` as every report), or ``recommended: none: <why>``. ``run_dir`` is None for a
+    shared study read through ``--storage``: the file is then in the run directory of the
+    machine that built it."""
+    if s.pick is None:
+        return f"recommended: none: {s.no_pick_reason}"
+    trial = next(t for t in s.complete if t["number"] == s.pick.number)
+    onnx = trial.get("onnx")
+    if not onnx:
+        return f"recommended: trial {s.pick.number} (it recorded no ONNX file)"
+    if run_dir is not None:
+        return f"recommended: trial {s.pick.number}, {Path(run_dir) / onnx}"
+    return (
+        f"recommended: trial {s.pick.number}, {onnx} in the run directory that built it "
+        "(`edgeopt export --best` copies it out)"
+    )
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[str]], left: set[int]) -> list[str]:
+    """``head``, a rule and ``rows``, each column as wide as its widest cell; the columns in
+    ``left`` left-aligned, the others right-aligned."""
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i in left else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    first = line(head)
+    return [first, "-" * len(first), *(line(r) for r in rows)]
+
+
+def _remote(trials: Sequence[Mapping[str, Any]], targets: Sequence[str]) -> list[str]:
+    """The devices of a profile's [runner] that measured these trials, where not this host."""
+    return sorted(
+        {
+            str(t["measurements"][n]["latency_ms"].get("device"))
+            for t in trials
+            for n in targets
+            if not str(t["measurements"][n]["latency_ms"].get("device", "local://")).startswith(
+                "local://"
+            )
+        }
+    )
+
+
+def _f(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4f}"
