@@ -35,7 +35,7 @@ def _targets(text: str) -> tuple[str, ...]:
     type=click.IntRange(min=1),
     help="Total trials in the study (default 20 unless --timeout).",
 )
-@click.option("--timeout", "timeout_text", help="Stop starting trials after this long, e.g. 20m.")
+@click.option("--timeout", "timeout_text", help="Stop starting trials after e.g. 20m, 1h or 90s.")
 @click.option(
     "--objectives",
     default="accuracy,latency,size",
@@ -101,7 +101,7 @@ def _targets(text: str) -> tuple[str, ...]:
     "trial_timeout_text",
     default="auto",
     show_default=True,
-    help="Time cap per trial (e.g. 15m); auto: 16x one fine-tune epoch as measured at "
+    help="Time cap per trial, with a unit (e.g. 15m); auto: 16x one fine-tune epoch as measured at "
     "setup, plus 2 minutes (at least 3 minutes).",
 )
 @click.option(
@@ -195,7 +195,7 @@ def optimize(
         trial_timeout_s=(
             None
             if trial_timeout_text.strip().lower() == "auto"
-            else parse_duration(trial_timeout_text)
+            else parse_duration(trial_timeout_text, "--trial-timeout")
         ),
         trial_memory_gb=trial_memory_gb,
         threads=_threads(threads_text, workers),
