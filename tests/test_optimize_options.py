@@ -1,7 +1,9 @@
-"""``optimize`` options: a duration needs a unit."""
+"""``optimize`` options: a duration needs a unit, and ``--target`` help names every shipped
+profile."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ from click.testing import CliRunner
 
 from edgeopt.cli import main
 from edgeopt.errors import ConfigError
+from edgeopt.profiles import list_profiles
 
 
 def _cli(*args: object) -> object:
@@ -38,3 +41,12 @@ def test_durations_with_units_still_parse() -> None:
     assert parse_duration("0.2s") == 0.2
     with pytest.raises(ConfigError, match="invalid duration"):
         parse_duration("soon")
+
+
+def test_target_help_names_every_shipped_profile() -> None:
+    r = _cli("optimize", "--help")
+    assert r.exit_code == 0, r.output
+    text = re.sub(r"-\s+", "-", " ".join(r.output.split()))  # help wraps at hyphens
+    for p in list_profiles():
+        for name in (p.name, *p.aliases):
+            assert re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text), name

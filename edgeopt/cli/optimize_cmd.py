@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from edgeopt.cli.options import model_options
+from edgeopt.cli.options import TARGET_HELP, TargetOption, model_options
 from edgeopt.metrics import TASK_METRICS
 
 if TYPE_CHECKING:
@@ -22,9 +22,7 @@ def _targets(text: str) -> tuple[str, ...]:
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option(
-    "--target", default="cpu", show_default=True, help="Profile(s): cpu, mobile,fpga, a TOML."
-)
+@click.option("--target", default="cpu", show_default=True, cls=TargetOption, help=TARGET_HELP)
 @click.option(
     "--data",
     type=click.Path(dir_okay=False),
