@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -63,7 +64,7 @@ def show_cmd(name: str) -> None:
     click.echo(f"  file: {p.source_path}")
     if p.aliases:
         click.echo(f"  aliases: {', '.join(p.aliases)}")
-    click.echo(f"  threads: {p.threads}")
+    click.echo(f"  threads: {p.threads}{_src(p, 'profile.threads')}")
     if p.runner is not None:
         r = p.runner
         click.echo(f"  runner: {r.device}, providers {', '.join(r.providers)}")
@@ -73,7 +74,10 @@ def show_cmd(name: str) -> None:
         f"{q.weight_type}, per-channel {'yes' if q.per_channel else 'no'}"
         f"{', int8 only' if q.int8_only else ''}"
     )
-    click.echo(f"  pruning: channel multiple {p.pruning.channel_multiple}")
+    click.echo(
+        f"  pruning: channel multiple {p.pruning.channel_multiple}"
+        f"{_src(p, 'pruning.channel_multiple')}"
+    )
     assert p.memory is not None and p.runtime is not None
     m = p.memory
     click.echo(
@@ -93,14 +97,45 @@ def show_cmd(name: str) -> None:
             f"  calibration: {c.date}, {c.method}; kendall tau {c.kendall_tau}, median relative "
             f"error {c.median_rel_error}, {c.n_models} models"
         )
-    if p.assumptions:
-        click.echo(f"  assumptions ({len(p.assumptions)} values without a source):")
-        for a in p.assumptions:
-            click.echo(f"    {a}")
+    _show_provenance(p)
     if p.sources:
         click.echo("  sources:")
         for k, v in p.sources.items():
             click.echo(f"    {k}: {v}")
+
+
+def _value(v: object) -> str:
+    if isinstance(v, bool):
+        return str(v).lower()
+    return f"{v:g}" if isinstance(v, int | float) else str(v)
+
+
+def _show_provenance(p: HardwareProfile) -> None:
+    """How many values cite a document, then every assumption with its reason and every
+    value without a source."""
+    kinds = Counter(s.kind for s in p.provenance.values() if s.cited)
+    cited = ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
+    missing = f", {len(p.without_source)} without a source" if p.without_source else ""
+    click.echo(
+        f"  values: {sum(kinds.values())} cite a document ({cited or 'none'}), "
+        f"{len(p.assumptions)} are assumptions{missing}"
+    )
+    if p.assumptions:
+        click.echo(f"  {len(p.assumptions)} assumptions (engineering estimates no document gives):")
+        for key in p.assumptions:
+            s = p.provenance[key]
+            click.echo(
+                f"    {key} = {_value(s.value)}  assumption: {s.note or '(no reason given)'}"
+            )
+    if p.without_source:
+        click.echo(
+            f"  without a source ({len(p.without_source)} values; give each src = a key of "
+            '[sources], or kind = "assumption" with a note saying why):'
+        )
+        for key in p.without_source:
+            s = p.provenance[key]
+            kind = "" if s.kind == "unstated" else f"  [{s.kind}, no src]"
+            click.echo(f"    {key} = {_value(s.value)}{kind}")
 
 
 def _show_unit(p: HardwareProfile, u: ComputeUnit) -> None:
@@ -111,7 +146,9 @@ def _show_unit(p: HardwareProfile, u: ComputeUnit) -> None:
     for d, g in u.peak_gops.items():
         click.echo(f"    peak {d}: {g:g} GOP/s{_src(p, f'{base}.peak_gops_{d}')}")
     click.echo(f"    bandwidth: {u.bandwidth_gbs:g} GB/s{_src(p, f'{base}.bandwidth_gbs')}")
-    click.echo(f"    kernel overhead: {u.kernel_overhead_us:g} us")
+    click.echo(
+        f"    kernel overhead: {u.kernel_overhead_us:g} us{_src(p, f'{base}.kernel_overhead_us')}"
+    )
     eff = ", ".join(f"{k} {v:g}" for k, v in u.efficiency["default"].items())
     click.echo(f"    efficiency: {eff}")
     for d, t in u.efficiency.items():
@@ -119,7 +156,10 @@ def _show_unit(p: HardwareProfile, u: ComputeUnit) -> None:
             click.echo(f"    efficiency {d}: " + ", ".join(f"{k} {v:g}" for k, v in t.items()))
     ops = "all" if u.supported_ops is None else ", ".join(sorted(u.supported_ops))
     click.echo(f"    supported ops: {ops}")
-    click.echo(f"    power: idle {u.power.idle_w:g} W, active {u.power.active_w:g} W")
+    click.echo(
+        f"    power: idle {u.power.idle_w:g} W{_src(p, f'{base}.power.idle_w')}, "
+        f"active {u.power.active_w:g} W{_src(p, f'{base}.power.active_w')}"
+    )
 
 
 @profiles.command("validate")
@@ -129,7 +169,7 @@ def validate_cmd(file: Path) -> None:
     p = validate_profile_file(file)
     click.echo(
         f"{file}: OK ({p.name}, {p.kind.value}, {len(p.units)} unit(s), "
-        f"{len(p.assumptions)} assumption(s))"
+        f"{len(p.assumptions)} assumption(s), {len(p.without_source)} without a source)"
     )
 
 
