@@ -1,6 +1,6 @@
 """Where profile numbers come from: every shipped value cites a public document or is an
 assumption with its reason, ``profiles show`` says which, no profile or calibration output
-cites a local path."""
+cites a local path, and ``profiles calibrate`` writes only where it is told."""
 
 from __future__ import annotations
 
@@ -104,6 +104,43 @@ def test_profiles_show_lists_bare_numbers_as_without_a_source(tmp_path: Path) ->
 
 
 # -- profiles calibrate -----------------------------------------------------------------------
+
+
+def _calibrate(*args: str) -> object:
+    """``profiles calibrate``, quick: one round, no check on example models."""
+    return _cli("profiles", "calibrate", "--no-check", "--rounds", "1", *args)
+
+
+def test_calibrate_without_out_writes_nothing_and_says_where_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = _calibrate()
+    assert result.exit_code == 2, result.output
+    assert "--out" in result.stderr and "Traceback" not in result.stderr
+    assert "Running micro-benchmarks" not in result.output  # refused before any work
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_calibrate_refuses_to_overwrite_unless_forced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "host.toml"
+    out.write_text("mine\n")
+    result = _calibrate("--out", str(out))
+    assert result.exit_code == 2, result.output
+    assert f"{out} already exists" in result.stderr and "--force" in result.stderr
+    assert "Running micro-benchmarks" not in result.output
+    assert out.read_text() == "mine\n"
+    result = _calibrate("--out", str(out), "--force")
+    assert result.exit_code == 0, result.output
+    assert f"Wrote calibrated profile to {out}" in result.output
+    p = validate_profile_file(out)
+    assert p.measured and p.calibrated and p.without_source == []
+    assert _local_paths(out.read_text()) == []  # not even the --out it was given
+    assert p.calibration is not None
+    assert p.calibration.command == "edgeopt profiles calibrate --out host.toml"
 
 
 def test_calibrated_host_profile_cites_no_local_path(tmp_path: Path) -> None:

@@ -182,9 +182,10 @@ def validate_cmd(file: Path) -> None:
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write the calibrated profile  [default: host-cpu.calibrated.toml, or "
-    "NAME.calibrated.toml for --target].",
+    help="Where to write the calibrated profile, e.g. host.calibrated.toml (required, "
+    "unless --write-shipped); use it afterwards with --target FILE.",
 )
+@click.option("--force", is_flag=True, help="Overwrite --out when it exists.")
 @click.option(
     "--write-shipped",
     is_flag=True,
@@ -198,7 +199,12 @@ def validate_cmd(file: Path) -> None:
     help="Afterwards compare estimates with real ORT latency on a few example models.",
 )
 def calibrate_cmd(
-    target: str | None, out: Path | None, write_shipped: bool, rounds: int, check: bool
+    target: str | None,
+    out: Path | None,
+    force: bool,
+    write_shipped: bool,
+    rounds: int,
+    check: bool,
 ) -> None:
     """Fit a measured profile's efficiencies and per-kernel overhead with ORT micro-benchmarks.
 
@@ -218,24 +224,45 @@ def calibrate_cmd(
         )
     if device is not None and write_shipped:
         raise ConfigError("--write-shipped is for this host's profile; use --out with --target")
+    if write_shipped and out is not None:
+        raise ConfigError("give --out or --write-shipped, not both")
     base = device or load_profile("cpu")
-    default = Path(f"{device.name}.calibrated.toml" if device else "host-cpu.calibrated.toml")
-    dest = base.source_path if write_shipped and base.source_path else (out or default)
+    dest = base.source_path if write_shipped else _out_path(out, force, device)
+    assert dest is not None
+    # The file records how it was made, without this machine's folders.
     command = "edgeopt profiles calibrate " + (
-        "--write-shipped" if write_shipped else f"--out {dest}"
+        "--write-shipped" if write_shipped else f"--out {dest.name}"
     )
     if target:
-        command += f" --target {target}"
+        command += f" --target {Path(target).name}"
     where = device.runner.device if device and device.runner else "this host"
     click.echo(f"Running micro-benchmarks on {where} (ONNX Runtime, measured) ...")
     examples = example_models(SMALL_BUILDERS) if check else ()
     result = calibrate_host(
         dest, rounds=rounds, examples=examples, command=command, log=click.echo, target=device
     )
-    click.echo(f"Wrote calibrated profile to {dest}")
+    click.echo(f"Wrote calibrated profile to {dest} (use it with --target {dest})")
     for line in result.summary():
         click.echo(f"  {line}")
     if result.median_rel_error is not None:
         click.echo(
             f"  (latency measured on {where} vs estimated by the cost model with the new profile)"
         )
+
+
+def _out_path(out: Path | None, force: bool, device: HardwareProfile | None) -> Path:
+    """Where ``profiles calibrate`` writes: ``--out``, which must be given and may replace an
+    existing file only with ``--force`` (checked before any timing)."""
+    from edgeopt.errors import ConfigError
+
+    name = f"{device.name if device else 'host-cpu'}.calibrated.toml"
+    if out is None:
+        raise ConfigError(
+            "profiles calibrate: say where to write the calibrated profile",
+            hint=f"add --out {name} (or --write-shipped to replace the shipped host profile)",
+        )
+    if out.exists() and not force:
+        raise ConfigError(
+            f"{out} already exists", hint="pass --force to overwrite it, or choose another --out"
+        )
+    return out
