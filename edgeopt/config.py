@@ -149,12 +149,20 @@ def check_metric(metric: str, *, has_data: bool) -> None:
         )
 
 
-def parse_duration(text: str) -> float:
-    """``"20m"``, ``"90s"``, ``"1h"``, ``"1h30m"`` or plain seconds -> seconds."""
+def parse_duration(text: str, option: str = "--timeout") -> float:
+    """``"20m"``, ``"90s"``, ``"1h"``, ``"1h30m"`` -> seconds.
+
+    A bare number is refused (``option`` names the flag in the error): ``--timeout 20`` reads
+    as 20 minutes as often as 20 seconds."""
     t = text.strip().lower()
     if re.fullmatch(r"\d+(\.\d+)?", t):
-        return float(t)
+        raise ConfigError(
+            f"{option} {text.strip()}: a duration needs a unit",
+            hint=f"e.g. {option} {t}m or {option} {t}s (units s, m, h)",
+        )
     parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", t)
     if not parts or "".join(a + b for a, b in parts) != t:
-        raise ConfigError(f"invalid duration {text!r}", hint="use e.g. 90s, 20m, 1h30m")
+        raise ConfigError(
+            f"invalid duration {text!r} for {option}", hint="use e.g. 90s, 20m, 1h30m"
+        )
     return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)

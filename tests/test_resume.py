@@ -237,7 +237,7 @@ def test_all_failed_exits_1_with_the_reason(
 ) -> None:
     out = tmp_path / "run"
     args = _optimize_args(model_files["onnx"], tiny_data, out, "--trials", "2")
-    proc = _cli(*args, "--trial-timeout", "0.2", "--no-report")
+    proc = _cli(*args, "--trial-timeout", "0.2s", "--no-report")
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 1, err
     assert "Error: no trial completed (2 failed or stopped early)" in err

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from edgeopt.cli.options import model_options
+from edgeopt.cli.options import TARGET_HELP, TargetOption, model_options
 from edgeopt.metrics import TASK_METRICS
 
 if TYPE_CHECKING:
@@ -22,9 +22,7 @@ def _targets(text: str) -> tuple[str, ...]:
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option(
-    "--target", default="cpu", show_default=True, help="Profile(s): cpu, mobile,fpga, a TOML."
-)
+@click.option("--target", default="cpu", show_default=True, cls=TargetOption, help=TARGET_HELP)
 @click.option(
     "--data",
     type=click.Path(dir_okay=False),
@@ -35,7 +33,7 @@ def _targets(text: str) -> tuple[str, ...]:
     type=click.IntRange(min=1),
     help="Total trials in the study (default 20 unless --timeout).",
 )
-@click.option("--timeout", "timeout_text", help="Stop starting trials after this long, e.g. 20m.")
+@click.option("--timeout", "timeout_text", help="Stop starting trials after e.g. 20m, 1h or 90s.")
 @click.option(
     "--objectives",
     default="accuracy,latency,size",
@@ -101,7 +99,7 @@ def _targets(text: str) -> tuple[str, ...]:
     "trial_timeout_text",
     default="auto",
     show_default=True,
-    help="Time cap per trial (e.g. 15m); auto: 16x one fine-tune epoch as measured at "
+    help="Time cap per trial, with a unit (e.g. 15m); auto: 16x one fine-tune epoch as measured at "
     "setup, plus 2 minutes (at least 3 minutes).",
 )
 @click.option(
@@ -197,7 +195,7 @@ def optimize(
         trial_timeout_s=(
             None
             if trial_timeout_text.strip().lower() == "auto"
-            else parse_duration(trial_timeout_text)
+            else parse_duration(trial_timeout_text, "--trial-timeout")
         ),
         trial_memory_gb=trial_memory_gb,
         threads=_threads(threads_text, workers),

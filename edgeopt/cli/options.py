@@ -91,6 +91,33 @@ def echo_shape_source(loaded: Any) -> None:
         click.echo(f"input shape {shape} taken from --data", err=True)
 
 
+TARGET_HELP = "Profile(s), comma-separated: {profiles}; or a TOML file."
+
+
+class TargetOption(click.Option):
+    """A ``--target`` option whose help lists the shipped profiles and their aliases, read
+    from the shipped profile files when the help is shown (and only then)."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        if self.help is not None and "{profiles}" in self.help:
+            self.help = self.help.replace("{profiles}", shipped_profiles_text())
+        return super().get_help_record(ctx)
+
+
+def shipped_profiles_text() -> str:
+    """``"coral-edgetpu-usb (edgetpu, tpu), ..."``: every shipped profile with its aliases."""
+    from edgeopt.errors import EdgeoptError
+    from edgeopt.profiles import list_profiles
+
+    try:
+        profiles = list_profiles()
+    except EdgeoptError:
+        return "see 'edgeopt profiles list'"
+    return ", ".join(
+        f"{p.name} ({', '.join(p.aliases)})" if p.aliases else p.name for p in profiles
+    )
+
+
 def packed_model_options(func: F) -> F:
     """``model_options``, passed to the command as one ``model_opts: ModelOptions``."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -63,7 +64,7 @@ def show_cmd(name: str) -> None:
     click.echo(f"  file: {p.source_path}")
     if p.aliases:
         click.echo(f"  aliases: {', '.join(p.aliases)}")
-    click.echo(f"  threads: {p.threads}")
+    click.echo(f"  threads: {p.threads}{_src(p, 'profile.threads')}")
     if p.runner is not None:
         r = p.runner
         click.echo(f"  runner: {r.device}, providers {', '.join(r.providers)}")
@@ -73,7 +74,10 @@ def show_cmd(name: str) -> None:
         f"{q.weight_type}, per-channel {'yes' if q.per_channel else 'no'}"
         f"{', int8 only' if q.int8_only else ''}"
     )
-    click.echo(f"  pruning: channel multiple {p.pruning.channel_multiple}")
+    click.echo(
+        f"  pruning: channel multiple {p.pruning.channel_multiple}"
+        f"{_src(p, 'pruning.channel_multiple')}"
+    )
     assert p.memory is not None and p.runtime is not None
     m = p.memory
     click.echo(
@@ -93,14 +97,45 @@ def show_cmd(name: str) -> None:
             f"  calibration: {c.date}, {c.method}; kendall tau {c.kendall_tau}, median relative "
             f"error {c.median_rel_error}, {c.n_models} models"
         )
-    if p.assumptions:
-        click.echo(f"  assumptions ({len(p.assumptions)} values without a source):")
-        for a in p.assumptions:
-            click.echo(f"    {a}")
+    _show_provenance(p)
     if p.sources:
         click.echo("  sources:")
         for k, v in p.sources.items():
             click.echo(f"    {k}: {v}")
+
+
+def _value(v: object) -> str:
+    if isinstance(v, bool):
+        return str(v).lower()
+    return f"{v:g}" if isinstance(v, int | float) else str(v)
+
+
+def _show_provenance(p: HardwareProfile) -> None:
+    """How many values cite a document, then every assumption with its reason and every
+    value without a source."""
+    kinds = Counter(s.kind for s in p.provenance.values() if s.cited)
+    cited = ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
+    missing = f", {len(p.without_source)} without a source" if p.without_source else ""
+    click.echo(
+        f"  values: {sum(kinds.values())} cite a document ({cited or 'none'}), "
+        f"{len(p.assumptions)} are assumptions{missing}"
+    )
+    if p.assumptions:
+        click.echo(f"  {len(p.assumptions)} assumptions (engineering estimates no document gives):")
+        for key in p.assumptions:
+            s = p.provenance[key]
+            click.echo(
+                f"    {key} = {_value(s.value)}  assumption: {s.note or '(no reason given)'}"
+            )
+    if p.without_source:
+        click.echo(
+            f"  without a source ({len(p.without_source)} values; give each src = a key of "
+            '[sources], or kind = "assumption" with a note saying why):'
+        )
+        for key in p.without_source:
+            s = p.provenance[key]
+            kind = "" if s.kind == "unstated" else f"  [{s.kind}, no src]"
+            click.echo(f"    {key} = {_value(s.value)}{kind}")
 
 
 def _show_unit(p: HardwareProfile, u: ComputeUnit) -> None:
@@ -111,7 +146,9 @@ def _show_unit(p: HardwareProfile, u: ComputeUnit) -> None:
     for d, g in u.peak_gops.items():
         click.echo(f"    peak {d}: {g:g} GOP/s{_src(p, f'{base}.peak_gops_{d}')}")
     click.echo(f"    bandwidth: {u.bandwidth_gbs:g} GB/s{_src(p, f'{base}.bandwidth_gbs')}")
-    click.echo(f"    kernel overhead: {u.kernel_overhead_us:g} us")
+    click.echo(
+        f"    kernel overhead: {u.kernel_overhead_us:g} us{_src(p, f'{base}.kernel_overhead_us')}"
+    )
     eff = ", ".join(f"{k} {v:g}" for k, v in u.efficiency["default"].items())
     click.echo(f"    efficiency: {eff}")
     for d, t in u.efficiency.items():
@@ -119,7 +156,10 @@ def _show_unit(p: HardwareProfile, u: ComputeUnit) -> None:
             click.echo(f"    efficiency {d}: " + ", ".join(f"{k} {v:g}" for k, v in t.items()))
     ops = "all" if u.supported_ops is None else ", ".join(sorted(u.supported_ops))
     click.echo(f"    supported ops: {ops}")
-    click.echo(f"    power: idle {u.power.idle_w:g} W, active {u.power.active_w:g} W")
+    click.echo(
+        f"    power: idle {u.power.idle_w:g} W{_src(p, f'{base}.power.idle_w')}, "
+        f"active {u.power.active_w:g} W{_src(p, f'{base}.power.active_w')}"
+    )
 
 
 @profiles.command("validate")
@@ -129,7 +169,7 @@ def validate_cmd(file: Path) -> None:
     p = validate_profile_file(file)
     click.echo(
         f"{file}: OK ({p.name}, {p.kind.value}, {len(p.units)} unit(s), "
-        f"{len(p.assumptions)} assumption(s))"
+        f"{len(p.assumptions)} assumption(s), {len(p.without_source)} without a source)"
     )
 
 
@@ -142,9 +182,10 @@ def validate_cmd(file: Path) -> None:
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write the calibrated profile  [default: host-cpu.calibrated.toml, or "
-    "NAME.calibrated.toml for --target].",
+    help="Where to write the calibrated profile, e.g. host.calibrated.toml (required, "
+    "unless --write-shipped); use it afterwards with --target FILE.",
 )
+@click.option("--force", is_flag=True, help="Overwrite --out when it exists.")
 @click.option(
     "--write-shipped",
     is_flag=True,
@@ -158,7 +199,12 @@ def validate_cmd(file: Path) -> None:
     help="Afterwards compare estimates with real ORT latency on a few example models.",
 )
 def calibrate_cmd(
-    target: str | None, out: Path | None, write_shipped: bool, rounds: int, check: bool
+    target: str | None,
+    out: Path | None,
+    force: bool,
+    write_shipped: bool,
+    rounds: int,
+    check: bool,
 ) -> None:
     """Fit a measured profile's efficiencies and per-kernel overhead with ORT micro-benchmarks.
 
@@ -178,24 +224,45 @@ def calibrate_cmd(
         )
     if device is not None and write_shipped:
         raise ConfigError("--write-shipped is for this host's profile; use --out with --target")
+    if write_shipped and out is not None:
+        raise ConfigError("give --out or --write-shipped, not both")
     base = device or load_profile("cpu")
-    default = Path(f"{device.name}.calibrated.toml" if device else "host-cpu.calibrated.toml")
-    dest = base.source_path if write_shipped and base.source_path else (out or default)
+    dest = base.source_path if write_shipped else _out_path(out, force, device)
+    assert dest is not None
+    # The file records how it was made, without this machine's folders.
     command = "edgeopt profiles calibrate " + (
-        "--write-shipped" if write_shipped else f"--out {dest}"
+        "--write-shipped" if write_shipped else f"--out {dest.name}"
     )
     if target:
-        command += f" --target {target}"
+        command += f" --target {Path(target).name}"
     where = device.runner.device if device and device.runner else "this host"
     click.echo(f"Running micro-benchmarks on {where} (ONNX Runtime, measured) ...")
     examples = example_models(SMALL_BUILDERS) if check else ()
     result = calibrate_host(
         dest, rounds=rounds, examples=examples, command=command, log=click.echo, target=device
     )
-    click.echo(f"Wrote calibrated profile to {dest}")
+    click.echo(f"Wrote calibrated profile to {dest} (use it with --target {dest})")
     for line in result.summary():
         click.echo(f"  {line}")
     if result.median_rel_error is not None:
         click.echo(
             f"  (latency measured on {where} vs estimated by the cost model with the new profile)"
         )
+
+
+def _out_path(out: Path | None, force: bool, device: HardwareProfile | None) -> Path:
+    """Where ``profiles calibrate`` writes: ``--out``, which must be given and may replace an
+    existing file only with ``--force`` (checked before any timing)."""
+    from edgeopt.errors import ConfigError
+
+    name = f"{device.name if device else 'host-cpu'}.calibrated.toml"
+    if out is None:
+        raise ConfigError(
+            "profiles calibrate: say where to write the calibrated profile",
+            hint=f"add --out {name} (or --write-shipped to replace the shipped host profile)",
+        )
+    if out.exists() and not force:
+        raise ConfigError(
+            f"{out} already exists", hint="pass --force to overwrite it, or choose another --out"
+        )
+    return out

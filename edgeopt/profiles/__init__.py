@@ -1,12 +1,15 @@
 """Hardware target profiles: typed dataclasses and a strict TOML loader.
 
 One TOML file per target lives in the repository's top-level ``profiles/`` folder (installed
-as the data package ``edgeopt.profile_files``). Every number in a profile carries where it came
-from, either as a bare value (then the file says why in a comment and ``[profile] sources``
-lists the documents) or as an inline table
-``{ v = 1.8e2, kind = "measured", src = "S14", note = "..." }`` whose ``kind`` is one of
-datasheet, paper, derived, 3rd-party, measured, assumption. Values of kind ``assumption`` are
-listed by :attr:`HardwareProfile.assumptions` and printed under every estimate.
+as the data package ``edgeopt.profile_files``). A number in a profile says where it came from
+as an inline table ``{ v = 1.8e2, kind = "measured", src = "S14", note = "..." }`` whose
+``kind`` is one of datasheet, paper, derived, 3rd-party, measured, assumption, whose ``src``
+names keys of the file's ``[sources]`` (public documents: titles, URLs, datasheet names), and
+whose ``note`` says how the number follows from them, or, for an ``assumption``, why it is
+assumed. Values of kind ``assumption`` are listed by :attr:`HardwareProfile.assumptions` and
+printed under every estimate; a bare number, or a kind other than assumption without ``src``,
+is listed by :attr:`HardwareProfile.without_source`. Every shipped value is cited or an
+assumption with its reason (tests/test_profile_sources.py).
 
 The loader is strict: an unknown key, a wrong type or unit, or a missing required field raises
 :class:`edgeopt.errors.ConfigError` naming the file, the key path and what was expected.

@@ -9,6 +9,7 @@ checkout all find them.
 from __future__ import annotations
 
 import importlib.resources
+import stat
 import tomllib
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from edgeopt.profiles.reader import did_you_mean
 from edgeopt.profiles.schema import HardwareProfile
 
 SHIPPED_PACKAGE = "edgeopt.profile_files"
+# A profile is a few KB of TOML; anything much larger is not one.
+MAX_PROFILE_BYTES = 1024 * 1024
 # A source checkout run without ``pip install`` (e.g. PYTHONPATH=.) has no such package.
 _SOURCE_DIR = Path(__file__).resolve().parents[2] / "profiles"
 
@@ -50,17 +53,50 @@ def validate_profile_file(path: str | Path) -> HardwareProfile:
     """
     p = Path(path)
     shown = str(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{shown}: profile file not found") from None
-    except OSError as exc:
-        raise ConfigError(f"{shown}: cannot read profile file: {exc}") from None
+    text = _read_text(p, shown)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{shown}: invalid TOML: {exc}") from None
     return parse_profile(data, shown, p.resolve())
+
+
+def _read_text(p: Path, shown: str) -> str:
+    """The file's text; only a regular UTF-8 file of at most MAX_PROFILE_BYTES is read (a
+    FIFO or a device such as /dev/zero would block or never end)."""
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"{shown}: profile file not found", hint=_shipped_hint(p)) from None
+    except OSError as exc:
+        raise ConfigError(f"{shown}: cannot read profile file: {exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        what = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise ConfigError(f"{shown}: {what}, not a profile file", hint="give a .toml file")
+    try:
+        with p.open("rb") as f:
+            raw = f.read(MAX_PROFILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{shown}: cannot read profile file: {exc}") from None
+    if len(raw) > MAX_PROFILE_BYTES:
+        raise ConfigError(
+            f"{shown}: larger than {MAX_PROFILE_BYTES // 1024} KB: not a profile "
+            "(a profile is a few KB of TOML)"
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{shown}: not a text (UTF-8) TOML file (byte {exc.start} is 0x{raw[exc.start]:02x})"
+        ) from None
+
+
+def _shipped_hint(p: Path) -> str | None:
+    """Point a missing ``NAME.toml`` at the shipped profile ``NAME`` (they are named without
+    the file extension)."""
+    if p.suffix == ".toml" and (shipped_profile_dir() / p.name).is_file():
+        return f"the shipped profile '{p.stem}' is named without .toml: give {p.stem}"
+    return None
 
 
 def list_profiles() -> list[HardwareProfile]:

@@ -80,7 +80,7 @@ class Reader:
             raw = self._unwrap(path, raw)
         elif num(raw) is not None:
             # A bare number: legal, but its source is only in a comment (if anywhere).
-            self.prov.setdefault(path, ValueSource(kind="unstated"))
+            self.prov.setdefault(path, ValueSource(kind="unstated", value=raw))
         value = check(raw)
         if value is None:
             raise ConfigError(f"{self.file}: {path}: expected {expected}, got {raw!r}")
@@ -98,7 +98,7 @@ class Reader:
                         f"{did_you_mean(s, self.sources)}"
                     )
         note = r.get("note", string, "a string", default=None)
-        self.prov[path] = ValueSource(kind=kind, src=src, note=note)
+        self.prov[path] = ValueSource(kind=kind, src=src, note=note, value=wrapped["v"])
         return wrapped["v"]
 
     def table(self, key: str, allowed: Iterable[str], *, required: bool = True) -> Reader:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 SCHEMA = "edgeopt-hw-profile/1"
 
@@ -103,12 +104,21 @@ class PruningSupport:
 class ValueSource:
     """Where one profile value came from.
 
-    ``kind`` is one of SOURCE_KINDS, or ``"unstated"`` for a bare number in the file.
+    ``kind`` is one of SOURCE_KINDS, or ``"unstated"`` for a bare number in the file; ``src``
+    names keys of the file's ``[sources]`` (comma-separated); ``note`` says how the value
+    follows from them, or, for an ``assumption``, why it is assumed. ``value`` is the value
+    as written.
     """
 
     kind: str
     src: str | None = None
     note: str | None = None
+    value: Any = None
+
+    @property
+    def cited(self) -> bool:
+        """Whether the value names a document: any kind but assumption, with a ``src``."""
+        return self.kind not in ("assumption", "unstated") and bool(self.src)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -283,6 +293,14 @@ class HardwareProfile:
     def unstated(self) -> list[str]:
         """Key paths holding a bare number with no stated source."""
         return sorted(p for p, s in self.provenance.items() if s.kind == "unstated")
+
+    @property
+    def without_source(self) -> list[str]:
+        """Key paths whose value neither names a document nor is a stated assumption: a bare
+        number, or a kind such as datasheet given without ``src``."""
+        return sorted(
+            p for p, s in self.provenance.items() if s.kind != "assumption" and not s.cited
+        )
 
     @property
     def label(self) -> str:
