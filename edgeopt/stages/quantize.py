@@ -1,6 +1,7 @@
 """ONNX Runtime quantization, fp16 conversion and offline graph optimization (ONNX phase).
 
-Defaults follow measurements of ONNX Runtime 1.31 quantization on an x86 dev host (benchmarks/bench_stages.py re-measures them):
+Defaults follow measurements of ONNX Runtime 1.31 quantization on an x86 dev host
+(``benchmarks/bench_stages.py`` re-measures them):
 
 * static QDQ with **u8 activations / s8 weights** is the setting that pays on x86 (≈3x over
   fp32); ORT's own ``quantize_static`` defaults (s8/s8) run at about fp32 speed, so they are
