@@ -39,6 +39,7 @@ from edgeopt.search.study import (
     first_heartbeat,
     heartbeat,
     open_study,
+    pop_retry,
 )
 from edgeopt.search.tracking import Tracker
 
@@ -137,8 +138,10 @@ class Worker:
             with ask_lock(self.ctx, self.storage):
                 fail_stale_trials(self.study, self.storage)
                 if limit is None or counted_trials(self.study) < limit:
-                    enqueue_next(self.study, self.ctx, self.runner.facts())
-                    trial = self.study.ask()
+                    trial = pop_retry(self.study, self.storage)
+                    if trial is None:
+                        enqueue_next(self.study, self.ctx, self.runner.facts())
+                        trial = self.study.ask()
                     first_heartbeat(self.storage, self.study, trial.number)
                     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
                     return trial

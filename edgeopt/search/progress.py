@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 
 from edgeopt.metrics import Metric
 from edgeopt.search.shared import baseline_from
-from edgeopt.search.study import FINISHED
+from edgeopt.search.study import FINISHED, retry_of
 
 NEAR_ORIGINAL = 0.01
 """Without an accuracy budget, the best candidate is looked for within this much (1 point)
@@ -40,9 +40,10 @@ class BestTrial:
 class TrialEvent:
     """One finished trial and the state of the study after it.
 
-    ``done`` counts the study's finished trials (all workers, all sessions) against
-    ``total`` (``--trials``; None with only ``--timeout``). ``best`` is the trial ``best_rule``
-    describes (None when no trial qualifies yet); ``best_by`` the objective it is best on.
+    ``done`` counts the study's finished trials (all workers, all sessions; a re-queued
+    trial once, as its retry) against ``total`` (``--trials``; None with only
+    ``--timeout``). ``best`` is the trial ``best_rule`` describes (None when no trial
+    qualifies yet); ``best_by`` the objective it is best on.
     ``eta_s`` is the time left to ``total`` at this session's pace (None when unknown).
     """
 
@@ -69,8 +70,11 @@ def trial_event(
 ) -> TrialEvent:
     """The event for trial ``number`` of ``study``; ``objectives`` are the run's
     ``config.Objective`` list, ``elapsed_s`` the time since this session's search began."""
-    t = study.get_trials(deepcopy=False)[number]
-    finished = study.get_trials(deepcopy=False, states=FINISHED)
+    trials = study.get_trials(deepcopy=False)
+    t = trials[number]
+    # a re-queued trial counts once, as its retry (``study.counted_trials``)
+    retried = {retry_of(x) for x in trials} - {None}
+    finished = [x for x in trials if x.state in FINISHED and x.number not in retried]
     complete = [x for x in finished if x.state == TrialState.COMPLETE]
     best, rule, by = best_candidate(study, complete, objectives)
     return TrialEvent(
