@@ -117,8 +117,10 @@ class Stopper:
         """What the first signal does, for the user (call once ``requested``)."""
         assert self.signum is not None
         label = self.label
-        if self.signum == signal.SIGINT or not self.grace_s:
+        if self.signum == signal.SIGINT:
             return f"stopping after the running trial ({label} again to abort)"
+        if not self.grace_s:
+            return f"{label}: aborting the running trial ({GRACE_ENV}=0)"
         return (
             f"{label}: stopping after the running trial (aborted if it still runs in "
             f"{self.grace_s:g}s, {GRACE_ENV}; {label} again to abort now)"
@@ -187,26 +189,26 @@ class Stopper:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         now = time.monotonic()
-        last, self._last = self._last, (signum, now)
-        if (
-            signum != signal.SIGINT
-            and last
-            and last[0] == signum
-            and now - last[1] < SAME_REQUEST_S
-        ):
-            return
+        last_signum, last_at = self._last or (None, -SAME_REQUEST_S)
+        if signum != signal.SIGINT and signum == last_signum and now - last_at < SAME_REQUEST_S:
+            return  # the same request (see SAME_REQUEST_S): not a second one
+        self._last = (signum, now)
         first = self.signum is None
         if first:
             self.signum = signum
         if self._on_signal is not None:
             self._on_signal(signum, first)
+        label = signal_label(signum)
         if first and self._finishing:
-            if self._grace and signum != signal.SIGINT and self.grace_s > 0:
+            if not self._grace or signum == signal.SIGINT:
+                return
+            if self.grace_s > 0:
                 if signal.SIGALRM not in self._old:  # taken only when needed
                     self._old[signal.SIGALRM] = signal.signal(signal.SIGALRM, self._grace_over)
                 signal.setitimer(signal.ITIMER_REAL, self.grace_s)
+                return
+            self._abort(f"aborted by {label} ({GRACE_ENV}=0: no grace period)")
             return
-        label = signal_label(signum)
         self._abort(f"aborted by a second {label}" if not first else f"interrupted by {label}")
 
     def _grace_over(self, signum: int, frame: FrameType | None) -> None:

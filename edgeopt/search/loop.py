@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -252,9 +251,9 @@ def _run_pool(
     # in the terminal reaches them only through ``forward``
     with stopper.finishing(forward, grace=False):
         for i in range(workers):
+            if stopper.requested:
+                break  # stopped before all had started: the rest are not needed
             procs.append(subprocess.Popen([*args, "--index", str(i)], start_new_session=True))
-            if stopper.requested:  # a signal came while they started: tell this one too
-                forward(stopper.signum or signal.SIGINT, False)
         while any(p.poll() is None for p in procs):
             time.sleep(1.0)
             seen = _report_new(watcher, seen, n_trials, start, progress)
