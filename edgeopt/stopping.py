@@ -97,6 +97,7 @@ class Stopper:
         self._last: tuple[int, float] | None = None
         self._old: dict[int, Any] = {}
         self._outer: Stopper | None = None
+        self._ttys: tuple[int, ...] = ()
 
     @property
     def requested(self) -> bool:
@@ -133,6 +134,7 @@ class Stopper:
         global _current
         if threading.current_thread() is not threading.main_thread():
             return
+        self._ttys = tuple(fd for fd in (1, 2) if _isatty(fd))
         for signum in STOP_SIGNALS:
             old = signal.getsignal(signum)
             if signum == signal.SIGHUP and old == signal.SIG_IGN:
@@ -193,6 +195,8 @@ class Stopper:
         if signum != signal.SIGINT and signum == last_signum and now - last_at < SAME_REQUEST_S:
             return  # the same request (see SAME_REQUEST_S): not a second one
         self._last = (signum, now)
+        if signum == signal.SIGHUP:
+            _leave_the_terminal(self._ttys)
         first = self.signum is None
         if first:
             self.signum = signum
@@ -224,3 +228,24 @@ class Stopper:
             return  # between steps: the work sees ``requested`` and ends there
         assert self.signum is not None
         raise Interrupted(self.signum, reason)
+
+
+def _isatty(fd: int) -> bool:
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
+
+
+def _leave_the_terminal(ttys: tuple[int, ...]) -> None:
+    """After SIGHUP the terminal is most likely gone, and every write to it would fail (EIO)
+    wherever the process prints next: what it prints to the terminal (``ttys``: stdout and
+    stderr where they were one at ``install``; a hung-up terminal is no tty any more) goes
+    to /dev/null instead, as under ``nohup``. Output to a file or pipe stays."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in ttys:
+            with contextlib.suppress(OSError):
+                os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)

@@ -7,8 +7,10 @@ started it, even under ``kill -9``. Real processes, real signals; children are f
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -230,6 +232,49 @@ def test_sigterm_to_every_process_at_once_lets_the_running_trial_finish(
         os.kill(pid, signal.SIGTERM)
     trials = _assert_stopped_cleanly(run, run.wait(), "SIGTERM")
     assert trials[number].state == TrialState.COMPLETE, trials[number].user_attrs
+
+
+def test_a_closed_terminal_stops_it_like_sighup_and_the_report_is_still_written(
+    tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    """Its terminal goes away (a closed window, a dropped ssh session): the kernel sends
+    SIGHUP, and every later write to the terminal fails (EIO); the stop must not crash."""
+    import fcntl
+    import pty
+    import termios
+
+    out = tmp_path / "run"
+    master, slave = pty.openpty()
+
+    def controlling_terminal() -> None:  # a session whose terminal is the pty, as a shell's
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(
+        [*EDGEOPT, "optimize", *map(str, _args(model_files["bundle"], tiny_data)), "--out", out]
+        + ["--trials", "50"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=ENV,
+        start_new_session=True,
+        preexec_fn=controlling_terminal,
+    )
+    os.close(slave)
+    try:
+        while not list((out / "trials").glob("*/request.json")):  # read what it prints
+            assert proc.poll() is None
+            with contextlib.suppress(OSError):
+                if select.select([master], [], [], 0.1)[0]:
+                    os.read(master, 65536)
+        os.close(master)  # the terminal goes away
+        code = proc.wait(timeout=180)
+    finally:
+        _kill_leftovers(out)
+    assert code == 129
+    assert (out / "report" / "report.md").exists()
+    trials = optuna.load_study(study_name="edgeopt", storage=f"sqlite:///{out / 'study.db'}")
+    assert not trials.get_trials(states=(TrialState.RUNNING,))
+    assert not [t for t in trials.get_trials() if t.user_attrs.get("fail_stage") == "internal"]
 
 
 def test_sighup_is_left_ignored_under_nohup(
