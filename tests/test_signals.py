@@ -197,6 +197,12 @@ def test_sigterm_aborts_a_trial_still_running_after_the_grace_period(
     assert aborted.state == TrialState.FAIL
     assert aborted.user_attrs["fail_stage"] == "interrupted"
     assert "still running 1s after SIGTERM" in aborted.user_attrs["fail_reason"]
+    # not the candidate's failure: queued again, first to run on a resume (an expert seed
+    # that failed would never be queued again)
+    (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == number]
+    assert retry.state == TrialState.WAITING
+    assert retry.system_attrs["fixed_params"] == aborted.params
+    assert retry.user_attrs.get("seed") == aborted.user_attrs.get("seed")
 
 
 def test_a_second_sigterm_aborts_the_running_trial_at_once(

@@ -109,7 +109,8 @@ class Worker:
                     with self.stopper.abortable():
                         self.runner.run(trial)
                 except KeyboardInterrupt as exc:  # aborted: its children are killed already
-                    self.runner.abandon(trial, getattr(exc, "reason", "aborted by Ctrl-C"))
+                    reason = getattr(exc, "reason", "aborted by Ctrl-C")
+                    self.runner.abandon(trial, reason, requeue=True)
                     if not isinstance(exc, Interrupted):
                         raise  # not one of ours: nothing else stops this loop
                 except Exception as exc:  # a full disk: record it if the storage still can
