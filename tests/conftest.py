@@ -86,3 +86,24 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     xte, yte = split(60)
     np.savez(path, x_train=xtr, y_train=ytr, x_val=xva, y_val=yva, x_test=xte, y_test=yte)
     return path
+
+
+@pytest.fixture(scope="session")
+def slow_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Enough training data that a fine-tune runs for seconds (an epoch 2-3 s at one thread):
+    a trial that is still running when a test signals it."""
+    rng = np.random.default_rng(0)
+    shape = (1, 16, 16)
+    protos = rng.standard_normal((10, *shape)).astype(np.float32)
+
+    def split(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, 10, n)
+        x = protos[y] + 0.3 * rng.standard_normal((n, *shape)).astype(np.float32)
+        return x.astype(np.float32), y.astype(np.int64)
+
+    path = tmp_path_factory.mktemp("slow") / "slow.npz"
+    xtr, ytr = split(6000)
+    xva, yva = split(100)
+    xte, yte = split(100)
+    np.savez(path, x_train=xtr, y_train=ytr, x_val=xva, y_val=yva, x_test=xte, y_test=yte)
+    return path

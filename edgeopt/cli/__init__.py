@@ -7,6 +7,7 @@ on stderr with its exit code; ``--debug`` shows the traceback.
 
 from __future__ import annotations
 
+import signal
 import sys
 import traceback
 from typing import Any
@@ -21,13 +22,20 @@ class _Group(click.Group):
     """Click group that turns library errors into one-line messages with exit codes."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from edgeopt.stopping import Stopper
+
         try:
-            return super().invoke(ctx)
+            # SIGTERM and SIGHUP end a command as Ctrl-C does (exit 128 + the signal);
+            # ``optimize`` lets its running trial and its report finish first
+            with Stopper().installed():
+                return super().invoke(ctx)
         except EdgeoptError as exc:
             self._fail(ctx, exc)
-        except KeyboardInterrupt:
-            click.echo("Interrupted.", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as exc:  # edgeopt.stopping.Interrupted names its signal
+            signum = getattr(exc, "signum", signal.SIGINT)
+            name = "" if signum == signal.SIGINT else f" ({signal.Signals(signum).name})"
+            click.echo(f"{'Interrupted' if not name else 'Terminated'}{name}.", err=True)
+            sys.exit(128 + signum)
         except Exception as exc:  # a full disk or read-only folder is the machine's fault
             err = environment_error(exc)
             if err is None:

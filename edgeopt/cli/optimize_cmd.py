@@ -319,22 +319,22 @@ def _search_and_report(
     mlflow: str | None = None,
 ) -> None:
     """Search, score the front on the test split, print it, write the reports; then exit
-    130 after a Ctrl-C, or 1 when nothing feasible was found."""
+    128 + the stop signal after one (Ctrl-C: 130), or 1 when nothing feasible was found."""
     from edgeopt.report import summarize
     from edgeopt.report.terminal import recommended_line, render_front
     from edgeopt.search.loop import optimize as run_search
     from edgeopt.search.records import write_run_reports
     from edgeopt.search.setup import finalize
+    from edgeopt.stopping import Stopper, current
 
-    stopped = run_search(
+    stopper = current() or Stopper()  # the one the command line installed
+    run_search(
         out,
         n_trials=trials,
         timeout_s=timeout_s,
         workers=workers,
         progress=lambda event: _progress(event, timeout_s),
-        on_stop=lambda: click.echo(
-            "stopping after the running trial (Ctrl-C again to abort)", err=True
-        ),
+        on_stop=lambda: click.echo(stopper.message(), err=True),
         trust=trust,
         mlflow=mlflow,
     )
@@ -354,12 +354,13 @@ def _search_and_report(
     records = _records(out)
     click.echo(render_front(records))
     if report:
-        paths = write_run_reports(out, out / "report", formats=("html", "md", "json", "csv"))
+        with stopper.finishing(), stopper.abortable():  # a first signal lets it finish
+            paths = write_run_reports(out, out / "report", formats=("html", "md", "json", "csv"))
         click.echo(f"report: {', '.join(str(p) for p in paths)}")
     click.echo(recommended_line(summarize(records), out))  # the report's pick, last
-    if stopped:
-        click.echo("stopped by Ctrl-C; re-run the same command to resume", err=True)
-        sys.exit(130)
+    if stopper.exit_code is not None:
+        click.echo(f"stopped by {stopper.label}; re-run the same command to resume", err=True)
+        sys.exit(stopper.exit_code)
     nothing_feasible(records)
 
 

@@ -13,7 +13,8 @@ Request kinds: ``latency`` (interleaved timing; one ``input`` file for every mod
 ``power`` source from ``edgeopt.measure.power``). Every request may name ``providers`` and a
 ``deadline_s`` after which the process ends itself (exit code ``DEADLINE_EXIT``, from a
 watchdog thread, which runs while ORT holds the main thread), so that no timing process
-outlives its caller, here or on a device.
+outlives its caller, here or on a device. On this host the request also names the
+``parent_pid`` the child dies with (``edgeopt.lifeline``, stdlib only, imported then).
 """
 
 from __future__ import annotations
@@ -135,6 +136,11 @@ def _watchdog(deadline_s: float) -> None:
 
 def main() -> None:
     req = json.load(sys.stdin)
+    if req.get("parent_pid"):  # started by edgeopt on this host (never on a device)
+        from edgeopt.lifeline import die_with_parent, ignore_stop_signals
+
+        die_with_parent(int(req["parent_pid"]))
+        ignore_stop_signals()
     if req.get("deadline_s"):
         _watchdog(float(req["deadline_s"]))
     kinds = {"memory": memory, "latency": latency, "energy": energy}

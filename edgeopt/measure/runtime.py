@@ -92,8 +92,12 @@ def host_description() -> str:
 
 
 def run_child(request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-    """The timing child's reply to ``request``, run in a fresh process on this host."""
-    request = {**request, "deadline_s": timeout_s + 5}
+    """The timing child's reply to ``request``, run in a fresh process on this host.
+
+    The child dies with this process and ignores stop signals (``edgeopt.lifeline``); in a
+    session of its own, a Ctrl-C in the terminal reaches only this process, which decides:
+    an exception here (a second Ctrl-C) kills the child."""
+    request = {**request, "deadline_s": timeout_s + 5, "parent_pid": os.getpid()}
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "edgeopt.measure.child"],
@@ -101,6 +105,7 @@ def run_child(request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
             capture_output=True,
             text=True,
             timeout=timeout_s,
+            start_new_session=True,
         )
     except subprocess.TimeoutExpired as exc:
         raise EdgeoptError(f"measurement process timed out after {timeout_s:.0f}s") from exc

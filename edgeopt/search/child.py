@@ -5,7 +5,7 @@ candidate through the pipeline, scores it on the validation split and writes a
 ``TrialResult``. A stage that hangs or exhausts memory ends that child, never the study: the
 parent turns it into a failed result naming the stage it was in.
 
-    python -m edgeopt.search.child RUN/trials --serve FD   # persistent, one request per line
+    python -m edgeopt.search.child RUN/trials --serve FD --parent PID  # one request a line
     python -m edgeopt.search.child TRIAL_DIR/request.json  # one request (debugging)
 """
 
@@ -137,7 +137,8 @@ class TrialChild:
         self.trials_dir.mkdir(parents=True, exist_ok=True)
         # output outside a request (start-up errors) goes beside trials/, not into it
         with open(self.trials_dir.parent / "trial_child.log", "ab") as log:
-            # own session: a Ctrl-C in the terminal reaches the search, which finishes this trial
+            # own session: a Ctrl-C in the terminal reaches the search, which finishes this
+            # trial; it dies with this process (``lifeline``)
             self.proc = subprocess.Popen(
                 [
                     sys.executable,
@@ -146,6 +147,8 @@ class TrialChild:
                     str(self.trials_dir),
                     "--serve",
                     str(write_end),
+                    "--parent",
+                    str(os.getpid()),
                 ],
                 stdin=subprocess.PIPE,
                 stdout=log,
@@ -282,13 +285,18 @@ def _main(req_path: Path) -> None:
     )
 
 
-def _serve(reply_fd: int) -> None:
+def _serve(reply_fd: int, parent_pid: int) -> None:
     """The persistent child's loop: one request path per input line, its output in that
     trial's ``trial.log``, one answer line per request; ends at the end of input. An
     unexpected error ends the process (with the traceback in the log): the parent then
-    reports it and starts a fresh child."""
+    reports it and starts a fresh child. It dies with ``parent_pid``, and leaves stopping
+    to it (``edgeopt.lifeline``)."""
     import traceback
 
+    from edgeopt.lifeline import die_with_parent, ignore_stop_signals
+
+    die_with_parent(parent_pid)
+    ignore_stop_signals()
     replies = os.fdopen(reply_fd, "w", buffering=1)
     for line in sys.stdin:
         req_path = Path(line.strip())
@@ -309,7 +317,7 @@ def _serve(reply_fd: int) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[2] == "--serve":
-        _serve(int(sys.argv[3]))
+    if len(sys.argv) == 6 and sys.argv[2] == "--serve" and sys.argv[4] == "--parent":
+        _serve(int(sys.argv[3]), int(sys.argv[5]))
     else:
         _main(Path(sys.argv[1]))

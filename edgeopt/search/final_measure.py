@@ -51,7 +51,9 @@ the original again, so every ratio is still taken within one interleaved pass)."
 TIME_BUDGET_S = 3.0
 MAX_ROUNDS = 20
 TARGET_ROUND_MS = 20.0
-INTERRUPTED = "interrupted (Ctrl-C) before the final re-measure finished; in-search figures stand"
+INTERRUPTED = (
+    "interrupted (Ctrl-C or SIGTERM) before the final re-measure finished; in-search figures stand"
+)
 
 
 def final_latency(

@@ -11,20 +11,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from edgeopt.errors import EdgeoptError
+from edgeopt.lifeline import die_with_parent
 from edgeopt.search.context import SearchContext, Trust
 from edgeopt.search.objective import TrialRunner
 from edgeopt.search.progress import TrialEvent, trial_event
@@ -39,22 +38,30 @@ from edgeopt.search.study import (
     first_heartbeat,
     heartbeat,
     open_study,
+    pop_retry,
 )
 from edgeopt.search.tracking import Tracker
+from edgeopt.stopping import STOP_SIGNALS, Interrupted, Stopper, current
 
 ProgressFn = Callable[[TrialEvent], None]
 
 
 class Worker:
-    """One process's loop over a study. ``stop`` (set by Ctrl-C) ends it after a trial."""
+    """One process's loop over a study. A stop signal (``stopper``) ends it after a trial,
+    or aborts the trial (``edgeopt.stopping``)."""
 
     def __init__(self, ctx: SearchContext, study: optuna.Study, storage: RDBStorage) -> None:
         self.ctx = ctx
         self.study = study
         self.storage = storage
         self.runner = TrialRunner(ctx, study)
-        self.stop = False
+        self.stopper = Stopper(grace_s=0.0)  # a real one is handed in by whoever runs it
         self.tracker: Tracker | None = None  # MLflow logging (--mlflow)
+
+    @property
+    def stop(self) -> bool:
+        """True once a stop signal asked this worker to end."""
+        return self.stopper.requested
 
     @classmethod
     def open(
@@ -99,10 +106,13 @@ class Worker:
                 break
             with heartbeat(self.storage, self.study, trial.number):
                 try:
-                    self.runner.run(trial)
-                except KeyboardInterrupt:  # a second Ctrl-C: the child is already killed
-                    self.runner.abandon(trial, "aborted by a second Ctrl-C")
-                    raise
+                    with self.stopper.abortable():
+                        self.runner.run(trial)
+                except KeyboardInterrupt as exc:  # aborted: its children are killed already
+                    reason = getattr(exc, "reason", "aborted by Ctrl-C")
+                    self.runner.abandon(trial, reason, requeue=True)
+                    if not isinstance(exc, Interrupted):
+                        raise  # not one of ours: nothing else stops this loop
                 except Exception as exc:  # a full disk: record it if the storage still can
                     with contextlib.suppress(Exception):
                         self.runner.abandon(trial, f"{type(exc).__name__}: {exc}"[:300])
@@ -137,8 +147,10 @@ class Worker:
             with ask_lock(self.ctx, self.storage):
                 fail_stale_trials(self.study, self.storage)
                 if limit is None or counted_trials(self.study) < limit:
-                    enqueue_next(self.study, self.ctx, self.runner.facts())
-                    trial = self.study.ask()
+                    trial = pop_retry(self.study, self.storage)
+                    if trial is None:
+                        enqueue_next(self.study, self.ctx, self.runner.facts())
+                        trial = self.study.ask()
                     first_heartbeat(self.storage, self.study, trial.number)
                     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
                     return trial
@@ -146,19 +158,6 @@ class Worker:
             if not running or self.stop or time.monotonic() > deadline:
                 return None
             time.sleep(min(2.0, HEARTBEAT_S))
-
-
-def _stop_handler(worker: Worker, on_stop: Callable[[], None] | None) -> Any:
-    """First Ctrl-C: finish the running trial, then stop. Second: abort it now."""
-
-    def _stop(signum: int, frame: Any) -> None:
-        if worker.stop:
-            raise KeyboardInterrupt
-        worker.stop = True
-        if on_stop:
-            on_stop()
-
-    return _stop
 
 
 def optimize(
@@ -171,6 +170,7 @@ def optimize(
     on_stop: Callable[[], None] | None = None,
     trust: Trust | None = None,
     mlflow: str | None = None,
+    stopper: Stopper | None = None,
 ) -> bool:
     """Run the search on a prepared run directory with ``workers`` processes.
 
@@ -179,21 +179,28 @@ def optimize(
 
     With one worker the trials run in this process and ``progress`` sees each one; with
     more, worker processes join the same storage and this process reports their progress.
-    A first Ctrl-C calls ``on_stop`` and stops after the running trial(s); a second aborts
-    them (KeyboardInterrupt; the aborted trials are FAIL). Everything finished is kept.
-    Returns True when a Ctrl-C stopped the search.
+    A first stop signal (Ctrl-C, SIGTERM, SIGHUP) calls ``on_stop`` and stops after the
+    running trial(s), which SIGTERM and SIGHUP give a grace period; a second one, or the
+    grace period running out, aborts them (their trials are FAIL with the reason), and the
+    search returns. Everything finished is kept. ``stopper``: the installed one
+    (``edgeopt.stopping``; by default ``current()``, else one installed while the search runs).
+    Returns True when a stop signal stopped the search.
     """
-    if workers > 1:
-        return _run_pool(run_dir, n_trials, timeout_s, workers, progress, on_stop, trust, mlflow)
-    worker = Worker.open(run_dir, trust=trust, mlflow=mlflow, main=True)
-    _catch_up(worker)
-    old = signal.signal(signal.SIGINT, _stop_handler(worker, on_stop))
-    try:
-        worker.run(n_trials, timeout_s, progress)
-    finally:
-        signal.signal(signal.SIGINT, old)
-    _catch_up(worker, finish=True)
-    return worker.stop
+    stopper = stopper or current()
+    own = stopper is None
+    stopper = stopper or Stopper()
+    with stopper.installed() if own else contextlib.nullcontext(stopper):
+        if workers > 1:
+            return _run_pool(
+                run_dir, n_trials, timeout_s, workers, progress, on_stop, trust, mlflow, stopper
+            )
+        worker = Worker.open(run_dir, trust=trust, mlflow=mlflow, main=True)
+        worker.stopper = stopper
+        _catch_up(worker)
+        with stopper.finishing(lambda signum, first: on_stop() if first and on_stop else None):
+            worker.run(n_trials, timeout_s, progress)
+        _catch_up(worker, finish=True)
+        return worker.stop
 
 
 def _catch_up(worker: Worker, *, finish: bool = False) -> None:
@@ -212,7 +219,8 @@ def _run_pool(
     progress: ProgressFn | None,
     on_stop: Callable[[], None] | None,
     trust: Trust | None,
-    mlflow: str | None = None,
+    mlflow: str | None,
+    stopper: Stopper,
 ) -> bool:
     args = [sys.executable, "-m", "edgeopt.search.loop", str(run_dir)]
     args += (trust or Trust()).argv()
@@ -222,45 +230,41 @@ def _run_pool(
         args += ["--timeout", str(timeout_s)]
     if mlflow is not None:
         args += ["--mlflow", mlflow]
+    args += ["--parent", str(os.getpid())]
     # opened first: it creates the MLflow parent run the workers then log under
     watcher = Worker.open(run_dir, mlflow=mlflow, main=True)
+    watcher.stopper = stopper
     _catch_up(watcher)
-    procs = [
-        subprocess.Popen([*args, "--index", str(i)], start_new_session=True) for i in range(workers)
-    ]
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def forward(signum: int, first: bool) -> None:
+        """Each worker stops (or aborts) its trial as this process was told to."""
+        if first and on_stop:
+            on_stop()
+        for p in procs:
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, signum)
+
     seen = {t.number for t in watcher.study.get_trials(deepcopy=False, states=FINISHED)}
     start = time.monotonic()
-    stopped = False
-    try:
+    # the workers keep their own grace timers; their sessions are their own, so a Ctrl-C
+    # in the terminal reaches them only through ``forward``
+    with stopper.finishing(forward, grace=False):
+        for i in range(workers):
+            if stopper.requested:
+                break  # stopped before all had started: the rest are not needed
+            procs.append(subprocess.Popen([*args, "--index", str(i)], start_new_session=True))
         while any(p.poll() is None for p in procs):
             time.sleep(1.0)
             seen = _report_new(watcher, seen, n_trials, start, progress)
-    except KeyboardInterrupt:
-        stopped = True
-        if on_stop:
-            on_stop()
-        _interrupt(procs)  # each finishes its running trial
-        try:
-            for p in procs:
-                p.wait()
-        except KeyboardInterrupt:
-            _interrupt(procs)  # a second Ctrl-C: each aborts its trial now
-            for p in procs:
-                p.wait()
-            raise
     _report_new(watcher, seen, n_trials, start, progress)
-    watcher.stop = stopped
     _catch_up(watcher, finish=True)
-    bad = [p.returncode for p in procs if p.returncode not in (0, 130, -signal.SIGINT)]
+    stopped = {0, *(128 + s for s in STOP_SIGNALS), *(-s for s in STOP_SIGNALS)}
+    bad = [p.returncode for p in procs if p.returncode not in stopped]
     if bad:
         raise EdgeoptError(f"{len(bad)} worker process(es) failed (exit codes {bad})")
-    return stopped
-
-
-def _interrupt(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            os.kill(p.pid, signal.SIGINT)
+    return watcher.stop
 
 
 def _report_new(
@@ -284,14 +288,20 @@ def main() -> None:
     parser.add_argument("--trust-arch", action="store_true")
     parser.add_argument("--arch", default=None)
     parser.add_argument("--mlflow", help="MLflow tracking URI to log this worker's trials to")
+    parser.add_argument("--parent", type=int, help="die with this process (its parent)")
     args = parser.parse_args()
+    if args.parent is not None:
+        die_with_parent(args.parent)
     trust = Trust(pickle=args.trust_pickle, arch=args.trust_arch, arch_ref=args.arch)
-    worker = Worker.open(args.run_dir, args.index, trust, args.mlflow)
-    signal.signal(signal.SIGINT, _stop_handler(worker, None))
+    stopper = Stopper()
     try:
-        worker.run(args.trials, args.timeout)
-    except KeyboardInterrupt:
-        sys.exit(130)
+        with stopper.installed():
+            worker = Worker.open(args.run_dir, args.index, trust, args.mlflow)
+            worker.stopper = stopper
+            with stopper.finishing():
+                worker.run(args.trials, args.timeout)
+    except Interrupted as exc:  # before its first trial
+        sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

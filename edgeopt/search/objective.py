@@ -208,11 +208,22 @@ class TrialRunner:
                 f"unexpected {type(exc).__name__}: {exc} (traceback in {trial_dir / 'error.txt'})",
             )
 
-    def abandon(self, trial: optuna.Trial, reason: str) -> None:
-        """Fail a trial that was interrupted (left RUNNING it would wait for a heartbeat)."""
+    def abandon(self, trial: optuna.Trial, reason: str, *, requeue: bool = False) -> None:
+        """Fail a trial that was interrupted (left RUNNING it would wait for a heartbeat);
+        ``requeue``: queue it again, to run first on a resume (a stop signal aborted it:
+        nothing the candidate did, and an expert seed that failed is never queued again)."""
         frozen = self.study.get_trials(deepcopy=False)[trial.number]
-        if frozen.state == TrialState.RUNNING:
-            self._fail(trial, "interrupted", reason)
+        if frozen.state != TrialState.RUNNING:
+            return
+        self._fail(trial, "interrupted", reason)
+        if requeue:
+            from edgeopt.search.seeds import SIBLING_ATTR
+
+            roles = ("baseline", SEED_ATTR, SIBLING_ATTR, PROMOTED_ATTR)
+            attrs = {k: trial.user_attrs[k] for k in roles if k in trial.user_attrs}
+            self.study.enqueue_trial(
+                dict(trial.params), user_attrs={**attrs, "retry_of": trial.number}
+            )
 
     def _retry_once(self, trial: optuna.Trial) -> None:
         """Queue the same candidate again after its device failed to measure it (a board

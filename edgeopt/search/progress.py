@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 
 from edgeopt.report.summary import Summary, summarize
 from edgeopt.search.records import study_records
-from edgeopt.search.study import FINISHED
+from edgeopt.search.study import FINISHED, retry_of
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,8 @@ class PickedTrial:
 class TrialEvent:
     """One finished trial and the state of the study after it.
 
-    ``done`` counts the study's finished trials (all workers, all sessions) against
+    ``done`` counts the study's finished trials (all workers, all sessions; a re-queued
+    trial once, as its retry) against
     ``total`` (``--trials``; None with only ``--timeout``). ``pick`` is the trial the report
     would recommend now (None when there is none; ``no_pick`` says why, in a few words).
     ``eta_s`` is the time left to ``total`` at this session's pace (None when unknown).
@@ -66,8 +67,11 @@ def trial_event(
 ) -> TrialEvent:
     """The event for trial ``number`` of ``study``; ``objectives`` are the run's
     ``config.Objective`` list, ``elapsed_s`` the time since this session's search began."""
-    t = study.get_trials(deepcopy=False)[number]
-    finished = study.get_trials(deepcopy=False, states=FINISHED)
+    trials = study.get_trials(deepcopy=False)
+    t = trials[number]
+    # a re-queued trial counts once, as its retry (``study.counted_trials``)
+    retried = {retry_of(x) for x in trials} - {None}
+    finished = [x for x in trials if x.state in FINISHED and x.number not in retried]
     records = study_records(study)
     s = summarize(records) if records is not None else None
     labels = {o.name: o.short for o in s.objectives} if s is not None else {}

@@ -4,6 +4,7 @@ afterwards (test-split numbers for the front, never seen by the search)."""
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from edgeopt.config import RunConfig
 from edgeopt.errors import ConfigError
 from edgeopt.rundir import Baseline, RunDir
 from edgeopt.search.protocol import SYNTHETIC_N, scoring_inputs
+
+log = logging.getLogger(__name__)
 
 BASELINE_LATENCY_BUDGET_S = 6.0
 
@@ -156,6 +159,16 @@ def _hopeless_below(config: RunConfig, val_accuracy: float) -> float | None:
 
 
 def finalize(run_dir: Path) -> dict[str, Any]:
+    """``_finalize``; a stop signal (KeyboardInterrupt) keeps what was saved and returns it
+    (the report says what is missing)."""
+    try:
+        return _finalize(run_dir)
+    except KeyboardInterrupt:
+        log.warning("final numbers interrupted; what was saved stands")
+        return RunDir(run_dir).read_final()
+
+
+def _finalize(run_dir: Path) -> dict[str, Any]:
     """Test-split accuracy for the front and the baselines (never seen by the search).
 
     Stored in ``final.json`` as ``{"test_accuracy": {trial number: value}, "test_split",
@@ -186,6 +199,7 @@ def finalize(run_dir: Path) -> dict[str, Any]:
     wanted = {t.number for t in study.best_trials} if complete else set()
     wanted |= {t.number for t in complete if t.user_attrs.get("baseline")}
     elsewhere: dict[str, str] = {}
+    interrupted = False
     with scratch_dir() as tmp:
         for t in complete:
             key = str(t.number)
@@ -201,15 +215,20 @@ def finalize(run_dir: Path) -> dict[str, Any]:
             }
             try:
                 onnx = opened.trial_onnx(record, Path(tmp))
+                if data is None:
+                    x, y = scoring_inputs(data, "test", local_baseline.input_shape)
+                    score = onnx_score(onnx, x, y, reference=run.baseline_onnx)
+                    final["test_accuracy"][key] = score
+                    continue
+                task = {s: onnx_task_metric_entries(onnx, *data.split(s)) for s in ("val", "test")}
             except BuiltElsewhere:  # that machine scores it when it finishes
                 machine = (t.user_attrs.get("machine") or {}).get("hostname", "another machine")
                 elsewhere[key] = str(machine)
                 continue
-            if data is None:
-                x, y = scoring_inputs(data, "test", local_baseline.input_shape)
-                final["test_accuracy"][key] = onnx_score(onnx, x, y, reference=run.baseline_onnx)
-                continue
-            task = {s: onnx_task_metric_entries(onnx, *data.split(s)) for s in ("val", "test")}
+            except KeyboardInterrupt:  # a stop signal: keep what is scored, report the rest
+                log.warning("test-split scoring interrupted at trial %s; the rest unscored", key)
+                interrupted = True
+                break
             final["task_metrics"][key] = task
             final["test_accuracy"][key] = task["test"][config.metric]["value"]
     final["built_elsewhere"] = elsewhere
@@ -219,6 +238,8 @@ def finalize(run_dir: Path) -> dict[str, Any]:
         final["test_split"] = "test" if data.has_test else "val"
     run.write_final(final)
     record_test_numbers(study, final)
+    if interrupted:
+        return final  # and no final re-measure
     # then host latency of the same trials, re-measured in one pass (final_measure: the
     # numbers above are saved first, so a Ctrl-C during the pass loses nothing)
     sample = data.x_val[:1] if data is not None else None

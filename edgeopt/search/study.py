@@ -235,15 +235,44 @@ def _key(params: dict[str, Any]) -> tuple:
     return tuple(sorted(params.items()))
 
 
-def counted_trials(study: optuna.Study) -> int:
-    """Trials that count toward ``--trials``: finished or running, except a failed trial that
-    was re-queued (its retry counts instead), so the total stays exact. Re-queued are stale
-    trials (heartbeat) and trials whose device failed to measure them (``retry_of``)."""
+def counted_trials(
+    study: optuna.Study, states: tuple[TrialState, ...] = (*FINISHED, TrialState.RUNNING)
+) -> int:
+    """Trials that count toward ``--trials``: finished or running (``states``), except a
+    failed trial that was re-queued (its retry counts instead), so the total stays exact.
+    Re-queued are stale trials (heartbeat) and trials whose device failed to measure them
+    (``retry_of``)."""
     trials = study.get_trials(deepcopy=False)
-    retried = {RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in trials}
-    retried |= {t.user_attrs.get("retry_of") for t in trials}
-    states = (*FINISHED, TrialState.RUNNING)
+    retried = {retry_of(t) for t in trials} - {None}
     return sum(1 for t in trials if t.state in states and t.number not in retried)
+
+
+def retry_of(trial: optuna.trial.FrozenTrial) -> int | None:
+    """The number of the trial ``trial`` re-runs, or None when it is no retry."""
+    number = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+    if number is None:
+        number = trial.user_attrs.get("retry_of")
+    return None if number is None else int(number)
+
+
+def pop_retry(study: optuna.Study, storage: RDBStorage) -> optuna.Trial | None:
+    """Claim the oldest queued retry as this worker's next trial, before anything else
+    queued; None when no retry waits. Call under ``ask_lock``.
+
+    A retry stands for a trial that already counted toward ``--trials``. Optuna's queue is
+    first in, first out, and a stale trial is found only when its grace period ends: by
+    then the sibling variants of a trial run meanwhile are queued ahead of its retry, one
+    of them ran in its place and filled ``--trials``, and the retry stayed queued."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if retry_of(t) is None:
+            continue
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        # as study.ask pops the queue: False (or the error) when another worker took it
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+                return optuna.Trial(study, trial_id)
+    return None
 
 
 def fail_stale_trials(study: optuna.Study, storage: RDBStorage) -> None:

@@ -30,6 +30,7 @@ import dataclasses
 import io
 import logging
 import multiprocessing
+import os
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -168,7 +169,7 @@ def _attempt(
     """
     ctx = multiprocessing.get_context("spawn")
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(send, blob, shape, ignored), daemon=True)
+    proc = ctx.Process(target=_child, args=(send, blob, shape, ignored, os.getpid()), daemon=True)
     proc.start()
     send.close()
     phase, coupled = "start", ()
@@ -201,8 +202,18 @@ def _attempt(
         recv.close()
 
 
-def _child(conn: Connection, blob: bytes, shape: tuple[int, ...], ignored: tuple[str, ...]) -> None:
-    """Child process: report the split-coupled layers, then try the probe prune."""
+def _child(
+    conn: Connection,
+    blob: bytes,
+    shape: tuple[int, ...],
+    ignored: tuple[str, ...],
+    parent_pid: int,
+) -> None:
+    """Child process: report the split-coupled layers, then try the probe prune. It dies
+    with ``parent_pid`` (a killed ``optimize`` leaves no probe computing on)."""
+    from edgeopt.lifeline import die_with_parent
+
+    die_with_parent(parent_pid)
     import torch
 
     torch.set_num_threads(1)
