@@ -122,3 +122,27 @@ def test_a_malformed_grace_period_is_a_config_error(
     monkeypatch.setenv(GRACE_ENV, text)
     with pytest.raises(ConfigError, match="is not a number of seconds"):
         Stopper()
+
+
+def test_a_stop_signal_inside_an_import_ends_the_command_as_a_stop() -> None:
+    """A SIGTERM that lands while onnxruntime's C extension initialises reaches the CLI
+    as ImportError('initialization failed') raised from the signal's exception; that is a
+    stop (exit 143), not a crash (exit 1 with a traceback)."""
+    from click.testing import CliRunner
+
+    from edgeopt.cli import main
+
+    @main.command("raise-in-import")
+    def raise_in_import() -> None:
+        try:
+            raise Interrupted(signal.SIGTERM, "interrupted by SIGTERM")
+        except Interrupted as exc:
+            raise ImportError("initialization failed") from exc
+
+    try:
+        res = CliRunner().invoke(main, ["raise-in-import"])
+    finally:
+        main.commands.pop("raise-in-import")
+    assert res.exit_code == 143, res.output
+    assert "Terminated (SIGTERM)." in res.output
+    assert "Traceback" not in res.output

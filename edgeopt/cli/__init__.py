@@ -32,15 +32,22 @@ class _Group(click.Group):
         except EdgeoptError as exc:
             self._fail(ctx, exc)
         except KeyboardInterrupt as exc:  # edgeopt.stopping.Interrupted names its signal
-            signum = getattr(exc, "signum", signal.SIGINT)
-            name = "" if signum == signal.SIGINT else f" ({signal.Signals(signum).name})"
-            click.echo(f"{'Interrupted' if not name else 'Terminated'}{name}.", err=True)
-            sys.exit(128 + signum)
+            self._interrupted(exc)
         except Exception as exc:  # a full disk or read-only folder is the machine's fault
+            cause = _interrupt_behind(exc)
+            if cause is not None:  # a stop signal inside an import: ImportError wraps it
+                self._interrupted(cause)
             err = environment_error(exc)
             if err is None:
                 raise
             self._fail(ctx, err)
+
+    @staticmethod
+    def _interrupted(exc: KeyboardInterrupt) -> None:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        name = "" if signum == signal.SIGINT else f" ({signal.Signals(signum).name})"
+        click.echo(f"{'Interrupted' if not name else 'Terminated'}{name}.", err=True)
+        sys.exit(128 + signum)
 
     @staticmethod
     def _fail(ctx: click.Context, exc: EdgeoptError) -> None:
@@ -50,6 +57,19 @@ class _Group(click.Group):
         if exc.hint:
             click.echo(f"Hint: {exc.hint}", err=True)
         sys.exit(exc.exit_code)
+
+
+def _interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C or stop signal an exception was raised while handling, if any: a signal
+    that lands while a C extension initialises (onnxruntime) surfaces as ImportError."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, KeyboardInterrupt):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
