@@ -27,7 +27,7 @@ from edgeopt.measure.runners import LocalRunner
 from edgeopt.report import summarize
 from edgeopt.report.final_latency import final_figure
 from edgeopt.report.markdown import render_markdown
-from edgeopt.report.summary import fmt_num
+from edgeopt.report.model import fmt_num
 from edgeopt.report.tables import render_json
 from edgeopt.search.records import load_run
 from edgeopt.search.setup import finalize

@@ -77,7 +77,6 @@ KNOWN_CYCLES = {  # each step of Part A deletes its entry; the test fails on a s
         }
     ),
     frozenset({"stages.quantize", "stages.quantize_ort", "stages.sensitivity"}),
-    frozenset({"report.pick", "report.summary"}),
 }
 KNOWN_PRIVATE = {
     f"loading.load -> loading.formats.{n}"

@@ -180,7 +180,7 @@ def export(
         trust={"trust_pickle": trust_pickle, "trust_arch": trust_arch, "arch": arch},
     )
     trial = next(t for t in records["trials"] if t["number"] == number)
-    from edgeopt.report.summary import score_noun
+    from edgeopt.report.model import score_noun
 
     kind = score_noun(records)  # accuracy, fidelity or the run's --metric
     test = trial.get("test_accuracy")

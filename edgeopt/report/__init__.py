@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.errors import ConfigError
-from edgeopt.report.summary import Summary, summarize
+from edgeopt.report.model import Summary
+from edgeopt.report.summary import summarize
 
 FORMATS = ("html", "md", "json", "csv")
 FILE_NAMES = {

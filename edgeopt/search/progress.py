@@ -19,7 +19,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from edgeopt.report.summary import Summary, summarize
+from edgeopt.report.model import Summary
+from edgeopt.report.summary import summarize
 from edgeopt.search.records import study_records
 from edgeopt.search.study import FINISHED
 
