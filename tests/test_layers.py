@@ -66,7 +66,6 @@ LAYERS: list[list[str]] = [
     ["cli"],
 ]
 KNOWN_CYCLES = {  # each step of Part A deletes its entry; the test fails on a stale one
-    frozenset({"loading.bundle", "loading.formats", "loading.load", "loading.spec"}),
     frozenset(
         {
             "measure.calibrate",
@@ -79,18 +78,6 @@ KNOWN_CYCLES = {  # each step of Part A deletes its entry; the test fails on a s
     frozenset({"stages.quantize", "stages.quantize_ort", "stages.sensitivity"}),
 }
 KNOWN_PRIVATE = {
-    f"loading.load -> loading.formats.{n}"
-    for n in (
-        "_load_exported_program",
-        "_load_onnx",
-        "_load_torch_save",
-        "_load_torchscript",
-        "_verified_names",
-    )
-} | {
-    "loading.load -> loading.spec._shape_text",
-    "loading.formats -> loading.bundle._build",
-    "loading.formats -> loading.bundle._load_bundle",
     "stages.sensitivity -> stages.quantize_ort._reader",
     "stages.sensitivity -> stages.quantize_ort._quantize_static",
 }

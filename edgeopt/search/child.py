@@ -192,7 +192,7 @@ def _main(req_path: Path) -> None:
     from edgeopt.candidate import Candidate
     from edgeopt.data import load_npz
     from edgeopt.errors import CandidateError, EdgeoptError
-    from edgeopt.loading import ModelSpec
+    from edgeopt.loading import ModelSpec, load_spec
     from edgeopt.measure.accuracy import onnx_score
     from edgeopt.pipeline import PipelineInputs, build
     from edgeopt.profiles import load_profile, merge_profiles
@@ -212,7 +212,7 @@ def _main(req_path: Path) -> None:
         )
 
     try:
-        model = ModelSpec.from_dict(req.model).load()
+        model = load_spec(ModelSpec.from_dict(req.model))
         data = load_npz(req.data) if req.data else None
     except EdgeoptError as exc:  # e.g. the model file changed since the run was set up
         write(TrialResult.failed("load", exc.message))

@@ -211,6 +211,7 @@ def rebuild_check(
     from edgeopt.candidate import Candidate
     from edgeopt.config import RunConfig
     from edgeopt.data import load_npz, synthetic_inputs
+    from edgeopt.loading import load_spec
     from edgeopt.measure.accuracy import onnx_logits
     from edgeopt.pipeline import PipelineInputs, build
     from edgeopt.profiles import load_profile, merge_profiles
@@ -222,7 +223,7 @@ def rebuild_check(
     else:
         config = RunConfig.from_dict({**records["config"], "storage": None})
         salt = str(records["baseline"]["salt"])
-    model = config.model.with_trust(**trust).load() if trust else config.model.load()
+    model = load_spec(config.model.with_trust(**trust) if trust else config.model)
     data = load_npz(config.data) if config.data else None
     profile = merge_profiles([load_profile(t) for t in config.targets])
     torch.set_num_threads(config.threads)

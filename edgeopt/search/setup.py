@@ -24,7 +24,7 @@ def prepare(config: RunConfig, run_dir: Path) -> Baseline:
     reference latency) and the study. Idempotent: a resumed run reuses them; two processes
     setting up one directory at once take turns."""
     from edgeopt.data import load_npz
-    from edgeopt.loading import check_model_and_data
+    from edgeopt.loading import check_model_and_data, load_spec
     from edgeopt.profiles import load_profile, merge_profiles
     from edgeopt.search.artifacts import open_store
     from edgeopt.search.context import SearchContext
@@ -36,7 +36,7 @@ def prepare(config: RunConfig, run_dir: Path) -> Baseline:
     if len(set(names)) != len(names):
         raise ConfigError(f"--target names a profile twice: {', '.join(names)}")
     data = load_npz(config.data) if config.data else None
-    loaded = config.model.load(data.input_shape if data is not None else None)
+    loaded = load_spec(config.model, data.input_shape if data is not None else None)
     # an input shape taken from the data is recorded: workers and a resume load alike
     config = replace(config, model=config.model.with_data_shape(loaded))
     check_model_and_data(loaded, data)  # sample shape, labels < the model's outputs
