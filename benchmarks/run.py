@@ -133,7 +133,7 @@ def by_hand_variants(run: dict[str, Any], out: Path) -> dict[str, Path]:
     from edgeopt.data import load_npz
     from edgeopt.profiles import load_profile
     from edgeopt.stages import STAGES, QuantizeConfig, StageContext
-    from edgeopt.stages.quantize import CalibMethod, QuantMode
+    from edgeopt.stages.quantize_config import CalibMethod, QuantMode
 
     fp32 = Path(run["run_dir"]) / "baseline" / "model.onnx"
     profile = load_profile("cpu")

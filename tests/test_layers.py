@@ -75,12 +75,8 @@ KNOWN_CYCLES = {  # each step of Part A deletes its entry; the test fails on a s
             "measure.ssh_runner",
         }
     ),
-    frozenset({"stages.quantize", "stages.quantize_ort", "stages.sensitivity"}),
 }
-KNOWN_PRIVATE = {
-    "stages.sensitivity -> stages.quantize_ort._reader",
-    "stages.sensitivity -> stages.quantize_ort._quantize_static",
-}
+KNOWN_PRIVATE: set[str] = set()
 MODULES: dict[str, Path] = {}  # dotted module name -> file
 for p in ROOT.rglob("*.py"):
     parts = p.relative_to(ROOT.parent).with_suffix("").parts

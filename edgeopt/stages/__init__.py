@@ -21,7 +21,8 @@ from edgeopt.stages.base import (
 from edgeopt.stages.finetune import FinetuneConfig, FinetuneStage
 from edgeopt.stages.prune import Importance, PruneConfig, PruneStage
 from edgeopt.stages.qat import QatConfig, QatStage
-from edgeopt.stages.quantize import CalibMethod, QType, QuantizeConfig, QuantizeStage, QuantMode
+from edgeopt.stages.quantize import QuantizeStage
+from edgeopt.stages.quantize_config import CalibMethod, QType, QuantizeConfig, QuantMode
 
 register(PruneStage())
 register(FinetuneStage())
