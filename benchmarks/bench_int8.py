@@ -35,7 +35,8 @@ def main() -> None:
     from edgeopt.data import load_npz
     from edgeopt.export import export_onnx
     from edgeopt.loading import load_model
-    from edgeopt.measure.runtime import measure_latency, size_mb
+    from edgeopt.measure.local_runner import measure_latency
+    from edgeopt.measure.runtime import size_mb
     from edgeopt.profiles import load_profile
     from edgeopt.stages import STAGES, QatConfig, StageContext
     from edgeopt.training import evaluate_onnx

@@ -4,7 +4,7 @@ For each model: fp32, int8 static QDQ (u8 activations / s8 weights, the x86 prof
 ORT's default ``quantize_static`` (s8/s8, per-tensor: the by-hand baseline), and prune 50% +
 fine-tune (CE, and KD from the unpruned model) followed by each quantization. Accuracy is on
 the digits test split, in ONNX Runtime; latency is measured interleaved in one isolated process
-against the model's own fp32 export (``edgeopt.measure.runtime.measure_latency``), and the
+against the model's own fp32 export (``edgeopt.measure.local_runner.measure_latency``), and the
 speedup is the median over rounds of the per-round ratio.
 
 Run:  python benchmarks/bench_stages.py [--models resnet_small,mobilenet_small] [--epochs 8]
@@ -29,7 +29,8 @@ from torch import nn
 from edgeopt import zoo
 from edgeopt.data import DataBundle, load_npz
 from edgeopt.export import export_onnx
-from edgeopt.measure.runtime import host_description, measure_latency
+from edgeopt.measure.local_runner import measure_latency
+from edgeopt.measure.runtime import host_description
 from edgeopt.profiles import load_profile
 from edgeopt.stages import (
     STAGES,

@@ -536,7 +536,8 @@ def measure(search: SearchOutcome, fp32: Path, hand: ByHand, data: DataBundle) -
     """Test accuracy of everything, then ONE interleaved latency pass (1 thread) over the fp32
     original, the by-hand models and the front members within MAX_DROP."""
     from edgeopt.measure.accuracy import onnx_accuracy
-    from edgeopt.measure.runtime import measure_latency, size_mb
+    from edgeopt.measure.local_runner import measure_latency
+    from edgeopt.measure.runtime import size_mb
 
     assert data.x_test is not None and data.y_test is not None
     x, y = data.x_test, data.y_test

@@ -69,7 +69,7 @@ class Repeat:
     def tick(self) -> None:
         if self.fp32 is None or self.best is None:
             return
-        from edgeopt.measure.runtime import measure_latency
+        from edgeopt.measure.local_runner import measure_latency
 
         _, best = measure_latency(
             [self.fp32, self.best],
@@ -198,7 +198,8 @@ def quality(model: str, run: dict[str, Any], settings: Settings) -> dict[str, An
     measured interleaved against the fp32 original in one process."""
     from edgeopt.data import load_npz
     from edgeopt.measure.accuracy import onnx_accuracy
-    from edgeopt.measure.runtime import measure_latency, size_mb
+    from edgeopt.measure.local_runner import measure_latency
+    from edgeopt.measure.runtime import size_mb
 
     data = load_npz(DATA)
     x, y = data.split("test")

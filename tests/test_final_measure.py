@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgeopt.cli import main
-from edgeopt.measure.load import MAX_NAMED
+from edgeopt.measure.machine_load import MAX_NAMED
 from edgeopt.measure.runners import LocalRunner
 from edgeopt.report import summarize
 from edgeopt.report.final_latency import final_figure

@@ -476,7 +476,7 @@ def test_the_files_copied_to_devices_parse_as_python_38() -> None:
 def test_energy_request_runs_the_child_on_a_power_reading(
     model_files: dict, tmp_path: Path
 ) -> None:
-    from edgeopt.measure.runtime import measure_energy
+    from edgeopt.measure.local_runner import measure_energy
 
     counter = tmp_path / "energy_uj"
     counter.write_text("5000\n")  # a counter that does not move: 0 mJ, but every step runs

@@ -51,7 +51,7 @@ class FinalFigure:
 
     ``speedup``: the original's time / this trial's, both from the final pass;
     ``in_search_speedup``: the same from the search (its interleaved ratio). ``*_load``: the
-    host's recorded load (``edgeopt.measure.load``) during each, None where not recorded.
+    host's recorded load (``edgeopt.measure.machine_load``) during each, None where not recorded.
     """
 
     target: str

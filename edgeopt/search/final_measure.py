@@ -5,7 +5,7 @@ its trial ran; when other jobs loaded the machine meanwhile, contention that hur
 model more than a small one skews that ratio (a "14.1x" that a quiet machine measures as
 8.2x). So after the search the front members, the baselines and the original model are timed
 again, all together in one interleaved pass on this host, with the host's load recorded
-(``edgeopt.measure.load``). Reports show these final figures beside the in-search ones and
+(``edgeopt.measure.machine_load``). Reports show these final figures beside the in-search ones and
 say when the two disagree; the in-search figures are kept unchanged.
 
 Only profiles measured on this host are re-measured (``LocalRunner``); a remote device's

@@ -28,7 +28,7 @@ from edgeopt.search.storage import redact
 # "p90_ms", "ratio_to_original", "speedup", "load", "device"}}; at the top, per profile, the
 # pass ({"device", "threads", "measured_at", "passes", "rounds", "load", "original":
 # {"p50_ms", "p90_ms"}[, "missing"]} or {"skipped": reason}; see search/final_measure.py);
-# and a host-measured latency's ``load`` (edgeopt.measure.load.MachineLoad) in measurements;
+# and a host-measured latency's ``load`` (edgeopt.measure.machine_load.MachineLoad) in measurements;
 # later, without a new version (a key added): ``unfinished``, the running and queued trials
 SCHEMA_VERSION = 3
 N_KEYS = ("n_val", "n_test")

@@ -25,7 +25,7 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,6 +33,9 @@ from edgeopt.fileio import write_atomic
 from edgeopt.measure.calibrate.fit import CalibrationResult, Timed, agreement, fit, fit_quantized
 from edgeopt.measure.calibrate.micro import build_micro, quantize_qdq
 from edgeopt.measure.calibrate.render import render_device_toml, render_host_toml
+from edgeopt.measure.local_runner import time_models
+from edgeopt.measure.runners import runner_for
+from edgeopt.measure.runtime import host_description
 from edgeopt.profiles import HardwareProfile, load_profile, validate_profile_file
 
 if TYPE_CHECKING:
@@ -42,8 +45,6 @@ FIT_WIDTH = 12  # example models used for fitting; the accuracy benchmark uses o
 FIT_SIZES = (16, 32)
 # the profile TOML from the base profile, the fit and the command that made it
 Render = Callable[[HardwareProfile, CalibrationResult, str], str]
-# the interleaved timer's settings for calibration (fixed rounds come on top)
-TIMING: dict[str, Any] = {"warmup": 5, "target_round_ms": 15.0, "min_runs": 3, "max_runs": 400}
 
 
 @dataclass(frozen=True)
@@ -70,29 +71,6 @@ def example_models(builders: Mapping[str, Callable[..., nn.Module]]) -> list[Exa
         for hw in FIT_SIZES:
             out.append(ExampleModel(f"{fam}-w{FIT_WIDTH}-{hw}x{hw}", module, (1, hw, hw)))
     return out
-
-
-def time_models(
-    models: Sequence[tuple[str | Path, np.ndarray]],
-    *,
-    threads: int,
-    rounds: int = 7,
-    providers: Sequence[str] | None = None,
-) -> list[float]:
-    """Median latency (ms) of each ONNX model on its input, in this process: exactly
-    ``rounds`` interleaved rounds, each model ~15 ms per round; the median of round medians
-    (``TIMING`` holds the timer's settings, which remote runners send along)."""
-    from edgeopt.measure.session import ort_session
-    from edgeopt.measure.timing import time_interleaved
-
-    runs = []
-    for path, x in models:
-        s = ort_session(path, threads=threads, optimization="all", providers=providers)
-        runs.append(functools.partial(s.run, None, {s.get_inputs()[0].name: x}))
-    times = time_interleaved(
-        runs, min_rounds=rounds, max_rounds=rounds, time_budget_s=None, **TIMING
-    )
-    return times.medians_ms()
 
 
 def _export_examples(tmp: Path, examples: Sequence[ExampleModel]) -> list[tuple[Path, list[int]]]:
@@ -128,9 +106,6 @@ def calibrate_host(
     examples, step 2 fits the quantized-kernel scale and overhead on the int8 ones and the
     agreement on all of them (in-sample) is recorded in ``[calibration]``.
     """
-    from edgeopt.measure.runners import runner_for
-    from edgeopt.measure.runtime import host_description
-
     base = target if target is not None and target.runner is not None else load_profile("cpu")
     runner = runner_for(base) if base.runner is not None else None
     render: Render = render_host_toml
