@@ -177,7 +177,7 @@ def _measure(
     sample: np.ndarray | None,
     accuracy: list[Scores | None],
 ) -> None:
-    """Numbers measured by ``runner`` (an ``edgeopt.measure.runners.Runner``)."""
+    """Numbers measured by ``runner`` (an ``edgeopt.measure.runner_base.Runner``)."""
     from edgeopt.measure.runtime import size_mb
 
     dev = runner.device

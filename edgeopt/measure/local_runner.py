@@ -108,7 +108,7 @@ def measure_latency(
     paths: Sequence[str | Path], *, providers: Sequence[str] | None = None, **options: Any
 ) -> list[LatencyStats]:
     """Time ``paths`` interleaved in one isolated process on this host; stats in the order
-    given. ``options``: those of ``edgeopt.measure.runners.Runner.measure_latency``
+    given. ``options``: those of ``edgeopt.measure.runner_base.Runner.measure_latency``
     (``threads``, ``input_shape``, ``sample``, rounds and budget); ``providers``: ORT
     execution providers (default CPU)."""
     return LocalRunner(providers).measure_latency(paths, **options)
