@@ -28,9 +28,9 @@ from torch import nn
 
 from edgeopt import zoo
 from edgeopt.data import DataBundle, load_npz
-from edgeopt.export import export_onnx
 from edgeopt.measure.local_runner import measure_latency
 from edgeopt.measure.runtime import host_description
+from edgeopt.onnx_export import export_onnx
 from edgeopt.profiles import load_profile
 from edgeopt.stages import (
     STAGES,

@@ -425,8 +425,8 @@ def build_by_hand(model: Path, fp32: Path, data: DataBundle, out: Path) -> ByHan
     """Recipes (a), (b) and (c) of the module docstring; a recipe that fails is a note."""
     import torch
 
-    from edgeopt.export import export_onnx
     from edgeopt.loading import load_model
+    from edgeopt.onnx_export import export_onnx
     from edgeopt.stages.prune_preflight import preflight
 
     out.mkdir(parents=True, exist_ok=True)
@@ -737,8 +737,8 @@ def render(settings: Settings, command: str, seconds: float, rows: list[ModelRes
 def run_model(name: str, settings: Settings) -> ModelResult:
     """Build, search every seed, build the by-hand models once, measure every seed."""
     from edgeopt.data import load_npz
-    from edgeopt.export import export_onnx
     from edgeopt.loading import load_model
+    from edgeopt.onnx_export import export_onnx
 
     model, data_path = ensure_model(name, settings.width, settings.train_epochs)
     data = load_npz(data_path)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from edgeopt import zoo
-from edgeopt.export import export_onnx
+from edgeopt.onnx_export import export_onnx
 from edgeopt.profiles import load_profile
 from edgeopt.stages import STAGES, ModelFacts, QuantizeConfig, StageContext
 from edgeopt.stages.onnx_graph import compute_nodes

@@ -14,8 +14,8 @@ from onnx import numpy_helper
 
 from edgeopt import zoo
 from edgeopt.data import DataBundle
-from edgeopt.export import export_onnx
 from edgeopt.measure.session import ort_session
+from edgeopt.onnx_export import export_onnx
 from edgeopt.profiles import load_profile
 from edgeopt.stages import STAGES, QatConfig, StageContext
 from edgeopt.training import fake_quant

@@ -15,7 +15,7 @@ from torch import nn
 
 from edgeopt import zoo
 from edgeopt.errors import CandidateError, ConfigError
-from edgeopt.export import export_onnx
+from edgeopt.onnx_export import export_onnx
 from edgeopt.profiles import load_profile
 from edgeopt.stages import STAGES, ModelFacts, QuantizeConfig, QuantMode, StageContext
 from edgeopt.stages.onnx_graph import matmul_mac_fraction, quant_node_counts

@@ -14,7 +14,7 @@ from torch import nn
 from edgeopt import zoo
 from edgeopt.data import DataBundle, load_npz
 from edgeopt.errors import CandidateError, ConfigError
-from edgeopt.export import export_onnx
+from edgeopt.onnx_export import export_onnx
 from edgeopt.profiles import load_profile
 from edgeopt.stages import STAGES, FinetuneConfig, PruneConfig, StageContext
 from edgeopt.stages.finetune import TRAIN_RESULT_ATTR

@@ -12,7 +12,7 @@ _COMMANDS = {
     "profiles": "edgeopt.cli.profiles_cmd:profiles",
     "optimize": "edgeopt.cli.optimize_cmd:optimize",
     "report": "edgeopt.cli.report_cmd:report",
-    "export": "edgeopt.cli.report_cmd:export",
+    "export": "edgeopt.cli.export_cmd:export",
     "check": "edgeopt.cli.check_cmd:check",
     "dashboard": "edgeopt.cli.dashboard_cmd:dashboard",
 }

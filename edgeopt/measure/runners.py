@@ -13,7 +13,7 @@ Adding a runner kind (``adb`` for Android, say) is one subclass of :class:`Runne
 ``check``, ``describe``, ``time_models``, ``close`` and the hooks the measurements use (push
 the child's files and each model with ``adb push`` in ``_stage``, run ``adb shell`` with the
 request on stdin in ``_child``, map adb's failures to DeviceError), its name in
-``edgeopt.profiles.schema.RUNNER_KINDS`` with its keys in ``edgeopt.profiles.runner``,
+``edgeopt.profiles.schema.RUNNER_KINDS`` with its keys in ``edgeopt.profiles.runner_spec``,
 and one entry in :data:`RUNNER_FACTORIES`.
 """
 

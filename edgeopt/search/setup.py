@@ -62,10 +62,10 @@ def prepare(config: RunConfig, run_dir: Path) -> Baseline:
 def _make_baseline(
     config: RunConfig, loaded: Any, data: Any, profiles: list[Any], run: RunDir
 ) -> Baseline:
-    from edgeopt.export import loaded_to_onnx
     from edgeopt.measure.accuracy import onnx_task_metric
     from edgeopt.measure.runtime import host_description
     from edgeopt.measure.service import reference_latency_ms
+    from edgeopt.onnx_export import loaded_to_onnx
 
     run.baseline_dir.mkdir(parents=True, exist_ok=True)
     sample = data.x_val[:8] if data is not None else None

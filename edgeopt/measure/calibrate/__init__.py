@@ -75,7 +75,7 @@ def example_models(builders: Mapping[str, Callable[..., nn.Module]]) -> list[Exa
 
 def _export_examples(tmp: Path, examples: Sequence[ExampleModel]) -> list[tuple[Path, list[int]]]:
     """Each example as fp32 ONNX and as int8 QDQ (``NAME.int8.onnx``): (path, input shape)."""
-    from edgeopt.export import export_onnx
+    from edgeopt.onnx_export import export_onnx
 
     out = []
     for ex in examples:

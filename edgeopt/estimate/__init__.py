@@ -34,12 +34,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeopt.measure.estimate.energy import energy_bounds_mj
-from edgeopt.measure.estimate.graph import Graph, load_model
-from edgeopt.measure.estimate.kernels import build_kernels, connect, schedule
-from edgeopt.measure.estimate.memory import memory_fits, peak_activation_bytes, weight_bytes
-from edgeopt.measure.estimate.result import Estimate, NodeCost
-from edgeopt.measure.estimate.roofline import Timeline, place, time_kernels
+from edgeopt.estimate.energy import energy_bounds_mj
+from edgeopt.estimate.graph import Graph, load_model
+from edgeopt.estimate.kernels import build_kernels, connect, schedule
+from edgeopt.estimate.memory import memory_fits, peak_activation_bytes, weight_bytes
+from edgeopt.estimate.result import Estimate, NodeCost
+from edgeopt.estimate.roofline import Timeline, place, time_kernels
 from edgeopt.profiles import HardwareProfile
 
 
