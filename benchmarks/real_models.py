@@ -212,7 +212,7 @@ def edgeopt_exe() -> list[str]:
 
 def run_search(model: Path, data: Path, out: Path, budget_s: float, seed: int) -> SearchOutcome:
     """A fresh ``edgeopt optimize`` run (default threads) as a subprocess, and its counts."""
-    from edgeopt.search.records import load_run
+    from edgeopt.search.run.collect import load_run
 
     shutil.rmtree(out, ignore_errors=True)  # a run directory would be resumed
     cmd = edgeopt_exe() + [

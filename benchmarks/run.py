@@ -103,9 +103,9 @@ def run_search(
     """A fresh edgeopt run through the library; returns its records and wall time."""
     from edgeopt.config import RunConfig
     from edgeopt.loading import ModelSpec
-    from edgeopt.search.loop import optimize
-    from edgeopt.search.records import load_run
-    from edgeopt.search.setup import finalize, prepare
+    from edgeopt.search.run import loop
+    from edgeopt.search.run.collect import load_run
+    from edgeopt.search.run.setup import finalize, prepare
 
     shutil.rmtree(out, ignore_errors=True)
     path = Path(model) if model.endswith(".pt") else ROOT / "models" / f"{model}.pt"
@@ -119,7 +119,7 @@ def run_search(
     )
     t0 = time.monotonic()
     prepare(config, out)
-    optimize(out, n_trials=trials, timeout_s=timeout_s, workers=workers)
+    loop.run_search(out, n_trials=trials, timeout_s=timeout_s, workers=workers)
     finalize(out)
     wall = time.monotonic() - t0
     return load_run(out), wall

@@ -29,8 +29,8 @@ from edgeopt.report.final_latency import final_figure
 from edgeopt.report.markdown import render_markdown
 from edgeopt.report.model import fmt_num
 from edgeopt.report.tables import render_json
-from edgeopt.search.records import load_run
-from edgeopt.search.setup import finalize
+from edgeopt.search.run.collect import load_run
+from edgeopt.search.run.setup import finalize
 
 HOST = "host-cpu"
 LOAD_NUMBERS = ("loadavg_1m", "loadavg_1m_before", "other_cpus", "window_s")

@@ -66,9 +66,9 @@ def export(
     largest output difference on the validation inputs; exit 1 when it does not match.
     """
     from edgeopt.errors import ConfigError, EdgeoptError
-    from edgeopt.search.records import load_run
-    from edgeopt.search.replay import export_trial
-    from edgeopt.search.source import check_output
+    from edgeopt.search.run.collect import load_run
+    from edgeopt.search.run.replay import export_trial
+    from edgeopt.search.study.source import check_output
 
     if best == (number is not None):
         raise ConfigError(

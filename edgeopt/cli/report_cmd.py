@@ -40,8 +40,8 @@ def report(
     from edgeopt.report import FILE_NAMES, parse_formats, render_reports, summarize
     from edgeopt.report.terminal import recommended_line
     from edgeopt.rundir import RunDir
-    from edgeopt.search.records import report_records
-    from edgeopt.search.source import check_output
+    from edgeopt.search.run.collect import report_records
+    from edgeopt.search.study.source import check_output
 
     fmts = parse_formats(formats)  # an unknown format fails before the run is read
     source = run_source(run_dir, storage, study_name, artifacts)

@@ -28,8 +28,8 @@ def run_source_options(f: Callable[..., Any]) -> Callable[..., Any]:
 def run_source(run_dir: str | None, storage: str | None, study: str, artifacts: str | None) -> Any:
     """The run to read: RUN_DIR, or the study in --storage (exactly one)."""
     from edgeopt.errors import ConfigError
-    from edgeopt.search.source import RunSource
-    from edgeopt.search.storage import adopt_password
+    from edgeopt.search.study.source import RunSource
+    from edgeopt.search.study.storage import adopt_password
 
     if (run_dir is None) == (storage is None):
         raise ConfigError(

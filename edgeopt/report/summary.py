@@ -1,6 +1,6 @@
 """What every renderer shows, derived once from a run's plain records.
 
-``summarize(records)`` turns the dict from ``edgeopt.search.records.load_run`` into a
+``summarize(records)`` turns the dict from ``edgeopt.search.run.collect.load_run`` into a
 ``Summary`` (``report.model``): the objectives with units and provenance, the front, the
 baselines, the recommended pick with its reason, failures and notes. Renderers only format a
 Summary.

@@ -33,7 +33,7 @@ import numpy as np
 
 from edgeopt.errors import ConfigError, EdgeoptError
 from edgeopt.fileio import file_lock
-from edgeopt.search.artifacts import trial_artifacts
+from edgeopt.search.study.artifacts import trial_artifacts
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from edgeopt.measure.runtime import LatencyStats
     from edgeopt.profiles import HardwareProfile
     from edgeopt.rundir import RunDir
-    from edgeopt.search.source import OpenRun
+    from edgeopt.search.study.source import OpenRun
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +183,8 @@ def add_final_latency(
 ) -> dict[str, Any]:
     """``final`` with ``final_latency`` from a pass run now (:func:`final_latency`), written
     to ``final.json`` and recorded in the study so that every machine's report has it."""
-    from edgeopt.search.shared import record_final_latency
-    from edgeopt.search.source import scratch_dir
+    from edgeopt.search.study.shared import record_final_latency
+    from edgeopt.search.study.source import scratch_dir
 
     with scratch_dir() as tmp:
         figures = final_latency(opened, run, trials, sample=sample, scratch=Path(tmp))

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from edgeopt.config import RunConfig
 from edgeopt.errors import ConfigError
 from edgeopt.rundir import Baseline, RunDir
-from edgeopt.search.protocol import SYNTHETIC_N, scoring_inputs
+from edgeopt.search.trial.protocol import SYNTHETIC_N, scoring_inputs
 
 BASELINE_LATENCY_BUDGET_S = 6.0
 
@@ -26,9 +26,9 @@ def prepare(config: RunConfig, run_dir: Path) -> Baseline:
     from edgeopt.data import load_npz
     from edgeopt.loading import check_model_and_data, load_spec
     from edgeopt.profiles import load_profile, merge_profiles
-    from edgeopt.search.artifacts import open_store
-    from edgeopt.search.context import SearchContext
-    from edgeopt.search.study import check_joinable, open_study
+    from edgeopt.search.study.artifacts import open_store
+    from edgeopt.search.study.context import SearchContext
+    from edgeopt.search.study.lifecycle import check_joinable, open_study
 
     profiles = [load_profile(t) for t in config.targets]
     merge_profiles(profiles)  # fails fast when the targets share no model format
@@ -108,7 +108,7 @@ def _make_baseline(
 def _probe_fields(config: RunConfig, loaded: Any, data: Any) -> dict[str, Any]:
     """The pruning pre-flight's verdict and the measured fine-tune epoch cost, as
     ``Baseline`` fields (none for an ONNX input: only the ONNX-side stages apply)."""
-    from edgeopt.search.model_probe import probe_model
+    from edgeopt.search.run.model_probe import probe_model
 
     if loaded.is_onnx:
         return {}
@@ -170,10 +170,10 @@ def finalize(run_dir: Path) -> dict[str, Any]:
     """
     from edgeopt.data import load_npz
     from edgeopt.measure.accuracy import onnx_score, onnx_task_metric_entries
-    from edgeopt.search.artifacts import trial_artifacts
-    from edgeopt.search.final_measure import add_final_latency
-    from edgeopt.search.shared import record_test_numbers
-    from edgeopt.search.source import BuiltElsewhere, RunSource, scratch_dir
+    from edgeopt.search.run.final_measure import add_final_latency
+    from edgeopt.search.study.artifacts import trial_artifacts
+    from edgeopt.search.study.shared import record_test_numbers
+    from edgeopt.search.study.source import BuiltElsewhere, RunSource, scratch_dir
 
     run = RunDir(run_dir)
     opened = RunSource.local(run.path).open()

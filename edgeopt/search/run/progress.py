@@ -21,8 +21,8 @@ from optuna.trial import TrialState
 
 from edgeopt.report.model import Summary
 from edgeopt.report.summary import summarize
-from edgeopt.search.records import study_records
-from edgeopt.search.study import FINISHED
+from edgeopt.search.run.collect import study_records
+from edgeopt.search.study.lifecycle import FINISHED
 
 
 @dataclass(frozen=True)
