@@ -143,6 +143,9 @@ def load_bundle(p: Path, obj: Mapping[str, Any], spec: ModelSpec) -> LoadedModel
 
 
 def build_arch(p: Path, arch: str, kwargs: Mapping[str, Any], state_dict: Mapping[str, Any]) -> Any:
+    """``arch`` (``module:callable``) built with ``kwargs`` and ``state_dict`` loaded strictly,
+    in eval mode; ConfigError when it cannot be built or the weights do not fit. ``p`` is the
+    file the weights came from (for the message)."""
     import torch
 
     builder = resolve_callable(arch)

@@ -46,6 +46,7 @@ def verified_names(p: Path) -> list[str]:
 
 
 def load_onnx(p: Path, input_shape: tuple[int, ...] | None) -> LoadedModel:
+    """An ONNX file, checked and run once in ONNX Runtime; ConfigError saying why not."""
     import onnx
 
     try:
@@ -160,6 +161,7 @@ def _require_shape(p: Path, shape: tuple[int, ...] | None, fmt: str) -> tuple[in
 
 
 def load_torchscript(p: Path, input_shape: tuple[int, ...] | None) -> LoadedModel:
+    """A TorchScript archive (its input shape from ``input_shape``: the file has none)."""
     import torch
 
     try:
@@ -211,6 +213,8 @@ def _weights_only_torch_load() -> Iterator[None]:
 def load_exported_program(
     p: Path, names: list[str], input_shape: tuple[int, ...] | None, trust_pickle: bool
 ) -> LoadedModel:
+    """A ``torch.export`` ``.pt2`` program; refused when it holds pickled payloads, unless
+    ``trust_pickle``. ``names`` are the archive's CRC-checked member names."""
     import torch
 
     pickled = [] if trust_pickle else _pt2_pickled_payloads(p, names)
