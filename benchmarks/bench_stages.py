@@ -40,7 +40,8 @@ from edgeopt.stages import (
     QuantMode,
     StageContext,
 )
-from edgeopt.stages.prune import count_macs_params, get_prune_report
+from edgeopt.stages.prune import get_prune_report
+from edgeopt.stages.prune_ops import count_macs_params
 from edgeopt.training import TrainConfig, evaluate, evaluate_onnx, fit
 
 ROOT = Path(__file__).resolve().parents[1]
