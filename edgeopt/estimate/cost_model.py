@@ -1,0 +1,128 @@
+"""The cost model's two entry points: ``estimate`` (latency, memory and energy of an ONNX
+model on a profile, with the assumptions it rests on) and ``kernel_work`` (the kernels and
+their MACs, as the model counts them). See the package docstring for the model itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeopt.estimate.energy import energy_bounds_mj
+from edgeopt.estimate.graph import Graph, load_model
+from edgeopt.estimate.kernels import build_kernels, connect, schedule
+from edgeopt.estimate.memory import memory_fits, peak_activation_bytes, weight_bytes
+from edgeopt.estimate.result import Estimate
+from edgeopt.estimate.roofline import Timeline, place, time_kernels
+from edgeopt.profiles import HardwareProfile
+
+
+def estimate(onnx_path: str | Path, profile: HardwareProfile) -> Estimate:
+    """Estimate latency, memory and energy of the ONNX model at ``onnx_path`` on ``profile``.
+
+    Raises ConfigError for a file that is missing or not a valid ONNX model. The result's
+    numbers are estimates even for the host profile (``edgeopt bench`` measures the host).
+    """
+    assert profile.runtime is not None and profile.memory is not None
+    model, notes = load_model(onnx_path)
+    g = Graph(model)
+    kernels = build_kernels(g, profile.runtime.fusions)
+    unknown = sorted({n.output[0] for n in g.nodes if n.output and g.numel(n.output[0]) is None})
+    flow = connect(g, kernels)
+    order = schedule(g, kernels)
+    fallback_ops = place(profile, g, kernels, order)
+    tl = time_kernels(profile, g, kernels, order)
+    total_s = sum(tl.busy_s.values()) + tl.transfer_s + profile.runtime.invoke_overhead_us * 1e-6
+    peak_act = peak_activation_bytes(g, kernels, order, flow)
+    weights = weight_bytes(g)
+    low_mj, high_mj = energy_bounds_mj(profile, tl.busy_s, total_s, tl.low_pj)
+    return Estimate(
+        profile=profile.name,
+        latency_ms=total_s * 1e3,
+        peak_memory_mb=(peak_act + weights) / 1e6,
+        weight_mb=weights / 1e6,
+        energy_mj_low=low_mj,
+        energy_mj_high=high_mj,
+        fits=memory_fits(profile, peak_act, weights),
+        nodes=tl.costs,
+        assumptions=_assumptions(profile, notes, unknown, fallback_ops, tl),
+        activation_mb=peak_act / 1e6,
+        macs=sum(k.macs for k in kernels),
+        fallback_fraction=tl.fallback_ops / tl.total_ops if tl.total_ops else 0.0,
+        unit_time_ms={k: v * 1e3 for k, v in tl.busy_s.items()},
+    )
+
+
+def _assumptions(
+    profile: HardwareProfile,
+    notes: list[str],
+    unknown: list[str],
+    fallback_ops: set[str],
+    tl: Timeline,
+) -> list[str]:
+    """What every estimate on ``profile`` rests on, printed under it."""
+    out = [
+        f"estimated (profile {profile.name}): per-kernel roofline on ONNX graph, not a measurement",
+        *notes,
+    ]
+    if unknown:
+        out.append(
+            f"{len(unknown)} tensor(s) without an inferred shape count as 0 bytes/ops "
+            f"(e.g. '{unknown[0]}')"
+        )
+    if fallback_ops:
+        preferred = profile.units[0]
+        out.append(
+            f"ops not supported on '{preferred.id}' fall back to "
+            f"'{preferred.fallback or preferred.id}': {', '.join(sorted(fallback_ops))}"
+        )
+    out.extend(sorted(tl.dtype_notes))
+    out.append("energy: low = ops x pJ/op + bytes x pJ/byte; high = active/idle power x time")
+    out.extend(_profile_caveats(profile))
+    return out
+
+
+def _profile_caveats(profile: HardwareProfile) -> list[str]:
+    out: list[str] = []
+    c = profile.calibration
+    if c is not None and c.median_rel_error is not None:
+        out.append(
+            f"calibrated {c.date}: median relative latency error {c.median_rel_error:.0%}, "
+            f"Kendall tau {c.kendall_tau} over {c.n_models} models"
+        )
+    elif not profile.calibrated:
+        out.append("profile never calibrated against the real device: expect errors of 2x or more")
+    if profile.assumptions:
+        shown = ", ".join(profile.assumptions[:4])
+        more = f" and {len(profile.assumptions) - 4} more" if len(profile.assumptions) > 4 else ""
+        out.append(f"profile values that are assumptions: {shown}{more}")
+    return out
+
+
+@dataclass(frozen=True)
+class KernelWork:
+    """The work of one kernel as the cost model counts it (``ops`` = 2 x ``macs`` for conv and
+    gemm): its fused op types joined with ``+``, op class and dtype."""
+
+    op: str
+    op_class: str
+    dtype: str
+    macs: int
+    ops: float
+
+
+def kernel_work(onnx_path: str | Path, fusions: frozenset[str]) -> list[KernelWork]:
+    """The kernels of the model at ``onnx_path`` (fusing as ``fusions`` allow), in node order.
+
+    Raises ConfigError like :func:`estimate`.
+    """
+    g = Graph(load_model(onnx_path)[0])
+    return [
+        KernelWork(
+            op="+".join(n.op_type for n in k.nodes),
+            op_class=k.op_class,
+            dtype=k.dtype,
+            macs=k.macs,
+            ops=k.ops,
+        )
+        for k in build_kernels(g, fusions)
+    ]
