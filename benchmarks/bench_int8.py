@@ -33,9 +33,10 @@ START, END = "<!-- bench_int8:start -->", "<!-- bench_int8:end -->"
 def main() -> None:
     """Run the comparison and print/write the table."""
     from edgeopt.data import load_npz
-    from edgeopt.export import export_onnx
     from edgeopt.loading import load_model
-    from edgeopt.measure.runtime import measure_latency, size_mb
+    from edgeopt.measure.local_runner import measure_latency
+    from edgeopt.measure.runtime import size_mb
+    from edgeopt.onnx_export import export_onnx
     from edgeopt.profiles import load_profile
     from edgeopt.stages import STAGES, QatConfig, StageContext
     from edgeopt.training import evaluate_onnx

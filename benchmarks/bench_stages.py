@@ -4,7 +4,7 @@ For each model: fp32, int8 static QDQ (u8 activations / s8 weights, the x86 prof
 ORT's default ``quantize_static`` (s8/s8, per-tensor: the by-hand baseline), and prune 50% +
 fine-tune (CE, and KD from the unpruned model) followed by each quantization. Accuracy is on
 the digits test split, in ONNX Runtime; latency is measured interleaved in one isolated process
-against the model's own fp32 export (``edgeopt.measure.runtime.measure_latency``), and the
+against the model's own fp32 export (``edgeopt.measure.local_runner.measure_latency``), and the
 speedup is the median over rounds of the per-round ratio.
 
 Run:  python benchmarks/bench_stages.py [--models resnet_small,mobilenet_small] [--epochs 8]
@@ -28,8 +28,9 @@ from torch import nn
 
 from edgeopt import zoo
 from edgeopt.data import DataBundle, load_npz
-from edgeopt.export import export_onnx
-from edgeopt.measure.runtime import host_description, measure_latency
+from edgeopt.measure.local_runner import measure_latency
+from edgeopt.measure.runtime import host_description
+from edgeopt.onnx_export import export_onnx
 from edgeopt.profiles import load_profile
 from edgeopt.stages import (
     STAGES,
@@ -39,7 +40,8 @@ from edgeopt.stages import (
     QuantMode,
     StageContext,
 )
-from edgeopt.stages.prune import count_macs_params, get_prune_report
+from edgeopt.stages.prune import get_prune_report
+from edgeopt.stages.prune_ops import count_macs_params
 from edgeopt.training import TrainConfig, evaluate, evaluate_onnx, fit
 
 ROOT = Path(__file__).resolve().parents[1]

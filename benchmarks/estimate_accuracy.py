@@ -45,8 +45,8 @@ def build_variants(tmp: Path) -> list[tuple[str, Path, list[int]]]:
     """(name, onnx path, input shape) for every fp32 and int8 variant."""
     import torch
 
-    from edgeopt.export import export_onnx
     from edgeopt.measure.calibrate import quantize_qdq
+    from edgeopt.onnx_export import export_onnx
     from edgeopt.zoo import SMALL_BUILDERS as BUILDERS
 
     torch.manual_seed(0)
@@ -70,8 +70,8 @@ def measure_and_estimate(
     """Build the variants, time them on this host (calibrating the host profile in the same
     interleaved run unless ``--no-calibrate``) and estimate them: (variants, measured ms,
     estimated ms, profile used)."""
+    from edgeopt.estimate import estimate
     from edgeopt.measure.calibrate import calibrate_host, example_models, time_models
-    from edgeopt.measure.estimate import estimate
     from edgeopt.profiles import load_profile, validate_profile_file
     from edgeopt.zoo import SMALL_BUILDERS as BUILDERS
 

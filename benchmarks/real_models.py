@@ -212,7 +212,7 @@ def edgeopt_exe() -> list[str]:
 
 def run_search(model: Path, data: Path, out: Path, budget_s: float, seed: int) -> SearchOutcome:
     """A fresh ``edgeopt optimize`` run (default threads) as a subprocess, and its counts."""
-    from edgeopt.search.records import load_run
+    from edgeopt.search.run.collect import load_run
 
     shutil.rmtree(out, ignore_errors=True)  # a run directory would be resumed
     cmd = edgeopt_exe() + [
@@ -425,8 +425,8 @@ def build_by_hand(model: Path, fp32: Path, data: DataBundle, out: Path) -> ByHan
     """Recipes (a), (b) and (c) of the module docstring; a recipe that fails is a note."""
     import torch
 
-    from edgeopt.export import export_onnx
     from edgeopt.loading import load_model
+    from edgeopt.onnx_export import export_onnx
     from edgeopt.stages.prune_preflight import preflight
 
     out.mkdir(parents=True, exist_ok=True)
@@ -536,7 +536,8 @@ def measure(search: SearchOutcome, fp32: Path, hand: ByHand, data: DataBundle) -
     """Test accuracy of everything, then ONE interleaved latency pass (1 thread) over the fp32
     original, the by-hand models and the front members within MAX_DROP."""
     from edgeopt.measure.accuracy import onnx_accuracy
-    from edgeopt.measure.runtime import measure_latency, size_mb
+    from edgeopt.measure.local_runner import measure_latency
+    from edgeopt.measure.runtime import size_mb
 
     assert data.x_test is not None and data.y_test is not None
     x, y = data.x_test, data.y_test
@@ -736,8 +737,8 @@ def render(settings: Settings, command: str, seconds: float, rows: list[ModelRes
 def run_model(name: str, settings: Settings) -> ModelResult:
     """Build, search every seed, build the by-hand models once, measure every seed."""
     from edgeopt.data import load_npz
-    from edgeopt.export import export_onnx
     from edgeopt.loading import load_model
+    from edgeopt.onnx_export import export_onnx
 
     model, data_path = ensure_model(name, settings.width, settings.train_epochs)
     data = load_npz(data_path)

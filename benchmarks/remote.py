@@ -112,9 +112,9 @@ def _candidates(onnx_path: Path, n: int, tmp: Path) -> list[Path]:
 
 
 def measure(pairs: int, trials: int, tmp: Path, profile_path: Path) -> dict[str, object]:
-    from edgeopt.export import loaded_to_onnx
     from edgeopt.loading import load_model
     from edgeopt.measure.runners import LocalRunner, close_runners, runner_for
+    from edgeopt.onnx_export import loaded_to_onnx
     from edgeopt.profiles import validate_profile_file
 
     loaded = load_model(MODEL)

@@ -69,7 +69,7 @@ class Repeat:
     def tick(self) -> None:
         if self.fp32 is None or self.best is None:
             return
-        from edgeopt.measure.runtime import measure_latency
+        from edgeopt.measure.local_runner import measure_latency
 
         _, best = measure_latency(
             [self.fp32, self.best],
@@ -103,9 +103,9 @@ def run_search(
     """A fresh edgeopt run through the library; returns its records and wall time."""
     from edgeopt.config import RunConfig
     from edgeopt.loading import ModelSpec
-    from edgeopt.search.loop import optimize
-    from edgeopt.search.records import load_run
-    from edgeopt.search.setup import finalize, prepare
+    from edgeopt.search.run import loop
+    from edgeopt.search.run.collect import load_run
+    from edgeopt.search.run.setup import finalize, prepare
 
     shutil.rmtree(out, ignore_errors=True)
     path = Path(model) if model.endswith(".pt") else ROOT / "models" / f"{model}.pt"
@@ -119,7 +119,7 @@ def run_search(
     )
     t0 = time.monotonic()
     prepare(config, out)
-    optimize(out, n_trials=trials, timeout_s=timeout_s, workers=workers)
+    loop.run_search(out, n_trials=trials, timeout_s=timeout_s, workers=workers)
     finalize(out)
     wall = time.monotonic() - t0
     return load_run(out), wall
@@ -133,7 +133,7 @@ def by_hand_variants(run: dict[str, Any], out: Path) -> dict[str, Path]:
     from edgeopt.data import load_npz
     from edgeopt.profiles import load_profile
     from edgeopt.stages import STAGES, QuantizeConfig, StageContext
-    from edgeopt.stages.quantize import CalibMethod, QuantMode
+    from edgeopt.stages.quantize_config import CalibMethod, QuantMode
 
     fp32 = Path(run["run_dir"]) / "baseline" / "model.onnx"
     profile = load_profile("cpu")
@@ -198,7 +198,8 @@ def quality(model: str, run: dict[str, Any], settings: Settings) -> dict[str, An
     measured interleaved against the fp32 original in one process."""
     from edgeopt.data import load_npz
     from edgeopt.measure.accuracy import onnx_accuracy
-    from edgeopt.measure.runtime import measure_latency, size_mb
+    from edgeopt.measure.local_runner import measure_latency
+    from edgeopt.measure.runtime import size_mb
 
     data = load_npz(DATA)
     x, y = data.split("test")

@@ -50,7 +50,7 @@ def run_workers(url: str, study: str, workers: int, trials: int, work: Path) -> 
     """``workers`` optimize commands ("machines") on one study at once; wall time and span."""
     import optuna
 
-    from edgeopt.search.storage import make_storage
+    from edgeopt.search.study.storage import open_storage
 
     args = [
         "optimize", MODEL, "--data", DATA, "--target", "mobile", "--trials", trials,
@@ -74,7 +74,7 @@ def run_workers(url: str, study: str, workers: int, trials: int, work: Path) -> 
         if p.returncode not in (0, 1):  # 1: nothing feasible, still a finished search
             raise SystemExit(f"worker failed ({p.returncode}): {err[-2000:]}")
     wall = time.monotonic() - t0
-    done = optuna.load_study(study_name=study, storage=make_storage(url)).get_trials()
+    done = optuna.load_study(study_name=study, storage=open_storage(url)).get_trials()
     starts = [t.datetime_start for t in done if t.datetime_start]
     ends = [t.datetime_complete for t in done if t.datetime_complete]
     per_machine: dict[str, int] = {}
@@ -97,10 +97,10 @@ def storage_cost_ms(url: str, cycles: int, lock_dir: Path) -> dict[str, float]:
     """Median and mean ms of the storage calls of one trial of the worker loop."""
     import optuna
 
-    from edgeopt.search import study as study_mod
-    from edgeopt.search.storage import study_lock
+    from edgeopt.search.study import lifecycle as study_mod
+    from edgeopt.search.study.storage import study_lock
 
-    storage = study_mod.make_storage(url)
+    storage = study_mod.heartbeat_storage(url)
     name = f"cost-{time.time_ns()}"
     study = optuna.create_study(
         storage=storage, study_name=name, directions=["maximize", "minimize", "minimize"]

@@ -59,9 +59,9 @@ def run_bench(req: BenchRequest) -> dict[str, Any]:
 
 
 def _run_bench(req: BenchRequest, workdir: Path) -> dict[str, Any]:
-    from edgeopt.export import loaded_to_onnx
     from edgeopt.measure.runners import runner_for
     from edgeopt.measure.runtime import host_description
+    from edgeopt.onnx_export import loaded_to_onnx
 
     runner = runner_for(req.profile) if req.profile.measured else None
     if runner is not None:
@@ -177,7 +177,7 @@ def _measure(
     sample: np.ndarray | None,
     accuracy: list[Scores | None],
 ) -> None:
-    """Numbers measured by ``runner`` (an ``edgeopt.measure.runners.Runner``)."""
+    """Numbers measured by ``runner`` (an ``edgeopt.measure.runner_base.Runner``)."""
     from edgeopt.measure.runtime import size_mb
 
     dev = runner.device

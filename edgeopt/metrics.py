@@ -103,7 +103,7 @@ class MetricValue:
     interval such as energy, half its width; ``low``/``high`` bound an estimated interval.
     ``device`` names who measured a measured value (``local://HOST``, ``ssh://user@host:port``);
     ``load``, on a latency measured on this host, how busy the host was meanwhile
-    (``edgeopt.measure.load.MachineLoad.to_dict``: load average, other busy processes).
+    (``edgeopt.measure.machine_load.MachineLoad.to_dict``: load average, other busy processes).
     """
 
     value: float

@@ -128,7 +128,7 @@ def _torch_phase(
     ctx: Any,
     on_stage: Callable[[str], None] | None,
 ) -> tuple[Path, dict[str, Any], bool]:
-    from edgeopt.export import export_onnx
+    from edgeopt.onnx_export import export_onnx
     from edgeopt.stages import STAGES
 
     active = [s for s in candidate.torch_steps() if not STAGES[s.stage].is_identity(s.config)]

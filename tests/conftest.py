@@ -55,7 +55,7 @@ def model_files(tmp_path_factory: pytest.TempPathFactory, tiny_model: torch.nn.M
     torch.export.save(dyn, files["pt2"])
     files["pt2_static"] = d / "static.pt2"
     torch.export.save(torch.export.export(tiny_model, example), files["pt2_static"])
-    from edgeopt.export import export_onnx
+    from edgeopt.onnx_export import export_onnx
 
     files["onnx"] = export_onnx(tiny_model, SHAPE, d / "model.onnx")
     files["empty"] = d / "empty.pt"

@@ -30,7 +30,7 @@ SHAPE = (1, 16, 16)
 @pytest.fixture(scope="module")
 def wide_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same architecture, 8x wider: slower and bigger than the tiny model."""
-    from edgeopt.export import export_onnx
+    from edgeopt.onnx_export import export_onnx
 
     torch.manual_seed(1)
     model = zoo.plain_cnn(in_channels=1, num_classes=10, width=32).eval()

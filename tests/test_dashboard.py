@@ -105,7 +105,7 @@ def test_dashboard_stops_cleanly_on_sigterm_too(run_dir: Path) -> None:
 
 
 def test_dashboard_names_the_objectives_of_a_study_without_names(tmp_path: Path) -> None:
-    from edgeopt.search.dashboard import name_metrics
+    from edgeopt.search.integrations.dashboard import name_metrics
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.create_study(storage=storage, directions=["maximize", "minimize"])
@@ -329,7 +329,7 @@ def test_with_allow_writes_only_its_own_page_may_change_the_study(
 
 def test_host_names_accepted_after_each_kind_of_bind() -> None:
     """Which Host headers name the server, for binds a test may not make (0.0.0.0)."""
-    from edgeopt.search.dashboard_guard import Guard, is_loopback, split_host
+    from edgeopt.search.integrations.dashboard_guard import Guard, is_loopback, split_host
 
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         return []

@@ -14,7 +14,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from edgeopt.search.study import counted_trials
+from edgeopt.search.study.lifecycle import counted_trials
 
 EDGEOPT = [sys.executable, "-c", "from edgeopt.cli import main; main()"]
 

@@ -14,7 +14,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeopt.errors import ConfigError
-from edgeopt.measure.estimate import Estimate, estimate, kernel_work
+from edgeopt.estimate import Estimate, estimate, kernel_work
 from edgeopt.metrics import Metric, Provenance
 from edgeopt.profiles import list_profiles, validate_profile_file
 

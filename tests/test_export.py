@@ -11,8 +11,8 @@ import torch
 
 from edgeopt import zoo
 from edgeopt.errors import CandidateError
-from edgeopt.export import OPSET, check_parity, export_onnx
 from edgeopt.measure.accuracy import onnx_logits
+from edgeopt.onnx_export import OPSET, check_parity, export_onnx
 
 
 @pytest.mark.parametrize("builder", ["plain_cnn", "resnet_small", "mobilenet_small"])

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from edgeopt.cli import main
 from edgeopt.data import load_npz
 from edgeopt.measure.accuracy import onnx_accuracy
-from edgeopt.search.records import SCHEMA_VERSION
+from edgeopt.search.run.collect import SCHEMA_VERSION
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +80,8 @@ def test_export_reproduces_the_reported_test_accuracy(
 
 def test_rebuilt_model_gives_the_same_outputs(run_dir: Path) -> None:
     from edgeopt.measure.accuracy import onnx_logits
-    from edgeopt.search.records import load_run
-    from edgeopt.search.replay import rebuild_check
+    from edgeopt.search.run.collect import load_run
+    from edgeopt.search.run.replay import rebuild_check
 
     records = load_run(run_dir)
     for trial in records["trials"]:
@@ -121,7 +121,7 @@ def test_export_of_a_failed_trial_is_a_usage_error(tmp_path: Path) -> None:
     from report_demo import demo_records
 
     from edgeopt.errors import ConfigError
-    from edgeopt.search.replay import find_trial
+    from edgeopt.search.run.replay import find_trial
 
     records = demo_records(30)
     failed = next(t for t in records["trials"] if t["state"] == "fail")

@@ -22,15 +22,15 @@ import pytest
 from click.testing import CliRunner
 
 from edgeopt.cli import main
-from edgeopt.measure.load import MAX_NAMED
+from edgeopt.measure.machine_load import MAX_NAMED
 from edgeopt.measure.runners import LocalRunner
 from edgeopt.report import summarize
 from edgeopt.report.final_latency import final_figure
 from edgeopt.report.markdown import render_markdown
-from edgeopt.report.summary import fmt_num
+from edgeopt.report.model import fmt_num
 from edgeopt.report.tables import render_json
-from edgeopt.search.records import load_run
-from edgeopt.search.setup import finalize
+from edgeopt.search.run.collect import load_run
+from edgeopt.search.run.setup import finalize
 
 HOST = "host-cpu"
 LOAD_NUMBERS = ("loadavg_1m", "loadavg_1m_before", "other_cpus", "window_s")

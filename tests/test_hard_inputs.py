@@ -23,8 +23,8 @@ from onnx import helper as oh
 
 from edgeopt import zoo
 from edgeopt.cli import main
-from edgeopt.export import export_onnx
 from edgeopt.loading import save_bundle
+from edgeopt.onnx_export import export_onnx
 
 SHAPE = (1, 16, 16)
 PLAIN = "edgeopt.zoo:plain_cnn"

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from edgeopt import zoo
-from edgeopt.export import export_onnx
+from edgeopt.onnx_export import export_onnx
 from edgeopt.profiles import load_profile
 from edgeopt.stages import STAGES, ModelFacts, QuantizeConfig, StageContext
 from edgeopt.stages.onnx_graph import compute_nodes
@@ -90,7 +90,7 @@ def test_top_k_nodes_stay_float_exactly(model_onnx: Path, tmp_path: Path, k: int
 
 
 def test_fp32_nodes_is_drawn_only_for_int8_static_and_plain_int8_keeps_zero() -> None:
-    from edgeopt.search.space import DefaultSuggester
+    from edgeopt.search.strategy.space import DefaultSuggester
 
     stage = STAGES["quantize"]
     cpu = load_profile("cpu")

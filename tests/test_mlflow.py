@@ -23,7 +23,12 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
 from edgeopt.cli import main
-from edgeopt.search.tracking import DEFAULT_URI, resolve_uri, search_params, trial_numbers
+from edgeopt.search.integrations.tracking import (
+    DEFAULT_URI,
+    resolve_uri,
+    search_params,
+    trial_numbers,
+)
 
 mlflow_tracking = pytest.importorskip("mlflow.tracking")
 # MLflow's SQLAlchemy store uses a loader strategy SQLAlchemy 2.1 deprecates

@@ -8,7 +8,7 @@ import torch
 
 from edgeopt import zoo
 from edgeopt.data import DataBundle
-from edgeopt.search.model_probe import auto_timeout, epoch_seconds, typical_step_s
+from edgeopt.search.run.model_probe import auto_timeout, epoch_seconds, typical_step_s
 from edgeopt.training import MAX_EPOCH_SAMPLES
 
 

@@ -33,7 +33,7 @@ from optuna.trial import TrialState
 from edgeopt.cli import main
 from edgeopt.config import RunConfig
 from edgeopt.loading import ModelSpec
-from edgeopt.search.storage import redact, resolve_url
+from edgeopt.search.study.storage import redact, resolve_url
 
 EDGEOPT = [sys.executable, "-c", "from edgeopt.cli import main; main()"]
 PG_USER = "edgeopt"
@@ -261,9 +261,9 @@ def test_killed_machine_trial_is_failed_and_rerun_by_the_other(
     tiny_data: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import edgeopt.search.loop as loop
-    import edgeopt.search.study as study_mod
-    from edgeopt.search.setup import prepare
+    import edgeopt.search.run.loop as loop
+    import edgeopt.search.study.lifecycle as study_mod
+    from edgeopt.search.run.setup import prepare
 
     # heartbeats every second: a trial is stale 3 s after its machine died
     monkeypatch.setattr(study_mod, "HEARTBEAT_S", 1)
@@ -309,7 +309,7 @@ def test_killed_machine_trial_is_failed_and_rerun_by_the_other(
         artifacts=str(shared),
     )
     prepare(config, tmp_path / "b")
-    loop.optimize(tmp_path / "b", n_trials=5, timeout_s=None)
+    loop.run_search(tmp_path / "b", n_trials=5, timeout_s=None)
 
     trials = _study(pg, "kill").get_trials()
     assert not [t for t in trials if t.state == TrialState.RUNNING]
@@ -395,7 +395,7 @@ def test_machines_without_artifacts_finish_with_what_they_can_read(
     assert joined.returncode == 0, joined.stderr
     # machine b's worker builds the expert seeds and has not finished (so scored nothing)
     worker = subprocess.run(
-        [sys.executable, "-m", "edgeopt.search.loop", str(tmp_path / "b"), "--trials", "4"],
+        [sys.executable, "-m", "edgeopt.search.run.loop", str(tmp_path / "b"), "--trials", "4"],
         capture_output=True, text=True, timeout=300, env={**env_b, "PGPASSWORD": PG_PASSWORD},
     )  # fmt: skip
     assert worker.returncode == 0, worker.stderr

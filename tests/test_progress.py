@@ -14,9 +14,9 @@ from edgeopt.loading import ModelSpec
 from edgeopt.metrics import Metric
 from edgeopt.report.summary import summarize
 from edgeopt.rundir import Baseline
-from edgeopt.search import shared
-from edgeopt.search.progress import TrialEvent, duration, render, trial_event
-from edgeopt.search.records import study_records
+from edgeopt.search.run.collect import study_records
+from edgeopt.search.run.progress import TrialEvent, duration, render, trial_event
+from edgeopt.search.study import shared
 
 OBJECTIVES = [
     Objective(Metric.ACCURACY, None),

@@ -12,14 +12,9 @@ from edgeopt import zoo
 from edgeopt.errors import CandidateError, ConfigError
 from edgeopt.profiles import load_profile
 from edgeopt.stages import STAGES, PruneConfig, StageContext
-from edgeopt.stages.prune import (
-    PRUNE_REPORT_ATTR,
-    PruneStage,
-    count_macs_params,
-    expected_channels,
-    get_prune_report,
-    layer_ratio,
-)
+from edgeopt.stages.prune import PRUNE_REPORT_ATTR, PruneStage, get_prune_report
+from edgeopt.stages.prune_config import expected_channels, layer_ratio
+from edgeopt.stages.prune_ops import count_macs_params
 
 SHAPE = (1, 16, 16)
 

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from edgeopt import zoo
 from edgeopt.errors import CandidateError
-from edgeopt.export import export_onnx
+from edgeopt.onnx_export import export_onnx
 from edgeopt.profiles import load_profile
 from edgeopt.stages import ModelFacts, PruneConfig, StageContext, prune_trace
 from edgeopt.stages import prune as prune_mod

@@ -14,8 +14,8 @@ from onnx import numpy_helper
 
 from edgeopt import zoo
 from edgeopt.data import DataBundle
-from edgeopt.export import export_onnx
 from edgeopt.measure.session import ort_session
+from edgeopt.onnx_export import export_onnx
 from edgeopt.profiles import load_profile
 from edgeopt.stages import STAGES, QatConfig, StageContext
 from edgeopt.training import fake_quant
@@ -130,7 +130,7 @@ def test_qat_data_free_needs_and_uses_the_teacher(tmp_path: Path) -> None:
 
 
 def test_qat_space_is_conditional_and_identity_params_draw_nothing() -> None:
-    from edgeopt.search.space import DefaultSuggester
+    from edgeopt.search.strategy.space import DefaultSuggester
 
     stage = STAGES["qat"]
     cpu = load_profile("cpu")

@@ -15,7 +15,7 @@ from torch import nn
 
 from edgeopt import zoo
 from edgeopt.errors import CandidateError, ConfigError
-from edgeopt.export import export_onnx
+from edgeopt.onnx_export import export_onnx
 from edgeopt.profiles import load_profile
 from edgeopt.stages import STAGES, ModelFacts, QuantizeConfig, QuantMode, StageContext
 from edgeopt.stages.onnx_graph import matmul_mac_fraction, quant_node_counts
@@ -239,12 +239,12 @@ def test_invalid_config(kw: dict[str, object]) -> None:
 
 @pytest.mark.parametrize("n", [200, 199, 32, 7])
 def test_calibration_batches_are_equal_sized(n: int) -> None:
-    from edgeopt.stages.quantize_ort import _CALIB_BATCH, _Reader
+    from edgeopt.stages.ort_quant import CALIB_BATCH, CalibReader
 
-    reader = _Reader("x", np.zeros((n, 1, 2, 2), dtype=np.float32))
+    reader = CalibReader("x", np.zeros((n, 1, 2, 2), dtype=np.float32))
     sizes = []
     while (batch := reader.get_next()) is not None:
         sizes.append(len(batch["x"]))
     assert len(set(sizes)) == 1  # histogram calibration stacks batches: one shape only
-    assert sizes[0] <= _CALIB_BATCH
-    assert sum(sizes) > n - _CALIB_BATCH
+    assert sizes[0] <= CALIB_BATCH
+    assert sum(sizes) > n - CALIB_BATCH

@@ -33,10 +33,10 @@ from edgeopt.errors import ConfigError
 from edgeopt.loading import ModelSpec
 from edgeopt.measure.runners import DeviceError, LocalRunner, close_runners, runner_for
 from edgeopt.profiles import shipped_profile_dir, validate_profile_file
-from edgeopt.search.loop import optimize
-from edgeopt.search.records import load_run
-from edgeopt.search.setup import prepare
-from edgeopt.search.study import counted_trials
+from edgeopt.search.run.collect import load_run
+from edgeopt.search.run.loop import run_search
+from edgeopt.search.run.setup import prepare
+from edgeopt.search.study.lifecycle import counted_trials
 
 SHAPE = (1, 16, 16)
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
@@ -262,7 +262,7 @@ def test_device_going_down_mid_study_fails_trials_and_the_study_goes_on(
     watcher = threading.Thread(target=power_off_after_the_first_trial, daemon=True)
     watcher.start()
     try:
-        optimize(run, n_trials=3, timeout_s=None)
+        run_search(run, n_trials=3, timeout_s=None)
         watcher.join(5)
     finally:
         if not stopped.is_set():
@@ -287,7 +287,7 @@ def test_device_going_down_mid_study_fails_trials_and_the_study_goes_on(
     ref = records["baseline"]["host_latency_ms"]["board"]
     assert 0.5 * ref < lat["value"] < 2.0 * ref  # the original against itself on the device
     # after the reboot, the next trial measures there again (files copied anew)
-    optimize(run, n_trials=4, timeout_s=None)
+    run_search(run, n_trials=4, timeout_s=None)
     last = optuna.load_study(study_name="edgeopt", storage=storage).get_trials()[-1]
     assert last.state == TrialState.COMPLETE, last.user_attrs.get("fail_reason")
 
@@ -476,7 +476,7 @@ def test_the_files_copied_to_devices_parse_as_python_38() -> None:
 def test_energy_request_runs_the_child_on_a_power_reading(
     model_files: dict, tmp_path: Path
 ) -> None:
-    from edgeopt.measure.runtime import measure_energy
+    from edgeopt.measure.local_runner import measure_energy
 
     counter = tmp_path / "energy_uj"
     counter.write_text("5000\n")  # a counter that does not move: 0 mJ, but every step runs

@@ -17,8 +17,8 @@ from optuna.trial import TrialState
 
 from edgeopt.config import RunConfig
 from edgeopt.loading import ModelSpec
-from edgeopt.search.loop import Worker, optimize
-from edgeopt.search.setup import prepare
+from edgeopt.search.run.loop import Worker, run_search
+from edgeopt.search.run.setup import prepare
 
 EDGEOPT = [sys.executable, "-c", "from edgeopt.cli import main; main()"]
 
@@ -66,8 +66,8 @@ def test_resumed_run_draws_new_candidates(
         sampler="random",
     )
     prepare(cfg, run)
-    optimize(run, n_trials=3, timeout_s=None)
-    optimize(run, n_trials=5, timeout_s=None)
+    run_search(run, n_trials=3, timeout_s=None)
+    run_search(run, n_trials=5, timeout_s=None)
     params = [t.params for t in _study(run).get_trials()]
     assert len(params) == 5
     # before: every process re-seeded the sampler alike, so the resumed run's first draw
@@ -139,7 +139,7 @@ def test_second_ctrl_c_kills_the_trial_child_and_fails_its_trial(
     assert proc.returncode == 130, err
     time.sleep(1.0)
     children = subprocess.run(
-        ["pgrep", "-f", f"edgeopt.search.child {out}"], capture_output=True, text=True
+        ["pgrep", "-f", f"edgeopt.search.trial.builder {out}"], capture_output=True, text=True
     )
     assert children.stdout.strip() == ""  # no orphaned trial child
     trials = _study(out).get_trials()
@@ -160,7 +160,7 @@ def test_a_lost_baseline_trial_is_queued_again_on_resume(
     trial = worker._ask(limit=None)
     assert trial is not None and trial.user_attrs["baseline"] == "unchanged"
     worker.runner._fail(trial, "internal", "database or disk is full")  # e.g. a full disk
-    optimize(run, n_trials=4, timeout_s=None)
+    run_search(run, n_trials=4, timeout_s=None)
     trials = _study(run).get_trials()
     unchanged = [t for t in trials if t.user_attrs.get("baseline") == "unchanged"]
     assert [t.state for t in unchanged] == [TrialState.FAIL, TrialState.COMPLETE]
@@ -171,8 +171,8 @@ def test_a_worker_dead_right_after_asking_leaves_no_trial_running_forever(
 ) -> None:
     """A worker killed between asking a trial and its heartbeat thread's first beat: the
     trial was asked with its first heartbeat, so it goes stale and is failed and retried."""
-    import edgeopt.search.study as study_mod
-    from edgeopt.search.study import fail_stale_trials
+    import edgeopt.search.study.lifecycle as study_mod
+    from edgeopt.search.study.lifecycle import fail_stale_trials
 
     monkeypatch.setattr(study_mod, "HEARTBEAT_S", 1)
     run = tmp_path / "run"
@@ -184,7 +184,7 @@ def test_a_worker_dead_right_after_asking_leaves_no_trial_running_forever(
     asked = dead._ask(limit=None)  # ... and the worker dies here, before running it
     assert asked is not None
     time.sleep(study_mod.HEARTBEAT_S * (study_mod.GRACE_BEATS + 1) + 0.5)
-    storage = study_mod.make_storage(f"sqlite:///{run / 'study.db'}")  # with heartbeats
+    storage = study_mod.heartbeat_storage(f"sqlite:///{run / 'study.db'}")  # with heartbeats
     fail_stale_trials(optuna.load_study(study_name="edgeopt", storage=storage), storage)
     trials = _study(run).get_trials()
     assert trials[asked.number].state == TrialState.FAIL
@@ -197,14 +197,14 @@ def test_a_worker_dead_between_asking_and_its_first_heartbeat_is_found_at_the_ne
     """The window before ``first_heartbeat``: a worker killed right after ``study.ask()``
     leaves a RUNNING trial without any heartbeat row, which Optuna's stale check never
     finds. The next worker to ask (under the ask lock) fails it and runs its retry."""
-    import edgeopt.search.study as study_mod
+    import edgeopt.search.study.lifecycle as study_mod
 
     run = tmp_path / "run"
     cfg = RunConfig(
         model=ModelSpec(path=str(model_files["onnx"])), data=str(tiny_data), targets=("mobile",)
     )
     prepare(cfg, run)
-    storage = study_mod.make_storage(f"sqlite:///{run / 'study.db'}")
+    storage = study_mod.heartbeat_storage(f"sqlite:///{run / 'study.db'}")
     orphan = optuna.load_study(study_name="edgeopt", storage=storage).ask()  # ... killed here
     storage.engine.dispose()
     worker = Worker.open(run)
@@ -266,7 +266,7 @@ def test_kill_9_at_random_points_in_10_resumes_loses_nothing(
         proc = _cli(*args, env=env)
         time.sleep(rng.uniform(0.5, 6.0))
         children = subprocess.run(
-            ["pgrep", "-f", f"edgeopt.search.child {out}"], capture_output=True, text=True
+            ["pgrep", "-f", f"edgeopt.search.trial.builder {out}"], capture_output=True, text=True
         ).stdout.split()
         if rng.random() < 0.5 and children:  # the trial child first, the main a bit later
             os.kill(int(children[0]), signal.SIGKILL)
@@ -285,7 +285,7 @@ def test_kill_9_at_random_points_in_10_resumes_loses_nothing(
     final = _cli(*args, env=env)
     _, err = final.communicate(timeout=600)
     assert final.returncode == 0, err
-    from edgeopt.search.study import counted_trials
+    from edgeopt.search.study.lifecycle import counted_trials
 
     study = _study(out)
     assert counted_trials(study) == 8

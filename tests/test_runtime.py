@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeopt.measure.runtime import measure_latency, measure_memory, size_mb
+from edgeopt.measure.local_runner import measure_latency, measure_memory
+from edgeopt.measure.runtime import size_mb
 
 SHAPE = (1, 16, 16)
 

@@ -16,9 +16,9 @@ from optuna.trial import TrialState
 
 from edgeopt.config import Budgets, RunConfig
 from edgeopt.loading import ModelSpec
-from edgeopt.search.loop import optimize
-from edgeopt.search.records import load_run
-from edgeopt.search.setup import prepare
+from edgeopt.search.run.collect import load_run
+from edgeopt.search.run.loop import run_search
+from edgeopt.search.run.setup import prepare
 
 
 def _config(model: Path, data: Path | None, **kw: object) -> RunConfig:
@@ -36,7 +36,7 @@ def test_study_runs_baselines_first_and_records_provenance(
 ) -> None:
     run = tmp_path / "run"
     prepare(_config(model_files["bundle_wide"], tiny_data), run)
-    optimize(run, n_trials=4, timeout_s=None)
+    run_search(run, n_trials=4, timeout_s=None)
     trials = [t for t in _study(run).get_trials() if t.state != TrialState.WAITING]
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
     assert trials[0].user_attrs["baseline"] == "unchanged"
@@ -60,7 +60,7 @@ def test_host_target_latency_is_measured_against_the_baseline(
 ) -> None:
     run = tmp_path / "run"
     prepare(_config(model_files["bundle_wide"], tiny_data, targets=("cpu",)), run)
-    optimize(run, n_trials=2, timeout_s=None)
+    run_search(run, n_trials=2, timeout_s=None)
     records = load_run(run)
     host = records["targets"][0]
     unchanged = records["trials"][0]
@@ -76,7 +76,7 @@ def _start_worker(run: Path, model_files: dict, tiny_data: Path, **env: str) -> 
     """A prepared run with one worker process started on it (up to 50 trials)."""
     prepare(_config(model_files["bundle_wide"], tiny_data), run)
     return subprocess.Popen(
-        [sys.executable, "-m", "edgeopt.search.loop", str(run), "--trials", "50"],
+        [sys.executable, "-m", "edgeopt.search.run.loop", str(run), "--trials", "50"],
         env={**os.environ, **env},
     )
 
@@ -96,7 +96,7 @@ def test_interrupted_run_resumes_without_losing_trials(
     before = {t.number: t.values for t in _study(run).get_trials(states=(TrialState.COMPLETE,))}
     assert 1 <= len(before) < 50
     assert not _study(run).get_trials(states=(TrialState.RUNNING,))
-    optimize(run, n_trials=len(before) + 1, timeout_s=None)
+    run_search(run, n_trials=len(before) + 1, timeout_s=None)
     # queued expert seeds and sibling variants not yet run stay WAITING for the next resume
     after = {t.number: t for t in _study(run).get_trials() if t.state != TrialState.WAITING}
     assert len(after) == len(before) + 1
@@ -107,8 +107,8 @@ def test_interrupted_run_resumes_without_losing_trials(
 def test_killed_worker_trial_is_failed_by_heartbeat_and_retried_once(
     tmp_path: Path, model_files: dict, tiny_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import edgeopt.search.loop as loop
-    import edgeopt.search.study as study_mod
+    import edgeopt.search.run.loop as loop
+    import edgeopt.search.study.lifecycle as study_mod
 
     # heartbeats every second: a trial is stale 3 s after its worker died
     monkeypatch.setattr(study_mod, "HEARTBEAT_S", 1)
@@ -124,7 +124,7 @@ def test_killed_worker_trial_is_failed_by_heartbeat_and_retried_once(
     killed = running[0].number
     worker.kill()
     worker.wait()
-    optimize(run, n_trials=2, timeout_s=None)
+    run_search(run, n_trials=2, timeout_s=None)
     trials = _study(run).get_trials()
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     assert trials[killed].state == TrialState.FAIL
@@ -141,7 +141,7 @@ def test_two_workers_share_one_storage_without_lost_or_extra_trials(
 ) -> None:
     run = tmp_path / "run"
     prepare(_config(model_files["bundle_wide"], tiny_data), run)
-    optimize(run, n_trials=6, timeout_s=None, workers=2)
+    run_search(run, n_trials=6, timeout_s=None, workers=2)
     # queued expert seeds and sibling variants not yet run stay WAITING
     trials = [t for t in _study(run).get_trials() if t.state != TrialState.WAITING]
     assert len(trials) == 6
@@ -158,7 +158,7 @@ def test_failing_candidate_is_a_fail_trial_with_reason(
     run = tmp_path / "run"
     # a time cap no child process can meet: every trial ends as FAIL, the study goes on
     prepare(_config(model_files["bundle_wide"], tiny_data, trial_timeout_s=0.2), run)
-    optimize(run, n_trials=2, timeout_s=None)
+    run_search(run, n_trials=2, timeout_s=None)
     records = load_run(run)
     assert [t["state"] for t in records["trials"]] == ["fail", "fail"]
     for t in records["trials"]:
@@ -172,7 +172,7 @@ def test_budgets_are_constraints_that_mark_infeasible_trials(
     run = tmp_path / "run"
     cfg = _config(model_files["bundle_wide"], tiny_data, budgets=Budgets(max_size_mb=1e-4))
     prepare(cfg, run)
-    optimize(run, n_trials=2, timeout_s=None)
+    run_search(run, n_trials=2, timeout_s=None)
     study = _study(run)
     for t in study.get_trials():
         assert t.constraints["size_mb"] > 0
@@ -187,7 +187,7 @@ def test_same_seed_reproduces_the_first_trials(
     for name in ("a", "b"):
         run = tmp_path / name
         prepare(_config(model_files["bundle_wide"], tiny_data, seed=7), run)
-        optimize(run, n_trials=3, timeout_s=None)
+        run_search(run, n_trials=3, timeout_s=None)
         params.append([t.params for t in _study(run).get_trials()])
     assert params[0] == params[1]
     assert params[0][2] != {}  # the sampled trials really drew parameters
@@ -200,7 +200,7 @@ def test_every_sampler_runs_a_study(
     run = tmp_path / sampler
     # an ONNX input keeps this fast: only the quantize stage's space is searched
     prepare(_config(model_files["onnx"], tiny_data, sampler=sampler), run)
-    optimize(run, n_trials=4, timeout_s=None)
+    run_search(run, n_trials=4, timeout_s=None)
     trials = _study(run).get_trials()
     assert all(t.state == TrialState.COMPLETE for t in trials), [
         t.user_attrs.get("fail_reason") for t in trials
@@ -214,7 +214,7 @@ def test_memory_cap_ends_the_trial_not_the_study(
 ) -> None:
     run = tmp_path / "run"
     prepare(_config(model_files["bundle_wide"], tiny_data, trial_memory_gb=0.3), run)
-    optimize(run, n_trials=2, timeout_s=None)
+    run_search(run, n_trials=2, timeout_s=None)
     records = load_run(run)
     assert [t["state"] for t in records["trials"]] == ["fail", "fail"]
     assert all("memory cap of 0.3 GiB" in t["fail_reason"] for t in records["trials"])
@@ -228,7 +228,7 @@ def test_hopeless_trial_stops_after_the_first_epoch(
     # after its first epoch instead of training all its epochs
     cfg = _config(model_files["bundle_wide"], tiny_data, budgets=Budgets(min_accuracy=0.99))
     prepare(cfg, run)
-    optimize(run, n_trials=3, timeout_s=None)
+    run_search(run, n_trials=3, timeout_s=None)
     records = load_run(run)
     sampled = records["trials"][2]
     assert sampled["candidate"]["prune"]["ratio"] > 0
@@ -239,7 +239,7 @@ def test_hopeless_trial_stops_after_the_first_epoch(
 def test_unexpected_error_in_a_trial_is_recorded_not_raised(
     tmp_path: Path, model_files: dict, tiny_data: Path
 ) -> None:
-    from edgeopt.search.loop import Worker
+    from edgeopt.search.run.loop import Worker
 
     run = tmp_path / "run"
     prepare(_config(model_files["bundle_wide"], tiny_data), run)

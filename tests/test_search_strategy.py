@@ -17,7 +17,8 @@ from optuna.trial import TrialState
 from edgeopt import zoo
 from edgeopt.cli import main
 from edgeopt.loading import save_bundle
-from edgeopt.search.halving import (
+from edgeopt.search.run.collect import load_run
+from edgeopt.search.strategy.halving import (
     MIN_PEERS,
     PROMOTED_ATTR,
     RUNGS_ATTR,
@@ -25,9 +26,8 @@ from edgeopt.search.halving import (
     promotion,
     rung_bars,
 )
-from edgeopt.search.records import load_run
-from edgeopt.search.seeds import RECIPES, SEED_ATTR, SIBLING_ATTR, torch_params
-from edgeopt.search.study import counted_trials
+from edgeopt.search.strategy.seeds import RECIPES, SEED_ATTR, SIBLING_ATTR, torch_params
+from edgeopt.search.study.lifecycle import counted_trials
 
 
 def _study(run: Path) -> optuna.Study:
@@ -205,7 +205,7 @@ def test_a_promotion_is_queued_once_and_a_sibling_counts_with_its_builders_histo
     not queued again at the next ask."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-    from edgeopt.search.study import _enqueue_next_promotion
+    from edgeopt.search.study.lifecycle import _enqueue_next_promotion
 
     study = optuna.create_study(
         storage=f"sqlite:///{tmp_path / 'study.db'}",

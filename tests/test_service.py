@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeopt.data import load_npz
-from edgeopt.measure.estimate import estimate
+from edgeopt.estimate import estimate
 from edgeopt.measure.service import HostReference, measure_on_targets
 from edgeopt.metrics import Metric, Provenance
 from edgeopt.profiles import load_profile

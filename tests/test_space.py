@@ -1,5 +1,6 @@
 """The composed search space: stages' own spaces walked in pipeline order, model facts,
-baselines, the grid, and a new stage joining without a change to ``edgeopt.search.space``."""
+baselines, the grid, and a new stage joining without a change to
+``edgeopt.search.strategy.space``."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from onnx import TensorProto, helper
 
 from edgeopt.candidate import Candidate, Step
 from edgeopt.profiles import load_profile
-from edgeopt.search.space import (
+from edgeopt.search.strategy.space import (
     INT8,
     UNCHANGED,
     baseline_params,

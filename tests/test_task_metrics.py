@@ -28,7 +28,7 @@ from edgeopt.measure.task_metrics import (
     task_metric,
     task_metrics,
 )
-from edgeopt.search.shared import SETTINGS, check_settings, settings_of
+from edgeopt.search.study.shared import SETTINGS, check_settings, settings_of
 
 
 def _sk(y: np.ndarray, logits: np.ndarray) -> dict[str, float]:

@@ -14,20 +14,20 @@ from torch import nn
 from edgeopt import zoo
 from edgeopt.data import DataBundle, load_npz
 from edgeopt.errors import CandidateError, ConfigError
-from edgeopt.export import export_onnx
+from edgeopt.onnx_export import export_onnx
 from edgeopt.profiles import load_profile
 from edgeopt.stages import STAGES, FinetuneConfig, PruneConfig, StageContext
 from edgeopt.stages.finetune import TRAIN_RESULT_ATTR
 from edgeopt.training import (
     Schedule,
     TrainConfig,
-    _lr_factor,
     augment_batch,
     distillation_loss,
     evaluate,
     evaluate_onnx,
     fit,
 )
+from edgeopt.training.loop import lr_factor
 from edgeopt.training.resume import stable_epochs
 
 DIGITS = Path(__file__).resolve().parents[1] / "models" / "digits.npz"
@@ -203,9 +203,9 @@ def test_optimizers_and_schedules(data: DataBundle) -> None:
                 ),
             )
             assert r.epochs_run == 1 and np.isfinite(r.history[0][1])
-    assert _lr_factor(Schedule.STEP, 60, 100) == 0.1
-    assert _lr_factor(Schedule.COSINE, 50, 100) == pytest.approx(0.5)
-    assert _lr_factor(Schedule.CONSTANT, 99, 100) == 1.0
+    assert lr_factor(Schedule.STEP, 60, 100) == 0.1
+    assert lr_factor(Schedule.COSINE, 50, 100) == pytest.approx(0.5)
+    assert lr_factor(Schedule.CONSTANT, 99, 100) == 1.0
 
 
 def test_kd_loss_and_augment() -> None:
@@ -294,9 +294,9 @@ def test_teacher_logits_are_computed_once_without_augmentation(
 
 
 def test_wsd_schedule_decays_only_at_the_end() -> None:
-    assert _lr_factor(Schedule.WSD, 74, 100, 75) == 1.0
-    assert _lr_factor(Schedule.WSD, 90, 100, 80) == pytest.approx(0.5)
-    assert _lr_factor(Schedule.WSD, 99, 100, 80) == pytest.approx(0.05)
+    assert lr_factor(Schedule.WSD, 74, 100, 75) == 1.0
+    assert lr_factor(Schedule.WSD, 90, 100, 80) == pytest.approx(0.5)
+    assert lr_factor(Schedule.WSD, 99, 100, 80) == pytest.approx(0.05)
     cfg = {e: TrainConfig(epochs=e, schedule="wsd") for e in (1, 2, 3, 4, 8)}
     assert [stable_epochs(c) for c in cfg.values()] == [0, 1, 2, 3, 6]
     assert stable_epochs(TrainConfig(epochs=5, schedule="constant")) == 5

@@ -48,7 +48,7 @@ def test_trust_flag_reaches_workers_but_is_never_read_from_run_json(
     run_json["model"]["trust_pickle"] = True
     (out / "run.json").write_text(json.dumps(run_json))
     worker = subprocess.run(
-        [sys.executable, "-m", "edgeopt.search.loop", str(out), "--trials", "4"],
+        [sys.executable, "-m", "edgeopt.search.run.loop", str(out), "--trials", "4"],
         capture_output=True,
         text=True,
     )
@@ -148,7 +148,7 @@ def test_run_json_naming_code_never_runs_it(
     # a worker started on the tampered run directory is refused: the study recorded the
     # settings it was started with, and the file's builder is not among them
     worker = subprocess.run(
-        [sys.executable, "-m", "edgeopt.search.loop", str(out), "--trials", "3"],
+        [sys.executable, "-m", "edgeopt.search.run.loop", str(out), "--trials", "3"],
         capture_output=True,
         text=True,
         env=env,

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from edgeopt import zoo
-from edgeopt.export import export_onnx
 from edgeopt.loading import load_model, save_bundle
+from edgeopt.onnx_export import export_onnx
 
 REAL_SHAPE = (3, 32, 32)
 TINY = 0.125

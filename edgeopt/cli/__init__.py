@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from edgeopt import __version__
+from edgeopt.cli.commands import register_commands
 from edgeopt.errors import EdgeoptError, environment_error
 
 
@@ -86,8 +87,4 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
-def _register() -> None:
-    from edgeopt.cli import commands  # noqa: F401  (registers subcommands on main)
-
-
-_register()
+register_commands(main)

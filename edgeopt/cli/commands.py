@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from edgeopt.cli import main
+import click
 
 # Each module defines one click command or group named like the module's command.
 _COMMANDS = {
@@ -12,15 +12,18 @@ _COMMANDS = {
     "profiles": "edgeopt.cli.profiles_cmd:profiles",
     "optimize": "edgeopt.cli.optimize_cmd:optimize",
     "report": "edgeopt.cli.report_cmd:report",
-    "export": "edgeopt.cli.report_cmd:export",
+    "export": "edgeopt.cli.export_cmd:export",
     "check": "edgeopt.cli.check_cmd:check",
     "dashboard": "edgeopt.cli.dashboard_cmd:dashboard",
 }
 
-for _name, _ref in _COMMANDS.items():
-    _module, _attr = _ref.split(":")
-    try:
-        main.add_command(getattr(importlib.import_module(_module), _attr), _name)
-    except ModuleNotFoundError as _exc:  # a command module not written yet
-        if _exc.name != _module:
-            raise
+
+def register_commands(group: click.Group) -> None:
+    """Add every command of ``_COMMANDS`` to ``group`` (the ``edgeopt`` group)."""
+    for name, ref in _COMMANDS.items():
+        module, attr = ref.split(":")
+        try:
+            group.add_command(getattr(importlib.import_module(module), attr), name)
+        except ModuleNotFoundError as exc:  # a command module not written yet
+            if exc.name != module:
+                raise

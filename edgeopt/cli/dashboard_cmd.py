@@ -30,8 +30,8 @@ def dashboard(run_dir: str, host: str, port: int, allow_writes: bool) -> None:
     --host). Other machines can reach it only with --host 0.0.0.0, and the dashboard has no
     login: anyone who reaches it can read the study (and, with --allow-writes, change it).
     """
-    from edgeopt.search.dashboard import open_dashboard, serving
-    from edgeopt.search.dashboard_guard import is_loopback
+    from edgeopt.search.integrations.dashboard import open_dashboard, serving
+    from edgeopt.search.integrations.dashboard_guard import is_loopback
 
     dash = open_dashboard(run_dir)
     with serving(dash, host, port, writes=allow_writes) as server:

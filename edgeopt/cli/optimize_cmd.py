@@ -13,7 +13,7 @@ from edgeopt.cli.options import TARGET_HELP, TargetOption, model_options
 from edgeopt.metrics import TASK_METRICS
 
 if TYPE_CHECKING:
-    from edgeopt.search.context import Trust
+    from edgeopt.search.study.context import Trust
 
 
 def _targets(text: str) -> tuple[str, ...]:
@@ -164,9 +164,9 @@ def optimize(
     from edgeopt.config import Budgets, RunConfig, parse_duration
     from edgeopt.loading import ModelSpec, parse_shape
     from edgeopt.rundir import default_run_dir
-    from edgeopt.search.context import Trust
-    from edgeopt.search.setup import prepare
-    from edgeopt.search.storage import adopt_password
+    from edgeopt.search.run.setup import prepare
+    from edgeopt.search.study.context import Trust
+    from edgeopt.search.study.storage import adopt_password
 
     targets = _targets(target)
     timeout_s = parse_duration(timeout_text) if timeout_text else None
@@ -300,7 +300,7 @@ def _mlflow(value: str | None, out: Path) -> str | None:
     """The MLflow tracking URI for ``--mlflow [URI]``, checked before any search work."""
     if value is None:
         return None
-    from edgeopt.search import tracking
+    from edgeopt.search.integrations import tracking
 
     tracking.require_mlflow()
     uri = tracking.resolve_uri(value, out)
@@ -322,9 +322,9 @@ def _search_and_report(
     128 + the stop signal after one (Ctrl-C: 130), or 1 when nothing feasible was found."""
     from edgeopt.report import summarize
     from edgeopt.report.terminal import recommended_line, render_front
-    from edgeopt.search.loop import optimize as run_search
-    from edgeopt.search.records import write_run_reports
-    from edgeopt.search.setup import finalize
+    from edgeopt.search.run.collect import write_run_reports
+    from edgeopt.search.run.loop import run_search
+    from edgeopt.search.run.setup import finalize
     from edgeopt.stopping import Stopper, current
 
     stopper = current() or Stopper()  # the one the command line installed
@@ -415,13 +415,13 @@ def _flag(constraint: str) -> str:
 def _progress(event: Any, timeout_s: float | None = None) -> None:
     """One line per trial in a log (stderr not a terminal); on a terminal, the trial's line
     and an indented status line (front, best candidate, ETA)."""
-    from edgeopt.search.progress import render
+    from edgeopt.search.run.progress import render
 
     for line in render(event, timeout_s=timeout_s, one_line=not sys.stderr.isatty()):
         click.echo(line, err=True)
 
 
 def _records(run_dir: Path) -> dict[str, Any]:
-    from edgeopt.search.records import load_run
+    from edgeopt.search.run.collect import load_run
 
     return load_run(run_dir)

@@ -13,17 +13,17 @@ Zip archives are CRC-checked before torch reads them, and an ONNX file must open
 in ONNX Runtime before anything else uses it.
 """
 
-from edgeopt.loading.bundle import (
-    BUILTIN_ARCH_MODULE,
-    BUNDLE_KEY,
-    BUNDLE_VERSION,
-    is_builtin_arch,
-    resolve_callable,
-    save_bundle,
-)
+from edgeopt.loading.bundle import BUNDLE_KEY, BUNDLE_VERSION, resolve_callable, save_bundle
 from edgeopt.loading.checks import check_input_shape, check_model_and_data, model_output_shape
-from edgeopt.loading.load import load_model
-from edgeopt.loading.spec import LoadedModel, ModelFormat, ModelSpec, parse_shape
+from edgeopt.loading.load import load_model, load_spec
+from edgeopt.loading.spec import (
+    BUILTIN_ARCH_MODULE,
+    LoadedModel,
+    ModelFormat,
+    ModelSpec,
+    is_builtin_arch,
+    parse_shape,
+)
 
 __all__ = [
     "BUILTIN_ARCH_MODULE",
@@ -36,6 +36,7 @@ __all__ = [
     "check_model_and_data",
     "is_builtin_arch",
     "load_model",
+    "load_spec",
     "model_output_shape",
     "parse_shape",
     "resolve_callable",

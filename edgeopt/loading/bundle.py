@@ -11,24 +11,17 @@ from typing import Any
 
 from edgeopt.errors import ConfigError
 from edgeopt.loading.limits import check_input_size
-from edgeopt.loading.spec import LoadedModel, ModelFormat, ModelSpec
+from edgeopt.loading.spec import (
+    BUILTIN_ARCH_MODULE,
+    LoadedModel,
+    ModelFormat,
+    ModelSpec,
+    is_builtin_arch,
+)
 
 BUNDLE_KEY = "edgeopt_bundle"
 BUNDLE_VERSION = 1
-BUILTIN_ARCH_MODULE = "edgeopt.zoo"
-"""The module whose builders a bundle may name without ``--arch`` or ``--trust-arch``."""
-
 _ARCH_REF = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
-
-
-def is_builtin_arch(ref: str) -> bool:
-    """True for ``edgeopt.zoo:<builder>``: what a bundle may name without an opt-in."""
-    module_name, _, attr = ref.partition(":")
-    if module_name != BUILTIN_ARCH_MODULE:
-        return False
-    from edgeopt.zoo import BUILDERS
-
-    return attr in BUILDERS
 
 
 def resolve_callable(ref: str) -> Any:
@@ -130,7 +123,7 @@ def _bundle_fields(
     return arch, kwargs, shape, obj["state_dict"]
 
 
-def _load_bundle(p: Path, obj: Mapping[str, Any], spec: ModelSpec) -> LoadedModel:
+def load_bundle(p: Path, obj: Mapping[str, Any], spec: ModelSpec) -> LoadedModel:
     """Build a bundle's model; its recorded architecture only when edgeopt's own, named by
     ``spec.arch`` or trusted (``spec.trust_arch``)."""
     recorded, kwargs, shape, state_dict = _bundle_fields(p, obj)
@@ -143,11 +136,16 @@ def _load_bundle(p: Path, obj: Mapping[str, Any], spec: ModelSpec) -> LoadedMode
         )
     if spec.input_shape is None:  # a given one is checked where it is read (load_spec)
         check_input_size(shape, f"bundle {p}")
-    module = _build(p, spec.arch or recorded, {**kwargs, **(spec.arch_kwargs or {})}, state_dict)
+    module = build_arch(
+        p, spec.arch or recorded, {**kwargs, **(spec.arch_kwargs or {})}, state_dict
+    )
     return LoadedModel(p, ModelFormat.BUNDLE, spec.input_shape or shape, module=module)
 
 
-def _build(p: Path, arch: str, kwargs: Mapping[str, Any], state_dict: Mapping[str, Any]) -> Any:
+def build_arch(p: Path, arch: str, kwargs: Mapping[str, Any], state_dict: Mapping[str, Any]) -> Any:
+    """``arch`` (``module:callable``) built with ``kwargs`` and ``state_dict`` loaded strictly,
+    in eval mode; ConfigError when it cannot be built or the weights do not fit. ``p`` is the
+    file the weights came from (for the message)."""
     import torch
 
     builder = resolve_callable(arch)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.errors import ConfigError
-from edgeopt.loading.bundle import BUNDLE_KEY, _build, _load_bundle
+from edgeopt.loading.bundle import BUNDLE_KEY, build_arch, load_bundle
 from edgeopt.loading.limits import check_input_size
 from edgeopt.loading.spec import LoadedModel, ModelFormat, ModelSpec
 
@@ -24,7 +24,7 @@ _ORT_NODE = re.compile(r"Non-zero status code returned while running (\w+) node\
 _ORT_SOURCE = re.compile(r"Status Message: \S+\.(?:h|cc):\d+ .*? was false\. |Status Message: ")
 
 
-def _verified_names(p: Path) -> list[str]:
+def verified_names(p: Path) -> list[str]:
     """The members of zip archive ``p`` after checking every member's CRC (torch's reader
     does not, so a damaged file would otherwise load damaged weights)."""
     try:
@@ -45,7 +45,8 @@ def _verified_names(p: Path) -> list[str]:
     return names
 
 
-def _load_onnx(p: Path, input_shape: tuple[int, ...] | None) -> LoadedModel:
+def load_onnx(p: Path, input_shape: tuple[int, ...] | None) -> LoadedModel:
+    """An ONNX file, checked and run once in ONNX Runtime; ConfigError saying why not."""
     import onnx
 
     try:
@@ -159,7 +160,8 @@ def _require_shape(p: Path, shape: tuple[int, ...] | None, fmt: str) -> tuple[in
     return shape
 
 
-def _load_torchscript(p: Path, input_shape: tuple[int, ...] | None) -> LoadedModel:
+def load_torchscript(p: Path, input_shape: tuple[int, ...] | None) -> LoadedModel:
+    """A TorchScript archive (its input shape from ``input_shape``: the file has none)."""
     import torch
 
     try:
@@ -208,9 +210,11 @@ def _weights_only_torch_load() -> Iterator[None]:
                 os.environ[key] = value
 
 
-def _load_exported_program(
+def load_exported_program(
     p: Path, names: list[str], input_shape: tuple[int, ...] | None, trust_pickle: bool
 ) -> LoadedModel:
+    """A ``torch.export`` ``.pt2`` program; refused when it holds pickled payloads, unless
+    ``trust_pickle``. ``names`` are the archive's CRC-checked member names."""
     import torch
 
     pickled = [] if trust_pickle else _pt2_pickled_payloads(p, names)
@@ -261,7 +265,7 @@ def _load_exported_program(
     return LoadedModel(p, ModelFormat.EXPORTED_PROGRAM, graph_shape, module=module)
 
 
-def _load_torch_save(
+def load_torch_save(
     p: Path, spec: ModelSpec, data_shape: tuple[int, ...] | None = None
 ) -> LoadedModel:
     """A ``torch.save`` file: a bundle, a state_dict or a full pickle; the last two record
@@ -282,14 +286,14 @@ def _load_torch_save(
         ) from exc
 
     if isinstance(obj, dict) and obj.get(BUNDLE_KEY) is not None:
-        return _load_bundle(p, obj, spec)
+        return load_bundle(p, obj, spec)
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         if spec.arch is None:
             raise ConfigError(
                 f"{p} is a state_dict (weights only); edgeopt needs the architecture",
                 hint="pass --arch module:callable that builds the model (and --arch-kwargs JSON)",
             )
-        module = _build(p, spec.arch, dict(spec.arch_kwargs or {}), obj)
+        module = build_arch(p, spec.arch, dict(spec.arch_kwargs or {}), obj)
         shape = _require_shape(p, spec.input_shape or data_shape, "state_dict")
         return LoadedModel(p, ModelFormat.STATE_DICT, shape, module=module)
     raise ConfigError(

@@ -11,14 +11,14 @@ from typing import Any
 
 from edgeopt.errors import ConfigError
 from edgeopt.loading.formats import (
-    _load_exported_program,
-    _load_onnx,
-    _load_torch_save,
-    _load_torchscript,
-    _verified_names,
+    load_exported_program,
+    load_onnx,
+    load_torch_save,
+    load_torchscript,
+    verified_names,
 )
 from edgeopt.loading.limits import check_input_size
-from edgeopt.loading.spec import LoadedModel, ModelFormat, ModelSpec, _shape_text
+from edgeopt.loading.spec import LoadedModel, ModelFormat, ModelSpec, shape_text
 
 
 def load_model(
@@ -52,13 +52,13 @@ def load_model(
 
 
 def load_spec(spec: ModelSpec, data_shape: tuple[int, ...] | None = None) -> LoadedModel:
-    """``load_model`` with the path and options in ``spec`` (``ModelSpec.load``)."""
+    """``load_model`` with the path and options in ``spec`` (a run's recorded ``ModelSpec``)."""
     spec.check_arch_named()  # before anything is imported or read
     input_shape = spec.input_shape
     if input_shape and data_shape and tuple(input_shape) != tuple(data_shape):
         raise ConfigError(
-            f"--input-shape {_shape_text(input_shape)} contradicts --data, whose samples have "
-            f"shape {_shape_text(data_shape)}",
+            f"--input-shape {shape_text(input_shape)} contradicts --data, whose samples have "
+            f"shape {shape_text(data_shape)}",
             hint="leave --input-shape out (it is taken from --data), or pass data shaped like "
             "the model's input",
         )
@@ -93,17 +93,17 @@ def _load_any(p: Path, spec: ModelSpec, data_shape: tuple[int, ...] | None) -> L
             hint="check the file's permissions",
         ) from exc
     if p.suffix.lower() == ".onnx":
-        return _load_onnx(p, spec.input_shape)
+        return load_onnx(p, spec.input_shape)
     if p.suffix.lower() == ".pt2":
-        names = _verified_names(p) if zipfile.is_zipfile(p) else []
-        return _load_exported_program(p, names, spec.input_shape, spec.trust_pickle)
+        names = verified_names(p) if zipfile.is_zipfile(p) else []
+        return load_exported_program(p, names, spec.input_shape, spec.trust_pickle)
     if not zipfile.is_zipfile(p):
         raise ConfigError(
             f"{p} is not a model edgeopt can read (not a torch zip archive or .onnx/.pt2)",
             hint="supported: edgeopt bundle, state_dict (+ --arch), TorchScript, .pt2, .onnx, "
             "or a full pickle with --trust-pickle; a truncated download also looks like this",
         )
-    names = _verified_names(p)
+    names = verified_names(p)
     if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
-        return _load_torchscript(p, spec.input_shape or data_shape)
-    return _load_torch_save(p, spec, data_shape)
+        return load_torchscript(p, spec.input_shape or data_shape)
+    return load_torch_save(p, spec, data_shape)

@@ -60,7 +60,21 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def _shape_text(shape: tuple[int, ...]) -> str:
+BUILTIN_ARCH_MODULE = "edgeopt.zoo"
+"""The module whose builders a bundle may name without ``--arch`` or ``--trust-arch``."""
+
+
+def is_builtin_arch(ref: str) -> bool:
+    """True for ``edgeopt.zoo:<builder>``: what a bundle may name without an opt-in."""
+    module_name, _, attr = ref.partition(":")
+    if module_name != BUILTIN_ARCH_MODULE:
+        return False
+    from edgeopt.zoo import BUILDERS  # zoo imports torch
+
+    return attr in BUILDERS
+
+
+def shape_text(shape: tuple[int, ...]) -> str:
     """``(1, 16, 16)`` as the flag spells it: ``1,16,16``."""
     return ",".join(str(d) for d in shape)
 
@@ -73,7 +87,7 @@ class ModelSpec:
     file; they come from the command line only (see ``from_dict``). ``arch_from_file`` marks an
     ``arch`` read back from a run directory or a study: that is data, so it is built only when
     it is one of edgeopt's own, or once this command line names the same builder
-    (``with_trust(arch=...)``); ``load`` refuses it otherwise, before importing anything.
+    (``with_trust(arch=...)``); ``load_spec`` refuses it otherwise, before importing anything.
     """
 
     path: str
@@ -83,12 +97,6 @@ class ModelSpec:
     trust_pickle: bool = False
     trust_arch: bool = False
     arch_from_file: bool = False
-
-    def load(self, data_shape: tuple[int, ...] | None = None) -> LoadedModel:
-        """Load the model; ``data_shape`` as in ``load_model``."""
-        from edgeopt.loading.load import load_spec
-
-        return load_spec(self, data_shape)
 
     def with_data_shape(self, loaded: LoadedModel) -> ModelSpec:
         """This spec with the input shape ``loaded`` took from the data written in, so that
@@ -117,8 +125,6 @@ class ModelSpec:
     def check_arch_named(self) -> None:
         """ConfigError when ``arch`` came from a file and names code other than edgeopt's
         own: only the command line may make edgeopt import and run a builder."""
-        from edgeopt.loading.bundle import is_builtin_arch
-
         if self.arch_from_file and self.arch is not None and not is_builtin_arch(self.arch):
             raise ConfigError(
                 f"the run records architecture {self.arch!r}; a run directory or study is "

@@ -7,7 +7,7 @@ the machine; the interleaved ratios do not (see benchmarks/RESULTS.md).
 
 The requests the timing child takes and the stats made from its replies are built here
 (``latency_request``, ``latency_stats``, ``memory_stats``, ``energy_stats``) and shared with
-the runners that run the same child elsewhere (``edgeopt.measure.runners``).
+the runners that run the same child (``edgeopt.measure.runner_base``).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class LatencyStats:
     ratio_to_first: float
     ratio_cv: float
     load: dict[str, Any] | None = None
-    """The host's load around the run (``edgeopt.measure.load.MachineLoad.to_dict``); None
+    """The host's load around the run (``edgeopt.measure.machine_load.MachineLoad.to_dict``); None
     where it was not recorded (a remote device)."""
 
     def to_dict(self) -> dict[str, Any]:
@@ -206,18 +206,6 @@ def latency_stats(paths: Sequence[str | Path], reply: dict[str, Any]) -> list[La
     return out
 
 
-def measure_latency(
-    paths: Sequence[str | Path], *, providers: Sequence[str] | None = None, **options: Any
-) -> list[LatencyStats]:
-    """Time ``paths`` interleaved in one isolated process on this host; stats in the order
-    given. ``options``: those of ``edgeopt.measure.runners.Runner.measure_latency``
-    (``threads``, ``input_shape``, ``sample``, rounds and budget); ``providers``: ORT
-    execution providers (default CPU)."""
-    from edgeopt.measure.runners import LocalRunner
-
-    return LocalRunner(providers).measure_latency(paths, **options)
-
-
 def _cv(values: Sequence[float]) -> float:
     if len(values) < 2:
         return 0.0
@@ -225,45 +213,9 @@ def _cv(values: Sequence[float]) -> float:
     return statistics.stdev(values) / mean if mean else 0.0
 
 
-def measure_memory(
-    path: str | Path,
-    *,
-    threads: int,
-    input_shape: Sequence[int],
-    sample: np.ndarray | None = None,
-    providers: Sequence[str] | None = None,
-) -> MemoryStats:
-    """Peak memory of a fresh process that loads the model in ORT and runs it."""
-    from edgeopt.measure.runners import LocalRunner
-
-    runner = LocalRunner(providers)
-    return runner.measure_memory(path, threads=threads, input_shape=input_shape, sample=sample)
-
-
 def memory_stats(reply: dict[str, Any]) -> MemoryStats:
     """MemoryStats from the timing child's ``memory`` reply."""
     return MemoryStats(float(reply["peak_rss_mb"]), float(reply["model_memory_mb"]))
-
-
-def measure_energy(
-    path: str | Path,
-    source: dict[str, Any],
-    *,
-    threads: int,
-    input_shape: Sequence[int],
-    sample: np.ndarray | None = None,
-    providers: Sequence[str] | None = None,
-    duration_s: float = 1.0,
-) -> EnergyStats:
-    """Energy per inference of ``path`` in a fresh process, from ``source`` (a power reading
-    found by ``edgeopt.measure.power.find_power_source``)."""
-    from edgeopt.measure.runners import LocalRunner
-
-    stats = LocalRunner(providers, power=source).measure_energy(
-        path, threads=threads, input_shape=input_shape, sample=sample, duration_s=duration_s
-    )
-    assert stats is not None  # a power reading was given
-    return stats
 
 
 def energy_stats(reply: dict[str, Any]) -> EnergyStats:

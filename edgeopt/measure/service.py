@@ -26,7 +26,7 @@ from edgeopt.fileio import file_lock
 from edgeopt.metrics import Measurement, Metric, MetricValue, Provenance
 
 if TYPE_CHECKING:
-    from edgeopt.measure.estimate import Estimate
+    from edgeopt.estimate import Estimate
     from edgeopt.profiles import HardwareProfile
 
 RAW_SUFFIX = ":raw"
@@ -95,7 +95,7 @@ def estimate_on_profile(
 ) -> tuple[Measurement, Estimate]:
     """The cost model's numbers on ``profile`` (labelled estimated) plus the measured file
     size (``size``, or measured here), and the ``Estimate`` itself (fits, assumptions)."""
-    from edgeopt.measure.estimate import estimate
+    from edgeopt.estimate import estimate
     from edgeopt.measure.runtime import size_mb
 
     est = estimate(onnx_path, profile)

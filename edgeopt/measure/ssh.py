@@ -8,7 +8,7 @@ that and still need the user's config parsed by hand. Calls use ``BatchMode`` (n
 password prompt that would hang), ``ConnectTimeout``, keep-alives that notice a vanished
 device within ~15 s, and a local timeout each.
 
-Failures become :class:`edgeopt.measure.runners.DeviceError` with a hint: unreachable host,
+Failures become :class:`edgeopt.measure.runner_base.DeviceError` with a hint: unreachable host,
 refused key, unknown or changed host key, a lost connection, no answer in time;
 a command that ran and failed raises :class:`RemoteFailure`.
 """
@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgeopt.measure.runners import DeviceError
+from edgeopt.measure.runner_base import DeviceError
 from edgeopt.profiles import RunnerSpec
 
 CONNECT_TIMEOUT_S = 10

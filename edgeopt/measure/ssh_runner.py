@@ -39,7 +39,7 @@ import numpy as np
 
 from edgeopt.errors import EdgeoptError
 from edgeopt.measure import runtime
-from edgeopt.measure.runners import DeviceError, Runner
+from edgeopt.measure.runner_base import CALIBRATION_TIMING, DeviceError, Runner
 from edgeopt.measure.ssh import OpenSsh, RemoteFailure, quote_path
 from edgeopt.profiles import RunnerSpec
 
@@ -319,8 +319,6 @@ class SshRunner(Runner):
         self, models: Sequence[tuple[str | Path, np.ndarray]], *, threads: int, rounds: int
     ) -> list[float]:
         """Calibration timing on the device: each model on its own input, ``rounds`` rounds."""
-        from edgeopt.measure.calibrate import TIMING
-
         paths, inputs = self._put([p for p, _ in models], [x for _, x in models])
         request = runtime.latency_request(
             paths,
@@ -329,7 +327,7 @@ class SshRunner(Runner):
             min_rounds=rounds,
             max_rounds=rounds,
             time_budget_s=None,
-            **TIMING,
+            **CALIBRATION_TIMING,
         )
         timeout = self.spec.timeout_s + 2.0 * len(models) * rounds
         reply = self._child(request, timeout)

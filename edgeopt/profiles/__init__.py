@@ -36,7 +36,7 @@ Layout of a profile file (units are part of the key names)::
     [calibration]  date, method, command, machine, kendall_tau, median_rel_error, n_models
     [runner]       kind ("local" | "ssh"), host, user, port, identity_file, known_hosts, python,
                    workdir, providers, threads, timeout_s: where a measured profile is
-                   measured (see ``edgeopt.profiles.runner``)
+                   measured (see ``edgeopt.profiles.runner_spec``)
     [sources]      KEY = "document / URL"
 
 The first unit is the preferred one; an op it cannot run goes to its ``fallback`` unit.

@@ -28,7 +28,7 @@ from edgeopt.profiles.reader import (
     string,
     subset_of,
 )
-from edgeopt.profiles.runner import read_runner
+from edgeopt.profiles.runner_spec import read_runner
 from edgeopt.profiles.schema import (
     DTYPES,
     FUSIONS,

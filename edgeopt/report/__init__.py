@@ -1,9 +1,9 @@
 """Reports of a run, rendered from its plain records (never from live Optuna objects).
 
 ``render_reports(records, out_dir, formats)`` renders records already loaded (by
-``edgeopt.search.records.load_run``, or built by hand in tests). This package imports nothing
+``edgeopt.search.run.collect.load_run``, or built by hand in tests). This package imports nothing
 of the search, the pipeline, optuna or torch: loading a run directory is the search's job
-(``edgeopt.search.records.write_run_reports`` loads and renders in one call).
+(``edgeopt.search.run.collect.write_run_reports`` loads and renders in one call).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.errors import ConfigError
-from edgeopt.report.summary import Summary, summarize
+from edgeopt.report.model import Summary
+from edgeopt.report.summary import summarize
 
 FORMATS = ("html", "md", "json", "csv")
 FILE_NAMES = {
@@ -61,7 +62,7 @@ def render_reports(
     out_dir: Path,
     formats: Iterable[str] = FORMATS,
 ) -> list[Path]:
-    """Render ``records`` (from ``edgeopt.search.records.load_run``) into ``out_dir``.
+    """Render ``records`` (from ``edgeopt.search.run.collect.load_run``) into ``out_dir``.
 
     Each file is written atomically. Returns the written paths in ``formats`` order.
     """

@@ -1,7 +1,7 @@
 """The final host latency beside the in-search one, read from plain records.
 
 After a search the front, the baselines and the original are re-measured together in one
-interleaved pass on this host (``edgeopt.search.final_measure``; a record's
+interleaved pass on this host (``edgeopt.search.run.final_measure``; a record's
 ``final_latency``). Each figure is shown next to the in-search one; when their speedups over
 the original disagree by more than ``DISAGREEMENT`` the report says so on that row, with the
 host's recorded load during each measurement, instead of silently choosing one. The pick uses
@@ -51,7 +51,7 @@ class FinalFigure:
 
     ``speedup``: the original's time / this trial's, both from the final pass;
     ``in_search_speedup``: the same from the search (its interleaved ratio). ``*_load``: the
-    host's recorded load (``edgeopt.measure.load``) during each, None where not recorded.
+    host's recorded load (``edgeopt.measure.machine_load``) during each, None where not recorded.
     """
 
     target: str

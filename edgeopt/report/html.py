@@ -26,7 +26,7 @@ from edgeopt.report.html_tables import (
     front_table,
     task_metrics_table,
 )
-from edgeopt.report.summary import Summary
+from edgeopt.report.model import Summary
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;

@@ -9,8 +9,7 @@ from html import escape
 from typing import Any
 
 from edgeopt.metrics import Metric
-from edgeopt.report.pareto import running_best
-from edgeopt.report.summary import (
+from edgeopt.report.model import (
     TARGET_METRICS,
     ObjectiveInfo,
     Summary,
@@ -19,6 +18,7 @@ from edgeopt.report.summary import (
     metric_entry,
     metric_title,
 )
+from edgeopt.report.pareto import running_best
 from edgeopt.report.svg import Axis, Point, Series, bar_chart, xy_plot
 from edgeopt.report.svg_parallel import PcAxis, PcLegend, PcLine, parallel_coordinates
 

@@ -15,8 +15,7 @@ from edgeopt.report.final_latency import (
     fmt_speedup,
     speed_phrase,
 )
-from edgeopt.report.stats import accuracy_interval, fmt_interval, interval_note
-from edgeopt.report.summary import (
+from edgeopt.report.model import (
     BASELINE_NAMES,
     Summary,
     entry_interval,
@@ -26,6 +25,7 @@ from edgeopt.report.summary import (
     present_metrics,
     score_interval,
 )
+from edgeopt.report.stats import accuracy_interval, fmt_interval, interval_note
 
 FRONT_NOTE = (
     "<p class='muted'>measured = on this host with ONNX Runtime (host latency: interleaved "

@@ -14,8 +14,7 @@ from edgeopt.report.final_latency import (
     fmt_speedup,
     speed_phrase,
 )
-from edgeopt.report.stats import accuracy_interval, fmt_interval, interval_note
-from edgeopt.report.summary import (
+from edgeopt.report.model import (
     BASELINE_NAMES,
     Summary,
     entry_interval,
@@ -25,6 +24,7 @@ from edgeopt.report.summary import (
     metric_short,
     score_interval,
 )
+from edgeopt.report.stats import accuracy_interval, fmt_interval, interval_note
 
 MAX_FRONT_ROWS = 15
 MAX_FAIL_ROWS = 4

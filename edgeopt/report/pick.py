@@ -18,16 +18,9 @@ from edgeopt.report.final_latency import (
     fmt_speedup,
     speed_phrase,
 )
+from edgeopt.report.model import TIME_UNITS, ObjectiveInfo, Pick, Summary, fmt_num, is_fraction
 from edgeopt.report.pareto import KNEE_METHOD, knee
 from edgeopt.report.stats import tie_rule, untie_knee
-from edgeopt.report.summary import (
-    TIME_UNITS,
-    ObjectiveInfo,
-    Pick,
-    Summary,
-    fmt_num,
-    is_fraction,
-)
 
 
 def choose(s: Summary) -> tuple[Pick | None, str | None]:

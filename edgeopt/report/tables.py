@@ -13,7 +13,7 @@ from typing import Any
 from edgeopt.metrics import TASK_METRICS, Metric
 from edgeopt.report.final_latency import disagreements, final_figure, final_targets
 from edgeopt.report.machines import machine_label
-from edgeopt.report.summary import Summary, metric_entry
+from edgeopt.report.model import Summary, metric_entry
 
 REPORT_KIND = "edgeopt-report"
 

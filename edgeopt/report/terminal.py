@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.report.final_latency import final_lines
-from edgeopt.report.summary import Summary, hidden_note, score_noun
+from edgeopt.report.model import Summary, score_noun
+from edgeopt.report.summary import hidden_note
 
 
 def render_front(run: Mapping[str, Any]) -> str:

@@ -19,9 +19,11 @@ from edgeopt.stages.base import (
     register,
 )
 from edgeopt.stages.finetune import FinetuneConfig, FinetuneStage
-from edgeopt.stages.prune import Importance, PruneConfig, PruneStage
+from edgeopt.stages.prune import PruneStage
+from edgeopt.stages.prune_config import Importance, PruneConfig
 from edgeopt.stages.qat import QatConfig, QatStage
-from edgeopt.stages.quantize import CalibMethod, QType, QuantizeConfig, QuantizeStage, QuantMode
+from edgeopt.stages.quantize import QuantizeStage
+from edgeopt.stages.quantize_config import CalibMethod, QType, QuantizeConfig, QuantMode
 
 register(PruneStage())
 register(FinetuneStage())

@@ -56,8 +56,8 @@ def compute_nodes(model: onnx.ModelProto) -> list[Any]:
 def matmul_mac_fraction(path: str | Path) -> float:
     """Share of the graph's MACs in MatMul/Gemm (0 for a pure CNN head-less graph).
 
-    MACs are counted where the cost model counts them (``measure.estimate``), unfused."""
-    from edgeopt.measure.estimate import kernel_work
+    MACs are counted where the cost model counts them (``edgeopt.estimate``), unfused."""
+    from edgeopt.estimate import kernel_work
 
     work = kernel_work(path, frozenset())
     total = sum(k.macs for k in work)

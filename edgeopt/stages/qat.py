@@ -104,7 +104,7 @@ class QatStage(Stage[QatConfig, "nn.Module"]):
 
         import torch
 
-        from edgeopt.stages.quantize import calibration_inputs
+        from edgeopt.stages.quantize_config import calibration_inputs
         from edgeopt.training import fake_quant
 
         if self.is_identity(config):

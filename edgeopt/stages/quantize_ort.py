@@ -1,14 +1,11 @@
 """How the quantize stage does its work with ONNX Runtime: the conversions and the structural
-check of their output. ``edgeopt.stages.quantize`` says what the stage is (config, space,
-baselines) and imports this module when it applies a config, with onnxruntime."""
+check of their output. ``edgeopt.stages.quantize`` says what the stage is (space, baselines)
+and calls this module when it applies a config; onnxruntime is imported only then."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import shutil
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,76 +14,14 @@ import numpy as np
 
 from edgeopt.errors import CandidateError
 from edgeopt.stages.onnx_graph import compute_nodes
-from edgeopt.stages.quantize import (
-    CalibMethod,
-    QType,
-    QuantizeConfig,
-    QuantMode,
-    calibration_inputs,
-)
+from edgeopt.stages.ort_quant import calibration_reader, quantize_dynamic, quantize_static
+from edgeopt.stages.quantize_config import QuantizeConfig, QuantMode, calibration_inputs
+from edgeopt.stages.sensitivity import ranking
 
 if TYPE_CHECKING:
     import onnx
 
     from edgeopt.stages.base import StageContext
-
-_CALIB_BATCH = 32
-
-
-def _qtype(t: QType) -> Any:
-    from onnxruntime.quantization import QuantType
-
-    return QuantType.QInt8 if t is QType.INT8 else QuantType.QUInt8
-
-
-def _calib(c: CalibMethod) -> Any:
-    from onnxruntime.quantization import CalibrationMethod
-
-    return {
-        CalibMethod.MINMAX: CalibrationMethod.MinMax,
-        CalibMethod.ENTROPY: CalibrationMethod.Entropy,
-        CalibMethod.PERCENTILE: CalibrationMethod.Percentile,
-    }[c]
-
-
-class _Reader:
-    """``CalibrationDataReader`` over a numpy array, in batches."""
-
-    def __init__(self, name: str, x: np.ndarray) -> None:
-        self._name = name
-        self._x = x
-        self._it: Iterator[dict[str, np.ndarray]] = self._batches()
-
-    def _batches(self) -> Iterator[dict[str, np.ndarray]]:
-        size = equal_batch_size(len(self._x), _CALIB_BATCH)
-        for i in range(0, len(self._x) - size + 1, size):
-            yield {self._name: self._x[i : i + size]}
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._it, None)
-
-    def rewind(self) -> None:
-        self._it = self._batches()
-
-
-def equal_batch_size(n: int, most: int) -> int:
-    """A batch size that splits ``n`` samples into equal batches: ORT's histogram
-    calibrators (entropy, percentile) stack per-batch outputs and fail on a smaller last
-    batch (onnxruntime issue 18792). The largest divisor of ``n`` up to ``most``; when that
-    is under a quarter of ``most``, ``most`` itself (the few samples left over are unused)."""
-    if n <= most:
-        return max(n, 1)
-    best = max(d for d in range(1, most + 1) if n % d == 0)
-    return best if best * 4 >= most else most
-
-
-def _reader(name: str, x: np.ndarray) -> Any:
-    from onnxruntime.quantization import CalibrationDataReader
-
-    class Reader(_Reader, CalibrationDataReader):
-        pass
-
-    return Reader(name, x)
 
 
 def convert(
@@ -118,7 +53,7 @@ def convert(
         pre = tmp / "pre.onnx"
         quant_pre_process(str(src), str(pre))
         if mode is QuantMode.INT8_DYNAMIC:
-            _quantize_dynamic(pre, out, config)
+            quantize_dynamic(pre, out, config)
             return ConvertInfo()
         calib = calibration_inputs(ctx, config.calibration_samples, in_shape)
         names = _tensor_names(pre)
@@ -126,12 +61,15 @@ def convert(
         exclude = _first_last(pre) if config.exclude_first_last else []
         sensitive: list[str] = []
         if config.fp32_nodes > 0 and mode is QuantMode.INT8_STATIC:
-            from edgeopt.stages.sensitivity import ranking
-
             ranked = ranking(pre, config, ctx, input_name, in_shape, overrides)
             sensitive = [n for n in ranked if n not in exclude][: config.fp32_nodes]
-        _quantize_static(
-            pre, out, config, _reader(input_name, calib), [*exclude, *sensitive], overrides
+        quantize_static(
+            pre,
+            out,
+            config,
+            calibration_reader(input_name, calib),
+            [*exclude, *sensitive],
+            overrides,
         )
         return ConvertInfo(tuple(sensitive), tuple(exclude), len(overrides))
     return ConvertInfo()
@@ -198,50 +136,6 @@ def _to_fp16(src: Path, out: Path) -> None:
     # ONNX checker (and every tool that uses it, edgeopt check included) does not
     fp16.topological_sort()
     onnx.save(fp16.model, str(out))
-
-
-def _quantize_dynamic(pre: Path, out: Path, config: QuantizeConfig) -> None:
-    from onnxruntime.quantization import quantize_dynamic
-
-    quantize_dynamic(
-        str(pre),
-        str(out),
-        op_types_to_quantize=["MatMul", "Gemm"],
-        per_channel=config.per_channel,
-        weight_type=_qtype(config.weight_type),
-    )
-
-
-def _quantize_static(
-    pre: Path,
-    out: Path,
-    config: QuantizeConfig,
-    reader: Any,
-    exclude: list[str] | None = None,
-    overrides: dict[str, Any] | None = None,
-) -> None:
-    """Static QDQ with the config's types (``ort_default``: ORT's own defaults), leaving
-    ``exclude`` in float and fixing the activations in ``overrides`` (ORT
-    ``TensorQuantOverrides``: tensor -> scale and zero point)."""
-    from onnxruntime.quantization import QuantFormat, quantize_static
-
-    # the histogram calibrators print progress lines; the library must not
-    with contextlib.redirect_stdout(io.StringIO()):
-        if config.mode is QuantMode.ORT_DEFAULT:
-            quantize_static(str(pre), str(out), reader)
-            return
-        quantize_static(
-            str(pre),
-            str(out),
-            reader,
-            quant_format=QuantFormat.QDQ,
-            per_channel=config.per_channel,
-            activation_type=_qtype(config.activation_type),
-            weight_type=_qtype(config.weight_type),
-            calibrate_method=_calib(config.calibration),
-            nodes_to_exclude=exclude or None,
-            extra_options={"TensorQuantOverrides": overrides} if overrides else None,
-        )
 
 
 def check_graph(

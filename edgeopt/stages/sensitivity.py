@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeopt.stages.onnx_graph import compute_nodes
-from edgeopt.stages.quantize import QuantizeConfig, calibration_inputs
+from edgeopt.stages.ort_quant import calibration_reader, quantize_static
+from edgeopt.stages.quantize_config import QuantizeConfig, calibration_inputs
 
 if TYPE_CHECKING:
     import onnx
@@ -91,8 +92,6 @@ def node_sensitivity(
     float output's variance) when that node alone stays float in the quantized graph."""
     import onnx
 
-    from edgeopt.stages import quantize_ort
-
     calib = calibration_inputs(ctx, config.calibration_samples, in_shape)
     x = calib[:EVAL_SAMPLES]
     float_model = onnx.load(str(pre))
@@ -102,8 +101,8 @@ def node_sensitivity(
     ctx.workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=ctx.workdir) as tmp:
         qpath = Path(tmp) / "all.onnx"
-        reader = quantize_ort._reader(input_name, calib)
-        quantize_ort._quantize_static(pre, qpath, plain, reader, [], overrides)
+        reader = calibration_reader(input_name, calib)
+        quantize_static(pre, qpath, plain, reader, [], overrides)
         quantized = onnx.load(str(qpath))
     base = float(np.mean((_run(quantized, input_name, x) - ref) ** 2)) / var
     out: dict[str, float] = {}

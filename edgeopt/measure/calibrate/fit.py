@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeopt.estimate import estimate, kernel_work
 from edgeopt.measure.calibrate.micro import CHAIN, COMPUTE, ELT_SHAPE, TINY_N
-from edgeopt.measure.estimate import estimate, kernel_work
 from edgeopt.profiles import FUSIONS, HardwareProfile
 
 # (ONNX file, measured median latency in ms)

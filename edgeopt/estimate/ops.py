@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from edgeopt.measure.estimate.graph import (
+from edgeopt.estimate.graph import (
     CONV_OPS,
     GEMM_OPS,
     INT8_TYPES,

@@ -19,12 +19,12 @@ from optuna.trial import TrialState
 
 from edgeopt.errors import EdgeoptError, environment_error
 from edgeopt.metrics import Measurement, Metric
-from edgeopt.search.artifacts import sha256_of
-from edgeopt.search.child import TrialChild
-from edgeopt.search.context import SearchContext
-from edgeopt.search.halving import PROMOTED_ATTR, RUNGS_ATTR, rung_bars
-from edgeopt.search.protocol import Status, TrialRequest
-from edgeopt.search.seeds import SEED_ATTR
+from edgeopt.search.strategy.halving import PROMOTED_ATTR, RUNGS_ATTR, rung_bars
+from edgeopt.search.strategy.seeds import SEED_ATTR
+from edgeopt.search.study.artifacts import sha256_of
+from edgeopt.search.study.context import SearchContext
+from edgeopt.search.trial.builder import TrialChild
+from edgeopt.search.trial.protocol import Status, TrialRequest
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,8 @@ class TrialRunner:
     """Runs trials of one study for one worker process."""
 
     def __init__(self, ctx: SearchContext, study: optuna.Study) -> None:
-        from edgeopt.search.artifacts import open_store
-        from edgeopt.search.shared import reference_latency_ms
+        from edgeopt.search.study.artifacts import open_store
+        from edgeopt.search.study.shared import reference_latency_ms
 
         self.ctx = ctx
         self.study = study
@@ -67,7 +67,7 @@ class TrialRunner:
             self._internal_failure(trial, exc)
 
     def _run(self, trial: optuna.Trial) -> None:
-        from edgeopt.search.space import identity_candidate, suggest_candidate
+        from edgeopt.search.strategy.space import identity_candidate, suggest_candidate
 
         ctx = self.ctx
         t0 = time.monotonic()
@@ -136,7 +136,7 @@ class TrialRunner:
 
     def _enqueue_siblings(self, trial: optuna.Trial, cache_hit: bool) -> None:
         """Queue the ONNX-side variants of a torch phase this trial built (``seeds``)."""
-        from edgeopt.search.seeds import SIBLING_ATTR, sibling_params
+        from edgeopt.search.strategy.seeds import SIBLING_ATTR, sibling_params
 
         if cache_hit or SIBLING_ATTR in trial.user_attrs:
             return  # the trial that built this torch phase queued them already
@@ -217,7 +217,7 @@ class TrialRunner:
             return
         self._fail(trial, "interrupted", reason)
         if requeue:
-            from edgeopt.search.seeds import SIBLING_ATTR
+            from edgeopt.search.strategy.seeds import SIBLING_ATTR
 
             roles = ("baseline", SEED_ATTR, SIBLING_ATTR, PROMOTED_ATTR)
             attrs = {k: trial.user_attrs[k] for k in roles if k in trial.user_attrs}
@@ -257,7 +257,7 @@ class TrialRunner:
         ``strict``: an upload error raises (a complete trial other machines cannot read
         becomes a FAIL trial); otherwise it is logged and the trial keeps its state."""
         if self.store is not None:
-            from edgeopt.search.artifacts import upload_trial_files
+            from edgeopt.search.study.artifacts import upload_trial_files
 
             try:
                 upload_trial_files(self.store, trial, self.ctx.run.trial_dir(trial.number))

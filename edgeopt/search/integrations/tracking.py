@@ -36,10 +36,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from edgeopt.errors import ConfigError
-from edgeopt.search.mlflow_http import bound_http_requests, is_http, probe
+from edgeopt.search.integrations.mlflow_http import bound_http_requests, is_http, probe
 
 if TYPE_CHECKING:
-    from edgeopt.search.context import SearchContext
+    from edgeopt.search.study.context import SearchContext
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgeopt.measure.estimate.graph import (
+from edgeopt.estimate.graph import (
     ACT_OPS,
     CONV_OPS,
     ELEM_SIZE,
@@ -21,7 +21,7 @@ from edgeopt.measure.estimate.graph import (
     Graph,
     data_inputs,
 )
-from edgeopt.measure.estimate.ops import node_dtype, node_work
+from edgeopt.estimate.ops import node_dtype, node_work
 from edgeopt.profiles import ComputeUnit
 
 

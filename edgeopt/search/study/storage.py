@@ -118,7 +118,7 @@ def _first_line(exc: BaseException) -> str:
     return re.sub(r"^connection failed:\s*", "", line)
 
 
-def make_storage(url: str, *, heartbeat_s: int | None = None, grace_beats: int = 3) -> RDBStorage:
+def open_storage(url: str, *, heartbeat_s: int | None = None, grace_beats: int = 3) -> RDBStorage:
     """An RDB storage for ``url`` (see ``resolve_url``), with heartbeats every
     ``heartbeat_s`` seconds and one retry of a stale trial when ``heartbeat_s`` is given.
 

@@ -3,8 +3,8 @@ the memory levels the profile declares."""
 
 from __future__ import annotations
 
-from edgeopt.measure.estimate.graph import Graph
-from edgeopt.measure.estimate.kernels import Dataflow, Kernel
+from edgeopt.estimate.graph import Graph
+from edgeopt.estimate.kernels import Dataflow, Kernel
 from edgeopt.profiles import HardwareProfile
 
 

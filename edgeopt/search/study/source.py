@@ -2,7 +2,7 @@
 (``--storage URL --study NAME``) on a machine that ran no trial, or both.
 
 The run's settings and reference baseline come from the study when it recorded them
-(``edgeopt.search.shared``), else from the run directory; a trial's ONNX file comes from the
+(``edgeopt.search.study.shared``), else from the run directory; a trial's ONNX file comes from the
 local run directory when it is there, else from the artifact store.
 """
 
@@ -19,9 +19,9 @@ import optuna
 from edgeopt.config import RunConfig
 from edgeopt.errors import ConfigError
 from edgeopt.rundir import Baseline, RunDir
-from edgeopt.search import shared
-from edgeopt.search.artifacts import check_sha256, fetch, open_store
-from edgeopt.search.storage import make_storage, redact, storage_error
+from edgeopt.search.study import shared
+from edgeopt.search.study.artifacts import check_sha256, fetch, open_store
+from edgeopt.search.study.storage import open_storage, redact, storage_error
 
 
 class BuiltElsewhere(ConfigError):
@@ -89,7 +89,7 @@ class RunSource:
                 hint="pass --storage with the database the search wrote",
             )
         try:
-            storage = make_storage(self.storage)
+            storage = open_storage(self.storage)
             return optuna.load_study(study_name=self.study_name, storage=storage)
         except KeyError as exc:
             raise ConfigError(

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from edgeopt.measure.estimate.energy import kernel_energy_pj
-from edgeopt.measure.estimate.graph import QDQ_OPS, Graph
-from edgeopt.measure.estimate.kernels import Kernel
-from edgeopt.measure.estimate.result import NodeCost
+from edgeopt.estimate.energy import kernel_energy_pj
+from edgeopt.estimate.graph import QDQ_OPS, Graph
+from edgeopt.estimate.kernels import Kernel
+from edgeopt.estimate.result import NodeCost
 from edgeopt.profiles import ComputeUnit, HardwareProfile
 
 

@@ -5,8 +5,8 @@ candidate through the pipeline, scores it on the validation split and writes a
 ``TrialResult``. A stage that hangs or exhausts memory ends that child, never the study: the
 parent turns it into a failed result naming the stage it was in.
 
-    python -m edgeopt.search.child RUN/trials --serve FD --parent PID  # one request a line
-    python -m edgeopt.search.child TRIAL_DIR/request.json  # one request (debugging)
+    python -m edgeopt.search.trial.builder RUN/trials --serve FD --parent PID  # one request a line
+    python -m edgeopt.search.trial.builder TRIAL_DIR/request.json  # one request (debugging)
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgeopt.search.protocol import Status, TrialRequest, TrialResult, scoring_inputs
+from edgeopt.search.trial.protocol import Status, TrialRequest, TrialResult, scoring_inputs
 
 # how running out of address space under RLIMIT_AS shows up in Python, torch and the loader
 _OOM_SIGNS = (
@@ -44,7 +44,7 @@ RESTART_EVERY = 50
 
 
 class TrialChild:
-    """One worker's trial child: a persistent ``python -m edgeopt.search.child RUN/trials
+    """One worker's trial child: a persistent ``python -m edgeopt.search.trial.builder RUN/trials
     --serve`` that imports torch once and builds one candidate per request, instead of a
     fresh interpreter per trial (2.5 s of import each time).
 
@@ -143,7 +143,7 @@ class TrialChild:
                 [
                     sys.executable,
                     "-m",
-                    "edgeopt.search.child",
+                    "edgeopt.search.trial.builder",
                     str(self.trials_dir),
                     "--serve",
                     str(write_end),
@@ -195,11 +195,11 @@ def _main(req_path: Path) -> None:
     from edgeopt.candidate import Candidate
     from edgeopt.data import load_npz
     from edgeopt.errors import CandidateError, EdgeoptError
-    from edgeopt.loading import ModelSpec
+    from edgeopt.loading import ModelSpec, load_spec
     from edgeopt.measure.accuracy import onnx_score
     from edgeopt.pipeline import PipelineInputs, build
     from edgeopt.profiles import load_profile, merge_profiles
-    from edgeopt.search.halving import RUNGS_ATTR, below_bar
+    from edgeopt.search.strategy.halving import RUNGS_ATTR, below_bar
 
     req = TrialRequest.read(req_path)
     trial_dir = Path(req.trial_dir)
@@ -215,7 +215,7 @@ def _main(req_path: Path) -> None:
         )
 
     try:
-        model = ModelSpec.from_dict(req.model).load()
+        model = load_spec(ModelSpec.from_dict(req.model))
         data = load_npz(req.data) if req.data else None
     except EdgeoptError as exc:  # e.g. the model file changed since the run was set up
         write(TrialResult.failed("load", exc.message))

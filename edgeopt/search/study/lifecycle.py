@@ -23,9 +23,9 @@ from optuna.trial import TrialState
 
 from edgeopt.config import RunConfig
 from edgeopt.errors import ConfigError
-from edgeopt.search import storage as storage_mod
-from edgeopt.search.context import SearchContext
-from edgeopt.search.shared import check_settings, publish
+from edgeopt.search.study import storage as storage_mod
+from edgeopt.search.study.context import SearchContext
+from edgeopt.search.study.shared import check_settings, publish
 from edgeopt.stages import ModelFacts
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -43,16 +43,16 @@ STALE_REASON = (
 )
 
 
-def make_storage(url: str) -> RDBStorage:
+def heartbeat_storage(url: str) -> RDBStorage:
     """An RDB storage (SQLite or PostgreSQL) with heartbeats and one retry of stale trials;
     ConfigError (with a hint) when it cannot be opened."""
-    return storage_mod.make_storage(url, heartbeat_s=HEARTBEAT_S, grace_beats=GRACE_BEATS)
+    return storage_mod.open_storage(url, heartbeat_s=HEARTBEAT_S, grace_beats=GRACE_BEATS)
 
 
 def check_joinable(config: RunConfig, url: str) -> None:
     """Before any setup work: the storage opens, and a study of this name that already
     exists was started with the same settings (ConfigError, exit 2, otherwise)."""
-    storage = storage_mod.make_storage(url)
+    storage = storage_mod.open_storage(url)
     try:
         attrs = _study_attrs(storage, config.study_name)
     except Exception as exc:
@@ -84,7 +84,7 @@ def make_sampler(
     ctx: SearchContext, worker_index: int, trials_done: int = 0
 ) -> optuna.samplers.BaseSampler:
     """The configured sampler, seeded by ``sampler_seed``."""
-    from edgeopt.search.space import grid_space
+    from edgeopt.search.strategy.space import grid_space
 
     config = ctx.config
     seed = sampler_seed(config.seed, worker_index, trials_done)
@@ -109,11 +109,11 @@ def open_study(ctx: SearchContext, worker_index: int = 0) -> tuple[optuna.Study,
     worker with other settings is refused (ConfigError).
 
     Returns the study and the storage it was opened with (for heartbeats)."""
-    from edgeopt.search.space import baseline_params
+    from edgeopt.search.strategy.space import baseline_params
 
     url = ctx.storage_url
     name = ctx.config.study_name
-    storage = make_storage(url)
+    storage = heartbeat_storage(url)
     with storage_mod.study_lock(storage, name, ctx.run.lock_path("ask")):
         check_settings(_study_attrs(storage, name), ctx.config, storage_mod.redact(url))
         try:
@@ -176,7 +176,7 @@ def enqueue_next(study: optuna.Study, ctx: SearchContext, facts: ModelFacts) -> 
     search sees the whole range of ratios instead of one ratio trained longer. A seed that
     failed (a model pruning cannot handle) is not queued again. Not on a grid, which is
     exhaustive and rejects values off it, nor in a plain search."""
-    from edgeopt.search.seeds import SEED_ATTR, expert_seeds
+    from edgeopt.search.strategy.seeds import SEED_ATTR, expert_seeds
 
     if ctx.config.sampler == "grid" or ctx.config.plain_search:
         return
@@ -197,8 +197,8 @@ def _enqueue_next_promotion(
     """Queue the longer fine-tune of the oldest completed trial that earned one and whose
     torch phase no trial has built, tried or is queued to build yet. The Pareto front (which
     reads every trial) is read only when a trial passes the cheap checks."""
-    from edgeopt.search.halving import PROMOTED_ATTR, RUNGS_ATTR, promotion
-    from edgeopt.search.seeds import torch_params
+    from edgeopt.search.strategy.halving import PROMOTED_ATTR, RUNGS_ATTR, promotion
+    from edgeopt.search.strategy.seeds import torch_params
 
     # in any state: a promotion that failed (timed out, say) is not queued again and again;
     # a queued trial's params are its fixed params until a worker has suggested them all

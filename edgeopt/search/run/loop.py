@@ -2,8 +2,8 @@
 
 Every worker (a process here, or on another machine sharing the storage) runs the same
 ask/tell loop: fail stale trials, count, ask, build and measure under a heartbeat, tell.
-``python -m edgeopt.search.loop RUN_DIR [--trials N] [--timeout S] [--index I]`` is one
-worker; ``optimize`` runs one in-process or a pool of them.
+``python -m edgeopt.search.run.loop RUN_DIR [--trials N] [--timeout S] [--index I]`` is one
+worker; ``run_search`` runs one in-process or a pool of them.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from optuna.trial import TrialState
 
 from edgeopt.errors import EdgeoptError
 from edgeopt.lifeline import die_with_parent
-from edgeopt.search.context import SearchContext, Trust
-from edgeopt.search.objective import TrialRunner
-from edgeopt.search.progress import TrialEvent, trial_event
-from edgeopt.search.study import (
+from edgeopt.search.integrations.tracking import Tracker
+from edgeopt.search.run.progress import TrialEvent, trial_event
+from edgeopt.search.study.context import SearchContext, Trust
+from edgeopt.search.study.lifecycle import (
     FINISHED,
     GRACE_BEATS,
     HEARTBEAT_S,
@@ -40,7 +40,7 @@ from edgeopt.search.study import (
     open_study,
     pop_retry,
 )
-from edgeopt.search.tracking import Tracker
+from edgeopt.search.trial.objective import TrialRunner
 from edgeopt.stopping import STOP_SIGNALS, Interrupted, Stopper, current
 
 ProgressFn = Callable[[TrialEvent], None]
@@ -130,7 +130,7 @@ class Worker:
     def _limit(self, n_trials: int | None) -> int | None:
         if self.ctx.config.sampler != "grid":
             return n_trials
-        from edgeopt.search.space import grid_space
+        from edgeopt.search.strategy.space import grid_space
 
         size = 1
         for values in grid_space(self.ctx.merged, self.runner.facts()).values():
@@ -160,7 +160,7 @@ class Worker:
             time.sleep(min(2.0, HEARTBEAT_S))
 
 
-def optimize(
+def run_search(
     run_dir: Path,
     *,
     n_trials: int | None,
@@ -222,7 +222,7 @@ def _run_pool(
     mlflow: str | None,
     stopper: Stopper,
 ) -> bool:
-    args = [sys.executable, "-m", "edgeopt.search.loop", str(run_dir)]
+    args = [sys.executable, "-m", "edgeopt.search.run.loop", str(run_dir)]
     args += (trust or Trust()).argv()
     if n_trials is not None:
         args += ["--trials", str(n_trials)]
@@ -279,7 +279,7 @@ def _report_new(
 
 def main() -> None:
     """Entry point of one worker process."""
-    parser = argparse.ArgumentParser(prog="python -m edgeopt.search.loop")
+    parser = argparse.ArgumentParser(prog="python -m edgeopt.search.run.loop")
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--trials", type=int)
     parser.add_argument("--timeout", type=float)

@@ -15,7 +15,7 @@ from typing import Any
 from edgeopt.errors import ConfigError
 from edgeopt.fileio import write_atomic
 from edgeopt.rundir import RunDir
-from edgeopt.search.artifacts import check_sha256
+from edgeopt.search.study.artifacts import check_sha256
 
 EXPORT_SCHEMA_VERSION = 1
 # outputs of a rebuilt model must agree with the recorded one within this (absolute, plus
@@ -128,7 +128,7 @@ def export_trial(
     ``rebuild``, the candidate is built again from its config in a temporary folder (no
     shared cache: the torch phase re-runs) and compared with the recorded model.
     """
-    from edgeopt.search.source import scratch_dir
+    from edgeopt.search.study.source import scratch_dir
 
     run = RunDir(run_dir) if run_dir is not None else None
     trial = find_trial(records, number)
@@ -168,8 +168,8 @@ def _source_onnx(
     run: RunDir | None, spec: str | None, trial: Mapping[str, Any], dest: Path
 ) -> Path:
     """The trial's ONNX file: local (inside the run directory) or downloaded into ``dest``."""
-    from edgeopt.search.artifacts import open_store
-    from edgeopt.search.source import trial_onnx
+    from edgeopt.search.study.artifacts import open_store
+    from edgeopt.search.study.source import trial_onnx
 
     src = trial_onnx(run, lambda: open_store(spec, write=False) if spec else None, trial, dest)
     if not src.is_file():
@@ -211,10 +211,11 @@ def rebuild_check(
     from edgeopt.candidate import Candidate
     from edgeopt.config import RunConfig
     from edgeopt.data import load_npz, synthetic_inputs
+    from edgeopt.loading import load_spec
     from edgeopt.measure.accuracy import onnx_logits
     from edgeopt.pipeline import PipelineInputs, build
     from edgeopt.profiles import load_profile, merge_profiles
-    from edgeopt.search.protocol import SYNTHETIC_N, SYNTHETIC_VAL_SEED
+    from edgeopt.search.trial.protocol import SYNTHETIC_N, SYNTHETIC_VAL_SEED
 
     run = RunDir(run_dir) if run_dir is not None else None
     if run is not None and run.run_file.exists():
@@ -222,7 +223,7 @@ def rebuild_check(
     else:
         config = RunConfig.from_dict({**records["config"], "storage": None})
         salt = str(records["baseline"]["salt"])
-    model = config.model.with_trust(**trust).load() if trust else config.model.load()
+    model = load_spec(config.model.with_trust(**trust) if trust else config.model)
     data = load_npz(config.data) if config.data else None
     profile = merge_profiles([load_profile(t) for t in config.targets])
     torch.set_num_threads(config.threads)

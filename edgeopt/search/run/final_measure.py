@@ -5,7 +5,7 @@ its trial ran; when other jobs loaded the machine meanwhile, contention that hur
 model more than a small one skews that ratio (a "14.1x" that a quiet machine measures as
 8.2x). So after the search the front members, the baselines and the original model are timed
 again, all together in one interleaved pass on this host, with the host's load recorded
-(``edgeopt.measure.load``). Reports show these final figures beside the in-search ones and
+(``edgeopt.measure.machine_load``). Reports show these final figures beside the in-search ones and
 say when the two disagree; the in-search figures are kept unchanged.
 
 Only profiles measured on this host are re-measured (``LocalRunner``); a remote device's
@@ -33,7 +33,7 @@ import numpy as np
 
 from edgeopt.errors import ConfigError, EdgeoptError
 from edgeopt.fileio import file_lock
-from edgeopt.search.artifacts import trial_artifacts
+from edgeopt.search.study.artifacts import trial_artifacts
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from edgeopt.measure.runtime import LatencyStats
     from edgeopt.profiles import HardwareProfile
     from edgeopt.rundir import RunDir
-    from edgeopt.search.source import OpenRun
+    from edgeopt.search.study.source import OpenRun
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +185,8 @@ def add_final_latency(
 ) -> dict[str, Any]:
     """``final`` with ``final_latency`` from a pass run now (:func:`final_latency`), written
     to ``final.json`` and recorded in the study so that every machine's report has it."""
-    from edgeopt.search.shared import record_final_latency
-    from edgeopt.search.source import scratch_dir
+    from edgeopt.search.study.shared import record_final_latency
+    from edgeopt.search.study.source import scratch_dir
 
     with scratch_dir() as tmp:
         figures = final_latency(opened, run, trials, sample=sample, scratch=Path(tmp))

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from edgeopt.search.space import params_with
+from edgeopt.search.strategy.space import params_with
 from edgeopt.stages import STAGES, ModelFacts, Phase
 
 if TYPE_CHECKING:

@@ -15,11 +15,11 @@ from edgeopt.config import RunConfig
 from edgeopt.data import split_sizes
 from edgeopt.errors import ConfigError
 from edgeopt.rundir import Baseline
-from edgeopt.search import shared
-from edgeopt.search.artifacts import trial_artifacts
-from edgeopt.search.protocol import SYNTHETIC_N
-from edgeopt.search.source import OpenRun, RunSource
-from edgeopt.search.storage import redact
+from edgeopt.search.study import shared
+from edgeopt.search.study.artifacts import trial_artifacts
+from edgeopt.search.study.source import OpenRun, RunSource
+from edgeopt.search.study.storage import redact
+from edgeopt.search.trial.protocol import SYNTHETIC_N
 
 # 2: ``metric`` (the run's --metric, what val/test accuracy and the accuracy objective are)
 # and, per front member and baseline with labelled data, ``task_metrics``:
@@ -27,8 +27,8 @@ from edgeopt.search.storage import redact
 # 3: ``final_latency``: per trial re-measured after the search, {profile: {"p50_ms",
 # "p90_ms", "ratio_to_original", "speedup", "load", "device"}}; at the top, per profile, the
 # pass ({"device", "threads", "measured_at", "passes", "rounds", "load", "original":
-# {"p50_ms", "p90_ms"}[, "missing"]} or {"skipped": reason}; see search/final_measure.py);
-# and a host-measured latency's ``load`` (edgeopt.measure.load.MachineLoad) in measurements;
+# {"p50_ms", "p90_ms"}[, "missing"]} or {"skipped": reason}; see search/run/final_measure.py);
+# and a host-measured latency's ``load`` (edgeopt.measure.machine_load.MachineLoad) in measurements;
 # later, without a new version (a key added): ``unfinished``, the running and queued trials
 SCHEMA_VERSION = 3
 N_KEYS = ("n_val", "n_test")
@@ -180,7 +180,7 @@ def _trial_record(
     on_front: bool,
 ) -> dict[str, Any]:
     """One trial as a plain record (see ``load_run``)."""
-    from edgeopt.search.study import STALE_REASON
+    from edgeopt.search.study.lifecycle import STALE_REASON
 
     ua = t.user_attrs
     rec: dict[str, Any] = {

@@ -17,9 +17,9 @@ from typing import Any
 import optuna
 
 from edgeopt.errors import ConfigError
-from edgeopt.search.dashboard_guard import Guard
-from edgeopt.search.source import RunSource
-from edgeopt.search.storage import make_storage, redact
+from edgeopt.search.integrations.dashboard_guard import Guard
+from edgeopt.search.study.source import RunSource
+from edgeopt.search.study.storage import open_storage, redact
 
 INSTALL_HINT = "pip install 'edgeopt[dashboard]'"
 
@@ -81,7 +81,7 @@ def open_dashboard(run_dir: str | Path) -> Dashboard:
         named = True
     except Exception:  # a read-only storage: the dashboard still shows the study, unnamed
         names, named = tuple(str(n) for n in study.user_attrs.get("objectives") or []), False
-    storage = make_storage(source.storage)
+    storage = open_storage(source.storage)
     return Dashboard(
         study_name=source.study_name,
         study_id=storage.get_study_id_from_name(source.study_name),
@@ -98,7 +98,7 @@ def _artifact_store(source: RunSource) -> Any:
     spec = source.artifacts
     if not spec:
         return None
-    from edgeopt.search.artifacts import open_store
+    from edgeopt.search.study.artifacts import open_store
 
     try:
         return open_store(spec, write=False)

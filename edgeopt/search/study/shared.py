@@ -13,7 +13,7 @@ Study user attributes (JSON, written once by the first machine, under the study 
     test_accuracy:<n>  the front's test-split numbers (one key per trial: no lost updates
                        when two machines finish at once), with ``test_split``
     final_latency:<p>  the front's host latency on profile <p>, re-measured in one pass after
-                       the search (``edgeopt.search.final_measure``; the last machine's)
+                       the search (``edgeopt.search.run.final_measure``; the last machine's)
     task_metrics:<n>   the front's and baselines' task metrics on validation and test
                        (``{"val": {name: entry}, "test": ...}``, see ``setup.finalize``)
     edgeopt:uid        a random id naming the study in MLflow (``search.tracking``; written

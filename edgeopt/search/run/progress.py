@@ -19,9 +19,10 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from edgeopt.report.summary import Summary, summarize
-from edgeopt.search.records import study_records
-from edgeopt.search.study import FINISHED, retry_of
+from edgeopt.report.model import Summary
+from edgeopt.report.summary import summarize
+from edgeopt.search.run.collect import study_records
+from edgeopt.search.study.lifecycle import FINISHED, retry_of
 
 
 @dataclass(frozen=True)

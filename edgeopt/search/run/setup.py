@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from edgeopt.config import RunConfig
 from edgeopt.errors import ConfigError
 from edgeopt.rundir import Baseline, RunDir
-from edgeopt.search.protocol import SYNTHETIC_N, scoring_inputs
+from edgeopt.search.trial.protocol import SYNTHETIC_N, scoring_inputs
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +27,11 @@ def prepare(config: RunConfig, run_dir: Path) -> Baseline:
     reference latency) and the study. Idempotent: a resumed run reuses them; two processes
     setting up one directory at once take turns."""
     from edgeopt.data import load_npz
-    from edgeopt.loading import check_model_and_data
+    from edgeopt.loading import check_model_and_data, load_spec
     from edgeopt.profiles import load_profile, merge_profiles
-    from edgeopt.search.artifacts import open_store
-    from edgeopt.search.context import SearchContext
-    from edgeopt.search.study import check_joinable, open_study
+    from edgeopt.search.study.artifacts import open_store
+    from edgeopt.search.study.context import SearchContext
+    from edgeopt.search.study.lifecycle import check_joinable, open_study
 
     profiles = [load_profile(t) for t in config.targets]
     merge_profiles(profiles)  # fails fast when the targets share no model format
@@ -39,7 +39,7 @@ def prepare(config: RunConfig, run_dir: Path) -> Baseline:
     if len(set(names)) != len(names):
         raise ConfigError(f"--target names a profile twice: {', '.join(names)}")
     data = load_npz(config.data) if config.data else None
-    loaded = config.model.load(data.input_shape if data is not None else None)
+    loaded = load_spec(config.model, data.input_shape if data is not None else None)
     # an input shape taken from the data is recorded: workers and a resume load alike
     config = replace(config, model=config.model.with_data_shape(loaded))
     check_model_and_data(loaded, data)  # sample shape, labels < the model's outputs
@@ -65,10 +65,10 @@ def prepare(config: RunConfig, run_dir: Path) -> Baseline:
 def _make_baseline(
     config: RunConfig, loaded: Any, data: Any, profiles: list[Any], run: RunDir
 ) -> Baseline:
-    from edgeopt.export import loaded_to_onnx
     from edgeopt.measure.accuracy import onnx_task_metric
     from edgeopt.measure.runtime import host_description
     from edgeopt.measure.service import reference_latency_ms
+    from edgeopt.onnx_export import loaded_to_onnx
 
     run.baseline_dir.mkdir(parents=True, exist_ok=True)
     sample = data.x_val[:8] if data is not None else None
@@ -111,7 +111,7 @@ def _make_baseline(
 def _probe_fields(config: RunConfig, loaded: Any, data: Any) -> dict[str, Any]:
     """The pruning pre-flight's verdict and the measured fine-tune epoch cost, as
     ``Baseline`` fields (none for an ONNX input: only the ONNX-side stages apply)."""
-    from edgeopt.search.model_probe import probe_model
+    from edgeopt.search.run.model_probe import probe_model
 
     if loaded.is_onnx:
         return {}
@@ -183,10 +183,10 @@ def _finalize(run_dir: Path) -> dict[str, Any]:
     """
     from edgeopt.data import load_npz
     from edgeopt.measure.accuracy import onnx_score, onnx_task_metric_entries
-    from edgeopt.search.artifacts import trial_artifacts
-    from edgeopt.search.final_measure import add_final_latency
-    from edgeopt.search.shared import record_test_numbers
-    from edgeopt.search.source import BuiltElsewhere, RunSource, scratch_dir
+    from edgeopt.search.run.final_measure import add_final_latency
+    from edgeopt.search.study.artifacts import trial_artifacts
+    from edgeopt.search.study.shared import record_test_numbers
+    from edgeopt.search.study.source import BuiltElsewhere, RunSource, scratch_dir
 
     run = RunDir(run_dir)
     opened = RunSource.local(run.path).open()

@@ -1,45 +1,18 @@
-"""Graph cost model: estimate latency, memory and energy of an ONNX model on a hardware profile.
-
-The model is a per-kernel roofline, the decomposition nn-Meter uses (fused kernels, not ONNX
-nodes), with analytic costs instead of learned regressors:
-
-1. **Kernels.** Shapes come from ``onnx.shape_inference`` (a dynamic batch dim is taken as 1).
-   Nodes whose inputs are all constant are folded away. Views (Reshape, Flatten, Squeeze, ...)
-   are free aliases. Runtimes fuse Conv+BatchNormalization+Add+Relu/Clip and Gemm+Relu into one
-   kernel: one overhead, no bytes for the fused intermediates. In QDQ graphs the
-   DequantizeLinear nodes feeding a Conv's input and weight, and the QuantizeLinear after it,
-   fold into the op, which then computes in int8 and moves int8 tensors; QOperator graphs
-   (QLinearConv, ConvInteger, MatMulInteger, QLinear*) are int8 by op type.
-2. **Placement.** A kernel runs on the profile's first unit if that unit supports every op in
-   it at its dtype, else on the unit's fallback (recursively). With ``single_prefix``
-   partitioning (Edge TPU) every kernel after the first fallback falls back too. Graph inputs
-   and outputs live on the host unit (the end of the fallback chain). A tensor crossing units
-   costs ``bytes / link_bandwidth + link_latency``.
-3. **Time.** ``t = max(ops / (peak[dtype] * eff[dtype][class]), bytes / bandwidth)
-   + kernel_overhead``; the total adds transfers and the per-inference invoke overhead.
-4. **Memory.** Kernels run in topological order; a tensor is live from its producing kernel
-   to its last consuming kernel (graph inputs from the start, outputs to the end). The peak
-   sum of live tensors is the activation memory; weights are counted separately. Both are
-   checked against the memory levels the profile declares.
-5. **Energy** is an interval: the lower bound is ``ops * pJ/op + bytes * pJ/byte``; the upper
-   bound is ``sum(active_w * busy + idle_w * (T - busy))`` over units.
-
-Modules: ``graph`` (shapes, aliases), ``ops`` (dtype and work per node: the one op counter),
-``kernels`` (1), ``roofline`` (2, 3), ``memory`` (4), ``energy`` (5), ``result`` (what comes
-back).
-"""
+"""The cost model's two entry points: ``estimate`` (latency, memory and energy of an ONNX
+model on a profile, with the assumptions it rests on) and ``kernel_work`` (the kernels and
+their MACs, as the model counts them). See the package docstring for the model itself."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeopt.measure.estimate.energy import energy_bounds_mj
-from edgeopt.measure.estimate.graph import Graph, load_model
-from edgeopt.measure.estimate.kernels import build_kernels, connect, schedule
-from edgeopt.measure.estimate.memory import memory_fits, peak_activation_bytes, weight_bytes
-from edgeopt.measure.estimate.result import Estimate, NodeCost
-from edgeopt.measure.estimate.roofline import Timeline, place, time_kernels
+from edgeopt.estimate.energy import energy_bounds_mj
+from edgeopt.estimate.graph import Graph, load_model
+from edgeopt.estimate.kernels import build_kernels, connect, schedule
+from edgeopt.estimate.memory import memory_fits, peak_activation_bytes, weight_bytes
+from edgeopt.estimate.result import Estimate
+from edgeopt.estimate.roofline import Timeline, place, time_kernels
 from edgeopt.profiles import HardwareProfile
 
 
@@ -153,6 +126,3 @@ def kernel_work(onnx_path: str | Path, fusions: frozenset[str]) -> list[KernelWo
         )
         for k in build_kernels(g, fusions)
     ]
-
-
-__all__ = ["Estimate", "KernelWork", "NodeCost", "estimate", "kernel_work"]

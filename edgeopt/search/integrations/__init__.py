@@ -1,0 +1,1 @@
+"""Outside tools that watch a search: MLflow tracking and optuna-dashboard."""

@@ -1,0 +1,1 @@
+"""A run from setup to reports: prepare, search loop, progress, final measure, read back."""

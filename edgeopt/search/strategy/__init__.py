@@ -1,0 +1,1 @@
+"""What to try next: the composed search space, expert seeds, successive halving."""

@@ -1,0 +1,1 @@
+"""The Optuna study and what every worker shares through it: storage, artifacts, settings."""

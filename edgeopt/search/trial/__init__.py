@@ -1,0 +1,1 @@
+"""One trial: the objective, the child process that builds it, and their protocol."""

@@ -1,0 +1,246 @@
+"""The Torch-Pruning mechanics behind ``PruneStage.apply``: importance criteria, Taylor
+gradients, the pruner run in place, the per-layer floor ratios for rounded channel counts,
+and the checks that each group kept the channels its config implies."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from edgeopt.errors import CandidateError
+from edgeopt.stages.prune_config import (
+    MAX_RATIO,
+    Importance,
+    PruneConfig,
+    expected_channels,
+    layer_ratio,
+)
+from edgeopt.stages.prune_trace import PrunedGroup, trace_forward
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from edgeopt.stages.base import StageContext
+
+TAYLOR_SAMPLES = 128
+"""Training samples (or synthetic inputs) whose gradients rank channels for Taylor importance."""
+TAYLOR_BATCH = 64
+
+
+def count_macs_params(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int]:
+    """MACs for one sample and parameter count, via ``tp.utils.count_ops_and_params``."""
+    import torch
+    import torch_pruning as tp
+
+    was_training = model.training
+    model.eval()
+    try:
+        macs, params = tp.utils.count_ops_and_params(model, torch.zeros((1, *input_shape)))
+    finally:
+        model.train(was_training)
+    return int(macs), int(params)
+
+
+def output_layer(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module | None:
+    """The last Conv/Linear module executed in a forward pass (the classifier head)."""
+    import torch
+    from torch import nn
+
+    order: list[nn.Module] = []
+    hooks = [
+        m.register_forward_hook(lambda mod, _i, _o: order.append(mod))
+        for m in model.modules()
+        if isinstance(m, nn.Linear | nn.modules.conv._ConvNd)
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros((1, *input_shape)))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return order[-1] if order else None
+
+
+def importance_of(kind: Importance) -> Any:
+    """The Torch-Pruning importance criterion for ``kind``."""
+    import torch_pruning as tp
+
+    if kind is Importance.L1:
+        return tp.importance.GroupMagnitudeImportance(p=1)
+    if kind is Importance.L2:
+        return tp.importance.GroupMagnitudeImportance(p=2)
+    if kind is Importance.TAYLOR:
+        return tp.importance.GroupTaylorImportance()
+    return tp.importance.BNScaleImportance()
+
+
+def taylor_batches(ctx: StageContext, model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A few (x, y) batches for Taylor gradients: training data, or the model's own labels on
+    synthetic Gaussian inputs when there is no data."""
+    import numpy as np
+    import torch
+
+    if ctx.data is not None:
+        n = min(TAYLOR_SAMPLES, len(ctx.data.x_train))
+        idx = np.random.default_rng(ctx.seed).permutation(len(ctx.data.x_train))[:n]
+        x = torch.from_numpy(ctx.data.x_train[idx])
+        y = torch.from_numpy(ctx.data.y_train[idx])
+    else:
+        g = torch.Generator().manual_seed(ctx.seed)
+        x = torch.randn((TAYLOR_SAMPLES, *ctx.input_shape), generator=g)
+        with torch.no_grad():
+            y = model(x).argmax(1)
+    return [
+        (x[i : i + TAYLOR_BATCH], y[i : i + TAYLOR_BATCH]) for i in range(0, len(x), TAYLOR_BATCH)
+    ]
+
+
+def group_roots(pruner: Any) -> list[tuple[nn.Module, int]]:
+    """(root module, out channels) of every group the pruner may prune."""
+    roots: list[tuple[nn.Module, int]] = []
+    for group in pruner.DG.get_all_groups(
+        ignored_layers=pruner.ignored_layers, root_module_types=pruner.root_module_types
+    ):
+        module = group[0].dep.target.module
+        ch = pruner.DG.get_out_channels(module)
+        if ch is not None:
+            roots.append((module, int(ch)))
+    return roots
+
+
+def out_channels(module: nn.Module) -> int:
+    """Output channels of a Conv/Linear/RNN-like module; CandidateError("prune") otherwise."""
+    for attr in ("out_channels", "out_features", "hidden_size"):
+        if hasattr(module, attr):
+            return int(getattr(module, attr))
+    raise CandidateError("prune", f"cannot read the channel count of {type(module).__name__}")
+
+
+def forward_checked(model: nn.Module, x: torch.Tensor, failure: str) -> torch.Tensor:
+    """``model(x)`` without gradients; CandidateError("prune", "<failure>: <reason>")."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            return model(x)
+    except Exception as exc:
+        raise CandidateError("prune", f"{failure}: {exc}") from exc
+
+
+def ignored_layers_of(
+    model: nn.Module, config: PruneConfig, shape: tuple[int, ...]
+) -> list[nn.Module]:
+    """The output layer and the configured ``ignored_layers``, as modules of ``model``."""
+    names = dict(model.named_modules())
+    head = output_layer(model, shape)
+    ignored = [head] if head is not None else []
+    for n in config.ignored_layers:
+        if n not in names:
+            raise CandidateError("prune", f"ignored layer {n!r} is not a module of the model")
+        ignored.append(names[n])
+    return ignored
+
+
+def prune_in_place(
+    model: nn.Module,
+    example: torch.Tensor,
+    config: PruneConfig,
+    ignored: list[nn.Module],
+    ctx: StageContext,
+    arch: str,
+    record: list[PrunedGroup],
+) -> list[tuple[nn.Module, int]]:
+    """Prune ``model`` in place; returns the group roots with their channels before, and
+    appends every group pruned to ``record`` (in order).
+
+    Any Torch-Pruning failure becomes a CandidateError naming the architecture ``arch``.
+    """
+    import torch_pruning as tp
+    from torch import nn
+
+    try:
+        pruner = tp.pruner.BasePruner(
+            model,
+            example,
+            importance=importance_of(config.importance),
+            global_pruning=config.global_pruning,
+            pruning_ratio=config.ratio,
+            pruning_ratio_dict=floor_ratios(model, config, ignored) or None,
+            max_pruning_ratio=MAX_RATIO if config.global_pruning else 1.0,
+            iterative_steps=config.iterative_steps,
+            ignored_layers=ignored,
+            round_to=config.round_to if config.round_to > 1 else None,
+            forward_fn=trace_forward,
+        )
+        roots = group_roots(pruner)
+        batches = taylor_batches(ctx, model) if config.importance is Importance.TAYLOR else []
+        for _ in range(config.iterative_steps):
+            if batches:  # Taylor importance ranks by gradients: compute them before each step
+                model.zero_grad(set_to_none=True)
+                for x, y in batches:
+                    nn.functional.cross_entropy(model(x), y).backward()
+            for group in pruner.step(interactive=True):
+                record.append(PrunedGroup.of(group, pruner.DG))
+                group.prune()
+        model.zero_grad(set_to_none=True)
+    except CandidateError:
+        raise
+    except Exception as exc:
+        raise CandidateError(
+            "prune",
+            f"Torch-Pruning could not prune {arch}: {type(exc).__name__}: {exc}",
+            hint="the architecture may not be traceable by DepGraph; "
+            "quantization-only candidates still apply",
+        ) from exc
+    return roots
+
+
+def floor_ratios(model: nn.Module, config: PruneConfig, ignored: list[nn.Module]) -> dict:
+    """Uniform pruning only: ``layer_ratio`` of every layer where it differs from the
+    config's ratio (Torch-Pruning reads a group's ratio from any of its layers here)."""
+    from torch import nn
+
+    if config.global_pruning or config.round_to <= 1:
+        return {}
+    skip = {id(m) for m in ignored}
+    out = {}
+    for module in model.modules():
+        if id(module) in skip or not isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            continue
+        channels = out_channels(module)
+        ratio = layer_ratio(channels, config.ratio, config.round_to)
+        if ratio != config.ratio:
+            out[module] = ratio
+    return out
+
+
+def checked_channels(
+    model: nn.Module, roots: list[tuple[nn.Module, int]], config: PruneConfig
+) -> dict[str, int]:
+    """Out channels of every group root after pruning, by qualified module name.
+
+    Raises CandidateError unless each is what the config implies: uniform,
+    ``expected_channels``; global, a multiple of ``round_to`` or unchanged.
+    """
+    module_names = {id(m): n for n, m in model.named_modules()}
+    channels: dict[str, int] = {}
+    for module, before in roots:
+        after = out_channels(module)
+        label = module_names.get(id(module), type(module).__name__)
+        channels[label] = after
+        if config.global_pruning:
+            ok = after == before or (after % config.round_to == 0 and 0 < after <= before)
+            want = f"a multiple of {config.round_to} or {before}"
+        else:
+            want_n = expected_channels(
+                before, config.ratio, config.round_to, config.iterative_steps
+            )
+            ok, want = after == want_n, str(want_n)
+        if not ok:
+            raise CandidateError(
+                "prune", f"{label}: {after} channels after pruning {before}, expected {want}"
+            )
+    return channels

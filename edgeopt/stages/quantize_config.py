@@ -1,0 +1,88 @@
+"""What a quantize config is (modes, calibration, 8-bit types, ``QuantizeConfig``) and where
+its calibration inputs come from. ``edgeopt.stages.quantize`` (the stage),
+``edgeopt.stages.quantize_ort`` (the conversions) and ``edgeopt.stages.sensitivity`` share it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edgeopt.data import synthetic_inputs
+from edgeopt.errors import ConfigError
+from edgeopt.stages.base import StageConfig, check_range
+
+if TYPE_CHECKING:
+    from edgeopt.stages.base import StageContext
+
+
+class QuantMode(StrEnum):
+    """What the quantize stage produces."""
+
+    FP32 = "fp32"  # unchanged (a copy)
+    FP32_OPT = "fp32_opt"  # ORT basic-level graph optimization, saved
+    FP16 = "fp16"  # float16 weights and compute, fp32 inputs/outputs
+    INT8_STATIC = "int8_static"  # static QDQ, types from the profile
+    INT8_DYNAMIC = "int8_dynamic"  # dynamic, MatMul/Gemm only
+    ORT_DEFAULT = "ort_default"  # quantize_static with ORT's defaults (by-hand baseline)
+
+
+class CalibMethod(StrEnum):
+    """Calibration of activation ranges (ORT ``CalibrationMethod``)."""
+
+    MINMAX = "minmax"
+    ENTROPY = "entropy"
+    PERCENTILE = "percentile"
+
+
+class QType(StrEnum):
+    """8-bit tensor types; the profile says which the target's kernels want."""
+
+    INT8 = "int8"
+    UINT8 = "uint8"
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantizeConfig(StageConfig):
+    """Quantization settings.
+
+    ``calibration``/``calibration_samples``/``exclude_first_last``/``activation_type`` apply to
+    the static modes; ``per_channel``/``weight_type`` to the int8 modes (``ort_default``
+    ignores all of them but ``calibration_samples``: it is ORT's defaults by definition).
+    ``exclude_first_last`` keeps the first and last Conv/Gemm/MatMul in float;
+    ``fp32_nodes`` (int8_static only) keeps that many more in float, the ones whose
+    quantization hurts the output most (``edgeopt.stages.sensitivity``).
+    """
+
+    mode: QuantMode = QuantMode.FP32
+    calibration: CalibMethod = CalibMethod.MINMAX
+    calibration_samples: int = 128
+    per_channel: bool = True
+    activation_type: QType = QType.UINT8
+    weight_type: QType = QType.INT8
+    exclude_first_last: bool = False
+    fp32_nodes: int = 0
+
+    def __post_init__(self) -> None:
+        self._check_types()
+        check_range("quantize.calibration_samples", self.calibration_samples, 1, 100_000)
+        check_range("quantize.fp32_nodes", self.fp32_nodes, 0, 10_000)
+        if self.activation_type is QType.INT8 and self.weight_type is QType.UINT8:
+            raise ConfigError(
+                "quantize: int8 activations with uint8 weights is not supported by ONNX Runtime",
+                hint="use uint8/int8 (x86) or int8/int8 (ARM, NPU)",
+            )
+
+
+def calibration_inputs(
+    ctx: StageContext, samples: int, input_shape: tuple[int, ...] | None = None
+) -> np.ndarray:
+    """``samples`` calibration inputs: a seeded subset of the training split, or standard
+    Gaussian inputs of ``ctx.input_shape`` when there is no data."""
+    if ctx.data is not None:
+        x = ctx.data.x_train
+        idx = np.random.default_rng(ctx.seed).permutation(len(x))[: min(samples, len(x))]
+        return np.ascontiguousarray(x[idx], dtype=np.float32)
+    return synthetic_inputs(input_shape or ctx.input_shape, samples, ctx.seed)

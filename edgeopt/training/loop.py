@@ -1,0 +1,370 @@
+"""The one training loop, ``fit``: fine-tuning with optional knowledge distillation, on a
+``DataBundle`` or data-free on synthetic inputs, with augmentation, learning-rate schedules
+and checkpoints a longer fine-tune resumes from (``edgeopt.training.resume``)."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edgeopt.errors import ConfigError
+from edgeopt.training.config import OptimizerKind, Schedule, TrainConfig, TrainResult
+from edgeopt.training.distill import distillation_loss, teacher_logits
+from edgeopt.training.evaluate import predict
+from edgeopt.training.resume import CheckpointStore, FitState, stable_epochs
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from edgeopt.data import DataBundle
+
+MAX_EPOCH_SAMPLES = 16384
+"""An epoch draws at most this many training samples: on a large data set the fine-tune
+budget (``epochs``) counts rounds of at most ``MAX_EPOCH_SAMPLES / batch_size`` optimizer
+steps instead of whole passes, so one candidate never costs hours."""
+SYNTHETIC_TRAIN = 2048
+"""Synthetic inputs per epoch in data-free distillation."""
+SYNTHETIC_VAL = 512
+"""Fixed synthetic inputs on which data-free 'accuracy' (top-1 agreement) is measured."""
+MAX_SHIFT_PX = 2
+NOISE_STD = 0.1
+"""Gaussian augmentation noise, as a fraction of the training inputs' standard deviation."""
+
+
+def _batches(n: int, batch: int, gen: torch.Generator) -> list[torch.Tensor]:
+    import torch
+
+    perm = torch.randperm(n, generator=gen)[:MAX_EPOCH_SAMPLES]
+    n = len(perm)
+    if n % batch == 1 and n > 1:  # a batch of one breaks BatchNorm in train mode
+        perm = perm[:-1]
+    return list(perm.split(batch))
+
+
+def augment_batch(x: torch.Tensor, gen: torch.Generator, noise_std: float) -> torch.Tensor:
+    """Random per-sample shifts of up to ``MAX_SHIFT_PX`` (zero fill) plus Gaussian noise."""
+    import torch
+    from torch.nn import functional as F
+
+    if x.dim() != 4 or min(x.shape[2:]) < 4:
+        return x
+    b, c, h, w = x.shape
+    s = MAX_SHIFT_PX
+    padded = F.pad(x, (s, s, s, s))
+    dy = torch.randint(-s, s + 1, (b,), generator=gen)
+    dx = torch.randint(-s, s + 1, (b,), generator=gen)
+    rows = (torch.arange(h)[None, :] + s + dy[:, None])[:, None, :, None]
+    cols = (torch.arange(w)[None, :] + s + dx[:, None])[:, None, None, :]
+    bi = torch.arange(b)[:, None, None, None]
+    ci = torch.arange(c)[None, :, None, None]
+    out = padded[bi, ci, rows, cols]
+    if noise_std > 0:
+        out = out + noise_std * torch.randn(out.shape, generator=gen)
+    return out
+
+
+def lr_factor(schedule: Schedule, step: int, total: int, stable: int = 0) -> float:
+    """The learning rate's factor at ``step`` of ``total``; ``stable``: the steps before the
+    ``wsd`` schedule starts decaying."""
+    if schedule is Schedule.CONSTANT or total <= 0:
+        return 1.0
+    if schedule is Schedule.WSD:
+        return 1.0 if step < stable else max(0.0, (total - step) / max(1, total - stable))
+    frac = step / total
+    if schedule is Schedule.STEP:
+        return 1.0 if frac < 0.5 else (0.1 if frac < 0.75 else 0.01)
+    return 0.5 * (1.0 + math.cos(math.pi * frac))
+
+
+def fit(
+    model: nn.Module,
+    data: DataBundle | None,
+    config: TrainConfig,
+    *,
+    teacher: nn.Module | None = None,
+    seed: int = 0,
+    on_epoch: Callable[[int, float], None] | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    checkpoints: CheckpointStore | None = None,
+) -> TrainResult:
+    """Train ``model`` in place and leave its best-validation weights in it.
+
+    With ``data``: labels from the training split, accuracy on the validation split; the
+    teacher (required when ``config.distill``) supplies soft targets. With ``data=None``:
+    data-free distillation, ``teacher`` required, on fresh standard Gaussian inputs of the
+    teacher's input shape each epoch (hard targets = the teacher's top-1), and "accuracy" is
+    top-1 agreement with the teacher on a fixed synthetic set. The initial weights count as
+    epoch 0, so the result is never worse on validation than the input.
+
+    ``on_epoch(epoch, val_accuracy)`` runs after each epoch (1-based); an exception it raises
+    propagates (the search abandons hopeless candidates that way). The model ends in eval
+    mode; the teacher is not modified (its train/eval mode is restored).
+
+    ``input_shape`` (one sample, no batch dim) is needed only when ``data`` is None.
+    ``checkpoints`` (for the ``wsd`` and ``constant`` schedules): the run starts from the
+    latest saved state it shares with a shorter fine-tune and saves its own at the end of its
+    constant part (``edgeopt.training.resume``); ``on_epoch`` is called for the epochs
+    restored too, so a caller sees the same sequence as from scratch.
+    Raises ConfigError when a required teacher or input shape is missing.
+    """
+    import torch
+
+    t0 = time.perf_counter()
+    if (config.distill or data is None) and teacher is None:
+        raise ConfigError(
+            "fine-tuning needs a teacher model for distillation"
+            + (" (no data was given: data-free distillation)" if data is None else ""),
+        )
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    teacher_was_training = teacher.training if teacher is not None else False
+    if teacher is not None:
+        teacher.eval()
+    try:
+        split = _split(data, teacher, input_shape, seed)
+        run = _Run(model, teacher, split, config, gen)
+        run.train(on_epoch, checkpoints if stable_epochs(config) > 0 else None)
+    finally:
+        if teacher is not None:
+            teacher.train(teacher_was_training)
+    return TrainResult(
+        best_val_accuracy=run.best_acc,
+        best_epoch=run.best_epoch,
+        initial_val_accuracy=run.initial,
+        epochs_run=len(run.history),
+        stopped_early=run.stopped,
+        history=tuple(run.history),
+        seconds=time.perf_counter() - t0,
+        data_free=data is None,
+        resumed_epochs=run.resumed_epochs,
+    )
+
+
+@dataclass(frozen=True)
+class _Split:
+    """Tensors ``fit`` trains and validates on; ``x_train`` None: data-free, fresh synthetic
+    inputs each epoch, labelled by the teacher."""
+
+    x_train: torch.Tensor | None
+    y_train: torch.Tensor | None
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    shape: tuple[int, ...]
+    noise_std: float
+
+
+def _split(
+    data: DataBundle | None,
+    teacher: nn.Module | None,
+    input_shape: tuple[int, ...] | None,
+    seed: int,
+) -> _Split:
+    import torch
+
+    if data is not None:
+        x_train = torch.from_numpy(np.ascontiguousarray(data.x_train, dtype=np.float32))
+        return _Split(
+            x_train=x_train,
+            y_train=torch.from_numpy(np.ascontiguousarray(data.y_train, dtype=np.int64)),
+            x_val=torch.from_numpy(np.ascontiguousarray(data.x_val, dtype=np.float32)),
+            y_val=torch.from_numpy(np.ascontiguousarray(data.y_val, dtype=np.int64)),
+            shape=tuple(x_train.shape[1:]),
+            noise_std=NOISE_STD * float(x_train.std()),
+        )
+    assert teacher is not None
+    if input_shape is None:
+        raise ConfigError("data-free distillation needs the teacher's input_shape")
+    shape = tuple(int(d) for d in input_shape)
+    # its own generator: the validation set is the same whatever the training draws
+    val_gen = torch.Generator().manual_seed(seed + 1_000_003)
+    x_val = torch.randn((SYNTHETIC_VAL, *shape), generator=val_gen)
+    y_val = predict(teacher, x_val).argmax(1)
+    return _Split(None, None, x_val, y_val, shape, NOISE_STD)
+
+
+def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer is OptimizerKind.SGD:
+        return torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+class _Run:
+    """One ``fit`` call's state: the best weights so far, the history, the step count."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        teacher: nn.Module | None,
+        split: _Split,
+        config: TrainConfig,
+        gen: torch.Generator,
+    ) -> None:
+        self.model, self.teacher, self.split = model, teacher, split
+        self.config, self.gen = config, gen
+        self.augment = config.augment and split.x_train is not None and len(split.shape) == 3
+        self.initial = self.val_accuracy()
+        self.best_acc, self.best_epoch = self.initial, 0
+        self.best_state = copy.deepcopy(model.state_dict())
+        self.history: list[tuple[int, float, float]] = []
+        self.stopped = False
+        self.step = 0
+        self.resumed_epochs = 0
+        self.stable_steps = 0
+        # without augmentation the teacher sees the same training inputs every epoch: its
+        # logits are computed once (in eval mode, as per batch) instead of once per epoch
+        self.teacher_logits: torch.Tensor | None = None
+        repeats = config.distill and config.epochs > 1 and not self.augment
+        if teacher is not None and split.x_train is not None and repeats:
+            self.teacher_logits = teacher_logits(teacher, split.x_train)
+
+    def val_accuracy(self) -> float:
+        self.model.eval()
+        logits = predict(self.model, self.split.x_val)
+        return float((logits.argmax(1) == self.split.y_val).float().mean())
+
+    def train(
+        self,
+        on_epoch: Callable[[int, float], None] | None,
+        checkpoints: CheckpointStore | None = None,
+    ) -> None:
+        """Run the epochs (stopping early on ``patience``), then load the best weights."""
+        import torch
+
+        config = self.config
+        if config.epochs > 0:
+            opt = _optimizer(self.model, config)
+            x_train = self.split.x_train
+            n_train = len(x_train) if x_train is not None else SYNTHETIC_TRAIN
+            # the batch count only: a throwaway generator leaves ``gen``'s stream alone
+            steps_per_epoch = len(_batches(n_train, config.batch_size, torch.Generator()))
+            total_steps = steps_per_epoch * config.epochs
+            stable = stable_epochs(config)
+            self.stable_steps = steps_per_epoch * stable
+            since_best, first = 0, 1
+            state = checkpoints.latest(stable) if checkpoints is not None else None
+            if state is not None:
+                since_best = self.restore(state, opt)
+                first = state.epoch + 1
+                for epoch, _loss, acc in self.history:
+                    if on_epoch is not None:
+                        on_epoch(epoch, acc)
+                # the shorter run ended at state.epoch, where this one may stop on patience
+                if config.patience and since_best >= config.patience:
+                    self.stopped, first = True, config.epochs + 1
+            for epoch in range(first, config.epochs + 1):
+                loss = self.epoch(opt, total_steps)
+                acc = self.val_accuracy()
+                self.history.append((epoch, loss, acc))
+                if acc > self.best_acc:
+                    self.best_acc, self.best_epoch, since_best = acc, epoch, 0
+                    self.best_state = copy.deepcopy(self.model.state_dict())
+                else:
+                    since_best += 1
+                if on_epoch is not None:
+                    on_epoch(epoch, acc)
+                if config.patience and since_best >= config.patience and epoch < config.epochs:
+                    self.stopped = True
+                    break
+                if checkpoints is not None and epoch == stable:
+                    checkpoints.save(self.snapshot(epoch, opt, since_best))
+        self.model.load_state_dict(self.best_state)
+        self.model.eval()
+
+    def snapshot(self, epoch: int, opt: torch.optim.Optimizer, since_best: int) -> FitState:
+        """This run's state after ``epoch`` epochs, to continue from."""
+        import torch
+
+        current = copy.deepcopy(self.model.state_dict())
+        return FitState(
+            epoch=epoch,
+            step=self.step,
+            model=current,
+            optimizer=copy.deepcopy(opt.state_dict()),
+            generator=self.gen.get_state(),
+            torch_rng=torch.get_rng_state(),  # dropout draws from the global stream
+            best_acc=self.best_acc,
+            best_epoch=self.best_epoch,
+            best_model=None if self.best_epoch == epoch else self.best_state,
+            initial=self.initial,
+            since_best=since_best,
+            history=list(self.history),
+        )
+
+    def restore(self, state: FitState, opt: torch.optim.Optimizer) -> int:
+        """Continue from ``state`` (saved by a run with the same settings); returns the
+        epochs since the best one."""
+        import torch
+
+        self.model.load_state_dict(state.model)
+        opt.load_state_dict(state.optimizer)
+        self.gen.set_state(state.generator)
+        torch.set_rng_state(state.torch_rng)
+        self.step = state.step
+        self.best_acc, self.best_epoch = state.best_acc, state.best_epoch
+        self.best_state = copy.deepcopy(
+            state.best_model if state.best_model is not None else state.model
+        )
+        self.initial = state.initial
+        self.history = [tuple(h) for h in state.history]  # type: ignore[misc]
+        self.resumed_epochs = state.epoch
+        return state.since_best
+
+    def epoch(self, opt: torch.optim.Optimizer, total_steps: int) -> float:
+        """One pass over the training inputs; returns the mean loss."""
+        import torch
+
+        self.model.train()
+        if self.split.x_train is None:
+            xe = torch.randn((SYNTHETIC_TRAIN, *self.split.shape), generator=self.gen)
+            ye = None
+        else:
+            xe, ye = self.split.x_train, self.split.y_train
+        losses: list[float] = []
+        for idx in _batches(len(xe), self.config.batch_size, self.gen):
+            xb = xe[idx]
+            if self.augment:
+                xb = augment_batch(xb, self.gen, self.split.noise_std)
+            cached = self.teacher_logits[idx] if self.teacher_logits is not None else None
+            loss = self.loss(xb, ye[idx] if ye is not None else None, cached)
+            for group in opt.param_groups:
+                factor = lr_factor(self.config.schedule, self.step, total_steps, self.stable_steps)
+                group["lr"] = self.config.lr * factor
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            self.step += 1
+            losses.append(float(loss.detach()))
+        return float(np.mean(losses)) if losses else 0.0
+
+    def loss(
+        self, xb: torch.Tensor, yb: torch.Tensor | None, t_out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Cross-entropy on ``yb`` (the teacher's top-1 when None), blended with the
+        distillation loss when distilling; ``t_out``: the teacher's logits for ``xb`` when
+        already known."""
+        import torch
+        from torch.nn import functional as F
+
+        config = self.config
+        out = self.model(xb)
+        if t_out is None and self.teacher is not None and (config.distill or yb is None):
+            with torch.no_grad():
+                t_out = self.teacher(xb)
+        if yb is None:
+            assert t_out is not None
+            yb = t_out.argmax(1)
+        ce = F.cross_entropy(out, yb, label_smoothing=config.label_smoothing)
+        if config.distill and t_out is not None:
+            kd = distillation_loss(out, t_out, config.temperature)
+            return config.alpha * kd + (1 - config.alpha) * ce
+        return ce
