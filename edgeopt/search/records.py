@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 from edgeopt.config import RunConfig
 from edgeopt.data import split_sizes
 from edgeopt.errors import ConfigError
+from edgeopt.records import SCHEMA_VERSION
 from edgeopt.rundir import Baseline
 from edgeopt.search import shared
 from edgeopt.search.artifacts import trial_artifacts
@@ -21,16 +22,6 @@ from edgeopt.search.protocol import SYNTHETIC_N
 from edgeopt.search.source import OpenRun, RunSource
 from edgeopt.search.storage import redact
 
-# 2: ``metric`` (the run's --metric, what val/test accuracy and the accuracy objective are)
-# and, per front member and baseline with labelled data, ``task_metrics``:
-# {"val"|"test": {metric: {"value", "provenance"[, "low", "high"]}}}
-# 3: ``final_latency``: per trial re-measured after the search, {profile: {"p50_ms",
-# "p90_ms", "ratio_to_original", "speedup", "load", "device"}}; at the top, per profile, the
-# pass ({"device", "threads", "measured_at", "passes", "rounds", "load", "original":
-# {"p50_ms", "p90_ms"}[, "missing"]} or {"skipped": reason}; see search/final_measure.py);
-# and a host-measured latency's ``load`` (edgeopt.measure.load.MachineLoad) in measurements;
-# later, without a new version (a key added): ``unfinished``, the running and queued trials
-SCHEMA_VERSION = 3
 N_KEYS = ("n_val", "n_test")
 
 
