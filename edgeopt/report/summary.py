@@ -1,8 +1,9 @@
-"""What every renderer shows, derived once from a run's plain records.
+"""What every renderer shows, derived once from a run's records.
 
-``summarize(records)`` turns the dict from ``edgeopt.search.records.load_run`` into a
-``Summary``: the objectives with units and provenance, the front, the baselines, the
-recommended pick with its reason, failures and notes. Renderers only format a Summary.
+``summarize(records)`` turns a run's ``RunRecord`` (or the dict
+``edgeopt.search.records.load_run`` gives) into a ``Summary``: the objectives with units and
+provenance, the front, the baselines, the recommended pick with its reason, failures and
+notes. Renderers only format a Summary.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.metrics import DEFAULT_TASK_METRIC, Metric, task_metric_noun
+from edgeopt.records import RunRecord, TrialRecord, as_run
 from edgeopt.report.final_latency import (
     pass_notes,
 )
@@ -129,23 +131,23 @@ class Pick:
 class Summary:
     """Everything renderers need; built by ``summarize``."""
 
-    records: Mapping[str, Any]
+    records: RunRecord
     objectives: tuple[ObjectiveInfo, ...]
     targets: tuple[str, ...]
-    complete: tuple[Mapping[str, Any], ...]
-    front: tuple[Mapping[str, Any], ...]
-    failed: tuple[Mapping[str, Any], ...]
-    pruned: tuple[Mapping[str, Any], ...]
-    original: Mapping[str, Any] | None
-    int8: Mapping[str, Any] | None
+    complete: tuple[TrialRecord, ...]
+    front: tuple[TrialRecord, ...]
+    failed: tuple[TrialRecord, ...]
+    pruned: tuple[TrialRecord, ...]
+    original: TrialRecord | None
+    int8: TrialRecord | None
     pick: Pick | None
     no_pick_reason: str | None
     accuracy_kind: str
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
-    def trials(self) -> Sequence[Mapping[str, Any]]:
-        return self.records.get("trials", [])
+    def trials(self) -> Sequence[TrialRecord]:
+        return self.records.trials
 
     @property
     def budgets(self) -> dict[str, float]:
@@ -235,8 +237,10 @@ def provenance_of(records: Mapping[str, Any], metric: str, target: str | None) -
     return "estimated" if m is None or m.per_target else "measured"
 
 
-def summarize(records: Mapping[str, Any]) -> Summary:
-    """Derive the shared view of a run from its records (see module doc)."""
+def summarize(records: RunRecord | Mapping[str, Any]) -> Summary:
+    """Derive the shared view of a run from its records (see module doc): a ``RunRecord``,
+    or the dict ``load_run`` gives (read into one here)."""
+    records = as_run(records)
     baseline = records.get("baseline") or {}
     kind = str(baseline.get("accuracy_kind", "accuracy"))
     objectives = []
@@ -253,7 +257,7 @@ def summarize(records: Mapping[str, Any]) -> Summary:
                 task_metric=str(records.get("metric") or DEFAULT_TASK_METRIC),
             )
         )
-    trials = list(records.get("trials", []))
+    trials = list(records.trials)
     complete = tuple(t for t in trials if t.get("state") == "complete")
     front = tuple(t for t in complete if t.get("on_front"))
     original = next((t for t in complete if t.get("baseline") == "unchanged"), None)
