@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.metrics import DEFAULT_TASK_METRIC, Metric, task_metric_noun
-from edgeopt.records import RunRecord, TrialRecord, as_run
+from edgeopt.records import MetricEntry, RunRecord, TrialRecord, TrialState, as_run
 from edgeopt.report.final_latency import (
     pass_notes,
 )
@@ -151,13 +151,12 @@ class Summary:
 
     @property
     def budgets(self) -> dict[str, float]:
-        b = self.records.get("config", {}).get("budgets", {}) or {}
-        return {k: v for k, v in b.items() if v is not None}
+        return self.records.budgets
 
     @property
     def metric(self) -> str:
         """The run's ``--metric`` (``accuracy`` for runs that recorded none)."""
-        return str(self.records.get("metric") or DEFAULT_TASK_METRIC)
+        return self.records.task_metric
 
     @property
     def score_noun(self) -> str:
@@ -166,15 +165,13 @@ class Summary:
 
     @property
     def model_name(self) -> str:
-        path = self.records.get("config", {}).get("model", {}).get("path") or "model"
-        return Path(path).name
+        return Path(self.records.model_path or "model").name
 
-    def objective_vector(self, trial: Mapping[str, Any]) -> list[float] | None:
+    def objective_vector(self, trial: TrialRecord) -> list[float] | None:
         """The trial's objective values in ``objectives`` order, or None when incomplete."""
-        values = trial.get("values") or {}
         out = []
         for o in self.objectives:
-            v = values.get(o.name)
+            v = trial.values.get(o.name)
             if not isinstance(v, int | float) or not math.isfinite(v):
                 return None
             out.append(float(v))
@@ -192,25 +189,24 @@ def split_name(name: str) -> tuple[str, str | None]:
     return m.group("metric"), m.group("target")
 
 
-def score_noun(records: Mapping[str, Any]) -> str:
+def score_noun(records: RunRecord | Mapping[str, Any]) -> str:
     """What a run's val/test "accuracy" is: ``fidelity`` without task data, else the noun of
     its ``--metric`` (``accuracy``, ``macro F1`` ...)."""
-    if (records.get("baseline") or {}).get("accuracy_kind") == "fidelity":
+    run = as_run(records)
+    if run.accuracy_kind == "fidelity":
         return "fidelity"
-    return task_metric_noun(records.get("metric"))
+    return task_metric_noun(run.metric)
 
 
-def score_interval(
-    records: Mapping[str, Any], t: Mapping[str, Any], split: str
-) -> tuple[float, float] | None:
+def score_interval(records: RunRecord, t: TrialRecord, split: str) -> tuple[float, float] | None:
     """The 95 % interval of trial ``t``'s ``split`` (``val``/``test``) score: Wilson on the
     split's count for top-1 accuracy and fidelity, else the bootstrap interval finalize
     recorded in its ``task_metrics`` (front members and baselines only); None without one."""
-    metric = str(records.get("metric") or DEFAULT_TASK_METRIC)
+    metric = records.task_metric
     if metric == DEFAULT_TASK_METRIC:
-        return accuracy_interval(t.get(f"{split}_accuracy"), records.get(f"n_{split}"))
-    entry = ((t.get("task_metrics") or {}).get(split) or {}).get(metric) or {}
-    return entry_interval(entry)
+        return accuracy_interval(t.accuracy(split), records.n(split))
+    entry = t.task_metric(split, metric)
+    return entry.interval if entry is not None else None
 
 
 def entry_interval(entry: Mapping[str, Any]) -> tuple[float, float] | None:
@@ -221,18 +217,17 @@ def entry_interval(entry: Mapping[str, Any]) -> tuple[float, float] | None:
     return None
 
 
-def provenance_of(records: Mapping[str, Any], metric: str, target: str | None) -> str:
+def provenance_of(records: RunRecord, metric: str, target: str | None) -> str:
     """How a metric was obtained in this run: from the first complete trial's measurements;
     failing that, a per-target number (or an unknown one) is estimated, any other (accuracy,
     size) measured on this host."""
-    for t in records.get("trials", []):
-        meas = t.get("measurements") or {}
-        tgt = target or next(iter(meas), None)
+    for t in records.trials:
+        tgt = target or next(iter(t.measurements), None)
         if tgt is None:
             continue
-        entry = (meas.get(tgt) or {}).get(metric)
-        if entry and entry.get("provenance"):
-            return str(entry["provenance"])
+        entry = t.metric(tgt, metric)
+        if entry is not None and entry.provenance:
+            return str(entry.provenance)
     m = metric_of(metric)
     return "estimated" if m is None or m.per_target else "measured"
 
@@ -241,35 +236,34 @@ def summarize(records: RunRecord | Mapping[str, Any]) -> Summary:
     """Derive the shared view of a run from its records (see module doc): a ``RunRecord``,
     or the dict ``load_run`` gives (read into one here)."""
     records = as_run(records)
-    baseline = records.get("baseline") or {}
-    kind = str(baseline.get("accuracy_kind", "accuracy"))
+    kind = records.accuracy_kind
     objectives = []
-    for o in records.get("objectives", []):
-        metric, target = split_name(o["name"])
+    for o in records.objectives:
+        metric, target = split_name(o.name)
         objectives.append(
             ObjectiveInfo(
-                name=o["name"],
+                name=o.name,
                 metric=metric,
                 target=target,
-                maximize=o.get("direction") == "maximize",
+                maximize=o.maximize,
                 provenance=provenance_of(records, metric, target),
                 accuracy_kind=kind,
-                task_metric=str(records.get("metric") or DEFAULT_TASK_METRIC),
+                task_metric=records.task_metric,
             )
         )
     trials = list(records.trials)
-    complete = tuple(t for t in trials if t.get("state") == "complete")
-    front = tuple(t for t in complete if t.get("on_front"))
-    original = next((t for t in complete if t.get("baseline") == "unchanged"), None)
-    int8 = next((t for t in complete if t.get("baseline") == "int8"), None)
+    complete = tuple(t for t in trials if t.state is TrialState.COMPLETE)
+    front = tuple(t for t in complete if t.on_front)
+    original = next((t for t in complete if t.baseline == "unchanged"), None)
+    int8 = next((t for t in complete if t.baseline == "int8"), None)
     s = Summary(
         records=records,
         objectives=tuple(objectives),
-        targets=tuple(records.get("targets", [])),
+        targets=records.targets,
         complete=complete,
         front=front,
-        failed=tuple(t for t in trials if t.get("state") == "fail"),
-        pruned=tuple(t for t in trials if t.get("state") == "pruned"),
+        failed=tuple(t for t in trials if t.state is TrialState.FAIL),
+        pruned=tuple(t for t in trials if t.state is TrialState.PRUNED),
         original=original,
         int8=int8,
         pick=None,
@@ -297,7 +291,7 @@ def _notes(s: Summary) -> list[str]:
             f"are {task_metric_noun(s.metric)}, not top-1 accuracy (the task metrics table has "
             "all five). Fine-tuning still keeps its best epoch by top-1 accuracy."
         )
-    split = s.records.get("test_split")
+    split = s.records.test_split
     if split == "val":
         notes.append(
             "The data has no test split: 'test' numbers are on the validation split the "
@@ -309,8 +303,8 @@ def _notes(s: Summary) -> list[str]:
             "Numbers on " + ", ".join(estimated) + " are estimated from the hardware profile "
             "by the cost model, not measured on the device."
         )
-    if s.records.get("prune_unsupported"):
-        notes.append(f"Pruning was disabled for this model: {s.records['prune_unsupported']}")
+    if s.records.prune_unsupported:
+        notes.append(f"Pruning was disabled for this model: {s.records.prune_unsupported}")
     hidden = hidden_note(s.records)
     if hidden:
         notes.append(hidden)
@@ -324,12 +318,12 @@ def _notes(s: Summary) -> list[str]:
     return notes
 
 
-def hidden_note(records: Mapping[str, Any]) -> str | None:
+def hidden_note(records: RunRecord) -> str | None:
     """How many Pareto-optimal candidates were hidden for hopeless accuracy, if any."""
-    hidden, bar = records.get("hidden_hopeless") or [], records.get("hopeless_below")
+    hidden, bar = records.hidden_hopeless, records.hopeless_below
     if not hidden or bar is None:
         return None
-    original = (records.get("baseline") or {}).get("val_accuracy")
+    original = records.original_val_accuracy
     under = f", more than {100 * (original - bar):.0f} pt under the original" if original else ""
     return (
         f"{len(hidden)} Pareto-optimal candidate(s) (trial {', '.join(map(str, hidden))}) are "
@@ -357,9 +351,9 @@ def fmt_num(v: Any, metric: str = "") -> str:
     return f"{v:.4g}"
 
 
-def metric_entry(t: Mapping[str, Any], target: str, metric: str) -> Mapping[str, Any] | None:
-    """``{value, provenance, ...}`` of one metric of one trial on one target, if recorded."""
-    return ((t.get("measurements") or {}).get(target) or {}).get(metric)
+def metric_entry(t: TrialRecord, target: str, metric: str) -> MetricEntry | None:
+    """One metric of one trial on one target, if recorded (``TrialRecord.metric``)."""
+    return t.metric(target, metric)
 
 
 def present_metrics(s: Summary) -> list[Metric]:
@@ -371,6 +365,7 @@ def present_metrics(s: Summary) -> list[Metric]:
     return out
 
 
-def fail_label(t: Mapping[str, Any]) -> str:
+def fail_label(t: TrialRecord) -> str:
     """``stage: reason`` of a failed trial."""
-    return f"{t.get('fail_stage', 'unknown')}: {t.get('fail_reason', '')}".strip()
+    stage = "unknown" if t.fail_stage is None else t.fail_stage
+    return f"{stage}: {'' if t.fail_reason is None else t.fail_reason}".strip()

@@ -7,13 +7,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from edgeopt.records import RunRecord, as_run
 from edgeopt.report.final_latency import final_lines
 from edgeopt.report.summary import Summary, hidden_note, score_noun
 
 
-def render_front(run: Mapping[str, Any]) -> str:
+def render_front(run: RunRecord | Mapping[str, Any]) -> str:
     """Final table of the Pareto front (validation and test score, numbers per target),
     with the baselines below it; every column as wide as its longest entry."""
+    run = as_run(run)
     front = [t for t in run["trials"] if t.get("on_front")]
     if not front:
         return "no feasible trial on the front (see the report for failures and budgets)"
