@@ -42,10 +42,11 @@ PLAIN = Codec(copy, copy, lambda v: True)
 """A value kept as JSON data (copied in and out)."""
 
 
-def record(cls: type[Record]) -> Codec:
-    """A nested record (None for a value that is not a mapping)."""
+def record(cls: type[Record], *, empty: bool = False) -> Codec:
+    """A nested record; a value that is not a mapping reads as None (as ``cls()`` with
+    ``empty``)."""
     return Codec(
-        lambda v: cls.from_dict(v) if isinstance(v, Mapping) else None,
+        lambda v: cls.from_dict(v) if isinstance(v, Mapping) else (cls() if empty else None),
         lambda r: None if r is None else r.to_dict(),
         lambda v: isinstance(v, Mapping),
     )

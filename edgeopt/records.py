@@ -87,6 +87,15 @@ def _number(v: Any) -> bool:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Timing(Record):
+    """Where a trial's time went, in seconds: building the candidate, measuring it, in all."""
+
+    build_s: float | None = fld()
+    measure_s: float | None = fld()
+    trial_s: float | None = fld()
+
+
+@dataclass(frozen=True, kw_only=True)
 class Machine(Record):
     """The machine that built and measured a trial (``search.objective.machine_description``)."""
 
@@ -196,7 +205,7 @@ class TrialRecord(Record):
     params: Mapping[str, Any] = fld(factory=dict)
     start: str | None = fld()
     complete: str | None = fld()
-    timing: Mapping[str, float] = fld(factory=dict)
+    timing: Timing = fld(codec=record(Timing, empty=True), factory=Timing)
     cache_hit: bool | None = fld()
     machine: Machine | None = fld(None, optional(Machine))
     artifacts: Mapping[str, str] | None = fld()

@@ -209,14 +209,6 @@ def score_interval(records: RunRecord, t: TrialRecord, split: str) -> tuple[floa
     return entry.interval if entry is not None else None
 
 
-def entry_interval(entry: Mapping[str, Any]) -> tuple[float, float] | None:
-    """``(low, high)`` of a recorded entry, when it has both as numbers."""
-    lo, hi = entry.get("low"), entry.get("high")
-    if isinstance(lo, int | float) and isinstance(hi, int | float):
-        return float(lo), float(hi)
-    return None
-
-
 def provenance_of(records: RunRecord, metric: str, target: str | None) -> str:
     """How a metric was obtained in this run: from the first complete trial's measurements;
     failing that, a per-target number (or an unknown one) is estimated, any other (accuracy,

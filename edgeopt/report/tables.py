@@ -135,7 +135,7 @@ def render_csv(s: Summary) -> str:
                 entry = t.task_metric(split, m)
                 row[col] = _n(entry.value if entry is not None else None)
             elif col in ("build_s", "measure_s", "trial_s"):
-                row[col] = _n(t.timing.get(col))
+                row[col] = _n(getattr(t.timing, col))
             elif "[" in col and col not in row:
                 m, rest = col.split("[", 1)
                 tgt, _, suffix = rest.partition("]")
