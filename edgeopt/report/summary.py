@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.metrics import DEFAULT_TASK_METRIC, Metric, task_metric_noun
-from edgeopt.records import MetricEntry, RunRecord, TrialRecord, TrialState, as_run
+from edgeopt.records import RunRecord, TrialRecord, TrialState, as_run
 from edgeopt.report.final_latency import (
     pass_notes,
 )
@@ -343,16 +343,11 @@ def fmt_num(v: Any, metric: str = "") -> str:
     return f"{v:.4g}"
 
 
-def metric_entry(t: TrialRecord, target: str, metric: str) -> MetricEntry | None:
-    """One metric of one trial on one target, if recorded (``TrialRecord.metric``)."""
-    return t.metric(target, metric)
-
-
 def present_metrics(s: Summary) -> list[Metric]:
     """Per-target metrics that at least one complete trial recorded, in table order."""
     out = []
     for m in TARGET_METRICS:
-        if any(metric_entry(t, tg, m) for t in s.complete for tg in s.targets):
+        if any(t.metric(tg, m) for t in s.complete for tg in s.targets):
             out.append(m)
     return out
 
