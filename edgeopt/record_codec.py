@@ -41,6 +41,13 @@ def copy(x: Any) -> Any:
 PLAIN = Codec(copy, copy, lambda v: True)
 """A value kept as JSON data (copied in and out)."""
 
+MAP = Codec(
+    lambda v: copy(v) if isinstance(v, Mapping) else {},
+    copy,
+    lambda v: isinstance(v, Mapping),
+)
+"""A JSON object kept as data; anything else reads as ``{}``."""
+
 
 def record(cls: type[Record], *, empty: bool = False) -> Codec:
     """A nested record; a value that is not a mapping reads as None (as ``cls()`` with

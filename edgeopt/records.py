@@ -23,7 +23,7 @@ from typing import Any
 
 from edgeopt.errors import ConfigError
 from edgeopt.metrics import DEFAULT_TASK_METRIC
-from edgeopt.record_codec import PLAIN, Codec, Record, fld, mapping, optional, record, seq
+from edgeopt.record_codec import MAP, PLAIN, Codec, Record, fld, mapping, optional, record, seq
 
 # The version history of the records (and the JSON report, which carries the same number):
 # 2: ``metric`` (the run's --metric, what val/test accuracy and the accuracy objective are)
@@ -101,7 +101,7 @@ class Machine(Record):
 
     hostname: str | None = fld()
     cpu: str | None = fld()
-    baseline_latency_ms: Mapping[str, float] = fld(codec=PLAIN, factory=dict)
+    baseline_latency_ms: Mapping[str, float] = fld(codec=MAP, factory=dict)
 
     def layout(self) -> tuple[str, ...]:
         return ("hostname", "cpu", "baseline_latency_ms")
@@ -136,7 +136,7 @@ class FinalPass(Record):
     original: FinalLatency | None = fld(None, optional(FinalLatency))
     rounds: int | None = fld()
     load: Load | None = fld(None, optional(Load))
-    missing: Mapping[str, Any] = fld(codec=PLAIN, factory=dict)
+    missing: Mapping[str, Any] = fld(codec=MAP, factory=dict)
     skipped: str | None = fld()
 
 
@@ -201,26 +201,26 @@ class TrialRecord(Record):
     state: TrialState = fld(None, Codec(_state, str, lambda v: isinstance(v, str)))
     describe: str = fld("")
     baseline: str | None = fld()
-    candidate: Mapping[str, Any] = fld(factory=dict)
-    params: Mapping[str, Any] = fld(factory=dict)
+    candidate: Mapping[str, Any] = fld(codec=MAP, factory=dict)
+    params: Mapping[str, Any] = fld(codec=MAP, factory=dict)
     start: str | None = fld()
     complete: str | None = fld()
     timing: Timing = fld(codec=record(Timing, empty=True), factory=Timing)
     cache_hit: bool | None = fld()
     machine: Machine | None = fld(None, optional(Machine))
     artifacts: Mapping[str, str] | None = fld()
-    values: Mapping[str, float] = fld(factory=dict)
+    values: Mapping[str, float] = fld(codec=MAP, factory=dict)
     val_accuracy: float | None = fld()
     test_accuracy: float | None = fld()
     measurements: Mapping[str, Mapping[str, MetricEntry]] = fld(codec=_ENTRIES, factory=dict)
     raw_latency: Mapping[str, MetricEntry] = fld(codec=mapping(record(MetricEntry)), factory=dict)
     size_mb: float | None = fld()
-    constraints: Mapping[str, float] = fld(factory=dict)
+    constraints: Mapping[str, float] = fld(codec=MAP, factory=dict)
     feasible: bool = fld(True)
     on_front: bool = fld(False)
     onnx: str | None = fld()
     onnx_sha256: str | None = fld()
-    info: Mapping[str, Any] = fld(factory=dict)
+    info: Mapping[str, Any] = fld(codec=MAP, factory=dict)
     fail_stage: str | None = fld()
     fail_reason: str | None = fld()
     pruned_reason: str | None = fld()
@@ -275,9 +275,9 @@ class RunRecord(Record):
     run_dir: str | None = fld()
     study: Mapping[str, Any] | None = fld()
     artifacts: str | None = fld()
-    config: Mapping[str, Any] = fld(factory=dict)
+    config: Mapping[str, Any] = fld(codec=MAP, factory=dict)
     metric: str | None = fld()
-    baseline: Mapping[str, Any] = fld(factory=dict)
+    baseline: Mapping[str, Any] = fld(codec=MAP, factory=dict)
     targets: tuple[str, ...] = fld((), seq(PLAIN))
     objectives: tuple[Objective, ...] = fld((), seq(record(Objective)))
     trials: tuple[TrialRecord, ...] = fld((), seq(record(TrialRecord)))
