@@ -206,24 +206,3 @@ class Record:
             else:
                 out[key] = codecs[name].encode(value)
         return out
-
-    # Transitional, while report/ moves from dict reads to attributes (issue 23, step C3):
-    # a record read like the dict ``to_dict`` gives. Removed once no renderer needs it.
-    def _legacy(self) -> dict[str, Any]:
-        cached = self.__dict__.get("_legacy_dict")
-        if cached is None:
-            cached = self.to_dict()
-            object.__setattr__(self, "_legacy_dict", cached)
-        return cached
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self._legacy().get(key, default)
-
-    def __getitem__(self, key: str) -> Any:
-        return self._legacy()[key]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._legacy()
-
-    def keys(self) -> Any:
-        return self._legacy().keys()

@@ -94,9 +94,9 @@ def picked(s: Summary, labels: Mapping[str, str]) -> PickedTrial | None:
     """``s``'s pick (``edgeopt.report.pick.choose``) with its values by printed name."""
     if s.pick is None:
         return None
-    rec = next(r for r in s.complete if r["number"] == s.pick.number)
-    values = {labels.get(k, k): float(v) for k, v in (rec.get("values") or {}).items()}
-    return PickedTrial(s.pick.number, str(rec.get("describe") or "unchanged"), values)
+    rec = next(r for r in s.complete if r.number == s.pick.number)
+    values = {labels.get(k, k): float(v) for k, v in rec.values.items()}
+    return PickedTrial(s.pick.number, str(rec.describe or "unchanged"), values)
 
 
 def _no_pick(s: Summary | None) -> str:
