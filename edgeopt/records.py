@@ -35,7 +35,10 @@ from edgeopt.record_codec import MAP, PLAIN, Codec, Record, fld, mapping, option
 # {"p50_ms", "p90_ms"}[, "missing"]} or {"skipped": reason}; see search/final_measure.py);
 # and a host-measured latency's ``load`` (edgeopt.measure.load.MachineLoad) in measurements;
 # later, without a new version (a key added): ``unfinished``, the running and queued trials
-SCHEMA_VERSION = 3
+# 4: a trial stopped early is ``"state": "stopped"`` with ``stopped_reason`` (was Optuna's
+# ``"pruned"`` with ``pruned_reason``: in edgeopt "pruned" is structured pruning). Older
+# records read as before: ``TrialRecord.from_dict`` takes both words
+SCHEMA_VERSION = 4
 
 
 # ---------------------------------------------------------------------------- small records
@@ -158,17 +161,26 @@ class TrialState(StrEnum):
 
     COMPLETE = "complete"
     FAIL = "fail"
-    PRUNED = "pruned"  # stopped early (Optuna's "pruned")
+    STOPPED = "stopped"  # early, by the stopping rule or a hopeless first epoch
+
+
+OLD_STATES = {"pruned": TrialState.STOPPED}
+"""States of older records (schema 3 and before: Optuna's "pruned" for a trial stopped early,
+a word the reports keep for structured pruning)."""
+
+
+_STATES = frozenset(TrialState)
 
 
 def _state(v: Any) -> TrialState:
-    try:
+    if isinstance(v, str) and v in OLD_STATES:
+        return OLD_STATES[v]
+    if isinstance(v, str) and v in _STATES:
         return TrialState(v)
-    except ValueError:
-        raise ConfigError(
-            f"unknown trial state {v!r} in the records",
-            hint=f"a recorded trial is one of {', '.join(TrialState)}",
-        ) from None
+    raise ConfigError(
+        f"unknown trial state {v!r} in the records",
+        hint=f"a recorded trial is one of {', '.join(TrialState)}",
+    )
 
 
 _ENTRIES = mapping(mapping(record(MetricEntry)))  # {target or split: {metric: entry}}
@@ -182,7 +194,7 @@ _BY_STATE = {
         "constraints", "feasible", "on_front", "onnx", "onnx_sha256", "info",
     ),
     TrialState.FAIL: ("fail_stage", "fail_reason"),
-    TrialState.PRUNED: ("pruned_reason",),
+    TrialState.STOPPED: ("stopped_reason",),
 }  # fmt: skip
 
 
@@ -197,8 +209,10 @@ class TrialRecord(Record):
     re-measure after the search. ``feasible`` is True where no budget was recorded.
     """
 
+    ALIASES = {"pruned_reason": "stopped_reason"}  # schema 3 and before
+
     number: int = fld()
-    state: TrialState = fld(None, Codec(_state, str, lambda v: isinstance(v, str)))
+    state: TrialState = fld(None, Codec(_state, str, lambda v: isinstance(v, str) and v in _STATES))
     describe: str = fld("")
     baseline: str | None = fld()
     candidate: Mapping[str, Any] = fld(codec=MAP, factory=dict)
@@ -223,7 +237,7 @@ class TrialRecord(Record):
     info: Mapping[str, Any] = fld(codec=MAP, factory=dict)
     fail_stage: str | None = fld()
     fail_reason: str | None = fld()
-    pruned_reason: str | None = fld()
+    stopped_reason: str | None = fld()
     task_metrics: Mapping[str, Mapping[str, MetricEntry]] = fld(codec=_ENTRIES, factory=dict)
     hopeless: bool = fld(False)
     final_latency: Mapping[str, FinalLatency] = fld(

@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from edgeopt.cli import main
 from edgeopt.measure.load import MAX_NAMED
 from edgeopt.measure.runners import LocalRunner
-from edgeopt.records import RunRecord, TrialRecord
+from edgeopt.records import SCHEMA_VERSION, RunRecord, TrialRecord
 from edgeopt.report import summarize
 from edgeopt.report.final_latency import final_figure
 from edgeopt.report.markdown import render_markdown
@@ -112,7 +112,7 @@ def test_every_report_shows_the_final_figure_beside_the_in_search_one(run_dir: P
     html = (run_dir / "report" / "report.html").read_text()
     assert "final latency ms<br>host-cpu<br>(after the search)" in html
     data = json.loads((run_dir / "report" / "report.json").read_text())
-    assert data["schema_version"] == 3
+    assert data["schema_version"] == SCHEMA_VERSION
     assert data["final_latency"][HOST]["original"]["p50_ms"] > 0
     assert isinstance(data["latency_disagreements"], list)
     for t in data["trials"]:

@@ -5,6 +5,8 @@ the dict ``.get`` chains, and a record built in code laid out as ``load_run`` la
 from __future__ import annotations
 
 import ast
+import csv
+import io
 import json
 import subprocess
 import sys
@@ -13,6 +15,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
 from click.testing import CliRunner
 from report_demo import demo_records
@@ -28,7 +31,12 @@ from edgeopt.records import (
     TrialState,
     as_run,
 )
-from edgeopt.search.records import load_run
+from edgeopt.report import summarize
+from edgeopt.report.markdown import render_markdown
+from edgeopt.report.tables import render_csv
+from edgeopt.search.progress import _summary
+from edgeopt.search.protocol import Status, TrialResult
+from edgeopt.search.records import _trial_record, load_run
 
 EDGEOPT = Path(__file__).resolve().parents[1] / "edgeopt"
 
@@ -139,8 +147,8 @@ def test_a_record_built_in_code_is_laid_out_as_load_run_writes_it(real: tuple) -
     assert built.kept is None and built.trials[0].kept is None
     _same(built.to_dict(), records)
     # a stopped and a failed trial, as the search records them
-    stopped = TrialRecord(number=4, state=TrialState.PRUNED, pruned_reason="below the bar")
-    assert list(stopped.to_dict())[-1] == "pruned_reason"
+    stopped = TrialRecord(number=4, state=TrialState.STOPPED, stopped_reason="below the bar")
+    assert list(stopped.to_dict())[-1] == "stopped_reason"
     assert "values" not in stopped.to_dict() and "fail_stage" not in stopped.to_dict()
     failed = TrialRecord(number=5, state=TrialState.FAIL, fail_stage="prune", fail_reason="x")
     assert list(failed.to_dict())[-2:] == ["fail_stage", "fail_reason"]
@@ -207,3 +215,58 @@ def test_the_records_module_imports_only_the_standard_library_and_errors_and_met
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------------------- "stopped"
+def _as_schema_3(d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` as an edgeopt of schema 3 wrote it: Optuna's word for a trial stopped early."""
+    old = json.loads(json.dumps(d))
+    old["schema_version"] = 3
+    for i, t in enumerate(old["trials"]):
+        if t["state"] == "stopped":
+            t["state"] = "pruned"
+            old["trials"][i] = {
+                ("pruned_reason" if k == "stopped_reason" else k): v for k, v in t.items()
+            }
+    return old
+
+
+def test_records_of_an_older_edgeopt_that_say_pruned_still_read_and_report() -> None:
+    new = demo_records(50)
+    assert SCHEMA_VERSION == 4
+    old = _as_schema_3(new)
+    run = RunRecord.from_dict(old)
+    _same(run.to_dict(), old)  # read back exactly as it was written
+    stopped = [t for t in run.trials if t.state is TrialState.STOPPED]
+    assert stopped and all("far below the budget" in (t.stopped_reason or "") for t in stopped)
+    # the same run in either schema reads the same and reports the same
+    assert run.trials == RunRecord.from_dict(new).trials
+    s = summarize(old)
+    assert len(s.stopped) == len(stopped)
+    md = render_markdown(s)
+    assert f"**Stopped early ({len(stopped)}):**" in md and "far below the budget" in md
+    assert md == render_markdown(summarize(new))
+    rows = list(csv.DictReader(io.StringIO(render_csv(s))))
+    assert {r["state"] for r in rows} >= {"stopped"} and "pruned" not in {r["state"] for r in rows}
+    assert all(r["stopped_reason"] for r in rows if r["state"] == "stopped")
+
+
+def test_a_study_and_a_trial_result_of_an_older_edgeopt_read_as_stopped(tmp_path: Path) -> None:
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'old.db'}")
+    for attrs in ({"pruned_reason": "older: below the bar"}, {"stopped_reason": "below it"}):
+        study.add_trial(
+            optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, user_attrs=attrs)
+        )
+    old, new = study.get_trials()
+    assert _summary(old, []) == "stopped early: older: below the bar"
+    assert _summary(new, []) == "stopped early: below it"
+    for t, why in ((old, "older: below the bar"), (new, "below it")):
+        rec = _trial_record(t, [], [], {}, False)
+        assert rec["state"] == "stopped" and rec["stopped_reason"] == why
+        assert "pruned_reason" not in rec
+        assert TrialRecord.from_dict(rec).stopped_reason == why
+    # the child's answer, as an older edgeopt wrote it
+    (tmp_path / "result.json").write_text(json.dumps({"status": "pruned", "reason": "r"}))
+    assert TrialResult.read(tmp_path / "result.json").status is Status.STOPPED
+    TrialResult(Status.STOPPED, reason="r").write(tmp_path / "new.json")
+    assert json.loads((tmp_path / "new.json").read_text())["status"] == "stopped"

@@ -95,8 +95,8 @@ def test_csv_has_one_row_per_trial_with_params_targets_and_reasons() -> None:
     assert "latency_ms[host-cpu]" in cols and "latency_ms[mobile-sd8gen2].provenance" in cols
     failed = [r for r in rows if r["state"] == "fail"]
     assert failed and all(r["fail_stage"] and r["fail_reason"] for r in failed)
-    pruned = [r for r in rows if r["state"] == "pruned"]
-    assert pruned and all(r["pruned_reason"] for r in pruned)
+    stopped = [r for r in rows if r["state"] == "stopped"]
+    assert stopped and all(r["stopped_reason"] for r in stopped)
     done = [r for r in rows if r["state"] == "complete"]
     assert {r["latency_ms[mobile-sd8gen2].provenance"] for r in done} == {"estimated"}
     assert {r["latency_ms[host-cpu].provenance"] for r in done} == {"measured"}

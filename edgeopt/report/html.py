@@ -101,7 +101,7 @@ def _header(s: Summary) -> str:
         (
             "trials",
             f"{len(s.trials)}: {len(s.complete)} complete, {len(s.failed)} failed, "
-            f"{len(s.pruned)} stopped early; {len(s.front)} on the feasible front",
+            f"{len(s.stopped)} stopped early; {len(s.front)} on the feasible front",
         ),
         ("host", run.host or ""),
     ]

@@ -35,7 +35,7 @@ C_INT8 = "#ff7f0e"
 C_PICK = "#f2b705"
 C_PICK_LINE = "#c99700"
 C_FAIL = "#8c564b"
-C_PRUNED = "#9467bd"
+C_STOPPED = "#9467bd"
 BASELINE_DASH = "6 4"
 
 Group = tuple[str, list[TrialRecord], dict[str, Any]]
@@ -253,9 +253,9 @@ def _history_series(s: Summary, i: int, numbers: Sequence[int]) -> list[Series]:
     fails = tuple(
         Point(float(t.number), floor, f"trial {t.number} failed: {fail_label(t)}") for t in s.failed
     )
-    pruned = tuple(
-        Point(float(t.number), floor, f"trial {t.number} stopped early: {t.pruned_reason or ''}")
-        for t in s.pruned
+    stopped = tuple(
+        Point(float(t.number), floor, f"trial {t.number} stopped early: {t.stopped_reason or ''}")
+        for t in s.stopped
     )
     series = [
         Series("running best (feasible)", best_pts, marker="none", line="step", color="#2ca02c"),
@@ -264,7 +264,11 @@ def _history_series(s: Summary, i: int, numbers: Sequence[int]) -> list[Series]:
         Series("on the front", tuple(front), color=C_FRONT, size=4.5),
         Series("failed (at the bottom)", fails, marker="triangle", color=C_FAIL, fill="#fff"),
         Series(
-            "stopped early (at the bottom)", pruned, marker="triangle", color=C_PRUNED, fill="#fff"
+            "stopped early (at the bottom)",
+            stopped,
+            marker="triangle",
+            color=C_STOPPED,
+            fill="#fff",
         ),
     ]
     return [x for x in series if x.points]

@@ -248,9 +248,9 @@ def failures_section(s: Summary) -> str:
         ]
         out.append(f"<h3>Failed ({len(s.failed)})</h3>")
         out.append(table(["trial", "configuration", "stage", "reason"], rows))
-    if s.pruned:
-        rows = [[str(t.number), t.describe or "", str(t.pruned_reason or "")] for t in s.pruned]
-        out.append(f"<h3>Stopped early ({len(s.pruned)})</h3>")
+    if s.stopped:
+        rows = [[str(t.number), t.describe or "", str(t.stopped_reason or "")] for t in s.stopped]
+        out.append(f"<h3>Stopped early ({len(s.stopped)})</h3>")
         out.append(table(["trial", "configuration", "reason"], rows))
     infeasible = [t for t in s.complete if not t.feasible]
     if infeasible:

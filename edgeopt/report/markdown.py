@@ -43,7 +43,7 @@ def render_markdown(s: Summary) -> str:
         f"## edgeopt: {s.model_name} on {', '.join(s.targets) or '?'}",
         "",
         f"{n} trials: {len(s.complete)} complete, {len(s.failed)} failed, "
-        f"{len(s.pruned)} stopped early; front: {len(s.front)}; objectives: "
+        f"{len(s.stopped)} stopped early; front: {len(s.front)}; objectives: "
         + ", ".join(o.with_direction for o in s.objectives)
         + (
             "; budgets: " + ", ".join(f"{k} {v:g}" for k, v in s.budgets.items())
@@ -67,7 +67,7 @@ def render_markdown(s: Summary) -> str:
     if task:
         lines.append("")
         lines += task
-    if s.failed or s.pruned:
+    if s.failed or s.stopped:
         lines.append("")
         lines += _failures(s)
     lines.append("")
@@ -221,11 +221,11 @@ def _failures(s: Summary) -> list[str]:
             out.append(f"- {count}× {_cell(label)[:160]} (trials {', '.join(nums)}{more})")
         if len(groups) > MAX_FAIL_ROWS:
             out.append(f"- …{len(groups) - MAX_FAIL_ROWS} other reasons in report.html")
-    if s.pruned:
+    if s.stopped:
         if out:
             out.append("")
-        groups = Counter(str(t.pruned_reason or "no reason recorded") for t in s.pruned)
-        out.append(f"**Stopped early ({len(s.pruned)}):**")
+        groups = Counter(str(t.stopped_reason or "no reason recorded") for t in s.stopped)
+        out.append(f"**Stopped early ({len(s.stopped)}):**")
         for label, count in groups.most_common(2):
             out.append(f"- {count}× {_cell(label)[:160]}")
         if len(groups) > 2:

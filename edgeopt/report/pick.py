@@ -58,7 +58,7 @@ def _why_no_front(s: Summary) -> str:
     if not s.complete:
         n = len(s.trials)
         return (
-            f"no trial completed ({n} trial(s): {len(s.failed)} failed, {len(s.pruned)} "
+            f"no trial completed ({n} trial(s): {len(s.failed)} failed, {len(s.stopped)} "
             "stopped early), so there is nothing to recommend"
         )
     parts = []

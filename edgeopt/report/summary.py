@@ -137,7 +137,7 @@ class Summary:
     complete: tuple[TrialRecord, ...]
     front: tuple[TrialRecord, ...]
     failed: tuple[TrialRecord, ...]
-    pruned: tuple[TrialRecord, ...]
+    stopped: tuple[TrialRecord, ...]
     original: TrialRecord | None
     int8: TrialRecord | None
     pick: Pick | None
@@ -255,7 +255,7 @@ def summarize(records: RunRecord | Mapping[str, Any]) -> Summary:
         complete=complete,
         front=front,
         failed=tuple(t for t in trials if t.state is TrialState.FAIL),
-        pruned=tuple(t for t in trials if t.state is TrialState.PRUNED),
+        stopped=tuple(t for t in trials if t.state is TrialState.STOPPED),
         original=original,
         int8=int8,
         pick=None,

@@ -90,7 +90,7 @@ def csv_columns(s: Summary) -> list[str]:
         "onnx",
         "fail_stage",
         "fail_reason",
-        "pruned_reason",
+        "stopped_reason",
     ]
     return cols
 
@@ -119,7 +119,7 @@ def render_csv(s: Summary) -> str:
             "onnx": t.onnx or "",
             "fail_stage": t.fail_stage,
             "fail_reason": t.fail_reason,
-            "pruned_reason": t.pruned_reason,
+            "stopped_reason": t.stopped_reason,
         }
         for tgt in finals:
             f = final_figure(s.records, t, tgt)

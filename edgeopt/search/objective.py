@@ -23,7 +23,7 @@ from edgeopt.search.artifacts import sha256_of
 from edgeopt.search.child import TrialChild
 from edgeopt.search.context import SearchContext
 from edgeopt.search.halving import PROMOTED_ATTR, RUNGS_ATTR, rung_bars
-from edgeopt.search.protocol import Status, TrialRequest
+from edgeopt.search.protocol import STOPPED_REASON, Status, TrialRequest
 from edgeopt.search.seeds import SEED_ATTR
 
 log = logging.getLogger(__name__)
@@ -94,8 +94,8 @@ class TrialRunner:
         trial.set_user_attr("build_s", round(result.build_seconds, 3))
         if result.info.get(RUNGS_ATTR):
             trial.set_user_attr(RUNGS_ATTR, list(result.info[RUNGS_ATTR]))
-        if result.status is Status.PRUNED:
-            trial.set_user_attr("pruned_reason", result.reason)
+        if result.status is Status.STOPPED:
+            trial.set_user_attr(STOPPED_REASON, result.reason)
             self._tell(trial, state=TrialState.PRUNED)
             return
         if result.status is not Status.OK or result.onnx is None or result.val_accuracy is None:

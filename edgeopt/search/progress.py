@@ -20,6 +20,7 @@ import optuna
 from optuna.trial import TrialState
 
 from edgeopt.report.summary import Summary, summarize
+from edgeopt.search.protocol import stopped_reason
 from edgeopt.search.records import study_records
 from edgeopt.search.study import FINISHED, retry_of
 
@@ -129,7 +130,7 @@ def _summary(t: optuna.trial.FrozenTrial, names: Sequence[str]) -> str:
         text = ", ".join(f"{n} {v:.4g}" for n, v in zip(names, t.values, strict=True))
         return text + ("" if feasible(t) else " (over budget)")
     if t.state == TrialState.PRUNED:
-        return "stopped early: " + str(t.user_attrs.get("pruned_reason", ""))
+        return "stopped early: " + str(stopped_reason(t.user_attrs, ""))
     stage = t.user_attrs.get("fail_stage", "worker")
     reason = t.user_attrs.get("fail_reason", "its worker stopped (no heartbeat)")
     return f"failed in {stage}: {reason}"

@@ -18,7 +18,7 @@ from edgeopt.records import SCHEMA_VERSION
 from edgeopt.rundir import Baseline
 from edgeopt.search import shared
 from edgeopt.search.artifacts import trial_artifacts
-from edgeopt.search.protocol import SYNTHETIC_N
+from edgeopt.search.protocol import SYNTHETIC_N, stopped_reason
 from edgeopt.search.source import OpenRun, RunSource
 from edgeopt.search.storage import redact
 
@@ -176,7 +176,7 @@ def _trial_record(
     ua = t.user_attrs
     rec: dict[str, Any] = {
         "number": t.number,
-        "state": t.state.name.lower(),
+        "state": "stopped" if t.state == TrialState.PRUNED else t.state.name.lower(),
         "describe": ua.get("describe", ""),
         "baseline": ua.get("baseline"),
         "candidate": ua.get("candidate", {}),
@@ -216,7 +216,7 @@ def _trial_record(
             fail_reason=ua.get("fail_reason", STALE_REASON),
         )
     else:
-        rec.update(pruned_reason=ua.get("pruned_reason", ""))
+        rec.update(stopped_reason=stopped_reason(ua, ""))
     return rec
 
 
