@@ -36,7 +36,7 @@ from edgeopt.report.markdown import render_markdown
 from edgeopt.report.tables import render_csv
 from edgeopt.search.progress import _summary
 from edgeopt.search.protocol import Status, TrialResult
-from edgeopt.search.records import _trial_record, load_run
+from edgeopt.search.records import _trial_record, load_run, study_records
 
 EDGEOPT = Path(__file__).resolve().parents[1] / "edgeopt"
 
@@ -68,6 +68,11 @@ def test_a_real_runs_records_and_its_json_report_read_back_exactly(real: tuple) 
     assert run.schema_version == SCHEMA_VERSION == report["schema_version"]
     assert TrialState.COMPLETE in {t.state for t in run.trials}
     assert run.kept is not None and not run.kept.extra and not run.kept.raw  # all typed
+    # the search builds the typed record itself; the progress line reads it as it is
+    study = optuna.load_study(study_name=run.study["name"], storage=run.study["storage"])
+    live = study_records(study)
+    assert isinstance(live, RunRecord) and live.kept is None
+    assert live.trials == run.trials and live.final_latency == run.final_latency
 
 
 @pytest.mark.parametrize(
@@ -262,9 +267,10 @@ def test_a_study_and_a_trial_result_of_an_older_edgeopt_read_as_stopped(tmp_path
     assert _summary(new, []) == "stopped early: below it"
     for t, why in ((old, "older: below the bar"), (new, "below it")):
         rec = _trial_record(t, [], [], {}, False)
-        assert rec["state"] == "stopped" and rec["stopped_reason"] == why
-        assert "pruned_reason" not in rec
-        assert TrialRecord.from_dict(rec).stopped_reason == why
+        assert rec.state is TrialState.STOPPED and rec.stopped_reason == why
+        d = rec.to_dict()
+        assert d["state"] == "stopped" and d["stopped_reason"] == why and "pruned_reason" not in d
+        assert TrialRecord.from_dict(d) == rec
     # the child's answer, as an older edgeopt wrote it
     (tmp_path / "result.json").write_text(json.dumps({"status": "pruned", "reason": "r"}))
     assert TrialResult.read(tmp_path / "result.json").status is Status.STOPPED
