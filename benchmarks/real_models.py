@@ -259,7 +259,7 @@ def run_search(model: Path, data: Path, out: Path, budget_s: float, seed: int) -
     t_first = min(starts) if starts else None
     done = [t for t in trials if t["state"] == "complete"]
     outcome.complete = len(done)
-    outcome.stopped = sum(t["state"] == "pruned" for t in trials)
+    outcome.stopped = sum(t["state"] in ("stopped", "pruned") for t in trials)  # "pruned": v3
     outcome.failed = sum(t["state"] == "fail" for t in trials)
     if t_first is not None and done:
         ends = [(dt.datetime.fromisoformat(t["complete"]) - t_first).total_seconds() for t in done]

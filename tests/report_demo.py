@@ -102,8 +102,8 @@ def _trial(
             ["timed out after 2s (--trial-timeout)", "unsupported op 'Resize' for int8"]
         )
     elif n > 1 and roll < 0.15:
-        rec["state"] = "pruned"
-        rec["pruned_reason"] = (
+        rec["state"] = "stopped"
+        rec["stopped_reason"] = (
             "validation accuracy 0.21 after the first fine-tune epoch is far below the budget"
         )
     else:

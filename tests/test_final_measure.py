@@ -24,6 +24,7 @@ from click.testing import CliRunner
 from edgeopt.cli import main
 from edgeopt.measure.machine_load import MAX_NAMED
 from edgeopt.measure.runners import LocalRunner
+from edgeopt.records import SCHEMA_VERSION, RunRecord, TrialRecord
 from edgeopt.report import summarize
 from edgeopt.report.final_latency import final_figure
 from edgeopt.report.markdown import render_markdown
@@ -111,7 +112,7 @@ def test_every_report_shows_the_final_figure_beside_the_in_search_one(run_dir: P
     html = (run_dir / "report" / "report.html").read_text()
     assert "final latency ms<br>host-cpu<br>(after the search)" in html
     data = json.loads((run_dir / "report" / "report.json").read_text())
-    assert data["schema_version"] == 3
+    assert data["schema_version"] == SCHEMA_VERSION
     assert data["final_latency"][HOST]["original"]["p50_ms"] > 0
     assert isinstance(data["latency_disagreements"], list)
     for t in data["trials"]:
@@ -128,8 +129,9 @@ def test_pick_uses_the_final_figure(run_dir: Path) -> None:
     s = summarize(records)
     if s.pick is None or not any(o.metric == "latency_ms" for o in s.objectives):
         pytest.skip("no pick in this tiny run")
-    picked = next(t for t in records["trials"] if t["number"] == s.pick.number)
-    f = final_figure(records, picked, HOST)
+    picked = s.records.trial(s.pick.number)
+    assert picked is not None
+    f = final_figure(s.records, picked, HOST)
     assert f is not None
     assert "after the search, in one interleaved pass with the original" in s.pick.reason
     assert f"{fmt_num(f.p50_ms, 'latency_ms')} ms" in s.pick.reason
@@ -258,19 +260,18 @@ def test_a_disagreement_over_15_percent_is_said_on_its_row(
 
 
 def test_within_15_percent_is_not_flagged() -> None:
-    records: dict[str, Any] = {
-        "targets": [HOST],
-        "baseline": {"host_latency_ms": {HOST: 1.0}},
-    }
-    trial = {
+    records = RunRecord.from_dict({"targets": [HOST], "baseline": {"host_latency_ms": {HOST: 1.0}}})
+    trial: dict[str, Any] = {
+        "number": 0,
+        "state": "complete",
         "measurements": {HOST: {"latency_ms": {"value": 0.5, "provenance": "measured"}}},
         "final_latency": {HOST: {"p50_ms": 0.4, "speedup": 2.2}},
     }
-    f = final_figure(records, trial, HOST)
+    f = final_figure(records, TrialRecord.from_dict(trial), HOST)
     assert f is not None and f.in_search_speedup == pytest.approx(2.0)
     assert not f.disagrees and f.note() is None
     trial["final_latency"][HOST]["speedup"] = 2.4  # 20 % apart
-    f = final_figure(records, trial, HOST)
+    f = final_figure(records, TrialRecord.from_dict(trial), HOST)
     assert f is not None and f.disagrees
     assert "no load was recorded during the search" in (f.note() or "")
 

@@ -28,7 +28,7 @@ LAYERS: list[list[str]] = [
         "measure.timing",
         "measure.power",
     ],
-    ["metrics", "budgets", "profiles", "records"],
+    ["metrics", "budgets", "profiles", "records", "record_codec"],
     ["report"],
     ["loading"],
     ["data", "config"],

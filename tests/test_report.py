@@ -40,7 +40,7 @@ def test_markdown_of_a_50_trial_run_is_short_and_carries_front_and_pick() -> Non
     # front rows: every shown front member appears as a table row
     rows = [line for line in lines if line.startswith("| ")]
     shown = {int(r.split("|")[1].strip().strip("*★ ").split()[0]) for r in rows[1:]}
-    assert shown >= {t["number"] for t in s.front[:15]}
+    assert shown >= {t.number for t in s.front[:15]}
     assert "(meas.)" in md and "(est.)" in md
     assert "Failed trials" in md and "Stopped early" in md
     assert "estimated from the hardware profile" in md
@@ -50,8 +50,8 @@ def test_pick_is_a_front_member_within_budget_and_reason_has_numbers() -> None:
     for seed in range(5):
         s = summarize(demo_records(30, seed=seed))
         assert s.pick is not None
-        picked = next(t for t in s.front if t["number"] == s.pick.number)
-        assert picked["feasible"] and picked["on_front"]
+        picked = next(t for t in s.front if t.number == s.pick.number)
+        assert picked.feasible and picked.on_front
         assert "against the original" in s.pick.reason
         assert "x faster" in s.pick.reason or "x slower" in s.pick.reason
 
@@ -95,8 +95,8 @@ def test_csv_has_one_row_per_trial_with_params_targets_and_reasons() -> None:
     assert "latency_ms[host-cpu]" in cols and "latency_ms[mobile-sd8gen2].provenance" in cols
     failed = [r for r in rows if r["state"] == "fail"]
     assert failed and all(r["fail_stage"] and r["fail_reason"] for r in failed)
-    pruned = [r for r in rows if r["state"] == "pruned"]
-    assert pruned and all(r["pruned_reason"] for r in pruned)
+    stopped = [r for r in rows if r["state"] == "stopped"]
+    assert stopped and all(r["stopped_reason"] for r in stopped)
     done = [r for r in rows if r["state"] == "complete"]
     assert {r["latency_ms[mobile-sd8gen2].provenance"] for r in done} == {"estimated"}
     assert {r["latency_ms[host-cpu].provenance"] for r in done} == {"measured"}
@@ -170,6 +170,24 @@ def test_report_source_has_no_import_of_the_search_even_inside_a_function() -> N
             else:
                 continue
             found += [f"{path.name}:{node.lineno} {n}" for n in names if _forbidden(n)]
+    assert found == []
+
+
+def test_report_reads_records_through_attributes_not_get_chains() -> None:
+    # the run is a typed record (edgeopt/records.py): a renderer reads
+    # t.task_metric(split, m), not ((t.get("task_metrics") or {}).get(split) or {}).get(m);
+    # a .get with a literal key in report/ is a record read past the types
+    found = []
+    for path in sorted((TESTS.parent / "edgeopt" / "report").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "get"
+                and node.args
+                and isinstance(node.args[0], ast.Constant | ast.JoinedStr)
+            ):
+                found.append(f"{path.name}:{node.lineno} {ast.unparse(node)}")
     assert found == []
 
 

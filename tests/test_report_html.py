@@ -102,7 +102,7 @@ def test_pick_failures_and_stopped_trials_are_explained() -> None:
     assert f"Recommended: trial {s.pick.number}" in text  # type: ignore[union-attr]
     assert "utopia" in text
     for t in s.failed:
-        assert re.search(rf"<td>{t['number']}</td><td>[^<]*</td><td>{t['fail_stage']}</td>", text)
+        assert re.search(rf"<td>{t.number}</td><td>[^<]*</td><td>{t.fail_stage}</td>", text)
     assert "Stopped early (" in text and "far below the budget" in text
     assert "Over a budget (" in text
 

@@ -136,7 +136,7 @@ def test_sample_counts_change_the_reports_only_where_intervals_appear() -> None:
     before, after = summarize(rec), summarize(counted)
     assert after.pick is not None and before.pick is not None
     assert after.pick.number == before.pick.number  # no tie with this run's knee
-    note = interval_note(counted)
+    note = interval_note(after.records)
     assert note is not None
     for render, escape in ((render_markdown, str), (render_html, _html_escape)):
         text = render(after)

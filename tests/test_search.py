@@ -232,8 +232,8 @@ def test_hopeless_trial_stops_after_the_first_epoch(
     records = load_run(run)
     sampled = records["trials"][2]
     assert sampled["candidate"]["prune"]["ratio"] > 0
-    assert sampled["state"] == "pruned"
-    assert "after the first fine-tune epoch is far below the budget" in sampled["pruned_reason"]
+    assert sampled["state"] == "stopped"
+    assert "after the first fine-tune epoch is far below the budget" in sampled["stopped_reason"]
 
 
 def test_unexpected_error_in_a_trial_is_recorded_not_raised(

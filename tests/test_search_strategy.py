@@ -108,7 +108,7 @@ def test_median_stopping_rule_stops_a_fine_tune_that_trails_its_peers(
     _optimize(model_files["bundle_wide"], tiny_data, run, n + 1, "--no-report")
     done = [t for t in _study(run).get_trials() if t.params.get("finetune.epochs") == 4]
     assert len(done) == 1 and done[0].state == TrialState.PRUNED
-    assert "median stopping rule" in done[0].user_attrs["pruned_reason"]
+    assert "median stopping rule" in done[0].user_attrs["stopped_reason"]
     assert done[0].user_attrs[RUNGS_ATTR] and len(done[0].user_attrs[RUNGS_ATTR]) == 1
 
 

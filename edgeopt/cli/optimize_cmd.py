@@ -374,7 +374,7 @@ def nothing_feasible(run: dict[str, Any]) -> None:
         return
     complete = [t for t in trials if t["state"] == "complete"]
     if not complete:
-        reasons = sorted({str(t.get("fail_reason") or t.get("pruned_reason")) for t in trials})
+        reasons = sorted({str(t.get("fail_reason") or t.get("stopped_reason")) for t in trials})
         raise EdgeoptError(
             f"no trial completed ({len(trials)} failed or stopped early): {reasons[0][:200]}"
             if reasons

@@ -1,7 +1,8 @@
-"""Reports of a run, rendered from its plain records (never from live Optuna objects).
+"""Reports of a run, rendered from its records (never from live Optuna objects).
 
 ``render_reports(records, out_dir, formats)`` renders records already loaded (by
-``edgeopt.search.run.collect.load_run``, or built by hand in tests). This package imports nothing
+``edgeopt.search.run.collect.load_run``, or built by hand in tests), read once into the typed
+``edgeopt.records.RunRecord`` by ``summarize``. This package imports nothing
 of the search, the pipeline, optuna or torch: loading a run directory is the search's job
 (``edgeopt.search.run.collect.write_run_reports`` loads and renders in one call).
 """
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.errors import ConfigError
+from edgeopt.records import RunRecord
 from edgeopt.report.model import Summary
 from edgeopt.report.summary import summarize
 
@@ -58,11 +60,12 @@ def _renderers() -> dict[str, Callable[[Summary], str]]:
 
 
 def render_reports(
-    records: Mapping[str, Any],
+    records: RunRecord | Mapping[str, Any],
     out_dir: Path,
     formats: Iterable[str] = FORMATS,
 ) -> list[Path]:
-    """Render ``records`` (from ``edgeopt.search.run.collect.load_run``) into ``out_dir``.
+    """Render ``records`` (a ``RunRecord``, or the dict ``edgeopt.search.run.collect.load_run``
+    gives) into ``out_dir``.
 
     Each file is written atomically. Returns the written paths in ``formats`` order.
     """

@@ -4,18 +4,18 @@ front, optimization history per objective and parameter importance."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from html import escape
 from typing import Any
 
 from edgeopt.metrics import Metric
+from edgeopt.records import TrialRecord
 from edgeopt.report.model import (
     TARGET_METRICS,
     ObjectiveInfo,
     Summary,
     fail_label,
     fmt_num,
-    metric_entry,
     metric_title,
 )
 from edgeopt.report.pareto import running_best
@@ -35,19 +35,19 @@ C_INT8 = "#ff7f0e"
 C_PICK = "#f2b705"
 C_PICK_LINE = "#c99700"
 C_FAIL = "#8c564b"
-C_PRUNED = "#9467bd"
+C_STOPPED = "#9467bd"
 BASELINE_DASH = "6 4"
 
-Group = tuple[str, list[Mapping[str, Any]], dict[str, Any]]
+Group = tuple[str, list[TrialRecord], dict[str, Any]]
 
 
-def _tip(s: Summary, t: Mapping[str, Any]) -> str:
-    bits = [f"trial {t['number']}: {t.get('describe') or 'unchanged'}"]
+def _tip(s: Summary, t: TrialRecord) -> str:
+    bits = [f"trial {t.number}: {t.describe or 'unchanged'}"]
     for o in s.objectives:
-        v = (t.get("values") or {}).get(o.name)
+        v = t.values.get(o.name)
         bits.append(f"{o.short} = {fmt_num(v, o.metric)} ({o.provenance})")
-    if not t.get("feasible", True):
-        over = [k for k, v in (t.get("constraints") or {}).items() if v > 0]
+    if not t.feasible:
+        over = [k for k, v in t.constraints.items() if v > 0]
         bits.append("over budget: " + ", ".join(over))
     return "\n".join(bits)
 
@@ -64,8 +64,8 @@ def _pick_number(s: Summary) -> int | None:
 def _groups(s: Summary) -> list[Group]:
     """(legend label, trials, style) for every marker class, drawn in this order."""
     pick = _pick_number(s)
-    others = [t for t in s.complete if t.get("feasible", True) and not t.get("on_front")]
-    infeasible = [t for t in s.complete if not t.get("feasible", True)]
+    others = [t for t in s.complete if t.feasible and not t.on_front]
+    infeasible = [t for t in s.complete if not t.feasible]
     groups: list[Group] = [
         ("other trials", others, {"marker": "circle", "color": C_OTHER, "fill": "#fff"}),
         ("over a budget", infeasible, {"marker": "x", "color": C_INFEASIBLE}),
@@ -78,7 +78,7 @@ def _groups(s: Summary) -> list[Group]:
         style = {"marker": "square", "color": C_INT8, "fill": "#fff", "size": 5}
         groups.append(("plain int8", [s.int8], style))
     if pick is not None:
-        chosen = [t for t in s.front if t["number"] == pick]
+        chosen = [t for t in s.front if t.number == pick]
         style = {"marker": "star", "color": "#7a5c00", "fill": C_PICK, "size": 5}
         groups.append((f"recommended (trial {pick})", chosen, style))
     return groups
@@ -104,7 +104,7 @@ def _scatter(s: Summary, xo: ObjectiveInfo, yo: ObjectiveInfo) -> str:
         pts = [
             Point(float(v[xo.name]), float(v[yo.name]), _tip(s, t))
             for t in trials
-            if xo.name in (v := t.get("values") or {}) and yo.name in v
+            if xo.name in (v := t.values) and yo.name in v
         ]
         if pts:
             series.append(Series(label, tuple(pts), **style))
@@ -139,19 +139,19 @@ def pareto_section(s: Summary) -> str:
 
 
 # ------------------------------------------------------------------ parallel coordinates
-def _pc_extra(s: Summary, members: Sequence[Mapping[str, Any]]) -> list[tuple[str, Metric]]:
+def _pc_extra(s: Summary, members: Sequence[TrialRecord]) -> list[tuple[str, Metric]]:
     """(target, metric) of the non-objective numbers some front member recorded."""
     objective_names = {o.name for o in s.objectives}
     return [
         (tgt, m)
         for tgt in s.targets
         for m in PC_EXTRA_METRICS
-        if any(metric_entry(t, tgt, m) for t in members) and f"{m}[{tgt}]" not in objective_names
+        if any(t.metric(tgt, m) for t in members) and f"{m}[{tgt}]" not in objective_names
     ]
 
 
 def _pc_axes(
-    s: Summary, members: Sequence[Mapping[str, Any]], extra: Sequence[tuple[str, Metric]]
+    s: Summary, members: Sequence[TrialRecord], extra: Sequence[tuple[str, Metric]]
 ) -> list[PcAxis]:
     axes = [
         PcAxis(
@@ -162,24 +162,24 @@ def _pc_axes(
         for o in s.objectives
     ]
     for tgt, m in extra:
-        prov = next((str(e["provenance"]) for t in members if (e := metric_entry(t, tgt, m))), "?")
+        prov = next((str(e.provenance) for t in members if (e := t.metric(tgt, m))), "?")
         axes.append(PcAxis(metric_title(m), m.maximize, f"{tgt}, {prov}"))
     return axes
 
 
 def _pc_line(
-    s: Summary, t: Mapping[str, Any], extra: Sequence[tuple[str, Metric]], pick: int | None
+    s: Summary, t: TrialRecord, extra: Sequence[tuple[str, Metric]], pick: int | None
 ) -> PcLine:
     vec: list[float | None] = list(s.objective_vector(t) or [])
     for tgt, m in extra:
-        e = metric_entry(t, tgt, m)
-        vec.append(float(e["value"]) if e else None)
+        e = t.metric(tgt, m)
+        vec.append(float(e.value) if e is not None and e.value is not None else None)
     styles = {"unchanged": (C_ORIGINAL, 2.0, BASELINE_DASH), "int8": (C_INT8, 2.0, BASELINE_DASH)}
-    if t["number"] == pick:
+    if t.number == pick:
         color, width, dash = C_PICK_LINE, 3.5, None
     else:
-        color, width, dash = styles.get(t.get("baseline") or "", (C_FRONT, 1.4, None))
-    return PcLine(tuple(vec), f"#{t['number']}", color, width, dash, _tip(s, t))
+        color, width, dash = styles.get(t.baseline or "", (C_FRONT, 1.4, None))
+    return PcLine(tuple(vec), f"#{t.number}", color, width, dash, _tip(s, t))
 
 
 def _pc_legend(s: Summary, pick: int | None) -> list[PcLegend]:
@@ -233,14 +233,14 @@ def _history_series(s: Summary, i: int, numbers: Sequence[int]) -> list[Series]:
         vec = s.objective_vector(t)
         if vec is None:
             continue
-        p = Point(float(t["number"]), vec[i], _tip(s, t))
-        if t.get("on_front"):
+        p = Point(float(t.number), vec[i], _tip(s, t))
+        if t.on_front:
             front.append(p)
-        elif t.get("feasible", True):
+        elif t.feasible:
             feas.append(p)
         else:
             infeas.append(p)
-    feasible = {t["number"]: t for t in s.complete if t.get("feasible", True)}
+    feasible = {t.number: t for t in s.complete if t.feasible}
     vals: list[float | None] = []
     for n in numbers:
         vec = s.objective_vector(feasible[n]) if n in feasible else None
@@ -251,16 +251,11 @@ def _history_series(s: Summary, i: int, numbers: Sequence[int]) -> list[Series]:
     )
     floor = min((p.y for p in feas + infeas + front), default=0.0)
     fails = tuple(
-        Point(float(t["number"]), floor, f"trial {t['number']} failed: {fail_label(t)}")
-        for t in s.failed
+        Point(float(t.number), floor, f"trial {t.number} failed: {fail_label(t)}") for t in s.failed
     )
-    pruned = tuple(
-        Point(
-            float(t["number"]),
-            floor,
-            f"trial {t['number']} stopped early: {t.get('pruned_reason', '')}",
-        )
-        for t in s.pruned
+    stopped = tuple(
+        Point(float(t.number), floor, f"trial {t.number} stopped early: {t.stopped_reason or ''}")
+        for t in s.stopped
     )
     series = [
         Series("running best (feasible)", best_pts, marker="none", line="step", color="#2ca02c"),
@@ -269,7 +264,11 @@ def _history_series(s: Summary, i: int, numbers: Sequence[int]) -> list[Series]:
         Series("on the front", tuple(front), color=C_FRONT, size=4.5),
         Series("failed (at the bottom)", fails, marker="triangle", color=C_FAIL, fill="#fff"),
         Series(
-            "stopped early (at the bottom)", pruned, marker="triangle", color=C_PRUNED, fill="#fff"
+            "stopped early (at the bottom)",
+            stopped,
+            marker="triangle",
+            color=C_STOPPED,
+            fill="#fff",
         ),
     ]
     return [x for x in series if x.points]
@@ -282,7 +281,7 @@ def history_section(s: Summary) -> str:
             f"<p>No trial completed ({len(s.trials)} trial(s)), so there is no objective value "
             "to plot over time; the reasons are listed below.</p>"
         )
-    numbers = sorted(t["number"] for t in s.trials)
+    numbers = sorted(t.number for t in s.trials)
     plots = [
         xy_plot(
             f"{o.noun}{_on(o)} by trial",
@@ -300,13 +299,13 @@ def history_section(s: Summary) -> str:
 # ------------------------------------------------------------------ importance
 def importance_section(s: Summary) -> str:
     """Bars of parameter importance per objective, or why there are none."""
-    if "importance" not in s.records:
+    if s.records.importance is None:
         return (
             "<p>Parameter importance is not in these records: they were loaded without "
             "importances (<code>load_run(..., importance=True)</code> computes them, as "
             "<code>edgeopt report</code> does).</p>"
         )
-    imp: Mapping[str, Mapping[str, float]] = s.records.get("importance") or {}
+    imp = s.records.importance
     if not imp:
         return (
             f"<p>Parameter importance is absent: it needs at least 4 complete trials with "

@@ -4,11 +4,13 @@ not make it, and every trial."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import replace
 from html import escape
 from typing import Any
 
 from edgeopt.metrics import TASK_METRICS, Metric, task_metric_noun
+from edgeopt.records import MetricEntry, TrialRecord
 from edgeopt.report.final_latency import (
     final_figure,
     final_targets,
@@ -18,9 +20,7 @@ from edgeopt.report.final_latency import (
 from edgeopt.report.model import (
     BASELINE_NAMES,
     Summary,
-    entry_interval,
     fmt_num,
-    metric_entry,
     metric_short,
     present_metrics,
     score_interval,
@@ -46,37 +46,37 @@ def table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 # ------------------------------------------------------------------ front table
-def _prov(entry: Mapping[str, Any]) -> str:
-    p = str(entry.get("provenance", ""))
+def _prov(provenance: str | None) -> str:
+    p = "" if provenance is None else str(provenance)
     return f'<span class="prov {escape(p)}">{escape(p)}</span>'
 
 
 def _num_cell(
-    entry: Mapping[str, Any] | None,
+    entry: MetricEntry | None,
     metric: str = "",
     n: Any = None,
     ci: tuple[float, float] | None = None,
 ) -> str:
     """A number with its provenance; an estimate's low–high, or with ``n`` (samples behind
     an accuracy) its 95 % confidence interval, or the 95 % interval ``ci`` given."""
-    if not entry:
+    if entry is None:
         return '<td class="n">-</td>'
-    txt = fmt_num(entry.get("value"), metric)
-    lo, hi = entry.get("low"), entry.get("high")
+    txt = fmt_num(entry.value, metric)
+    lo, hi = entry.low, entry.high
     if lo is not None and hi is not None:
         txt += f" <span class='muted'>({fmt_num(lo)}–{fmt_num(hi)})</span>"
     if ci is None:
-        ci = accuracy_interval(entry.get("value"), n)
+        ci = accuracy_interval(entry.value, n)
     if ci is not None:
         txt += f" <span class='muted ci'>{fmt_interval(ci)}</span>"
-    return f'<td class="n">{txt}{_prov(entry)}</td>'
+    return f'<td class="n">{txt}{_prov(entry.provenance)}</td>'
 
 
-def _measured(value: Any) -> dict[str, Any]:
-    return {"value": value, "provenance": "measured"}
+def _measured(value: float | None) -> MetricEntry:
+    return MetricEntry(value=value, provenance="measured")
 
 
-def _front_rows(s: Summary) -> list[Mapping[str, Any]]:
+def _front_rows(s: Summary) -> list[TrialRecord]:
     """The front, then the baselines that are not on it."""
     rows = list(s.front)
     for extra in (s.original, s.int8):
@@ -91,7 +91,7 @@ def _front_head(s: Summary, cols: Sequence[Column]) -> list[str]:
         "trial",
         "configuration",
         f"val {kind}",
-        f"test {kind} ({escape(str(s.records.get('test_split') or '-'))} split)",
+        f"test {kind} ({escape(str(s.records.test_split or '-'))} split)",
         metric_short(Metric.SIZE_MB),
     ]
     head += [_col_head(tgt, m) for tgt, m in cols]
@@ -99,28 +99,28 @@ def _front_head(s: Summary, cols: Sequence[Column]) -> list[str]:
     return head
 
 
-def _front_tag(t: Mapping[str, Any], picked: bool) -> str:
+def _front_tag(t: TrialRecord, picked: bool) -> str:
     """What the configuration cell says after the description (baseline, off front, pick)."""
-    name = BASELINE_NAMES.get(t.get("baseline") or "")
+    name = BASELINE_NAMES.get(t.baseline or "")
     tag = f" <b>({name})</b>" if name else ""
-    if not t.get("on_front"):
+    if not t.on_front:
         tag += " <span class='muted'>not on front</span>"
     if picked:
         tag += " <b>★ recommended</b>"
     return tag
 
 
-def _front_row(s: Summary, t: Mapping[str, Any], cols: Sequence[Column]) -> str:
-    picked = s.pick is not None and t["number"] == s.pick.number
-    cls = [c for c, on in (("picked", picked), ("base", not t.get("on_front"))) if on]
-    cand = escape(json.dumps(t.get("candidate") or {}, indent=1))
-    test = t.get("test_accuracy")
+def _front_row(s: Summary, t: TrialRecord, cols: Sequence[Column]) -> str:
+    picked = s.pick is not None and t.number == s.pick.number
+    cls = [c for c, on in (("picked", picked), ("base", not t.on_front)) if on]
+    cand = escape(json.dumps(t.candidate, indent=1))
+    test = t.test_accuracy
     cells = [
-        f'<td class="n">{t["number"]}</td>',
-        f"<td class='cfg'>{escape(t.get('describe') or 'unchanged')}{_front_tag(t, picked)}"
+        f'<td class="n">{t.number}</td>',
+        f"<td class='cfg'>{escape(t.describe or 'unchanged')}{_front_tag(t, picked)}"
         f"<details><summary>config</summary><pre>{cand}</pre></details></td>",
         _num_cell(
-            _measured(t.get("val_accuracy")),
+            _measured(t.val_accuracy),
             Metric.ACCURACY,
             ci=score_interval(s.records, t, "val"),
         ),
@@ -129,10 +129,10 @@ def _front_row(s: Summary, t: Mapping[str, Any], cols: Sequence[Column]) -> str:
             Metric.ACCURACY,
             ci=score_interval(s.records, t, "test"),
         ),
-        _num_cell(_measured(t.get("size_mb")), Metric.SIZE_MB),
+        _num_cell(_measured(t.size_mb), Metric.SIZE_MB),
     ]
     cells += [_col_cell(s, t, tgt, m) for tgt, m in cols]
-    cells.append(f"<td><code>{escape(str(t.get('onnx') or '-'))}</code></td>")
+    cells.append(f"<td><code>{escape(str(t.onnx or '-'))}</code></td>")
     return f'<tr class="{" ".join(cls)}">' + "".join(cells) + "</tr>"
 
 
@@ -142,9 +142,7 @@ def front_table(s: Summary) -> str:
     if not rows:
         return "<p>No complete trial to show.</p>"
     metrics = present_metrics(s)
-    cols = [
-        (tgt, m) for tgt in s.targets for m in metrics if any(metric_entry(t, tgt, m) for t in rows)
-    ]
+    cols = [(tgt, m) for tgt in s.targets for m in metrics if any(t.metric(tgt, m) for t in rows)]
     cols = _with_final_columns(cols, final_targets(s.records, rows))
     head = "".join(f"<th>{h}</th>" for h in _front_head(s, cols))
     out = [f"<table><thead><tr>{head}</tr></thead><tbody>"]
@@ -177,9 +175,9 @@ def _col_head(tgt: str, m: str) -> str:
     return f"{metric_short(m)}<br>{escape(tgt)}"
 
 
-def _col_cell(s: Summary, t: Mapping[str, Any], tgt: str, m: str) -> str:
+def _col_cell(s: Summary, t: TrialRecord, tgt: str, m: str) -> str:
     if m != FINAL:
-        return _num_cell(metric_entry(t, tgt, m), m)
+        return _num_cell(t.metric(tgt, m), m)
     f = final_figure(s.records, t, tgt)
     if f is None:
         return '<td class="n">-</td>'
@@ -191,14 +189,14 @@ def _col_cell(s: Summary, t: Mapping[str, Any], tgt: str, m: str) -> str:
         txt += f"<div class='note'>⚠ {escape(note)}</div>"
     elif f.in_search_speedup:
         txt += f" <span class='muted'>(in-search {fmt_speedup(f.in_search_speedup)})</span>"
-    return f'<td class="n">{txt}{_prov({"provenance": "measured"})}</td>'
+    return f'<td class="n">{txt}{_prov("measured")}</td>'
 
 
 # ------------------------------------------------------------------ task metrics
 def task_metrics_table(s: Summary) -> str:
     """Every task metric on validation and test for the front and the baselines, as
     finalize recorded them; empty when it recorded none (no labelled data, an older run)."""
-    rows = [t for t in _front_rows(s) if t.get("task_metrics")]
+    rows = [t for t in _front_rows(s) if t.task_metrics]
     if not rows:
         return ""
     head = ["trial", "configuration"]
@@ -206,19 +204,19 @@ def task_metrics_table(s: Summary) -> str:
     out = ["<table><thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr></thead>"]
     out.append("<tbody>")
     for t in rows:
-        picked = s.pick is not None and t["number"] == s.pick.number
+        picked = s.pick is not None and t.number == s.pick.number
         cells = [
-            f'<td class="n">{t["number"]}</td>',
-            f"<td class='cfg'>{escape(t.get('describe') or 'unchanged')}"
-            f"{_front_tag(t, picked)}</td>",
+            f'<td class="n">{t.number}</td>',
+            f"<td class='cfg'>{escape(t.describe or 'unchanged')}{_front_tag(t, picked)}</td>",
         ]
         for m in TASK_METRICS:
             for split in ("val", "test"):
-                entry = ((t.get("task_metrics") or {}).get(split) or {}).get(m)
-                n = s.records.get(f"n_{split}") if m == "accuracy" else None
-                ci = None if m == "accuracy" or not entry else entry_interval(entry)
-                shown = {k: v for k, v in (entry or {}).items() if k not in ("low", "high")}
-                cells.append(_num_cell(shown or None, Metric.ACCURACY, n, ci))
+                entry = t.task_metric(split, m)
+                n = s.records.n(split) if m == "accuracy" else None
+                ci = None if m == "accuracy" or entry is None else entry.interval
+                # the interval is shown as ``ci``, not as an estimate's low–high
+                shown = None if entry is None else replace(entry, low=None, high=None)
+                cells.append(_num_cell(shown, Metric.ACCURACY, n, ci))
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</tbody></table>")
     optimized = task_metric_noun(s.metric)
@@ -235,8 +233,8 @@ def task_metrics_table(s: Summary) -> str:
 
 
 # ------------------------------------------------------------------ failures
-def _over_budget(t: Mapping[str, Any]) -> str:
-    over = [f"{k} by {fmt_num(v)}" for k, v in (t.get("constraints") or {}).items() if v > 0]
+def _over_budget(t: TrialRecord) -> str:
+    over = [f"{k} by {fmt_num(v)}" for k, v in t.constraints.items() if v > 0]
     return "; ".join(over)
 
 
@@ -245,26 +243,18 @@ def failures_section(s: Summary) -> str:
     out = []
     if s.failed:
         rows = [
-            [
-                str(t["number"]),
-                t.get("describe") or "",
-                str(t.get("fail_stage", "")),
-                str(t.get("fail_reason", "")),
-            ]
+            [str(t.number), t.describe or "", str(t.fail_stage or ""), str(t.fail_reason or "")]
             for t in s.failed
         ]
         out.append(f"<h3>Failed ({len(s.failed)})</h3>")
         out.append(table(["trial", "configuration", "stage", "reason"], rows))
-    if s.pruned:
-        rows = [
-            [str(t["number"]), t.get("describe") or "", str(t.get("pruned_reason", ""))]
-            for t in s.pruned
-        ]
-        out.append(f"<h3>Stopped early ({len(s.pruned)})</h3>")
+    if s.stopped:
+        rows = [[str(t.number), t.describe or "", str(t.stopped_reason or "")] for t in s.stopped]
+        out.append(f"<h3>Stopped early ({len(s.stopped)})</h3>")
         out.append(table(["trial", "configuration", "reason"], rows))
-    infeasible = [t for t in s.complete if not t.get("feasible", True)]
+    infeasible = [t for t in s.complete if not t.feasible]
     if infeasible:
-        rows = [[str(t["number"]), t.get("describe") or "", _over_budget(t)] for t in infeasible]
+        rows = [[str(t.number), t.describe or "", _over_budget(t)] for t in infeasible]
         out.append(f"<h3>Over a budget ({len(infeasible)})</h3>")
         out.append(table(["trial", "configuration", "exceeds"], rows))
     if not out:
@@ -280,16 +270,15 @@ def all_trials(s: Summary) -> str:
     head += ["trial s"]
     rows = []
     for t in s.trials:
-        v = t.get("values") or {}
         row = [
-            str(t["number"]),
-            str(t.get("state")),
-            t.get("describe") or "",
-            "" if t.get("state") != "complete" else ("yes" if t.get("feasible") else "no"),
-            "yes" if t.get("on_front") else "",
+            str(t.number),
+            str(t.state),
+            t.describe or "",
+            "" if not t.is_complete else ("yes" if t.feasible else "no"),
+            "yes" if t.on_front else "",
         ]
-        row += [fmt_num(v.get(o.name), o.metric) for o in s.objectives]
-        row.append(fmt_num((t.get("timing") or {}).get("trial_s")))
+        row += [fmt_num(t.values.get(o.name), o.metric) for o in s.objectives]
+        row.append(fmt_num(t.timing.trial_s))
         rows.append(row)
     return (
         f"<details><summary>{len(rows)} trials (also in trials.csv)</summary>"

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
 from typing import Any
 
 from edgeopt.metrics import TASK_METRICS, Metric, task_metric_noun
+from edgeopt.records import TrialRecord
 from edgeopt.report.final_latency import (
     FinalFigure,
     final_figure,
@@ -17,10 +17,8 @@ from edgeopt.report.final_latency import (
 from edgeopt.report.model import (
     BASELINE_NAMES,
     Summary,
-    entry_interval,
     fail_label,
     fmt_num,
-    metric_entry,
     metric_short,
     score_interval,
 )
@@ -45,7 +43,7 @@ def render_markdown(s: Summary) -> str:
         f"## edgeopt: {s.model_name} on {', '.join(s.targets) or '?'}",
         "",
         f"{n} trials: {len(s.complete)} complete, {len(s.failed)} failed, "
-        f"{len(s.pruned)} stopped early; front: {len(s.front)}; objectives: "
+        f"{len(s.stopped)} stopped early; front: {len(s.front)}; objectives: "
         + ", ".join(o.with_direction for o in s.objectives)
         + (
             "; budgets: " + ", ".join(f"{k} {v:g}" for k, v in s.budgets.items())
@@ -69,7 +67,7 @@ def render_markdown(s: Summary) -> str:
     if task:
         lines.append("")
         lines += task
-    if s.failed or s.pruned:
+    if s.failed or s.stopped:
         lines.append("")
         lines += _failures(s)
     lines.append("")
@@ -112,33 +110,33 @@ def _front_table(s: Summary) -> list[str]:
 
 def _prov(s: Summary, target: str, metric: str) -> str:
     for t in s.complete:
-        e = metric_entry(t, target, metric)
-        if e:
-            return str(e.get("provenance", "estimated"))
+        e = t.metric(target, metric)
+        if e is not None:
+            return str("estimated" if e.provenance is None else e.provenance)
     return "estimated"
 
 
-def _row(s: Summary, t: Mapping[str, Any]) -> list[str]:
-    num = str(t["number"])
-    if s.pick is not None and t["number"] == s.pick.number:
+def _row(s: Summary, t: TrialRecord) -> list[str]:
+    num = str(t.number)
+    if s.pick is not None and t.number == s.pick.number:
         num = f"**{num}** ★"
-    desc = t.get("describe") or "unchanged"
-    name = BASELINE_NAMES.get(t.get("baseline") or "")
+    desc = t.describe or "unchanged"
+    name = BASELINE_NAMES.get(t.baseline or "")
     if name:
         desc += f" ({name})"
-    if not t.get("on_front"):
+    if not t.on_front:
         desc += ", not on front"
     cells = [
         num,
         desc,
-        _score(t.get("val_accuracy"), score_interval(s.records, t, "val")),
-        _score(t.get("test_accuracy"), score_interval(s.records, t, "test")),
-        fmt_num(t.get("size_mb"), Metric.SIZE_MB),
+        _score(t.val_accuracy, score_interval(s.records, t, "val")),
+        _score(t.test_accuracy, score_interval(s.records, t, "test")),
+        fmt_num(t.size_mb, Metric.SIZE_MB),
     ]
     finals = final_targets(s.records, s.complete)
     for tgt in s.targets:
-        e = metric_entry(t, tgt, Metric.LATENCY_MS)
-        cells.append(fmt_num(e.get("value"), Metric.LATENCY_MS) if e else "-")
+        e = t.metric(tgt, Metric.LATENCY_MS)
+        cells.append(fmt_num(e.value, Metric.LATENCY_MS) if e is not None else "-")
         if tgt in finals:
             cells.append(_final_cell(final_figure(s.records, t, tgt)))
     return cells
@@ -169,7 +167,7 @@ def _score(value: Any, ci: tuple[float, float] | None) -> str:
 def _task_table(s: Summary) -> list[str]:
     """All task metrics, val / test, of the pick and the baselines (report.html and
     report.json have every front member); nothing when finalize recorded none."""
-    rows = [t for t in (_picked(s), s.original, s.int8) if t is not None and t.get("task_metrics")]
+    rows = [t for t in (_picked(s), s.original, s.int8) if t is not None and t.task_metrics]
     rows = list({id(t): t for t in rows}.values())
     if not rows:
         return []
@@ -183,9 +181,9 @@ def _task_table(s: Summary) -> list[str]:
         "|" + "---|" * len(head),
     ]
     for t in rows:
-        name = BASELINE_NAMES.get(t.get("baseline") or "")
-        label = str(t["number"]) + (f" ({name})" if name else "")
-        if s.pick is not None and t["number"] == s.pick.number:
+        name = BASELINE_NAMES.get(t.baseline or "")
+        label = str(t.number) + (f" ({name})" if name else "")
+        if s.pick is not None and t.number == s.pick.number:
             label += " ★"
         cells = [label]
         for m in TASK_METRICS:
@@ -194,22 +192,22 @@ def _task_table(s: Summary) -> list[str]:
     return out
 
 
-def _picked(s: Summary) -> Mapping[str, Any] | None:
+def _picked(s: Summary) -> TrialRecord | None:
     if s.pick is None:
         return None
-    return next((t for t in s.complete if t["number"] == s.pick.number), None)
+    return next((t for t in s.complete if t.number == s.pick.number), None)
 
 
-def _task_cell(s: Summary, t: Mapping[str, Any], split: str, metric: str) -> str:
+def _task_cell(s: Summary, t: TrialRecord, split: str, metric: str) -> str:
     """One task metric on one split with its 95 % interval (Wilson for top-1 accuracy)."""
-    entry = ((t.get("task_metrics") or {}).get(split) or {}).get(metric)
-    if not entry:
+    entry = t.task_metric(split, metric)
+    if entry is None:
         return "-"
     if metric == "accuracy":
-        ci = accuracy_interval(entry.get("value"), s.records.get(f"n_{split}"))
+        ci = accuracy_interval(entry.value, s.records.n(split))
     else:
-        ci = entry_interval(entry)
-    return _score(entry.get("value"), ci)
+        ci = entry.interval
+    return _score(entry.value, ci)
 
 
 def _failures(s: Summary) -> list[str]:
@@ -218,16 +216,16 @@ def _failures(s: Summary) -> list[str]:
         groups = Counter(fail_label(t) for t in s.failed)
         out.append(f"**Failed trials ({len(s.failed)}):**")
         for label, count in groups.most_common(MAX_FAIL_ROWS):
-            nums = [str(t["number"]) for t in s.failed if fail_label(t) == label][:8]
+            nums = [str(t.number) for t in s.failed if fail_label(t) == label][:8]
             more = "…" if count > len(nums) else ""
             out.append(f"- {count}× {_cell(label)[:160]} (trials {', '.join(nums)}{more})")
         if len(groups) > MAX_FAIL_ROWS:
             out.append(f"- …{len(groups) - MAX_FAIL_ROWS} other reasons in report.html")
-    if s.pruned:
+    if s.stopped:
         if out:
             out.append("")
-        groups = Counter(str(t.get("pruned_reason") or "no reason recorded") for t in s.pruned)
-        out.append(f"**Stopped early ({len(s.pruned)}):**")
+        groups = Counter(str(t.stopped_reason or "no reason recorded") for t in s.stopped)
+        out.append(f"**Stopped early ({len(s.stopped)}):**")
         for label, count in groups.most_common(2):
             out.append(f"- {count}× {_cell(label)[:160]}")
         if len(groups) > 2:

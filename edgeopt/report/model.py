@@ -1,7 +1,6 @@
-"""The view of a run that every renderer reads: ``Summary`` (built by
-``report.summary.summarize``), its objectives and pick, and the pure helpers that name,
-unit and format a recorded metric.
-"""
+"""The types every renderer reads (``Summary``, ``ObjectiveInfo``, ``Pick``) and the small
+helpers that name and format metrics; ``summary.summarize`` builds a Summary, ``pick.choose``
+chooses from one."""
 
 from __future__ import annotations
 
@@ -13,14 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.metrics import DEFAULT_TASK_METRIC, Metric, task_metric_noun
+from edgeopt.records import RunRecord, TrialRecord, as_run
 from edgeopt.report.stats import accuracy_interval
 
 # per-target numbers shown in tables, in ``Metric`` order (latency, peak memory, energy)
 TARGET_METRICS: tuple[Metric, ...] = tuple(m for m in Metric if m.per_target)
-
 # units of a time: a smaller one reads "faster", a larger one "slower"
 TIME_UNITS = frozenset({"s", "ms", "us", "µs", "ns"})
-
 # what the report calls the two baseline trials (the ``baseline`` field of a record)
 BASELINE_NAMES = {"unchanged": "original", "int8": "plain int8"}
 
@@ -126,33 +124,32 @@ class Pick:
 class Summary:
     """Everything renderers need; built by ``summarize``."""
 
-    records: Mapping[str, Any]
+    records: RunRecord
     objectives: tuple[ObjectiveInfo, ...]
     targets: tuple[str, ...]
-    complete: tuple[Mapping[str, Any], ...]
-    front: tuple[Mapping[str, Any], ...]
-    failed: tuple[Mapping[str, Any], ...]
-    pruned: tuple[Mapping[str, Any], ...]
-    original: Mapping[str, Any] | None
-    int8: Mapping[str, Any] | None
+    complete: tuple[TrialRecord, ...]
+    front: tuple[TrialRecord, ...]
+    failed: tuple[TrialRecord, ...]
+    stopped: tuple[TrialRecord, ...]
+    original: TrialRecord | None
+    int8: TrialRecord | None
     pick: Pick | None
     no_pick_reason: str | None
     accuracy_kind: str
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
-    def trials(self) -> Sequence[Mapping[str, Any]]:
-        return self.records.get("trials", [])
+    def trials(self) -> Sequence[TrialRecord]:
+        return self.records.trials
 
     @property
     def budgets(self) -> dict[str, float]:
-        b = self.records.get("config", {}).get("budgets", {}) or {}
-        return {k: v for k, v in b.items() if v is not None}
+        return self.records.budgets
 
     @property
     def metric(self) -> str:
         """The run's ``--metric`` (``accuracy`` for runs that recorded none)."""
-        return str(self.records.get("metric") or DEFAULT_TASK_METRIC)
+        return self.records.task_metric
 
     @property
     def score_noun(self) -> str:
@@ -161,15 +158,13 @@ class Summary:
 
     @property
     def model_name(self) -> str:
-        path = self.records.get("config", {}).get("model", {}).get("path") or "model"
-        return Path(path).name
+        return Path(self.records.model_path or "model").name
 
-    def objective_vector(self, trial: Mapping[str, Any]) -> list[float] | None:
+    def objective_vector(self, trial: TrialRecord) -> list[float] | None:
         """The trial's objective values in ``objectives`` order, or None when incomplete."""
-        values = trial.get("values") or {}
         out = []
         for o in self.objectives:
-            v = values.get(o.name)
+            v = trial.values.get(o.name)
             if not isinstance(v, int | float) or not math.isfinite(v):
                 return None
             out.append(float(v))
@@ -187,33 +182,39 @@ def split_name(name: str) -> tuple[str, str | None]:
     return m.group("metric"), m.group("target")
 
 
-def score_noun(records: Mapping[str, Any]) -> str:
+def score_noun(records: RunRecord | Mapping[str, Any]) -> str:
     """What a run's val/test "accuracy" is: ``fidelity`` without task data, else the noun of
     its ``--metric`` (``accuracy``, ``macro F1`` ...)."""
-    if (records.get("baseline") or {}).get("accuracy_kind") == "fidelity":
+    run = as_run(records)
+    if run.accuracy_kind == "fidelity":
         return "fidelity"
-    return task_metric_noun(records.get("metric"))
+    return task_metric_noun(run.metric)
 
 
-def score_interval(
-    records: Mapping[str, Any], t: Mapping[str, Any], split: str
-) -> tuple[float, float] | None:
+def score_interval(records: RunRecord, t: TrialRecord, split: str) -> tuple[float, float] | None:
     """The 95 % interval of trial ``t``'s ``split`` (``val``/``test``) score: Wilson on the
     split's count for top-1 accuracy and fidelity, else the bootstrap interval finalize
     recorded in its ``task_metrics`` (front members and baselines only); None without one."""
-    metric = str(records.get("metric") or DEFAULT_TASK_METRIC)
+    metric = records.task_metric
     if metric == DEFAULT_TASK_METRIC:
-        return accuracy_interval(t.get(f"{split}_accuracy"), records.get(f"n_{split}"))
-    entry = ((t.get("task_metrics") or {}).get(split) or {}).get(metric) or {}
-    return entry_interval(entry)
+        return accuracy_interval(t.accuracy(split), records.n(split))
+    entry = t.task_metric(split, metric)
+    return entry.interval if entry is not None else None
 
 
-def entry_interval(entry: Mapping[str, Any]) -> tuple[float, float] | None:
-    """``(low, high)`` of a recorded entry, when it has both as numbers."""
-    lo, hi = entry.get("low"), entry.get("high")
-    if isinstance(lo, int | float) and isinstance(hi, int | float):
-        return float(lo), float(hi)
-    return None
+def provenance_of(records: RunRecord, metric: str, target: str | None) -> str:
+    """How a metric was obtained in this run: from the first complete trial's measurements;
+    failing that, a per-target number (or an unknown one) is estimated, any other (accuracy,
+    size) measured on this host."""
+    for t in records.trials:
+        tgt = target or next(iter(t.measurements), None)
+        if tgt is None:
+            continue
+        entry = t.metric(tgt, metric)
+        if entry is not None and entry.provenance:
+            return str(entry.provenance)
+    m = metric_of(metric)
+    return "estimated" if m is None or m.per_target else "measured"
 
 
 def fmt_num(v: Any, metric: str = "") -> str:
@@ -234,20 +235,16 @@ def fmt_num(v: Any, metric: str = "") -> str:
     return f"{v:.4g}"
 
 
-def metric_entry(t: Mapping[str, Any], target: str, metric: str) -> Mapping[str, Any] | None:
-    """``{value, provenance, ...}`` of one metric of one trial on one target, if recorded."""
-    return ((t.get("measurements") or {}).get(target) or {}).get(metric)
-
-
 def present_metrics(s: Summary) -> list[Metric]:
     """Per-target metrics that at least one complete trial recorded, in table order."""
     out = []
     for m in TARGET_METRICS:
-        if any(metric_entry(t, tg, m) for t in s.complete for tg in s.targets):
+        if any(t.metric(tg, m) for t in s.complete for tg in s.targets):
             out.append(m)
     return out
 
 
-def fail_label(t: Mapping[str, Any]) -> str:
+def fail_label(t: TrialRecord) -> str:
     """``stage: reason`` of a failed trial."""
-    return f"{t.get('fail_stage', 'unknown')}: {t.get('fail_reason', '')}".strip()
+    stage = "unknown" if t.fail_stage is None else t.fail_stage
+    return f"{stage}: {'' if t.fail_reason is None else t.fail_reason}".strip()

@@ -8,10 +8,8 @@ this one function, so the progress line, the reports and ``export --best`` agree
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from edgeopt.metrics import DEFAULT_TASK_METRIC, Metric
+from edgeopt.records import TrialRecord
 from edgeopt.report.final_latency import (
     complete_targets,
     final_figure,
@@ -36,7 +34,7 @@ def choose(s: Summary) -> tuple[Pick | None, str | None]:
     assert idx is not None
     method = KNEE_METHOD
     accuracy = next((i for i, o in enumerate(s.objectives) if o.metric == Metric.ACCURACY), None)
-    n = s.records.get("n_val")
+    n = s.records.n_val
     knee_trial = None
     # ties within the Wilson interval: top-1 accuracy (or fidelity) is a proportion on n
     # samples; another --metric is not, so its knee stands
@@ -46,20 +44,20 @@ def choose(s: Summary) -> tuple[Pick | None, str | None]:
         knee_trial, idx = (members[idx][0] if untied != idx else None), untied
         method += "; " + tie_rule(n)
     chosen = members[idx][0]
-    return Pick(int(chosen["number"]), method, _reason(s, chosen, knee_trial)), None
+    return Pick(chosen.number, method, _reason(s, chosen, knee_trial)), None
 
 
 def _why_no_front(s: Summary) -> str:
     if not s.complete:
         n = len(s.trials)
         return (
-            f"no trial completed ({n} trial(s): {len(s.failed)} failed, {len(s.pruned)} "
+            f"no trial completed ({n} trial(s): {len(s.failed)} failed, {len(s.stopped)} "
             "stopped early), so there is nothing to recommend"
         )
     parts = []
-    names = sorted({k for t in s.complete for k in (t.get("constraints") or {})})
+    names = sorted({k for t in s.complete for k in t.constraints})
     for name in names:
-        vals = [t["constraints"][name] for t in s.complete if name in (t.get("constraints") or {})]
+        vals = [t.constraints[name] for t in s.complete if name in t.constraints]
         ok = sum(1 for v in vals if v <= 0)
         msg = f"{name}: {ok} of {len(vals)} within budget"
         if ok == 0 and vals:
@@ -83,7 +81,7 @@ def _ratio_phrase(o: ObjectiveInfo, new: float, old: float) -> str:
     return f"{new / old:.2f}x {'slower' if time else 'larger'}"
 
 
-def pick_vector(s: Summary, t: Mapping[str, Any]) -> list[float] | None:
+def pick_vector(s: Summary, t: TrialRecord) -> list[float] | None:
     """``objective_vector`` with each host latency replaced by its final re-measure (one
     interleaved pass after the search, ``final_latency``) on the targets where every front
     member has one: the pick and its reason use these, the plots the in-search values."""
@@ -99,7 +97,7 @@ def pick_vector(s: Summary, t: Mapping[str, Any]) -> list[float] | None:
 
 
 def _final_phrase(
-    s: Summary, t: Mapping[str, Any], o: ObjectiveInfo, num: str, *, original: bool
+    s: Summary, t: TrialRecord, o: ObjectiveInfo, num: str, *, original: bool
 ) -> str | None:
     """``0.5 ms vs 1.0 ms (2.01x faster, measured ...; in-search 2.10x)`` for a latency
     objective the pick took from the final pass, else None."""
@@ -111,19 +109,20 @@ def _final_phrase(
     how = "measured on this host after the search, in one interleaved pass with the original"
     if original or f.speedup is None:
         return f"{num} ({how})"
-    pass_original = ((s.records.get("final_latency") or {}).get(o.target) or {}).get("original")
-    old = fmt_num((pass_original or {}).get("p50_ms"), o.metric) + f" {o.unit}"
+    final_pass = s.records.final_latency.get(o.target)
+    original_ms = final_pass.original.p50_ms if final_pass and final_pass.original else None
+    old = fmt_num(original_ms, o.metric) + f" {o.unit}"
     ratio = speed_phrase(f.speedup)
     search = f"; in-search {fmt_speedup(f.in_search_speedup)}" if f.in_search_speedup else ""
     return f"{num} vs {old} ({ratio}, {how}{search})"
 
 
-def _reason(s: Summary, t: Mapping[str, Any], knee_trial: Mapping[str, Any] | None = None) -> str:
+def _reason(s: Summary, t: TrialRecord, knee_trial: TrialRecord | None = None) -> str:
     """Why ``t`` is the pick: its numbers against the original's; ``knee_trial`` is the knee
     it was picked over (accuracy tied within the interval, see ``stats.tie_rule``)."""
     vec = pick_vector(s, t) or []
     ref = s.objective_vector(s.original) if s.original is not None else None
-    if t.get("baseline") == "unchanged":
+    if t.baseline == "unchanged":
         ref = None
     bits = []
     for i, o in enumerate(s.objectives):
@@ -140,14 +139,14 @@ def _reason(s: Summary, t: Mapping[str, Any], knee_trial: Mapping[str, Any] | No
             )
         else:
             bits.append(f"{o.noun}{where} {num} ({o.provenance})")
-    who = f"Trial {t['number']} ({t.get('describe') or 'unchanged'})"
-    original = t.get("baseline") == "unchanged"
+    who = f"Trial {t.number} ({t.describe or 'unchanged'})"
+    original = t.baseline == "unchanged"
     if knee_trial is not None:
         head = (
-            f"{who} is picked over the knee of the front, trial {knee_trial['number']}, "
+            f"{who} is picked over the knee of the front, trial {knee_trial.number}, "
             f"whose validation {s.score_noun} "
-            f"({fmt_num(knee_trial.get('val_accuracy'), 'accuracy')}"
-            f" vs {fmt_num(t.get('val_accuracy'), 'accuracy')}) is higher only within the "
+            f"({fmt_num(knee_trial.val_accuracy, 'accuracy')}"
+            f" vs {fmt_num(t.val_accuracy, 'accuracy')}) is higher only within the "
             "95 % interval, while this trial is at least as good on everything else"
         )
     elif original:

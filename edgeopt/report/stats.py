@@ -8,10 +8,10 @@ normal approximation does not. Pure maths on plain numbers, like ``pareto``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from edgeopt.metrics import task_metric_noun
+from edgeopt.records import RunRecord
 from edgeopt.report.pareto import dominates, normalize
 
 Z95 = 1.959963984540054
@@ -100,15 +100,15 @@ def tie_rule(n: int) -> str:
     )
 
 
-def interval_note(records: Mapping[str, Any], kind: str = "accuracy") -> str | None:
+def interval_note(records: RunRecord, kind: str = "accuracy") -> str | None:
     """What the bracketed intervals after an accuracy (``kind``: or fidelity; or the run's
     ``--metric``) are, from the records' sample counts; None when the run recorded none (then
     no interval is shown)."""
-    n_val, n_test = records.get("n_val"), records.get("n_test")
+    n_val, n_test = records.n_val, records.n_test
     if not isinstance(n_val, int) or n_val < 1:
         return None
     on = f"{n_val} validation" + (f", {n_test} test" if isinstance(n_test, int) else "")
-    metric = records.get("metric") or "accuracy"
+    metric = records.task_metric
     if kind != "fidelity" and metric != "accuracy":
         return (
             f"[low, high] after a {task_metric_noun(metric)}: its 95 % percentile bootstrap "

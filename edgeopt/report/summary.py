@@ -1,9 +1,9 @@
-"""What every renderer shows, derived once from a run's plain records.
+"""What every renderer shows, derived once from a run's records.
 
-``summarize(records)`` turns the dict from ``edgeopt.search.run.collect.load_run`` into a
-``Summary`` (``report.model``): the objectives with units and provenance, the front, the
-baselines, the recommended pick with its reason, failures and notes. Renderers only format a
-Summary.
+``summarize(records)`` turns a run's ``RunRecord`` (or the dict
+``edgeopt.search.run.collect.load_run`` gives) into a ``Summary``: the objectives with units and
+provenance, the front, the baselines, the recommended pick with its reason, failures and
+notes. Renderers only format a Summary.
 """
 
 from __future__ import annotations
@@ -13,64 +13,61 @@ from dataclasses import replace
 from typing import Any
 
 from edgeopt.metrics import DEFAULT_TASK_METRIC, task_metric_noun
-from edgeopt.report.final_latency import pass_notes
-from edgeopt.report.model import ObjectiveInfo, Summary, metric_of, split_name
+from edgeopt.records import RunRecord, TrialState, as_run
+from edgeopt.report.final_latency import (
+    pass_notes,
+)
+from edgeopt.report.machines import machine_note
+
+# per-target numbers shown in tables, in ``Metric`` order (latency, peak memory, energy)
+from edgeopt.report.model import (
+    ObjectiveInfo,
+    Summary,
+    provenance_of,
+    split_name,
+)
 from edgeopt.report.pick import choose
 
 
-def provenance_of(records: Mapping[str, Any], metric: str, target: str | None) -> str:
-    """How a metric was obtained in this run: from the first complete trial's measurements;
-    failing that, a per-target number (or an unknown one) is estimated, any other (accuracy,
-    size) measured on this host."""
-    for t in records.get("trials", []):
-        meas = t.get("measurements") or {}
-        tgt = target or next(iter(meas), None)
-        if tgt is None:
-            continue
-        entry = (meas.get(tgt) or {}).get(metric)
-        if entry and entry.get("provenance"):
-            return str(entry["provenance"])
-    m = metric_of(metric)
-    return "estimated" if m is None or m.per_target else "measured"
-
-
-def summarize(records: Mapping[str, Any]) -> Summary:
-    """Derive the shared view of a run from its records (see module doc)."""
-    baseline = records.get("baseline") or {}
-    kind = str(baseline.get("accuracy_kind", "accuracy"))
+def summarize(records: RunRecord | Mapping[str, Any]) -> Summary:
+    """Derive the shared view of a run from its records (see module doc): a ``RunRecord``,
+    or the dict ``load_run`` gives (read into one here)."""
+    records = as_run(records)
+    kind = records.accuracy_kind
     objectives = []
-    for o in records.get("objectives", []):
-        metric, target = split_name(o["name"])
+    for o in records.objectives:
+        metric, target = split_name(o.name)
         objectives.append(
             ObjectiveInfo(
-                name=o["name"],
+                name=o.name,
                 metric=metric,
                 target=target,
-                maximize=o.get("direction") == "maximize",
+                maximize=o.maximize,
                 provenance=provenance_of(records, metric, target),
                 accuracy_kind=kind,
-                task_metric=str(records.get("metric") or DEFAULT_TASK_METRIC),
+                task_metric=records.task_metric,
             )
         )
-    trials = list(records.get("trials", []))
-    complete = tuple(t for t in trials if t.get("state") == "complete")
-    front = tuple(t for t in complete if t.get("on_front"))
-    original = next((t for t in complete if t.get("baseline") == "unchanged"), None)
-    int8 = next((t for t in complete if t.get("baseline") == "int8"), None)
+    trials = list(records.trials)
+    complete = tuple(t for t in trials if t.state is TrialState.COMPLETE)
+    front = tuple(t for t in complete if t.on_front)
+    original = next((t for t in complete if t.baseline == "unchanged"), None)
+    int8 = next((t for t in complete if t.baseline == "int8"), None)
     s = Summary(
         records=records,
         objectives=tuple(objectives),
-        targets=tuple(records.get("targets", [])),
+        targets=records.targets,
         complete=complete,
         front=front,
-        failed=tuple(t for t in trials if t.get("state") == "fail"),
-        pruned=tuple(t for t in trials if t.get("state") == "pruned"),
+        failed=tuple(t for t in trials if t.state is TrialState.FAIL),
+        stopped=tuple(t for t in trials if t.state is TrialState.STOPPED),
         original=original,
         int8=int8,
         pick=None,
         no_pick_reason=None,
         accuracy_kind=kind,
     )
+
     pick, why_not = choose(s)
     notes = list(_notes(s))
     return replace(s, pick=pick, no_pick_reason=why_not, notes=tuple(notes))
@@ -90,7 +87,7 @@ def _notes(s: Summary) -> list[str]:
             f"are {task_metric_noun(s.metric)}, not top-1 accuracy (the task metrics table has "
             "all five). Fine-tuning still keeps its best epoch by top-1 accuracy."
         )
-    split = s.records.get("test_split")
+    split = s.records.test_split
     if split == "val":
         notes.append(
             "The data has no test split: 'test' numbers are on the validation split the "
@@ -102,12 +99,11 @@ def _notes(s: Summary) -> list[str]:
             "Numbers on " + ", ".join(estimated) + " are estimated from the hardware profile "
             "by the cost model, not measured on the device."
         )
-    if s.records.get("prune_unsupported"):
-        notes.append(f"Pruning was disabled for this model: {s.records['prune_unsupported']}")
+    if s.records.prune_unsupported:
+        notes.append(f"Pruning was disabled for this model: {s.records.prune_unsupported}")
     hidden = hidden_note(s.records)
     if hidden:
         notes.append(hidden)
-    from edgeopt.report.machines import machine_note
 
     machines = machine_note(s.records)
     if machines:
@@ -117,12 +113,12 @@ def _notes(s: Summary) -> list[str]:
     return notes
 
 
-def hidden_note(records: Mapping[str, Any]) -> str | None:
+def hidden_note(records: RunRecord) -> str | None:
     """How many Pareto-optimal candidates were hidden for hopeless accuracy, if any."""
-    hidden, bar = records.get("hidden_hopeless") or [], records.get("hopeless_below")
+    hidden, bar = records.hidden_hopeless, records.hopeless_below
     if not hidden or bar is None:
         return None
-    original = (records.get("baseline") or {}).get("val_accuracy")
+    original = records.original_val_accuracy
     under = f", more than {100 * (original - bar):.0f} pt under the original" if original else ""
     return (
         f"{len(hidden)} Pareto-optimal candidate(s) (trial {', '.join(map(str, hidden))}) are "

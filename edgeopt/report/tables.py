@@ -13,7 +13,7 @@ from typing import Any
 from edgeopt.metrics import TASK_METRICS, Metric
 from edgeopt.report.final_latency import disagreements, final_figure, final_targets
 from edgeopt.report.machines import machine_label
-from edgeopt.report.model import Summary, metric_entry
+from edgeopt.report.model import Summary
 
 REPORT_KIND = "edgeopt-report"
 
@@ -35,9 +35,9 @@ def render_json(s: Summary) -> str:
     ``latency_disagreements`` (front members and baselines whose final host speedup and
     in-search one are more than 15 % apart: ``{number, target, in_search_speedup,
     final_speedup, note}``)."""
-    out = dict(s.records)
+    out = s.records.to_dict()
     out["kind"] = REPORT_KIND
-    out["front"] = [t["number"] for t in s.front]
+    out["front"] = [t.number for t in s.front]
     out["pick"] = asdict(s.pick) if s.pick is not None else None
     out["no_pick_reason"] = s.no_pick_reason
     out["notes"] = list(s.notes)
@@ -62,13 +62,13 @@ def csv_columns(s: Summary) -> list[str]:
         "test_accuracy",
         "size_mb",
     ]
-    if any(t.get("task_metrics") for t in s.trials):  # front and baselines, labelled data
+    if any(t.task_metrics for t in s.trials):  # front and baselines, labelled data
         cols += [f"{split}.{m}" for split in ("val", "test") for m in TASK_METRICS]
     metrics = sorted(
         {
             (tgt, m)
             for t in s.trials
-            for tgt, by_metric in (t.get("measurements") or {}).items()
+            for tgt, by_metric in t.measurements.items()
             for m in by_metric
             # size has its own column: the record's top-level ``size_mb``
             if m != Metric.SIZE_MB
@@ -78,9 +78,9 @@ def csv_columns(s: Summary) -> list[str]:
         cols += [f"{m}[{tgt}]", f"{m}[{tgt}].provenance"]
     for tgt in final_targets(s.records, s.trials):  # re-measured after the search (measured)
         cols += [f"final_latency_ms[{tgt}]", f"final_speedup[{tgt}]"]
-    params = sorted({p for t in s.trials for p in (t.get("params") or {})})
+    params = sorted({p for t in s.trials for p in t.params})
     cols += [f"param.{p}" for p in params]
-    cons = sorted({c for t in s.trials for c in (t.get("constraints") or {})})
+    cons = sorted({c for t in s.trials for c in t.constraints})
     cols += [f"constraint.{c}" for c in cons]
     cols += [
         "build_s",
@@ -90,7 +90,7 @@ def csv_columns(s: Summary) -> list[str]:
         "onnx",
         "fail_stage",
         "fail_reason",
-        "pruned_reason",
+        "stopped_reason",
     ]
     return cols
 
@@ -104,21 +104,22 @@ def render_csv(s: Summary) -> str:
     finals = final_targets(s.records, s.trials)
     for t in s.trials:
         row: dict[str, Any] = {
-            "number": t.get("number"),
-            "state": t.get("state"),
-            "describe": t.get("describe", ""),
-            "baseline": t.get("baseline") or "",
-            "feasible": _b(t.get("feasible")),
-            "on_front": _b(t.get("on_front")),
-            "picked": _b(s.pick is not None and t.get("number") == s.pick.number),
-            "val_accuracy": _n(t.get("val_accuracy")),
-            "test_accuracy": _n(t.get("test_accuracy")),
-            "size_mb": _n(t.get("size_mb")),
+            "number": t.number,
+            "state": str(t.state),
+            "describe": t.describe,
+            "baseline": t.baseline or "",
+            # whether it met the budgets and is on the front: said of complete trials only
+            "feasible": _b(t.feasible) if t.is_complete else "",
+            "on_front": _b(t.on_front) if t.is_complete else "",
+            "picked": _b(s.pick is not None and t.number == s.pick.number),
+            "val_accuracy": _n(t.val_accuracy),
+            "test_accuracy": _n(t.test_accuracy),
+            "size_mb": _n(t.size_mb),
             "machine": machine_label(t),
-            "onnx": t.get("onnx") or "",
-            "fail_stage": t.get("fail_stage", ""),
-            "fail_reason": t.get("fail_reason", ""),
-            "pruned_reason": t.get("pruned_reason", ""),
+            "onnx": t.onnx or "",
+            "fail_stage": t.fail_stage,
+            "fail_reason": t.fail_reason,
+            "stopped_reason": t.stopped_reason,
         }
         for tgt in finals:
             f = final_figure(s.records, t, tgt)
@@ -126,25 +127,25 @@ def render_csv(s: Summary) -> str:
             row[f"final_speedup[{tgt}]"] = _n(f.speedup if f else None)
         for col in cols:
             if col.startswith("param."):
-                row[col] = _n((t.get("params") or {}).get(col[6:]))
+                row[col] = _n(t.params.get(col[6:]))
             elif col.startswith("constraint."):
-                row[col] = _n((t.get("constraints") or {}).get(col[11:]))
+                row[col] = _n(t.constraints.get(col[11:]))
             elif col.split(".")[0] in ("val", "test") and col.split(".")[-1] in TASK_METRICS:
                 split, m = col.split(".")
-                entry = ((t.get("task_metrics") or {}).get(split) or {}).get(m) or {}
-                row[col] = _n(entry.get("value"))
+                entry = t.task_metric(split, m)
+                row[col] = _n(entry.value if entry is not None else None)
             elif col in ("build_s", "measure_s", "trial_s"):
-                row[col] = _n((t.get("timing") or {}).get(col))
+                row[col] = _n(getattr(t.timing, col))
             elif "[" in col and col not in row:
                 m, rest = col.split("[", 1)
                 tgt, _, suffix = rest.partition("]")
-                e = metric_entry(t, tgt, m)
+                e = t.metric(tgt, m)
                 if e is None:
                     row[col] = ""
                 elif suffix == ".provenance":
-                    row[col] = e.get("provenance", "")
+                    row[col] = e.provenance
                 else:
-                    row[col] = _n(e.get("value"))
+                    row[col] = _n(e.value)
         w.writerow(row)
     return buf.getvalue()
 

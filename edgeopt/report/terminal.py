@@ -7,40 +7,39 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from edgeopt.metrics import Metric
+from edgeopt.records import RunRecord, TrialRecord, as_run
 from edgeopt.report.final_latency import final_lines
 from edgeopt.report.model import Summary, score_noun
 from edgeopt.report.summary import hidden_note
 
 
-def render_front(run: Mapping[str, Any]) -> str:
+def render_front(run: RunRecord | Mapping[str, Any]) -> str:
     """Final table of the Pareto front (validation and test score, numbers per target),
     with the baselines below it; every column as wide as its longest entry."""
-    front = [t for t in run["trials"] if t.get("on_front")]
+    run = as_run(run)
+    front = [t for t in run.trials if t.on_front]
     if not front:
         return "no feasible trial on the front (see the report for failures and budgets)"
     # the baselines are always shown, so the front can be read against what you have now
-    extra = [
-        t
-        for t in run["trials"]
-        if t.get("baseline") and not t.get("on_front") and t["state"] == "complete"
-    ]
+    extra = [t for t in run.trials if t.baseline and not t.on_front and t.is_complete]
     noun = score_noun(run)
-    targets = list(run["targets"])
+    targets = list(run.targets)
     head = ["trial", "candidate", f"val {noun}", f"test {noun}", "size MB"]
     head += [f"latency ms {t}" for t in targets]
     rows = []
     for t in front + extra:
-        tag = "" if t.get("on_front") else " [baseline, not on front]"
+        tag = "" if t.on_front else " [baseline, not on front]"
         row = [
-            str(t["number"]),
-            (t.get("describe") or "unchanged") + tag,
-            _f(t.get("val_accuracy")),
-            _f(t.get("test_accuracy")),
-            f"{t['size_mb']:.3f}",
+            str(t.number),
+            (t.describe or "unchanged") + tag,
+            _f(t.val_accuracy),
+            _f(t.test_accuracy),
+            _f(t.size_mb, 3),
         ]
         for name in targets:
-            m = t["measurements"][name]["latency_ms"]
-            row.append(f"{m['value']:.3f} ({m['provenance'][:4]}.)")
+            m = t.metric(name, Metric.LATENCY_MS)
+            row.append(f"{_f(m.value, 3)} ({str(m.provenance)[:4]}.)" if m is not None else "-")
         rows.append(row)
     lines = [
         f"Pareto front (feasible trials; val/test = {noun}, val = selection split, "
@@ -65,8 +64,8 @@ def recommended_line(s: Summary, run_dir: Path | None) -> str:
     machine that built it."""
     if s.pick is None:
         return f"recommended: none: {s.no_pick_reason}"
-    trial = next(t for t in s.complete if t["number"] == s.pick.number)
-    onnx = trial.get("onnx")
+    trial = next(t for t in s.complete if t.number == s.pick.number)
+    onnx = trial.onnx
     if not onnx:
         return f"recommended: trial {s.pick.number} (it recorded no ONNX file)"
     if run_dir is not None:
@@ -92,19 +91,12 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]], left: set[int]) -
     return [first, "-" * len(first), *(line(r) for r in rows)]
 
 
-def _remote(trials: Sequence[Mapping[str, Any]], targets: Sequence[str]) -> list[str]:
+def _remote(trials: Sequence[TrialRecord], targets: Sequence[str]) -> list[str]:
     """The devices of a profile's [runner] that measured these trials, where not this host."""
-    return sorted(
-        {
-            str(t["measurements"][n]["latency_ms"].get("device"))
-            for t in trials
-            for n in targets
-            if not str(t["measurements"][n]["latency_ms"].get("device", "local://")).startswith(
-                "local://"
-            )
-        }
-    )
+    entries = [t.metric(n, Metric.LATENCY_MS) for t in trials for n in targets]
+    devices = {e.device for e in entries if e is not None and e.device is not None}
+    return sorted(str(d) for d in devices if not str(d).startswith("local://"))
 
 
-def _f(v: float | None) -> str:
-    return "-" if v is None else f"{v:.4f}"
+def _f(v: float | None, digits: int = 4) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"

@@ -37,6 +37,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from edgeopt.errors import ConfigError
 from edgeopt.search.integrations.mlflow_http import bound_http_requests, is_http, probe
+from edgeopt.search.trial.protocol import stopped_reason
 
 if TYPE_CHECKING:
     from edgeopt.search.study.context import SearchContext
@@ -222,7 +223,7 @@ class Tracker:
             tags["edgeopt.baseline"] = str(ua["baseline"])
         if ua.get("worker"):
             tags["edgeopt.worker"] = str(ua["worker"])
-        reason = ua.get("fail_reason") or ua.get("pruned_reason")
+        reason = ua.get("fail_reason") or stopped_reason(ua)
         if reason:
             tags["edgeopt.reason"] = str(reason)[:_TAG_MAX]
         if ua.get("fail_stage"):

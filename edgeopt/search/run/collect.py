@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,23 +15,25 @@ from optuna.trial import TrialState
 from edgeopt.config import RunConfig
 from edgeopt.data import split_sizes
 from edgeopt.errors import ConfigError
+from edgeopt.records import (
+    SCHEMA_VERSION,
+    FinalLatency,
+    FinalPass,
+    Machine,
+    MetricEntry,
+    Objective,
+    RunRecord,
+    Timing,
+    TrialRecord,
+)
+from edgeopt.records import TrialState as RecordState
 from edgeopt.rundir import Baseline
 from edgeopt.search.study import shared
 from edgeopt.search.study.artifacts import trial_artifacts
 from edgeopt.search.study.source import OpenRun, RunSource
 from edgeopt.search.study.storage import redact
-from edgeopt.search.trial.protocol import SYNTHETIC_N
+from edgeopt.search.trial.protocol import SYNTHETIC_N, stopped_reason
 
-# 2: ``metric`` (the run's --metric, what val/test accuracy and the accuracy objective are)
-# and, per front member and baseline with labelled data, ``task_metrics``:
-# {"val"|"test": {metric: {"value", "provenance"[, "low", "high"]}}}
-# 3: ``final_latency``: per trial re-measured after the search, {profile: {"p50_ms",
-# "p90_ms", "ratio_to_original", "speedup", "load", "device"}}; at the top, per profile, the
-# pass ({"device", "threads", "measured_at", "passes", "rounds", "load", "original":
-# {"p50_ms", "p90_ms"}[, "missing"]} or {"skipped": reason}; see search/run/final_measure.py);
-# and a host-measured latency's ``load`` (edgeopt.measure.machine_load.MachineLoad) in measurements;
-# later, without a new version (a key added): ``unfinished``, the running and queued trials
-SCHEMA_VERSION = 3
 N_KEYS = ("n_val", "n_test")
 
 
@@ -48,7 +51,7 @@ def load_run(run: Path | str | RunSource, *, importance: bool = False) -> dict[s
 
 def records_of(opened: OpenRun, *, importance: bool = False) -> dict[str, Any]:
     """``load_run`` on a run already opened."""
-    out = _records(
+    run = _records(
         opened.study,
         opened.config,
         opened.baseline,
@@ -59,11 +62,11 @@ def records_of(opened: OpenRun, *, importance: bool = False) -> dict[str, Any]:
     )
     if importance:
         names = opened.study.user_attrs.get("objectives", [])
-        out["importance"] = _importances(opened.study, names)
-    return out
+        run = replace(run, importance=_importances(opened.study, names))
+    return run.to_dict()
 
 
-def study_records(study: optuna.Study) -> dict[str, Any] | None:
+def study_records(study: optuna.Study) -> RunRecord | None:
     """The records of a study from what it recorded itself (its settings, baseline and
     final numbers), as a search process sees it between trials: what the progress line
     reads, so that it names the pick the reports will. None for a study that recorded no
@@ -89,7 +92,7 @@ def _records(
     where: str,
     storage: str,
     artifacts: str | None,
-) -> dict[str, Any]:
+) -> RunRecord:
     """The records of ``study`` (see ``load_run``); ``where``, ``storage`` and ``artifacts``
     say where it was read from."""
     from edgeopt.profiles import load_profile
@@ -109,52 +112,53 @@ def _records(
         and float(t.user_attrs.get("val_accuracy", 0.0)) < hopeless_bar
     }
     front -= hopeless
+    figures = final.get("final_latency") or {}
     trials = [
-        _trial_record(t, names, targets, final["test_accuracy"], t.number in front)
+        _finished(
+            _trial_record(t, names, targets, final["test_accuracy"], t.number in front),
+            final.get("task_metrics", {}),
+            hopeless,
+            figures,
+        )
         for t in study.get_trials(deepcopy=False)
         if t.state not in (TrialState.RUNNING, TrialState.WAITING)
     ]
-    task = final.get("task_metrics", {})
-    for rec in trials:
-        if str(rec["number"]) in task:
-            rec["task_metrics"] = task[str(rec["number"])]
-    for rec in trials:
-        if rec["number"] in hopeless:
-            rec["hopeless"] = True
-    _add_final_latency(trials, final.get("final_latency") or {})
-    out: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "run_dir": where,
-        "study": {"name": config.study_name, "storage": redact(storage)},
-        "artifacts": artifacts,
-        "config": {**config.to_dict(), "storage": redact(config.storage or "") or None},
-        "metric": config.metric,
-        "baseline": baseline.to_dict(),
-        "targets": targets,
-        "objectives": [
-            {"name": n, "direction": d} for n, d in zip(names, directions, strict=False)
-        ],
-        "trials": trials,
-        "test_split": final.get("test_split"),
-        # the samples behind val/test accuracy (synthetic inputs without data): for the
-        # reports' confidence intervals
-        **(split_sizes(config.data) if config.data else dict.fromkeys(N_KEYS, SYNTHETIC_N)),
-        "prune_unsupported": study.user_attrs.get("prune_unsupported"),
-        "final_latency": {
-            p: {k: v for k, v in e.items() if k != "trials"}
-            for p, e in (final.get("final_latency") or {}).items()
+    # the samples behind val/test accuracy (synthetic inputs without data): for the
+    # reports' confidence intervals
+    n = split_sizes(config.data) if config.data else dict.fromkeys(N_KEYS, SYNTHETIC_N)
+    return RunRecord(
+        schema_version=SCHEMA_VERSION,
+        run_dir=where,
+        study={"name": config.study_name, "storage": redact(storage)},
+        artifacts=artifacts,
+        config={**config.to_dict(), "storage": redact(config.storage or "") or None},
+        metric=config.metric,
+        baseline=baseline.to_dict(),
+        targets=tuple(targets),
+        objectives=tuple(
+            Objective(name=n, direction=d) for n, d in zip(names, directions, strict=False)
+        ),
+        trials=tuple(trials),
+        test_split=final.get("test_split"),
+        n_val=n["n_val"],
+        n_test=n["n_test"],
+        prune_unsupported=study.user_attrs.get("prune_unsupported"),
+        final_latency={
+            p: FinalPass.from_dict({k: v for k, v in e.items() if k != "trials"})
+            for p, e in figures.items()
         },
         # Pareto-optimal but far below the original on accuracy: kept off the front
-        "hidden_hopeless": sorted(hopeless),
-        "hopeless_below": hopeless_bar,
+        hidden_hopeless=tuple(sorted(hopeless)),
+        hopeless_below=hopeless_bar,
         # trials a worker has not finished (running, or queued): not in ``trials``
-        "unfinished": sorted(
-            t.number
-            for t in study.get_trials(deepcopy=False)
-            if t.state in (TrialState.RUNNING, TrialState.WAITING)
+        unfinished=tuple(
+            sorted(
+                t.number
+                for t in study.get_trials(deepcopy=False)
+                if t.state in (TrialState.RUNNING, TrialState.WAITING)
+            )
         ),
-    }
-    return out
+    )
 
 
 HOPELESS_DROP = 0.05
@@ -178,35 +182,37 @@ def _trial_record(
     targets: list[str],
     test_accuracy: dict[str, float],
     on_front: bool,
-) -> dict[str, Any]:
-    """One trial as a plain record (see ``load_run``)."""
+) -> TrialRecord:
+    """One trial as a record (see ``load_run``)."""
     from edgeopt.search.study.lifecycle import STALE_REASON
 
     ua = t.user_attrs
-    rec: dict[str, Any] = {
-        "number": t.number,
-        "state": t.state.name.lower(),
-        "describe": ua.get("describe", ""),
-        "baseline": ua.get("baseline"),
-        "candidate": ua.get("candidate", {}),
-        "params": dict(t.params),
-        "start": t.datetime_start.isoformat() if t.datetime_start else None,
-        "complete": t.datetime_complete.isoformat() if t.datetime_complete else None,
-        "timing": {k: ua[k] for k in ("build_s", "measure_s", "trial_s") if k in ua},
-        "cache_hit": ua.get("cache_hit"),
-        "machine": ua.get("machine"),
-        "artifacts": trial_artifacts(t.system_attrs),
-    }
+    machine = ua.get("machine")
+    rec = TrialRecord(
+        number=t.number,
+        state=_STATES[t.state],
+        describe=ua.get("describe", ""),
+        baseline=ua.get("baseline"),
+        candidate=ua.get("candidate", {}),
+        params=dict(t.params),
+        start=t.datetime_start.isoformat() if t.datetime_start else None,
+        complete=t.datetime_complete.isoformat() if t.datetime_complete else None,
+        timing=Timing(**{k: ua[k] for k in ("build_s", "measure_s", "trial_s") if k in ua}),
+        cache_hit=ua.get("cache_hit"),
+        machine=Machine.from_dict(machine) if machine else None,
+        artifacts=trial_artifacts(t.system_attrs),
+    )
     if t.state == TrialState.COMPLETE:
         all_meas = ua.get("measurements", {})
         meas = {k: v for k, v in all_meas.items() if ":" not in k}
-        rec.update(
+        return replace(
+            rec,
             values=dict(zip(names, t.values, strict=False)),
             val_accuracy=ua.get("val_accuracy"),
             test_accuracy=test_accuracy.get(str(t.number)),
-            measurements={k: v["values"] for k, v in meas.items()},
+            measurements={k: _entries(v["values"]) for k, v in meas.items()},
             raw_latency={
-                k.split(":")[0]: v["values"]["latency_ms"]
+                k.split(":")[0]: MetricEntry.from_dict(v["values"]["latency_ms"])
                 for k, v in all_meas.items()
                 if k.endswith(":raw")
             },
@@ -218,26 +224,46 @@ def _trial_record(
             onnx_sha256=ua.get("onnx_sha256"),
             info=ua.get("info", {}),
         )
-    elif t.state == TrialState.FAIL:
+    if t.state == TrialState.FAIL:
         # a trial failed by the heartbeat check carries no reason of its own
-        rec.update(
+        return replace(
+            rec,
             fail_stage=ua.get("fail_stage", "worker"),
             fail_reason=ua.get("fail_reason", STALE_REASON),
         )
-    else:
-        rec.update(pruned_reason=ua.get("pruned_reason", ""))
-    return rec
+    return replace(rec, stopped_reason=stopped_reason(ua, ""))
 
 
-def _add_final_latency(trials: list[dict[str, Any]], figures: dict[str, Any]) -> None:
-    """Give each re-measured trial its ``final_latency``: per profile, its figures from the
-    final pass with that pass's ``load`` and ``device``."""
+_STATES = {
+    TrialState.COMPLETE: RecordState.COMPLETE,
+    TrialState.FAIL: RecordState.FAIL,
+    TrialState.PRUNED: RecordState.STOPPED,  # Optuna's "pruned": stopped early
+}
+
+
+def _entries(by_metric: dict[str, Any]) -> dict[str, MetricEntry]:
+    return {m: MetricEntry.from_dict(e) for m, e in by_metric.items()}
+
+
+def _finished(
+    rec: TrialRecord, task: dict[str, Any], hopeless: set[int], figures: dict[str, Any]
+) -> TrialRecord:
+    """``rec`` with what finalize recorded after the search: its task metrics, whether it was
+    hidden for hopeless accuracy, and per profile its figures from the final pass (with that
+    pass's ``load`` and ``device``)."""
+    number = str(rec.number)
+    final = {}
     for profile, entry in figures.items():
-        for rec in trials:
-            mine = (entry.get("trials") or {}).get(str(rec["number"]))
-            if mine is not None:
-                extra = {k: entry[k] for k in ("load", "device") if k in entry}
-                rec.setdefault("final_latency", {})[profile] = {**mine, **extra}
+        mine = (entry.get("trials") or {}).get(number)
+        if mine is not None:
+            extra = {k: entry[k] for k in ("load", "device") if k in entry}
+            final[profile] = FinalLatency.from_dict({**mine, **extra})
+    return replace(
+        rec,
+        task_metrics={s: _entries(by) for s, by in task.get(number, {}).items()},
+        hopeless=rec.number in hopeless,
+        final_latency=final,
+    )
 
 
 def _importances(study: optuna.Study, names: list[str]) -> dict[str, dict[str, float]]:

@@ -23,6 +23,7 @@ from edgeopt.report.model import Summary
 from edgeopt.report.summary import summarize
 from edgeopt.search.run.collect import study_records
 from edgeopt.search.study.lifecycle import FINISHED, retry_of
+from edgeopt.search.trial.protocol import stopped_reason
 
 
 @dataclass(frozen=True)
@@ -95,9 +96,9 @@ def picked(s: Summary, labels: Mapping[str, str]) -> PickedTrial | None:
     """``s``'s pick (``edgeopt.report.pick.choose``) with its values by printed name."""
     if s.pick is None:
         return None
-    rec = next(r for r in s.complete if r["number"] == s.pick.number)
-    values = {labels.get(k, k): float(v) for k, v in (rec.get("values") or {}).items()}
-    return PickedTrial(s.pick.number, str(rec.get("describe") or "unchanged"), values)
+    rec = next(r for r in s.complete if r.number == s.pick.number)
+    values = {labels.get(k, k): float(v) for k, v in rec.values.items()}
+    return PickedTrial(s.pick.number, str(rec.describe or "unchanged"), values)
 
 
 def _no_pick(s: Summary | None) -> str:
@@ -130,7 +131,7 @@ def _summary(t: optuna.trial.FrozenTrial, names: Sequence[str]) -> str:
         text = ", ".join(f"{n} {v:.4g}" for n, v in zip(names, t.values, strict=True))
         return text + ("" if feasible(t) else " (over budget)")
     if t.state == TrialState.PRUNED:
-        return "stopped early: " + str(t.user_attrs.get("pruned_reason", ""))
+        return "stopped early: " + str(stopped_reason(t.user_attrs, ""))
     stage = t.user_attrs.get("fail_stage", "worker")
     reason = t.user_attrs.get("fail_reason", "its worker stopped (no heartbeat)")
     return f"failed in {stage}: {reason}"

@@ -69,7 +69,7 @@ def find_trial(records: Mapping[str, Any], number: int) -> Mapping[str, Any]:
         why = (
             f"failed in {t.get('fail_stage')}: {t.get('fail_reason')}"
             if t.get("state") == "fail"
-            else f"was stopped early: {t.get('pruned_reason')}"
+            else f"was stopped early: {t.get('stopped_reason')}"
         )
         raise ConfigError(f"trial {number} has no model: it {why}", hint=hint)
     if not t.get("onnx"):

@@ -259,7 +259,7 @@ def _main(req_path: Path) -> None:
             on_stage=on_stage,
         )
     except Hopeless as exc:
-        write(TrialResult(Status.PRUNED, reason=str(exc), info={RUNGS_ATTR: history}))
+        write(TrialResult(Status.STOPPED, reason=str(exc), info={RUNGS_ATTR: history}))
         return
     except CandidateError as exc:
         write(TrialResult.failed(exc.stage, exc.reason))

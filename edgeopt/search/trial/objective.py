@@ -24,7 +24,7 @@ from edgeopt.search.strategy.seeds import SEED_ATTR
 from edgeopt.search.study.artifacts import sha256_of
 from edgeopt.search.study.context import SearchContext
 from edgeopt.search.trial.builder import TrialChild
-from edgeopt.search.trial.protocol import Status, TrialRequest
+from edgeopt.search.trial.protocol import STOPPED_REASON, Status, TrialRequest
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +94,8 @@ class TrialRunner:
         trial.set_user_attr("build_s", round(result.build_seconds, 3))
         if result.info.get(RUNGS_ATTR):
             trial.set_user_attr(RUNGS_ATTR, list(result.info[RUNGS_ATTR]))
-        if result.status is Status.PRUNED:
-            trial.set_user_attr("pruned_reason", result.reason)
+        if result.status is Status.STOPPED:
+            trial.set_user_attr(STOPPED_REASON, result.reason)
             self._tell(trial, state=TrialState.PRUNED)
             return
         if result.status is not Status.OK or result.onnx is None or result.val_accuracy is None:

@@ -38,7 +38,21 @@ class Status(StrEnum):
 
     OK = "ok"
     FAIL = "fail"
-    PRUNED = "pruned"
+    STOPPED = "stopped"
+
+    @classmethod
+    def _missing_(cls, value: object) -> Status | None:
+        return cls.STOPPED if value == "pruned" else None  # result.json of an older edgeopt
+
+
+STOPPED_REASON = "stopped_reason"
+"""The user attribute that says why a trial was stopped early (``pruned_reason`` in studies
+of an older edgeopt: ``stopped_reason`` reads both)."""
+
+
+def stopped_reason(attrs: Mapping[str, Any], default: Any = None) -> Any:
+    """Why a trial was stopped early, from its user attributes (an older study's too)."""
+    return attrs.get(STOPPED_REASON, attrs.get("pruned_reason", default))
 
 
 @dataclass(frozen=True)
@@ -83,7 +97,7 @@ class TrialRequest:
 @dataclass(frozen=True)
 class TrialResult:
     """The child's answer. ``OK`` carries the ONNX path and validation accuracy; ``FAIL`` the
-    stage it failed in and why; ``PRUNED`` why it was abandoned."""
+    stage it failed in and why; ``STOPPED`` why it was stopped early."""
 
     status: Status
     stage: str | None = None
