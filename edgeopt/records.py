@@ -100,7 +100,7 @@ class Timing(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class Machine(Record):
-    """The machine that built and measured a trial (``search.objective.machine_description``)."""
+    """The machine that built and measured a trial (``trial.objective.machine_description``)."""
 
     hostname: str | None = fld()
     cpu: str | None = fld()
@@ -130,7 +130,7 @@ class FinalLatency(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class FinalPass(Record):
-    """One profile's final re-measure pass (``search.final_measure``), or why it was skipped."""
+    """One profile's final re-measure pass (``search.run.final_measure``), or why it was skipped."""
 
     device: str | None = fld()
     threads: int | None = fld()

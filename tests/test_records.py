@@ -18,7 +18,6 @@ from typing import Any
 import optuna
 import pytest
 from click.testing import CliRunner
-from edgeopt.search.progress import _summary
 from report_demo import demo_records
 
 from edgeopt.cli import main
@@ -36,6 +35,7 @@ from edgeopt.report import summarize
 from edgeopt.report.markdown import render_markdown
 from edgeopt.report.tables import render_csv
 from edgeopt.search.run.collect import _trial_record, load_run, study_records
+from edgeopt.search.run.progress import _summary
 from edgeopt.search.trial.protocol import Status, TrialResult
 
 EDGEOPT = Path(__file__).resolve().parents[1] / "edgeopt"

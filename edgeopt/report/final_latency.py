@@ -1,7 +1,7 @@
 """The final host latency beside the in-search one, read from plain records.
 
 After a search the front, the baselines and the original are re-measured together in one
-interleaved pass on this host (``edgeopt.search.final_measure``; a record's
+interleaved pass on this host (``edgeopt.search.run.final_measure``; a record's
 ``final_latency``). Each figure is shown next to the in-search one; when their speedups over
 the original disagree by more than ``DISAGREEMENT`` the report says so on that row, with the
 host's recorded load during each measurement, instead of silently choosing one. The pick uses

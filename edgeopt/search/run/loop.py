@@ -175,7 +175,7 @@ def run_search(
     """Run the search on a prepared run directory with ``workers`` processes.
 
     ``trust`` carries the command line's opt-ins to running code from the model file;
-    ``mlflow``, a tracking URI to log the study and its trials to (``search.tracking``).
+    ``mlflow``, a tracking URI to log the study and its trials to (``integrations.tracking``).
 
     With one worker the trials run in this process and ``progress`` sees each one; with
     more, worker processes join the same storage and this process reports their progress.

@@ -16,7 +16,7 @@ Study user attributes (JSON, written once by the first machine, under the study 
                        the search (``edgeopt.search.run.final_measure``; the last machine's)
     task_metrics:<n>   the front's and baselines' task metrics on validation and test
                        (``{"val": {name: entry}, "test": ...}``, see ``setup.finalize``)
-    edgeopt:uid        a random id naming the study in MLflow (``search.tracking``; written
+    edgeopt:uid        a random id naming the study in MLflow (``integrations.tracking``; written
                        by the first ``--mlflow`` run, not under the lock)
 """
 
