@@ -155,9 +155,7 @@ def test_qat_candidate_labelled_fp32_is_a_float_model(tmp_path: Path) -> None:
     profile = load_profile("cpu")
     stages = {name: stage.identity(profile) for name, stage in STAGES.items()}
     stages["qat"] = QatConfig(epochs=1, lr=1e-3)
-    candidate = Candidate(
-        tuple(Step(n, c) for n, c in stages.items() if STAGES[n].requires is None)
-    )
+    candidate = Candidate(tuple(Step(n, c) for n, c in stages.items() if not STAGES[n].requires))
     inputs = PipelineInputs(
         model=LoadedModel(tmp_path / "m.pt", ModelFormat.BUNDLE, SHAPE, module=model),
         data=_data(),

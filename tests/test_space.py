@@ -234,7 +234,7 @@ class ToyFollower(ToyStage):
     """Follows ``toy`` the way fine-tuning follows pruning."""
 
     name = "toy_follower"
-    requires = "toy"
+    requires = frozenset({"toy"})
     grid_probe: ClassVar[dict[str, Any]] = {}
 
     def suggest(self, space: Suggester, profile: HardwareProfile, facts: ModelFacts) -> ToyConfig:
@@ -301,7 +301,7 @@ def test_register_keeps_pipeline_order() -> None:
 
     class Early(ToyStage):
         name = "early"
-        requires = "nope"
+        requires = frozenset({"nope"})
 
     class LateTorch(ToyStage):
         name = "late_torch"

@@ -251,9 +251,10 @@ class Stage(abc.ABC, Generic[C, A]):
     name: ClassVar[str]
     phase: ClassVar[Phase]
     config_type: ClassVar[type[StageConfig]]
-    requires: ClassVar[str | None] = None
-    """A stage this one only follows: it is in a candidate only when that stage (earlier in
-    the pipeline) is at a non-identity config (fine-tuning only pays after pruning)."""
+    requires: ClassVar[frozenset[str]] = frozenset()
+    """The stages this one only follows: it is in a candidate only when every one of them
+    (earlier in the pipeline) is at a non-identity config (fine-tuning only pays after
+    pruning)."""
     grid_probe: ClassVar[Mapping[str, Any]] = {}
     """Answers under which ``suggest`` asks for every conditional param, so that a grid
     search can fix each of them at a middle value."""
@@ -335,8 +336,9 @@ def register(stage: S) -> S:
     """
     if stage.name in STAGES:
         raise ValueError(f"stage {stage.name!r} registered twice")
-    if stage.requires is not None and stage.requires not in STAGES:
-        raise ValueError(f"stage {stage.name!r} requires {stage.requires!r}, not registered yet")
+    missing = sorted(stage.requires - STAGES.keys())
+    if missing:
+        raise ValueError(f"stage {stage.name!r} requires {missing!r}, not registered yet")
     if stage.phase is Phase.TORCH and any(s.phase is Phase.ONNX for s in STAGES.values()):
         raise ValueError(f"torch-phase stage {stage.name!r} registered after an ONNX-phase one")
     STAGES[stage.name] = stage

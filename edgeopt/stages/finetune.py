@@ -55,7 +55,7 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
     name = "finetune"
     phase = Phase.TORCH
     config_type = FinetuneConfig
-    requires = "prune"
+    requires = frozenset({"prune"})
 
     def suggest(
         self, space: Suggester, profile: HardwareProfile, facts: ModelFacts

@@ -92,7 +92,7 @@ def sibling_params(
         and stage.enabled(facts)
         and any(k in params and params[k] != v for k, v in stage.identity_params(profile).items())
         for stage in STAGES.values()
-        if stage.requires is None
+        if not stage.requires
     )
     if not torch_active:
         return []
