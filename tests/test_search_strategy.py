@@ -77,9 +77,10 @@ def test_expert_seed_runs_after_the_baselines_and_its_variant_reuses_the_build(
 
 def test_setup_measures_the_epoch_cost_and_the_timeout_follows_it(seeded_run: Path) -> None:
     baseline = json.loads((seeded_run / "baseline" / "baseline.json").read_text())
-    assert baseline["prunable"] is True and baseline["prune_ignored"] == []
-    assert baseline["epoch_s"] > 0
-    assert baseline["auto_timeout_s"] == pytest.approx(max(180.0, 16 * baseline["epoch_s"] + 120))
+    prune, finetune = baseline["stage_facts"]["prune"], baseline["stage_facts"]["finetune"]
+    assert prune["prunable"] is True and prune["ignored"] == []
+    assert finetune["epoch_s"] > 0
+    assert baseline["auto_timeout_s"] == pytest.approx(max(180.0, 16 * finetune["epoch_s"] + 120))
     assert json.loads((seeded_run / "run.json").read_text())["trial_timeout_s"] is None
 
 
@@ -176,9 +177,10 @@ def test_preflight_leaves_shuffle_coupled_layers_whole(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     baseline = json.loads((tmp_path / "r" / "baseline" / "baseline.json").read_text())
-    assert baseline["prunable"] is True, baseline.get("prune_note")
-    assert baseline["prune_ignored"]  # the layers feeding the channel splits and shuffles
-    assert f"pruning: {len(baseline['prune_ignored'])} layer(s) left whole" in result.output
+    prune = baseline["stage_facts"]["prune"]
+    assert prune["prunable"] is True, prune.get("note")
+    assert prune["ignored"]  # the layers feeding the channel splits and shuffles
+    assert f"pruning: {len(prune['ignored'])} layer(s) left whole" in result.output
 
 
 def test_promotion_rule() -> None:
@@ -314,10 +316,12 @@ def test_plain_search_queues_nothing_of_its_own(
 def test_sibling_variants_follow_the_target() -> None:
     """fp16 is a sibling where the profile offers it (mobile), never on the cpu profile,
     where it is slower; fp32_opt and the by-hand int8 are siblings on both."""
-    from edgeopt.profiles import load_profile
-    from edgeopt.stages import STAGES, ModelFacts
+    from model_facts import facts as model_facts
 
-    facts = ModelFacts(onnx_input=False, prunable=True, matmul_heavy=False)
+    from edgeopt.profiles import load_profile
+    from edgeopt.stages import STAGES
+
+    facts = model_facts()
     modes = {
         t: [v["quantize.mode"] for v in STAGES["quantize"].variants(load_profile(t), facts)]
         for t in ("cpu", "mobile")

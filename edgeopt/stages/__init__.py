@@ -12,9 +12,11 @@ from edgeopt.stages.base import (
     ByHandBaseline,
     ModelFacts,
     Phase,
+    ProbeInput,
     Stage,
     StageConfig,
     StageContext,
+    StageOutput,
     Suggester,
     register,
 )
@@ -39,6 +41,7 @@ __all__ = [
     "Importance",
     "ModelFacts",
     "Phase",
+    "ProbeInput",
     "PruneConfig",
     "PruneStage",
     "QatConfig",
@@ -50,6 +53,7 @@ __all__ = [
     "Stage",
     "StageConfig",
     "StageContext",
+    "StageOutput",
     "Suggester",
     "register",
 ]

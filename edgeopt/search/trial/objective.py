@@ -54,7 +54,7 @@ class TrialRunner:
     def facts(self) -> Any:
         """The model facts, with pruning switched off once Torch-Pruning proved unable."""
         if "prune_unsupported" in self.study.user_attrs:
-            return dataclasses.replace(self.ctx.facts, prunable=False)
+            return dataclasses.replace(self.ctx.facts, disabled=frozenset({"prune"}))
         return self.ctx.facts
 
     def run(self, trial: optuna.Trial) -> None:
