@@ -10,6 +10,7 @@ onnxruntime) are imported inside the stages' methods.
 from edgeopt.stages.base import (
     STAGES,
     ByHandBaseline,
+    FailurePolicy,
     ModelFacts,
     Phase,
     ProbeInput,
@@ -35,6 +36,7 @@ register(QuantizeStage())
 __all__ = [
     "STAGES",
     "ByHandBaseline",
+    "FailurePolicy",
     "CalibMethod",
     "FinetuneConfig",
     "FinetuneStage",

@@ -220,6 +220,21 @@ A = TypeVar("A")
 
 
 @dataclass(frozen=True)
+class FailurePolicy:
+    """What a failure of this stage means for the later trials of the same study.
+
+    ``disable_after_model_failure``: an error in this stage (not a hang, not the memory cap)
+    before any trial with this stage at a non-identity config succeeded is the model's, not
+    the draw's: the stage is switched off for the rest of the study (said once, and in the
+    report). ``block_config_after_hang``: a config of this stage that hung or ran out of
+    memory is not built again (the trial fails at once, saying which trial it repeats).
+    """
+
+    disable_after_model_failure: bool = False
+    block_config_after_hang: bool = False
+
+
+@dataclass(frozen=True)
 class StageOutput(Generic[A]):
     """What ``Stage.apply`` returns: the new artifact and what the stage has to report.
 
@@ -255,12 +270,17 @@ class Stage(abc.ABC, Generic[C, A]):
     """
 
     name: ClassVar[str]
+    title: ClassVar[str] = ""
+    """What the stage does, for notes to the user ("Pruning was disabled ..."); the name
+    when empty."""
     phase: ClassVar[Phase]
     config_type: ClassVar[type[StageConfig]]
     requires: ClassVar[frozenset[str]] = frozenset()
     """The stages this one only follows: it is in a candidate only when every one of them
     (earlier in the pipeline) is at a non-identity config (fine-tuning only pays after
     pruning)."""
+    failure_policy: ClassVar[FailurePolicy] = FailurePolicy()
+    """What a failure of this stage means for later trials (``FailurePolicy``)."""
     grid_probe: ClassVar[Mapping[str, Any]] = {}
     """Answers under which ``suggest`` asks for every conditional param, so that a grid
     search can fix each of them at a middle value."""

@@ -52,6 +52,7 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
     """
 
     name = "finetune"
+    title = "Fine-tuning"
     phase = Phase.TORCH
     config_type = FinetuneConfig
     requires = frozenset({"prune"})

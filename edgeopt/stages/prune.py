@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from edgeopt.stages.base import Phase, Stage, StageOutput
+from edgeopt.stages.base import FailurePolicy, Phase, Stage, StageOutput
 from edgeopt.stages.prune_apply import prune_model
 from edgeopt.stages.prune_config import Importance, PruneConfig
 
@@ -50,7 +50,11 @@ class PruneStage(Stage[PruneConfig, "nn.Module"]):
     """
 
     name = "prune"
+    title = "Pruning"
     phase = Phase.TORCH
+    # a model Torch-Pruning cannot handle fails every prune alike; a config that hung once
+    # hangs again
+    failure_policy = FailurePolicy(disable_after_model_failure=True, block_config_after_hang=True)
     config_type = PruneConfig
     # a ratio above 0 reaches the other prune params (and fine-tuning after them)
     grid_probe = {"prune.ratio": 0.5}

@@ -59,6 +59,7 @@ class QatStage(Stage[QatConfig, "nn.Module"]):
     """
 
     name = "qat"
+    title = "Quantization-aware training"
     phase = Phase.TORCH
     config_type = QatConfig
 

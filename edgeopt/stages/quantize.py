@@ -80,6 +80,7 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
     """
 
     name = "quantize"
+    title = "Quantization"
     phase = Phase.ONNX
     config_type = QuantizeConfig
     grid_probe = {"quantize.mode": QuantMode.INT8_STATIC.value}

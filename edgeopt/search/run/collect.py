@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,22 @@ from edgeopt.search.trial.protocol import SYNTHETIC_N
 # {"p50_ms", "p90_ms"}[, "missing"]} or {"skipped": reason}; see search/run/final_measure.py);
 # and a host-measured latency's ``load`` (edgeopt.measure.machine_load.MachineLoad) in measurements;
 # later, without a new version (a key added): ``unfinished``, the running and queued trials
-SCHEMA_VERSION = 3
+# 4: ``baseline.stage_facts`` ({stage: what its probe found}) replaces the flat
+# ``prunable``/``prune_ignored``/``prune_note``/``epoch_s``; ``disabled_stages``
+# ([{"stage", "title", "reason"}]) replaces ``prune_unsupported``
+SCHEMA_VERSION = 4
 N_KEYS = ("n_val", "n_test")
+
+
+def disabled_notes(study_attrs: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The stages a failure switched off for this model, for the records."""
+    from edgeopt.search.trial.policy import disabled_stages
+    from edgeopt.stages import STAGES
+
+    return [
+        {"stage": name, "title": getattr(STAGES.get(name), "title", "") or name, "reason": why}
+        for name, why in disabled_stages(study_attrs).items()
+    ]
 
 
 def load_run(run: Path | str | RunSource, *, importance: bool = False) -> dict[str, Any]:
@@ -139,7 +153,8 @@ def _records(
         # the samples behind val/test accuracy (synthetic inputs without data): for the
         # reports' confidence intervals
         **(split_sizes(config.data) if config.data else dict.fromkeys(N_KEYS, SYNTHETIC_N)),
-        "prune_unsupported": study.user_attrs.get("prune_unsupported"),
+        # stages a failure switched off for this model: [{stage, title, reason}]
+        "disabled_stages": disabled_notes(study.user_attrs),
         "final_latency": {
             p: {k: v for k, v in e.items() if k != "trials"}
             for p, e in (final.get("final_latency") or {}).items()

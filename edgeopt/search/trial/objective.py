@@ -24,7 +24,14 @@ from edgeopt.search.strategy.seeds import SEED_ATTR
 from edgeopt.search.study.artifacts import sha256_of
 from edgeopt.search.study.context import SearchContext
 from edgeopt.search.trial.builder import TrialChild
-from edgeopt.search.trial.protocol import Status, TrialRequest
+from edgeopt.search.trial.policy import (
+    HUNG_ATTR,
+    blocked_by_earlier_hang,
+    disable_after_failure,
+    disabled_stages,
+    hung,
+)
+from edgeopt.search.trial.protocol import FailureKind, Status, TrialRequest
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +59,10 @@ class TrialRunner:
         self.child.close()
 
     def facts(self) -> Any:
-        """The model facts, with pruning switched off once Torch-Pruning proved unable."""
-        if "prune_unsupported" in self.study.user_attrs:
-            return dataclasses.replace(self.ctx.facts, disabled=frozenset({"prune"}))
+        """The model facts, with the stages a failure switched off for this model."""
+        disabled = disabled_stages(self.study.user_attrs)
+        if disabled:
+            return dataclasses.replace(self.ctx.facts, disabled=frozenset(disabled))
         return self.ctx.facts
 
     def run(self, trial: optuna.Trial) -> None:
@@ -82,9 +90,9 @@ class TrialRunner:
         trial.set_user_attr("candidate", candidate.to_dict())
         trial.set_user_attr("candidate_key", candidate.key(ctx.baseline.salt))
         trial.set_user_attr("describe", candidate.describe())
-        blocked = self._blocked_by_earlier_hang(candidate.to_dict().get("prune", {}))
+        blocked = blocked_by_earlier_hang(self.study, candidate.to_dict())
         if blocked:
-            self._fail(trial, "prune", blocked)
+            self._fail(trial, *blocked)
             return
         request = self._request(trial.number, candidate.to_dict())
         if not ctx.config.plain_search and not {SEED_ATTR, PROMOTED_ATTR} & set(trial.user_attrs):
@@ -99,9 +107,7 @@ class TrialRunner:
             self._tell(trial, state=TrialState.PRUNED)
             return
         if result.status is not Status.OK or result.onnx is None or result.val_accuracy is None:
-            reason = str(result.reason)
-            hung = "timed out" in reason or "memory cap" in reason
-            self._fail(trial, str(result.stage), reason, hung=hung)
+            self._fail(trial, str(result.stage), str(result.reason), result.failure)
             return
         onnx_path = Path(result.onnx)
         try:
@@ -235,13 +241,14 @@ class TrialRunner:
             attrs["baseline"] = trial.user_attrs["baseline"]
         self.study.enqueue_trial(dict(trial.params), user_attrs=attrs)
 
-    def _fail(self, trial: optuna.Trial, stage: str, reason: str, *, hung: bool = False) -> None:
+    def _fail(
+        self, trial: optuna.Trial, stage: str, reason: str, failure: FailureKind | None = None
+    ) -> None:
         trial.set_user_attr("fail_stage", stage)
         trial.set_user_attr("fail_reason", reason)
-        trial.set_user_attr("fail_hung", hung)
-        if stage == "prune" and not hung and not self._any_pruned_success():
-            # Torch-Pruning cannot handle this architecture: keep to the ONNX stages
-            self.study.set_user_attr("prune_unsupported", reason)
+        trial.set_user_attr(HUNG_ATTR, hung(failure))
+        if disable_after_failure(self.study, stage, reason, failure):
+            log.warning("%s is off for this model from now on: %s", stage, reason)
         self._tell(trial, state=TrialState.FAIL)
 
     def _tell(
@@ -266,27 +273,6 @@ class TrialRunner:
                     raise
                 log.warning("trial %d: uploading its files failed: %s", trial.number, exc)
         self.study.tell(trial, values, state=state)
-
-    def _any_pruned_success(self) -> bool:
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if t.user_attrs.get("candidate", {}).get("prune", {}).get("ratio", 0) > 0:
-                return True
-        return False
-
-    def _blocked_by_earlier_hang(self, prune: dict[str, Any]) -> str | None:
-        """A prune setting that hung or ran out of memory before is not tried again."""
-        if not prune.get("ratio"):
-            return None
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-            if (
-                t.user_attrs.get("fail_hung")
-                and t.user_attrs.get("candidate", {}).get("prune") == prune
-            ):
-                return (
-                    f"skipped: the same prune setting failed in trial {t.number} "
-                    f"({t.user_attrs.get('fail_reason')})"
-                )
-        return None
 
 
 def machine_description(ctx: SearchContext) -> dict[str, Any]:
