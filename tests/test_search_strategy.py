@@ -21,13 +21,15 @@ from edgeopt.search.run.collect import load_run
 from edgeopt.search.strategy.halving import (
     MIN_PEERS,
     PROMOTED_ATTR,
-    RUNGS_ATTR,
     below_bar,
     promotion,
     rung_bars,
 )
 from edgeopt.search.strategy.seeds import RECIPES, SEED_ATTR, SIBLING_ATTR, torch_params
 from edgeopt.search.study.lifecycle import counted_trials
+from edgeopt.stages import STAGES
+
+RUNGS_ATTR = STAGES["finetune"].fidelity.history_key  # type: ignore[union-attr]
 
 
 def _study(run: Path) -> optuna.Study:

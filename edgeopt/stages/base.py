@@ -220,6 +220,28 @@ A = TypeVar("A")
 
 
 @dataclass(frozen=True)
+class Fidelity:
+    """A stage whose config holds a training budget: the search stops its runs early when
+    they trail their peers and continues promising ones for longer
+    (``edgeopt.search.strategy.halving``).
+
+    ``budget``: the config field holding the budget (param ``f"{stage}.{budget}"``, e.g.
+    ``finetune.epochs``), drawn up to ``max_budget``. ``peer_key``: the param that makes two
+    trials peers when within ``peer_tolerance`` (``prune.ratio``: candidates of about the
+    same size). ``history_key``: the trial attribute holding the per-epoch validation
+    accuracy. ``continue_when``: a longer budget continues from the shorter run's
+    checkpoint only when each of these own fields has one of these values.
+    """
+
+    budget: str
+    peer_key: str
+    peer_tolerance: float
+    max_budget: int
+    history_key: str
+    continue_when: Mapping[str, tuple[Any, ...]] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class FailurePolicy:
     """What a failure of this stage means for the later trials of the same study.
 
@@ -281,6 +303,9 @@ class Stage(abc.ABC, Generic[C, A]):
     pruning)."""
     failure_policy: ClassVar[FailurePolicy] = FailurePolicy()
     """What a failure of this stage means for later trials (``FailurePolicy``)."""
+    fidelity: ClassVar[Fidelity | None] = None
+    """Which field is this stage's training budget, for early stopping and promotion; its
+    ``apply`` reports each epoch through ``StageContext.on_epoch``."""
     grid_probe: ClassVar[Mapping[str, Any]] = {}
     """Answers under which ``suggest`` asks for every conditional param, so that a grid
     search can fix each of them at a middle value."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from edgeopt.errors import CandidateError
-from edgeopt.stages.base import Phase, Stage, StageConfig, StageOutput
+from edgeopt.stages.base import Fidelity, Phase, Stage, StageConfig, StageOutput
 from edgeopt.stages.finetune_probe import MAX_EPOCHS, epoch_seconds, trial_seconds
 from edgeopt.training import OptimizerKind, Schedule, TrainConfig, TrainResult, fit
 from edgeopt.training.resume import CheckpointStore, prefix_key, stable_epochs
@@ -53,6 +53,16 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
 
     name = "finetune"
     title = "Fine-tuning"
+    # peers pruned a similar share of the model; a wsd or constant schedule restarts a
+    # longer run from the shorter one's checkpoint (``edgeopt.training.resume``)
+    fidelity = Fidelity(
+        budget="epochs",
+        peer_key="prune.ratio",
+        peer_tolerance=0.1,
+        max_budget=MAX_EPOCHS,
+        history_key="finetune_val_history",
+        continue_when={"schedule": ("wsd", "constant")},
+    )
     phase = Phase.TORCH
     config_type = FinetuneConfig
     requires = frozenset({"prune"})

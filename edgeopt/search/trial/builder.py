@@ -212,7 +212,7 @@ def _main(req_path: Path) -> None:
     from edgeopt.measure.accuracy import onnx_score
     from edgeopt.pipeline import PipelineInputs, build
     from edgeopt.profiles import load_profile, merge_profiles
-    from edgeopt.search.strategy.halving import RUNGS_ATTR, below_bar
+    from edgeopt.search.strategy.halving import below_bar, fidelity_stage
 
     req = TrialRequest.read(req_path)
     trial_dir = Path(req.trial_dir)
@@ -243,7 +243,9 @@ def _main(req_path: Path) -> None:
     )
 
     stage = {"name": ""}
-    history: list[float] = []  # the fine-tune's validation accuracy per epoch
+    history: list[float] = []  # the budgeted stage's validation accuracy per epoch
+    found = fidelity_stage()
+    budgeted, rungs_key = (found[0], found[1].history_key) if found else (None, "")
 
     def on_stage(name: str) -> None:
         stage["name"] = name
@@ -256,7 +258,7 @@ def _main(req_path: Path) -> None:
                 f"validation accuracy {val_accuracy:.4f} after the first fine-tune epoch is far "
                 f"below the budget (needs >= {bar:.4f} to continue)"
             )
-        if stage["name"] != "finetune":
+        if stage["name"] != budgeted:
             return
         history.append(float(val_accuracy))
         why = below_bar(history, req.rung_bars)
@@ -272,7 +274,8 @@ def _main(req_path: Path) -> None:
             on_stage=on_stage,
         )
     except Hopeless as exc:
-        write(TrialResult(Status.PRUNED, reason=str(exc), info={RUNGS_ATTR: history}))
+        info = {rungs_key: history} if rungs_key else {}
+        write(TrialResult(Status.PRUNED, reason=str(exc), info=info))
         return
     except CandidateError as exc:
         write(TrialResult.failed(exc.stage, exc.reason))
@@ -286,7 +289,7 @@ def _main(req_path: Path) -> None:
     info = dict(result.info)
     info.setdefault("seconds", {})["evaluate"] = time.perf_counter() - t_eval
     if history:
-        info[RUNGS_ATTR] = history
+        info[rungs_key] = history
     write(
         TrialResult(
             Status.OK,

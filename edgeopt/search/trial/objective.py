@@ -19,7 +19,13 @@ from optuna.trial import TrialState
 
 from edgeopt.errors import EdgeoptError, environment_error
 from edgeopt.metrics import Measurement, Metric
-from edgeopt.search.strategy.halving import PROMOTED_ATTR, RUNGS_ATTR, rung_bars
+from edgeopt.search.strategy.halving import (
+    PROMOTED_ATTR,
+    fidelity_stage,
+    history_key,
+    peer_value,
+    rung_bars,
+)
 from edgeopt.search.strategy.seeds import SEED_ATTR
 from edgeopt.search.study.artifacts import sha256_of
 from edgeopt.search.study.context import SearchContext
@@ -100,8 +106,9 @@ class TrialRunner:
             request = dataclasses.replace(request, rung_bars=self._rung_bars(trial))
         result = self.child.run(request, timeout_s=ctx.trial_timeout_s)
         trial.set_user_attr("build_s", round(result.build_seconds, 3))
-        if result.info.get(RUNGS_ATTR):
-            trial.set_user_attr(RUNGS_ATTR, list(result.info[RUNGS_ATTR]))
+        key = history_key()
+        if key and result.info.get(key):
+            trial.set_user_attr(key, list(result.info[key]))
         if result.status is Status.PRUNED:
             trial.set_user_attr("pruned_reason", result.reason)
             self._tell(trial, state=TrialState.PRUNED)
@@ -151,14 +158,16 @@ class TrialRunner:
 
     def _rung_bars(self, trial: optuna.Trial) -> dict[int, float]:
         """The median stopping rule's bars for this trial's fine-tune (``halving``)."""
-        ratio = float(trial.params.get("prune.ratio", 0.0))
-        if ratio <= 0:
+        found = fidelity_stage()
+        if found is None or peer_value(trial.params, found[1]) <= 0:
             return {}
+        fidelity = found[1]
         done = self.study.get_trials(
             deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
         )
-        peers = [(t.params, t.user_attrs[RUNGS_ATTR]) for t in done if RUNGS_ATTR in t.user_attrs]
-        return rung_bars(peers, ratio)
+        key = fidelity.history_key
+        peers = [(t.params, t.user_attrs[key]) for t in done if key in t.user_attrs]
+        return rung_bars(peers, peer_value(trial.params, fidelity), fidelity)
 
     def _request(self, number: int, candidate: dict[str, Any]) -> TrialRequest:
         ctx = self.ctx
