@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from edgeopt.errors import CandidateError
-from edgeopt.stages.base import Phase, Stage, StageConfig, StageOutput, check_range
+from edgeopt.stages.base import (
+    FailurePolicy,
+    Phase,
+    Stage,
+    StageConfig,
+    StageOutput,
+    check_range,
+)
 from edgeopt.training import OptimizerKind, Schedule, TrainConfig, fit
 
 if TYPE_CHECKING:
@@ -60,6 +67,9 @@ class QatStage(Stage[QatConfig, "nn.Module"]):
 
     name = "qat"
     title = "Quantization-aware training"
+    # a model torch.fx cannot trace fails every QAT draw alike, half a second each: one
+    # such failure switches QAT off instead of filling the study with it
+    failure_policy = FailurePolicy(disable_after_model_failure=True)
     phase = Phase.TORCH
     config_type = QatConfig
 

@@ -42,6 +42,11 @@ from edgeopt.search.trial.protocol import FailureKind, Status, TrialRequest
 log = logging.getLogger(__name__)
 
 HOST_LATENCY_BUDGET_S = 2.5
+DISABLED_BY_ATTR = "disabled_stage"
+"""Trial attribute: the stage this trial's failure switched off for the model."""
+SAME_AS_ATTR = "same_as_baseline"
+"""Trial attribute: the baseline trial whose results this drawn trial took (not rebuilt)."""
+REUSED_ATTRS = ("onnx", "onnx_sha256", "val_accuracy", "measurements", "info")
 
 
 class TrialRunner:
@@ -93,9 +98,14 @@ class TrialRunner:
         except EdgeoptError as exc:
             self._fail(trial, "suggest", exc.message)
             return
+        key = candidate.key(ctx.baseline.salt)
         trial.set_user_attr("candidate", candidate.to_dict())
-        trial.set_user_attr("candidate_key", candidate.key(ctx.baseline.salt))
+        trial.set_user_attr("candidate_key", key)
         trial.set_user_attr("describe", candidate.describe())
+        built = self._baseline_with(key, trial)
+        if built is not None:
+            self._reuse(trial, built, t0)
+            return
         blocked = blocked_by_earlier_hang(self.study, candidate.to_dict())
         if blocked:
             self._fail(trial, *blocked)
@@ -146,6 +156,30 @@ class TrialRunner:
         self._tell(trial, values, strict=True)
         if not ctx.config.plain_search:
             self._enqueue_siblings(trial, result.cache_hit)
+
+    def _baseline_with(self, key: str, trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
+        """The complete baseline trial that built the candidate ``key`` already, if any
+        (the sampler drew the unchanged model again, say: a small space draws it often)."""
+        if "baseline" in trial.user_attrs:
+            return None
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if "baseline" in t.user_attrs and t.user_attrs.get("candidate_key") == key:
+                return t
+        return None
+
+    def _reuse(self, trial: optuna.Trial, built: optuna.trial.FrozenTrial, t0: float) -> None:
+        """Complete ``trial`` with the results of the baseline trial ``built``: a baseline
+        is never built and measured twice."""
+        for attr in REUSED_ATTRS:
+            if attr in built.user_attrs:
+                trial.set_user_attr(attr, built.user_attrs[attr])
+        trial.set_user_attr(SAME_AS_ATTR, built.number)
+        trial.set_user_attr("build_s", 0.0)
+        trial.set_user_attr("cache_hit", True)
+        for name, value in (built.constraints or {}).items():
+            trial.set_constraint(name, value)
+        trial.set_user_attr("trial_s", round(time.monotonic() - t0, 3))
+        self._tell(trial, list(built.values or []))
 
     def _enqueue_siblings(self, trial: optuna.Trial, cache_hit: bool) -> None:
         """Queue the ONNX-side variants of a torch phase this trial built (``seeds``)."""
@@ -257,6 +291,7 @@ class TrialRunner:
         trial.set_user_attr("fail_reason", reason)
         trial.set_user_attr(HUNG_ATTR, hung(failure))
         if disable_after_failure(self.study, stage, reason, failure):
+            trial.set_user_attr(DISABLED_BY_ATTR, stage)  # the progress line says it, once
             log.warning("%s is off for this model from now on: %s", stage, reason)
         self._tell(trial, state=TrialState.FAIL)
 
