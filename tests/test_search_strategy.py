@@ -25,9 +25,10 @@ from edgeopt.search.strategy.halving import (
     promotion,
     rung_bars,
 )
-from edgeopt.search.strategy.seeds import RECIPES, SEED_ATTR, SIBLING_ATTR, torch_params
+from edgeopt.search.strategy.seeds import SEED_ATTR, SIBLING_ATTR, torch_params
 from edgeopt.search.study.lifecycle import counted_trials
 from edgeopt.stages import STAGES
+from edgeopt.stages.recipes import RECIPES
 
 RUNGS_ATTR = STAGES["finetune"].fidelity.history_key  # type: ignore[union-attr]
 
@@ -58,7 +59,11 @@ def test_expert_seed_runs_after_the_baselines_and_its_variant_reuses_the_build(
     trials = [t for t in _study(seeded_run).get_trials() if t.state != TrialState.WAITING]
     assert [t.user_attrs.get("baseline") for t in trials[:2]] == ["unchanged", "int8"]
     seed = trials[2]
-    tag, ratio, epochs = RECIPES[0]
+    tag, ratio, epochs = (
+        RECIPES[0].tag,
+        RECIPES[0].params["prune.ratio"],
+        RECIPES[0].params["finetune.epochs"],
+    )
     assert seed.user_attrs[SEED_ATTR] == tag
     cand = seed.user_attrs["candidate"]
     assert cand["prune"]["ratio"] == ratio
@@ -275,12 +280,12 @@ def test_competitive_short_fine_tune_is_promoted_and_continues_from_its_checkpoi
     assert short.state == TrialState.COMPLETE, short.user_attrs
     later = [t.user_attrs for t in trials if t.number > short.number and t.state.is_finished()]
     assert [SIBLING_ATTR in a for a in later] == [True, False]
-    assert later[1].get(SEED_ATTR) == RECIPES[1][0]
+    assert later[1].get(SEED_ATTR) == RECIPES[1].tag
     assert not [t for t in trials if PROMOTED_ATTR in t.user_attrs]
     # the last seed failed (as on a model pruning cannot handle): the promotion comes next,
     # after the sibling of the seed that ran
     study.add_trial(
-        optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={SEED_ATTR: RECIPES[2][0]})
+        optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={SEED_ATTR: RECIPES[2].tag})
     )
     _optimize(model_files["bundle_wide"], tiny_data, run, n + 7, "--no-report")
     trials = _study(run).get_trials()
