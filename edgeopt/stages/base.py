@@ -9,8 +9,11 @@ config is constructed.
 
 A stage describes itself fully, so the search only composes stages: its search space
 (``suggest``), the config that leaves the model unchanged (``identity``), the config a user
-would pick by hand if there is one (``by_hand``), which models it applies to (``enabled``,
-from ``ModelFacts``) and which stage it follows (``requires``).
+would pick by hand if there is one (``by_hand``), what it needs to know about the model
+(``probe``, run once at setup; the results are ``ModelFacts.of(name)``), which models it
+applies to (``enabled``), which stages it follows (``requires``), what its failure means
+for later trials (``failure_policy``), which field is a training budget (``fidelity``), and
+what ``apply`` reports besides its artifact (``StageOutput``). The search names no stage.
 
 The registry ``STAGES`` lists the stages in pipeline order. ``edgeopt.stages`` registers
 them, so ``STAGES`` is complete once that package has been imported (importing this module
