@@ -80,24 +80,27 @@ def main() -> None:
             )
             fp32 = export_onnx(module, shape, tmp / f"{name}.onnx", check_inputs=data.x_val[:8])
             variants: list[tuple[str, Path, str]] = [("fp32", fp32, "")]
-            variants.append(("plain int8", quantize.apply(fp32, plain, ctx), ""))
+            variants.append(("plain int8", quantize.apply(fp32, plain, ctx).artifact, ""))
             for k in (int(v) for v in args.k.split(",") if v):
                 cfg = dataclasses.replace(plain, fp32_nodes=k)
-                variants.append((f"mixed, {k} nodes fp32", quantize.apply(fp32, cfg, ctx), ""))
+                variants.append(
+                    (f"mixed, {k} nodes fp32", quantize.apply(fp32, cfg, ctx).artifact, "")
+                )
             t0 = time.perf_counter()
-            qmod = qat.apply(module, QatConfig(epochs=args.qat_epochs, lr=args.qat_lr), ctx)
+            qat_out = qat.apply(module, QatConfig(epochs=args.qat_epochs, lr=args.qat_lr), ctx)
+            qmod = qat_out.artifact
             qat_s = time.perf_counter() - t0
             qfp = export_onnx(
                 qmod,
                 shape,
                 tmp / f"{name}.qat.onnx",
                 check_inputs=data.x_val[:8],
-                atol=qmod.edgeopt_export_atol,
+                atol=qat_out.export_atol,
             )
             variants.append(
                 (
                     f"QAT {args.qat_epochs}ep + int8",
-                    quantize.apply(qfp, plain, ctx),
+                    quantize.apply(qfp, plain, ctx).artifact,
                     f"QAT {qat_s:.0f} s",
                 )
             )

@@ -40,7 +40,6 @@ from edgeopt.stages import (
     QuantMode,
     StageContext,
 )
-from edgeopt.stages.prune import get_prune_report
 from edgeopt.stages.prune_ops import count_macs_params
 from edgeopt.training import TrainConfig, evaluate, evaluate_onnx, fit
 
@@ -99,12 +98,13 @@ def bench_model(
     fp32 = export_onnx(model, shape, work / f"{name}.fp32.onnx", check_inputs=x_test[:8])
     rows = [Row(name, "fp32", fp32, evaluate_onnx(fp32, x_test, y_test), macs0)]
     for label, cfg in (("int8 static u8/s8", int8), ("ORT default quantize_static", ort_default)):
-        p = quant.apply(fp32, cfg, ctx)
+        p = quant.apply(fp32, cfg, ctx).artifact
         rows.append(Row(name, label, p, evaluate_onnx(p, x_test, y_test), macs0))
 
     pcfg = PruneConfig(ratio=0.5, round_to=profile.pruning.channel_multiple)
-    pruned = STAGES["prune"].apply(model, pcfg, ctx)
-    macs1 = get_prune_report(pruned)["macs_after"]  # type: ignore[index]
+    pruned_out = STAGES["prune"].apply(model, pcfg, ctx)
+    pruned = pruned_out.artifact
+    macs1 = pruned_out.info["prune_report"]["macs_after"]
     no_ft = evaluate(pruned, x_test, y_test)
     notes = [
         f"{name}: {source}; prune 0.5 (L2, uniform, round_to {pcfg.round_to}) "
@@ -122,7 +122,7 @@ def bench_model(
             alpha=0.7,
         )
         t0 = time.perf_counter()
-        tuned = STAGES["finetune"].apply(pruned, fcfg, ctx)
+        tuned = STAGES["finetune"].apply(pruned, fcfg, ctx).artifact
         secs = time.perf_counter() - t0
         notes.append(f"{name}: fine-tune {tag} {epochs} epochs in {secs:.0f} s")
         p32 = export_onnx(
@@ -135,7 +135,7 @@ def bench_model(
                 )
             )
         for label, cfg in (("int8 u8/s8", int8), ("ORT default", ort_default)):
-            p = quant.apply(p32, cfg, ctx)
+            p = quant.apply(p32, cfg, ctx).artifact
             rows.append(
                 Row(
                     name,

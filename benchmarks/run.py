@@ -174,8 +174,10 @@ def by_hand_variants(run: dict[str, Any], out: Path) -> dict[str, Path]:
         sub = out / name.replace(" ", "_")
         sub.mkdir(exist_ok=True)
         try:
-            paths[name] = STAGES["quantize"].apply(
-                fp32, cfg, StageContext(**{**ctx.__dict__, "workdir": sub})
+            paths[name] = (
+                STAGES["quantize"]
+                .apply(fp32, cfg, StageContext(**{**ctx.__dict__, "workdir": sub}))
+                .artifact
             )
         except Exception as exc:  # a by-hand setting that fails is reported, not fatal
             log(f"  by-hand {name} failed: {exc}")

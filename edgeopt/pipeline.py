@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +23,13 @@ from edgeopt.candidate import Candidate
 from edgeopt.data import DataBundle, synthetic_inputs
 from edgeopt.errors import CandidateError
 from edgeopt.loading import LoadedModel
+
+if TYPE_CHECKING:
+    from edgeopt.stages.base import StageOutput
+
+EXPORT_ATOL = 1e-4
+"""Export parity tolerance of a torch model; a stage whose model runs int8 kernels in ORT
+(QAT) states its own (``StageOutput.export_atol``)."""
 
 
 @dataclass(frozen=True)
@@ -89,22 +96,17 @@ def build(
     if hit and info.get("seconds"):
         info = {**info, "cache_saved_s": sum(info["seconds"].values())}
     path = fp32
-    fake_quant = _has_fake_quant(fp32)
     for step in candidate.onnx_steps():
         stage = STAGES[step.stage]
-        if stage.is_identity(step.config) and not fake_quant:
-            # a quantization-aware export's fake-quant pairs would run as int8 in ORT under
-            # an fp32 label: the identity quantize step removes them, so it runs
+        if stage.is_identity(step.config) and not stage.must_run(fp32):
             continue
         if on_stage:
             on_stage(step.stage)
         t0 = time.perf_counter()
-        path = stage.apply(path, step.config, ctx)
+        out = stage.apply(path, step.config, ctx)
         seconds[step.stage] = time.perf_counter() - t0
-    if path != fp32:
-        from edgeopt.stages.quantize import read_stage_info
-
-        info = {**info, **read_stage_info(Path(path))}  # e.g. the nodes kept in fp32
+        path = out.artifact
+        info = {**info, **stage_info(step.stage, out)}  # e.g. the nodes kept in fp32
     info = {**info, "seconds": seconds}
     final = out_dir / "model.onnx"
     if path != final:
@@ -112,14 +114,6 @@ def build(
     if path not in (fp32, final):
         Path(path).unlink(missing_ok=True)
     return BuildResult(final, fp32, info, hit)
-
-
-def _has_fake_quant(path: Path) -> bool:
-    """True when the exported graph carries QuantizeLinear nodes (a QAT export)."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return any(n.op_type == "QuantizeLinear" for n in model.graph.node)
 
 
 def _torch_phase(
@@ -143,22 +137,24 @@ def _torch_phase(
     module = copy.deepcopy(inputs.model.module)
     info: dict[str, Any] = {}
     seconds: dict[str, float] = {}
+    atol = EXPORT_ATOL
     for step in active:
         if on_stage:
             on_stage(step.stage)
         stage = STAGES[step.stage]
         t0 = time.perf_counter()
-        module = stage.apply(module, step.config, ctx)
+        out = stage.apply(module, step.config, ctx)
         seconds[step.stage] = time.perf_counter() - t0
-        info.update(_stage_info(step.stage, module))
+        module = out.artifact
+        info.update(stage_info(step.stage, out))
+        if out.export_atol is not None:
+            atol = out.export_atol
     if on_stage:
         on_stage("export")
     t0 = time.perf_counter()
     inputs.cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=inputs.cache_dir))
     try:
-        # a model that runs int8 kernels in ORT (QAT) states how close it can be to torch
-        atol = float(getattr(module, "edgeopt_export_atol", 1e-4))
         export_onnx(
             module,
             inputs.model.input_shape,
@@ -179,12 +175,10 @@ def _torch_phase(
     return entry / "model.onnx", info, False
 
 
-def _stage_info(stage: str, module: Any) -> dict[str, Any]:
-    """Numbers a stage left on the module it returned (achieved MACs, training history)."""
-    out: dict[str, Any] = {}
-    for attr in dir(module):
-        if attr.startswith("edgeopt_"):
-            value = getattr(module, attr)
-            if isinstance(value, dict | list | int | float | str):
-                out[f"{stage}.{attr.removeprefix('edgeopt_')}"] = value
-    return out
+def stage_info(stage: str, out: StageOutput[Any]) -> dict[str, Any]:
+    """What a stage reported, keyed ``"{stage}.{key}"`` for the trial's info (achieved MACs,
+    training history; a stated export tolerance as ``"{stage}.export_atol"``)."""
+    info = {f"{stage}.{k}": v for k, v in out.info.items()}
+    if out.export_atol is not None:
+        info[f"{stage}.export_atol"] = out.export_atol
+    return info

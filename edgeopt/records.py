@@ -38,7 +38,10 @@ from edgeopt.record_codec import MAP, PLAIN, Codec, Record, fld, mapping, option
 # 4: a trial stopped early is ``"state": "stopped"`` with ``stopped_reason`` (was Optuna's
 # ``"pruned"`` with ``pruned_reason``: in edgeopt "pruned" is structured pruning). Older
 # records read as before: ``TrialRecord.from_dict`` takes both words
-SCHEMA_VERSION = 4
+# 5: ``baseline.stage_facts`` ({stage: what its probe found}) replaces the flat
+# ``prunable``/``prune_ignored``/``prune_note``/``epoch_s``; ``disabled_stages``
+# ([{"stage", "title", "reason"}]) replaces ``prune_unsupported``
+SCHEMA_VERSION = 5
 
 
 # ---------------------------------------------------------------------------- small records
@@ -298,7 +301,8 @@ class RunRecord(Record):
     test_split: str | None = fld()
     n_val: int | None = fld()
     n_test: int | None = fld()
-    prune_unsupported: str | None = fld()
+    prune_unsupported: str | None = fld()  # schema 4 and older; then ``disabled_stages``
+    disabled_stages: tuple[Mapping[str, str], ...] = fld((), seq(PLAIN))
     final_latency: Mapping[str, FinalPass] = fld(codec=mapping(record(FinalPass)), factory=dict)
     hidden_hopeless: tuple[int, ...] = fld((), seq(PLAIN))
     hopeless_below: float | None = fld()

@@ -56,20 +56,17 @@ class Baseline:
     host_latency_ms: Mapping[str, float] = field(default_factory=dict)
     hopeless_below: float | None = None
     synthetic_inputs: int | None = None
-    prunable: bool | None = None
-    """The pruning pre-flight's verdict (None: not run, e.g. an ONNX input or an older run)."""
-    prune_ignored: tuple[str, ...] = ()
-    prune_note: str | None = None
-    epoch_s: float | None = None
-    """Measured seconds of one fine-tune epoch (with a distillation teacher) at setup."""
+    stage_facts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """What each stage's ``probe`` found at setup, by stage name (JSON values)."""
     auto_timeout_s: float | None = None
-    """The per-trial timeout used when ``--trial-timeout`` is ``auto`` (from ``epoch_s``)."""
+    """The per-trial timeout used when ``--trial-timeout`` is ``auto`` (from the stages'
+    measured costs)."""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["input_shape"] = list(self.input_shape)
         d["host_latency_ms"] = dict(self.host_latency_ms)
-        d["prune_ignored"] = list(self.prune_ignored)
+        d["stage_facts"] = {k: dict(v) for k, v in self.stage_facts.items()}
         return {k: v for k, v in d.items() if v is not None}
 
     @classmethod
@@ -79,8 +76,27 @@ class Baseline:
         d["input_shape"] = tuple(int(x) for x in d["input_shape"])
         # data from a file: synthetic inputs and measurements are built of this shape
         check_input_size(d["input_shape"], "the run's baseline record")
-        d["prune_ignored"] = tuple(str(x) for x in d.get("prune_ignored", ()))
+        d["stage_facts"] = _fold_flat_facts(data)
         return cls(**d)
+
+
+_FLAT_FACTS = {
+    "prunable": ("prune", "prunable"),
+    "prune_ignored": ("prune", "ignored"),
+    "prune_note": ("prune", "note"),
+    "epoch_s": ("finetune", "epoch_s"),
+}
+"""Where a baseline written before ``stage_facts`` kept the probes' results: such runs and
+studies still resume."""
+
+
+def _fold_flat_facts(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``data["stage_facts"]``, with an older baseline's flat probe keys folded in."""
+    out = {str(k): dict(v) for k, v in (data.get("stage_facts") or {}).items()}
+    for key, (stage, name) in _FLAT_FACTS.items():
+        if data.get(key) is not None:
+            out.setdefault(stage, {})[name] = data[key]
+    return out
 
 
 class RunDir:

@@ -674,7 +674,7 @@ def test_a_prune_that_removes_nothing_fails_instead_of_lying(tmp_path: Path) -> 
     )
     # the same ratio with finer rounding does prune, and says how much
     pruned = STAGES["prune"].apply(model, PruneConfig(ratio=0.7, round_to=1), ctx)
-    assert pruned.edgeopt_prune_report["macs_ratio"] < 0.3
+    assert pruned.info["prune_report"]["macs_ratio"] < 0.3
 
 
 def test_a_pt2_file_runs_no_code_but_a_plain_one_loads(

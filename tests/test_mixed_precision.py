@@ -13,13 +13,13 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
+from model_facts import facts as model_facts
 
 from edgeopt import zoo
 from edgeopt.onnx_export import export_onnx
 from edgeopt.profiles import load_profile
-from edgeopt.stages import STAGES, ModelFacts, QuantizeConfig, StageContext
+from edgeopt.stages import STAGES, QuantizeConfig, StageContext
 from edgeopt.stages.onnx_graph import compute_nodes
-from edgeopt.stages.quantize import read_stage_info
 from edgeopt.stages.sensitivity import ranking
 
 SHAPE = (1, 16, 16)
@@ -75,7 +75,8 @@ def test_ranking_is_stable_across_runs_and_cached(model_onnx: Path, tmp_path: Pa
 @pytest.mark.parametrize("k", [1, 3])
 def test_top_k_nodes_stay_float_exactly(model_onnx: Path, tmp_path: Path, k: int) -> None:
     ctx = _ctx(tmp_path)
-    out = STAGES["quantize"].apply(model_onnx, dataclasses.replace(_plain(), fp32_nodes=k), ctx)
+    result = STAGES["quantize"].apply(model_onnx, dataclasses.replace(_plain(), fp32_nodes=k), ctx)
+    out = result.artifact
     ranked = json.loads(next((tmp_path / "cache" / "sensitivity").glob("*.json")).read_text())
     want = set(ranked["ranking"][:k])
     g = onnx.load(str(out)).graph
@@ -86,7 +87,7 @@ def test_top_k_nodes_stay_float_exactly(model_onnx: Path, tmp_path: Path, k: int
         if producers.get(n.input[1]) != "DequantizeLinear"
     }
     assert floats == want
-    assert set(read_stage_info(out)["quantize.fp32_nodes"]) == want
+    assert set(result.info["fp32_nodes"]) == want
 
 
 def test_fp32_nodes_is_drawn_only_for_int8_static_and_plain_int8_keeps_zero() -> None:
@@ -94,7 +95,7 @@ def test_fp32_nodes_is_drawn_only_for_int8_static_and_plain_int8_keeps_zero() ->
 
     stage = STAGES["quantize"]
     cpu = load_profile("cpu")
-    facts = ModelFacts(onnx_input=False, prunable=True, matmul_heavy=False)
+    facts = model_facts()
     hand = stage.by_hand(cpu, facts)
     assert hand is not None and hand.params["quantize.fp32_nodes"] == 0
     rec = DefaultSuggester({"quantize.mode": "fp32"})

@@ -8,7 +8,8 @@ import torch
 
 from edgeopt import zoo
 from edgeopt.data import DataBundle
-from edgeopt.search.run.model_probe import auto_timeout, epoch_seconds, typical_step_s
+from edgeopt.search.run.setup import auto_timeout
+from edgeopt.stages.finetune_probe import epoch_seconds, trial_seconds, typical_step_s
 from edgeopt.training import MAX_EPOCH_SAMPLES
 
 
@@ -17,8 +18,8 @@ def test_load_spikes_do_not_move_the_step_cost() -> None:
     # another process took the CPU during three of the eight steps, one of them 12x
     loaded = [0.100, 1.200, 0.099, 0.450, 0.100, 0.098, 0.300, 0.100]
     assert abs(typical_step_s(loaded) - typical_step_s(quiet)) < 0.002
-    assert auto_timeout(typical_step_s(loaded) * 256) < 1.05 * auto_timeout(
-        typical_step_s(quiet) * 256
+    assert auto_timeout(trial_seconds(typical_step_s(loaded) * 256)) < 1.05 * auto_timeout(
+        trial_seconds(typical_step_s(quiet) * 256)
     )
     assert typical_step_s([0.5]) == 0.5
 

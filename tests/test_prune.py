@@ -11,8 +11,8 @@ from torch import nn
 from edgeopt import zoo
 from edgeopt.errors import CandidateError, ConfigError
 from edgeopt.profiles import load_profile
-from edgeopt.stages import STAGES, PruneConfig, StageContext
-from edgeopt.stages.prune import PRUNE_REPORT_ATTR, PruneStage, get_prune_report
+from edgeopt.stages import STAGES, PruneConfig, StageContext, StageOutput
+from edgeopt.stages.prune import PruneStage
 from edgeopt.stages.prune_config import expected_channels, layer_ratio
 from edgeopt.stages.prune_ops import count_macs_params
 
@@ -36,6 +36,10 @@ def _model(name: str, width: int) -> nn.Module:
 
 
 def _prune(m: nn.Module, tmp_path: Path, **kw: object) -> nn.Module:
+    return _prune_out(m, tmp_path, **kw).artifact
+
+
+def _prune_out(m: nn.Module, tmp_path: Path, **kw: object) -> StageOutput[nn.Module]:
     return STAGES["prune"].apply(m, PruneConfig(**kw), _ctx(tmp_path))
 
 
@@ -64,9 +68,9 @@ def test_a_higher_ratio_never_saves_fewer_macs_on_a_16_lane_target(tmp_path: Pat
     ratio 0.7 left the 32-channel stage whole and kept more MACs than ratio 0.5."""
     macs = []
     for ratio in (0.3, 0.5, 0.7):
-        out = _prune(_model("resnet_small", 32), tmp_path, ratio=ratio, round_to=16)
-        assert out.stem[0].out_channels == 16
-        macs.append(out.edgeopt_prune_report["macs_after"])
+        out = _prune_out(_model("resnet_small", 32), tmp_path, ratio=ratio, round_to=16)
+        assert out.artifact.stem[0].out_channels == 16
+        macs.append(out.info["prune_report"]["macs_after"])
     assert macs[0] > macs[1] > macs[2]
 
 
@@ -135,7 +139,7 @@ def test_mobilenet_depthwise_channels(tmp_path: Path) -> None:
 def test_global_pruning_shrinks_and_rounds(tmp_path: Path, name: str, importance: str) -> None:
     m = _model(name, 16)
     state = {k: v.clone() for k, v in m.state_dict().items()}
-    out = _prune(
+    result = _prune_out(
         m,
         tmp_path,
         ratio=0.5,
@@ -144,7 +148,7 @@ def test_global_pruning_shrinks_and_rounds(tmp_path: Path, name: str, importance
         round_to=8,
         iterative_steps=2,
     )
-    report = get_prune_report(out)
+    out, report = result.artifact, result.info.get("prune_report")
     assert report is not None
     assert report["macs_after"] < report["macs_before"]
     assert report["params_after"] < report["params_before"]
@@ -157,7 +161,7 @@ def test_global_pruning_shrinks_and_rounds(tmp_path: Path, name: str, importance
         assert after_ch == before_ch or after_ch % 8 == 0
     # the input is untouched: same tensors, same shapes
     assert all(torch.equal(state[k], v) for k, v in m.state_dict().items())
-    assert not hasattr(m, PRUNE_REPORT_ATTR)
+    assert not any(a.startswith("edgeopt_") for a in vars(m))
 
 
 def test_real_smaller_tensors_not_masks(tmp_path: Path) -> None:
@@ -174,12 +178,13 @@ def test_ratio_zero_is_identity(tmp_path: Path) -> None:
     stage = STAGES["prune"]
     cfg = stage.identity(load_profile("cpu"))
     assert stage.is_identity(cfg) and cfg.round_to == 8
-    out = stage.apply(m, cfg, _ctx(tmp_path))
+    result = stage.apply(m, cfg, _ctx(tmp_path))
+    out = result.artifact
     assert out is not m
     x = torch.randn(3, *SHAPE)
     with torch.no_grad():
         assert torch.equal(out(x), m(x))
-    assert get_prune_report(out)["macs_ratio"] == 1.0  # type: ignore[index]
+    assert result.info["prune_report"]["macs_ratio"] == 1.0
 
 
 def test_taylor_with_data_and_ignored_layer(tmp_path: Path) -> None:
@@ -191,7 +196,7 @@ def test_taylor_with_data_and_ignored_layer(tmp_path: Path) -> None:
     data = DataBundle(x, y, x[:16], y[:16])
     m = _model("plain_cnn", 8)
     cfg = PruneConfig(ratio=0.5, importance="taylor", ignored_layers=("0",))
-    out = STAGES["prune"].apply(m, cfg, _ctx(tmp_path, data))
+    out = STAGES["prune"].apply(m, cfg, _ctx(tmp_path, data)).artifact
     assert out[0].out_channels == 8  # ignored: first conv keeps its 8 channels
     assert out[3].out_channels == 4
 

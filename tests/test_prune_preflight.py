@@ -13,15 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from model_facts import facts
 from torch import Tensor, nn
 
 from edgeopt import zoo
 from edgeopt.errors import CandidateError
 from edgeopt.onnx_export import export_onnx
 from edgeopt.profiles import load_profile
-from edgeopt.stages import ModelFacts, PruneConfig, StageContext, prune_trace
-from edgeopt.stages import prune as prune_mod
-from edgeopt.stages.prune import PruneStage, get_prune_report
+from edgeopt.stages import PruneConfig, StageContext, prune_trace
+from edgeopt.stages import prune_apply as prune_mod
+from edgeopt.stages.prune import PruneStage
 from edgeopt.stages.prune_preflight import PreflightResult, _split_coupled, preflight
 from edgeopt.stages.prune_trace import _regroups_channels, build_dependency_graph, trace_forward
 
@@ -187,8 +188,8 @@ def test_chunk_shufflenet_is_pruned_around_its_shuffles(tmp_path: Path) -> None:
     assert set(result.ignored_layers) == set(_split_coupled(model, SHAPE))
     config = PruneConfig(ratio=0.3, ignored_layers=result.ignored_layers)
     with _alarm(30):
-        pruned = PruneStage().apply(model, config, _ctx(tmp_path))
-    report = get_prune_report(pruned)
+        out = PruneStage().apply(model, config, _ctx(tmp_path))
+    pruned, report = out.artifact, out.info.get("prune_report")
     assert report is not None and report["macs_ratio"] < 0.8
     names = dict(pruned.named_modules())
     assert names["stages.0.1.branch2.0"].out_channels < model.stages[0][1].branch2[0].out_channels
@@ -223,8 +224,10 @@ def test_pruned_shufflenet_computes_what_its_kept_channels_did(
 def test_misplaced_channels_fail_the_equivalence_check(tmp_path: Path) -> None:
     model = _shufflenet()
     ignored = tuple(_split_coupled(model, SHAPE))
-    pruned = PruneStage().apply(
-        model, PruneConfig(ratio=0.4, ignored_layers=ignored), _ctx(tmp_path)
+    pruned = (
+        PruneStage()
+        .apply(model, PruneConfig(ratio=0.4, ignored_layers=ignored), _ctx(tmp_path))
+        .artifact
     )
     conv = pruned.stages[0][1].branch2[5]  # its input channels were pruned
     record = [prune_trace.PrunedGroup(((conv, _optype("CONV"), False, (0, 1, 2)),), True)]
@@ -244,9 +247,9 @@ def test_slice_shufflenet_is_pruned_around_its_slices(tmp_path: Path) -> None:
     config = PruneConfig(ratio=0.3, ignored_layers=result.ignored_layers)
     t0 = time.monotonic()
     with _alarm(30):
-        pruned = PruneStage().apply(model, config, _ctx(tmp_path))
+        out = PruneStage().apply(model, config, _ctx(tmp_path))
     assert time.monotonic() - t0 < 10
-    report = get_prune_report(pruned)
+    pruned, report = out.artifact, out.info.get("prune_report")
     assert report is not None and report["macs_ratio"] < 0.95
     assert report["channels"]  # the branch-internal groups were pruned
     names = dict(pruned.named_modules())
@@ -279,14 +282,11 @@ def test_prune_stage_puts_the_ignored_layers_in_its_configs() -> None:
         def suggest_categorical(self, name: str, choices: list[object]) -> object:
             return choices[0]
 
-    facts = ModelFacts(
-        onnx_input=False, prunable=True, matmul_heavy=False, prune_ignored=("a.conv", "b")
-    )
-    config = PruneStage().suggest(Answers(), load_profile("cpu"), facts)
+    with_ignored = facts(prune_ignored=("a.conv", "b"))
+    config = PruneStage().suggest(Answers(), load_profile("cpu"), with_ignored)
     assert config.ratio == 0.5 and config.ignored_layers == ("a.conv", "b")
     assert PruneConfig.from_dict(config.to_dict()) == config  # recorded with the trial
-    default = ModelFacts(onnx_input=False, prunable=True, matmul_heavy=False)
-    assert default.prune_ignored == ()
+    default = facts()
     assert PruneStage().suggest(Answers(), load_profile("cpu"), default).ignored_layers == ()
 
 

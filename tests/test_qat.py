@@ -88,13 +88,14 @@ def test_qat_model_runs_int8_in_ort_with_its_learned_ranges(tmp_path: Path) -> N
     model = zoo.BUILDERS["plain_cnn"](width=8).eval()
     data = _data()
     ctx = _ctx(tmp_path, model, data)
-    qat = STAGES["qat"].apply(model, QatConfig(epochs=1, lr=1e-3), ctx)
-    assert "history" in qat.edgeopt_train_result
-    atol = qat.edgeopt_export_atol
+    out = STAGES["qat"].apply(model, QatConfig(epochs=1, lr=1e-3), ctx)
+    qat, atol = out.artifact, out.export_atol
+    assert "history" in out.info["train_result"]
     fp = export_onnx(qat, SHAPE, tmp_path / "qat.onnx", check_inputs=data.x_val[:8], atol=atol)
     quantize = STAGES["quantize"]
     config = quantize.by_hand(load_profile("cpu"), None).config  # type: ignore[arg-type, union-attr]
-    int8 = quantize.apply(fp, config, ctx)
+    int8_out = quantize.apply(fp, config, ctx)
+    int8 = int8_out.artifact
 
     kernels = _kernels(int8, tmp_path)
     n_conv = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
@@ -110,8 +111,7 @@ def test_qat_model_runs_int8_in_ort_with_its_learned_ranges(tmp_path: Path) -> N
         if n.op_type == "QuantizeLinear" and inits[n.input[1]].size == 1
     }
     assert learned <= used
-    info = onnx.load(str(int8)).metadata_props
-    assert any('"learned_ranges": ' + str(len(learned)) in p.value for p in info)
+    assert int8_out.info["learned_ranges"] == len(learned)
 
     x = data.x_val[:64]
     torch_out = qat(torch.from_numpy(x)).detach().numpy()
@@ -124,8 +124,9 @@ def test_qat_model_runs_int8_in_ort_with_its_learned_ranges(tmp_path: Path) -> N
 def test_qat_data_free_needs_and_uses_the_teacher(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = zoo.BUILDERS["plain_cnn"](width=4).eval()
-    out = STAGES["qat"].apply(model, QatConfig(epochs=1, lr=1e-3), _ctx(tmp_path, model, None))
-    assert out.edgeopt_train_result["data_free"] is True
+    result = STAGES["qat"].apply(model, QatConfig(epochs=1, lr=1e-3), _ctx(tmp_path, model, None))
+    out = result.artifact
+    assert result.info["train_result"]["data_free"] is True
     assert all(m.snapped for m in out.modules() if isinstance(m, fake_quant.QuantWeight))
 
 
@@ -155,9 +156,7 @@ def test_qat_candidate_labelled_fp32_is_a_float_model(tmp_path: Path) -> None:
     profile = load_profile("cpu")
     stages = {name: stage.identity(profile) for name, stage in STAGES.items()}
     stages["qat"] = QatConfig(epochs=1, lr=1e-3)
-    candidate = Candidate(
-        tuple(Step(n, c) for n, c in stages.items() if STAGES[n].requires is None)
-    )
+    candidate = Candidate(tuple(Step(n, c) for n, c in stages.items() if not STAGES[n].requires))
     inputs = PipelineInputs(
         model=LoadedModel(tmp_path / "m.pt", ModelFormat.BUNDLE, SHAPE, module=model),
         data=_data(),

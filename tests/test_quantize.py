@@ -11,17 +11,29 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from model_facts import facts
 from torch import nn
 
 from edgeopt import zoo
 from edgeopt.errors import CandidateError, ConfigError
 from edgeopt.onnx_export import export_onnx
 from edgeopt.profiles import load_profile
-from edgeopt.stages import STAGES, ModelFacts, QuantizeConfig, QuantMode, StageContext
+from edgeopt.stages import (
+    STAGES,
+    ModelFacts,
+    ProbeInput,
+    QuantizeConfig,
+    QuantMode,
+    StageContext,
+)
 from edgeopt.stages.onnx_graph import matmul_mac_fraction, quant_node_counts
 
 SHAPE = (1, 16, 16)
-CONV = ModelFacts(onnx_input=False, prunable=True, matmul_heavy=False)
+CONV = facts()
+
+
+def _probe(path: Path) -> ProbeInput:
+    return ProbeInput(module=None, onnx_path=path, input_shape=(4,))
 
 
 def _ctx(tmp_path: Path, profile: str = "cpu") -> StageContext:
@@ -70,7 +82,7 @@ def _zero_point_type(path: Path) -> int:
 def test_int8_static_plain_cnn_exact_counts(tmp_path: Path, onnx_models: dict[str, Path]) -> None:
     src = onnx_models["plain_cnn"]
     before = src.read_bytes()
-    out = STAGES["quantize"].apply(src, QuantizeConfig(mode="int8_static"), _ctx(tmp_path))
+    out = STAGES["quantize"].apply(src, QuantizeConfig(mode="int8_static"), _ctx(tmp_path)).artifact
     assert out != src and out.parent == tmp_path / "work" and src.read_bytes() == before
     c = quant_node_counts(out)
     # 11 activation tensors quantized (input, 5 conv outputs, 2 maxpools, flatten, gemm
@@ -79,8 +91,10 @@ def test_int8_static_plain_cnn_exact_counts(tmp_path: Path, onnx_models: dict[st
     assert _weights_from_dq(out) == (6, 6)
     assert _zero_point_type(out) == onnx.TensorProto.UINT8  # x86 profile: u8 activations
 
-    excl = STAGES["quantize"].apply(
-        src, QuantizeConfig(mode="int8_static", exclude_first_last=True), _ctx(tmp_path)
+    excl = (
+        STAGES["quantize"]
+        .apply(src, QuantizeConfig(mode="int8_static", exclude_first_last=True), _ctx(tmp_path))
+        .artifact
     )
     c = quant_node_counts(excl)
     assert c["QuantizeLinear"] == 9 and c["DequantizeLinear"] == 9 + 2 * 4
@@ -94,7 +108,7 @@ def test_int8_static_families(
 ) -> None:
     src = onnx_models[name]
     cfg = QuantizeConfig(mode="int8_static", calibration=calibration, calibration_samples=64)
-    out = STAGES["quantize"].apply(src, cfg, _ctx(tmp_path))
+    out = STAGES["quantize"].apply(src, cfg, _ctx(tmp_path)).artifact
     c = quant_node_counts(out)
     n_q, n_comp = _weights_from_dq(out)
     assert n_q == n_comp == {"resnet_small": 16, "mobilenet_small": 21}[name]
@@ -106,8 +120,10 @@ def test_int8_static_families(
 
 
 def test_ort_default_uses_s8_activations(tmp_path: Path, onnx_models: dict[str, Path]) -> None:
-    out = STAGES["quantize"].apply(
-        onnx_models["resnet_small"], QuantizeConfig(mode="ort_default"), _ctx(tmp_path)
+    out = (
+        STAGES["quantize"]
+        .apply(onnx_models["resnet_small"], QuantizeConfig(mode="ort_default"), _ctx(tmp_path))
+        .artifact
     )
     assert _zero_point_type(out) == onnx.TensorProto.INT8
     assert _weights_from_dq(out) == (16, 16)
@@ -119,18 +135,22 @@ def test_profile_types_int8_for_arm(tmp_path: Path, onnx_models: dict[str, Path]
     cfg = QuantizeConfig(
         mode="int8_static", activation_type=base.activation_type, weight_type=base.weight_type
     )
-    out = stage.apply(onnx_models["plain_cnn"], cfg, _ctx(tmp_path, "mobile"))
+    out = stage.apply(onnx_models["plain_cnn"], cfg, _ctx(tmp_path, "mobile")).artifact
     assert _zero_point_type(out) == onnx.TensorProto.INT8
 
 
 def test_dynamic_only_matmul_gemm(tmp_path: Path, onnx_models: dict[str, Path]) -> None:
-    out = STAGES["quantize"].apply(
-        onnx_models["mlp"], QuantizeConfig(mode="int8_dynamic"), _ctx(tmp_path)
+    out = (
+        STAGES["quantize"]
+        .apply(onnx_models["mlp"], QuantizeConfig(mode="int8_dynamic"), _ctx(tmp_path))
+        .artifact
     )
     c = quant_node_counts(out)
     assert c["MatMulInteger"] == 2 and c.get("Gemm", 0) == 0
-    cnn = STAGES["quantize"].apply(
-        onnx_models["resnet_small"], QuantizeConfig(mode="int8_dynamic"), _ctx(tmp_path)
+    cnn = (
+        STAGES["quantize"]
+        .apply(onnx_models["resnet_small"], QuantizeConfig(mode="int8_dynamic"), _ctx(tmp_path))
+        .artifact
     )
     c = quant_node_counts(cnn)
     assert c.get("ConvInteger", 0) == 0 and c["Conv"] == 15 and c["MatMulInteger"] == 1
@@ -140,7 +160,7 @@ def test_fp16_and_fp32_opt(tmp_path: Path, onnx_models: dict[str, Path]) -> None
     src = onnx_models["mobilenet_small"]
     x = np.random.default_rng(0).standard_normal((4, *SHAPE)).astype(np.float32)
     ref = _run(src, x)
-    fp16 = STAGES["quantize"].apply(src, QuantizeConfig(mode="fp16"), _ctx(tmp_path))
+    fp16 = STAGES["quantize"].apply(src, QuantizeConfig(mode="fp16"), _ctx(tmp_path)).artifact
     m = onnx.load(str(fp16))
     onnx.checker.check_model(m)  # a valid graph: other tools (edgeopt check) load it
     assert {i.data_type for i in m.graph.initializer} >= {onnx.TensorProto.FLOAT16}
@@ -148,12 +168,12 @@ def test_fp16_and_fp32_opt(tmp_path: Path, onnx_models: dict[str, Path]) -> None
     assert np.allclose(_run(fp16, x), ref, atol=5e-2)
     assert fp16.stat().st_size < 0.65 * src.stat().st_size  # tiny: graph overhead
 
-    opt = STAGES["quantize"].apply(src, QuantizeConfig(mode="fp32_opt"), _ctx(tmp_path))
+    opt = STAGES["quantize"].apply(src, QuantizeConfig(mode="fp32_opt"), _ctx(tmp_path)).artifact
     m = onnx.load(str(opt))
     assert all(n.domain in ("", "ai.onnx") for n in m.graph.node)  # portable: no contrib ops
     assert np.allclose(_run(opt, x), ref, atol=1e-4)
 
-    same = STAGES["quantize"].apply(src, QuantizeConfig(), _ctx(tmp_path))
+    same = STAGES["quantize"].apply(src, QuantizeConfig(), _ctx(tmp_path)).artifact
     assert same != src and same.read_bytes() == src.read_bytes()
 
 
@@ -206,14 +226,14 @@ def test_suggest_respects_profile(onnx_models: dict[str, Path]) -> None:
     cfg = stage.suggest(gpu, load_profile("gpu"), CONV)
     assert "fp16" in gpu.asked["quantize.mode"] and cfg.calibration == "entropy"
     assert all(k.startswith("quantize.") for k in gpu.asked)
-    mlp = ModelFacts.of(onnx_models["mlp"], onnx_input=True)
+    mlp = ModelFacts(onnx_input=True, stages={"quantize": stage.probe(_probe(onnx_models["mlp"]))})
     assert matmul_mac_fraction(onnx_models["mlp"]) == 1.0
-    assert mlp.matmul_heavy and not mlp.prunable
+    assert mlp.of("quantize")["matmul_heavy"] and not STAGES["prune"].enabled(mlp)
     heavy = Answers()
     stage.suggest(heavy, load_profile("cpu"), mlp)
     assert "int8_dynamic" in heavy.asked["quantize.mode"]
     assert matmul_mac_fraction(onnx_models["resnet_small"]) < 0.01
-    assert not ModelFacts.of(onnx_models["resnet_small"], onnx_input=False).matmul_heavy
+    assert not stage.probe(_probe(onnx_models["resnet_small"]))["matmul_heavy"]
     # deterministic given the answers
     a = {"quantize.mode": "int8_static", "quantize.calibration_samples": 256}
     assert stage.suggest(Answers(a), load_profile("cpu"), CONV) == stage.suggest(

@@ -238,7 +238,7 @@ def _as_schema_3(d: dict[str, Any]) -> dict[str, Any]:
 
 def test_records_of_an_older_edgeopt_that_say_pruned_still_read_and_report() -> None:
     new = demo_records(50)
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION == 5
     old = _as_schema_3(new)
     run = RunRecord.from_dict(old)
     _same(run.to_dict(), old)  # read back exactly as it was written

@@ -21,13 +21,16 @@ from edgeopt.search.run.collect import load_run
 from edgeopt.search.strategy.halving import (
     MIN_PEERS,
     PROMOTED_ATTR,
-    RUNGS_ATTR,
     below_bar,
     promotion,
     rung_bars,
 )
-from edgeopt.search.strategy.seeds import RECIPES, SEED_ATTR, SIBLING_ATTR, torch_params
+from edgeopt.search.strategy.seeds import SEED_ATTR, SIBLING_ATTR, torch_params
 from edgeopt.search.study.lifecycle import counted_trials
+from edgeopt.stages import STAGES
+from edgeopt.stages.recipes import RECIPES
+
+RUNGS_ATTR = STAGES["finetune"].fidelity.history_key  # type: ignore[union-attr]
 
 
 def _study(run: Path) -> optuna.Study:
@@ -56,7 +59,11 @@ def test_expert_seed_runs_after_the_baselines_and_its_variant_reuses_the_build(
     trials = [t for t in _study(seeded_run).get_trials() if t.state != TrialState.WAITING]
     assert [t.user_attrs.get("baseline") for t in trials[:2]] == ["unchanged", "int8"]
     seed = trials[2]
-    tag, ratio, epochs = RECIPES[0]
+    tag, ratio, epochs = (
+        RECIPES[0].tag,
+        RECIPES[0].params["prune.ratio"],
+        RECIPES[0].params["finetune.epochs"],
+    )
     assert seed.user_attrs[SEED_ATTR] == tag
     cand = seed.user_attrs["candidate"]
     assert cand["prune"]["ratio"] == ratio
@@ -77,9 +84,10 @@ def test_expert_seed_runs_after_the_baselines_and_its_variant_reuses_the_build(
 
 def test_setup_measures_the_epoch_cost_and_the_timeout_follows_it(seeded_run: Path) -> None:
     baseline = json.loads((seeded_run / "baseline" / "baseline.json").read_text())
-    assert baseline["prunable"] is True and baseline["prune_ignored"] == []
-    assert baseline["epoch_s"] > 0
-    assert baseline["auto_timeout_s"] == pytest.approx(max(180.0, 16 * baseline["epoch_s"] + 120))
+    prune, finetune = baseline["stage_facts"]["prune"], baseline["stage_facts"]["finetune"]
+    assert prune["prunable"] is True and prune["ignored"] == []
+    assert finetune["epoch_s"] > 0
+    assert baseline["auto_timeout_s"] == pytest.approx(max(180.0, 16 * finetune["epoch_s"] + 120))
     assert json.loads((seeded_run / "run.json").read_text())["trial_timeout_s"] is None
 
 
@@ -176,9 +184,10 @@ def test_preflight_leaves_shuffle_coupled_layers_whole(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     baseline = json.loads((tmp_path / "r" / "baseline" / "baseline.json").read_text())
-    assert baseline["prunable"] is True, baseline.get("prune_note")
-    assert baseline["prune_ignored"]  # the layers feeding the channel splits and shuffles
-    assert f"pruning: {len(baseline['prune_ignored'])} layer(s) left whole" in result.output
+    prune = baseline["stage_facts"]["prune"]
+    assert prune["prunable"] is True, prune.get("note")
+    assert prune["ignored"]  # the layers feeding the channel splits and shuffles
+    assert f"pruning: {len(prune['ignored'])} layer(s) left whole" in result.output
 
 
 def test_promotion_rule() -> None:
@@ -271,12 +280,12 @@ def test_competitive_short_fine_tune_is_promoted_and_continues_from_its_checkpoi
     assert short.state == TrialState.COMPLETE, short.user_attrs
     later = [t.user_attrs for t in trials if t.number > short.number and t.state.is_finished()]
     assert [SIBLING_ATTR in a for a in later] == [True, False]
-    assert later[1].get(SEED_ATTR) == RECIPES[1][0]
+    assert later[1].get(SEED_ATTR) == RECIPES[1].tag
     assert not [t for t in trials if PROMOTED_ATTR in t.user_attrs]
     # the last seed failed (as on a model pruning cannot handle): the promotion comes next,
     # after the sibling of the seed that ran
     study.add_trial(
-        optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={SEED_ATTR: RECIPES[2][0]})
+        optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={SEED_ATTR: RECIPES[2].tag})
     )
     _optimize(model_files["bundle_wide"], tiny_data, run, n + 7, "--no-report")
     trials = _study(run).get_trials()
@@ -314,10 +323,12 @@ def test_plain_search_queues_nothing_of_its_own(
 def test_sibling_variants_follow_the_target() -> None:
     """fp16 is a sibling where the profile offers it (mobile), never on the cpu profile,
     where it is slower; fp32_opt and the by-hand int8 are siblings on both."""
-    from edgeopt.profiles import load_profile
-    from edgeopt.stages import STAGES, ModelFacts
+    from model_facts import facts as model_facts
 
-    facts = ModelFacts(onnx_input=False, prunable=True, matmul_heavy=False)
+    from edgeopt.profiles import load_profile
+    from edgeopt.stages import STAGES
+
+    facts = model_facts()
     modes = {
         t: [v["quantize.mode"] for v in STAGES["quantize"].variants(load_profile(t), facts)]
         for t in ("cpu", "mobile")

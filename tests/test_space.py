@@ -5,12 +5,13 @@ baselines, the grid, and a new stage joining without a change to
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import onnx
 import pytest
+from model_facts import facts
 from onnx import TensorProto, helper
 
 from edgeopt.candidate import Candidate, Step
@@ -28,6 +29,7 @@ from edgeopt.stages import (
     ByHandBaseline,
     ModelFacts,
     Phase,
+    ProbeInput,
     Stage,
     StageConfig,
     StageContext,
@@ -38,10 +40,10 @@ from edgeopt.stages import (
 if TYPE_CHECKING:
     from edgeopt.profiles import HardwareProfile
 
-CONV = ModelFacts(onnx_input=False, prunable=True, matmul_heavy=False)
-MATMUL = ModelFacts(onnx_input=False, prunable=True, matmul_heavy=True)
-UNPRUNABLE = ModelFacts(onnx_input=False, prunable=False, matmul_heavy=False)
-ONNX_INPUT = ModelFacts(onnx_input=True, prunable=False, matmul_heavy=False)
+CONV = facts()
+MATMUL = facts(matmul_heavy=True)
+UNPRUNABLE = facts(prunable=False)
+ONNX_INPUT = facts(onnx_input=True)
 
 
 class Answers:
@@ -234,7 +236,7 @@ class ToyFollower(ToyStage):
     """Follows ``toy`` the way fine-tuning follows pruning."""
 
     name = "toy_follower"
-    requires = "toy"
+    requires = frozenset({"toy"})
     grid_probe: ClassVar[dict[str, Any]] = {}
 
     def suggest(self, space: Suggester, profile: HardwareProfile, facts: ModelFacts) -> ToyConfig:
@@ -301,7 +303,7 @@ def test_register_keeps_pipeline_order() -> None:
 
     class Early(ToyStage):
         name = "early"
-        requires = "nope"
+        requires = frozenset({"nope"})
 
     class LateTorch(ToyStage):
         name = "late_torch"
@@ -337,9 +339,15 @@ def _graph_file(path: Path, op: str) -> Path:
 def test_model_facts_of(tmp_path: Path) -> None:
     conv = _graph_file(tmp_path / "conv.onnx", "Conv")
     matmul = _graph_file(tmp_path / "matmul.onnx", "MatMul")
-    assert ModelFacts.of(conv, onnx_input=False) == CONV
-    assert ModelFacts.of(matmul, onnx_input=False) == MATMUL
-    assert ModelFacts.of(conv, onnx_input=True) == ONNX_INPUT  # an ONNX input is not prunable
-    assert ModelFacts.of(conv, onnx_input=False, prunable=False) == UNPRUNABLE
-    with pytest.raises(ValueError):
-        ModelFacts(onnx_input=True, prunable=True, matmul_heavy=False)
+
+    def probed(path: Path) -> Mapping[str, Any]:
+        return STAGES["quantize"].probe(ProbeInput(module=None, onnx_path=path, input_shape=(4,)))
+
+    assert probed(conv) == {"matmul_heavy": False}
+    assert probed(matmul) == {"matmul_heavy": True}
+    # an ONNX input is never pruned, whatever its facts say
+    assert not STAGES["prune"].enabled(ModelFacts(onnx_input=True, stages=CONV.stages))
+    assert STAGES["prune"].enabled(CONV) and not STAGES["prune"].enabled(UNPRUNABLE)
+    # an inconclusive pre-flight leaves pruning on; the search may switch it off later
+    assert STAGES["prune"].enabled(facts(prunable=None))
+    assert not STAGES["prune"].enabled(ModelFacts(onnx_input=False, disabled=frozenset({"prune"})))

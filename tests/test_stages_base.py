@@ -7,13 +7,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from model_facts import facts
 
 from edgeopt.errors import ConfigError
 from edgeopt.profiles import list_profiles, load_profile
 from edgeopt.stages import (
     STAGES,
     FinetuneConfig,
-    ModelFacts,
     Phase,
     PruneConfig,
     QuantizeConfig,
@@ -22,7 +22,7 @@ from edgeopt.stages import (
 )
 from edgeopt.stages import base as base_module
 
-FACTS = ModelFacts(onnx_input=False, prunable=True, matmul_heavy=True)
+FACTS = facts(matmul_heavy=True)
 
 
 class Lowest:

@@ -16,8 +16,7 @@ from edgeopt.data import DataBundle, load_npz
 from edgeopt.errors import CandidateError, ConfigError
 from edgeopt.onnx_export import export_onnx
 from edgeopt.profiles import load_profile
-from edgeopt.stages import STAGES, FinetuneConfig, PruneConfig, StageContext
-from edgeopt.stages.finetune import TRAIN_RESULT_ATTR
+from edgeopt.stages import STAGES, FinetuneConfig, PruneConfig, StageContext, StageOutput
 from edgeopt.training import (
     Schedule,
     TrainConfig,
@@ -87,15 +86,16 @@ def test_prune_then_finetune_recovers(
 ) -> None:
     ctx = _ctx(tmp_path, data, teacher)
     before = _state(teacher)
-    pruned = STAGES["prune"].apply(teacher, PruneConfig(ratio=0.5, round_to=8), ctx)
+    pruned = STAGES["prune"].apply(teacher, PruneConfig(ratio=0.5, round_to=8), ctx).artifact
     pruned_acc = evaluate(pruned, data.x_val, data.y_val)
     cfg = FinetuneConfig(epochs=5, lr=0.02, distill=distill, temperature=2.0, alpha=0.5)
-    tuned = STAGES["finetune"].apply(pruned, cfg, ctx)
+    out = STAGES["finetune"].apply(pruned, cfg, ctx)
+    tuned = out.artifact
     acc = evaluate(tuned, data.x_val, data.y_val)
     teacher_acc = evaluate(teacher, data.x_val, data.y_val)
     assert pruned_acc < 0.5  # structured pruning without fine-tuning collapses
     assert acc > teacher_acc - 0.06, (pruned_acc, acc, teacher_acc)
-    result = getattr(tuned, TRAIN_RESULT_ATTR)
+    result = out.info["train_result"]
     assert result["best_val_accuracy"] == pytest.approx(acc)
     assert result["epochs_run"] == 5 and len(result["history"]) == 5
     assert evaluate(pruned, data.x_val, data.y_val) == pruned_acc  # input not trained
@@ -227,7 +227,7 @@ def test_finetune_stage_contract(tmp_path: Path, teacher: nn.Module, data: DataB
     base = stage.identity(load_profile("cpu"))
     assert stage.is_identity(base)
     m = copy.deepcopy(teacher)
-    assert stage.apply(m, base, _ctx(tmp_path, data, None)) is not m
+    assert stage.apply(m, base, _ctx(tmp_path, data, None)).artifact is not m
     with pytest.raises(CandidateError) as info:
         stage.apply(m, FinetuneConfig(epochs=1, distill=True), _ctx(tmp_path, data, None))
     assert info.value.stage == "finetune"
@@ -310,10 +310,12 @@ def test_longer_finetune_continues_exactly_from_a_shorter_ones_checkpoint(
     epochs) ends with the weights, history and callbacks of a 4-epoch run from scratch,
     augmentation and distillation included; the shorter run's own result is unaffected."""
     ctx = _ctx(tmp_path, data, teacher)
-    pruned = STAGES["prune"].apply(teacher, PruneConfig(ratio=0.5, round_to=8), ctx)
+    pruned = STAGES["prune"].apply(teacher, PruneConfig(ratio=0.5, round_to=8), ctx).artifact
     kw = dict(lr=0.02, schedule="wsd", distill=True, augment=True, batch_size=64)
 
-    def run(epochs: int, cache: Path | None) -> tuple[nn.Module, list[tuple[int, float]]]:
+    def run(
+        epochs: int, cache: Path | None
+    ) -> tuple[StageOutput[nn.Module], list[tuple[int, float]]]:
         seen: list[tuple[int, float]] = []
         c = _ctx(tmp_path, data, teacher)
         c = StageContext(
@@ -323,16 +325,16 @@ def test_longer_finetune_continues_exactly_from_a_shorter_ones_checkpoint(
 
     scratch, scratch_seen = run(4, None)
     short, _ = run(3, tmp_path / "cache")
-    assert getattr(short, TRAIN_RESULT_ATTR)["resumed_epochs"] == 0
+    assert short.info["train_result"]["resumed_epochs"] == 0
     assert len(list((tmp_path / "cache").rglob("epoch-2.pt"))) == 1
     cont, cont_seen = run(4, tmp_path / "cache")
-    result = getattr(cont, TRAIN_RESULT_ATTR)
+    result = cont.info["train_result"]
     assert result["resumed_epochs"] == 2 and result["epochs_run"] == 4
     assert cont_seen == scratch_seen
-    for k, v in scratch.state_dict().items():
-        torch.testing.assert_close(cont.state_dict()[k], v, rtol=1e-5, atol=1e-6)
+    for k, v in scratch.artifact.state_dict().items():
+        torch.testing.assert_close(cont.artifact.state_dict()[k], v, rtol=1e-5, atol=1e-6)
     assert [h[2] for h in result["history"]] == [
-        h[2] for h in getattr(scratch, TRAIN_RESULT_ATTR)["history"]
+        h[2] for h in scratch.info["train_result"]["history"]
     ]
     # other settings (a cosine schedule, another lr) never continue from it
     other = StageContext(
@@ -341,7 +343,7 @@ def test_longer_finetune_continues_exactly_from_a_shorter_ones_checkpoint(
     for change in ({"schedule": "cosine"}, {"lr": 0.03}):
         cfg = FinetuneConfig(epochs=4, **{**kw, **change})
         tuned = STAGES["finetune"].apply(pruned, cfg, other)
-        assert getattr(tuned, TRAIN_RESULT_ATTR)["resumed_epochs"] == 0
+        assert tuned.info["train_result"]["resumed_epochs"] == 0
 
 
 def test_teacher_logits_are_remembered_across_fine_tunes(

@@ -273,27 +273,14 @@ def _echo_baseline(baseline: Any, metric: str = "accuracy") -> None:
 
 
 def _echo_probe(baseline: Any) -> None:
-    """The pruning pre-flight's verdict and the measured epoch cost, one line each."""
-    if baseline.prunable is False:
-        click.echo(
-            f"pruning off: {baseline.prune_note}; the search keeps to fine-tuning-free "
-            "ONNX-side stages (quantization)",
-            err=True,
-        )
-    elif baseline.prune_ignored:
-        click.echo(
-            f"pruning: {len(baseline.prune_ignored)} layer(s) left whole "
-            f"(coupled to a channel split/shuffle Torch-Pruning cannot follow)",
-            err=True,
-        )
-    elif baseline.prunable is None and baseline.prune_note:
-        click.echo(f"note: {baseline.prune_note}; pruning trials will find out", err=True)
-    if baseline.epoch_s is not None:
-        click.echo(
-            f"one fine-tune epoch: {baseline.epoch_s:.1f}s (measured on this host); "
-            f"auto trial timeout {baseline.auto_timeout_s:.0f}s",
-            err=True,
-        )
+    """What each stage's probe found (``Stage.probe_notes``), and the auto trial timeout."""
+    from edgeopt.stages import STAGES
+
+    for name, stage in STAGES.items():
+        for line in stage.probe_notes(baseline.stage_facts.get(name, {})):
+            click.echo(line, err=True)
+    if baseline.auto_timeout_s is not None:
+        click.echo(f"auto trial timeout {baseline.auto_timeout_s:.0f}s", err=True)
 
 
 def _mlflow(value: str | None, out: Path) -> str | None:

@@ -99,7 +99,9 @@ def _notes(s: Summary) -> list[str]:
             "Numbers on " + ", ".join(estimated) + " are estimated from the hardware profile "
             "by the cost model, not measured on the device."
         )
-    if s.records.prune_unsupported:
+    for off in s.records.disabled_stages:
+        notes.append(f"{off['title']} was disabled for this model: {off['reason']}")
+    if s.records.prune_unsupported:  # records of schema 3 and older
         notes.append(f"Pruning was disabled for this model: {s.records.prune_unsupported}")
     hidden = hidden_note(s.records)
     if hidden:

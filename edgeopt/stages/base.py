@@ -9,8 +9,11 @@ config is constructed.
 
 A stage describes itself fully, so the search only composes stages: its search space
 (``suggest``), the config that leaves the model unchanged (``identity``), the config a user
-would pick by hand if there is one (``by_hand``), which models it applies to (``enabled``,
-from ``ModelFacts``) and which stage it follows (``requires``).
+would pick by hand if there is one (``by_hand``), what it needs to know about the model
+(``probe``, run once at setup; the results are ``ModelFacts.of(name)``), which models it
+applies to (``enabled``), which stages it follows (``requires``), what its failure means
+for later trials (``failure_policy``), which field is a training budget (``fidelity``), and
+what ``apply`` reports besides its artifact (``StageOutput``). The search names no stage.
 
 The registry ``STAGES`` lists the stages in pipeline order. ``edgeopt.stages`` registers
 them, so ``STAGES`` is complete once that package has been imported (importing this module
@@ -182,49 +185,92 @@ class StageContext:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ProbeInput:
+    """The model as setup sees it, for ``Stage.probe``.
+
+    ``module`` is None for an ONNX input, and when a run set up before a stage had its
+    probe is opened again: a probe then answers from ``onnx_path`` alone, or with nothing.
+    """
+
+    module: nn.Module | None
+    onnx_path: Path
+    input_shape: tuple[int, ...]
+    data: DataBundle | None = None
+    threads: int = 1
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelFacts:
     """What the stages need to know about the model being compressed, found once per run.
 
     ``onnx_input``: the user gave an ONNX file, so only ONNX-phase stages apply.
-    ``prunable``: Torch-Pruning can handle the model (always False for an ONNX input; the
-    search also turns it off once pruning proved impossible). ``matmul_heavy``: at least
-    ``onnx_graph.MATMUL_HEAVY`` of the graph's MACs are in MatMul/Gemm, the only graphs where
-    dynamic int8 pays. ``prune_ignored``: qualified module names pruning must leave whole
-    (``prune_preflight.preflight`` finds them: layers coupled to a channel split or shuffle
-    that Torch-Pruning cannot follow); the prune stage puts them in every config it suggests.
+    ``stages``: each stage's ``probe`` result by stage name (JSON values; ``of(name)``).
+    ``disabled``: stages the search switched off for this model after a failure that is
+    the model's, not the draw's (``FailurePolicy``); they stay at their identity.
     """
 
     onnx_input: bool
-    prunable: bool
-    matmul_heavy: bool
-    prune_ignored: tuple[str, ...] = ()
+    stages: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    disabled: frozenset[str] = frozenset()
 
-    def __post_init__(self) -> None:
-        if self.onnx_input and self.prunable:
-            raise ValueError("an ONNX input model cannot be prunable")
-
-    @classmethod
-    def of(
-        cls,
-        onnx_path: Path,
-        *,
-        onnx_input: bool,
-        prunable: bool = True,
-        prune_ignored: tuple[str, ...] = (),
-    ) -> ModelFacts:
-        """Facts about the model whose fp32 export is ``onnx_path`` (reads the graph once)."""
-        from edgeopt.stages.onnx_graph import MATMUL_HEAVY, matmul_mac_fraction
-
-        return cls(
-            onnx_input=onnx_input,
-            prunable=prunable and not onnx_input,
-            prune_ignored=tuple(prune_ignored),
-            matmul_heavy=matmul_mac_fraction(onnx_path) >= MATMUL_HEAVY,
-        )
+    def of(self, stage: str) -> Mapping[str, Any]:
+        """What ``stage``'s probe found (empty when it found nothing or did not run)."""
+        return self.stages.get(stage, {})
 
 
 C = TypeVar("C", bound=StageConfig)
 A = TypeVar("A")
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """A stage whose config holds a training budget: the search stops its runs early when
+    they trail their peers and continues promising ones for longer
+    (``edgeopt.search.strategy.halving``).
+
+    ``budget``: the config field holding the budget (param ``f"{stage}.{budget}"``, e.g.
+    ``finetune.epochs``), drawn up to ``max_budget``. ``peer_key``: the param that makes two
+    trials peers when within ``peer_tolerance`` (``prune.ratio``: candidates of about the
+    same size). ``history_key``: the trial attribute holding the per-epoch validation
+    accuracy. ``continue_when``: a longer budget continues from the shorter run's
+    checkpoint only when each of these own fields has one of these values.
+    """
+
+    budget: str
+    peer_key: str
+    peer_tolerance: float
+    max_budget: int
+    history_key: str
+    continue_when: Mapping[str, tuple[Any, ...]] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FailurePolicy:
+    """What a failure of this stage means for the later trials of the same study.
+
+    ``disable_after_model_failure``: an error in this stage (not a hang, not the memory cap)
+    before any trial with this stage at a non-identity config succeeded is the model's, not
+    the draw's: the stage is switched off for the rest of the study (said once, and in the
+    report). ``block_config_after_hang``: a config of this stage that hung or ran out of
+    memory is not built again (the trial fails at once, saying which trial it repeats).
+    """
+
+    disable_after_model_failure: bool = False
+    block_config_after_hang: bool = False
+
+
+@dataclass(frozen=True)
+class StageOutput(Generic[A]):
+    """What ``Stage.apply`` returns: the new artifact and what the stage has to report.
+
+    ``info`` (JSON values) goes into the trial's info as ``"{stage}.{key}"`` (the achieved
+    MACs, the training history). ``export_atol``: a torch-phase stage whose model runs int8
+    kernels in ORT (QAT) states how close the export can be to torch; None keeps the default.
+    """
+
+    artifact: A
+    info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    export_atol: float | None = None
 
 
 @dataclass(frozen=True)
@@ -249,11 +295,20 @@ class Stage(abc.ABC, Generic[C, A]):
     """
 
     name: ClassVar[str]
+    title: ClassVar[str] = ""
+    """What the stage does, for notes to the user ("Pruning was disabled ..."); the name
+    when empty."""
     phase: ClassVar[Phase]
     config_type: ClassVar[type[StageConfig]]
-    requires: ClassVar[str | None] = None
-    """A stage this one only follows: it is in a candidate only when that stage (earlier in
-    the pipeline) is at a non-identity config (fine-tuning only pays after pruning)."""
+    requires: ClassVar[frozenset[str]] = frozenset()
+    """The stages this one only follows: it is in a candidate only when every one of them
+    (earlier in the pipeline) is at a non-identity config (fine-tuning only pays after
+    pruning)."""
+    failure_policy: ClassVar[FailurePolicy] = FailurePolicy()
+    """What a failure of this stage means for later trials (``FailurePolicy``)."""
+    fidelity: ClassVar[Fidelity | None] = None
+    """Which field is this stage's training budget, for early stopping and promotion; its
+    ``apply`` reports each epoch through ``StageContext.on_epoch``."""
     grid_probe: ClassVar[Mapping[str, Any]] = {}
     """Answers under which ``suggest`` asks for every conditional param, so that a grid
     search can fix each of them at a middle value."""
@@ -261,9 +316,27 @@ class Stage(abc.ABC, Generic[C, A]):
     def enabled(self, facts: ModelFacts) -> bool:
         """Whether this model may take the stage; a disabled stage stays at its identity.
 
-        By default a torch-phase stage needs a torch model.
+        By default a torch-phase stage needs a torch model, and no stage is enabled once the
+        search switched it off for this model (``facts.disabled``).
         """
+        if self.name in facts.disabled:
+            return False
         return self.phase is Phase.ONNX or not facts.onnx_input
+
+    def probe(self, model: ProbeInput) -> Mapping[str, Any]:
+        """Facts about the model this stage needs, found once at setup (in the parent
+        process, before any trial) and stored with the run: ``ModelFacts.of(self.name)``.
+        JSON values only. Default: nothing to find."""
+        return {}
+
+    def probe_notes(self, facts: Mapping[str, Any]) -> list[str]:
+        """One line each for the user about what ``probe`` found (the CLI prints them)."""
+        return []
+
+    def trial_seconds(self, facts: Mapping[str, Any]) -> float | None:
+        """The longest this stage may take in one trial, from its probe's facts; the auto
+        trial timeout adds these up. None: no measured cost."""
+        return None
 
     @abc.abstractmethod
     def suggest(self, space: Suggester, profile: HardwareProfile, facts: ModelFacts) -> C:
@@ -300,13 +373,18 @@ class Stage(abc.ABC, Generic[C, A]):
         default: the grid fixes the stage's params at middle values)."""
         return {}
 
+    def must_run(self, fp32_onnx: Path) -> bool:
+        """ONNX phase: whether this stage runs even at its identity config on this export
+        (``fp32_onnx``, the torch phase's result); by default an identity step is skipped."""
+        return False
+
     def describe(self, config: C) -> str:
         """A few words for summaries; empty when there is nothing to say."""
         return "" if self.is_identity(config) else self.name
 
     @abc.abstractmethod
-    def apply(self, artifact: A, config: C, ctx: StageContext) -> A:
-        """Apply ``config`` to a copy of ``artifact`` and return the result.
+    def apply(self, artifact: A, config: C, ctx: StageContext) -> StageOutput[A]:
+        """Apply ``config`` to a copy of ``artifact`` and return the result with its info.
 
         Never mutates ``artifact``. Raises ``CandidateError(self.name, reason)`` when this
         candidate cannot be produced or its result fails the stage's structural check.
@@ -335,8 +413,9 @@ def register(stage: S) -> S:
     """
     if stage.name in STAGES:
         raise ValueError(f"stage {stage.name!r} registered twice")
-    if stage.requires is not None and stage.requires not in STAGES:
-        raise ValueError(f"stage {stage.name!r} requires {stage.requires!r}, not registered yet")
+    missing = sorted(stage.requires - STAGES.keys())
+    if missing:
+        raise ValueError(f"stage {stage.name!r} requires {missing!r}, not registered yet")
     if stage.phase is Phase.TORCH and any(s.phase is Phase.ONNX for s in STAGES.values()):
         raise ValueError(f"torch-phase stage {stage.name!r} registered after an ONNX-phase one")
     STAGES[stage.name] = stage

@@ -6,11 +6,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from edgeopt.errors import CandidateError
-from edgeopt.stages.base import Phase, Stage, StageConfig
+from edgeopt.stages.base import Fidelity, Phase, Stage, StageConfig, StageOutput
+from edgeopt.stages.finetune_probe import MAX_EPOCHS, epoch_seconds, trial_seconds
 from edgeopt.training import OptimizerKind, Schedule, TrainConfig, TrainResult, fit
 from edgeopt.training.resume import CheckpointStore, prefix_key, stable_epochs
 
@@ -18,13 +20,10 @@ if TYPE_CHECKING:
     from torch import nn
 
     from edgeopt.profiles import HardwareProfile
-    from edgeopt.stages.base import ModelFacts, StageContext, Suggester
+    from edgeopt.stages.base import ModelFacts, ProbeInput, StageContext, Suggester
 
 log = logging.getLogger(__name__)
 
-TRAIN_RESULT_ATTR = "edgeopt_train_result"
-"""Attribute set on every module returned by ``FinetuneStage.apply``: its ``TrainResult`` as
-a plain dict (``dataclasses.asdict``), so records can store it as JSON."""
 
 PATIENCE = 3
 CHECKPOINTS = "finetune-checkpoints"
@@ -46,16 +45,27 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
     It follows pruning only (``requires``): a pruned model needs it, and leaving unpruned
     models alone keeps their candidates cheap. ``apply`` passes ``ctx.teacher`` (used when
     ``distill`` is on, and always when ``ctx.data`` is None: data-free distillation) and
-    ``ctx.on_epoch`` (its exceptions propagate). The returned module carries its
-    ``TrainResult`` (as a dict) in ``TRAIN_RESULT_ATTR``. With ``ctx.cache_dir`` a ``wsd``
+    ``ctx.on_epoch`` (its exceptions propagate). Its info carries the
+    ``TrainResult`` as a plain dict under ``train_result``. With ``ctx.cache_dir`` a ``wsd``
     or ``constant`` fine-tune continues from the checkpoint of a shorter one with the same
     settings and saves its own (``edgeopt.training.resume``): the same model, sooner.
     """
 
     name = "finetune"
+    title = "Fine-tuning"
+    # peers pruned a similar share of the model; a wsd or constant schedule restarts a
+    # longer run from the shorter one's checkpoint (``edgeopt.training.resume``)
+    fidelity = Fidelity(
+        budget="epochs",
+        peer_key="prune.ratio",
+        peer_tolerance=0.1,
+        max_budget=MAX_EPOCHS,
+        history_key="finetune_val_history",
+        continue_when={"schedule": ("wsd", "constant")},
+    )
     phase = Phase.TORCH
     config_type = FinetuneConfig
-    requires = "prune"
+    requires = frozenset({"prune"})
 
     def suggest(
         self, space: Suggester, profile: HardwareProfile, facts: ModelFacts
@@ -69,7 +79,7 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
         fixed at 3 epochs. Neither the profile nor the facts narrow this space."""
         # drawn in this order (a dict literal evaluates in order): seeded studies replay it
         drawn: dict[str, Any] = {
-            "epochs": int(space.suggest_int("finetune.epochs", 1, 8)),
+            "epochs": int(space.suggest_int("finetune.epochs", 1, MAX_EPOCHS)),
             "lr": float(space.suggest_float("finetune.lr", 1e-4, 1e-1, log=True)),
             "batch_size": int(space.suggest_categorical("finetune.batch_size", [32, 64, 128])),
             "optimizer": space.suggest_categorical(
@@ -92,6 +102,26 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
             drawn["alpha"] = float(space.suggest_float("finetune.alpha", 0.3, 0.95))
         return FinetuneConfig(patience=PATIENCE, **drawn)
 
+    def probe(self, model: ProbeInput) -> dict[str, Any]:
+        """``epoch_s``: measured seconds of one fine-tune epoch (with a distillation
+        teacher) on this machine (``finetune_probe.epoch_seconds``)."""
+        if model.module is None:
+            return {}
+        seconds = epoch_seconds(model.module, tuple(model.input_shape), model.data, model.threads)
+        return {"epoch_s": round(seconds, 3)}
+
+    def probe_notes(self, facts: Mapping[str, Any]) -> list[str]:
+        """The measured epoch cost."""
+        if facts.get("epoch_s") is None:
+            return []
+        return [f"one fine-tune epoch: {facts['epoch_s']:.1f}s (measured on this host)"]
+
+    def trial_seconds(self, facts: Mapping[str, Any]) -> float | None:
+        """``TIMEOUT_EPOCHS`` measured epochs (the longest fine-tune the search draws,
+        with room for a loaded machine)."""
+        epoch_s = facts.get("epoch_s")
+        return None if epoch_s is None else trial_seconds(float(epoch_s))
+
     def identity(self, profile: HardwareProfile) -> FinetuneConfig:
         """No training (``epochs=0``)."""
         return FinetuneConfig(epochs=0)
@@ -104,7 +134,9 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
         """Zero epochs train nothing."""
         return config.epochs == 0
 
-    def apply(self, artifact: nn.Module, config: FinetuneConfig, ctx: StageContext) -> nn.Module:
+    def apply(
+        self, artifact: nn.Module, config: FinetuneConfig, ctx: StageContext
+    ) -> StageOutput[nn.Module]:
         """Fine-tune a deep copy of ``artifact``; returns it in eval mode with its best weights.
 
         Raises CandidateError("finetune", ...) when distillation is asked for (or needed, with
@@ -113,7 +145,7 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
         """
         model = copy.deepcopy(artifact)
         if self.is_identity(config):
-            return model
+            return StageOutput(model)
         if ctx.teacher is None and (config.distill or ctx.data is None):
             raise CandidateError(
                 "finetune",
@@ -140,7 +172,6 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
             raise CandidateError(
                 "finetune", "training diverged: non-finite weights (learning rate too high?)"
             )
-        setattr(model, TRAIN_RESULT_ATTR, dataclasses.asdict(result))
         log.info(
             "fine-tuned %d epochs (%d restored from a shorter run): val accuracy %.4f -> %.4f",
             result.epochs_run,
@@ -148,4 +179,4 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
             result.initial_val_accuracy,
             result.best_val_accuracy,
         )
-        return model
+        return StageOutput(model, {"train_result": dataclasses.asdict(result)})

@@ -1,6 +1,6 @@
 """Reading an ONNX graph: op counts, MACs per op type, the compute nodes.
 
-Used to find facts about a model before the search (``ModelFacts.matmul_heavy``) and to check
+Used to find facts about a model before the search (the probe's ``matmul_heavy``) and to check
 what the quantize stage produced.
 """
 

@@ -21,7 +21,7 @@ at the time limit:
    with them ignored, in the rest of the time limit.
 
 The result says whether the model is prunable and which layers the prune stage must ignore
-(``ModelFacts.prune_ignored``).
+(``PruneStage.probe`` stores both as the prune stage's facts).
 """
 
 from __future__ import annotations
@@ -36,6 +36,9 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+PREFLIGHT_LIMIT_S = float(os.environ.get("EDGEOPT_PREFLIGHT_S", "90"))
+"""Wall-time cap of the pruning pre-flight run at setup (child start-up included)."""
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -235,7 +238,8 @@ def _probe_prune(model: nn.Module, shape: tuple[int, ...], ignored: tuple[str, .
 
     from edgeopt.profiles import load_profile
     from edgeopt.stages.base import StageContext
-    from edgeopt.stages.prune import PruneConfig, PruneStage, get_prune_report
+    from edgeopt.stages.prune_apply import prune_model
+    from edgeopt.stages.prune_config import PruneConfig
 
     config = PruneConfig(ratio=PROBE_RATIO, ignored_layers=ignored)
     with tempfile.TemporaryDirectory(prefix="edgeopt-preflight-") as tmp:
@@ -246,8 +250,7 @@ def _probe_prune(model: nn.Module, shape: tuple[int, ...], ignored: tuple[str, .
             teacher=None,
             input_shape=shape,
         )
-        pruned = PruneStage().apply(model, config, ctx)
-    report = get_prune_report(pruned) or {}
+        _, report = prune_model(model, config, ctx)
     return float(report.get("macs_ratio", 1.0))
 
 

@@ -18,8 +18,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from edgeopt.errors import CandidateError
-from edgeopt.stages.base import Phase, Stage, StageConfig, check_range
-from edgeopt.stages.finetune import TRAIN_RESULT_ATTR
+from edgeopt.stages.base import (
+    FailurePolicy,
+    Phase,
+    Stage,
+    StageConfig,
+    StageOutput,
+    check_range,
+)
 from edgeopt.training import OptimizerKind, Schedule, TrainConfig, fit
 
 if TYPE_CHECKING:
@@ -30,8 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EXPORT_ATOL_ATTR = "edgeopt_export_atol"
-"""Set on the returned module: the export parity tolerance ``edgeopt.pipeline`` uses for it."""
 PARITY_FRACTION = 0.05
 """Export parity of a QAT model: within this fraction of its largest output magnitude."""
 
@@ -62,6 +66,10 @@ class QatStage(Stage[QatConfig, "nn.Module"]):
     """
 
     name = "qat"
+    title = "Quantization-aware training"
+    # a model torch.fx cannot trace fails every QAT draw alike, half a second each: one
+    # such failure switches QAT off instead of filling the study with it
+    failure_policy = FailurePolicy(disable_after_model_failure=True)
     phase = Phase.TORCH
     config_type = QatConfig
 
@@ -93,7 +101,9 @@ class QatStage(Stage[QatConfig, "nn.Module"]):
         """Zero epochs change nothing."""
         return config.epochs == 0
 
-    def apply(self, artifact: nn.Module, config: QatConfig, ctx: StageContext) -> nn.Module:
+    def apply(
+        self, artifact: nn.Module, config: QatConfig, ctx: StageContext
+    ) -> StageOutput[nn.Module]:
         """A fake-quantized copy of ``artifact``, calibrated and fine-tuned, in eval mode with
         weights on their int8 grid and ranges frozen (ready to export).
 
@@ -108,7 +118,7 @@ class QatStage(Stage[QatConfig, "nn.Module"]):
         from edgeopt.training import fake_quant
 
         if self.is_identity(config):
-            return copy.deepcopy(artifact)
+            return StageOutput(copy.deepcopy(artifact))
         signed = str(ctx.profile.quantization.activation_type) == "int8"
         try:
             model = fake_quant.prepare_qat(copy.deepcopy(artifact), signed_activations=signed)
@@ -143,16 +153,15 @@ class QatStage(Stage[QatConfig, "nn.Module"]):
         if not all(bool(t.isfinite().all()) for t in weights if t.dim() > 0):
             raise CandidateError("qat", "training diverged: non-finite weights")
         fake_quant.finalize(model)
-        setattr(model, TRAIN_RESULT_ATTR, dataclasses.asdict(result))
         # ORT accumulates in int32 where torch sums floats: an activation that lands on a
         # rounding boundary can move by one quantum, so export parity is a few quanta
         with torch.no_grad():
             peak = float(model(torch.from_numpy(calib[:32])).abs().max())
-        setattr(model, EXPORT_ATOL_ATTR, PARITY_FRACTION * max(peak, 1e-3))
+        atol = PARITY_FRACTION * max(peak, 1e-3)
         log.info(
             "QAT %d epochs: int8-emulated val accuracy %.4f -> %.4f",
             result.epochs_run,
             result.initial_val_accuracy,
             result.best_val_accuracy,
         )
-        return model
+        return StageOutput(model, {"train_result": dataclasses.asdict(result)}, export_atol=atol)

@@ -9,7 +9,7 @@ Defaults follow measurements of ONNX Runtime 1.31 quantization on an x86 dev hos
 * activation/weight types come from the target profile (``uint8`` on x86, ``int8`` on
   ARM/NPU);
 * dynamic quantization is restricted to MatMul/Gemm (``ConvInteger`` is 5-11x *slower* than
-  fp32) and only suggested for MatMul-heavy graphs (``ModelFacts.matmul_heavy``);
+  fp32) and only suggested for MatMul-heavy graphs (the probe's ``matmul_heavy``);
 * fp16 is a size knob on CPU (slower there); the profile decides whether it is offered;
 * ``fp32_opt`` saves the graph optimized at ``ORT_ENABLE_BASIC``: constant folding, redundant
   node elimination and Conv+BN/Add/Mul fusions, all expressed with standard ONNX ops, so the
@@ -37,7 +37,7 @@ import numpy as np
 
 from edgeopt.errors import CandidateError
 from edgeopt.stages import quantize_ort
-from edgeopt.stages.base import ByHandBaseline, Phase, Stage
+from edgeopt.stages.base import ByHandBaseline, Phase, Stage, StageOutput
 from edgeopt.stages.onnx_graph import shape_of
 from edgeopt.stages.quantize_config import (
     CalibMethod,
@@ -49,41 +49,11 @@ from edgeopt.stages.quantize_config import (
 
 if TYPE_CHECKING:
     from edgeopt.profiles import HardwareProfile
-    from edgeopt.stages.base import ModelFacts, StageContext, Suggester
+    from edgeopt.stages.base import ModelFacts, ProbeInput, StageContext, Suggester
 
 
 MAX_FP32_NODES = 8
 """Most sensitive nodes the search may keep in float (``quantize.fp32_nodes``)."""
-
-STAGE_INFO_PREFIX = "edgeopt.stage_info."
-"""ONNX metadata key prefix under which an ONNX-phase stage leaves what it reports."""
-
-
-def write_stage_info(path: Path, stage: str, info: dict[str, Any]) -> None:
-    """Store ``info`` (JSON) in the ONNX file's metadata under ``STAGE_INFO_PREFIX + stage``;
-    ``edgeopt.pipeline`` copies it into the trial's info as ``{stage}.{key}``."""
-    import onnx
-
-    model = onnx.load(str(path))
-    key = STAGE_INFO_PREFIX + stage
-    kept = [p for p in model.metadata_props if p.key != key]
-    del model.metadata_props[:]
-    model.metadata_props.extend(kept)
-    model.metadata_props.add(key=key, value=json.dumps(info, sort_keys=True))
-    onnx.save(model, str(path))
-
-
-def read_stage_info(path: Path) -> dict[str, Any]:
-    """What ONNX-phase stages left in ``path``'s metadata, as ``{"stage.key": value}``."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    out: dict[str, Any] = {}
-    for p in model.metadata_props:
-        if p.key.startswith(STAGE_INFO_PREFIX):
-            stage = p.key.removeprefix(STAGE_INFO_PREFIX)
-            out.update({f"{stage}.{k}": v for k, v in json.loads(p.value).items()})
-    return out
 
 
 def _output_path(src: Path, config: QuantizeConfig, workdir: Path) -> Path:
@@ -106,10 +76,11 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
     """ORT quantization / fp16 / graph optimization of an exported ONNX file.
 
     Modes come from the profile; dynamic int8 is offered only to MatMul-heavy models
-    (``ModelFacts.matmul_heavy``). Its by-hand baseline is plain int8.
+    (the probe's ``matmul_heavy``). Its by-hand baseline is plain int8.
     """
 
     name = "quantize"
+    title = "Quantization"
     phase = Phase.ONNX
     config_type = QuantizeConfig
     grid_probe = {"quantize.mode": QuantMode.INT8_STATIC.value}
@@ -125,7 +96,7 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
             for m in QuantMode
             if m in modes
             and m is not QuantMode.ORT_DEFAULT
-            and (m is not QuantMode.INT8_DYNAMIC or facts.matmul_heavy)
+            and (m is not QuantMode.INT8_DYNAMIC or facts.of(self.name).get("matmul_heavy"))
         ]
         return out or [QuantMode.FP32]
 
@@ -233,20 +204,34 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
         extra = f" +{config.fp32_nodes} fp32" if config.fp32_nodes else ""
         return config.mode.value + extra
 
+    def probe(self, model: ProbeInput) -> dict[str, Any]:
+        """``matmul_heavy``: at least ``onnx_graph.MATMUL_HEAVY`` of the graph's MACs are in
+        MatMul/Gemm, the only graphs where dynamic int8 pays."""
+        from edgeopt.stages.onnx_graph import MATMUL_HEAVY, matmul_mac_fraction
+
+        return {"matmul_heavy": matmul_mac_fraction(model.onnx_path) >= MATMUL_HEAVY}
+
+    def must_run(self, fp32_onnx: Path) -> bool:
+        """A quantization-aware export (QuantizeLinear nodes in the graph) would run as int8
+        in ORT under an fp32 label: the identity step removes its fake-quant pairs."""
+        import onnx
+
+        model = onnx.load(str(fp32_onnx), load_external_data=False)
+        return any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+
     def is_identity(self, config: QuantizeConfig) -> bool:
         """Only fp32 leaves the graph unchanged."""
         return config.mode is QuantMode.FP32
 
-    def apply(self, artifact: Path, config: QuantizeConfig, ctx: StageContext) -> Path:
-        """Write the converted model to a new file under ``ctx.workdir`` and return its path.
+    def apply(self, artifact: Path, config: QuantizeConfig, ctx: StageContext) -> StageOutput[Path]:
+        """Write the converted model to a new file under ``ctx.workdir``; return its path.
 
         The result is checked: it loads and runs in ORT on calibration inputs with the
         input's output shape, and its graph has the expected nodes (static: exactly the
         non-excluded Conv/Gemm/MatMul read DequantizeLinear weights; dynamic: at least one
         MatMulInteger; fp16: float16 initializers). Otherwise CandidateError("quantize", ...).
         The sensitive nodes kept float and the number of learned activation ranges used are
-        written into the file's metadata (``write_stage_info``), where the pipeline reads
-        them into the trial's info.
+        the info (``fp32_nodes``, ``learned_ranges``), when there are any.
         """
         import onnx
 
@@ -285,9 +270,6 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
         excluded = frozenset(done.sensitive + done.first_last)
         quantize_ort.check_graph(out, config, model, excluded)
         if done.sensitive or done.learned_ranges:
-            write_stage_info(
-                out,
-                "quantize",
-                {"fp32_nodes": list(done.sensitive), "learned_ranges": done.learned_ranges},
-            )
-        return out
+            info = {"fp32_nodes": list(done.sensitive), "learned_ranges": done.learned_ranges}
+            return StageOutput(out, info)
+        return StageOutput(out)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,17 @@ from edgeopt.search.study.storage import redact
 from edgeopt.search.trial.protocol import SYNTHETIC_N, stopped_reason
 
 N_KEYS = ("n_val", "n_test")
+
+
+def disabled_notes(study_attrs: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The stages a failure switched off for this model, for the records."""
+    from edgeopt.search.trial.policy import disabled_stages
+    from edgeopt.stages import STAGES
+
+    return [
+        {"stage": name, "title": getattr(STAGES.get(name), "title", "") or name, "reason": why}
+        for name, why in disabled_stages(study_attrs).items()
+    ]
 
 
 def load_run(run: Path | str | RunSource, *, importance: bool = False) -> dict[str, Any]:
@@ -142,7 +153,8 @@ def _records(
         test_split=final.get("test_split"),
         n_val=n["n_val"],
         n_test=n["n_test"],
-        prune_unsupported=study.user_attrs.get("prune_unsupported"),
+        # stages a failure switched off for this model: [{stage, title, reason}]
+        disabled_stages=tuple(disabled_notes(study.user_attrs)),
         final_latency={
             p: FinalPass.from_dict({k: v for k, v in e.items() if k != "trials"})
             for p, e in figures.items()

@@ -23,7 +23,9 @@ from edgeopt.report.model import Summary
 from edgeopt.report.summary import summarize
 from edgeopt.search.run.collect import study_records
 from edgeopt.search.study.lifecycle import FINISHED, retry_of
+from edgeopt.search.trial.objective import DISABLED_BY_ATTR
 from edgeopt.search.trial.protocol import stopped_reason
+from edgeopt.stages import STAGES
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class TrialEvent:
     ``total`` (``--trials``; None with only ``--timeout``). ``pick`` is the trial the report
     would recommend now (None when there is none; ``no_pick`` says why, in a few words).
     ``eta_s`` is the time left to ``total`` at this session's pace (None when unknown).
+    ``note``: a line the trial has for the user (a stage it switched off for the model).
     """
 
     number: int
@@ -57,6 +60,7 @@ class TrialEvent:
     pick: PickedTrial | None = None
     no_pick: str = "none yet"
     eta_s: float | None = None
+    note: str = ""
 
 
 def feasible(t: optuna.trial.FrozenTrial) -> bool:
@@ -89,7 +93,17 @@ def trial_event(
         pick=picked(s, labels) if s is not None else None,
         no_pick=_no_pick(s),
         eta_s=_eta_s(finished, total, elapsed_s),
+        note=_note(t),
     )
+
+
+def _note(t: optuna.trial.FrozenTrial) -> str:
+    """What this trial changed for the rest of the search, in words (said once)."""
+    off = t.user_attrs.get(DISABLED_BY_ATTR)
+    if not off:
+        return ""
+    title = getattr(STAGES.get(off), "title", "") or off
+    return f"{title} is off for this model from now on: {t.user_attrs.get('fail_reason')}"
 
 
 def picked(s: Summary, labels: Mapping[str, str]) -> PickedTrial | None:
@@ -169,9 +183,10 @@ def render(event: TrialEvent, *, timeout_s: float | None = None, one_line: bool)
     eta = eta_text(event, timeout_s)
     if eta:
         status.append(eta)
+    notes = [f"note: {event.note}"] if event.note else []
     if one_line:
-        return [head + " | " + " | ".join(status)]
-    return [head, "        " + " | ".join(status)]
+        return [head + " | " + " | ".join(status), *notes]
+    return [head, "        " + " | ".join(status), *notes]
 
 
 def _pick_text(event: TrialEvent) -> str:

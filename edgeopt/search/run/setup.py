@@ -104,25 +104,40 @@ def _make_baseline(
         host_latency_ms=latency,
         hopeless_below=_hopeless_below(config, val),
         synthetic_inputs=None if data is not None else SYNTHETIC_N,
-        **_probe_fields(config, loaded, data),
+        **_probe_fields(config, loaded, data, dst),
     )
 
 
-def _probe_fields(config: RunConfig, loaded: Any, data: Any) -> dict[str, Any]:
-    """The pruning pre-flight's verdict and the measured fine-tune epoch cost, as
-    ``Baseline`` fields (none for an ONNX input: only the ONNX-side stages apply)."""
-    from edgeopt.search.run.model_probe import probe_model
+def _probe_fields(config: RunConfig, loaded: Any, data: Any, onnx_path: Path) -> dict[str, Any]:
+    """Every stage's ``probe`` of the model (``Baseline.stage_facts``; for an ONNX input
+    the probes see the file only) and the auto trial timeout from their measured costs."""
+    from edgeopt.stages import STAGES, ProbeInput
 
-    if loaded.is_onnx:
-        return {}
-    probe = probe_model(loaded.module, tuple(loaded.input_shape), data, config.threads)
+    model = ProbeInput(
+        module=None if loaded.is_onnx else loaded.module,
+        onnx_path=onnx_path,
+        input_shape=tuple(loaded.input_shape),
+        data=data,
+        threads=config.threads,
+    )
+    facts = {name: dict(stage.probe(model)) for name, stage in STAGES.items()}
+    costs = [STAGES[name].trial_seconds(f) for name, f in facts.items()]
+    measured = [c for c in costs if c is not None]
     return {
-        "prunable": probe.prunable,
-        "prune_ignored": probe.prune_ignored,
-        "prune_note": probe.prune_note,
-        "epoch_s": probe.epoch_s,
-        "auto_timeout_s": probe.auto_timeout_s,
+        "stage_facts": facts,
+        "auto_timeout_s": auto_timeout(sum(measured)) if measured else None,
     }
+
+
+TIMEOUT_OVERHEAD_S = 120.0
+"""The auto trial timeout allows the stages' measured costs plus this much for start-up,
+pruning, export, quantization and scoring."""
+TIMEOUT_MIN_S = 180.0
+
+
+def auto_timeout(stage_seconds: float) -> float:
+    """The default per-trial timeout when the stages may take ``stage_seconds`` in a trial."""
+    return round(max(TIMEOUT_MIN_S, stage_seconds + TIMEOUT_OVERHEAD_S), 1)
 
 
 def _salt(config: RunConfig) -> str:

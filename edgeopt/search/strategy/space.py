@@ -36,7 +36,7 @@ def suggest_candidate(space: Suggester, profile: HardwareProfile, facts: ModelFa
     steps: list[Step] = []
     active: set[str] = set()
     for stage in STAGES.values():
-        if stage.requires is not None and stage.requires not in active:
+        if not stage.requires <= active:
             continue
         if stage.enabled(facts):
             config = stage.suggest(space, profile, facts)
@@ -55,7 +55,7 @@ def identity_candidate(profile: HardwareProfile) -> Candidate:
         tuple(
             Step(stage.name, stage.identity(profile))
             for stage in STAGES.values()
-            if stage.requires is None
+            if not stage.requires
         )
     )
 
@@ -74,7 +74,7 @@ def baseline_params(
     out: list[tuple[str, dict[str, Any]]] = [(UNCHANGED, params_with(profile))]
     for stage in STAGES.values():
         # a stage that requires another would not even be drawn beside identities
-        if stage.requires is not None or not stage.enabled(facts):
+        if stage.requires or not stage.enabled(facts):
             continue
         hand = stage.by_hand(profile, facts)
         if hand is not None:

@@ -12,6 +12,22 @@ from edgeopt.rundir import Baseline, RunDir
 LEGACY_TRIAL_TIMEOUT_S = 900.0
 
 
+def model_facts(baseline: Baseline, baseline_onnx: Path) -> Any:
+    """The stages' facts about the model (``edgeopt.stages.ModelFacts``) from what their
+    probes stored at setup; a stage with nothing stored (a run set up before it had a
+    probe) looks at the baseline ONNX file now."""
+    from edgeopt.stages import STAGES, ModelFacts, ProbeInput
+
+    stored = dict(baseline.stage_facts)
+    missing = [name for name in STAGES if name not in stored]
+    if missing:
+        model = ProbeInput(
+            module=None, onnx_path=baseline_onnx, input_shape=tuple(baseline.input_shape)
+        )
+        stored.update({name: dict(STAGES[name].probe(model)) for name in missing})
+    return ModelFacts(onnx_input=baseline.onnx_input, stages=stored)
+
+
 @dataclass(frozen=True)
 class Trust:
     """The user's command-line opt-ins to running code: from the model file (``pickle``,
@@ -55,7 +71,6 @@ class SearchContext:
         flags come from ``trust`` (the command line), never from the file."""
         from edgeopt.data import load_npz
         from edgeopt.profiles import load_profile, merge_profiles
-        from edgeopt.stages import ModelFacts
 
         run = RunDir(run_dir)
         config = run.read_config()
@@ -71,18 +86,13 @@ class SearchContext:
             objectives=tuple(config.objective_list([p.name for p in profiles])),
             baseline=baseline,
             data=load_npz(config.data) if config.data else None,
-            facts=ModelFacts.of(
-                run.baseline_onnx,
-                onnx_input=baseline.onnx_input,
-                prunable=not baseline.onnx_input and baseline.prunable is not False,
-                prune_ignored=baseline.prune_ignored,
-            ),
+            facts=model_facts(baseline, run.baseline_onnx),
         )
 
     @property
     def trial_timeout_s(self) -> float:
         """``--trial-timeout``, or with ``auto`` a multiple of the measured cost of one
-        fine-tune epoch (``model_probe.auto_timeout``); 15 minutes for runs set up before
+        fine-tune epoch (``search.run.setup.auto_timeout``); 15 minutes for runs set up before
         that was measured."""
         if self.config.trial_timeout_s is not None:
             return self.config.trial_timeout_s

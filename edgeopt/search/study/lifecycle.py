@@ -197,7 +197,7 @@ def _enqueue_next_promotion(
     """Queue the longer fine-tune of the oldest completed trial that earned one and whose
     torch phase no trial has built, tried or is queued to build yet. The Pareto front (which
     reads every trial) is read only when a trial passes the cheap checks."""
-    from edgeopt.search.strategy.halving import PROMOTED_ATTR, RUNGS_ATTR, promotion
+    from edgeopt.search.strategy.halving import PROMOTED_ATTR, history_key, promotion
     from edgeopt.search.strategy.seeds import torch_params
 
     # in any state: a promotion that failed (timed out, say) is not queued again and again;
@@ -206,10 +206,11 @@ def _enqueue_next_promotion(
         _key(torch_params({**t.system_attrs.get("fixed_params", {}), **t.params})) for t in trials
     }
     # a sibling reused its builder's fine-tune (a cache hit records no history of its own)
+    key = history_key()
     history = {
-        _key(torch_params(t.params)): t.user_attrs[RUNGS_ATTR]
+        _key(torch_params(t.params)): t.user_attrs[key]
         for t in trials
-        if t.state == TrialState.COMPLETE and RUNGS_ATTR in t.user_attrs
+        if t.state == TrialState.COMPLETE and key and key in t.user_attrs
     }
     front: set[int] | None = None
     for trial in trials:

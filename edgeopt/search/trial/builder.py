@@ -22,7 +22,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgeopt.search.trial.protocol import Status, TrialRequest, TrialResult, scoring_inputs
+from edgeopt.search.trial.protocol import (
+    FailureKind,
+    Status,
+    TrialRequest,
+    TrialResult,
+    scoring_inputs,
+)
 
 # how running out of address space under RLIMIT_AS shows up in Python, torch and the loader
 _OOM_SIGNS = (
@@ -79,7 +85,9 @@ class TrialChild:
         if answered is None:
             self.close(kill=True)
             return TrialResult.failed(
-                _stage(trial_dir), f"timed out after {timeout_s:.0f}s (--trial-timeout)"
+                _stage(trial_dir),
+                f"timed out after {timeout_s:.0f}s (--trial-timeout)",
+                FailureKind.HANG,
             )
         if answered and result_path.exists():
             self.served += 1
@@ -87,7 +95,8 @@ class TrialChild:
                 self.close()
             return TrialResult.read(result_path)
         code = self.close(kill=False)
-        return TrialResult.failed(_stage(trial_dir), _death_reason(trial_dir, code, self.memory_gb))
+        reason, failure = _death_reason(trial_dir, code, self.memory_gb)
+        return TrialResult.failed(_stage(trial_dir), reason, failure)
 
     def close(self, *, kill: bool = False) -> int | None:
         """Stop the child (politely: end of input, unless ``kill``); returns its exit code."""
@@ -170,18 +179,22 @@ def run_child(request: TrialRequest, *, timeout_s: float, memory_gb: float) -> T
         child.close()
 
 
-def _death_reason(trial_dir: Path, code: int | None, memory_gb: float) -> str:
+def _death_reason(trial_dir: Path, code: int | None, memory_gb: float) -> tuple[str, FailureKind]:
     """Why a child ended without answering, from its exit code and the trial log's tail."""
     tail = (trial_dir / "trial.log").read_text(errors="replace").strip().splitlines()[-3:]
     text = " ".join(tail)
     if any(sign in text.lower() for sign in _OOM_SIGNS):
-        return f"exceeded the memory cap of {memory_gb:g} GiB (--trial-memory-gb)"
+        return (
+            f"exceeded the memory cap of {memory_gb:g} GiB (--trial-memory-gb)",
+            FailureKind.MEMORY,
+        )
     if code == -signal.SIGKILL:
         return (
             "the trial process was killed (SIGKILL): out of memory under the memory cap of "
-            f"{memory_gb:g} GiB (--trial-memory-gb), or killed from outside"
+            f"{memory_gb:g} GiB (--trial-memory-gb), or killed from outside",
+            FailureKind.MEMORY,
         )
-    return f"worker exited with code {code}: {tail[-1] if tail else 'no output'}"
+    return f"worker exited with code {code}: {tail[-1] if tail else 'no output'}", FailureKind.ERROR
 
 
 def _stage(trial_dir: Path) -> str:
@@ -199,7 +212,7 @@ def _main(req_path: Path) -> None:
     from edgeopt.measure.accuracy import onnx_score
     from edgeopt.pipeline import PipelineInputs, build
     from edgeopt.profiles import load_profile, merge_profiles
-    from edgeopt.search.strategy.halving import RUNGS_ATTR, below_bar
+    from edgeopt.search.strategy.halving import below_bar, fidelity_stage
 
     req = TrialRequest.read(req_path)
     trial_dir = Path(req.trial_dir)
@@ -230,7 +243,9 @@ def _main(req_path: Path) -> None:
     )
 
     stage = {"name": ""}
-    history: list[float] = []  # the fine-tune's validation accuracy per epoch
+    history: list[float] = []  # the budgeted stage's validation accuracy per epoch
+    found = fidelity_stage()
+    budgeted, rungs_key = (found[0], found[1].history_key) if found else (None, "")
 
     def on_stage(name: str) -> None:
         stage["name"] = name
@@ -243,7 +258,7 @@ def _main(req_path: Path) -> None:
                 f"validation accuracy {val_accuracy:.4f} after the first fine-tune epoch is far "
                 f"below the budget (needs >= {bar:.4f} to continue)"
             )
-        if stage["name"] != "finetune":
+        if stage["name"] != budgeted:
             return
         history.append(float(val_accuracy))
         why = below_bar(history, req.rung_bars)
@@ -259,7 +274,8 @@ def _main(req_path: Path) -> None:
             on_stage=on_stage,
         )
     except Hopeless as exc:
-        write(TrialResult(Status.STOPPED, reason=str(exc), info={RUNGS_ATTR: history}))
+        info = {rungs_key: history} if rungs_key else {}
+        write(TrialResult(Status.STOPPED, reason=str(exc), info=info))
         return
     except CandidateError as exc:
         write(TrialResult.failed(exc.stage, exc.reason))
@@ -273,7 +289,7 @@ def _main(req_path: Path) -> None:
     info = dict(result.info)
     info.setdefault("seconds", {})["evaluate"] = time.perf_counter() - t_eval
     if history:
-        info[RUNGS_ATTR] = history
+        info[rungs_key] = history
     write(
         TrialResult(
             Status.OK,

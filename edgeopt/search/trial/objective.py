@@ -19,16 +19,34 @@ from optuna.trial import TrialState
 
 from edgeopt.errors import EdgeoptError, environment_error
 from edgeopt.metrics import Measurement, Metric
-from edgeopt.search.strategy.halving import PROMOTED_ATTR, RUNGS_ATTR, rung_bars
+from edgeopt.search.strategy.halving import (
+    PROMOTED_ATTR,
+    fidelity_stage,
+    history_key,
+    peer_value,
+    rung_bars,
+)
 from edgeopt.search.strategy.seeds import SEED_ATTR
 from edgeopt.search.study.artifacts import sha256_of
 from edgeopt.search.study.context import SearchContext
 from edgeopt.search.trial.builder import TrialChild
-from edgeopt.search.trial.protocol import STOPPED_REASON, Status, TrialRequest
+from edgeopt.search.trial.policy import (
+    HUNG_ATTR,
+    blocked_by_earlier_hang,
+    disable_after_failure,
+    disabled_stages,
+    hung,
+)
+from edgeopt.search.trial.protocol import STOPPED_REASON, FailureKind, Status, TrialRequest
 
 log = logging.getLogger(__name__)
 
 HOST_LATENCY_BUDGET_S = 2.5
+DISABLED_BY_ATTR = "disabled_stage"
+"""Trial attribute: the stage this trial's failure switched off for the model."""
+SAME_AS_ATTR = "same_as_baseline"
+"""Trial attribute: the baseline trial whose results this drawn trial took (not rebuilt)."""
+REUSED_ATTRS = ("onnx", "onnx_sha256", "val_accuracy", "measurements", "info")
 
 
 class TrialRunner:
@@ -52,9 +70,10 @@ class TrialRunner:
         self.child.close()
 
     def facts(self) -> Any:
-        """The model facts, with pruning switched off once Torch-Pruning proved unable."""
-        if "prune_unsupported" in self.study.user_attrs:
-            return dataclasses.replace(self.ctx.facts, prunable=False)
+        """The model facts, with the stages a failure switched off for this model."""
+        disabled = disabled_stages(self.study.user_attrs)
+        if disabled:
+            return dataclasses.replace(self.ctx.facts, disabled=frozenset(disabled))
         return self.ctx.facts
 
     def run(self, trial: optuna.Trial) -> None:
@@ -79,12 +98,17 @@ class TrialRunner:
         except EdgeoptError as exc:
             self._fail(trial, "suggest", exc.message)
             return
+        key = candidate.key(ctx.baseline.salt)
         trial.set_user_attr("candidate", candidate.to_dict())
-        trial.set_user_attr("candidate_key", candidate.key(ctx.baseline.salt))
+        trial.set_user_attr("candidate_key", key)
         trial.set_user_attr("describe", candidate.describe())
-        blocked = self._blocked_by_earlier_hang(candidate.to_dict().get("prune", {}))
+        built = self._baseline_with(key, trial)
+        if built is not None:
+            self._reuse(trial, built, t0)
+            return
+        blocked = blocked_by_earlier_hang(self.study, candidate.to_dict())
         if blocked:
-            self._fail(trial, "prune", blocked)
+            self._fail(trial, *blocked)
             return
         request = self._request(trial.number, candidate.to_dict())
         if not ctx.config.plain_search and not {SEED_ATTR, PROMOTED_ATTR} & set(trial.user_attrs):
@@ -92,16 +116,15 @@ class TrialRunner:
             request = dataclasses.replace(request, rung_bars=self._rung_bars(trial))
         result = self.child.run(request, timeout_s=ctx.trial_timeout_s)
         trial.set_user_attr("build_s", round(result.build_seconds, 3))
-        if result.info.get(RUNGS_ATTR):
-            trial.set_user_attr(RUNGS_ATTR, list(result.info[RUNGS_ATTR]))
+        key = history_key()
+        if key and result.info.get(key):
+            trial.set_user_attr(key, list(result.info[key]))
         if result.status is Status.STOPPED:
             trial.set_user_attr(STOPPED_REASON, result.reason)
             self._tell(trial, state=TrialState.PRUNED)
             return
         if result.status is not Status.OK or result.onnx is None or result.val_accuracy is None:
-            reason = str(result.reason)
-            hung = "timed out" in reason or "memory cap" in reason
-            self._fail(trial, str(result.stage), reason, hung=hung)
+            self._fail(trial, str(result.stage), str(result.reason), result.failure)
             return
         onnx_path = Path(result.onnx)
         try:
@@ -134,6 +157,30 @@ class TrialRunner:
         if not ctx.config.plain_search:
             self._enqueue_siblings(trial, result.cache_hit)
 
+    def _baseline_with(self, key: str, trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
+        """The complete baseline trial that built the candidate ``key`` already, if any
+        (the sampler drew the unchanged model again, say: a small space draws it often)."""
+        if "baseline" in trial.user_attrs:
+            return None
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if "baseline" in t.user_attrs and t.user_attrs.get("candidate_key") == key:
+                return t
+        return None
+
+    def _reuse(self, trial: optuna.Trial, built: optuna.trial.FrozenTrial, t0: float) -> None:
+        """Complete ``trial`` with the results of the baseline trial ``built``: a baseline
+        is never built and measured twice."""
+        for attr in REUSED_ATTRS:
+            if attr in built.user_attrs:
+                trial.set_user_attr(attr, built.user_attrs[attr])
+        trial.set_user_attr(SAME_AS_ATTR, built.number)
+        trial.set_user_attr("build_s", 0.0)
+        trial.set_user_attr("cache_hit", True)
+        for name, value in (built.constraints or {}).items():
+            trial.set_constraint(name, value)
+        trial.set_user_attr("trial_s", round(time.monotonic() - t0, 3))
+        self._tell(trial, list(built.values or []))
+
     def _enqueue_siblings(self, trial: optuna.Trial, cache_hit: bool) -> None:
         """Queue the ONNX-side variants of a torch phase this trial built (``seeds``)."""
         from edgeopt.search.strategy.seeds import SIBLING_ATTR, sibling_params
@@ -145,14 +192,16 @@ class TrialRunner:
 
     def _rung_bars(self, trial: optuna.Trial) -> dict[int, float]:
         """The median stopping rule's bars for this trial's fine-tune (``halving``)."""
-        ratio = float(trial.params.get("prune.ratio", 0.0))
-        if ratio <= 0:
+        found = fidelity_stage()
+        if found is None or peer_value(trial.params, found[1]) <= 0:
             return {}
+        fidelity = found[1]
         done = self.study.get_trials(
             deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
         )
-        peers = [(t.params, t.user_attrs[RUNGS_ATTR]) for t in done if RUNGS_ATTR in t.user_attrs]
-        return rung_bars(peers, ratio)
+        key = fidelity.history_key
+        peers = [(t.params, t.user_attrs[key]) for t in done if key in t.user_attrs]
+        return rung_bars(peers, peer_value(trial.params, fidelity), fidelity)
 
     def _request(self, number: int, candidate: dict[str, Any]) -> TrialRequest:
         ctx = self.ctx
@@ -235,13 +284,15 @@ class TrialRunner:
             attrs["baseline"] = trial.user_attrs["baseline"]
         self.study.enqueue_trial(dict(trial.params), user_attrs=attrs)
 
-    def _fail(self, trial: optuna.Trial, stage: str, reason: str, *, hung: bool = False) -> None:
+    def _fail(
+        self, trial: optuna.Trial, stage: str, reason: str, failure: FailureKind | None = None
+    ) -> None:
         trial.set_user_attr("fail_stage", stage)
         trial.set_user_attr("fail_reason", reason)
-        trial.set_user_attr("fail_hung", hung)
-        if stage == "prune" and not hung and not self._any_pruned_success():
-            # Torch-Pruning cannot handle this architecture: keep to the ONNX stages
-            self.study.set_user_attr("prune_unsupported", reason)
+        trial.set_user_attr(HUNG_ATTR, hung(failure))
+        if disable_after_failure(self.study, stage, reason, failure):
+            trial.set_user_attr(DISABLED_BY_ATTR, stage)  # the progress line says it, once
+            log.warning("%s is off for this model from now on: %s", stage, reason)
         self._tell(trial, state=TrialState.FAIL)
 
     def _tell(
@@ -266,27 +317,6 @@ class TrialRunner:
                     raise
                 log.warning("trial %d: uploading its files failed: %s", trial.number, exc)
         self.study.tell(trial, values, state=state)
-
-    def _any_pruned_success(self) -> bool:
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if t.user_attrs.get("candidate", {}).get("prune", {}).get("ratio", 0) > 0:
-                return True
-        return False
-
-    def _blocked_by_earlier_hang(self, prune: dict[str, Any]) -> str | None:
-        """A prune setting that hung or ran out of memory before is not tried again."""
-        if not prune.get("ratio"):
-            return None
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-            if (
-                t.user_attrs.get("fail_hung")
-                and t.user_attrs.get("candidate", {}).get("prune") == prune
-            ):
-                return (
-                    f"skipped: the same prune setting failed in trial {t.number} "
-                    f"({t.user_attrs.get('fail_reason')})"
-                )
-        return None
 
 
 def machine_description(ctx: SearchContext) -> dict[str, Any]:

@@ -94,14 +94,26 @@ class TrialRequest:
         return cls(**d)
 
 
+class FailureKind(StrEnum):
+    """What kind of failure a ``FAIL`` result is, set where it is detected: the builder's
+    timeout (``HANG``), the memory cap (``MEMORY``), anything else (``ERROR``: a
+    ``CandidateError`` or a crash). A stage's ``FailurePolicy`` acts on it."""
+
+    ERROR = "error"
+    HANG = "hang"
+    MEMORY = "memory"
+
+
 @dataclass(frozen=True)
 class TrialResult:
     """The child's answer. ``OK`` carries the ONNX path and validation accuracy; ``FAIL`` the
-    stage it failed in and why; ``STOPPED`` why it was stopped early."""
+    stage it failed in, why, and what kind of failure it was; ``STOPPED`` why it was
+    stopped early."""
 
     status: Status
     stage: str | None = None
     reason: str | None = None
+    failure: FailureKind | None = None
     onnx: str | None = None
     val_accuracy: float | None = None
     info: Mapping[str, Any] = field(default_factory=dict)
@@ -109,8 +121,10 @@ class TrialResult:
     build_seconds: float = 0.0
 
     @classmethod
-    def failed(cls, stage: str, reason: str, **kw: Any) -> TrialResult:
-        return cls(Status.FAIL, stage=stage, reason=reason, **kw)
+    def failed(
+        cls, stage: str, reason: str, failure: FailureKind = FailureKind.ERROR, **kw: Any
+    ) -> TrialResult:
+        return cls(Status.FAIL, stage=stage, reason=reason, failure=failure, **kw)
 
     def write(self, path: Path) -> None:
         write_json(path, asdict(self), indent=None)
@@ -121,4 +135,6 @@ class TrialResult:
         known = {f.name for f in fields(cls)}
         d = {k: v for k, v in d.items() if k in known}
         d["status"] = Status(d["status"])
+        if d.get("failure") is not None:
+            d["failure"] = FailureKind(d["failure"])
         return cls(**d)

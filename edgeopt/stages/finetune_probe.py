@@ -1,74 +1,27 @@
-"""Facts about the user's model found once, at setup, before any trial runs: can
-Torch-Pruning prune it (and which layers must it leave whole), and what does one fine-tune
-epoch cost on this machine (the default per-trial timeout is a multiple of it).
+"""What one fine-tune epoch of the user's model costs on this machine, measured once at setup
+(``FinetuneStage.probe``): the default per-trial timeout is a multiple of it.
 
-Both used to be learnt the hard way: a graph Torch-Pruning cannot follow (ShuffleNetV2's
-channel split and shuffle) held every pruning trial until a fixed 15-minute timeout, and that
-timeout was too short for a ResNet-18 fine-tune and far too long for a toy model.
+It used to be a fixed 15 minutes: too short for a ResNet-18 fine-tune and far too long for
+a toy model.
 """
 
 from __future__ import annotations
 
 import copy
-import os
 import statistics
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from edgeopt.data import DataBundle
 
-PREFLIGHT_LIMIT_S = float(os.environ.get("EDGEOPT_PREFLIGHT_S", "90"))
-"""Wall-time cap of the pruning pre-flight (child start-up included)."""
-
 MAX_EPOCHS = 8
 """The most fine-tune epochs the search draws (``finetune.epochs``)."""
 TIMEOUT_EPOCHS = 2.0 * MAX_EPOCHS
-"""The auto trial timeout allows this many measured epochs: the longest fine-tune the search
-draws, with room for distillation's teacher pass, validation and a machine loaded twice."""
-TIMEOUT_OVERHEAD_S = 120.0
-"""Plus this much for start-up, pruning, export, quantization and scoring."""
-TIMEOUT_MIN_S = 180.0
+"""A trial may take this many measured epochs: the longest fine-tune the search draws, with
+room for distillation's teacher pass, validation and a machine loaded twice."""
 PROBE_BATCH = 64
 PROBE_STEPS = 8
-
-
-@dataclass(frozen=True)
-class ModelProbe:
-    """What setup found: ``prunable`` (None when the pre-flight could not run, e.g. the
-    model cannot be copied to a child process; trials then find out themselves),
-    ``prune_ignored`` (layers the prune stage leaves whole), ``prune_note`` (one line for the
-    user), ``epoch_s`` (measured seconds of one fine-tune epoch with a distillation teacher,
-    None for an ONNX input), and ``auto_timeout_s`` (the default per-trial timeout)."""
-
-    prunable: bool | None
-    prune_ignored: tuple[str, ...]
-    prune_note: str
-    epoch_s: float | None
-    auto_timeout_s: float | None
-
-
-def probe_model(
-    module: Any, input_shape: tuple[int, ...], data: DataBundle | None, threads: int
-) -> ModelProbe:
-    """Run the pruning pre-flight and time fine-tuning for a torch ``module`` (not modified)."""
-    from edgeopt.stages.prune_preflight import preflight
-
-    pre = preflight(module, tuple(input_shape), time_limit_s=PREFLIGHT_LIMIT_S)
-    epoch_s = epoch_seconds(module, input_shape, data, threads)
-    return ModelProbe(
-        prunable=pre.prunable if pre.conclusive else None,
-        prune_ignored=tuple(pre.ignored_layers),
-        prune_note=pre.reason,
-        epoch_s=round(epoch_s, 3),
-        auto_timeout_s=auto_timeout(epoch_s),
-    )
-
-
-def auto_timeout(epoch_s: float) -> float:
-    """The default per-trial timeout for a model whose fine-tune epoch costs ``epoch_s``."""
-    return round(max(TIMEOUT_MIN_S, TIMEOUT_EPOCHS * epoch_s + TIMEOUT_OVERHEAD_S), 1)
 
 
 def epoch_seconds(
@@ -123,3 +76,8 @@ def typical_step_s(times: list[float]) -> float:
     on one machine under load, and the auto trial timeout followed it to 1358 s."""
     fast = sorted(times)[: max(1, (len(times) + 1) // 2)]
     return statistics.median(fast)
+
+
+def trial_seconds(epoch_s: float) -> float:
+    """The longest fine-tune one trial may run, for a model whose epoch costs ``epoch_s``."""
+    return TIMEOUT_EPOCHS * epoch_s
