@@ -234,3 +234,20 @@ def test_every_unit_shown_is_the_metric_specs_unit() -> None:
     assert all(f"<th>{m.noun} {m.unit}<br>mobile-sd8gen2</th>" in page for m in per_target)
     labels = json.loads(render_json(s))["objective_labels"]
     assert labels == {o.name: o.label for o in s.objectives}
+
+
+def test_recommended_line_names_the_file_only_where_it_is(tmp_path: Path) -> None:
+    """On a machine of a shared study, the pick may be a trial another machine built: the
+    line must not name a path that does not exist here."""
+    from edgeopt.report.terminal import recommended_line
+
+    s = summarize(demo_records(20))
+    assert s.pick is not None
+    onnx = next(t.onnx for t in s.complete if t.number == s.pick.number)
+    assert onnx
+    elsewhere = recommended_line(s, tmp_path)
+    assert f"trial {s.pick.number}, built on" in elsewhere and "not in" in elsewhere
+    assert str(tmp_path / onnx) not in elsewhere
+    (tmp_path / onnx).parent.mkdir(parents=True)
+    (tmp_path / onnx).write_bytes(b"onnx")
+    assert recommended_line(s, tmp_path) == f"recommended: trial {s.pick.number}, {tmp_path / onnx}"

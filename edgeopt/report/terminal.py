@@ -68,8 +68,15 @@ def recommended_line(s: Summary, run_dir: Path | None) -> str:
     onnx = trial.onnx
     if not onnx:
         return f"recommended: trial {s.pick.number} (it recorded no ONNX file)"
-    if run_dir is not None:
+    if run_dir is not None and (Path(run_dir) / onnx).is_file():
         return f"recommended: trial {s.pick.number}, {Path(run_dir) / onnx}"
+    if run_dir is not None:  # another machine built it (a shared study)
+        host = trial.machine.hostname if trial.machine and trial.machine.hostname else None
+        return (
+            f"recommended: trial {s.pick.number}, built on {host or 'another machine'}: not "
+            f"in {run_dir} (`edgeopt export {run_dir} --best` copies it from the artifact "
+            "store, if that machine ran with --artifacts)"
+        )
     return (
         f"recommended: trial {s.pick.number}, {onnx} in the run directory that built it "
         "(`edgeopt export --best` copies it out)"
