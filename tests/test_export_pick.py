@@ -307,3 +307,19 @@ def test_export_refuses_an_out_inside_the_artifact_folder(
     error = _one_error(_from_store(run, store, "--trial", 0, "--out", store / "m.onnx"))
     assert "inside the artifact folder" in error
     assert _tree(store) == before
+
+
+def test_an_artifact_id_that_is_a_path_is_refused(tmp_path: Path) -> None:
+    """The study is data: an artifact id edited into a path is a one-line error, never a
+    traceback (Optuna's own check raised ValueError) nor a read outside the store."""
+    from optuna.artifacts import FileSystemArtifactStore
+
+    from edgeopt.errors import ConfigError
+    from edgeopt.search.study.artifacts import fetch
+
+    store = FileSystemArtifactStore(str(tmp_path / "store"))
+    (tmp_path / "store").mkdir()
+    for bad in ("../../../../etc/passwd", "/etc/passwd", "..", ".hidden", "a/b"):
+        with pytest.raises(ConfigError, match="invalid artifact id"):
+            fetch(store, bad, tmp_path / "out" / "model.onnx", None, "trial 1's model")
+    assert not (tmp_path / "out" / "model.onnx").exists()

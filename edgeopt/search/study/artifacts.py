@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -119,12 +120,21 @@ def trial_artifacts(system_attrs: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+_ARTIFACT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+"""What Optuna's artifact ids look like (uuid4 strings): no separator, no leading dot."""
+
+
 def fetch(store: Any, artifact_id: str, dest: Path, sha256: str | None, what: str) -> Path:
     """Download one artifact to ``dest`` (replaced atomically); ConfigError when the store
     lacks it or its bytes do not match ``sha256``."""
     from optuna.artifacts import download_artifact
     from optuna.artifacts.exceptions import ArtifactNotFound
 
+    if not _ARTIFACT_ID.fullmatch(str(artifact_id)):  # the study is data: no path in it
+        raise ConfigError(
+            f"{what}: the study records an invalid artifact id {str(artifact_id)[:80]!r}",
+            hint="the study was edited or is not from edgeopt; re-run the trial",
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
     try:
