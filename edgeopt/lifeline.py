@@ -12,10 +12,13 @@ failure. Standard library only (the timing child imports it).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -42,3 +45,23 @@ def ignore_stop_signals() -> None:
     """Ignore SIGINT, SIGTERM and SIGHUP: the parent finishes or kills this process."""
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def stop_signals_ignored_by_children() -> Iterator[None]:
+    """Start processes in this block with SIGINT, SIGTERM and SIGHUP ignored from their first
+    instruction (a spawned Python keeps an inherited SIG_IGN): a Ctrl-C in the terminal,
+    which reaches the whole process group, then cannot interrupt a child while it is still
+    unpickling its arguments (a traceback on the terminal) before it could call
+    :func:`ignore_stop_signals`. This process's own handlers are back on leaving the block;
+    outside the main thread it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signums = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    saved = {s: signal.signal(s, signal.SIG_IGN) for s in signums}
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from typing import Any
 
 import pytest
 
@@ -146,3 +147,37 @@ def test_a_stop_signal_inside_an_import_ends_the_command_as_a_stop() -> None:
     assert res.exit_code == 143, res.output
     assert "Terminated (SIGTERM)." in res.output
     assert "Traceback" not in res.output
+
+
+def _report_sigint_disposition(conn: Any) -> None:
+    import signal as sig
+
+    conn.send(sig.getsignal(sig.SIGINT) == sig.SIG_IGN)
+    conn.close()
+
+
+def test_children_started_in_the_block_ignore_a_ctrl_c_from_their_first_instruction() -> None:
+    """A Ctrl-C reaches the whole process group; the pruning pre-flight's spawned child got
+    it while unpickling its arguments and printed a traceback (probe D21). Started inside
+    ``stop_signals_ignored_by_children`` it ignores it from the start; this process keeps
+    its own handler."""
+    import multiprocessing
+
+    from edgeopt.lifeline import stop_signals_ignored_by_children
+
+    ctx = multiprocessing.get_context("spawn")
+    mine = signal.getsignal(signal.SIGINT)
+    results = []
+    for guarded in (False, True):
+        recv, send = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_report_sigint_disposition, args=(send,))
+        if guarded:
+            with stop_signals_ignored_by_children():
+                proc.start()
+        else:
+            proc.start()
+        send.close()
+        results.append(recv.recv())
+        proc.join(30)
+    assert results == [False, True]
+    assert signal.getsignal(signal.SIGINT) is mine

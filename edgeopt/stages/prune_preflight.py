@@ -37,6 +37,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from edgeopt.lifeline import die_with_parent, stop_signals_ignored_by_children
+
 PREFLIGHT_LIMIT_S = float(os.environ.get("EDGEOPT_PREFLIGHT_S", "90"))
 """Wall-time cap of the pruning pre-flight run at setup (child start-up included)."""
 
@@ -173,7 +175,8 @@ def _attempt(
     ctx = multiprocessing.get_context("spawn")
     recv, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(send, blob, shape, ignored, os.getpid()), daemon=True)
-    proc.start()
+    with stop_signals_ignored_by_children():  # this process decides when the probe stops
+        proc.start()
     send.close()
     phase, coupled = "start", ()
     limit = deadline
@@ -214,8 +217,6 @@ def _child(
 ) -> None:
     """Child process: report the split-coupled layers, then try the probe prune. It dies
     with ``parent_pid`` (a killed ``optimize`` leaves no probe computing on)."""
-    from edgeopt.lifeline import die_with_parent
-
     die_with_parent(parent_pid)
     import torch
 
