@@ -5,6 +5,7 @@ and nothing there or outside is changed."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -105,3 +106,38 @@ def test_out_a_non_empty_folder_that_is_no_run_is_refused(
     res = _run(*_optimize(model_files["bundle"], tiny_data, mine, 1))
     _refused(res, "important.txt", "new or empty folder")
     assert sorted(p.name for p in mine.iterdir()) == ["important.txt"]
+
+
+def _damage(run: Path, damage: str) -> None:
+    if damage == "run.json model null":
+        config = json.loads((run / "run.json").read_text())
+        (run / "run.json").write_text(json.dumps({**config, "model": None}))
+    elif damage == "final.json a list":
+        (run / "final.json").write_text("[1, 2, 3]")
+    else:
+        (run / "final.json").write_bytes((run / "final.json").read_bytes()[:30])
+
+
+DAMAGES = ["run.json model null", "final.json a list", "final.json truncated"]
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_run_file_stops_optimize_before_any_work(
+    run: Path, model_files: dict, tiny_data: Path, damage: str
+) -> None:
+    _damage(run, damage)
+    trials = _snapshot(run / "trials")
+    res = _run(*_optimize(model_files["bundle"], tiny_data, run, 4))
+    _refused(res, damage.split()[0], "corrupt")
+    assert len(res.stderr.strip().splitlines()) <= 2  # Error: and Hint:, no trial ran
+    assert _snapshot(run / "trials") == trials
+
+
+@pytest.mark.parametrize("damage", DAMAGES[:2])
+@pytest.mark.parametrize("command", ["report", "export"])
+def test_a_damaged_run_file_is_exit_2_in_report_and_export(
+    run: Path, tmp_path: Path, damage: str, command: str
+) -> None:
+    _damage(run, damage)
+    extra = ["--trial", "0", "--out", tmp_path / "m.onnx"] if command == "export" else []
+    _refused(_run(command, run, *extra), damage.split()[0], "corrupt")

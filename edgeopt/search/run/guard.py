@@ -29,6 +29,8 @@ def check_out_dir(config: RunConfig, run: RunDir) -> None:
                 hint="pass a new or empty folder as --out (edgeopt writes its run into it)",
             )
         return
+    run.read_config()  # damaged run files: exit 2 now, not after the search
+    run.read_final()
     if config.storage:
         return  # the study lives in the storage, not here
     db = run.study_db
