@@ -43,11 +43,10 @@ def _run(*args: object) -> subprocess.CompletedProcess[str]:
 def _fill(disk: Path) -> Path:
     """Fill ``disk`` to the last byte with one file."""
     filler = disk / "filler"
-    with open(filler, "wb") as fh:
+    with open(filler, "wb", buffering=0) as fh:  # nothing left buffered to fail at close
         try:
             while True:
                 fh.write(b"\0" * 65536)
-                fh.flush()
         except OSError:
             pass
     return filler
