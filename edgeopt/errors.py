@@ -6,6 +6,8 @@ hint that says what to do, and the process exit code the CLI uses for it.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class EdgeoptError(Exception):
     """Base for every error edgeopt reports to a user (exit code 1: a runtime failure)."""
@@ -40,6 +42,30 @@ class CandidateError(EdgeoptError):
         super().__init__(f"{stage}: {message}", hint)
         self.stage = stage
         self.reason = message
+
+
+_DISK_FULL_SIGNS = ("no space left", "errno 28", "disk is full", "disk quota exceeded")
+
+
+def disk_full(folder: Path, reason: str = "", *, need_bytes: int = 1 << 20) -> OSError | None:
+    """An ENOSPC ``OSError`` when ``folder``'s file system has under ``need_bytes`` free, or
+    ``reason`` (a trial child's error text) says a write ran out of space; None otherwise.
+
+    A child's write that fails for lack of space shows up in its error as anything from
+    ENOSPC to a half-written file read back ("Wire format was corrupt", "unexpected pos"):
+    the free space tells them apart from a fault of the candidate."""
+    import errno
+    import os
+
+    text = reason.lower()
+    try:
+        st = os.statvfs(folder)
+        free = st.f_bavail * st.f_frsize
+    except OSError:
+        free = need_bytes
+    if free < need_bytes or any(sign in text for sign in _DISK_FULL_SIGNS):
+        return OSError(errno.ENOSPC, "No space left on device", str(folder))
+    return None
 
 
 class BudgetError(EdgeoptError):

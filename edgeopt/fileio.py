@@ -8,9 +8,11 @@ import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from edgeopt.errors import ConfigError
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> Path:
@@ -26,6 +28,19 @@ def write_atomic(path: str | Path, data: str | bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def refuse_symlinks(root: Path, paths: Iterable[Path]) -> None:
+    """ConfigError naming the first of ``paths`` (inside the directory ``root``) that is a
+    symbolic link: a run directory is data, and a planted link would make edgeopt write
+    outside it."""
+    for path in paths:
+        if path.is_symlink():
+            raise ConfigError(
+                f"{path} is a symbolic link inside {root}; edgeopt does not write through it "
+                "(the writes would land outside the run directory)",
+                hint=f"remove the link {path} (a run directory holds its own files)",
+            )
 
 
 def write_json(path: str | Path, obj: Any, *, indent: int | None = 2) -> Path:

@@ -2,13 +2,18 @@
 
 The torch-phase result (after prune and fine-tune) is cached by the hash of the model, data,
 seed and torch-stage configs, as its exported fp32 ONNX plus an info file: trials that share
-that prefix reuse it instead of retraining.
+that prefix reuse it instead of retraining. An entry records the SHA-256 of its files when
+written; one that no longer matches (changed, truncated, or from an edgeopt that recorded none)
+is discarded and built again.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import logging
+import os
 import shutil
 import tempfile
 import time
@@ -30,6 +35,11 @@ if TYPE_CHECKING:
 EXPORT_ATOL = 1e-4
 """Export parity tolerance of a torch model; a stage whose model runs int8 kernels in ORT
 (QAT) states its own (``StageOutput.export_atol``)."""
+
+log = logging.getLogger(__name__)
+
+CACHE_FILES = ("model.onnx", "info.json")
+CACHE_HASHES = "sha256.json"
 
 
 @dataclass(frozen=True)
@@ -132,8 +142,9 @@ def _torch_phase(
         return inputs.model.onnx_path, {}, False  # type: ignore[return-value]
     key = Candidate(tuple(active)).torch_key(inputs.salt)
     entry = inputs.cache_dir / key
-    if (entry / "model.onnx").exists() and (entry / "info.json").exists():
-        return entry / "model.onnx", json.loads((entry / "info.json").read_text()), True
+    cached = _cached(entry)
+    if cached is not None:
+        return entry / "model.onnx", cached, True
     module = copy.deepcopy(inputs.model.module)
     info: dict[str, Any] = {}
     seconds: dict[str, float] = {}
@@ -165,6 +176,8 @@ def _torch_phase(
         seconds["export"] = time.perf_counter() - t0
         info["seconds"] = seconds  # what building this prefix cost; a cache hit saves it
         (tmp / "info.json").write_text(json.dumps(info, default=str))
+        hashes = {name: _sha256(tmp / name) for name in CACHE_FILES}
+        (tmp / CACHE_HASHES).write_text(json.dumps(hashes))
         try:
             tmp.rename(entry)  # atomic publish; another worker may have won the race
         except OSError:
@@ -182,3 +195,34 @@ def stage_info(stage: str, out: StageOutput[Any]) -> dict[str, Any]:
     if out.export_atol is not None:
         info[f"{stage}.export_atol"] = out.export_atol
     return info
+
+
+def _cached(entry: Path) -> dict[str, Any] | None:
+    """The info of the cache entry ``entry`` when its files still match the SHA-256 recorded
+    when it was written; otherwise (changed, truncated, no hashes) it is discarded: None."""
+    if not entry.is_dir():
+        return None
+    try:
+        recorded = json.loads((entry / CACHE_HASHES).read_text())
+        if all(recorded.get(name) == _sha256(entry / name) for name in CACHE_FILES):
+            info = json.loads((entry / "info.json").read_text())
+            if isinstance(info, dict):
+                return info
+    except (OSError, ValueError, AttributeError):
+        pass
+    log.warning("cache entry %s does not match the SHA-256 recorded for it: rebuilding it", entry)
+    trash = entry.with_name(f".{entry.name}-discarded-{os.getpid()}")
+    try:
+        entry.rename(trash)  # another worker may be discarding it too
+    except OSError:
+        return None
+    shutil.rmtree(trash, ignore_errors=True)
+    return None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

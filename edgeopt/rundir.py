@@ -188,7 +188,7 @@ class RunDir:
             )
         try:
             return RunConfig.from_dict(json.loads(self.run_file.read_text()))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"{self.run_file} is corrupt: {exc}") from exc
 
     def write_config(self, config: RunConfig) -> None:
@@ -229,10 +229,18 @@ class RunDir:
         """``{"test_accuracy": {trial number: value}, "test_split": ...}`` (empty if absent)."""
         if not self.final_file.exists():
             return {"test_accuracy": {}}
+        hint = "delete it and re-run the same `edgeopt optimize` command: it computes it again"
         try:
-            return dict(json.loads(self.final_file.read_text()))
+            final = json.loads(self.final_file.read_text())
         except json.JSONDecodeError as exc:
-            raise ConfigError(f"{self.final_file} is corrupt: {exc}") from exc
+            raise ConfigError(f"{self.final_file} is corrupt: {exc}", hint=hint) from exc
+        if not isinstance(final, dict) or not all(
+            isinstance(v, dict) for k, v in final.items() if k != "test_split"
+        ):
+            raise ConfigError(
+                f"{self.final_file} is corrupt: not edgeopt's final numbers", hint=hint
+            )
+        return final
 
     def write_final(self, final: Mapping[str, Any]) -> None:
         write_json(self.final_file, dict(final))

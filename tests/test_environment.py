@@ -43,11 +43,10 @@ def _run(*args: object) -> subprocess.CompletedProcess[str]:
 def _fill(disk: Path) -> Path:
     """Fill ``disk`` to the last byte with one file."""
     filler = disk / "filler"
-    with open(filler, "wb") as fh:
+    with open(filler, "wb", buffering=0) as fh:  # nothing left buffered to fail at close
         try:
             while True:
                 fh.write(b"\0" * 65536)
-                fh.flush()
         except OSError:
             pass
     return filler
@@ -73,6 +72,41 @@ def test_full_disk_stops_with_exit_2_and_the_run_resumes(
     study = optuna.load_study(study_name="edgeopt", storage=f"sqlite:///{out / 'study.db'}")
     assert counted_trials(study) == 4
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) >= 2  # the first run's kept
+
+
+def test_disk_full_inside_a_trial_requeues_it_and_the_resume_runs_it(
+    small_disk: Path, model_files: dict, tiny_data: Path, tmp_path: Path
+) -> None:
+    """The disk fills up while a trial child builds (the study lives elsewhere, so the trial
+    can be recorded): the search stops with exit 2, the trial is re-queued rather than
+    counted as the candidate's failure, and the resume runs the int8 baseline and the seed."""
+    from edgeopt.search.strategy.seeds import SEED_ATTR
+    from edgeopt.search.study.lifecycle import retry_of
+
+    out, db = small_disk / "run", tmp_path / "study.db"
+    args = ["optimize", model_files["bundle"], "--data", tiny_data, "--target", "mobile"]
+    args += ["--out", out, "--storage", f"sqlite:///{db}", "--no-report", "--trials"]
+    first = _run(*args, 1)  # trial 0: the unchanged baseline
+    assert first.returncode == 0, first.stderr
+    filler = _fill(small_disk)
+    os.truncate(filler, filler.stat().st_size - 12288)  # room for request.json, not a model
+    full = _run(*args, 4)
+    assert full.returncode == 2, full.stderr
+    assert "Error: no space left on the device" in full.stderr
+    assert "Traceback" not in full.stderr
+    filler.unlink()
+    resumed = _run(*args, 4)
+    assert resumed.returncode == 0, resumed.stderr
+    study = optuna.load_study(study_name="edgeopt", storage=f"sqlite:///{db}")
+    trials = study.get_trials()
+    retried = {retry_of(t) for t in trials} - {None}
+    lost = [t for t in trials if t.state == TrialState.FAIL and t.number not in retried]
+    assert not [t for t in lost if "space" in str(t.user_attrs.get("fail_reason"))]
+    assert counted_trials(study) == 4
+    done = [t for t in trials if t.state != TrialState.WAITING]
+    assert any(t.user_attrs.get("baseline") == "int8" and t.state == TrialState.COMPLETE
+               for t in done)  # fmt: skip
+    assert any(SEED_ATTR in t.user_attrs for t in done)
 
 
 def test_read_only_run_directory_is_a_clear_error(

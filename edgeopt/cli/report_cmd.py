@@ -37,6 +37,7 @@ def report(
     measured (on the machine named per trial) or estimated (from a hardware profile).
     """
     from edgeopt.errors import ConfigError
+    from edgeopt.fileio import refuse_symlinks
     from edgeopt.report import FILE_NAMES, parse_formats, render_reports, summarize
     from edgeopt.report.terminal import recommended_line
     from edgeopt.rundir import RunDir
@@ -52,6 +53,8 @@ def report(
     assert out is not None
     names = [out / FILE_NAMES[f] for f in fmts]
     check_output(names, out, source.protected(), flag="--out", example="report/", allowed=own)
+    if own is not None and out == own:  # a planted link must not carry the reports elsewhere
+        refuse_symlinks(own.parent, [own, *names])
     records = report_records(source)
     for path in render_reports(records, out, fmts):
         click.echo(str(path))

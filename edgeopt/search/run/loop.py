@@ -22,7 +22,7 @@ import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
-from edgeopt.errors import EdgeoptError
+from edgeopt.errors import EdgeoptError, environment_error
 from edgeopt.lifeline import die_with_parent
 from edgeopt.search.integrations.tracking import Tracker
 from edgeopt.search.run.progress import TrialEvent, trial_event
@@ -114,8 +114,12 @@ class Worker:
                     if not isinstance(exc, Interrupted):
                         raise  # not one of ours: nothing else stops this loop
                 except Exception as exc:  # a full disk: record it if the storage still can
-                    with contextlib.suppress(Exception):
-                        self.runner.abandon(trial, f"{type(exc).__name__}: {exc}"[:300])
+                    with contextlib.suppress(Exception):  # and re-queue it: not its fault
+                        self.runner.abandon(
+                            trial,
+                            f"{type(exc).__name__}: {exc}"[:300],
+                            requeue=environment_error(exc) is not None,
+                        )
                     raise
             ran += 1
             if self.tracker is not None:

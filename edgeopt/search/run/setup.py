@@ -29,10 +29,12 @@ def prepare(config: RunConfig, run_dir: Path) -> Baseline:
     from edgeopt.data import load_npz
     from edgeopt.loading import check_model_and_data, load_spec
     from edgeopt.profiles import load_profile, merge_profiles
+    from edgeopt.search.run.guard import check_out_dir
     from edgeopt.search.study.artifacts import open_store
     from edgeopt.search.study.context import SearchContext
     from edgeopt.search.study.lifecycle import check_joinable, open_study
 
+    check_out_dir(config, RunDir(run_dir))  # before any work: what --out may hold
     profiles = [load_profile(t) for t in config.targets]
     merge_profiles(profiles)  # fails fast when the targets share no model format
     names = [p.name for p in profiles]

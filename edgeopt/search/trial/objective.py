@@ -17,7 +17,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from edgeopt.errors import EdgeoptError, environment_error
+from edgeopt.errors import EdgeoptError, disk_full, environment_error
 from edgeopt.metrics import Measurement, Metric
 from edgeopt.search.strategy.halving import (
     PROMOTED_ATTR,
@@ -124,7 +124,11 @@ class TrialRunner:
             self._tell(trial, state=TrialState.PRUNED)
             return
         if result.status is not Status.OK or result.onnx is None or result.val_accuracy is None:
-            self._fail(trial, str(result.stage), str(result.reason), result.failure)
+            reason = str(result.reason)
+            full = disk_full(self.ctx.run.trial_dir(trial.number), reason, need_bytes=self._room())
+            if full is not None:
+                raise full  # not the candidate's fault: ``run`` ends the search, it is re-queued
+            self._fail(trial, str(result.stage), reason, result.failure)
             return
         onnx_path = Path(result.onnx)
         try:
@@ -219,6 +223,11 @@ class TrialRunner:
             hopeless_below=ctx.baseline.hopeless_below,
             metric=ctx.config.metric,
         )
+
+    def _room(self) -> int:
+        """Bytes a trial needs free: twice the original ONNX (a candidate, its cache), >= 1 MiB."""
+        baseline = self.ctx.run.baseline_onnx
+        return max(1 << 20, 2 * baseline.stat().st_size if baseline.exists() else 0)
 
     def _measure(self, onnx_path: Path) -> dict[str, Measurement]:
         """Host numbers measured (latency interleaved vs the original), the rest estimated."""
