@@ -50,3 +50,15 @@ def test_target_help_names_every_shipped_profile() -> None:
     for p in list_profiles():
         for name in (p.name, *p.aliases):
             assert re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text), name
+
+
+def test_more_workers_than_cpus_is_said_before_any_work(model_files: dict, tmp_path: Path) -> None:
+    """Six workers for two trials on two cores took 1.8 GB with no word (probe D10)."""
+    import os
+
+    cpus = len(os.sched_getaffinity(0))
+    r = _cli("optimize", model_files["garbage"], "--workers", cpus + 1, "--out", tmp_path / "run")
+    assert r.exit_code == 2  # the garbage model: after the warning, before any work
+    assert f"warning: --workers {cpus + 1} on {cpus} CPU(s)" in r.output
+    fine = _cli("optimize", model_files["garbage"], "--workers", 1, "--out", tmp_path / "r2")
+    assert "warning: --workers" not in fine.output

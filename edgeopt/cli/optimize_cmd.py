@@ -216,8 +216,14 @@ def _threads(text: str, workers: int) -> int:
     """``--threads``: a count, or auto = this process's usable CPUs shared by the workers."""
     import os
 
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if workers > (cpus or 1):  # each worker holds a model, a trial child and its memory
+        click.echo(
+            f"warning: --workers {workers} on {cpus} CPU(s): the workers share the CPUs "
+            "(about 200 MB each and a trial child); --workers N up to the CPUs is faster",
+            err=True,
+        )
     if text.strip().lower() == "auto":
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         return max(1, (cpus or 1) // max(1, workers))
     try:
         value = int(text)
