@@ -66,6 +66,10 @@ class Load(Record):
     busy_processes: tuple[BusyProcess, ...] = fld((), seq(record(BusyProcess)))
     window_s: float | None = fld()
 
+    def layout(self) -> tuple[str, ...]:
+        # ``MachineLoad.to_dict`` writes every field, an empty ``busy_processes`` too
+        return tuple(f.name for f in fields(self) if f.name != "kept")
+
 
 @dataclass(frozen=True, kw_only=True)
 class MetricEntry(Record):
@@ -311,6 +315,8 @@ class RunRecord(Record):
 
     def layout(self) -> tuple[str, ...]:
         names = tuple(f.name for f in fields(self) if f.name != "kept")
+        if self.prune_unsupported is None:  # schema 4 and older only
+            names = tuple(n for n in names if n != "prune_unsupported")
         return names if self.importance is not None else names[:-1]
 
     @property

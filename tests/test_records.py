@@ -276,3 +276,14 @@ def test_a_study_and_a_trial_result_of_an_older_edgeopt_read_as_stopped(tmp_path
     assert TrialResult.read(tmp_path / "result.json").status is Status.STOPPED
     TrialResult(Status.STOPPED, reason="r").write(tmp_path / "new.json")
     assert json.loads((tmp_path / "new.json").read_text())["status"] == "stopped"
+
+
+def test_a_quiet_machines_load_is_laid_out_as_measured() -> None:
+    """On a quiet machine ``busy_processes`` is empty and MachineLoad still writes it: a
+    Load built in code must too (the layout test passed only on a loaded machine)."""
+    from edgeopt.measure.machine_load import MachineLoad
+    from edgeopt.records import Load
+
+    quiet = MachineLoad(0.1, 0.1, 2, 0.0, 0, (), 1.0).to_dict()
+    assert Load(**{**quiet, "busy_processes": ()}).to_dict() == quiet
+    assert list(Load(**{**quiet, "busy_processes": ()}).to_dict()) == list(quiet)
