@@ -1,0 +1,80 @@
+"""Hardening, round 3 (issue 22 probes D3, D5, D8, D9, D11, D15-D20): files that are not what
+their name says, numbers past what a machine can do, and paths that are not plain files. Each
+ends in one clear error (exit 2) before any work is written. Real files, the real CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from edgeopt.cli import main
+
+
+def _run(*args: object, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(main, [str(a) for a in args], env=env)
+
+
+def _one_line_error(result: Result) -> str:
+    """The ``Error:`` line of a clean exit 2 (no traceback)."""
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert "Traceback" not in result.output, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.output
+    return errors[0]
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run from an empty project folder (its .git stops check's config search there)."""
+    (tmp_path / ".git").mkdir()
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+# --- D8: a .pt2 that is not a torch.export archive ------------------------------------------
+
+
+def _not_pt2(model_files: dict, t: Path) -> dict[str, Path]:
+    """A truncated download, random bytes, an ONNX file and a torch.save bundle, named .pt2."""
+    import numpy as np
+
+    files = {
+        "truncated": model_files["pt2"].read_bytes()[: model_files["pt2"].stat().st_size // 2],
+        "random": np.random.default_rng(0).bytes(5000),
+        "onnx": model_files["onnx"].read_bytes(),
+        "bundle": model_files["bundle"].read_bytes(),
+    }
+    out = {}
+    for name, blob in files.items():
+        out[name] = t / f"{name}.pt2"
+        out[name].write_bytes(blob)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["truncated", "random", "onnx", "bundle"])
+def test_pt2_that_is_not_an_archive_is_a_usage_error(
+    kind: str, model_files: dict, in_tmp: Path
+) -> None:
+    path = _not_pt2(model_files, in_tmp)[kind]
+    check = _run("check", path, "--target", "mobile", "--max-size-mb", "2")
+    assert "not a torch.export .pt2" in _one_line_error(check)
+    assert "W1" not in check.output  # no torch warning-traceback before the error
+    bench = _run("bench", path, "--target", "mobile")
+    assert "not a torch.export .pt2" in _one_line_error(bench)
+    if kind == "bundle":
+        assert "rename it to .pt" in bench.output
+
+
+def test_optimize_refuses_a_broken_pt2_before_writing_a_run(
+    model_files: dict, tiny_data: Path, in_tmp: Path
+) -> None:
+    path = _not_pt2(model_files, in_tmp)["truncated"]
+    out = in_tmp / "run"
+    result = _run(
+        "optimize", path, "--data", tiny_data, "--target", "mobile", "--trials", 1,
+        "--threads", 1, "--out", out,
+    )  # fmt: skip
+    assert "not a torch.export .pt2" in _one_line_error(result)
+    assert not (out / "baseline").exists()
