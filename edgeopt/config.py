@@ -73,6 +73,10 @@ class RunConfig:
                 f"unknown objective(s) {', '.join(bad) or '(none)'}",
                 hint=f"choose from {', '.join(OBJECTIVE_METRICS)}",
             )
+        if not 0 <= self.seed < 2**32:  # the samplers' (numpy's) range
+            raise ConfigError(
+                f"--seed must be in 0..{2**32 - 1}, got {self.seed}", hint="e.g. --seed 0"
+            )
         if len(set(self.objectives)) != len(self.objectives):
             raise ConfigError(f"--objectives lists a metric twice: {','.join(self.objectives)}")
         if (self.trial_timeout_s is not None and self.trial_timeout_s <= 0) or (
@@ -165,4 +169,7 @@ def parse_duration(text: str, option: str = "--timeout") -> float:
         raise ConfigError(
             f"invalid duration {text!r} for {option}", hint="use e.g. 90s, 20m, 1h30m"
         )
-    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+    seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+    if seconds <= 0:  # nothing could run: refused before any set-up work
+        raise ConfigError(f"{option} {text.strip()} is no time at all", hint=f"e.g. {option} 20m")
+    return seconds

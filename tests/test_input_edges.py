@@ -78,3 +78,45 @@ def test_optimize_refuses_a_broken_pt2_before_writing_a_run(
     )  # fmt: skip
     assert "not a torch.export .pt2" in _one_line_error(result)
     assert not (out / "baseline").exists()
+
+
+# --- D11: a seed the samplers cannot take ---------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [-1, 2**33])
+def test_out_of_range_seed_is_refused_before_the_run_directory_exists(
+    seed: int, model_files: dict, tiny_data: Path, in_tmp: Path
+) -> None:
+    out = in_tmp / "run"
+    result = _run(
+        "optimize", model_files["bundle"], "--data", tiny_data, "--target", "mobile",
+        "--trials", 1, "--threads", 1, "--seed", seed, "--out", out,
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "--seed" in result.output and "4294967295" in result.output
+    assert not out.exists()  # so the corrected --seed 0 starts a fresh run there
+
+
+def test_run_config_refuses_an_out_of_range_seed() -> None:
+    from edgeopt.config import RunConfig
+    from edgeopt.errors import ConfigError
+    from edgeopt.loading import ModelSpec
+
+    with pytest.raises(ConfigError, match="--seed must be in 0..4294967295"):
+        RunConfig(model=ModelSpec("m.pt"), targets=("cpu",), seed=-1)
+
+
+# --- D19: a zero duration -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["0s", "0h0m"])
+def test_zero_timeout_is_refused_before_the_run_directory_exists(
+    value: str, model_files: dict, tiny_data: Path, in_tmp: Path
+) -> None:
+    out = in_tmp / "run"
+    result = _run(
+        "optimize", model_files["bundle"], "--data", tiny_data, "--target", "mobile",
+        "--trials", 1, "--threads", 1, "--timeout", value, "--out", out,
+    )  # fmt: skip
+    assert "--timeout" in _one_line_error(result)
+    assert not out.exists()

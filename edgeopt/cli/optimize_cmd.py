@@ -66,7 +66,7 @@ def _targets(text: str) -> tuple[str, ...]:
     default="tpe",
     show_default=True,
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option(
     "--plain-search",
     is_flag=True,
