@@ -120,3 +120,30 @@ def test_zero_timeout_is_refused_before_the_run_directory_exists(
     )  # fmt: skip
     assert "--timeout" in _one_line_error(result)
     assert not out.exists()
+
+
+# --- D15: a timing budget too large for the timer -------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["bench", "check"])
+@pytest.mark.parametrize("budget", ["1e9", "1e308"])
+def test_huge_time_budget_is_a_usage_error(
+    command: str, budget: str, model_files: dict, in_tmp: Path
+) -> None:
+    extra = ["--max-size-mb", "2"] if command == "check" else []
+    result = _run(command, model_files["onnx"], "--time-budget", budget, *extra)
+    assert "--time-budget must be a positive number of seconds up to 3600" in (
+        _one_line_error(result)
+    )
+
+
+# --- D18: more threads than the machine can use ---------------------------------------------
+
+
+def test_bench_refuses_a_thread_count_far_over_the_cpus(model_files: dict, in_tmp: Path) -> None:
+    import os
+
+    limit = 4 * (os.cpu_count() or 1)
+    result = _run("bench", model_files["onnx"], "--threads", f"1,{limit + 1}", "--time-budget", 1)
+    assert f"--threads {limit + 1} is more than {limit} threads" in _one_line_error(result)
+    assert "more than" in _one_line_error(_run("bench", model_files["onnx"], "--threads", 100000))
