@@ -147,3 +147,38 @@ def test_bench_refuses_a_thread_count_far_over_the_cpus(model_files: dict, in_tm
     result = _run("bench", model_files["onnx"], "--threads", f"1,{limit + 1}", "--time-budget", 1)
     assert f"--threads {limit + 1} is more than {limit} threads" in _one_line_error(result)
     assert "more than" in _one_line_error(_run("bench", model_files["onnx"], "--threads", 100000))
+
+
+# --- D16: an input limit raised past anything allocatable ------------------------------------
+
+
+def _relu_onnx(path: Path, dims: list[int]) -> Path:
+    """A one-Relu ONNX graph whose input declares ``dims``."""
+    import onnx
+    from onnx import TensorProto
+    from onnx import helper as oh
+
+    graph = oh.make_graph(
+        [oh.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [oh.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+        [oh.make_tensor_value_info("y", TensorProto.FLOAT, dims)],
+    )
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize("command", ["bench", "check"])
+def test_input_limit_setting_is_capped_at_what_can_be_allocated(command: str, in_tmp: Path) -> None:
+    bomb = _relu_onnx(in_tmp / "bomb.onnx", [1, 1, 1_000_000, 1_000_000])
+    extra = ["--max-size-mb", "2"] if command == "check" else []
+    env = {"EDGEOPT_MAX_INPUT_ELEMENTS": "1000000000000"}  # what the limit's hint once said
+    result = _run(command, bomb, "--target", "mobile", *extra, env=env)
+    assert "EDGEOPT_MAX_INPUT_ELEMENTS must be a positive whole number of values per sample, " \
+        "at most 268,435,456" in _one_line_error(result)  # fmt: skip
+    plain = _run(command, bomb, "--target", "mobile", *extra)
+    assert "declares an input of 1x1000000x1000000" in _one_line_error(plain)
+    assert "EDGEOPT_MAX_INPUT_ELEMENTS=1000000000000" not in plain.output  # would not help
+    assert "the most EDGEOPT_MAX_INPUT_ELEMENTS=268435456 allows" in plain.output

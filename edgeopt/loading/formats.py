@@ -136,11 +136,16 @@ def _probe_onnx(p: Path, model: Any, shape: tuple[int, ...], batch: int) -> tupl
             hint="edgeopt runs every model in ONNX Runtime (CPU); re-export it with standard "
             "ONNX ops" + (f" (custom ops here: {', '.join(custom)})" if custom else ""),
         ) from exc
-    x = np.zeros((batch, *shape), dtype=np.float32)
     quiet = ort.RunOptions()
     quiet.log_severity_level = 4  # the error is raised (and reported once) below
     try:
+        x = np.zeros((batch, *shape), dtype=np.float32)
         out = sess.run(None, {sess.get_inputs()[0].name: x}, quiet)[0]
+    except MemoryError as exc:
+        raise ConfigError(
+            f"not enough memory to run {p} on an input of shape {(batch, *shape)}",
+            hint="free memory, or lower EDGEOPT_MAX_INPUT_ELEMENTS / fix the input shape",
+        ) from exc
     except Exception as exc:
         raise ConfigError(
             f"ONNX Runtime cannot run {p} on an input of shape {(batch, *shape)}: "
