@@ -4,12 +4,17 @@ ends in one clear error (exit 2) before any work is written. Real files, the rea
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
 from edgeopt.cli import main
+
+EDGEOPT = [sys.executable, "-c", "from edgeopt.cli import main; main()"]
 
 
 def _run(*args: object, env: dict[str, str] | None = None) -> Result:
@@ -182,3 +187,66 @@ def test_input_limit_setting_is_capped_at_what_can_be_allocated(command: str, in
     assert "declares an input of 1x1000000x1000000" in _one_line_error(plain)
     assert "EDGEOPT_MAX_INPUT_ELEMENTS=1000000000000" not in plain.output  # would not help
     assert "the most EDGEOPT_MAX_INPUT_ELEMENTS=268435456 allows" in plain.output
+
+
+# --- D17: --data that is not a regular file -------------------------------------------------
+
+
+def _edgeopt(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The real CLI in a child process, killed after 60 s (a hang fails the test)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [*EDGEOPT, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_data_fifo_is_refused_without_blocking(model_files: dict, in_tmp: Path) -> None:
+    fifo = in_tmp / "data.npz"
+    os.mkfifo(fifo)
+    for command in (
+        ["check", model_files["onnx"], "--data", fifo, "--target", "mobile", "--min-accuracy", 0.1],
+        ["bench", model_files["onnx"], "--data", fifo, "--target", "mobile"],
+    ):
+        result = _edgeopt(*command, cwd=in_tmp)
+        assert result.returncode == 2, result.stderr
+        assert "data.npz is a named pipe (FIFO), not a regular file" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_data_device_or_folder_from_the_config_is_refused(model_files: dict, in_tmp: Path) -> None:
+    (in_tmp / "data").mkdir()
+    for data, kind in (("/dev/zero", "a device or other special file"), ("data", "a directory")):
+        (in_tmp / "pyproject.toml").write_text(
+            f'[tool.edgeopt]\ntarget = "mobile"\nmin_accuracy = 0.1\ndata = "{data}"\n'
+        )
+        result = _run("check", model_files["onnx"])
+        assert f"is {kind}, not a regular file" in _one_line_error(result)
+
+
+def _npz_declaring(path: Path, declared: int) -> Path:
+    """A small valid npz whose zip directory declares ``declared`` bytes per member, spread
+    over as many 4 GiB members as needed (the shape of a compressed file of zeros)."""
+    import zipfile
+
+    import numpy as np
+
+    x = np.zeros((2, 1, 16, 16), np.float32)
+    per, members = 0xFFFF_0000, -(-declared // 0xFFFF_0000)
+    np.savez(path, **{f"x_{i}": x for i in range(members)})
+    blob = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        offset = zf.start_dir
+    while (offset := blob.find(b"PK\x01\x02", offset)) >= 0:
+        blob[offset + 24 : offset + 28] = per.to_bytes(4, "little")  # uncompressed size
+        offset += 4
+    path.write_bytes(bytes(blob))
+    return path
+
+
+def test_data_that_unpacks_past_memory_is_refused_before_reading(
+    model_files: dict, in_tmp: Path
+) -> None:
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    bomb = _npz_declaring(in_tmp / "bomb.npz", memory + 1)
+    result = _run("check", model_files["onnx"], "--data", bomb, "--min-accuracy", 0.1)
+    assert "GiB of arrays, more than this machine's" in _one_line_error(result)
