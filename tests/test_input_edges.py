@@ -250,3 +250,29 @@ def test_data_that_unpacks_past_memory_is_refused_before_reading(
     bomb = _npz_declaring(in_tmp / "bomb.npz", memory + 1)
     result = _run("check", model_files["onnx"], "--data", bomb, "--min-accuracy", 0.1)
     assert "GiB of arrays, more than this machine's" in _one_line_error(result)
+
+
+# --- D20: a path that is not UTF-8 ----------------------------------------------------------
+
+
+BAD_BYTE = os.fsdecode(b"\xff")  # a Latin-1 byte in a UTF-8 file system: a surrogate in str
+
+
+@pytest.mark.parametrize("where", ["model", "out"])
+def test_non_utf8_path_is_refused_before_anything_is_written(
+    where: str, model_files: dict, tiny_data: Path, in_tmp: Path
+) -> None:
+    folder = in_tmp / f"bad{BAD_BYTE}enc"
+    folder.mkdir()
+    model = model_files["bundle"]
+    if where == "model":
+        model = folder / "m.pt"
+        model.write_bytes(model_files["bundle"].read_bytes())
+    out = folder / "run" if where == "out" else in_tmp / "run"
+    result = _run(
+        "optimize", model, "--data", tiny_data, "--target", "mobile", "--trials", 1,
+        "--threads", 1, "--out", out,
+    )  # fmt: skip
+    assert "bad\\xffenc" in _one_line_error(result)
+    assert "is not valid UTF-8" in result.output
+    assert not out.exists()

@@ -118,6 +118,28 @@ def shipped_profiles_text() -> str:
     )
 
 
+class Utf8Path(click.Path):
+    """A ``click.Path`` whose name must be valid UTF-8: a run records its paths in run.json,
+    the study and the ONNX files' metadata, none of which can hold a stray byte (it failed
+    deep in the export, after the run directory was half made)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        import os
+
+        text = os.fsdecode(value) if isinstance(value, bytes) else str(value)
+        try:
+            os.path.abspath(text).encode("utf-8")  # the run records it absolute
+        except UnicodeEncodeError:
+            shown = os.fsencode(os.path.abspath(text)).decode("utf-8", "backslashreplace")
+            self.fail(
+                f"{shown} is not valid UTF-8 (a byte from another encoding); rename it, or "
+                "pass a link to it whose name is UTF-8",
+                param,
+                ctx,
+            )
+        return super().convert(value, param, ctx)
+
+
 def packed_model_options(func: F) -> F:
     """``model_options``, passed to the command as one ``model_opts: ModelOptions``."""
 
