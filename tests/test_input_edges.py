@@ -276,3 +276,52 @@ def test_non_utf8_path_is_refused_before_anything_is_written(
     assert "bad\\xffenc" in _one_line_error(result)
     assert "is not valid UTF-8" in result.output
     assert not out.exists()
+
+
+# --- D9: a zoo builder asked, by a small file, for a huge model -----------------------------
+
+
+_PEAK_RSS = """
+import resource, sys
+from edgeopt.cli import main
+try:
+    main(sys.argv[1:])
+finally:
+    print("peak MiB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, file=sys.stderr)
+"""
+
+
+def test_bundle_kwargs_cannot_make_edgeopt_build_far_more_than_its_weights(in_tmp: Path) -> None:
+    import torch
+
+    # 1.6 KB on disk; width 1200 builds 194 million parameters (780 MB) on the CPU
+    torch.save(
+        {
+            "edgeopt_bundle": 1,
+            "arch": "edgeopt.zoo:plain_cnn",
+            "arch_kwargs": '{"in_channels": 1, "num_classes": 10, "width": 1200}',
+            "input_shape": [1, 16, 16],
+            "state_dict": {"w": torch.zeros(1)},
+        },
+        in_tmp / "bomb.pt",
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", _PEAK_RSS, "bench", "bomb.pt"],
+        cwd=in_tmp, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "do not fit architecture edgeopt.zoo:plain_cnn" in result.stderr
+    assert "the file holds 1 weight values, the architecture 194,506,815" in result.stderr
+    peak = int(result.stderr.split("peak MiB")[1])
+    assert peak < 600, f"{peak} MiB to refuse a 1.6 KB file"
+
+
+def test_meta_check_leaves_a_fitting_bundle_and_a_real_mismatch_alone(
+    model_files: dict, in_tmp: Path
+) -> None:
+    assert _run("bench", model_files["bundle"], "--target", "mobile").exit_code == 0
+    wrong = _run(
+        "bench", model_files["bundle"], "--target", "mobile", "--arch-kwargs", '{"width": 8}'
+    )
+    assert "size mismatch for 0.weight: the file holds [4, 1, 3, 3]" in _one_line_error(wrong)
