@@ -325,3 +325,51 @@ def test_meta_check_leaves_a_fitting_bundle_and_a_real_mismatch_alone(
         "bench", model_files["bundle"], "--target", "mobile", "--arch-kwargs", '{"width": 8}'
     )
     assert "size mismatch for 0.weight: the file holds [4, 1, 3, 3]" in _one_line_error(wrong)
+
+
+# --- D5: an ONNX model with its weights in an external data file ----------------------------
+
+
+def _external_data_onnx(model_files: dict, folder: Path) -> Path:
+    import onnx
+
+    folder.mkdir()
+    path = folder / "model_ext.onnx"
+    onnx.save_model(
+        onnx.load(model_files["onnx"]),
+        path,
+        save_as_external_data=True,
+        location="model_ext.bin",
+        size_threshold=0,
+    )
+    assert (folder / "model_ext.bin").stat().st_size > path.stat().st_size
+    return path
+
+
+def test_external_data_onnx_loads_from_any_folder_and_counts_its_weights(
+    model_files: dict, in_tmp: Path
+) -> None:
+    import json
+
+    path = _external_data_onnx(model_files, in_tmp / "ext")
+    result = _run("bench", path.relative_to(in_tmp), "--json", "--time-budget", 1)
+    assert result.exit_code == 0, result.output
+    size = json.loads(result.stdout)["results"][0]["size_mb"]["value"]
+    whole = model_files["onnx"].stat().st_size / 2**20
+    assert abs(size - whole) < 0.2 * whole, (size, whole)  # the .bin is counted
+
+
+def test_optimize_runs_an_external_data_onnx_from_another_folder(
+    model_files: dict, tiny_data: Path, in_tmp: Path
+) -> None:
+    path = _external_data_onnx(model_files, in_tmp / "ext")
+    out = in_tmp / "run"
+    result = _run(
+        "optimize", path.relative_to(in_tmp), "--data", tiny_data, "--target", "mobile",
+        "--trials", 2, "--threads", 1, "--no-report", "--out", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for n in (0, 1):  # the unchanged model and int8: both read the weights
+        assert f"trial {n} complete" in result.output, result.output
+        assert sorted(p.name for p in (out / "trials" / str(n)).glob("*.onnx")) == ["model.onnx"]
+    assert sorted(p.name for p in (out / "baseline").iterdir()) == ["baseline.json", "model.onnx"]

@@ -51,7 +51,8 @@ def load_onnx(p: Path, input_shape: tuple[int, ...] | None) -> LoadedModel:
 
     try:
         model = onnx.load(str(p), load_external_data=False)
-        onnx.checker.check_model(model)
+        # by path, the checker finds external data beside the model (by proto: beside the cwd)
+        onnx.checker.check_model(str(p) if has_external_data(model) else model)
     except Exception as exc:
         raise ConfigError(
             f"{p} is not a valid ONNX model: {str(exc).splitlines()[0] if str(exc) else exc!r}",
@@ -99,6 +100,14 @@ def load_onnx(p: Path, input_shape: tuple[int, ...] | None) -> LoadedModel:
     check_input_size(shape, f"ONNX model {p}")  # before the probe allocates an input
     out_shape = _probe_onnx(p, model, tuple(shape), 1)
     return LoadedModel(p, ModelFormat.ONNX, tuple(shape), onnx_path=p, output_shape=out_shape)
+
+
+def has_external_data(model: Any) -> bool:
+    """True when the ONNX ``model`` (loaded without its external data) keeps tensors in
+    files beside it (``save_as_external_data=True``)."""
+    from onnx.external_data_helper import uses_external_data
+
+    return any(uses_external_data(t) for t in model.graph.initializer)
 
 
 def _dim_text(dim: Any) -> str:
