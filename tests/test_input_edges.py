@@ -373,3 +373,54 @@ def test_optimize_runs_an_external_data_onnx_from_another_folder(
         assert f"trial {n} complete" in result.output, result.output
         assert sorted(p.name for p in (out / "trials" / str(n)).glob("*.onnx")) == ["model.onnx"]
     assert sorted(p.name for p in (out / "baseline").iterdir()) == ["baseline.json", "model.onnx"]
+
+
+# --- D3: a profile file that changed between a run and its resume ---------------------------
+
+
+def _profile_copy(path: Path, name: str) -> Path:
+    """The shipped mobile profile as the user's own file, named ``name`` (no aliases)."""
+    from edgeopt.profiles import load_profile
+
+    text = load_profile("mobile").source_path.read_text()  # type: ignore[union-attr]
+    text = text.replace('name = "mobile-sd8gen2"', f'name = "{name}"')
+    path.write_text(text.replace('aliases = ["mobile"]', "aliases = []"))
+    return path
+
+
+def _optimize(model: Path, data: Path, target: str, out: Path, trials: int) -> Result:
+    return _run(
+        "optimize", model, "--data", data, "--target", target, "--trials", trials,
+        "--threads", 1, "--no-report", "--out", out,
+    )  # fmt: skip
+
+
+def test_resume_with_a_changed_profile_file_is_refused(
+    model_files: dict, tiny_data: Path, in_tmp: Path
+) -> None:
+    board = _profile_copy(in_tmp / "myboard.toml", "myboard")
+    out = in_tmp / "run"
+    first = _optimize(model_files["bundle"], tiny_data, str(board), out, 1)
+    assert first.exit_code == 0, first.output
+    same = _optimize(model_files["bundle"], tiny_data, str(board), out, 2)  # unchanged: resumes
+    assert same.exit_code == 0, same.output
+    run_json = (out / "run.json").read_bytes()
+    slow = "invoke_overhead_us = { v = 400.0,"
+    board.write_text(board.read_text().replace("invoke_overhead_us = { v = 100.0,", slow))
+    changed = _optimize(model_files["bundle"], tiny_data, str(board), out, 3)
+    error = _one_line_error(changed)
+    assert "profile myboard is not the file this run started with" in error
+    assert "another --out" in changed.output
+    assert (out / "run.json").read_bytes() == run_json
+
+
+def test_a_file_naming_itself_as_the_shipped_profile_does_not_resume_its_run(
+    model_files: dict, tiny_data: Path, in_tmp: Path
+) -> None:
+    out = in_tmp / "run"
+    first = _optimize(model_files["bundle"], tiny_data, "mobile", out, 1)
+    assert first.exit_code == 0, first.output
+    clash = _profile_copy(in_tmp / "clash.toml", "mobile-sd8gen2")
+    clash.write_text(clash.read_text().replace("v = 100.0,", "v = 900.0,"))
+    result = _optimize(model_files["bundle"], tiny_data, str(clash), out, 2)
+    assert "profile mobile-sd8gen2 is not the file" in _one_line_error(result)

@@ -199,7 +199,7 @@ def optimize(
         ),
         trial_memory_gb=trial_memory_gb,
         threads=_threads(threads_text, workers),
-    )
+    ).with_profile_digests()
     out = Path(run_dir) if run_dir else default_run_dir(model, targets)
     t0 = time.monotonic()
     mlflow = _mlflow(mlflow_uri, out)
