@@ -263,9 +263,13 @@ def check_time_budget(seconds: float, option: str = "--time-budget") -> None:
     ``MAX_TIME_BUDGET_S`` (NaN would stall the timer, infinity never end it)."""
     import math
 
-    if not (math.isfinite(seconds) and 0 < seconds <= MAX_TIME_BUDGET_S):
+    if not (math.isfinite(seconds) and seconds > 0):
         raise ConfigError(
-            f"{option} must be a positive number of seconds up to {MAX_TIME_BUDGET_S:.0f}, "
-            f"got {seconds:g}",
+            f"{option} must be a positive number of seconds, got {seconds}",
+            hint=f"e.g. {option} 5",
+        )
+    if seconds > MAX_TIME_BUDGET_S:
+        raise ConfigError(
+            f"{option} must be at most {MAX_TIME_BUDGET_S:.0f} seconds, got {seconds:g}",
             hint=f"e.g. {option} 5",
         )
