@@ -308,11 +308,11 @@ def test_bundle_kwargs_cannot_make_edgeopt_build_far_more_than_its_weights(in_tm
         [sys.executable, "-c", _PEAK_RSS, "bench", "bomb.pt"],
         cwd=in_tmp, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
+    peak = int(result.stderr.split("peak MiB")[1])
+    assert peak < 600, f"{peak} MiB to refuse a 1.6 KB file"
     assert result.returncode == 2, result.stderr
     assert "do not fit architecture edgeopt.zoo:plain_cnn" in result.stderr
     assert "the file holds 1 weight values, the architecture 194,506,815" in result.stderr
-    peak = int(result.stderr.split("peak MiB")[1])
-    assert peak < 600, f"{peak} MiB to refuse a 1.6 KB file"
 
 
 def test_meta_check_leaves_a_fitting_bundle_and_a_real_mismatch_alone(
