@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from edgeopt.budgets import Budgets
@@ -61,6 +61,8 @@ class RunConfig:
     threads: int = 1
     search_space: int = SEARCH_SPACE  # the version of the stages' params (see SEARCH_SPACE)
     plain_search: bool = False  # the sampler alone: no seeds, siblings, promotion or stopping
+    # {profile name: SHA-256 of its file} when the run started (None: an older edgeopt's run)
+    profile_digests: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -72,6 +74,10 @@ class RunConfig:
             raise ConfigError(
                 f"unknown objective(s) {', '.join(bad) or '(none)'}",
                 hint=f"choose from {', '.join(OBJECTIVE_METRICS)}",
+            )
+        if not 0 <= self.seed < 2**32:  # the samplers' (numpy's) range
+            raise ConfigError(
+                f"--seed must be in 0..{2**32 - 1}, got {self.seed}", hint="e.g. --seed 0"
             )
         if len(set(self.objectives)) != len(self.objectives):
             raise ConfigError(f"--objectives lists a metric twice: {','.join(self.objectives)}")
@@ -106,8 +112,14 @@ class RunConfig:
             "seed",
             "search_space",
             "plain_search",
+            "profile_digests",
         )
         return {k: d[k] for k in keys}
+
+    def with_profile_digests(self) -> RunConfig:
+        """This config with the digests of its targets' profile files as they are now: a
+        resume whose profile file changed would mix two cost models in one front."""
+        return replace(self, profile_digests=profile_digests(self.targets))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -119,6 +131,7 @@ class RunConfig:
         }
         d["targets"] = list(self.targets)
         d["objectives"] = list(self.objectives)
+        d["profile_digests"] = dict(self.profile_digests) if self.profile_digests else None
         return d
 
     @classmethod
@@ -132,6 +145,34 @@ class RunConfig:
         d["budgets"] = Budgets(**d.get("budgets", {}))
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def profile_digests(targets: Sequence[str]) -> dict[str, str]:
+    """``{profile name: SHA-256 of its file}`` for each target (a name, alias or TOML)."""
+    import hashlib
+
+    from edgeopt.profiles import load_profile
+
+    digests = {}
+    for target in targets:
+        profile = load_profile(target)
+        blob = profile.source_path.read_bytes() if profile.source_path else b""
+        digests[profile.name] = hashlib.sha256(blob).hexdigest()
+    return digests
+
+
+def changed_profiles(old: Mapping[str, Any], new: Mapping[str, Any]) -> ConfigError | None:
+    """The error for a resume whose profile files changed since the run (``old``) started,
+    from two search keys; None when they did not (or ``old`` recorded no digests)."""
+    before, now = old.get("profile_digests") or {}, new.get("profile_digests") or {}
+    changed = [name for name, digest in now.items() if before.get(name, digest) != digest]
+    if not changed:
+        return None
+    return ConfigError(
+        f"profile {', '.join(changed)} is not the file this run started with (its content "
+        "changed): resuming would mix the numbers of two profiles in one front",
+        hint="start a new run with another --out directory, or restore the profile file",
+    )
 
 
 def check_metric(metric: str, *, has_data: bool) -> None:
@@ -165,4 +206,7 @@ def parse_duration(text: str, option: str = "--timeout") -> float:
         raise ConfigError(
             f"invalid duration {text!r} for {option}", hint="use e.g. 90s, 20m, 1h30m"
         )
-    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+    seconds = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+    if seconds <= 0:  # nothing could run: refused before any set-up work
+        raise ConfigError(f"{option} {text.strip()} is no time at all", hint=f"e.g. {option} 20m")
+    return seconds

@@ -138,6 +138,7 @@ def _read_npz(p: Path) -> dict[str, np.ndarray]:
     if not p.exists():
         raise ConfigError(f"data file not found: {p}", hint="pass --data path/to/data.npz")
     hint = "--data expects an .npz from numpy.savez(path, x_train=..., y_train=..., ...)"
+    _require_regular_file(p, hint)  # opening a FIFO blocks, /dev/zero never ends
     try:
         with p.open("rb") as f:
             head = f.read(6)
@@ -148,6 +149,7 @@ def _read_npz(p: Path) -> dict[str, np.ndarray]:
     if not head.startswith(_ZIP_MAGIC):
         # numpy would try it as a pickle and point at allow_pickle: it is simply no npz
         raise ConfigError(f"data file {p} is not a valid .npz (not a zip archive)", hint=hint)
+    _check_unpacked_size(p)
     arrays: dict[str, np.ndarray] = {}
     try:
         with np.load(p, allow_pickle=False) as z:
@@ -177,6 +179,51 @@ def _read_npz(p: Path) -> dict[str, np.ndarray]:
             hint="the file may be truncated or damaged; save it again with numpy.savez",
         ) from exc
     return arrays
+
+
+def _require_regular_file(p: Path, hint: str) -> None:
+    """ConfigError unless ``p`` is a regular file (not a directory, FIFO or device)."""
+    import stat
+
+    try:
+        mode = p.stat().st_mode
+    except OSError as exc:
+        raise ConfigError(f"cannot read data file {p}: {exc.strerror or exc}") from exc
+    if stat.S_ISREG(mode):
+        return
+    kind = (
+        "a directory"
+        if stat.S_ISDIR(mode)
+        else "a named pipe (FIFO)"
+        if stat.S_ISFIFO(mode)
+        else "a device or other special file"
+    )
+    raise ConfigError(f"data file {p} is {kind}, not a regular file", hint=hint)
+
+
+def _check_unpacked_size(p: Path) -> None:
+    """ConfigError when the arrays of the npz ``p`` would unpack to more than this machine's
+    memory (a compressed file of zeros can declare terabytes), read from the zip's directory
+    before any array is."""
+    import os
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(p) as zf:
+            total = sum(info.file_size for info in zf.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # np.load below says what is wrong with it
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return
+    if total > memory:
+        raise ConfigError(
+            f"data file {p} unpacks to {total / 2**30:,.1f} GiB of arrays, more than this "
+            f"machine's {memory / 2**30:,.1f} GiB of memory",
+            hint="use a smaller data file (a sample of the splits is enough for the search), "
+            "or run on a machine with more memory",
+        )
 
 
 def _checked_splits(p: Path, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -108,7 +108,7 @@ def loaded_to_onnx(
 
     An export failure here is the user's model failing, not one candidate: EdgeoptError."""
     if loaded.onnx_path is not None:
-        return loaded.onnx_path
+        return inline_external_data(loaded.onnx_path, Path(workdir))
     if sample is None:
         sample = synthetic_inputs(loaded.input_shape, 4, seed=0)
     out = Path(workdir) / f"{loaded.source.stem}.onnx"
@@ -116,3 +116,34 @@ def loaded_to_onnx(
         return export_onnx(loaded.module, loaded.input_shape, out, check_inputs=sample[:8])
     except CandidateError as exc:
         raise EdgeoptError(f"cannot export {loaded.source} to ONNX: {exc.reason}") from exc
+
+
+MAX_INLINE_BYTES = 2**31 - 2**20
+"""The largest ONNX model written as one file (protobuf's 2 GiB limit, with a margin)."""
+
+
+def inline_external_data(path: Path, workdir: Path, name: str | None = None) -> Path:
+    """``path`` itself, or for an ONNX model with external data (weights in files beside
+    it), a copy ``workdir/<name>`` (default ``<stem>.onnx``) with the weights inside: the run
+    directory, the trial files and every later stage then hold the whole model in one file.
+    ConfigError for a model too large for one file."""
+    import onnx
+
+    from edgeopt.errors import ConfigError
+    from edgeopt.loading.formats import has_external_data
+
+    header = onnx.load(str(path), load_external_data=False)
+    if not has_external_data(header):
+        return path
+    model = onnx.load(str(path))  # the external data, relative to the model's folder
+    if model.ByteSize() > MAX_INLINE_BYTES:
+        raise ConfigError(
+            f"ONNX model {path} with external data is {model.ByteSize() / 2**30:.1f} GiB, over "
+            "the 2 GiB edgeopt can keep in one file",
+            hint="edgeopt optimizes ONNX models under 2 GiB; start from the PyTorch model",
+        )
+    out = Path(workdir) / (name or f"{path.stem}.onnx")
+    if out.resolve() == path.resolve():
+        out = out.with_name(f"{path.stem}.inlined.onnx")
+    onnx.save(model, str(out))
+    return out

@@ -123,6 +123,8 @@ def build(
         shutil.copyfile(path, final)
     if path not in (fp32, final):
         Path(path).unlink(missing_ok=True)
+    if fp32 == out_dir / "input.onnx":  # an ONNX input's inlined copy (see _torch_phase)
+        fp32.unlink(missing_ok=True)
     return BuildResult(final, fp32, info, hit)
 
 
@@ -132,14 +134,16 @@ def _torch_phase(
     ctx: Any,
     on_stage: Callable[[str], None] | None,
 ) -> tuple[Path, dict[str, Any], bool]:
-    from edgeopt.onnx_export import export_onnx
+    from edgeopt.onnx_export import export_onnx, inline_external_data
     from edgeopt.stages import STAGES
 
     active = [s for s in candidate.torch_steps() if not STAGES[s.stage].is_identity(s.config)]
     if inputs.model.is_onnx:
         if active:
             raise CandidateError(active[0].stage, "an ONNX input model cannot take torch stages")
-        return inputs.model.onnx_path, {}, False  # type: ignore[return-value]
+        # weights in external files would not follow the model into the trial's folder
+        path = inline_external_data(inputs.model.onnx_path, ctx.workdir, "input.onnx")  # type: ignore[arg-type]
+        return path, {}, False
     key = Candidate(tuple(active)).torch_key(inputs.salt)
     entry = inputs.cache_dir / key
     cached = _cached(entry)

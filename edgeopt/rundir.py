@@ -203,6 +203,11 @@ class RunDir:
                     "differs (it cannot be resumed)",
                     hint="use another --out directory; `edgeopt report` still reads this one",
                 )
+            from edgeopt.config import changed_profiles
+
+            error = changed_profiles(self.read_config().search_key(), config.search_key())
+            if error is not None:
+                raise error
             if diff:
                 raise ConfigError(
                     f"{self.path} holds a run with different {', '.join(diff)}",
@@ -251,7 +256,8 @@ def comparable_key(key: Mapping[str, Any]) -> dict[str, Any]:
     (host-cpu)."""
     from edgeopt.profiles import load_profile
 
-    return {**key, "targets": [load_profile(t).name for t in key["targets"]]}
+    rest = {k: v for k, v in key.items() if k != "profile_digests"}  # see changed_profiles
+    return {**rest, "targets": [load_profile(t).name for t in key["targets"]]}
 
 
 def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:

@@ -11,7 +11,7 @@ from edgeopt.cli.options import (
     ModelOptions,
     check_time_budget,
     packed_model_options,
-    parse_int_list,
+    parse_thread_counts,
 )
 from edgeopt.metrics import TASK_METRICS, task_metric_noun
 
@@ -30,7 +30,12 @@ from edgeopt.metrics import TASK_METRICS, task_metric_noun
     help="With --data, a task metric shown beside top-1 accuracy (macro f1/precision/recall, "
     "macro one-vs-rest auc).",
 )
-@click.option("--time-budget", default=8.0, show_default=True, help="Seconds of timing per run.")
+@click.option(
+    "--time-budget",
+    default=8.0,
+    show_default=True,
+    help="Seconds of timing per run (at most 3600).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @packed_model_options
 def bench(
@@ -57,7 +62,7 @@ def bench(
 
     check_time_budget(time_budget)
     profile = load_profile(target)
-    thread_counts = parse_int_list(threads, "--threads") if threads else [profile.threads]
+    thread_counts = parse_thread_counts(threads) if threads else [profile.threads]
     bundle = load_scoring_npz(data) if data else None
     _check_metric(metric, bundle, data)
     loaded = [model_opts.load(m, bundle) for m in (model, other) if m]

@@ -32,7 +32,10 @@ from edgeopt.metrics import TASK_METRICS
 )
 @budget_options
 @click.option(
-    "--time-budget", default=5.0, show_default=True, help="Seconds of latency timing (host)."
+    "--time-budget",
+    default=5.0,
+    show_default=True,
+    help="Seconds of latency timing (host; at most 3600).",
 )
 @click.option("--junit", type=click.Path(dir_okay=False), help="Write JUnit XML here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from edgeopt.cli.options import TARGET_HELP, TargetOption, model_options
+from edgeopt.cli.options import TARGET_HELP, TargetOption, Utf8Path, model_options
 from edgeopt.metrics import TASK_METRICS
 
 if TYPE_CHECKING:
@@ -21,11 +21,11 @@ def _targets(text: str) -> tuple[str, ...]:
 
 
 @click.command()
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=Utf8Path(dir_okay=False))
 @click.option("--target", default="cpu", show_default=True, cls=TargetOption, help=TARGET_HELP)
 @click.option(
     "--data",
-    type=click.Path(dir_okay=False),
+    type=Utf8Path(dir_okay=False),
     help=".npz with x_train, y_train, x_val, y_val[, x_test, y_test].",
 )
 @click.option(
@@ -66,7 +66,7 @@ def _targets(text: str) -> tuple[str, ...]:
     default="tpe",
     show_default=True,
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option(
     "--plain-search",
     is_flag=True,
@@ -76,7 +76,7 @@ def _targets(text: str) -> tuple[str, ...]:
 @click.option(
     "--out",
     "run_dir",
-    type=click.Path(file_okay=False),
+    type=Utf8Path(file_okay=False),
     help="Run directory (default runs/<model>-<target>).",
 )
 @click.option(
@@ -86,7 +86,7 @@ def _targets(text: str) -> tuple[str, ...]:
 )
 @click.option(
     "--artifacts",
-    type=click.Path(file_okay=False),
+    type=Utf8Path(file_okay=False),
     help="Shared folder (or s3://BUCKET) for every trial's ONNX file and log, so that report "
     "and export on any machine can read them; use with --storage on many machines.",
 )
@@ -199,7 +199,7 @@ def optimize(
         ),
         trial_memory_gb=trial_memory_gb,
         threads=_threads(threads_text, workers),
-    )
+    ).with_profile_digests()
     out = Path(run_dir) if run_dir else default_run_dir(model, targets)
     t0 = time.monotonic()
     mlflow = _mlflow(mlflow_uri, out)

@@ -118,6 +118,28 @@ def shipped_profiles_text() -> str:
     )
 
 
+class Utf8Path(click.Path):
+    """A ``click.Path`` whose name must be valid UTF-8: a run records its paths in run.json,
+    the study and the ONNX files' metadata, none of which can hold a stray byte (it failed
+    deep in the export, after the run directory was half made)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        import os
+
+        text = os.fsdecode(value) if isinstance(value, bytes) else str(value)
+        try:
+            os.path.abspath(text).encode("utf-8")  # the run records it absolute
+        except UnicodeEncodeError:
+            shown = os.fsencode(os.path.abspath(text)).decode("utf-8", "backslashreplace")
+            self.fail(
+                f"{shown} is not valid UTF-8 (a byte from another encoding); rename it, or "
+                "pass a link to it whose name is UTF-8",
+                param,
+                ctx,
+            )
+        return super().convert(value, param, ctx)
+
+
 def packed_model_options(func: F) -> F:
     """``model_options``, passed to the command as one ``model_opts: ModelOptions``."""
 
@@ -208,13 +230,46 @@ def parse_int_list(text: str, option: str) -> list[int]:
     return values
 
 
+def parse_thread_counts(text: str, option: str = "--threads") -> list[int]:
+    """``parse_int_list`` for thread counts, each at most ``max_threads()``: far more threads
+    than cores only oversubscribes them (100000 ONNX Runtime threads run for minutes)."""
+    import os
+
+    values = parse_int_list(text, option)
+    limit = max_threads()
+    if max(values) > limit:
+        raise ConfigError(
+            f"{option} {max(values)} is more than {limit} threads (4x the "
+            f"{os.cpu_count() or 1} CPUs of this machine)",
+            hint=f"pass at most {option} {limit}",
+        )
+    return values
+
+
+def max_threads() -> int:
+    """The largest thread count edgeopt runs: 4x this machine's CPUs."""
+    import os
+
+    return 4 * (os.cpu_count() or 1)
+
+
+MAX_TIME_BUDGET_S = 3600.0
+"""The longest ``--time-budget``: an hour of timing per run (the timer's own deadlines are
+derived from it, and a huge one overflows them)."""
+
+
 def check_time_budget(seconds: float, option: str = "--time-budget") -> None:
-    """ConfigError unless ``seconds`` is a positive, finite number of seconds (NaN would stall
-    the timer, infinity never end it)."""
+    """ConfigError unless ``seconds`` is a positive, finite number of seconds up to
+    ``MAX_TIME_BUDGET_S`` (NaN would stall the timer, infinity never end it)."""
     import math
 
     if not (math.isfinite(seconds) and seconds > 0):
         raise ConfigError(
             f"{option} must be a positive number of seconds, got {seconds}",
+            hint=f"e.g. {option} 5",
+        )
+    if seconds > MAX_TIME_BUDGET_S:
+        raise ConfigError(
+            f"{option} must be at most {MAX_TIME_BUDGET_S:.0f} seconds, got {seconds:g}",
             hint=f"e.g. {option} 5",
         )

@@ -149,6 +149,7 @@ def build_arch(p: Path, arch: str, kwargs: Mapping[str, Any], state_dict: Mappin
     import torch
 
     builder = resolve_callable(arch)
+    _check_fits_on_meta(p, arch, builder, kwargs, state_dict)
     try:
         module = builder(**kwargs)
     except Exception as exc:
@@ -168,3 +169,41 @@ def build_arch(p: Path, arch: str, kwargs: Mapping[str, Any], state_dict: Mappin
             hint="check --arch and --arch-kwargs match the model that was saved",
         ) from exc
     return module.eval()
+
+
+def _check_fits_on_meta(
+    p: Path, arch: str, builder: Any, kwargs: Mapping[str, Any], state_dict: Mapping[str, Any]
+) -> None:
+    """ConfigError when ``state_dict`` does not fit ``builder(**kwargs)``, found by building it
+    on the meta device (shapes only, no memory): kwargs in a small file (a width of 5000)
+    would otherwise make edgeopt allocate gigabytes before it refuses the weights."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            meta = builder(**kwargs)
+        expected = {k: tuple(v.shape) for k, v in meta.state_dict().items()}
+    except Exception:
+        return  # a builder that cannot run on meta: the real build reports what is wrong
+    given = {k: tuple(v.shape) for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    wrong = [k for k in expected if k in given and given[k] != expected[k]]
+    if not (missing or unexpected or wrong):
+        return
+    if wrong:
+        k = wrong[0]
+        detail = f"size mismatch for {k}: the file holds {list(given[k])}, {arch} builds "
+        detail += f"{list(expected[k])}"
+    elif missing:
+        detail = f"missing key(s) {', '.join(missing[:3])}" + (", ..." if len(missing) > 3 else "")
+    else:
+        detail = f"unexpected key(s) {', '.join(unexpected[:3])}"
+        detail += ", ..." if len(unexpected) > 3 else ""
+    n_expected = sum(int(torch.Size(s).numel()) for s in expected.values())
+    n_given = sum(int(torch.Size(s).numel()) for s in given.values())
+    raise ConfigError(
+        f"weights in {p} do not fit architecture {arch}: {detail} (the file holds {n_given:,} "
+        f"weight values, the architecture {n_expected:,}; nothing was built)",
+        hint="check --arch and --arch-kwargs match the model that was saved",
+    )

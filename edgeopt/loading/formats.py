@@ -51,7 +51,8 @@ def load_onnx(p: Path, input_shape: tuple[int, ...] | None) -> LoadedModel:
 
     try:
         model = onnx.load(str(p), load_external_data=False)
-        onnx.checker.check_model(model)
+        # by path, the checker finds external data beside the model (by proto: beside the cwd)
+        onnx.checker.check_model(str(p) if has_external_data(model) else model)
     except Exception as exc:
         raise ConfigError(
             f"{p} is not a valid ONNX model: {str(exc).splitlines()[0] if str(exc) else exc!r}",
@@ -101,6 +102,14 @@ def load_onnx(p: Path, input_shape: tuple[int, ...] | None) -> LoadedModel:
     return LoadedModel(p, ModelFormat.ONNX, tuple(shape), onnx_path=p, output_shape=out_shape)
 
 
+def has_external_data(model: Any) -> bool:
+    """True when the ONNX ``model`` (loaded without its external data) keeps tensors in
+    files beside it (``save_as_external_data=True``)."""
+    from onnx.external_data_helper import uses_external_data
+
+    return any(uses_external_data(t) for t in model.graph.initializer)
+
+
 def _dim_text(dim: Any) -> str:
     """One ONNX input dimension as a user reads it: its size, its symbolic name, or ``?``."""
     if dim.HasField("dim_value") and dim.dim_value > 0:
@@ -136,11 +145,16 @@ def _probe_onnx(p: Path, model: Any, shape: tuple[int, ...], batch: int) -> tupl
             hint="edgeopt runs every model in ONNX Runtime (CPU); re-export it with standard "
             "ONNX ops" + (f" (custom ops here: {', '.join(custom)})" if custom else ""),
         ) from exc
-    x = np.zeros((batch, *shape), dtype=np.float32)
     quiet = ort.RunOptions()
     quiet.log_severity_level = 4  # the error is raised (and reported once) below
     try:
+        x = np.zeros((batch, *shape), dtype=np.float32)
         out = sess.run(None, {sess.get_inputs()[0].name: x}, quiet)[0]
+    except MemoryError as exc:
+        raise ConfigError(
+            f"not enough memory to run {p} on an input of shape {(batch, *shape)}",
+            hint="free memory, or lower EDGEOPT_MAX_INPUT_ELEMENTS / fix the input shape",
+        ) from exc
     except Exception as exc:
         raise ConfigError(
             f"ONNX Runtime cannot run {p} on an input of shape {(batch, *shape)}: "

@@ -20,6 +20,11 @@ DEFAULT_MAX_INPUT_ELEMENTS = 1 << 22
 """4,194,304 values per sample (16 MiB as float32): a 3x1024x1024 image fits, and a batch
 of 8 (what bench and check feed) stays near 128 MiB."""
 
+HARD_MAX_INPUT_ELEMENTS = 1 << 28
+"""268,435,456 values per sample (1 GiB as float32; 3x8192x8192 fits): the most
+``EDGEOPT_MAX_INPUT_ELEMENTS`` may allow. Batches of a sample this large already take
+gigabytes; a larger setting would let a declared shape ask for terabytes again."""
+
 
 def max_input_elements() -> int:
     """The limit on one sample's number of values: ``EDGEOPT_MAX_INPUT_ELEMENTS`` when set,
@@ -32,10 +37,10 @@ def max_input_elements() -> int:
         value = int(text)
     except ValueError:
         value = 0
-    if value < 1:
+    if not 1 <= value <= HARD_MAX_INPUT_ELEMENTS:
         raise ConfigError(
-            f"{MAX_INPUT_ENV} must be a positive whole number of values per sample, got "
-            f"{os.environ[MAX_INPUT_ENV]!r}",
+            f"{MAX_INPUT_ENV} must be a positive whole number of values per sample, at most "
+            f"{HARD_MAX_INPUT_ELEMENTS:,} (1 GiB as float32), got {os.environ[MAX_INPUT_ENV]!r}",
             hint=f"unset it for the default ({DEFAULT_MAX_INPUT_ELEMENTS:,}), or set e.g. "
             f"{MAX_INPUT_ENV}=16777216",
         )
@@ -50,10 +55,13 @@ def check_input_size(shape: Sequence[int], what: str) -> None:
     if n <= limit:
         return
     text = "x".join(str(int(d)) for d in shape)
+    fix = "fix the shape (--input-shape, or re-export the model)"
     raise ConfigError(
         f"{what} declares an input of {text} = {n:,} values per sample, over the limit of "
         f"{limit:,} ({limit * 4 / 2**20:,.0f} MiB as float32); nothing was allocated",
         hint=f"if the model really takes inputs this large, raise the limit: "
-        f"{MAX_INPUT_ENV}={n} edgeopt ...; otherwise fix the shape (--input-shape, or re-export "
-        "the model)",
+        f"{MAX_INPUT_ENV}={n} edgeopt ...; otherwise {fix}"
+        if n <= HARD_MAX_INPUT_ELEMENTS
+        else f"edgeopt runs no input over {HARD_MAX_INPUT_ELEMENTS:,} values per sample (the "
+        f"most {MAX_INPUT_ENV}={HARD_MAX_INPUT_ELEMENTS} allows): {fix}",
     )

@@ -95,8 +95,7 @@ def _load_any(p: Path, spec: ModelSpec, data_shape: tuple[int, ...] | None) -> L
     if p.suffix.lower() == ".onnx":
         return load_onnx(p, spec.input_shape)
     if p.suffix.lower() == ".pt2":
-        names = verified_names(p) if zipfile.is_zipfile(p) else []
-        return load_exported_program(p, names, spec.input_shape, spec.trust_pickle)
+        return load_exported_program(p, _pt2_names(p), spec.input_shape, spec.trust_pickle)
     if not zipfile.is_zipfile(p):
         raise ConfigError(
             f"{p} is not a model edgeopt can read (not a torch zip archive or .onnx/.pt2)",
@@ -107,3 +106,25 @@ def _load_any(p: Path, spec: ModelSpec, data_shape: tuple[int, ...] | None) -> L
     if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
         return load_torchscript(p, spec.input_shape or data_shape)
     return load_torch_save(p, spec, data_shape)
+
+
+def _pt2_names(p: Path) -> list[str]:
+    """The CRC-checked members of the ``.pt2`` archive ``p``; ConfigError for a file that is
+    not one (truncated, another format renamed), before torch logs its own traceback."""
+    if not zipfile.is_zipfile(p):
+        raise ConfigError(
+            f"{p} is not a torch.export .pt2 archive (not a zip archive)",
+            hint="a truncated download looks like this: re-download or re-save it with "
+            "torch.export.save; an ONNX or other model file needs its own extension",
+        )
+    names = verified_names(p)
+    if not any(n == "archive_format" or n.endswith("/archive_format") for n in names):
+        other = any(n.endswith("data.pkl") for n in names)
+        raise ConfigError(
+            f"{p} is a zip archive but not a torch.export .pt2 program (no archive_format)",
+            hint="it looks like a torch.save file: rename it to .pt"
+            if other
+            else "save the program with torch.export.save(torch.export.export(model, args), "
+            "'model.pt2')",
+        )
+    return names
