@@ -177,10 +177,13 @@ def test_two_machines_share_one_study_without_lost_or_extra_trials(
         for name in ("a", "b")
     }
     assert built["a"] and built["b"] and not built["a"] & built["b"]  # both machines worked
-    assert built["a"] | built["b"] == set(range(6))
+    # a drawn candidate a baseline built already is completed from it, not built again
+    reused = {t.number for t in trials if "same_as_baseline" in t.user_attrs}
+    assert built["a"] | built["b"] == set(range(6)) - reused
     for t in trials:
         name = t.user_attrs["machine"]["hostname"].removeprefix("machine-")
-        assert t.number in built[name]  # the machine recorded is the one that built it
+        if t.number not in reused:  # the machine recorded is the one that built it
+            assert t.number in built[name]
     # the study holds the settings and the first machine's baseline as the reference
     attrs = _study(pg, "two").user_attrs
     assert attrs["edgeopt:settings"]["targets"] == ["mobile-sd8gen2"]

@@ -26,7 +26,7 @@ from edgeopt.errors import ConfigError
 
 # what a trial folder may hold, uploaded in this order (the model first: readers need it)
 TRIAL_FILES = ("model.onnx", "trial.log", "request.json", "result.json", "error.txt")
-_ATTR_PREFIX = "artifacts:"  # optuna.artifacts' key prefix in a trial's system attributes
+ARTIFACTS_ATTR_PREFIX = "artifacts:"  # optuna.artifacts' key prefix in a trial's system attributes
 
 
 def open_store(spec: str, *, write: bool = True) -> Any:
@@ -114,7 +114,7 @@ def trial_artifacts(system_attrs: Mapping[str, Any]) -> dict[str, str]:
     """``{file name: artifact id}`` of a trial, from its system attributes."""
     out = {}
     for key, value in system_attrs.items():
-        if key.startswith(_ATTR_PREFIX):
+        if key.startswith(ARTIFACTS_ATTR_PREFIX):
             meta = json.loads(value) if isinstance(value, str) else value
             out[str(meta["filename"])] = str(meta["artifact_id"])
     return out

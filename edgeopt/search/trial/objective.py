@@ -27,7 +27,7 @@ from edgeopt.search.strategy.halving import (
     rung_bars,
 )
 from edgeopt.search.strategy.seeds import SEED_ATTR
-from edgeopt.search.study.artifacts import sha256_of
+from edgeopt.search.study.artifacts import ARTIFACTS_ATTR_PREFIX, sha256_of
 from edgeopt.search.study.context import SearchContext
 from edgeopt.search.trial.builder import TrialChild
 from edgeopt.search.trial.policy import (
@@ -178,6 +178,9 @@ class TrialRunner:
             if attr in built.user_attrs:
                 trial.set_user_attr(attr, built.user_attrs[attr])
         trial.set_user_attr(SAME_AS_ATTR, built.number)
+        for key, value in built.system_attrs.items():  # its uploaded files: other machines
+            if key.startswith(ARTIFACTS_ATTR_PREFIX):  # read them through this trial too
+                trial.storage.set_trial_system_attr(trial._trial_id, key, value)
         trial.set_user_attr("build_s", 0.0)
         trial.set_user_attr("cache_hit", True)
         for name, value in (built.constraints or {}).items():
