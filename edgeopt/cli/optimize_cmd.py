@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from edgeopt.cli.options import TARGET_HELP, TargetOption, Utf8Path, model_options
+from edgeopt.config import SAMPLERS
 from edgeopt.metrics import TASK_METRICS
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ def _targets(text: str) -> tuple[str, ...]:
 )
 @click.option(
     "--sampler",
-    type=click.Choice(["tpe", "nsga2", "random", "grid", "gp"]),
+    type=click.Choice(SAMPLERS),
     default="tpe",
     show_default=True,
 )

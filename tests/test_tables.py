@@ -1,0 +1,32 @@
+"""One truth per closed set: each table's names are the same wherever a layer lists them, and
+each member builds what it names (a member added in one place only fails here)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+import optuna
+
+from edgeopt.cli.optimize_cmd import optimize
+from edgeopt.config import SAMPLERS
+from edgeopt.search.strategy.samplers import SAMPLER_FACTORIES
+
+
+def _option(command: click.Command, name: str) -> click.Option:
+    (opt,) = [p for p in command.params if isinstance(p, click.Option) and p.name == name]
+    return opt
+
+
+def _choices(command: click.Command, name: str) -> tuple[Any, ...]:
+    kind = _option(command, name).type
+    assert isinstance(kind, click.Choice)
+    return tuple(kind.choices)
+
+
+def test_every_sampler_is_a_choice_of_optimize_and_builds_a_seeded_sampler() -> None:
+    assert tuple(SAMPLER_FACTORIES) == SAMPLERS
+    assert _choices(optimize, "sampler") == SAMPLERS
+    for name, factory in SAMPLER_FACTORIES.items():
+        sampler = factory(7, lambda: {"prune.ratio": [0.0, 0.5]})
+        assert isinstance(sampler, optuna.samplers.BaseSampler), name
