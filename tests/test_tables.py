@@ -6,10 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 import click
+import numpy as np
 import optuna
 
+from edgeopt.cli.bench_cmd import bench
+from edgeopt.cli.check_cmd import check
 from edgeopt.cli.optimize_cmd import optimize
 from edgeopt.config import SAMPLERS
+from edgeopt.measure.task_metrics import FORMULAS, task_metric, task_metrics
+from edgeopt.metrics import TASK_METRICS
 from edgeopt.search.strategy.samplers import SAMPLER_FACTORIES
 
 
@@ -30,3 +35,16 @@ def test_every_sampler_is_a_choice_of_optimize_and_builds_a_seeded_sampler() -> 
     for name, factory in SAMPLER_FACTORIES.items():
         sampler = factory(7, lambda: {"prune.ratio": [0.0, 0.5]})
         assert isinstance(sampler, optuna.samplers.BaseSampler), name
+
+
+def test_every_task_metric_is_a_choice_of_each_metric_option_and_has_a_formula() -> None:
+    names = tuple(TASK_METRICS)
+    assert tuple(FORMULAS) == names
+    for command in (optimize, check, bench):
+        assert _choices(command, "metric") == names, command.name
+    logits = np.array([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 3.0], [1.0, 0.0, 0.0]])
+    y = np.array([0, 1, 2, 1])
+    values = task_metrics(logits, y)
+    assert tuple(values) == names
+    for name in names:
+        assert 0.0 <= task_metric(name, logits, y) == values[name] <= 1.0, name

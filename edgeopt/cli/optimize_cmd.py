@@ -9,9 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from edgeopt.cli.options import TARGET_HELP, TargetOption, Utf8Path, model_options
+from edgeopt.cli.options import (
+    TARGET_HELP,
+    TargetOption,
+    Utf8Path,
+    metric_option,
+    model_options,
+)
 from edgeopt.config import SAMPLERS
-from edgeopt.metrics import TASK_METRICS
 
 if TYPE_CHECKING:
     from edgeopt.search.study.context import Trust
@@ -41,13 +46,9 @@ def _targets(text: str) -> tuple[str, ...]:
     show_default=True,
     help="From accuracy, latency, size, memory, energy.",
 )
-@click.option(
-    "--metric",
-    type=click.Choice(tuple(TASK_METRICS)),
-    default="accuracy",
-    show_default=True,
-    help="What 'accuracy' means in the objective and the accuracy budgets: top-1 accuracy, "
-    "or macro F1/precision/recall, or macro one-vs-rest ROC AUC (needs --data).",
+@metric_option(
+    "What 'accuracy' means in the objective and the accuracy budgets: top-1 accuracy, "
+    "or macro F1/precision/recall, or macro one-vs-rest ROC AUC (needs --data)."
 )
 @click.option("--max-latency-ms", type=float, help="Budget per target (a constraint).")
 @click.option("--max-size-mb", type=float, help="Budget on the ONNX file size.")

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from edgeopt.errors import ConfigError
+from edgeopt.metrics import DEFAULT_TASK_METRIC, TASK_METRICS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -174,6 +175,18 @@ def budget_options(func: F) -> F:
         flag = "--" + spec.key.replace("_", "-")
         command = click.option(flag, type=str if spec.relative else float, help=spec.help)(command)
     return command  # type: ignore[return-value]
+
+
+def metric_option(help: str, *, default: str | None = DEFAULT_TASK_METRIC) -> Callable[[F], F]:
+    """``--metric``: one of ``edgeopt.metrics.TASK_METRICS``; ``help`` says what it does in
+    this command, ``default`` None leaves it unset (``check`` then reads its config file)."""
+    return click.option(
+        "--metric",
+        type=click.Choice(tuple(TASK_METRICS)),
+        default=default,
+        show_default=default is not None,
+        help=help,
+    )
 
 
 def load_model_from_options(
