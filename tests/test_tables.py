@@ -12,6 +12,7 @@ import optuna
 from edgeopt.cli.bench_cmd import bench
 from edgeopt.cli.check_cmd import check
 from edgeopt.cli.optimize_cmd import optimize
+from edgeopt.budgets import BUDGETS
 from edgeopt.config import SAMPLERS
 from edgeopt.measure.task_metrics import FORMULAS, task_metric, task_metrics
 from edgeopt.metrics import TASK_METRICS
@@ -48,3 +49,19 @@ def test_every_task_metric_is_a_choice_of_each_metric_option_and_has_a_formula()
     assert tuple(values) == names
     for name in names:
         assert 0.0 <= task_metric(name, logits, y) == values[name] <= 1.0, name
+
+
+def _flags(command: click.Command) -> set[str]:
+    return {o for p in command.params if isinstance(p, click.Option) for o in p.opts}
+
+
+def test_every_budget_is_a_check_flag_and_every_searchable_one_an_optimize_flag() -> None:
+    for key, spec in BUDGETS.items():
+        flag = "--" + key.replace("_", "-")
+        assert flag in _flags(check), flag
+        # the search evaluates a budget as an Optuna constraint: then optimize offers it
+        assert (spec.constraint is not None) == (spec.search_help is not None), key
+        assert (flag in _flags(optimize)) == (spec.search_help is not None), flag
+        if spec.search_help is not None:
+            assert _option(optimize, key).help == spec.search_help
+        assert _option(check, key).help == spec.help

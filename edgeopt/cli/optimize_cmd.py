@@ -15,6 +15,7 @@ from edgeopt.cli.options import (
     Utf8Path,
     metric_option,
     model_options,
+    search_budget_options,
 )
 from edgeopt.config import SAMPLERS
 
@@ -50,18 +51,7 @@ def _targets(text: str) -> tuple[str, ...]:
     "What 'accuracy' means in the objective and the accuracy budgets: top-1 accuracy, "
     "or macro F1/precision/recall, or macro one-vs-rest ROC AUC (needs --data)."
 )
-@click.option("--max-latency-ms", type=float, help="Budget per target (a constraint).")
-@click.option("--max-size-mb", type=float, help="Budget on the ONNX file size.")
-@click.option("--max-memory-mb", type=float, help="Budget on peak memory per target.")
-@click.option("--max-energy-mj", type=float, help="Budget on energy per inference per target.")
-@click.option(
-    "--max-accuracy-drop",
-    type=float,
-    help="Budget vs the original, as a fraction (0.01 = 1 point).",
-)
-@click.option(
-    "--min-accuracy", type=float, help="Budget on validation accuracy (or --metric; fraction)."
-)
+@search_budget_options
 @click.option(
     "--sampler",
     type=click.Choice(SAMPLERS),
@@ -152,7 +142,7 @@ def optimize(
     input_shape: str | None,
     trust_pickle: bool,
     trust_arch: bool,
-    **budget_flags: float | None,
+    budgets: dict[str, float | None],
 ) -> None:
     """Search pruning, fine-tuning/distillation and quantization jointly for MODEL.
 
@@ -187,7 +177,7 @@ def optimize(
         data=str(Path(data).resolve()) if data else None,
         objectives=tuple(o.strip() for o in objectives.split(",") if o.strip()),
         metric=metric,
-        budgets=Budgets(**budget_flags),  # the --max-*/--min-* flags
+        budgets=Budgets(**budgets),  # the --max-*/--min-* flags
         sampler=sampler,
         seed=seed,
         plain_search=plain_search,
