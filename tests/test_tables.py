@@ -9,10 +9,10 @@ import click
 import numpy as np
 import optuna
 
+from edgeopt.budgets import BUDGETS
 from edgeopt.cli.bench_cmd import bench
 from edgeopt.cli.check_cmd import check
 from edgeopt.cli.optimize_cmd import optimize
-from edgeopt.budgets import BUDGETS
 from edgeopt.config import SAMPLERS
 from edgeopt.measure.task_metrics import FORMULAS, task_metric, task_metrics
 from edgeopt.metrics import TASK_METRICS
