@@ -30,6 +30,8 @@ class BudgetSpec:
     ``constraint``: the search's constraint name (``latency_ms[<target>]`` when per target),
     None when the search cannot evaluate it. ``fraction``: a share in [0, 1]. ``relative``:
     compared with a baseline model, so 0 is a valid limit and text like ``5%`` is accepted.
+    ``help`` is the flag's help in ``edgeopt check``, ``search_help`` in ``edgeopt optimize``
+    (None for a budget the search cannot evaluate: no ``optimize`` flag).
     """
 
     key: str
@@ -41,14 +43,23 @@ class BudgetSpec:
     help: str
     fraction: bool = False
     relative: bool = False
+    search_help: str | None = None
 
 
-def _metric(key: str, metric: Metric, help: str) -> BudgetSpec:
+def _metric(key: str, metric: Metric, help: str, search_help: str) -> BudgetSpec:
     kind = "min" if key.startswith("min_") else "max"
     constraint = metric.value if kind == "max" else key
     fraction = metric is Metric.ACCURACY
     return BudgetSpec(
-        key, metric.value, kind, metric.unit, metric.per_target, constraint, help, fraction
+        key,
+        metric.value,
+        kind,
+        metric.unit,
+        metric.per_target,
+        constraint,
+        help,
+        fraction,
+        search_help=search_help,
     )
 
 
@@ -56,11 +67,36 @@ def _metric(key: str, metric: Metric, help: str) -> BudgetSpec:
 BUDGETS: dict[str, BudgetSpec] = {
     s.key: s
     for s in (
-        _metric("max_latency_ms", Metric.LATENCY_MS, "Latency budget (p50, batch 1)."),
-        _metric("max_size_mb", Metric.SIZE_MB, "Model file size budget."),
-        _metric("max_memory_mb", Metric.PEAK_MEMORY_MB, "Peak memory budget."),
-        _metric("max_energy_mj", Metric.ENERGY_MJ, "Energy per inference budget (estimated)."),
-        _metric("min_accuracy", Metric.ACCURACY, "Accuracy floor (fraction)."),
+        _metric(
+            "max_latency_ms",
+            Metric.LATENCY_MS,
+            "Latency budget (p50, batch 1).",
+            "Budget per target (a constraint).",
+        ),
+        _metric(
+            "max_size_mb",
+            Metric.SIZE_MB,
+            "Model file size budget.",
+            "Budget on the ONNX file size.",
+        ),
+        _metric(
+            "max_memory_mb",
+            Metric.PEAK_MEMORY_MB,
+            "Peak memory budget.",
+            "Budget on peak memory per target.",
+        ),
+        _metric(
+            "max_energy_mj",
+            Metric.ENERGY_MJ,
+            "Energy per inference budget (estimated).",
+            "Budget on energy per inference per target.",
+        ),
+        _metric(
+            "min_accuracy",
+            Metric.ACCURACY,
+            "Accuracy floor (fraction).",
+            "Budget on validation accuracy (or --metric; fraction).",
+        ),
         BudgetSpec(
             "max_accuracy_drop",
             ACCURACY_DROP,
@@ -71,6 +107,7 @@ BUDGETS: dict[str, BudgetSpec] = {
             help="Accuracy drop vs the baseline allowed, e.g. 0.01 or 1%.",
             fraction=True,
             relative=True,
+            search_help="Budget vs the original, as a fraction (0.01 = 1 point).",
         ),
         BudgetSpec(
             "max_regression",

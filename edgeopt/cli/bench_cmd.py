@@ -10,10 +10,11 @@ import click
 from edgeopt.cli.options import (
     ModelOptions,
     check_time_budget,
+    metric_option,
     packed_model_options,
     parse_thread_counts,
 )
-from edgeopt.metrics import TASK_METRICS, task_metric_noun
+from edgeopt.metrics import task_metric_noun
 
 
 @click.command()
@@ -22,13 +23,9 @@ from edgeopt.metrics import TASK_METRICS, task_metric_noun
 @click.option("--threads", help="Intra-op thread counts to measure, e.g. 1,2 (host only).")
 @click.option("--vs", "other", type=click.Path(dir_okay=False), help="A second model to compare.")
 @click.option("--data", type=click.Path(dir_okay=False), help=".npz to measure accuracy on.")
-@click.option(
-    "--metric",
-    type=click.Choice(tuple(TASK_METRICS)),
-    default="accuracy",
-    show_default=True,
-    help="With --data, a task metric shown beside top-1 accuracy (macro f1/precision/recall, "
-    "macro one-vs-rest auc).",
+@metric_option(
+    "With --data, a task metric shown beside top-1 accuracy (macro f1/precision/recall, "
+    "macro one-vs-rest auc)."
 )
 @click.option(
     "--time-budget",

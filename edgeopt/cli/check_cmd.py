@@ -12,20 +12,19 @@ from edgeopt.cli.options import (
     ModelOptions,
     budget_options,
     check_time_budget,
+    metric_option,
     packed_model_options,
 )
-from edgeopt.metrics import TASK_METRICS
 
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--target", help="Profile name, alias or TOML (default: from the config, else cpu).")
 @click.option("--data", type=click.Path(dir_okay=False), help=".npz for accuracy budgets.")
-@click.option(
-    "--metric",
-    type=click.Choice(tuple(TASK_METRICS)),
-    help="What --min-accuracy/--max-accuracy-drop judge (default: from the config, else "
+@metric_option(
+    "What --min-accuracy/--max-accuracy-drop judge (default: from the config, else "
     "top-1 accuracy); f1/precision/recall are macro averages, auc macro one-vs-rest.",
+    default=None,
 )
 @click.option(
     "--baseline", type=click.Path(dir_okay=False), help="The last released model to compare with."

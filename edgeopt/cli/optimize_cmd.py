@@ -9,8 +9,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from edgeopt.cli.options import TARGET_HELP, TargetOption, Utf8Path, model_options
-from edgeopt.metrics import TASK_METRICS
+from edgeopt.cli.options import (
+    TARGET_HELP,
+    TargetOption,
+    Utf8Path,
+    metric_option,
+    model_options,
+    search_budget_options,
+)
+from edgeopt.config import SAMPLERS
 
 if TYPE_CHECKING:
     from edgeopt.search.study.context import Trust
@@ -40,29 +47,14 @@ def _targets(text: str) -> tuple[str, ...]:
     show_default=True,
     help="From accuracy, latency, size, memory, energy.",
 )
-@click.option(
-    "--metric",
-    type=click.Choice(tuple(TASK_METRICS)),
-    default="accuracy",
-    show_default=True,
-    help="What 'accuracy' means in the objective and the accuracy budgets: top-1 accuracy, "
-    "or macro F1/precision/recall, or macro one-vs-rest ROC AUC (needs --data).",
+@metric_option(
+    "What 'accuracy' means in the objective and the accuracy budgets: top-1 accuracy, "
+    "or macro F1/precision/recall, or macro one-vs-rest ROC AUC (needs --data)."
 )
-@click.option("--max-latency-ms", type=float, help="Budget per target (a constraint).")
-@click.option("--max-size-mb", type=float, help="Budget on the ONNX file size.")
-@click.option("--max-memory-mb", type=float, help="Budget on peak memory per target.")
-@click.option("--max-energy-mj", type=float, help="Budget on energy per inference per target.")
-@click.option(
-    "--max-accuracy-drop",
-    type=float,
-    help="Budget vs the original, as a fraction (0.01 = 1 point).",
-)
-@click.option(
-    "--min-accuracy", type=float, help="Budget on validation accuracy (or --metric; fraction)."
-)
+@search_budget_options
 @click.option(
     "--sampler",
-    type=click.Choice(["tpe", "nsga2", "random", "grid", "gp"]),
+    type=click.Choice(SAMPLERS),
     default="tpe",
     show_default=True,
 )
@@ -150,7 +142,7 @@ def optimize(
     input_shape: str | None,
     trust_pickle: bool,
     trust_arch: bool,
-    **budget_flags: float | None,
+    budgets: dict[str, float | None],
 ) -> None:
     """Search pruning, fine-tuning/distillation and quantization jointly for MODEL.
 
@@ -185,7 +177,7 @@ def optimize(
         data=str(Path(data).resolve()) if data else None,
         objectives=tuple(o.strip() for o in objectives.split(",") if o.strip()),
         metric=metric,
-        budgets=Budgets(**budget_flags),  # the --max-*/--min-* flags
+        budgets=Budgets(**budgets),  # the --max-*/--min-* flags
         sampler=sampler,
         seed=seed,
         plain_search=plain_search,

@@ -11,7 +11,9 @@ from typing import Any, TypeVar
 
 import click
 
+from edgeopt.budgets import BUDGETS
 from edgeopt.errors import ConfigError
+from edgeopt.metrics import DEFAULT_TASK_METRIC, TASK_METRICS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -162,18 +164,43 @@ def packed_model_options(func: F) -> F:
 def budget_options(func: F) -> F:
     """One ``--max-...``/``--min-...`` option per budget of ``edgeopt.budgets.BUDGETS``, passed
     to the command as one ``budgets: dict[str, Any]`` (unset ones None; relative budgets as
-    the text given, e.g. ``5%``)."""
-    from edgeopt.budgets import BUDGETS
+    the text given, e.g. ``5%``): ``edgeopt check``'s flags."""
+    return _budget_flags(func, search=False)
+
+
+def search_budget_options(func: F) -> F:
+    """``budget_options`` for ``edgeopt optimize``: the budgets the search evaluates (those
+    with a ``search_help``), each a number, with the search's help text."""
+    return _budget_flags(func, search=True)
+
+
+def _budget_flags(func: F, *, search: bool) -> F:
+    specs = [s for s in BUDGETS.values() if s.search_help is not None or not search]
 
     @functools.wraps(func)
     def command(*args: Any, **kwargs: Any) -> Any:
-        budgets = {key: kwargs.pop(key) for key in BUDGETS}
+        budgets = {spec.key: kwargs.pop(spec.key) for spec in specs}
         return func(*args, budgets=budgets, **kwargs)
 
-    for spec in reversed(BUDGETS.values()):
+    for spec in reversed(specs):
         flag = "--" + spec.key.replace("_", "-")
-        command = click.option(flag, type=str if spec.relative else float, help=spec.help)(command)
+        kind = float if search or not spec.relative else str
+        command = click.option(flag, type=kind, help=spec.search_help if search else spec.help)(
+            command
+        )
     return command  # type: ignore[return-value]
+
+
+def metric_option(help: str, *, default: str | None = DEFAULT_TASK_METRIC) -> Callable[[F], F]:
+    """``--metric``: one of ``edgeopt.metrics.TASK_METRICS``; ``help`` says what it does in
+    this command, ``default`` None leaves it unset (``check`` then reads its config file)."""
+    return click.option(
+        "--metric",
+        type=click.Choice(tuple(TASK_METRICS)),
+        default=default,
+        show_default=default is not None,
+        help=help,
+    )
 
 
 def load_model_from_options(

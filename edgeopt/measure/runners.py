@@ -13,8 +13,8 @@ Adding a runner kind (``adb`` for Android, say) is one subclass of :class:`Runne
 ``check``, ``describe``, ``time_models``, ``close`` and the hooks the measurements use (push
 the child's files and each model with ``adb push`` in ``_stage``, run ``adb shell`` with the
 request on stdin in ``_child``, map adb's failures to DeviceError), its name in
-``edgeopt.profiles.schema.RUNNER_KINDS`` with its keys in ``edgeopt.profiles.runner_spec``,
-and one entry in :data:`RUNNER_FACTORIES`.
+its spec type (its keys and how they are read) in ``edgeopt.profiles.runner_spec`` with one
+entry in ``RUNNER_SPECS`` there, and one entry in :data:`RUNNER_FACTORIES` here.
 """
 
 from __future__ import annotations
@@ -22,15 +22,13 @@ from __future__ import annotations
 import atexit
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from edgeopt.errors import ConfigError
 from edgeopt.measure.local_runner import LocalRunner
 from edgeopt.measure.runner_base import DeviceError, Runner
 from edgeopt.measure.ssh_runner import SshRunner
-
-if TYPE_CHECKING:
-    from edgeopt.profiles import HardwareProfile, RunnerSpec
+from edgeopt.profiles import HardwareProfile, LocalSpec, RunnerSpec, SshSpec
 
 __all__ = [
     "RUNNER_FACTORIES",
@@ -41,12 +39,13 @@ __all__ = [
     "runner_for",
 ]
 
-RUNNER_FACTORIES: dict[str, Callable[[RunnerSpec], Runner]] = {
-    "local": lambda spec: LocalRunner(spec.providers, energy=True),
-    "ssh": SshRunner,
+RUNNER_FACTORIES: dict[str, Callable[[Any], Runner]] = {
+    LocalSpec.kind: lambda spec: LocalRunner(spec.providers, energy=True),
+    SshSpec.kind: SshRunner,
 }
-"""``[runner] kind`` -> the runner that measures it; a profile without ``[runner]`` is
-measured by ``LocalRunner()`` (this host, CPU provider, energy left to the cost model)."""
+"""``[runner] kind`` -> the runner that measures a spec of that kind (its type in
+``edgeopt.profiles.RUNNER_SPECS``); a profile without ``[runner]`` is measured by
+``LocalRunner()`` (this host, CPU provider, energy left to the cost model)."""
 
 # (runner spec, process id) -> runner: a forked child opens its own, never the parent's
 _RUNNERS: dict[tuple[Any, int], Runner] = {}

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.measure.runner_base import DeviceError
-from edgeopt.profiles import RunnerSpec
+from edgeopt.profiles import SshSpec
 
 CONNECT_TIMEOUT_S = 10
 
@@ -56,7 +56,7 @@ def last_line(stderr: bytes) -> str:
 class OpenSsh:
     """Runs commands on one host through a ControlMaster connection of the system ssh."""
 
-    def __init__(self, spec: RunnerSpec) -> None:
+    def __init__(self, spec: SshSpec) -> None:
         self.spec = spec
         self.device = spec.device
         self._dir: str | None = None

@@ -41,7 +41,7 @@ from edgeopt.errors import EdgeoptError
 from edgeopt.measure import runtime
 from edgeopt.measure.runner_base import CALIBRATION_TIMING, DeviceError, Runner
 from edgeopt.measure.ssh import OpenSsh, RemoteFailure, quote_path
-from edgeopt.profiles import RunnerSpec
+from edgeopt.profiles import SshSpec
 
 KEEP_MODELS = 4  # the reference, the candidate, and a spare or two
 CHILD_FILES = ("child.py", "session.py", "timing.py", "power.py")
@@ -143,7 +143,7 @@ def _json_line(out: bytes) -> dict[str, Any]:
 class SshRunner(Runner):
     """Measures on the device a ``[runner] kind = "ssh"`` table names (see the module doc)."""
 
-    def __init__(self, spec: RunnerSpec) -> None:
+    def __init__(self, spec: SshSpec) -> None:
         self.spec = spec
         self.device = spec.device
         self.providers = tuple(spec.providers)

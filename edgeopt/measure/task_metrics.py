@@ -21,6 +21,7 @@ only. Which classes a macro average runs over:
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,10 @@ from edgeopt.metrics import TASK_METRICS
 
 BOOTSTRAP_RESAMPLES = 200
 BOOTSTRAP_SEED = 0
+
+
+class UndefinedMetric(ValueError):
+    """A metric that has no value on these labels (AUC with fewer than two classes)."""
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -96,38 +101,78 @@ def roc_auc_ovr(y: np.ndarray, scores: np.ndarray) -> float:
     y = np.asarray(y, dtype=np.int64)
     present = np.unique(y)
     if len(present) < 2:
-        raise ValueError(f"ROC AUC needs at least two classes in the labels, got {len(present)}")
+        raise UndefinedMetric(
+            f"ROC AUC needs at least two classes in the labels, got {len(present)}"
+        )
     if scores.shape[1] == 2:  # binary: the positive class's score (its one-vs-rest twin
         return binary_auc(y == 1, scores[:, 1])  # is the same AUC up to float rounding)
     return float(np.mean([binary_auc(y == k, scores[:, k]) for k in present]))
 
 
+class Outputs:
+    """A classifier's ``logits`` (N x classes) on labels ``y``, with what the formulas share:
+    top-1 predictions, softmax scores and macro precision/recall/F1, each computed once."""
+
+    def __init__(self, logits: np.ndarray, y: np.ndarray) -> None:
+        self.logits, self.y = np.asarray(logits), np.asarray(y)
+
+    @cached_property
+    def pred(self) -> np.ndarray:
+        return self.logits.argmax(axis=1)
+
+    @cached_property
+    def scores(self) -> np.ndarray:
+        return softmax(self.logits)
+
+    @cached_property
+    def prf(self) -> tuple[float, float, float]:
+        return macro_prf(self.y, self.pred)
+
+    def take(self, idx: np.ndarray) -> Outputs:
+        """The samples at ``idx`` (a bootstrap resample), reusing the predictions and the
+        scores computed so far (argmax and softmax work row by row, so their rows are the
+        resample's own)."""
+        out = Outputs(self.logits[idx], self.y[idx])
+        out.__dict__["pred"] = self.pred[idx]
+        if "scores" in self.__dict__:
+            out.__dict__["scores"] = self.__dict__["scores"][idx]
+        return out
+
+
+FORMULAS: dict[str, Callable[[Outputs], float]] = {
+    "accuracy": lambda o: accuracy(o.y, o.pred),
+    "f1": lambda o: o.prf[2],
+    "precision": lambda o: o.prf[0],
+    "recall": lambda o: o.prf[1],
+    "auc": lambda o: roc_auc_ovr(o.y, o.scores),
+}
+"""``--metric`` name -> its formula; the names and their order are
+``edgeopt.metrics.TASK_METRICS``' (tests/test_tables.py checks that both list the same)."""
+
+
 def task_metrics(logits: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """All of ``TASK_METRICS`` for a model's ``logits`` (N x classes) on labels ``y``; AUC is
     left out when undefined (fewer than two classes in ``y``)."""
-    pred = np.asarray(logits).argmax(axis=1)
-    precision, recall, f1 = macro_prf(y, pred)
-    out = {"accuracy": accuracy(y, pred), "f1": f1, "precision": precision, "recall": recall}
-    if len(np.unique(y)) >= 2:
-        out["auc"] = roc_auc_ovr(y, softmax(logits))
+    outputs = Outputs(logits, y)
+    out: dict[str, float] = {}
+    for name, formula in FORMULAS.items():
+        try:
+            out[name] = formula(outputs)
+        except UndefinedMetric:
+            continue
     return out
 
 
 def task_metric(name: str, logits: np.ndarray, y: np.ndarray) -> float:
     """One of ``TASK_METRICS`` (see ``task_metrics``). ValueError for an unknown name or an
     undefined AUC."""
-    return _metric_fn(name)(logits, y)
+    return _formula(name)(Outputs(logits, y))
 
 
-def _metric_fn(name: str) -> Callable[[np.ndarray, np.ndarray], float]:
-    if name not in TASK_METRICS:
+def _formula(name: str) -> Callable[[Outputs], float]:
+    if name not in TASK_METRICS or name not in FORMULAS:
         raise ValueError(f"unknown task metric {name!r}")
-    if name == "auc":
-        return lambda logits, y: roc_auc_ovr(y, softmax(logits))
-    if name == "accuracy":
-        return lambda logits, y: accuracy(y, np.asarray(logits).argmax(axis=1))
-    index = ("precision", "recall", "f1").index(name)
-    return lambda logits, y: macro_prf(y, np.asarray(logits).argmax(axis=1))[index]
+    return FORMULAS[name]
 
 
 def bootstrap_interval(
@@ -143,22 +188,15 @@ def bootstrap_interval(
     resampled with replacement ``resamples`` times (seeded, so a report is reproducible).
     Resamples on which the metric is undefined (AUC with one class) are skipped; None when
     none is left."""
+    formula = _formula(name)
+    outputs = Outputs(logits, y)
     if name == "auc":
-        scores = softmax(logits)  # once, not per resample
-
-        def on(idx: np.ndarray) -> float:
-            return roc_auc_ovr(y[idx], scores[idx])
-    else:
-        fn = _metric_fn(name)
-
-        def on(idx: np.ndarray) -> float:
-            return fn(logits[idx], y[idx])
-
+        _ = outputs.scores  # once here, not once per resample
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(resamples):
         try:
-            values.append(on(rng.integers(0, len(y), len(y))))
+            values.append(formula(outputs.take(rng.integers(0, len(y), len(y)))))
         except ValueError:  # undefined on this resample
             continue
     if not values:
@@ -174,7 +212,8 @@ def check_defined(name: str, y: np.ndarray, where: str) -> None:
     if name == "auc" and len(np.unique(y)) < 2:
         raise ConfigError(
             f"--metric auc is undefined on {where}: its labels hold a single class",
-            hint="use --metric accuracy|f1|precision|recall, or a split with two or more classes",
+            hint=f"use --metric {'|'.join(m for m in TASK_METRICS if m != name)}, or a split "
+            "with two or more classes",
         )
 
 

@@ -55,6 +55,7 @@ from edgeopt.profiles.loader import (
     validate_profile_file,
 )
 from edgeopt.profiles.merge import merge_profiles
+from edgeopt.profiles.runner_spec import RUNNER_KINDS, RUNNER_SPECS, LocalSpec, SshSpec
 from edgeopt.profiles.schema import (
     DTYPES,
     FUSIONS,
@@ -63,7 +64,6 @@ from edgeopt.profiles.schema import (
     OPTIONAL_OP_CLASSES,
     ORT_PROVIDERS,
     QUANT_MODES,
-    RUNNER_KINDS,
     SCHEMA,
     SOURCE_KINDS,
     UNIT_KINDS,
@@ -89,18 +89,21 @@ __all__ = [
     "ORT_PROVIDERS",
     "QUANT_MODES",
     "RUNNER_KINDS",
+    "RUNNER_SPECS",
     "SCHEMA",
     "SOURCE_KINDS",
     "UNIT_KINDS",
     "Calibration",
     "ComputeUnit",
     "HardwareProfile",
+    "LocalSpec",
     "MemorySpec",
     "PowerSpec",
     "PruningSupport",
     "QuantSupport",
     "RunnerSpec",
     "RuntimeSpec",
+    "SshSpec",
     "TargetKind",
     "ValueSource",
     "list_profiles",

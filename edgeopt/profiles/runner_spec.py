@@ -15,6 +15,10 @@
     threads = 4                      # optional: intra-op threads there ([profile] threads)
     timeout_s = 120                  # optional: limit on each remote call beyond timing
 
+Each kind is one spec type here (its keys, how they are read) and one entry in
+:data:`RUNNER_SPECS`; ``edgeopt.measure.runners.RUNNER_FACTORIES`` maps the same kind to the
+runner that measures it. A key of another kind is refused by name.
+
 A profile is data: every value here is a closed-set name, a number, or a string passed as
 one argument (never through a local shell), so a profile cannot make edgeopt run code on
 this machine; ``host`` and ``user`` are checked so that they cannot pose as ssh options.
@@ -23,8 +27,10 @@ this machine; ``host`` and ``user`` are checked so that they cannot pose as ssh 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 from edgeopt.errors import ConfigError
 from edgeopt.profiles.reader import (
@@ -37,27 +43,137 @@ from edgeopt.profiles.reader import (
     pos_int,
     str_list,
 )
-from edgeopt.profiles.schema import ORT_PROVIDERS, RUNNER_KINDS, RunnerSpec
+from edgeopt.profiles.schema import ORT_PROVIDERS, RunnerSpec
 
-RUNNER_KEYS = (
-    "kind",
-    "host",
-    "user",
-    "port",
-    "identity_file",
-    "known_hosts",
-    "python",
-    "workdir",
-    "providers",
-    "threads",
-    "timeout_s",
-)
-SSH_ONLY = ("host", "user", "port", "identity_file", "known_hosts", "python", "workdir")
+COMMON_KEYS = ("kind", "providers", "threads", "timeout_s")
+"""The keys every kind has (``RunnerSpec``'s fields, and ``kind``)."""
 _HOST = re.compile(r"^[A-Za-z0-9_.:%\[\]][A-Za-z0-9_.:%\[\]-]*$")
 _USER = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.@-]*$")
+Common = dict[str, Any]
+"""The common settings, read: ``providers``, ``threads``, ``timeout_s``."""
 
 
-def _matching(pattern: re.Pattern[str]) -> Any:
+@dataclass(frozen=True, kw_only=True)
+class LocalSpec(RunnerSpec):
+    """``kind = "local"``: this host measures, with the providers given (no keys of its own)."""
+
+    kind: ClassVar[str] = "local"
+    KEYS: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def read(cls, r: Reader, folder: Path | None, common: Common) -> LocalSpec:
+        """The spec from ``[runner]`` (its common settings read already)."""
+        return cls(**common)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SshSpec(RunnerSpec):
+    """``kind = "ssh"``: a device reached over SSH.
+
+    ``identity_file`` and ``known_hosts`` are absolute (relative ones in the file resolve
+    against the profile's folder); ``python`` is the device's interpreter with onnxruntime and
+    numpy; ``workdir`` the device folder edgeopt writes into (one subfolder per session,
+    removed afterwards).
+    """
+
+    kind: ClassVar[str] = "ssh"
+    KEYS: ClassVar[tuple[str, ...]] = (
+        "host",
+        "user",
+        "port",
+        "identity_file",
+        "known_hosts",
+        "python",
+        "workdir",
+    )
+    host: str
+    user: str | None = None
+    port: int | None = None
+    identity_file: Path | None = None
+    known_hosts: Path | None = None
+    python: str = "python3"
+    workdir: str = "/tmp/edgeopt"
+
+    @property
+    def device(self) -> str:
+        """``ssh://user@host:port`` (user and port where given)."""
+        user = f"{self.user}@" if self.user else ""
+        port = f":{self.port}" if self.port else ""
+        return f"ssh://{user}{self.host}{port}"
+
+    @property
+    def remote(self) -> bool:
+        return True
+
+    @classmethod
+    def read(cls, r: Reader, folder: Path | None, common: Common) -> SshSpec:
+        """The spec from ``[runner]`` (its common settings read already); relative local
+        paths resolve against ``folder``."""
+        return cls(
+            **common,
+            host=r.get("host", _matching(_HOST), "a host name or address (not starting with '-')"),
+            user=r.get("user", _matching(_USER), "a user name", default=None),
+            port=r.get("port", _port, "a port number 1-65535", default=None),
+            identity_file=_local_path(r, "identity_file", folder),
+            known_hosts=_local_path(r, "known_hosts", folder),
+            python=r.get(
+                "python", _one_line, "the device's python (a path or a name)", default="python3"
+            ),
+            workdir=r.get(
+                "workdir",
+                _remote_dir,
+                'an absolute folder on the device, or "~/..."',
+                default="/tmp/edgeopt",
+            ),
+        )
+
+
+class SpecType(Protocol):
+    """What a runner kind's spec type (a ``RunnerSpec`` subclass) provides: its ``kind``,
+    its own ``KEYS`` (beyond ``COMMON_KEYS``) and ``read``."""
+
+    kind: str
+    KEYS: tuple[str, ...]
+
+    def read(self, r: Reader, folder: Path | None, common: Common) -> RunnerSpec: ...
+
+
+RUNNER_SPECS: dict[str, SpecType] = {
+    LocalSpec.kind: LocalSpec,
+    SshSpec.kind: SshSpec,
+}
+"""``[runner] kind`` -> its spec type (tests/test_tables.py checks that
+``edgeopt.measure.runners.RUNNER_FACTORIES`` names the same kinds)."""
+RUNNER_KINDS = tuple(RUNNER_SPECS)
+RUNNER_KEYS = COMMON_KEYS + tuple(k for spec in RUNNER_SPECS.values() for k in spec.KEYS)
+"""Every key a ``[runner]`` table may hold (of some kind)."""
+
+
+def read_runner(top: Reader, folder: Path | None) -> RunnerSpec:
+    """The validated ``[runner]`` table; relative local paths resolve against ``folder``."""
+    r = top.table("runner", RUNNER_KEYS)
+    kind = r.get("kind", one_of(RUNNER_KINDS), f"one of {', '.join(RUNNER_KINDS)}")
+    spec_type = RUNNER_SPECS[kind]
+    for other, other_type in RUNNER_SPECS.items():
+        for key in other_type.KEYS:
+            if r.has(key) and key not in spec_type.KEYS:
+                raise ConfigError(
+                    f'{r.file}: {r.key_path(key)}: only for kind = "{other}" '
+                    f'(this runner is "{kind}")'
+                )
+    common: Common = {
+        "providers": _read_providers(r),
+        "threads": r.get("threads", pos_int, "a positive integer", default=None),
+        "timeout_s": r.get("timeout_s", pos, f"{POS_NUM} (seconds)", default=120.0),
+    }
+    spec = spec_type.read(r, folder, common)
+    # runner values are settings, not hardware numbers that need a source
+    for key in [k for k in top.prov if k.startswith("runner.")]:
+        del top.prov[key]
+    return spec
+
+
+def _matching(pattern: re.Pattern[str]) -> Callable[[Any], str | None]:
     return lambda x: x if isinstance(x, str) and pattern.match(x) else None
 
 
@@ -76,58 +192,6 @@ def _remote_dir(x: Any) -> str | None:
     if v is None or v.rstrip("/") in ("", "~") or not (v.startswith("/") or v.startswith("~/")):
         return None
     return v
-
-
-def read_runner(top: Reader, folder: Path | None) -> RunnerSpec:
-    """The validated ``[runner]`` table; relative local paths resolve against ``folder``."""
-    r = top.table("runner", RUNNER_KEYS)
-    kind = r.get("kind", one_of(RUNNER_KINDS), f"one of {', '.join(RUNNER_KINDS)}")
-    if kind != "ssh":
-        for key in SSH_ONLY:
-            if r.has(key):
-                raise ConfigError(
-                    f'{r.file}: {r.key_path(key)}: only for kind = "ssh" (this runner is "{kind}")'
-                )
-    providers = _read_providers(r)
-    threads = r.get("threads", pos_int, "a positive integer", default=None)
-    timeout_s = r.get("timeout_s", pos, f"{POS_NUM} (seconds)", default=120.0)
-    spec = _spec(r, kind, providers, threads, timeout_s, folder)
-    # runner values are settings, not hardware numbers that need a source
-    for key in [k for k in top.prov if k.startswith("runner.")]:
-        del top.prov[key]
-    return spec
-
-
-def _spec(
-    r: Reader,
-    kind: str,
-    providers: tuple[str, ...],
-    threads: int | None,
-    timeout_s: float,
-    folder: Path | None,
-) -> RunnerSpec:
-    if kind != "ssh":
-        return RunnerSpec(kind=kind, providers=providers, threads=threads, timeout_s=timeout_s)
-    return RunnerSpec(
-        kind=kind,
-        providers=providers,
-        threads=threads,
-        timeout_s=timeout_s,
-        host=r.get("host", _matching(_HOST), "a host name or address (not starting with '-')"),
-        user=r.get("user", _matching(_USER), "a user name", default=None),
-        port=r.get("port", _port, "a port number 1-65535", default=None),
-        identity_file=_local_path(r, "identity_file", folder),
-        known_hosts=_local_path(r, "known_hosts", folder),
-        python=r.get(
-            "python", _one_line, "the device's python (a path or a name)", default="python3"
-        ),
-        workdir=r.get(
-            "workdir",
-            _remote_dir,
-            'an absolute folder on the device, or "~/..."',
-            default="/tmp/edgeopt",
-        ),
-    )
 
 
 def _read_providers(r: Reader) -> tuple[str, ...]:

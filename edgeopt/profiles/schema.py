@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 SCHEMA = "edgeopt-hw-profile/1"
 
@@ -27,7 +27,6 @@ OPTIONAL_OP_CLASSES = ("quantize",)
 FUSIONS = ("conv_bn", "conv_act", "conv_add", "gemm_act", "qdq")
 SOURCE_KINDS = ("datasheet", "paper", "derived", "3rd-party", "measured", "assumption")
 UNIT_KINDS = ("cpu", "gpu", "npu", "dpu", "tpu", "dsp", "mcu")
-RUNNER_KINDS = ("local", "ssh")
 # ONNX Runtime execution provider names a runner may ask for (a closed set: typos are caught
 # when the profile loads, not on the device).
 ORT_PROVIDERS = (
@@ -213,36 +212,30 @@ class RuntimeSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class RunnerSpec:
-    """Where a measured profile's numbers are measured (``[runner]``): this host (``local``)
-    or a device reached over SSH (``ssh``), with the ORT execution providers to use there.
+    """Where a measured profile's numbers are measured (``[runner]``): what every runner kind
+    has. Each kind is a subclass with its own keys (``edgeopt.profiles.runner_spec``:
+    ``LocalSpec`` for this host, ``SshSpec`` for a device reached over SSH); ``kind`` is the
+    name ``[runner] kind`` gives it.
 
-    ``threads`` (intra-op threads on the device) overrides ``[profile] threads`` when given;
-    ``identity_file`` and ``known_hosts`` are absolute (relative ones in the file resolve
-    against the profile's folder); ``python`` is the device's interpreter with onnxruntime and
-    numpy; ``workdir`` the device folder edgeopt writes into (one subfolder per session,
-    removed afterwards); ``timeout_s`` bounds every remote call beyond its timing budget.
+    ``providers`` are the ORT execution providers to use there; ``threads`` (intra-op
+    threads there) overrides ``[profile] threads`` when given; ``timeout_s`` bounds every
+    remote call beyond its timing budget.
     """
 
-    kind: str
+    kind: ClassVar[str]
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     threads: int | None = None
-    host: str | None = None
-    user: str | None = None
-    port: int | None = None
-    identity_file: Path | None = None
-    known_hosts: Path | None = None
-    python: str = "python3"
-    workdir: str = "/tmp/edgeopt"
     timeout_s: float = 120.0
 
     @property
     def device(self) -> str:
-        """Who measures: ``ssh://user@host:port`` (user and port where given), or ``local``."""
-        if self.kind != "ssh":
-            return "local"
-        user = f"{self.user}@" if self.user else ""
-        port = f":{self.port}" if self.port else ""
-        return f"ssh://{user}{self.host}{port}"
+        """Who measures: ``local`` (this host), or the kind's address (``ssh://host``)."""
+        return "local"
+
+    @property
+    def remote(self) -> bool:
+        """True when another machine than this host measures."""
+        return False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -307,7 +300,7 @@ class HardwareProfile:
         """How numbers for this target are labelled in output."""
         if not self.measured:
             return f"estimated (profile {self.name})"
-        if self.runner is not None and self.runner.kind == "ssh":
+        if self.runner is not None and self.runner.remote:
             return f"measured ({self.runner.device})"
         return "measured (this host)"
 

@@ -8,7 +8,7 @@ import datetime as _dt
 import json
 
 from edgeopt.measure.calibrate.fit import CalibrationResult
-from edgeopt.profiles import HardwareProfile, RunnerSpec, ValueSource
+from edgeopt.profiles import RUNNER_SPECS, HardwareProfile, RunnerSpec, ValueSource
 
 _CLASSES = ("dense_conv", "pointwise_conv", "depthwise_conv", "gemm")
 # Public documents only: the file is read on machines that have none of this project's notes.
@@ -260,11 +260,10 @@ def render_device_toml(
 def _runner_lines(spec: RunnerSpec) -> list[str]:
     """The ``[runner]`` table, local paths absolute (the new file may live elsewhere)."""
     lines = ["[runner]", f'kind = "{spec.kind}"']
-    ssh_keys = ("host", "user", "port", "identity_file", "known_hosts", "python", "workdir")
-    for key in ssh_keys if spec.kind == "ssh" else ():
+    for key in RUNNER_SPECS[spec.kind].KEYS:
         value = getattr(spec, key)
         if value is not None:
-            lines.append(f"{key} = {value if key == 'port' else _s(str(value))}")
+            lines.append(f"{key} = {value if isinstance(value, int) else _s(str(value))}")
     lines.append(f"providers = {json.dumps(list(spec.providers))}")
     if spec.threads is not None:
         lines.append(f"threads = {spec.threads}")

@@ -23,6 +23,8 @@ from optuna.trial import TrialState
 
 from edgeopt.config import RunConfig
 from edgeopt.errors import ConfigError
+from edgeopt.search.strategy.samplers import SAMPLER_FACTORIES
+from edgeopt.search.strategy.space import baseline_params, grid_space
 from edgeopt.search.study import storage as storage_mod
 from edgeopt.search.study.context import SearchContext
 from edgeopt.search.study.shared import check_settings, publish
@@ -83,24 +85,13 @@ def sampler_seed(seed: int, worker_index: int, trials_done: int) -> int:
 def make_sampler(
     ctx: SearchContext, worker_index: int, trials_done: int = 0
 ) -> optuna.samplers.BaseSampler:
-    """The configured sampler, seeded by ``sampler_seed``."""
-    from edgeopt.search.strategy.space import grid_space
-
+    """The configured sampler (``SAMPLER_FACTORIES``), seeded by ``sampler_seed``."""
     config = ctx.config
+    factory = SAMPLER_FACTORIES.get(config.sampler)
+    if factory is None:
+        raise ConfigError(f"unknown sampler {config.sampler!r}")
     seed = sampler_seed(config.seed, worker_index, trials_done)
-    if config.sampler == "tpe":
-        return optuna.samplers.TPESampler(
-            seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=3
-        )
-    if config.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=10)
-    if config.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if config.sampler == "grid":
-        return optuna.samplers.GridSampler(grid_space(ctx.merged, ctx.facts), seed=seed)
-    if config.sampler == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    raise ConfigError(f"unknown sampler {config.sampler!r}")
+    return factory(seed, lambda: grid_space(ctx.merged, ctx.facts))
 
 
 def open_study(ctx: SearchContext, worker_index: int = 0) -> tuple[optuna.Study, RDBStorage]:
@@ -109,8 +100,6 @@ def open_study(ctx: SearchContext, worker_index: int = 0) -> tuple[optuna.Study,
     worker with other settings is refused (ConfigError).
 
     Returns the study and the storage it was opened with (for heartbeats)."""
-    from edgeopt.search.strategy.space import baseline_params
-
     url = ctx.storage_url
     name = ctx.config.study_name
     storage = heartbeat_storage(url)
