@@ -23,6 +23,9 @@ from optuna.trial import TrialState
 
 from edgeopt.config import RunConfig
 from edgeopt.errors import ConfigError
+from edgeopt.search.strategy.halving import PROMOTED_ATTR, history_key, promotion
+from edgeopt.search.strategy.seeds import SEED_ATTR, expert_seeds, torch_params
+from edgeopt.search.strategy.space import baseline_params, grid_space
 from edgeopt.search.study import storage as storage_mod
 from edgeopt.search.study.context import SearchContext
 from edgeopt.search.study.shared import check_settings, publish
@@ -84,8 +87,6 @@ def make_sampler(
     ctx: SearchContext, worker_index: int, trials_done: int = 0
 ) -> optuna.samplers.BaseSampler:
     """The configured sampler, seeded by ``sampler_seed``."""
-    from edgeopt.search.strategy.space import grid_space
-
     config = ctx.config
     seed = sampler_seed(config.seed, worker_index, trials_done)
     if config.sampler == "tpe":
@@ -109,8 +110,6 @@ def open_study(ctx: SearchContext, worker_index: int = 0) -> tuple[optuna.Study,
     worker with other settings is refused (ConfigError).
 
     Returns the study and the storage it was opened with (for heartbeats)."""
-    from edgeopt.search.strategy.space import baseline_params
-
     url = ctx.storage_url
     name = ctx.config.study_name
     storage = heartbeat_storage(url)
@@ -176,8 +175,6 @@ def enqueue_next(study: optuna.Study, ctx: SearchContext, facts: ModelFacts) -> 
     search sees the whole range of ratios instead of one ratio trained longer. A seed that
     failed (a model pruning cannot handle) is not queued again. Not on a grid, which is
     exhaustive and rejects values off it, nor in a plain search."""
-    from edgeopt.search.strategy.seeds import SEED_ATTR, expert_seeds
-
     if ctx.config.sampler == "grid" or ctx.config.plain_search:
         return
     trials = study.get_trials(deepcopy=False)
@@ -197,9 +194,6 @@ def _enqueue_next_promotion(
     """Queue the longer fine-tune of the oldest completed trial that earned one and whose
     torch phase no trial has built, tried or is queued to build yet. The Pareto front (which
     reads every trial) is read only when a trial passes the cheap checks."""
-    from edgeopt.search.strategy.halving import PROMOTED_ATTR, history_key, promotion
-    from edgeopt.search.strategy.seeds import torch_params
-
     # in any state: a promotion that failed (timed out, say) is not queued again and again;
     # a queued trial's params are its fixed params until a worker has suggested them all
     built = {
