@@ -23,6 +23,11 @@ import numpy as np
 from edgeopt.data import ScoringData
 from edgeopt.errors import ConfigError
 from edgeopt.loading import LoadedModel, check_input_shape, check_model_and_data
+from edgeopt.measure.accuracy import onnx_logits
+from edgeopt.measure.runners import runner_for
+from edgeopt.measure.runtime import host_description, size_mb
+from edgeopt.measure.service import estimate_on_profile
+from edgeopt.measure.task_metrics import task_metric
 from edgeopt.metrics import Metric, MetricValue
 
 # 2: latency_ms became latency_p50_ms, model paths are as passed (docs/bench-json.md)
@@ -59,8 +64,6 @@ def run_bench(req: BenchRequest) -> dict[str, Any]:
 
 
 def _run_bench(req: BenchRequest, workdir: Path) -> dict[str, Any]:
-    from edgeopt.measure.runners import runner_for
-    from edgeopt.measure.runtime import host_description
     from edgeopt.onnx_export import loaded_to_onnx
 
     runner = runner_for(req.profile) if req.profile.measured else None
@@ -124,8 +127,6 @@ def _accuracies(
     """Top-1 accuracy and ``metric`` of each model on the scored split (from one pass)."""
     if data is None:
         return [None for _ in paths]
-    from edgeopt.measure.accuracy import onnx_logits
-    from edgeopt.measure.task_metrics import task_metric
 
     x, y = data.x, data.y
     out: list[Scores | None] = []
@@ -178,8 +179,6 @@ def _measure(
     accuracy: list[Scores | None],
 ) -> None:
     """Numbers measured by ``runner`` (an ``edgeopt.measure.runner_base.Runner``)."""
-    from edgeopt.measure.runtime import size_mb
-
     dev = runner.device
     threads = req.threads[-1]
     memory = [
@@ -240,7 +239,6 @@ def _energy(
     e = runner.measure_energy(path, threads=threads, input_shape=input_shape, sample=sample)
     if e is not None:
         return _mv(e.energy_mj, "measured", device=runner.device, source=e.source)
-    from edgeopt.measure.service import estimate_on_profile
 
     estimated = estimate_on_profile(path, profile)[0].get(Metric.ENERGY_MJ)
     assert estimated is not None  # the cost model always estimates energy
@@ -254,8 +252,6 @@ def _estimate(
     names: list[str],
     accuracy: list[Scores | None],
 ) -> None:
-    from edgeopt.measure.service import estimate_on_profile
-
     estimates = [estimate_on_profile(p, req.profile) for p in paths]
     for name, (m, est), acc in zip(names, estimates, accuracy, strict=True):
         energy = m.get(Metric.ENERGY_MJ)

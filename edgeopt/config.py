@@ -3,6 +3,7 @@ sampler, limits). Saved as ``run.json`` by ``edgeopt.rundir``; re-running resume
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -13,6 +14,7 @@ from edgeopt.errors import ConfigError
 from edgeopt.loading import ModelSpec
 from edgeopt.metrics import OBJECTIVES as OBJECTIVE_METRICS
 from edgeopt.metrics import PER_TARGET, TASK_METRICS, Direction, Metric
+from edgeopt.profiles import load_profile
 
 
 @dataclass(frozen=True)
@@ -149,10 +151,6 @@ class RunConfig:
 
 def profile_digests(targets: Sequence[str]) -> dict[str, str]:
     """``{profile name: SHA-256 of its file}`` for each target (a name, alias or TOML)."""
-    import hashlib
-
-    from edgeopt.profiles import load_profile
-
     digests = {}
     for target in targets:
         profile = load_profile(target)

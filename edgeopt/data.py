@@ -4,6 +4,9 @@ a search (``load_npz``), any one labelled split for a command that only scores
 
 from __future__ import annotations
 
+import os
+import stat
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeopt.errors import ConfigError
+from edgeopt.loading.limits import check_input_size
 
 _REQUIRED = ("x_train", "y_train", "x_val", "y_val")
 
@@ -183,8 +187,6 @@ def _read_npz(p: Path) -> dict[str, np.ndarray]:
 
 def _require_regular_file(p: Path, hint: str) -> None:
     """ConfigError unless ``p`` is a regular file (not a directory, FIFO or device)."""
-    import stat
-
     try:
         mode = p.stat().st_mode
     except OSError as exc:
@@ -205,9 +207,6 @@ def _check_unpacked_size(p: Path) -> None:
     """ConfigError when the arrays of the npz ``p`` would unpack to more than this machine's
     memory (a compressed file of zeros can declare terabytes), read from the zip's directory
     before any array is."""
-    import os
-    import zipfile
-
     try:
         with zipfile.ZipFile(p) as zf:
             total = sum(info.file_size for info in zf.infolist())
@@ -318,8 +317,6 @@ def synthetic_inputs(input_shape: Sequence[int], n: int, seed: int) -> np.ndarra
     """``n`` seeded standard-normal float32 inputs of one sample's ``input_shape``: the
     stand-in data when there is no ``--data`` (timing, parity checks, calibration, fidelity).
     The same ``(shape, n, seed)`` always gives the same array."""
-    from edgeopt.loading.limits import check_input_size
-
     # callers checked the shape already; this one may come from a run directory's record
     check_input_size(input_shape, "a synthetic input's shape")
     rng = np.random.default_rng(seed)

@@ -6,6 +6,8 @@ hint that says what to do, and the process exit code the CLI uses for it.
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 
@@ -54,9 +56,6 @@ def disk_full(folder: Path, reason: str = "", *, need_bytes: int = 1 << 20) -> O
     A child's write that fails for lack of space shows up in its error as anything from
     ENOSPC to a half-written file read back ("Wire format was corrupt", "unexpected pos"):
     the free space tells them apart from a fault of the candidate."""
-    import errno
-    import os
-
     text = reason.lower()
     try:
         st = os.statvfs(folder)
@@ -78,8 +77,6 @@ def environment_error(exc: BaseException) -> ConfigError | None:
 
     Looks through the chain of causes, since SQLAlchemy and ORT wrap the OS error.
     """
-    import errno
-
     seen: BaseException | None = exc
     while seen is not None:
         text = str(seen).lower()

@@ -18,7 +18,9 @@ import torch
 from torch import nn
 
 from edgeopt.data import synthetic_inputs
-from edgeopt.errors import CandidateError, EdgeoptError
+from edgeopt.errors import CandidateError, ConfigError, EdgeoptError
+from edgeopt.loading.formats import has_external_data
+from edgeopt.measure.session import ort_session
 
 if TYPE_CHECKING:
     from edgeopt.loading import LoadedModel
@@ -76,8 +78,6 @@ def check_parity(
     model: nn.Module, onnx_path: Path, inputs: np.ndarray, *, atol: float, rtol: float
 ) -> float:
     """Run torch and ORT on ``inputs``; return the max abs difference or raise CandidateError."""
-    from edgeopt.measure.session import ort_session
-
     x = np.ascontiguousarray(inputs, dtype=np.float32)
     with torch.no_grad():
         expected = model.eval()(torch.from_numpy(x)).numpy()
@@ -128,9 +128,6 @@ def inline_external_data(path: Path, workdir: Path, name: str | None = None) -> 
     directory, the trial files and every later stage then hold the whole model in one file.
     ConfigError for a model too large for one file."""
     import onnx
-
-    from edgeopt.errors import ConfigError
-    from edgeopt.loading.formats import has_external_data
 
     header = onnx.load(str(path), load_external_data=False)
     if not has_external_data(header):

@@ -28,6 +28,7 @@ from edgeopt.candidate import Candidate
 from edgeopt.data import DataBundle, synthetic_inputs
 from edgeopt.errors import CandidateError
 from edgeopt.loading import LoadedModel
+from edgeopt.stages import STAGES, StageContext
 
 if TYPE_CHECKING:
     from edgeopt.stages.base import StageOutput
@@ -88,8 +89,6 @@ def build(
     Raises CandidateError naming the stage that failed. ``on_stage(name)`` is called as each
     stage starts (the trial runner records it to say where a hung trial was).
     """
-    from edgeopt.stages import STAGES, StageContext
-
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = StageContext(
         workdir=out_dir,
@@ -135,7 +134,6 @@ def _torch_phase(
     on_stage: Callable[[str], None] | None,
 ) -> tuple[Path, dict[str, Any], bool]:
     from edgeopt.onnx_export import export_onnx, inline_external_data
-    from edgeopt.stages import STAGES
 
     active = [s for s in candidate.torch_steps() if not STAGES[s.stage].is_identity(s.config)]
     if inputs.model.is_onnx:

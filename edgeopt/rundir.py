@@ -25,14 +25,13 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from edgeopt.config import RunConfig, changed_profiles
 from edgeopt.errors import ConfigError
 from edgeopt.fileio import file_lock, write_json
 from edgeopt.loading.limits import check_input_size
-
-if TYPE_CHECKING:
-    from edgeopt.config import RunConfig
+from edgeopt.profiles import load_profile
 
 RUN_FILE = "run.json"
 
@@ -178,8 +177,6 @@ class RunDir:
         return f"sqlite:///{self.study_db.resolve()}"
 
     def read_config(self) -> RunConfig:
-        from edgeopt.config import RunConfig
-
         if not self.run_file.exists():
             raise ConfigError(
                 f"{self.path} is not an edgeopt run directory (no {RUN_FILE})",
@@ -203,7 +200,6 @@ class RunDir:
                     "differs (it cannot be resumed)",
                     hint="use another --out directory; `edgeopt report` still reads this one",
                 )
-            from edgeopt.config import changed_profiles
 
             error = changed_profiles(self.read_config().search_key(), config.search_key())
             if error is not None:
@@ -254,8 +250,6 @@ class RunDir:
 def comparable_key(key: Mapping[str, Any]) -> dict[str, Any]:
     """A search key with targets as profile names, so an alias (cpu) equals its profile
     (host-cpu)."""
-    from edgeopt.profiles import load_profile
-
     rest = {k: v for k, v in key.items() if k != "profile_digests"}  # see changed_profiles
     return {**rest, "targets": [load_profile(t).name for t in key["targets"]]}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -206,8 +207,6 @@ def optimize(
 
 def _threads(text: str, workers: int) -> int:
     """``--threads``: a count, or auto = this process's usable CPUs shared by the workers."""
-    import os
-
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if workers > (cpus or 1):  # each worker holds a model, a trial child and its memory
         click.echo(

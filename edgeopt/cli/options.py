@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
+import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,8 +128,6 @@ class Utf8Path(click.Path):
     deep in the export, after the run directory was half made)."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        import os
-
         text = os.fsdecode(value) if isinstance(value, bytes) else str(value)
         try:
             os.path.abspath(text).encode("utf-8")  # the run records it absolute
@@ -260,8 +260,6 @@ def parse_int_list(text: str, option: str) -> list[int]:
 def parse_thread_counts(text: str, option: str = "--threads") -> list[int]:
     """``parse_int_list`` for thread counts, each at most ``max_threads()``: far more threads
     than cores only oversubscribes them (100000 ONNX Runtime threads run for minutes)."""
-    import os
-
     values = parse_int_list(text, option)
     limit = max_threads()
     if max(values) > limit:
@@ -275,8 +273,6 @@ def parse_thread_counts(text: str, option: str = "--threads") -> list[int]:
 
 def max_threads() -> int:
     """The largest thread count edgeopt runs: 4x this machine's CPUs."""
-    import os
-
     return 4 * (os.cpu_count() or 1)
 
 
@@ -288,8 +284,6 @@ derived from it, and a huge one overflows them)."""
 def check_time_budget(seconds: float, option: str = "--time-budget") -> None:
     """ConfigError unless ``seconds`` is a positive, finite number of seconds up to
     ``MAX_TIME_BUDGET_S`` (NaN would stall the timer, infinity never end it)."""
-    import math
-
     if not (math.isfinite(seconds) and seconds > 0):
         raise ConfigError(
             f"{option} must be a positive number of seconds, got {seconds}",

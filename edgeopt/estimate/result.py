@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from edgeopt.metrics import Measurement
+from edgeopt.metrics import Measurement, Metric, MetricValue, Provenance
 
 
 @dataclass(frozen=True)
@@ -54,8 +52,6 @@ class Estimate:
 
     def to_measurement(self) -> Measurement:
         """The estimate as a Measurement with every value labelled ESTIMATED."""
-        from edgeopt.metrics import Measurement, Metric, MetricValue, Provenance
-
         est = Provenance.ESTIMATED
         mid = (self.energy_mj_low + self.energy_mj_high) / 2
         return Measurement(

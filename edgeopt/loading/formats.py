@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import re
 import zipfile
 import zlib
@@ -13,10 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgeopt.errors import ConfigError
 from edgeopt.loading.bundle import BUNDLE_KEY, build_arch, load_bundle
 from edgeopt.loading.limits import check_input_size
 from edgeopt.loading.spec import LoadedModel, ModelFormat, ModelSpec
+from edgeopt.measure.session import ort_session
 
 _FORCE_PICKLE_ENV = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
 _ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : (Load model from .*? failed:)?")
@@ -128,10 +132,7 @@ def _ort_reason(exc: Exception) -> str:
 def _probe_onnx(p: Path, model: Any, shape: tuple[int, ...], batch: int) -> tuple[int, ...]:
     """Open ``p`` in an ONNX Runtime session and run it once on zeros; returns the first
     output's shape. Everything later (export, quantize, measure) relies on both working."""
-    import numpy as np
     import onnxruntime as ort
-
-    from edgeopt.measure.session import ort_session
 
     standard = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
     custom = sorted(
@@ -284,8 +285,6 @@ def load_torch_save(
 ) -> LoadedModel:
     """A ``torch.save`` file: a bundle, a state_dict or a full pickle; the last two record
     no input shape and take ``spec.input_shape``, else ``data_shape``."""
-    import pickle
-
     import torch
 
     try:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.measure.session import ort_session
+from edgeopt.measure.task_metrics import task_metric, task_metric_entries
 
 
 def onnx_logits(
@@ -50,8 +51,6 @@ def onnx_task_metric(
 ) -> float:
     """Task metric ``metric`` (``edgeopt.metrics.TASK_METRICS``) of the ONNX model on
     ``(x, y)``."""
-    from edgeopt.measure.task_metrics import task_metric
-
     return task_metric(metric, onnx_logits(path, x, threads=threads), y)
 
 
@@ -60,8 +59,6 @@ def onnx_task_metric_entries(
 ) -> dict[str, dict[str, Any]]:
     """Every task metric of the ONNX model on ``(x, y)``, measured here, with intervals
     (``edgeopt.measure.task_metrics.task_metric_entries``)."""
-    from edgeopt.measure.task_metrics import task_metric_entries
-
     return task_metric_entries(onnx_logits(path, x, threads=threads), y)
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt.measure.power import energy_per_run_mj
 from edgeopt.measure.session import ort_session
 from edgeopt.measure.timing import time_interleaved
 
@@ -116,8 +117,6 @@ def latency(req: dict[str, Any]) -> dict[str, Any]:
 
 def energy(req: dict[str, Any]) -> dict[str, Any]:
     """Energy per run of one model from the device's power reading (``req["power"]``)."""
-    from edgeopt.measure.power import energy_per_run_mj
-
     (run,) = _runs(req)
     for _ in range(req.get("warmup", 10)):
         run()

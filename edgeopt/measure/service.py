@@ -22,7 +22,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgeopt.errors import EdgeoptError
+from edgeopt.estimate import estimate
 from edgeopt.fileio import file_lock
+from edgeopt.measure.runners import runner_for
+from edgeopt.measure.runtime import size_mb
 from edgeopt.metrics import Measurement, Metric, MetricValue, Provenance
 
 if TYPE_CHECKING:
@@ -67,8 +70,6 @@ def measure_on_targets(
     (spread p90 - p50). Raises EdgeoptError when measuring fails (DeviceError when the
     device cannot measure at all).
     """
-    from edgeopt.measure.runtime import size_mb
-
     size = MetricValue(size_mb(onnx_path), Provenance.MEASURED)
     out: dict[str, Measurement] = {}
     for profile in profiles:
@@ -95,9 +96,6 @@ def estimate_on_profile(
 ) -> tuple[Measurement, Estimate]:
     """The cost model's numbers on ``profile`` (labelled estimated) plus the measured file
     size (``size``, or measured here), and the ``Estimate`` itself (fits, assumptions)."""
-    from edgeopt.estimate import estimate
-    from edgeopt.measure.runtime import size_mb
-
     est = estimate(onnx_path, profile)
     values = dict(est.to_measurement().values)
     values[Metric.SIZE_MB] = size or MetricValue(size_mb(onnx_path), Provenance.MEASURED)
@@ -114,8 +112,6 @@ def reference_latency_ms(
 ) -> float:
     """The p50 latency of ``onnx_path`` on a measured ``profile``'s runner (the reference
     candidates' ratios are scaled by). Raises EdgeoptError when measuring fails."""
-    from edgeopt.measure.runners import runner_for
-
     (stats,) = runner_for(profile).measure_latency(
         [onnx_path],
         threads=profile.threads,
@@ -137,8 +133,6 @@ def _measured_numbers(
 ) -> tuple[dict[Metric, MetricValue], MetricValue]:
     """Latency, peak memory (and energy where metered) measured by ``profile``'s runner,
     and the raw latency."""
-    from edgeopt.measure.runners import runner_for
-
     if reference is not None and profile.name not in reference.latency_ms:
         raise EdgeoptError(f"no reference latency for measured profile '{profile.name}'")
     runner = runner_for(profile)

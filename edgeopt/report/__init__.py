@@ -14,9 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.errors import ConfigError
+from edgeopt.fileio import write_atomic
 from edgeopt.records import RunRecord
+from edgeopt.report.html import render_html
+from edgeopt.report.markdown import render_markdown
 from edgeopt.report.model import Summary
 from edgeopt.report.summary import summarize
+from edgeopt.report.tables import render_csv, render_json
 
 FORMATS = ("html", "md", "json", "csv")
 FILE_NAMES = {
@@ -52,10 +56,6 @@ def parse_formats(text: str | Iterable[str]) -> tuple[str, ...]:
 
 
 def _renderers() -> dict[str, Callable[[Summary], str]]:
-    from edgeopt.report.html import render_html
-    from edgeopt.report.markdown import render_markdown
-    from edgeopt.report.tables import render_csv, render_json
-
     return {"html": render_html, "md": render_markdown, "json": render_json, "csv": render_csv}
 
 
@@ -69,8 +69,6 @@ def render_reports(
 
     Each file is written atomically. Returns the written paths in ``formats`` order.
     """
-    from edgeopt.fileio import write_atomic
-
     fmts = parse_formats(formats)
     summary = summarize(records)
     renderers = _renderers()

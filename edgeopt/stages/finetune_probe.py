@@ -12,6 +12,8 @@ import statistics
 import time
 from typing import TYPE_CHECKING, Any
 
+from edgeopt.training import MAX_EPOCH_SAMPLES, SYNTHETIC_TRAIN
+
 if TYPE_CHECKING:
     from edgeopt.data import DataBundle
 
@@ -36,8 +38,6 @@ def epoch_seconds(
     """
     import torch
     from torch.nn import functional as F
-
-    from edgeopt.training import MAX_EPOCH_SAMPLES, SYNTHETIC_TRAIN
 
     torch.set_num_threads(threads)
     student = copy.deepcopy(module).train()

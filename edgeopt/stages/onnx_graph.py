@@ -10,6 +10,8 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgeopt.estimate import kernel_work
+
 if TYPE_CHECKING:
     import onnx
 
@@ -57,8 +59,6 @@ def matmul_mac_fraction(path: str | Path) -> float:
     """Share of the graph's MACs in MatMul/Gemm (0 for a pure CNN head-less graph).
 
     MACs are counted where the cost model counts them (``edgeopt.estimate``), unfused."""
-    from edgeopt.estimate import kernel_work
-
     work = kernel_work(path, frozenset())
     total = sum(k.macs for k in work)
     matmul = sum(k.macs for k in work if k.op in ("MatMul", "Gemm"))

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from edgeopt.stages.base import FailurePolicy, Phase, Stage, StageOutput
 from edgeopt.stages.prune_apply import prune_model
 from edgeopt.stages.prune_config import Importance, PruneConfig
+from edgeopt.stages.prune_preflight import PREFLIGHT_LIMIT_S, preflight
 
 if TYPE_CHECKING:
     from torch import nn
@@ -68,8 +69,6 @@ class PruneStage(Stage[PruneConfig, "nn.Module"]):
         """The pruning pre-flight (a child process, at most ``PREFLIGHT_LIMIT_S``):
         ``prunable`` (None when it could not conclude, e.g. the model cannot be copied to a
         child), ``ignored`` (layers to leave whole), ``note`` (one line for the user)."""
-        from edgeopt.stages.prune_preflight import PREFLIGHT_LIMIT_S, preflight
-
         if model.module is None:
             return {}
         pre = preflight(model.module, tuple(model.input_shape), time_limit_s=PREFLIGHT_LIMIT_S)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from edgeopt.errors import CandidateError
 from edgeopt.stages.prune_config import (
     MAX_RATIO,
@@ -80,7 +82,6 @@ def importance_of(kind: Importance) -> Any:
 def taylor_batches(ctx: StageContext, model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """A few (x, y) batches for Taylor gradients: training data, or the model's own labels on
     synthetic Gaussian inputs when there is no data."""
-    import numpy as np
     import torch
 
     if ctx.data is not None:

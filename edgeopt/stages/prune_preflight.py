@@ -31,13 +31,20 @@ import io
 import logging
 import multiprocessing
 import os
+import tempfile
 import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeopt.lifeline import die_with_parent, stop_signals_ignored_by_children
+from edgeopt.profiles import load_profile
+from edgeopt.stages.base import StageContext
+from edgeopt.stages.prune_apply import prune_model
+from edgeopt.stages.prune_config import PruneConfig
+from edgeopt.stages.prune_trace import build_dependency_graph, moves_channels
 
 PREFLIGHT_LIMIT_S = float(os.environ.get("EDGEOPT_PREFLIGHT_S", "90"))
 """Wall-time cap of the pruning pre-flight run at setup (child start-up included)."""
@@ -234,14 +241,6 @@ def _child(
 
 def _probe_prune(model: nn.Module, shape: tuple[int, ...], ignored: tuple[str, ...]) -> float:
     """Prune a copy by ``PROBE_RATIO`` with the prune stage; the achieved MACs ratio."""
-    import tempfile
-    from pathlib import Path
-
-    from edgeopt.profiles import load_profile
-    from edgeopt.stages.base import StageContext
-    from edgeopt.stages.prune_apply import prune_model
-    from edgeopt.stages.prune_config import PruneConfig
-
     config = PruneConfig(ratio=PROBE_RATIO, ignored_layers=ignored)
     with tempfile.TemporaryDirectory(prefix="edgeopt-preflight-") as tmp:
         ctx = StageContext(
@@ -267,8 +266,6 @@ def _split_coupled(model: nn.Module, shape: tuple[int, ...]) -> list[str]:
     import torch
     import torch_pruning as tp
 
-    from edgeopt.stages.prune_trace import build_dependency_graph
-
     graph = build_dependency_graph(model, torch.zeros((1, *shape)))
     return [
         name
@@ -292,8 +289,6 @@ def _reaches_channel_op(root: Any) -> bool:
     A state is (node, side): "out" = the node's output channels, "in" = its input channels;
     the two sides are one for every node that does not absorb channels.
     """
-    from edgeopt.stages.prune_trace import moves_channels
-
     start = "out" if _absorbs(root) else "both"
     queue: deque[tuple[Any, str]] = deque([(root, start)])
     seen: set[tuple[int, str]] = set()

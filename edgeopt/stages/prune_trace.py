@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -169,8 +170,6 @@ def _sized_split(chunk: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
 def _regroups_channels(x: Any, out: Any) -> bool:
     """A grad-tracked reshape that keeps the batch axis and changes the channel axis (dim 1),
     other than a flatten to, or an unflatten from, (batch, features)."""
-    import math
-
     import torch
 
     if not (isinstance(x, torch.Tensor) and isinstance(out, torch.Tensor) and out.requires_grad):

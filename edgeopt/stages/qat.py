@@ -12,6 +12,7 @@ int8_static hands those ranges to ORT as tensor overrides.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from edgeopt.stages.base import (
     StageOutput,
     check_range,
 )
+from edgeopt.stages.quantize_config import calibration_inputs
 from edgeopt.training import OptimizerKind, Schedule, TrainConfig, fit
 
 if TYPE_CHECKING:
@@ -110,11 +112,8 @@ class QatStage(Stage[QatConfig, "nn.Module"]):
         Raises CandidateError("qat", ...) when the model cannot be traced, when there is no
         teacher where one is needed, or when training diverges.
         """
-        import copy
-
         import torch
 
-        from edgeopt.stages.quantize_config import calibration_inputs
         from edgeopt.training import fake_quant
 
         if self.is_identity(config):

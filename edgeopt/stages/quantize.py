@@ -36,9 +36,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeopt.errors import CandidateError
+from edgeopt.measure.session import ort_session
 from edgeopt.stages import quantize_ort
 from edgeopt.stages.base import ByHandBaseline, Phase, Stage, StageOutput
-from edgeopt.stages.onnx_graph import shape_of
+from edgeopt.stages.onnx_graph import MATMUL_HEAVY, matmul_mac_fraction, shape_of
 from edgeopt.stages.quantize_config import (
     CalibMethod,
     QType,
@@ -67,8 +68,6 @@ def _output_path(src: Path, config: QuantizeConfig, workdir: Path) -> Path:
 
 
 def _session(path: Path) -> Any:
-    from edgeopt.measure.session import ort_session
-
     return ort_session(path, threads=1)
 
 
@@ -207,8 +206,6 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
     def probe(self, model: ProbeInput) -> dict[str, Any]:
         """``matmul_heavy``: at least ``onnx_graph.MATMUL_HEAVY`` of the graph's MACs are in
         MatMul/Gemm, the only graphs where dynamic int8 pays."""
-        from edgeopt.stages.onnx_graph import MATMUL_HEAVY, matmul_mac_fraction
-
         return {"matmul_heavy": matmul_mac_fraction(model.onnx_path) >= MATMUL_HEAVY}
 
     def must_run(self, fp32_onnx: Path) -> bool:

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edgeopt.measure.session import ort_session
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
@@ -42,8 +44,6 @@ def evaluate_onnx(
     threads: int | None = None,
 ) -> float:
     """Top-1 accuracy of an ONNX model in ONNX Runtime (CPU); ``threads`` = intra-op threads."""
-    from edgeopt.measure.session import ort_session
-
     sess = ort_session(path, threads=threads or 0)  # None: ORT's default threads
     name = sess.get_inputs()[0].name
     xs = np.ascontiguousarray(x, dtype=np.float32)

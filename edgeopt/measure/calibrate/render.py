@@ -7,6 +7,8 @@ from __future__ import annotations
 import datetime as _dt
 import json
 
+import psutil
+
 from edgeopt.measure.calibrate.fit import CalibrationResult
 from edgeopt.profiles import RUNNER_SPECS, HardwareProfile, RunnerSpec, ValueSource
 
@@ -154,8 +156,6 @@ def _calibration_lines(r: CalibrationResult, command: str) -> list[str]:
 
 
 def _dram_bytes() -> float:
-    import psutil
-
     return float(psutil.virtual_memory().total)
 
 

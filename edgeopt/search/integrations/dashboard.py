@@ -12,12 +12,15 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import optuna
 
 from edgeopt.errors import ConfigError
 from edgeopt.search.integrations.dashboard_guard import Guard
+from edgeopt.search.study.artifacts import open_store
 from edgeopt.search.study.source import RunSource
 from edgeopt.search.study.storage import open_storage, redact
 
@@ -98,7 +101,6 @@ def _artifact_store(source: RunSource) -> Any:
     spec = source.artifacts
     if not spec:
         return None
-    from edgeopt.search.study.artifacts import open_store
 
     try:
         return open_store(spec, write=False)
@@ -114,8 +116,6 @@ def serving(dashboard: Dashboard, host: str, port: int, *, writes: bool = False)
 
     The server answers only requests that name it in their ``Host`` header, and only reads
     unless ``writes`` (then only writes from its own page): ``dashboard_guard.Guard``."""
-    from socketserver import ThreadingMixIn
-    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
     class Server(ThreadingMixIn, WSGIServer):
         daemon_threads = True

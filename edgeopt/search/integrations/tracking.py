@@ -35,7 +35,9 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from edgeopt import __version__
 from edgeopt.errors import ConfigError
+from edgeopt.metrics import Metric
 from edgeopt.search.integrations.mlflow_http import bound_http_requests, is_http, probe
 from edgeopt.search.trial.protocol import stopped_reason
 
@@ -298,8 +300,6 @@ def _put(out: dict[str, tuple[float, str]], key: str, value: Any, provenance: st
 
 
 def _per_target(metric: str) -> bool:
-    from edgeopt.metrics import Metric
-
     try:
         return Metric(metric).per_target
     except ValueError:
@@ -347,8 +347,6 @@ def _create_parent(
     client: Any, experiment_id: str, uid: str, ctx: SearchContext, study: optuna.Study
 ) -> Any:
     from mlflow.entities import Param
-
-    from edgeopt import __version__
 
     tags = {
         STUDY_KEY_TAG: uid,

@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 from edgeopt.config import RunConfig
 from edgeopt.data import split_sizes
 from edgeopt.errors import ConfigError
+from edgeopt.profiles import load_profile
 from edgeopt.records import (
     SCHEMA_VERSION,
     FinalLatency,
@@ -27,12 +28,14 @@ from edgeopt.records import (
     TrialRecord,
 )
 from edgeopt.records import TrialState as RecordState
+from edgeopt.report import render_reports
 from edgeopt.rundir import Baseline
 from edgeopt.search.study import shared
 from edgeopt.search.study.artifacts import trial_artifacts
 from edgeopt.search.study.source import OpenRun, RunSource
 from edgeopt.search.study.storage import redact
 from edgeopt.search.trial.protocol import SYNTHETIC_N, stopped_reason
+from edgeopt.stages import STAGES
 
 N_KEYS = ("n_val", "n_test")
 
@@ -40,7 +43,6 @@ N_KEYS = ("n_val", "n_test")
 def disabled_notes(study_attrs: Mapping[str, Any]) -> list[dict[str, str]]:
     """The stages a failure switched off for this model, for the records."""
     from edgeopt.search.trial.policy import disabled_stages
-    from edgeopt.stages import STAGES
 
     return [
         {"stage": name, "title": getattr(STAGES.get(name), "title", "") or name, "reason": why}
@@ -106,8 +108,6 @@ def _records(
 ) -> RunRecord:
     """The records of ``study`` (see ``load_run``); ``where``, ``storage`` and ``artifacts``
     say where it was read from."""
-    from edgeopt.profiles import load_profile
-
     targets = [load_profile(t).name for t in config.targets]
     names = study.user_attrs.get("objectives", [])
     directions = study.user_attrs.get("directions", [])
@@ -310,6 +310,4 @@ def write_run_reports(
 ) -> list[Path]:
     """Load the run (a run directory or a ``RunSource``; with parameter importances) and
     render its reports into ``out_dir``. Raises ConfigError when it cannot be read."""
-    from edgeopt.report import render_reports
-
     return render_reports(report_records(run), out_dir, formats)

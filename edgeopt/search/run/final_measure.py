@@ -33,7 +33,10 @@ import numpy as np
 
 from edgeopt.errors import ConfigError, EdgeoptError
 from edgeopt.fileio import file_lock
+from edgeopt.measure.runners import LocalRunner, runner_for
+from edgeopt.profiles import load_profile
 from edgeopt.search.study.artifacts import trial_artifacts
+from edgeopt.search.study.shared import record_final_latency
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -70,9 +73,6 @@ def final_latency(
     Never raises for a measurement that fails or is interrupted (Ctrl-C): that profile gets
     ``{"skipped": reason}`` and the caller keeps everything else it computed.
     """
-    from edgeopt.measure.runners import LocalRunner, runner_for
-    from edgeopt.profiles import load_profile
-
     out: dict[str, dict[str, Any]] = {}
     if not trials:  # nothing completed: no speedup to check
         return out
@@ -109,8 +109,6 @@ def _measure_profile(
     sample: np.ndarray | None,
     scratch: Path,
 ) -> dict[str, Any]:
-    from edgeopt.measure.runners import runner_for
-
     files: list[tuple[int, Path]] = []
     missing: dict[str, str] = {}
     for t in trials:
@@ -185,7 +183,6 @@ def add_final_latency(
 ) -> dict[str, Any]:
     """``final`` with ``final_latency`` from a pass run now (:func:`final_latency`), written
     to ``final.json`` and recorded in the study so that every machine's report has it."""
-    from edgeopt.search.study.shared import record_final_latency
     from edgeopt.search.study.source import scratch_dir
 
     with scratch_dir() as tmp:

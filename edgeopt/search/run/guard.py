@@ -3,6 +3,8 @@ an edgeopt run directory whose study is still there."""
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 from edgeopt.config import RunConfig
@@ -63,8 +65,6 @@ def _empty(db: Path) -> bool:
     """A 0-byte study.db, or one that holds no study (SQLite tables, no rows)."""
     if db.stat().st_size == 0:
         return True
-    import sqlite3
-    from contextlib import closing
 
     try:
         with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:

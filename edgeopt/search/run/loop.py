@@ -26,6 +26,7 @@ from edgeopt.errors import EdgeoptError, environment_error
 from edgeopt.lifeline import die_with_parent
 from edgeopt.search.integrations.tracking import Tracker
 from edgeopt.search.run.progress import TrialEvent, trial_event
+from edgeopt.search.strategy.space import grid_space
 from edgeopt.search.study.context import SearchContext, Trust
 from edgeopt.search.study.lifecycle import (
     FINISHED,
@@ -134,7 +135,6 @@ class Worker:
     def _limit(self, n_trials: int | None) -> int | None:
         if self.ctx.config.sampler != "grid":
             return n_trials
-        from edgeopt.search.strategy.space import grid_space
 
         size = 1
         for values in grid_space(self.ctx.merged, self.runner.facts()).values():

@@ -12,10 +12,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from edgeopt.candidate import Candidate
+from edgeopt.config import RunConfig
+from edgeopt.data import load_npz, synthetic_inputs
 from edgeopt.errors import ConfigError
 from edgeopt.fileio import write_atomic
+from edgeopt.loading import load_spec
+from edgeopt.measure.accuracy import onnx_logits
+from edgeopt.pipeline import PipelineInputs, build
+from edgeopt.profiles import load_profile, merge_profiles
 from edgeopt.rundir import RunDir
-from edgeopt.search.study.artifacts import check_sha256
+from edgeopt.search.study.artifacts import check_sha256, open_store
+from edgeopt.search.trial.protocol import SYNTHETIC_N, SYNTHETIC_VAL_SEED
 
 EXPORT_SCHEMA_VERSION = 1
 # outputs of a rebuilt model must agree with the recorded one within this (absolute, plus
@@ -168,7 +178,6 @@ def _source_onnx(
     run: RunDir | None, spec: str | None, trial: Mapping[str, Any], dest: Path
 ) -> Path:
     """The trial's ONNX file: local (inside the run directory) or downloaded into ``dest``."""
-    from edgeopt.search.study.artifacts import open_store
     from edgeopt.search.study.source import trial_onnx
 
     src = trial_onnx(run, lambda: open_store(spec, write=False) if spec else None, trial, dest)
@@ -205,17 +214,7 @@ def rebuild_check(
     validation inputs (synthetic ones for runs without data). The settings come from
     ``run_dir`` when it is a run directory, else from the records (a shared study); the
     model's trust flags only from ``trust`` (the command line), never from those."""
-    import numpy as np
     import torch
-
-    from edgeopt.candidate import Candidate
-    from edgeopt.config import RunConfig
-    from edgeopt.data import load_npz, synthetic_inputs
-    from edgeopt.loading import load_spec
-    from edgeopt.measure.accuracy import onnx_logits
-    from edgeopt.pipeline import PipelineInputs, build
-    from edgeopt.profiles import load_profile, merge_profiles
-    from edgeopt.search.trial.protocol import SYNTHETIC_N, SYNTHETIC_VAL_SEED
 
     run = RunDir(run_dir) if run_dir is not None else None
     if run is not None and run.run_file.exists():

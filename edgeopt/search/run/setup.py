@@ -12,9 +12,22 @@ from typing import Any
 from optuna.trial import TrialState
 
 from edgeopt.config import RunConfig
+from edgeopt.data import load_npz
 from edgeopt.errors import ConfigError
+from edgeopt.loading import check_model_and_data, load_spec
+from edgeopt.measure.accuracy import onnx_score, onnx_task_metric, onnx_task_metric_entries
+from edgeopt.measure.runtime import host_description
+from edgeopt.measure.service import reference_latency_ms
+from edgeopt.measure.task_metrics import check_defined
+from edgeopt.profiles import load_profile, merge_profiles
 from edgeopt.rundir import Baseline, RunDir
+from edgeopt.search.run.final_measure import add_final_latency
+from edgeopt.search.run.guard import check_out_dir
+from edgeopt.search.study.artifacts import open_store, trial_artifacts
+from edgeopt.search.study.context import SearchContext
+from edgeopt.search.study.shared import record_test_numbers
 from edgeopt.search.trial.protocol import SYNTHETIC_N, scoring_inputs
+from edgeopt.stages import STAGES, ProbeInput
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +39,6 @@ def prepare(config: RunConfig, run_dir: Path) -> Baseline:
     baseline (the original model as ONNX, its validation accuracy and, for the host, its
     reference latency) and the study. Idempotent: a resumed run reuses them; two processes
     setting up one directory at once take turns."""
-    from edgeopt.data import load_npz
-    from edgeopt.loading import check_model_and_data, load_spec
-    from edgeopt.profiles import load_profile, merge_profiles
-    from edgeopt.search.run.guard import check_out_dir
-    from edgeopt.search.study.artifacts import open_store
-    from edgeopt.search.study.context import SearchContext
     from edgeopt.search.study.lifecycle import check_joinable, open_study
 
     check_out_dir(config, RunDir(run_dir))  # before any work: what --out may hold
@@ -67,9 +74,6 @@ def prepare(config: RunConfig, run_dir: Path) -> Baseline:
 def _make_baseline(
     config: RunConfig, loaded: Any, data: Any, profiles: list[Any], run: RunDir
 ) -> Baseline:
-    from edgeopt.measure.accuracy import onnx_task_metric
-    from edgeopt.measure.runtime import host_description
-    from edgeopt.measure.service import reference_latency_ms
     from edgeopt.onnx_export import loaded_to_onnx
 
     run.baseline_dir.mkdir(parents=True, exist_ok=True)
@@ -113,8 +117,6 @@ def _make_baseline(
 def _probe_fields(config: RunConfig, loaded: Any, data: Any, onnx_path: Path) -> dict[str, Any]:
     """Every stage's ``probe`` of the model (``Baseline.stage_facts``; for an ONNX input
     the probes see the file only) and the auto trial timeout from their measured costs."""
-    from edgeopt.stages import STAGES, ProbeInput
-
     model = ProbeInput(
         module=None if loaded.is_onnx else loaded.module,
         onnx_path=onnx_path,
@@ -153,8 +155,6 @@ def _salt(config: RunConfig) -> str:
 
 def _check_metric_defined(config: RunConfig, data: Any) -> None:
     """ConfigError, before any work, when ``--metric`` is undefined on a split."""
-    from edgeopt.measure.task_metrics import check_defined
-
     check_defined(config.metric, data.y_val, f"the validation split of {config.data}")
     if data.has_test:
         check_defined(config.metric, data.split("test")[1], f"the test split of {config.data}")
@@ -198,11 +198,6 @@ def _finalize(run_dir: Path) -> dict[str, Any]:
     (``edgeopt.measure.task_metrics.task_metric_entries``). A trial another machine built is
     read from the artifact store; one already scored by any machine is not scored again.
     """
-    from edgeopt.data import load_npz
-    from edgeopt.measure.accuracy import onnx_score, onnx_task_metric_entries
-    from edgeopt.search.run.final_measure import add_final_latency
-    from edgeopt.search.study.artifacts import trial_artifacts
-    from edgeopt.search.study.shared import record_test_numbers
     from edgeopt.search.study.source import BuiltElsewhere, RunSource, scratch_dir
 
     run = RunDir(run_dir)

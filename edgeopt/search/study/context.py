@@ -7,7 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.config import Objective, RunConfig
+from edgeopt.data import load_npz
+from edgeopt.profiles import load_profile, merge_profiles
 from edgeopt.rundir import Baseline, RunDir
+from edgeopt.stages import STAGES, ModelFacts, ProbeInput
 
 LEGACY_TRIAL_TIMEOUT_S = 900.0
 
@@ -16,8 +19,6 @@ def model_facts(baseline: Baseline, baseline_onnx: Path) -> Any:
     """The stages' facts about the model (``edgeopt.stages.ModelFacts``) from what their
     probes stored at setup; a stage with nothing stored (a run set up before it had a
     probe) looks at the baseline ONNX file now."""
-    from edgeopt.stages import STAGES, ModelFacts, ProbeInput
-
     stored = dict(baseline.stage_facts)
     missing = [name for name in STAGES if name not in stored]
     if missing:
@@ -69,9 +70,6 @@ class SearchContext:
     def open(cls, run_dir: Path, trust: Trust | None = None) -> SearchContext:
         """Load the run that ``setup.prepare`` wrote. ``run.json`` is data: the model's trust
         flags come from ``trust`` (the command line), never from the file."""
-        from edgeopt.data import load_npz
-        from edgeopt.profiles import load_profile, merge_profiles
-
         run = RunDir(run_dir)
         config = run.read_config()
         if trust is not None:

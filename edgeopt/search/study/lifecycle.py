@@ -23,7 +23,9 @@ from optuna.trial import TrialState
 
 from edgeopt.config import RunConfig
 from edgeopt.errors import ConfigError
+from edgeopt.search.strategy.halving import PROMOTED_ATTR, history_key, promotion
 from edgeopt.search.strategy.samplers import SAMPLER_FACTORIES
+from edgeopt.search.strategy.seeds import SEED_ATTR, expert_seeds, torch_params
 from edgeopt.search.strategy.space import baseline_params, grid_space
 from edgeopt.search.study import storage as storage_mod
 from edgeopt.search.study.context import SearchContext
@@ -165,8 +167,6 @@ def enqueue_next(study: optuna.Study, ctx: SearchContext, facts: ModelFacts) -> 
     search sees the whole range of ratios instead of one ratio trained longer. A seed that
     failed (a model pruning cannot handle) is not queued again. Not on a grid, which is
     exhaustive and rejects values off it, nor in a plain search."""
-    from edgeopt.search.strategy.seeds import SEED_ATTR, expert_seeds
-
     if ctx.config.sampler == "grid" or ctx.config.plain_search:
         return
     trials = study.get_trials(deepcopy=False)
@@ -186,9 +186,6 @@ def _enqueue_next_promotion(
     """Queue the longer fine-tune of the oldest completed trial that earned one and whose
     torch phase no trial has built, tried or is queued to build yet. The Pareto front (which
     reads every trial) is read only when a trial passes the cheap checks."""
-    from edgeopt.search.strategy.halving import PROMOTED_ATTR, history_key, promotion
-    from edgeopt.search.strategy.seeds import torch_params
-
     # in any state: a promotion that failed (timed out, say) is not queued again and again;
     # a queued trial's params are its fixed params until a worker has suggested them all
     built = {

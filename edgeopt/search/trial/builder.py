@@ -19,9 +19,20 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from edgeopt.candidate import Candidate
+from edgeopt.data import load_npz
+from edgeopt.errors import CandidateError, EdgeoptError
+from edgeopt.lifeline import die_with_parent, ignore_stop_signals
+from edgeopt.loading import ModelSpec, load_spec
+from edgeopt.measure.accuracy import onnx_score
+from edgeopt.pipeline import PipelineInputs, build
+from edgeopt.profiles import load_profile, merge_profiles
+from edgeopt.search.strategy.halving import below_bar, fidelity_stage
 from edgeopt.search.trial.protocol import (
     FailureKind,
     Status,
@@ -205,15 +216,6 @@ def _stage(trial_dir: Path) -> str:
 def _main(req_path: Path) -> None:
     import torch
 
-    from edgeopt.candidate import Candidate
-    from edgeopt.data import load_npz
-    from edgeopt.errors import CandidateError, EdgeoptError
-    from edgeopt.loading import ModelSpec, load_spec
-    from edgeopt.measure.accuracy import onnx_score
-    from edgeopt.pipeline import PipelineInputs, build
-    from edgeopt.profiles import load_profile, merge_profiles
-    from edgeopt.search.strategy.halving import below_bar, fidelity_stage
-
     req = TrialRequest.read(req_path)
     trial_dir = Path(req.trial_dir)
     stage_file = trial_dir / "stage.txt"
@@ -221,8 +223,6 @@ def _main(req_path: Path) -> None:
     t0 = time.perf_counter()
 
     def write(result: TrialResult, **kw: Any) -> None:
-        from dataclasses import replace
-
         replace(result, build_seconds=time.perf_counter() - t0, **kw).write(
             trial_dir / "result.json"
         )
@@ -307,10 +307,6 @@ def _serve(reply_fd: int, parent_pid: int) -> None:
     unexpected error ends the process (with the traceback in the log): the parent then
     reports it and starts a fresh child. It dies with ``parent_pid``, and leaves stopping
     to it (``edgeopt.lifeline``)."""
-    import traceback
-
-    from edgeopt.lifeline import die_with_parent, ignore_stop_signals
-
     die_with_parent(parent_pid)
     ignore_stop_signals()
     replies = os.fdopen(reply_fd, "w", buffering=1)

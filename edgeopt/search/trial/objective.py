@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import socket
 import time
 import traceback
 from pathlib import Path
@@ -18,6 +20,9 @@ import optuna
 from optuna.trial import TrialState
 
 from edgeopt.errors import EdgeoptError, disk_full, environment_error
+from edgeopt.measure.runners import DeviceError
+from edgeopt.measure.runtime import host_description
+from edgeopt.measure.service import HostReference, measure_on_targets
 from edgeopt.metrics import Measurement, Metric
 from edgeopt.search.strategy.halving import (
     PROMOTED_ATTR,
@@ -26,9 +31,16 @@ from edgeopt.search.strategy.halving import (
     peer_value,
     rung_bars,
 )
-from edgeopt.search.strategy.seeds import SEED_ATTR
-from edgeopt.search.study.artifacts import ARTIFACTS_ATTR_PREFIX, sha256_of
+from edgeopt.search.strategy.seeds import SEED_ATTR, SIBLING_ATTR, sibling_params
+from edgeopt.search.strategy.space import identity_candidate, suggest_candidate
+from edgeopt.search.study.artifacts import (
+    ARTIFACTS_ATTR_PREFIX,
+    open_store,
+    sha256_of,
+    upload_trial_files,
+)
 from edgeopt.search.study.context import SearchContext
+from edgeopt.search.study.shared import reference_latency_ms
 from edgeopt.search.trial.builder import TrialChild
 from edgeopt.search.trial.policy import (
     HUNG_ATTR,
@@ -53,9 +65,6 @@ class TrialRunner:
     """Runs trials of one study for one worker process."""
 
     def __init__(self, ctx: SearchContext, study: optuna.Study) -> None:
-        from edgeopt.search.study.artifacts import open_store
-        from edgeopt.search.study.shared import reference_latency_ms
-
         self.ctx = ctx
         self.study = study
         # latency = measured ratio x the study's reference (the first machine's baseline),
@@ -86,8 +95,6 @@ class TrialRunner:
             self._internal_failure(trial, exc)
 
     def _run(self, trial: optuna.Trial) -> None:
-        from edgeopt.search.strategy.space import identity_candidate, suggest_candidate
-
         ctx = self.ctx
         t0 = time.monotonic()
         trial.set_user_attr("machine", self.machine)
@@ -190,8 +197,6 @@ class TrialRunner:
 
     def _enqueue_siblings(self, trial: optuna.Trial, cache_hit: bool) -> None:
         """Queue the ONNX-side variants of a torch phase this trial built (``seeds``)."""
-        from edgeopt.search.strategy.seeds import SIBLING_ATTR, sibling_params
-
         if cache_hit or SIBLING_ATTR in trial.user_attrs:
             return  # the trial that built this torch phase queued them already
         for params in sibling_params(trial.params, self.ctx.merged, self.facts()):
@@ -234,8 +239,6 @@ class TrialRunner:
 
     def _measure(self, onnx_path: Path) -> dict[str, Measurement]:
         """Host numbers measured (latency interleaved vs the original), the rest estimated."""
-        from edgeopt.measure.service import HostReference, measure_on_targets
-
         ctx = self.ctx
         return measure_on_targets(
             onnx_path,
@@ -278,8 +281,6 @@ class TrialRunner:
             return
         self._fail(trial, "interrupted", reason)
         if requeue:
-            from edgeopt.search.strategy.seeds import SIBLING_ATTR
-
             roles = ("baseline", SEED_ATTR, SIBLING_ATTR, PROMOTED_ATTR)
             attrs = {k: trial.user_attrs[k] for k in roles if k in trial.user_attrs}
             self.study.enqueue_trial(
@@ -320,8 +321,6 @@ class TrialRunner:
         ``strict``: an upload error raises (a complete trial other machines cannot read
         becomes a FAIL trial); otherwise it is logged and the trial keeps its state."""
         if self.store is not None:
-            from edgeopt.search.study.artifacts import upload_trial_files
-
             try:
                 upload_trial_files(self.store, trial, self.ctx.run.trial_dir(trial.number))
             except Exception as exc:
@@ -335,11 +334,6 @@ def machine_description(ctx: SearchContext) -> dict[str, Any]:
     """The machine trials run on: its name (``EDGEOPT_MACHINE``, else the host name), CPU
     line, and its own measured latency of the original per host profile (the study scales
     every machine's ratios by one reference)."""
-    import os
-    import socket
-
-    from edgeopt.measure.runtime import host_description
-
     return {
         "hostname": os.environ.get("EDGEOPT_MACHINE") or socket.gethostname(),
         "cpu": host_description(),
@@ -349,6 +343,4 @@ def machine_description(ctx: SearchContext) -> dict[str, Any]:
 
 def _device_error(exc: BaseException) -> bool:
     """True when a remote device (not the candidate) failed the measurement."""
-    from edgeopt.measure.runners import DeviceError
-
     return isinstance(exc, DeviceError)

@@ -14,6 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from edgeopt.data import synthetic_inputs
 from edgeopt.fileio import write_json
 
 # seeds and count of the synthetic inputs that stand in for data in a data-free run
@@ -27,7 +28,6 @@ def scoring_inputs(data: Any, split: str, input_shape: tuple[int, ...]) -> tuple
     the score is fidelity to the original model)."""
     if data is not None:
         return data.split(split)
-    from edgeopt.data import synthetic_inputs
 
     seed = SYNTHETIC_VAL_SEED if split == "val" else SYNTHETIC_TEST_SEED
     return synthetic_inputs(input_shape, SYNTHETIC_N, seed), None
