@@ -40,7 +40,9 @@ from edgeopt.record_codec import MAP, PLAIN, Codec, Record, fld, mapping, option
 # records read as before: ``TrialRecord.from_dict`` takes both words
 # 5: ``baseline.stage_facts`` ({stage: what its probe found}) replaces the flat
 # ``prunable``/``prune_ignored``/``prune_note``/``epoch_s``; ``disabled_stages``
-# ([{"stage", "title", "reason"}]) replaces ``prune_unsupported``
+# ([{"stage", "title", "reason"}]) replaces ``prune_unsupported``; later, without a new
+# version (a key added, only when a stage rested): ``rested_stages`` ([{"stage", "title",
+# "streak", "after", "until", "times", "reason"}], the latest rest of each stage)
 SCHEMA_VERSION = 5
 
 
@@ -288,8 +290,9 @@ class RunRecord(Record):
     (both defined above this module: read through the accessors below); ``n_val``/``n_test``
     the samples behind the val/test scores; ``hidden_hopeless`` the Pareto-optimal trials
     kept off the front for an accuracy under ``hopeless_below``; ``unfinished`` the trials a
-    worker had not finished; ``importance`` ``{objective: {param: importance}}`` when it was
-    computed (``load_run(importance=True)``).
+    worker had not finished; ``rested_stages`` the stages a streak of failed trials switched
+    off for a while (``edgeopt.search.trial.policy``); ``importance`` ``{objective: {param:
+    importance}}`` when it was computed (``load_run(importance=True)``).
     """
 
     schema_version: int | None = fld()
@@ -307,6 +310,7 @@ class RunRecord(Record):
     n_test: int | None = fld()
     prune_unsupported: str | None = fld()  # schema 4 and older; then ``disabled_stages``
     disabled_stages: tuple[Mapping[str, str], ...] = fld((), seq(PLAIN))
+    rested_stages: tuple[Mapping[str, Any], ...] = fld((), seq(PLAIN))
     final_latency: Mapping[str, FinalPass] = fld(codec=mapping(record(FinalPass)), factory=dict)
     hidden_hopeless: tuple[int, ...] = fld((), seq(PLAIN))
     hopeless_below: float | None = fld()
@@ -317,6 +321,8 @@ class RunRecord(Record):
         names = tuple(f.name for f in fields(self) if f.name != "kept")
         if self.prune_unsupported is None:  # schema 4 and older only
             names = tuple(n for n in names if n != "prune_unsupported")
+        if not self.rested_stages:  # written only when a stage rested
+            names = tuple(n for n in names if n != "rested_stages")
         return names if self.importance is not None else names[:-1]
 
     @property

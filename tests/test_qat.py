@@ -171,3 +171,54 @@ def test_qat_candidate_labelled_fp32_is_a_float_model(tmp_path: Path) -> None:
     assert nodes["QuantizeLinear"] == 0 and nodes["DequantizeLinear"] == 0
     kernels = _kernels(result.onnx_path, tmp_path)
     assert kernels["QLinearConv"] == 0 and kernels["Conv"] + kernels["FusedConv"] > 0
+
+
+class _Shuffle(torch.nn.Module):
+    """A ShuffleNetV2 unit as public CIFAR code writes it: the split and the channel shuffle
+    read sizes as Python ints, which ``torch.fx`` cannot trace (``int(Proxy)``)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        half = width // 2
+        self.stem = torch.nn.Conv2d(1, width, 3, padding=1, bias=False)
+        self.bn = torch.nn.BatchNorm2d(width)
+        self.branch = torch.nn.Conv2d(half, half, 3, padding=1, groups=half)
+        self.pool = torch.nn.AdaptiveAvgPool2d(1)
+        self.fc = torch.nn.Linear(width, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn(self.stem(x)))
+        c = int(x.size(1) * 0.5)
+        x = torch.cat([x[:, :c], x[:, c:] + self.branch(x[:, c:])], 1)
+        b, c, h, w = x.size()
+        x = x.view(b, 2, c // 2, h, w).permute(0, 2, 1, 3, 4).reshape(b, c, h, w)
+        return self.fc(self.pool(x).flatten(1))
+
+
+def test_qat_captures_with_torch_export_where_fx_cannot_trace(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = _Shuffle(8).eval()
+    with pytest.raises(TypeError, match="Proxy"):
+        torch.fx.symbolic_trace(model)
+    data = _data()
+    ctx = _ctx(tmp_path, model, data)
+    out = STAGES["qat"].apply(model, QatConfig(epochs=1, lr=1e-3), ctx)
+    qat = out.artifact
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in qat.modules())
+    weighted = [m for m in qat.modules() if isinstance(m, fake_quant.QuantWeight)]
+    assert len(weighted) == 3  # 2 Conv + 1 Linear
+    fp = export_onnx(
+        qat, SHAPE, tmp_path / "qat.onnx", check_inputs=data.x_val[:8], atol=out.export_atol
+    )
+    quantize = STAGES["quantize"]
+    config = quantize.by_hand(load_profile("cpu"), None).config  # type: ignore[arg-type, union-attr]
+    int8 = quantize.apply(fp, config, ctx).artifact
+    assert _kernels(int8, tmp_path)["QLinearConv"] == 2
+    # any batch size: the export follows the sizes the forward reads
+    session = ort_session(int8, threads=1)
+    for n in (1, 64):
+        x = data.x_val[:n]
+        torch_out = qat(torch.from_numpy(x)).detach().numpy()
+        ort_out = session.run(None, {"input": x})[0]
+        assert ort_out.shape == (n, 2)
+        assert np.abs(ort_out - torch_out).max() / np.abs(torch_out).max() < TOLERANCE

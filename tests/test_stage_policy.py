@@ -14,9 +14,13 @@ from edgeopt.search.study.context import model_facts
 from edgeopt.search.trial.builder import TrialChild
 from edgeopt.search.trial.policy import (
     DISABLED_ATTR,
+    FAIL_STREAK,
+    REST_TRIALS,
     blocked_by_earlier_hang,
     disable_after_failure,
     disabled_stages,
+    rest_after_streak,
+    rested_stages,
 )
 from edgeopt.search.trial.protocol import FailureKind, Status, TrialRequest, TrialResult
 from edgeopt.stages import STAGES, FinetuneConfig, PruneConfig
@@ -131,3 +135,39 @@ def test_a_config_that_hung_is_not_built_again(tmp_path: Path) -> None:
     assert blocked_by_earlier_hang(study, {"prune": UNPRUNED}) is None
     # fine-tuning's policy does not block its configs
     assert blocked_by_earlier_hang(study, {"prune": OTHER, "finetune": tuned}) is None
+
+
+def test_a_streak_of_failures_in_one_stage_rests_it_for_longer_each_time(tmp_path: Path) -> None:
+    study = _study(tmp_path)
+    pruned = {"prune": PRUNED}
+
+    def fails_now(reason: str = "too coarse") -> dict[str, Any] | None:
+        """The next trial fails in prune: what the policy says, then it is told."""
+        rest = rest_after_streak(study, "prune", len(study.trials), pruned, reason)
+        _add(study, TrialState.FAIL, candidate=pruned, fail_stage="prune")
+        return rest
+
+    assert fails_now() is None
+    _add(study, TrialState.FAIL, candidate={}, fail_stage="interrupted")  # passed over
+    assert fails_now() is None  # 2 in a row
+    _add(study, TrialState.FAIL, candidate={"prune": UNPRUNED}, fail_stage="quantize")
+    # a failure in another stage broke the streak
+    assert [fails_now() for _ in range(FAIL_STREAK - 1)] == [None] * (FAIL_STREAK - 1)
+    last = len(study.trials)
+    assert fails_now() == {
+        "after": last,
+        "until": last + REST_TRIALS,
+        "times": 1,
+        "reason": "too coarse",
+    }
+    assert rested_stages(study.user_attrs, last) == {}
+    assert rested_stages(study.user_attrs, last + 1) == {"prune": "too coarse"}
+    assert rested_stages(study.user_attrs, last + REST_TRIALS + 1) == {}
+    # a trial drawn before the rest began that fails now starts no new rest
+    assert fails_now() is None
+    # back from its rest, the next streak rests it twice as long
+    for _ in range(len(study.trials), last + REST_TRIALS + 1):
+        _add(study, TrialState.COMPLETE, candidate={"prune": UNPRUNED})
+    again = [fails_now("x") for _ in range(FAIL_STREAK)][-1]
+    assert again is not None and again["times"] == 2
+    assert again["until"] - again["after"] == 2 * REST_TRIALS

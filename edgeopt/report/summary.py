@@ -101,6 +101,12 @@ def _notes(s: Summary) -> list[str]:
         )
     for off in s.records.disabled_stages:
         notes.append(f"{off['title']} was disabled for this model: {off['reason']}")
+    for rest in s.records.rested_stages:
+        notes.append(
+            f"{rest['title']} was off for trials {int(rest['after']) + 1}-{rest['until']} "
+            f"(rest {rest['times']}): {rest['streak']} trials in a row failed in it "
+            f"({rest['reason']})."
+        )
     if s.records.prune_unsupported:  # records of schema 3 and older
         notes.append(f"Pruning was disabled for this model: {s.records.prune_unsupported}")
     hidden = hidden_note(s.records)

@@ -2,7 +2,8 @@
 so the int8 model ORT runs is the one that was trained.
 
 It follows pruning and fine-tuning when they are there and runs on its own otherwise
-("QAT only"). The model is traced with ``torch.fx`` (BatchNorm folded), fake-quantized as
+("QAT only"). The model is captured as a graph (a ``torch.fx`` trace, else a ``torch.export``
+capture: ``edgeopt.training.capture``; BatchNorm folded), fake-quantized as
 ``edgeopt.training.fake_quant`` describes, its activation ranges calibrated as ORT's MinMax
 would on the quantize stage's calibration inputs, then fine-tuned with the one training loop
 (distilling from the original model when asked). It exports with QuantizeLinear /
@@ -69,7 +70,7 @@ class QatStage(Stage[QatConfig, "nn.Module"]):
 
     name = "qat"
     title = "Quantization-aware training"
-    # a model torch.fx cannot trace fails every QAT draw alike, half a second each: one
+    # a model neither torch.fx nor torch.export captures fails every QAT draw alike: one
     # such failure switches QAT off instead of filling the study with it
     failure_policy = FailurePolicy(disable_after_model_failure=True)
     phase = Phase.TORCH
@@ -109,7 +110,7 @@ class QatStage(Stage[QatConfig, "nn.Module"]):
         """A fake-quantized copy of ``artifact``, calibrated and fine-tuned, in eval mode with
         weights on their int8 grid and ranges frozen (ready to export).
 
-        Raises CandidateError("qat", ...) when the model cannot be traced, when there is no
+        Raises CandidateError("qat", ...) when the model cannot be captured, when there is no
         teacher where one is needed, or when training diverges.
         """
         import torch
@@ -120,10 +121,14 @@ class QatStage(Stage[QatConfig, "nn.Module"]):
             return StageOutput(copy.deepcopy(artifact))
         signed = str(ctx.profile.quantization.activation_type) == "int8"
         try:
-            model = fake_quant.prepare_qat(copy.deepcopy(artifact), signed_activations=signed)
+            model = fake_quant.prepare_qat(
+                copy.deepcopy(artifact), signed_activations=signed, input_shape=ctx.input_shape
+            )
+        except fake_quant.CaptureError as exc:
+            raise CandidateError("qat", str(exc)) from exc
         except Exception as exc:
             raise CandidateError(
-                "qat", f"torch.fx cannot trace the model: {type(exc).__name__}: {exc}"
+                "qat", f"fake quantization failed: {type(exc).__name__}: {exc}"
             ) from exc
         calib = calibration_inputs(ctx, CALIBRATION_SAMPLES, tuple(ctx.input_shape))
         fake_quant.calibrate(model, calib)

@@ -1,7 +1,8 @@
 """Fake quantization that matches ONNX Runtime's static QDQ int8, for quantization-aware
 fine-tuning (QAT).
 
-Route: a small hand-written fake-quant pass on a ``torch.fx`` trace, not torch.ao eager QAT
+Route: a small hand-written fake-quant pass on a ``torch.fx`` graph (a symbolic trace, else
+a ``torch.export`` capture: ``edgeopt.training.capture``), not torch.ao eager QAT
 (being retired) nor torchao's pt2e flow (a new dependency whose quantizers target
 Inductor/XNNPACK numerics and whose output does not go through edgeopt's TorchScript
 exporter). What ORT will run is emulated exactly:
@@ -26,14 +27,16 @@ into ORT ``TensorQuantOverrides`` (``edgeopt.stages.quantize_ort.strip_activatio
 from __future__ import annotations
 
 import operator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import fx, nn
 
-if TYPE_CHECKING:
-    from torch import fx
+from edgeopt.training.capture import ATEN, CaptureError, capture
+
+__all__ = ["ActFakeQuant", "CaptureError", "QuantWeight", "calibrate", "finalize", "prepare_qat"]
 
 EMA = 0.01
 """Averaging constant of the activation range observers while training."""
@@ -192,7 +195,19 @@ class QuantWeight(nn.Module):
 _WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Linear)
 # module inputs ORT's QDQ quantizer quantizes besides Conv/Gemm (pooling reads u8 there)
 _QUANT_INPUT_MODULES = (*_WEIGHTED, nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.MaxPool2d)
-_ADDS = {operator.add, torch.add}
+_ADDS = {operator.add, torch.add, ATEN.add.Tensor}
+# the same ops as they appear in a ``torch.export`` capture
+_QUANT_INPUT_OPS = {
+    ATEN.adaptive_avg_pool2d.default,
+    ATEN.avg_pool2d.default,
+    ATEN.max_pool2d.default,
+}
+_TRANSPARENT_OPS = {
+    torch.flatten,
+    torch.reshape,
+    ATEN.max_pool2d.default,
+    ATEN.flatten.using_ints,
+}
 
 
 def _reads_quantized(node: Any, modules: dict[str, nn.Module]) -> bool:
@@ -202,6 +217,8 @@ def _reads_quantized(node: Any, modules: dict[str, nn.Module]) -> bool:
         return isinstance(modules.get(node.target), _QUANT_INPUT_MODULES)
     if node.op == "call_function" and node.target in _ADDS:
         return all(getattr(a, "op", None) is not None for a in node.args[:2])
+    if node.op == "call_function" and node.target in _QUANT_INPUT_OPS:
+        return True
     return node.op == "call_method" and node.target == "add"
 
 
@@ -215,23 +232,29 @@ def _transparent(node: Any, modules: dict[str, nn.Module]) -> bool:
         return isinstance(modules.get(node.target), nn.MaxPool2d | nn.Flatten)
     if node.op == "call_method":
         return node.target in _RESHAPES
-    return node.op == "call_function" and node.target in (torch.flatten, torch.reshape)
+    return node.op == "call_function" and node.target in _TRANSPARENT_OPS
 
 
-def prepare_qat(model: nn.Module, signed_activations: bool = False) -> fx.GraphModule:
-    """A copy of ``model`` (traced with ``torch.fx``, BatchNorm folded into the preceding
-    Conv) that fake-quantizes what ORT's static QDQ quantizes: Conv/Linear weights, and the
+def prepare_qat(
+    model: nn.Module,
+    signed_activations: bool = False,
+    input_shape: Sequence[int] | None = None,
+) -> fx.GraphModule:
+    """A copy of ``model`` (captured as a graph, BatchNorm folded into the preceding Conv)
+    that fake-quantizes what ORT's static QDQ quantizes: Conv/Linear weights, and the
     tensors read by Conv/Linear, pooling and tensor Add.
 
     One observer per tensor: a tensor read by several such layers (a residual block's input)
     has one range, as it has one QuantizeLinear in ORT's graph; its other readers see the
-    float tensor. Raises ``torch.fx`` errors for models it cannot trace (the QAT stage
-    reports them).
+    float tensor. ``input_shape`` (no batch axis): the inputs a ``torch.export`` capture
+    is made for where ``torch.fx`` cannot trace the model (``capture``; without it only a
+    trace is tried). Raises for a model neither captures (the QAT stage reports it).
     """
     from torch.fx.experimental.optimization import fuse
 
     model = model.eval()
-    gm = fuse(model)  # deep copy, Conv+BN folded (needs eval mode)
+    traced = fx.symbolic_trace(model) if input_shape is None else capture(model, input_shape)
+    gm = fuse(traced, no_trace=True)  # deep copy, Conv+BN folded (needs eval mode)
     modules = dict(gm.named_modules())
     for name, mod in list(modules.items()):
         if isinstance(mod, _WEIGHTED):

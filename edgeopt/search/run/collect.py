@@ -50,6 +50,22 @@ def disabled_notes(study_attrs: Mapping[str, Any]) -> list[dict[str, str]]:
     ]
 
 
+def rested_notes(study_attrs: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The stages a streak of failures rested (their latest rest), for the records."""
+    from edgeopt.search.trial.policy import FAIL_STREAK, RESTED_ATTR
+    from edgeopt.stages import STAGES
+
+    return [
+        {
+            "stage": name,
+            "title": getattr(STAGES.get(name), "title", "") or name,
+            "streak": FAIL_STREAK,
+            **rest,
+        }
+        for name, rest in (study_attrs.get(RESTED_ATTR) or {}).items()
+    ]
+
+
 def load_run(run: Path | str | RunSource, *, importance: bool = False) -> dict[str, Any]:
     """Everything a report needs from a run (a run directory, or a ``RunSource`` such as a
     shared study read from a machine that ran no trial), as JSON-ready dicts and lists.
@@ -155,6 +171,9 @@ def _records(
         n_test=n["n_test"],
         # stages a failure switched off for this model: [{stage, title, reason}]
         disabled_stages=tuple(disabled_notes(study.user_attrs)),
+        # stages a streak of failures switched off for a while: [{stage, title, streak,
+        # after, until, times, reason}]
+        rested_stages=tuple(rested_notes(study.user_attrs)),
         final_latency={
             p: FinalPass.from_dict({k: v for k, v in e.items() if k != "trials"})
             for p, e in figures.items()

@@ -23,7 +23,8 @@ from edgeopt.report.model import Summary
 from edgeopt.report.summary import summarize
 from edgeopt.search.run.collect import study_records
 from edgeopt.search.study.lifecycle import FINISHED, retry_of
-from edgeopt.search.trial.objective import DISABLED_BY_ATTR
+from edgeopt.search.trial.objective import DISABLED_BY_ATTR, RESTED_BY_ATTR
+from edgeopt.search.trial.policy import rest_note
 from edgeopt.search.trial.protocol import stopped_reason
 from edgeopt.stages import STAGES
 
@@ -100,6 +101,9 @@ def trial_event(
 def _note(t: optuna.trial.FrozenTrial) -> str:
     """What this trial changed for the rest of the search, in words (said once)."""
     off = t.user_attrs.get(DISABLED_BY_ATTR)
+    rest = t.user_attrs.get(RESTED_BY_ATTR)
+    if rest:
+        return rest_note(str(rest["stage"]), rest)
     if not off:
         return ""
     title = getattr(STAGES.get(off), "title", "") or off

@@ -48,6 +48,9 @@ from edgeopt.search.trial.policy import (
     disable_after_failure,
     disabled_stages,
     hung,
+    rest_after_streak,
+    rest_note,
+    rested_stages,
 )
 from edgeopt.search.trial.protocol import STOPPED_REASON, FailureKind, Status, TrialRequest
 
@@ -56,6 +59,9 @@ log = logging.getLogger(__name__)
 HOST_LATENCY_BUDGET_S = 2.5
 DISABLED_BY_ATTR = "disabled_stage"
 """Trial attribute: the stage this trial's failure switched off for the model."""
+RESTED_BY_ATTR = "rested_stage"
+"""Trial attribute: the rest this trial's failure (the last of a streak) began,
+``{"stage", **RESTED_ATTR's entry}``."""
 SAME_AS_ATTR = "same_as_baseline"
 """Trial attribute: the baseline trial whose results this drawn trial took (not rebuilt)."""
 REUSED_ATTRS = ("onnx", "onnx_sha256", "val_accuracy", "measurements", "info")
@@ -78,9 +84,13 @@ class TrialRunner:
         """Stop this worker's trial child."""
         self.child.close()
 
-    def facts(self) -> Any:
-        """The model facts, with the stages a failure switched off for this model."""
-        disabled = disabled_stages(self.study.user_attrs)
+    def facts(self, number: int | None = None) -> Any:
+        """The model facts, with the stages a failure switched off for this model, and
+        those resting at trial ``number`` after a streak of failures (``policy``)."""
+        attrs = self.study.user_attrs
+        disabled = set(disabled_stages(attrs))
+        if number is not None:
+            disabled |= set(rested_stages(attrs, number))
         if disabled:
             return dataclasses.replace(self.ctx.facts, disabled=frozenset(disabled))
         return self.ctx.facts
@@ -99,7 +109,7 @@ class TrialRunner:
         t0 = time.monotonic()
         trial.set_user_attr("machine", self.machine)
         try:
-            candidate = suggest_candidate(trial, ctx.merged, self.facts())
+            candidate = suggest_candidate(trial, ctx.merged, self.facts(trial.number))
             if trial.user_attrs.get("baseline") == "unchanged":
                 candidate = identity_candidate(ctx.merged)
         except EdgeoptError as exc:
@@ -199,7 +209,7 @@ class TrialRunner:
         """Queue the ONNX-side variants of a torch phase this trial built (``seeds``)."""
         if cache_hit or SIBLING_ATTR in trial.user_attrs:
             return  # the trial that built this torch phase queued them already
-        for params in sibling_params(trial.params, self.ctx.merged, self.facts()):
+        for params in sibling_params(trial.params, self.ctx.merged, self.facts(trial.number)):
             self.study.enqueue_trial(params, user_attrs={SIBLING_ATTR: trial.number})
 
     def _rung_bars(self, trial: optuna.Trial) -> dict[int, float]:
@@ -306,6 +316,12 @@ class TrialRunner:
         if disable_after_failure(self.study, stage, reason, failure):
             trial.set_user_attr(DISABLED_BY_ATTR, stage)  # the progress line says it, once
             log.warning("%s is off for this model from now on: %s", stage, reason)
+        else:
+            candidate = trial.user_attrs.get("candidate") or {}
+            rest = rest_after_streak(self.study, stage, trial.number, candidate, reason)
+            if rest is not None:
+                trial.set_user_attr(RESTED_BY_ATTR, {"stage": stage, **rest})  # said once
+                log.info("%s", rest_note(stage, rest))
         self._tell(trial, state=TrialState.FAIL)
 
     def _tell(

@@ -3,6 +3,13 @@
 
 A stage switched off for the model is kept in the study attribute ``DISABLED_ATTR``
 (``{stage: reason}``), so every worker and a resumed study see it.
+
+A stage whose failures are the draw's (its policy keeps it on, or it succeeded before) can
+still fill a study: Optuna's samplers learn nothing from a FAIL trial, so they draw the same
+failing setting again. After ``FAIL_STREAK`` failed trials in a row (by trial number, across
+workers) that all failed in one stage at a drawn config, that stage rests: it stays at its
+identity for the next ``REST_TRIALS`` trials (twice as many at each further rest), kept in
+``RESTED_ATTR``, then the search draws it again.
 """
 
 from __future__ import annotations
@@ -19,6 +26,14 @@ from edgeopt.stages import STAGES
 DISABLED_ATTR = "disabled_stages"
 LEGACY_DISABLED = {"prune_unsupported": "prune"}
 """Study attributes of studies made before ``DISABLED_ATTR``: they still resume."""
+RESTED_ATTR = "rested_stages"
+"""Study attribute ``{stage: {"after", "until", "times", "reason"}}``: the stage is off for
+trials ``after < number <= until`` (its latest rest), rested ``times`` times so far."""
+FAIL_STREAK = 3
+"""Failed trials in a row in one stage after which the stage rests."""
+REST_TRIALS = 10
+"""Trials a stage rests the first time; each further rest of the same stage lasts twice as
+long, so a stage that keeps failing costs ``FAIL_STREAK`` trials per doubling."""
 HUNG_ATTR = "fail_hung"
 """Trial attribute: the trial hung or ran out of memory (a ``FailureKind`` other than ERROR)."""
 
@@ -77,6 +92,84 @@ def blocked_by_earlier_hang(
                     f"({t.user_attrs.get('fail_reason')})"
                 )
     return None
+
+
+def rested_stages(study_attrs: Mapping[str, Any], number: int) -> dict[str, str]:
+    """The stages resting at trial ``number``, with why."""
+    rests = study_attrs.get(RESTED_ATTR) or {}
+    return {
+        str(name): str(rest["reason"])
+        for name, rest in rests.items()
+        if int(rest["after"]) < number <= int(rest["until"])
+    }
+
+
+def rest_after_streak(
+    study: optuna.Study, stage: str, number: int, candidate: Mapping[str, Any], reason: str
+) -> dict[str, Any] | None:
+    """Rest ``stage`` when trial ``number`` (failing in it now for ``reason``, with
+    ``candidate``) ends
+    ``FAIL_STREAK`` failed trials in a row that all failed in ``stage`` at a drawn config.
+
+    Trials still running or queued, and trials an interrupt failed, are passed over; a
+    streak counts only trials after the stage's last rest. Returns the new rest
+    (``RESTED_ATTR``'s entry) when it rested the stage just now, else None.
+    """
+    if not _drawn(stage, candidate):
+        return None
+    rests = dict(study.user_attrs.get(RESTED_ATTR) or {})
+    last = rests.get(stage) or {"until": -1, "times": 0}
+    if number <= int(last["until"]):
+        return None  # drawn before its rest began, or resting
+    streak = 1
+    trials = study.get_trials(deepcopy=False)
+    earlier = [t for t in trials if int(last["until"]) < t.number < number]
+    for t in sorted(earlier, key=lambda t: t.number, reverse=True):
+        if t.state not in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
+            continue
+        if t.state == TrialState.FAIL and t.user_attrs.get("fail_stage") == "interrupted":
+            continue
+        if (
+            t.state != TrialState.FAIL
+            or t.user_attrs.get("fail_stage") != stage
+            or not _drawn(stage, t.user_attrs.get("candidate") or {})
+        ):
+            break
+        streak += 1
+        if streak >= FAIL_STREAK:
+            break
+    if streak < FAIL_STREAK:
+        return None
+    times = int(last["times"]) + 1
+    rest = {
+        "after": number,
+        "until": number + REST_TRIALS * 2 ** (times - 1),
+        "times": times,
+        "reason": reason,
+    }
+    rests[stage] = rest
+    study.set_user_attr(RESTED_ATTR, rests)
+    return rest
+
+
+def rest_note(stage: str, rest: Mapping[str, Any]) -> str:
+    """The rest ``rest`` of ``stage`` in words, for the output."""
+    title = getattr(STAGES.get(stage), "title", "") or stage
+    return (
+        f"{title} is off for trials {int(rest['after']) + 1}-{rest['until']}: "
+        f"{FAIL_STREAK} trials in a row failed in it ({rest['reason']})"
+    )
+
+
+def _drawn(stage: str, candidate: Mapping[str, Any]) -> bool:
+    """``candidate`` has registered stage ``stage`` at a non-identity config."""
+    found = STAGES.get(stage)
+    config = candidate.get(stage)
+    return (
+        found is not None
+        and config is not None
+        and not found.is_identity(found.config_from_dict(config))
+    )
 
 
 def _any_success_with(study: optuna.Study, name: str) -> bool:
