@@ -53,7 +53,6 @@ def disabled_notes(study_attrs: Mapping[str, Any]) -> list[dict[str, str]]:
 def rested_notes(study_attrs: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The stages a streak of failures rested (their latest rest), for the records."""
     from edgeopt.search.trial.policy import FAIL_STREAK, RESTED_ATTR
-    from edgeopt.stages import STAGES
 
     return [
         {
