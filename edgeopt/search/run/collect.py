@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 from edgeopt.config import RunConfig
 from edgeopt.data import split_sizes
 from edgeopt.errors import ConfigError
+from edgeopt.profiles import resolve_targets
 from edgeopt.records import (
     SCHEMA_VERSION,
     FinalLatency,
@@ -106,9 +107,7 @@ def _records(
 ) -> RunRecord:
     """The records of ``study`` (see ``load_run``); ``where``, ``storage`` and ``artifacts``
     say where it was read from."""
-    from edgeopt.profiles import load_profile
-
-    targets = [load_profile(t).name for t in config.targets]
+    targets = list(config.target_names() or resolve_targets(config.targets).names)
     names = study.user_attrs.get("objectives", [])
     directions = study.user_attrs.get("directions", [])
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgeopt.profiles import Targets
 from edgeopt.search.trial.protocol import (
     FailureKind,
     Status,
@@ -211,7 +212,6 @@ def _main(req_path: Path) -> None:
     from edgeopt.loading import ModelSpec, load_spec
     from edgeopt.measure.accuracy import onnx_score
     from edgeopt.pipeline import PipelineInputs, build
-    from edgeopt.profiles import load_profile, merge_profiles
     from edgeopt.search.strategy.halving import below_bar, fidelity_stage
 
     req = TrialRequest.read(req_path)
@@ -236,7 +236,7 @@ def _main(req_path: Path) -> None:
     inputs = PipelineInputs(
         model=model,
         data=data,
-        profile=merge_profiles([load_profile(t) for t in req.targets]),
+        profile=Targets.from_texts(req.profiles).merged,
         seed=req.seed,
         cache_dir=Path(req.cache_dir),
         salt=req.salt,

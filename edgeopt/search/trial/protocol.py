@@ -63,13 +63,15 @@ class TrialRequest:
     ``hopeless_below`` the validation accuracy under which a fine-tune is abandoned after its
     first epoch; ``reference_onnx`` the original model, for fidelity without data; ``metric``
     the task metric the validation score is (``edgeopt.metrics.TASK_METRICS``);
-    ``rung_bars`` the median stopping rule's bars for this candidate's fine-tune.
+    ``rung_bars`` the median stopping rule's bars for this candidate's fine-tune;
+    ``profiles`` the TOML text of each target profile as the run resolved it when it started
+    (``edgeopt.profiles.Targets.texts``): the child never reads a profile file.
     """
 
     trial_dir: str
     model: Mapping[str, Any]
     data: str | None
-    targets: tuple[str, ...]
+    profiles: tuple[str, ...]
     seed: int
     cache_dir: str
     salt: str
@@ -82,14 +84,14 @@ class TrialRequest:
     """Fine-tune epoch -> the validation accuracy needed to go on (``halving.rung_bars``)."""
 
     def write(self, path: Path) -> None:
-        d = {**asdict(self), "targets": list(self.targets)}
+        d = {**asdict(self), "profiles": list(self.profiles)}
         d["rung_bars"] = {str(k): v for k, v in self.rung_bars.items()}
         write_json(path, d, indent=1)
 
     @classmethod
     def read(cls, path: Path) -> TrialRequest:
         d = json.loads(Path(path).read_text())
-        d["targets"] = tuple(d["targets"])
+        d["profiles"] = tuple(d["profiles"])
         d["rung_bars"] = {int(k): float(v) for k, v in d.get("rung_bars", {}).items()}
         return cls(**d)
 
