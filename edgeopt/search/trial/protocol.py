@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.fileio import write_json
+from edgeopt.search.study.records import STOPPED_REASON, stopped_reason
 
 # seeds and count of the synthetic inputs that stand in for data in a data-free run
 SYNTHETIC_VAL_SEED = 1_000_001
 SYNTHETIC_TEST_SEED = 2_000_003
 SYNTHETIC_N = 256
+
+__all__ = ["STOPPED_REASON", "stopped_reason"]  # re-exported: the study layer owns them
 
 
 def scoring_inputs(data: Any, split: str, input_shape: tuple[int, ...]) -> tuple[Any, Any]:
@@ -43,16 +46,6 @@ class Status(StrEnum):
     @classmethod
     def _missing_(cls, value: object) -> Status | None:
         return cls.STOPPED if value == "pruned" else None  # result.json of an older edgeopt
-
-
-STOPPED_REASON = "stopped_reason"
-"""The user attribute that says why a trial was stopped early (``pruned_reason`` in studies
-of an older edgeopt: ``stopped_reason`` reads both)."""
-
-
-def stopped_reason(attrs: Mapping[str, Any], default: Any = None) -> Any:
-    """Why a trial was stopped early, from its user attributes (an older study's too)."""
-    return attrs.get(STOPPED_REASON, attrs.get("pruned_reason", default))
 
 
 @dataclass(frozen=True)
