@@ -47,7 +47,8 @@ def trial_record(
 ) -> TrialRecord:
     """Finished trial ``t`` (complete, failed or stopped early) as a record: ``names`` are the
     study's objective names (for ``values``); ``test_accuracy`` the run's test numbers by
-    trial number; ``size_target`` the target whose size is ``size_mb`` (default: the first).
+    trial number; ``size_target`` the target whose size is ``size_mb`` (default: the first
+    that measured one).
     """
     ua = t.user_attrs
     machine = ua.get("machine")
@@ -68,7 +69,7 @@ def trial_record(
     if rec.state is TrialState.COMPLETE:
         all_meas = ua.get("measurements", {})
         meas = {k: v for k, v in all_meas.items() if ":" not in k}
-        sized = size_target if size_target is not None else next(iter(meas), None)
+        sized = size_target or next((k for k, v in meas.items() if "size_mb" in v["values"]), None)
         return replace(
             rec,
             values=dict(zip(names, t.values or (), strict=False)),
