@@ -3,7 +3,6 @@ sampler, limits). Saved as ``run.json`` by ``edgeopt.rundir``; re-running resume
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -14,7 +13,7 @@ from edgeopt.errors import ConfigError
 from edgeopt.loading import ModelSpec
 from edgeopt.metrics import OBJECTIVES as OBJECTIVE_METRICS
 from edgeopt.metrics import PER_TARGET, TASK_METRICS, Direction, Metric
-from edgeopt.profiles import load_profile
+from edgeopt.profiles import Targets
 
 
 @dataclass(frozen=True)
@@ -118,10 +117,16 @@ class RunConfig:
         )
         return {k: d[k] for k in keys}
 
-    def with_profile_digests(self) -> RunConfig:
-        """This config with the digests of its targets' profile files as they are now: a
-        resume whose profile file changed would mix two cost models in one front."""
-        return replace(self, profile_digests=profile_digests(self.targets))
+    def with_profile_digests(self, targets: Targets) -> RunConfig:
+        """This config with the digests of its targets' profiles (``targets``, resolved from
+        ``self.targets`` at the entry point): a resume whose profile file changed would mix
+        two cost models in one front."""
+        return replace(self, profile_digests=targets.digests())
+
+    def target_names(self) -> tuple[str, ...] | None:
+        """The targets' profile names as the run recorded them (its ``profile_digests``, in
+        ``--target`` order); None for a run from before they were recorded."""
+        return tuple(self.profile_digests) if self.profile_digests else None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -147,16 +152,6 @@ class RunConfig:
         d["budgets"] = Budgets(**d.get("budgets", {}))
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
-
-
-def profile_digests(targets: Sequence[str]) -> dict[str, str]:
-    """``{profile name: SHA-256 of its file}`` for each target (a name, alias or TOML)."""
-    digests = {}
-    for target in targets:
-        profile = load_profile(target)
-        blob = profile.source_path.read_bytes() if profile.source_path else b""
-        digests[profile.name] = hashlib.sha256(blob).hexdigest()
-    return digests
 
 
 def changed_profiles(old: Mapping[str, Any], new: Mapping[str, Any]) -> ConfigError | None:

@@ -31,7 +31,7 @@ from edgeopt.config import RunConfig, changed_profiles
 from edgeopt.errors import ConfigError
 from edgeopt.fileio import file_lock, write_json
 from edgeopt.loading.limits import check_input_size
-from edgeopt.profiles import load_profile
+from edgeopt.profiles import resolve_targets
 
 RUN_FILE = "run.json"
 
@@ -249,9 +249,11 @@ class RunDir:
 
 def comparable_key(key: Mapping[str, Any]) -> dict[str, Any]:
     """A search key with targets as profile names, so an alias (cpu) equals its profile
-    (host-cpu)."""
+    (host-cpu): the names its ``profile_digests`` recorded (a run recorded before them
+    resolves its targets now)."""
     rest = {k: v for k, v in key.items() if k != "profile_digests"}  # see changed_profiles
-    return {**rest, "targets": [load_profile(t).name for t in key["targets"]]}
+    names = list(key.get("profile_digests") or {})
+    return {**rest, "targets": names or list(resolve_targets(key["targets"]).names)}
 
 
 def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:

@@ -34,8 +34,9 @@ from edgeopt.records import (
 from edgeopt.report import summarize
 from edgeopt.report.markdown import render_markdown
 from edgeopt.report.tables import render_csv
-from edgeopt.search.run.collect import _trial_record, load_run, study_records
+from edgeopt.search.run.collect import load_run, study_records
 from edgeopt.search.run.progress import _summary
+from edgeopt.search.study.records import trial_record
 from edgeopt.search.trial.protocol import Status, TrialResult
 
 EDGEOPT = Path(__file__).resolve().parents[1] / "edgeopt"
@@ -266,7 +267,7 @@ def test_a_study_and_a_trial_result_of_an_older_edgeopt_read_as_stopped(tmp_path
     assert _summary(old, []) == "stopped early: older: below the bar"
     assert _summary(new, []) == "stopped early: below it"
     for t, why in ((old, "older: below the bar"), (new, "below it")):
-        rec = _trial_record(t, [], [], {}, False)
+        rec = trial_record(t)
         assert rec.state is TrialState.STOPPED and rec.stopped_reason == why
         d = rec.to_dict()
         assert d["state"] == "stopped" and d["stopped_reason"] == why and "pruned_reason" not in d

@@ -9,6 +9,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState, create_trial
 
+from edgeopt.profiles import resolve_targets
 from edgeopt.rundir import Baseline
 from edgeopt.search.study.context import model_facts
 from edgeopt.search.trial.builder import TrialChild
@@ -78,7 +79,7 @@ def test_a_trial_that_outlives_its_timeout_is_a_hang(tmp_path: Path) -> None:
         trial_dir=str(tmp_path / "trials" / "0"),
         model={},
         data=None,
-        targets=("cpu",),
+        profiles=resolve_targets(["cpu"]).texts,
         seed=0,
         cache_dir=str(tmp_path / "cache"),
         salt="s",

@@ -21,6 +21,7 @@ from edgeopt.cli.options import (
 from edgeopt.config import SAMPLERS
 
 if TYPE_CHECKING:
+    from edgeopt.profiles import Targets
     from edgeopt.search.study.context import Trust
 
 
@@ -156,6 +157,7 @@ def optimize(
     from edgeopt.cli.options import parse_arch_kwargs
     from edgeopt.config import Budgets, RunConfig, parse_duration
     from edgeopt.loading import ModelSpec, parse_shape
+    from edgeopt.profiles import resolve_targets
     from edgeopt.rundir import default_run_dir
     from edgeopt.search.run.setup import prepare
     from edgeopt.search.study.context import Trust
@@ -165,6 +167,8 @@ def optimize(
     timeout_s = parse_duration(timeout_text) if timeout_text else None
     if trials is None and timeout_s is None:
         trials = 20
+    specs = tuple(str(Path(t).resolve()) if t.endswith(".toml") else t for t in targets)
+    resolved = resolve_targets(specs)  # once: every later step of this run uses these profiles
     config = RunConfig(
         model=ModelSpec(
             path=str(Path(model).resolve()),
@@ -174,7 +178,7 @@ def optimize(
             trust_pickle=trust_pickle,
             trust_arch=trust_arch,
         ),
-        targets=tuple(str(Path(t).resolve()) if t.endswith(".toml") else t for t in targets),
+        targets=specs,
         data=str(Path(data).resolve()) if data else None,
         objectives=tuple(o.strip() for o in objectives.split(",") if o.strip()),
         metric=metric,
@@ -192,16 +196,16 @@ def optimize(
         ),
         trial_memory_gb=trial_memory_gb,
         threads=_threads(threads_text, workers),
-    ).with_profile_digests()
+    ).with_profile_digests(resolved)
     out = Path(run_dir) if run_dir else default_run_dir(model, targets)
     t0 = time.monotonic()
     mlflow = _mlflow(mlflow_uri, out)
-    baseline = prepare(config, out)  # validates every input before any search work
+    baseline = prepare(config, out, resolved)  # validates every input before any search work
     click.echo(f"edgeopt optimize: {model} -> {out}  (targets: {', '.join(targets)})", err=True)
     _announce(out, baseline, config, shape_given=bool(input_shape))
     echo_run_data_notes(config, baseline)  # small splits: warned before any search work
     trust = Trust(pickle=trust_pickle, arch=trust_arch, arch_ref=arch)
-    _search_and_report(out, trials, timeout_s, workers, not no_report, trust, mlflow)
+    _search_and_report(out, trials, timeout_s, workers, not no_report, trust, mlflow, resolved)
     click.echo(f"done in {time.monotonic() - t0:.0f}s; run directory {out}", err=True)
 
 
@@ -301,6 +305,7 @@ def _search_and_report(
     report: bool,
     trust: Trust,
     mlflow: str | None = None,
+    targets: Targets | None = None,
 ) -> None:
     """Search, score the front on the test split, print it, write the reports; then exit
     128 + the stop signal after one (Ctrl-C: 130), or 1 when nothing feasible was found."""
@@ -321,12 +326,13 @@ def _search_and_report(
         on_stop=lambda: click.echo(stopper.message(), err=True),
         trust=trust,
         mlflow=mlflow,
+        targets=targets,
     )
     click.echo(
         "computing test-split numbers for the front and re-measuring its host latency...",
         err=True,
     )
-    elsewhere = finalize(out).get("built_elsewhere") or {}
+    elsewhere = finalize(out, targets).get("built_elsewhere") or {}
     if elsewhere:
         machines = ", ".join(sorted(set(elsewhere.values())))
         click.echo(

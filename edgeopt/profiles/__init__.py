@@ -43,7 +43,8 @@ The first unit is the preferred one; an op it cannot run goes to its ``fallback`
 
 Modules: ``schema`` (names and dataclasses), ``reader`` (strict table reading), ``parse`` (one
 file's tables into a profile), ``runner`` (the ``[runner]`` table), ``loader`` (find, list,
-resolve aliases), ``merge`` (several targets at once).
+resolve aliases), ``merge`` (several targets at once), ``targets`` (a run's targets resolved
+once).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from __future__ import annotations
 from edgeopt.profiles.loader import (
     list_profiles,
     load_profile,
+    profile_from_text,
     shipped_profile_dir,
     validate_profile_file,
 )
@@ -79,6 +81,7 @@ from edgeopt.profiles.schema import (
     TargetKind,
     ValueSource,
 )
+from edgeopt.profiles.targets import Targets, resolve_targets
 
 __all__ = [
     "DTYPES",
@@ -105,10 +108,13 @@ __all__ = [
     "RuntimeSpec",
     "SshSpec",
     "TargetKind",
+    "Targets",
     "ValueSource",
     "list_profiles",
     "load_profile",
     "merge_profiles",
+    "profile_from_text",
+    "resolve_targets",
     "shipped_profile_dir",
     "validate_profile_file",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.resources
 import stat
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 from edgeopt.errors import ConfigError, EdgeoptError
@@ -58,7 +59,17 @@ def validate_profile_file(path: str | Path) -> HardwareProfile:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{shown}: invalid TOML: {exc}") from None
-    return parse_profile(data, shown, p.resolve())
+    return replace(parse_profile(data, shown, p.resolve()), text=text)
+
+
+def profile_from_text(text: str, label: str) -> HardwareProfile:
+    """A profile from the TOML ``text`` a run recorded (``HardwareProfile.text``); ``label``
+    names it in errors. Relative ``[runner]`` paths resolve against the working directory."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{label}: invalid TOML: {exc}") from None
+    return replace(parse_profile(data, label, None), text=text)
 
 
 def _read_text(p: Path, shown: str) -> str:

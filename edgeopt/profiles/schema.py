@@ -276,6 +276,9 @@ class HardwareProfile:
     runner: RunnerSpec | None = None
     provenance: Mapping[str, ValueSource] = field(default_factory=dict)
     sources: Mapping[str, str] = field(default_factory=dict)
+    text: str = field(default="", repr=False, compare=False)
+    """The TOML text this profile was parsed from (what a run records and hands its trial
+    processes, so they see the content the run started with)."""
 
     @property
     def assumptions(self) -> list[str]:

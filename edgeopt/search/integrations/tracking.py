@@ -38,8 +38,10 @@ from optuna.trial import FrozenTrial, TrialState
 from edgeopt import __version__
 from edgeopt.errors import ConfigError
 from edgeopt.metrics import Metric
+from edgeopt.records import TrialRecord
+from edgeopt.records import TrialState as RecordState
 from edgeopt.search.integrations.mlflow_http import bound_http_requests, is_http, probe
-from edgeopt.search.trial.protocol import stopped_reason
+from edgeopt.search.study.records import trial_record
 
 if TYPE_CHECKING:
     from edgeopt.search.study.context import SearchContext
@@ -213,23 +215,23 @@ class Tracker:
         from mlflow.entities import Metric as MlMetric
         from mlflow.entities import Param, RunTag
 
-        ua = t.user_attrs
+        rec = trial_record(t, self._objective_names(t))
         tags = {
             PARENT_TAG: self.parent_id,
             TRIAL_TAG: str(t.number),
             "edgeopt.state": t.state.name,
-            "edgeopt.candidate": str(ua.get("describe", "")),
+            "edgeopt.candidate": str(rec.describe),
             "edgeopt.logged_by": f"{socket.gethostname()}:{os.getpid()}",
         }
-        if ua.get("baseline"):
-            tags["edgeopt.baseline"] = str(ua["baseline"])
-        if ua.get("worker"):
-            tags["edgeopt.worker"] = str(ua["worker"])
-        reason = ua.get("fail_reason") or stopped_reason(ua)
+        if rec.baseline:
+            tags["edgeopt.baseline"] = rec.baseline
+        if t.user_attrs.get("worker"):  # who ran it: not part of the run's record
+            tags["edgeopt.worker"] = str(t.user_attrs["worker"])
+        reason = rec.fail_reason or rec.stopped_reason
         if reason:
             tags["edgeopt.reason"] = str(reason)[:_TAG_MAX]
-        if ua.get("fail_stage"):
-            tags["edgeopt.fail_stage"] = str(ua["fail_stage"])
+        if rec.fail_stage:
+            tags["edgeopt.fail_stage"] = rec.fail_stage
         run = self.client.create_run(
             self.experiment_id,
             start_time=_ms(t.datetime_start),
@@ -238,7 +240,7 @@ class Tracker:
         )
         run_id = run.info.run_id
         stamp = _ms(t.datetime_complete) or 0
-        numbers = trial_numbers(t, self._objective_names(t))
+        numbers = record_numbers(rec)
         metrics = [MlMetric(k, v, stamp, 0) for k, (v, _) in numbers.items()]
         provenance = [RunTag(f"provenance.{k}", p) for k, (_, p) in numbers.items()]
         params = [Param(k, str(v)[:_PARAM_MAX]) for k, v in t.params.items()]
@@ -249,7 +251,7 @@ class Tracker:
                 params=params[i : i + _BATCH],
                 tags=provenance[i : i + _BATCH],
             )
-        onnx = self._onnx(t)
+        onnx = self._onnx(rec)
         if onnx is not None:
             self.client.log_artifact(run_id, str(onnx), "onnx")
         self.client.set_terminated(run_id, _STATUS[t.state], end_time=_ms(t.datetime_complete))
@@ -257,38 +259,41 @@ class Tracker:
     def _objective_names(self, t: FrozenTrial) -> list[str]:
         return [o.name for o in self.ctx.objectives] if t.values else []
 
-    def _onnx(self, t: FrozenTrial) -> Path | None:
+    def _onnx(self, rec: TrialRecord) -> Path | None:
         """The trial's ONNX file when this machine has it (it may be on another one)."""
-        recorded = t.user_attrs.get("onnx")
-        if t.state != TrialState.COMPLETE or not recorded:
+        if rec.state is not RecordState.COMPLETE or not rec.onnx:
             return None
-        path = self.ctx.run.inside(str(recorded))
+        path = self.ctx.run.inside(rec.onnx)
         return path if path.is_file() else None
 
 
 def trial_numbers(t: FrozenTrial, objective_names: list[str]) -> dict[str, tuple[float, str]]:
+    """A finished trial's numbers (``record_numbers``), its objectives named
+    ``objective_names``."""
+    return record_numbers(trial_record(t, objective_names))
+
+
+def record_numbers(rec: TrialRecord) -> dict[str, tuple[float, str]]:
     """A trial's numbers as MLflow metric name -> (value, provenance).
 
     The objectives under their names (``latency_ms[mobile]`` -> ``latency_ms.mobile``; with
     one target, just ``latency_ms``), every other number measured or estimated per target,
     validation ``accuracy`` when it is no objective, and the worker's timings in seconds."""
-    ua = t.user_attrs
-    per_target = {k: v for k, v in ua.get("measurements", {}).items() if ":" not in k}
-    single = len(per_target) <= 1
+    single = len(rec.measurements) <= 1
     out: dict[str, tuple[float, str]] = {}
-    for target, measurement in per_target.items():
-        for metric, entry in measurement.get("values", {}).items():
+    for target, entries in rec.measurements.items():
+        for metric, entry in entries.items():
             key = metric if single or not _per_target(metric) else f"{metric}.{target}"
-            _put(out, key, entry.get("value"), str(entry.get("provenance", "measured")))
-    for name, value in zip(objective_names, t.values or [], strict=False):
+            _put(out, key, entry.value, str(entry.provenance or "measured"))
+    for name, value in rec.values.items():
         metric, _, target = name.partition("[")
         key = metric if single or not target else f"{metric}.{target.rstrip(']')}"
         if key not in out:  # accuracy: validation, measured with ORT on the worker
             _put(out, key, value, "measured")
     if "accuracy" not in out:
-        _put(out, "accuracy", ua.get("val_accuracy"), "measured")
+        _put(out, "accuracy", rec.val_accuracy, "measured")
     for key in _TIMINGS:
-        _put(out, key, ua.get(key), "measured")
+        _put(out, key, getattr(rec.timing, key), "measured")
     return out
 
 

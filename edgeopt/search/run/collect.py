@@ -15,26 +15,22 @@ from optuna.trial import TrialState
 from edgeopt.config import RunConfig
 from edgeopt.data import split_sizes
 from edgeopt.errors import ConfigError
-from edgeopt.profiles import load_profile
+from edgeopt.profiles import resolve_targets
 from edgeopt.records import (
     SCHEMA_VERSION,
     FinalLatency,
     FinalPass,
-    Machine,
-    MetricEntry,
     Objective,
     RunRecord,
-    Timing,
     TrialRecord,
 )
-from edgeopt.records import TrialState as RecordState
 from edgeopt.report import render_reports
 from edgeopt.rundir import Baseline
 from edgeopt.search.study import shared
-from edgeopt.search.study.artifacts import trial_artifacts
+from edgeopt.search.study.records import metric_entries, trial_record
 from edgeopt.search.study.source import OpenRun, RunSource
 from edgeopt.search.study.storage import redact
-from edgeopt.search.trial.protocol import SYNTHETIC_N, stopped_reason
+from edgeopt.search.trial.protocol import SYNTHETIC_N
 from edgeopt.stages import STAGES
 
 N_KEYS = ("n_val", "n_test")
@@ -123,7 +119,7 @@ def _records(
 ) -> RunRecord:
     """The records of ``study`` (see ``load_run``); ``where``, ``storage`` and ``artifacts``
     say where it was read from."""
-    targets = [load_profile(t).name for t in config.targets]
+    targets = list(config.target_names() or resolve_targets(config.targets).names)
     names = study.user_attrs.get("objectives", [])
     directions = study.user_attrs.get("directions", [])
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -141,7 +137,13 @@ def _records(
     figures = final.get("final_latency") or {}
     trials = [
         _finished(
-            _trial_record(t, names, targets, final["test_accuracy"], t.number in front),
+            trial_record(
+                t,
+                names,
+                test_accuracy=final["test_accuracy"],
+                on_front=t.number in front,
+                size_target=targets[0],
+            ),
             final.get("task_metrics", {}),
             hopeless,
             figures,
@@ -206,75 +208,6 @@ def hopeless_below(config: Any, original_val: float) -> float | None:
     return original_val - HOPELESS_DROP
 
 
-def _trial_record(
-    t: optuna.trial.FrozenTrial,
-    names: list[str],
-    targets: list[str],
-    test_accuracy: dict[str, float],
-    on_front: bool,
-) -> TrialRecord:
-    """One trial as a record (see ``load_run``)."""
-    from edgeopt.search.study.lifecycle import STALE_REASON
-
-    ua = t.user_attrs
-    machine = ua.get("machine")
-    rec = TrialRecord(
-        number=t.number,
-        state=_STATES[t.state],
-        describe=ua.get("describe", ""),
-        baseline=ua.get("baseline"),
-        candidate=ua.get("candidate", {}),
-        params=dict(t.params),
-        start=t.datetime_start.isoformat() if t.datetime_start else None,
-        complete=t.datetime_complete.isoformat() if t.datetime_complete else None,
-        timing=Timing(**{k: ua[k] for k in ("build_s", "measure_s", "trial_s") if k in ua}),
-        cache_hit=ua.get("cache_hit"),
-        machine=Machine.from_dict(machine) if machine else None,
-        artifacts=trial_artifacts(t.system_attrs),
-    )
-    if t.state == TrialState.COMPLETE:
-        all_meas = ua.get("measurements", {})
-        meas = {k: v for k, v in all_meas.items() if ":" not in k}
-        return replace(
-            rec,
-            values=dict(zip(names, t.values, strict=False)),
-            val_accuracy=ua.get("val_accuracy"),
-            test_accuracy=test_accuracy.get(str(t.number)),
-            measurements={k: _entries(v["values"]) for k, v in meas.items()},
-            raw_latency={
-                k.split(":")[0]: MetricEntry.from_dict(v["values"]["latency_ms"])
-                for k, v in all_meas.items()
-                if k.endswith(":raw")
-            },
-            size_mb=meas[targets[0]]["values"]["size_mb"]["value"],
-            constraints=dict(t.constraints or {}),
-            feasible=all(v <= 0 for v in (t.constraints or {}).values()),
-            on_front=on_front,
-            onnx=ua.get("onnx"),
-            onnx_sha256=ua.get("onnx_sha256"),
-            info=ua.get("info", {}),
-        )
-    if t.state == TrialState.FAIL:
-        # a trial failed by the heartbeat check carries no reason of its own
-        return replace(
-            rec,
-            fail_stage=ua.get("fail_stage", "worker"),
-            fail_reason=ua.get("fail_reason", STALE_REASON),
-        )
-    return replace(rec, stopped_reason=stopped_reason(ua, ""))
-
-
-_STATES = {
-    TrialState.COMPLETE: RecordState.COMPLETE,
-    TrialState.FAIL: RecordState.FAIL,
-    TrialState.PRUNED: RecordState.STOPPED,  # Optuna's "pruned": stopped early
-}
-
-
-def _entries(by_metric: dict[str, Any]) -> dict[str, MetricEntry]:
-    return {m: MetricEntry.from_dict(e) for m, e in by_metric.items()}
-
-
 def _finished(
     rec: TrialRecord, task: dict[str, Any], hopeless: set[int], figures: dict[str, Any]
 ) -> TrialRecord:
@@ -290,7 +223,7 @@ def _finished(
             final[profile] = FinalLatency.from_dict({**mine, **extra})
     return replace(
         rec,
-        task_metrics={s: _entries(by) for s, by in task.get(number, {}).items()},
+        task_metrics={s: metric_entries(by) for s, by in task.get(number, {}).items()},
         hopeless=rec.number in hopeless,
         final_latency=final,
     )

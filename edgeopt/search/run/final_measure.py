@@ -34,7 +34,6 @@ import numpy as np
 from edgeopt.errors import ConfigError, EdgeoptError
 from edgeopt.fileio import file_lock
 from edgeopt.measure.runners import LocalRunner, runner_for
-from edgeopt.profiles import load_profile
 from edgeopt.search.study.artifacts import trial_artifacts
 from edgeopt.search.study.shared import record_final_latency
 
@@ -63,12 +62,14 @@ def final_latency(
     opened: OpenRun,
     run: RunDir,
     trials: Sequence[FrozenTrial],
+    profiles: Sequence[HardwareProfile],
     *,
     sample: np.ndarray | None,
     scratch: Path,
 ) -> dict[str, dict[str, Any]]:
     """Re-measure ``trials`` (the front and the baselines) and the original together on each
-    profile measured on this host; figures per profile name (see the module doc).
+    of the run's ``profiles`` measured on this host; figures per profile name (see the module
+    doc).
 
     Never raises for a measurement that fails or is interrupted (Ctrl-C): that profile gets
     ``{"skipped": reason}`` and the caller keeps everything else it computed.
@@ -76,7 +77,7 @@ def final_latency(
     out: dict[str, dict[str, Any]] = {}
     if not trials:  # nothing completed: no speedup to check
         return out
-    for profile in (load_profile(t) for t in opened.config.targets):
+    for profile in profiles:
         if not profile.measured:
             continue  # estimated: a cost model has no load to drift with
         runner = runner_for(profile)
@@ -178,6 +179,7 @@ def add_final_latency(
     run: RunDir,
     final: Mapping[str, Any],
     trials: Sequence[FrozenTrial],
+    profiles: Sequence[HardwareProfile],
     *,
     sample: np.ndarray | None,
 ) -> dict[str, Any]:
@@ -186,7 +188,7 @@ def add_final_latency(
     from edgeopt.search.study.source import scratch_dir
 
     with scratch_dir() as tmp:
-        figures = final_latency(opened, run, trials, sample=sample, scratch=Path(tmp))
+        figures = final_latency(opened, run, trials, profiles, sample=sample, scratch=Path(tmp))
     out = dict(final)
     if not figures:  # no profile measured on this host
         return out

@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 
 from edgeopt.errors import EdgeoptError, environment_error
 from edgeopt.lifeline import die_with_parent
+from edgeopt.profiles import Targets
 from edgeopt.search.integrations.tracking import Tracker
 from edgeopt.search.run.progress import TrialEvent, trial_event
 from edgeopt.search.strategy.space import grid_space
@@ -73,10 +74,12 @@ class Worker:
         mlflow: str | None = None,
         *,
         main: bool = False,
+        targets: Targets | None = None,
     ) -> Worker:
         """Join the study of the run that ``setup.prepare`` wrote; with ``mlflow`` (a tracking
-        URI), log its trials there (``main``: the process that starts the search)."""
-        ctx = SearchContext.open(run_dir, trust)
+        URI), log its trials there (``main``: the process that starts the search);
+        ``targets``: the run's profiles as this process's entry point resolved them."""
+        ctx = SearchContext.open(run_dir, trust, targets)
         study, storage = open_study(ctx, worker_index)
         worker = cls(ctx, study, storage)
         if mlflow is not None:
@@ -175,6 +178,7 @@ def run_search(
     trust: Trust | None = None,
     mlflow: str | None = None,
     stopper: Stopper | None = None,
+    targets: Targets | None = None,
 ) -> bool:
     """Run the search on a prepared run directory with ``workers`` processes.
 
@@ -188,6 +192,8 @@ def run_search(
     grace period running out, aborts them (their trials are FAIL with the reason), and the
     search returns. Everything finished is kept. ``stopper``: the installed one
     (``edgeopt.stopping``; by default ``current()``, else one installed while the search runs).
+    ``targets``: the run's profiles as the entry point resolved them (worker processes
+    resolve theirs and are refused if a profile file changed since the run started).
     Returns True when a stop signal stopped the search.
     """
     stopper = stopper or current()
@@ -196,9 +202,18 @@ def run_search(
     with stopper.installed() if own else contextlib.nullcontext(stopper):
         if workers > 1:
             return _run_pool(
-                run_dir, n_trials, timeout_s, workers, progress, on_stop, trust, mlflow, stopper
+                run_dir,
+                n_trials,
+                timeout_s,
+                workers,
+                progress,
+                on_stop,
+                trust,
+                mlflow,
+                stopper,
+                targets,
             )
-        worker = Worker.open(run_dir, trust=trust, mlflow=mlflow, main=True)
+        worker = Worker.open(run_dir, trust=trust, mlflow=mlflow, main=True, targets=targets)
         worker.stopper = stopper
         _catch_up(worker)
         with stopper.finishing(lambda signum, first: on_stop() if first and on_stop else None):
@@ -225,6 +240,7 @@ def _run_pool(
     trust: Trust | None,
     mlflow: str | None,
     stopper: Stopper,
+    targets: Targets | None,
 ) -> bool:
     args = [sys.executable, "-m", "edgeopt.search.run.loop", str(run_dir)]
     args += (trust or Trust()).argv()
@@ -236,7 +252,7 @@ def _run_pool(
         args += ["--mlflow", mlflow]
     args += ["--parent", str(os.getpid())]
     # opened first: it creates the MLflow parent run the workers then log under
-    watcher = Worker.open(run_dir, mlflow=mlflow, main=True)
+    watcher = Worker.open(run_dir, mlflow=mlflow, main=True, targets=targets)
     watcher.stopper = stopper
     _catch_up(watcher)
     procs: list[subprocess.Popen[bytes]] = []

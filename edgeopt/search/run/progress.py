@@ -17,15 +17,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
+from edgeopt.records import TrialState as RecordState
 from edgeopt.report.model import Summary
 from edgeopt.report.summary import summarize
 from edgeopt.search.run.collect import study_records
 from edgeopt.search.study.lifecycle import FINISHED, retry_of
+from edgeopt.search.study.records import trial_record
 from edgeopt.search.trial.objective import DISABLED_BY_ATTR, RESTED_BY_ATTR
 from edgeopt.search.trial.policy import rest_note
-from edgeopt.search.trial.protocol import stopped_reason
 from edgeopt.stages import STAGES
 
 
@@ -64,11 +64,6 @@ class TrialEvent:
     note: str = ""
 
 
-def feasible(t: optuna.trial.FrozenTrial) -> bool:
-    """Every constraint met (Optuna's convention: values <= 0)."""
-    return all(v <= 0 for v in (t.constraints or {}).values())
-
-
 def trial_event(
     study: optuna.Study, number: int, objectives: Any, total: int | None, elapsed_s: float
 ) -> TrialEvent:
@@ -86,7 +81,7 @@ def trial_event(
     return TrialEvent(
         number=number,
         state=t.state.name,
-        summary=f"{t.user_attrs.get('describe', '')}: {_summary(t, names)}",
+        summary=f"{trial_record(t).describe}: {_summary(t, names)}",
         done=len(finished),
         total=total,
         elapsed_s=elapsed_s,
@@ -107,7 +102,7 @@ def _note(t: optuna.trial.FrozenTrial) -> str:
     if not off:
         return ""
     title = getattr(STAGES.get(off), "title", "") or off
-    return f"{title} is off for this model from now on: {t.user_attrs.get('fail_reason')}"
+    return f"{title} is off for this model from now on: {trial_record(t).fail_reason}"
 
 
 def picked(s: Summary, labels: Mapping[str, str]) -> PickedTrial | None:
@@ -145,14 +140,14 @@ def _eta_s(
 
 
 def _summary(t: optuna.trial.FrozenTrial, names: Sequence[str]) -> str:
-    if t.state == TrialState.COMPLETE:
+    """A finished trial in one line: its values under ``names``, or why it did not finish."""
+    rec = trial_record(t)
+    if rec.state is RecordState.COMPLETE:
         text = ", ".join(f"{n} {v:.4g}" for n, v in zip(names, t.values, strict=True))
-        return text + ("" if feasible(t) else " (over budget)")
-    if t.state == TrialState.PRUNED:
-        return "stopped early: " + str(stopped_reason(t.user_attrs, ""))
-    stage = t.user_attrs.get("fail_stage", "worker")
-    reason = t.user_attrs.get("fail_reason", "its worker stopped (no heartbeat)")
-    return f"failed in {stage}: {reason}"
+        return text + ("" if rec.feasible else " (over budget)")
+    if rec.state is RecordState.STOPPED:
+        return f"stopped early: {rec.stopped_reason}"
+    return f"failed in {rec.fail_stage}: {rec.fail_reason}"
 
 
 # ---------------------------------------------------------------------------- text

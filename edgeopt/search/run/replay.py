@@ -22,9 +22,9 @@ from edgeopt.fileio import write_atomic
 from edgeopt.loading import load_spec
 from edgeopt.measure.accuracy import onnx_logits
 from edgeopt.pipeline import PipelineInputs, build
-from edgeopt.profiles import load_profile, merge_profiles
 from edgeopt.rundir import RunDir
 from edgeopt.search.study.artifacts import check_sha256, open_store
+from edgeopt.search.study.context import run_targets
 from edgeopt.search.trial.protocol import SYNTHETIC_N, SYNTHETIC_VAL_SEED
 
 EXPORT_SCHEMA_VERSION = 1
@@ -224,7 +224,7 @@ def rebuild_check(
         salt = str(records["baseline"]["salt"])
     model = load_spec(config.model.with_trust(**trust) if trust else config.model)
     data = load_npz(config.data) if config.data else None
-    profile = merge_profiles([load_profile(t) for t in config.targets])
+    profile = run_targets(config).merged  # refused when a profile changed since the run
     torch.set_num_threads(config.threads)
     with tempfile.TemporaryDirectory(prefix="edgeopt-rebuild-") as tmp:
         inputs = PipelineInputs(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -13,18 +14,17 @@ from optuna.trial import TrialState
 
 from edgeopt.config import RunConfig
 from edgeopt.data import load_npz
-from edgeopt.errors import ConfigError
 from edgeopt.loading import check_model_and_data, load_spec
 from edgeopt.measure.accuracy import onnx_score, onnx_task_metric, onnx_task_metric_entries
 from edgeopt.measure.runtime import host_description
 from edgeopt.measure.service import reference_latency_ms
 from edgeopt.measure.task_metrics import check_defined
-from edgeopt.profiles import load_profile, merge_profiles
+from edgeopt.profiles import HardwareProfile, Targets, resolve_targets
 from edgeopt.rundir import Baseline, RunDir
 from edgeopt.search.run.final_measure import add_final_latency
 from edgeopt.search.run.guard import check_out_dir
 from edgeopt.search.study.artifacts import open_store, trial_artifacts
-from edgeopt.search.study.context import SearchContext
+from edgeopt.search.study.context import SearchContext, run_targets
 from edgeopt.search.study.shared import record_test_numbers
 from edgeopt.search.trial.protocol import SYNTHETIC_N, scoring_inputs
 from edgeopt.stages import STAGES, ProbeInput
@@ -34,19 +34,19 @@ log = logging.getLogger(__name__)
 BASELINE_LATENCY_BUDGET_S = 6.0
 
 
-def prepare(config: RunConfig, run_dir: Path) -> Baseline:
+def prepare(config: RunConfig, run_dir: Path, targets: Targets | None = None) -> Baseline:
     """Validate everything before any search work, then write the run directory, the
     baseline (the original model as ONNX, its validation accuracy and, for the host, its
     reference latency) and the study. Idempotent: a resumed run reuses them; two processes
-    setting up one directory at once take turns."""
+    setting up one directory at once take turns. ``targets``: ``config.targets`` as the entry
+    point resolved them (else resolved here); ``run.json`` records their digests."""
     from edgeopt.search.study.lifecycle import check_joinable, open_study
 
     check_out_dir(config, RunDir(run_dir))  # before any work: what --out may hold
-    profiles = [load_profile(t) for t in config.targets]
-    merge_profiles(profiles)  # fails fast when the targets share no model format
-    names = [p.name for p in profiles]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"--target names a profile twice: {', '.join(names)}")
+    targets = targets or resolve_targets(config.targets)
+    targets.check()  # fails fast when the targets share no model format or repeat one
+    if config.profile_digests is None:
+        config = config.with_profile_digests(targets)
     data = load_npz(config.data) if config.data else None
     loaded = load_spec(config.model, data.input_shape if data is not None else None)
     # an input shape taken from the data is recorded: workers and a resume load alike
@@ -65,14 +65,18 @@ def prepare(config: RunConfig, run_dir: Path) -> Baseline:
         if run.baseline_file.exists():
             baseline = run.read_baseline()
         else:
-            baseline = _make_baseline(config, loaded, data, profiles, run)
+            baseline = _make_baseline(config, loaded, data, targets.profiles, run)
             run.write_baseline(baseline)
-    open_study(SearchContext.open(run.path))
+    open_study(SearchContext.open(run.path, targets=targets))
     return baseline
 
 
 def _make_baseline(
-    config: RunConfig, loaded: Any, data: Any, profiles: list[Any], run: RunDir
+    config: RunConfig,
+    loaded: Any,
+    data: Any,
+    profiles: Sequence[HardwareProfile],
+    run: RunDir,
 ) -> Baseline:
     from edgeopt.onnx_export import loaded_to_onnx
 
@@ -175,17 +179,17 @@ def _hopeless_below(config: RunConfig, val_accuracy: float) -> float | None:
     return 0.75 * max(bars) if bars else None
 
 
-def finalize(run_dir: Path) -> dict[str, Any]:
+def finalize(run_dir: Path, targets: Targets | None = None) -> dict[str, Any]:
     """``_finalize``; a stop signal (KeyboardInterrupt) keeps what was saved and returns it
-    (the report says what is missing)."""
+    (the report says what is missing). ``targets``: as the entry point resolved them."""
     try:
-        return _finalize(run_dir)
+        return _finalize(run_dir, targets)
     except KeyboardInterrupt:
         log.warning("final numbers interrupted; what was saved stands")
         return RunDir(run_dir).read_final()
 
 
-def _finalize(run_dir: Path) -> dict[str, Any]:
+def _finalize(run_dir: Path, targets: Targets | None) -> dict[str, Any]:
     """Test-split accuracy for the front and the baselines (never seen by the search).
 
     Stored in ``final.json`` as ``{"test_accuracy": {trial number: value}, "test_split",
@@ -256,4 +260,5 @@ def _finalize(run_dir: Path) -> dict[str, Any]:
     # numbers above are saved first, so a Ctrl-C during the pass loses nothing)
     sample = data.x_val[:1] if data is not None else None
     chosen = [t for t in complete if t.number in wanted]
-    return add_final_latency(opened, run, final, chosen, sample=sample)
+    profiles = run_targets(config, targets).profiles
+    return add_final_latency(opened, run, final, chosen, profiles, sample=sample)

@@ -8,7 +8,7 @@ from typing import Any
 
 from edgeopt.config import Objective, RunConfig
 from edgeopt.data import load_npz
-from edgeopt.profiles import load_profile, merge_profiles
+from edgeopt.profiles import HardwareProfile, Targets, resolve_targets
 from edgeopt.rundir import Baseline, RunDir
 from edgeopt.stages import STAGES, ModelFacts, ProbeInput
 
@@ -48,44 +48,66 @@ class Trust:
         return ["--trust-pickle"] * self.pickle + ["--trust-arch"] * self.arch + arch
 
 
+def run_targets(config: RunConfig, targets: Targets | None = None) -> Targets:
+    """The run's target profiles: ``targets`` as the entry point resolved them, else (a worker
+    process, a library caller) resolved now from ``config.targets``, once per process.
+
+    Raises ConfigError when a profile's content is not what the run recorded when it started
+    (``RunConfig.profile_digests``): a file edited mid-run never changes a running search."""
+    if targets is None:
+        targets = resolve_targets(config.targets)
+    targets.check_unchanged(dict(config.profile_digests or {}))
+    return targets
+
+
 @dataclass(frozen=True)
 class SearchContext:
     """A prepared run as one process sees it.
 
-    ``merged`` is the profile candidates are suggested for (every target must run them);
-    ``profiles`` are the real ones each candidate is measured or estimated on; ``facts``
-    what the stages need to know about the model (``edgeopt.stages.ModelFacts``).
+    ``targets`` are the run's profiles, resolved once (``run_targets``); ``facts`` what the
+    stages need to know about the model (``edgeopt.stages.ModelFacts``).
     """
 
     run: RunDir
     config: RunConfig
-    profiles: tuple[Any, ...]
-    merged: Any
+    targets: Targets
     objectives: tuple[Objective, ...]
     baseline: Baseline
     data: Any
     facts: Any
 
     @classmethod
-    def open(cls, run_dir: Path, trust: Trust | None = None) -> SearchContext:
+    def open(
+        cls, run_dir: Path, trust: Trust | None = None, targets: Targets | None = None
+    ) -> SearchContext:
         """Load the run that ``setup.prepare`` wrote. ``run.json`` is data: the model's trust
-        flags come from ``trust`` (the command line), never from the file."""
+        flags come from ``trust`` (the command line), never from the file; ``targets``, the
+        profiles the entry point resolved (see ``run_targets``)."""
         run = RunDir(run_dir)
         config = run.read_config()
         if trust is not None:
             config = replace(config, model=config.model.with_trust(**trust.flags()))
-        profiles = tuple(load_profile(t) for t in config.targets)
+        targets = run_targets(config, targets)
         baseline = run.read_baseline()
         return cls(
             run=run,
             config=config,
-            profiles=profiles,
-            merged=merge_profiles(list(profiles)),
-            objectives=tuple(config.objective_list([p.name for p in profiles])),
+            targets=targets,
+            objectives=tuple(config.objective_list(targets.names)),
             baseline=baseline,
             data=load_npz(config.data) if config.data else None,
             facts=model_facts(baseline, run.baseline_onnx),
         )
+
+    @property
+    def profiles(self) -> tuple[HardwareProfile, ...]:
+        """The real profiles each candidate is measured or estimated on."""
+        return self.targets.profiles
+
+    @property
+    def merged(self) -> HardwareProfile:
+        """The profile candidates are suggested for (every target must run them)."""
+        return self.targets.merged
 
     @property
     def trial_timeout_s(self) -> float:

@@ -41,10 +41,6 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 # seconds between heartbeats; a trial is stale after GRACE_BEATS missed ones. Tests shorten it.
 HEARTBEAT_S = int(os.environ.get("EDGEOPT_HEARTBEAT_S", "10"))
 GRACE_BEATS = 3
-STALE_REASON = (
-    "its worker stopped sending heartbeats (killed, crashed, or its machine went down); "
-    "the trial is re-queued once"
-)
 
 
 def heartbeat_storage(url: str) -> RDBStorage:

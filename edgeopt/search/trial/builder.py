@@ -31,7 +31,7 @@ from edgeopt.lifeline import die_with_parent, ignore_stop_signals
 from edgeopt.loading import ModelSpec, load_spec
 from edgeopt.measure.accuracy import onnx_score
 from edgeopt.pipeline import PipelineInputs, build
-from edgeopt.profiles import load_profile, merge_profiles
+from edgeopt.profiles import Targets
 from edgeopt.search.strategy.halving import below_bar, fidelity_stage
 from edgeopt.search.trial.protocol import (
     FailureKind,
@@ -236,7 +236,7 @@ def _main(req_path: Path) -> None:
     inputs = PipelineInputs(
         model=model,
         data=data,
-        profile=merge_profiles([load_profile(t) for t in req.targets]),
+        profile=Targets.from_texts(req.profiles).merged,
         seed=req.seed,
         cache_dir=Path(req.cache_dir),
         salt=req.salt,

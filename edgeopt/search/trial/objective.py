@@ -231,7 +231,7 @@ class TrialRunner:
             trial_dir=str(ctx.run.trial_dir(number)),
             model=ctx.config.model.to_dict(),
             data=ctx.config.data,
-            targets=tuple(ctx.config.targets),
+            profiles=ctx.targets.texts,
             seed=ctx.config.seed,
             cache_dir=str(ctx.run.cache_dir),
             salt=ctx.baseline.salt,

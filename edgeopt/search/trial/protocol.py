@@ -16,11 +16,14 @@ from typing import Any
 
 from edgeopt.data import synthetic_inputs
 from edgeopt.fileio import write_json
+from edgeopt.search.study.records import STOPPED_REASON, stopped_reason
 
 # seeds and count of the synthetic inputs that stand in for data in a data-free run
 SYNTHETIC_VAL_SEED = 1_000_001
 SYNTHETIC_TEST_SEED = 2_000_003
 SYNTHETIC_N = 256
+
+__all__ = ["STOPPED_REASON", "stopped_reason"]  # re-exported: the study layer owns them
 
 
 def scoring_inputs(data: Any, split: str, input_shape: tuple[int, ...]) -> tuple[Any, Any]:
@@ -45,16 +48,6 @@ class Status(StrEnum):
         return cls.STOPPED if value == "pruned" else None  # result.json of an older edgeopt
 
 
-STOPPED_REASON = "stopped_reason"
-"""The user attribute that says why a trial was stopped early (``pruned_reason`` in studies
-of an older edgeopt: ``stopped_reason`` reads both)."""
-
-
-def stopped_reason(attrs: Mapping[str, Any], default: Any = None) -> Any:
-    """Why a trial was stopped early, from its user attributes (an older study's too)."""
-    return attrs.get(STOPPED_REASON, attrs.get("pruned_reason", default))
-
-
 @dataclass(frozen=True)
 class TrialRequest:
     """Everything the child needs to build and score one candidate.
@@ -63,13 +56,15 @@ class TrialRequest:
     ``hopeless_below`` the validation accuracy under which a fine-tune is abandoned after its
     first epoch; ``reference_onnx`` the original model, for fidelity without data; ``metric``
     the task metric the validation score is (``edgeopt.metrics.TASK_METRICS``);
-    ``rung_bars`` the median stopping rule's bars for this candidate's fine-tune.
+    ``rung_bars`` the median stopping rule's bars for this candidate's fine-tune;
+    ``profiles`` the TOML text of each target profile as the run resolved it when it started
+    (``edgeopt.profiles.Targets.texts``): the child never reads a profile file.
     """
 
     trial_dir: str
     model: Mapping[str, Any]
     data: str | None
-    targets: tuple[str, ...]
+    profiles: tuple[str, ...]
     seed: int
     cache_dir: str
     salt: str
@@ -82,14 +77,14 @@ class TrialRequest:
     """Fine-tune epoch -> the validation accuracy needed to go on (``halving.rung_bars``)."""
 
     def write(self, path: Path) -> None:
-        d = {**asdict(self), "targets": list(self.targets)}
+        d = {**asdict(self), "profiles": list(self.profiles)}
         d["rung_bars"] = {str(k): v for k, v in self.rung_bars.items()}
         write_json(path, d, indent=1)
 
     @classmethod
     def read(cls, path: Path) -> TrialRequest:
         d = json.loads(Path(path).read_text())
-        d["targets"] = tuple(d["targets"])
+        d["profiles"] = tuple(d["profiles"])
         d["rung_bars"] = {int(k): float(v) for k, v in d.get("rung_bars", {}).items()}
         return cls(**d)
 

@@ -1,0 +1,76 @@
+"""A run's ``--target`` list resolved to profiles once, at its entry point, and handed down.
+
+Everything downstream of the entry (setup, the workers, each trial process, the final
+re-measure) uses these profiles, never the files again: a profile file edited while a run goes
+on changes nothing in it. Trial processes get the profiles' TOML text (``texts``), not paths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+from edgeopt.errors import ConfigError
+from edgeopt.profiles.loader import load_profile, profile_from_text
+from edgeopt.profiles.merge import merge_profiles
+from edgeopt.profiles.schema import HardwareProfile
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The run's target profiles, in ``--target`` order."""
+
+    profiles: tuple[HardwareProfile, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.profiles)
+
+    @cached_property
+    def merged(self) -> HardwareProfile:
+        """The profile candidates are suggested for (``merge_profiles``): every target must
+        run them. Raises ConfigError when the targets share no model format."""
+        return merge_profiles(list(self.profiles))
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        """Each profile's TOML text, for a trial process (``from_texts``)."""
+        return tuple(p.text for p in self.profiles)
+
+    def digests(self) -> dict[str, str]:
+        """``{profile name: SHA-256 of its TOML text}``: what ``RunConfig.profile_digests``
+        records, so a resume whose profile file changed is refused."""
+        return {p.name: hashlib.sha256(p.text.encode()).hexdigest() for p in self.profiles}
+
+    def check(self) -> None:
+        """ConfigError when the targets share no model format or name one profile twice."""
+        _ = self.merged
+        if len(set(self.names)) != len(self.names):
+            raise ConfigError(f"--target names a profile twice: {', '.join(self.names)}")
+
+    def check_unchanged(self, recorded: dict[str, str] | None) -> None:
+        """ConfigError when these profiles are not the content a run recorded (its
+        ``profile_digests``; None for a run from before they were recorded)."""
+        changed = [n for n, d in self.digests().items() if (recorded or {}).get(n, d) != d]
+        if changed:
+            raise ConfigError(
+                f"profile {', '.join(changed)} is not the file this run started with (its "
+                "content changed): resuming would mix the numbers of two profiles in one front",
+                hint="start a new run with another --out directory, or restore the profile file",
+            )
+
+    @classmethod
+    def from_texts(cls, texts: Sequence[str]) -> Targets:
+        """The profiles a run handed a trial process (``texts``)."""
+        return cls(
+            tuple(profile_from_text(t, f"the run's profile {i + 1}") for i, t in enumerate(texts))
+        )
+
+
+def resolve_targets(specs: Sequence[str]) -> Targets:
+    """Each ``--target`` (a name, an alias or a ``.toml`` path) resolved to its profile.
+
+    Called once per process at an entry point; raises ConfigError for an unknown target."""
+    return Targets(tuple(load_profile(s) for s in specs))
