@@ -13,7 +13,7 @@ from edgeopt.errors import ConfigError
 from edgeopt.loading import ModelSpec
 from edgeopt.metrics import OBJECTIVES as OBJECTIVE_METRICS
 from edgeopt.metrics import PER_TARGET, TASK_METRICS, Direction, Metric
-from edgeopt.profiles import Targets
+from edgeopt.profiles import Targets, profiles_changed
 
 
 @dataclass(frozen=True)
@@ -157,15 +157,7 @@ class RunConfig:
 def changed_profiles(old: Mapping[str, Any], new: Mapping[str, Any]) -> ConfigError | None:
     """The error for a resume whose profile files changed since the run (``old``) started,
     from two search keys; None when they did not (or ``old`` recorded no digests)."""
-    before, now = old.get("profile_digests") or {}, new.get("profile_digests") or {}
-    changed = [name for name, digest in now.items() if before.get(name, digest) != digest]
-    if not changed:
-        return None
-    return ConfigError(
-        f"profile {', '.join(changed)} is not the file this run started with (its content "
-        "changed): resuming would mix the numbers of two profiles in one front",
-        hint="start a new run with another --out directory, or restore the profile file",
-    )
+    return profiles_changed(old.get("profile_digests"), new.get("profile_digests") or {})
 
 
 def check_metric(metric: str, *, has_data: bool) -> None:

@@ -348,6 +348,15 @@ class RunRecord(Record):
         return self.baseline.get("val_accuracy")
 
     @property
+    def original_test_accuracy(self) -> float | None:
+        return self.baseline.get("test_accuracy")
+
+    @property
+    def salt(self) -> str | None:
+        """What identifies model + data + seed in every cache key of the run."""
+        return self.baseline.get("salt")
+
+    @property
     def host_latency_ms(self) -> Mapping[str, float]:
         """The study's reference latency of the original per host profile."""
         return self.baseline.get("host_latency_ms") or {}
@@ -363,6 +372,11 @@ class RunRecord(Record):
         """The budgets that are set."""
         b = self.config.get("budgets") or {}
         return {k: v for k, v in b.items() if v is not None}
+
+    @property
+    def model_spec(self) -> Mapping[str, Any] | None:
+        """The model as the run named it (``loading.ModelSpec.to_dict()``)."""
+        return self.config.get("model")
 
     @property
     def model_path(self) -> str | None:

@@ -80,29 +80,26 @@ def test_export_reproduces_the_reported_test_accuracy(
 
 def test_rebuilt_model_gives_the_same_outputs(run_dir: Path) -> None:
     from edgeopt.measure.accuracy import onnx_logits
+    from edgeopt.records import as_run
     from edgeopt.search.run.collect import load_run
     from edgeopt.search.run.replay import rebuild_check
 
-    records = load_run(run_dir)
-    for trial in records["trials"]:
-        if trial["state"] != "complete":
-            continue
-        check = rebuild_check(records, run_dir, trial, run_dir / trial["onnx"])
-        assert check.matches, (trial["number"], check)
+    records = as_run(load_run(run_dir))
+    done = [t for t in records.trials if t.is_complete]
+    for trial in done:
+        assert trial.onnx, trial.number
+        check = rebuild_check(records, run_dir, trial, run_dir / trial.onnx)
+        assert check.matches, (trial.number, check)
         assert check.top1_agreement == 1.0
     # the comparison is not vacuous: checked against another trial's model it fails
-    done = [t for t in records["trials"] if t["state"] == "complete"]
     x = np.random.default_rng(0).standard_normal((16, 1, 16, 16)).astype(np.float32)
-    outs = {t["number"]: onnx_logits(run_dir / t["onnx"], x) for t in done}
+    outs = {t.number: onnx_logits(run_dir / str(t.onnx), x) for t in done}
     pairs = [
-        (a, b)
-        for a in done
-        for b in done
-        if np.max(np.abs(outs[a["number"]] - outs[b["number"]])) > 1e-3
+        (a, b) for a in done for b in done if np.max(np.abs(outs[a.number] - outs[b.number])) > 1e-3
     ]
     if pairs:
         a, b = pairs[0]
-        assert not rebuild_check(records, run_dir, a, run_dir / b["onnx"]).matches
+        assert not rebuild_check(records, run_dir, a, run_dir / str(b.onnx)).matches
 
 
 def test_export_errors_name_the_front(run_dir: Path, tmp_path: Path) -> None:

@@ -4,11 +4,11 @@ out of a run, optionally rebuilding it to check it."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 
 from edgeopt.cli.run_source import run_source, run_source_options
+from edgeopt.records import RunRecord, as_run
 
 
 @click.command()
@@ -84,7 +84,7 @@ def export(
         flag="--out",
         example="release/model.onnx",
     )
-    records = load_run(source)
+    records = as_run(load_run(source))
     if best:
         number = _pick(records)
     assert number is not None
@@ -98,17 +98,18 @@ def export(
         artifacts=source.artifacts,
         trust={"trust_pickle": trust_pickle, "trust_arch": trust_arch, "arch": arch},
     )
-    trial = next(t for t in records["trials"] if t["number"] == number)
+    trial = records.trial(number)
+    assert trial is not None  # export_trial found it
     from edgeopt.report.model import score_noun
 
     kind = score_noun(records)  # accuracy, fidelity or the run's --metric
-    test = trial.get("test_accuracy")
-    click.echo(f"trial {number}: {trial.get('describe') or 'unchanged'}")
+    test = trial.test_accuracy
+    click.echo(f"trial {number}: {trial.describe or 'unchanged'}")
     click.echo(f"model: {result.onnx}")
     click.echo(f"config and numbers: {result.metadata}")
-    line = f"validation {kind} {trial.get('val_accuracy'):.4f} (measured)"
+    line = f"validation {kind} {trial.val_accuracy:.4f} (measured)"
     if test is not None:
-        line += f"; test {kind} {test:.4f} (measured, {records.get('test_split')} split)"
+        line += f"; test {kind} {test:.4f} (measured, {records.test_split} split)"
     click.echo(line)
     if result.rebuild is not None:
         r = result.rebuild
@@ -126,7 +127,7 @@ def export(
             )
 
 
-def _pick(records: dict[str, Any]) -> int:
+def _pick(records: RunRecord) -> int:
     """The trial the report recommends (``edgeopt.report.pick.choose``); ConfigError saying
     why when there is none."""
     from edgeopt.errors import ConfigError

@@ -81,7 +81,7 @@ from edgeopt.profiles.schema import (
     TargetKind,
     ValueSource,
 )
-from edgeopt.profiles.targets import Targets, resolve_targets
+from edgeopt.profiles.targets import Targets, profiles_changed, resolve_targets
 
 __all__ = [
     "DTYPES",
@@ -114,6 +114,7 @@ __all__ = [
     "load_profile",
     "merge_profiles",
     "profile_from_text",
+    "profiles_changed",
     "resolve_targets",
     "shipped_profile_dir",
     "validate_profile_file",

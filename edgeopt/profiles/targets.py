@@ -8,7 +8,7 @@ on changes nothing in it. Trial processes get the profiles' TOML text (``texts``
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -53,13 +53,9 @@ class Targets:
     def check_unchanged(self, recorded: dict[str, str] | None) -> None:
         """ConfigError when these profiles are not the content a run recorded (its
         ``profile_digests``; None for a run from before they were recorded)."""
-        changed = [n for n, d in self.digests().items() if (recorded or {}).get(n, d) != d]
-        if changed:
-            raise ConfigError(
-                f"profile {', '.join(changed)} is not the file this run started with (its "
-                "content changed): resuming would mix the numbers of two profiles in one front",
-                hint="start a new run with another --out directory, or restore the profile file",
-            )
+        error = profiles_changed(recorded, self.digests())
+        if error is not None:
+            raise error
 
     @classmethod
     def from_texts(cls, texts: Sequence[str]) -> Targets:
@@ -67,6 +63,23 @@ class Targets:
         return cls(
             tuple(profile_from_text(t, f"the run's profile {i + 1}") for i, t in enumerate(texts))
         )
+
+
+def profiles_changed(
+    recorded: Mapping[str, str] | None, digests: Mapping[str, str]
+) -> ConfigError | None:
+    """The error for a resume whose profile files changed since the run started: the
+    profiles in ``digests`` (``Targets.digests``) whose digest differs from the one the
+    run ``recorded``; None when none does (or the run recorded no digests)."""
+    before = recorded or {}
+    changed = [name for name, digest in digests.items() if before.get(name, digest) != digest]
+    if not changed:
+        return None
+    return ConfigError(
+        f"profile {', '.join(changed)} is not the file this run started with (its content "
+        "changed): resuming would mix the numbers of two profiles in one front",
+        hint="start a new run with another --out directory, or restore the profile file",
+    )
 
 
 def resolve_targets(specs: Sequence[str]) -> Targets:

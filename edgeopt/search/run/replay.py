@@ -22,6 +22,7 @@ from edgeopt.fileio import write_atomic
 from edgeopt.loading import load_spec
 from edgeopt.measure.accuracy import onnx_logits
 from edgeopt.pipeline import PipelineInputs, build
+from edgeopt.records import MetricEntry, RunRecord, TrialRecord, TrialState, as_run
 from edgeopt.rundir import RunDir
 from edgeopt.search.study.artifacts import check_sha256, open_store
 from edgeopt.search.study.context import run_targets
@@ -57,71 +58,74 @@ class ExportResult:
     rebuild: RebuildCheck | None = None
 
 
-def find_trial(records: Mapping[str, Any], number: int) -> Mapping[str, Any]:
+def find_trial(records: RunRecord | Mapping[str, Any], number: int) -> TrialRecord:
     """The complete trial ``number``; ConfigError (with the front's numbers) otherwise."""
-    trials = records.get("trials", [])
-    front = [str(t["number"]) for t in trials if t.get("on_front")]
+    run = as_run(records)
+    front = [str(t.number) for t in run.trials if t.on_front]
     hint = (
         f"front trials: {', '.join(front)}"
         if front
         else "no trial is on the feasible front; see the report for complete trials"
     )
-    t = next((t for t in trials if t.get("number") == number), None)
-    if t is None and number in records.get("unfinished", []):
+    t = run.trial(number)
+    if t is None and number in run.unfinished:
         raise ConfigError(
             f"trial {number} has not finished: a worker is still running it, or it waits in "
             "the queue",
             hint="export it once it has finished; " + hint,
         )
     if t is None:
-        raise ConfigError(f"run has no trial {number} (it has {len(trials)} trials)", hint=hint)
-    if t.get("state") != "complete":
+        raise ConfigError(f"run has no trial {number} (it has {len(run.trials)} trials)", hint=hint)
+    if not t.is_complete:
         why = (
-            f"failed in {t.get('fail_stage')}: {t.get('fail_reason')}"
-            if t.get("state") == "fail"
-            else f"was stopped early: {t.get('stopped_reason')}"
+            f"failed in {t.fail_stage}: {t.fail_reason}"
+            if t.state is TrialState.FAIL
+            else f"was stopped early: {t.stopped_reason}"
         )
         raise ConfigError(f"trial {number} has no model: it {why}", hint=hint)
-    if not t.get("onnx"):
+    if not t.onnx:
         raise ConfigError(f"trial {number} recorded no ONNX file", hint=hint)
     return t
 
 
-def metadata(records: Mapping[str, Any], trial: Mapping[str, Any], sha256: str) -> dict[str, Any]:
+def metadata(run: RunRecord, trial: TrialRecord, sha256: str) -> dict[str, Any]:
     """The ``.json`` written beside an exported model: config and numbers with provenance."""
-    cfg = records.get("config", {})
-    base = records.get("baseline", {})
     return {
         "schema_version": EXPORT_SCHEMA_VERSION,
-        "trial": trial["number"],
-        "describe": trial.get("describe"),
-        "candidate": trial.get("candidate"),
-        "params": trial.get("params"),
-        "run_dir": records.get("run_dir"),
-        "source_onnx": trial.get("onnx"),
+        "trial": trial.number,
+        "describe": trial.describe,
+        "candidate": dict(trial.candidate),
+        "params": dict(trial.params),
+        "run_dir": run.run_dir,
+        "source_onnx": trial.onnx,
         "onnx_sha256": sha256,
-        "model": cfg.get("model"),
-        "data": cfg.get("data"),
-        "seed": cfg.get("seed"),
-        "targets": records.get("targets"),
-        "accuracy_kind": base.get("accuracy_kind", "accuracy"),
-        "val_accuracy": trial.get("val_accuracy"),
-        "test_accuracy": trial.get("test_accuracy"),
-        "test_split": records.get("test_split"),
-        "size_mb": trial.get("size_mb"),
-        "measurements": trial.get("measurements"),
-        "on_front": trial.get("on_front"),
-        "feasible": trial.get("feasible"),
-        "constraints": trial.get("constraints"),
+        "model": run.model_spec,
+        "data": run.data,
+        "seed": run.seed,
+        "targets": list(run.targets),
+        "accuracy_kind": run.accuracy_kind,
+        "val_accuracy": trial.val_accuracy,
+        "test_accuracy": trial.test_accuracy,
+        "test_split": run.test_split,
+        "size_mb": trial.size_mb,
+        "measurements": _entries(trial.measurements),
+        "on_front": trial.on_front,
+        "feasible": trial.feasible,
+        "constraints": dict(trial.constraints),
         "baseline": {
-            "val_accuracy": base.get("val_accuracy"),
-            "test_accuracy": base.get("test_accuracy"),
+            "val_accuracy": run.original_val_accuracy,
+            "test_accuracy": run.original_test_accuracy,
         },
     }
 
 
+def _entries(measurements: Mapping[str, Mapping[str, MetricEntry]]) -> dict[str, Any]:
+    """``{target: {metric: entry}}`` as the records write it."""
+    return {t: {m: e.to_dict() for m, e in ms.items()} for t, ms in measurements.items()}
+
+
 def export_trial(
-    records: Mapping[str, Any],
+    records: RunRecord | Mapping[str, Any],
     run_dir: Path | None,
     number: int,
     out: Path,
@@ -141,11 +145,12 @@ def export_trial(
     from edgeopt.search.study.source import scratch_dir
 
     run = RunDir(run_dir) if run_dir is not None else None
+    records = as_run(records)
     trial = find_trial(records, number)
     out = Path(out)
     if out.suffix.lower() != ".onnx":
         raise ConfigError(f"--out must name an .onnx file, got {out}", hint="e.g. model.onnx")
-    spec = artifacts or records.get("artifacts")
+    spec = artifacts or records.artifacts
     with scratch_dir() as downloads:
         src = _source_onnx(run, spec, trial, Path(downloads))
         try:
@@ -159,7 +164,7 @@ def export_trial(
         shutil.copyfile(src, tmp)
         try:
             # the very bytes handed out are the ones the study recorded
-            check_sha256(tmp, trial.get("onnx_sha256"), f"trial {number}'s model {src}")
+            check_sha256(tmp, trial.onnx_sha256, f"trial {number}'s model {src}")
             _check_onnx(tmp, f"trial {number}'s model {src}")
             # rebuild against the very bytes being exported
             check = rebuild_check(records, run_dir, trial, tmp, trust) if rebuild else None
@@ -174,16 +179,16 @@ def export_trial(
     return ExportResult(int(number), out, meta_path, check)
 
 
-def _source_onnx(
-    run: RunDir | None, spec: str | None, trial: Mapping[str, Any], dest: Path
-) -> Path:
+def _source_onnx(run: RunDir | None, spec: str | None, trial: TrialRecord, dest: Path) -> Path:
     """The trial's ONNX file: local (inside the run directory) or downloaded into ``dest``."""
     from edgeopt.search.study.source import trial_onnx
 
-    src = trial_onnx(run, lambda: open_store(spec, write=False) if spec else None, trial, dest)
+    src = trial_onnx(
+        run, lambda: open_store(spec, write=False) if spec else None, trial.to_dict(), dest
+    )
     if not src.is_file():
         raise ConfigError(
-            f"trial {trial['number']}'s model {src} is missing",
+            f"trial {trial.number}'s model {src} is missing",
             hint="the run directory was moved or cleaned; rebuild it with --rebuild",
         )
     return src
@@ -204,9 +209,9 @@ def _check_onnx(path: Path, what: str) -> None:
 
 
 def rebuild_check(
-    records: Mapping[str, Any],
+    records: RunRecord | Mapping[str, Any],
     run_dir: Path | None,
-    trial: Mapping[str, Any],
+    trial: TrialRecord,
     recorded: Path,
     trust: Mapping[str, Any] | None = None,
 ) -> RebuildCheck:
@@ -220,8 +225,9 @@ def rebuild_check(
     if run is not None and run.run_file.exists():
         config, salt = run.read_config(), run.read_baseline().salt
     else:
-        config = RunConfig.from_dict({**records["config"], "storage": None})
-        salt = str(records["baseline"]["salt"])
+        records = as_run(records)
+        config = RunConfig.from_dict({**records.config, "storage": None})
+        salt = str(records.salt)
     model = load_spec(config.model.with_trust(**trust) if trust else config.model)
     data = load_npz(config.data) if config.data else None
     profile = run_targets(config).merged  # refused when a profile changed since the run
@@ -235,7 +241,7 @@ def rebuild_check(
             cache_dir=Path(tmp) / "cache",
             salt=salt,
         )
-        result = build(Candidate.from_dict(trial["candidate"]), inputs, Path(tmp) / "build")
+        result = build(Candidate.from_dict(trial.candidate), inputs, Path(tmp) / "build")
         if data is not None:
             x = data.x_val
             what = "validation split"
