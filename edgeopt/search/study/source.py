@@ -181,7 +181,7 @@ def trial_onnx(
     if artifact is None:
         raise BuiltElsewhere(
             f"{what} is not in this run directory and was not uploaded to an artifact store",
-            hint=f"it was built on {trial.get('machine', {}).get('hostname', 'another machine')}"
+            hint=f"it was built on {(trial.get('machine') or {}).get('hostname', 'another machine')}"
             " without --artifacts: read it there, or run workers with --artifacts DIR",
         )
     opened = store()
