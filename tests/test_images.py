@@ -326,3 +326,19 @@ def test_normalize_takes_a_batch() -> None:
     assert batch.shape == (4, 3, 2, 3) and batch.dtype == np.float32
     for i in range(4):
         np.testing.assert_array_equal(batch[i], recipe.normalize(views[i]))
+
+
+def test_exif_orientation_applied_only_when_the_recipe_says(tmp_path: Path) -> None:
+    pixels = _pixels((6, 10, 3), seed=6)  # 10 wide, 6 high
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    path = _save(tmp_path / "r.jpg", pixels, quality=95, exif=exif)
+    base = dict(crop=(6, 6), resize=None, mean=(0, 0, 0), std=(1, 1, 1), channels="rgb")
+    assert read_view(path, Preprocess(**base)).shape == (6, 6, 3)
+    assert decode(path, Channels.RGB).size == (10, 6)
+    upright = decode(path, Channels.RGB, exif_transpose=True)
+    assert upright.size == (6, 10)
+    turned = np.rot90(np.asarray(decode(path, Channels.RGB)), k=-1)
+    np.testing.assert_array_equal(np.asarray(upright), turned)
+    tall = Preprocess(**{**base, "crop": (10, 6), "exif_transpose": True})
+    assert read_view(path, tall).shape == (10, 6, 3)

@@ -90,26 +90,34 @@ def probe(path: Path | str, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
     return size
 
 
-def decode(path: Path | str, channels: Channels, max_pixels: int = MAX_PIXELS) -> Image:
+def decode(
+    path: Path | str,
+    channels: Channels,
+    max_pixels: int = MAX_PIXELS,
+    *,
+    exif_transpose: bool = False,
+) -> Image:
     """The whole image as a loaded PIL image in mode ``"L"`` (gray) or ``"RGB"``.
 
     16-bit gray is scaled to 8 bits (``round(v / 257)``) rather than clipped; an alpha channel
     is dropped (not composited); palette, CMYK and the rest convert with Pillow's rules. EXIF
-    orientation is not applied here (``Preprocess.exif_transpose`` decides, in
-    ``scoring_view``). ImageError for anything Pillow cannot decode.
+    orientation is applied only with ``exif_transpose`` (before the conversion, which drops
+    the EXIF block; torchvision's ImageFolder ignores it). ImageError for anything Pillow
+    cannot decode.
     """
     pil = pillow()
     mode = "L" if channels is Channels.GRAY else "RGB"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", pil.DecompressionBombWarning)
-            with pil.open(path, formats=FORMATS) as img:
-                _check_pixels(path, (img.width, img.height), max_pixels)
-                img.load()
+            with pil.open(path, formats=FORMATS) as opened:
+                _check_pixels(path, (opened.width, opened.height), max_pixels)
+                opened.load()
+                img = _upright(opened) if exif_transpose else opened
                 if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
                     wide = np.asarray(img).astype(np.float64)
                     eight = np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8)
-                    img8 = pil.fromarray(eight, mode="L")
+                    img8 = pil.fromarray(eight)  # 2-D uint8: mode "L"
                     out = img8 if mode == "L" else img8.convert(mode)
                 elif img.mode == mode:
                     out = img.copy()
@@ -125,10 +133,6 @@ def scoring_view(img: Image, recipe: Preprocess) -> np.ndarray:
     is applied by ``normalize``): torchvision's ``Resize(recipe.resize)`` + ``CenterCrop`` on a
     PIL image, with the same PIL filter, so the same bytes."""
     pil = pillow()
-    if recipe.exif_transpose:
-        from PIL import ImageOps
-
-        img = ImageOps.exif_transpose(img)
     size = recipe.resized_size(img.width, img.height)
     if size != (img.width, img.height):
         img = img.resize(size, resample=pil.Resampling.BILINEAR)
@@ -140,7 +144,7 @@ def scoring_view(img: Image, recipe: Preprocess) -> np.ndarray:
 
 def read_view(path: Path | str, recipe: Preprocess, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """``scoring_view(decode(path))``: one file's uint8 pixels as the model will see them."""
-    img = decode(path, recipe.channels, max_pixels)
+    img = decode(path, recipe.channels, max_pixels, exif_transpose=recipe.exif_transpose)
     try:
         return scoring_view(img, recipe)
     finally:
@@ -150,6 +154,12 @@ def read_view(path: Path | str, recipe: Preprocess, max_pixels: int = MAX_PIXELS
 def load(path: Path | str, recipe: Preprocess, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """One file as a ``(C, H, W)`` float32 model input; ImageError when it cannot be read."""
     return recipe.normalize(read_view(path, recipe, max_pixels))
+
+
+def _upright(img: Image) -> Image:
+    from PIL import ImageOps
+
+    return ImageOps.exif_transpose(img)
 
 
 def _check_pixels(path: Path | str, size: tuple[int, int], max_pixels: int) -> None:
