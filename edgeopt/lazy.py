@@ -34,5 +34,6 @@ HEAVY: frozenset[str] = frozenset(
         "sqlalchemy",
         "psycopg",
         "requests",  # mlflow's HTTP client: installed with the mlflow extra only
+        "PIL",  # Pillow: the images extra, for image-folder data
     }
 )
