@@ -179,9 +179,10 @@ def trial_onnx(
             return local
     artifact = (trial.get("artifacts") or {}).get("model.onnx")
     if artifact is None:
+        host = (trial.get("machine") or {}).get("hostname", "another machine")
         raise BuiltElsewhere(
             f"{what} is not in this run directory and was not uploaded to an artifact store",
-            hint=f"it was built on {(trial.get('machine') or {}).get('hostname', 'another machine')}"
+            hint=f"it was built on {host}"
             " without --artifacts: read it there, or run workers with --artifacts DIR",
         )
     opened = store()
