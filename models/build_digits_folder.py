@@ -12,7 +12,8 @@ the background under it by at least 0.35; saved as JPEG of quality 80-95.
 
 Layout (torchvision's ImageFolder): ``OUT/{train,val,test}/<0..9>/<n>.jpg``, plus
 ``OUT/manifest.json`` naming each file's source digit (its index in ``load_digits()``).
-Deterministic: the same seed and counts give the same bytes, whatever ``--workers``.
+Deterministic: the same seed gives the same bytes, whatever ``--workers``, and a bigger
+build starts with a smaller one's files (render ``i`` depends only on the seed, split and ``i``).
 
     python models/build_digits_folder.py                          # models/digits_folder/
     python models/build_digits_folder.py --out /tmp/d --contact-sheet models/digits_folder.png

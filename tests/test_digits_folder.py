@@ -81,6 +81,10 @@ def test_other_seed_other_images_and_rebuild_in_place(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     second = _files(out)
     assert set(second) == set(first) and all(second[k] != first[k] for k in first)
+    bigger = tmp_path / "bigger"
+    assert _build(bigger, "--workers", "1", "--train=30").returncode == 0
+    more = _files(bigger)  # the first 20 training renders are the 20-image build's
+    assert len(more) == len(first) + 10 and all(more[k] == first[k] for k in first)
 
 
 def test_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
