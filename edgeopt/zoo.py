@@ -5,10 +5,11 @@ Two sets, both in ``BUILDERS`` (a bundle refers to a builder by ``edgeopt.zoo:NA
 - ``SMALL_BUILDERS``: small models of three CNN families (plain, residual, depthwise), built
   as ``build(in_channels=, num_classes=, width=)`` with ``width`` a channel count; bundles made
   by ``models/build.py``, and the calibration set (``edgeopt.measure.calibrate``).
-- ``REAL_BUILDERS``: CIFAR-size (3x32x32) versions of real architectures, written here after
-  their papers: ResNet-18, MobileNetV2 and ShuffleNetV2 (whose channel split and shuffle
-  Torch-Pruning cannot follow), built as ``build(in_channels=, num_classes=, width_mult=)``;
-  bundles made on demand by ``models/build_real.py``.
+- ``REAL_BUILDERS``: real architectures written here after their papers, built as
+  ``build(in_channels=, num_classes=, width_mult=)``: CIFAR-size (3x32x32) ResNet-18,
+  MobileNetV2 and ShuffleNetV2 (whose channel split and shuffle Torch-Pruning cannot follow),
+  bundles made on demand by ``models/build_real.py``; and ResNet-18 and MobileNetV2 in their
+  ImageNet layout (strided stems, 3x224x224 ends at 7x7) for image folders at full size.
 """
 
 from __future__ import annotations
@@ -67,14 +68,19 @@ class BasicBlock(nn.Module):
 
 
 class _BasicResNet(nn.Module):
-    """Stem (3x3 conv-BN-ReLU), stages of ``blocks`` basic blocks of ``widths`` (each stage
-    but the first starting at stride 2), global average pool, linear head."""
+    """Stem (``stem``, else 3x3 conv-BN-ReLU), stages of ``blocks`` basic blocks of ``widths``
+    (each stage but the first starting at stride 2), global average pool, linear head."""
 
     def __init__(
-        self, in_channels: int, num_classes: int, widths: tuple[int, ...], blocks: int
+        self,
+        in_channels: int,
+        num_classes: int,
+        widths: tuple[int, ...],
+        blocks: int,
+        stem: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        self.stem = nn.Sequential(*_conv_bn(in_channels, widths[0]))
+        self.stem = stem if stem is not None else nn.Sequential(*_conv_bn(in_channels, widths[0]))
         layers: list[nn.Module] = []
         cin = widths[0]
         for i, cout in enumerate(widths):
@@ -192,6 +198,30 @@ def resnet18_cifar(
     return ResNet18Cifar(in_channels, num_classes, width_mult)
 
 
+class ResNet18ImageNet(_BasicResNet):
+    """ResNet-18 as in the paper for 224x224 inputs: 7x7 stride-2 stem and a 3x3 stride-2
+    max-pool, then ``ResNet18Cifar``'s stages (so 224 ends at 7x7)."""
+
+    def __init__(
+        self, in_channels: int = 3, num_classes: int = 10, width_mult: float = 1.0
+    ) -> None:
+        w = _divisible(64 * width_mult, 4)
+        stem = nn.Sequential(
+            nn.Conv2d(in_channels, w, 7, 2, 3, bias=False),
+            nn.BatchNorm2d(w),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2, 1),
+        )
+        super().__init__(in_channels, num_classes, (w, 2 * w, 4 * w, 8 * w), 2, stem)
+
+
+def resnet18_imagenet(
+    in_channels: int = 3, num_classes: int = 10, width_mult: float = 1.0
+) -> nn.Module:
+    """ImageNet-layout ResNet-18 (1.82 G MACs at 224x224 and ``width_mult=1``)."""
+    return ResNet18ImageNet(in_channels, num_classes, width_mult)
+
+
 class InvertedResidualV2(InvertedResidual):
     """MobileNetV2 block as in the paper: 1x1 expand (left out at expansion 1), 3x3 depthwise,
     linear 1x1 project, ReLU6; identity residual when stride is 1 and channels match."""
@@ -199,42 +229,47 @@ class InvertedResidualV2(InvertedResidual):
     always_expand = False
 
 
-# (expansion, channels, repeats, stride of the first block); the paper's table with the stem
-# and the second stage at stride 1, so 32x32 inputs end at 4x4 (three stride-2 stages)
-_MOBILENETV2_CIFAR = (
+# (expansion, channels, repeats, stride of the first block): the paper's table (a stride-2
+# stem makes five stride-2 steps, 224 -> 7), and the CIFAR variant with the stem and the second
+# stage at stride 1, so 32x32 inputs end at 4x4 (three stride-2 stages)
+_MOBILENETV2_IMAGENET = (
     (1, 16, 1, 1),
-    (6, 24, 2, 1),
+    (6, 24, 2, 2),
     (6, 32, 3, 2),
     (6, 64, 4, 2),
     (6, 96, 3, 1),
     (6, 160, 3, 2),
     (6, 320, 1, 1),
 )
+_MOBILENETV2_CIFAR = ((1, 16, 1, 1), (6, 24, 2, 1), *_MOBILENETV2_IMAGENET[2:])
 
 
-class MobileNetV2Cifar(nn.Module):
-    """MobileNetV2 for 32x32 inputs: 3x3 stride-1 stem of 32 channels, the paper's inverted
-    residual stages (expansion 6) at strides 1, 1, 2, 2, 1, 2, 1, a 1x1 conv to 1280
-    channels, global average pool, dropout-free linear head. Every channel count scales with
-    ``width_mult`` (rounded to multiples of 8), the last conv's too, so tests can build tiny
-    versions."""
+class _MobileNetV2(nn.Module):
+    """MobileNetV2: 3x3 stem of 32 channels at ``stem_stride``, the inverted residual stages of
+    ``table``, a 1x1 conv to ``last`` channels, global average pool, dropout-free linear
+    head. Channel counts scale with ``width_mult`` (rounded to multiples of 8)."""
 
     def __init__(
-        self, in_channels: int = 3, num_classes: int = 10, width_mult: float = 1.0
+        self,
+        in_channels: int,
+        num_classes: int,
+        width_mult: float,
+        table: tuple[tuple[int, int, int, int], ...],
+        stem_stride: int,
+        last: int,
     ) -> None:
         super().__init__()
         cin = _divisible(32 * width_mult, 8)
         layers: list[nn.Module] = [
-            nn.Conv2d(in_channels, cin, 3, 1, 1, bias=False),
+            nn.Conv2d(in_channels, cin, 3, stem_stride, 1, bias=False),
             nn.BatchNorm2d(cin),
             nn.ReLU6(inplace=True),
         ]
-        for expand, channels, repeats, stride in _MOBILENETV2_CIFAR:
+        for expand, channels, repeats, stride in table:
             cout = _divisible(channels * width_mult, 8)
             for i in range(repeats):
                 layers.append(InvertedResidualV2(cin, cout, stride if i == 0 else 1, expand))
                 cin = cout
-        last = _divisible(1280 * width_mult, 8)
         layers += [
             nn.Conv2d(cin, last, 1, bias=False),
             nn.BatchNorm2d(last),
@@ -248,11 +283,42 @@ class MobileNetV2Cifar(nn.Module):
         return self.classifier(self.pool(self.features(x)).flatten(1))
 
 
+class MobileNetV2Cifar(_MobileNetV2):
+    """MobileNetV2 for 32x32 inputs: stride-1 stem, the paper's inverted residual stages
+    (expansion 6) at strides 1, 1, 2, 2, 1, 2, 1, a 1x1 conv to 1280 channels. Every channel
+    count scales with ``width_mult``, the last conv's too, so tests can build tiny versions."""
+
+    def __init__(
+        self, in_channels: int = 3, num_classes: int = 10, width_mult: float = 1.0
+    ) -> None:
+        last = _divisible(1280 * width_mult, 8)
+        super().__init__(in_channels, num_classes, width_mult, _MOBILENETV2_CIFAR, 1, last)
+
+
+class MobileNetV2ImageNet(_MobileNetV2):
+    """MobileNetV2 as in the paper for 224x224 inputs: stride-2 stem, stages at strides
+    1, 2, 2, 2, 1, 2, 1 (224 ends at 7x7), and, as in the paper, the last conv keeps 1280
+    channels when ``width_mult`` < 1 (it scales up above 1)."""
+
+    def __init__(
+        self, in_channels: int = 3, num_classes: int = 10, width_mult: float = 1.0
+    ) -> None:
+        last = _divisible(1280 * max(1.0, width_mult), 8)
+        super().__init__(in_channels, num_classes, width_mult, _MOBILENETV2_IMAGENET, 2, last)
+
+
 def mobilenetv2_cifar(
     in_channels: int = 3, num_classes: int = 10, width_mult: float = 1.0
 ) -> nn.Module:
     """CIFAR-style MobileNetV2 (2.2 M parameters at ``width_mult=1``)."""
     return MobileNetV2Cifar(in_channels, num_classes, width_mult)
+
+
+def mobilenetv2_imagenet(
+    in_channels: int = 3, num_classes: int = 10, width_mult: float = 1.0
+) -> nn.Module:
+    """ImageNet-layout MobileNetV2 (300 M MACs at 224x224 and ``width_mult=1``, 97 M at 0.5)."""
+    return MobileNetV2ImageNet(in_channels, num_classes, width_mult)
 
 
 def channel_shuffle(x: Tensor, groups: int) -> Tensor:
@@ -360,8 +426,11 @@ REAL_BUILDERS: dict[str, Builder] = {
     "resnet18_cifar": resnet18_cifar,
     "mobilenetv2_cifar": mobilenetv2_cifar,
     "shufflenetv2_cifar": shufflenetv2_cifar,
+    "resnet18_imagenet": resnet18_imagenet,
+    "mobilenetv2_imagenet": mobilenetv2_imagenet,
 }
-"""Real architectures at 3x32x32: ``build(in_channels=, num_classes=, width_mult=)``."""
+"""Real architectures, ``*_cifar`` laid out for 3x32x32 and ``*_imagenet`` for 3x224x224 (any
+size works): ``build(in_channels=, num_classes=, width_mult=)``."""
 
 BUILDERS: dict[str, Builder] = {**SMALL_BUILDERS, **REAL_BUILDERS}
 """Every builder a bundle may name as ``edgeopt.zoo:NAME`` without ``--trust-arch``."""
