@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -107,3 +109,21 @@ def slow_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     xte, yte = split(100)
     np.savez(path, x_train=xtr, y_train=ytr, x_val=xva, y_val=yva, x_test=xte, y_test=yte)
     return path
+
+
+@pytest.fixture(scope="session")
+def onnx_run(tmp_path_factory: pytest.TempPathFactory, model_files: dict, tiny_data: Path) -> Path:
+    """A finished run, made once through the CLI: ``edgeopt optimize`` of the tiny ONNX model
+    on ``tiny_data``, target mobile, 2 trials (the two baselines), ``--no-report``. Tests that
+    change a run directory copy it first (``shutil.copytree``; its paths are relative)."""
+    out = tmp_path_factory.mktemp("onnx_run") / "run"
+    args = ["optimize", model_files["onnx"], "--data", tiny_data, "--target", "mobile"]
+    args += ["--out", out, "--trials", "2", "--no-report"]
+    done = subprocess.run(
+        [sys.executable, "-c", "from edgeopt.cli import main; main()", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -132,19 +133,18 @@ def test_default_store_has_one_parent_a_child_per_trial_and_resume_adds_no_dupli
 
 
 def test_an_explicit_sqlite_uri_also_logs_trials_run_before_without_mlflow(
-    tmp_path: Path, model_files: dict, tiny_data: Path
+    tmp_path: Path, model_files: dict, tiny_data: Path, onnx_run: Path
 ) -> None:
     out = tmp_path / "run"
-    res = _optimize(model_files["onnx"], tiny_data, out, "--trials", "1")
-    assert res.exit_code == 0, res.output
+    shutil.copytree(onnx_run, out)  # 2 trials run without --mlflow (``_optimize``'s settings)
     db = tmp_path / "tracking" / "t.db"
     db.parent.mkdir()
     res = _optimize(
-        model_files["onnx"], tiny_data, out, "--trials", "2", f"--mlflow=sqlite:///{db}"
+        model_files["onnx"], tiny_data, out, "--trials", "3", f"--mlflow=sqlite:///{db}"
     )
     assert res.exit_code == 0, res.output
     client, parent, children = _runs(f"sqlite:///{db}")
-    assert [c.data.tags["edgeopt.trial"] for c in children] == ["0", "1"]  # 0: caught up
+    assert [c.data.tags["edgeopt.trial"] for c in children] == ["0", "1", "2"]  # 0, 1: caught up
     for child, trial in zip(children, _finished(out), strict=True):
         _check_child(client, child, trial, out, tmp_path / f"dl{trial.number}")
     assert (db.parent / "mlartifacts").is_dir()  # beside the database, not in the cwd

@@ -5,6 +5,7 @@ Ctrl-C once and twice, lost baselines, and runs where nothing is feasible."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -75,13 +76,23 @@ def test_resumed_run_draws_new_candidates(
     assert params[3] != params[2]
 
 
-def test_resume_with_other_sampler_is_refused_but_an_alias_is_the_same_target(
-    tmp_path: Path, model_files: dict, tiny_data: Path
-) -> None:
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def cpu_run(tmp_path_factory: pytest.TempPathFactory, model_files: dict, tiny_data: Path) -> Path:
+    """A finished 2-trial run on the cpu target with the random sampler, made once; tests
+    copy it before they resume it or change it."""
+    out = tmp_path_factory.mktemp("cpu_run") / "run"
     base = ["optimize", model_files["onnx"], "--data", tiny_data, "--out", out, "--no-report"]
     first = _cli(*base, "--target", "cpu", "--trials", "2", "--sampler", "random")
     assert first.wait(timeout=300) == 0, first.communicate()[1]
+    return out
+
+
+def test_resume_with_other_sampler_is_refused_but_an_alias_is_the_same_target(
+    tmp_path: Path, model_files: dict, tiny_data: Path, cpu_run: Path
+) -> None:
+    out = tmp_path / "run"
+    shutil.copytree(cpu_run, out)  # ``base`` with --target cpu --trials 2 --sampler random
+    base = ["optimize", model_files["onnx"], "--data", tiny_data, "--out", out, "--no-report"]
     other = _cli(*base, "--target", "cpu", "--trials", "2", "--sampler", "tpe")
     _, err = other.communicate(timeout=120)
     assert other.returncode == 2
@@ -297,16 +308,16 @@ def test_kill_9_at_random_points_in_10_resumes_loses_nothing(
 
 
 def test_run_from_an_older_search_space_is_refused_with_a_clear_error(
-    tmp_path: Path, model_files: dict, tiny_data: Path
+    tmp_path: Path, model_files: dict, tiny_data: Path, cpu_run: Path
 ) -> None:
     """A run.json without ``search_space`` was written before the wsd schedule existed: its
     study's choice lists differ, so resuming it is refused with exit 2, not an Optuna error."""
     import json
 
     out = tmp_path / "run"
+    shutil.copytree(cpu_run, out)  # ``base`` with --target cpu --trials 2
     base = ["optimize", model_files["onnx"], "--data", tiny_data, "--out", out, "--no-report"]
-    first = _cli(*base, "--target", "cpu", "--trials", "2")
-    assert first.wait(timeout=300) == 0, first.communicate()[1]
+    base += ["--sampler", "random"]  # the run's own sampler: only search_space differs
     run_json = json.loads((out / "run.json").read_text())
     assert run_json["search_space"] == 2
     del run_json["search_space"]

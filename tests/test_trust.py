@@ -4,11 +4,13 @@ from a model file, in the search's worker processes or anywhere else."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 EDGEOPT = [sys.executable, "-c", "from edgeopt.cli import main; main()"]
@@ -59,14 +61,8 @@ def test_trust_flag_reaches_workers_but_is_never_read_from_run_json(
     assert "loading it would run code from the file" in last.user_attrs["fail_reason"]
 
 
-def test_run_json_storage_never_creates_a_database(
-    tmp_path: Path, model_files: dict, tiny_data: Path
-) -> None:
-    out = tmp_path / "run"
-    args = ["optimize", model_files["onnx"], "--data", tiny_data, "--target", "mobile"]
-    args += ["--out", out, "--trials", "2", "--no-report"]
-    done = subprocess.run([*EDGEOPT, *map(str, args)], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+def test_run_json_storage_never_creates_a_database(tmp_path: Path, onnx_run: Path) -> None:
+    out = Path(shutil.copytree(onnx_run, tmp_path / "run"))
     elsewhere = tmp_path / "elsewhere" / "planted.db"
     elsewhere.parent.mkdir()
     run_json = json.loads((out / "run.json").read_text())
@@ -110,10 +106,26 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
 
 
-def test_run_json_naming_code_never_runs_it(
-    tmp_path: Path, model_files: dict, tiny_data: Path
-) -> None:
-    out = _state_dict_run(tmp_path, model_files, tiny_data, "--trials", "2", "--workers", "2")
+@pytest.fixture(scope="module")
+def state_dict_run(
+    tmp_path_factory: pytest.TempPathFactory, model_files: dict, tiny_data: Path
+) -> Path:
+    """One ``_state_dict_run`` with two workers, made once; tests copy it (with ``mynets.py``,
+    whose folder ``_env`` puts on PYTHONPATH) before they change or read it."""
+    return _state_dict_run(
+        tmp_path_factory.mktemp("state_dict"), model_files, tiny_data, "--trials", "2",
+        "--workers", "2",
+    )  # fmt: skip
+
+
+def _copy_run(run: Path, tmp_path: Path) -> Path:
+    """``run`` and the builder module beside it, copied into ``tmp_path``."""
+    shutil.copy(run.parent / "mynets.py", tmp_path / "mynets.py")
+    return Path(shutil.copytree(run, tmp_path / "run"))
+
+
+def test_run_json_naming_code_never_runs_it(tmp_path: Path, state_dict_run: Path) -> None:
+    out = _copy_run(state_dict_run, tmp_path)
     env = _env(tmp_path)
     assert _study(out).get_trials()[0].state == TrialState.COMPLETE  # workers got --arch
     pwned = tmp_path / "PWNED"
@@ -159,9 +171,9 @@ def test_run_json_naming_code_never_runs_it(
 
 
 def test_rebuild_needs_the_builder_on_the_command_line(
-    tmp_path: Path, model_files: dict, tiny_data: Path
+    tmp_path: Path, state_dict_run: Path
 ) -> None:
-    out = _state_dict_run(tmp_path, model_files, tiny_data, "--trials", "2")
+    out = _copy_run(state_dict_run, tmp_path)
     env = _env(tmp_path)
     export = [*EDGEOPT, "export", str(out), "--trial", "1", "--rebuild"]
     bare = subprocess.run(
