@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,18 @@ from edgeopt.loading import save_bundle
 
 SHAPE = (1, 16, 16)
 REPO = Path(__file__).resolve().parent.parent
+
+# A shell's background job (`pytest ... &`, nohup) starts with SIGINT/SIGQUIT (SIGHUP) ignored,
+# and edgeopt deliberately keeps a signal ignored that was ignored when it started; the signal
+# tests expect the default dispositions a foreground shell gives, so give them those here
+# (children inherit an ignored signal, not a handler).
+for _sig, _default in (
+    (signal.SIGINT, signal.default_int_handler),
+    (signal.SIGQUIT, signal.SIG_DFL),
+    (signal.SIGHUP, signal.SIG_DFL),
+):
+    if signal.getsignal(_sig) == signal.SIG_IGN:
+        signal.signal(_sig, _default)
 
 
 @pytest.fixture(scope="session")
