@@ -47,10 +47,11 @@ def prepare(config: RunConfig, run_dir: Path, targets: Targets | None = None) ->
     targets.check()  # fails fast when the targets share no model format or repeat one
     if config.profile_digests is None:
         config = config.with_profile_digests(targets)
-    source = open_source(config.data) if config.data else None
-    if config.data and source is not None:  # recorded in run.json
+    source = None
+    if config.data:
+        source = open_source(config.data)
         config = replace(config, data=config.data.with_fingerprint(source.fingerprint()))
-    data = source.bundle if isinstance(source, NpzSource) else None
+    data = source.bundle if isinstance(source, NpzSource) else None  # arrays, until streamed
     loaded = load_spec(config.model, data.input_shape if data is not None else None)
     # an input shape taken from the data is recorded: workers and a resume load alike
     config = replace(config, model=config.model.with_data_shape(loaded))
