@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from edgeopt.budgets import Budgets
+from edgeopt.data.source import DataSpec
 from edgeopt.errors import ConfigError
 from edgeopt.loading import ModelSpec
 from edgeopt.metrics import OBJECTIVES as OBJECTIVE_METRICS
@@ -48,7 +49,7 @@ class RunConfig:
 
     model: ModelSpec
     targets: tuple[str, ...]
-    data: str | None = None
+    data: DataSpec | None = None  # a path string is taken as an .npz's (DataSpec.from_dict)
     objectives: tuple[str, ...] = ("accuracy", "latency", "size")
     metric: str = "accuracy"  # what "accuracy" means in the objective and budgets
     budgets: Budgets = field(default_factory=Budgets)
@@ -66,6 +67,8 @@ class RunConfig:
     profile_digests: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
+        if self.data is not None and not isinstance(self.data, DataSpec):
+            object.__setattr__(self, "data", DataSpec.from_dict(self.data))
         if self.sampler not in SAMPLERS:
             raise ConfigError(
                 f"unknown sampler {self.sampler!r}", hint=f"choose one of {', '.join(SAMPLERS)}"
@@ -115,7 +118,9 @@ class RunConfig:
             "plain_search",
             "profile_digests",
         )
-        return {k: d[k] for k in keys}
+        key = {k: d[k] for k in keys}
+        key["data"] = self.data.search_key() if self.data is not None else None
+        return key
 
     def with_profile_digests(self, targets: Targets) -> RunConfig:
         """This config with the digests of its targets' profiles (``targets``, resolved from
@@ -136,6 +141,7 @@ class RunConfig:
             for k, v in self.model.to_dict().items()
             if not k.startswith("trust_") and k != "arch_from_file"
         }
+        d["data"] = self.data.to_dict() if self.data is not None else None
         d["targets"] = list(self.targets)
         d["objectives"] = list(self.objectives)
         d["profile_digests"] = dict(self.profile_digests) if self.profile_digests else None
@@ -149,6 +155,8 @@ class RunConfig:
         d["model"] = ModelSpec.from_dict(d["model"], with_trust=False)
         d["targets"] = tuple(d["targets"])
         d["objectives"] = tuple(d["objectives"])
+        # a run.json from before DataSpec recorded the npz's path as a plain string
+        d["data"] = DataSpec.from_dict(d["data"]) if d.get("data") is not None else None
         d["budgets"] = Budgets(**d.get("budgets", {}))
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})

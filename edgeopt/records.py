@@ -384,7 +384,13 @@ class RunRecord(Record):
 
     @property
     def data(self) -> str | None:
-        return self.config.get("data")
+        """Where the run's data came from: its path, ``a callable data source`` (whose
+        reference is never recorded), None without data. ``run.json`` records a data spec;
+        a run from before, the npz's path alone."""
+        raw = self.config.get("data")
+        if isinstance(raw, Mapping):
+            return str(raw.get("path") or f"a {raw.get('kind')} data source")
+        return raw
 
     @property
     def sampler(self) -> str | None:

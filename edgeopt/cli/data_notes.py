@@ -58,7 +58,7 @@ def echo_run_data_notes(config: Any, baseline: Any) -> None:
 
     if not config.data:
         return
-    counts = sample_counts(config.data)
+    counts = sample_counts(config.data.path)
     n_train = counts.get("train", MIN_SPLIT_SAMPLES)
     if n_train < MIN_SPLIT_SAMPLES:
         click.echo(

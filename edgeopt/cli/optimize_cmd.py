@@ -156,6 +156,7 @@ def optimize(
     from edgeopt.cli.data_notes import echo_run_data_notes
     from edgeopt.cli.options import parse_arch_kwargs
     from edgeopt.config import Budgets, RunConfig, parse_duration
+    from edgeopt.data import DataSpec
     from edgeopt.loading import ModelSpec, parse_shape
     from edgeopt.profiles import resolve_targets
     from edgeopt.rundir import default_run_dir
@@ -179,7 +180,7 @@ def optimize(
             trust_arch=trust_arch,
         ),
         targets=specs,
-        data=str(Path(data).resolve()) if data else None,
+        data=DataSpec.npz(Path(data).resolve()) if data else None,
         objectives=tuple(o.strip() for o in objectives.split(",") if o.strip()),
         metric=metric,
         budgets=Budgets(**budgets),  # the --max-*/--min-* flags

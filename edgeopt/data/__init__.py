@@ -1,5 +1,6 @@
-"""Data sources: what a run reads its train/val/test splits from. Today one kind, an ``.npz``
-of arrays (``edgeopt.data.npz``); its names are re-exported here so callers import
+"""Data sources: what a run reads its train/val/test splits from. ``edgeopt.data.source``:
+``DataSpec`` (what a run records) and the ``DataSource`` interface; today one kind, an
+``.npz`` of arrays (``edgeopt.data.npz``). Names are re-exported here so callers import
 ``edgeopt.data``."""
 
 from edgeopt.data.npz import (
@@ -13,8 +14,24 @@ from edgeopt.data.npz import (
     split_sizes,
     synthetic_inputs,
 )
+from edgeopt.data.source import (
+    DataKind,
+    DataSource,
+    DataSpec,
+    NpzSource,
+    add_to_salt,
+    fingerprint_of,
+    open_source,
+)
 
 __all__ = [
+    "DataKind",
+    "DataSource",
+    "DataSpec",
+    "NpzSource",
+    "add_to_salt",
+    "fingerprint_of",
+    "open_source",
     "MIN_SPLIT_SAMPLES",
     "SCORING_ORDER",
     "DataBundle",

@@ -153,7 +153,7 @@ def _records(
     ]
     # the samples behind val/test accuracy (synthetic inputs without data): for the
     # reports' confidence intervals
-    n = split_sizes(config.data) if config.data else dict.fromkeys(N_KEYS, SYNTHETIC_N)
+    n = split_sizes(config.data.path) if config.data else dict.fromkeys(N_KEYS, SYNTHETIC_N)
     return RunRecord(
         schema_version=SCHEMA_VERSION,
         run_dir=where,

@@ -229,7 +229,7 @@ def rebuild_check(
         config = RunConfig.from_dict({**records.config, "storage": None})
         salt = str(records.salt)
     model = load_spec(config.model.with_trust(**trust) if trust else config.model)
-    data = load_npz(config.data) if config.data else None
+    data = load_npz(config.data.path) if config.data else None
     profile = run_targets(config).merged  # refused when a profile changed since the run
     torch.set_num_threads(config.threads)
     with tempfile.TemporaryDirectory(prefix="edgeopt-rebuild-") as tmp:

@@ -13,7 +13,7 @@ from typing import Any
 from optuna.trial import TrialState
 
 from edgeopt.config import RunConfig
-from edgeopt.data import load_npz
+from edgeopt.data import DataSource, NpzSource, add_to_salt, load_npz, open_source
 from edgeopt.loading import check_model_and_data, load_spec
 from edgeopt.measure.accuracy import onnx_score, onnx_task_metric, onnx_task_metric_entries
 from edgeopt.measure.runtime import host_description
@@ -47,7 +47,11 @@ def prepare(config: RunConfig, run_dir: Path, targets: Targets | None = None) ->
     targets.check()  # fails fast when the targets share no model format or repeat one
     if config.profile_digests is None:
         config = config.with_profile_digests(targets)
-    data = load_npz(config.data) if config.data else None
+    source = None
+    if config.data:
+        source = open_source(config.data)
+        config = replace(config, data=config.data.with_fingerprint(source.fingerprint()))
+    data = source.bundle if isinstance(source, NpzSource) else None  # arrays, until streamed
     loaded = load_spec(config.model, data.input_shape if data is not None else None)
     # an input shape taken from the data is recorded: workers and a resume load alike
     config = replace(config, model=config.model.with_data_shape(loaded))
@@ -65,7 +69,8 @@ def prepare(config: RunConfig, run_dir: Path, targets: Targets | None = None) ->
         if run.baseline_file.exists():
             baseline = run.read_baseline()
         else:
-            baseline = _make_baseline(config, loaded, data, targets.profiles, run)
+            salt = _salt(config, source)
+            baseline = _make_baseline(config, loaded, data, targets.profiles, run, salt)
             run.write_baseline(baseline)
     open_study(SearchContext.open(run.path, targets=targets))
     return baseline
@@ -77,6 +82,7 @@ def _make_baseline(
     data: Any,
     profiles: Sequence[HardwareProfile],
     run: RunDir,
+    salt: str,
 ) -> Baseline:
     from edgeopt.onnx_export import loaded_to_onnx
 
@@ -104,7 +110,7 @@ def _make_baseline(
                 time_budget_s=BASELINE_LATENCY_BUDGET_S,
             )
     return Baseline(
-        salt=_salt(config),
+        salt=salt,
         input_shape=tuple(loaded.input_shape),
         onnx_input=bool(loaded.is_onnx),
         host=host_description(),
@@ -148,20 +154,21 @@ def auto_timeout(stage_seconds: float) -> float:
     return round(max(TIMEOUT_MIN_S, stage_seconds + TIMEOUT_OVERHEAD_S), 1)
 
 
-def _salt(config: RunConfig) -> str:
-    """Identifies model + data + seed: part of every cache key."""
+def _salt(config: RunConfig, source: DataSource | None) -> str:
+    """Identifies model + data (``source``) + seed: part of every cache key."""
     h = hashlib.sha256(Path(config.model.path).read_bytes())
-    if config.data:
-        h.update(Path(config.data).read_bytes())
+    if source is not None:
+        add_to_salt(h, source)
     h.update(str(config.seed).encode())
     return h.hexdigest()[:16]
 
 
 def _check_metric_defined(config: RunConfig, data: Any) -> None:
     """ConfigError, before any work, when ``--metric`` is undefined on a split."""
-    check_defined(config.metric, data.y_val, f"the validation split of {config.data}")
+    where = config.data.path if config.data else None
+    check_defined(config.metric, data.y_val, f"the validation split of {where}")
     if data.has_test:
-        check_defined(config.metric, data.split("test")[1], f"the test split of {config.data}")
+        check_defined(config.metric, data.split("test")[1], f"the test split of {where}")
 
 
 def _hopeless_below(config: RunConfig, val_accuracy: float) -> float | None:
@@ -208,7 +215,7 @@ def _finalize(run_dir: Path, targets: Targets | None) -> dict[str, Any]:
     opened = RunSource.local(run.path).open()
     study, config = opened.study, opened.config
     local_baseline = run.read_baseline()
-    data = load_npz(config.data) if config.data else None
+    data = load_npz(config.data.path) if config.data else None
     final = dict(opened.final)
     final.setdefault("task_metrics", {})
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

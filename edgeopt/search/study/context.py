@@ -95,7 +95,7 @@ class SearchContext:
             targets=targets,
             objectives=tuple(config.objective_list(targets.names)),
             baseline=baseline,
-            data=load_npz(config.data) if config.data else None,
+            data=load_npz(config.data.path) if config.data else None,
             facts=model_facts(baseline, run.baseline_onnx),
         )
 

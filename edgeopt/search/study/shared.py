@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from edgeopt.config import RunConfig
+from edgeopt.data import fingerprint_of
 from edgeopt.errors import ConfigError
 from edgeopt.rundir import Baseline, comparable_key, differences
 
@@ -63,7 +64,7 @@ def settings_of(config: RunConfig) -> dict[str, Any]:
         if v not in (None, {}, []) and k not in ("trust_pickle", "trust_arch")
     }
     key["model"] = {**model, "path": _digest(config.model.path)}
-    key["data"] = _digest(config.data) if config.data else None
+    key["data"] = fingerprint_of(config.data) if config.data else None
     return dict(json.loads(json.dumps(key)))  # as stored: tuples become lists
 
 

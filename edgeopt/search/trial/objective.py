@@ -230,7 +230,7 @@ class TrialRunner:
         return TrialRequest(
             trial_dir=str(ctx.run.trial_dir(number)),
             model=ctx.config.model.to_dict(),
-            data=ctx.config.data,
+            data=ctx.config.data.path if ctx.config.data else None,
             profiles=ctx.targets.texts,
             seed=ctx.config.seed,
             cache_dir=str(ctx.run.cache_dir),

@@ -1,0 +1,273 @@
+"""What a run reads its data from: ``DataSpec``, the record of it in ``run.json`` (kind, path,
+fingerprint), and ``DataSource``, the one interface every kind of data offers its consumers.
+``NpzSource`` wraps today's ``DataBundle`` so the npz path keeps its exact numbers."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from edgeopt.data.npz import DataBundle, load_npz
+from edgeopt.errors import ConfigError
+
+
+class DataKind(StrEnum):
+    """Where a run's data comes from: an ``.npz`` of arrays, a folder of images, or a Python
+    callable named on the command line (never recorded: see ``DataSpec``)."""
+
+    NPZ = "npz"
+    FOLDER = "folder"
+    CALLABLE = "callable"
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """A run's data as ``run.json`` records it. ``path``: the ``.npz`` or folder; None for a
+    callable, whose reference lives only on the command line (``run.json`` is data and never
+    names code to run). ``recipe`` (preprocessing) and ``split`` (how a folder is split) are
+    None for the kinds that have none; ``fingerprint`` is the source's ``fingerprint()`` once
+    set-up computed it (None before, and in runs recorded before it existed)."""
+
+    kind: DataKind
+    path: str | None = None
+    recipe: Mapping[str, Any] | None = None
+    split: Mapping[str, Any] | None = None
+    fingerprint: str | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "kind", DataKind(self.kind))
+        except ValueError:
+            raise ConfigError(
+                f"unknown data kind {self.kind!r}",
+                hint=f"a run's data is one of {', '.join(k.value for k in DataKind)}",
+            ) from None
+        if self.kind is DataKind.CALLABLE and self.path is not None:
+            raise ConfigError(
+                "the run's data is a callable, yet its record names one "
+                f"({str(self.path)[:80]!r}); edgeopt never records or runs a callable from a file",
+                hint="pass --data REF on the command line if you trust that code",
+            )
+        if self.kind is not DataKind.CALLABLE and not self.path:
+            raise ConfigError(f"the run's {self.kind} data has no path")
+
+    @classmethod
+    def npz(cls, path: str | Path) -> DataSpec:
+        """The spec of the ``.npz`` at ``path`` (as given: callers resolve it)."""
+        return cls(DataKind.NPZ, str(path))
+
+    def with_fingerprint(self, fingerprint: str) -> DataSpec:
+        return replace(self, fingerprint=fingerprint)
+
+    def search_key(self) -> dict[str, Any]:
+        """What defines the run's data for a resume: all but the fingerprint, which set-up
+        computes anew each time (a run recorded before it had none)."""
+        return {k: v for k, v in self.to_dict().items() if k != "fingerprint"}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind.value,
+            "path": self.path,
+            "recipe": dict(self.recipe) if self.recipe is not None else None,
+            "split": dict(self.split) if self.split is not None else None,
+            "fingerprint": self.fingerprint,
+        }
+
+    @classmethod
+    def from_dict(cls, value: str | Mapping[str, Any]) -> DataSpec:
+        """The spec ``to_dict`` wrote, or the plain path string of a ``run.json`` written
+        before data had kinds (always an ``.npz``). ConfigError for anything else."""
+        if isinstance(value, str):
+            return cls.npz(value)
+        if not isinstance(value, Mapping) or "kind" not in value:
+            raise ConfigError(
+                f"the run's data record is not a data spec: {str(value)[:80]!r}",
+                hint="the run directory was edited or is not from edgeopt; start a new run",
+            )
+        names = ("kind", "path", "recipe", "split", "fingerprint")
+        return cls(**{k: value[k] for k in names if k in value})
+
+
+class DataSource(Protocol):
+    """Labelled splits (``train``, ``val``[, ``test``]) of a classification task, whatever
+    holds them. Inputs come as float32 numpy arrays shaped ``(N, *input_shape)``, labels as
+    int64. A consumer asks for what it needs: a seeded fixed-size ``subset`` (calibration,
+    Taylor, parity, probes) or ``batches`` streamed over a whole split (scoring)."""
+
+    @property
+    def kind(self) -> DataKind: ...
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one sample, without the batch dimension."""
+        ...
+
+    @property
+    def num_classes(self) -> int: ...
+
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        """The name of each class index (a folder's class folders); None when unnamed."""
+        ...
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits the data holds, in ``train, val, test`` order."""
+        ...
+
+    def count(self, split: str) -> int:
+        """Samples in ``split``."""
+        ...
+
+    def labels(self, split: str) -> np.ndarray:
+        """Every label of ``split`` (int64), without reading its inputs where the kind can."""
+        ...
+
+    def max_label(self) -> tuple[str, int]:
+        """``(split, label)``: the highest class label over all splits and where it is."""
+        ...
+
+    def subset(self, split: str, n: int, seed: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """``min(n, count(split))`` samples of ``split``: the first ones with ``seed`` None,
+        else a seeded draw without replacement (the same ``(n, seed)``, the same samples)."""
+        ...
+
+    def batches(self, split: str, batch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """All of ``split`` in order, ``batch`` samples at a time (the last may be short),
+        never more than one batch in memory beyond what the source holds anyway."""
+        ...
+
+    def fingerprint(self) -> str:
+        """A short content digest: equal for the same data wherever it lies."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready facts for a run's record and report (kind, shape, classes, counts)."""
+        ...
+
+
+class NpzSource:
+    """The splits of an ``.npz`` (``edgeopt.data.npz``), loaded whole on first use; its
+    ``subset`` draws exactly what the stages drew from a ``DataBundle`` before sources."""
+
+    kind = DataKind.NPZ
+    class_names: tuple[str, ...] | None = None
+
+    def __init__(self, path: str | Path, bundle: DataBundle | None = None) -> None:
+        self.path = Path(path)
+        if bundle is not None:
+            self.__dict__["bundle"] = bundle  # the cached_property's slot
+
+    @classmethod
+    def open(cls, path: str | Path) -> NpzSource:
+        """The source of the npz at ``path``, loaded and checked now (``load_npz``:
+        ConfigError for a file that is no valid npz of labelled splits)."""
+        return cls(path, load_npz(path))
+
+    @cached_property
+    def bundle(self) -> DataBundle:
+        """The whole file as arrays (what every consumer took before sources)."""
+        return load_npz(self.path)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.bundle.input_shape
+
+    @property
+    def num_classes(self) -> int:
+        return self.bundle.num_classes
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return ("train", "val", "test") if self.bundle.has_test else ("train", "val")
+
+    def _split(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        if split not in self.splits:
+            raise ValueError(f"{self.path} has no {split} split (it has {self.splits})")
+        return self.bundle.split(split)
+
+    def count(self, split: str) -> int:
+        return len(self._split(split)[1])
+
+    def labels(self, split: str) -> np.ndarray:
+        return self._split(split)[1]
+
+    def max_label(self) -> tuple[str, int]:
+        return self.bundle.max_label()
+
+    def subset(self, split: str, n: int, seed: int | None) -> tuple[np.ndarray, np.ndarray]:
+        x, y = self._split(split)
+        if seed is None:
+            return x[:n], y[:n]
+        idx = np.random.default_rng(seed).permutation(len(x))[: min(n, len(x))]
+        return np.ascontiguousarray(x[idx], dtype=np.float32), y[idx]
+
+    def batches(self, split: str, batch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        if batch < 1:
+            raise ValueError(f"batch must be positive, got {batch}")
+        x, y = self._split(split)
+        for i in range(0, len(x), batch):
+            yield x[i : i + batch], y[i : i + batch]
+
+    def hash_file(self, h: _Hash) -> None:
+        """Feed the file's bytes to ``h``, a megabyte at a time."""
+        with self.path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+
+    def fingerprint(self) -> str:
+        """``sha256:`` and 16 hex digits of the file's bytes: the digest a study recorded for
+        its data before sources existed, so those studies still match. Reads the file, not
+        its arrays."""
+        h = hashlib.sha256()
+        self.hash_file(h)
+        return "sha256:" + h.hexdigest()[:16]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind.value,
+            "path": str(self.path),
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "class_names": None,
+            "counts": {s: self.count(s) for s in self.splits},
+        }
+
+
+class _Hash(Protocol):
+    def update(self, data: bytes, /) -> None: ...
+
+
+def open_source(spec: DataSpec) -> DataSource:
+    """The source ``spec`` names, opened and checked (ConfigError for bad data)."""
+    if spec.kind is DataKind.NPZ and spec.path is not None:
+        return NpzSource.open(spec.path)
+    raise ConfigError(f"--data of kind {spec.kind} is not supported by this edgeopt")
+
+
+def fingerprint_of(spec: DataSpec) -> str:
+    """The fingerprint of the data ``spec`` names: an npz's is computed from its file now
+    (its arrays are not loaded); any other kind's is the one set-up recorded."""
+    if spec.kind is DataKind.NPZ and spec.path is not None:
+        return NpzSource(spec.path).fingerprint()
+    if spec.fingerprint is None:
+        raise ConfigError(f"the run's {spec.kind} data recorded no fingerprint")
+    return spec.fingerprint
+
+
+def add_to_salt(h: _Hash, source: DataSource) -> None:
+    """Feed ``source``'s identity to ``h``, the hash of a run's salt (part of every cache
+    key): an npz's file bytes, as every run hashed them before sources (a new formula would
+    orphan the caches and baseline trials of runs and studies started before), any other
+    kind's ``fingerprint()``."""
+    if isinstance(source, NpzSource):
+        source.hash_file(h)
+    else:
+        h.update(source.fingerprint().encode())
