@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 
 from edgeopt.data import ScoringData
+from edgeopt.data.folder_scoring import FolderScoring
 from edgeopt.errors import ConfigError
 from edgeopt.loading import LoadedModel, check_input_shape, check_model_and_data
-from edgeopt.measure.accuracy import onnx_logits
+from edgeopt.measure.accuracy import onnx_logits_streamed
 from edgeopt.measure.runners import runner_for
 from edgeopt.measure.runtime import host_description, size_mb
 from edgeopt.measure.service import estimate_on_profile
@@ -39,15 +40,16 @@ class BenchRequest:
     """What to benchmark. ``models[1]``, when present, is the ``--vs`` comparison model.
 
     ``workdir`` receives the ONNX exports of torch models (a temporary folder when None);
-    ``data`` is scored on its ``scored`` split; ``metric``, with ``data``, a task metric
-    measured beside top-1 accuracy (``f1`` ...).
+    ``data`` (an npz's arrays, or an image folder streamed in batches) is scored on its
+    ``scored`` split; ``metric``, with ``data``, a task metric measured beside top-1 accuracy
+    (``f1`` ...).
     """
 
     models: list[LoadedModel]
     profile: Any  # edgeopt.profiles.HardwareProfile
     threads: list[int]
     workdir: Path | None = None
-    data: ScoringData | None = None
+    data: ScoringData | FolderScoring | None = None
     time_budget_s: float = 8.0
     metric: str = "accuracy"
 
@@ -73,7 +75,7 @@ def _run_bench(req: BenchRequest, workdir: Path) -> dict[str, Any]:
     if req.data is not None:
         for m in req.models:
             check_model_and_data(m, req.data)
-        sample = req.data.x[:8]
+        sample = req.data.sample(8)
     else:
         for m in req.models:
             if m.module is not None:
@@ -99,10 +101,10 @@ def _run_bench(req: BenchRequest, workdir: Path) -> dict[str, Any]:
         "results": [],
         "comparisons": [],
     }
-    accuracy = _accuracies(paths, req.data, req.threads[-1], req.metric)
+    accuracy, scored = _accuracies(paths, req.data, req.threads[-1], req.metric)
     if req.data is not None:
         report["accuracy_split"] = req.data.scored
-        report["accuracy_samples"] = len(req.data.y)
+        report["accuracy_samples"] = scored
         report["metric"] = req.metric
     if runner is not None:
         _measure(report, req, runner, paths, names, req.models[0].input_shape, sample, accuracy)
@@ -122,18 +124,21 @@ Scores = dict[str, float]  # task metric name -> value on the accuracy split
 
 
 def _accuracies(
-    paths: list[Path], data: ScoringData | None, threads: int, metric: str
-) -> list[Scores | None]:
-    """Top-1 accuracy and ``metric`` of each model on the scored split (from one pass)."""
+    paths: list[Path], data: ScoringData | FolderScoring | None, threads: int, metric: str
+) -> tuple[list[Scores | None], int]:
+    """Top-1 accuracy and ``metric`` of each model on the scored split (from one pass over
+    its batches per model), and the number of samples scored (an image that fails to
+    decode is skipped)."""
     if data is None:
-        return [None for _ in paths]
+        return [None for _ in paths], 0
 
-    x, y = data.x, data.y
     out: list[Scores | None] = []
+    n = 0
     for p in paths:
-        logits = onnx_logits(p, x, threads=threads)
+        logits, y = onnx_logits_streamed(p, data.scoring_batches(), threads=threads)
         out.append({m: task_metric(m, logits, y) for m in dict.fromkeys(("accuracy", metric))})
-    return out
+        n = len(y)
+    return out, n
 
 
 def _mv(value: float, provenance: str, **extra: float | str | None) -> dict[str, Any]:

@@ -393,6 +393,14 @@ class RunRecord(Record):
         return raw
 
     @property
+    def preprocess(self) -> Mapping[str, Any] | None:
+        """The preprocessing recipe of the run's data (``Preprocess.to_dict()``): an image
+        folder's; None for an npz, a run without data, or a run recorded before recipes."""
+        raw = self.config.get("data")
+        recipe = raw.get("recipe") if isinstance(raw, Mapping) else None
+        return recipe if isinstance(recipe, Mapping) else None
+
+    @property
     def sampler(self) -> str | None:
         return self.config.get("sampler")
 

@@ -214,3 +214,36 @@ def test_report_command_writes_chosen_formats(run_dir: Path, tmp_path: Path) -> 
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["report.md", "trials.csv"]
     res = CliRunner().invoke(main, ["report", str(run_dir), "--format", "pdf"])
     assert res.exit_code == 2 and "unknown report format" in res.output
+
+
+def test_export_of_a_run_with_a_recipe_carries_it(run_dir: Path, tmp_path: Path) -> None:
+    from edgeopt.data.metadata import read_recipe
+    from edgeopt.data.preprocess import Preprocess
+    from edgeopt.measure.accuracy import onnx_logits
+
+    run = _copy_run(run_dir, tmp_path)
+    recipe = Preprocess.default_for((1, 16, 16))
+    config = json.loads((run / "run.json").read_text())
+    config["data"]["recipe"] = recipe.to_dict()  # as an image-folder run records it
+    (run / "run.json").write_text(json.dumps(config))
+    trial = _front_trial(run)
+    source = run / trial["onnx"]
+    before = source.read_bytes()
+    outs = [tmp_path / "release" / "a.onnx", tmp_path / "release" / "b.onnx"]
+    for out in outs:
+        code, output = _export(run, trial["number"], out)
+        assert code == 0, output
+        sidecar = out.with_name(out.stem + ".preprocess.json")
+        assert f"preprocessing: {sidecar}" in output
+        assert read_recipe(out) == recipe
+        assert Preprocess.from_dict(json.loads(sidecar.read_text())) == recipe
+        meta = json.loads(out.with_suffix(".json").read_text())
+        assert meta["onnx_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+        assert meta["source_onnx_sha256"] == hashlib.sha256(before).hexdigest()
+        assert meta["preprocess"] == recipe.to_dict()
+    # the trial's own file is untouched (its recorded digest still holds), the copy differs
+    # only in its metadata: the same outputs
+    assert source.read_bytes() == before and outs[0].read_bytes() != before
+    x = np.random.default_rng(0).standard_normal((4, 1, 16, 16)).astype(np.float32)
+    assert np.array_equal(onnx_logits(outs[0], x), onnx_logits(source, x))
+    assert read_recipe(source) is None

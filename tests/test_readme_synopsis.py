@@ -24,7 +24,7 @@ def _synopsis() -> list[str]:
 
 def _block(command: str) -> str:
     """The synopsis lines of ``edgeopt COMMAND`` (with its continuation lines), and the
-    shared model options when it refers to them."""
+    shared model and image options when it refers to them."""
     lines = _synopsis()
     out, inside = [], False
     for line in lines:
@@ -36,15 +36,20 @@ def _block(command: str) -> str:
             out.append(line)
     assert out, f"the synopsis has no line for edgeopt {command}"
     text = "\n".join(out)
-    if "[MODEL OPTIONS]" in text:
-        text += "\n" + _model_options(lines)
+    for shared in ("MODEL OPTIONS", "IMAGE OPTIONS"):
+        if f"[{shared}]" in text:
+            text += "\n" + _shared_options(lines, shared)
     return text
 
 
-def _model_options(lines: list[str]) -> str:
-    """The ``MODEL OPTIONS:`` lines: the loading options optimize, bench and check share."""
-    start = next(i for i, ln in enumerate(lines) if ln.startswith("MODEL OPTIONS:"))
-    return "\n".join(lines[start:])
+def _shared_options(lines: list[str], name: str) -> str:
+    """The ``MODEL OPTIONS:`` lines (the loading options optimize, bench and check share), or
+    the ``IMAGE OPTIONS ...:`` ones (how image files are read), with their continuations."""
+    start = next(i for i, ln in enumerate(lines) if ln.startswith(name))
+    end = start + 1
+    while end < len(lines) and lines[end].startswith(" "):
+        end += 1
+    return "\n".join(lines[start:end])
 
 
 def _flags(cmd: click.Command) -> set[str]:

@@ -13,6 +13,7 @@ from edgeopt.cli.options import (
     metric_option,
     packed_model_options,
     parse_thread_counts,
+    preprocess_options,
 )
 from edgeopt.metrics import task_metric_noun
 
@@ -22,7 +23,11 @@ from edgeopt.metrics import task_metric_noun
 @click.option("--target", default="cpu", show_default=True, help="Profile name, alias or TOML.")
 @click.option("--threads", help="Intra-op thread counts to measure, e.g. 1,2 (host only).")
 @click.option("--vs", "other", type=click.Path(dir_okay=False), help="A second model to compare.")
-@click.option("--data", type=click.Path(dir_okay=False), help=".npz to measure accuracy on.")
+@click.option(
+    "--data",
+    type=click.Path(),
+    help=".npz, or a folder of images (DIR/test|val/<class>/*), to measure accuracy on.",
+)
 @metric_option(
     "With --data, a task metric shown beside top-1 accuracy (macro f1/precision/recall, "
     "macro one-vs-rest auc)."
@@ -34,6 +39,7 @@ from edgeopt.metrics import task_metric_noun
     help="Seconds of timing per run (at most 3600).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@preprocess_options
 @packed_model_options
 def bench(
     model: str,
@@ -45,24 +51,28 @@ def bench(
     time_budget: float,
     as_json: bool,
     model_opts: ModelOptions,
+    recipe_flags: Any,
 ) -> None:
     """Measure MODEL on this host, or estimate it on a target profile.
 
     Host latency runs in a separate process: warm-up, interleaved rounds, p50 = median of
     round medians. With --vs, the speed ratio is the median of per-round ratios, measured
     interleaved in the same run, which stays stable while the machine's speed drifts.
+    With --data DIR (an image folder), images are read with the preprocessing the model
+    carries in its metadata (as edgeopt export writes it), else the flags', else defaults.
     """
     from edgeopt.bench import BenchRequest, run_bench
     from edgeopt.cli.data_notes import echo_scoring_notes
-    from edgeopt.data import load_scoring_npz
+    from edgeopt.cli.scoring_data import echo_skipped_images, load_models_and_data
     from edgeopt.profiles import load_profile
 
     check_time_budget(time_budget)
     profile = load_profile(target)
     thread_counts = parse_thread_counts(threads) if threads else [profile.threads]
-    bundle = load_scoring_npz(data) if data else None
-    _check_metric(metric, bundle, data)
-    loaded = [model_opts.load(m, bundle) for m in (model, other) if m]
+    models = [m for m in (model, other) if m]
+    bundle, loaded = load_models_and_data(
+        data, models, model_opts, recipe_flags, lambda d: _check_metric(metric, d, data)
+    )
     request = BenchRequest(
         loaded, profile, thread_counts, data=bundle, time_budget_s=time_budget, metric=metric
     )
@@ -72,6 +82,7 @@ def bench(
     else:
         click.echo(render_table(report))
     echo_scoring_notes(bundle, report)
+    echo_skipped_images(bundle)
 
 
 def _check_metric(metric: str, bundle: Any, data: str | None) -> None:

@@ -14,13 +14,16 @@ from edgeopt.cli.options import (
     check_time_budget,
     metric_option,
     packed_model_options,
+    preprocess_options,
 )
 
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--target", help="Profile name, alias or TOML (default: from the config, else cpu).")
-@click.option("--data", type=click.Path(dir_okay=False), help=".npz for accuracy budgets.")
+@click.option(
+    "--data", type=click.Path(), help=".npz, or a folder of images, for accuracy budgets."
+)
 @metric_option(
     "What --min-accuracy/--max-accuracy-drop judge (default: from the config, else "
     "top-1 accuracy); f1/precision/recall are macro averages, auc macro one-vs-rest.",
@@ -38,6 +41,7 @@ from edgeopt.cli.options import (
 )
 @click.option("--junit", type=click.Path(dir_okay=False), help="Write JUnit XML here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+@preprocess_options
 @packed_model_options
 def check(
     model: str,
@@ -50,6 +54,7 @@ def check(
     junit: str | None,
     as_json: bool,
     model_opts: ModelOptions,
+    recipe_flags: Any,
 ) -> None:
     """Check MODEL against budgets on a target; exit 0 when all pass, 1 when one fails.
 
@@ -57,13 +62,15 @@ def check(
     edgeopt.toml), searched from the current folder upward; flags win. Host numbers are
     measured, other targets estimated, and the table says which. --baseline compares
     latency interleaved in the same run (--max-regression 5% = at most 5 % slower).
+    --data DIR (an image folder) is read with the preprocessing MODEL carries in its
+    metadata, else the flags', else defaults for its input shape.
     Exit 2 on usage or input errors.
     """
     from edgeopt.bench import BenchRequest, run_bench
     from edgeopt.budgets import parse_limits
     from edgeopt.check import resolve_config, validate, verdict_from_bench
     from edgeopt.cli.data_notes import echo_scoring_notes
-    from edgeopt.data import load_scoring_npz
+    from edgeopt.cli.scoring_data import echo_skipped_images, load_models_and_data
     from edgeopt.errors import BudgetError
     from edgeopt.profiles import load_profile
 
@@ -78,12 +85,16 @@ def check(
     cfg = resolve_config(flags)
     profile = load_profile(cfg.target)
     validate(cfg, bool(profile.measured), runner=profile.runner is not None)
-    bundle = load_scoring_npz(cfg.data) if cfg.data else None  # any split: check never trains
-    if bundle is not None:
-        from edgeopt.measure.task_metrics import check_defined
+    models = [m for m in (model, cfg.baseline) if m]
 
-        check_defined(cfg.metric, bundle.y, f"the {bundle.scored} split of {cfg.data}")
-    loaded = [model_opts.load(m, bundle) for m in (model, cfg.baseline) if m]
+    def check_labels(data: Any) -> None:
+        if data is not None:
+            from edgeopt.measure.task_metrics import check_defined
+
+            check_defined(cfg.metric, data.y, f"the {data.scored} split of {cfg.data}")
+
+    # any split: check never trains
+    bundle, loaded = load_models_and_data(cfg.data, models, model_opts, recipe_flags, check_labels)
     request = BenchRequest(
         loaded,
         profile,
@@ -99,6 +110,7 @@ def check(
     else:
         click.echo(render_verdict(verdict))
     echo_scoring_notes(bundle, bench)
+    echo_skipped_images(bundle)
     if junit:
         _write_junit(Path(junit), verdict)  # after the table: a bad path still shows results
     if not verdict.passed:

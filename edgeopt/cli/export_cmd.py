@@ -60,14 +60,16 @@ def export(
     (or the shared study in --storage, from the artifact store), with a .json of its
     config and numbers.
 
-    The .json lands beside the model (model.onnx -> model.json), outside the run directory.
+    The .json lands beside the model (model.onnx -> model.json), outside the run directory;
+    for image-folder data, so does the preprocessing recipe (model.preprocess.json), which
+    the exported model also carries in its ONNX metadata.
     The file must be the one the study recorded (its SHA-256). --rebuild builds the
     candidate again from the recorded config (the torch phase re-runs) and reports the
     largest output difference on the validation inputs; exit 1 when it does not match.
     """
     from edgeopt.errors import ConfigError, EdgeoptError
     from edgeopt.search.run.collect import load_run
-    from edgeopt.search.run.replay import export_trial
+    from edgeopt.search.run.replay import export_paths, export_trial
     from edgeopt.search.study.source import check_output
 
     if best == (number is not None):
@@ -77,14 +79,15 @@ def export(
         )
     source = run_source(run_dir, storage, study_name, artifacts)
     target = Path(out)
-    check_output(
-        [target, target.with_suffix(".json")],
-        target.parent,
-        source.protected(),
-        flag="--out",
-        example="release/model.onnx",
-    )
+
+    def check(paths: list[Path]) -> None:
+        check_output(
+            paths, target.parent, source.protected(), flag="--out", example="release/model.onnx"
+        )
+
+    check([target, target.with_suffix(".json")])
     records = as_run(load_run(source))
+    check(export_paths(records, target))  # and X.preprocess.json, for image-folder data
     if best:
         number = _pick(records)
     assert number is not None
@@ -107,6 +110,8 @@ def export(
     click.echo(f"trial {number}: {trial.describe or 'unchanged'}")
     click.echo(f"model: {result.onnx}")
     click.echo(f"config and numbers: {result.metadata}")
+    if result.preprocess is not None:
+        click.echo(f"preprocessing: {result.preprocess} (also in the model's ONNX metadata)")
     line = f"validation {kind} {trial.val_accuracy:.4f} (measured)"
     if test is not None:
         line += f"; test {kind} {test:.4f} (measured, {records.test_split} split)"

@@ -161,6 +161,62 @@ def packed_model_options(func: F) -> F:
     return model_options(command)  # type: ignore[arg-type]
 
 
+def preprocess_options(func: F) -> F:
+    """--resize, --crop, --mean, --std, --channel-order: how image files become model inputs
+    (``--data DIR``), passed to the command as one ``recipe_flags``
+    (``edgeopt.data.recipe_choice.RecipeFlags``, each flag as typed or None)."""
+
+    @functools.wraps(func)
+    def command(
+        *args: Any,
+        resize: str | None,
+        crop: str | None,
+        mean: str | None,
+        std: str | None,
+        channel_order: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        from edgeopt.data.recipe_choice import RecipeFlags
+
+        flags = RecipeFlags(resize, crop, mean, std, channel_order)
+        return func(*args, recipe_flags=flags, **kwargs)
+
+    for opt in reversed(
+        [
+            click.option(
+                "--resize",
+                metavar="N",
+                help="--data DIR: resize the shorter side of each image to N pixels "
+                "(default: crop / 0.875).",
+            ),
+            click.option(
+                "--crop",
+                metavar="N|HxW",
+                help="--data DIR: center crop (default: the model's input height x width).",
+            ),
+            click.option(
+                "--mean",
+                metavar="imagenet|A,B,C",
+                help="--data DIR: per-channel mean subtracted after scaling to 0..1 "
+                "(default: imagenet for 3 channels, 0.5 for 1).",
+            ),
+            click.option(
+                "--std",
+                metavar="imagenet|A,B,C",
+                help="--data DIR: per-channel std divided by (default: as --mean).",
+            ),
+            click.option(
+                "--channel-order",
+                type=click.Choice(("rgb", "bgr", "gray")),
+                help="--data DIR: channel order of the model input (default: rgb for 3 "
+                "channels, gray for 1).",
+            ),
+        ]
+    ):
+        command = opt(command)
+    return command  # type: ignore[return-value]
+
+
 def budget_options(func: F) -> F:
     """One ``--max-...``/``--min-...`` option per budget of ``edgeopt.budgets.BUDGETS``, passed
     to the command as one ``budgets: dict[str, Any]`` (unset ones None; relative budgets as

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import stat
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,6 +105,14 @@ class ScoringData:
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one sample, without the batch dimension."""
         return tuple(int(d) for d in self.x.shape[1:])
+
+    def sample(self, n: int) -> np.ndarray:
+        """The first ``n`` inputs of the scored split."""
+        return self.x[:n]
+
+    def scoring_batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(x, y)`` of the scored split: here one batch, the arrays already in memory."""
+        yield self.x, self.y
 
     def max_label(self) -> tuple[str, int]:
         """``(split, label)``: the highest class label over all splits and where it is."""

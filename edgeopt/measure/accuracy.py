@@ -4,6 +4,7 @@ fidelity (top-1 agreement with the original model) on inputs that stand in for d
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +18,44 @@ def onnx_logits(
     path: str | Path, x: np.ndarray, *, batch_size: int = 256, threads: int = 2
 ) -> np.ndarray:
     """Outputs of the model's first output for all of ``x``, computed in batches."""
+    run = _runner(path, batch_size, threads)
+    return np.concatenate(run(x))
+
+
+def onnx_logits_streamed(
+    path: str | Path,
+    batches: Iterable[tuple[np.ndarray, np.ndarray]],
+    *,
+    batch_size: int = 256,
+    threads: int = 2,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(logits, y)`` over labelled ``(x, y)`` batches as they come (a data source's
+    ``batches``): only one batch of inputs is held at a time. One batch of the whole array
+    gives exactly ``onnx_logits``'s runs."""
+    run = _runner(path, batch_size, threads)
+    outs: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    for x, y in batches:
+        outs += run(x)
+        labels.append(np.asarray(y))
+    return np.concatenate(outs), np.concatenate(labels)
+
+
+def _runner(path: str | Path, batch_size: int, threads: int) -> Callable[[np.ndarray], list[Any]]:
+    """A function running an ORT session of ``path`` over an array, in runs of
+    ``batch_size`` (or the model's fixed batch size)."""
     sess = ort_session(path, threads=threads)
     name = sess.get_inputs()[0].name
     fixed = sess.get_inputs()[0].shape[0]
     step = fixed if isinstance(fixed, int) and fixed > 0 else batch_size
-    outs = [
-        sess.run(None, {name: np.ascontiguousarray(x[i : i + step], dtype=np.float32)})[0]
-        for i in range(0, len(x), step)
-    ]
-    return np.concatenate(outs)
+
+    def run(x: np.ndarray) -> list[Any]:
+        return [
+            sess.run(None, {name: np.ascontiguousarray(x[i : i + step], dtype=np.float32)})[0]
+            for i in range(0, len(x), step)
+        ]
+
+    return run
 
 
 def onnx_accuracy(

@@ -17,6 +17,8 @@ import numpy as np
 from edgeopt.candidate import Candidate
 from edgeopt.config import RunConfig
 from edgeopt.data import load_npz, synthetic_inputs
+from edgeopt.data.metadata import sidecar_path, stamp, write_sidecar
+from edgeopt.data.preprocess import Preprocess
 from edgeopt.errors import ConfigError
 from edgeopt.fileio import write_atomic
 from edgeopt.loading import load_spec
@@ -50,12 +52,14 @@ class RebuildCheck:
 
 @dataclass(frozen=True)
 class ExportResult:
-    """What ``export_trial`` wrote."""
+    """What ``export_trial`` wrote; ``preprocess`` the ``X.preprocess.json`` of a run whose
+    data has a preprocessing recipe (None otherwise)."""
 
     trial: int
     onnx: Path
     metadata: Path
     rebuild: RebuildCheck | None = None
+    preprocess: Path | None = None
 
 
 def find_trial(records: RunRecord | Mapping[str, Any], number: int) -> TrialRecord:
@@ -124,6 +128,14 @@ def _entries(measurements: Mapping[str, Mapping[str, MetricEntry]]) -> dict[str,
     return {t: {m: e.to_dict() for m, e in ms.items()} for t, ms in measurements.items()}
 
 
+def export_paths(records: RunRecord | Mapping[str, Any], out: Path) -> list[Path]:
+    """Every file ``export_trial`` writes for ``out``: the model, ``X.json``, and
+    ``X.preprocess.json`` when the run's data has a preprocessing recipe."""
+    out = Path(out)
+    paths = [out, out.with_suffix(".json")]
+    return paths + ([sidecar_path(out)] if as_run(records).preprocess is not None else [])
+
+
 def export_trial(
     records: RunRecord | Mapping[str, Any],
     run_dir: Path | None,
@@ -141,6 +153,12 @@ def export_trial(
     must be a valid ONNX model; ConfigError otherwise (nothing is left at ``out``). With
     ``rebuild``, the candidate is built again from its config in a temporary folder (no
     shared cache: the torch phase re-runs) and compared with the recorded model.
+
+    When the run's data has a preprocessing recipe (an image folder), the copy at ``out``
+    carries it in its ONNX metadata and ``X.preprocess.json`` is written beside it; the
+    recorded SHA-256 is checked on the bytes copied before that, and ``X.json`` records the
+    exported file's own digest (``onnx_sha256``) and the recorded one
+    (``source_onnx_sha256``).
     """
     from edgeopt.search.study.source import scratch_dir
 
@@ -150,6 +168,7 @@ def export_trial(
     out = Path(out)
     if out.suffix.lower() != ".onnx":
         raise ConfigError(f"--out must name an .onnx file, got {out}", hint="e.g. model.onnx")
+    recipe = Preprocess.from_dict(records.preprocess) if records.preprocess else None
     spec = artifacts or records.artifacts
     with scratch_dir() as downloads:
         src = _source_onnx(run, spec, trial, Path(downloads))
@@ -168,6 +187,8 @@ def export_trial(
             _check_onnx(tmp, f"trial {number}'s model {src}")
             # rebuild against the very bytes being exported
             check = rebuild_check(records, run_dir, trial, tmp, trust) if rebuild else None
+            if recipe is not None:
+                stamp(tmp, recipe)  # the copy handed out; the trial's file keeps its digest
             tmp.replace(out)
         finally:
             tmp.unlink(missing_ok=True)
@@ -175,8 +196,13 @@ def export_trial(
     meta = metadata(records, trial, digest)
     if check is not None:
         meta["rebuild"] = asdict(check)
+    sidecar = None
+    if recipe is not None:
+        sidecar = write_sidecar(out, recipe)
+        meta["source_onnx_sha256"] = trial.onnx_sha256
+        meta["preprocess"] = recipe.to_dict()
     meta_path = write_atomic(out.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
-    return ExportResult(int(number), out, meta_path, check)
+    return ExportResult(int(number), out, meta_path, check, sidecar)
 
 
 def _source_onnx(run: RunDir | None, spec: str | None, trial: TrialRecord, dest: Path) -> Path:
