@@ -61,6 +61,8 @@ class RunConfig:
     trial_timeout_s: float | None = None  # None: auto, from the measured epoch cost
     trial_memory_gb: float = 8.0
     threads: int = 1
+    # where trials fine-tune: auto|cpu|cuda[:N] (a per-machine choice, like threads)
+    train_device: str = "auto"
     search_space: int = SEARCH_SPACE  # the version of the stages' params (see SEARCH_SPACE)
     plain_search: bool = False  # the sampler alone: no seeds, siblings, promotion or stopping
     # {profile name: SHA-256 of its file} when the run started (None: an older edgeopt's run)
@@ -90,6 +92,7 @@ class RunConfig:
         ):
             raise ConfigError("--trial-timeout and --trial-memory-gb must be positive")
         check_metric(self.metric, has_data=self.data is not None)
+        parse_train_device(self.train_device)
 
     def objective_list(self, target_names: Sequence[str]) -> list[Objective]:
         """Objectives expanded per target for target-dependent metrics."""
@@ -181,6 +184,20 @@ def check_metric(metric: str, *, has_data: bool) -> None:
             hint="pass --data data.npz, or drop --metric (without data the search scores "
             "top-1 agreement with the original model)",
         )
+
+
+TRAIN_DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+
+
+def parse_train_device(text: str) -> str:
+    """``--train-device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``, normalised (lower case,
+    no spaces); ConfigError for anything else."""
+    value = text.strip().lower()
+    if value in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", value):
+        return value
+    raise ConfigError(
+        f"invalid --train-device {text!r}", hint=f"choose one of {', '.join(TRAIN_DEVICES)}"
+    )
 
 
 def parse_duration(text: str, option: str = "--timeout") -> float:

@@ -107,6 +107,14 @@ def _targets(text: str) -> tuple[str, ...]:
     help="Torch threads per trial (training and scoring); auto: the CPUs this process may "
     "use, divided by --workers. Latency is timed at the target profile's own thread count.",
 )
+@click.option(
+    "--train-device",
+    default="auto",
+    show_default=True,
+    metavar="auto|cpu|cuda[:N]",
+    help="Where pruning, fine-tuning and QAT run; auto: the GPUs when torch sees any, else "
+    "the CPU. Workers take one GPU each, round-robin. Export and measurement stay on the host.",
+)
 @click.option("--no-report", is_flag=True, help="Skip writing the report at the end.")
 @click.option(
     "--mlflow",
@@ -137,6 +145,7 @@ def optimize(
     trial_timeout_text: str,
     trial_memory_gb: float,
     threads_text: str,
+    train_device: str,
     no_report: bool,
     mlflow_uri: str | None,
     arch: str | None,
@@ -197,7 +206,9 @@ def optimize(
         ),
         trial_memory_gb=trial_memory_gb,
         threads=_threads(threads_text, workers),
+        train_device=train_device,
     ).with_profile_digests(resolved)
+    devices = _devices(config.train_device, workers)  # before any work: cuda without a GPU
     out = Path(run_dir) if run_dir else default_run_dir(model, targets)
     t0 = time.monotonic()
     mlflow = _mlflow(mlflow_uri, out)
@@ -206,7 +217,9 @@ def optimize(
     _announce(out, baseline, config, shape_given=bool(input_shape))
     echo_run_data_notes(config, baseline)  # small splits: warned before any search work
     trust = Trust(pickle=trust_pickle, arch=trust_arch, arch_ref=arch)
-    _search_and_report(out, trials, timeout_s, workers, not no_report, trust, mlflow, resolved)
+    _search_and_report(
+        out, trials, timeout_s, workers, not no_report, trust, mlflow, resolved, devices
+    )
     click.echo(f"done in {time.monotonic() - t0:.0f}s; run directory {out}", err=True)
 
 
@@ -230,6 +243,17 @@ def _threads(text: str, workers: int) -> int:
 
         raise ConfigError(f"--threads must be a thread count >= 1 or auto, got {text!r}")
     return value
+
+
+def _devices(spec: str, workers: int) -> tuple[str, ...]:
+    """Each worker's training device for ``--train-device`` (``assign_devices``); the GPUs
+    are counted only when asked for (``cpu`` imports no torch here)."""
+    from edgeopt.training.device import assign_devices, cuda_device_count
+
+    plan = assign_devices(spec, workers, 0 if spec == "cpu" else cuda_device_count())
+    if plan.warning:
+        click.echo(plan.warning, err=True)
+    return plan.devices
 
 
 def _announce(out: Path, baseline: Any, config: Any, *, shape_given: bool) -> None:
@@ -307,6 +331,7 @@ def _search_and_report(
     trust: Trust,
     mlflow: str | None = None,
     targets: Targets | None = None,
+    devices: tuple[str, ...] | None = None,
 ) -> None:
     """Search, score the front on the test split, print it, write the reports; then exit
     128 + the stop signal after one (Ctrl-C: 130), or 1 when nothing feasible was found."""
@@ -328,6 +353,7 @@ def _search_and_report(
         trust=trust,
         mlflow=mlflow,
         targets=targets,
+        devices=devices,
     )
     click.echo(
         "computing test-split numbers for the front and re-measuring its host latency...",

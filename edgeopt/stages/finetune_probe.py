@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from edgeopt.training import MAX_EPOCH_SAMPLES, SYNTHETIC_TRAIN
+from edgeopt.training.device import module_device
 
 if TYPE_CHECKING:
     from edgeopt.data import DataBundle
@@ -47,10 +48,11 @@ def epoch_seconds(
     n_train = len(data.x_train) if data is not None else SYNTHETIC_TRAIN
     batch = min(PROBE_BATCH, max(2, n_train))
     n_epoch = min(n_train, MAX_EPOCH_SAMPLES)  # what one fine-tune epoch draws
+    device = module_device(module)  # set-up runs on the CPU: a GPU's steps are faster
     if data is not None:
-        x = torch.from_numpy(data.x_train[:batch].astype("float32"))
+        x = torch.from_numpy(data.x_train[:batch].astype("float32")).to(device)
     else:
-        x = torch.randn((batch, *input_shape))
+        x = torch.randn((batch, *input_shape), device=device)
     opt = torch.optim.SGD(student.parameters(), lr=1e-6, momentum=0.9)
     times: list[float] = []
     try:

@@ -20,6 +20,7 @@ from edgeopt.stages.prune_ops import (
     prune_in_place,
 )
 from edgeopt.stages.prune_trace import PrunedGroup, check_equivalent
+from edgeopt.training.device import module_device
 
 if TYPE_CHECKING:
     from torch import nn
@@ -66,7 +67,7 @@ def prune_model(
     was_training = artifact.training
     model.eval()
     shape = tuple(ctx.input_shape)
-    example = torch.zeros((1, *shape))
+    example = torch.zeros((1, *shape), device=module_device(model))
     ref_out = forward_checked(model, example, f"model forward fails on input {shape}")
     ignored = ignored_layers_of(model, config, shape)
     macs_before, params_before = count_macs_params(model, shape)

@@ -17,6 +17,7 @@ from edgeopt.stages.prune_config import (
     layer_ratio,
 )
 from edgeopt.stages.prune_trace import PrunedGroup, trace_forward
+from edgeopt.training.device import module_device
 
 if TYPE_CHECKING:
     import torch
@@ -37,7 +38,8 @@ def count_macs_params(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[i
     was_training = model.training
     model.eval()
     try:
-        macs, params = tp.utils.count_ops_and_params(model, torch.zeros((1, *input_shape)))
+        example = torch.zeros((1, *input_shape), device=module_device(model))
+        macs, params = tp.utils.count_ops_and_params(model, example)
     finally:
         model.train(was_training)
     return int(macs), int(params)
@@ -58,7 +60,7 @@ def output_layer(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module | 
     model.eval()
     try:
         with torch.no_grad():
-            model(torch.zeros((1, *input_shape)))
+            model(torch.zeros((1, *input_shape), device=module_device(model)))
     finally:
         for h in hooks:
             h.remove()
@@ -84,14 +86,15 @@ def taylor_batches(ctx: StageContext, model: nn.Module) -> list[tuple[torch.Tens
     synthetic Gaussian inputs when there is no data."""
     import torch
 
+    device = module_device(model)
     if ctx.data is not None:
         n = min(TAYLOR_SAMPLES, len(ctx.data.x_train))
         idx = np.random.default_rng(ctx.seed).permutation(len(ctx.data.x_train))[:n]
-        x = torch.from_numpy(ctx.data.x_train[idx])
-        y = torch.from_numpy(ctx.data.y_train[idx])
+        x = torch.from_numpy(ctx.data.x_train[idx]).to(device)
+        y = torch.from_numpy(ctx.data.y_train[idx]).to(device)
     else:
-        g = torch.Generator().manual_seed(ctx.seed)
-        x = torch.randn((TAYLOR_SAMPLES, *ctx.input_shape), generator=g)
+        g = torch.Generator().manual_seed(ctx.seed)  # on the CPU: the same draw on any device
+        x = torch.randn((TAYLOR_SAMPLES, *ctx.input_shape), generator=g).to(device)
         with torch.no_grad():
             y = model(x).argmax(1)
     return [

@@ -45,6 +45,7 @@ from edgeopt.stages.base import StageContext
 from edgeopt.stages.prune_apply import prune_model
 from edgeopt.stages.prune_config import PruneConfig
 from edgeopt.stages.prune_trace import build_dependency_graph, moves_channels
+from edgeopt.training.device import module_device
 
 PREFLIGHT_LIMIT_S = float(os.environ.get("EDGEOPT_PREFLIGHT_S", "90"))
 """Wall-time cap of the pruning pre-flight run at setup (child start-up included)."""
@@ -266,7 +267,7 @@ def _split_coupled(model: nn.Module, shape: tuple[int, ...]) -> list[str]:
     import torch
     import torch_pruning as tp
 
-    graph = build_dependency_graph(model, torch.zeros((1, *shape)))
+    graph = build_dependency_graph(model, torch.zeros((1, *shape), device=module_device(model)))
     return [
         name
         for name, module in model.named_modules()

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from edgeopt.errors import CandidateError
+from edgeopt.training.device import module_device
 
 if TYPE_CHECKING:
     import torch
@@ -267,7 +268,9 @@ def check_equivalent(
     if columns is None:
         log.debug("prune: groups hold channel-mixing members; equivalence not checked")
         return
-    x = torch.randn((2, *shape), generator=torch.Generator().manual_seed(0))
+    # drawn on the CPU (the same inputs on any device), run where the models are
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn((2, *shape), generator=gen).to(module_device(pruned))
     try:
         with torch.no_grad():
             for name, cols in columns.items():

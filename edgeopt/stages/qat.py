@@ -30,6 +30,7 @@ from edgeopt.stages.base import (
 )
 from edgeopt.stages.quantize_config import calibration_inputs
 from edgeopt.training import OptimizerKind, Schedule, TrainConfig, fit
+from edgeopt.training.device import module_device
 
 if TYPE_CHECKING:
     from torch import nn
@@ -160,7 +161,8 @@ class QatStage(Stage[QatConfig, "nn.Module"]):
         # ORT accumulates in int32 where torch sums floats: an activation that lands on a
         # rounding boundary can move by one quantum, so export parity is a few quanta
         with torch.no_grad():
-            peak = float(model(torch.from_numpy(calib[:32])).abs().max())
+            x = torch.from_numpy(calib[:32]).to(module_device(model))
+            peak = float(model(x).abs().max())
         atol = PARITY_FRACTION * max(peak, 1e-3)
         log.info(
             "QAT %d epochs: int8-emulated val accuracy %.4f -> %.4f",

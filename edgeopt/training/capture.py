@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from edgeopt.training.device import module_device
+
 ATEN = torch.ops.aten
 
 
@@ -53,7 +55,7 @@ def _first_line(exc: BaseException) -> str:
 def exported(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModule:
     """``model`` captured by ``torch.export`` (batch axis dynamic), its weighted ATen ops
     turned back into module calls."""
-    example = (torch.zeros(2, *input_shape),)
+    example = (torch.zeros(2, *input_shape, device=module_device(model)),)
     dims = ({0: torch.export.Dim.AUTO},)
     program = torch.export.export(model, example, dynamic_shapes=dims, strict=False)
     gm = program.module(check_guards=False)

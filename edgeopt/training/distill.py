@@ -40,7 +40,7 @@ def teacher_logits(teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
     h = hashlib.sha256()
     module_digest(h, teacher)
     h.update(str(tuple(x.shape)).encode())
-    h.update(x.contiguous().numpy().tobytes())
+    h.update(x.detach().cpu().contiguous().numpy().tobytes())
     key = h.hexdigest()
     if key not in _LOGITS:
         while len(_LOGITS) >= _LOGITS_KEPT:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgeopt.measure.session import ort_session
+from edgeopt.training.device import module_device
 
 if TYPE_CHECKING:
     import torch
@@ -16,11 +17,15 @@ if TYPE_CHECKING:
 
 
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """``model``'s outputs for ``x`` in batches, without gradients (the mode is left as is)."""
+    """``model``'s outputs for ``x`` in batches, without gradients (the mode is left as is),
+    on the model's device (each batch of ``x`` moves there)."""
     import torch
 
+    device = module_device(model)
     with torch.no_grad():
-        return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+        return torch.cat(
+            [model(x[i : i + batch_size].to(device)) for i in range(0, len(x), batch_size)]
+        )
 
 
 def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
@@ -30,10 +35,11 @@ def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 2
     was_training = model.training
     model.eval()
     try:
-        logits = predict(model, torch.from_numpy(np.ascontiguousarray(x, np.float32)), batch_size)
+        inputs = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to("cpu")  # moved per batch
+        logits = predict(model, inputs, batch_size)
     finally:
         model.train(was_training)
-    return float((logits.argmax(1).numpy() == np.asarray(y)).mean())
+    return float((logits.argmax(1).cpu().numpy() == np.asarray(y)).mean())
 
 
 def evaluate_onnx(

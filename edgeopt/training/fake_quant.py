@@ -35,6 +35,7 @@ import torch
 from torch import fx, nn
 
 from edgeopt.training.capture import ATEN, CaptureError, capture
+from edgeopt.training.device import module_device
 
 __all__ = ["ActFakeQuant", "CaptureError", "QuantWeight", "calibrate", "finalize", "prepare_qat"]
 
@@ -69,7 +70,7 @@ def weight_scales(w: torch.Tensor) -> torch.Tensor:
 def fake_quant_weight(w: torch.Tensor) -> torch.Tensor:
     """``w`` rounded onto its per-channel s8 grid (straight-through gradient)."""
     scale = weight_scales(w)
-    zp = torch.zeros(w.shape[0], dtype=torch.int32)
+    zp = torch.zeros(w.shape[0], dtype=torch.int32, device=w.device)
     return torch.fake_quantize_per_channel_affine(w, scale, zp, 0, -WEIGHT_QMAX, WEIGHT_QMAX)
 
 
@@ -127,13 +128,13 @@ class ActFakeQuant(nn.Module):
     stored range. Exports to ONNX as one QuantizeLinear/DequantizeLinear pair.
     """
 
-    def __init__(self, signed: bool = False) -> None:
+    def __init__(self, signed: bool = False, device: torch.device | None = None) -> None:
         super().__init__()
         self.signed = signed
         self.frozen = False
         self.enabled = True
-        self.register_buffer("rmin", torch.tensor(float("inf")))
-        self.register_buffer("rmax", torch.tensor(float("-inf")))
+        self.register_buffer("rmin", torch.tensor(float("inf"), device=device))
+        self.register_buffer("rmax", torch.tensor(float("-inf"), device=device))
 
     def observe(self, x: torch.Tensor) -> None:
         """Widen the range to cover ``x`` (ORT MinMax calibration: global min and max)."""
@@ -158,7 +159,9 @@ class ActFakeQuant(nn.Module):
             return x
         scale, zp = self.qparams()
         dtype = torch.int8 if self.signed else torch.uint8
-        return _QDQ.apply(x, torch.tensor(scale), torch.tensor(zp, dtype=dtype))
+        return _QDQ.apply(
+            x, torch.tensor(scale, device=x.device), torch.tensor(zp, dtype=dtype, device=x.device)
+        )
 
 
 class QuantWeight(nn.Module):
@@ -188,7 +191,8 @@ class QuantWeight(nn.Module):
         with torch.no_grad():
             w.copy_(fake_quant_weight(w))
         self.register_buffer("w_scale", weight_scales(w))
-        self.register_buffer("w_zero_point", torch.zeros(w.shape[0], dtype=torch.int8))
+        zero = torch.zeros(w.shape[0], dtype=torch.int8, device=w.device)
+        self.register_buffer("w_zero_point", zero)
         self.snapped = True
 
 
@@ -253,6 +257,7 @@ def prepare_qat(
     from torch.fx.experimental.optimization import fuse
 
     model = model.eval()
+    device = module_device(model)
     traced = fx.symbolic_trace(model) if input_shape is None else capture(model, input_shape)
     gm = fuse(traced, no_trace=True)  # deep copy, Conv+BN folded (needs eval mode)
     modules = dict(gm.named_modules())
@@ -272,7 +277,7 @@ def prepare_qat(
                 continue
             name = f"qat_fq_{len(made)}"
             made.add(src.name)
-            gm.add_module(name, ActFakeQuant(signed_activations))
+            gm.add_module(name, ActFakeQuant(signed_activations, device))
             with gm.graph.inserting_after(src):
                 fq = gm.graph.call_module(name, (src,))
             src.replace_all_uses_with(
@@ -308,7 +313,8 @@ def calibrate(model: nn.Module, x: np.ndarray, batch: int = 32) -> None:
         _switch(model, False)
         model.eval()
         with torch.no_grad():
-            xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+            device = module_device(model)
+            xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
             for i in range(0, len(xt), batch):
                 model(xt[i : i + batch])
     finally:

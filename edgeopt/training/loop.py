@@ -15,6 +15,7 @@ import numpy as np
 
 from edgeopt.errors import ConfigError
 from edgeopt.training.config import OptimizerKind, Schedule, TrainConfig, TrainResult
+from edgeopt.training.device import module_device
 from edgeopt.training.distill import distillation_loss, teacher_logits
 from edgeopt.training.evaluate import predict
 from edgeopt.training.resume import CheckpointStore, FitState, stable_epochs
@@ -58,15 +59,16 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator, noise_std: float) -> to
     b, c, h, w = x.shape
     s = MAX_SHIFT_PX
     padded = F.pad(x, (s, s, s, s))
-    dy = torch.randint(-s, s + 1, (b,), generator=gen)
-    dx = torch.randint(-s, s + 1, (b,), generator=gen)
-    rows = (torch.arange(h)[None, :] + s + dy[:, None])[:, None, :, None]
-    cols = (torch.arange(w)[None, :] + s + dx[:, None])[:, None, None, :]
-    bi = torch.arange(b)[:, None, None, None]
-    ci = torch.arange(c)[None, :, None, None]
+    dev = x.device  # ``gen`` is a CPU generator: draws there (the same stream), then move
+    dy = torch.randint(-s, s + 1, (b,), generator=gen).to(dev)
+    dx = torch.randint(-s, s + 1, (b,), generator=gen).to(dev)
+    rows = (torch.arange(h, device=dev)[None, :] + s + dy[:, None])[:, None, :, None]
+    cols = (torch.arange(w, device=dev)[None, :] + s + dx[:, None])[:, None, None, :]
+    bi = torch.arange(b, device=dev)[:, None, None, None]
+    ci = torch.arange(c, device=dev)[None, :, None, None]
     out = padded[bi, ci, rows, cols]
     if noise_std > 0:
-        out = out + noise_std * torch.randn(out.shape, generator=gen)
+        out = out + noise_std * torch.randn(out.shape, generator=gen).to(dev)
     return out
 
 
@@ -107,6 +109,10 @@ def fit(
     propagates (the search abandons hopeless candidates that way). The model ends in eval
     mode; the teacher is not modified (its train/eval mode is restored).
 
+    Training runs on ``model``'s device (``module_device``; the teacher must be on it too):
+    batches move there as they are drawn, the random streams stay on the CPU, so a seed
+    draws the same batches and augmentations on every device.
+
     ``input_shape`` (one sample, no batch dim) is needed only when ``data`` is None.
     ``checkpoints`` (for the ``wsd`` and ``constant`` schedules): the run starts from the
     latest saved state it shares with a shorter fine-tune and saves its own at the end of its
@@ -128,7 +134,7 @@ def fit(
     if teacher is not None:
         teacher.eval()
     try:
-        split = _split(data, teacher, input_shape, seed)
+        split = _split(data, teacher, input_shape, seed, module_device(model))
         run = _Run(model, teacher, split, config, gen)
         run.train(on_epoch, checkpoints if stable_epochs(config) > 0 else None)
     finally:
@@ -165,16 +171,20 @@ def _split(
     teacher: nn.Module | None,
     input_shape: tuple[int, ...] | None,
     seed: int,
+    device: torch.device,
 ) -> _Split:
+    """The training inputs stay on the CPU (batches move as drawn); labels of the validation
+    split live on ``device``, where the predictions are."""
     import torch
 
     if data is not None:
-        x_train = torch.from_numpy(np.ascontiguousarray(data.x_train, dtype=np.float32))
+        cpu = torch.device("cpu")
+        x_train = torch.from_numpy(np.ascontiguousarray(data.x_train, dtype=np.float32)).to(cpu)
         return _Split(
             x_train=x_train,
-            y_train=torch.from_numpy(np.ascontiguousarray(data.y_train, dtype=np.int64)),
-            x_val=torch.from_numpy(np.ascontiguousarray(data.x_val, dtype=np.float32)),
-            y_val=torch.from_numpy(np.ascontiguousarray(data.y_val, dtype=np.int64)),
+            y_train=torch.from_numpy(np.ascontiguousarray(data.y_train, dtype=np.int64)).to(cpu),
+            x_val=torch.from_numpy(np.ascontiguousarray(data.x_val, dtype=np.float32)).to(cpu),
+            y_val=torch.from_numpy(np.ascontiguousarray(data.y_val, dtype=np.int64)).to(device),
             shape=tuple(x_train.shape[1:]),
             noise_std=NOISE_STD * float(x_train.std()),
         )
@@ -184,7 +194,7 @@ def _split(
     shape = tuple(int(d) for d in input_shape)
     # its own generator: the validation set is the same whatever the training draws
     val_gen = torch.Generator().manual_seed(seed + 1_000_003)
-    x_val = torch.randn((SYNTHETIC_VAL, *shape), generator=val_gen)
+    x_val = torch.randn((SYNTHETIC_VAL, *shape), generator=val_gen).to(device)
     y_val = predict(teacher, x_val).argmax(1)
     return _Split(None, None, x_val, y_val, shape, NOISE_STD)
 
@@ -211,6 +221,7 @@ class _Run:
     ) -> None:
         self.model, self.teacher, self.split = model, teacher, split
         self.config, self.gen = config, gen
+        self.device = module_device(model)
         self.augment = config.augment and split.x_train is not None and len(split.shape) == 3
         self.initial = self.val_accuracy()
         self.best_acc, self.best_epoch = self.initial, 0
@@ -292,6 +303,9 @@ class _Run:
             optimizer=copy.deepcopy(opt.state_dict()),
             generator=self.gen.get_state(),
             torch_rng=torch.get_rng_state(),  # dropout draws from the global stream
+            cuda_rng=(
+                torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+            ),
             best_acc=self.best_acc,
             best_epoch=self.best_epoch,
             best_model=None if self.best_epoch == epoch else self.best_state,
@@ -309,6 +323,8 @@ class _Run:
         opt.load_state_dict(state.optimizer)
         self.gen.set_state(state.generator)
         torch.set_rng_state(state.torch_rng)
+        if state.cuda_rng is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state.cuda_rng, self.device)
         self.step = state.step
         self.best_acc, self.best_epoch = state.best_acc, state.best_epoch
         self.best_state = copy.deepcopy(
@@ -325,17 +341,19 @@ class _Run:
 
         self.model.train()
         if self.split.x_train is None:
-            xe = torch.randn((SYNTHETIC_TRAIN, *self.split.shape), generator=self.gen)
+            # drawn on the CPU generator (the same stream on every device), moved per batch
+            xe = torch.randn((SYNTHETIC_TRAIN, *self.split.shape), generator=self.gen).to("cpu")
             ye = None
         else:
             xe, ye = self.split.x_train, self.split.y_train
         losses: list[float] = []
         for idx in _batches(len(xe), self.config.batch_size, self.gen):
-            xb = xe[idx]
+            xb = xe[idx].to(self.device, non_blocking=True)
             if self.augment:
                 xb = augment_batch(xb, self.gen, self.split.noise_std)
             cached = self.teacher_logits[idx] if self.teacher_logits is not None else None
-            loss = self.loss(xb, ye[idx] if ye is not None else None, cached)
+            yb = ye[idx].to(self.device, non_blocking=True) if ye is not None else None
+            loss = self.loss(xb, yb, cached)
             for group in opt.param_groups:
                 factor = lr_factor(self.config.schedule, self.step, total_steps, self.stable_steps)
                 group["lr"] = self.config.lr * factor

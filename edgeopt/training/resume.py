@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeopt.training.config import Schedule, TrainConfig
+from edgeopt.training.device import module_device
 
 if TYPE_CHECKING:
     import torch
@@ -79,6 +80,8 @@ class FitState:
     initial: float
     since_best: int
     history: list[tuple[int, float, float]]
+    cuda_rng: torch.Tensor | None = None
+    """The training GPU's random stream (None on the CPU, and in older checkpoints)."""
 
 
 class CheckpointStore:
@@ -131,6 +134,9 @@ def prefix_key(
     h = hashlib.sha256()
     settings = {k: str(v) for k, v in dataclasses.asdict(config).items() if k != "epochs"}
     h.update(json.dumps({"settings": settings, "seed": seed}, sort_keys=True).encode())
+    device = module_device(model)
+    if device.type != "cpu":  # another device's arithmetic: not the same prefix exactly
+        h.update(f"|device|{device.type}".encode())
     for module in (model, teacher):
         h.update(b"|module|")
         if module is not None:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import optuna
@@ -25,6 +26,7 @@ from optuna.trial import TrialState
 from edgeopt.errors import EdgeoptError, environment_error
 from edgeopt.lifeline import die_with_parent
 from edgeopt.profiles import Targets
+from edgeopt.rundir import RunDir
 from edgeopt.search.integrations.tracking import Tracker
 from edgeopt.search.run.progress import TrialEvent, trial_event
 from edgeopt.search.strategy.space import grid_space
@@ -44,6 +46,9 @@ from edgeopt.search.study.lifecycle import (
 )
 from edgeopt.search.trial.objective import TrialRunner
 from edgeopt.stopping import STOP_SIGNALS, Interrupted, Stopper, current
+from edgeopt.training.device import assign_devices, cuda_device_count
+
+log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[TrialEvent], None]
 
@@ -52,11 +57,17 @@ class Worker:
     """One process's loop over a study. A stop signal (``stopper``) ends it after a trial,
     or aborts the trial (``edgeopt.stopping``)."""
 
-    def __init__(self, ctx: SearchContext, study: optuna.Study, storage: RDBStorage) -> None:
+    def __init__(
+        self,
+        ctx: SearchContext,
+        study: optuna.Study,
+        storage: RDBStorage,
+        device: str | None = None,
+    ) -> None:
         self.ctx = ctx
         self.study = study
         self.storage = storage
-        self.runner = TrialRunner(ctx, study)
+        self.runner = TrialRunner(ctx, study, device)
         self.stopper = Stopper(grace_s=0.0)  # a real one is handed in by whoever runs it
         self.tracker: Tracker | None = None  # MLflow logging (--mlflow)
 
@@ -75,13 +86,16 @@ class Worker:
         *,
         main: bool = False,
         targets: Targets | None = None,
+        device: str | None = None,
     ) -> Worker:
         """Join the study of the run that ``setup.prepare`` wrote; with ``mlflow`` (a tracking
         URI), log its trials there (``main``: the process that starts the search);
-        ``targets``: the run's profiles as this process's entry point resolved them."""
+        ``targets``: the run's profiles as this process's entry point resolved them;
+        ``device``: where its trials train (``"cpu"``, ``"cuda:K"``; None: the run's
+        ``--train-device`` for one worker on this machine)."""
         ctx = SearchContext.open(run_dir, trust, targets)
         study, storage = open_study(ctx, worker_index)
-        worker = cls(ctx, study, storage)
+        worker = cls(ctx, study, storage, device)
         if mlflow is not None:
             worker.tracker = Tracker.join(mlflow, ctx, study, reopen=main)
         return worker
@@ -179,6 +193,7 @@ def run_search(
     mlflow: str | None = None,
     stopper: Stopper | None = None,
     targets: Targets | None = None,
+    devices: Sequence[str] | None = None,
 ) -> bool:
     """Run the search on a prepared run directory with ``workers`` processes.
 
@@ -194,11 +209,20 @@ def run_search(
     (``edgeopt.stopping``; by default ``current()``, else one installed while the search runs).
     ``targets``: the run's profiles as the entry point resolved them (worker processes
     resolve theirs and are refused if a profile file changed since the run started).
+    ``devices``: each worker's training device (``edgeopt.training.device.assign_devices``);
+    None: from the run's ``--train-device`` and the GPUs this machine has.
     Returns True when a stop signal stopped the search.
     """
     stopper = stopper or current()
     own = stopper is None
     stopper = stopper or Stopper()
+    if devices is None:
+        spec = RunDir(run_dir).read_config().train_device
+        count = 0 if spec == "cpu" else cuda_device_count()
+        plan = assign_devices(spec, workers, count)
+        if plan.warning:
+            log.warning("%s", plan.warning)
+        devices = plan.devices
     with stopper.installed() if own else contextlib.nullcontext(stopper):
         if workers > 1:
             return _run_pool(
@@ -212,8 +236,11 @@ def run_search(
                 mlflow,
                 stopper,
                 targets,
+                devices,
             )
-        worker = Worker.open(run_dir, trust=trust, mlflow=mlflow, main=True, targets=targets)
+        worker = Worker.open(
+            run_dir, trust=trust, mlflow=mlflow, main=True, targets=targets, device=devices[0]
+        )
         worker.stopper = stopper
         _catch_up(worker)
         with stopper.finishing(lambda signum, first: on_stop() if first and on_stop else None):
@@ -241,6 +268,7 @@ def _run_pool(
     mlflow: str | None,
     stopper: Stopper,
     targets: Targets | None,
+    devices: Sequence[str],
 ) -> bool:
     args = [sys.executable, "-m", "edgeopt.search.run.loop", str(run_dir)]
     args += (trust or Trust()).argv()
@@ -274,7 +302,8 @@ def _run_pool(
         for i in range(workers):
             if stopper.requested:
                 break  # stopped before all had started: the rest are not needed
-            procs.append(subprocess.Popen([*args, "--index", str(i)], start_new_session=True))
+            argv = [*args, "--index", str(i), "--train-device", devices[i]]
+            procs.append(subprocess.Popen(argv, start_new_session=True))
         while any(p.poll() is None for p in procs):
             time.sleep(1.0)
             seen = _report_new(watcher, seen, n_trials, start, progress)
@@ -309,6 +338,7 @@ def main() -> None:
     parser.add_argument("--arch", default=None)
     parser.add_argument("--mlflow", help="MLflow tracking URI to log this worker's trials to")
     parser.add_argument("--parent", type=int, help="die with this process (its parent)")
+    parser.add_argument("--train-device", help="cpu or cuda:K (default: the run's setting)")
     args = parser.parse_args()
     if args.parent is not None:
         die_with_parent(args.parent)
@@ -316,7 +346,9 @@ def main() -> None:
     stopper = Stopper()
     try:
         with stopper.installed():
-            worker = Worker.open(args.run_dir, args.index, trust, args.mlflow)
+            worker = Worker.open(
+                args.run_dir, args.index, trust, args.mlflow, device=args.train_device
+            )
             worker.stopper = stopper
             with stopper.finishing():
                 worker.run(args.trials, args.timeout)

@@ -24,6 +24,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from edgeopt.candidate import Candidate
 from edgeopt.data import load_npz
 from edgeopt.errors import CandidateError, EdgeoptError
@@ -40,6 +42,7 @@ from edgeopt.search.trial.protocol import (
     TrialResult,
     scoring_inputs,
 )
+from edgeopt.training.device import child_env, device_label, resolve_in_child
 
 # how running out of address space under RLIMIT_AS shows up in Python, torch and the loader
 _OOM_SIGNS = (
@@ -65,16 +68,31 @@ class TrialChild:
     --serve`` that imports torch once and builds one candidate per request, instead of a
     fresh interpreter per trial (2.5 s of import each time).
 
-    Each request still runs under the time limit and the memory cap (``RLIMIT_AS``, set at
-    start for the child's life); a timeout, a crash or a request cut short by an interrupt
-    kills the child, and the next request starts a fresh one. Requests go down its stdin;
-    it answers on a pipe of its own, one line per request, after writing ``result.json``.
-    Its output goes to each trial's ``trial.log``.
+    Each request still runs under the time limit and the memory cap; a timeout, a crash or
+    a request cut short by an interrupt kills the child, and the next request starts a fresh
+    one. Requests go down its stdin; it answers on a pipe of its own, one line per request,
+    after writing ``result.json``. Its output goes to each trial's ``trial.log``.
+
+    ``device``: the worker's training device (``"cpu"``, ``"cuda:K"``); a GPU is the only one
+    the child sees (``CUDA_VISIBLE_DEVICES``). The memory cap is ``RLIMIT_AS``, set at start
+    for the child's life, except under ``rss_watchdog`` (default: on a GPU, whose driver
+    reserves far more address space than any cap): then this process polls the resident
+    memory of the child and its children every ``RSS_POLL_S`` and kills it over the cap.
     """
 
-    def __init__(self, trials_dir: Path, memory_gb: float) -> None:
+    def __init__(
+        self,
+        trials_dir: Path,
+        memory_gb: float,
+        device: str = "cpu",
+        *,
+        rss_watchdog: bool | None = None,
+    ) -> None:
         self.trials_dir = Path(trials_dir)
         self.memory_gb = memory_gb
+        self.device, self.env = child_env(device)
+        self.rss_watchdog = device.startswith("cuda") if rss_watchdog is None else rss_watchdog
+        self.rss_over_gib: float | None = None  # what the watchdog saw when it killed
         self.proc: subprocess.Popen[bytes] | None = None
         self.replies: int | None = None  # read end of the answer pipe
         self.served = 0
@@ -84,6 +102,7 @@ class TrialChild:
         trial_dir = Path(request.trial_dir)
         trial_dir.mkdir(parents=True, exist_ok=True)
         req_path = trial_dir / "request.json"
+        request = replace(request, train_device=self.device)
         request.write(req_path)
         result_path = trial_dir / "result.json"
         result_path.unlink(missing_ok=True)
@@ -93,6 +112,15 @@ class TrialChild:
         except BaseException:  # interrupted while waiting: the child must not outlive us
             self.close(kill=True)
             raise
+        if self.rss_over_gib is not None:
+            over, self.rss_over_gib = self.rss_over_gib, None
+            self.close(kill=True)
+            return TrialResult.failed(
+                _stage(trial_dir),
+                f"exceeded the memory cap of {self.memory_gb:g} GiB (--trial-memory-gb): "
+                f"{over:.2f} GiB resident",
+                FailureKind.MEMORY,
+            )
         if answered is None:
             self.close(kill=True)
             return TrialResult.failed(
@@ -141,17 +169,27 @@ class TrialChild:
             self.proc.stdin.flush()
         except BrokenPipeError:
             return False
-        ready, _, _ = select.select([self.replies], [], [], timeout_s)
-        if not ready:
-            return None
-        return os.read(self.replies, 64).endswith(b"\n")
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            wait = min(left, RSS_POLL_S) if self.rss_watchdog else left
+            ready, _, _ = select.select([self.replies], [], [], wait)
+            if ready:
+                return os.read(self.replies, 64).endswith(b"\n")
+            if self.rss_watchdog:
+                rss = tree_rss_gib(self.proc.pid)
+                if rss > self.memory_gb:
+                    self.rss_over_gib = rss
+                    return None
+        return None
 
     def _start(self) -> None:
         self.close(kill=True)
         limit = int(self.memory_gb * 2**30)
+        watched = self.rss_watchdog
 
         def _limits() -> None:
-            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+            if not watched:
+                resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
         read_end, write_end = os.pipe()
         self.trials_dir.mkdir(parents=True, exist_ok=True)
@@ -174,6 +212,7 @@ class TrialChild:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 preexec_fn=_limits,
+                env={**os.environ, **self.env} if self.env else None,
                 start_new_session=True,
                 pass_fds=(write_end,),
             )
@@ -181,9 +220,30 @@ class TrialChild:
         self.replies = read_end
 
 
-def run_child(request: TrialRequest, *, timeout_s: float, memory_gb: float) -> TrialResult:
+RSS_POLL_S = 0.5
+"""How often the memory watchdog reads a child's resident memory."""
+
+
+def tree_rss_gib(pid: int) -> float:
+    """Resident memory of process ``pid`` and all its children, in GiB (0 once it is gone).
+    Forked children share pages with their parent, so this can only over-count."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            total += proc.memory_info().rss
+    return total / 2**30
+
+
+def run_child(
+    request: TrialRequest, *, timeout_s: float, memory_gb: float, device: str = "cpu"
+) -> TrialResult:
     """Run ``request`` in a child of its own (started and stopped for this one request)."""
-    child = TrialChild(Path(request.trial_dir).parent, memory_gb)
+    child = TrialChild(Path(request.trial_dir).parent, memory_gb, device)
     try:
         return child.run(request, timeout_s=timeout_s)
     finally:
@@ -228,11 +288,14 @@ def _main(req_path: Path) -> None:
         )
 
     try:
+        device = resolve_in_child(req.train_device)
         model = load_spec(ModelSpec.from_dict(req.model))
         data = load_npz(req.data) if req.data else None
     except EdgeoptError as exc:  # e.g. the model file changed since the run was set up
         write(TrialResult.failed("load", exc.message))
         return
+    if model.module is not None:  # the teacher and every candidate start on the device
+        model.module.to(device)
     inputs = PipelineInputs(
         model=model,
         data=data,
@@ -288,6 +351,7 @@ def _main(req_path: Path) -> None:
     )
     info = dict(result.info)
     info.setdefault("seconds", {})["evaluate"] = time.perf_counter() - t_eval
+    info["train_device"] = device_label(device)
     if history:
         info[rungs_key] = history
     write(

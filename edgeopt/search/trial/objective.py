@@ -53,6 +53,7 @@ from edgeopt.search.trial.policy import (
     rested_stages,
 )
 from edgeopt.search.trial.protocol import STOPPED_REASON, FailureKind, Status, TrialRequest
+from edgeopt.training.device import train_device
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ REUSED_ATTRS = ("onnx", "onnx_sha256", "val_accuracy", "measurements", "info")
 class TrialRunner:
     """Runs trials of one study for one worker process."""
 
-    def __init__(self, ctx: SearchContext, study: optuna.Study) -> None:
+    def __init__(self, ctx: SearchContext, study: optuna.Study, device: str | None = None) -> None:
         self.ctx = ctx
         self.study = study
         # latency = measured ratio x the study's reference (the first machine's baseline),
@@ -78,7 +79,9 @@ class TrialRunner:
         self.reference_ms = reference_latency_ms(study.user_attrs, ctx.baseline)
         self.store = open_store(ctx.config.artifacts) if ctx.config.artifacts else None
         self.machine = machine_description(ctx)
-        self.child = TrialChild(ctx.run.trial_dir(0).parent, ctx.config.trial_memory_gb)
+        # None: the run's --train-device for one worker on this machine
+        device = device if device is not None else train_device(ctx.config.train_device)
+        self.child = TrialChild(ctx.run.trial_dir(0).parent, ctx.config.trial_memory_gb, device)
 
     def close(self) -> None:
         """Stop this worker's trial child."""

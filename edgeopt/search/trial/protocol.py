@@ -58,7 +58,8 @@ class TrialRequest:
     the task metric the validation score is (``edgeopt.metrics.TASK_METRICS``);
     ``rung_bars`` the median stopping rule's bars for this candidate's fine-tune;
     ``profiles`` the TOML text of each target profile as the run resolved it when it started
-    (``edgeopt.profiles.Targets.texts``): the child never reads a profile file.
+    (``edgeopt.profiles.Targets.texts``): the child never reads a profile file;
+    ``train_device`` where its torch stages run (``cpu``, ``cuda:0``: the child's own GPU).
     """
 
     trial_dir: str
@@ -75,6 +76,7 @@ class TrialRequest:
     metric: str = "accuracy"
     rung_bars: Mapping[int, float] = field(default_factory=dict)
     """Fine-tune epoch -> the validation accuracy needed to go on (``halving.rung_bars``)."""
+    train_device: str = "cpu"
 
     def write(self, path: Path) -> None:
         d = {**asdict(self), "profiles": list(self.profiles)}
