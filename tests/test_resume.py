@@ -230,6 +230,61 @@ def test_a_worker_dead_between_asking_and_its_first_heartbeat_is_found_at_the_ne
     assert _study(run).get_trials()[asked.number].state == TrialState.RUNNING
 
 
+def test_a_baseline_lost_in_the_trial_that_fills_trials_is_not_left_queued(
+    tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    """What ``kill -9`` at random left behind: the int8 baseline's trial child was killed in
+    the trial that filled ``--trials`` (a FAIL, so the baseline is lost), and a worker died
+    right after asking (RUNNING, no heartbeat). The final run with the same ``--trials``
+    runs the dead trial's retry and leaves nothing queued or running, the count exact; a
+    run with more trials queues the lost baseline again, after a retry."""
+    import edgeopt.search.study.lifecycle as study_mod
+    from edgeopt.search.study.lifecycle import counted_trials
+
+    out = tmp_path / "run"
+
+    def optimize(trials: int) -> None:
+        args = _optimize_args(model_files["onnx"], tiny_data, out, "--trials", trials)
+        proc = _cli(*args, "--no-report")
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+
+    def ask_and_die() -> int:
+        """A worker killed between asking a trial and its first heartbeat."""
+        storage = study_mod.heartbeat_storage(f"sqlite:///{out / 'study.db'}")
+        number = optuna.load_study(study_name="edgeopt", storage=storage).ask().number
+        storage.engine.dispose()
+        return number
+
+    optimize(1)  # the unchanged model
+    worker = Worker.open(out)
+    lost = worker._ask(limit=2)
+    assert lost is not None and lost.user_attrs["baseline"] == "int8"
+    lost.set_user_attr("fail_reason", "the trial process was killed (SIGKILL)")
+    worker.study.tell(lost, state=TrialState.FAIL)  # its child was killed: not its fault
+    worker.runner.close()
+    worker.storage.engine.dispose()
+    orphan = ask_and_die()
+    assert counted_trials(_study(out)) == 3
+    optimize(3)
+    study = _study(out)
+    assert counted_trials(study) == 3
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    trials = study.get_trials()
+    assert [t.system_attrs.get("failed_trial") for t in trials[orphan + 1 :]] == [orphan]
+    assert trials[-1].state == TrialState.COMPLETE
+    # more trials: a retry still runs first, then the lost baseline is queued again
+    orphan = ask_and_die()
+    optimize(5)
+    study = _study(out)
+    assert counted_trials(study) == 5
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    new = study.get_trials()[len(trials) + 1 :]
+    assert [t.system_attrs.get("failed_trial") for t in new] == [orphan, None]
+    assert new[1].user_attrs["baseline"] == "int8"
+    assert [t.state for t in new] == [TrialState.COMPLETE, TrialState.COMPLETE]
+
+
 def test_nothing_feasible_exits_1_naming_the_budget_and_the_closest_trial(
     tmp_path: Path, model_files: dict, tiny_data: Path
 ) -> None:

@@ -41,6 +41,7 @@ from edgeopt.search.study.lifecycle import (
     fail_stale_trials,
     first_heartbeat,
     heartbeat,
+    missing_baselines,
     open_study,
     pop_retry,
 )
@@ -70,6 +71,9 @@ class Worker:
         self.runner = TrialRunner(ctx, study, device)
         self.stopper = Stopper(grace_s=0.0)  # a real one is handed in by whoever runs it
         self.tracker: Tracker | None = None  # MLflow logging (--mlflow)
+        # queued one at a time while the search needs trials: a baseline queued up front
+        # stayed queued for ever when a resume found it lost and --trials already reached
+        self.baselines = missing_baselines(study, ctx)
 
     @property
     def stop(self) -> bool:
@@ -170,7 +174,7 @@ class Worker:
                 if limit is None or counted_trials(self.study) < limit:
                     trial = pop_retry(self.study, self.storage)
                     if trial is None:
-                        enqueue_next(self.study, self.ctx, self.runner.facts())
+                        enqueue_next(self.study, self.ctx, self.runner.facts(), self.baselines)
                         trial = self.study.ask()
                     first_heartbeat(self.storage, self.study, trial.number)
                     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")

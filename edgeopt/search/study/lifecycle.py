@@ -1,4 +1,5 @@
-"""The study: its storage (with heartbeats), its sampler, and the baselines enqueued first.
+"""The study: its storage (with heartbeats), its sampler, and what is queued: the baselines
+first, then expert seeds and promotions, one at a time as the search needs a trial.
 
 Dead workers are found through Optuna's own heartbeat: every running trial's worker records
 a heartbeat every ``HEARTBEAT_S`` seconds; a trial whose heartbeat is older than the grace
@@ -94,8 +95,9 @@ def make_sampler(
 
 def open_study(ctx: SearchContext, worker_index: int = 0) -> tuple[optuna.Study, RDBStorage]:
     """Create the study (first worker anywhere) or join it; under the study lock, a new study
-    records the run (``shared.publish``) and gets its baselines enqueued, and a joining
-    worker with other settings is refused (ConfigError).
+    records the run (``shared.publish``), and a joining worker with other settings is
+    refused (ConfigError). Its baselines are queued when a worker needs a trial
+    (``missing_baselines``, ``enqueue_next``).
 
     Returns the study and the storage it was opened with (for heartbeats)."""
     url = ctx.storage_url
@@ -123,7 +125,6 @@ def open_study(ctx: SearchContext, worker_index: int = 0) -> tuple[optuna.Study,
             study.set_user_attr("objectives", [o.name for o in ctx.objectives])
             study.set_user_attr("directions", [o.direction.value for o in ctx.objectives])
             study.set_metric_names([o.name for o in ctx.objectives])  # optuna-dashboard's axes
-        _enqueue_missing_baselines(study, baseline_params(ctx.merged, ctx.facts))
     return study, storage
 
 
@@ -142,31 +143,43 @@ def _trials_in(storage: RDBStorage, ctx: SearchContext) -> int:
     return len(storage.get_all_trials(study_id, deepcopy=False, states=states))
 
 
-def _enqueue_missing_baselines(study: optuna.Study, baselines: list[tuple[str, dict]]) -> None:
-    """Enqueue each baseline that has no completed, running or queued trial: on a new study,
-    and again on a resume after its trial was lost (the front always holds the original)."""
+def missing_baselines(study: optuna.Study, ctx: SearchContext) -> list[tuple[str, dict]]:
+    """The tagged params of each baseline with no completed, running or queued trial: all of
+    them on a new study, and on a resume those whose trial was lost (killed, say), so the
+    front always holds the original. A worker takes this list when it opens the study and
+    ``enqueue_next`` queues them from it, so each is queued again at most once per worker
+    and only when the search still needs a trial."""
     alive = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
     have = {t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False, states=alive)}
-    for tag, params in baselines:
-        if tag not in have:
-            study.enqueue_trial(params, user_attrs={"baseline": tag})
+    return [(tag, p) for tag, p in baseline_params(ctx.merged, ctx.facts) if tag not in have]
 
 
-def enqueue_next(study: optuna.Study, ctx: SearchContext, facts: ModelFacts) -> None:
-    """When nothing is queued, queue the next expert seed not yet tried (``seeds``), or once
-    every seed has run, the next longer fine-tune a completed trial earned
-    (``halving.promotion``); call under ``ask_lock``.
+def enqueue_next(
+    study: optuna.Study, ctx: SearchContext, facts: ModelFacts, baselines: list[tuple[str, dict]]
+) -> None:
+    """When nothing is queued, queue the next of ``baselines`` (``missing_baselines``,
+    taken from the list) that still has no live trial, else the next expert seed not yet
+    tried (``seeds``), else the next longer fine-tune a completed trial earned
+    (``halving.promotion``); call under ``ask_lock``, when the search needs a trial.
 
-    Lazily, one at a time: a retry, a baseline or the sibling variants of the last build run
-    first, and a search that ends leaves nothing queued. Breadth before depth, as successive
+    Lazily, one at a time: a retry or the sibling variants of the last build run first, and
+    a search that has its trials queues nothing more (a baseline queued when a resumed
+    search had them already stayed queued for ever). Breadth before depth, as successive
     halving's rungs: every seed's short fine-tune runs before any is continued, so a short
     search sees the whole range of ratios instead of one ratio trained longer. A seed that
-    failed (a model pruning cannot handle) is not queued again. Not on a grid, which is
-    exhaustive and rejects values off it, nor in a plain search."""
-    if ctx.config.sampler == "grid" or ctx.config.plain_search:
-        return
+    failed (a model pruning cannot handle) is not queued again. Seeds and promotions not on
+    a grid, which is exhaustive and rejects values off it, nor in a plain search."""
     trials = study.get_trials(deepcopy=False)
     if any(t.state == TrialState.WAITING for t in trials):
+        return
+    alive = (TrialState.COMPLETE, TrialState.RUNNING)
+    have = {t.user_attrs.get("baseline") for t in trials if t.state in alive}
+    while baselines:
+        tag, params = baselines.pop(0)
+        if tag not in have:
+            study.enqueue_trial(params, user_attrs={"baseline": tag})
+            return
+    if ctx.config.sampler == "grid" or ctx.config.plain_search:
         return
     have = {t.user_attrs.get(SEED_ATTR) for t in trials}
     for tag, params in expert_seeds(ctx.merged, facts):
