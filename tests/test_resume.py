@@ -381,3 +381,38 @@ def test_run_from_an_older_search_space_is_refused_with_a_clear_error(
     _, err = again.communicate(timeout=120)
     assert again.returncode == 2
     assert "older edgeopt whose search space differs" in err and "Traceback" not in err
+
+
+def test_a_trial_child_killed_from_outside_does_not_block_its_config(
+    tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    """A SIGKILL that neither the memory cap nor the kernel's OOM killer sent (a user, a kill
+    -9 of the wrong pid) says nothing about the config: the trial FAILs with that reason and
+    is not marked hung, so ``blocked_by_earlier_hang`` does not skip the setting later (in the
+    kill -9 resume test such blocks left a run with no completed trial)."""
+    from edgeopt.search.trial.builder import kernel_oom_kills
+    from edgeopt.search.trial.policy import HUNG_ATTR
+
+    out = tmp_path / "run"
+    args = _optimize_args(model_files["onnx"], tiny_data, out, "--trials", "2", "--no-report")
+    proc = _cli(*args)
+    _wait_for_running_trial(out)
+    oom_before = kernel_oom_kills()
+    killed = False
+    deadline = time.monotonic() + 60
+    while not killed and time.monotonic() < deadline:
+        pids = subprocess.run(
+            ["pgrep", "-f", f"edgeopt.search.trial.builder {out}"], capture_output=True, text=True
+        ).stdout.split()
+        if pids:
+            os.kill(int(pids[0]), signal.SIGKILL)
+            killed = True
+        else:
+            time.sleep(0.05)
+    assert killed
+    _, err = proc.communicate(timeout=300)
+    assert oom_before is not None and kernel_oom_kills() == oom_before  # the test's premise
+    failed = _study(out).get_trials(states=(TrialState.FAIL,))
+    assert len(failed) == 1, err
+    assert "killed from outside" in failed[0].user_attrs["fail_reason"]
+    assert failed[0].user_attrs.get(HUNG_ATTR) is False

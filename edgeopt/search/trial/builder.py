@@ -107,6 +107,7 @@ class TrialChild:
         result_path = trial_dir / "result.json"
         result_path.unlink(missing_ok=True)
         (trial_dir / "trial.log").write_text("")
+        oom_before = kernel_oom_kills()
         try:
             answered = self._ask(req_path, timeout_s)
         except BaseException:  # interrupted while waiting: the child must not outlive us
@@ -134,7 +135,9 @@ class TrialChild:
                 self.close()
             return TrialResult.read(result_path)
         code = self.close(kill=False)
-        reason, failure = _death_reason(trial_dir, code, self.memory_gb)
+        oom_after = kernel_oom_kills()
+        by_kernel = None if oom_before is None or oom_after is None else oom_after > oom_before
+        reason, failure = _death_reason(trial_dir, code, self.memory_gb, by_kernel)
         return TrialResult.failed(_stage(trial_dir), reason, failure)
 
     def close(self, *, kill: bool = False) -> int | None:
@@ -250,13 +253,43 @@ def run_child(
         child.close()
 
 
-def _death_reason(trial_dir: Path, code: int | None, memory_gb: float) -> tuple[str, FailureKind]:
-    """Why a child ended without answering, from its exit code and the trial log's tail."""
+def kernel_oom_kills() -> int | None:
+    """How many processes the kernel's OOM killer has killed since boot (``oom_kill`` in
+    /proc/vmstat, cgroup OOM kills included); None where that is not readable."""
+    try:
+        for line in Path("/proc/vmstat").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _death_reason(
+    trial_dir: Path, code: int | None, memory_gb: float, by_kernel: bool | None
+) -> tuple[str, FailureKind]:
+    """Why a child ended without answering, from its exit code, the trial log's tail and
+    whether the kernel's OOM killer acted meanwhile (``by_kernel``; None: unknown)."""
     tail = (trial_dir / "trial.log").read_text(errors="replace").strip().splitlines()[-3:]
     text = " ".join(tail)
     if any(sign in text.lower() for sign in _OOM_SIGNS):
         return (
             f"exceeded the memory cap of {memory_gb:g} GiB (--trial-memory-gb)",
+            FailureKind.MEMORY,
+        )
+    if code == -signal.SIGKILL and by_kernel is False:
+        # not the memory cap (that fails allocations), not the OOM killer: someone killed it,
+        # which says nothing about the config, so later trials may draw it again
+        return (
+            "the trial process was killed from outside (SIGKILL; the kernel's OOM killer did "
+            "not act)",
+            FailureKind.ERROR,
+        )
+    if code == -signal.SIGKILL and by_kernel:
+        return (
+            "the trial process was killed by the kernel's OOM killer: the machine ran out of "
+            "memory (lower --trial-memory-gb or --workers)",
             FailureKind.MEMORY,
         )
     if code == -signal.SIGKILL:
