@@ -62,3 +62,16 @@ def test_more_workers_than_cpus_is_said_before_any_work(model_files: dict, tmp_p
     assert f"warning: --workers {cpus + 1} on {cpus} CPU(s)" in r.output
     fine = _cli("optimize", model_files["garbage"], "--workers", 1, "--out", tmp_path / "r2")
     assert "warning: --workers" not in fine.output
+
+
+def test_more_threads_than_cpus_is_said_before_any_work(model_files: dict, tmp_path: Path) -> None:
+    """``--threads 64`` on two cores was taken in silence; torch threads beyond the CPUs spin
+    against each other (two default-threaded processes ran a training loop 10x slower)."""
+    import os
+
+    cpus = len(os.sched_getaffinity(0))
+    r = _cli("optimize", model_files["garbage"], "--threads", cpus * 4, "--out", tmp_path / "r")
+    assert r.exit_code == 2  # the garbage model: after the warning, before any work
+    assert f"warning: --threads {cpus * 4} x --workers 1 on {cpus} CPU(s)" in r.output
+    fine = _cli("optimize", model_files["garbage"], "--threads", 1, "--out", tmp_path / "r2")
+    assert "warning: --threads" not in fine.output

@@ -242,6 +242,12 @@ def _threads(text: str, workers: int) -> int:
         from edgeopt.errors import ConfigError
 
         raise ConfigError(f"--threads must be a thread count >= 1 or auto, got {text!r}")
+    if value * workers > (cpus or 1):  # oversubscribed torch threads spin against each other
+        click.echo(
+            f"warning: --threads {value} x --workers {workers} on {cpus} CPU(s) oversubscribes "
+            "them and slows training; --threads auto shares the CPUs",
+            err=True,
+        )
     return value
 
 
