@@ -98,7 +98,8 @@ def _report_pick(study: optuna.Study) -> int | None:
 def test_the_pick_is_the_one_the_report_recommends(tmp_path: Path) -> None:
     study = _study(tmp_path, max_accuracy_drop=None)
     event = trial_event(study, 3, OBJECTIVES, total=10, elapsed_s=40.0)
-    assert (event.number, event.state, event.done, event.total) == (3, "COMPLETE", 5, 10)
+    # trial 3 finished 4th: its place, though trial 4 had also finished when this was asked
+    assert (event.number, event.state, event.done, event.total) == (3, "COMPLETE", 4, 10)
     assert event.front_size == 4  # every complete trial is best at something
     # the knee of the front, as the report says; not trial 3, the fastest within 1 pt of
     # the original (the rule this line followed while the report recommended another)
@@ -159,7 +160,7 @@ def test_rendered_line_for_a_log_is_one_line_per_trial(tmp_path: Path) -> None:
     event = trial_event(study, 1, OBJECTIVES, total=20, elapsed_s=125.0)
     event = dataclasses.replace(event, eta_s=190.0)
     assert render(event, one_line=True) == [
-        "[5/20] 2m05s trial 1 complete: int8_static: val accuracy 0.945, "
+        "[2/20] 2m05s trial 1 complete: int8_static: val accuracy 0.945, "
         "latency ms host-cpu 0.5, size MB 0.3 | front 4 | pick: trial 1 (int8_static: "
         "val accuracy 0.945, latency ms host-cpu 0.5, size MB 0.3) | ETA 3m10s"
     ]
@@ -178,3 +179,24 @@ def test_rendered_lines_for_a_terminal_and_the_eta_of_a_timeout() -> None:
 
 def test_duration() -> None:
     assert [duration(s) for s in (0, 42.4, 190, 3725)] == ["0s", "42s", "3m10s", "1h02m"]
+
+
+def test_trials_finished_by_several_workers_keep_their_own_place(tmp_path: Path) -> None:
+    """Two workers' trials that finish close together: each line has its own count, in the
+    order they finished, not the study's count when the line was printed ([2/2] twice, D22)."""
+    study = _study(tmp_path, max_accuracy_drop=None)
+    first, second = study.ask(), study.ask()  # two workers, one trial each
+    numbers = {
+        "latency_ms": {"value": 0.5, "provenance": "measured"},
+        "size_mb": {"value": 0.5, "provenance": "measured"},
+    }
+    for t in (first, second):
+        t.set_user_attr("describe", "int8_static")
+        t.set_user_attr("measurements", {"host-cpu": {"values": numbers}})
+    study.tell(second, [0.9, 0.5, 0.5])  # the later-asked trial finishes first
+    study.tell(first, [0.91, 0.5, 0.5])
+    places = {
+        n: trial_event(study, n, OBJECTIVES, total=7, elapsed_s=1.0).done
+        for n in (first.number, second.number)
+    }
+    assert places == {second.number: 6, first.number: 7}

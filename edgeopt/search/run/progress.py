@@ -43,8 +43,8 @@ class PickedTrial:
 class TrialEvent:
     """One finished trial and the state of the study after it.
 
-    ``done`` counts the study's finished trials (all workers, all sessions; a re-queued
-    trial once, as its retry) against
+    ``done`` is this trial's place among the study's finished trials, in the order they
+    finished (all workers, all sessions; a re-queued trial once, as its retry) against
     ``total`` (``--trials``; None with only ``--timeout``). ``pick`` is the trial the report
     would recommend now (None when there is none; ``no_pick`` says why, in a few words).
     ``eta_s`` is the time left to ``total`` at this session's pace (None when unknown).
@@ -82,7 +82,7 @@ def trial_event(
         number=number,
         state=t.state.name,
         summary=f"{trial_record(t).describe}: {_summary(t, names)}",
-        done=len(finished),
+        done=_ordinal(finished, t),
         total=total,
         elapsed_s=elapsed_s,
         front_size=len(s.front) if s is not None else 0,
@@ -91,6 +91,17 @@ def trial_event(
         eta_s=_eta_s(finished, total, elapsed_s),
         note=_note(t),
     )
+
+
+def _ordinal(finished: list[optuna.trial.FrozenTrial], t: optuna.trial.FrozenTrial) -> int:
+    """How many of ``finished`` had finished when ``t`` did (``t`` included): each trial
+    keeps its own place when several workers finish at once (counting the study at print
+    time gave two workers' trials the same ``[2/2]``)."""
+
+    def key(x: optuna.trial.FrozenTrial) -> tuple[datetime.datetime, int]:
+        return (x.datetime_complete or datetime.datetime.max, x.number)
+
+    return sum(1 for x in finished if key(x) <= key(t))
 
 
 def _note(t: optuna.trial.FrozenTrial) -> str:
