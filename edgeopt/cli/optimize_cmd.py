@@ -34,8 +34,9 @@ def _targets(text: str) -> tuple[str, ...]:
 @click.option("--target", default="cpu", show_default=True, cls=TargetOption, help=TARGET_HELP)
 @click.option(
     "--data",
-    type=Utf8Path(dir_okay=False),
-    help=".npz with x_train, y_train, x_val, y_val[, x_test, y_test].",
+    type=Utf8Path(exists=True),
+    help=".npz with x_train, y_train, x_val, y_val[, x_test, y_test], or a folder of images "
+    "(DIR/<class>/* or DIR/{train,val[,test]}/<class>/*).",
 )
 @click.option(
     "--trials",
@@ -156,7 +157,6 @@ def optimize(
     from edgeopt.cli.data_notes import echo_run_data_notes
     from edgeopt.cli.options import parse_arch_kwargs
     from edgeopt.config import Budgets, RunConfig, parse_duration
-    from edgeopt.data import DataSpec
     from edgeopt.loading import ModelSpec, parse_shape
     from edgeopt.profiles import resolve_targets
     from edgeopt.rundir import default_run_dir
@@ -180,7 +180,7 @@ def optimize(
             trust_arch=trust_arch,
         ),
         targets=specs,
-        data=DataSpec.npz(Path(data).resolve()) if data else None,
+        data=_data_spec(data),
         objectives=tuple(o.strip() for o in objectives.split(",") if o.strip()),
         metric=metric,
         budgets=Budgets(**budgets),  # the --max-*/--min-* flags
@@ -204,10 +204,20 @@ def optimize(
     baseline = prepare(config, out, resolved)  # validates every input before any search work
     click.echo(f"edgeopt optimize: {model} -> {out}  (targets: {', '.join(targets)})", err=True)
     _announce(out, baseline, config, shape_given=bool(input_shape))
-    echo_run_data_notes(config, baseline)  # small splits: warned before any search work
+    echo_run_data_notes(config, baseline, out)  # small splits: warned before any search work
     trust = Trust(pickle=trust_pickle, arch=trust_arch, arch_ref=arch)
     _search_and_report(out, trials, timeout_s, workers, not no_report, trust, mlflow, resolved)
     click.echo(f"done in {time.monotonic() - t0:.0f}s; run directory {out}", err=True)
+
+
+def _data_spec(data: str | None) -> Any:
+    """``--data``: an npz file, or a folder of images (set-up adds its preprocessing)."""
+    from edgeopt.data import DataKind, DataSpec
+
+    if not data:
+        return None
+    path = Path(data).resolve()
+    return DataSpec(DataKind.FOLDER, str(path)) if path.is_dir() else DataSpec.npz(path)
 
 
 def _threads(text: str, workers: int) -> int:

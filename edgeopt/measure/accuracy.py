@@ -4,11 +4,13 @@ fidelity (top-1 agreement with the original model) on inputs that stand in for d
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgeopt.data import DataSource, NpzSource, eval_batches
 from edgeopt.measure.session import ort_session
 from edgeopt.measure.task_metrics import task_metric, task_metric_entries
 
@@ -18,14 +20,37 @@ def onnx_logits(
 ) -> np.ndarray:
     """Outputs of the model's first output for all of ``x``, computed in batches."""
     sess = ort_session(path, threads=threads)
+    return np.concatenate(_run(sess, x, batch_size))
+
+
+def onnx_batch_logits(
+    path: str | Path,
+    batches: Iterable[tuple[np.ndarray, np.ndarray]],
+    *,
+    batch_size: int = 256,
+    threads: int = 2,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(logits, labels)`` over labelled ``batches`` consumed one at a time (a streamed
+    split: only the logits are kept)."""
+    sess = ort_session(path, threads=threads)
+    outs: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    for x, y in batches:
+        outs += _run(sess, x, batch_size)
+        labels.append(np.asarray(y))
+    if not outs:
+        raise ValueError("no samples to score")
+    return np.concatenate(outs), np.concatenate(labels)
+
+
+def _run(sess: Any, x: np.ndarray, batch_size: int) -> list[np.ndarray]:
     name = sess.get_inputs()[0].name
     fixed = sess.get_inputs()[0].shape[0]
     step = fixed if isinstance(fixed, int) and fixed > 0 else batch_size
-    outs = [
+    return [
         sess.run(None, {name: np.ascontiguousarray(x[i : i + step], dtype=np.float32)})[0]
         for i in range(0, len(x), step)
     ]
-    return np.concatenate(outs)
 
 
 def onnx_accuracy(
@@ -79,3 +104,24 @@ def onnx_score(
     if metric != "accuracy":
         raise ValueError(f"--metric {metric} needs labelled data")
     return onnx_fidelity(path, reference, x, threads=threads)
+
+
+def source_task_metric(
+    path: str | Path, source: DataSource, split: str, metric: str, *, threads: int = 2
+) -> float:
+    """``onnx_task_metric`` on ``split`` of ``source`` (``test`` falls back to ``val``): an
+    npz's whole split as always, any other source's ``eval_batches`` streamed."""
+    if isinstance(source, NpzSource):
+        return onnx_task_metric(path, *source.bundle.split(split), metric, threads=threads)
+    logits, y = onnx_batch_logits(path, eval_batches(source, split), threads=threads)
+    return task_metric(metric, logits, y)
+
+
+def source_task_metric_entries(
+    path: str | Path, source: DataSource, split: str, *, threads: int = 2
+) -> dict[str, dict[str, Any]]:
+    """``onnx_task_metric_entries`` on ``split`` of ``source``, read as ``source_task_metric``."""
+    if isinstance(source, NpzSource):
+        return onnx_task_metric_entries(path, *source.bundle.split(split), threads=threads)
+    logits, y = onnx_batch_logits(path, eval_batches(source, split), threads=threads)
+    return task_metric_entries(logits, y)

@@ -12,6 +12,7 @@ parent turns it into a failed result naming the stage it was in.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import resource
 import select
@@ -20,16 +21,17 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from edgeopt.candidate import Candidate
-from edgeopt.data import load_npz
+from edgeopt.data import DataSource, DataSpec, open_source
 from edgeopt.errors import CandidateError, EdgeoptError
 from edgeopt.lifeline import die_with_parent, ignore_stop_signals
 from edgeopt.loading import ModelSpec, load_spec
-from edgeopt.measure.accuracy import onnx_score
+from edgeopt.measure.accuracy import onnx_score, source_task_metric
 from edgeopt.pipeline import PipelineInputs, build
 from edgeopt.profiles import Targets
 from edgeopt.search.strategy.halving import below_bar, fidelity_stage
@@ -229,7 +231,7 @@ def _main(req_path: Path) -> None:
 
     try:
         model = load_spec(ModelSpec.from_dict(req.model))
-        data = load_npz(req.data) if req.data else None
+        data = _open_data(req.data)
     except EdgeoptError as exc:  # e.g. the model file changed since the run was set up
         write(TrialResult.failed("load", exc.message))
         return
@@ -282,10 +284,20 @@ def _main(req_path: Path) -> None:
         return
     stage_file.write_text("evaluate")
     t_eval = time.perf_counter()
-    x, y = scoring_inputs(data, "val", model.input_shape)
-    accuracy = onnx_score(
-        result.onnx_path, x, y, reference=req.reference_onnx, threads=req.threads, metric=req.metric
-    )
+    if data is not None:
+        accuracy = source_task_metric(
+            result.onnx_path, data, "val", req.metric, threads=req.threads
+        )
+    else:
+        x, y = scoring_inputs(None, "val", model.input_shape)
+        accuracy = onnx_score(
+            result.onnx_path,
+            x,
+            y,
+            reference=req.reference_onnx,
+            threads=req.threads,
+            metric=req.metric,
+        )
     info = dict(result.info)
     info.setdefault("seconds", {})["evaluate"] = time.perf_counter() - t_eval
     if history:
@@ -299,6 +311,20 @@ def _main(req_path: Path) -> None:
             cache_hit=result.cache_hit,
         )
     )
+
+
+_OPENED: dict[str, DataSource] = {}
+"""The data this child opened, by its spec: opened once per child, not per request."""
+
+
+def _open_data(spec: Mapping[str, Any] | str | None) -> DataSource | None:
+    if not spec:
+        return None
+    key = json.dumps(spec, sort_keys=True)
+    if key not in _OPENED:
+        _OPENED.clear()  # one run's data at a time
+        _OPENED[key] = open_source(DataSpec.from_dict(spec), verify=False)  # set-up checked it
+    return _OPENED[key]
 
 
 def _serve(reply_fd: int, parent_pid: int) -> None:
