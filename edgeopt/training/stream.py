@@ -4,6 +4,7 @@ the source's fixed seeded subset (``edgeopt.data.eval_batches``), one batch at a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -36,8 +37,11 @@ class Streamed:
 
     def input_std(self, seed: int) -> float:
         """The standard deviation of a seeded ``NOISE_SAMPLES`` of the training inputs."""
-        x, _ = self.source.subset("train", NOISE_SAMPLES, seed)
-        return float(x.std()) if len(x) else 1.0
+        n, total, squares = 0, 0.0, 0.0  # summed batch by batch: never the whole sample
+        for x, _ in self.source.batches("train", n=NOISE_SAMPLES, seed=seed, batch=32):  # type: ignore[call-arg]
+            x64 = x.astype(np.float64)
+            n, total, squares = n + x64.size, total + x64.sum(), squares + (x64**2).sum()
+        return math.sqrt(max(0.0, squares / n - (total / n) ** 2)) if n else 1.0
 
     def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The training samples at ``idx``, decoded now (an unreadable file is left out)."""
@@ -51,9 +55,8 @@ class Streamed:
         scoring subset of the validation split."""
         import torch
 
-        hits = total = 0
+        hits: list[torch.Tensor] = []  # one flag per sample: averaged as an in-memory split is
         for x, y in eval_batches(self.source, "val"):
             logits = predict(model, torch.from_numpy(np.ascontiguousarray(x, np.float32)))
-            hits += int((logits.argmax(1).numpy() == y).sum())
-            total += len(y)
-        return hits / total if total else 0.0
+            hits.append(logits.argmax(1) == torch.from_numpy(y))
+        return float(torch.cat(hits).float().mean()) if hits else 0.0
