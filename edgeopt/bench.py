@@ -24,7 +24,7 @@ from edgeopt.data import ScoringData
 from edgeopt.data.folder_scoring import FolderScoring
 from edgeopt.errors import ConfigError
 from edgeopt.loading import LoadedModel, check_input_shape, check_model_and_data
-from edgeopt.measure.accuracy import onnx_logits_streamed
+from edgeopt.measure.accuracy import onnx_batch_logits
 from edgeopt.measure.runners import runner_for
 from edgeopt.measure.runtime import host_description, size_mb
 from edgeopt.measure.service import estimate_on_profile
@@ -135,7 +135,7 @@ def _accuracies(
     out: list[Scores | None] = []
     n = 0
     for p in paths:
-        logits, y = onnx_logits_streamed(p, data.scoring_batches(), threads=threads)
+        logits, y = onnx_batch_logits(p, data.scoring_batches(), threads=threads)
         out.append({m: task_metric(m, logits, y) for m in dict.fromkeys(("accuracy", metric))})
         n = len(y)
     return out, n

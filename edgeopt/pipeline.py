@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeopt.candidate import Candidate
-from edgeopt.data import DataBundle, synthetic_inputs
+from edgeopt.data import DataSource, first_inputs, synthetic_inputs
 from edgeopt.errors import CandidateError
 from edgeopt.loading import LoadedModel
 from edgeopt.stages import STAGES, StageContext
@@ -52,7 +52,7 @@ class PipelineInputs:
     """
 
     model: LoadedModel
-    data: DataBundle | None
+    data: DataSource | None
     profile: Any  # HardwareProfile (possibly merged over several targets)
     seed: int
     cache_dir: Path
@@ -72,7 +72,7 @@ class BuildResult:
 def parity_inputs(inputs: PipelineInputs) -> np.ndarray:
     """A few real validation inputs (or seeded synthetic ones) for the export parity check."""
     if inputs.data is not None:
-        return inputs.data.x_val[:8]
+        return first_inputs(inputs.data, "val", 8)
     return synthetic_inputs(inputs.model.input_shape, 8, inputs.seed)
 
 

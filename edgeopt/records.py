@@ -315,6 +315,9 @@ class RunRecord(Record):
     hidden_hopeless: tuple[int, ...] = fld((), seq(PLAIN))
     hopeless_below: float | None = fld()
     unfinished: tuple[int, ...] = fld((), seq(PLAIN))
+    data_facts: Mapping[str, Any] | None = fld()
+    """What set-up found in streamed data (``data.json``: classes, counts, preprocessing,
+    fingerprint, eval samples); None for an npz, without data, or read from a study alone."""
     importance: Mapping[str, Mapping[str, float]] | None = fld()
 
     def layout(self) -> tuple[str, ...]:
@@ -323,12 +326,20 @@ class RunRecord(Record):
             names = tuple(n for n in names if n != "prune_unsupported")
         if not self.rested_stages:  # written only when a stage rested
             names = tuple(n for n in names if n != "rested_stages")
+        if self.data_facts is None:  # written only for streamed data (an image folder)
+            names = tuple(n for n in names if n != "data_facts")
         return names if self.importance is not None else names[:-1]
 
     @property
     def task_metric(self) -> str:
         """The run's ``--metric`` (``accuracy`` for runs that recorded none)."""
         return str(self.metric or DEFAULT_TASK_METRIC)
+
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        """The name of each class index (an image folder's class folders), if recorded."""
+        names = (self.data_facts or {}).get("classes")
+        return tuple(str(n) for n in names) if names else None
 
     def n(self, split: str) -> int | None:
         """The samples behind the ``val``/``test`` scores, if recorded."""

@@ -122,6 +122,16 @@ class RunDir:
         return self.baseline_dir / "model.onnx"
 
     @property
+    def sample_file(self) -> Path:
+        """A few validation inputs (``.npy``), for workers that need a sample, not the data."""
+        return self.baseline_dir / "sample.npy"
+
+    @property
+    def data_file(self) -> Path:
+        """``data.json``: what set-up found in streamed data (classes, counts, recipe)."""
+        return self.path / "data.json"
+
+    @property
     def baseline_file(self) -> Path:
         return self.baseline_dir / "baseline.json"
 

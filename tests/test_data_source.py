@@ -188,5 +188,7 @@ def test_open_source_opens_an_npz_and_says_what_it_cannot_open(tiny_data: Path) 
     assert isinstance(source, NpzSource) and source.count("val") == 60
     with pytest.raises(ConfigError, match="not a valid .npz"):
         open_source(DataSpec.npz(Path(__file__)))
-    with pytest.raises(ConfigError, match="kind folder is not supported"):
+    with pytest.raises(ConfigError, match="records no preprocessing"):
         open_source(DataSpec("folder", "/nowhere"))
+    with pytest.raises(ConfigError, match="kind callable is not supported"):
+        open_source(DataSpec("callable"))

@@ -390,7 +390,7 @@ def test_a_trial_child_killed_from_outside_does_not_block_its_config(
     -9 of the wrong pid) says nothing about the config: the trial FAILs with that reason and
     is not marked hung, so ``blocked_by_earlier_hang`` does not skip the setting later (in the
     kill -9 resume test such blocks left a run with no completed trial)."""
-    from edgeopt.search.trial.builder import kernel_oom_kills
+    from edgeopt.search.trial.memory import kernel_oom_kills
     from edgeopt.search.trial.policy import HUNG_ATTR
 
     out = tmp_path / "run"

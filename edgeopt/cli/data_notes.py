@@ -3,7 +3,9 @@ measured on a small split tells (its 95 % Wilson interval)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import click
@@ -51,14 +53,22 @@ def echo_scoring_notes(data: Any, report: Mapping[str, Any]) -> None:
         click.echo(line, err=True)
 
 
-def echo_run_data_notes(config: Any, baseline: Any) -> None:
-    """For optimize, before the search, on stderr: a warning for each split of ``config.data``
-    under ``MIN_SPLIT_SAMPLES`` (validation and test with the baseline's interval)."""
-    from edgeopt.data import MIN_SPLIT_SAMPLES, sample_counts
+def echo_run_data_notes(config: Any, baseline: Any, run_dir: Path | None = None) -> None:
+    """For optimize, before the search, on stderr: for a folder, one line of what set-up
+    found (``data.json``); a warning for each split of ``config.data`` under
+    ``MIN_SPLIT_SAMPLES`` (validation and test with the baseline's interval)."""
+    from edgeopt.data import MIN_SPLIT_SAMPLES, DataKind, sample_counts
+    from edgeopt.rundir import RunDir
 
     if not config.data:
         return
-    counts = sample_counts(config.data.path)
+    if config.data.kind is DataKind.NPZ:
+        counts = sample_counts(config.data.path)
+    else:
+        assert run_dir is not None, "a streamed source's facts are in the run directory"
+        facts = json.loads(RunDir(run_dir).data_file.read_text())
+        click.echo(data_line(facts), err=True)
+        counts = dict(facts["counts"])
     n_train = counts.get("train", MIN_SPLIT_SAMPLES)
     if n_train < MIN_SPLIT_SAMPLES:
         click.echo(
@@ -73,3 +83,28 @@ def echo_run_data_notes(config: Any, baseline: Any) -> None:
             line = small_split_warning(split, counts[split], value if top1 else None)
             if line:
                 click.echo(line, err=True)
+
+
+def data_line(facts: dict[str, Any]) -> str:
+    """One line of an image folder's facts (``data.json``): classes, per-split counts, the
+    preprocessing, the images skipped."""
+    from edgeopt.data.preprocess import Preprocess
+
+    classes = facts["classes"]
+    shown = ", ".join(classes[:10]) + (f", ... ({len(classes)})" if len(classes) > 10 else "")
+    counts = ", ".join(f"{s} {n}" for s, n in facts["counts"].items())
+    recipe = Preprocess.from_dict(facts["recipe"]).describe()
+    split = facts.get("split")
+    how = (
+        f" (split {split['train']:.0%}/{split['val']:.0%}/{split['test']:.0%}"
+        f", seed {split['seed']})"
+        if split
+        else ""
+    )
+    bad = facts["bad_images"]["count"]
+    skipped = (
+        f"; {bad} unreadable image(s) skipped: {', '.join(facts['bad_images']['first'])}"
+        if bad
+        else ""
+    )
+    return f"data: {len(classes)} classes ({shown}); {counts}{how}; preprocess: {recipe}{skipped}"

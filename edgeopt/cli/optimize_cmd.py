@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from edgeopt.cli.machine_use import devices_for, threads_for
 from edgeopt.cli.options import (
     TARGET_HELP,
     TargetOption,
@@ -34,8 +34,9 @@ def _targets(text: str) -> tuple[str, ...]:
 @click.option("--target", default="cpu", show_default=True, cls=TargetOption, help=TARGET_HELP)
 @click.option(
     "--data",
-    type=Utf8Path(dir_okay=False),
-    help=".npz with x_train, y_train, x_val, y_val[, x_test, y_test].",
+    type=Utf8Path(exists=True),
+    help=".npz with x_train, y_train, x_val, y_val[, x_test, y_test], or a folder of images "
+    "(DIR/<class>/* or DIR/{train,val[,test]}/<class>/*).",
 )
 @click.option(
     "--trials",
@@ -165,7 +166,6 @@ def optimize(
     from edgeopt.cli.data_notes import echo_run_data_notes
     from edgeopt.cli.options import parse_arch_kwargs
     from edgeopt.config import Budgets, RunConfig, parse_duration
-    from edgeopt.data import DataSpec
     from edgeopt.loading import ModelSpec, parse_shape
     from edgeopt.profiles import resolve_targets
     from edgeopt.rundir import default_run_dir
@@ -189,7 +189,7 @@ def optimize(
             trust_arch=trust_arch,
         ),
         targets=specs,
-        data=DataSpec.npz(Path(data).resolve()) if data else None,
+        data=_data_spec(data),
         objectives=tuple(o.strip() for o in objectives.split(",") if o.strip()),
         metric=metric,
         budgets=Budgets(**budgets),  # the --max-*/--min-* flags
@@ -205,17 +205,17 @@ def optimize(
             else parse_duration(trial_timeout_text, "--trial-timeout")
         ),
         trial_memory_gb=trial_memory_gb,
-        threads=_threads(threads_text, workers),
+        threads=threads_for(threads_text, workers),
         train_device=train_device,
     ).with_profile_digests(resolved)
-    devices = _devices(config.train_device, workers)  # before any work: cuda without a GPU
+    devices = devices_for(config.train_device, workers)  # before any work: cuda without a GPU
     out = Path(run_dir) if run_dir else default_run_dir(model, targets)
     t0 = time.monotonic()
     mlflow = _mlflow(mlflow_uri, out)
     baseline = prepare(config, out, resolved)  # validates every input before any search work
     click.echo(f"edgeopt optimize: {model} -> {out}  (targets: {', '.join(targets)})", err=True)
     _announce(out, baseline, config, shape_given=bool(input_shape))
-    echo_run_data_notes(config, baseline)  # small splits: warned before any search work
+    echo_run_data_notes(config, baseline, out)  # small splits: warned before any search work
     trust = Trust(pickle=trust_pickle, arch=trust_arch, arch_ref=arch)
     _search_and_report(
         out, trials, timeout_s, workers, not no_report, trust, mlflow, resolved, devices
@@ -223,43 +223,14 @@ def optimize(
     click.echo(f"done in {time.monotonic() - t0:.0f}s; run directory {out}", err=True)
 
 
-def _threads(text: str, workers: int) -> int:
-    """``--threads``: a count, or auto = this process's usable CPUs shared by the workers."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if workers > (cpus or 1):  # each worker holds a model, a trial child and its memory
-        click.echo(
-            f"warning: --workers {workers} on {cpus} CPU(s): the workers share the CPUs "
-            "(about 200 MB each and a trial child); --workers N up to the CPUs is faster",
-            err=True,
-        )
-    if text.strip().lower() == "auto":
-        return max(1, (cpus or 1) // max(1, workers))
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        from edgeopt.errors import ConfigError
+def _data_spec(data: str | None) -> Any:
+    """``--data``: an npz file, or a folder of images (set-up adds its preprocessing)."""
+    from edgeopt.data import DataKind, DataSpec
 
-        raise ConfigError(f"--threads must be a thread count >= 1 or auto, got {text!r}")
-    if value * workers > (cpus or 1):  # oversubscribed torch threads spin against each other
-        click.echo(
-            f"warning: --threads {value} x --workers {workers} on {cpus} CPU(s) oversubscribes "
-            "them and slows training; --threads auto shares the CPUs",
-            err=True,
-        )
-    return value
-
-
-def _devices(spec: str, workers: int) -> tuple[str, ...]:
-    """Each worker's training device for ``--train-device`` (``assign_devices``); the GPUs
-    are counted only when asked for (``cpu`` imports no torch here)."""
-    from edgeopt.training.device import assign_devices, cuda_device_count
-
-    plan = assign_devices(spec, workers, 0 if spec == "cpu" else cuda_device_count())
-    if plan.warning:
-        click.echo(plan.warning, err=True)
-    return plan.devices
+    if not data:
+        return None
+    path = Path(data).resolve()
+    return DataSpec(DataKind.FOLDER, str(path)) if path.is_dir() else DataSpec.npz(path)
 
 
 def _announce(out: Path, baseline: Any, config: Any, *, shape_given: bool) -> None:

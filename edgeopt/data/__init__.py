@@ -15,16 +15,28 @@ from edgeopt.data.npz import (
     synthetic_inputs,
 )
 from edgeopt.data.source import (
+    EVAL_SAMPLES,
     DataKind,
     DataSource,
     DataSpec,
     NpzSource,
     add_to_salt,
+    eval_batches,
+    eval_count,
     fingerprint_of,
+    first_inputs,
+    is_streamed,
     open_source,
+    scored_split,
 )
 
 __all__ = [
+    "EVAL_SAMPLES",
+    "eval_batches",
+    "eval_count",
+    "first_inputs",
+    "is_streamed",
+    "scored_split",
     "DataKind",
     "DataSource",
     "DataSpec",

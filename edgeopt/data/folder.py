@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ class FolderSource:
     ``split`` applies only to the one-folder layout (default ``SplitRatio()``). ``reader``
     turns a file into a ``(C, H, W)`` float32 input (default ``images.load``); a file it
     cannot read later (a truncated body) is skipped the same way, found when first read.
+    ``fingerprint``: the folder's, as a run recorded and checked it (not hashed again).
     """
 
     kind = "folder"
@@ -62,6 +63,7 @@ class FolderSource:
         max_bad: float = MAX_BAD_FRACTION,
         max_pixels: int = MAX_PIXELS,
         reader: Reader | None = None,
+        fingerprint: str | None = None,
     ) -> None:
         self.root = Path(root)
         self.recipe = recipe
@@ -75,7 +77,7 @@ class FolderSource:
         self._scan_bad = scan.bad
         self._late_bad: dict[str, BadImage] = {}
         self._entries: dict[str, list[Entry]] = scan.entries
-        self._fingerprint: str | None = None
+        self._fingerprint = fingerprint  # one recorded and checked already: not recomputed
 
     # -- the DataSource protocol ---------------------------------------------------------
     @property
@@ -106,7 +108,7 @@ class FolderSource:
         """``(split, label)``: the highest class label over all splits and where it is."""
         return max(((s, int(self.labels(s).max())) for s in self.splits), key=lambda t: t[1])
 
-    def subset(self, split: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    def subset(self, split: str, n: int, seed: int | None) -> tuple[np.ndarray, np.ndarray]:
         """``min(n, count)`` images of ``split`` drawn in a seeded order, decoded and
         preprocessed: ``x`` float32 ``(n, C, H, W)``, ``y`` int64. A file that fails to decode
         is skipped for the next one in the same order (so the size holds while files last)."""
@@ -120,21 +122,43 @@ class FolderSource:
         return x[:k], y[:k]
 
     def batches(
-        self, split: str, n: int | None = None, seed: int = 0, batch: int = 64
+        self, split: str, n: int | None = None, seed: int | None = 0, batch: int = 64
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(x, y)`` batches of ``batch`` images (the last may be shorter), decoded as they
         are consumed: the whole split is never in memory. ``n`` None: every image in the
-        source's order; else the seeded ``subset(split, n, seed)``, in batches."""
+        source's order; else the seeded ``subset(split, n, seed)`` (seed None: the first ``n``),
+        in batches."""
         if batch < 1:
             raise ValueError(f"batch must be at least 1, not {batch}")
         entries = self._split(split)
-        if n is None:
+        if n is None or seed is None:  # the first n (all) in the source's order
             order: np.ndarray = np.arange(len(entries))
-            want = len(entries)
+            want = len(entries) if n is None else min(n, len(entries))
         else:
             order = np.random.default_rng(seed).permutation(len(entries))
             want = min(n, len(entries))
         return self._batched(entries, order, want, batch)
+
+    def take(self, split: str, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """The images of ``split`` at ``indices`` (positions in the source's order), decoded:
+        what a training step reads. A file that fails to decode is left out (with its label)
+        and listed in ``bad_images``, so ``x`` may be shorter than ``indices``."""
+        entries = self._split(split)
+        xs: list[np.ndarray] = []
+        ys: list[int] = []
+        for i in indices:
+            e = entries[int(i)]
+            if e.relpath in self._late_bad:
+                continue
+            try:
+                xs.append(self._reader(self.root / e.relpath, self.recipe))
+            except ImageError as err:
+                self._late_bad[e.relpath] = BadImage(e.relpath, err.reason)
+                continue
+            ys.append(e.label)
+        if not xs:
+            return np.empty((0, *self.input_shape), np.float32), np.empty(0, np.int64)
+        return np.stack(xs), np.asarray(ys, dtype=np.int64)
 
     def fingerprint(self) -> str:
         """sha256 (hex) over every file's split, class, path and size, the split ratio, and

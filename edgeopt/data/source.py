@@ -14,8 +14,18 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edgeopt.data.folder import FolderSource
+from edgeopt.data.folder_scan import SplitRatio
 from edgeopt.data.npz import DataBundle, load_npz
+from edgeopt.data.preprocess import Preprocess
 from edgeopt.errors import ConfigError
+
+EVAL_SAMPLES = 2000
+"""A streamed source (not an npz, whose splits are in memory and scored whole, as always)
+scores val and test, and validates inside a fine-tune, on a seeded subset of at most this
+many samples of the split: one number per split whatever the folder's size."""
+EVAL_SEED = 0
+STREAM_BATCH = 64
 
 
 class DataKind(StrEnum):
@@ -245,11 +255,62 @@ class _Hash(Protocol):
     def update(self, data: bytes, /) -> None: ...
 
 
-def open_source(spec: DataSpec) -> DataSource:
-    """The source ``spec`` names, opened and checked (ConfigError for bad data)."""
+def open_source(spec: DataSpec, *, verify: bool = True) -> DataSource:
+    """The source ``spec`` names, opened and checked (ConfigError for bad data). A folder
+    opens with the recorded ``recipe`` and ``split``; with ``verify`` and a recorded
+    fingerprint, a folder whose contents changed since is a ConfigError (a trial child, whose
+    run's set-up checked it, passes ``verify=False`` rather than hash the folder again)."""
     if spec.kind is DataKind.NPZ and spec.path is not None:
         return NpzSource.open(spec.path)
+    if spec.kind is DataKind.FOLDER and spec.path is not None:
+        if spec.recipe is None:
+            raise ConfigError(f"the run's folder data {spec.path} records no preprocessing")
+        ratio = SplitRatio.from_dict(spec.split) if spec.split is not None else None
+        known = None if verify else spec.fingerprint
+        source = FolderSource(
+            spec.path, Preprocess.from_dict(spec.recipe), ratio, fingerprint=known
+        )
+        if verify and spec.fingerprint is not None and source.fingerprint() != spec.fingerprint:
+            raise ConfigError(
+                f"the data is not what this run started with: the images in {spec.path} "
+                "changed since (files added, removed or edited)",
+                hint="restore the folder, or pass a new --out to start a run on this data",
+            )
+        return source
     raise ConfigError(f"--data of kind {spec.kind} is not supported by this edgeopt")
+
+
+def is_streamed(source: DataSource | DataBundle | None) -> bool:
+    """Whether ``source`` is read in batches (every kind but an npz's arrays, in memory)."""
+    return source is not None and not isinstance(source, NpzSource | DataBundle)
+
+
+def eval_count(source: DataSource, split: str) -> int:
+    """How many samples of ``split`` scoring reads: all of an npz's, else at most
+    ``EVAL_SAMPLES``."""
+    n = source.count(split)
+    return n if not is_streamed(source) else min(n, EVAL_SAMPLES)
+
+
+def eval_batches(
+    source: DataSource, split: str, batch: int = STREAM_BATCH
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """What scoring reads of ``split``: an npz's whole split in order, else the seeded
+    ``EVAL_SAMPLES`` subset, one batch decoded at a time."""
+    split = scored_split(source, split)
+    if isinstance(source, NpzSource):
+        return source.batches(split, batch)
+    return source.batches(split, n=EVAL_SAMPLES, seed=EVAL_SEED, batch=batch)  # type: ignore[call-arg]
+
+
+def scored_split(source: DataSource, split: str) -> str:
+    """``split``, or ``val`` for a ``test`` the data lacks (as ``DataBundle.split`` does)."""
+    return "val" if split == "test" and "test" not in source.splits else split
+
+
+def first_inputs(source: DataSource, split: str, n: int) -> np.ndarray:
+    """The first ``n`` inputs of ``split`` (an npz's ``x[:n]``): parity and timing samples."""
+    return source.subset(split, n, None)[0]
 
 
 def fingerprint_of(spec: DataSpec) -> str:

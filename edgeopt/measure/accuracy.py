@@ -4,12 +4,13 @@ fidelity (top-1 agreement with the original model) on inputs that stand in for d
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgeopt.data import DataSource, NpzSource, eval_batches
 from edgeopt.measure.session import ort_session
 from edgeopt.measure.task_metrics import task_metric, task_metric_entries
 
@@ -18,44 +19,40 @@ def onnx_logits(
     path: str | Path, x: np.ndarray, *, batch_size: int = 256, threads: int = 2
 ) -> np.ndarray:
     """Outputs of the model's first output for all of ``x``, computed in batches."""
-    run = _runner(path, batch_size, threads)
-    return np.concatenate(run(x))
+    sess = ort_session(path, threads=threads)
+    return np.concatenate(_run(sess, x, batch_size))
 
 
-def onnx_logits_streamed(
+def onnx_batch_logits(
     path: str | Path,
     batches: Iterable[tuple[np.ndarray, np.ndarray]],
     *,
     batch_size: int = 256,
     threads: int = 2,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(logits, y)`` over labelled ``(x, y)`` batches as they come (a data source's
-    ``batches``): only one batch of inputs is held at a time. One batch of the whole array
-    gives exactly ``onnx_logits``'s runs."""
-    run = _runner(path, batch_size, threads)
+    """``(logits, labels)`` over labelled ``(x, y)`` batches consumed one at a time (a data
+    source's streamed split: only one batch of inputs is held, and the logits are kept). One
+    batch of a whole array gives exactly ``onnx_logits``'s runs."""
+    sess = ort_session(path, threads=threads)
     outs: list[np.ndarray] = []
     labels: list[np.ndarray] = []
     for x, y in batches:
-        outs += run(x)
+        outs += _run(sess, x, batch_size)
         labels.append(np.asarray(y))
+    if not outs:
+        raise ValueError("no samples to score")
     return np.concatenate(outs), np.concatenate(labels)
 
 
-def _runner(path: str | Path, batch_size: int, threads: int) -> Callable[[np.ndarray], list[Any]]:
-    """A function running an ORT session of ``path`` over an array, in runs of
-    ``batch_size`` (or the model's fixed batch size)."""
-    sess = ort_session(path, threads=threads)
+def _run(sess: Any, x: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """``sess`` over ``x`` in runs of ``batch_size`` (or the model's fixed batch size)."""
     name = sess.get_inputs()[0].name
     fixed = sess.get_inputs()[0].shape[0]
     step = fixed if isinstance(fixed, int) and fixed > 0 else batch_size
-
-    def run(x: np.ndarray) -> list[Any]:
-        return [
-            sess.run(None, {name: np.ascontiguousarray(x[i : i + step], dtype=np.float32)})[0]
-            for i in range(0, len(x), step)
-        ]
-
-    return run
+    return [
+        sess.run(None, {name: np.ascontiguousarray(x[i : i + step], dtype=np.float32)})[0]
+        for i in range(0, len(x), step)
+    ]
 
 
 def onnx_accuracy(
@@ -109,3 +106,24 @@ def onnx_score(
     if metric != "accuracy":
         raise ValueError(f"--metric {metric} needs labelled data")
     return onnx_fidelity(path, reference, x, threads=threads)
+
+
+def source_task_metric(
+    path: str | Path, source: DataSource, split: str, metric: str, *, threads: int = 2
+) -> float:
+    """``onnx_task_metric`` on ``split`` of ``source`` (``test`` falls back to ``val``): an
+    npz's whole split as always, any other source's ``eval_batches`` streamed."""
+    if isinstance(source, NpzSource):
+        return onnx_task_metric(path, *source.bundle.split(split), metric, threads=threads)
+    logits, y = onnx_batch_logits(path, eval_batches(source, split), threads=threads)
+    return task_metric(metric, logits, y)
+
+
+def source_task_metric_entries(
+    path: str | Path, source: DataSource, split: str, *, threads: int = 2
+) -> dict[str, dict[str, Any]]:
+    """``onnx_task_metric_entries`` on ``split`` of ``source``, read as ``source_task_metric``."""
+    if isinstance(source, NpzSource):
+        return onnx_task_metric_entries(path, *source.bundle.split(split), threads=threads)
+    logits, y = onnx_batch_logits(path, eval_batches(source, split), threads=threads)
+    return task_metric_entries(logits, y)

@@ -87,6 +87,9 @@ def _notes(s: Summary) -> list[str]:
             f"are {task_metric_noun(s.metric)}, not top-1 accuracy (the task metrics table has "
             "all five). Fine-tuning still keeps its best epoch by top-1 accuracy."
         )
+    data = s.records.data_facts
+    if data:
+        notes.append(_data_note(data))
     split = s.records.test_split
     if split == "val":
         notes.append(
@@ -133,4 +136,20 @@ def hidden_note(records: RunRecord) -> str | None:
         f"hidden from the front and the pick: validation accuracy below {bar:.4f}{under}, "
         "with no accuracy budget set (set --max-accuracy-drop to choose the bar); they stay "
         "in the trial table."
+    )
+
+
+def _data_note(data: Mapping[str, Any]) -> str:
+    """An image folder's classes, split counts, preprocessing and scoring subset."""
+    classes = [str(c) for c in data.get("classes") or []]
+    counts = ", ".join(f"{k} {v}" for k, v in (data.get("counts") or {}).items())
+    r = data.get("recipe") or {}
+    crop = "x".join(str(c) for c in r.get("crop") or [])
+    norm = r.get("named") or f"mean {r.get('mean')} std {r.get('std')}"
+    recipe = f"resize {r.get('resize')}, center crop {crop}, {norm}, {r.get('channels')}"
+    cap = data.get("eval_samples")
+    scored = f"; val/test scored on seeded subsets of at most {cap} images" if cap else ""
+    return (
+        f"Data: image folder {data.get('path')}, {len(classes)} classes "
+        f"({', '.join(classes)}); {counts}; preprocessing: {recipe}{scored}."
     )

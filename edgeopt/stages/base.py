@@ -37,7 +37,7 @@ from edgeopt.errors import ConfigError
 if TYPE_CHECKING:
     from torch import nn
 
-    from edgeopt.data import DataBundle
+    from edgeopt.data import DataSource
     from edgeopt.profiles import HardwareProfile
 
 
@@ -176,7 +176,7 @@ class StageContext:
 
     workdir: Path
     profile: HardwareProfile
-    data: DataBundle | None
+    data: DataSource | None
     teacher: nn.Module | None
     input_shape: tuple[int, ...]
     seed: int = 0
@@ -195,7 +195,7 @@ class ProbeInput:
     module: nn.Module | None
     onnx_path: Path
     input_shape: tuple[int, ...]
-    data: DataBundle | None = None
+    data: DataSource | None = None
     threads: int = 1
 
 

@@ -16,7 +16,7 @@ from edgeopt.training import MAX_EPOCH_SAMPLES, SYNTHETIC_TRAIN
 from edgeopt.training.device import module_device
 
 if TYPE_CHECKING:
-    from edgeopt.data import DataBundle
+    from edgeopt.data import DataSource
 
 MAX_EPOCHS = 8
 """The most fine-tune epochs the search draws (``finetune.epochs``)."""
@@ -28,7 +28,7 @@ PROBE_STEPS = 8
 
 
 def epoch_seconds(
-    module: Any, input_shape: tuple[int, ...], data: DataBundle | None, threads: int
+    module: Any, input_shape: tuple[int, ...], data: DataSource | None, threads: int
 ) -> float:
     """Measured seconds of one distillation fine-tune epoch of ``module`` on this machine.
 
@@ -45,12 +45,12 @@ def epoch_seconds(
     teacher = module
     was_training = teacher.training
     teacher.eval()
-    n_train = len(data.x_train) if data is not None else SYNTHETIC_TRAIN
+    n_train = data.count("train") if data is not None else SYNTHETIC_TRAIN
     batch = min(PROBE_BATCH, max(2, n_train))
     n_epoch = min(n_train, MAX_EPOCH_SAMPLES)  # what one fine-tune epoch draws
     device = module_device(module)  # set-up runs on the CPU: a GPU's steps are faster
     if data is not None:
-        x = torch.from_numpy(data.x_train[:batch].astype("float32")).to(device)
+        x = torch.from_numpy(data.subset("train", batch, None)[0].astype("float32")).to(device)
     else:
         x = torch.randn((batch, *input_shape), device=device)
     opt = torch.optim.SGD(student.parameters(), lr=1e-6, momentum=0.9)

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from edgeopt.errors import CandidateError
 from edgeopt.stages.prune_config import (
     MAX_RATIO,
@@ -88,10 +86,8 @@ def taylor_batches(ctx: StageContext, model: nn.Module) -> list[tuple[torch.Tens
 
     device = module_device(model)
     if ctx.data is not None:
-        n = min(TAYLOR_SAMPLES, len(ctx.data.x_train))
-        idx = np.random.default_rng(ctx.seed).permutation(len(ctx.data.x_train))[:n]
-        x = torch.from_numpy(ctx.data.x_train[idx]).to(device)
-        y = torch.from_numpy(ctx.data.y_train[idx]).to(device)
+        xs, ys = ctx.data.subset("train", TAYLOR_SAMPLES, ctx.seed)
+        x, y = torch.from_numpy(xs).to(device), torch.from_numpy(ys).to(device)
     else:
         g = torch.Generator().manual_seed(ctx.seed)  # on the CPU: the same draw on any device
         x = torch.randn((TAYLOR_SAMPLES, *ctx.input_shape), generator=g).to(device)

@@ -81,8 +81,6 @@ def calibration_inputs(
 ) -> np.ndarray:
     """``samples`` calibration inputs: a seeded subset of the training split, or standard
     Gaussian inputs of ``ctx.input_shape`` when there is no data."""
-    if ctx.data is not None:
-        x = ctx.data.x_train
-        idx = np.random.default_rng(ctx.seed).permutation(len(x))[: min(samples, len(x))]
-        return np.ascontiguousarray(x[idx], dtype=np.float32)
+    if ctx.data is not None:  # an npz's is exactly the slice it always drew
+        return ctx.data.subset("train", samples, ctx.seed)[0]
     return synthetic_inputs(input_shape or ctx.input_shape, samples, ctx.seed)

@@ -13,18 +13,20 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edgeopt.data import NpzSource, is_streamed
 from edgeopt.errors import ConfigError
 from edgeopt.training.config import OptimizerKind, Schedule, TrainConfig, TrainResult
 from edgeopt.training.device import module_device
 from edgeopt.training.distill import distillation_loss, teacher_logits
 from edgeopt.training.evaluate import predict
 from edgeopt.training.resume import CheckpointStore, FitState, stable_epochs
+from edgeopt.training.stream import Streamed
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from edgeopt.data import DataBundle
+    from edgeopt.data import DataBundle, DataSource
 
 MAX_EPOCH_SAMPLES = 16384
 """An epoch draws at most this many training samples: on a large data set the fine-tune
@@ -87,7 +89,7 @@ def lr_factor(schedule: Schedule, step: int, total: int, stable: int = 0) -> flo
 
 def fit(
     model: nn.Module,
-    data: DataBundle | None,
+    data: DataBundle | DataSource | None,
     config: TrainConfig,
     *,
     teacher: nn.Module | None = None,
@@ -98,7 +100,10 @@ def fit(
 ) -> TrainResult:
     """Train ``model`` in place and leave its best-validation weights in it.
 
-    With ``data``: labels from the training split, accuracy on the validation split; the
+    ``data``: arrays (a ``DataBundle``, or an npz source's), or a streamed source (an image
+    folder) whose training batches are decoded per step, drawn by the same seeded index lists,
+    and whose validation accuracy is on its fixed scoring subset. With ``data``: labels from
+    the training split, accuracy on the validation split; the
     teacher (required when ``config.distill``) supplies soft targets. With ``data=None``:
     data-free distillation, ``teacher`` required, on fresh standard Gaussian inputs of the
     teacher's input shape each epoch (hard targets = the teacher's top-1), and "accuracy" is
@@ -123,6 +128,8 @@ def fit(
     import torch
 
     t0 = time.perf_counter()
+    if isinstance(data, NpzSource):
+        data = data.bundle  # in memory: exactly the arrays fit always trained on
     if (config.distill or data is None) and teacher is None:
         raise ConfigError(
             "fine-tuning needs a teacher model for distillation"
@@ -160,14 +167,22 @@ class _Split:
 
     x_train: torch.Tensor | None
     y_train: torch.Tensor | None
-    x_val: torch.Tensor
-    y_val: torch.Tensor
+    x_val: torch.Tensor | None
+    y_val: torch.Tensor | None
     shape: tuple[int, ...]
     noise_std: float
+    stream: Streamed | None = None
+    """A streamed source's splits (then the tensors above are None)."""
+
+    @property
+    def n_train(self) -> int:
+        if self.stream is not None:
+            return self.stream.n_train
+        return len(self.x_train) if self.x_train is not None else SYNTHETIC_TRAIN
 
 
 def _split(
-    data: DataBundle | None,
+    data: DataBundle | DataSource | None,
     teacher: nn.Module | None,
     input_shape: tuple[int, ...] | None,
     seed: int,
@@ -177,6 +192,10 @@ def _split(
     split live on ``device``, where the predictions are."""
     import torch
 
+    if is_streamed(data):  # type: ignore[arg-type]
+        stream = Streamed(data)  # type: ignore[arg-type]
+        noise = NOISE_STD * stream.input_std(seed)
+        return _Split(None, None, None, None, stream.shape, noise, stream)
     if data is not None:
         cpu = torch.device("cpu")
         x_train = torch.from_numpy(np.ascontiguousarray(data.x_train, dtype=np.float32)).to(cpu)
@@ -222,7 +241,8 @@ class _Run:
         self.model, self.teacher, self.split = model, teacher, split
         self.config, self.gen = config, gen
         self.device = module_device(model)
-        self.augment = config.augment and split.x_train is not None and len(split.shape) == 3
+        real = split.x_train is not None or split.stream is not None
+        self.augment = config.augment and real and len(split.shape) == 3
         self.initial = self.val_accuracy()
         self.best_acc, self.best_epoch = self.initial, 0
         self.best_state = copy.deepcopy(model.state_dict())
@@ -240,6 +260,9 @@ class _Run:
 
     def val_accuracy(self) -> float:
         self.model.eval()
+        if self.split.stream is not None:
+            return self.split.stream.val_accuracy(self.model)
+        assert self.split.x_val is not None
         logits = predict(self.model, self.split.x_val)
         return float((logits.argmax(1) == self.split.y_val).float().mean())
 
@@ -254,8 +277,7 @@ class _Run:
         config = self.config
         if config.epochs > 0:
             opt = _optimizer(self.model, config)
-            x_train = self.split.x_train
-            n_train = len(x_train) if x_train is not None else SYNTHETIC_TRAIN
+            n_train = self.split.n_train
             # the batch count only: a throwaway generator leaves ``gen``'s stream alone
             steps_per_epoch = len(_batches(n_train, config.batch_size, torch.Generator()))
             total_steps = steps_per_epoch * config.epochs
@@ -340,19 +362,29 @@ class _Run:
         import torch
 
         self.model.train()
-        if self.split.x_train is None:
+        stream = self.split.stream
+        if stream is not None:
+            xe, ye = None, None
+        elif self.split.x_train is None:
             # drawn on the CPU generator (the same stream on every device), moved per batch
             xe = torch.randn((SYNTHETIC_TRAIN, *self.split.shape), generator=self.gen).to("cpu")
             ye = None
         else:
             xe, ye = self.split.x_train, self.split.y_train
         losses: list[float] = []
-        for idx in _batches(len(xe), self.config.batch_size, self.gen):
-            xb = xe[idx].to(self.device, non_blocking=True)
+        for idx in _batches(self.split.n_train, self.config.batch_size, self.gen):
+            if stream is not None:
+                xb, yb = stream.take(idx)
+                if len(xb) < 2:  # every file of the batch unreadable (BatchNorm needs two)
+                    continue
+            else:
+                assert xe is not None
+                xb, yb = xe[idx], ye[idx] if ye is not None else None
+            xb = xb.to(self.device, non_blocking=True)
+            yb = yb.to(self.device, non_blocking=True) if yb is not None else None
             if self.augment:
                 xb = augment_batch(xb, self.gen, self.split.noise_std)
             cached = self.teacher_logits[idx] if self.teacher_logits is not None else None
-            yb = ye[idx].to(self.device, non_blocking=True) if ye is not None else None
             loss = self.loss(xb, yb, cached)
             for group in opt.param_groups:
                 factor = lr_factor(self.config.schedule, self.step, total_steps, self.stable_steps)

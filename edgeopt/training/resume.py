@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgeopt.data import DataBundle, DataSource, NpzSource
 from edgeopt.training.config import Schedule, TrainConfig
 from edgeopt.training.device import module_device
 
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from edgeopt.data import DataBundle
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class CheckpointStore:
 def prefix_key(
     model: nn.Module,
     teacher: nn.Module | None,
-    data: DataBundle | None,
+    data: DataBundle | DataSource | None,
     config: TrainConfig,
     seed: int,
 ) -> str:
@@ -141,7 +141,12 @@ def prefix_key(
         h.update(b"|module|")
         if module is not None:
             module_digest(h, module)
-    if data is not None:
+    if isinstance(data, NpzSource):
+        data = data.bundle  # hashed as its arrays always were
+    if data is not None and not isinstance(data, DataBundle):  # a streamed source
+        h.update(b"|data|")
+        h.update(json.dumps([data.fingerprint(), repr(getattr(data, "recipe", None))]).encode())
+    elif data is not None:
         for arr in (data.x_train, data.y_train, data.x_val, data.y_val):
             h.update(b"|data|")
             h.update(np.ascontiguousarray(arr).tobytes())

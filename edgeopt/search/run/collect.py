@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from collections.abc import Iterable, Mapping
@@ -13,7 +14,7 @@ import optuna
 from optuna.trial import TrialState
 
 from edgeopt.config import RunConfig
-from edgeopt.data import split_sizes
+from edgeopt.data import DataKind, split_sizes
 from edgeopt.errors import ConfigError
 from edgeopt.profiles import resolve_targets
 from edgeopt.records import (
@@ -25,7 +26,7 @@ from edgeopt.records import (
     TrialRecord,
 )
 from edgeopt.report import render_reports
-from edgeopt.rundir import Baseline
+from edgeopt.rundir import Baseline, RunDir
 from edgeopt.search.study import shared
 from edgeopt.search.study.records import metric_entries, trial_record
 from edgeopt.search.study.source import OpenRun, RunSource
@@ -153,7 +154,18 @@ def _records(
     ]
     # the samples behind val/test accuracy (synthetic inputs without data): for the
     # reports' confidence intervals
-    n = split_sizes(config.data.path) if config.data else dict.fromkeys(N_KEYS, SYNTHETIC_N)
+    facts = _data_facts(where, config)
+    if facts is not None:  # streamed: scored on seeded subsets of at most eval_samples
+        cap = int(facts.get("eval_samples") or 0) or None
+        counts = facts.get("counts", {})
+        test = counts.get("test", counts.get("val"))
+        n = {"n_val": _capped(counts.get("val"), cap), "n_test": _capped(test, cap)}
+    elif config.data and config.data.kind is DataKind.NPZ:
+        n = split_sizes(config.data.path)
+    elif config.data:  # streamed data read from a study alone: its sizes are not recorded
+        n = dict.fromkeys(N_KEYS)
+    else:
+        n = dict.fromkeys(N_KEYS, SYNTHETIC_N)
     return RunRecord(
         schema_version=SCHEMA_VERSION,
         run_dir=where,
@@ -182,6 +194,7 @@ def _records(
         # Pareto-optimal but far below the original on accuracy: kept off the front
         hidden_hopeless=tuple(sorted(hopeless)),
         hopeless_below=hopeless_bar,
+        data_facts=facts,
         # trials a worker has not finished (running, or queued): not in ``trials``
         unfinished=tuple(
             sorted(
@@ -262,3 +275,17 @@ def write_run_reports(
     """Load the run (a run directory or a ``RunSource``; with parameter importances) and
     render its reports into ``out_dir``. Raises ConfigError when it cannot be read."""
     return render_reports(report_records(run), out_dir, formats)
+
+
+def _data_facts(where: str, config: RunConfig) -> dict[str, Any] | None:
+    """``data.json`` of the run directory ``where`` (streamed data only), else None."""
+    if not where or not config.data or config.data.kind is DataKind.NPZ:
+        return None
+    path = RunDir(Path(where)).data_file
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _capped(n: Any, cap: int | None) -> int | None:
+    if not isinstance(n, int):
+        return None
+    return min(n, cap) if cap else n

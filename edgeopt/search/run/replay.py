@@ -16,7 +16,7 @@ import numpy as np
 
 from edgeopt.candidate import Candidate
 from edgeopt.config import RunConfig
-from edgeopt.data import load_npz, synthetic_inputs
+from edgeopt.data import eval_count, first_inputs, open_source, synthetic_inputs
 from edgeopt.data.metadata import sidecar_path, stamp, write_sidecar
 from edgeopt.data.preprocess import Preprocess
 from edgeopt.errors import ConfigError
@@ -255,7 +255,7 @@ def rebuild_check(
         config = RunConfig.from_dict({**records.config, "storage": None})
         salt = str(records.salt)
     model = load_spec(config.model.with_trust(**trust) if trust else config.model)
-    data = load_npz(config.data.path) if config.data else None
+    data = open_source(config.data) if config.data else None  # a changed folder: refused
     profile = run_targets(config).merged  # refused when a profile changed since the run
     torch.set_num_threads(config.threads)
     with tempfile.TemporaryDirectory(prefix="edgeopt-rebuild-") as tmp:
@@ -268,8 +268,8 @@ def rebuild_check(
             salt=salt,
         )
         result = build(Candidate.from_dict(trial.candidate), inputs, Path(tmp) / "build")
-        if data is not None:
-            x = data.x_val
+        if data is not None:  # an npz's whole split; a folder's first EVAL_SAMPLES
+            x = first_inputs(data, "val", eval_count(data, "val"))
             what = "validation split"
         else:
             x = synthetic_inputs(model.input_shape, SYNTHETIC_N, SYNTHETIC_VAL_SEED)

@@ -10,12 +10,24 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from optuna.trial import TrialState
 
 from edgeopt.config import RunConfig
-from edgeopt.data import DataSource, NpzSource, add_to_salt, load_npz, open_source
+from edgeopt.data import (
+    EVAL_SAMPLES,
+    DataKind,
+    DataSource,
+    DataSpec,
+    add_to_salt,
+    first_inputs,
+    is_streamed,
+    open_source,
+)
+from edgeopt.data.preprocess import Preprocess
+from edgeopt.fileio import write_json
 from edgeopt.loading import check_model_and_data, load_spec
-from edgeopt.measure.accuracy import onnx_score, onnx_task_metric, onnx_task_metric_entries
+from edgeopt.measure.accuracy import onnx_score, source_task_metric, source_task_metric_entries
 from edgeopt.measure.runtime import host_description
 from edgeopt.measure.service import reference_latency_ms
 from edgeopt.measure.task_metrics import check_defined
@@ -48,16 +60,21 @@ def prepare(config: RunConfig, run_dir: Path, targets: Targets | None = None) ->
     if config.profile_digests is None:
         config = config.with_profile_digests(targets)
     source = None
-    if config.data:
+    if config.data and config.data.kind is DataKind.NPZ:
         source = open_source(config.data)
         config = replace(config, data=config.data.with_fingerprint(source.fingerprint()))
-    data = source.bundle if isinstance(source, NpzSource) else None  # arrays, until streamed
-    loaded = load_spec(config.model, data.input_shape if data is not None else None)
+    loaded = load_spec(config.model, source.input_shape if source is not None else None)
+    if config.data and config.data.kind is DataKind.FOLDER:  # its recipe needs the model
+        spec = _folder_spec(config.data, RunDir(run_dir), tuple(loaded.input_shape))
+        source = open_source(spec)  # a resume: refused when the folder changed
+        ratio = getattr(source, "ratio", None)
+        spec = replace(spec, split=ratio.to_dict() if ratio is not None else None)
+        config = replace(config, data=spec.with_fingerprint(source.fingerprint()))
     # an input shape taken from the data is recorded: workers and a resume load alike
     config = replace(config, model=config.model.with_data_shape(loaded))
-    check_model_and_data(loaded, data)  # sample shape, labels < the model's outputs
-    if data is not None:
-        _check_metric_defined(config, data)
+    check_model_and_data(loaded, source)  # sample shape, labels < the model's outputs
+    if source is not None:
+        _check_metric_defined(config, source)
     if config.storage:  # a shared study: reachable, and started with these settings
         check_joinable(config, config.storage)
     if config.artifacts:
@@ -66,11 +83,14 @@ def prepare(config: RunConfig, run_dir: Path, targets: Targets | None = None) ->
     run.path.mkdir(parents=True, exist_ok=True)
     with run.lock("setup"):
         run.write_config(config)
+        if is_streamed(source) and not run.data_file.exists():
+            assert source is not None
+            write_json(run.data_file, {**source.describe(), "eval_samples": EVAL_SAMPLES})
         if run.baseline_file.exists():
             baseline = run.read_baseline()
         else:
             salt = _salt(config, source)
-            baseline = _make_baseline(config, loaded, data, targets.profiles, run, salt)
+            baseline = _make_baseline(config, loaded, source, targets.profiles, run, salt)
             run.write_baseline(baseline)
     open_study(SearchContext.open(run.path, targets=targets))
     return baseline
@@ -79,7 +99,7 @@ def prepare(config: RunConfig, run_dir: Path, targets: Targets | None = None) ->
 def _make_baseline(
     config: RunConfig,
     loaded: Any,
-    data: Any,
+    data: DataSource | None,
     profiles: Sequence[HardwareProfile],
     run: RunDir,
     salt: str,
@@ -87,7 +107,9 @@ def _make_baseline(
     from edgeopt.onnx_export import loaded_to_onnx
 
     run.baseline_dir.mkdir(parents=True, exist_ok=True)
-    sample = data.x_val[:8] if data is not None else None
+    sample = first_inputs(data, "val", 8) if data is not None else None
+    if sample is not None:  # what workers time candidates on, without opening the data
+        np.save(run.sample_file, sample)
     src = Path(loaded_to_onnx(loaded, run.baseline_dir, sample))
     dst = run.baseline_onnx
     if src != dst:
@@ -95,8 +117,8 @@ def _make_baseline(
         if src.parent == run.baseline_dir:
             src.unlink()
     if data is not None:
-        val = onnx_task_metric(dst, data.x_val, data.y_val, config.metric)
-        test = onnx_task_metric(dst, *data.split("test"), config.metric)
+        val = source_task_metric(dst, data, "val", config.metric)
+        test = source_task_metric(dst, data, "test", config.metric)
     else:
         val = test = 1.0  # fidelity of the model to itself
     latency: dict[str, float] = {}
@@ -124,7 +146,9 @@ def _make_baseline(
     )
 
 
-def _probe_fields(config: RunConfig, loaded: Any, data: Any, onnx_path: Path) -> dict[str, Any]:
+def _probe_fields(
+    config: RunConfig, loaded: Any, data: DataSource | None, onnx_path: Path
+) -> dict[str, Any]:
     """Every stage's ``probe`` of the model (``Baseline.stage_facts``; for an ONNX input
     the probes see the file only) and the auto trial timeout from their measured costs."""
     model = ProbeInput(
@@ -163,12 +187,26 @@ def _salt(config: RunConfig, source: DataSource | None) -> str:
     return h.hexdigest()[:16]
 
 
-def _check_metric_defined(config: RunConfig, data: Any) -> None:
+def _check_metric_defined(config: RunConfig, data: DataSource) -> None:
     """ConfigError, before any work, when ``--metric`` is undefined on a split."""
     where = config.data.path if config.data else None
-    check_defined(config.metric, data.y_val, f"the validation split of {where}")
-    if data.has_test:
-        check_defined(config.metric, data.split("test")[1], f"the test split of {where}")
+    check_defined(config.metric, data.labels("val"), f"the validation split of {where}")
+    if "test" in data.splits:
+        check_defined(config.metric, data.labels("test"), f"the test split of {where}")
+
+
+def _folder_spec(spec: DataSpec, run: RunDir, input_shape: tuple[int, ...]) -> DataSpec:
+    """An image folder's spec with its preprocessing: the one the run recorded when it
+    resumes (with its split and fingerprint, checked when the folder opens), else the default
+    for the model's input shape, checked against it."""
+    if spec.recipe is None and run.run_file.exists():
+        recorded = run.read_config().data
+        if recorded is not None and (recorded.kind, recorded.path) == (spec.kind, spec.path):
+            return recorded
+    recipe = Preprocess.default_for(input_shape) if spec.recipe is None else None
+    recipe = recipe or Preprocess.from_dict(spec.recipe or {})
+    recipe.check(input_shape)
+    return replace(spec, recipe=recipe.to_dict())
 
 
 def _hopeless_below(config: RunConfig, val_accuracy: float) -> float | None:
@@ -215,7 +253,7 @@ def _finalize(run_dir: Path, targets: Targets | None) -> dict[str, Any]:
     opened = RunSource.local(run.path).open()
     study, config = opened.study, opened.config
     local_baseline = run.read_baseline()
-    data = load_npz(config.data.path) if config.data else None
+    data = open_source(config.data, verify=False) if config.data else None  # set-up checked it
     final = dict(opened.final)
     final.setdefault("task_metrics", {})
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -243,7 +281,7 @@ def _finalize(run_dir: Path, targets: Targets | None) -> dict[str, Any]:
                     score = onnx_score(onnx, x, y, reference=run.baseline_onnx)
                     final["test_accuracy"][key] = score
                     continue
-                task = {s: onnx_task_metric_entries(onnx, *data.split(s)) for s in ("val", "test")}
+                task = {s: source_task_metric_entries(onnx, data, s) for s in ("val", "test")}
             except BuiltElsewhere:  # that machine scores it when it finishes
                 machine = (t.user_attrs.get("machine") or {}).get("hostname", "another machine")
                 elsewhere[key] = str(machine)
@@ -258,14 +296,24 @@ def _finalize(run_dir: Path, targets: Targets | None) -> dict[str, Any]:
     if data is None:
         final["test_split"] = "synthetic"
     else:
-        final["test_split"] = "test" if data.has_test else "val"
+        final["test_split"] = "test" if "test" in data.splits else "val"
     run.write_final(final)
     record_test_numbers(study, final)
     if interrupted:
         return final  # and no final re-measure
     # then host latency of the same trials, re-measured in one pass (final_measure: the
     # numbers above are saved first, so a Ctrl-C during the pass loses nothing)
-    sample = data.x_val[:1] if data is not None else None
+    sample = run_sample(run, data)
     chosen = [t for t in complete if t.number in wanted]
     profiles = run_targets(config, targets).profiles
     return add_final_latency(opened, run, final, chosen, profiles, sample=sample)
+
+
+def run_sample(run: RunDir, data: DataSource | None) -> np.ndarray | None:
+    """One validation input to time candidates on: from ``baseline/sample.npy`` (a run set up
+    before it existed: from ``data``); None without data."""
+    if data is None:
+        return None
+    if run.sample_file.exists():
+        return np.load(run.sample_file)[:1]
+    return first_inputs(data, "val", 1)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgeopt.config import Objective, RunConfig
-from edgeopt.data import load_npz
+from edgeopt.data import DataSource, first_inputs, open_source
 from edgeopt.profiles import HardwareProfile, Targets, resolve_targets
 from edgeopt.rundir import Baseline, RunDir
 from edgeopt.stages import STAGES, ModelFacts, ProbeInput
@@ -73,7 +76,8 @@ class SearchContext:
     targets: Targets
     objectives: tuple[Objective, ...]
     baseline: Baseline
-    data: Any
+    sample: Any
+    """One validation input (numpy) candidates are timed on; None without data."""
     facts: Any
 
     @classmethod
@@ -95,9 +99,14 @@ class SearchContext:
             targets=targets,
             objectives=tuple(config.objective_list(targets.names)),
             baseline=baseline,
-            data=load_npz(config.data.path) if config.data else None,
+            sample=_sample(run, config),
             facts=model_facts(baseline, run.baseline_onnx),
         )
+
+    @cached_property
+    def data(self) -> DataSource | None:
+        """The run's data, opened on first use (the search itself needs only ``sample``)."""
+        return open_source(self.config.data, verify=False) if self.config.data else None
 
     @property
     def profiles(self) -> tuple[HardwareProfile, ...]:
@@ -121,3 +130,13 @@ class SearchContext:
     @property
     def storage_url(self) -> str:
         return self.run.storage_url(self.config)
+
+
+def _sample(run: RunDir, config: RunConfig) -> Any:
+    """``baseline/sample.npy``'s first input: a worker needs one sample, not the data (a run
+    set up before that file existed opens its data for it)."""
+    if not config.data:
+        return None
+    if run.sample_file.exists():
+        return np.load(run.sample_file)[:1]
+    return first_inputs(open_source(config.data, verify=False), "val", 1)

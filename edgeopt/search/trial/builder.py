@@ -12,6 +12,7 @@ parent turns it into a failed result naming the stage it was in.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import resource
 import select
@@ -20,21 +21,21 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from edgeopt.candidate import Candidate
-from edgeopt.data import load_npz
+from edgeopt.data import DataSource, DataSpec, open_source
 from edgeopt.errors import CandidateError, EdgeoptError
 from edgeopt.lifeline import die_with_parent, ignore_stop_signals
 from edgeopt.loading import ModelSpec, load_spec
-from edgeopt.measure.accuracy import onnx_score
+from edgeopt.measure.accuracy import onnx_score, source_task_metric
 from edgeopt.pipeline import PipelineInputs, build
 from edgeopt.profiles import Targets
 from edgeopt.search.strategy.halving import below_bar, fidelity_stage
+from edgeopt.search.trial.memory import RSS_POLL_S, death_reason, kernel_oom_kills, tree_rss_gib
 from edgeopt.search.trial.protocol import (
     FailureKind,
     Status,
@@ -43,16 +44,6 @@ from edgeopt.search.trial.protocol import (
     scoring_inputs,
 )
 from edgeopt.training.device import child_env, device_label, resolve_in_child
-
-# how running out of address space under RLIMIT_AS shows up in Python, torch and the loader
-_OOM_SIGNS = (
-    "memoryerror",
-    "out of memory",
-    "cannot allocate memory",
-    "failed to map segment",
-    "bad_alloc",
-    "defaultcpuallocator: can't allocate",
-)
 
 
 class Hopeless(Exception):
@@ -137,7 +128,7 @@ class TrialChild:
         code = self.close(kill=False)
         oom_after = kernel_oom_kills()
         by_kernel = None if oom_before is None or oom_after is None else oom_after > oom_before
-        reason, failure = _death_reason(trial_dir, code, self.memory_gb, by_kernel)
+        reason, failure = death_reason(trial_dir, code, self.memory_gb, by_kernel)
         return TrialResult.failed(_stage(trial_dir), reason, failure)
 
     def close(self, *, kill: bool = False) -> int | None:
@@ -223,25 +214,6 @@ class TrialChild:
         self.replies = read_end
 
 
-RSS_POLL_S = 0.5
-"""How often the memory watchdog reads a child's resident memory."""
-
-
-def tree_rss_gib(pid: int) -> float:
-    """Resident memory of process ``pid`` and all its children, in GiB (0 once it is gone).
-    Forked children share pages with their parent, so this can only over-count."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0.0
-    total = 0
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            total += proc.memory_info().rss
-    return total / 2**30
-
-
 def run_child(
     request: TrialRequest, *, timeout_s: float, memory_gb: float, device: str = "cpu"
 ) -> TrialResult:
@@ -251,54 +223,6 @@ def run_child(
         return child.run(request, timeout_s=timeout_s)
     finally:
         child.close()
-
-
-def kernel_oom_kills() -> int | None:
-    """How many processes the kernel's OOM killer has killed since boot (``oom_kill`` in
-    /proc/vmstat, cgroup OOM kills included); None where that is not readable."""
-    try:
-        for line in Path("/proc/vmstat").read_text().splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill":
-                return int(value)
-    except (OSError, ValueError):
-        pass
-    return None
-
-
-def _death_reason(
-    trial_dir: Path, code: int | None, memory_gb: float, by_kernel: bool | None
-) -> tuple[str, FailureKind]:
-    """Why a child ended without answering, from its exit code, the trial log's tail and
-    whether the kernel's OOM killer acted meanwhile (``by_kernel``; None: unknown)."""
-    tail = (trial_dir / "trial.log").read_text(errors="replace").strip().splitlines()[-3:]
-    text = " ".join(tail)
-    if any(sign in text.lower() for sign in _OOM_SIGNS):
-        return (
-            f"exceeded the memory cap of {memory_gb:g} GiB (--trial-memory-gb)",
-            FailureKind.MEMORY,
-        )
-    if code == -signal.SIGKILL and by_kernel is False:
-        # not the memory cap (that fails allocations), not the OOM killer: someone killed it,
-        # which says nothing about the config, so later trials may draw it again
-        return (
-            "the trial process was killed from outside (SIGKILL; the kernel's OOM killer did "
-            "not act)",
-            FailureKind.ERROR,
-        )
-    if code == -signal.SIGKILL and by_kernel:
-        return (
-            "the trial process was killed by the kernel's OOM killer: the machine ran out of "
-            "memory (lower --trial-memory-gb or --workers)",
-            FailureKind.MEMORY,
-        )
-    if code == -signal.SIGKILL:
-        return (
-            "the trial process was killed (SIGKILL): out of memory under the memory cap of "
-            f"{memory_gb:g} GiB (--trial-memory-gb), or killed from outside",
-            FailureKind.MEMORY,
-        )
-    return f"worker exited with code {code}: {tail[-1] if tail else 'no output'}", FailureKind.ERROR
 
 
 def _stage(trial_dir: Path) -> str:
@@ -323,7 +247,7 @@ def _main(req_path: Path) -> None:
     try:
         device = resolve_in_child(req.train_device)
         model = load_spec(ModelSpec.from_dict(req.model))
-        data = load_npz(req.data) if req.data else None
+        data = _open_data(req.data)
     except EdgeoptError as exc:  # e.g. the model file changed since the run was set up
         write(TrialResult.failed("load", exc.message))
         return
@@ -378,10 +302,20 @@ def _main(req_path: Path) -> None:
         return
     stage_file.write_text("evaluate")
     t_eval = time.perf_counter()
-    x, y = scoring_inputs(data, "val", model.input_shape)
-    accuracy = onnx_score(
-        result.onnx_path, x, y, reference=req.reference_onnx, threads=req.threads, metric=req.metric
-    )
+    if data is not None:
+        accuracy = source_task_metric(
+            result.onnx_path, data, "val", req.metric, threads=req.threads
+        )
+    else:
+        x, y = scoring_inputs(None, "val", model.input_shape)
+        accuracy = onnx_score(
+            result.onnx_path,
+            x,
+            y,
+            reference=req.reference_onnx,
+            threads=req.threads,
+            metric=req.metric,
+        )
     info = dict(result.info)
     info.setdefault("seconds", {})["evaluate"] = time.perf_counter() - t_eval
     info["train_device"] = device_label(device)
@@ -396,6 +330,20 @@ def _main(req_path: Path) -> None:
             cache_hit=result.cache_hit,
         )
     )
+
+
+_OPENED: dict[str, DataSource] = {}
+"""The data this child opened, by its spec: opened once per child, not per request."""
+
+
+def _open_data(spec: Mapping[str, Any] | str | None) -> DataSource | None:
+    if not spec:
+        return None
+    key = json.dumps(spec, sort_keys=True)
+    if key not in _OPENED:
+        _OPENED.clear()  # one run's data at a time
+        _OPENED[key] = open_source(DataSpec.from_dict(spec), verify=False)  # set-up checked it
+    return _OPENED[key]
 
 
 def _serve(reply_fd: int, parent_pid: int) -> None:

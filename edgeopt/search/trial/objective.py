@@ -233,7 +233,7 @@ class TrialRunner:
         return TrialRequest(
             trial_dir=str(ctx.run.trial_dir(number)),
             model=ctx.config.model.to_dict(),
-            data=ctx.config.data.path if ctx.config.data else None,
+            data=ctx.config.data.to_dict() if ctx.config.data else None,
             profiles=ctx.targets.texts,
             seed=ctx.config.seed,
             cache_dir=str(ctx.run.cache_dir),
@@ -257,7 +257,7 @@ class TrialRunner:
             onnx_path,
             ctx.profiles,
             input_shape=ctx.baseline.input_shape,
-            sample=ctx.data.x_val[:1] if ctx.data is not None else None,
+            sample=ctx.sample,
             reference=HostReference(ctx.run.baseline_onnx, self.reference_ms),
             lock_path=ctx.run.lock_path("measure"),
             time_budget_s=HOST_LATENCY_BUDGET_S,

@@ -52,7 +52,8 @@ class Status(StrEnum):
 class TrialRequest:
     """Everything the child needs to build and score one candidate.
 
-    ``model`` is a ``ModelSpec.to_dict()``; ``candidate`` a ``Candidate.to_dict()``;
+    ``model`` is a ``ModelSpec.to_dict()``, ``data`` a ``DataSpec.to_dict()``; ``candidate``
+    a ``Candidate.to_dict()``;
     ``hopeless_below`` the validation accuracy under which a fine-tune is abandoned after its
     first epoch; ``reference_onnx`` the original model, for fidelity without data; ``metric``
     the task metric the validation score is (``edgeopt.metrics.TASK_METRICS``);
@@ -64,7 +65,9 @@ class TrialRequest:
 
     trial_dir: str
     model: Mapping[str, Any]
-    data: str | None
+    data: Mapping[str, Any] | str | None
+    """The run's ``DataSpec.to_dict()`` (a request written before data had kinds: the npz's
+    path)."""
     profiles: tuple[str, ...]
     seed: int
     cache_dir: str
