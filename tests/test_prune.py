@@ -188,12 +188,12 @@ def test_ratio_zero_is_identity(tmp_path: Path) -> None:
 
 
 def test_taylor_with_data_and_ignored_layer(tmp_path: Path) -> None:
-    from edgeopt.data import DataBundle
+    from edgeopt.data import DataBundle, NpzSource
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(64, *SHAPE, generator=g).numpy()
     y = torch.randint(0, 10, (64,), generator=g).numpy()
-    data = DataBundle(x, y, x[:16], y[:16])
+    data = NpzSource(tmp_path / "in-memory.npz", DataBundle(x, y, x[:16], y[:16]))
     m = _model("plain_cnn", 8)
     cfg = PruneConfig(ratio=0.5, importance="taylor", ignored_layers=("0",))
     out = STAGES["prune"].apply(m, cfg, _ctx(tmp_path, data)).artifact

@@ -13,7 +13,7 @@ import torch
 from onnx import numpy_helper
 
 from edgeopt import zoo
-from edgeopt.data import DataBundle
+from edgeopt.data import DataBundle, NpzSource
 from edgeopt.measure.session import ort_session
 from edgeopt.onnx_export import export_onnx
 from edgeopt.profiles import load_profile
@@ -43,7 +43,7 @@ def _ctx(tmp_path: Path, model: torch.nn.Module, data: DataBundle | None) -> Sta
     return StageContext(
         workdir=tmp_path / "work",
         profile=load_profile("cpu"),
-        data=data,
+        data=None if data is None else NpzSource(tmp_path / "in-memory.npz", data),
         teacher=model,
         input_shape=SHAPE,
         cache_dir=tmp_path / "cache",
@@ -159,7 +159,7 @@ def test_qat_candidate_labelled_fp32_is_a_float_model(tmp_path: Path) -> None:
     candidate = Candidate(tuple(Step(n, c) for n, c in stages.items() if not STAGES[n].requires))
     inputs = PipelineInputs(
         model=LoadedModel(tmp_path / "m.pt", ModelFormat.BUNDLE, SHAPE, module=model),
-        data=_data(),
+        data=NpzSource(tmp_path / "in-memory.npz", _data()),
         profile=profile,
         seed=0,
         cache_dir=tmp_path / "cache",

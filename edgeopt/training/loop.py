@@ -374,7 +374,7 @@ class _Run:
         losses: list[float] = []
         for idx in _batches(self.split.n_train, self.config.batch_size, self.gen):
             if stream is not None:
-                xb, yb = stream.take(idx)
+                xb, yb = stream.take(idx, self.device)
                 if len(xb) < 2:  # every file of the batch unreadable (BatchNorm needs two)
                     continue
             else:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgeopt.data import DataSource, eval_batches
+from edgeopt.training.device import module_device
 from edgeopt.training.evaluate import predict
 
 if TYPE_CHECKING:
@@ -43,12 +44,16 @@ class Streamed:
             n, total, squares = n + x64.size, total + x64.sum(), squares + (x64**2).sum()
         return math.sqrt(max(0.0, squares / n - (total / n) ** 2)) if n else 1.0
 
-    def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The training samples at ``idx``, decoded now (an unreadable file is left out)."""
+    def take(
+        self, idx: torch.Tensor, device: torch.device | str = "cpu"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training samples at ``idx``, decoded now (an unreadable file is left out), on
+        ``device``."""
         import torch
 
         x, y = self.source.take("train", idx.tolist())  # type: ignore[attr-defined]
-        return torch.from_numpy(np.ascontiguousarray(x, np.float32)), torch.from_numpy(y)
+        xt = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(device)
+        return xt, torch.from_numpy(y).to(device)
 
     def val_accuracy(self, model: nn.Module) -> float:
         """Top-1 accuracy of ``model`` (as it is: the caller sets eval mode) on the source's
@@ -57,6 +62,7 @@ class Streamed:
 
         hits: list[torch.Tensor] = []  # one flag per sample: averaged as an in-memory split is
         for x, y in eval_batches(self.source, "val"):
-            logits = predict(model, torch.from_numpy(np.ascontiguousarray(x, np.float32)))
-            hits.append(logits.argmax(1) == torch.from_numpy(y))
+            xt = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(module_device(model))
+            logits = predict(model, xt)
+            hits.append(logits.argmax(1) == torch.from_numpy(y).to(logits.device))
         return float(torch.cat(hits).float().mean()) if hits else 0.0
