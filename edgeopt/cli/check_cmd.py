@@ -94,7 +94,9 @@ def check(
             check_defined(cfg.metric, data.y, f"the {data.scored} split of {cfg.data}")
 
     # any split: check never trains
-    bundle, loaded = load_models_and_data(cfg.data, models, model_opts, recipe_flags, check_labels)
+    bundle, loaded = load_models_and_data(
+        cfg.data, models, model_opts, recipe_flags, check_labels, table=cfg.recipe
+    )
     request = BenchRequest(
         loaded,
         profile,

@@ -143,13 +143,34 @@ def _data_note(data: Mapping[str, Any]) -> str:
     """An image folder's classes, split counts, preprocessing and scoring subset."""
     classes = [str(c) for c in data.get("classes") or []]
     counts = ", ".join(f"{k} {v}" for k, v in (data.get("counts") or {}).items())
-    r = data.get("recipe") or {}
-    crop = "x".join(str(c) for c in r.get("crop") or [])
-    norm = r.get("named") or f"mean {r.get('mean')} std {r.get('std')}"
-    recipe = f"resize {r.get('resize')}, center crop {crop}, {norm}, {r.get('channels')}"
     cap = data.get("eval_samples")
     scored = f"; val/test scored on seeded subsets of at most {cap} images" if cap else ""
     return (
         f"Data: image folder {data.get('path')}, {len(classes)} classes "
-        f"({', '.join(classes)}); {counts}; preprocessing: {recipe}{scored}."
+        f"({', '.join(classes)}); {counts}{scored}. {recipe_note(data.get('recipe') or {})}"
     )
+
+
+def recipe_note(r: Mapping[str, Any]) -> str:
+    """The preprocessing recipe (``Preprocess.to_dict()``) as the report states it, with
+    where the app finds it: every trial's model carries it."""
+    crop = "x".join(str(c) for c in r.get("crop") or [])
+    mean, std = _numbers(r.get("mean")), _numbers(r.get("std"))
+    named = f"{r['named']} defaults, " if r.get("named") else ""
+    resize = f"resize {r['resize']}, " if r.get("resize") is not None else "no resize, "
+    recipe = (
+        f"{resize}center crop {crop}, {r.get('channels')}, scale {r.get('scale', 1 / 255):.6g}, "
+        f"{named}mean {mean}, std {std}, {r.get('interpolation', 'bilinear')} interpolation"
+    )
+    return (
+        f"Preprocessing: {recipe}. Every candidate's model.onnx carries it (ONNX metadata "
+        "edgeopt.preprocess, and model.preprocess.json beside it), and edgeopt export writes "
+        "it beside the exported file, so the app repeats exactly what was scored. Only "
+        "fine-tuning augments its training batches (random shifts, noise); scoring never does."
+    )
+
+
+def _numbers(values: Any) -> str:
+    if not isinstance(values, list | tuple):
+        return str(values)
+    return ",".join(f"{v:g}" if isinstance(v, int | float) else str(v) for v in values)
