@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.budgets import ACCURACY_DROP, BUDGETS, BudgetResult, Budgets, parse_limits
+from edgeopt.data.recipe_choice import RecipeFlags, table_flags
 from edgeopt.errors import ConfigError
 from edgeopt.metrics import TASK_METRICS, Metric
 
@@ -46,6 +47,8 @@ class CheckConfig(Budgets):
     baseline: str | None = None
     metric: str = "accuracy"
     source: str | None = None
+    recipe: RecipeFlags = field(default_factory=RecipeFlags)
+    """The preprocessing keys of the file's ``[data]`` table (flags win over them)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -102,6 +105,12 @@ def load_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{where} must be a table")
     out: dict[str, Any] = {}
     for key, value in table.items():
+        if key == "data" and isinstance(value, dict):  # [tool.edgeopt.data] / [data]
+            sub = f"[tool.edgeopt.data] in {path}" if path.name == "pyproject.toml" else None
+            out["recipe"] = table_flags(value, sub or f"[data] in {path}", known=("path",))
+            value = value.get("path")
+            if value is None:
+                continue
         if key not in KNOWN_KEYS:
             close = difflib.get_close_matches(key, KNOWN_KEYS, n=1)
             raise ConfigError(
@@ -118,6 +127,14 @@ def load_config_file(path: Path) -> dict[str, Any]:
         else:
             out.update(parse_limits({key: value}, lambda k: f"{k} in {where}"))
     return out
+
+
+def project_recipe(start: Path | None = None) -> RecipeFlags:
+    """The preprocessing keys of the ``[data]`` table of the nearest config file (see
+    ``find_config_file``), as ``RecipeFlags`` naming the file; none set when there is none."""
+    path = find_config_file(start or Path.cwd())
+    recipe = load_config_file(path).get("recipe") if path is not None else None
+    return recipe if isinstance(recipe, RecipeFlags) else RecipeFlags()
 
 
 def resolve_config(flags: Mapping[str, Any], start: Path | None = None) -> CheckConfig:

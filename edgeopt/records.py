@@ -21,6 +21,7 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
 
+from edgeopt.data_facts import FolderFacts
 from edgeopt.errors import ConfigError
 from edgeopt.metrics import DEFAULT_TASK_METRIC
 from edgeopt.record_codec import MAP, PLAIN, Codec, Record, fld, mapping, optional, record, seq
@@ -340,6 +341,11 @@ class RunRecord(Record):
         """The name of each class index (an image folder's class folders), if recorded."""
         names = (self.data_facts or {}).get("classes")
         return tuple(str(n) for n in names) if names else None
+
+    @property
+    def folder_facts(self) -> FolderFacts | None:
+        """``data_facts`` typed (classes, counts, recipe): an image folder's, else None."""
+        return FolderFacts.from_dict(self.data_facts) if self.data_facts else None
 
     def n(self, split: str) -> int | None:
         """The samples behind the ``val``/``test`` scores, if recorded."""

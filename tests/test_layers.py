@@ -28,7 +28,7 @@ LAYERS: list[list[str]] = [
         "measure.timing",
         "measure.power",
     ],
-    ["metrics", "budgets", "profiles", "records", "record_codec"],
+    ["metrics", "budgets", "profiles", "records", "record_codec", "data_facts"],
     ["report"],
     ["loading"],
     ["data", "config"],

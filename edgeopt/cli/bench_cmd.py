@@ -59,7 +59,8 @@ def bench(
     round medians. With --vs, the speed ratio is the median of per-round ratios, measured
     interleaved in the same run, which stays stable while the machine's speed drifts.
     With --data DIR (an image folder), images are read with the preprocessing the model
-    carries in its metadata (as edgeopt export writes it), else the flags', else defaults.
+    carries in its metadata (as edgeopt export writes it), else the flags' (over a [data]
+    table in edgeopt.toml or [tool.edgeopt.data] in pyproject.toml), else defaults.
     """
     from edgeopt.bench import BenchRequest, run_bench
     from edgeopt.cli.data_notes import echo_scoring_notes

@@ -63,7 +63,8 @@ def check(
     measured, other targets estimated, and the table says which. --baseline compares
     latency interleaved in the same run (--max-regression 5% = at most 5 % slower).
     --data DIR (an image folder) is read with the preprocessing MODEL carries in its
-    metadata, else the flags', else defaults for its input shape.
+    metadata, else the flags' (over the config file's [data] table), else defaults for its
+    input shape.
     Exit 2 on usage or input errors.
     """
     from edgeopt.bench import BenchRequest, run_bench
@@ -94,7 +95,9 @@ def check(
             check_defined(cfg.metric, data.y, f"the {data.scored} split of {cfg.data}")
 
     # any split: check never trains
-    bundle, loaded = load_models_and_data(cfg.data, models, model_opts, recipe_flags, check_labels)
+    bundle, loaded = load_models_and_data(
+        cfg.data, models, model_opts, recipe_flags, check_labels, table=cfg.recipe
+    )
     request = BenchRequest(
         loaded,
         profile,

@@ -16,6 +16,7 @@ from edgeopt.cli.options import (
     Utf8Path,
     metric_option,
     model_options,
+    preprocess_options,
     search_budget_options,
 )
 from edgeopt.config import SAMPLERS
@@ -126,6 +127,7 @@ def _targets(text: str) -> tuple[str, ...]:
     help="Log the study and each trial to MLflow (pip install 'edgeopt[mlflow]'): alone, to "
     "mlflow.db in the run directory; --mlflow=URI for another store, e.g. http://host:5000.",
 )
+@preprocess_options
 @model_options
 def optimize(
     model: str,
@@ -155,6 +157,7 @@ def optimize(
     trust_pickle: bool,
     trust_arch: bool,
     budgets: dict[str, float | None],
+    recipe_flags: Any,
 ) -> None:
     """Search pruning, fine-tuning/distillation and quantization jointly for MODEL.
 
@@ -165,6 +168,7 @@ def optimize(
     """
     from edgeopt.cli.data_notes import echo_run_data_notes
     from edgeopt.cli.options import parse_arch_kwargs
+    from edgeopt.cli.scoring_data import folder_recipe_flags
     from edgeopt.config import Budgets, RunConfig, parse_duration
     from edgeopt.loading import ModelSpec, parse_shape
     from edgeopt.profiles import resolve_targets
@@ -174,6 +178,7 @@ def optimize(
     from edgeopt.search.study.storage import adopt_password
 
     targets = _targets(target)
+    recipe = folder_recipe_flags(data, recipe_flags)  # before any work: flags with an npz
     timeout_s = parse_duration(timeout_text) if timeout_text else None
     if trials is None and timeout_s is None:
         trials = 20
@@ -212,7 +217,7 @@ def optimize(
     out = Path(run_dir) if run_dir else default_run_dir(model, targets)
     t0 = time.monotonic()
     mlflow = _mlflow(mlflow_uri, out)
-    baseline = prepare(config, out, resolved)  # validates every input before any search work
+    baseline = prepare(config, out, resolved, recipe)  # validates every input before any work
     click.echo(f"edgeopt optimize: {model} -> {out}  (targets: {', '.join(targets)})", err=True)
     _announce(out, baseline, config, shape_given=bool(input_shape))
     echo_run_data_notes(config, baseline, out)  # small splits: warned before any search work

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from edgeopt.check import project_recipe
 from edgeopt.cli.options import ModelOptions
 
 
@@ -20,28 +21,42 @@ def load_models_and_data(
     model_opts: ModelOptions,
     flags: Any,
     check: Callable[[Any], None] = lambda data: None,
+    table: Any = None,
 ) -> tuple[Any, list[Any]]:
     """``(data, loaded models)``: ``data`` an ``edgeopt.data.ScoringData``, a
     ``FolderScoring`` (``data`` is a folder) or None; ``flags`` the command's
-    ``RecipeFlags``, which apply to a folder only (ConfigError otherwise). ``check(data)``
+    ``RecipeFlags``, which apply to a folder only (ConfigError otherwise), over ``table``
+    (the config file's ``[data]`` table; None: read from the nearest one, for a folder
+    only, so that a project's table never stands in the way of an npz). ``check(data)``
     runs as soon as the data is open: before the models load for an npz, after for a folder
     (whose recipe depends on the model)."""
     from edgeopt.data import load_scoring_npz
-    from edgeopt.errors import ConfigError
 
+    flags = folder_recipe_flags(data, flags, table)
     if data is not None and Path(data).is_dir():
         folder, loaded = _folder(Path(data), models, model_opts, flags)
         check(folder)
         return folder, loaded
+    bundle = load_scoring_npz(data) if data else None
+    check(bundle)
+    return bundle, [model_opts.load(m, bundle) for m in models]
+
+
+def folder_recipe_flags(data: str | None, flags: Any, table: Any = None) -> Any:
+    """The preprocessing settings of a command reading ``data``: for an image folder, the
+    flags over ``table`` (None: the nearest config file's ``[data]`` table); else none, and
+    flags given are a ConfigError (they say how image files are read)."""
+    from edgeopt.errors import ConfigError
+
+    if data is not None and Path(data).is_dir():
+        return flags.over(project_recipe() if table is None else table)
     if flags.any():
         raise ConfigError(
             f"{flags.flags()}: these say how image files are read, and --data is "
             + (f"no image folder ({data})" if data else "not given"),
             hint="drop them, or pass --data DIR (a folder of class folders of images)",
         )
-    bundle = load_scoring_npz(data) if data else None
-    check(bundle)
-    return bundle, [model_opts.load(m, bundle) for m in models]
+    return flags
 
 
 def _folder(

@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from edgeopt.data.preprocess import Preprocess
 from edgeopt.errors import ConfigError
@@ -85,3 +87,14 @@ def read_recipe(onnx_path: str | Path) -> Preprocess | None:
             f"the preprocessing metadata ({METADATA_KEY}) of {path} is not a recipe: {why}",
             hint="re-export the model with edgeopt, or remove that metadata entry",
         ) from exc
+
+
+def carry(onnx_path: str | Path, recipe: Mapping[str, Any] | None) -> None:
+    """Stamp the ONNX file a run made with the run's recipe (``Preprocess.to_dict()``; None:
+    the run's data has none, nothing happens) and write its ``X.preprocess.json``. Call
+    before the file's digest is recorded: the stamp changes its bytes."""
+    if recipe is None:
+        return
+    parsed = Preprocess.from_dict(recipe)
+    stamp(onnx_path, parsed)
+    write_sidecar(onnx_path, parsed)

@@ -8,9 +8,10 @@ parses them here, so ``bench``, ``check`` and ``optimize`` read them the same wa
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -32,6 +33,8 @@ FLAG_NAMES = {
     "channels": "--channel-order",
 }
 """Recipe field -> the flag that sets it."""
+TABLE_KEYS = {f: flag.removeprefix("--").replace("-", "_") for f, flag in FLAG_NAMES.items()}
+"""Recipe field -> its key in a config file's ``[data]`` table (``channel_order``)."""
 _NAMED = {"imagenet": {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}}
 
 
@@ -46,25 +49,28 @@ class RecipeFlags:
     mean: str | None = None
     std: str | None = None
     channels: str | None = None
+    origin: tuple[tuple[str, str], ...] = ()
+    """``(field, where)`` for the values that came from a config table, not a flag
+    (``where`` e.g. ``[tool.edgeopt.data] in /p/pyproject.toml``): messages name it."""
 
     def given(self) -> dict[str, Any]:
         """The parsed value of each flag given, by recipe field (ConfigError naming the flag
         for a value that does not parse)."""
         out: dict[str, Any] = {}
         if self.resize is not None:
-            out["resize"] = _int(self.resize, "--resize")
+            out["resize"] = _int(self.resize, self.name("resize"))
         if self.crop is not None:
-            out["crop"] = _crop(self.crop)
+            out["crop"] = _crop(self.crop, self.name("crop"))
         for field in ("mean", "std"):
             text = getattr(self, field)
             if text is not None:
-                out[field] = _per_channel(text, field)
+                out[field] = _per_channel(text, field, self.name(field))
         if self.channels is not None:
             try:
                 out["channels"] = Channels(self.channels.strip().lower())
             except ValueError:
                 raise ConfigError(
-                    f"--channel-order {self.channels!r} is not rgb, bgr or gray",
+                    f"{self.name('channels')} {self.channels!r} is not rgb, bgr or gray",
                     hint="e.g. --channel-order rgb",
                 ) from None
         return out
@@ -72,11 +78,38 @@ class RecipeFlags:
     def any(self) -> bool:
         return any(getattr(self, f) is not None for f in FLAG_NAMES)
 
+    def name(self, field: str) -> str:
+        """How a message names the setting of ``field``: its flag (``--mean``), or its key
+        and table (``mean in [tool.edgeopt.data] in /p/pyproject.toml``)."""
+        where = dict(self.origin).get(field)
+        return f"{TABLE_KEYS[field]} in {where}" if where else FLAG_NAMES[field]
+
+    def setting(self, field: str) -> str:
+        """The setting of ``field`` as given: ``--mean 0.1`` or ``mean = 0.1 in [data] in
+        /p/edgeopt.toml``."""
+        where = dict(self.origin).get(field)
+        value = getattr(self, field)
+        if where:
+            return f"{TABLE_KEYS[field]} = {value} in {where}"
+        return f"{FLAG_NAMES[field]} {value}"
+
     def flags(self) -> str:
-        """The flags given, as typed: ``--mean 0.1,0.1,0.1 --crop 32``."""
-        return " ".join(
-            f"{FLAG_NAMES[f]} {getattr(self, f)}" for f in FLAG_NAMES if getattr(self, f)
-        )
+        """The settings given, as typed: ``--mean 0.1,0.1,0.1 --crop 32`` (a table's as
+        ``crop = 32 in [data] in /p/edgeopt.toml``, separated by commas)."""
+        shown = [self.setting(f) for f in FLAG_NAMES if getattr(self, f)]
+        return (", " if self.origin else " ").join(shown)
+
+    def over(self, table: RecipeFlags) -> RecipeFlags:
+        """These flags over ``table`` (a config file's): each field the flags leave unset
+        comes from the table, with its origin."""
+        values = {f: getattr(self, f) for f in FLAG_NAMES}
+        origin = dict(self.origin)
+        for f in FLAG_NAMES:
+            if values[f] is None and getattr(table, f) is not None:
+                values[f] = getattr(table, f)
+                if f in dict(table.origin):
+                    origin[f] = dict(table.origin)[f]
+        return RecipeFlags(**values, origin=tuple(sorted(origin.items())))
 
 
 @dataclass(frozen=True)
@@ -87,12 +120,14 @@ class ChosenRecipe:
     recipe: Preprocess
     source: str
     model: str
+    given_by: str = "the flags"
+    """Where the settings of a ``flags`` recipe came from (the flags and/or a table)."""
 
     def note(self) -> str:
         """One line for the output."""
         where = {
             "metadata": f"from the preprocessing metadata of {self.model}",
-            "flags": "from the flags",
+            "flags": f"from {self.given_by}",
             "default": (
                 f"default for a {'x'.join(map(str, self.recipe.input_shape))} input: "
                 f"{self.model} carries no preprocessing metadata; set it with "
@@ -127,9 +162,9 @@ def choose_recipe(
             have = getattr(recipe, field)
             if not _same(value, have):
                 raise ConfigError(
-                    f"{FLAG_NAMES[field]} {getattr(flags, field)} contradicts the "
+                    f"{flags.setting(field)} contradicts the "
                     f"preprocessing that {name} carries ({field} {_show(have)})",
-                    hint=f"drop {FLAG_NAMES[field]}: the model's metadata says how it reads "
+                    hint=f"drop {flags.name(field)}: the model's metadata says how it reads "
                     "its inputs",
                 )
         recipe.check(input_shape)
@@ -139,7 +174,10 @@ def choose_recipe(
         return ChosenRecipe(base, "default", first)
     recipe = _override(base, given)
     recipe.check(input_shape)
-    return ChosenRecipe(recipe, "flags", first)
+    tables = sorted({where for _, where in flags.origin})
+    from_flags = set(given) - {field for field, _ in flags.origin}
+    by = " and ".join([*(["the flags"] if from_flags else []), *tables])
+    return ChosenRecipe(recipe, "flags", first, by)
 
 
 def _override(base: Preprocess, given: dict[str, Any]) -> Preprocess:
@@ -185,18 +223,18 @@ def _int(text: str, flag: str) -> int:
     return value
 
 
-def _crop(text: str) -> tuple[int, int]:
+def _crop(text: str, name: str = "--crop") -> tuple[int, int]:
     m = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?", text)
     if m is None or int(m[1]) < 1 or (m[2] is not None and int(m[2]) < 1):
         raise ConfigError(
-            f"--crop must be N or HxW (positive whole numbers), not {text!r}",
+            f"{name} must be N or HxW (positive whole numbers), not {text!r}",
             hint="e.g. --crop 224 or --crop 224x192",
         )
     h = int(m[1])
     return (h, int(m[2]) if m[2] is not None else h)
 
 
-def _per_channel(text: str, field: str) -> tuple[float, ...]:
+def _per_channel(text: str, field: str, name: str) -> tuple[float, ...]:
     key = text.strip().lower()
     if key in _NAMED:
         return _NAMED[key][field]
@@ -206,7 +244,42 @@ def _per_channel(text: str, field: str) -> tuple[float, ...]:
         values = ()
     if not values or not all(math.isfinite(v) for v in values):
         raise ConfigError(
-            f"--{field} must be 'imagenet' or numbers, one per channel, not {text!r}",
+            f"{name} must be 'imagenet' or numbers, one per channel, not {text!r}",
             hint=f"e.g. --{field} imagenet or --{field} 0.5,0.5,0.5",
         )
     return values
+
+
+def table_flags(table: Mapping[str, Any], where: str, known: Sequence[str] = ()) -> RecipeFlags:
+    """The recipe keys of a config file's ``[data]`` table (``resize``, ``crop``, ``mean``,
+    ``std``, ``channel_order``; TOML numbers, strings or lists of numbers) as flags whose
+    messages name ``where``. Any other key but ``known`` is a ConfigError with the closest
+    known key."""
+    fields = {key: field for field, key in TABLE_KEYS.items()}
+    values: dict[str, str] = {}
+    for key, value in table.items():
+        if key in known:
+            continue
+        if key not in fields:
+            choices = [*known, *fields]
+            close = difflib.get_close_matches(key, choices, n=1)
+            raise ConfigError(
+                f"unknown key {key!r} in {where}",
+                hint=(f"did you mean {close[0]!r}? " if close else "")
+                + f"known keys: {', '.join(choices)}",
+            )
+        values[fields[key]] = _as_text(value, key, where, "x" if key == "crop" else ",")
+    return RecipeFlags(**values, origin=tuple((f, where) for f in sorted(values)))
+
+
+def _as_text(value: Any, key: str, where: str, sep: str) -> str:
+    """A TOML value as the flag would be typed: ``[224, 192]`` -> ``224x192`` for crop,
+    ``[0.5, 0.5, 0.5]`` -> ``0.5,0.5,0.5``."""
+    items = value if isinstance(value, list) else [value]
+    if not items or any(isinstance(v, bool) or not isinstance(v, str | int | float) for v in items):
+        raise ConfigError(
+            f"{key} in {where} must be a number, a string or a list of numbers, not {value!r}"
+        )
+    if len(items) > 1 and any(isinstance(v, str) for v in items):
+        raise ConfigError(f"{key} in {where} must be a list of numbers, not {value!r}")
+    return sep.join(str(v) for v in items)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from edgeopt.data_facts import FolderFacts, RecipeFacts
 from edgeopt.metrics import DEFAULT_TASK_METRIC, task_metric_noun
 from edgeopt.records import RunRecord, TrialState, as_run
 from edgeopt.report.final_latency import (
@@ -87,8 +88,8 @@ def _notes(s: Summary) -> list[str]:
             f"are {task_metric_noun(s.metric)}, not top-1 accuracy (the task metrics table has "
             "all five). Fine-tuning still keeps its best epoch by top-1 accuracy."
         )
-    data = s.records.data_facts
-    if data:
+    data = s.records.folder_facts
+    if data is not None:
         notes.append(_data_note(data))
     split = s.records.test_split
     if split == "val":
@@ -139,17 +140,35 @@ def hidden_note(records: RunRecord) -> str | None:
     )
 
 
-def _data_note(data: Mapping[str, Any]) -> str:
+def _data_note(data: FolderFacts) -> str:
     """An image folder's classes, split counts, preprocessing and scoring subset."""
-    classes = [str(c) for c in data.get("classes") or []]
-    counts = ", ".join(f"{k} {v}" for k, v in (data.get("counts") or {}).items())
-    r = data.get("recipe") or {}
-    crop = "x".join(str(c) for c in r.get("crop") or [])
-    norm = r.get("named") or f"mean {r.get('mean')} std {r.get('std')}"
-    recipe = f"resize {r.get('resize')}, center crop {crop}, {norm}, {r.get('channels')}"
-    cap = data.get("eval_samples")
+    counts = ", ".join(f"{k} {v}" for k, v in data.counts.items())
+    cap = data.eval_samples
     scored = f"; val/test scored on seeded subsets of at most {cap} images" if cap else ""
+    recipe = f" {recipe_note(data.recipe)}" if data.recipe is not None else ""
     return (
-        f"Data: image folder {data.get('path')}, {len(classes)} classes "
-        f"({', '.join(classes)}); {counts}; preprocessing: {recipe}{scored}."
+        f"Data: image folder {data.path}, {len(data.classes)} classes "
+        f"({', '.join(data.classes)}); {counts}{scored}.{recipe}"
     )
+
+
+def recipe_note(r: RecipeFacts) -> str:
+    """The preprocessing recipe as the report states it, with where the app finds it: every
+    candidate's model carries it."""
+    crop = "x".join(str(c) for c in r.crop)
+    named = f"{r.named} defaults, " if r.named else ""
+    resize = f"resize {r.resize}, " if r.resize is not None else "no resize, "
+    recipe = (
+        f"{resize}center crop {crop}, {r.channels}, scale {r.scale:.6g}, {named}"
+        f"mean {_numbers(r.mean)}, std {_numbers(r.std)}, {r.interpolation} interpolation"
+    )
+    return (
+        f"Preprocessing: {recipe}. Every candidate's model.onnx carries it (ONNX metadata "
+        "edgeopt.preprocess, and model.preprocess.json beside it), and edgeopt export writes "
+        "it beside the exported file, so the app repeats exactly what was scored. Only "
+        "fine-tuning augments its training batches (random shifts, noise); scoring never does."
+    )
+
+
+def _numbers(values: tuple[float, ...]) -> str:
+    return ",".join(f"{v:g}" for v in values)

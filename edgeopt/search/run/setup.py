@@ -24,7 +24,10 @@ from edgeopt.data import (
     is_streamed,
     open_source,
 )
+from edgeopt.data.metadata import carry, read_recipe
 from edgeopt.data.preprocess import Preprocess
+from edgeopt.data.recipe_choice import RecipeFlags, choose_recipe
+from edgeopt.errors import ConfigError
 from edgeopt.fileio import write_json
 from edgeopt.loading import check_model_and_data, load_spec
 from edgeopt.measure.accuracy import onnx_score, source_task_metric, source_task_metric_entries
@@ -46,12 +49,19 @@ log = logging.getLogger(__name__)
 BASELINE_LATENCY_BUDGET_S = 6.0
 
 
-def prepare(config: RunConfig, run_dir: Path, targets: Targets | None = None) -> Baseline:
+def prepare(
+    config: RunConfig,
+    run_dir: Path,
+    targets: Targets | None = None,
+    recipe: RecipeFlags | None = None,
+) -> Baseline:
     """Validate everything before any search work, then write the run directory, the
     baseline (the original model as ONNX, its validation accuracy and, for the host, its
     reference latency) and the study. Idempotent: a resumed run reuses them; two processes
     setting up one directory at once take turns. ``targets``: ``config.targets`` as the entry
-    point resolved them (else resolved here); ``run.json`` records their digests."""
+    point resolved them (else resolved here); ``run.json`` records their digests.
+    ``recipe``: the preprocessing flags (and config table) of an image-folder run, resolved
+    against the model here (``choose_recipe``); a resume must give the recorded one."""
     from edgeopt.search.study.lifecycle import check_joinable, open_study
 
     check_out_dir(config, RunDir(run_dir))  # before any work: what --out may hold
@@ -65,7 +75,7 @@ def prepare(config: RunConfig, run_dir: Path, targets: Targets | None = None) ->
         config = replace(config, data=config.data.with_fingerprint(source.fingerprint()))
     loaded = load_spec(config.model, source.input_shape if source is not None else None)
     if config.data and config.data.kind is DataKind.FOLDER:  # its recipe needs the model
-        spec = _folder_spec(config.data, RunDir(run_dir), tuple(loaded.input_shape))
+        spec = _folder_spec(config.data, RunDir(run_dir), loaded, recipe or RecipeFlags())
         source = open_source(spec)  # a resume: refused when the folder changed
         ratio = getattr(source, "ratio", None)
         spec = replace(spec, split=ratio.to_dict() if ratio is not None else None)
@@ -116,6 +126,7 @@ def _make_baseline(
         dst.write_bytes(src.read_bytes())
         if src.parent == run.baseline_dir:
             src.unlink()
+    carry(dst, config.data.recipe if config.data else None)  # what the app must repeat
     if data is not None:
         val = source_task_metric(dst, data, "val", config.metric)
         test = source_task_metric(dst, data, "test", config.metric)
@@ -195,18 +206,35 @@ def _check_metric_defined(config: RunConfig, data: DataSource) -> None:
         check_defined(config.metric, data.labels("test"), f"the test split of {where}")
 
 
-def _folder_spec(spec: DataSpec, run: RunDir, input_shape: tuple[int, ...]) -> DataSpec:
+def _folder_spec(spec: DataSpec, run: RunDir, loaded: Any, flags: RecipeFlags) -> DataSpec:
     """An image folder's spec with its preprocessing: the one the run recorded when it
-    resumes (with its split and fingerprint, checked when the folder opens), else the default
-    for the model's input shape, checked against it."""
-    if spec.recipe is None and run.run_file.exists():
-        recorded = run.read_config().data
-        if recorded is not None and (recorded.kind, recorded.path) == (spec.kind, spec.path):
-            return recorded
-    recipe = Preprocess.default_for(input_shape) if spec.recipe is None else None
-    recipe = recipe or Preprocess.from_dict(spec.recipe or {})
-    recipe.check(input_shape)
-    return replace(spec, recipe=recipe.to_dict())
+    resumes (with its split and fingerprint, checked when the folder opens; flags that give
+    another recipe are a ConfigError naming both), else the spec's own, else the one the
+    model carries (ONNX metadata), the flags give or the default for its input shape
+    (``choose_recipe``), checked against the model."""
+    input_shape = tuple(loaded.input_shape)
+    recorded = run.read_config().data if run.run_file.exists() else None
+    if recorded is None or (recorded.kind, recorded.path) != (spec.kind, spec.path):
+        recorded = None
+    if spec.recipe is not None:
+        recipe = Preprocess.from_dict(spec.recipe)
+        recipe.check(input_shape)
+        return replace(spec, recipe=recipe.to_dict())
+    if recorded is not None and recorded.recipe is not None and not flags.any():
+        return recorded
+    carried = read_recipe(loaded.onnx_path) if loaded.is_onnx else None
+    chosen = choose_recipe(input_shape, [(str(loaded.source), carried)], flags).recipe
+    if recorded is not None and recorded.recipe is not None:
+        was = Preprocess.from_dict(recorded.recipe)
+        if was != chosen:
+            raise ConfigError(
+                f"{flags.flags()} gives the preprocessing {chosen.describe()}, but the run in "
+                f"{run.path} was recorded with {was.describe()}",
+                hint="drop those settings to resume with the recorded preprocessing, or use "
+                "another --out directory",
+            )
+        return recorded
+    return replace(spec, recipe=chosen.to_dict())
 
 
 def _hopeless_below(config: RunConfig, val_accuracy: float) -> float | None:

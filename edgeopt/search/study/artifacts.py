@@ -25,7 +25,14 @@ from typing import Any
 from edgeopt.errors import ConfigError
 
 # what a trial folder may hold, uploaded in this order (the model first: readers need it)
-TRIAL_FILES = ("model.onnx", "trial.log", "request.json", "result.json", "error.txt")
+TRIAL_FILES = (
+    "model.onnx",
+    "model.preprocess.json",  # an image-folder run's recipe, beside the model (data.metadata)
+    "trial.log",
+    "request.json",
+    "result.json",
+    "error.txt",
+)
 ARTIFACTS_ATTR_PREFIX = "artifacts:"  # optuna.artifacts' key prefix in a trial's system attributes
 
 

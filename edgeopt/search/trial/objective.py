@@ -19,6 +19,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from edgeopt.data.metadata import carry
 from edgeopt.errors import EdgeoptError, disk_full, environment_error
 from edgeopt.measure.runners import DeviceError
 from edgeopt.measure.runtime import host_description
@@ -151,6 +152,7 @@ class TrialRunner:
             self._fail(trial, str(result.stage), reason, result.failure)
             return
         onnx_path = Path(result.onnx)
+        carry(onnx_path, ctx.config.data.recipe if ctx.config.data else None)  # before its digest
         try:
             t_measure = time.monotonic()
             measurements = self._measure(onnx_path)
