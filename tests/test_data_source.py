@@ -190,5 +190,5 @@ def test_open_source_opens_an_npz_and_says_what_it_cannot_open(tiny_data: Path) 
         open_source(DataSpec.npz(Path(__file__)))
     with pytest.raises(ConfigError, match="records no preprocessing"):
         open_source(DataSpec("folder", "/nowhere"))
-    with pytest.raises(ConfigError, match="kind callable is not supported"):
+    with pytest.raises(ConfigError, match="study never records"):  # no --data REF given
         open_source(DataSpec("callable"))

@@ -87,12 +87,15 @@ def echo_run_data_notes(config: Any, baseline: Any, run_dir: Path | None = None)
 
 def data_line(facts: dict[str, Any]) -> str:
     """One line of an image folder's facts (``data.json``): classes, per-split counts, the
-    preprocessing, the images skipped."""
+    preprocessing, the images skipped; of a callable's Datasets, the counts alone."""
     from edgeopt.data.preprocess import Preprocess
 
+    counts = ", ".join(f"{s} {n}" for s, n in facts["counts"].items())
+    if facts.get("kind") == "callable":
+        shape = "x".join(map(str, facts["input_shape"]))
+        return f"data: Datasets from the --data callable; {counts}; samples {shape}"
     classes = facts["classes"]
     shown = ", ".join(classes[:10]) + (f", ... ({len(classes)})" if len(classes) > 10 else "")
-    counts = ", ".join(f"{s} {n}" for s, n in facts["counts"].items())
     recipe = Preprocess.from_dict(facts["recipe"]).describe()
     split = facts.get("split")
     how = (

@@ -43,6 +43,12 @@ from edgeopt.records import RunRecord, as_run
     help="--rebuild: the builder the run was made with (a run directory never names code "
     "edgeopt runs; it must match the recorded one).",
 )
+@click.option(
+    "--data",
+    "data_ref",
+    metavar="MODULE:CALLABLE",
+    help="--rebuild: the Datasets callable the run's data came from (never recorded in it).",
+)
 def export(
     run_dir: str | None,
     storage: str | None,
@@ -55,6 +61,7 @@ def export(
     trust_pickle: bool,
     trust_arch: bool,
     arch: str | None,
+    data_ref: str | None,
 ) -> None:
     """Copy trial N's exact ONNX model (or, with --best, the report's pick) out of RUN_DIR
     (or the shared study in --storage, from the artifact store), with a .json of its
@@ -99,7 +106,12 @@ def export(
         target,
         rebuild=rebuild,
         artifacts=source.artifacts,
-        trust={"trust_pickle": trust_pickle, "trust_arch": trust_arch, "arch": arch},
+        trust={
+            "trust_pickle": trust_pickle,
+            "trust_arch": trust_arch,
+            "arch": arch,
+            "data": data_ref,
+        },
     )
     trial = records.trial(number)
     assert trial is not None  # export_trial found it

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from edgeopt.cli.data_arg import DATA_HELP, DataArg
 from edgeopt.cli.machine_use import devices_for, threads_for
 from edgeopt.cli.options import (
     TARGET_HELP,
@@ -33,12 +34,7 @@ def _targets(text: str) -> tuple[str, ...]:
 @click.command()
 @click.argument("model", type=Utf8Path(dir_okay=False))
 @click.option("--target", default="cpu", show_default=True, cls=TargetOption, help=TARGET_HELP)
-@click.option(
-    "--data",
-    type=Utf8Path(exists=True),
-    help=".npz with x_train, y_train, x_val, y_val[, x_test, y_test], or a folder of images "
-    "(DIR/<class>/* or DIR/{train,val[,test]}/<class>/*).",
-)
+@click.option("--data", type=DataArg(), help=DATA_HELP)
 @click.option(
     "--trials",
     type=click.IntRange(min=1),
@@ -221,7 +217,8 @@ def optimize(
     click.echo(f"edgeopt optimize: {model} -> {out}  (targets: {', '.join(targets)})", err=True)
     _announce(out, baseline, config, shape_given=bool(input_shape))
     echo_run_data_notes(config, baseline, out)  # small splits: warned before any search work
-    trust = Trust(pickle=trust_pickle, arch=trust_arch, arch_ref=arch)
+    data_ref = config.data.ref if config.data else None  # never recorded: workers get it
+    trust = Trust(pickle=trust_pickle, arch=trust_arch, arch_ref=arch, data_ref=data_ref)
     _search_and_report(
         out, trials, timeout_s, workers, not no_report, trust, mlflow, resolved, devices
     )
@@ -229,11 +226,15 @@ def optimize(
 
 
 def _data_spec(data: str | None) -> Any:
-    """``--data``: an npz file, or a folder of images (set-up adds its preprocessing)."""
+    """``--data``: an npz file, a folder of images (set-up adds its preprocessing), or a
+    ``module:callable`` (its reference kept out of every record)."""
     from edgeopt.data import DataKind, DataSpec
+    from edgeopt.data.callable import is_data_ref
 
     if not data:
         return None
+    if is_data_ref(data):
+        return DataSpec.from_ref(data)
     path = Path(data).resolve()
     return DataSpec(DataKind.FOLDER, str(path)) if path.is_dir() else DataSpec.npz(path)
 
@@ -341,7 +342,7 @@ def _search_and_report(
         "computing test-split numbers for the front and re-measuring its host latency...",
         err=True,
     )
-    elsewhere = finalize(out, targets).get("built_elsewhere") or {}
+    elsewhere = finalize(out, targets, trust.data_ref).get("built_elsewhere") or {}
     if elsewhere:
         machines = ", ".join(sorted(set(elsewhere.values())))
         click.echo(

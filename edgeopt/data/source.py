@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edgeopt.data.callable import CallableSource
 from edgeopt.data.folder import FolderSource
 from edgeopt.data.folder_scan import SplitRatio
 from edgeopt.data.npz import DataBundle, load_npz
@@ -43,13 +44,16 @@ class DataSpec:
     callable, whose reference lives only on the command line (``run.json`` is data and never
     names code to run). ``recipe`` (preprocessing) and ``split`` (how a folder is split) are
     None for the kinds that have none; ``fingerprint`` is the source's ``fingerprint()`` once
-    set-up computed it (None before, and in runs recorded before it existed)."""
+    set-up computed it (None before, and in runs recorded before it existed). ``ref``: a
+    callable's ``module:callable``, held in memory only, as the command line gave it (never
+    in ``to_dict``, never read by ``from_dict``)."""
 
     kind: DataKind
     path: str | None = None
     recipe: Mapping[str, Any] | None = None
     split: Mapping[str, Any] | None = None
     fingerprint: str | None = None
+    ref: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         try:
@@ -72,6 +76,27 @@ class DataSpec:
     def npz(cls, path: str | Path) -> DataSpec:
         """The spec of the ``.npz`` at ``path`` (as given: callers resolve it)."""
         return cls(DataKind.NPZ, str(path))
+
+    @classmethod
+    def from_ref(cls, ref: str) -> DataSpec:
+        """The spec of the Datasets ``ref`` (``module:callable``, from the command line)
+        returns; ``ref`` stays in memory, out of every record."""
+        return cls(DataKind.CALLABLE, ref=ref)
+
+    def with_ref(self, ref: str | None) -> DataSpec:
+        """A callable's spec with the command line's ``ref`` (unchanged for other kinds, or
+        without one): a spec read from a record never has one."""
+        return replace(self, ref=ref) if self.kind is DataKind.CALLABLE and ref else self
+
+    def check_named(self) -> None:
+        """ConfigError for a callable's spec without the command line's reference (one read
+        from a record): edgeopt cannot open that data unless the user names the code."""
+        if self.kind is DataKind.CALLABLE and self.ref is None:
+            raise ConfigError(
+                "this run's data comes from a Python callable named on the command line "
+                "(--data module:callable), which a run directory or study never records",
+                hint="pass --data REF (the one the run was started with) if you trust that code",
+            )
 
     def with_fingerprint(self, fingerprint: str) -> DataSpec:
         return replace(self, fingerprint=fingerprint)
@@ -277,7 +302,25 @@ def open_source(spec: DataSpec, *, verify: bool = True) -> DataSource:
                 hint="restore the folder, or pass a new --out to start a run on this data",
             )
         return source
+    if spec.kind is DataKind.CALLABLE:
+        return _open_callable(spec, verify=verify)
     raise ConfigError(f"--data of kind {spec.kind} is not supported by this edgeopt")
+
+
+def _open_callable(spec: DataSpec, *, verify: bool) -> CallableSource:
+    """The Datasets of the callable the command line named (``spec.ref``); a record never
+    names one, so without it: ConfigError saying to pass it."""
+    spec.check_named()
+    assert spec.ref is not None
+    source = CallableSource(spec.ref, fingerprint=None if verify else spec.fingerprint)
+    if verify and spec.fingerprint is not None and source.fingerprint() != spec.fingerprint:
+        raise ConfigError(
+            f"the data is not what this run started with: --data {spec.ref} returns other "
+            "samples (lengths, labels or inputs differ)",
+            hint="pass the callable the run was started with (its Datasets must be "
+            "deterministic), or a new --out to start a run on this data",
+        )
+    return source
 
 
 def is_streamed(source: DataSource | DataBundle | None) -> bool:

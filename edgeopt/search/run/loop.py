@@ -98,6 +98,8 @@ class Worker:
         ``device``: where its trials train (``"cpu"``, ``"cuda:K"``; None: the run's
         ``--train-device`` for one worker on this machine)."""
         ctx = SearchContext.open(run_dir, trust, targets)
+        if trust is not None and ctx.config.data is not None:
+            ctx.config.data.check_named()  # its trials could not open their data
         study, storage = open_study(ctx, worker_index)
         worker = cls(ctx, study, storage, device)
         if mlflow is not None:
@@ -340,13 +342,14 @@ def main() -> None:
     parser.add_argument("--trust-pickle", action="store_true")
     parser.add_argument("--trust-arch", action="store_true")
     parser.add_argument("--arch", default=None)
+    parser.add_argument("--data", default=None, help="the run's module:callable data source")
     parser.add_argument("--mlflow", help="MLflow tracking URI to log this worker's trials to")
     parser.add_argument("--parent", type=int, help="die with this process (its parent)")
     parser.add_argument("--train-device", help="cpu or cuda:K (default: the run's setting)")
     args = parser.parse_args()
     if args.parent is not None:
         die_with_parent(args.parent)
-    trust = Trust(pickle=args.trust_pickle, arch=args.trust_arch, arch_ref=args.arch)
+    trust = Trust(args.trust_pickle, args.trust_arch, args.arch, data_ref=args.data)
     stopper = Stopper()
     try:
         with stopper.installed():

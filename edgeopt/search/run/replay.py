@@ -244,7 +244,8 @@ def rebuild_check(
     """Build the trial's candidate again as the search did and compare outputs on the
     validation inputs (synthetic ones for runs without data). The settings come from
     ``run_dir`` when it is a run directory, else from the records (a shared study); the
-    model's trust flags only from ``trust`` (the command line), never from those."""
+    model's trust flags, and a callable data source's reference (``trust["data"]``), only
+    from ``trust`` (the command line), never from those."""
     import torch
 
     run = RunDir(run_dir) if run_dir is not None else None
@@ -254,8 +255,11 @@ def rebuild_check(
         records = as_run(records)
         config = RunConfig.from_dict({**records.config, "storage": None})
         salt = str(records.salt)
-    model = load_spec(config.model.with_trust(**trust) if trust else config.model)
-    data = open_source(config.data) if config.data else None  # a changed folder: refused
+    flags = dict(trust or {})
+    data_ref = flags.pop("data", None)
+    model = load_spec(config.model.with_trust(**flags) if flags else config.model)
+    spec = config.data.with_ref(data_ref) if config.data else None
+    data = open_source(spec) if spec else None  # a changed folder or callable: refused
     profile = run_targets(config).merged  # refused when a profile changed since the run
     torch.set_num_threads(config.threads)
     with tempfile.TemporaryDirectory(prefix="edgeopt-rebuild-") as tmp:

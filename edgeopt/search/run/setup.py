@@ -70,7 +70,11 @@ def prepare(
     if config.profile_digests is None:
         config = config.with_profile_digests(targets)
     source = None
-    if config.data and config.data.kind is DataKind.NPZ:
+    if config.data and config.data.kind is DataKind.CALLABLE:  # a resume: fingerprint checked
+        config = replace(config, data=_callable_spec(config.data, RunDir(run_dir)))
+    elif config.data is None:
+        _check_callable_named(RunDir(run_dir))
+    if config.data and config.data.kind in (DataKind.NPZ, DataKind.CALLABLE):
         source = open_source(config.data)
         config = replace(config, data=config.data.with_fingerprint(source.fingerprint()))
     loaded = load_spec(config.model, source.input_shape if source is not None else None)
@@ -200,10 +204,27 @@ def _salt(config: RunConfig, source: DataSource | None) -> str:
 
 def _check_metric_defined(config: RunConfig, data: DataSource) -> None:
     """ConfigError, before any work, when ``--metric`` is undefined on a split."""
-    where = config.data.path if config.data else None
+    where = (config.data.path or "the --data callable") if config.data else None
     check_defined(config.metric, data.labels("val"), f"the validation split of {where}")
     if "test" in data.splits:
         check_defined(config.metric, data.labels("test"), f"the test split of {where}")
+
+
+def _check_callable_named(run: RunDir) -> None:
+    """ConfigError when ``run`` records callable data, which a command line without
+    ``--data`` cannot resume: the record never names the code (``DataSpec.check_named``)."""
+    recorded = run.read_config().data if run.run_file.exists() else None
+    if recorded is not None:
+        recorded.check_named()
+
+
+def _callable_spec(spec: DataSpec, run: RunDir) -> DataSpec:
+    """A callable's spec with the fingerprint the run recorded when it resumes (checked when
+    the data opens), else as given."""
+    recorded = run.read_config().data if run.run_file.exists() else None
+    if spec.fingerprint is None and recorded is not None and recorded.kind is spec.kind:
+        return replace(spec, fingerprint=recorded.fingerprint)
+    return spec
 
 
 def _folder_spec(spec: DataSpec, run: RunDir, loaded: Any, flags: RecipeFlags) -> DataSpec:
@@ -252,17 +273,20 @@ def _hopeless_below(config: RunConfig, val_accuracy: float) -> float | None:
     return 0.75 * max(bars) if bars else None
 
 
-def finalize(run_dir: Path, targets: Targets | None = None) -> dict[str, Any]:
+def finalize(
+    run_dir: Path, targets: Targets | None = None, data_ref: str | None = None
+) -> dict[str, Any]:
     """``_finalize``; a stop signal (KeyboardInterrupt) keeps what was saved and returns it
-    (the report says what is missing). ``targets``: as the entry point resolved them."""
+    (the report says what is missing). ``targets``: as the entry point resolved them;
+    ``data_ref``: the command line's ``--data module:callable`` (never recorded)."""
     try:
-        return _finalize(run_dir, targets)
+        return _finalize(run_dir, targets, data_ref)
     except KeyboardInterrupt:
         log.warning("final numbers interrupted; what was saved stands")
         return RunDir(run_dir).read_final()
 
 
-def _finalize(run_dir: Path, targets: Targets | None) -> dict[str, Any]:
+def _finalize(run_dir: Path, targets: Targets | None, data_ref: str | None) -> dict[str, Any]:
     """Test-split accuracy for the front and the baselines (never seen by the search).
 
     Stored in ``final.json`` as ``{"test_accuracy": {trial number: value}, "test_split",
@@ -281,7 +305,8 @@ def _finalize(run_dir: Path, targets: Targets | None) -> dict[str, Any]:
     opened = RunSource.local(run.path).open()
     study, config = opened.study, opened.config
     local_baseline = run.read_baseline()
-    data = open_source(config.data, verify=False) if config.data else None  # set-up checked it
+    spec = config.data.with_ref(data_ref) if config.data else None
+    data = open_source(spec, verify=False) if spec else None  # set-up checked it
     final = dict(opened.final)
     final.setdefault("task_metrics", {})
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

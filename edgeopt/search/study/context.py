@@ -35,12 +35,14 @@ def model_facts(baseline: Baseline, baseline_onnx: Path) -> Any:
 @dataclass(frozen=True)
 class Trust:
     """The user's command-line opt-ins to running code: from the model file (``pickle``,
-    ``arch``), and the builder ``--arch`` names (``arch_ref``), which is the only way a
-    state_dict's builder recorded in ``run.json`` is ever imported."""
+    ``arch``), the builder ``--arch`` names (``arch_ref``), which is the only way a
+    state_dict's builder recorded in ``run.json`` is ever imported, and the Datasets callable
+    ``--data module:callable`` names (``data_ref``), which no record ever names."""
 
     pickle: bool = False
     arch: bool = False
     arch_ref: str | None = None
+    data_ref: str | None = None
 
     def flags(self) -> dict[str, Any]:
         return {"trust_pickle": self.pickle, "trust_arch": self.arch, "arch": self.arch_ref}
@@ -48,7 +50,8 @@ class Trust:
     def argv(self) -> list[str]:
         """The same opt-ins for a worker process's command line."""
         arch = ["--arch", self.arch_ref] if self.arch_ref else []
-        return ["--trust-pickle"] * self.pickle + ["--trust-arch"] * self.arch + arch
+        data = ["--data", self.data_ref] if self.data_ref else []
+        return ["--trust-pickle"] * self.pickle + ["--trust-arch"] * self.arch + arch + data
 
 
 def run_targets(config: RunConfig, targets: Targets | None = None) -> Targets:
@@ -85,12 +88,15 @@ class SearchContext:
         cls, run_dir: Path, trust: Trust | None = None, targets: Targets | None = None
     ) -> SearchContext:
         """Load the run that ``setup.prepare`` wrote. ``run.json`` is data: the model's trust
-        flags come from ``trust`` (the command line), never from the file; ``targets``, the
-        profiles the entry point resolved (see ``run_targets``)."""
+        flags and a callable data source's reference come from ``trust`` (the command
+        line), never from the file; ``targets``, the profiles the entry point resolved (see
+        ``run_targets``)."""
         run = RunDir(run_dir)
         config = run.read_config()
         if trust is not None:
             config = replace(config, model=config.model.with_trust(**trust.flags()))
+            if config.data is not None:
+                config = replace(config, data=config.data.with_ref(trust.data_ref))
         targets = run_targets(config, targets)
         baseline = run.read_baseline()
         return cls(

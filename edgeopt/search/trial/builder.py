@@ -69,6 +69,8 @@ class TrialChild:
     for the child's life, except under ``rss_watchdog`` (default: on a GPU, whose driver
     reserves far more address space than any cap): then this process polls the resident
     memory of the child and its children every ``RSS_POLL_S`` and kills it over the cap.
+    ``data_ref``: the command line's ``--data module:callable``, passed on the child's
+    command line (``request.json`` is a file, and never names code to run).
     """
 
     def __init__(
@@ -78,8 +80,10 @@ class TrialChild:
         device: str = "cpu",
         *,
         rss_watchdog: bool | None = None,
+        data_ref: str | None = None,
     ) -> None:
         self.trials_dir = Path(trials_dir)
+        self.data_ref = data_ref
         self.memory_gb = memory_gb
         self.device, self.env = child_env(device)
         self.rss_watchdog = device.startswith("cuda") if rss_watchdog is None else rss_watchdog
@@ -201,6 +205,7 @@ class TrialChild:
                     str(write_end),
                     "--parent",
                     str(os.getpid()),
+                    *(["--data-callable", self.data_ref] if self.data_ref else []),
                 ],
                 stdin=subprocess.PIPE,
                 stdout=log,
@@ -334,6 +339,8 @@ def _main(req_path: Path) -> None:
 
 _OPENED: dict[str, DataSource] = {}
 """The data this child opened, by its spec: opened once per child, not per request."""
+_DATA_REF: list[str] = []
+"""The ``--data-callable`` this child's command line named (a request never names one)."""
 
 
 def _open_data(spec: Mapping[str, Any] | str | None) -> DataSource | None:
@@ -342,7 +349,8 @@ def _open_data(spec: Mapping[str, Any] | str | None) -> DataSource | None:
     key = json.dumps(spec, sort_keys=True)
     if key not in _OPENED:
         _OPENED.clear()  # one run's data at a time
-        _OPENED[key] = open_source(DataSpec.from_dict(spec), verify=False)  # set-up checked it
+        named = DataSpec.from_dict(spec).with_ref(_DATA_REF[0] if _DATA_REF else None)
+        _OPENED[key] = open_source(named, verify=False)  # set-up checked it
     return _OPENED[key]
 
 
@@ -374,7 +382,9 @@ def _serve(reply_fd: int, parent_pid: int) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 6 and sys.argv[2] == "--serve" and sys.argv[4] == "--parent":
+    if len(sys.argv) in (6, 8) and sys.argv[2] == "--serve" and sys.argv[4] == "--parent":
+        if len(sys.argv) == 8 and sys.argv[6] == "--data-callable":
+            _DATA_REF.append(sys.argv[7])
         _serve(int(sys.argv[3]), int(sys.argv[5]))
     else:
         _main(Path(sys.argv[1]))

@@ -82,7 +82,10 @@ class TrialRunner:
         self.machine = machine_description(ctx)
         # None: the run's --train-device for one worker on this machine
         device = device if device is not None else train_device(ctx.config.train_device)
-        self.child = TrialChild(ctx.run.trial_dir(0).parent, ctx.config.trial_memory_gb, device)
+        data_ref = ctx.config.data.ref if ctx.config.data else None  # on its argv, not in files
+        self.child = TrialChild(
+            ctx.run.trial_dir(0).parent, ctx.config.trial_memory_gb, device, data_ref=data_ref
+        )
 
     def close(self) -> None:
         """Stop this worker's trial child."""
