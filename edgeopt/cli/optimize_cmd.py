@@ -212,7 +212,9 @@ def optimize(
     out = Path(run_dir) if run_dir else default_run_dir(model, targets)
     t0 = time.monotonic()
     mlflow = _mlflow(mlflow_uri, out)
-    baseline = prepare(config, out, resolved)  # validates every input before any search work
+    baseline = prepare(
+        config, out, resolved, search_timeout_s=timeout_s
+    )  # validates every input before any search work
     click.echo(f"edgeopt optimize: {model} -> {out}  (targets: {', '.join(targets)})", err=True)
     _announce(out, baseline, config, shape_given=bool(input_shape))
     echo_run_data_notes(config, baseline, out)  # small splits: warned before any search work

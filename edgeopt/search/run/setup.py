@@ -46,12 +46,19 @@ log = logging.getLogger(__name__)
 BASELINE_LATENCY_BUDGET_S = 6.0
 
 
-def prepare(config: RunConfig, run_dir: Path, targets: Targets | None = None) -> Baseline:
+def prepare(
+    config: RunConfig,
+    run_dir: Path,
+    targets: Targets | None = None,
+    *,
+    search_timeout_s: float | None = None,
+) -> Baseline:
     """Validate everything before any search work, then write the run directory, the
     baseline (the original model as ONNX, its validation accuracy and, for the host, its
     reference latency) and the study. Idempotent: a resumed run reuses them; two processes
     setting up one directory at once take turns. ``targets``: ``config.targets`` as the entry
-    point resolved them (else resolved here); ``run.json`` records their digests."""
+    point resolved them (else resolved here); ``run.json`` records their digests.
+    ``search_timeout_s`` (``--timeout``) sizes the fine-tune rounds of a new run's probe."""
     from edgeopt.search.study.lifecycle import check_joinable, open_study
 
     check_out_dir(config, RunDir(run_dir))  # before any work: what --out may hold
@@ -90,7 +97,9 @@ def prepare(config: RunConfig, run_dir: Path, targets: Targets | None = None) ->
             baseline = run.read_baseline()
         else:
             salt = _salt(config, source)
-            baseline = _make_baseline(config, loaded, source, targets.profiles, run, salt)
+            baseline = _make_baseline(
+                config, loaded, source, targets.profiles, run, salt, search_timeout_s
+            )
             run.write_baseline(baseline)
     open_study(SearchContext.open(run.path, targets=targets))
     return baseline
@@ -103,6 +112,7 @@ def _make_baseline(
     profiles: Sequence[HardwareProfile],
     run: RunDir,
     salt: str,
+    search_timeout_s: float | None = None,
 ) -> Baseline:
     from edgeopt.onnx_export import loaded_to_onnx
 
@@ -142,12 +152,16 @@ def _make_baseline(
         host_latency_ms=latency,
         hopeless_below=_hopeless_below(config, val),
         synthetic_inputs=None if data is not None else SYNTHETIC_N,
-        **_probe_fields(config, loaded, data, dst),
+        **_probe_fields(config, loaded, data, dst, search_timeout_s),
     )
 
 
 def _probe_fields(
-    config: RunConfig, loaded: Any, data: DataSource | None, onnx_path: Path
+    config: RunConfig,
+    loaded: Any,
+    data: DataSource | None,
+    onnx_path: Path,
+    search_timeout_s: float | None,
 ) -> dict[str, Any]:
     """Every stage's ``probe`` of the model (``Baseline.stage_facts``; for an ONNX input
     the probes see the file only) and the auto trial timeout from their measured costs."""
@@ -157,6 +171,7 @@ def _probe_fields(
         input_shape=tuple(loaded.input_shape),
         data=data,
         threads=config.threads,
+        search_timeout_s=search_timeout_s,
     )
     facts = {name: dict(stage.probe(model)) for name, stage in STAGES.items()}
     costs = [STAGES[name].trial_seconds(f) for name, f in facts.items()]
