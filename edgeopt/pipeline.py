@@ -57,6 +57,8 @@ class PipelineInputs:
     seed: int
     cache_dir: Path
     salt: str
+    round_samples: int | None = None
+    """Samples per fine-tune round, from the run's probe (``StageContext.round_samples``)."""
 
 
 @dataclass
@@ -99,6 +101,7 @@ def build(
         seed=inputs.seed,
         on_epoch=on_epoch,
         cache_dir=inputs.cache_dir,
+        round_samples=inputs.round_samples,
     )
     fp32, info, hit = _torch_phase(candidate, inputs, ctx, on_stage)
     seconds = dict(info.get("seconds", {})) if not hit else {}

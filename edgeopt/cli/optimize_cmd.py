@@ -213,7 +213,9 @@ def optimize(
     out = Path(run_dir) if run_dir else default_run_dir(model, targets)
     t0 = time.monotonic()
     mlflow = _mlflow(mlflow_uri, out)
-    baseline = prepare(config, out, resolved, recipe)  # validates every input before any work
+    baseline = prepare(  # validates every input before any search work
+        config, out, resolved, recipe, search_timeout_s=timeout_s
+    )
     click.echo(f"edgeopt optimize: {model} -> {out}  (targets: {', '.join(targets)})", err=True)
     _announce(out, baseline, config, shape_given=bool(input_shape))
     echo_run_data_notes(config, baseline, out)  # small splits: warned before any search work

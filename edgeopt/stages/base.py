@@ -182,6 +182,9 @@ class StageContext:
     seed: int = 0
     on_epoch: Callable[[int, float], None] | None = None
     cache_dir: Path | None = None
+    round_samples: int | None = None
+    """The training samples one fine-tune round (``finetune.epochs``) draws, from the run's
+    probe (``finetune_probe.round_samples``); None: a whole epoch (``training.fit``)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -197,6 +200,8 @@ class ProbeInput:
     input_shape: tuple[int, ...]
     data: DataSource | None = None
     threads: int = 1
+    search_timeout_s: float | None = None
+    """``--timeout`` of the search that sets the run up (None: none, or not known)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 from edgeopt.errors import CandidateError
 from edgeopt.stages.base import Fidelity, Phase, Stage, StageConfig, StageOutput
-from edgeopt.stages.finetune_probe import MAX_EPOCHS, epoch_seconds, trial_seconds
+from edgeopt.stages.finetune_probe import (
+    MAX_EPOCHS,
+    round_samples,
+    round_seconds,
+    sample_seconds,
+    train_samples,
+    trial_seconds,
+)
 from edgeopt.training import OptimizerKind, Schedule, TrainConfig, TrainResult, fit
 from edgeopt.training.resume import CheckpointStore, prefix_key, stable_epochs
 
@@ -103,21 +110,32 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
         return FinetuneConfig(patience=PATIENCE, **drawn)
 
     def probe(self, model: ProbeInput) -> dict[str, Any]:
-        """``epoch_s``: measured seconds of one fine-tune epoch (with a distillation
-        teacher) on this machine (``finetune_probe.epoch_seconds``)."""
+        """The fine-tune round (``finetune_probe``): ``sample_s`` measured seconds per
+        training sample (with a distillation teacher) on this machine, ``round_s`` what a
+        round may cost, ``round_samples`` the samples it draws, ``epoch_s`` its measured
+        cost. Recorded once in the baseline: a resumed run keeps its rounds."""
         if model.module is None:
             return {}
-        seconds = epoch_seconds(model.module, tuple(model.input_shape), model.data, model.threads)
-        return {"epoch_s": round(seconds, 3)}
+        sample_s = sample_seconds(model.module, tuple(model.input_shape), model.data, model.threads)
+        round_s = round_seconds(model.search_timeout_s)
+        n_round = round_samples(sample_s, round_s, train_samples(model.data))
+        return {
+            "epoch_s": round(sample_s * n_round, 3),
+            "sample_s": sample_s,
+            "round_s": round_s,
+            "round_samples": n_round,
+        }
 
     def probe_notes(self, facts: Mapping[str, Any]) -> list[str]:
-        """The measured epoch cost."""
+        """The measured cost of a round, and its samples when that is less than an epoch."""
         if facts.get("epoch_s") is None:
             return []
-        return [f"one fine-tune epoch: {facts['epoch_s']:.1f}s (measured on this host)"]
+        n = facts.get("round_samples")
+        what = "epoch" if n is None else f"round ({n} samples)"
+        return [f"one fine-tune {what}: {facts['epoch_s']:.1f}s (measured on this host)"]
 
     def trial_seconds(self, facts: Mapping[str, Any]) -> float | None:
-        """``TIMEOUT_EPOCHS`` measured epochs (the longest fine-tune the search draws,
+        """``TIMEOUT_EPOCHS`` measured rounds (the longest fine-tune the search draws,
         with room for a loaded machine)."""
         epoch_s = facts.get("epoch_s")
         return None if epoch_s is None else trial_seconds(float(epoch_s))
@@ -155,7 +173,7 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
         teacher = ctx.teacher if (config.distill or ctx.data is None) else None
         checkpoints = None
         if ctx.cache_dir is not None and stable_epochs(config) > 0:
-            key = prefix_key(model, teacher, ctx.data, config, ctx.seed)
+            key = prefix_key(model, teacher, ctx.data, config, ctx.seed, ctx.round_samples)
             checkpoints = CheckpointStore(ctx.cache_dir / CHECKPOINTS / key)
         result: TrainResult = fit(
             model,
@@ -166,6 +184,7 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
             on_epoch=ctx.on_epoch,
             input_shape=tuple(ctx.input_shape),
             checkpoints=checkpoints,
+            round_samples=ctx.round_samples,
         )
         tensors = model.state_dict().values()
         if not all(bool(t.isfinite().all()) for t in tensors if t.is_floating_point()):

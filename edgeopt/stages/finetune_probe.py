@@ -1,15 +1,21 @@
-"""What one fine-tune epoch of the user's model costs on this machine, measured once at setup
-(``FinetuneStage.probe``): the default per-trial timeout is a multiple of it.
+"""What one fine-tune sample of the user's model costs on this machine, measured once at setup
+(``FinetuneStage.probe``), and the fine-tune *round* it sets: the unit ``finetune.epochs``
+counts, and the default per-trial timeout is a multiple of it.
 
-It used to be a fixed 15 minutes: too short for a ResNet-18 fine-tune and far too long for
-a toy model.
+A round is one epoch (at most ``MAX_EPOCH_SAMPLES``) where that costs at most ``round_s``
+seconds, as on every 32x32 model; a model whose samples cost more (224x224 images: ~50x)
+gets a round of the samples ``round_s`` pays for, so a trial costs about the same wall time
+whatever the resolution and the folder's size. The timeout used to be a fixed 15 minutes:
+too short for a ResNet-18 fine-tune and far too long for a toy model.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import statistics
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from edgeopt.training import MAX_EPOCH_SAMPLES, SYNTHETIC_TRAIN
@@ -19,23 +25,66 @@ if TYPE_CHECKING:
     from edgeopt.data import DataSource
 
 MAX_EPOCHS = 8
-"""The most fine-tune epochs the search draws (``finetune.epochs``)."""
+"""The most fine-tune rounds (``finetune.epochs``) the search draws."""
 TIMEOUT_EPOCHS = 2.0 * MAX_EPOCHS
-"""A trial may take this many measured epochs: the longest fine-tune the search draws, with
+"""A trial may take this many measured rounds: the longest fine-tune the search draws, with
 room for distillation's teacher pass, validation and a machine loaded twice."""
 PROBE_BATCH = 64
 PROBE_STEPS = 8
+ROUND_S_MIN, ROUND_S_MAX = 10.0, 60.0
+"""Bounds of one round's measured cost (``round_seconds``). 60 s is what the search was tuned
+on: the longest 32x32 epoch we ship or benchmark (``resnet18_cifar`` at width 1 on the
+1,078 digits: 38 s measured on one loaded core) fits in it, so at 32x32 a round stays the
+epoch; eight such rounds also draw as many samples as the by-hand recipe's two epochs of a
+5,000-image folder at 224x224, the accuracy such a search is compared with. 10 s: a round
+still has more than a few steps."""
+ROUND_SHARE = 1 / 20
+"""With ``--timeout T`` a round costs at most ``T / 20`` (within the bounds), so the longest
+fine-tune the search draws (``MAX_EPOCHS`` rounds) takes at most 40 % of a short search; from
+``--timeout 20m`` up a round may cost the full ``ROUND_S_MAX``."""
+MIN_ROUND_STEPS = 8
+LARGEST_BATCH = 128
+"""A round has at least ``MIN_ROUND_STEPS`` steps of the largest batch the search draws
+(``finetune.batch_size``), however slow a step."""
 
 
-def epoch_seconds(
+def round_seconds(search_timeout_s: float | None) -> float:
+    """What one fine-tune round may cost: ``ROUND_SHARE`` of ``--timeout`` within
+    ``ROUND_S_MIN..ROUND_S_MAX``; ``ROUND_S_MAX`` without a timeout."""
+    if search_timeout_s is None:
+        return ROUND_S_MAX
+    return min(ROUND_S_MAX, max(ROUND_S_MIN, search_timeout_s * ROUND_SHARE))
+
+
+def round_samples(sample_s: float, round_s: float, n_train: int) -> int:
+    """The training samples one fine-tune round draws: those ``round_s`` seconds pay for at
+    ``sample_s`` each, at least ``MIN_ROUND_STEPS`` largest batches, at most one epoch
+    (the split, capped at ``MAX_EPOCH_SAMPLES``)."""
+    epoch = min(n_train, MAX_EPOCH_SAMPLES)
+    paid = math.floor(round_s / sample_s) if sample_s > 0 else epoch
+    return min(epoch, max(MIN_ROUND_STEPS * LARGEST_BATCH, paid))
+
+
+def recorded_round_samples(stage_facts: Mapping[str, Mapping[str, Any]]) -> int | None:
+    """The samples per fine-tune round a run's probe recorded (``Baseline.stage_facts``);
+    None for a run set up before rounds (its fine-tunes draw whole epochs, as they did)."""
+    n = stage_facts.get("finetune", {}).get("round_samples")
+    return None if n is None else int(n)
+
+
+def train_samples(data: DataSource | None) -> int:
+    """The samples a fine-tune epoch is drawn from (data-free: the synthetic epoch)."""
+    return data.count("train") if data is not None else SYNTHETIC_TRAIN
+
+
+def sample_seconds(
     module: Any, input_shape: tuple[int, ...], data: DataSource | None, threads: int
 ) -> float:
-    """Measured seconds of one distillation fine-tune epoch of ``module`` on this machine.
+    """Measured seconds per training sample of a distillation fine-tune of ``module`` here.
 
     Times ``PROBE_STEPS`` SGD steps (forward, backward, update, plus the teacher's forward
     pass) on a batch of ``PROBE_BATCH`` after one warm-up step, on a copy, at ``threads``
-    torch threads; the step time (``typical_step_s``) scales to the samples one epoch draws
-    (the training split, at most ``MAX_EPOCH_SAMPLES``; data-free: the synthetic epoch).
+    torch threads; the step time (``typical_step_s``) over the batch.
     """
     import torch
     from torch.nn import functional as F
@@ -45,9 +94,7 @@ def epoch_seconds(
     teacher = module
     was_training = teacher.training
     teacher.eval()
-    n_train = data.count("train") if data is not None else SYNTHETIC_TRAIN
-    batch = min(PROBE_BATCH, max(2, n_train))
-    n_epoch = min(n_train, MAX_EPOCH_SAMPLES)  # what one fine-tune epoch draws
+    batch = min(PROBE_BATCH, max(2, train_samples(data)))
     device = module_device(module)  # set-up runs on the CPU: a GPU's steps are faster
     if data is not None:
         x = torch.from_numpy(data.subset("train", batch, None)[0].astype("float32")).to(device)
@@ -68,7 +115,7 @@ def epoch_seconds(
             times.append(time.perf_counter() - t0)
     finally:
         teacher.train(was_training)
-    return typical_step_s(times[1:]) * n_epoch / batch
+    return typical_step_s(times[1:]) / batch
 
 
 def typical_step_s(times: list[float]) -> float:
@@ -81,5 +128,5 @@ def typical_step_s(times: list[float]) -> float:
 
 
 def trial_seconds(epoch_s: float) -> float:
-    """The longest fine-tune one trial may run, for a model whose epoch costs ``epoch_s``."""
+    """The longest fine-tune one trial may run, for a model whose round costs ``epoch_s``."""
     return TIMEOUT_EPOCHS * epoch_s

@@ -7,6 +7,14 @@ from enum import StrEnum
 
 from edgeopt.errors import ConfigError
 
+MAX_EPOCH_SAMPLES = 16384
+"""An epoch draws at most this many training samples: on a large data set the fine-tune
+budget (``epochs``) counts rounds of at most ``MAX_EPOCH_SAMPLES / batch_size`` optimizer
+steps instead of whole passes, so one candidate never costs hours (a slow model's rounds are
+shorter still: ``fit``'s ``round_samples``)."""
+SYNTHETIC_TRAIN = 2048
+"""Synthetic inputs per epoch in data-free distillation."""
+
 
 class OptimizerKind(StrEnum):
     """SGD (momentum 0.9) or AdamW."""
@@ -114,3 +122,5 @@ class TrainResult:
     data_free: bool
     resumed_epochs: int = 0
     """Epochs restored from a shorter fine-tune's checkpoint instead of trained again."""
+    steps: int = 0
+    """Optimizer steps of the fine-tune (restored ones included): rounds x round batches."""

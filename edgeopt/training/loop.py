@@ -15,7 +15,14 @@ import numpy as np
 
 from edgeopt.data import NpzSource, is_streamed
 from edgeopt.errors import ConfigError
-from edgeopt.training.config import OptimizerKind, Schedule, TrainConfig, TrainResult
+from edgeopt.training.config import (
+    MAX_EPOCH_SAMPLES,
+    SYNTHETIC_TRAIN,
+    OptimizerKind,
+    Schedule,
+    TrainConfig,
+    TrainResult,
+)
 from edgeopt.training.device import module_device
 from edgeopt.training.distill import distillation_loss, teacher_logits
 from edgeopt.training.evaluate import predict
@@ -28,12 +35,6 @@ if TYPE_CHECKING:
 
     from edgeopt.data import DataBundle, DataSource
 
-MAX_EPOCH_SAMPLES = 16384
-"""An epoch draws at most this many training samples: on a large data set the fine-tune
-budget (``epochs``) counts rounds of at most ``MAX_EPOCH_SAMPLES / batch_size`` optimizer
-steps instead of whole passes, so one candidate never costs hours."""
-SYNTHETIC_TRAIN = 2048
-"""Synthetic inputs per epoch in data-free distillation."""
 SYNTHETIC_VAL = 512
 """Fixed synthetic inputs on which data-free 'accuracy' (top-1 agreement) is measured."""
 MAX_SHIFT_PX = 2
@@ -41,10 +42,14 @@ NOISE_STD = 0.1
 """Gaussian augmentation noise, as a fraction of the training inputs' standard deviation."""
 
 
-def _batches(n: int, batch: int, gen: torch.Generator) -> list[torch.Tensor]:
+def _batches(
+    n: int, batch: int, gen: torch.Generator, cap: int = MAX_EPOCH_SAMPLES
+) -> list[torch.Tensor]:
+    """One epoch's (round's) index lists: the first ``cap`` of a seeded permutation of ``n``
+    (the same draw from ``gen`` whatever ``cap``)."""
     import torch
 
-    perm = torch.randperm(n, generator=gen)[:MAX_EPOCH_SAMPLES]
+    perm = torch.randperm(n, generator=gen)[: min(cap, MAX_EPOCH_SAMPLES)]
     n = len(perm)
     if n % batch == 1 and n > 1:  # a batch of one breaks BatchNorm in train mode
         perm = perm[:-1]
@@ -97,6 +102,7 @@ def fit(
     on_epoch: Callable[[int, float], None] | None = None,
     input_shape: tuple[int, ...] | None = None,
     checkpoints: CheckpointStore | None = None,
+    round_samples: int | None = None,
 ) -> TrainResult:
     """Train ``model`` in place and leave its best-validation weights in it.
 
@@ -123,6 +129,9 @@ def fit(
     latest saved state it shares with a shorter fine-tune and saves its own at the end of its
     constant part (``edgeopt.training.resume``); ``on_epoch`` is called for the epochs
     restored too, so a caller sees the same sequence as from scratch.
+    ``round_samples``: the samples one of ``config.epochs`` draws (a fine-tune round,
+    ``stages.finetune_probe``); None or more than an epoch: one epoch (``MAX_EPOCH_SAMPLES``
+    at most). A data-free round draws at most ``SYNTHETIC_TRAIN`` fresh inputs.
     Raises ConfigError when a required teacher or input shape is missing.
     """
     import torch
@@ -142,7 +151,7 @@ def fit(
         teacher.eval()
     try:
         split = _split(data, teacher, input_shape, seed, module_device(model))
-        run = _Run(model, teacher, split, config, gen)
+        run = _Run(model, teacher, split, config, gen, round_samples or MAX_EPOCH_SAMPLES)
         run.train(on_epoch, checkpoints if stable_epochs(config) > 0 else None)
     finally:
         if teacher is not None:
@@ -157,6 +166,7 @@ def fit(
         seconds=time.perf_counter() - t0,
         data_free=data is None,
         resumed_epochs=run.resumed_epochs,
+        steps=run.step,
     )
 
 
@@ -237,9 +247,10 @@ class _Run:
         split: _Split,
         config: TrainConfig,
         gen: torch.Generator,
+        cap: int = MAX_EPOCH_SAMPLES,
     ) -> None:
         self.model, self.teacher, self.split = model, teacher, split
-        self.config, self.gen = config, gen
+        self.config, self.gen, self.cap = config, gen, cap
         self.device = module_device(model)
         real = split.x_train is not None or split.stream is not None
         self.augment = config.augment and real and len(split.shape) == 3
@@ -279,7 +290,7 @@ class _Run:
             opt = _optimizer(self.model, config)
             n_train = self.split.n_train
             # the batch count only: a throwaway generator leaves ``gen``'s stream alone
-            steps_per_epoch = len(_batches(n_train, config.batch_size, torch.Generator()))
+            steps_per_epoch = len(_batches(n_train, config.batch_size, torch.Generator(), self.cap))
             total_steps = steps_per_epoch * config.epochs
             stable = stable_epochs(config)
             self.stable_steps = steps_per_epoch * stable
@@ -367,12 +378,14 @@ class _Run:
             xe, ye = None, None
         elif self.split.x_train is None:
             # drawn on the CPU generator (the same stream on every device), moved per batch
-            xe = torch.randn((SYNTHETIC_TRAIN, *self.split.shape), generator=self.gen).to("cpu")
+            n_fresh = min(SYNTHETIC_TRAIN, self.cap)
+            xe = torch.randn((n_fresh, *self.split.shape), generator=self.gen).to("cpu")
             ye = None
         else:
             xe, ye = self.split.x_train, self.split.y_train
+        n = len(xe) if xe is not None else self.split.n_train
         losses: list[float] = []
-        for idx in _batches(self.split.n_train, self.config.batch_size, self.gen):
+        for idx in _batches(n, self.config.batch_size, self.gen, self.cap):
             if stream is not None:
                 xb, yb = stream.take(idx, self.device)
                 if len(xb) < 2:  # every file of the batch unreadable (BatchNorm needs two)

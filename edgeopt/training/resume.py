@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeopt.data import DataBundle, DataSource, NpzSource
-from edgeopt.training.config import Schedule, TrainConfig
+from edgeopt.training.config import MAX_EPOCH_SAMPLES, SYNTHETIC_TRAIN, Schedule, TrainConfig
 from edgeopt.training.device import module_device
 
 if TYPE_CHECKING:
@@ -129,11 +129,15 @@ def prefix_key(
     data: DataBundle | DataSource | None,
     config: TrainConfig,
     seed: int,
+    round_samples: int | None = None,
 ) -> str:
-    """A digest of everything a continuable fine-tune's shared prefix depends on."""
+    """A digest of everything a continuable fine-tune's shared prefix depends on, with the
+    samples per round (``fit``'s ``round_samples``) when a round is less than an epoch."""
     h = hashlib.sha256()
     settings = {k: str(v) for k, v in dataclasses.asdict(config).items() if k != "epochs"}
     h.update(json.dumps({"settings": settings, "seed": seed}, sort_keys=True).encode())
+    if round_samples is not None and round_samples < _epoch_samples(data):
+        h.update(f"|round|{round_samples}".encode())  # whole epochs keep their old keys
     device = module_device(model)
     if device.type != "cpu":  # another device's arithmetic: not the same prefix exactly
         h.update(f"|device|{device.type}".encode())
@@ -151,6 +155,15 @@ def prefix_key(
             h.update(b"|data|")
             h.update(np.ascontiguousarray(arr).tobytes())
     return h.hexdigest()[:24]
+
+
+def _epoch_samples(data: DataBundle | DataSource | None) -> int:
+    """The samples one whole epoch of ``fit`` draws from ``data``."""
+    if isinstance(data, DataBundle):
+        n = len(data.x_train)
+    else:
+        n = data.count("train") if data is not None else SYNTHETIC_TRAIN
+    return min(n, MAX_EPOCH_SAMPLES)
 
 
 def module_digest(h: Any, module: nn.Module) -> None:

@@ -25,10 +25,11 @@ from edgeopt.loading import load_spec
 from edgeopt.measure.accuracy import onnx_logits
 from edgeopt.pipeline import PipelineInputs, build
 from edgeopt.records import MetricEntry, RunRecord, TrialRecord, TrialState, as_run
-from edgeopt.rundir import RunDir
+from edgeopt.rundir import Baseline, RunDir
 from edgeopt.search.study.artifacts import check_sha256, open_store
 from edgeopt.search.study.context import run_targets
 from edgeopt.search.trial.protocol import SYNTHETIC_N, SYNTHETIC_VAL_SEED
+from edgeopt.stages.finetune_probe import recorded_round_samples
 
 EXPORT_SCHEMA_VERSION = 1
 # outputs of a rebuilt model must agree with the recorded one within this (absolute, plus
@@ -250,11 +251,13 @@ def rebuild_check(
 
     run = RunDir(run_dir) if run_dir is not None else None
     if run is not None and run.run_file.exists():
-        config, salt = run.read_config(), run.read_baseline().salt
+        baseline = run.read_baseline()
+        config, salt, facts = run.read_config(), baseline.salt, baseline.stage_facts
     else:
         records = as_run(records)
         config = RunConfig.from_dict({**records.config, "storage": None})
         salt = str(records.salt)
+        facts = Baseline.from_dict(records.baseline).stage_facts if records.baseline else {}
     flags = dict(trust or {})
     data_ref = flags.pop("data", None)
     model = load_spec(config.model.with_trust(**flags) if flags else config.model)
@@ -270,6 +273,7 @@ def rebuild_check(
             seed=config.seed,
             cache_dir=Path(tmp) / "cache",
             salt=salt,
+            round_samples=recorded_round_samples(facts),  # the search's fine-tune rounds
         )
         result = build(Candidate.from_dict(trial.candidate), inputs, Path(tmp) / "build")
         if data is not None:  # an npz's whole split; a folder's first EVAL_SAMPLES

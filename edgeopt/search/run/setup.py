@@ -54,6 +54,8 @@ def prepare(
     run_dir: Path,
     targets: Targets | None = None,
     recipe: RecipeFlags | None = None,
+    *,
+    search_timeout_s: float | None = None,
 ) -> Baseline:
     """Validate everything before any search work, then write the run directory, the
     baseline (the original model as ONNX, its validation accuracy and, for the host, its
@@ -61,7 +63,8 @@ def prepare(
     setting up one directory at once take turns. ``targets``: ``config.targets`` as the entry
     point resolved them (else resolved here); ``run.json`` records their digests.
     ``recipe``: the preprocessing flags (and config table) of an image-folder run, resolved
-    against the model here (``choose_recipe``); a resume must give the recorded one."""
+    against the model here (``choose_recipe``); a resume must give the recorded one.
+    ``search_timeout_s`` (``--timeout``) sizes the fine-tune rounds of a new run's probe."""
     from edgeopt.search.study.lifecycle import check_joinable, open_study
 
     check_out_dir(config, RunDir(run_dir))  # before any work: what --out may hold
@@ -104,7 +107,9 @@ def prepare(
             baseline = run.read_baseline()
         else:
             salt = _salt(config, source)
-            baseline = _make_baseline(config, loaded, source, targets.profiles, run, salt)
+            baseline = _make_baseline(
+                config, loaded, source, targets.profiles, run, salt, search_timeout_s
+            )
             run.write_baseline(baseline)
     open_study(SearchContext.open(run.path, targets=targets))
     return baseline
@@ -117,6 +122,7 @@ def _make_baseline(
     profiles: Sequence[HardwareProfile],
     run: RunDir,
     salt: str,
+    search_timeout_s: float | None = None,
 ) -> Baseline:
     from edgeopt.onnx_export import loaded_to_onnx
 
@@ -157,12 +163,16 @@ def _make_baseline(
         host_latency_ms=latency,
         hopeless_below=_hopeless_below(config, val),
         synthetic_inputs=None if data is not None else SYNTHETIC_N,
-        **_probe_fields(config, loaded, data, dst),
+        **_probe_fields(config, loaded, data, dst, search_timeout_s),
     )
 
 
 def _probe_fields(
-    config: RunConfig, loaded: Any, data: DataSource | None, onnx_path: Path
+    config: RunConfig,
+    loaded: Any,
+    data: DataSource | None,
+    onnx_path: Path,
+    search_timeout_s: float | None,
 ) -> dict[str, Any]:
     """Every stage's ``probe`` of the model (``Baseline.stage_facts``; for an ONNX input
     the probes see the file only) and the auto trial timeout from their measured costs."""
@@ -172,6 +182,7 @@ def _probe_fields(
         input_shape=tuple(loaded.input_shape),
         data=data,
         threads=config.threads,
+        search_timeout_s=search_timeout_s,
     )
     facts = {name: dict(stage.probe(model)) for name, stage in STAGES.items()}
     costs = [STAGES[name].trial_seconds(f) for name, f in facts.items()]

@@ -265,6 +265,7 @@ def _main(req_path: Path) -> None:
         seed=req.seed,
         cache_dir=Path(req.cache_dir),
         salt=req.salt,
+        round_samples=req.round_samples,
     )
 
     stage = {"name": ""}

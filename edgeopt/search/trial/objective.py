@@ -54,6 +54,7 @@ from edgeopt.search.trial.policy import (
     rested_stages,
 )
 from edgeopt.search.trial.protocol import STOPPED_REASON, FailureKind, Status, TrialRequest
+from edgeopt.stages.finetune_probe import recorded_round_samples
 from edgeopt.training.device import train_device
 
 log = logging.getLogger(__name__)
@@ -248,6 +249,7 @@ class TrialRunner:
             threads=ctx.config.threads,
             hopeless_below=ctx.baseline.hopeless_below,
             metric=ctx.config.metric,
+            round_samples=recorded_round_samples(ctx.baseline.stage_facts),
         )
 
     def _room(self) -> int:

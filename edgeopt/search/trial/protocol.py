@@ -60,7 +60,8 @@ class TrialRequest:
     ``rung_bars`` the median stopping rule's bars for this candidate's fine-tune;
     ``profiles`` the TOML text of each target profile as the run resolved it when it started
     (``edgeopt.profiles.Targets.texts``): the child never reads a profile file;
-    ``train_device`` where its torch stages run (``cpu``, ``cuda:0``: the child's own GPU).
+    ``train_device`` where its torch stages run (``cpu``, ``cuda:0``: the child's own GPU);
+    ``round_samples`` the samples of one fine-tune round, as the run's probe set them.
     """
 
     trial_dir: str
@@ -80,6 +81,7 @@ class TrialRequest:
     rung_bars: Mapping[int, float] = field(default_factory=dict)
     """Fine-tune epoch -> the validation accuracy needed to go on (``halving.rung_bars``)."""
     train_device: str = "cpu"
+    round_samples: int | None = None
 
     def write(self, path: Path) -> None:
         d = {**asdict(self), "profiles": list(self.profiles)}
