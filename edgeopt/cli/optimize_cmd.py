@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from edgeopt.cli.machine_use import devices_for, threads_for
+from edgeopt.cli.machine_use import data_use_options, devices_for, threads_for, with_data_use
 from edgeopt.cli.options import (
     TARGET_HELP,
     TargetOption,
@@ -126,6 +126,7 @@ def _targets(text: str) -> tuple[str, ...]:
     help="Log the study and each trial to MLflow (pip install 'edgeopt[mlflow]'): alone, to "
     "mlflow.db in the run directory; --mlflow=URI for another store, e.g. http://host:5000.",
 )
+@data_use_options
 @model_options
 def optimize(
     model: str,
@@ -155,6 +156,8 @@ def optimize(
     trust_pickle: bool,
     trust_arch: bool,
     budgets: dict[str, float | None],
+    data_workers: str,
+    data_cache_gb: float,
 ) -> None:
     """Search pruning, fine-tuning/distillation and quantization jointly for MODEL.
 
@@ -209,6 +212,7 @@ def optimize(
         train_device=train_device,
     ).with_profile_digests(resolved)
     devices = devices_for(config.train_device, workers)  # before any work: cuda without a GPU
+    config = with_data_use(config, devices, data_workers, data_cache_gb)
     out = Path(run_dir) if run_dir else default_run_dir(model, targets)
     t0 = time.monotonic()
     mlflow = _mlflow(mlflow_uri, out)

@@ -114,3 +114,6 @@ class TrainResult:
     data_free: bool
     resumed_epochs: int = 0
     """Epochs restored from a shorter fine-tune's checkpoint instead of trained again."""
+    data_wait_s: float = 0.0
+    """Seconds blocked waiting for a streamed source's next batch (training and validation;
+    part of ``seconds``): the data-loading share of the fine-tune. 0 for data in memory."""

@@ -157,6 +157,7 @@ def fit(
         seconds=time.perf_counter() - t0,
         data_free=data is None,
         resumed_epochs=run.resumed_epochs,
+        data_wait_s=split.stream.waits.seconds if split.stream is not None else 0.0,
     )
 
 
@@ -193,7 +194,7 @@ def _split(
     import torch
 
     if is_streamed(data):  # type: ignore[arg-type]
-        stream = Streamed(data)  # type: ignore[arg-type]
+        stream = Streamed(data, pin=device.type == "cuda")  # type: ignore[arg-type]
         noise = NOISE_STD * stream.input_std(seed)
         return _Split(None, None, None, None, stream.shape, noise, stream)
     if data is not None:
@@ -372,9 +373,11 @@ class _Run:
         else:
             xe, ye = self.split.x_train, self.split.y_train
         losses: list[float] = []
-        for idx in _batches(self.split.n_train, self.config.batch_size, self.gen):
-            if stream is not None:
-                xb, yb = stream.take(idx)
+        batches = _batches(self.split.n_train, self.config.batch_size, self.gen)
+        read = stream.epoch(batches) if stream is not None else None
+        for idx in batches:
+            if read is not None:
+                xb, yb = next(read)
                 if len(xb) < 2:  # every file of the batch unreadable (BatchNorm needs two)
                     continue
             else:

@@ -19,6 +19,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from edgeopt.data.cache import GB
 from edgeopt.errors import EdgeoptError, disk_full, environment_error
 from edgeopt.measure.runners import DeviceError
 from edgeopt.measure.runtime import host_description
@@ -243,6 +244,8 @@ class TrialRunner:
             threads=ctx.config.threads,
             hopeless_below=ctx.baseline.hopeless_below,
             metric=ctx.config.metric,
+            data_workers=ctx.config.data_workers,
+            data_cache_bytes=int(ctx.config.data_cache_gb * GB),
         )
 
     def _room(self) -> int:

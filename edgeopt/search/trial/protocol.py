@@ -60,7 +60,8 @@ class TrialRequest:
     ``rung_bars`` the median stopping rule's bars for this candidate's fine-tune;
     ``profiles`` the TOML text of each target profile as the run resolved it when it started
     (``edgeopt.profiles.Targets.texts``): the child never reads a profile file;
-    ``train_device`` where its torch stages run (``cpu``, ``cuda:0``: the child's own GPU).
+    ``train_device`` where its torch stages run (``cpu``, ``cuda:0``: the child's own GPU);
+    ``data_workers`` and ``data_cache_bytes``: how it reads streamed data.
     """
 
     trial_dir: str
@@ -80,6 +81,10 @@ class TrialRequest:
     rung_bars: Mapping[int, float] = field(default_factory=dict)
     """Fine-tune epoch -> the validation accuracy needed to go on (``halving.rung_bars``)."""
     train_device: str = "cpu"
+    data_workers: int = 0
+    """DataLoader worker processes a streamed source's fine-tunes read with."""
+    data_cache_bytes: int = 0
+    """Size of the decoded-image cache under ``cache_dir``/data (0: none)."""
 
     def write(self, path: Path) -> None:
         d = {**asdict(self), "profiles": list(self.profiles)}
