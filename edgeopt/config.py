@@ -63,6 +63,8 @@ class RunConfig:
     threads: int = 1
     # where trials fine-tune: auto|cpu|cuda[:N] (a per-machine choice, like threads)
     train_device: str = "auto"
+    data_workers: int = 0  # DataLoader workers per trial for streamed data (per machine too)
+    data_cache_gb: float = 2.0  # the decoded-image cache under RUN/cache/data (0: off)
     search_space: int = SEARCH_SPACE  # the version of the stages' params (see SEARCH_SPACE)
     plain_search: bool = False  # the sampler alone: no seeds, siblings, promotion or stopping
     # {profile name: SHA-256 of its file} when the run started (None: an older edgeopt's run)
@@ -91,6 +93,11 @@ class RunConfig:
             self.trial_memory_gb <= 0
         ):
             raise ConfigError("--trial-timeout and --trial-memory-gb must be positive")
+        if self.data_workers < 0 or not self.data_cache_gb >= 0:
+            raise ConfigError(
+                "--data-workers and --data-cache-gb must be >= 0",
+                hint="e.g. --data-workers auto --data-cache-gb 2 (0 turns the cache off)",
+            )
         check_metric(self.metric, has_data=self.data is not None)
         parse_train_device(self.train_device)
 

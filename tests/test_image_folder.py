@@ -42,14 +42,15 @@ def _value_label(x: np.ndarray) -> np.ndarray:
 
 
 class CountingReader:
-    """The default reader, counting the files it decodes (a fake passed in)."""
+    """The default reader (a file's uint8 view), counting the files it decodes (a fake
+    passed in)."""
 
     def __init__(self) -> None:
         self.paths: list[Path] = []
 
     def __call__(self, path: Path, recipe: Preprocess) -> np.ndarray:
         self.paths.append(path)
-        return images.load(path, recipe)
+        return images.read_view(path, recipe)
 
 
 def test_split_layout_classes_counts_and_labels(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import torch
 from edgeopt import zoo
 from edgeopt.data import DataBundle, NpzSource
 from edgeopt.data.folder import FolderSource
-from edgeopt.data.images import load
+from edgeopt.data.images import read_view
 from edgeopt.data.preprocess import Preprocess
 from edgeopt.measure.accuracy import source_task_metric
 from edgeopt.onnx_export import export_onnx
@@ -123,14 +123,15 @@ def test_fit_on_a_folder_draws_what_fit_on_its_images_in_memory_draws(tmp_path: 
 
 
 class CountingReader:
-    """The default reader, keeping count of the files it decoded (passed in, not patched)."""
+    """The default reader (a file's uint8 view), keeping count of the files it decoded
+    (passed in, not patched)."""
 
     def __init__(self) -> None:
         self.reads = 0
 
     def __call__(self, path: Path, recipe: Preprocess) -> np.ndarray:
         self.reads += 1
-        return load(path, recipe)
+        return read_view(path, recipe)
 
 
 def test_a_folder_larger_than_the_memory_it_may_use_is_trained_and_scored_in_batches(

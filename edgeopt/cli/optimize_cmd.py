@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from edgeopt.cli.data_arg import DATA_HELP, DataArg
-from edgeopt.cli.machine_use import devices_for, threads_for
+from edgeopt.cli.machine_use import data_use_options, devices_for, threads_for, with_data_use
 from edgeopt.cli.options import (
     TARGET_HELP,
     TargetOption,
@@ -124,6 +124,7 @@ def _targets(text: str) -> tuple[str, ...]:
     "mlflow.db in the run directory; --mlflow=URI for another store, e.g. http://host:5000.",
 )
 @preprocess_options
+@data_use_options
 @model_options
 def optimize(
     model: str,
@@ -154,6 +155,8 @@ def optimize(
     trust_arch: bool,
     budgets: dict[str, float | None],
     recipe_flags: Any,
+    data_workers: str,
+    data_cache_gb: float,
 ) -> None:
     """Search pruning, fine-tuning/distillation and quantization jointly for MODEL.
 
@@ -210,6 +213,7 @@ def optimize(
         train_device=train_device,
     ).with_profile_digests(resolved)
     devices = devices_for(config.train_device, workers)  # before any work: cuda without a GPU
+    config = with_data_use(config, devices, data_workers, data_cache_gb)
     out = Path(run_dir) if run_dir else default_run_dir(model, targets)
     t0 = time.monotonic()
     mlflow = _mlflow(mlflow_uri, out)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.data import images
+from edgeopt.data.cache import DataCache
 from edgeopt.data.folder_scan import (
     MAX_BAD_FRACTION,
     NAMED_BAD,
@@ -39,6 +40,7 @@ seeded sample of ``SAMPLE_FILES`` files' bytes (and every name and size)."""
 SAMPLE_FILES = 1024
 
 Reader = Callable[[Path, Preprocess], np.ndarray]
+"""One file -> its uint8 scoring view (``images.read_view``); ImageError when unreadable."""
 
 
 class FolderSource:
@@ -47,9 +49,12 @@ class FolderSource:
     the files unreadable); unreadable files under that are skipped and listed (``bad_images``).
 
     ``split`` applies only to the one-folder layout (default ``SplitRatio()``). ``reader``
-    turns a file into a ``(C, H, W)`` float32 input (default ``images.load``); a file it
-    cannot read later (a truncated body) is skipped the same way, found when first read.
-    ``fingerprint``: the folder's, as a run recorded and checked it (not hashed again).
+    turns a file into its uint8 scoring view (default ``images.read_view``), which the
+    recipe then normalises; a file it cannot read later (a truncated body) is skipped the same
+    way, found when first read. ``fingerprint``: the folder's, as a run recorded and checked
+    it (not hashed again). ``cache`` (settable later): views are read through it, so an image
+    with a slot there is decoded once per run. ``loader_workers``: the DataLoader worker
+    processes a fine-tune reads training batches with (``edgeopt.data.loader``).
     """
 
     kind = "folder"
@@ -64,11 +69,15 @@ class FolderSource:
         max_pixels: int = MAX_PIXELS,
         reader: Reader | None = None,
         fingerprint: str | None = None,
+        cache: DataCache | None = None,
+        loader_workers: int = 0,
     ) -> None:
         self.root = Path(root)
         self.recipe = recipe
         self.max_pixels = max_pixels
-        self._reader = reader or functools.partial(images.load, max_pixels=max_pixels)
+        self._reader = reader or functools.partial(images.read_view, max_pixels=max_pixels)
+        self.cache = cache
+        self.loader_workers = loader_workers
         images.pillow()  # no Pillow: say so (exit 2) before listing a large folder
         scan = scan_folder(self.root, split, max_pixels=max_pixels, max_bad=max_bad)
         self.ratio = scan.ratio
@@ -137,28 +146,22 @@ class FolderSource:
         else:
             order = np.random.default_rng(seed).permutation(len(entries))
             want = min(n, len(entries))
-        return self._batched(entries, order, want, batch)
+        return self._batched(split, order, want, batch)
 
     def take(self, split: str, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """The images of ``split`` at ``indices`` (positions in the source's order), decoded:
         what a training step reads. A file that fails to decode is left out (with its label)
         and listed in ``bad_images``, so ``x`` may be shorter than ``indices``."""
-        entries = self._split(split)
         xs: list[np.ndarray] = []
         ys: list[int] = []
         for i in indices:
-            e = entries[int(i)]
-            if e.relpath in self._late_bad:
-                continue
-            try:
-                xs.append(self._reader(self.root / e.relpath, self.recipe))
-            except ImageError as err:
-                self._late_bad[e.relpath] = BadImage(e.relpath, err.reason)
-                continue
-            ys.append(e.label)
+            found = self._view(split, int(i))
+            if found is not None:
+                xs.append(found[0])
+                ys.append(found[1])
         if not xs:
             return np.empty((0, *self.input_shape), np.float32), np.empty(0, np.int64)
-        return np.stack(xs), np.asarray(ys, dtype=np.int64)
+        return self._inputs(xs), np.asarray(ys, dtype=np.int64)
 
     def fingerprint(self) -> str:
         """sha256 (hex) over every file's split, class, path and size, the split ratio, and
@@ -210,8 +213,33 @@ class FolderSource:
             raise ValueError(f"{self.root} has no {split!r} split (it has {self.splits})")
         return self._entries[split]
 
+    def _inputs(self, views: list[np.ndarray]) -> np.ndarray:
+        """The model inputs of ``views``, one batch normalised at once, with the plain C
+        strides a stack of single inputs has (the batch transpose leaves a one-channel axis
+        strided otherwise, which torch may run as channels-last: other float sums)."""
+        x = self.recipe.normalize(np.stack(views))
+        return x.reshape(-1).reshape(x.shape)
+
+    def _view(self, split: str, index: int) -> tuple[np.ndarray, int] | None:
+        """Image ``index`` of ``split`` as its uint8 view and label, from the cache when it
+        holds it, else decoded (and cached where it has a slot); None for an unreadable file
+        (listed in ``bad_images``)."""
+        e = self._split(split)[index]
+        if e.relpath in self._late_bad:
+            return None
+        view = self.cache.get(split, index) if self.cache is not None else None
+        if view is None:
+            try:
+                view = self._reader(self.root / e.relpath, self.recipe)
+            except ImageError as err:
+                self._late_bad[e.relpath] = BadImage(e.relpath, err.reason)
+                return None
+            if self.cache is not None:
+                self.cache.put(split, index, view)
+        return view, e.label
+
     def _batched(
-        self, entries: list[Entry], order: np.ndarray, want: int, batch: int
+        self, split: str, order: np.ndarray, want: int, batch: int
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         xs: list[np.ndarray] = []
         ys: list[int] = []
@@ -219,22 +247,17 @@ class FolderSource:
         for i in order:
             if done + len(xs) >= want:
                 break
-            e = entries[int(i)]
-            if e.relpath in self._late_bad:
+            found = self._view(split, int(i))
+            if found is None:
                 continue
-            try:
-                x = self._reader(self.root / e.relpath, self.recipe)
-            except ImageError as err:
-                self._late_bad[e.relpath] = BadImage(e.relpath, err.reason)
-                continue
-            xs.append(x)
-            ys.append(e.label)
+            xs.append(found[0])
+            ys.append(found[1])
             if len(xs) == batch:
-                yield np.stack(xs), np.asarray(ys, dtype=np.int64)
+                yield self._inputs(xs), np.asarray(ys, dtype=np.int64)
                 done += len(xs)
                 xs, ys = [], []
         if xs:
-            yield np.stack(xs), np.asarray(ys, dtype=np.int64)
+            yield self._inputs(xs), np.asarray(ys, dtype=np.int64)
 
     def _all_entries(self) -> list[tuple[str, Entry]]:
         good = [(s, e) for s, es in self._entries.items() for e in es]

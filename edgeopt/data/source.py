@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edgeopt.data.cache import DataCache
 from edgeopt.data.callable import CallableSource
 from edgeopt.data.folder import FolderSource
 from edgeopt.data.folder_scan import SplitRatio
@@ -280,11 +281,21 @@ class _Hash(Protocol):
     def update(self, data: bytes, /) -> None: ...
 
 
-def open_source(spec: DataSpec, *, verify: bool = True) -> DataSource:
+def open_source(
+    spec: DataSpec,
+    *,
+    verify: bool = True,
+    cache_dir: Path | None = None,
+    cache_bytes: int = 0,
+    loader_workers: int = 0,
+) -> DataSource:
     """The source ``spec`` names, opened and checked (ConfigError for bad data). A folder
     opens with the recorded ``recipe`` and ``split``; with ``verify`` and a recorded
     fingerprint, a folder whose contents changed since is a ConfigError (a trial child, whose
-    run's set-up checked it, passes ``verify=False`` rather than hash the folder again)."""
+    run's set-up checked it, passes ``verify=False`` rather than hash the folder again).
+    ``cache_dir`` (``RUN/cache/data``) and ``cache_bytes`` > 0: a folder reads its decoded
+    images through a ``DataCache`` there of at most that size; ``loader_workers``: the
+    DataLoader workers its fine-tunes read with (an npz, in memory, has neither)."""
     if spec.kind is DataKind.NPZ and spec.path is not None:
         return NpzSource.open(spec.path)
     if spec.kind is DataKind.FOLDER and spec.path is not None:
@@ -301,6 +312,18 @@ def open_source(spec: DataSpec, *, verify: bool = True) -> DataSource:
                 "changed since (files added, removed or edited)",
                 hint="restore the folder, or pass a new --out to start a run on this data",
             )
+        if cache_dir is not None and cache_bytes > 0:
+            counts = {s: source.count(s) for s in source.splits}
+            source.cache = DataCache.for_source(
+                cache_dir,
+                source.fingerprint(),
+                source.recipe,
+                counts,
+                cache_bytes,
+                eval_samples=EVAL_SAMPLES,
+                eval_seed=EVAL_SEED,
+            )
+        source.loader_workers = loader_workers
         return source
     if spec.kind is DataKind.CALLABLE:
         return _open_callable(spec, verify=verify)

@@ -124,3 +124,6 @@ class TrainResult:
     """Epochs restored from a shorter fine-tune's checkpoint instead of trained again."""
     steps: int = 0
     """Optimizer steps of the fine-tune (restored ones included): rounds x round batches."""
+    data_wait_s: float = 0.0
+    """Seconds blocked waiting for a streamed source's next batch (training and validation;
+    part of ``seconds``): the data-loading share of the fine-tune. 0 for data in memory."""

@@ -167,6 +167,7 @@ def fit(
         data_free=data is None,
         resumed_epochs=run.resumed_epochs,
         steps=run.step,
+        data_wait_s=split.stream.waits.seconds if split.stream is not None else 0.0,
     )
 
 
@@ -203,7 +204,7 @@ def _split(
     import torch
 
     if is_streamed(data):  # type: ignore[arg-type]
-        stream = Streamed(data)  # type: ignore[arg-type]
+        stream = Streamed(data, pin=device.type == "cuda")  # type: ignore[arg-type]
         noise = NOISE_STD * stream.input_std(seed)
         return _Split(None, None, None, None, stream.shape, noise, stream)
     if data is not None:
@@ -385,9 +386,11 @@ class _Run:
             xe, ye = self.split.x_train, self.split.y_train
         n = len(xe) if xe is not None else self.split.n_train
         losses: list[float] = []
-        for idx in _batches(n, self.config.batch_size, self.gen, self.cap):
-            if stream is not None:
-                xb, yb = stream.take(idx, self.device)
+        batches = _batches(n, self.config.batch_size, self.gen, self.cap)
+        read = stream.epoch(batches) if stream is not None else None
+        for idx in batches:
+            if read is not None:
+                xb, yb = next(read)
                 if len(xb) < 2:  # every file of the batch unreadable (BatchNorm needs two)
                     continue
             else:

@@ -1,16 +1,21 @@
-"""``fit`` on a streamed source (an image folder): training batches decoded as each step asks
-for them, by the same seeded index lists an in-memory split is sliced with, and validation on
-the source's fixed seeded subset (``edgeopt.data.eval_batches``), one batch at a time."""
+"""``fit`` on a streamed source (an image folder): training batches read through a DataLoader
+(``edgeopt.data.loader``; the source's ``loader_workers`` decode ahead of the step) by the same
+seeded index lists an in-memory split is sliced with, and validation on the source's fixed
+seeded subset (``edgeopt.data.eval_batches``), one batch at a time. The time spent blocked
+waiting for a batch is summed (``Waits``): the data-loading share of a fine-tune."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from edgeopt.data import DataSource, eval_batches
+from edgeopt.data.loader import loader_for
 from edgeopt.training.device import module_device
 from edgeopt.training.evaluate import predict
 
@@ -21,12 +26,36 @@ if TYPE_CHECKING:
 NOISE_SAMPLES = 256
 """Training samples (seeded) whose spread scales the augmentation noise of a streamed split."""
 
+T = TypeVar("T")
+
+
+class Waits:
+    """Seconds spent blocked in ``next()`` on the iterators passed through ``through``."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def through(self, items: Iterable[T]) -> Iterator[T]:
+        it = iter(items)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                item = next(it)
+            except StopIteration:
+                return
+            finally:
+                self.seconds += time.perf_counter() - t0
+            yield item
+
 
 @dataclass(frozen=True)
 class Streamed:
-    """The training and validation splits of ``source``, read on demand."""
+    """The training and validation splits of ``source``, read on demand; ``pin``: batches in
+    page-locked memory (training on a CUDA device)."""
 
     source: DataSource
+    pin: bool = False
+    waits: Waits = field(default_factory=Waits)
 
     @property
     def n_train(self) -> int:
@@ -44,16 +73,12 @@ class Streamed:
             n, total, squares = n + x64.size, total + x64.sum(), squares + (x64**2).sum()
         return math.sqrt(max(0.0, squares / n - (total / n) ** 2)) if n else 1.0
 
-    def take(
-        self, idx: torch.Tensor, device: torch.device | str = "cpu"
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The training samples at ``idx``, decoded now (an unreadable file is left out), on
-        ``device``."""
-        import torch
-
-        x, y = self.source.take("train", idx.tolist())  # type: ignore[attr-defined]
-        xt = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(device)
-        return xt, torch.from_numpy(y).to(device)
+    def epoch(self, batches: Sequence[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The training samples of each index list of ``batches``, in order, decoded by the
+        source's loader workers (an unreadable file is left out of its batch)."""
+        workers = int(getattr(self.source, "loader_workers", 0))
+        loader = loader_for(self.source, "train", workers, self.pin)  # type: ignore[arg-type]
+        return self.waits.through(loader.epoch(batches))
 
     def val_accuracy(self, model: nn.Module) -> float:
         """Top-1 accuracy of ``model`` (as it is: the caller sets eval mode) on the source's
@@ -61,7 +86,7 @@ class Streamed:
         import torch
 
         hits: list[torch.Tensor] = []  # one flag per sample: averaged as an in-memory split is
-        for x, y in eval_batches(self.source, "val"):
+        for x, y in self.waits.through(eval_batches(self.source, "val")):
             xt = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(module_device(model))
             logits = predict(model, xt)
             hits.append(logits.argmax(1) == torch.from_numpy(y).to(logits.device))

@@ -21,13 +21,13 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from edgeopt.candidate import Candidate
 from edgeopt.data import DataSource, DataSpec, open_source
+from edgeopt.data.cache import DATA_CACHE
 from edgeopt.errors import CandidateError, EdgeoptError
 from edgeopt.lifeline import die_with_parent, ignore_stop_signals
 from edgeopt.loading import ModelSpec, load_spec
@@ -252,7 +252,7 @@ def _main(req_path: Path) -> None:
     try:
         device = resolve_in_child(req.train_device)
         model = load_spec(ModelSpec.from_dict(req.model))
-        data = _open_data(req.data)
+        data = _open_data(req)
     except EdgeoptError as exc:  # e.g. the model file changed since the run was set up
         write(TrialResult.failed("load", exc.message))
         return
@@ -344,14 +344,20 @@ _DATA_REF: list[str] = []
 """The ``--data-callable`` this child's command line named (a request never names one)."""
 
 
-def _open_data(spec: Mapping[str, Any] | str | None) -> DataSource | None:
-    if not spec:
+def _open_data(req: TrialRequest) -> DataSource | None:
+    if not req.data:
         return None
-    key = json.dumps(spec, sort_keys=True)
+    key = json.dumps([req.data, req.cache_dir, req.data_cache_bytes, req.data_workers])
     if key not in _OPENED:
         _OPENED.clear()  # one run's data at a time
-        named = DataSpec.from_dict(spec).with_ref(_DATA_REF[0] if _DATA_REF else None)
-        _OPENED[key] = open_source(named, verify=False)  # set-up checked it
+        named = DataSpec.from_dict(req.data).with_ref(_DATA_REF[0] if _DATA_REF else None)
+        _OPENED[key] = open_source(
+            named,
+            verify=False,  # set-up checked it
+            cache_dir=Path(req.cache_dir) / DATA_CACHE,
+            cache_bytes=req.data_cache_bytes,
+            loader_workers=req.data_workers,
+        )
     return _OPENED[key]
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from edgeopt.data.cache import GB
 from edgeopt.data.metadata import carry
 from edgeopt.errors import EdgeoptError, disk_full, environment_error
 from edgeopt.measure.runners import DeviceError
@@ -250,6 +251,8 @@ class TrialRunner:
             hopeless_below=ctx.baseline.hopeless_below,
             metric=ctx.config.metric,
             round_samples=recorded_round_samples(ctx.baseline.stage_facts),
+            data_workers=ctx.config.data_workers,
+            data_cache_bytes=int(ctx.config.data_cache_gb * GB),
         )
 
     def _room(self) -> int:

@@ -61,7 +61,8 @@ class TrialRequest:
     ``profiles`` the TOML text of each target profile as the run resolved it when it started
     (``edgeopt.profiles.Targets.texts``): the child never reads a profile file;
     ``train_device`` where its torch stages run (``cpu``, ``cuda:0``: the child's own GPU);
-    ``round_samples`` the samples of one fine-tune round, as the run's probe set them.
+    ``round_samples`` the samples of one fine-tune round, as the run's probe set them;
+    ``data_workers`` and ``data_cache_bytes``: how it reads streamed data.
     """
 
     trial_dir: str
@@ -82,6 +83,10 @@ class TrialRequest:
     """Fine-tune epoch -> the validation accuracy needed to go on (``halving.rung_bars``)."""
     train_device: str = "cpu"
     round_samples: int | None = None
+    data_workers: int = 0
+    """DataLoader worker processes a streamed source's fine-tunes read with."""
+    data_cache_bytes: int = 0
+    """Size of the decoded-image cache under ``cache_dir``/data (0: none)."""
 
     def write(self, path: Path) -> None:
         d = {**asdict(self), "profiles": list(self.profiles)}
