@@ -14,7 +14,6 @@ seeded handful of their samples, and a resume with different ones is refused.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 import re
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.errors import ConfigError
+from edgeopt.loading import resolve_callable
 
 SPLITS = ("train", "val", "test")
 FINGERPRINT_SAMPLES = 16
@@ -46,25 +46,7 @@ def resolve_data_callable(ref: str) -> Callable[[], Any]:
             f"--data {ref!r} is neither an existing path nor a module:callable reference",
             hint="pass an .npz, a folder of images, or e.g. --data mypkg.data:make_datasets",
         )
-    module_name, _, attr = ref.partition(":")
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(
-            f"cannot import {module_name!r} for --data {ref}: {exc}",
-            hint="make the module importable (pip install it or add its folder to PYTHONPATH)",
-        ) from exc
-    except Exception as exc:  # the module itself raises while it is imported
-        raise ConfigError(
-            f"importing {module_name!r} for --data {ref} failed: {type(exc).__name__}: {exc}"
-        ) from exc
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise ConfigError(f"{module_name!r} has no attribute {attr!r} (from --data {ref})")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise ConfigError(f"--data {ref} is not callable")
-    return obj  # type: ignore[no-any-return]
+    return resolve_callable(ref, "--data")  # type: ignore[no-any-return]
 
 
 class CallableSource:

@@ -24,8 +24,9 @@ BUNDLE_VERSION = 1
 _ARCH_REF = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 
-def resolve_callable(ref: str) -> Any:
-    """Import ``module:callable`` (e.g. ``mypkg.nets:resnet18``).
+def resolve_callable(ref: str, flag: str = "--arch") -> Any:
+    """Import ``module:callable`` (e.g. ``mypkg.nets:resnet18``) for the command-line option
+    ``flag`` (``--arch``, ``--data``), which the error messages name.
 
     This imports and so runs the module's code: call it only with a reference the user named
     or trusted (see the module docstring)."""
@@ -39,20 +40,20 @@ def resolve_callable(ref: str) -> Any:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(
-            f"cannot import {module_name!r} for --arch {ref}: {exc}",
+            f"cannot import {module_name!r} for {flag} {ref}: {exc}",
             hint="make the module importable (pip install it or add its folder to PYTHONPATH)",
         ) from exc
     except Exception as exc:  # the module itself raises while it is imported
         raise ConfigError(
-            f"importing {module_name!r} for --arch {ref} failed: {type(exc).__name__}: {exc}"
+            f"importing {module_name!r} for {flag} {ref} failed: {type(exc).__name__}: {exc}"
         ) from exc
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise ConfigError(f"{module_name!r} has no attribute {attr!r} (from --arch {ref})")
+            raise ConfigError(f"{module_name!r} has no attribute {attr!r} (from {flag} {ref})")
         obj = getattr(obj, part)
     if not callable(obj):
-        raise ConfigError(f"--arch {ref} is not callable")
+        raise ConfigError(f"{flag} {ref} is not callable")
     return obj
 
 
