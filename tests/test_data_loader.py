@@ -5,13 +5,12 @@ image is decoded once, the cache never grows past its size, and changed data is 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
+from band_images import band_folder, run_edgeopt
+from PIL import Image  # in [dev]: a missing install fails, never skips
 
 from edgeopt import zoo
 from edgeopt.data import EVAL_SAMPLES, eval_batches
@@ -23,23 +22,7 @@ from edgeopt.data.preprocess import Preprocess
 from edgeopt.data.source import EVAL_SEED
 from edgeopt.training import TrainConfig, fit
 
-Image = pytest.importorskip("PIL.Image")
-
 GRAY16 = Preprocess.default_for((1, 16, 16))
-
-
-def _folder(root: Path, counts: dict[str, int], size: int = 20) -> Path:
-    """``DIR/<split>/<class>/k.png``, 3 classes told apart by a bright band's rows."""
-    rng = np.random.default_rng(0)
-    for split, n in counts.items():
-        for c in range(3):
-            folder = root / split / f"c{c}"
-            folder.mkdir(parents=True, exist_ok=True)
-            for k in range(n):
-                px = rng.integers(0, 60, (size, size), dtype=np.uint8)
-                px[5 * c + 2 : 5 * c + 7, :] = 220
-                Image.fromarray(px).save(folder / f"{k:03d}.png")
-    return root
 
 
 class CountingReader:
@@ -71,7 +54,7 @@ def _dir_bytes(path: Path) -> int:
 
 
 def test_fit_with_two_loader_workers_gives_the_weights_of_none(tmp_path: Path) -> None:
-    data = _folder(tmp_path / "shapes", {"train": 10, "val": 4})
+    data = band_folder(tmp_path / "shapes", {"train": 10, "val": 4}, classes=("c0", "c1", "c2"))
     config = TrainConfig(lr=0.05, epochs=2, batch_size=8)  # augmented: the gen draws too
     runs = []
     for workers in (0, 2):
@@ -89,7 +72,7 @@ def test_fit_with_two_loader_workers_gives_the_weights_of_none(tmp_path: Path) -
 
 
 def test_a_second_scoring_pass_decodes_nothing(tmp_path: Path) -> None:
-    data = _folder(tmp_path / "shapes", {"train": 4, "val": 5})
+    data = band_folder(tmp_path / "shapes", {"train": 4, "val": 5}, classes=("c0", "c1", "c2"))
     reader = CountingReader()
     folder = FolderSource(data, GRAY16, reader=reader)
     folder.cache = _cache(folder, tmp_path / "run" / "cache" / "data", 1 << 20)
@@ -106,7 +89,9 @@ def test_a_second_scoring_pass_decodes_nothing(tmp_path: Path) -> None:
 
 
 def test_the_cache_never_grows_past_its_size(tmp_path: Path) -> None:
-    data = _folder(tmp_path / "shapes", {"train": 6, "val": 3, "test": 3})
+    data = band_folder(
+        tmp_path / "shapes", {"train": 6, "val": 3, "test": 3}, classes=("c0", "c1", "c2")
+    )
     base = tmp_path / "run" / "cache" / "data"
     record = int(np.prod(view_shape(GRAY16)))  # 256 bytes: one 16x16 gray view
     probe = _cache(FolderSource(data, GRAY16), tmp_path / "probe", 1 << 20)
@@ -131,7 +116,7 @@ def test_the_cache_never_grows_past_its_size(tmp_path: Path) -> None:
 
 
 def test_a_changed_file_is_a_new_key_and_the_old_one_goes(tmp_path: Path) -> None:
-    data = _folder(tmp_path / "shapes", {"train": 3, "val": 3})
+    data = band_folder(tmp_path / "shapes", {"train": 3, "val": 3}, classes=("c0", "c1", "c2"))
     base = tmp_path / "cache"
     before = FolderSource(data, GRAY16)
     old = _cache(before, base, 1 << 20)
@@ -161,26 +146,20 @@ def test_auto_data_workers() -> None:
     assert auto_workers(16, ("cuda:0",)) == 0
 
 
-def _optimize(*args: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from edgeopt.cli import main; main()", "optimize", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 def test_a_folder_run_records_its_data_wait_and_keeps_its_cache_small(
     tmp_path: Path, model_files: dict[str, Path]
 ) -> None:
-    data = _folder(tmp_path / "shapes", {"train": 12, "val": 4, "test": 4})
+    data = band_folder(
+        tmp_path / "shapes", {"train": 12, "val": 4, "test": 4}, classes=("c0", "c1", "c2")
+    )
     out = tmp_path / "run"
     common = [model_files["bundle_wide"], "--data", data, "--target", "mobile", "--out", out]
-    bad = _optimize(*common, "--data-workers", "two", "--trials", "1")
+    bad = run_edgeopt("optimize", *common, "--data-workers", "two", "--trials", "1")
     assert bad.returncode == 2 and "--data-workers must be auto or a count" in bad.stderr
     assert not out.exists()  # refused before any work
     cap_gb = 4000 / 2**30  # a few 16x16 gray views
-    done = _optimize(
+    done = run_edgeopt(
+        "optimize",
         *common, "--trials", "3", "--threads", "1", "--data-workers", "2",
         "--data-cache-gb", cap_gb, "--no-report",
     )  # fmt: skip

@@ -8,48 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import optuna
 import pytest
+from band_images import band_folder, run_edgeopt
 
 from edgeopt.data.metadata import read_recipe, recipe_json, sidecar_path
 from edgeopt.data.preprocess import Channels, Preprocess
 
-Image = pytest.importorskip("PIL.Image")
-
 RECIPE = Preprocess((16, 16), 20, (0.4,), (0.5,), Channels.GRAY)
 """--crop 16 (flag), resize 20 (the table), --mean 0.4 (the flag over the table's 0.9),
 std 0.5 (the gray default)."""
-
-
-def _folder(root: Path, counts: dict[str, int], size: int = 22) -> Path:
-    """``DIR/<split>/<class>/k.png``, gray: class c is a bright band at rows 5c..5c+5."""
-    rng = np.random.default_rng(0)
-    for split, n in counts.items():
-        for c, name in enumerate(("circle", "square", "stripe")):
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for k in range(n):
-                px = rng.integers(0, 60, (size, size), dtype=np.uint8)
-                px[5 * c + 2 : 5 * c + 7, :] = 220
-                Image.fromarray(px).save(folder / f"{k:03d}.png")
-    return root
-
-
-def _edgeopt(cwd: Path, *args: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from edgeopt.cli import main; main()", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "OMP_NUM_THREADS": "1"},
-    )
 
 
 def _project(root: Path, table: str) -> Path:
@@ -63,13 +33,13 @@ def _project(root: Path, table: str) -> Path:
 def test_a_folder_run_records_carries_and_reports_its_recipe(
     tmp_path: Path, model_files: dict[str, Path]
 ) -> None:
-    data = _folder(tmp_path / "shapes", {"train": 12, "val": 4, "test": 4})
+    data = band_folder(tmp_path / "shapes", {"train": 12, "val": 4, "test": 4}, size=22)
     project = _project(tmp_path / "proj", "resize = 20\nmean = 0.9")
     out = tmp_path / "run"
     common = [model_files["bundle_wide"], "--data", data, "--target", "mobile", "--out", out]
-    done = _edgeopt(
-        project, "optimize", *common, "--crop", "16", "--mean", "0.4", "--trials", "3",
-        "--threads", "1",
+    done = run_edgeopt(
+        "optimize", *common, "--crop", "16", "--mean", "0.4", "--trials", "3",
+        "--threads", "1", cwd=project,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "preprocess: resize 20, center crop 16, mean 0.4 std 0.5, gray" in done.stderr
@@ -98,14 +68,16 @@ def test_a_folder_run_records_carries_and_reports_its_recipe(
     (clean / ".git").mkdir(parents=True)
     for t in scored:
         model = out / "trials" / str(t["number"]) / "model.onnx"
-        checked = _edgeopt(clean, "check", model, "--data", data, "--min-accuracy", "0", "--json")
+        checked = run_edgeopt(
+            "check", model, "--data", data, "--min-accuracy", "0", "--json", cwd=clean
+        )
         assert checked.returncode == 0, checked.stderr[-2000:]
         assert f"preprocess: {RECIPE.describe()} (from the preprocessing metadata" in checked.stderr
         (value,) = [r["value"] for r in json.loads(checked.stdout)["results"]]
         assert value == pytest.approx(t["test_accuracy"], abs=1e-9), t["number"]
     # the project's table (mean 0.9) contradicts what the model carries: refused, naming it
     model = out / "trials" / str(scored[0]["number"]) / "model.onnx"
-    clash = _edgeopt(project, "check", model, "--data", data, "--min-accuracy", "0")
+    clash = run_edgeopt("check", model, "--data", data, "--min-accuracy", "0", cwd=project)
     assert clash.returncode == 2, clash.stderr[-2000:]
     assert f"mean = 0.9 in [tool.edgeopt.data] in {project / 'pyproject.toml'}" in clash.stderr
 
@@ -118,7 +90,9 @@ def test_a_folder_run_records_carries_and_reports_its_recipe(
 
     # a resume with another --mean: refused before any work, naming both recipes
     before = [(t.number, t.state) for t in study.get_trials()]
-    other = _edgeopt(project, "optimize", *common, "--crop", "16", "--mean", "0.2", "--trials", "4")
+    other = run_edgeopt(
+        "optimize", *common, "--crop", "16", "--mean", "0.2", "--trials", "4", cwd=project
+    )
     assert other.returncode == 2, other.stderr[-2000:]
     assert "--mean 0.2" in other.stderr
     assert "mean 0.2 std 0.5" in other.stderr and "mean 0.4 std 0.5" in other.stderr
@@ -131,11 +105,11 @@ def test_flags_with_an_npz_and_an_unknown_table_key_exit_2(
 ) -> None:
     project = _project(tmp_path / "p", "mena = 0.4")
     common = [model_files["bundle_wide"], "--target", "mobile", "--out", tmp_path / "run"]
-    npz = _edgeopt(project, "optimize", *common, "--data", tiny_data, "--crop", "16")
+    npz = run_edgeopt("optimize", *common, "--data", tiny_data, "--crop", "16", cwd=project)
     assert npz.returncode == 2, npz.stderr[-2000:]
     assert "--crop 16: these say how image files are read" in npz.stderr
-    data = _folder(tmp_path / "shapes", {"train": 2, "val": 2})
-    typo = _edgeopt(project, "optimize", *common, "--data", data)
+    data = band_folder(tmp_path / "shapes", {"train": 2, "val": 2}, size=22)
+    typo = run_edgeopt("optimize", *common, "--data", data, cwd=project)
     assert typo.returncode == 2, typo.stderr[-2000:]
     assert "unknown key 'mena' in [tool.edgeopt.data]" in typo.stderr
     assert "did you mean 'mean'?" in typo.stderr

@@ -6,14 +6,13 @@ stays bounded whatever the folder's decoded size."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
+from band_images import CLASSES, band_folder, run_edgeopt
+from PIL import Image  # in [dev]: a missing install fails, never skips
 
 from edgeopt import zoo
 from edgeopt.data import DataBundle, NpzSource
@@ -24,42 +23,14 @@ from edgeopt.measure.accuracy import source_task_metric
 from edgeopt.onnx_export import export_onnx
 from edgeopt.training import TrainConfig, fit
 
-Image = pytest.importorskip("PIL.Image")
-
-CLASSES = ("circle", "square", "stripe")
-
-
-def _folder(root: Path, counts: dict[str, int], size: int = 20, rgb: bool = False) -> Path:
-    """``DIR/<split>/<class>/k.png``: class c is a bright band at rows 5c..5c+5 plus noise."""
-    rng = np.random.default_rng(0)
-    for split, n in counts.items():
-        for c, name in enumerate(CLASSES):
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for k in range(n):
-                px = rng.integers(0, 60, (size, size), dtype=np.uint8)
-                px[5 * c + 2 : 5 * c + 7, :] = 220
-                img = np.dstack([px] * 3) if rgb else px
-                Image.fromarray(img).save(folder / f"{k:03d}.png")
-    return root
-
-
-def _optimize(*args: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from edgeopt.cli import main; main()", "optimize", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
 
 def test_optimize_on_an_image_folder_records_reports_resumes_and_refuses_a_changed_one(
     tmp_path: Path, model_files: dict[str, Path]
 ) -> None:
-    data = _folder(tmp_path / "shapes", {"train": 12, "val": 4, "test": 4})
+    data = band_folder(tmp_path / "shapes", {"train": 12, "val": 4, "test": 4})
     out = tmp_path / "run"
     common = [model_files["bundle_wide"], "--data", data, "--target", "mobile", "--out", out]
-    done = _optimize(*common, "--trials", "3", "--threads", "1")
+    done = run_edgeopt("optimize", *common, "--trials", "3", "--threads", "1")
     assert done.returncode == 0, done.stderr[-3000:]
     assert (
         "data: 3 classes (circle, square, stripe); train 36, val 12, test 12; preprocess: "
@@ -89,19 +60,19 @@ def test_optimize_on_an_image_folder_records_reports_resumes_and_refuses_a_chang
     # the third trial fine-tuned on the folder (the first two are the unchanged and int8 baselines)
     assert done_trials[2].user_attrs["candidate"]["finetune"]["epochs"] > 0
 
-    again = _optimize(*common, "--trials", "4", "--threads", "1", "--no-report")
+    again = run_edgeopt("optimize", *common, "--trials", "4", "--threads", "1", "--no-report")
     assert again.returncode == 0, again.stderr[-3000:]
     resumed = optuna.load_study(study_name=None, storage=f"sqlite:///{out}/study.db")
     assert [t.state.name for t in resumed.get_trials()][:4] == ["COMPLETE"] * 4
 
     Image.fromarray(np.zeros((20, 20), np.uint8)).save(data / "train" / "circle" / "new.png")
-    changed = _optimize(*common, "--trials", "5", "--threads", "1", "--no-report")
+    changed = run_edgeopt("optimize", *common, "--trials", "5", "--threads", "1", "--no-report")
     assert changed.returncode == 2, changed.stderr[-3000:]
     assert "the data is not what this run started with" in changed.stderr
 
 
 def test_fit_on_a_folder_draws_what_fit_on_its_images_in_memory_draws(tmp_path: Path) -> None:
-    data = _folder(tmp_path / "shapes", {"train": 10, "val": 4})
+    data = band_folder(tmp_path / "shapes", {"train": 10, "val": 4})
     recipe = Preprocess.default_for((1, 16, 16))
     folder = FolderSource(data, recipe)
     arrays = {
@@ -138,7 +109,7 @@ def test_a_folder_larger_than_the_memory_it_may_use_is_trained_and_scored_in_bat
     tmp_path: Path,
 ) -> None:
     # 3 x 400 RGB images: 1200 x 3 x 32 x 32 float32 = 14 MB decoded; the budget is 4 MB
-    data = _folder(tmp_path / "big", {"train": 300, "val": 100}, size=36, rgb=True)
+    data = band_folder(tmp_path / "big", {"train": 300, "val": 100}, size=36, rgb=True)
     recipe = Preprocess.default_for((3, 32, 32))
     reader = CountingReader()
     folder = FolderSource(data, recipe, reader=reader)
