@@ -44,6 +44,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -210,8 +211,19 @@ def edgeopt_exe() -> list[str]:
     return [str(exe)] if exe.exists() else ["edgeopt"]
 
 
-def run_search(model: Path, data: Path, out: Path, budget_s: float, seed: int) -> SearchOutcome:
-    """A fresh ``edgeopt optimize`` run (default threads) as a subprocess, and its counts."""
+def run_search(
+    model: Path,
+    data: Path,
+    out: Path,
+    budget_s: float,
+    seed: int,
+    targets: str = "cpu",
+    extra: Sequence[str] = (),
+    watch: Callable[[subprocess.Popen[bytes]], None] | None = None,
+) -> SearchOutcome:
+    """A fresh ``edgeopt optimize`` run (default threads) as a subprocess, and its counts.
+    ``extra``: more optimize arguments; ``watch(proc)``: called in this thread while the
+    search runs (it returns when the process has ended), e.g. to sample its memory."""
     from edgeopt.search.run.collect import load_run
 
     shutil.rmtree(out, ignore_errors=True)  # a run directory would be resumed
@@ -221,31 +233,30 @@ def run_search(model: Path, data: Path, out: Path, budget_s: float, seed: int) -
         "--data",
         str(data),
         "--target",
-        "cpu",
+        targets,
         "--timeout",
         f"{budget_s:.0f}s",
         "--seed",
         str(seed),
         "--out",
         str(out),
+        *extra,
     ]
     env = dict(os.environ)
     log_path = out.with_name(out.name + ".log")
     t0 = time.monotonic()
     error = None
     with log_path.open("w") as logf:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=logf, stderr=subprocess.STDOUT)
+        if watch is not None:
+            watch(proc)
         try:
-            proc = subprocess.run(
-                cmd,
-                cwd=ROOT,
-                env=env,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                timeout=3 * budget_s + 1800,
-            )
-            if proc.returncode != 0:
-                error = f"edgeopt optimize exited {proc.returncode} (see {log_path.name})"
+            code = proc.wait(timeout=3 * budget_s + 1800)
+            if code != 0:
+                error = f"edgeopt optimize exited {code} (see {log_path.name})"
         except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
             error = f"edgeopt optimize still running after {3 * budget_s + 1800:.0f}s, killed"
     wall = time.monotonic() - t0
     outcome = SearchOutcome(seed, out, wall, error)
