@@ -33,6 +33,7 @@ LAYERS: list[list[str]] = [
     ["loading"],
     ["data", "config"],
     ["estimate"],
+    ["export"],
     ["training"],
     ["stages"],
     ["candidate", "pipeline", "onnx_export"],
