@@ -38,7 +38,7 @@ LAYERS: list[list[str]] = [
     ["stages"],
     ["candidate", "pipeline", "onnx_export"],
     ["measure"],
-    ["rundir", "bench", "check"],
+    ["rundir", "bench", "bench_files", "check"],
     ["=search", "search.strategy"],
     ["search.study"],
     ["search.trial"],
