@@ -19,13 +19,21 @@ from edgeopt.errors import ConfigError
 from edgeopt.export.convert import ConvertOptions, convert
 from edgeopt.loading import LoadedModel
 from edgeopt.profiles import HardwareProfile, list_profiles
-from edgeopt.profiles.runtime_spec import RUNTIMES, Runtime, runtime_of_file
+from edgeopt.profiles.runtime_spec import (
+    RUNTIMES,
+    Runtime,
+    require_installed,
+    runtime_of_file,
+)
 
 
 def check_runtimes(models: list[LoadedModel], profile: HardwareProfile) -> None:
-    """ConfigError when a model is a runtime's file that ``profile``'s runtime does not load
-    (with a hint naming a target that does), or one the target cannot estimate."""
+    """ConfigError when a measured ``profile``'s runtime is not installed, a model is a
+    runtime's file that ``profile``'s runtime does not load (with a hint naming a target
+    that does), or one the target cannot estimate."""
     target = profile.runtime_name
+    if profile.measured:
+        require_installed(target)
     for m in models:
         if m.artifact_path is None:
             continue

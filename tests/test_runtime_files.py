@@ -124,3 +124,22 @@ def test_optimize_refuses_runtime_files_and_runtimes_it_cannot_search(
     assert r.exit_code == 2, r.output
     assert "searching on OpenVINO is not supported yet" in r.stderr
     assert not (tmp_path / "b" / "study.db").exists()
+
+
+def test_a_measured_target_whose_runtime_is_not_installed_names_its_extra(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    # LiteRT is named by the runtime table but not installed by [dev] (no converter yet)
+    text = (Path(__file__).resolve().parents[1] / "profiles" / "openvino-host.toml").read_text()
+    board = tmp_path / "litert-board.toml"
+    board.write_text(
+        text.replace('name = "openvino-host"', 'name = "litert-board"')
+        .replace('aliases = ["openvino"]', "aliases = []")
+        .replace('name = "openvino"', 'name = "litert"')
+    )
+    r = _run("bench", files["onnx"], "--target", board)
+    assert r.exit_code == 2, r.output
+    assert r.stderr.splitlines() == [
+        "Error: LiteRT is not installed here (no module ai_edge_litert)",
+        "Hint: pip install 'edgeopt[litert]'",
+    ]

@@ -30,7 +30,7 @@ from typing import Any
 
 from edgeopt.errors import ConversionError
 from edgeopt.profiles import HardwareProfile, TargetKind
-from edgeopt.profiles.runtime_spec import RUNTIMES, Runtime, convertible
+from edgeopt.profiles.runtime_spec import RUNTIMES, Runtime, convertible, require_installed
 
 
 @dataclass(frozen=True)
@@ -79,9 +79,11 @@ def convert(
     options: ConvertOptions | None = None,
 ) -> Artifact:
     """Convert ``onnx_path`` to ``runtime``'s format at ``out`` (its suffix is replaced by
-    the runtime's). ConfigError for a runtime edgeopt cannot convert to here;
+    the runtime's). ConfigError for a runtime edgeopt cannot convert to here or whose
+    package is not installed;
     ConversionError with the converter's reason when the model does not convert."""
     convertible(runtime)
+    require_installed(runtime)
     target = Path(out).with_suffix(RUNTIMES[runtime].suffix)
     target.parent.mkdir(parents=True, exist_ok=True)
     return CONVERTERS[runtime](Path(onnx_path), target, options or ConvertOptions())

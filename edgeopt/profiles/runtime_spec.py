@@ -14,6 +14,7 @@ Adding a runtime: one :class:`Runtime` member, one :data:`RUNTIMES` row, a conve
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -110,3 +111,14 @@ def convertible(runtime: Runtime) -> RuntimeKind:
             "estimated on the ONNX file",
         )
     return kind
+
+
+def require_installed(runtime: Runtime) -> None:
+    """ConfigError naming the pip extra when ``runtime``'s package is not installed (found
+    without importing it)."""
+    kind = RUNTIMES[runtime]
+    if importlib.util.find_spec(kind.probe_module) is None:
+        extra = f"pip install 'edgeopt[{kind.extra}]'" if kind.extra else "reinstall edgeopt"
+        raise ConfigError(
+            f"{kind.label} is not installed here (no module {kind.probe_module})", hint=extra
+        )
