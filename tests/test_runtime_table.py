@@ -90,3 +90,11 @@ def test_shipped_profiles_name_the_runtime_their_device_runs() -> None:
     assert ov.name == "openvino-host" and ov.runtime_name == Runtime.OPENVINO
     assert ov.measured and ov.threads == 1 and ov.kind.value == "cpu"
     assert ov.runtime is not None and ov.runtime.precision_hint == "f32"
+
+
+def test_profiles_show_names_the_runtime() -> None:
+    r = CliRunner().invoke(main, ["profiles", "show", "openvino"])
+    assert r.exit_code == 0, r.output
+    assert "  runtime: openvino (precision f32), partition multi" in r.output
+    r = CliRunner().invoke(main, ["profiles", "show", "mobile"])
+    assert "  runtime: ort-format, partition multi" in r.output
