@@ -105,7 +105,8 @@ def _run_bench(req: BenchRequest, workdir: Path) -> dict[str, Any]:
         "results": [],
         "comparisons": [],
     }
-    accuracy, scored = _accuracies(paths, req.data, req.threads[-1], req.metric)
+    hint = req.profile.runtime.precision_hint if req.profile.runtime else "f32"
+    accuracy, scored = _accuracies(paths, req.data, req.threads[-1], req.metric, hint)
     if req.data is not None:
         report["accuracy_split"] = req.data.scored
         report["accuracy_samples"] = scored
@@ -128,7 +129,11 @@ Scores = dict[str, float]  # task metric name -> value on the accuracy split
 
 
 def _accuracies(
-    paths: list[Path], data: ScoringData | FolderScoring | None, threads: int, metric: str
+    paths: list[Path],
+    data: ScoringData | FolderScoring | None,
+    threads: int,
+    metric: str,
+    precision_hint: str = "f32",
 ) -> tuple[list[Scores | None], int]:
     """Top-1 accuracy and ``metric`` of each model on the scored split (from one pass over
     its batches per model), and the number of samples scored (an image that fails to
@@ -139,7 +144,9 @@ def _accuracies(
     out: list[Scores | None] = []
     n = 0
     for p in paths:
-        logits, y = onnx_batch_logits(p, data.scoring_batches(), threads=threads)
+        logits, y = onnx_batch_logits(
+            p, data.scoring_batches(), threads=threads, precision_hint=precision_hint
+        )
         out.append({m: task_metric(m, logits, y) for m in dict.fromkeys(("accuracy", metric))})
         n = len(y)
     return out, n

@@ -31,11 +31,13 @@ def onnx_batch_logits(
     *,
     batch_size: int = 256,
     threads: int = 2,
+    precision_hint: str = "f32",
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(logits, labels)`` over labelled ``(x, y)`` batches consumed one at a time (a data
     source's streamed split: only one batch of inputs is held, and the logits are kept). One
-    batch of a whole array gives exactly ``onnx_logits``'s runs."""
-    sess = model_session(path, threads=threads)
+    batch of a whole array gives exactly ``onnx_logits``'s runs. ``precision_hint``: an
+    OpenVINO file's inference precision."""
+    sess = model_session(path, threads=threads, precision_hint=precision_hint)
     outs: list[np.ndarray] = []
     labels: list[np.ndarray] = []
     for x, y in batches:
