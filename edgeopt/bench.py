@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt.bench_files import check_runtimes, estimable_onnx, target_file
 from edgeopt.data import ScoringData
 from edgeopt.data.folder_scoring import FolderScoring
 from edgeopt.errors import ConfigError
@@ -68,6 +69,7 @@ def run_bench(req: BenchRequest) -> dict[str, Any]:
 def _run_bench(req: BenchRequest, workdir: Path) -> dict[str, Any]:
     from edgeopt.onnx_export import loaded_to_onnx
 
+    check_runtimes(req.models, req.profile)  # a file the target does not run: before any work
     runner = runner_for(req.profile) if req.profile.measured else None
     if runner is not None:
         runner.check()  # an unreachable or unfit device fails before any work
@@ -84,7 +86,8 @@ def _run_bench(req: BenchRequest, workdir: Path) -> dict[str, Any]:
     for i, m in enumerate(req.models):
         sub = workdir / f"m{i}"
         sub.mkdir(parents=True, exist_ok=True)
-        paths.append(loaded_to_onnx(m, sub, sample))
+        given = m.artifact_path or loaded_to_onnx(m, sub, sample)
+        paths.append(target_file(given, req.profile, sub))  # the file the target runs
     if len({m.input_shape for m in req.models}) > 1:
         raise ConfigError(
             f"--vs model takes input {req.models[1].input_shape}, "
@@ -98,10 +101,12 @@ def _run_bench(req: BenchRequest, workdir: Path) -> dict[str, Any]:
         "measured": bool(req.profile.measured),
         "device": runner.device if runner is not None else None,
         "host": runner.describe() if runner is not None else host_description(),
+        "runtime": req.profile.runtime_name.value,
         "results": [],
         "comparisons": [],
     }
-    accuracy, scored = _accuracies(paths, req.data, req.threads[-1], req.metric)
+    hint = req.profile.runtime.precision_hint if req.profile.runtime else "f32"
+    accuracy, scored = _accuracies(paths, req.data, req.threads[-1], req.metric, hint)
     if req.data is not None:
         report["accuracy_split"] = req.data.scored
         report["accuracy_samples"] = scored
@@ -124,7 +129,11 @@ Scores = dict[str, float]  # task metric name -> value on the accuracy split
 
 
 def _accuracies(
-    paths: list[Path], data: ScoringData | FolderScoring | None, threads: int, metric: str
+    paths: list[Path],
+    data: ScoringData | FolderScoring | None,
+    threads: int,
+    metric: str,
+    precision_hint: str = "f32",
 ) -> tuple[list[Scores | None], int]:
     """Top-1 accuracy and ``metric`` of each model on the scored split (from one pass over
     its batches per model), and the number of samples scored (an image that fails to
@@ -135,7 +144,9 @@ def _accuracies(
     out: list[Scores | None] = []
     n = 0
     for p in paths:
-        logits, y = onnx_batch_logits(p, data.scoring_batches(), threads=threads)
+        logits, y = onnx_batch_logits(
+            p, data.scoring_batches(), threads=threads, precision_hint=precision_hint
+        )
         out.append({m: task_metric(m, logits, y) for m in dict.fromkeys(("accuracy", metric))})
         n = len(y)
     return out, n
@@ -186,8 +197,11 @@ def _measure(
     """Numbers measured by ``runner`` (an ``edgeopt.measure.runner_base.Runner``)."""
     dev = runner.device
     threads = req.threads[-1]
+    hint = req.profile.runtime.precision_hint if req.profile.runtime else "f32"
     memory = [
-        runner.measure_memory(p, threads=threads, input_shape=input_shape, sample=sample)
+        runner.measure_memory(
+            p, threads=threads, input_shape=input_shape, sample=sample, precision_hint=hint
+        )
         for p in paths
     ]
     energy = [_energy(runner, req.profile, p, threads, input_shape, sample) for p in paths]
@@ -198,6 +212,7 @@ def _measure(
             input_shape=input_shape,
             sample=sample,
             time_budget_s=req.time_budget_s,
+            precision_hint=hint,
         )
         rows = zip(paths, names, stats, memory, energy, accuracy, strict=True)
         for p, name, s, mem, e, acc in rows:
@@ -238,14 +253,21 @@ def _energy(
     sample: np.ndarray | None,
 ) -> dict[str, Any] | None:
     """Energy per inference on a ``[runner]`` profile: measured where the device has a power
-    reading, else the cost model's estimate (labelled so); None for the plain host profile."""
+    reading, else the cost model's estimate (labelled so); None for the plain host profile,
+    and for a file the cost model cannot read without a power reading."""
     if profile.runner is None:
         return None
-    e = runner.measure_energy(path, threads=threads, input_shape=input_shape, sample=sample)
+    hint = profile.runtime.precision_hint if profile.runtime else "f32"
+    e = runner.measure_energy(
+        path, threads=threads, input_shape=input_shape, sample=sample, precision_hint=hint
+    )
     if e is not None:
         return _mv(e.energy_mj, "measured", device=runner.device, source=e.source)
 
-    estimated = estimate_on_profile(path, profile)[0].get(Metric.ENERGY_MJ)
+    onnx_path = estimable_onnx(path)
+    if onnx_path is None:  # an OpenVINO IR: the cost model reads ONNX graphs only
+        return None
+    estimated = estimate_on_profile(onnx_path, profile)[0].get(Metric.ENERGY_MJ)
     assert estimated is not None  # the cost model always estimates energy
     return _entry(estimated, "low", "high")
 
@@ -257,8 +279,10 @@ def _estimate(
     names: list[str],
     accuracy: list[Scores | None],
 ) -> None:
-    estimates = [estimate_on_profile(p, req.profile) for p in paths]
-    for name, (m, est), acc in zip(names, estimates, accuracy, strict=True):
+    sources = [estimable_onnx(p) for p in paths]  # check_runtimes refused the others
+    estimates = [estimate_on_profile(p, req.profile) for p in sources if p is not None]
+    rows = zip(names, paths, sources, estimates, accuracy, strict=True)
+    for name, p, src, (m, est), acc in rows:
         energy = m.get(Metric.ENERGY_MJ)
         assert energy is not None  # the cost model always estimates energy
         numbers = {
@@ -266,7 +290,10 @@ def _estimate(
             "peak_memory_mb": _entry(m.values[Metric.PEAK_MEMORY_MB]),
             "energy_mj": _entry(energy, "low", "high"),
             "fits": dict(est.fits),
-            "size_mb": _entry(m.values[Metric.SIZE_MB]),
+            # a .ort is estimated on its source ONNX, but the file that ships is its own
+            "size_mb": _entry(m.values[Metric.SIZE_MB])
+            if p == src
+            else _mv(size_mb(p), "measured"),
         }
         report["results"].append(_row(name, None, numbers, acc))
     if len(estimates) > 1:

@@ -46,6 +46,16 @@ class CandidateError(EdgeoptError):
         self.reason = message
 
 
+class ConversionError(EdgeoptError):
+    """A model could not be converted to a runtime's format (an op the converter lacks, ...):
+    ``runtime`` names the runtime, ``reason`` is the converter's own first line."""
+
+    def __init__(self, runtime: str, reason: str, hint: str | None = None) -> None:
+        super().__init__(f"converting to {runtime} failed: {reason}", hint)
+        self.runtime = runtime
+        self.reason = reason
+
+
 _DISK_FULL_SIGNS = ("no space left", "errno 28", "disk is full", "disk quota exceeded")
 
 

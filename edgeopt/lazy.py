@@ -35,5 +35,6 @@ HEAVY: frozenset[str] = frozenset(
         "psycopg",
         "requests",  # mlflow's HTTP client: installed with the mlflow extra only
         "PIL",  # Pillow: the images extra, for image-folder data
+        "openvino",  # the openvino extra: OpenVINO IR conversion and its CPU plugin
     }
 )

@@ -17,6 +17,10 @@ from edgeopt.cli.options import (
 )
 from edgeopt.metrics import task_metric_noun
 
+_RUNTIME_SHORT = {"ort": "ORT", "ort-format": "ORT, .ort file", "openvino": "OpenVINO CPU"}
+"""How the table's footnote names the runtime that timed the models (bench record's
+``runtime``)."""
+
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
@@ -141,7 +145,8 @@ def render_table(report: dict[str, Any]) -> str:
         "latency/memory: "
         + (
             measured_on(report.get("device"))
-            + " (ORT, batch 1; memory = model's share of process peak RSS)"
+            + f" ({_RUNTIME_SHORT.get(report.get('runtime', 'ort'), 'ORT')}, batch 1; "
+            "memory = model's share of process peak RSS)"
             if report["measured"]
             else "estimated by the cost model, not measured"
         )

@@ -9,6 +9,7 @@ import click
 
 from edgeopt.cli.run_source import run_source, run_source_options
 from edgeopt.records import RunRecord, as_run
+from edgeopt.search.run.export_format import FORMAT_CHOICES
 
 
 @click.command()
@@ -20,7 +21,18 @@ from edgeopt.records import RunRecord, as_run
     help="Export the trial the report recommends (its pick); instead of --trial.",
 )
 @click.option(
-    "--out", required=True, type=click.Path(dir_okay=False), help="Where to write the .onnx."
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Where to write the model: .onnx, or the runtime's file (.ort, OpenVINO .xml).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMAT_CHOICES),
+    default=None,
+    help="onnx, ort (ORT Mobile) or openvino (IR .xml + .bin), converted from the trial's "
+    "ONNX on the spot; auto: the run's first target's format. Default: --out's suffix.",
 )
 @click.option(
     "--rebuild",
@@ -57,6 +69,7 @@ def export(
     number: int | None,
     best: bool,
     out: str,
+    fmt: str | None,
     rebuild: bool,
     trust_pickle: bool,
     trust_arch: bool,
@@ -67,6 +80,11 @@ def export(
     (or the shared study in --storage, from the artifact store), with a .json of its
     config and numbers.
 
+    With --format ort or openvino (or an --out ending in .ort or .xml) the trial's ONNX file
+    is written beside the runtime's files (model.onnx, then model.ort and
+    model.required_operators.config, or model.xml and model.bin) and converted with the
+    runtime's own tool; the .json records the runtime.
+
     The .json lands beside the model (model.onnx -> model.json), outside the run directory;
     for image-folder data, so does the preprocessing recipe (model.preprocess.json), which
     the exported model also carries in its ONNX metadata.
@@ -75,7 +93,10 @@ def export(
     largest output difference on the validation inputs; exit 1 when it does not match.
     """
     from edgeopt.errors import ConfigError, EdgeoptError
+    from edgeopt.profiles import resolve_targets
+    from edgeopt.profiles.runtime_spec import RUNTIMES
     from edgeopt.search.run.collect import load_run
+    from edgeopt.search.run.export_format import convert_profile, export_runtime
     from edgeopt.search.run.replay import export_paths, export_trial
     from edgeopt.search.study.source import check_output
 
@@ -94,7 +115,11 @@ def export(
 
     check([target, target.with_suffix(".json")])
     records = as_run(load_run(source))
-    check(export_paths(records, target))  # and X.preprocess.json, for image-folder data
+    profiles = None
+    if fmt not in (None, "onnx") or target.suffix.lower() != ".onnx":
+        profiles = resolve_targets(records.targets).profiles  # how the file is converted
+    runtime = export_runtime(fmt, target, profiles)
+    check(export_paths(records, target, runtime))  # and X.preprocess.json, for image folders
     if best:
         number = _pick(records)
     assert number is not None
@@ -112,6 +137,8 @@ def export(
             "arch": arch,
             "data": data_ref,
         },
+        runtime=runtime,
+        profile=convert_profile(runtime, profiles or ()),
     )
     trial = records.trial(number)
     assert trial is not None  # export_trial found it
@@ -120,7 +147,11 @@ def export(
     kind = score_noun(records)  # accuracy, fidelity or the run's --metric
     test = trial.test_accuracy
     click.echo(f"trial {number}: {trial.describe or 'unchanged'}")
-    click.echo(f"model: {result.onnx}")
+    if result.artifact is not None:
+        files = " + ".join(str(p) for p in result.artifact.paths)
+        click.echo(f"model: {files} ({RUNTIMES[runtime].label}, from {result.onnx})")
+    else:
+        click.echo(f"model: {result.onnx}")
     click.echo(f"config and numbers: {result.metadata}")
     if result.preprocess is not None:
         click.echo(f"preprocessing: {result.preprocess} (also in the model's ONNX metadata)")

@@ -85,8 +85,10 @@ def show_cmd(name: str) -> None:
         f"flash {_fmt_bytes(m.flash_bytes)}; weights in {m.weights_in}, "
         f"activations in {m.activations_in}"
     )
+    rt = p.runtime
+    hint = f" (precision {rt.precision_hint})" if rt.name == "openvino" else ""
     click.echo(
-        f"  runtime: partition {p.runtime.partition_policy}, invoke overhead "
+        f"  runtime: {rt.name.value}{hint}, partition {rt.partition_policy}, invoke overhead "
         f"{p.runtime.invoke_overhead_us:g} us, fusions {', '.join(sorted(p.runtime.fusions))}"
     )
     for u in p.units:

@@ -18,6 +18,7 @@ from edgeopt.loading.formats import (
     verified_names,
 )
 from edgeopt.loading.limits import check_input_size
+from edgeopt.loading.runtime_files import is_runtime_file, load_runtime_file
 from edgeopt.loading.spec import LoadedModel, ModelFormat, ModelSpec, shape_text
 
 
@@ -94,13 +95,16 @@ def _load_any(p: Path, spec: ModelSpec, data_shape: tuple[int, ...] | None) -> L
         ) from exc
     if p.suffix.lower() == ".onnx":
         return load_onnx(p, spec.input_shape)
+    if is_runtime_file(p):
+        return load_runtime_file(p, spec.input_shape)
     if p.suffix.lower() == ".pt2":
         return load_exported_program(p, _pt2_names(p), spec.input_shape, spec.trust_pickle)
     if not zipfile.is_zipfile(p):
         raise ConfigError(
             f"{p} is not a model edgeopt can read (not a torch zip archive or .onnx/.pt2)",
             hint="supported: edgeopt bundle, state_dict (+ --arch), TorchScript, .pt2, .onnx, "
-            "or a full pickle with --trust-pickle; a truncated download also looks like this",
+            ".ort or OpenVINO .xml (bench/check), or a full pickle with --trust-pickle; a "
+            "truncated download also looks like this",
         )
     names = verified_names(p)
     if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):

@@ -20,14 +20,18 @@ class ModelFormat(StrEnum):
     EXPORTED_PROGRAM = "exported_program"
     ONNX = "onnx"
     PICKLE = "pickle"
+    ORT_FORMAT = "ort_format"
+    OPENVINO = "openvino"
 
 
 @dataclass(frozen=True)
 class LoadedModel:
     """A model ready for the pipeline.
 
-    Exactly one of ``module`` (torch formats) and ``onnx_path`` (ONNX input: only the ONNX-side
-    stages apply) is set. ``input_shape`` is one sample's shape without the batch dimension.
+    Exactly one of ``module`` (torch formats), ``onnx_path`` (ONNX input: only the ONNX-side
+    stages apply) and ``artifact_path`` (a runtime's own file, ``.ort`` or OpenVINO ``.xml``:
+    timed and scored as it is, by ``bench``/``check`` only) is set. ``input_shape`` is one
+    sample's shape without the batch dimension.
     """
 
     source: Path
@@ -39,6 +43,7 @@ class LoadedModel:
     """ONNX input: the first output's shape from the probe run at load (batch included)."""
     shape_from_data: bool = False
     """``input_shape`` is the data's sample shape: the file records none and none was given."""
+    artifact_path: Path | None = None
 
     @property
     def is_onnx(self) -> bool:

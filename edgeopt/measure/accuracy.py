@@ -1,6 +1,8 @@
-"""Accuracy of an ONNX model, run in ONNX Runtime on this host: top-1 accuracy (or another
-task metric of ``edgeopt.measure.task_metrics``) on labelled data, or, without labels,
-fidelity (top-1 agreement with the original model) on inputs that stand in for data."""
+"""Accuracy of a model file, run in its runtime on this host (ONNX Runtime for ``.onnx``
+and ``.ort``, OpenVINO for ``.xml``: ``edgeopt.measure.session.model_session``): top-1
+accuracy (or another task metric of ``edgeopt.measure.task_metrics``) on labelled data, or,
+without labels, fidelity (top-1 agreement with the original model) on inputs that stand in
+for data."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.data import DataSource, NpzSource, eval_batches
-from edgeopt.measure.session import ort_session
+from edgeopt.measure.session import ModelSession, model_session
 from edgeopt.measure.task_metrics import task_metric, task_metric_entries
 
 
@@ -19,7 +21,7 @@ def onnx_logits(
     path: str | Path, x: np.ndarray, *, batch_size: int = 256, threads: int = 2
 ) -> np.ndarray:
     """Outputs of the model's first output for all of ``x``, computed in batches."""
-    sess = ort_session(path, threads=threads)
+    sess = model_session(path, threads=threads)
     return np.concatenate(_run(sess, x, batch_size))
 
 
@@ -29,11 +31,13 @@ def onnx_batch_logits(
     *,
     batch_size: int = 256,
     threads: int = 2,
+    precision_hint: str = "f32",
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(logits, labels)`` over labelled ``(x, y)`` batches consumed one at a time (a data
     source's streamed split: only one batch of inputs is held, and the logits are kept). One
-    batch of a whole array gives exactly ``onnx_logits``'s runs."""
-    sess = ort_session(path, threads=threads)
+    batch of a whole array gives exactly ``onnx_logits``'s runs. ``precision_hint``: an
+    OpenVINO file's inference precision."""
+    sess = model_session(path, threads=threads, precision_hint=precision_hint)
     outs: list[np.ndarray] = []
     labels: list[np.ndarray] = []
     for x, y in batches:
@@ -44,13 +48,11 @@ def onnx_batch_logits(
     return np.concatenate(outs), np.concatenate(labels)
 
 
-def _run(sess: Any, x: np.ndarray, batch_size: int) -> list[np.ndarray]:
+def _run(sess: ModelSession, x: np.ndarray, batch_size: int) -> list[np.ndarray]:
     """``sess`` over ``x`` in runs of ``batch_size`` (or the model's fixed batch size)."""
-    name = sess.get_inputs()[0].name
-    fixed = sess.get_inputs()[0].shape[0]
-    step = fixed if isinstance(fixed, int) and fixed > 0 else batch_size
+    step = sess.batch or batch_size
     return [
-        sess.run(None, {name: np.ascontiguousarray(x[i : i + step], dtype=np.float32)})[0]
+        np.asarray(sess.run(np.ascontiguousarray(x[i : i + step], dtype=np.float32)))
         for i in range(0, len(x), step)
     ]
 

@@ -1,16 +1,20 @@
-"""Subprocess entry point that times ONNX models with ONNX Runtime.
+"""Subprocess entry point that times models in their runtime: ONNX Runtime (``.onnx``,
+``.ort``), or OpenVINO (``.xml``) where the request names it or the file's suffix says so.
 
 Run as ``python -m edgeopt.measure.child`` with a JSON request on stdin; prints a JSON reply.
-Imports nothing beyond the standard library, numpy, onnxruntime (psutil only where
-``/proc`` is missing) and the three stdlib-only edgeopt modules it shares with the rest of
-edgeopt (``session``: how a session is built; ``timing``: the interleaved timer; ``power``:
-energy readings), so the measured process holds nothing but the runtime and the models: no
-torch, no optuna. The same four files are what the SSH runner copies to a remote device
-(``edgeopt.measure.ssh``), which needs only onnxruntime, numpy and Python 3.8+.
+Imports nothing beyond the standard library, numpy, the runtime (onnxruntime, or openvino
+for an ``.xml``; psutil only where ``/proc`` is missing) and the three stdlib-only edgeopt
+modules it shares with the rest of edgeopt (``session``: how a model is loaded; ``timing``:
+the interleaved timer; ``power``: energy readings), so the measured process holds nothing
+but the runtime and the models: no torch, no optuna. The same four files are what the SSH
+runner copies to a remote device (``edgeopt.measure.ssh``), which needs only onnxruntime (or
+openvino), numpy and Python 3.8+.
 
 Request kinds: ``latency`` (interleaved timing; one ``input`` file for every model, or
 ``inputs``, one per model), ``memory`` (peak RSS of this process) and ``energy`` (needs a
-``power`` source from ``edgeopt.measure.power``). Every request may name ``providers`` and a
+``power`` source from ``edgeopt.measure.power``). Every request may name ``runtime``
+(``edgeopt.measure.session.SESSION_FACTORIES``; default: by suffix), ``precision_hint``
+(OpenVINO; default f32), ``providers`` (ORT) and a
 ``deadline_s`` after which the process ends itself (exit code ``DEADLINE_EXIT``, from a
 watchdog thread, which runs while ORT holds the main thread), so that no timing process
 outlives its caller, here or on a device. On this host the request also names the
@@ -30,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.measure.power import energy_per_run_mj
-from edgeopt.measure.session import ort_session
+from edgeopt.measure.session import ModelSession, model_session, runtime_of_path
 from edgeopt.measure.timing import time_interleaved
 
 DEADLINE_EXIT = 3
@@ -62,12 +66,18 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _run(sess: Any, feed: dict[str, np.ndarray]) -> Callable[[], object]:
-    return lambda: sess.run(None, feed)
+def _session(req: dict[str, Any], path: str) -> ModelSession:
+    return model_session(
+        path,
+        threads=req["threads"],
+        runtime=req.get("runtime"),
+        providers=req.get("providers"),
+        precision_hint=req.get("precision_hint", "f32"),
+    )
 
 
-def _session(req: dict[str, Any], path: str) -> Any:
-    return ort_session(path, threads=req["threads"], providers=req.get("providers"))
+def _feed(sess: ModelSession, x: np.ndarray) -> Callable[[], object]:
+    return lambda: sess.run(x)
 
 
 def _runs(req: dict[str, Any]) -> list[Callable[[], object]]:
@@ -75,21 +85,24 @@ def _runs(req: dict[str, Any]) -> list[Callable[[], object]]:
     inputs = req.get("inputs") or [req["input"]] * len(req["paths"])
     if len(inputs) != len(req["paths"]):
         raise ValueError(f"{len(req['paths'])} models but {len(inputs)} inputs")
-    runs = []
-    for path, inp in zip(req["paths"], inputs):  # noqa: B905 (strict= needs 3.10; devices 3.8)
-        sess = _session(req, path)
-        runs.append(_run(sess, {sess.get_inputs()[0].name: np.load(inp)}))
-    return runs
+    return [
+        _feed(_session(req, path), np.load(inp))
+        for path, inp in zip(req["paths"], inputs)  # noqa: B905 (strict= needs 3.10; devices 3.8)
+    ]
 
 
 def memory(req: dict[str, Any]) -> dict[str, Any]:
     """Peak RSS of this process while one model is loaded and run, and the part it added."""
-    import onnxruntime  # noqa: F401  (imported before the baseline so it is not counted)
+    path = req["paths"][0]
+    # the runtime is imported before the baseline so that it is not counted
+    if (req.get("runtime") or runtime_of_path(path)) == "openvino":
+        import openvino  # noqa: F401
+    else:
+        import onnxruntime  # noqa: F401
 
     x = np.load(req["input"])
     base = _rss_mb()
-    sess = _session(req, req["paths"][0])
-    run = _run(sess, {sess.get_inputs()[0].name: x})
+    run = _feed(_session(req, path), x)
     for _ in range(5):
         run()
     peak = _peak_rss_mb()

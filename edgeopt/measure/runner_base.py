@@ -90,12 +90,14 @@ class Runner:
         max_rounds: int = 40,
         time_budget_s: float = 8.0,
         target_round_ms: float = 40.0,
+        precision_hint: str = "f32",
     ) -> list[LatencyStats]:
         """Time ``paths`` interleaved in one isolated process; stats in the order given.
 
         ``sample`` is a real input (its first row is used) or None for a seeded random one.
         Rounds stop once every model's median is stable (and at least ``min_rounds`` ran) or
-        when ``time_budget_s`` is spent.
+        when ``time_budget_s`` is spent. ``precision_hint``: OpenVINO files' inference
+        precision (the profile's ``[runtime] precision_hint``).
         """
         if not paths:
             return []
@@ -111,6 +113,7 @@ class Runner:
                 time_budget_s=time_budget_s,
                 target_round_ms=target_round_ms,
             )
+            request["precision_hint"] = precision_hint
             reply = self._child(request, self.base_timeout_s + 4 * time_budget_s)
         return runtime.latency_stats(paths, reply)
 
@@ -121,11 +124,17 @@ class Runner:
         threads: int,
         input_shape: Sequence[int],
         sample: np.ndarray | None = None,
+        precision_hint: str = "f32",
     ) -> MemoryStats:
-        """Peak memory of a fresh process that loads the model in ORT and runs it."""
+        """Peak memory of a fresh process that loads the model in its runtime and runs it."""
         with self._stage([path], [runtime.input_row(input_shape, sample)]) as (models, inputs):
             request = runtime.child_request(
-                "memory", models, inputs[0], threads=threads, providers=self.providers
+                "memory",
+                models,
+                inputs[0],
+                threads=threads,
+                providers=self.providers,
+                precision_hint=precision_hint,
             )
             reply = self._child(request, self.base_timeout_s)
         return runtime.memory_stats(reply)
@@ -138,6 +147,7 @@ class Runner:
         input_shape: Sequence[int],
         sample: np.ndarray | None = None,
         duration_s: float = 1.0,
+        precision_hint: str = "f32",
     ) -> EnergyStats | None:
         """Energy per inference from the device's power reading; None when it has none."""
         source = self._power_source()
@@ -152,6 +162,7 @@ class Runner:
                 providers=self.providers,
                 power=source,
                 duration_s=duration_s,
+                precision_hint=precision_hint,
             )
             reply = self._child(request, self.base_timeout_s + 2 * duration_s)
         return runtime.energy_stats(reply)

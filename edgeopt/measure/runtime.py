@@ -226,9 +226,12 @@ def energy_stats(reply: dict[str, Any]) -> EnergyStats:
 
 
 def size_mb(path: str | Path) -> float:
-    """File size in MiB (ONNX weights included; external data files too)."""
+    """File size in MiB (ONNX weights included; external data files too; an OpenVINO IR
+    ``.xml`` with its ``.bin``)."""
     p = Path(path)
     total = p.stat().st_size
     for extra in p.parent.glob(p.name + ".data"):
         total += extra.stat().st_size
+    if p.suffix.lower() == ".xml" and p.with_suffix(".bin").is_file():
+        total += p.with_suffix(".bin").stat().st_size
     return total / 2**20

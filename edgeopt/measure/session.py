@@ -1,10 +1,14 @@
-"""The one place an ONNX Runtime session is built: execution providers (CPU unless a profile's
-runner names others), explicit thread counts. Imports only the standard library (and
-onnxruntime inside the call), so the timing child can carry it to a remote device."""
+"""The one place a model is loaded for timing and scoring: an ONNX Runtime session
+(execution providers: CPU unless a profile's runner names others; explicit thread counts) for
+``.onnx`` and ``.ort`` files, an OpenVINO compiled model for IR ``.xml`` files
+(``model_session``, one factory per runtime in ``SESSION_FACTORIES``). Imports only the
+standard library (and the runtime inside the call), so the timing child can carry it to a
+remote device."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,3 +70,103 @@ def ort_session(
             "check the device's drivers and libraries"
         )
     return sess
+
+
+OPENVINO_EXTENSIONS = (".xml",)
+"""Files OpenVINO loads (its IR; the ``.bin`` beside it holds the weights). Every other file
+goes to ONNX Runtime, which loads ``.onnx`` and ORT Mobile's ``.ort`` alike."""
+
+
+@dataclass(frozen=True)
+class ModelSession:
+    """A model loaded in its runtime: ``run(x)`` gives the first output for the float input
+    ``x`` (a numpy array); ``batch`` is the model's fixed batch size, None when any batch
+    goes; ``raw`` the runtime's own object (an ORT session, an OpenVINO compiled model)."""
+
+    runtime: str
+    run: Callable[[Any], Any]
+    batch: int | None
+    raw: Any
+
+
+def runtime_of_path(path: str | Path) -> str:
+    """``openvino`` for an OpenVINO IR file, else ``ort`` (``.onnx`` and ``.ort``)."""
+    return "openvino" if Path(path).suffix.lower() in OPENVINO_EXTENSIONS else "ort"
+
+
+def model_session(
+    path: str | Path,
+    *,
+    threads: int,
+    runtime: str | None = None,
+    providers: Sequence[str] | None = None,
+    precision_hint: str = "f32",
+) -> ModelSession:
+    """``path`` loaded in ``runtime`` (``SESSION_FACTORIES``; by default the one its suffix
+    names): ``threads`` inference threads, ``providers`` (ORT only) as ``ort_session``,
+    ``precision_hint`` (OpenVINO only) the inference precision, f32 unless asked."""
+    name = runtime or runtime_of_path(path)
+    factory = SESSION_FACTORIES.get(name)
+    if factory is None:
+        known = ", ".join(SESSION_FACTORIES)
+        raise RuntimeError(f"no session for runtime {name!r} (known: {known})")
+    return factory(path, threads, providers, precision_hint)
+
+
+def _ort_model(
+    path: str | Path, threads: int, providers: Sequence[str] | None, precision_hint: str
+) -> ModelSession:
+    sess = ort_session(path, threads=threads, providers=providers)
+    name = sess.get_inputs()[0].name
+    fixed = sess.get_inputs()[0].shape[0]
+    batch = fixed if isinstance(fixed, int) and fixed > 0 else None
+    return ModelSession("ort", lambda x: sess.run(None, {name: x})[0], batch, sess)
+
+
+def _openvino_model(
+    path: str | Path, threads: int, providers: Sequence[str] | None, precision_hint: str
+) -> ModelSession:
+    """An OpenVINO CPU compiled model tuned for one request at a time (LATENCY hint, one
+    stream, ``threads`` threads) at ``precision_hint``; RuntimeError when the plugin runs
+    another precision (it defaults to bf16 on CPUs with avx512_bf16)."""
+    import openvino as ov
+    import openvino.properties as props
+    import openvino.properties.hint as hints
+
+    precision = getattr(ov.Type, precision_hint)
+    config: dict[Any, Any] = {
+        hints.performance_mode: hints.PerformanceMode.LATENCY,
+        props.num_streams: 1,
+        hints.inference_precision: precision,
+    }
+    if threads > 0:
+        config[props.inference_num_threads] = threads
+    compiled = ov.Core().compile_model(str(path), "CPU", config)
+    got = compiled.get_property(hints.inference_precision)
+    if got != precision:
+        raise RuntimeError(f"OpenVINO runs {path} in {got}, not the {precision_hint} asked for")
+    request = compiled.create_infer_request()
+    dim = compiled.input(0).get_partial_shape()[0]
+    batch = dim.get_length() if dim.is_static and dim.get_length() > 0 else None
+
+    def run(x: Any) -> Any:
+        return request.infer({0: x})[0]
+
+    return ModelSession("openvino", run, batch, compiled)
+
+
+def _unavailable(
+    path: str | Path, threads: int, providers: Sequence[str] | None, precision_hint: str
+) -> ModelSession:
+    raise RuntimeError(f"{path}: edgeopt cannot run this runtime's files here")
+
+
+SESSION_FACTORIES: dict[str, Callable[..., ModelSession]] = {
+    "ort": _ort_model,
+    "ort-format": _ort_model,
+    "openvino": _openvino_model,
+    "litert": _unavailable,
+    "tensorrt": _unavailable,
+}
+"""Runtime name (``edgeopt.profiles.runtime_spec.Runtime``) -> the factory that loads its
+files: ``(path, threads, providers, precision_hint) -> ModelSession``."""

@@ -20,8 +20,10 @@ Layout of a profile file (units are part of the key names)::
     [profile]      name, kind, description, aliases, measured, threads, calibrated
     [quantization] modes, activation_type, weight_type, per_channel, int8_only
     [pruning]      channel_multiple
-    [runtime]      partition_policy ("multi" | "single_prefix"), invoke_overhead_us, fusions,
-                   ort_providers
+    [runtime]      name (the runtime the device runs: ort | ort-format | openvino | litert |
+                   tensorrt; ort when left out, see ``runtime_spec``), precision_hint
+                   (OpenVINO: f32 | bf16 | f16, default f32), partition_policy ("multi" |
+                   "single_prefix"), invoke_overhead_us, fusions, ort_providers
     [memory]       dram_bytes, sram_bytes, flash_bytes, activation_budget_bytes,
                    weights_in ("dram" | "flash"), activations_in ("dram" | "sram")
     [energy]       pj_per_byte (memory traffic, lower-bound model)
@@ -43,8 +45,8 @@ The first unit is the preferred one; an op it cannot run goes to its ``fallback`
 
 Modules: ``schema`` (names and dataclasses), ``reader`` (strict table reading), ``parse`` (one
 file's tables into a profile), ``runner`` (the ``[runner]`` table), ``loader`` (find, list,
-resolve aliases), ``merge`` (several targets at once), ``targets`` (a run's targets resolved
-once).
+resolve aliases), ``merge`` (several targets at once), ``runtime_spec`` (the runtimes a
+profile may name), ``targets`` (a run's targets resolved once).
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from edgeopt.profiles.reader import (
     subset_of,
 )
 from edgeopt.profiles.runner_spec import read_runner
+from edgeopt.profiles.runtime_spec import PRECISION_HINTS, Runtime
 from edgeopt.profiles.schema import (
     DTYPES,
     FUSIONS,
@@ -188,9 +189,30 @@ def _read_quantization(top: Reader) -> QuantSupport:
 
 def _read_runtime(top: Reader) -> RuntimeSpec:
     rt = top.table(
-        "runtime", ("partition_policy", "invoke_overhead_us", "fusions", "ort_providers")
+        "runtime",
+        (
+            "name",
+            "precision_hint",
+            "partition_policy",
+            "invoke_overhead_us",
+            "fusions",
+            "ort_providers",
+        ),
     )
+    names = [r.value for r in Runtime]
+    name = rt.get("name", string, f"one of {', '.join(names)}", default=Runtime.ORT.value)
+    if name not in names:
+        raise ConfigError(
+            f"{rt.file}: {rt.key_path('name')}: unknown runtime {name!r}"
+            f"{did_you_mean(name, names)}",
+            hint=f"[runtime] name is one of {', '.join(names)} (ort when left out)",
+        )
+    hints = PRECISION_HINTS
     return RuntimeSpec(
+        name=Runtime(name),
+        precision_hint=rt.get(
+            "precision_hint", one_of(hints), f"one of {', '.join(hints)}", default="f32"
+        ),
         partition_policy=rt.get(
             "partition_policy", one_of(("multi", "single_prefix")), '"multi" or "single_prefix"'
         ),

@@ -9,6 +9,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
+from edgeopt.profiles.runtime_spec import Runtime
+
 SCHEMA = "edgeopt-hw-profile/1"
 
 QUANT_MODES = ("fp32", "fp32_opt", "fp16", "int8_static", "int8_dynamic")
@@ -202,12 +204,17 @@ class MemorySpec:
 
 @dataclass(frozen=True, kw_only=True)
 class RuntimeSpec:
-    """How the target's runtime executes a graph."""
+    """How the target's runtime executes a graph, and which runtime it is (``name``: what
+    file the target loads, ``edgeopt.profiles.runtime_spec.RUNTIMES``; ``ort`` when the
+    profile names none). ``precision_hint`` is OpenVINO's inference precision (``f32``
+    unless the profile asks for ``bf16``/``f16``)."""
 
     partition_policy: str
     invoke_overhead_us: float
     fusions: frozenset[str]
     ort_providers: tuple[str, ...]
+    name: Runtime = Runtime.ORT
+    precision_hint: str = "f32"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -297,6 +304,11 @@ class HardwareProfile:
         return sorted(
             p for p, s in self.provenance.items() if s.kind != "assumption" and not s.cited
         )
+
+    @property
+    def runtime_name(self) -> Runtime:
+        """The runtime the target runs (``[runtime] name``; ``ort`` when none is named)."""
+        return self.runtime.name if self.runtime is not None else Runtime.ORT
 
     @property
     def label(self) -> str:

@@ -15,6 +15,7 @@ from functools import cached_property
 from edgeopt.errors import ConfigError
 from edgeopt.profiles.loader import load_profile, profile_from_text
 from edgeopt.profiles.merge import merge_profiles
+from edgeopt.profiles.runtime_spec import RUNTIMES, Runtime
 from edgeopt.profiles.schema import HardwareProfile
 
 
@@ -49,6 +50,20 @@ class Targets:
         _ = self.merged
         if len(set(self.names)) != len(self.names):
             raise ConfigError(f"--target names a profile twice: {', '.join(self.names)}")
+
+    def check_searchable(self) -> None:
+        """ConfigError for a measured target whose runtime is not ONNX Runtime: the search
+        times ONNX candidates in ORT, so its numbers would not be that runtime's (``bench``
+        and ``check`` measure such targets on their own runtime)."""
+        for p in self.profiles:
+            if p.measured and p.runtime_name != Runtime.ORT:
+                raise ConfigError(
+                    f"--target {p.name}: searching on {RUNTIMES[p.runtime_name].label} is not "
+                    "supported yet (the search times its candidates in ONNX Runtime)",
+                    hint=f"search with --target cpu, then edgeopt export --format "
+                    f"{RUNTIMES[p.runtime_name].format} and edgeopt bench/check the file "
+                    f"with --target {p.name}",
+                )
 
     def check_unchanged(self, recorded: dict[str, str] | None) -> None:
         """ConfigError when these profiles are not the content a run recorded (its

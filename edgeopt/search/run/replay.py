@@ -20,12 +20,16 @@ from edgeopt.data import eval_count, first_inputs, open_source, synthetic_inputs
 from edgeopt.data.metadata import sidecar_path, stamp, write_sidecar
 from edgeopt.data.preprocess import Preprocess
 from edgeopt.errors import ConfigError
+from edgeopt.export.convert import Artifact, ConvertOptions, convert
 from edgeopt.fileio import write_atomic
 from edgeopt.loading import load_spec
 from edgeopt.measure.accuracy import onnx_logits
 from edgeopt.pipeline import PipelineInputs, build
+from edgeopt.profiles import HardwareProfile
+from edgeopt.profiles.runtime_spec import Runtime
 from edgeopt.records import MetricEntry, RunRecord, TrialRecord, TrialState, as_run
 from edgeopt.rundir import Baseline, RunDir
+from edgeopt.search.run.export_format import export_files
 from edgeopt.search.study.artifacts import check_sha256, open_store
 from edgeopt.search.study.context import run_targets
 from edgeopt.search.trial.protocol import SYNTHETIC_N, SYNTHETIC_VAL_SEED
@@ -61,6 +65,8 @@ class ExportResult:
     metadata: Path
     rebuild: RebuildCheck | None = None
     preprocess: Path | None = None
+    artifact: Artifact | None = None
+    """The runtime's files converted from ``onnx`` (``--format ort|openvino``), else None."""
 
 
 def find_trial(records: RunRecord | Mapping[str, Any], number: int) -> TrialRecord:
@@ -129,11 +135,14 @@ def _entries(measurements: Mapping[str, Mapping[str, MetricEntry]]) -> dict[str,
     return {t: {m: e.to_dict() for m, e in ms.items()} for t, ms in measurements.items()}
 
 
-def export_paths(records: RunRecord | Mapping[str, Any], out: Path) -> list[Path]:
-    """Every file ``export_trial`` writes for ``out``: the model, ``X.json``, and
-    ``X.preprocess.json`` when the run's data has a preprocessing recipe."""
+def export_paths(
+    records: RunRecord | Mapping[str, Any], out: Path, runtime: Runtime = Runtime.ORT
+) -> list[Path]:
+    """Every file ``export_trial`` writes for ``out``: the model (in ``runtime``'s format:
+    ``export_format.export_files``), ``X.json``, and ``X.preprocess.json`` when the run's
+    data has a preprocessing recipe."""
     out = Path(out)
-    paths = [out, out.with_suffix(".json")]
+    paths = [*export_files(runtime, out), out.with_suffix(".json")]
     return paths + ([sidecar_path(out)] if as_run(records).preprocess is not None else [])
 
 
@@ -146,8 +155,15 @@ def export_trial(
     rebuild: bool = False,
     artifacts: str | None = None,
     trust: Mapping[str, Any] | None = None,
+    runtime: Runtime = Runtime.ORT,
+    profile: HardwareProfile | None = None,
 ) -> ExportResult:
     """Copy trial ``number``'s ONNX file to ``out`` and write ``out`` with suffix ``.json``.
+
+    For another ``runtime`` than ``ort``, ``out`` names that runtime's file (``.ort``,
+    ``.xml``): the ONNX file is copied to ``out`` with suffix ``.onnx`` and converted from
+    there (for ``profile``'s device, e.g. ``arm`` for a phone); ConversionError with the
+    converter's reason when it does not convert. The ``.json`` records the runtime.
 
     The file comes from ``run_dir`` (the recorded path must lie inside it) when it is there,
     else from the artifact store (``artifacts``, else the one the records name); the copy
@@ -166,7 +182,8 @@ def export_trial(
     run = RunDir(run_dir) if run_dir is not None else None
     records = as_run(records)
     trial = find_trial(records, number)
-    out = Path(out)
+    artifact_out = Path(out)
+    out = export_files(runtime, artifact_out)[0]  # the ONNX file
     if out.suffix.lower() != ".onnx":
         raise ConfigError(f"--out must name an .onnx file, got {out}", hint="e.g. model.onnx")
     recipe = Preprocess.from_dict(records.preprocess) if records.preprocess else None
@@ -193,8 +210,15 @@ def export_trial(
             tmp.replace(out)
         finally:
             tmp.unlink(missing_ok=True)
+    artifact = None
+    if runtime != Runtime.ORT:
+        artifact = convert(out, runtime, artifact_out, ConvertOptions.for_profile(profile))
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     meta = metadata(records, trial, digest)
+    meta["runtime"] = runtime.value
+    if artifact is not None:
+        meta["artifact"] = [p.name for p in artifact.paths]
+        meta["conversion"] = {**artifact.facts, "target": profile.name if profile else None}
     if check is not None:
         meta["rebuild"] = asdict(check)
     sidecar = None
@@ -203,7 +227,7 @@ def export_trial(
         meta["source_onnx_sha256"] = trial.onnx_sha256
         meta["preprocess"] = recipe.to_dict()
     meta_path = write_atomic(out.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
-    return ExportResult(int(number), out, meta_path, check, sidecar)
+    return ExportResult(int(number), out, meta_path, check, sidecar, artifact)
 
 
 def _source_onnx(run: RunDir | None, spec: str | None, trial: TrialRecord, dest: Path) -> Path:

@@ -70,6 +70,7 @@ def prepare(
     check_out_dir(config, RunDir(run_dir))  # before any work: what --out may hold
     targets = targets or resolve_targets(config.targets)
     targets.check()  # fails fast when the targets share no model format or repeat one
+    targets.check_searchable()  # or name a measured runtime the search cannot time yet
     if config.profile_digests is None:
         config = config.with_profile_digests(targets)
     source = None
@@ -81,6 +82,13 @@ def prepare(
         source = open_source(config.data)
         config = replace(config, data=config.data.with_fingerprint(source.fingerprint()))
     loaded = load_spec(config.model, source.input_shape if source is not None else None)
+    if loaded.artifact_path is not None:
+        raise ConfigError(
+            f"{loaded.source} is a runtime's file ({loaded.format.value}): optimize starts "
+            "from the trained model",
+            hint="pass the torch model or the .onnx it was made from; bench and check "
+            "take this file",
+        )
     if config.data and config.data.kind is DataKind.FOLDER:  # its recipe needs the model
         spec = _folder_spec(config.data, RunDir(run_dir), loaded, recipe or RecipeFlags())
         source = open_source(spec)  # a resume: refused when the folder changed

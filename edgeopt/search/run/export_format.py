@@ -1,0 +1,75 @@
+"""Which runtime's file ``edgeopt export`` writes (``--format``), and the files that makes:
+``onnx`` the trial's ONNX file as today; ``ort`` and ``openvino`` that file converted on the
+spot (``edgeopt.export.convert``), written beside the ONNX file it came from (a ``.ort`` is
+estimated from it, and the sidecar's digest names it)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from edgeopt.errors import ConfigError
+from edgeopt.export.convert import artifact_paths
+from edgeopt.profiles import HardwareProfile
+from edgeopt.profiles.runtime_spec import FORMATS, RUNTIMES, Runtime, runtime_of_file
+
+FORMAT_CHOICES: tuple[str, ...] = (
+    "auto",
+    *(k.format for k in RUNTIMES.values() if k.convertible),
+)
+"""``--format`` values: ``auto`` (the run's first target's format) and every format edgeopt
+converts to here."""
+
+
+def export_runtime(
+    fmt: str | None, out: Path, profiles: Sequence[HardwareProfile] | None
+) -> Runtime:
+    """The runtime whose file ``export`` writes at ``out``: ``fmt`` (``auto``: the first of
+    ``profiles``' runtime), or without ``fmt`` the one ``out``'s suffix names. ConfigError
+    for a format edgeopt cannot write here or an ``out`` whose suffix is another format's."""
+    if fmt is None:
+        runtime = runtime_of_file(out)
+        if runtime is None or not RUNTIMES[runtime].convertible:
+            raise ConfigError(
+                f"--out {out}: name an .onnx, .ort or .xml file",
+                hint="e.g. --out release/model.onnx, or give --format",
+            )
+        return runtime
+    if fmt == "auto":
+        assert profiles, "--format auto needs the run's targets"
+        runtime = profiles[0].runtime_name
+    else:
+        runtime = FORMATS[fmt]
+    kind = RUNTIMES[runtime]
+    if not kind.convertible:
+        raise ConfigError(
+            f"--format {fmt}: the run's target {profiles[0].name if profiles else ''} runs "
+            f"{kind.label}, which edgeopt cannot convert to yet",
+            hint="export --format onnx (or ort, openvino)",
+        )
+    if out.suffix.lower() != kind.suffix:
+        how = f"--format {fmt}" + (
+            f" ({kind.format}, for {profiles[0].name})" if fmt == "auto" and profiles else ""
+        )
+        raise ConfigError(
+            f"{how} writes a {kind.suffix} file, but --out {out} names a "
+            f"{out.suffix or 'file without suffix'}",
+            hint=f"--out {out.with_suffix(kind.suffix)}",
+        )
+    return runtime
+
+
+def export_files(runtime: Runtime, out: Path) -> list[Path]:
+    """The model files ``export`` writes for ``out`` in ``runtime``'s format: the ONNX file,
+    then (not for ``ort``) the runtime's files."""
+    if runtime == Runtime.ORT:
+        return [out]
+    return [out.with_suffix(".onnx"), *artifact_paths(runtime, out)]
+
+
+def convert_profile(
+    runtime: Runtime, profiles: Sequence[HardwareProfile]
+) -> HardwareProfile | None:
+    """The run's first target that runs ``runtime`` (its device decides how to convert, e.g.
+    ``arm`` for a phone's ``.ort``), else None."""
+    return next((p for p in profiles if p.runtime_name == runtime), None)
