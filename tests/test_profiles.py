@@ -177,6 +177,12 @@ def test_typo_names_key_and_suggests() -> None:
             "runtime.invoke_overhead_us.src: 'S9' is not a key of [sources]",
         ),
         ("[units.cpu.power]", "[units.cpu.powr]", "unknown key 'powr' (did you mean 'power'?)"),
+        ('weight_type = "int8"', 'weight_type = "int4"', 'expected "uint8" or "int8"'),
+        (
+            'activation_type = "uint8"\nweight_type = "int8"',
+            'activation_type = "int8"\nweight_type = "uint8"',
+            "quantization: int8 activations with uint8 weights is not an ONNX Runtime flavour",
+        ),
     ],
 )
 def test_bad_values_name_file_and_key(tmp_path: Path, old: str, new: str, expected: str) -> None:

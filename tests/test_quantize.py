@@ -129,14 +129,35 @@ def test_ort_default_uses_s8_activations(tmp_path: Path, onnx_models: dict[str, 
     assert _weights_from_dq(out) == (16, 16)
 
 
-def test_profile_types_int8_for_arm(tmp_path: Path, onnx_models: dict[str, Path]) -> None:
+def _weight_type(path: Path) -> int:
+    g = onnx.load(str(path)).graph
+    inits = {i.name: i for i in g.initializer}
+    conv = next(n for n in g.node if n.op_type == "Conv")
+    dq = next(n for n in g.node if n.output[0] == conv.input[1])
+    return inits[dq.input[0]].data_type
+
+
+@pytest.mark.parametrize(
+    ("target", "act", "weight"),
+    [
+        ("cpu", onnx.TensorProto.UINT8, onnx.TensorProto.INT8),  # x86 VNNI u8s8
+        ("mobile", onnx.TensorProto.UINT8, onnx.TensorProto.UINT8),  # ORT's QNN default
+        ("jetson", onnx.TensorProto.INT8, onnx.TensorProto.INT8),  # TensorRT s8s8
+    ],
+)
+def test_profile_types_are_the_targets_flavour(
+    tmp_path: Path, onnx_models: dict[str, Path], target: str, act: int, weight: int
+) -> None:
     stage = STAGES["quantize"]
-    base = stage.identity(load_profile("mobile"))
+    base = stage.identity(load_profile(target))
     cfg = QuantizeConfig(
-        mode="int8_static", activation_type=base.activation_type, weight_type=base.weight_type
+        mode="int8_static",
+        activation_type=base.activation_type,
+        weight_type=base.weight_type,
+        calibration_samples=8,
     )
-    out = stage.apply(onnx_models["plain_cnn"], cfg, _ctx(tmp_path, "mobile")).artifact
-    assert _zero_point_type(out) == onnx.TensorProto.INT8
+    out = stage.apply(onnx_models["plain_cnn"], cfg, _ctx(tmp_path, target)).artifact
+    assert (_zero_point_type(out), _weight_type(out)) == (act, weight)
 
 
 def test_dynamic_only_matmul_gemm(tmp_path: Path, onnx_models: dict[str, Path]) -> None:

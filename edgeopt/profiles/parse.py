@@ -174,10 +174,16 @@ def _read_quantization(top: Reader) -> QuantSupport:
     quant = QuantSupport(
         modes=modes,
         activation_type=q.get("activation_type", one_of(("uint8", "int8")), '"uint8" or "int8"'),
-        weight_type=q.get("weight_type", one_of(("int8",)), '"int8"'),
+        weight_type=q.get("weight_type", one_of(("uint8", "int8")), '"uint8" or "int8"'),
         per_channel=q.get("per_channel", boolean, "true or false"),
         int8_only=q.get("int8_only", boolean, "true or false"),
     )
+    if (quant.activation_type, quant.weight_type) == ("int8", "uint8"):
+        raise ConfigError(
+            f"{q.file}: quantization: int8 activations with uint8 weights is not an ONNX Runtime "
+            "flavour",
+            hint="use uint8/int8 (x86), uint8/uint8 (Qualcomm QNN) or int8/int8 (Arm, TensorRT)",
+        )
     if quant.int8_only and set(modes) - {"int8_static"}:
         raise ConfigError(
             f'{q.file}: quantization.modes: an int8_only target runs only ["int8_static"], '
