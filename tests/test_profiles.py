@@ -14,6 +14,7 @@ from edgeopt.errors import ConfigError
 from edgeopt.profiles import (
     HardwareProfile,
     TargetKind,
+    Targets,
     list_profiles,
     load_profile,
     merge_profiles,
@@ -124,6 +125,18 @@ def test_merged_targets_keep_what_all_can_run() -> None:
         merge_profiles([fpga, fp32_only])
     with pytest.raises(ConfigError, match="no target given"):
         merge_profiles([])
+
+
+def test_one_int8_flavour_per_search_the_first_targets() -> None:
+    cpu, mobile, jetson = load_profile("cpu"), load_profile("mobile"), load_profile("jetson")
+    merged = merge_profiles([mobile, cpu, jetson]).quantization
+    assert (merged.activation_type, merged.weight_type) == ("uint8", "uint8")
+    note = Targets((mobile, cpu, jetson)).flavour_note
+    assert note is not None
+    assert "quantized for mobile-sd8gen2 (uint8 activations, uint8 weights)" in note
+    assert "host-cpu (uint8/int8), jetson-orin-nano-8gb (int8/int8) want another" in note
+    assert Targets((cpu, load_profile("server"))).flavour_note is None  # both x86 u8/s8
+    assert Targets((mobile,)).flavour_note is None
 
 
 def test_unknown_profile_lists_valid_names() -> None:
