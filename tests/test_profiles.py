@@ -134,7 +134,12 @@ def test_one_int8_flavour_per_search_the_first_targets() -> None:
     note = Targets((mobile, cpu, jetson)).flavour_note
     assert note is not None
     assert "quantized for mobile-sd8gen2 (uint8 activations, uint8 weights)" in note
-    assert "host-cpu (uint8/int8), jetson-orin-nano-8gb (int8/int8) want another" in note
+    assert (
+        "host-cpu (uint8 activations, int8 weights), jetson-orin-nano-8gb (int8 symmetric "
+        "activations, int8 weights) want another flavour"
+    ) in note
+    jet = merge_profiles([jetson, cpu]).quantization
+    assert (jet.activation_type, jet.activation_symmetric) == ("int8", True)
     assert Targets((cpu, load_profile("server"))).flavour_note is None  # both x86 u8/s8
     assert Targets((mobile,)).flavour_note is None
 

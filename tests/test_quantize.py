@@ -137,27 +137,34 @@ def _weight_type(path: Path) -> int:
     return inits[dq.input[0]].data_type
 
 
+def _activation_zero_points(path: Path) -> set[int]:
+    g = onnx.load(str(path)).graph
+    inits = {i.name: int(onnx.numpy_helper.to_array(i)) for i in g.initializer if not i.dims}
+    return {inits[n.input[2]] for n in g.node if n.op_type == "QuantizeLinear"}
+
+
 @pytest.mark.parametrize(
-    ("target", "act", "weight"),
+    ("target", "act", "weight", "symmetric"),
     [
-        ("cpu", onnx.TensorProto.UINT8, onnx.TensorProto.INT8),  # x86 VNNI u8s8
-        ("mobile", onnx.TensorProto.UINT8, onnx.TensorProto.UINT8),  # ORT's QNN default
-        ("jetson", onnx.TensorProto.INT8, onnx.TensorProto.INT8),  # TensorRT s8s8
+        ("cpu", onnx.TensorProto.UINT8, onnx.TensorProto.INT8, False),  # x86 VNNI u8s8
+        ("mobile", onnx.TensorProto.UINT8, onnx.TensorProto.UINT8, False),  # ORT's QNN default
+        ("jetson", onnx.TensorProto.INT8, onnx.TensorProto.INT8, True),  # TensorRT: zp 0
     ],
 )
 def test_profile_types_are_the_targets_flavour(
-    tmp_path: Path, onnx_models: dict[str, Path], target: str, act: int, weight: int
+    tmp_path: Path,
+    onnx_models: dict[str, Path],
+    target: str,
+    act: int,
+    weight: int,
+    symmetric: bool,
 ) -> None:
     stage = STAGES["quantize"]
-    base = stage.identity(load_profile(target))
-    cfg = QuantizeConfig(
-        mode="int8_static",
-        activation_type=base.activation_type,
-        weight_type=base.weight_type,
-        calibration_samples=8,
-    )
-    out = stage.apply(onnx_models["plain_cnn"], cfg, _ctx(tmp_path, target)).artifact
+    plain = stage.by_hand(load_profile(target), CONV)  # the search's plain int8 on the target
+    assert plain is not None
+    out = stage.apply(onnx_models["plain_cnn"], plain.config, _ctx(tmp_path, target)).artifact
     assert (_zero_point_type(out), _weight_type(out)) == (act, weight)
+    assert (_activation_zero_points(out) == {0}) is symmetric
 
 
 def test_dynamic_only_matmul_gemm(tmp_path: Path, onnx_models: dict[str, Path]) -> None:

@@ -53,20 +53,21 @@ def merge_profiles(profiles: Sequence[HardwareProfile]) -> HardwareProfile:
 def flavour_note(profiles: Sequence[HardwareProfile]) -> str | None:
     """A warning when the targets want different int8 flavours (None when they agree): which
     one the search quantizes with (the first target's) and which targets get another."""
-    first = profiles[0].quantization if profiles else None
-    if first is None:
+    if not profiles:
         return None
-    want = (first.activation_type, first.weight_type)
-    others = [
-        f"{p.name} ({p.quantization.activation_type}/{p.quantization.weight_type})"
-        for p in profiles[1:]
-        if (p.quantization.activation_type, p.quantization.weight_type) != want
-    ]
+    want = _flavour(profiles[0])
+    others = [f"{p.name} ({_flavour(p)})" for p in profiles[1:] if _flavour(p) != want]
     if not others:
         return None
     return (
-        f"int8 candidates are quantized for {profiles[0].name} ({want[0]} activations, "
-        f"{want[1]} weights), the first --target; {', '.join(others)} want another flavour, "
-        "so their int8 estimates run the Q/DQ off their accelerator (optimize for them in a "
-        "separate run, or name the one that matters first)"
+        f"int8 candidates are quantized for {profiles[0].name} ({want}), the first --target; "
+        f"{', '.join(others)} want another flavour, so their int8 estimates run the Q/DQ off "
+        "their accelerator (optimize for them in a separate run, or name the one that matters "
+        "first)"
     )
+
+
+def _flavour(p: HardwareProfile) -> str:
+    q = p.quantization
+    sym = " symmetric" if q.activation_symmetric else ""
+    return f"{q.activation_type}{sym} activations, {q.weight_type} weights"

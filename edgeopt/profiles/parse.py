@@ -166,7 +166,15 @@ def _read_sources(data: dict[str, Any], file: str) -> dict[str, str]:
 
 def _read_quantization(top: Reader) -> QuantSupport:
     q = top.table(
-        "quantization", ("modes", "activation_type", "weight_type", "per_channel", "int8_only")
+        "quantization",
+        (
+            "modes",
+            "activation_type",
+            "weight_type",
+            "per_channel",
+            "int8_only",
+            "activation_symmetric",
+        ),
     )
     modes = q.get("modes", subset_of(QUANT_MODES), f"a list drawn from {', '.join(QUANT_MODES)}")
     if not modes:
@@ -177,6 +185,7 @@ def _read_quantization(top: Reader) -> QuantSupport:
         weight_type=q.get("weight_type", one_of(("uint8", "int8")), '"uint8" or "int8"'),
         per_channel=q.get("per_channel", boolean, "true or false"),
         int8_only=q.get("int8_only", boolean, "true or false"),
+        activation_symmetric=q.get("activation_symmetric", boolean, "true or false", default=False),
     )
     if (quant.activation_type, quant.weight_type) == ("int8", "uint8"):
         raise ConfigError(

@@ -121,5 +121,13 @@ def quantize_static(
             weight_type=qtype(config.weight_type),
             calibrate_method=calib_method(config.calibration),
             nodes_to_exclude=exclude or None,
-            extra_options={"TensorQuantOverrides": overrides} if overrides else None,
+            extra_options=_extra_options(config, overrides),
         )
+
+
+def _extra_options(config: QuantizeConfig, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """ORT's ``extra_options``: the learned activation ranges and symmetric activations."""
+    extra: dict[str, Any] = {"ActivationSymmetric": config.activation_symmetric}
+    if overrides:
+        extra["TensorQuantOverrides"] = overrides
+    return extra
