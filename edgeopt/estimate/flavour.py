@@ -36,9 +36,10 @@ class Flavour:
         return (
             f"activation type {'/'.join(sorted(self.activation)) or '-'} / weight type "
             f"{'/'.join(sorted(self.weight)) or '-'} differ from the target's int8 flavour "
-            f"({q.activation_type} activations, {q.weight_type} weights): Q/DQ do not fold "
-            f"into '{unit.id}' int8 kernels, they run on '{unit.fallback or unit.id}' "
-            f"(quantize for this target, e.g. edgeopt optimize --target {profile.name})"
+            f"({q.activation_type} activations, {q.weight_type} weights): its Q/DQ and int8 "
+            f"kernels are not in '{unit.id}' int8 support and run on "
+            f"'{unit.fallback or unit.id}' (quantize for this target: edgeopt optimize --target "
+            f"{profile.name})"
         )
 
 
