@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,21 @@ def test_dynamic_only_matmul_gemm(tmp_path: Path, onnx_models: dict[str, Path]) 
     )
     c = quant_node_counts(cnn)
     assert c.get("ConvInteger", 0) == 0 and c["Conv"] == 15 and c["MatMulInteger"] == 1
+
+
+def test_dynamic_keeps_s8_weights_on_a_u8_weight_target(
+    tmp_path: Path, onnx_models: dict[str, Path]
+) -> None:
+    # the mobile flavour's u8 weights are for QNN's static QDQ; dynamic runs on CPU kernels
+    stage = STAGES["quantize"]
+    base = stage.identity(load_profile("mobile"))
+    assert base.weight_type == "uint8"
+    cfg = dataclasses.replace(base, mode=QuantMode.INT8_DYNAMIC)
+    out = stage.apply(onnx_models["mlp"], cfg, _ctx(tmp_path, "mobile")).artifact
+    g = onnx.load(str(out)).graph
+    inits = {i.name: i for i in g.initializer}
+    weights = [inits[n.input[1]] for n in g.node if n.op_type == "MatMulInteger"]
+    assert len(weights) == 2 and {w.data_type for w in weights} == {onnx.TensorProto.INT8}
 
 
 def test_fp16_and_fp32_opt(tmp_path: Path, onnx_models: dict[str, Path]) -> None:

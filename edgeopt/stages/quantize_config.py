@@ -50,8 +50,9 @@ class QuantizeConfig(StageConfig):
 
     ``calibration``/``calibration_samples``/``exclude_first_last``/``activation_type``/
     ``activation_symmetric`` (zero points at the middle of the type, 0 for int8) apply to
-    the static modes; ``per_channel``/``weight_type`` to the int8 modes (``ort_default``
-    ignores all of them but ``calibration_samples``: it is ORT's defaults by definition).
+    the static modes; ``per_channel`` to the int8 modes and ``weight_type`` to int8_static
+    (int8_dynamic's weights are always int8: it runs on CPU kernels); ``ort_default``
+    ignores all of them but ``calibration_samples`` (it is ORT's defaults by definition).
     ``exclude_first_last`` keeps the first and last Conv/Gemm/MatMul in float;
     ``fp32_nodes`` (int8_static only) keeps that many more in float, the ones whose
     quantization hurts the output most (``edgeopt.stages.sensitivity``).
