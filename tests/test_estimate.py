@@ -163,11 +163,12 @@ def test_qdq_conv_counts_as_int8(tmp_path: Path) -> None:
     assert e.activation_mb * 1e6 == pytest.approx(20480)
 
 
-def _int8_conv_params() -> list[onnx.TensorProto]:
-    """u8 activation scale/zero point (s, zp) and an s8 16x8x3x3 weight (wq, ws, wzp)."""
+def _int8_conv_params(act: type = np.uint8) -> list[onnx.TensorProto]:
+    """``act`` (u8) activation scale/zero point (s, zp) and an s8 16x8x3x3 weight (wq, ws,
+    wzp)."""
     return [
         numpy_helper.from_array(np.array(0.1, np.float32), "s"),
-        numpy_helper.from_array(np.array(128, np.uint8), "zp"),
+        numpy_helper.from_array(np.array(128 if act is np.uint8 else 0, act), "zp"),
         numpy_helper.from_array(np.ones((16, 8, 3, 3), np.int8), "wq"),
         numpy_helper.from_array(np.array(0.01, np.float32), "ws"),
         numpy_helper.from_array(np.array(0, np.int8), "wzp"),
@@ -187,7 +188,7 @@ def test_qoperator_qlinearconv_is_int8(tmp_path: Path) -> None:
 
 
 def test_unsupported_op_falls_back_with_transfer(tmp_path: Path) -> None:
-    inits = _int8_conv_params()
+    inits = _int8_conv_params(np.int8)  # the FPGA's int8 flavour: its unit runs the conv
     nodes = [
         helper.make_node("DequantizeLinear", ["x", "s", "zp"], ["xd"]),
         helper.make_node("DequantizeLinear", ["wq", "ws", "wzp"], ["wd"]),
@@ -197,7 +198,7 @@ def test_unsupported_op_falls_back_with_transfer(tmp_path: Path) -> None:
         helper.make_node("Sigmoid", ["yd"], ["out"], name="sigmoid"),
     ]
     path = _save(
-        tmp_path, nodes, [_t("x", U8, [1, 8, 8, 8])], [_t("out", F32, [1, 16, 8, 8])], inits
+        tmp_path, nodes, [_t("x", I8, [1, 8, 8, 8])], [_t("out", F32, [1, 16, 8, 8])], inits
     )
     e = estimate(path, FPGA)
     got = [(n.op, n.unit, n.bytes) for n in e.nodes]

@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import edgeopt
 from edgeopt.cli import main
 from edgeopt.errors import ConfigError
 from edgeopt.profiles import (
     HardwareProfile,
     TargetKind,
+    Targets,
     list_profiles,
     load_profile,
     merge_profiles,
@@ -89,6 +91,13 @@ def test_path_loads_user_profile() -> None:
     assert p.assumptions == ["runtime.invoke_overhead_us"]
 
 
+def test_a_source_checkout_reads_its_own_profiles() -> None:
+    # a git worktree run with PYTHONPATH=worktree beside an editable install of another
+    # checkout: the profiles are the worktree's, like its code
+    checkout = Path(edgeopt.__file__).resolve().parents[1]
+    assert shipped_profile_dir().resolve() == (checkout / "profiles").resolve()
+
+
 def test_shipped_profiles_come_from_one_folder() -> None:
     folder = shipped_profile_dir()
     assert sorted(p.name for p in folder.glob("*.toml")) == sorted(
@@ -116,6 +125,23 @@ def test_merged_targets_keep_what_all_can_run() -> None:
         merge_profiles([fpga, fp32_only])
     with pytest.raises(ConfigError, match="no target given"):
         merge_profiles([])
+
+
+def test_one_int8_flavour_per_search_the_first_targets() -> None:
+    cpu, mobile, jetson = load_profile("cpu"), load_profile("mobile"), load_profile("jetson")
+    merged = merge_profiles([mobile, cpu, jetson]).quantization
+    assert (merged.activation_type, merged.weight_type) == ("uint8", "uint8")
+    note = Targets((mobile, cpu, jetson)).flavour_note
+    assert note is not None
+    assert "quantized for mobile-sd8gen2 (uint8 activations, uint8 weights)" in note
+    assert (
+        "host-cpu (uint8 activations, int8 weights), jetson-orin-nano-8gb (int8 symmetric "
+        "activations, int8 weights) want another flavour"
+    ) in note
+    jet = merge_profiles([jetson, cpu]).quantization
+    assert (jet.activation_type, jet.activation_symmetric) == ("int8", True)
+    assert Targets((cpu, load_profile("server"))).flavour_note is None  # both x86 u8/s8
+    assert Targets((mobile,)).flavour_note is None
 
 
 def test_unknown_profile_lists_valid_names() -> None:
@@ -169,6 +195,12 @@ def test_typo_names_key_and_suggests() -> None:
             "runtime.invoke_overhead_us.src: 'S9' is not a key of [sources]",
         ),
         ("[units.cpu.power]", "[units.cpu.powr]", "unknown key 'powr' (did you mean 'power'?)"),
+        ('weight_type = "int8"', 'weight_type = "int4"', 'expected "uint8" or "int8"'),
+        (
+            'activation_type = "uint8"\nweight_type = "int8"',
+            'activation_type = "int8"\nweight_type = "uint8"',
+            "quantization: int8 activations with uint8 weights is not an ONNX Runtime flavour",
+        ),
     ],
 )
 def test_bad_values_name_file_and_key(tmp_path: Path, old: str, new: str, expected: str) -> None:

@@ -39,10 +39,12 @@ def _data(seed: int = 0) -> DataBundle:
     return DataBundle(x[:256], y[:256], x[256:], y[256:])
 
 
-def _ctx(tmp_path: Path, model: torch.nn.Module, data: DataBundle | None) -> StageContext:
+def _ctx(
+    tmp_path: Path, model: torch.nn.Module, data: DataBundle | None, target: str = "cpu"
+) -> StageContext:
     return StageContext(
         workdir=tmp_path / "work",
-        profile=load_profile("cpu"),
+        profile=load_profile(target),
         data=None if data is None else NpzSource(tmp_path / "in-memory.npz", data),
         teacher=model,
         input_shape=SHAPE,
@@ -83,6 +85,20 @@ def test_scale_zero_point_match_ort() -> None:
         assert ours == (float(scale), int(zp))
 
 
+def test_symmetric_scale_zero_point_match_ort() -> None:
+    # ORT's ActivationSymmetric (a TensorRT target's activations): what QAT must learn
+    from onnxruntime.quantization.quant_utils import compute_scale_zp, get_qmin_qmax_for_qType
+
+    for signed, qtype in [(True, onnx.TensorProto.INT8), (False, onnx.TensorProto.UINT8)]:
+        qmin, qmax = get_qmin_qmax_for_qType(qtype, symmetric=True)
+        for lo, hi in [(-1.3, 2.7), (0.0, 5.0), (0.2, 0.9), (-4.0, -1.0)]:
+            zp, scale = compute_scale_zp(
+                np.array(lo, np.float32), np.array(hi, np.float32), qmin, qmax, symmetric=True
+            )
+            ours = fake_quant.scale_zero_point(np.float32(lo), np.float32(hi), signed, True)
+            assert ours == (float(scale), int(zp)), (signed, lo, hi)
+
+
 def test_qat_model_runs_int8_in_ort_with_its_learned_ranges(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = zoo.BUILDERS["plain_cnn"](width=8).eval()
@@ -119,6 +135,25 @@ def test_qat_model_runs_int8_in_ort_with_its_learned_ranges(tmp_path: Path) -> N
     err = np.abs(ort_out - torch_out).max() / np.abs(torch_out).max()
     assert err < TOLERANCE
     assert (ort_out.argmax(1) == torch_out.argmax(1)).mean() >= 0.95
+
+
+def test_qat_learns_symmetric_ranges_for_a_tensorrt_target(tmp_path: Path) -> None:
+    # jetson: s8 activations with zero point 0, in training and in the int8 file ORT writes
+    torch.manual_seed(0)
+    model = zoo.BUILDERS["plain_cnn"](width=4).eval()
+    data = _data()
+    ctx = _ctx(tmp_path, model, data, "jetson")
+    qat = STAGES["qat"].apply(model, QatConfig(epochs=1, lr=1e-3), ctx).artifact
+    learned = {o.qparams() for o in fake_quant.observers(qat)}
+    assert learned and {zp for _, zp in learned} == {0}
+    fp = export_onnx(qat, SHAPE, tmp_path / "qat.onnx")
+    quantize = STAGES["quantize"]
+    config = quantize.by_hand(load_profile("jetson"), None).config  # type: ignore[arg-type, union-attr]
+    int8 = quantize.apply(fp, config, ctx).artifact
+    g = onnx.load(str(int8)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    zps = [inits[n.input[2]] for n in g.node if n.op_type == "QuantizeLinear"]
+    assert zps and all(z.dtype == np.int8 and not z.any() for z in zps)
 
 
 def test_qat_data_free_needs_and_uses_the_teacher(tmp_path: Path) -> None:

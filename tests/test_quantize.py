@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -129,14 +130,42 @@ def test_ort_default_uses_s8_activations(tmp_path: Path, onnx_models: dict[str, 
     assert _weights_from_dq(out) == (16, 16)
 
 
-def test_profile_types_int8_for_arm(tmp_path: Path, onnx_models: dict[str, Path]) -> None:
+def _weight_type(path: Path) -> int:
+    g = onnx.load(str(path)).graph
+    inits = {i.name: i for i in g.initializer}
+    conv = next(n for n in g.node if n.op_type == "Conv")
+    dq = next(n for n in g.node if n.output[0] == conv.input[1])
+    return inits[dq.input[0]].data_type
+
+
+def _activation_zero_points(path: Path) -> set[int]:
+    g = onnx.load(str(path)).graph
+    inits = {i.name: int(onnx.numpy_helper.to_array(i)) for i in g.initializer if not i.dims}
+    return {inits[n.input[2]] for n in g.node if n.op_type == "QuantizeLinear"}
+
+
+@pytest.mark.parametrize(
+    ("target", "act", "weight", "symmetric"),
+    [
+        ("cpu", onnx.TensorProto.UINT8, onnx.TensorProto.INT8, False),  # x86 VNNI u8s8
+        ("mobile", onnx.TensorProto.UINT8, onnx.TensorProto.UINT8, False),  # ORT's QNN default
+        ("jetson", onnx.TensorProto.INT8, onnx.TensorProto.INT8, True),  # TensorRT: zp 0
+    ],
+)
+def test_profile_types_are_the_targets_flavour(
+    tmp_path: Path,
+    onnx_models: dict[str, Path],
+    target: str,
+    act: int,
+    weight: int,
+    symmetric: bool,
+) -> None:
     stage = STAGES["quantize"]
-    base = stage.identity(load_profile("mobile"))
-    cfg = QuantizeConfig(
-        mode="int8_static", activation_type=base.activation_type, weight_type=base.weight_type
-    )
-    out = stage.apply(onnx_models["plain_cnn"], cfg, _ctx(tmp_path, "mobile")).artifact
-    assert _zero_point_type(out) == onnx.TensorProto.INT8
+    plain = stage.by_hand(load_profile(target), CONV)  # the search's plain int8 on the target
+    assert plain is not None
+    out = stage.apply(onnx_models["plain_cnn"], plain.config, _ctx(tmp_path, target)).artifact
+    assert (_zero_point_type(out), _weight_type(out)) == (act, weight)
+    assert (_activation_zero_points(out) == {0}) is symmetric
 
 
 def test_dynamic_only_matmul_gemm(tmp_path: Path, onnx_models: dict[str, Path]) -> None:
@@ -154,6 +183,21 @@ def test_dynamic_only_matmul_gemm(tmp_path: Path, onnx_models: dict[str, Path]) 
     )
     c = quant_node_counts(cnn)
     assert c.get("ConvInteger", 0) == 0 and c["Conv"] == 15 and c["MatMulInteger"] == 1
+
+
+def test_dynamic_keeps_s8_weights_on_a_u8_weight_target(
+    tmp_path: Path, onnx_models: dict[str, Path]
+) -> None:
+    # the mobile flavour's u8 weights are for QNN's static QDQ; dynamic runs on CPU kernels
+    stage = STAGES["quantize"]
+    base = stage.identity(load_profile("mobile"))
+    assert base.weight_type == "uint8"
+    cfg = dataclasses.replace(base, mode=QuantMode.INT8_DYNAMIC)
+    out = stage.apply(onnx_models["mlp"], cfg, _ctx(tmp_path, "mobile")).artifact
+    g = onnx.load(str(out)).graph
+    inits = {i.name: i for i in g.initializer}
+    weights = [inits[n.input[1]] for n in g.node if n.op_type == "MatMulInteger"]
+    assert len(weights) == 2 and {w.data_type for w in weights} == {onnx.TensorProto.INT8}
 
 
 def test_fp16_and_fp32_opt(tmp_path: Path, onnx_models: dict[str, Path]) -> None:

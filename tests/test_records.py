@@ -51,6 +51,8 @@ def real(tmp_path_factory: pytest.TempPathFactory, model_files: dict, tiny_data:
     args += ["--trials", "3", "--sampler", "random", "--threads", "1", "--out", out]
     result = CliRunner().invoke(main, [str(a) for a in args])
     assert result.exit_code == 0, result.output
+    # one int8 flavour per search, the first target's, and the CLI says so
+    assert "warning: int8 candidates are quantized for host-cpu" in result.output
     report = json.loads((out / "report" / "report.json").read_text())
     return load_run(out, importance=True), report
 

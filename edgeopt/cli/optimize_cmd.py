@@ -223,6 +223,8 @@ def optimize(
     click.echo(f"edgeopt optimize: {model} -> {out}  (targets: {', '.join(targets)})", err=True)
     _announce(out, baseline, config, shape_given=bool(input_shape))
     echo_run_data_notes(config, baseline, out)  # small splits: warned before any search work
+    if resolved.flavour_note:
+        click.echo(f"warning: {resolved.flavour_note}", err=True)
     data_ref = config.data.ref if config.data else None  # never recorded: workers get it
     trust = Trust(pickle=trust_pickle, arch=trust_arch, arch_ref=arch, data_ref=data_ref)
     _search_and_report(

@@ -70,7 +70,8 @@ def show_cmd(name: str) -> None:
         click.echo(f"  runner: {r.device}, providers {', '.join(r.providers)}")
     q = p.quantization
     click.echo(
-        f"  quantization: {', '.join(q.modes)}; activations {q.activation_type}, weights "
+        f"  quantization: {', '.join(q.modes)}; activations {q.activation_type}"
+        f"{' symmetric' if q.activation_symmetric else ''}, weights "
         f"{q.weight_type}, per-channel {'yes' if q.per_channel else 'no'}"
         f"{', int8 only' if q.int8_only else ''}"
     )

@@ -12,7 +12,10 @@ nodes), with analytic costs instead of learned regressors:
    (QLinearConv, ConvInteger, MatMulInteger, QLinear*) are int8 by op type.
 2. **Placement.** A kernel runs on the profile's first unit if that unit supports every op in
    it at its dtype, else on the unit's fallback (recursively). With ``single_prefix``
-   partitioning (Edge TPU) every kernel after the first fallback falls back too. Graph inputs
+   partitioning (Edge TPU) every kernel after the first fallback falls back too. An
+   accelerator unit (one listing its ops) runs a QDQ graph's int8 and Q/DQ kernels only when
+   the graph's activation/weight types are the profile's int8 flavour; a Q/DQ goes with the op
+   it quantizes for (else, a graph input's or output's, on the unit). Graph inputs
    and outputs live on the host unit (the end of the fallback chain). A tensor crossing units
    costs ``bytes / link_bandwidth + link_latency``.
 3. **Time.** ``t = max(ops / (peak[dtype] * eff[dtype][class]), bytes / bandwidth)
@@ -26,6 +29,7 @@ nodes), with analytic costs instead of learned regressors:
 
 Modules: ``cost_model`` (``estimate`` and ``kernel_work``: the steps below in order),
 ``graph`` (shapes, aliases), ``ops`` (dtype and work per node: the one op counter),
+``flavour`` (a QDQ graph's int8 flavour against the profile's),
 ``kernels`` (1), ``roofline`` (2, 3), ``memory`` (4), ``energy`` (5), ``result`` (what comes
 back).
 """

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeopt.estimate.energy import energy_bounds_mj
+from edgeopt.estimate.flavour import Flavour, flavour_bound, qdq_flavour
 from edgeopt.estimate.graph import Graph, load_model
 from edgeopt.estimate.kernels import build_kernels, connect, schedule
 from edgeopt.estimate.memory import memory_fits, peak_activation_bytes, weight_bytes
@@ -29,7 +30,8 @@ def estimate(onnx_path: str | Path, profile: HardwareProfile) -> Estimate:
     unknown = sorted({n.output[0] for n in g.nodes if n.output and g.numel(n.output[0]) is None})
     flow = connect(g, kernels)
     order = schedule(g, kernels)
-    fallback_ops = place(profile, g, kernels, order)
+    flavour = qdq_flavour(g)
+    fallback_ops = place(profile, g, kernels, order, flavour)
     tl = time_kernels(profile, g, kernels, order)
     total_s = sum(tl.busy_s.values()) + tl.transfer_s + profile.runtime.invoke_overhead_us * 1e-6
     peak_act = peak_activation_bytes(g, kernels, order, flow)
@@ -44,7 +46,9 @@ def estimate(onnx_path: str | Path, profile: HardwareProfile) -> Estimate:
         energy_mj_high=high_mj,
         fits=memory_fits(profile, peak_act, weights),
         nodes=tl.costs,
-        assumptions=_assumptions(profile, notes, unknown, fallback_ops, tl),
+        assumptions=_assumptions(
+            profile, [*notes, *_flavour_notes(profile, flavour)], unknown, fallback_ops, tl
+        ),
         activation_mb=peak_act / 1e6,
         macs=sum(k.macs for k in kernels),
         fallback_fraction=tl.fallback_ops / tl.total_ops if tl.total_ops else 0.0,
@@ -79,6 +83,13 @@ def _assumptions(
     out.append("energy: low = ops x pJ/op + bytes x pJ/byte; high = active/idle power x time")
     out.extend(_profile_caveats(profile))
     return out
+
+
+def _flavour_notes(profile: HardwareProfile, flavour: Flavour | None) -> list[str]:
+    """Why a QDQ graph of another target's int8 flavour stays off the preferred unit."""
+    if flavour is None or flavour.matches(profile) or not flavour_bound(profile.units[0]):
+        return []
+    return [flavour.mismatch_note(profile)]
 
 
 def _profile_caveats(profile: HardwareProfile) -> list[str]:

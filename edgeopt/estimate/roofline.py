@@ -5,30 +5,40 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from edgeopt.estimate.energy import kernel_energy_pj
+from edgeopt.estimate.flavour import Flavour, flavour_bound
 from edgeopt.estimate.graph import QDQ_OPS, Graph
 from edgeopt.estimate.kernels import Kernel
 from edgeopt.estimate.result import NodeCost
 from edgeopt.profiles import ComputeUnit, HardwareProfile
 
 
-def place(profile: HardwareProfile, g: Graph, kernels: list[Kernel], order: list[int]) -> set[str]:
+def place(
+    profile: HardwareProfile,
+    g: Graph,
+    kernels: list[Kernel],
+    order: list[int],
+    flavour: Flavour | None = None,
+) -> set[str]:
     """Set each kernel's unit; return the op types that left the preferred unit.
 
     A kernel runs on the first unit that supports all its ops at its dtype, following
     ``fallback``. With ``single_prefix`` partitioning (Edge TPU) every kernel after the first
-    fallback falls back too.
+    fallback falls back too. For a QDQ graph (``flavour``), an accelerator unit runs its int8
+    and Q/DQ kernels only when the flavour is the target's (see :class:`_Support`).
     """
     assert profile.runtime is not None
     fallen = False
     single_prefix = profile.runtime.partition_policy == "single_prefix"
     preferred = profile.units[0]
     fallback_ops: set[str] = set()
+    support = _Support(g, kernels, None if flavour is None else flavour.matches(profile))
     inputs, out_names = set(g.graph_inputs), set(g.graph_outputs)
     for ki in order:
         k = kernels[ki]
-        k.unit = _first_supporting(profile, k)
+        k.unit = _first_supporting(profile, k, support)
         if single_prefix and fallen and k.unit is preferred:
             k.unit = profile.unit(preferred.fallback) if preferred.fallback else preferred
         if k.unit is not preferred:
@@ -42,14 +52,56 @@ def place(profile: HardwareProfile, g: Graph, kernels: list[Kernel], order: list
     return fallback_ops
 
 
-def _first_supporting(profile: HardwareProfile, k: Kernel) -> ComputeUnit:
+def _first_supporting(profile: HardwareProfile, k: Kernel, support: _Support) -> ComputeUnit:
     unit = profile.units[0]
-    ops = {n.op_type for n in k.nodes}
-    while not all(unit.supports(op, k.dtype) for op in ops):
+    while not support.runs(unit, k):
         if unit.fallback is None:
             return unit
         unit = profile.unit(unit.fallback)
+    if support.native and flavour_bound(unit) and k.anchor.op_type in QDQ_OPS:
+        k.dtype = "int8"  # Q/DQ of the unit's own flavour: (de)quantizing at its int8 rate
     return unit
+
+
+class _Support:
+    """Which unit runs a kernel of a graph whose int8 flavour is the target's (``native``
+    True), another target's (False) or that has none (None).
+
+    On an accelerator unit (:func:`flavour_bound`) int8 kernels run only for a native
+    flavour, and so do Q/DQ kernels, each with the op it belongs to as ONNX Runtime groups
+    QDQ node units (a DequantizeLinear with its consumers, a QuantizeLinear with its
+    producer); one with no such op (quantizing a graph input, dequantizing an output) runs on
+    the unit. Other units (CPUs) run any flavour.
+    """
+
+    def __init__(self, g: Graph, kernels: list[Kernel], native: bool | None) -> None:
+        self.g, self.native = g, native
+        self.owner = {id(n): k for k in kernels for n in k.nodes}
+
+    def runs(self, unit: ComputeUnit, k: Kernel) -> bool:
+        """Whether ``unit`` runs kernel ``k``."""
+        ops = {n.op_type for n in k.nodes}
+        if (
+            self.native is None
+            or not flavour_bound(unit)
+            or not (k.dtype == "int8" or ops & QDQ_OPS)
+        ):
+            return all(unit.supports(op, k.dtype) for op in ops)
+        if not self.native or "int8" not in unit.peak_gops:
+            return False
+        if k.anchor.op_type in QDQ_OPS:
+            return all(self._peer_runs(unit, p) for p in self._peers(k.anchor))
+        return all(unit.supports(op, "int8") for op in ops)
+
+    def _peers(self, n: Any) -> list[Any]:
+        if n.op_type == "DequantizeLinear":
+            return self.g.through_views_fwd(n.output[0])
+        p = self.g.through_views_back(n.input[0])
+        return [] if p is None else [p]
+
+    def _peer_runs(self, unit: ComputeUnit, node: Any) -> bool:
+        k = self.owner.get(id(node))
+        return k is None or k.anchor.op_type in QDQ_OPS or self.runs(unit, k)
 
 
 def _compute_dtype(unit: ComputeUnit, dtype: str) -> str:

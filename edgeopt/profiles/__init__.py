@@ -19,6 +19,7 @@ Layout of a profile file (units are part of the key names)::
     schema = "edgeopt-hw-profile/1"
     [profile]      name, kind, description, aliases, measured, threads, calibrated
     [quantization] modes, activation_type, weight_type, per_channel, int8_only
+                   [, activation_symmetric]
     [pruning]      channel_multiple
     [runtime]      name (the runtime the device runs: ort | ort-format | openvino | litert |
                    tensorrt; ort when left out, see ``runtime_spec``), precision_hint

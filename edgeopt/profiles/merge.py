@@ -14,8 +14,12 @@ def merge_profiles(profiles: Sequence[HardwareProfile]) -> HardwareProfile:
     """One profile for *suggesting* candidates that every target in ``profiles`` can run.
 
     The first profile's numbers are kept; quantization modes are intersected (int8-only if any
-    target is), the channel multiple is the least common multiple. Measurement and estimation
-    still use each real profile. Raises ConfigError for no profiles or no common mode.
+    target is), the channel multiple is the least common multiple. The int8 flavour
+    (activation and weight types) is the first target's: a candidate is one quantized file, so
+    a search has one flavour, and a target of another flavour measures or estimates that file
+    as it is (its accelerator leaves the Q/DQ to its CPU: see :func:`flavour_note`).
+    Measurement and estimation still use each real profile. Raises ConfigError for no profiles
+    or no common mode.
     """
     if not profiles:
         raise ConfigError("no target given", hint="pass --target, e.g. --target mobile")
@@ -44,3 +48,26 @@ def merge_profiles(profiles: Sequence[HardwareProfile]) -> HardwareProfile:
         quantization=quant,
         pruning=replace(first.pruning, channel_multiple=multiple),
     )
+
+
+def flavour_note(profiles: Sequence[HardwareProfile]) -> str | None:
+    """A warning when the targets want different int8 flavours (None when they agree): which
+    one the search quantizes with (the first target's) and which targets get another."""
+    if not profiles:
+        return None
+    want = _flavour(profiles[0])
+    others = [f"{p.name} ({_flavour(p)})" for p in profiles[1:] if _flavour(p) != want]
+    if not others:
+        return None
+    return (
+        f"int8 candidates are quantized for {profiles[0].name} ({want}), the first --target; "
+        f"{', '.join(others)} want another flavour, so their int8 estimates run the Q/DQ off "
+        "their accelerator (optimize for them in a separate run, or name the one that matters "
+        "first)"
+    )
+
+
+def _flavour(p: HardwareProfile) -> str:
+    q = p.quantization
+    sym = " symmetric" if q.activation_symmetric else ""
+    return f"{q.activation_type}{sym} activations, {q.weight_type} weights"

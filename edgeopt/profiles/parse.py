@@ -167,7 +167,15 @@ def _read_sources(data: dict[str, Any], file: str) -> dict[str, str]:
 
 def _read_quantization(top: Reader) -> QuantSupport:
     q = top.table(
-        "quantization", ("modes", "activation_type", "weight_type", "per_channel", "int8_only")
+        "quantization",
+        (
+            "modes",
+            "activation_type",
+            "weight_type",
+            "per_channel",
+            "int8_only",
+            "activation_symmetric",
+        ),
     )
     modes = q.get("modes", subset_of(QUANT_MODES), f"a list drawn from {', '.join(QUANT_MODES)}")
     if not modes:
@@ -175,10 +183,17 @@ def _read_quantization(top: Reader) -> QuantSupport:
     quant = QuantSupport(
         modes=modes,
         activation_type=q.get("activation_type", one_of(("uint8", "int8")), '"uint8" or "int8"'),
-        weight_type=q.get("weight_type", one_of(("int8",)), '"int8"'),
+        weight_type=q.get("weight_type", one_of(("uint8", "int8")), '"uint8" or "int8"'),
         per_channel=q.get("per_channel", boolean, "true or false"),
         int8_only=q.get("int8_only", boolean, "true or false"),
+        activation_symmetric=q.get("activation_symmetric", boolean, "true or false", default=False),
     )
+    if (quant.activation_type, quant.weight_type) == ("int8", "uint8"):
+        raise ConfigError(
+            f"{q.file}: quantization: int8 activations with uint8 weights is not an ONNX Runtime "
+            "flavour",
+            hint="use uint8/int8 (x86), uint8/uint8 (Qualcomm QNN) or int8/int8 (Arm, TensorRT)",
+        )
     if quant.int8_only and set(modes) - {"int8_static"}:
         raise ConfigError(
             f'{q.file}: quantization.modes: an int8_only target runs only ["int8_static"], '

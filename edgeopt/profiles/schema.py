@@ -81,13 +81,19 @@ class TargetKind(StrEnum):
 
 @dataclass(frozen=True, kw_only=True)
 class QuantSupport:
-    """What quantization a target can run; the search proposes only these modes."""
+    """What quantization a target can run; the search proposes only these modes.
+
+    ``activation_type``, ``weight_type`` and ``activation_symmetric`` are the target's int8
+    flavour: what its runtime's kernels take (weights are symmetric exactly when signed, as
+    ONNX Runtime's quantizer makes them).
+    """
 
     modes: tuple[str, ...]
     activation_type: str
     weight_type: str
     per_channel: bool
     int8_only: bool
+    activation_symmetric: bool = False
 
     def supports(self, mode: str) -> bool:
         """Whether ``mode`` (one of QUANT_MODES) runs on the target."""

@@ -14,7 +14,7 @@ from functools import cached_property
 
 from edgeopt.errors import ConfigError
 from edgeopt.profiles.loader import load_profile, profile_from_text
-from edgeopt.profiles.merge import merge_profiles
+from edgeopt.profiles.merge import flavour_note, merge_profiles
 from edgeopt.profiles.runtime_spec import RUNTIMES, Runtime
 from edgeopt.profiles.schema import HardwareProfile
 
@@ -34,6 +34,11 @@ class Targets:
         """The profile candidates are suggested for (``merge_profiles``): every target must
         run them. Raises ConfigError when the targets share no model format."""
         return merge_profiles(list(self.profiles))
+
+    @property
+    def flavour_note(self) -> str | None:
+        """A warning when the targets want different int8 flavours (``flavour_note``)."""
+        return flavour_note(self.profiles)
 
     @property
     def texts(self) -> tuple[str, ...]:

@@ -80,7 +80,11 @@ def calibration_reader(name: str, x: np.ndarray) -> Any:
 
 
 def quantize_dynamic(pre: Path, out: Path, config: QuantizeConfig) -> None:
-    """Dynamic int8 of MatMul/Gemm only, with the config's weight type and per-channel."""
+    """Dynamic int8 of MatMul/Gemm only, with s8 weights and the config's per-channel.
+
+    Dynamic quantization runs on the CPU kernels (QNN's HTP takes only static QDQ), so a
+    target's uint8 weight flavour does not apply: ORT's default s8 weights stay (u8 weights
+    lose accuracy on transformer MatMuls, onnxruntime#5644)."""
     from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
 
     ort_quantize_dynamic(
@@ -88,7 +92,7 @@ def quantize_dynamic(pre: Path, out: Path, config: QuantizeConfig) -> None:
         str(out),
         op_types_to_quantize=["MatMul", "Gemm"],
         per_channel=config.per_channel,
-        weight_type=qtype(config.weight_type),
+        weight_type=qtype(QType.INT8),
     )
 
 
@@ -121,5 +125,13 @@ def quantize_static(
             weight_type=qtype(config.weight_type),
             calibrate_method=calib_method(config.calibration),
             nodes_to_exclude=exclude or None,
-            extra_options={"TensorQuantOverrides": overrides} if overrides else None,
+            extra_options=_extra_options(config, overrides),
         )
+
+
+def _extra_options(config: QuantizeConfig, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """ORT's ``extra_options``: the learned activation ranges and symmetric activations."""
+    extra: dict[str, Any] = {"ActivationSymmetric": config.activation_symmetric}
+    if overrides:
+        extra["TensorQuantOverrides"] = overrides
+    return extra

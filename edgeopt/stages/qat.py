@@ -120,10 +120,13 @@ class QatStage(Stage[QatConfig, "nn.Module"]):
 
         if self.is_identity(config):
             return StageOutput(copy.deepcopy(artifact))
-        signed = str(ctx.profile.quantization.activation_type) == "int8"
+        q = ctx.profile.quantization
         try:
             model = fake_quant.prepare_qat(
-                copy.deepcopy(artifact), signed_activations=signed, input_shape=ctx.input_shape
+                copy.deepcopy(artifact),
+                signed_activations=str(q.activation_type) == "int8",
+                input_shape=ctx.input_shape,
+                symmetric_activations=bool(q.activation_symmetric),
             )
         except fake_quant.CaptureError as exc:
             raise CandidateError("qat", str(exc)) from exc

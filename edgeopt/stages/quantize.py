@@ -144,6 +144,7 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
             mode=QuantMode.FP32,
             per_channel=bool(q.per_channel),
             activation_type=QType(str(q.activation_type)),
+            activation_symmetric=bool(q.activation_symmetric),
             weight_type=QType(str(q.weight_type)),
         )
 

@@ -48,9 +48,11 @@ class QType(StrEnum):
 class QuantizeConfig(StageConfig):
     """Quantization settings.
 
-    ``calibration``/``calibration_samples``/``exclude_first_last``/``activation_type`` apply to
-    the static modes; ``per_channel``/``weight_type`` to the int8 modes (``ort_default``
-    ignores all of them but ``calibration_samples``: it is ORT's defaults by definition).
+    ``calibration``/``calibration_samples``/``exclude_first_last``/``activation_type``/
+    ``activation_symmetric`` (zero points at the middle of the type, 0 for int8) apply to
+    the static modes; ``per_channel`` to the int8 modes and ``weight_type`` to int8_static
+    (int8_dynamic's weights are always int8: it runs on CPU kernels); ``ort_default``
+    ignores all of them but ``calibration_samples`` (it is ORT's defaults by definition).
     ``exclude_first_last`` keeps the first and last Conv/Gemm/MatMul in float;
     ``fp32_nodes`` (int8_static only) keeps that many more in float, the ones whose
     quantization hurts the output most (``edgeopt.stages.sensitivity``).
@@ -62,6 +64,7 @@ class QuantizeConfig(StageConfig):
     per_channel: bool = True
     activation_type: QType = QType.UINT8
     weight_type: QType = QType.INT8
+    activation_symmetric: bool = False
     exclude_first_last: bool = False
     fp32_nodes: int = 0
 
@@ -72,7 +75,7 @@ class QuantizeConfig(StageConfig):
         if self.activation_type is QType.INT8 and self.weight_type is QType.UINT8:
             raise ConfigError(
                 "quantize: int8 activations with uint8 weights is not supported by ONNX Runtime",
-                hint="use uint8/int8 (x86) or int8/int8 (ARM, NPU)",
+                hint="use uint8/int8 (x86), uint8/uint8 (Qualcomm QNN) or int8/int8 (TensorRT)",
             )
 
 

@@ -49,13 +49,22 @@ def act_qrange(signed: bool) -> tuple[int, int]:
     return (-128, 127) if signed else (0, 255)
 
 
-def scale_zero_point(rmin: float, rmax: float, signed: bool) -> tuple[float, int]:
-    """ORT's asymmetric ``compute_scale_zp`` for one activation range (float32 scale)."""
-    qmin, qmax = act_qrange(signed)
+def scale_zero_point(
+    rmin: float, rmax: float, signed: bool, symmetric: bool = False
+) -> tuple[float, int]:
+    """ORT's ``compute_scale_zp`` for one activation range (float32 scale): asymmetric, or
+    ``symmetric`` (ORT's ``ActivationSymmetric``: the range made ``[-absmax, absmax]``, s8 on
+    -127..127, the zero point the type's middle: 0 for s8, 128 for u8)."""
+    qmin, qmax = (-127, 127) if symmetric and signed else act_qrange(signed)
     lo, hi = min(float(rmin), 0.0), max(float(rmax), 0.0)
+    if symmetric:
+        hi = max(-lo, hi)
+        lo = -hi
     scale64 = (hi - lo) / float(qmax - qmin)
     if np.float32(scale64) < np.finfo(np.float32).tiny:
         return 1.0, 0
+    if symmetric:
+        return float(np.float32(scale64)), int(np.round((qmin + qmax) / 2.0))
     zp = int(np.clip(np.round(qmin - lo / scale64), qmin, qmax))
     return float(np.float32(scale64)), zp
 
@@ -128,9 +137,11 @@ class ActFakeQuant(nn.Module):
     stored range. Exports to ONNX as one QuantizeLinear/DequantizeLinear pair.
     """
 
-    def __init__(self, signed: bool = False, device: torch.device | None = None) -> None:
+    def __init__(
+        self, signed: bool = False, device: torch.device | None = None, symmetric: bool = False
+    ) -> None:
         super().__init__()
-        self.signed = signed
+        self.signed, self.symmetric = signed, symmetric
         self.frozen = False
         self.enabled = True
         self.register_buffer("rmin", torch.tensor(float("inf"), device=device))
@@ -143,7 +154,7 @@ class ActFakeQuant(nn.Module):
 
     def qparams(self) -> tuple[float, int]:
         """(scale, zero_point) that ORT computes for the current range."""
-        return scale_zero_point(float(self.rmin), float(self.rmax), self.signed)
+        return scale_zero_point(float(self.rmin), float(self.rmax), self.signed, self.symmetric)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and not self.frozen:
@@ -243,6 +254,7 @@ def prepare_qat(
     model: nn.Module,
     signed_activations: bool = False,
     input_shape: Sequence[int] | None = None,
+    symmetric_activations: bool = False,
 ) -> fx.GraphModule:
     """A copy of ``model`` (captured as a graph, BatchNorm folded into the preceding Conv)
     that fake-quantizes what ORT's static QDQ quantizes: Conv/Linear weights, and the
@@ -252,7 +264,8 @@ def prepare_qat(
     has one range, as it has one QuantizeLinear in ORT's graph; its other readers see the
     float tensor. ``input_shape`` (no batch axis): the inputs a ``torch.export`` capture
     is made for where ``torch.fx`` cannot trace the model (``capture``; without it only a
-    trace is tried). Raises for a model neither captures (the QAT stage reports it).
+    trace is tried). ``signed_activations`` / ``symmetric_activations``: the target's
+    activation flavour. Raises for a model neither captures (the QAT stage reports it).
     """
     from torch.fx.experimental.optimization import fuse
 
@@ -277,7 +290,8 @@ def prepare_qat(
                 continue
             name = f"qat_fq_{len(made)}"
             made.add(src.name)
-            gm.add_module(name, ActFakeQuant(signed_activations, device))
+            fq_module = ActFakeQuant(signed_activations, device, symmetric_activations)
+            gm.add_module(name, fq_module)
             with gm.graph.inserting_after(src):
                 fq = gm.graph.call_module(name, (src,))
             src.replace_all_uses_with(
