@@ -15,7 +15,7 @@ import numpy as np
 
 from edgeopt.data import NpzSource, is_streamed
 from edgeopt.errors import ConfigError
-from edgeopt.training.augment import NOISE_STD, augment_batch
+from edgeopt.training.augment import NOISE_STD, augment_training
 from edgeopt.training.config import (
     MAX_EPOCH_SAMPLES,
     SYNTHETIC_TRAIN,
@@ -230,6 +230,7 @@ class _Run:
         self.device = module_device(model)
         real = split.x_train is not None or split.stream is not None
         self.augment = config.augment and real and len(split.shape) == 3
+        self.images = split.stream.augmentation if split.stream is not None else None
         self.initial = self.val_accuracy()
         self.best_acc, self.best_epoch = self.initial, 0
         self.best_state = copy.deepcopy(model.state_dict())
@@ -374,7 +375,7 @@ class _Run:
             xb = xb.to(self.device, non_blocking=True)
             yb = yb.to(self.device, non_blocking=True) if yb is not None else None
             if self.augment:
-                xb = augment_batch(xb, self.gen, self.split.noise_std)
+                xb = augment_training(xb, self.gen, self.split.noise_std, self.images)
             cached = self.teacher_logits[idx] if self.teacher_logits is not None else None
             loss = self.loss(xb, yb, cached)
             for group in opt.param_groups:
