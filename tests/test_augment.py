@@ -20,7 +20,9 @@ from edgeopt.data.augmentation import Augmentation
 from edgeopt.data.folder import FolderSource
 from edgeopt.data.preprocess import Preprocess
 from edgeopt.data.recipe_choice import RecipeFlags, table_flags
+from edgeopt.data_facts import FolderFacts
 from edgeopt.errors import ConfigError
+from edgeopt.report.summary import recipe_note
 from edgeopt.training import TrainConfig, fit
 from edgeopt.training.augment import CROP_AREA, CROP_RATIO, augment_images
 from edgeopt.training.stream import Streamed
@@ -197,6 +199,10 @@ def test_optimize_records_augment_reuses_it_on_resume_and_keeps_it_out_of_the_mo
     again = run_edgeopt("optimize", *args)  # no --augment: the recorded one
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((out / "run.json").read_text())["data"]["augment"] == "crop"
+    facts = FolderFacts.from_dict(json.loads((out / "data.json").read_text()))
+    assert facts.recipe is not None
+    note = recipe_note(facts.recipe, facts.augment)  # the report's
+    assert "augments its training batches (random resized crop, then noise)" in note
     other = run_edgeopt("optimize", *args, "--augment", "flip")
     assert other.returncode == 2, other.stderr[-2000:]
     assert "--augment flip differs from the augmentation the run" in other.stderr

@@ -49,7 +49,8 @@ class DataSpec:
     set-up computed it (None before, and in runs recorded before it existed). ``ref``: a
     callable's ``module:callable``, held in memory only, as the command line gave it (never
     in ``to_dict``, never read by ``from_dict``). ``augment``: a folder's training augmentation
-    (``edgeopt.data.augmentation``; None: the default, as in runs recorded before it)."""
+    (``edgeopt.data.augmentation``; None gives the default, as for runs recorded before it;
+    None for every other kind)."""
 
     kind: DataKind
     path: str | None = None
@@ -75,19 +76,17 @@ class DataSpec:
             )
         if self.kind is not DataKind.CALLABLE and not self.path:
             raise ConfigError(f"the run's {self.kind} data has no path")
-        if self.augment is not None:
-            if self.kind is not DataKind.FOLDER:
-                raise ConfigError(f"the run's {self.kind} data records an image augmentation")
-            canonical = str(Augmentation.parse(self.augment, "the run's augment"))
+        if self.kind is DataKind.FOLDER:  # canonical; None (an older record): the default
+            canonical = str(Augmentation.parse(self.augment or DEFAULT, "the run's augment"))
             object.__setattr__(self, "augment", canonical)
+        elif self.augment is not None:
+            raise ConfigError(f"the run's {self.kind} data records an image augmentation")
 
     @property
     def augmentation(self) -> Augmentation | None:
-        """A folder's training augmentation (the default when none was recorded); None for
-        the other kinds, which keep their random shifts and noise."""
-        if self.kind is not DataKind.FOLDER:
-            return None
-        return Augmentation.parse(self.augment or DEFAULT)
+        """A folder's training augmentation; None for the other kinds, which keep their
+        random shifts and noise."""
+        return Augmentation.parse(self.augment) if self.augment is not None else None
 
     @classmethod
     def npz(cls, path: str | Path) -> DataSpec:
@@ -130,7 +129,7 @@ class DataSpec:
             "recipe": dict(self.recipe) if self.recipe is not None else None,
             "split": dict(self.split) if self.split is not None else None,
             "fingerprint": self.fingerprint,
-            **({"augment": str(self.augmentation)} if self.kind is DataKind.FOLDER else {}),
+            **({"augment": self.augment} if self.augment is not None else {}),
         }
 
     @classmethod

@@ -281,7 +281,7 @@ def _augment_spec(spec: DataSpec, run: RunDir, flags: RecipeFlags) -> DataSpec:
     if recorded is None or (recorded.kind, recorded.path) != (spec.kind, spec.path):
         recorded = None  # not this run's folder: write_config refuses it
     if given is None:
-        return spec if recorded is None else replace(spec, augment=str(recorded.augmentation))
+        return spec if recorded is None else replace(spec, augment=recorded.augment)
     if recorded is not None and recorded.augmentation != given:
         raise ConfigError(
             f"{flags.setting('augment')} differs from the augmentation the run in {run.path} "
