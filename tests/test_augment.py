@@ -181,6 +181,12 @@ def test_optimize_records_augment_reuses_it_on_resume_and_keeps_it_out_of_the_mo
     assert bad.returncode == 2, bad.stderr[-2000:]
     assert "--augment 'crpo' is not one of" in bad.stderr and "did you mean 'crop'" in bad.stderr
     assert not out.exists()  # refused before any work
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "edgeopt.toml").write_text('[data]\naugment = "flop"\n')
+    table = run_edgeopt("optimize", *common, cwd=project)  # the table's key, as --augment
+    assert table.returncode == 2, table.stderr[-2000:]
+    assert f"augment in [data] in {project / 'edgeopt.toml'} 'flop'" in table.stderr
     npz = run_edgeopt("optimize", model_files["bundle_wide"], "--augment", "crop", cwd=tmp_path)
     assert npz.returncode == 2 and "--augment crop" in npz.stderr
 
