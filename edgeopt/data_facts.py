@@ -34,13 +34,15 @@ class RecipeFacts:
 @dataclass(frozen=True)
 class FolderFacts:
     """An image folder's facts: ``path``, ``classes`` (index order), ``counts`` per split,
-    ``recipe``, and ``eval_samples`` (the cap on the val/test subsets scored)."""
+    ``recipe``, ``eval_samples`` (the cap on the val/test subsets scored) and ``augment``, the
+    fine-tunes' training augmentation (``crop,flip`` ...; None in runs set up before it)."""
 
     path: str | None
     classes: tuple[str, ...]
     counts: Mapping[str, int]
     recipe: RecipeFacts | None
     eval_samples: int | None
+    augment: str | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FolderFacts:
@@ -51,4 +53,5 @@ class FolderFacts:
             counts=dict(d.get("counts") or {}),
             recipe=RecipeFacts.from_dict(recipe) if recipe is not None else None,
             eval_samples=d.get("eval_samples"),
+            augment=d.get("augment") if isinstance(d.get("augment"), str) else None,
         )

@@ -19,8 +19,10 @@ from click.testing import CliRunner
 from edgeopt import zoo
 from edgeopt.cli import main
 from edgeopt.data import DataBundle
+from edgeopt.data.augmentation import Augmentation
 from edgeopt.search.run.collect import load_run
 from edgeopt.training import OptimizerKind, Schedule, TrainConfig, fake_quant, fit
+from edgeopt.training.augment import augment_images
 
 HAS_CUDA = torch.cuda.is_available()
 requires_gpu = pytest.mark.skipif(
@@ -116,3 +118,16 @@ def test_optimize_trains_on_the_gpu_and_records_it(
     devices = {t["info"]["train_device"] for t in trials}
     assert len(devices) == 1 and devices.pop().endswith(f" ({name})"), devices
     assert any(t["info"].get("finetune.train_result", {}).get("epochs_run") for t in trials)
+
+
+@pytest.mark.gpu
+@requires_gpu
+def test_image_augmentation_on_cuda_draws_what_the_cpu_draws() -> None:
+    """An image folder's crop and flip (drawn from fit's CPU generator) resample on the
+    batch's device: the same seed gives the CPU's batch up to float rounding."""
+    x = torch.randn(8, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    how = Augmentation.parse("crop,flip")
+    cpu = augment_images(x, torch.Generator().manual_seed(5), 0.1, how)
+    cuda = augment_images(x.to("cuda"), torch.Generator().manual_seed(5), 0.1, how)
+    assert cuda.device.type == "cuda"
+    assert torch.allclose(cuda.cpu(), cpu, atol=1e-4)

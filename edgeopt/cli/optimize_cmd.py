@@ -15,6 +15,7 @@ from edgeopt.cli.options import (
     TARGET_HELP,
     TargetOption,
     Utf8Path,
+    augment_option,
     metric_option,
     model_options,
     preprocess_options,
@@ -124,6 +125,7 @@ def _targets(text: str) -> tuple[str, ...]:
     "mlflow.db in the run directory; --mlflow=URI for another store, e.g. http://host:5000.",
 )
 @preprocess_options
+@augment_option
 @data_use_options
 @model_options
 def optimize(

@@ -7,7 +7,7 @@ import json
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -215,6 +215,25 @@ def preprocess_options(func: F) -> F:
     ):
         command = opt(command)
     return command  # type: ignore[return-value]
+
+
+def augment_option(func: F) -> F:
+    """--augment (``optimize``; below ``preprocess_options``): the training augmentation of an
+    image folder's fine-tunes, set on the ``recipe_flags`` as typed (checked with them)."""
+
+    @functools.wraps(func)
+    def command(*args: Any, augment: str | None, recipe_flags: Any, **kwargs: Any) -> Any:
+        flags = replace(recipe_flags, augment=augment)
+        return func(*args, recipe_flags=flags, **kwargs)
+
+    return click.option(  # type: ignore[return-value]
+        "--augment",
+        metavar="crop,flip|crop|flip|none",
+        help="--data DIR: what fine-tuning does to its training images on top of the "
+        "noise: random resized crop (35-100 %% of the area, aspect 3/4-4/3) and/or horizontal "
+        "flip (default crop,flip). Never applied to scoring, nor part of the exported "
+        "preprocessing.",
+    )(command)
 
 
 def budget_options(func: F) -> F:

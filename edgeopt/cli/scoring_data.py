@@ -49,8 +49,10 @@ def folder_recipe_flags(data: str | None, flags: Any, table: Any = None) -> Any:
     from edgeopt.errors import ConfigError
 
     if data is not None and Path(data).is_dir():
-        return flags.over(project_recipe() if table is None else table)
-    if flags.any():
+        merged = flags.over(project_recipe() if table is None else table)
+        merged.augmentation()  # a bad --augment: exit 2 before any work
+        return merged
+    if flags.any() or flags.augment is not None:
         raise ConfigError(
             f"{flags.flags()}: these say how image files are read, and --data is "
             + (f"no image folder ({data})" if data else "not given"),

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.data import images
+from edgeopt.data.augmentation import DEFAULT, Augmentation
 from edgeopt.data.cache import DataCache
 from edgeopt.data.folder_scan import (
     MAX_BAD_FRACTION,
@@ -54,7 +55,9 @@ class FolderSource:
     way, found when first read. ``fingerprint``: the folder's, as a run recorded and checked
     it (not hashed again). ``cache`` (settable later): views are read through it, so an image
     with a slot there is decoded once per run. ``loader_workers``: the DataLoader worker
-    processes a fine-tune reads training batches with (``edgeopt.data.loader``).
+    processes a fine-tune reads training batches with (``edgeopt.data.loader``). ``augment``
+    (``crop,flip``, ``crop``, ``flip``, ``none`` or an ``Augmentation``): what ``fit`` applies
+    to its training batches (``edgeopt.training.augment``); every read here is unaugmented.
     """
 
     kind = "folder"
@@ -71,6 +74,7 @@ class FolderSource:
         fingerprint: str | None = None,
         cache: DataCache | None = None,
         loader_workers: int = 0,
+        augment: Augmentation | str = DEFAULT,
     ) -> None:
         self.root = Path(root)
         self.recipe = recipe
@@ -78,6 +82,7 @@ class FolderSource:
         self._reader = reader or functools.partial(images.read_view, max_pixels=max_pixels)
         self.cache = cache
         self.loader_workers = loader_workers
+        self.augment = augment if isinstance(augment, Augmentation) else Augmentation.parse(augment)
         images.pillow()  # no Pillow: say so (exit 2) before listing a large folder
         scan = scan_folder(self.root, split, max_pixels=max_pixels, max_bad=max_bad)
         self.ratio = scan.ratio
@@ -198,6 +203,7 @@ class FolderSource:
                 for s in self.splits
             },
             "recipe": self.recipe.to_dict(),
+            "augment": str(self.augment),  # training only: no part of the recipe
             "bad_images": {
                 "count": len(bad),
                 "first": [f"{b.relpath} ({b.reason})" for b in bad[:NAMED_BAD]],

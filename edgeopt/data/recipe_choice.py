@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from edgeopt.data.augmentation import Augmentation
 from edgeopt.data.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -33,8 +34,11 @@ FLAG_NAMES = {
     "channels": "--channel-order",
 }
 """Recipe field -> the flag that sets it."""
-TABLE_KEYS = {f: flag.removeprefix("--").replace("-", "_") for f, flag in FLAG_NAMES.items()}
-"""Recipe field -> its key in a config file's ``[data]`` table (``channel_order``)."""
+SETTING_FLAGS = {**FLAG_NAMES, "augment": "--augment"}
+"""Every image-folder setting -> its flag: the recipe's, and the training augmentation
+(``optimize`` only; no part of the recipe, which the exported models carry)."""
+TABLE_KEYS = {f: flag.removeprefix("--").replace("-", "_") for f, flag in SETTING_FLAGS.items()}
+"""Setting -> its key in a config file's ``[data]`` table (``channel_order``)."""
 _NAMED = {"imagenet": {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}}
 
 
@@ -42,13 +46,15 @@ _NAMED = {"imagenet": {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}}
 class RecipeFlags:
     """The preprocessing flags as given (None: not given): ``resize`` ``"256"``, ``crop``
     ``"224"`` or ``"224x192"`` (height x width), ``mean``/``std`` ``"imagenet"`` or
-    ``"0.5,0.5,0.5"``, ``channels`` ``rgb|bgr|gray``."""
+    ``"0.5,0.5,0.5"``, ``channels`` ``rgb|bgr|gray``; and ``augment`` (``crop,flip`` ...), the
+    training augmentation, which is no part of the recipe (``augmentation``)."""
 
     resize: str | None = None
     crop: str | None = None
     mean: str | None = None
     std: str | None = None
     channels: str | None = None
+    augment: str | None = None
     origin: tuple[tuple[str, str], ...] = ()
     """``(field, where)`` for the values that came from a config table, not a flag
     (``where`` e.g. ``[tool.edgeopt.data] in /p/pyproject.toml``): messages name it."""
@@ -76,13 +82,19 @@ class RecipeFlags:
         return out
 
     def any(self) -> bool:
+        """Whether any preprocessing setting is given (``augment`` is none)."""
         return any(getattr(self, f) is not None for f in FLAG_NAMES)
+
+    def augmentation(self) -> Augmentation | None:
+        """The training augmentation given (None: not given); ConfigError naming the flag or
+        table key for a value that is not one of the choices."""
+        return Augmentation.parse(self.augment, self.name("augment")) if self.augment else None
 
     def name(self, field: str) -> str:
         """How a message names the setting of ``field``: its flag (``--mean``), or its key
         and table (``mean in [tool.edgeopt.data] in /p/pyproject.toml``)."""
         where = dict(self.origin).get(field)
-        return f"{TABLE_KEYS[field]} in {where}" if where else FLAG_NAMES[field]
+        return f"{TABLE_KEYS[field]} in {where}" if where else SETTING_FLAGS[field]
 
     def setting(self, field: str) -> str:
         """The setting of ``field`` as given: ``--mean 0.1`` or ``mean = 0.1 in [data] in
@@ -91,20 +103,20 @@ class RecipeFlags:
         value = getattr(self, field)
         if where:
             return f"{TABLE_KEYS[field]} = {value} in {where}"
-        return f"{FLAG_NAMES[field]} {value}"
+        return f"{SETTING_FLAGS[field]} {value}"
 
     def flags(self) -> str:
         """The settings given, as typed: ``--mean 0.1,0.1,0.1 --crop 32`` (a table's as
         ``crop = 32 in [data] in /p/edgeopt.toml``, separated by commas)."""
-        shown = [self.setting(f) for f in FLAG_NAMES if getattr(self, f)]
+        shown = [self.setting(f) for f in SETTING_FLAGS if getattr(self, f)]
         return (", " if self.origin else " ").join(shown)
 
     def over(self, table: RecipeFlags) -> RecipeFlags:
         """These flags over ``table`` (a config file's): each field the flags leave unset
         comes from the table, with its origin."""
-        values = {f: getattr(self, f) for f in FLAG_NAMES}
+        values = {f: getattr(self, f) for f in SETTING_FLAGS}
         origin = dict(self.origin)
-        for f in FLAG_NAMES:
+        for f in SETTING_FLAGS:
             if values[f] is None and getattr(table, f) is not None:
                 values[f] = getattr(table, f)
                 if f in dict(table.origin):
@@ -174,7 +186,7 @@ def choose_recipe(
         return ChosenRecipe(base, "default", first)
     recipe = _override(base, given)
     recipe.check(input_shape)
-    tables = sorted({where for _, where in flags.origin})
+    tables = sorted({where for field, where in flags.origin if field in given})
     from_flags = set(given) - {field for field, _ in flags.origin}
     by = " and ".join([*(["the flags"] if from_flags else []), *tables])
     return ChosenRecipe(recipe, "flags", first, by)
@@ -252,7 +264,8 @@ def _per_channel(text: str, field: str, name: str) -> tuple[float, ...]:
 
 def table_flags(table: Mapping[str, Any], where: str, known: Sequence[str] = ()) -> RecipeFlags:
     """The recipe keys of a config file's ``[data]`` table (``resize``, ``crop``, ``mean``,
-    ``std``, ``channel_order``; TOML numbers, strings or lists of numbers) as flags whose
+    ``std``, ``channel_order``; TOML numbers, strings or lists of numbers) and ``augment`` (a
+    string, ``crop,flip``, as ``--augment``) as flags whose
     messages name ``where``. Any other key but ``known`` is a ConfigError with the closest
     known key."""
     fields = {key: field for field, key in TABLE_KEYS.items()}

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edgeopt.data.augmentation import DEFAULT, Augmentation
 from edgeopt.data.cache import DataCache
 from edgeopt.data.callable import CallableSource
 from edgeopt.data.folder import FolderSource
@@ -47,13 +48,16 @@ class DataSpec:
     None for the kinds that have none; ``fingerprint`` is the source's ``fingerprint()`` once
     set-up computed it (None before, and in runs recorded before it existed). ``ref``: a
     callable's ``module:callable``, held in memory only, as the command line gave it (never
-    in ``to_dict``, never read by ``from_dict``)."""
+    in ``to_dict``, never read by ``from_dict``). ``augment``: a folder's training augmentation
+    (``edgeopt.data.augmentation``; None gives the default, as for runs recorded before it;
+    None for every other kind)."""
 
     kind: DataKind
     path: str | None = None
     recipe: Mapping[str, Any] | None = None
     split: Mapping[str, Any] | None = None
     fingerprint: str | None = None
+    augment: str | None = None
     ref: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -72,6 +76,17 @@ class DataSpec:
             )
         if self.kind is not DataKind.CALLABLE and not self.path:
             raise ConfigError(f"the run's {self.kind} data has no path")
+        if self.kind is DataKind.FOLDER:  # canonical; None (an older record): the default
+            canonical = str(Augmentation.parse(self.augment or DEFAULT, "the run's augment"))
+            object.__setattr__(self, "augment", canonical)
+        elif self.augment is not None:
+            raise ConfigError(f"the run's {self.kind} data records an image augmentation")
+
+    @property
+    def augmentation(self) -> Augmentation | None:
+        """A folder's training augmentation; None for the other kinds, which keep their
+        random shifts and noise."""
+        return Augmentation.parse(self.augment) if self.augment is not None else None
 
     @classmethod
     def npz(cls, path: str | Path) -> DataSpec:
@@ -114,6 +129,7 @@ class DataSpec:
             "recipe": dict(self.recipe) if self.recipe is not None else None,
             "split": dict(self.split) if self.split is not None else None,
             "fingerprint": self.fingerprint,
+            **({"augment": self.augment} if self.augment is not None else {}),
         }
 
     @classmethod
@@ -127,7 +143,7 @@ class DataSpec:
                 f"the run's data record is not a data spec: {str(value)[:80]!r}",
                 hint="the run directory was edited or is not from edgeopt; start a new run",
             )
-        names = ("kind", "path", "recipe", "split", "fingerprint")
+        names = ("kind", "path", "recipe", "split", "fingerprint", "augment")
         return cls(**{k: value[k] for k in names if k in value})
 
 
@@ -303,9 +319,9 @@ def open_source(
             raise ConfigError(f"the run's folder data {spec.path} records no preprocessing")
         ratio = SplitRatio.from_dict(spec.split) if spec.split is not None else None
         known = None if verify else spec.fingerprint
-        source = FolderSource(
-            spec.path, Preprocess.from_dict(spec.recipe), ratio, fingerprint=known
-        )
+        recipe = Preprocess.from_dict(spec.recipe)
+        augment = spec.augmentation or Augmentation()
+        source = FolderSource(spec.path, recipe, ratio, fingerprint=known, augment=augment)
         if verify and spec.fingerprint is not None and source.fingerprint() != spec.fingerprint:
             raise ConfigError(
                 f"the data is not what this run started with: the images in {spec.path} "

@@ -145,16 +145,26 @@ def _data_note(data: FolderFacts) -> str:
     counts = ", ".join(f"{k} {v}" for k, v in data.counts.items())
     cap = data.eval_samples
     scored = f"; val/test scored on seeded subsets of at most {cap} images" if cap else ""
-    recipe = f" {recipe_note(data.recipe)}" if data.recipe is not None else ""
+    recipe = f" {recipe_note(data.recipe, data.augment)}" if data.recipe is not None else ""
     return (
         f"Data: image folder {data.path}, {len(data.classes)} classes "
         f"({', '.join(data.classes)}); {counts}{scored}.{recipe}"
     )
 
 
-def recipe_note(r: RecipeFacts) -> str:
+AUGMENT_WORDS = {
+    "crop,flip": "random resized crop and horizontal flip, then noise",
+    "crop": "random resized crop, then noise",
+    "flip": "horizontal flip, then noise",
+    "none": "noise only",
+}
+"""How the report names an image folder's training augmentation (``data.json``'s ``augment``)."""
+
+
+def recipe_note(r: RecipeFacts, augment: str | None = None) -> str:
     """The preprocessing recipe as the report states it, with where the app finds it: every
-    candidate's model carries it."""
+    candidate's model carries it; and the training augmentation ``augment``, which it does
+    not (None: a run set up before the setting, whose fine-tunes shifted and added noise)."""
     crop = "x".join(str(c) for c in r.crop)
     named = f"{r.named} defaults, " if r.named else ""
     resize = f"resize {r.resize}, " if r.resize is not None else "no resize, "
@@ -162,11 +172,12 @@ def recipe_note(r: RecipeFacts) -> str:
         f"{resize}center crop {crop}, {r.channels}, scale {r.scale:.6g}, {named}"
         f"mean {_numbers(r.mean)}, std {_numbers(r.std)}, {r.interpolation} interpolation"
     )
+    trained = AUGMENT_WORDS.get(augment or "", "random shifts, noise")
     return (
         f"Preprocessing: {recipe}. Every candidate's model.onnx carries it (ONNX metadata "
         "edgeopt.preprocess, and model.preprocess.json beside it), and edgeopt export writes "
         "it beside the exported file, so the app repeats exactly what was scored. Only "
-        "fine-tuning augments its training batches (random shifts, noise); scoring never does."
+        f"fine-tuning augments its training batches ({trained}); scoring never does."
     )
 
 

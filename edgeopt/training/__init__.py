@@ -12,10 +12,12 @@ Distillation loss (Hinton et al. 2015), with teacher = the unmodified original m
 PyTorch KD tutorial; the T^2 factor keeps the soft gradients' scale independent of T).
 
 Modules: ``loop`` (``fit``), ``distill`` (the loss, the teacher's logits), ``evaluate``
-(top-1 accuracy in torch and ONNX Runtime), ``config``, ``resume`` (checkpoints shared by
-fine-tunes of different lengths), ``fake_quant`` (quantization-aware fine-tuning).
+(top-1 accuracy in torch and ONNX Runtime), ``augment`` (training batches only), ``config``,
+``resume`` (checkpoints shared by fine-tunes of different lengths), ``fake_quant``
+(quantization-aware fine-tuning).
 """
 
+from edgeopt.training.augment import augment_batch
 from edgeopt.training.config import OptimizerKind, Schedule, TrainConfig, TrainResult
 from edgeopt.training.distill import distillation_loss, teacher_logits
 from edgeopt.training.evaluate import evaluate, evaluate_onnx
@@ -23,7 +25,6 @@ from edgeopt.training.loop import (
     MAX_EPOCH_SAMPLES,
     SYNTHETIC_TRAIN,
     SYNTHETIC_VAL,
-    augment_batch,
     fit,
 )
 

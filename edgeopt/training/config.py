@@ -44,7 +44,9 @@ class TrainConfig:
 
     ``epochs=0`` means no training. ``patience`` stops after that many epochs without a
     better validation accuracy (0 = never stop early). ``augment`` applies random shifts of
-    up to ``MAX_SHIFT_PX`` pixels and Gaussian noise to image-like inputs (C, H, W).
+    up to ``MAX_SHIFT_PX`` pixels and Gaussian noise to image-like inputs (C, H, W); on an
+    image folder, the folder's ``augment`` setting (crop, flip) instead of the shifts
+    (``edgeopt.training.augment``).
     ``distill`` adds the Hinton loss against the teacher with ``temperature`` and ``alpha``
     (the weight of the soft loss).
     """

@@ -15,6 +15,7 @@ import numpy as np
 
 from edgeopt.data import NpzSource, is_streamed
 from edgeopt.errors import ConfigError
+from edgeopt.training.augment import NOISE_STD, augment_training
 from edgeopt.training.config import (
     MAX_EPOCH_SAMPLES,
     SYNTHETIC_TRAIN,
@@ -37,9 +38,6 @@ if TYPE_CHECKING:
 
 SYNTHETIC_VAL = 512
 """Fixed synthetic inputs on which data-free 'accuracy' (top-1 agreement) is measured."""
-MAX_SHIFT_PX = 2
-NOISE_STD = 0.1
-"""Gaussian augmentation noise, as a fraction of the training inputs' standard deviation."""
 
 
 def _batches(
@@ -54,29 +52,6 @@ def _batches(
     if n % batch == 1 and n > 1:  # a batch of one breaks BatchNorm in train mode
         perm = perm[:-1]
     return list(perm.split(batch))
-
-
-def augment_batch(x: torch.Tensor, gen: torch.Generator, noise_std: float) -> torch.Tensor:
-    """Random per-sample shifts of up to ``MAX_SHIFT_PX`` (zero fill) plus Gaussian noise."""
-    import torch
-    from torch.nn import functional as F
-
-    if x.dim() != 4 or min(x.shape[2:]) < 4:
-        return x
-    b, c, h, w = x.shape
-    s = MAX_SHIFT_PX
-    padded = F.pad(x, (s, s, s, s))
-    dev = x.device  # ``gen`` is a CPU generator: draws there (the same stream), then move
-    dy = torch.randint(-s, s + 1, (b,), generator=gen).to(dev)
-    dx = torch.randint(-s, s + 1, (b,), generator=gen).to(dev)
-    rows = (torch.arange(h, device=dev)[None, :] + s + dy[:, None])[:, None, :, None]
-    cols = (torch.arange(w, device=dev)[None, :] + s + dx[:, None])[:, None, None, :]
-    bi = torch.arange(b, device=dev)[:, None, None, None]
-    ci = torch.arange(c, device=dev)[None, :, None, None]
-    out = padded[bi, ci, rows, cols]
-    if noise_std > 0:
-        out = out + noise_std * torch.randn(out.shape, generator=gen).to(dev)
-    return out
 
 
 def lr_factor(schedule: Schedule, step: int, total: int, stable: int = 0) -> float:
@@ -255,6 +230,7 @@ class _Run:
         self.device = module_device(model)
         real = split.x_train is not None or split.stream is not None
         self.augment = config.augment and real and len(split.shape) == 3
+        self.images = split.stream.augmentation if split.stream is not None else None
         self.initial = self.val_accuracy()
         self.best_acc, self.best_epoch = self.initial, 0
         self.best_state = copy.deepcopy(model.state_dict())
@@ -399,7 +375,7 @@ class _Run:
             xb = xb.to(self.device, non_blocking=True)
             yb = yb.to(self.device, non_blocking=True) if yb is not None else None
             if self.augment:
-                xb = augment_batch(xb, self.gen, self.split.noise_std)
+                xb = augment_training(xb, self.gen, self.split.noise_std, self.images)
             cached = self.teacher_logits[idx] if self.teacher_logits is not None else None
             loss = self.loss(xb, yb, cached)
             for group in opt.param_groups:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 
 from edgeopt.data import DataSource, eval_batches
+from edgeopt.data.augmentation import Augmentation
 from edgeopt.data.loader import loader_for
 from edgeopt.training.device import module_device
 from edgeopt.training.evaluate import predict
@@ -64,6 +65,13 @@ class Streamed:
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.source.input_shape)
+
+    @property
+    def augmentation(self) -> Augmentation | None:
+        """What augments the training batches: an image folder's ``augment``; None for any
+        other source (the random shifts and noise of in-memory arrays)."""
+        found = getattr(self.source, "augment", None)
+        return found if isinstance(found, Augmentation) else None
 
     def input_std(self, seed: int) -> float:
         """The standard deviation of a seeded ``NOISE_SAMPLES`` of the training inputs."""

@@ -90,7 +90,9 @@ def prepare(
             "take this file",
         )
     if config.data and config.data.kind is DataKind.FOLDER:  # its recipe needs the model
-        spec = _folder_spec(config.data, RunDir(run_dir), loaded, recipe or RecipeFlags())
+        flags = recipe or RecipeFlags()
+        spec = _folder_spec(config.data, RunDir(run_dir), loaded, flags)
+        spec = _augment_spec(spec, RunDir(run_dir), flags)
         source = open_source(spec)  # a resume: refused when the folder changed
         ratio = getattr(source, "ratio", None)
         spec = replace(spec, split=ratio.to_dict() if ratio is not None else None)
@@ -275,6 +277,27 @@ def _folder_spec(spec: DataSpec, run: RunDir, loaded: Any, flags: RecipeFlags) -
             )
         return recorded
     return replace(spec, recipe=chosen.to_dict())
+
+
+def _augment_spec(spec: DataSpec, run: RunDir, flags: RecipeFlags) -> DataSpec:
+    """An image folder's spec with its training augmentation: the one the flags (or the
+    config table) give, else the one the run recorded when it resumes (the default for a run
+    recorded before the setting), else the spec's own. Settings that differ from the recorded
+    one are a ConfigError naming both."""
+    given = flags.augmentation()
+    recorded = run.read_config().data if run.run_file.exists() else None
+    if recorded is None or (recorded.kind, recorded.path) != (spec.kind, spec.path):
+        recorded = None  # not this run's folder: write_config refuses it
+    if given is None:
+        return spec if recorded is None else replace(spec, augment=recorded.augment)
+    if recorded is not None and recorded.augmentation != given:
+        raise ConfigError(
+            f"{flags.setting('augment')} differs from the augmentation the run in {run.path} "
+            f"was recorded with ({recorded.augmentation})",
+            hint="drop that setting to resume with the recorded augmentation, or use another "
+            "--out directory",
+        )
+    return replace(spec, augment=str(given))
 
 
 def _hopeless_below(config: RunConfig, val_accuracy: float) -> float | None:
