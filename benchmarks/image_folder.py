@@ -77,8 +77,16 @@ def ensure_folder(train: int, val: int = 1000, test: int = 1000, size: int = 224
     return out
 
 
+MODEL_FILE: Path | None = None
+"""``--model-file``: use this bundle instead of training one (e.g. an untrained model for the
+memory part, whose figure does not depend on the weights)."""
+
+
 def ensure_model(name: str, width: float, size: int, folder: Path, quick: bool) -> Path:
-    """The model trained from ``folder`` by ``build_real.py --folder`` (built when missing)."""
+    """The model trained from ``folder`` by ``build_real.py --folder`` (built when missing),
+    or ``--model-file``."""
+    if MODEL_FILE is not None:
+        return MODEL_FILE
     tag = f"w{width:g}" + ("-quick" if quick else "")
     out = MODELS_DIR / tag
     model = out / f"{name}_{size}.pt"
@@ -265,7 +273,7 @@ def part_search(a: argparse.Namespace) -> str:
     out = WORK / f"search-{a.model}-w{a.width:g}-{a.size}" / "run"
     out.parent.mkdir(parents=True, exist_ok=True)
     peak = PeakPss()
-    extra = [*a.optimize_args]
+    extra = ["--augment", "crop", *a.optimize_args]  # a mirrored digit is another glyph
     log(f"search: {a.model} x{a.width:g} at {a.size}, --target {a.targets}, {a.budget}")
     search = rm.run_search(
         model, folder, out, budget, a.seed, targets=a.targets, extra=extra,
@@ -381,7 +389,7 @@ def part_memory(a: argparse.Namespace) -> str:
         out = WORK / f"memory-{n // 1000}k" / "run"
         out.parent.mkdir(parents=True, exist_ok=True)
         peak = PeakPss()
-        extra = ["--trials", str(a.memory_trials), *a.optimize_args]
+        extra = ["--trials", str(a.memory_trials), "--augment", "crop", *a.optimize_args]
         log(f"memory: {n} images, {a.memory_trials} trials")
         s = rm.run_search(
             model, folder, out, 1800.0, a.seed, targets="cpu", extra=extra,
@@ -507,6 +515,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--optimize-args", default="", help="more `edgeopt optimize` arguments (one string)"
     )
+    ap.add_argument("--model-file", type=Path, default=None, help="use this model bundle")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-write", action="store_true")
     a = ap.parse_args(argv)
@@ -522,7 +531,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run one part, print its section and write it to RESULTS.md."""
     from edgeopt.measure.runtime import host_description
 
+    global MODEL_FILE
     a = parse_args(argv)
+    MODEL_FILE = a.model_file
     args_text = " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))
     t0 = time.monotonic()
     WORK.mkdir(parents=True, exist_ok=True)

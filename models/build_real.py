@@ -117,6 +117,7 @@ def train_from_folder(args: argparse.Namespace) -> None:
             args.folder,
             Preprocess.default_for((CHANNELS, size, size)),
             loader_workers=args.loader_workers,
+            augment="crop",  # a mirrored digit is another glyph: no flips
         )
         for size, _ in phases
     }
@@ -145,7 +146,15 @@ def train_from_folder(args: argparse.Namespace) -> None:
                 patience=0,
             )
             t1 = time.perf_counter()
-            result = fit(model, sources[size], cfg, seed=args.seed)
+            result = fit(
+                model,
+                sources[size],
+                cfg,
+                seed=args.seed,
+                on_epoch=lambda e, acc, s=size: print(
+                    f"    {s}px epoch {e}: val {acc:.4f}", flush=True
+                ),
+            )
             print(
                 f"  {name} at {size}: {epochs} epochs, val {result.best_val_accuracy:.4f} "
                 f"({time.perf_counter() - t1:.0f}s, data wait {result.data_wait_s:.0f}s)",
