@@ -42,6 +42,7 @@ from edgeopt.search.study.artifacts import open_store, trial_artifacts
 from edgeopt.search.study.context import SearchContext, run_targets
 from edgeopt.search.study.shared import record_test_numbers
 from edgeopt.search.trial.protocol import SYNTHETIC_N, scoring_inputs
+from edgeopt.search.trial.runtimes import convert_originals
 from edgeopt.stages import STAGES, ProbeInput
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def prepare(
     check_out_dir(config, RunDir(run_dir))  # before any work: what --out may hold
     targets = targets or resolve_targets(config.targets)
     targets.check()  # fails fast when the targets share no model format or repeat one
-    targets.check_searchable()  # or name a measured runtime the search cannot time yet
+    targets.check_searchable()  # or name a measured runtime not converted to or installed
     if config.profile_digests is None:
         config = config.with_profile_digests(targets)
     source = None
@@ -151,10 +152,11 @@ def _make_baseline(
     else:
         val = test = 1.0  # fidelity of the model to itself
     latency: dict[str, float] = {}
+    originals = convert_originals(run, profiles)  # for targets that run another runtime
     for p in profiles:
         if p.measured:  # on the profile's runner: this host or its [runner] device
             latency[p.name] = reference_latency_ms(
-                dst,
+                originals.get(p.name, dst),
                 p,
                 input_shape=loaded.input_shape,
                 sample=sample,
