@@ -6,6 +6,7 @@ through OpenVINO; a conversion that fails or disagrees fails its trial with the 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from edgeopt.measure.runtime import size_mb
 from edgeopt.measure.service import measure_on_targets
 from edgeopt.profiles import load_profile
 from edgeopt.profiles.runtime_spec import Runtime
+from edgeopt.search.run.setup import finalize
 from edgeopt.search.trial.runtimes import check_parity, convert_for_targets
 
 pytest.importorskip("openvino")
@@ -56,7 +58,7 @@ def test_each_trial_is_measured_on_the_ir_of_its_openvino_target(run_dir: Path) 
         assert {"host-cpu", OV} <= set(ms), ms.keys()
         latency = ms[OV]["values"]["latency_ms"]
         assert latency["provenance"] == "measured", latency
-        entry = t.user_attrs["target_files"][OV]
+        entry = t.user_attrs["info"]["target_files"][OV]
         assert entry["runtime"] == "openvino"
         xml, bin_ = (run_dir / f for f in entry["files"])
         assert xml.suffix == ".xml" and xml.is_file() and bin_.is_file()
@@ -65,7 +67,7 @@ def test_each_trial_is_measured_on_the_ir_of_its_openvino_target(run_dir: Path) 
         assert 0.0 <= entry["val_accuracy"] <= 1.0
         # the size of the target is its IR's, not the ONNX file's
         assert ms[OV]["values"]["size_mb"]["value"] == pytest.approx(size_mb(xml))
-        assert "host-cpu" not in t.user_attrs["target_files"]
+        assert "host-cpu" not in t.user_attrs["info"]["target_files"]
         compiled = ov.Core().compile_model(str(xml), "CPU")
         out = compiled(np.zeros((1, 1, 16, 16), np.float32))[0]
         assert out.shape[-1] == 10
@@ -109,6 +111,34 @@ def test_a_model_the_converter_rejects_fails_in_its_convert_stage(tmp_path: Path
     assert caught.value.reason.startswith("converting to OpenVINO failed:")
 
 
-def test_the_run_records_how_each_target_ran(run_dir: Path) -> None:
+def test_the_final_pass_scores_and_times_each_target_on_its_file(
+    run_dir: Path, tmp_path: Path
+) -> None:
     final = json.loads((run_dir / "final.json").read_text())
-    assert final["test_accuracy"]
+    front = set(final["test_accuracy"])
+    assert front and set(final["target_test_accuracy"]) == front
+    assert all(0.0 <= v[OV] <= 1.0 for v in final["target_test_accuracy"].values())
+    assert set(final["final_latency"][OV]["trials"]) == front
+    # without a trial's IR the re-timing on openvino-host cannot time it (it never falls
+    # back to the ONNX file), while host-cpu still times its ONNX file
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    gone = sorted(front)[0]
+    (copy / "trials" / gone / "model.xml").unlink()
+    again = finalize(copy)["final_latency"]
+    assert f"no file for {OV}" in again[OV]["missing"][gone]
+    assert gone not in again[OV]["trials"] and gone in again["host-cpu"]["trials"]
+
+
+def test_export_copies_the_ir_the_search_timed(run_dir: Path, tmp_path: Path) -> None:
+    number = _complete(run_dir)[0].number
+    out = tmp_path / "release" / "m.xml"
+    args = ["export", run_dir, "--trial", number, "--format", "openvino", "--out", out]
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    searched = run_dir / "trials" / str(number) / "model.xml"
+    assert out.read_bytes() == searched.read_bytes()
+    assert out.with_suffix(".bin").read_bytes() == searched.with_suffix(".bin").read_bytes()
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["conversion"]["from_search"] == f"trials/{number}/model.xml"
+    assert meta["conversion"]["target"] == OV

@@ -71,7 +71,7 @@ RESTED_BY_ATTR = "rested_stage"
 ``{"stage", **RESTED_ATTR's entry}``."""
 SAME_AS_ATTR = "same_as_baseline"
 """Trial attribute: the baseline trial whose results this drawn trial took (not rebuilt)."""
-REUSED_ATTRS = ("onnx", "onnx_sha256", "val_accuracy", "measurements", "info", TARGET_FILES)
+REUSED_ATTRS = ("onnx", "onnx_sha256", "val_accuracy", "measurements", "info")
 
 
 class TrialRunner:
@@ -164,6 +164,8 @@ class TrialRunner:
         info = dict(result.info)
         files = study_record(ctx.run, info)  # the file each target's runtime loads
         info.pop(RUNTIME_FILES, None)  # absolute paths: the study keeps relative ones
+        if files:
+            info[TARGET_FILES] = files
         try:
             t_measure = time.monotonic()
             measurements = self._measure(onnx_path, target_paths(ctx.run, files))
@@ -179,8 +181,6 @@ class TrialRunner:
         trial.set_user_attr("val_accuracy", accuracy)
         trial.set_user_attr("measurements", {k: m.to_dict() for k, m in measurements.items()})
         trial.set_user_attr("info", info)
-        if files:
-            trial.set_user_attr(TARGET_FILES, files)
         trial.set_user_attr("cache_hit", result.cache_hit)
         constraints = ctx.config.budgets.constraints(
             accuracy=accuracy,

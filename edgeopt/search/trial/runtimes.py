@@ -11,11 +11,11 @@ its own runtime.
 
 What the child records (``TrialResult.info["runtime_files"]``), per target name::
 
-    {"runtime": "openvino", "files": [absolute paths], "agreement": 0.998,
-     "val_accuracy": 0.93}
+    {"runtime": "openvino", "files": [absolute paths], "conversion": {converter facts},
+     "agreement": 0.998, "val_accuracy": 0.93}
 
-and what the search keeps in the study (``target_files``): the same with ``files`` relative to
-the run directory and their ``sha256``.
+and what the search keeps in the study (the trial's ``info["target_files"]``): the same with
+``files`` relative to the run directory and their ``sha256``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 
 from edgeopt.data import DataSource, first_inputs
 from edgeopt.errors import CandidateError, ConversionError
-from edgeopt.export.convert import ConvertOptions, convert
+from edgeopt.export.convert import Artifact, ConvertOptions, convert
 from edgeopt.measure.accuracy import onnx_logits, onnx_score, source_task_metric
 from edgeopt.measure.service import precision_hint
 from edgeopt.profiles import HardwareProfile, Targets
@@ -42,7 +42,7 @@ PARITY_SAMPLES = 256
 INFO_KEY = "runtime_files"
 """``TrialResult.info`` key of the child's record (module doc)."""
 ATTR = "target_files"
-"""Trial attribute: the record kept in the study (module doc)."""
+"""Key in a trial's ``info`` attribute: the record kept in the study (module doc)."""
 INT8_OPS = frozenset(
     {"QuantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}
 )
@@ -117,7 +117,7 @@ def convert_for_targets(
     scoring each target through its runtime with ``score``. The child's record (module doc);
     CandidateError (stage ``convert:<target>``) for a conversion that fails or disagrees."""
     out: dict[str, dict[str, Any]] = {}
-    made: dict[tuple[Runtime, ConvertOptions], list[Path]] = {}
+    made: dict[tuple[Runtime, ConvertOptions], Artifact] = {}
     x = x[:PARITY_SAMPLES]
     int8: bool | None = None
     for profile in converted_targets(profiles):
@@ -133,8 +133,8 @@ def convert_for_targets(
                 artifact = convert(onnx_path, runtime, onnx_path.with_name(stem), options)
             except ConversionError as exc:
                 raise CandidateError(stage, exc.message) from exc
-            made[(runtime, options)] = list(artifact.paths)
-        paths = made[(runtime, options)]
+            made[(runtime, options)] = artifact
+        paths = list(made[(runtime, options)].paths)
         if min_agreement is not None and runtime in min_agreement:
             bar = min_agreement[runtime]
         else:
@@ -152,6 +152,7 @@ def convert_for_targets(
         entry: dict[str, Any] = {
             "runtime": runtime.value,
             "files": [str(p) for p in paths],
+            "conversion": dict(made[(runtime, options)].facts),
             "agreement": agreed,
         }
         if score is not None:
@@ -209,6 +210,11 @@ def study_record(run: RunDir, info: Mapping[str, Any]) -> dict[str, dict[str, An
     return out
 
 
+def recorded(attrs: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """A trial's ``target_files`` record, from its user attributes."""
+    return (attrs.get("info") or {}).get(ATTR)
+
+
 def target_paths(run: RunDir, record: Mapping[str, Any] | None) -> dict[str, Path]:
     """Target name -> the file its runtime loads, from a trial's ``target_files`` record."""
     return {t: run.inside(e["files"][0]) for t, e in (record or {}).items()}
@@ -235,3 +241,19 @@ def convert_originals(run: RunDir, profiles: Sequence[HardwareProfile]) -> dict[
             p = by_name[name]
             convert(run.baseline_onnx, p.runtime_name, path, ConvertOptions.for_profile(p))
     return found
+
+
+def target_scores(
+    run: RunDir,
+    record: Mapping[str, Any] | None,
+    profiles: Sequence[HardwareProfile],
+    score: Scorer,
+) -> dict[str, float]:
+    """``score`` of a trial's file per target (its ``target_files`` record), in the target's
+    runtime; targets whose file is not on this machine are left out."""
+    by_name = {p.name: p for p in profiles}
+    return {
+        target: score(path, precision_hint(by_name[target]))
+        for target, path in target_paths(run, record).items()
+        if target in by_name and path.is_file()
+    }
