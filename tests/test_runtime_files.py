@@ -1,7 +1,7 @@
 """``edgeopt bench``/``check`` on the files a target's runtime loads (``.ort``, OpenVINO
 ``.xml``): timed and scored in that runtime, refused with a one-line error on a target that
 runs another one, and an ONNX model converted for a measured OpenVINO target; ``optimize``
-refuses both (a runtime's file as input, a measured target the search cannot time yet)."""
+refuses a runtime's file as input and a measured target of a runtime it cannot convert to."""
 
 from __future__ import annotations
 
@@ -113,16 +113,25 @@ def test_check_estimates_an_ort_file_on_a_phone_from_its_source_onnx(
     assert "cannot be estimated: the cost model reads ONNX graphs, and no alone.onnx" in r.stderr
 
 
-def test_optimize_refuses_runtime_files_and_runtimes_it_cannot_search(
+def test_optimize_refuses_runtime_files_and_runtimes_it_cannot_convert_to(
     files: dict[str, Path], tiny_data: Path, tmp_path: Path
 ) -> None:
     r = _run("optimize", files["xml"], "--data", tiny_data, "--out", tmp_path / "a")
     assert r.exit_code == 2, r.output
     assert "is a runtime's file (openvino): optimize starts from the trained model" in r.stderr
-    r = _run("optimize", files["onnx"], "--data", tiny_data, "--target", "openvino-host",
+    # a measured target of a runtime edgeopt cannot convert to here (openvino-host is searched:
+    # tests/test_run_runtimes.py)
+    text = (Path(__file__).resolve().parents[1] / "profiles" / "openvino-host.toml").read_text()
+    board = tmp_path / "litert-board.toml"
+    board.write_text(
+        text.replace('name = "openvino-host"', 'name = "litert-board"')
+        .replace('aliases = ["openvino"]', "aliases = []")
+        .replace('name = "openvino"', 'name = "litert"')
+    )
+    r = _run("optimize", files["onnx"], "--data", tiny_data, "--target", board,
              "--out", tmp_path / "b")  # fmt: skip
     assert r.exit_code == 2, r.output
-    assert "searching on OpenVINO is not supported yet" in r.stderr
+    assert "converting to LiteRT (tflite) is not supported yet" in r.stderr
     assert not (tmp_path / "b" / "study.db").exists()
 
 

@@ -18,10 +18,16 @@ from edgeopt.measure.task_metrics import task_metric, task_metric_entries
 
 
 def onnx_logits(
-    path: str | Path, x: np.ndarray, *, batch_size: int = 256, threads: int = 2
+    path: str | Path,
+    x: np.ndarray,
+    *,
+    batch_size: int = 256,
+    threads: int = 2,
+    precision_hint: str = "f32",
 ) -> np.ndarray:
-    """Outputs of the model's first output for all of ``x``, computed in batches."""
-    sess = model_session(path, threads=threads)
+    """Outputs of the model's first output for all of ``x``, computed in batches
+    (``precision_hint``: an OpenVINO file's inference precision)."""
+    sess = model_session(path, threads=threads, precision_hint=precision_hint)
     return np.concatenate(_run(sess, x, batch_size))
 
 
@@ -66,21 +72,33 @@ def onnx_accuracy(
 
 
 def onnx_fidelity(
-    path: str | Path, reference: str | Path, x: np.ndarray, *, threads: int = 2
+    path: str | Path,
+    reference: str | Path,
+    x: np.ndarray,
+    *,
+    threads: int = 2,
+    precision_hint: str = "f32",
 ) -> float:
-    """Top-1 agreement of ``path`` with ``reference`` on ``x`` (stands in for accuracy without
-    labelled data)."""
-    a = onnx_logits(path, x, threads=threads).argmax(axis=1)
+    """Top-1 agreement of ``path`` (``precision_hint``: OpenVINO's, for an IR file) with
+    ``reference`` on ``x`` (stands in for accuracy without labelled data)."""
+    a = onnx_logits(path, x, threads=threads, precision_hint=precision_hint).argmax(axis=1)
     b = onnx_logits(reference, x, threads=threads).argmax(axis=1)
     return float((a == b).mean())
 
 
 def onnx_task_metric(
-    path: str | Path, x: np.ndarray, y: np.ndarray, metric: str, *, threads: int = 2
+    path: str | Path,
+    x: np.ndarray,
+    y: np.ndarray,
+    metric: str,
+    *,
+    threads: int = 2,
+    precision_hint: str = "f32",
 ) -> float:
-    """Task metric ``metric`` (``edgeopt.metrics.TASK_METRICS``) of the ONNX model on
+    """Task metric ``metric`` (``edgeopt.metrics.TASK_METRICS``) of the model file on
     ``(x, y)``."""
-    return task_metric(metric, onnx_logits(path, x, threads=threads), y)
+    logits = onnx_logits(path, x, threads=threads, precision_hint=precision_hint)
+    return task_metric(metric, logits, y)
 
 
 def onnx_task_metric_entries(
@@ -99,25 +117,36 @@ def onnx_score(
     reference: str | Path,
     threads: int = 2,
     metric: str = "accuracy",
+    precision_hint: str = "f32",
 ) -> float:
     """What the search optimizes as accuracy: task metric ``metric`` (top-1 accuracy by
     default) on ``(x, y)`` when there are labels, else top-1 fidelity to ``reference`` on
     ``x`` (e.g. ``synthetic_inputs``; a run without labels only allows ``accuracy``)."""
+    hint = precision_hint
     if y is not None:
-        return onnx_task_metric(path, x, y, metric, threads=threads)
+        return onnx_task_metric(path, x, y, metric, threads=threads, precision_hint=hint)
     if metric != "accuracy":
         raise ValueError(f"--metric {metric} needs labelled data")
-    return onnx_fidelity(path, reference, x, threads=threads)
+    return onnx_fidelity(path, reference, x, threads=threads, precision_hint=hint)
 
 
 def source_task_metric(
-    path: str | Path, source: DataSource, split: str, metric: str, *, threads: int = 2
+    path: str | Path,
+    source: DataSource,
+    split: str,
+    metric: str,
+    *,
+    threads: int = 2,
+    precision_hint: str = "f32",
 ) -> float:
     """``onnx_task_metric`` on ``split`` of ``source`` (``test`` falls back to ``val``): an
     npz's whole split as always, any other source's ``eval_batches`` streamed."""
+    hint = precision_hint
     if isinstance(source, NpzSource):
-        return onnx_task_metric(path, *source.bundle.split(split), metric, threads=threads)
-    logits, y = onnx_batch_logits(path, eval_batches(source, split), threads=threads)
+        x, y = source.bundle.split(split)
+        return onnx_task_metric(path, x, y, metric, threads=threads, precision_hint=hint)
+    batches = eval_batches(source, split)
+    logits, y = onnx_batch_logits(path, batches, threads=threads, precision_hint=hint)
     return task_metric(metric, logits, y)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +27,7 @@ from edgeopt.fileio import file_lock
 from edgeopt.measure.runners import runner_for
 from edgeopt.measure.runtime import size_mb
 from edgeopt.metrics import Measurement, Metric, MetricValue, Provenance
+from edgeopt.profiles.runtime_spec import RUNTIMES, Runtime
 
 if TYPE_CHECKING:
     from edgeopt.estimate import Estimate
@@ -41,11 +42,14 @@ class HostReference:
 
     ``onnx``: the original model as ONNX, timed interleaved with each candidate.
     ``latency_ms``: its reference p50 per measured-profile name (measured once, at setup, by
-    :func:`reference_latency_ms`).
+    :func:`reference_latency_ms`). ``files``: the original converted for a measured profile
+    whose runtime is not ONNX Runtime (``baseline/<profile>/original.xml``), per profile name:
+    a candidate's file is timed against the original in the same runtime.
     """
 
     onnx: Path
     latency_ms: Mapping[str, float]
+    files: Mapping[str, Path] = field(default_factory=dict)
 
 
 def measure_on_targets(
@@ -57,6 +61,7 @@ def measure_on_targets(
     reference: HostReference | None = None,
     lock_path: Path | None = None,
     time_budget_s: float = 2.5,
+    files: Mapping[str, Path] | None = None,
 ) -> dict[str, Measurement]:
     """Numbers of ``onnx_path`` on each profile, keyed by profile name.
 
@@ -67,19 +72,29 @@ def measure_on_targets(
     (when given) so that concurrent workers do not time each other. Latency is
     ``ratio x reference.latency_ms[name]`` with spread ``latency x ratio CV`` when
     ``reference`` is given, else the raw p50; ``f"{name}:raw"`` always holds the raw p50
-    (spread p90 - p50). Raises EdgeoptError when measuring fails (DeviceError when the
-    device cannot measure at all).
+    (spread p90 - p50). ``files``: per profile name, the file its runtime loads when that is
+    not the ONNX file (an OpenVINO ``.xml``, a ``.ort``): its size is that file's, and a
+    measured profile times it (in its runtime, against ``reference.files[name]``); the cost
+    model always reads the ONNX file. Raises EdgeoptError when measuring fails (DeviceError
+    when the device cannot measure at all), or for a measured profile of another runtime
+    than ONNX Runtime without its file.
     """
-    size = MetricValue(size_mb(onnx_path), Provenance.MEASURED)
+    onnx_size = MetricValue(size_mb(onnx_path), Provenance.MEASURED)
     out: dict[str, Measurement] = {}
     for profile in profiles:
+        own = (files or {}).get(profile.name)
+        size = MetricValue(size_mb(own), Provenance.MEASURED) if own else onnx_size
         estimated, _ = estimate_on_profile(onnx_path, profile, size=size)
         if not profile.measured:
             out[profile.name] = estimated
             continue
+        if own is None and profile.runtime_name != Runtime.ORT:
+            raise EdgeoptError(
+                f"no {RUNTIMES[profile.runtime_name].label} file to time on '{profile.name}'"
+            )
         with file_lock(lock_path) if lock_path else contextlib.nullcontext():
             host, raw = _measured_numbers(
-                onnx_path,
+                own or onnx_path,
                 profile,
                 input_shape=input_shape,
                 sample=sample,
@@ -110,14 +125,16 @@ def reference_latency_ms(
     sample: np.ndarray | None,
     time_budget_s: float,
 ) -> float:
-    """The p50 latency of ``onnx_path`` on a measured ``profile``'s runner (the reference
-    candidates' ratios are scaled by). Raises EdgeoptError when measuring fails."""
+    """The p50 latency of ``onnx_path`` (or the profile runtime's file) on a measured
+    ``profile``'s runner (the reference candidates' ratios are scaled by). Raises
+    EdgeoptError when measuring fails."""
     (stats,) = runner_for(profile).measure_latency(
         [onnx_path],
         threads=profile.threads,
         input_shape=input_shape,
         sample=sample,
         time_budget_s=time_budget_s,
+        precision_hint=precision_hint(profile),
     )
     return stats.p50_ms
 
@@ -136,14 +153,25 @@ def _measured_numbers(
     if reference is not None and profile.name not in reference.latency_ms:
         raise EdgeoptError(f"no reference latency for measured profile '{profile.name}'")
     runner = runner_for(profile)
-    paths = [onnx_path] if reference is None else [reference.onnx, onnx_path]
+    if reference is None:
+        paths = [onnx_path]
+    else:
+        paths = [reference.files.get(profile.name, reference.onnx), onnx_path]
     threads = profile.threads
+    shape, hint = input_shape, precision_hint(profile)
     *_, cand = runner.measure_latency(
-        paths, threads=threads, input_shape=input_shape, sample=sample, time_budget_s=time_budget_s
+        paths,
+        threads=threads,
+        input_shape=shape,
+        sample=sample,
+        time_budget_s=time_budget_s,
+        precision_hint=hint,
     )
-    mem = runner.measure_memory(onnx_path, threads=threads, input_shape=input_shape, sample=sample)
+    mem = runner.measure_memory(
+        onnx_path, threads=threads, input_shape=shape, sample=sample, precision_hint=hint
+    )
     energy = runner.measure_energy(
-        onnx_path, threads=threads, input_shape=input_shape, sample=sample
+        onnx_path, threads=threads, input_shape=shape, sample=sample, precision_hint=hint
     )
     measured, device = Provenance.MEASURED, runner.device
     load = cand.load  # the host's load meanwhile (None from a remote device)
@@ -164,3 +192,8 @@ def _measured_numbers(
     if energy is not None:
         out[Metric.ENERGY_MJ] = MetricValue(energy.energy_mj, measured, device=device)
     return out, raw
+
+
+def precision_hint(profile: HardwareProfile) -> str:
+    """OpenVINO's inference precision for ``profile`` (``f32`` when it names no runtime)."""
+    return profile.runtime.precision_hint if profile.runtime else "f32"

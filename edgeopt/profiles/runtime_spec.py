@@ -41,6 +41,9 @@ class RuntimeKind:
     ``extra`` is the pip extra that installs it (None: part of edgeopt); ``probe_module`` the
     module whose import says it is installed; ``label`` its name in messages; ``convertible``
     whether edgeopt converts to it here (the runtimes it cannot are named for estimates only).
+    ``min_agreement_float`` / ``min_agreement_int8``: the least top-1 agreement of the
+    converted file with its ONNX candidate (a float / an int8 candidate) on up to 256
+    validation inputs; a search candidate whose conversion agrees less fails.
     """
 
     runtime: Runtime
@@ -50,6 +53,12 @@ class RuntimeKind:
     probe_module: str
     label: str
     convertible: bool
+    min_agreement_float: float = 0.995
+    min_agreement_int8: float = 0.97
+
+    def min_agreement(self, int8: bool) -> float:
+        """The parity tolerance for a float or an int8 candidate."""
+        return self.min_agreement_int8 if int8 else self.min_agreement_float
 
     @property
     def suffix(self) -> str:

@@ -15,7 +15,7 @@ from functools import cached_property
 from edgeopt.errors import ConfigError
 from edgeopt.profiles.loader import load_profile, profile_from_text
 from edgeopt.profiles.merge import flavour_note, merge_profiles
-from edgeopt.profiles.runtime_spec import RUNTIMES, Runtime
+from edgeopt.profiles.runtime_spec import Runtime, convertible, require_installed
 from edgeopt.profiles.schema import HardwareProfile
 
 
@@ -57,18 +57,12 @@ class Targets:
             raise ConfigError(f"--target names a profile twice: {', '.join(self.names)}")
 
     def check_searchable(self) -> None:
-        """ConfigError for a measured target whose runtime is not ONNX Runtime: the search
-        times ONNX candidates in ORT, so its numbers would not be that runtime's (``bench``
-        and ``check`` measure such targets on their own runtime)."""
+        """ConfigError for a measured target whose runtime edgeopt cannot convert to here or
+        that is not installed: the search times each candidate in the target's own runtime."""
         for p in self.profiles:
             if p.measured and p.runtime_name != Runtime.ORT:
-                raise ConfigError(
-                    f"--target {p.name}: searching on {RUNTIMES[p.runtime_name].label} is not "
-                    "supported yet (the search times its candidates in ONNX Runtime)",
-                    hint=f"search with --target cpu, then edgeopt export --format "
-                    f"{RUNTIMES[p.runtime_name].format} and edgeopt bench/check the file "
-                    f"with --target {p.name}",
-                )
+                convertible(p.runtime_name)
+                require_installed(p.runtime_name)
 
     def check_unchanged(self, recorded: dict[str, str] | None) -> None:
         """ConfigError when these profiles are not the content a run recorded (its

@@ -1,17 +1,23 @@
 """Which runtime's file ``edgeopt export`` writes (``--format``), and the files that makes:
 ``onnx`` the trial's ONNX file as today; ``ort`` and ``openvino`` that file converted on the
 spot (``edgeopt.export.convert``), written beside the ONNX file it came from (a ``.ort`` is
-estimated from it, and the sidecar's digest names it)."""
+estimated from it, and the sidecar's digest names it), or, for a run whose target runs that
+runtime, the very file the search converted, timed and scored (``stored_artifact``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from edgeopt.errors import ConfigError
-from edgeopt.export.convert import artifact_paths
+from edgeopt.export.convert import Artifact, artifact_paths
 from edgeopt.profiles import HardwareProfile
 from edgeopt.profiles.runtime_spec import FORMATS, RUNTIMES, Runtime, runtime_of_file
+from edgeopt.rundir import RunDir
+from edgeopt.search.study.artifacts import sha256_of
+from edgeopt.search.trial.runtimes import recorded
 
 FORMAT_CHOICES: tuple[str, ...] = (
     "auto",
@@ -73,3 +79,31 @@ def convert_profile(
     """The run's first target that runs ``runtime`` (its device decides how to convert, e.g.
     ``arm`` for a phone's ``.ort``), else None."""
     return next((p for p in profiles if p.runtime_name == runtime), None)
+
+
+def stored_artifact(
+    run: RunDir | None,
+    info: Mapping[str, Any],
+    runtime: Runtime,
+    profile: HardwareProfile | None,
+    out: Path,
+) -> Artifact | None:
+    """The file the search converted for ``profile`` (a trial's ``info``), copied to ``out``
+    in ``runtime``'s format, when it is in ``run`` with the digests the study recorded; None
+    otherwise (then ``export`` converts the ONNX file itself)."""
+    entry = (recorded({"info": info}) or {}).get(profile.name) if profile else None
+    if run is None or not entry or entry.get("runtime") != runtime.value:
+        return None
+    try:
+        sources = [run.inside(f) for f in entry["files"]]
+    except ConfigError:
+        return None
+    if not all(p.is_file() for p in sources) or [sha256_of(p) for p in sources] != list(
+        entry.get("sha256") or []
+    ):
+        return None
+    paths = artifact_paths(runtime, out)
+    for src, dst in zip(sources, paths, strict=True):
+        shutil.copyfile(src, dst)
+    facts = {**(entry.get("conversion") or {}), "from_search": entry["files"][0]}
+    return Artifact(runtime, paths, facts)

@@ -34,8 +34,10 @@ import numpy as np
 from edgeopt.errors import ConfigError, EdgeoptError
 from edgeopt.fileio import file_lock
 from edgeopt.measure.runners import LocalRunner, runner_for
+from edgeopt.measure.service import precision_hint
 from edgeopt.search.study.artifacts import trial_artifacts
 from edgeopt.search.study.shared import record_final_latency
+from edgeopt.search.trial.runtimes import original_files, recorded, target_paths
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -112,9 +114,15 @@ def _measure_profile(
 ) -> dict[str, Any]:
     files: list[tuple[int, Path]] = []
     missing: dict[str, str] = {}
+    # a target whose runtime loads a converted file times each trial's file against the
+    # original's, in that runtime
+    original = original_files(run, [profile]).get(profile.name)
     for t in trials:
         try:
-            files.append((t.number, opened.trial_onnx(_file_record(t), scratch)))
+            if original is None:
+                files.append((t.number, opened.trial_onnx(_file_record(t), scratch)))
+            else:
+                files.append((t.number, _target_file(run, t, profile.name)))
         except ConfigError as exc:  # built on another machine without an artifact store
             missing[str(t.number)] = exc.message
     runner = runner_for(profile)
@@ -129,7 +137,7 @@ def _measure_profile(
     for start in range(0, max(len(files), 1), MAX_MODELS_PER_PASS):
         chunk = files[start : start + MAX_MODELS_PER_PASS]
         # the original first: every ratio is against it, within this pass
-        paths = [run.baseline_onnx, *(p for _, p in chunk)]
+        paths = [original or run.baseline_onnx, *(p for _, p in chunk)]
         with file_lock(run.lock_path("measure")):  # no other worker here times meanwhile
             original, *stats = runner.measure_latency(
                 paths,
@@ -140,6 +148,7 @@ def _measure_profile(
                 max_rounds=MAX_ROUNDS,
                 time_budget_s=TIME_BUDGET_S,
                 target_round_ms=TARGET_ROUND_MS,
+                precision_hint=precision_hint(profile),
             )
         entry["passes"] += 1
         entry.setdefault("original", _figure(original))
@@ -157,6 +166,14 @@ def _measure_profile(
     if missing:
         entry["missing"] = missing
     return entry
+
+
+def _target_file(run: RunDir, t: FrozenTrial, target: str) -> Path:
+    """Trial ``t``'s file for ``target``'s runtime; ConfigError when it has none here."""
+    path = target_paths(run, recorded(t.user_attrs)).get(target)
+    if path is None or not path.is_file():
+        raise ConfigError(f"trial {t.number} has no file for {target} on this machine")
+    return path
 
 
 def _figure(s: LatencyStats) -> dict[str, float]:

@@ -29,7 +29,7 @@ from edgeopt.profiles import HardwareProfile
 from edgeopt.profiles.runtime_spec import Runtime
 from edgeopt.records import MetricEntry, RunRecord, TrialRecord, TrialState, as_run
 from edgeopt.rundir import Baseline, RunDir
-from edgeopt.search.run.export_format import export_files
+from edgeopt.search.run.export_format import export_files, stored_artifact
 from edgeopt.search.study.artifacts import check_sha256, open_store
 from edgeopt.search.study.context import run_targets
 from edgeopt.search.trial.protocol import SYNTHETIC_N, SYNTHETIC_VAL_SEED
@@ -211,7 +211,9 @@ def export_trial(
         finally:
             tmp.unlink(missing_ok=True)
     artifact = None
-    if runtime != Runtime.ORT:
+    if runtime != Runtime.ORT:  # the search's own file where it is here, else converted now
+        artifact = stored_artifact(run, trial.info, runtime, profile, artifact_out)
+    if runtime != Runtime.ORT and artifact is None:
         artifact = convert(out, runtime, artifact_out, ConvertOptions.for_profile(profile))
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     meta = metadata(records, trial, digest)

@@ -42,6 +42,7 @@ from edgeopt.search.study.artifacts import open_store, trial_artifacts
 from edgeopt.search.study.context import SearchContext, run_targets
 from edgeopt.search.study.shared import record_test_numbers
 from edgeopt.search.trial.protocol import SYNTHETIC_N, scoring_inputs
+from edgeopt.search.trial.runtimes import convert_originals, recorded, target_scores
 from edgeopt.stages import STAGES, ProbeInput
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def prepare(
     check_out_dir(config, RunDir(run_dir))  # before any work: what --out may hold
     targets = targets or resolve_targets(config.targets)
     targets.check()  # fails fast when the targets share no model format or repeat one
-    targets.check_searchable()  # or name a measured runtime the search cannot time yet
+    targets.check_searchable()  # or name a measured runtime not converted to or installed
     if config.profile_digests is None:
         config = config.with_profile_digests(targets)
     source = None
@@ -153,10 +154,11 @@ def _make_baseline(
     else:
         val = test = 1.0  # fidelity of the model to itself
     latency: dict[str, float] = {}
+    originals = convert_originals(run, profiles)  # for targets that run another runtime
     for p in profiles:
         if p.measured:  # on the profile's runner: this host or its [runner] device
             latency[p.name] = reference_latency_ms(
-                dst,
+                originals.get(p.name, dst),
                 p,
                 input_shape=loaded.input_shape,
                 sample=sample,
@@ -336,7 +338,9 @@ def _finalize(run_dir: Path, targets: Targets | None, data_ref: str | None) -> d
     "built_elsewhere": {trial number: machine}}`` (the last: trials another machine built
     without an artifact store, which only that machine can score) and in the
     study (``shared.record_test_numbers``), so that every machine's report has them.
-    ``test_accuracy`` is the run's ``--metric``; ``task_metrics`` (labelled data only) holds
+    ``test_accuracy`` is the run's ``--metric`` on the ONNX candidate, ``target_test_accuracy``
+    (``{trial number: {target: value}}``) the same through each target's own runtime where it
+    loads a converted file (an OpenVINO IR, a .ort); ``task_metrics`` (labelled data only) holds
     all of ``edgeopt.metrics.TASK_METRICS`` with intervals
     (``edgeopt.measure.task_metrics.task_metric_entries``). A trial another machine built is
     read from the artifact store; one already scored by any machine is not scored again.
@@ -356,6 +360,14 @@ def _finalize(run_dir: Path, targets: Targets | None, data_ref: str | None) -> d
     wanted |= {t.number for t in complete if t.user_attrs.get("baseline")}
     elsewhere: dict[str, str] = {}
     interrupted = False
+    profiles = run_targets(config, targets).profiles
+
+    def score(path: Path, hint: str) -> float:  # test split, in ``path``'s runtime
+        if data is None:
+            x, y = scoring_inputs(data, "test", local_baseline.input_shape)
+            return onnx_score(path, x, y, reference=run.baseline_onnx, precision_hint=hint)
+        return source_task_metric(path, data, "test", config.metric, precision_hint=hint)
+
     with scratch_dir() as tmp:
         for t in complete:
             key = str(t.number)
@@ -371,10 +383,11 @@ def _finalize(run_dir: Path, targets: Targets | None, data_ref: str | None) -> d
             }
             try:
                 onnx = opened.trial_onnx(record, Path(tmp))
+                scores = target_scores(run, recorded(t.user_attrs), profiles, score)
+                if scores:
+                    final.setdefault("target_test_accuracy", {})[key] = scores
                 if data is None:
-                    x, y = scoring_inputs(data, "test", local_baseline.input_shape)
-                    score = onnx_score(onnx, x, y, reference=run.baseline_onnx)
-                    final["test_accuracy"][key] = score
+                    final["test_accuracy"][key] = score(onnx, "f32")
                     continue
                 task = {s: source_task_metric_entries(onnx, data, s) for s in ("val", "test")}
             except BuiltElsewhere:  # that machine scores it when it finishes
@@ -400,7 +413,6 @@ def _finalize(run_dir: Path, targets: Targets | None, data_ref: str | None) -> d
     # numbers above are saved first, so a Ctrl-C during the pass loses nothing)
     sample = run_sample(run, data)
     chosen = [t for t in complete if t.number in wanted]
-    profiles = run_targets(config, targets).profiles
     return add_final_latency(opened, run, final, chosen, profiles, sample=sample)
 
 

@@ -43,6 +43,8 @@ from edgeopt.search.trial.protocol import (
     TrialResult,
     scoring_inputs,
 )
+from edgeopt.search.trial.runtimes import INFO_KEY as RUNTIME_FILES
+from edgeopt.search.trial.runtimes import trial_conversions
 from edgeopt.training.device import child_env, device_label, resolve_in_child
 
 
@@ -306,6 +308,11 @@ def _main(req_path: Path) -> None:
     except CandidateError as exc:
         write(TrialResult.failed(exc.stage, exc.reason))
         return
+    try:  # the files the targets' runtimes load, beside the ONNX candidate
+        files = trial_conversions(req, result.onnx_path, data, model.input_shape, on_stage)
+    except CandidateError as exc:
+        write(TrialResult.failed(exc.stage, exc.reason))
+        return
     stage_file.write_text("evaluate")
     t_eval = time.perf_counter()
     if data is not None:
@@ -325,6 +332,8 @@ def _main(req_path: Path) -> None:
     info = dict(result.info)
     info.setdefault("seconds", {})["evaluate"] = time.perf_counter() - t_eval
     info["train_device"] = device_label(device)
+    if files:
+        info[RUNTIME_FILES] = files
     if history:
         info[rungs_key] = history
     write(

@@ -55,6 +55,9 @@ from edgeopt.search.trial.policy import (
     rested_stages,
 )
 from edgeopt.search.trial.protocol import STOPPED_REASON, FailureKind, Status, TrialRequest
+from edgeopt.search.trial.runtimes import ATTR as TARGET_FILES
+from edgeopt.search.trial.runtimes import INFO_KEY as RUNTIME_FILES
+from edgeopt.search.trial.runtimes import original_files, study_record, target_paths
 from edgeopt.stages.finetune_probe import recorded_round_samples
 from edgeopt.training.device import train_device
 
@@ -158,9 +161,14 @@ class TrialRunner:
             return
         onnx_path = Path(result.onnx)
         carry(onnx_path, ctx.config.data.recipe if ctx.config.data else None)  # before its digest
+        info = dict(result.info)
+        files = study_record(ctx.run, info)  # the file each target's runtime loads
+        info.pop(RUNTIME_FILES, None)  # absolute paths: the study keeps relative ones
+        if files:
+            info[TARGET_FILES] = files
         try:
             t_measure = time.monotonic()
-            measurements = self._measure(onnx_path)
+            measurements = self._measure(onnx_path, target_paths(ctx.run, files))
             trial.set_user_attr("measure_s", round(time.monotonic() - t_measure, 3))
         except EdgeoptError as exc:
             self._fail(trial, "measure", exc.message)
@@ -172,7 +180,7 @@ class TrialRunner:
         trial.set_user_attr("onnx_sha256", sha256_of(onnx_path))
         trial.set_user_attr("val_accuracy", accuracy)
         trial.set_user_attr("measurements", {k: m.to_dict() for k, m in measurements.items()})
-        trial.set_user_attr("info", dict(result.info))
+        trial.set_user_attr("info", info)
         trial.set_user_attr("cache_hit", result.cache_hit)
         constraints = ctx.config.budgets.constraints(
             accuracy=accuracy,
@@ -260,17 +268,20 @@ class TrialRunner:
         baseline = self.ctx.run.baseline_onnx
         return max(1 << 20, 2 * baseline.stat().st_size if baseline.exists() else 0)
 
-    def _measure(self, onnx_path: Path) -> dict[str, Measurement]:
-        """Host numbers measured (latency interleaved vs the original), the rest estimated."""
+    def _measure(self, onnx_path: Path, files: dict[str, Path]) -> dict[str, Measurement]:
+        """Host numbers measured (latency interleaved vs the original, each target on its
+        runtime's file in ``files``), the rest estimated."""
         ctx = self.ctx
+        originals = original_files(ctx.run, ctx.profiles)
         return measure_on_targets(
             onnx_path,
             ctx.profiles,
             input_shape=ctx.baseline.input_shape,
             sample=ctx.sample,
-            reference=HostReference(ctx.run.baseline_onnx, self.reference_ms),
+            reference=HostReference(ctx.run.baseline_onnx, self.reference_ms, originals),
             lock_path=ctx.run.lock_path("measure"),
             time_budget_s=HOST_LATENCY_BUDGET_S,
+            files=files,
         )
 
     def _value(
