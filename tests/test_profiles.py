@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import edgeopt
 from edgeopt.cli import main
 from edgeopt.errors import ConfigError
 from edgeopt.profiles import (
@@ -87,6 +88,13 @@ def test_path_loads_user_profile() -> None:
     assert u.eff("int8", "gemm") == 0.5  # falls back to the default table
     assert u.eff("fp32", "dense_conv") == 0.5
     assert p.assumptions == ["runtime.invoke_overhead_us"]
+
+
+def test_a_source_checkout_reads_its_own_profiles() -> None:
+    # a git worktree run with PYTHONPATH=worktree beside an editable install of another
+    # checkout: the profiles are the worktree's, like its code
+    checkout = Path(edgeopt.__file__).resolve().parents[1]
+    assert shipped_profile_dir().resolve() == (checkout / "profiles").resolve()
 
 
 def test_shipped_profiles_come_from_one_folder() -> None:

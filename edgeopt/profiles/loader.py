@@ -28,6 +28,12 @@ _SOURCE_DIR = Path(__file__).resolve().parents[2] / "profiles"
 
 def shipped_profile_dir() -> Path:
     """The folder holding the shipped profile TOMLs."""
+    # A source checkout imported directly (PYTHONPATH=checkout, e.g. a second git worktree
+    # beside an editable install, which maps the package to the first) reads its own files.
+    if (_SOURCE_DIR.parent / "pyproject.toml").is_file() and (
+        _SOURCE_DIR / "__init__.py"
+    ).is_file():
+        return _SOURCE_DIR
     try:
         root = importlib.resources.files(SHIPPED_PACKAGE)
     except ModuleNotFoundError:
