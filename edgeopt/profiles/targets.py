@@ -60,7 +60,10 @@ class Targets:
                 raise ConfigError(
                     f"--target {p.name}: searching on {RUNTIMES[p.runtime_name].label} is not "
                     "supported yet (the search times its candidates in ONNX Runtime)",
-                    hint=f"search with --target cpu, then edgeopt export --format "
+                    hint=f"search with --target cpu, then edgeopt bench/check the trained "
+                    f"torch model with --target {p.name} (converted from torch)"
+                    if RUNTIMES[p.runtime_name].needs_torch
+                    else f"search with --target cpu, then edgeopt export --format "
                     f"{RUNTIMES[p.runtime_name].format} and edgeopt bench/check the file "
                     f"with --target {p.name}",
                 )
