@@ -25,6 +25,7 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -111,8 +112,7 @@ def _convert(module: Any, input_shape: tuple[int, ...], out: Path) -> dict[str, 
             litert_torch.convert(module.eval(), sample).export(str(out))
         except Exception as exc:
             raise ConversionError(_LABEL, reason(exc)) from exc
-    version = getattr(litert_torch, "__version__", None) or _version("litert-torch")
-    return {"converter": f"litert-torch {version}"}
+    return {"converter": f"litert-torch {version('litert-torch')}"}
 
 
 def _quantize(
@@ -149,19 +149,16 @@ def _quantize(
         except Exception as exc:
             raise ConversionError(_LABEL, reason(exc)) from exc
     facts: dict[str, Any] = {
-        "quantizer": f"ai-edge-quantizer {_version('ai-edge-quantizer')}",
+        "quantizer": f"ai-edge-quantizer {version('ai-edge-quantizer')}",
         "recipe": name,
         "weight_granularity": granularity.value,
     }
     if signature is not None:
-        facts |= {"signature": signature, "calibration_samples": 0 if calibration is None else len(calibration)}
+        facts |= {
+            "signature": signature,
+            "calibration_samples": 0 if calibration is None else len(calibration),
+        }
     return facts
-
-
-def _version(dist: str) -> str:
-    from importlib.metadata import version
-
-    return version(dist)
 
 
 @contextlib.contextmanager
@@ -171,23 +168,23 @@ def _quiet() -> Iterator[None]:
     sys.stdout.flush()
     sys.stderr.flush()
     saved = (os.dup(1), os.dup(2))
-    sink = tempfile.TemporaryFile()
     try:
-        os.dup2(sink.fileno(), 1)
-        os.dup2(sink.fileno(), 2)
-        with (
-            warnings.catch_warnings(),
-            contextlib.redirect_stdout(io.StringIO()),
-            contextlib.redirect_stderr(io.StringIO()),
-        ):
-            warnings.simplefilter("ignore")
-            yield
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            try:
+                with (
+                    warnings.catch_warnings(),
+                    contextlib.redirect_stdout(io.StringIO()),
+                    contextlib.redirect_stderr(io.StringIO()),
+                ):
+                    warnings.simplefilter("ignore")
+                    yield
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
         for fd in saved:
             os.close(fd)
-        sink.close()
-

@@ -1,8 +1,8 @@
 """Files a target's runtime loads, read for ``edgeopt bench`` and ``edgeopt check``: ORT
 Mobile's ``.ort`` (in ONNX Runtime), OpenVINO IR ``.xml`` (with its ``.bin`` beside it, in
 OpenVINO) and ``.tflite`` (in LiteRT; a full-integer file's int8 input is fed quantized
-float, see ``edgeopt.measure.session``). Each is opened in its runtime and run once on zeros, like an ONNX input; it is
-timed and scored as it is, never converted or optimized again."""
+float, see ``edgeopt.measure.session``). Each is opened in its runtime and run once on zeros,
+like an ONNX input; it is timed and scored as it is, never converted or optimized again."""
 
 from __future__ import annotations
 

@@ -4,12 +4,12 @@ file's suffix says so.
 
 Run as ``python -m edgeopt.measure.child`` with a JSON request on stdin; prints a JSON reply.
 Imports nothing beyond the standard library, numpy, the runtime (onnxruntime, openvino
-for an ``.xml``, ai_edge_litert for a ``.tflite``; psutil only where ``/proc`` is missing) and the three stdlib-only edgeopt
-modules it shares with the rest of edgeopt (``session``: how a model is loaded; ``timing``:
-the interleaved timer; ``power``: energy readings), so the measured process holds nothing
-but the runtime and the models: no torch, no optuna. The same four files are what the SSH
-runner copies to a remote device (``edgeopt.measure.ssh``), which needs only onnxruntime (or
-openvino), numpy and Python 3.8+.
+for an ``.xml``, ai_edge_litert for a ``.tflite``; psutil only where ``/proc`` is missing)
+and the three stdlib-only edgeopt modules it shares with the rest of edgeopt (``session``:
+how a model is loaded; ``timing``: the interleaved timer; ``power``: energy readings), so the
+measured process holds nothing but the runtime and the models: no torch, no optuna. The same
+four files are what the SSH runner copies to a remote device (``edgeopt.measure.ssh``), which
+needs only onnxruntime (or openvino, or ai-edge-litert), numpy and Python 3.8+.
 
 Request kinds: ``latency`` (interleaved timing; one ``input`` file for every model, or
 ``inputs``, one per model), ``memory`` (peak RSS of this process) and ``energy`` (needs a

@@ -2,16 +2,20 @@
 (execution providers: CPU unless a profile's runner names others; explicit thread counts) for
 ``.onnx`` and ``.ort`` files, an OpenVINO compiled model for IR ``.xml`` files, a LiteRT
 interpreter (XNNPACK) for ``.tflite`` files (``model_session``, one factory per runtime in
-``SESSION_FACTORIES``). Imports only the
-standard library (and the runtime inside the call), so the timing child can carry it to a
-remote device."""
+``SESSION_FACTORIES``). Imports only the standard library and numpy (and the runtime inside
+the call), so the timing child can carry it to a remote device."""
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 CPU = "CPUExecutionProvider"
 
@@ -168,11 +172,14 @@ def _litert_model(
     full-integer file's int8/uint8 input is fed the float input quantized with the input
     tensor's scale and zero point, and its output dequantized, so ``run`` takes and gives
     float like every runtime's; its batch is the file's (1 for litert-torch's files)."""
-    import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
-    interp = Interpreter(model_path=str(path), num_threads=threads if threads > 0 else None)
-    interp.allocate_tensors()
+    def load() -> Any:
+        made = Interpreter(model_path=str(path), num_threads=threads if threads > 0 else None)
+        made.allocate_tensors()
+        return made
+
+    interp = _without_stderr(load)
     inp = interp.get_input_details()[0]
     out = interp.get_output_details()[0]
     in_index, out_index = inp["index"], out["index"]
@@ -195,6 +202,22 @@ def _litert_model(
 
     batch = int(inp["shape"][0]) if len(inp["shape"]) and inp["shape"][0] > 0 else None
     return ModelSession("litert", run, batch, interp)
+
+
+def _without_stderr(make: Callable[[], Any]) -> Any:
+    """``make()`` with this process's file descriptor 2 silenced: LiteRT's C++ side prints an
+    INFO line there when it applies XNNPACK, and the library prints nothing."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                return make()
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
 
 
 def _unavailable(
