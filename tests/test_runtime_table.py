@@ -102,6 +102,14 @@ def test_shipped_profiles_name_the_runtime_their_device_runs() -> None:
     assert ov.name == "openvino-host" and ov.runtime_name == Runtime.OPENVINO
     assert ov.measured and ov.threads == 1 and ov.kind.value == "cpu"
     assert ov.runtime is not None and ov.runtime.precision_hint == "f32"
+    lite = load_profile("litert")
+    assert lite.name == "litert-host" and lite.runtime_name == Runtime.LITERT
+    assert lite.measured and lite.threads == 1 and lite.kind.value == "cpu"
+    assert lite.runtime is not None and lite.runtime.io_type is None
+    for device in ("edgetpu", "mcu"):  # full-integer int8 TFLite, estimated
+        p = load_profile(device)
+        assert p.runtime_name == Runtime.LITERT and not p.measured
+        assert p.runtime is not None and p.runtime.io_type == "int8"
 
 
 def test_profiles_show_names_the_runtime() -> None:
@@ -110,3 +118,5 @@ def test_profiles_show_names_the_runtime() -> None:
     assert "  runtime: openvino (precision f32), partition multi" in r.output
     r = CliRunner().invoke(main, ["profiles", "show", "mobile"])
     assert "  runtime: ort-format, partition multi" in r.output
+    r = CliRunner().invoke(main, ["profiles", "show", "edgetpu"])
+    assert "  runtime: litert (full-integer, int8 inputs and outputs), partition" in r.output
