@@ -87,7 +87,7 @@ def _run_bench(req: BenchRequest, workdir: Path) -> dict[str, Any]:
         sub = workdir / f"m{i}"
         sub.mkdir(parents=True, exist_ok=True)
         given = m.artifact_path or loaded_to_onnx(m, sub, sample)
-        paths.append(target_file(given, req.profile, sub))  # the file the target runs
+        paths.append(target_file(given, req.profile, sub, m))  # the file the target runs
     if len({m.input_shape for m in req.models}) > 1:
         raise ConfigError(
             f"--vs model takes input {req.models[1].input_shape}, "

@@ -36,5 +36,8 @@ HEAVY: frozenset[str] = frozenset(
         "requests",  # mlflow's HTTP client: installed with the mlflow extra only
         "PIL",  # Pillow: the images extra, for image-folder data
         "openvino",  # the openvino extra: OpenVINO IR conversion and its CPU plugin
+        "litert_torch",  # the litert extra: torch -> TFLite (imports jax, ~4 s)
+        "ai_edge_litert",  # the litert extra: the LiteRT interpreter and TFLite schema
+        "ai_edge_quantizer",  # the litert extra: TFLite quantization recipes
     }
 )

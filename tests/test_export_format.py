@@ -94,8 +94,20 @@ def test_plain_onnx_export_is_unchanged_but_records_its_runtime(
     assert json.loads((tmp_path / "m.json").read_text())["runtime"] == "ort"
 
 
-@pytest.mark.parametrize("fmt", ["tflite", "tensorrt"])
-def test_formats_edgeopt_cannot_write_are_refused(fmt: str, onnx_run: Path, tmp_path: Path) -> None:
-    r = _run("export", onnx_run, "--trial", "0", "--format", fmt, "--out", tmp_path / "m.x")
+def test_formats_edgeopt_cannot_write_are_refused(onnx_run: Path, tmp_path: Path) -> None:
+    r = _run("export", onnx_run, "--trial", "0", "--format", "tensorrt", "--out", tmp_path / "m.x")
     assert r.exit_code == 2, r.output
     assert "Invalid value for '--format'" in r.output
+
+
+@pytest.mark.parametrize("how", [("--format", "tflite"), ()])
+def test_tflite_export_says_a_run_keeps_no_torch_model(
+    how: tuple[str, ...], onnx_run: Path, tmp_path: Path
+) -> None:
+    r = _run("export", onnx_run, "--trial", "0", *how, "--out", tmp_path / "m.tflite")
+    assert r.exit_code == 2, r.output
+    assert r.stderr.splitlines()[0] == (
+        "Error: --format tflite: LiteRT files are converted from the trial's torch model, "
+        "and a run keeps only each trial's ONNX file"
+    )
+    assert not list(tmp_path.iterdir())

@@ -46,7 +46,8 @@ def test_every_shipped_profile_loads_with_sources() -> None:
         if p.quantization.int8_only:
             assert p.quantization.modes == ("int8_static",)
     measured = [p.name for p in profiles if p.measured]
-    assert measured == ["host-cpu", "openvino-host"]  # both on this host, each its runtime
+    # all on this host, each on its runtime
+    assert measured == ["host-cpu", "litert-host", "openvino-host"]
 
 
 @pytest.mark.parametrize(

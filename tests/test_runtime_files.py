@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -122,32 +124,43 @@ def test_optimize_refuses_runtime_files_and_runtimes_it_cannot_convert_to(
     # a measured target of a runtime edgeopt cannot convert to here (openvino-host is searched:
     # tests/test_run_runtimes.py)
     text = (Path(__file__).resolve().parents[1] / "profiles" / "openvino-host.toml").read_text()
-    board = tmp_path / "litert-board.toml"
+    board = tmp_path / "trt-board.toml"
     board.write_text(
-        text.replace('name = "openvino-host"', 'name = "litert-board"')
+        text.replace('name = "openvino-host"', 'name = "trt-board"')
         .replace('aliases = ["openvino"]', "aliases = []")
-        .replace('name = "openvino"', 'name = "litert"')
+        .replace('name = "openvino"', 'name = "tensorrt"')
     )
     r = _run("optimize", files["onnx"], "--data", tiny_data, "--target", board,
              "--out", tmp_path / "b")  # fmt: skip
     assert r.exit_code == 2, r.output
-    assert "converting to LiteRT (tflite) is not supported yet" in r.stderr
+    assert "converting to TensorRT" in r.stderr and "is not supported yet" in r.stderr
     assert not (tmp_path / "b" / "study.db").exists()
+    # a measured LiteRT target: its converter reads the torch model (tests/test_run_runtimes.py)
 
 
 def test_a_measured_target_whose_runtime_is_not_installed_names_its_extra(
     files: dict[str, Path], tmp_path: Path
 ) -> None:
-    # LiteRT is named by the runtime table but not installed by [dev] (no converter yet)
+    # [dev] installs every runtime edgeopt converts to: a process where ai_edge_litert cannot
+    # be imported stands for a machine without the [litert] extra
     text = (Path(__file__).resolve().parents[1] / "profiles" / "openvino-host.toml").read_text()
     board = tmp_path / "litert-board.toml"
     board.write_text(
         text.replace('name = "openvino-host"', 'name = "litert-board"')
         .replace('aliases = ["openvino"]', "aliases = []")
         .replace('name = "openvino"', 'name = "litert"')
+        .replace('precision_hint = "f32"', "")
     )
-    r = _run("bench", files["onnx"], "--target", board)
-    assert r.exit_code == 2, r.output
+    without = (
+        "import sys; sys.modules['ai_edge_litert'] = None; from edgeopt.cli import main; main()"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", without, "bench", str(files["onnx"]), "--target", str(board)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2, r.stderr
     assert r.stderr.splitlines() == [
         "Error: LiteRT is not installed here (no module ai_edge_litert)",
         "Hint: pip install 'edgeopt[litert]'",

@@ -45,10 +45,12 @@ def test_the_table_names_every_runtime_once_with_its_files() -> None:
 
 def test_runtimes_edgeopt_cannot_convert_to_say_so() -> None:
     assert convertible(Runtime.OPENVINO).format == "openvino"
-    for r in (Runtime.LITERT, Runtime.TENSORRT):
-        with pytest.raises(ConfigError, match="not supported yet") as e:
-            convertible(r)
-        assert "not installable here" in str(e.value)
+    # LiteRT converts, from the torch model (litert-torch), not from ONNX
+    assert convertible(Runtime.LITERT).needs_torch
+    assert runtime_of_file("m.tflite") == Runtime.LITERT
+    with pytest.raises(ConfigError, match="not supported yet") as e:
+        convertible(Runtime.TENSORRT)
+    assert "not installable here" in str(e.value)
 
 
 def test_a_profile_without_a_runtime_name_runs_ort(tmp_path: Path) -> None:
@@ -74,6 +76,16 @@ def test_a_misspelt_runtime_is_refused_with_did_you_mean(tmp_path: Path) -> None
     assert "did you mean 'openvino'?" in r.stderr
 
 
+def test_a_litert_profile_may_ask_for_int8_inputs_and_outputs(tmp_path: Path) -> None:
+    p = validate_profile_file(_with_runtime(tmp_path, 'name = "litert"\nio_type = "int8"'))
+    assert p.runtime is not None and p.runtime.io_type == "int8"
+    assert validate_profile_file(_with_runtime(tmp_path, 'name = "litert"')).runtime.io_type is None
+    with pytest.raises(ConfigError, match="runtime.io_type: expected one of int8"):
+        validate_profile_file(_with_runtime(tmp_path, 'name = "litert"\nio_type = "int16"'))
+    with pytest.raises(ConfigError, match="only a LiteRT runtime sets the file's input/output"):
+        validate_profile_file(_with_runtime(tmp_path, 'name = "openvino"\nio_type = "int8"'))
+
+
 def test_a_bad_precision_hint_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="runtime.precision_hint: expected one of f32"):
         validate_profile_file(_with_runtime(tmp_path, 'precision_hint = "fp32"'))
@@ -90,6 +102,14 @@ def test_shipped_profiles_name_the_runtime_their_device_runs() -> None:
     assert ov.name == "openvino-host" and ov.runtime_name == Runtime.OPENVINO
     assert ov.measured and ov.threads == 1 and ov.kind.value == "cpu"
     assert ov.runtime is not None and ov.runtime.precision_hint == "f32"
+    lite = load_profile("litert")
+    assert lite.name == "litert-host" and lite.runtime_name == Runtime.LITERT
+    assert lite.measured and lite.threads == 1 and lite.kind.value == "cpu"
+    assert lite.runtime is not None and lite.runtime.io_type is None
+    for device in ("edgetpu", "mcu"):  # full-integer int8 TFLite, estimated
+        p = load_profile(device)
+        assert p.runtime_name == Runtime.LITERT and not p.measured
+        assert p.runtime is not None and p.runtime.io_type == "int8"
 
 
 def test_profiles_show_names_the_runtime() -> None:
@@ -98,3 +118,5 @@ def test_profiles_show_names_the_runtime() -> None:
     assert "  runtime: openvino (precision f32), partition multi" in r.output
     r = CliRunner().invoke(main, ["profiles", "show", "mobile"])
     assert "  runtime: ort-format, partition multi" in r.output
+    r = CliRunner().invoke(main, ["profiles", "show", "edgetpu"])
+    assert "  runtime: litert (full-integer, int8 inputs and outputs), partition" in r.output

@@ -17,7 +17,12 @@ from edgeopt.cli.options import (
 )
 from edgeopt.metrics import task_metric_noun
 
-_RUNTIME_SHORT = {"ort": "ORT", "ort-format": "ORT, .ort file", "openvino": "OpenVINO CPU"}
+_RUNTIME_SHORT = {
+    "ort": "ORT",
+    "ort-format": "ORT, .ort file",
+    "openvino": "OpenVINO CPU",
+    "litert": "LiteRT, XNNPACK",
+}
 """How the table's footnote names the runtime that timed the models (bench record's
 ``runtime``)."""
 

@@ -32,7 +32,8 @@ from edgeopt.search.run.export_format import FORMAT_CHOICES
     type=click.Choice(FORMAT_CHOICES),
     default=None,
     help="onnx, ort (ORT Mobile) or openvino (IR .xml + .bin), converted from the trial's "
-    "ONNX on the spot; auto: the run's first target's format. Default: --out's suffix.",
+    "ONNX on the spot; auto: the run's first target's format. Default: --out's suffix. "
+    "tflite is refused: LiteRT converts the torch model, which a run does not keep.",
 )
 @click.option(
     "--rebuild",

@@ -88,6 +88,8 @@ def show_cmd(name: str) -> None:
     )
     rt = p.runtime
     hint = f" (precision {rt.precision_hint})" if rt.name == "openvino" else ""
+    if rt.io_type is not None:
+        hint = f" (full-integer, {rt.io_type} inputs and outputs)"
     click.echo(
         f"  runtime: {rt.name.value}{hint}, partition {rt.partition_policy}, invoke overhead "
         f"{p.runtime.invoke_overhead_us:g} us, fusions {', '.join(sorted(p.runtime.fusions))}"

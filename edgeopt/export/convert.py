@@ -10,8 +10,10 @@ out, each made with the runtime's own tool.
 - ``openvino``: ``openvino.convert_model`` from the ONNX file, saved as ``X.xml`` + ``X.bin``
   with fp32 weights (``save_model`` would store fp16 by default, which makes sizes
   incomparable across runtimes); fp16 weights only when asked.
-- ``litert``, ``tensorrt``: ConfigError, not supported here (their converters do not install
-  in this workplace).
+- ``litert``: converted from the torch model, not from ONNX (``edgeopt.export.litert``); an
+  ONNX file asked for LiteRT is a ConfigError saying so.
+- ``tensorrt``: ConfigError, not supported here (its converter does not install in this
+  workplace).
 
 A converter that fails raises :class:`edgeopt.errors.ConversionError` with its own reason.
 """
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeopt.errors import ConversionError
+from edgeopt.errors import ConfigError, ConversionError
 from edgeopt.profiles import HardwareProfile, TargetKind
 from edgeopt.profiles.runtime_spec import RUNTIMES, Runtime, convertible, require_installed
 
@@ -36,16 +38,30 @@ from edgeopt.profiles.runtime_spec import RUNTIMES, Runtime, convertible, requir
 @dataclass(frozen=True)
 class ConvertOptions:
     """How to convert: ``target_platform`` for the ORT format (``arm`` | ``amd64``),
-    ``fp16_weights`` for OpenVINO's ``compress_to_fp16``."""
+    ``fp16_weights`` for OpenVINO's ``compress_to_fp16``; for LiteRT ``quant_mode``
+    (``fp32`` | ``int8_dynamic`` | ``int8_static``), ``per_channel`` weights, and
+    ``io_type`` (``int8``: full-integer with int8 inputs and outputs; None: as made)."""
 
     target_platform: str = "amd64"
     fp16_weights: bool = False
+    quant_mode: str = "fp32"
+    per_channel: bool = True
+    io_type: str | None = None
 
     @classmethod
-    def for_profile(cls, profile: HardwareProfile | None) -> ConvertOptions:
-        """The options ``profile``'s device needs: ``arm`` for phones."""
-        mobile = profile is not None and profile.kind == TargetKind.MOBILE
-        return cls(target_platform="arm" if mobile else "amd64")
+    def for_profile(
+        cls, profile: HardwareProfile | None, quant_mode: str = "fp32"
+    ) -> ConvertOptions:
+        """The options ``profile``'s device needs: ``arm`` for phones, its weight
+        granularity and file interface (LiteRT), in ``quant_mode``."""
+        if profile is None:
+            return cls(quant_mode=quant_mode)
+        return cls(
+            target_platform="arm" if profile.kind == TargetKind.MOBILE else "amd64",
+            quant_mode=quant_mode,
+            per_channel=profile.quantization.per_channel,
+            io_type=profile.runtime.io_type if profile.runtime else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -89,7 +105,7 @@ def convert(
     return CONVERTERS[runtime](Path(onnx_path), target, options or ConvertOptions())
 
 
-def _reason(exc: BaseException) -> str:
+def reason(exc: BaseException) -> str:
     """A converter's message on one line: OpenVINO's spreads it over several, after the
     source line of its failed check, which says nothing to a user."""
     lines = [ln.strip().removeprefix("-- ") for ln in str(exc).splitlines()]
@@ -133,7 +149,7 @@ def _to_ort_format(onnx_path: Path, out: Path, options: ConvertOptions) -> Artif
                     target_platform=options.target_platform,
                 )
         except Exception as exc:
-            raise ConversionError(RUNTIMES[Runtime.ORT_FORMAT].label, _reason(exc)) from exc
+            raise ConversionError(RUNTIMES[Runtime.ORT_FORMAT].label, reason(exc)) from exc
         for p in paths:
             found = made / p.name
             if not found.is_file():
@@ -160,11 +176,20 @@ def _to_openvino(onnx_path: Path, out: Path, options: ConvertOptions) -> Artifac
         model = ov.convert_model(str(onnx_path))
         ov.save_model(model, str(paths[0]), compress_to_fp16=options.fp16_weights)
     except Exception as exc:
-        raise ConversionError(label, _reason(exc)) from exc
+        raise ConversionError(label, reason(exc)) from exc
     return Artifact(
         Runtime.OPENVINO,
         paths,
         {"openvino_version": ov.__version__, "fp16_weights": options.fp16_weights},
+    )
+
+
+def _from_torch_only(onnx_path: Path, out: Path, options: ConvertOptions) -> Artifact:
+    raise ConfigError(
+        f"{onnx_path}: LiteRT files are converted from the torch model (litert-torch reads "
+        "torch, not ONNX), and this is an ONNX file",
+        hint="pass the model's .pt (or .pt2) instead, or target an ONNX Runtime or OpenVINO "
+        "profile",
     )
 
 
@@ -176,7 +201,8 @@ CONVERTERS: dict[Runtime, Converter] = {
     Runtime.ORT: _to_onnx,
     Runtime.ORT_FORMAT: _to_ort_format,
     Runtime.OPENVINO: _to_openvino,
-    Runtime.LITERT: _unsupported,
+    Runtime.LITERT: _from_torch_only,
     Runtime.TENSORRT: _unsupported,
 }
-"""Runtime -> its converter (``convert`` checks ``RUNTIMES[r].convertible`` first)."""
+"""Runtime -> its converter of an ONNX file (``convert`` checks ``RUNTIMES[r].convertible``
+first; LiteRT's converts the torch model: ``edgeopt.export.litert.to_litert``)."""

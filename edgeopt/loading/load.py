@@ -103,7 +103,7 @@ def _load_any(p: Path, spec: ModelSpec, data_shape: tuple[int, ...] | None) -> L
         raise ConfigError(
             f"{p} is not a model edgeopt can read (not a torch zip archive or .onnx/.pt2)",
             hint="supported: edgeopt bundle, state_dict (+ --arch), TorchScript, .pt2, .onnx, "
-            ".ort or OpenVINO .xml (bench/check), or a full pickle with --trust-pickle; a "
+            ".ort, OpenVINO .xml or .tflite (bench/check), or a full pickle with --trust-pickle; a "
             "truncated download also looks like this",
         )
     names = verified_names(p)

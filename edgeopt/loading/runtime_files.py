@@ -1,7 +1,8 @@
 """Files a target's runtime loads, read for ``edgeopt bench`` and ``edgeopt check``: ORT
-Mobile's ``.ort`` (in ONNX Runtime) and OpenVINO IR ``.xml`` (with its ``.bin`` beside it, in
-OpenVINO). Each is opened in its runtime and run once on zeros, like an ONNX input; it is
-timed and scored as it is, never converted or optimized again."""
+Mobile's ``.ort`` (in ONNX Runtime), OpenVINO IR ``.xml`` (with its ``.bin`` beside it, in
+OpenVINO) and ``.tflite`` (in LiteRT; a full-integer file's int8 input is fed quantized
+float, see ``edgeopt.measure.session``). Each is opened in its runtime and run once on zeros,
+like an ONNX input; it is timed and scored as it is, never converted or optimized again."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from edgeopt.profiles.runtime_spec import RUNTIMES, Runtime, runtime_of_file
 FORMAT_OF: dict[Runtime, ModelFormat] = {
     Runtime.ORT_FORMAT: ModelFormat.ORT_FORMAT,
     Runtime.OPENVINO: ModelFormat.OPENVINO,
+    Runtime.LITERT: ModelFormat.TFLITE,
 }
 """The runtimes whose files edgeopt loads as they are, and the format it records."""
 
@@ -77,7 +79,13 @@ def load_runtime_file(p: Path, input_shape: tuple[int, ...] | None) -> LoadedMod
 
 
 def _input(sess: ModelSession) -> tuple[list[int | None], bool]:
-    """The first input's dimensions (None where dynamic) and whether it is float32."""
+    """The first input's dimensions (None where dynamic) and whether it takes float32 (a
+    quantized LiteRT input does: the session quantizes it)."""
+    if sess.runtime == "litert":
+        detail = sess.raw.get_input_details()[0]
+        quantized = np.issubdtype(detail["dtype"], np.integer) and detail["quantization"][0]
+        shape = [int(d) if d > 0 else None for d in detail["shape_signature"]]
+        return shape, detail["dtype"] == np.float32 or bool(quantized)
     if sess.runtime == "openvino":
         port = sess.raw.input(0)
         dims: list[int | None] = [

@@ -22,6 +22,7 @@ class ModelFormat(StrEnum):
     PICKLE = "pickle"
     ORT_FORMAT = "ort_format"
     OPENVINO = "openvino"
+    TFLITE = "tflite"
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,8 @@ class LoadedModel:
     """A model ready for the pipeline.
 
     Exactly one of ``module`` (torch formats), ``onnx_path`` (ONNX input: only the ONNX-side
-    stages apply) and ``artifact_path`` (a runtime's own file, ``.ort`` or OpenVINO ``.xml``:
+    stages apply) and ``artifact_path`` (a runtime's own file, ``.ort``, OpenVINO ``.xml`` or
+    ``.tflite``:
     timed and scored as it is, by ``bench``/``check`` only) is set. ``input_shape`` is one
     sample's shape without the batch dimension.
     """

@@ -1,14 +1,15 @@
 """Subprocess entry point that times models in their runtime: ONNX Runtime (``.onnx``,
-``.ort``), or OpenVINO (``.xml``) where the request names it or the file's suffix says so.
+``.ort``), OpenVINO (``.xml``) or LiteRT (``.tflite``) where the request names it or the
+file's suffix says so.
 
 Run as ``python -m edgeopt.measure.child`` with a JSON request on stdin; prints a JSON reply.
-Imports nothing beyond the standard library, numpy, the runtime (onnxruntime, or openvino
-for an ``.xml``; psutil only where ``/proc`` is missing) and the three stdlib-only edgeopt
-modules it shares with the rest of edgeopt (``session``: how a model is loaded; ``timing``:
-the interleaved timer; ``power``: energy readings), so the measured process holds nothing
-but the runtime and the models: no torch, no optuna. The same four files are what the SSH
-runner copies to a remote device (``edgeopt.measure.ssh``), which needs only onnxruntime (or
-openvino), numpy and Python 3.8+.
+Imports nothing beyond the standard library, numpy, the runtime (onnxruntime, openvino
+for an ``.xml``, ai_edge_litert for a ``.tflite``; psutil only where ``/proc`` is missing)
+and the three stdlib-only edgeopt modules it shares with the rest of edgeopt (``session``:
+how a model is loaded; ``timing``: the interleaved timer; ``power``: energy readings), so the
+measured process holds nothing but the runtime and the models: no torch, no optuna. The same
+four files are what the SSH runner copies to a remote device (``edgeopt.measure.ssh``), which
+needs only onnxruntime (or openvino, or ai-edge-litert), numpy and Python 3.8+.
 
 Request kinds: ``latency`` (interleaved timing; one ``input`` file for every model, or
 ``inputs``, one per model), ``memory`` (peak RSS of this process) and ``energy`` (needs a
@@ -95,8 +96,11 @@ def memory(req: dict[str, Any]) -> dict[str, Any]:
     """Peak RSS of this process while one model is loaded and run, and the part it added."""
     path = req["paths"][0]
     # the runtime is imported before the baseline so that it is not counted
-    if (req.get("runtime") or runtime_of_path(path)) == "openvino":
+    runtime = req.get("runtime") or runtime_of_path(path)
+    if runtime == "openvino":
         import openvino  # noqa: F401
+    elif runtime == "litert":
+        import ai_edge_litert.interpreter  # noqa: F401
     else:
         import onnxruntime  # noqa: F401
 

@@ -1,16 +1,21 @@
 """The one place a model is loaded for timing and scoring: an ONNX Runtime session
 (execution providers: CPU unless a profile's runner names others; explicit thread counts) for
-``.onnx`` and ``.ort`` files, an OpenVINO compiled model for IR ``.xml`` files
-(``model_session``, one factory per runtime in ``SESSION_FACTORIES``). Imports only the
-standard library (and the runtime inside the call), so the timing child can carry it to a
-remote device."""
+``.onnx`` and ``.ort`` files, an OpenVINO compiled model for IR ``.xml`` files, a LiteRT
+interpreter (XNNPACK) for ``.tflite`` files (``model_session``, one factory per runtime in
+``SESSION_FACTORIES``). Imports only the standard library and numpy (and the runtime inside
+the call), so the timing child can carry it to a remote device."""
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 CPU = "CPUExecutionProvider"
 
@@ -74,7 +79,8 @@ def ort_session(
 
 OPENVINO_EXTENSIONS = (".xml",)
 """Files OpenVINO loads (its IR; the ``.bin`` beside it holds the weights). Every other file
-goes to ONNX Runtime, which loads ``.onnx`` and ORT Mobile's ``.ort`` alike."""
+goes to ONNX Runtime, which loads ``.onnx`` and ORT Mobile's ``.ort`` alike, but
+``.tflite`` (LiteRT)."""
 
 
 @dataclass(frozen=True)
@@ -90,8 +96,12 @@ class ModelSession:
 
 
 def runtime_of_path(path: str | Path) -> str:
-    """``openvino`` for an OpenVINO IR file, else ``ort`` (``.onnx`` and ``.ort``)."""
-    return "openvino" if Path(path).suffix.lower() in OPENVINO_EXTENSIONS else "ort"
+    """``openvino`` for an OpenVINO IR file, ``litert`` for a ``.tflite``, else ``ort``
+    (``.onnx`` and ``.ort``)."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".tflite":
+        return "litert"
+    return "openvino" if suffix in OPENVINO_EXTENSIONS else "ort"
 
 
 def model_session(
@@ -155,6 +165,61 @@ def _openvino_model(
     return ModelSession("openvino", run, batch, compiled)
 
 
+def _litert_model(
+    path: str | Path, threads: int, providers: Sequence[str] | None, precision_hint: str
+) -> ModelSession:
+    """A LiteRT interpreter (default op resolver: XNNPACK) with ``threads`` threads. A
+    full-integer file's int8/uint8 input is fed the float input quantized with the input
+    tensor's scale and zero point, and its output dequantized, so ``run`` takes and gives
+    float like every runtime's; its batch is the file's (1 for litert-torch's files)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    def load() -> Any:
+        made = Interpreter(model_path=str(path), num_threads=threads if threads > 0 else None)
+        made.allocate_tensors()
+        return made
+
+    interp = _without_stderr(load)
+    inp = interp.get_input_details()[0]
+    out = interp.get_output_details()[0]
+    in_index, out_index = inp["index"], out["index"]
+    in_type, (in_scale, in_zero) = inp["dtype"], inp["quantization"]
+    out_scale, out_zero = out["quantization"]
+    integer_in = np.issubdtype(in_type, np.integer) and in_scale != 0
+    integer_out = np.issubdtype(out["dtype"], np.integer) and out_scale != 0
+    if integer_in:
+        lo, hi = np.iinfo(in_type).min, np.iinfo(in_type).max
+
+    def run(x: Any) -> Any:
+        if integer_in:
+            x = np.clip(np.round(x / in_scale + in_zero), lo, hi).astype(in_type)
+        interp.set_tensor(in_index, x)
+        interp.invoke()
+        y = interp.get_tensor(out_index)
+        if integer_out:
+            return (y.astype(np.float32) - out_zero) * np.float32(out_scale)
+        return y
+
+    batch = int(inp["shape"][0]) if len(inp["shape"]) and inp["shape"][0] > 0 else None
+    return ModelSession("litert", run, batch, interp)
+
+
+def _without_stderr(make: Callable[[], Any]) -> Any:
+    """``make()`` with this process's file descriptor 2 silenced: LiteRT's C++ side prints an
+    INFO line there when it applies XNNPACK, and the library prints nothing."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                return make()
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
 def _unavailable(
     path: str | Path, threads: int, providers: Sequence[str] | None, precision_hint: str
 ) -> ModelSession:
@@ -165,7 +230,7 @@ SESSION_FACTORIES: dict[str, Callable[..., ModelSession]] = {
     "ort": _ort_model,
     "ort-format": _ort_model,
     "openvino": _openvino_model,
-    "litert": _unavailable,
+    "litert": _litert_model,
     "tensorrt": _unavailable,
 }
 """Runtime name (``edgeopt.profiles.runtime_spec.Runtime``) -> the factory that loads its

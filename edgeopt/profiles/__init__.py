@@ -23,7 +23,8 @@ Layout of a profile file (units are part of the key names)::
     [pruning]      channel_multiple
     [runtime]      name (the runtime the device runs: ort | ort-format | openvino | litert |
                    tensorrt; ort when left out, see ``runtime_spec``), precision_hint
-                   (OpenVINO: f32 | bf16 | f16, default f32), partition_policy ("multi" |
+                   (OpenVINO: f32 | bf16 | f16, default f32), io_type (LiteRT: int8 for
+                   full-integer int8 inputs/outputs), partition_policy ("multi" |
                    "single_prefix"), invoke_overhead_us, fusions, ort_providers
     [memory]       dram_bytes, sram_bytes, flash_bytes, activation_budget_bytes,
                    weights_in ("dram" | "flash"), activations_in ("dram" | "sram")

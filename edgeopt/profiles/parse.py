@@ -29,7 +29,7 @@ from edgeopt.profiles.reader import (
     subset_of,
 )
 from edgeopt.profiles.runner_spec import read_runner
-from edgeopt.profiles.runtime_spec import PRECISION_HINTS, Runtime
+from edgeopt.profiles.runtime_spec import IO_TYPES, PRECISION_HINTS, Runtime
 from edgeopt.profiles.schema import (
     DTYPES,
     FUSIONS,
@@ -208,6 +208,7 @@ def _read_runtime(top: Reader) -> RuntimeSpec:
         (
             "name",
             "precision_hint",
+            "io_type",
             "partition_policy",
             "invoke_overhead_us",
             "fusions",
@@ -222,9 +223,17 @@ def _read_runtime(top: Reader) -> RuntimeSpec:
             f"{did_you_mean(name, names)}",
             hint=f"[runtime] name is one of {', '.join(names)} (ort when left out)",
         )
+    io_type = rt.get("io_type", one_of(IO_TYPES), f"one of {', '.join(IO_TYPES)}", default=None)
+    if io_type is not None and name != Runtime.LITERT:
+        raise ConfigError(
+            f"{rt.file}: {rt.key_path('io_type')}: only a LiteRT runtime sets the file's "
+            f"input/output type, and this one is {name!r}",
+            hint='remove io_type, or set name = "litert"',
+        )
     hints = PRECISION_HINTS
     return RuntimeSpec(
         name=Runtime(name),
+        io_type=io_type,
         precision_hint=rt.get(
             "precision_hint", one_of(hints), f"one of {', '.join(hints)}", default="f32"
         ),

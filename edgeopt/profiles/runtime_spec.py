@@ -3,9 +3,11 @@ only (no runtime is imported here).
 
 A runtime's artifact is the file its target loads: ``ort`` loads the ONNX file itself,
 ``ort-format`` ORT Mobile's ``.ort`` (with the reduced-operator config a minimal ORT build
-needs), ``openvino`` the IR ``.xml`` with its ``.bin`` beside it. ``litert`` and ``tensorrt``
-are named so profiles may say what their device runs; edgeopt cannot produce their files yet
-(``convertible`` is False), and asking for one is a ConfigError saying so.
+needs), ``openvino`` the IR ``.xml`` with its ``.bin`` beside it, ``litert`` a TFLite
+flatbuffer ``.tflite``, converted from the torch model (``needs_torch``: litert-torch reads
+torch, not ONNX). ``tensorrt`` is named so profiles may say what their device runs; edgeopt
+cannot produce its files here (``convertible`` is False), and asking for one is a
+ConfigError saying so.
 
 Adding a runtime: one :class:`Runtime` member, one :data:`RUNTIMES` row, a converter in
 ``edgeopt.export.convert`` and a session factory in ``edgeopt.measure.session``
@@ -44,6 +46,8 @@ class RuntimeKind:
     ``min_agreement_float`` / ``min_agreement_int8``: the least top-1 agreement of the
     converted file with its ONNX candidate (a float / an int8 candidate) on up to 256
     validation inputs; a search candidate whose conversion agrees less fails.
+    ``needs_torch`` whether its converter reads the torch model rather than the ONNX file
+    (the search, which converts ONNX candidates, leaves such targets to their estimate).
     """
 
     runtime: Runtime
@@ -53,6 +57,7 @@ class RuntimeKind:
     probe_module: str
     label: str
     convertible: bool
+    needs_torch: bool = False
     min_agreement_float: float = 0.995
     min_agreement_int8: float = 0.97
 
@@ -80,7 +85,14 @@ RUNTIMES: dict[Runtime, RuntimeKind] = {
         True,
     ),
     Runtime.LITERT: RuntimeKind(
-        Runtime.LITERT, "tflite", (".tflite",), "litert", "ai_edge_litert", "LiteRT", False
+        Runtime.LITERT,
+        "tflite",
+        (".tflite",),
+        "litert",
+        "ai_edge_litert",
+        "LiteRT",
+        True,
+        needs_torch=True,
     ),
     Runtime.OPENVINO: RuntimeKind(
         Runtime.OPENVINO, "openvino", (".xml", ".bin"), "openvino", "openvino", "OpenVINO", True
@@ -98,6 +110,12 @@ PRECISION_HINTS = ("f32", "bf16", "f16")
 """OpenVINO's ``inference_precision`` values a profile may ask for (``[runtime]
 precision_hint``): OpenVINO runs float models in bf16 on CPUs with avx512_bf16 unless told
 f32, so fp32 timings need ``f32`` (the default)."""
+
+
+IO_TYPES = ("int8",)
+"""``[runtime] io_type`` values (LiteRT only): ``int8`` for a device that loads only
+full-integer files with int8 inputs and outputs (Edge TPU, TFLite Micro). Left out, the file
+keeps the interface its converter gives it."""
 
 
 def runtime_of_file(path: str | Path) -> Runtime | None:

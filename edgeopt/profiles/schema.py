@@ -213,7 +213,8 @@ class RuntimeSpec:
     """How the target's runtime executes a graph, and which runtime it is (``name``: what
     file the target loads, ``edgeopt.profiles.runtime_spec.RUNTIMES``; ``ort`` when the
     profile names none). ``precision_hint`` is OpenVINO's inference precision (``f32``
-    unless the profile asks for ``bf16``/``f16``)."""
+    unless the profile asks for ``bf16``/``f16``); ``io_type`` (LiteRT) ``int8`` when the device
+    loads only full-integer files with int8 inputs and outputs, else None."""
 
     partition_policy: str
     invoke_overhead_us: float
@@ -221,6 +222,7 @@ class RuntimeSpec:
     ort_providers: tuple[str, ...]
     name: Runtime = Runtime.ORT
     precision_hint: str = "f32"
+    io_type: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

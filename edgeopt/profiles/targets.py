@@ -15,7 +15,7 @@ from functools import cached_property
 from edgeopt.errors import ConfigError
 from edgeopt.profiles.loader import load_profile, profile_from_text
 from edgeopt.profiles.merge import flavour_note, merge_profiles
-from edgeopt.profiles.runtime_spec import Runtime, convertible, require_installed
+from edgeopt.profiles.runtime_spec import RUNTIMES, Runtime, convertible, require_installed
 from edgeopt.profiles.schema import HardwareProfile
 
 
@@ -61,6 +61,14 @@ class Targets:
         that is not installed: the search times each candidate in the target's own runtime."""
         for p in self.profiles:
             if p.measured and p.runtime_name != Runtime.ORT:
+                if RUNTIMES[p.runtime_name].needs_torch:
+                    raise ConfigError(
+                        f"--target {p.name}: searching on {RUNTIMES[p.runtime_name].label} is "
+                        "not supported yet (its converter reads the torch model; the search "
+                        "converts ONNX candidates)",
+                        hint=f"search with --target cpu, then edgeopt bench/check the trained "
+                        f"torch model with --target {p.name} (converted from torch)",
+                    )
                 convertible(p.runtime_name)
                 require_installed(p.runtime_name)
 

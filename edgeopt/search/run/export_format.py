@@ -2,7 +2,8 @@
 ``onnx`` the trial's ONNX file as today; ``ort`` and ``openvino`` that file converted on the
 spot (``edgeopt.export.convert``), written beside the ONNX file it came from (a ``.ort`` is
 estimated from it, and the sidecar's digest names it), or, for a run whose target runs that
-runtime, the very file the search converted, timed and scored (``stored_artifact``)."""
+runtime, the very file the search converted, timed and scored (``stored_artifact``). ``tflite`` is
+refused: LiteRT converts the torch model, which a run does not keep."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ def export_runtime(
                 f"--out {out}: name an .onnx, .ort or .xml file",
                 hint="e.g. --out release/model.onnx, or give --format",
             )
+        _check_from_onnx(runtime)
         return runtime
     if fmt == "auto":
         assert profiles, "--format auto needs the run's targets"
@@ -53,6 +55,7 @@ def export_runtime(
             f"{kind.label}, which edgeopt cannot convert to yet",
             hint="export --format onnx (or ort, openvino)",
         )
+    _check_from_onnx(runtime)
     if out.suffix.lower() != kind.suffix:
         how = f"--format {fmt}" + (
             f" ({kind.format}, for {profiles[0].name})" if fmt == "auto" and profiles else ""
@@ -63,6 +66,19 @@ def export_runtime(
             hint=f"--out {out.with_suffix(kind.suffix)}",
         )
     return runtime
+
+
+def _check_from_onnx(runtime: Runtime) -> None:
+    """ConfigError for a runtime whose files are converted from the torch model: a run keeps
+    each trial's ONNX file, not its torch model."""
+    kind = RUNTIMES[runtime]
+    if kind.needs_torch:
+        raise ConfigError(
+            f"--format {kind.format}: {kind.label} files are converted from the trial's torch "
+            "model, and a run keeps only each trial's ONNX file",
+            hint="export --format onnx (or ort, openvino); edgeopt bench/check convert a "
+            f"torch model (.pt) for a {kind.label} target",
+        )
 
 
 def export_files(runtime: Runtime, out: Path) -> list[Path]:

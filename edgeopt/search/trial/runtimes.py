@@ -54,11 +54,15 @@ Scorer = Callable[[Path, str], float]
 
 def converted_targets(profiles: Sequence[HardwareProfile]) -> list[HardwareProfile]:
     """The profiles whose runtime loads a file converted from the ONNX candidate (edgeopt
-    converts to it here); the others run or estimate the ONNX file itself."""
+    converts to it here); the others run or estimate the ONNX file itself. A runtime whose
+    converter reads the torch model (LiteRT) is left to its estimate on the ONNX file: the
+    trial does not keep a torch model to convert."""
     return [
         p
         for p in profiles
-        if p.runtime_name != Runtime.ORT and RUNTIMES[p.runtime_name].convertible
+        if p.runtime_name != Runtime.ORT
+        and RUNTIMES[p.runtime_name].convertible
+        and not RUNTIMES[p.runtime_name].needs_torch
     ]
 
 
