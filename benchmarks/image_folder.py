@@ -549,9 +549,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{args_text}`; runtime {minutes:.1f} min; load average at the end {load}",
             f"- machine: {host_description()}",
             "- data: models/build_digits_folder.py (JPEG digits at 224x224 on photo/gradient "
-            "backgrounds, 10 classes); model trained from the folder by models/build_real.py "
-            "--folder (streamed, progressive resizing). Every latency is measured on this host "
-            "except the 'mobile' column (estimated from the profile).",
+            "backgrounds, 10 classes); "
+            + (
+                f"model: `{a.model_file}` as given (--model-file)"
+                if a.model_file is not None
+                else "model trained from the folder by models/build_real.py --folder "
+                "(streamed, progressive resizing)"
+            )
+            + ". Every latency is measured on this host except the 'mobile' column "
+            "(estimated from the profile).",
             "",
             body,
         ]

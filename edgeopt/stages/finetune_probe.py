@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeopt.training import MAX_EPOCH_SAMPLES, SYNTHETIC_TRAIN
 from edgeopt.training.device import module_device
+from edgeopt.training.micro_batch import activation_bytes_per_sample, micro_batch_size
 
 if TYPE_CHECKING:
     from edgeopt.data import DataSource
@@ -83,7 +84,8 @@ def sample_seconds(
     """Measured seconds per training sample of a distillation fine-tune of ``module`` here.
 
     Times ``PROBE_STEPS`` SGD steps (forward, backward, update, plus the teacher's forward
-    pass) on a batch of ``PROBE_BATCH`` after one warm-up step, on a copy, at ``threads``
+    pass) on a batch of ``PROBE_BATCH`` (at most one micro-batch,
+    ``edgeopt.training.micro_batch``) after one warm-up step, on a copy, at ``threads``
     torch threads; the step time (``typical_step_s``) over the batch.
     """
     import torch
@@ -94,7 +96,9 @@ def sample_seconds(
     teacher = module
     was_training = teacher.training
     teacher.eval()
-    batch = min(PROBE_BATCH, max(2, train_samples(data)))
+    # a step of at most one micro-batch: what a fine-tune's forward holds at a time
+    micro = micro_batch_size(activation_bytes_per_sample(student, tuple(input_shape)))
+    batch = min(PROBE_BATCH, max(2, train_samples(data)), micro or PROBE_BATCH)
     device = module_device(module)  # set-up runs on the CPU: a GPU's steps are faster
     if data is not None:
         x = torch.from_numpy(data.subset("train", batch, None)[0].astype("float32")).to(device)

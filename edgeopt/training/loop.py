@@ -27,6 +27,12 @@ from edgeopt.training.config import (
 from edgeopt.training.device import module_device
 from edgeopt.training.distill import distillation_loss, teacher_logits
 from edgeopt.training.evaluate import predict
+from edgeopt.training.micro_batch import (
+    ACTIVATION_BUDGET_BYTES,
+    activation_bytes_per_sample,
+    chunks,
+    micro_batch_size,
+)
 from edgeopt.training.resume import CheckpointStore, FitState, stable_epochs
 from edgeopt.training.stream import Streamed
 
@@ -78,6 +84,7 @@ def fit(
     input_shape: tuple[int, ...] | None = None,
     checkpoints: CheckpointStore | None = None,
     round_samples: int | None = None,
+    activation_budget_bytes: int = ACTIVATION_BUDGET_BYTES,
 ) -> TrainResult:
     """Train ``model`` in place and leave its best-validation weights in it.
 
@@ -107,6 +114,8 @@ def fit(
     ``round_samples``: the samples one of ``config.epochs`` draws (a fine-tune round,
     ``stages.finetune_probe``); None or more than an epoch: one epoch (``MAX_EPOCH_SAMPLES``
     at most). A data-free round draws at most ``SYNTHETIC_TRAIN`` fresh inputs.
+    ``activation_budget_bytes``: a step whose batch would keep more layer outputs than this
+    runs as micro-batches with accumulated gradients (``edgeopt.training.micro_batch``).
     Raises ConfigError when a required teacher or input shape is missing.
     """
     import torch
@@ -127,6 +136,9 @@ def fit(
     try:
         split = _split(data, teacher, input_shape, seed, module_device(model))
         run = _Run(model, teacher, split, config, gen, round_samples or MAX_EPOCH_SAMPLES)
+        if config.epochs > 0:
+            per_sample = activation_bytes_per_sample(model, tuple(split.shape))
+            run.micro = micro_batch_size(per_sample, activation_budget_bytes)
         run.train(on_epoch, checkpoints if stable_epochs(config) > 0 else None)
     finally:
         if teacher is not None:
@@ -237,6 +249,7 @@ class _Run:
         self.history: list[tuple[int, float, float]] = []
         self.stopped = False
         self.step = 0
+        self.micro: int | None = None  # the most samples one forward holds (None: all)
         self.resumed_epochs = 0
         self.stable_steps = 0
         # without augmentation the teacher sees the same training inputs every epoch: its
@@ -377,16 +390,35 @@ class _Run:
             if self.augment:
                 xb = augment_training(xb, self.gen, self.split.noise_std, self.images)
             cached = self.teacher_logits[idx] if self.teacher_logits is not None else None
-            loss = self.loss(xb, yb, cached)
             for group in opt.param_groups:
                 factor = lr_factor(self.config.schedule, self.step, total_steps, self.stable_steps)
                 group["lr"] = self.config.lr * factor
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            losses.append(self.backward(xb, yb, cached))
             opt.step()
             self.step += 1
-            losses.append(float(loss.detach()))
         return float(np.mean(losses)) if losses else 0.0
+
+    def backward(
+        self, xb: torch.Tensor, yb: torch.Tensor | None, cached: torch.Tensor | None
+    ) -> float:
+        """The batch's loss and its gradients, in ``chunks`` micro-batches whose losses are
+        weighted by their share of the batch (so the gradients add up to the batch's)."""
+        import torch
+
+        k = chunks(len(xb), self.micro)
+        if k == 1:
+            loss = self.loss(xb, yb, cached)
+            loss.backward()
+            return float(loss.detach())
+        total = 0.0
+        for part in torch.tensor_split(torch.arange(len(xb), device=xb.device), k):
+            y = yb[part] if yb is not None else None
+            t = cached[part] if cached is not None else None
+            loss = self.loss(xb[part], y, t) * (len(part) / len(xb))
+            loss.backward()
+            total += float(loss.detach())
+        return total
 
     def loss(
         self, xb: torch.Tensor, yb: torch.Tensor | None, t_out: torch.Tensor | None = None
