@@ -5,6 +5,8 @@ image is decoded once, the cache never grows past its size, and changed data is 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ from edgeopt.data import EVAL_SAMPLES, eval_batches
 from edgeopt.data.cache import DataCache, cache_key, view_shape
 from edgeopt.data.folder import FolderSource
 from edgeopt.data.images import read_view
-from edgeopt.data.loader import auto_workers
+from edgeopt.data.loader import auto_workers, fork_safe
 from edgeopt.data.preprocess import Preprocess
 from edgeopt.data.source import EVAL_SEED
 from edgeopt.training import TrainConfig, fit
@@ -178,3 +180,19 @@ def test_a_folder_run_records_its_data_wait_and_keeps_its_cache_small(
     assert all(0 <= r["data_wait_s"] <= r["seconds"] for r in tuned)
     cache = out / "cache" / "data"
     assert cache.is_dir() and _dir_bytes(cache) <= 4000
+
+
+def test_a_process_holding_openvino_decodes_without_forking(tmp_path: Path) -> None:
+    # forking a process whose OpenVINO (TBB) threads run crashed pytest with a segmentation
+    # fault when the forked workers were shut down: such a process decodes in itself
+    code = (
+        "import sys, openvino\n"
+        "from edgeopt.data.loader import BatchLoader, fork_safe\n"
+        "class S:\n"
+        "    def take(self, split, idx): return [[0.0]] * len(idx), [0] * len(idx)\n"
+        "    def count(self, split): return 4\n"
+        "print(fork_safe(), BatchLoader(S(), 'train', 2).workers)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "0"]
+    assert fork_safe() == ("openvino" not in sys.modules)

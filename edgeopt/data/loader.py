@@ -9,11 +9,17 @@ run one torch thread each, and stay alive between epochs and between the fine-tu
 trial child (``loader_for`` keeps one loader per source and split); they die with it (same
 process group). The loader draws from a generator of its own, never from torch's global
 stream, so a fine-tune's dropout and initialisation draws do not depend on the loader.
+
+A process that has loaded a runtime whose native thread pool does not survive a fork
+(``FORK_UNSAFE``: OpenVINO's TBB, JAX under litert-torch, the LiteRT interpreter) decodes in
+the main process instead (0 workers: the same batches, only slower): forking it crashed the
+parent with a segmentation fault when the forked workers were shut down.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import weakref
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -22,6 +28,15 @@ import numpy as np
 
 if TYPE_CHECKING:
     import torch
+
+
+FORK_UNSAFE = ("openvino", "jax", "litert_torch", "ai_edge_litert")
+"""Modules that, once imported, make forking this process unsafe (their thread pools)."""
+
+
+def fork_safe() -> bool:
+    """True while no ``FORK_UNSAFE`` module is loaded in this process."""
+    return not any(name in sys.modules for name in FORK_UNSAFE)
 
 
 class BatchSource(Protocol):
@@ -104,6 +119,8 @@ class BatchLoader:
 
         if workers < 0:
             raise ValueError(f"loader workers must be >= 0, not {workers}")
+        if not fork_safe():
+            workers = 0  # decoded here: the same batches (module doc)
         self.workers = workers
         self._plan = _Plan()
         many: dict[str, Any] = (
