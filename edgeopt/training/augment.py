@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 MAX_SHIFT_PX = 2
 NOISE_STD = 0.1
 """Gaussian augmentation noise, as a fraction of the training inputs' standard deviation."""
+CPU = "cpu"
+"""Where the draws are made: ``gen`` is a CPU generator, so a seed draws the same on every
+device; the theta and the flags move to the batch's device."""
 CROP_AREA = (0.35, 1.0)
 """The random resized crop's share of the image's area (torchvision's default is 0.08-1; an
 edge-deployed classifier's objects fill less of a 224 px frame than ImageNet's do, and few
@@ -59,15 +62,21 @@ def augment_images(
     if x.dim() != 4:
         return x
     b, dev = x.shape[0], x.device
-    flip = torch.rand(b, generator=gen) < 0.5 if how.flip else torch.zeros(b, dtype=torch.bool)
+    flip = (
+        torch.rand(b, generator=gen, device=CPU) < 0.5
+        if how.flip
+        else torch.zeros(b, dtype=torch.bool, device=CPU)
+    )
     out = x
     if how.crop:
         fw, fh = _crop_fractions(b, x.shape[2], x.shape[3], gen)
-        theta = torch.zeros(b, 2, 3)
+        theta = torch.zeros(b, 2, 3, device=CPU)
         theta[:, 0, 0] = torch.where(flip, -fw, fw)  # the flip: the x scale's sign
         theta[:, 1, 1] = fh
-        theta[:, 0, 2] = (1 - fw) * (2 * torch.rand(b, generator=gen) - 1)  # window centre
-        theta[:, 1, 2] = (1 - fh) * (2 * torch.rand(b, generator=gen) - 1)
+        theta[:, 0, 2] = (1 - fw) * (
+            2 * torch.rand(b, generator=gen, device=CPU) - 1
+        )  # window centre
+        theta[:, 1, 2] = (1 - fh) * (2 * torch.rand(b, generator=gen, device=CPU) - 1)
         grid = F.affine_grid(theta.to(dev, x.dtype), list(x.shape), align_corners=False)
         out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     elif how.flip:
@@ -84,9 +93,11 @@ def _crop_fractions(
     ``CROP_TRIES`` boxes (area and log aspect ratio uniform) that fits, else the whole image."""
     import torch
 
-    area = CROP_AREA[0] + (CROP_AREA[1] - CROP_AREA[0]) * torch.rand(b, CROP_TRIES, generator=gen)
+    area = CROP_AREA[0] + (CROP_AREA[1] - CROP_AREA[0]) * torch.rand(
+        b, CROP_TRIES, generator=gen, device=CPU
+    )
     lo, hi = math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1])
-    ratio = torch.exp(lo + (hi - lo) * torch.rand(b, CROP_TRIES, generator=gen))
+    ratio = torch.exp(lo + (hi - lo) * torch.rand(b, CROP_TRIES, generator=gen, device=CPU))
     cw = torch.sqrt(area * h * w * ratio) / w
     ch = torch.sqrt(area * h * w / ratio) / h
     fits = (cw <= 1) & (ch <= 1)
