@@ -140,27 +140,3 @@ def onnx_run(tmp_path_factory: pytest.TempPathFactory, model_files: dict, tiny_d
     )
     assert done.returncode == 0, done.stderr
     return out
-
-
-RUNTIME_MODULES = frozenset(
-    {
-        "test_convert.py",
-        "test_export_format.py",
-        "test_litert.py",
-        "test_run_runtimes.py",
-        "test_runtime_files.py",
-        "test_sessions.py",
-    }
-)
-"""Test modules that load OpenVINO or LiteRT into the pytest process (a new one: add it)."""
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests of modules that may load OpenVINO or LiteRT into the pytest process run last
-    (otherwise in the usual order). KNOWN BUG, not hidden: once OpenVINO is loaded in a
-    process, a Ctrl-C during edgeopt's final pass crashed it with a segmentation fault
-    (reproduce: ``pytest tests/test_convert.py tests/test_final_measure.py -k "openvino_ir or
-    ctrl_c"``), which took the whole suite down in the signal tests that follow
-    alphabetically; fixing it (OpenVINO kept out of edgeopt's main process) is the next step
-    of issue 25."""
-    items.sort(key=lambda item: Path(str(item.fspath)).name in RUNTIME_MODULES)  # stable
