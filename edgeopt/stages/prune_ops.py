@@ -15,7 +15,7 @@ from edgeopt.stages.prune_config import (
     layer_ratio,
 )
 from edgeopt.stages.prune_trace import PrunedGroup, trace_forward
-from edgeopt.training.device import module_device
+from edgeopt.training.device import hooked_forward, module_device
 
 if TYPE_CHECKING:
     import torch
@@ -45,24 +45,11 @@ def count_macs_params(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[i
 
 def output_layer(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module | None:
     """The last Conv/Linear module executed in a forward pass (the classifier head)."""
-    import torch
     from torch import nn
 
     order: list[nn.Module] = []
-    hooks = [
-        m.register_forward_hook(lambda mod, _i, _o: order.append(mod))
-        for m in model.modules()
-        if isinstance(m, nn.Linear | nn.modules.conv._ConvNd)
-    ]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros((1, *input_shape), device=module_device(model)))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    convs = [m for m in model.modules() if isinstance(m, nn.Linear | nn.modules.conv._ConvNd)]
+    hooked_forward(model, input_shape, convs, lambda mod, _i, _o: order.append(mod))
     return order[-1] if order else None
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -131,6 +131,29 @@ def module_device(model: nn.Module) -> torch.device:
     for tensor in model.buffers():
         return tensor.device
     return torch.device("cpu")
+
+
+def hooked_forward(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    modules: Iterable[nn.Module],
+    hook: Callable[[nn.Module, object, object], None],
+) -> None:
+    """One forward pass of a zero sample of ``input_shape`` (batch 1) on the model's device,
+    in eval mode without gradients, calling ``hook(module, inputs, output)`` as each of
+    ``modules`` runs; the hooks are removed and the model's mode restored afterwards."""
+    import torch
+
+    handles = [m.register_forward_hook(hook) for m in modules]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros((1, *input_shape), device=module_device(model)))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
 
 
 def device_label(device: torch.device) -> str:
