@@ -18,13 +18,16 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from edgeopt.training.device import module_device
+from edgeopt.training.device import hooked_forward
 
 if TYPE_CHECKING:
     from torch import nn
 
-ACTIVATION_BUDGET_BYTES = 1 << 30
-"""Layer outputs one micro-batch may keep for its backward pass (1 GiB)."""
+ACTIVATION_BUDGET_BYTES = 1 << 29
+"""Layer outputs one micro-batch may keep for its backward pass (512 MiB). At 1 GiB a
+search over an image folder at 224x224 peaked at 3.3 GB PSS for its process tree
+(``benchmarks/image_folder.py memory``; ``throughput`` measures what the smaller
+micro-batches cost in samples per second)."""
 SAVED_FACTOR = 1.25
 """Resident memory of a training step per byte of layer outputs: measured 1.09 on
 MobileNetV2 x0.5 at 224x224 (batches of 16 to 128), with room for other architectures."""
@@ -46,16 +49,7 @@ def activation_bytes_per_sample(model: nn.Module, input_shape: tuple[int, ...]) 
                 total += t.numel() * t.element_size()
 
     leaves = [m for m in model.modules() if not list(m.children())]
-    hooks = [m.register_forward_hook(count) for m in leaves]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros((1, *input_shape), device=module_device(model)))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    hooked_forward(model, input_shape, leaves, count)
     return total
 
 
