@@ -114,30 +114,65 @@ class PeakPss:
     peak_bytes: int = 0
     peak_processes: int = 0
     samples: int = 0
+    at_peak: list[tuple[str, int]] = field(default_factory=list)
+    """(process role, PSS bytes) of each process at the peak, largest first."""
 
     def watch(self, proc: subprocess.Popen[bytes], every_s: float = 1.0) -> None:
         """Sample until ``proc`` exits."""
         root = psutil.Process(proc.pid)
         while proc.poll() is None:
-            total, n = 0, 0
+            parts: list[tuple[str, int]] = []
             try:
                 tree = [root, *root.children(recursive=True)]
             except psutil.Error:
                 tree = []
             for p in tree:
                 try:
-                    total += p.memory_full_info().pss
-                    n += 1
+                    parts.append((role(p, root), p.memory_full_info().pss))
                 except psutil.Error:
                     continue
+            total = sum(b for _, b in parts)
             if total > self.peak_bytes:
-                self.peak_bytes, self.peak_processes = total, n
+                self.peak_bytes, self.peak_processes = total, len(parts)
+                self.at_peak = sorted(parts, key=lambda rb: -rb[1])
             self.samples += 1
             time.sleep(every_s)
 
     @property
     def gb(self) -> float:
         return self.peak_bytes / 2**30
+
+    @property
+    def breakdown(self) -> str:
+        """e.g. ``trial 2.10 + search 0.85 + loader 0.20`` (GB at the peak)."""
+        return " + ".join(f"{name} {b / 2**30:.2f}" for name, b in self.at_peak)
+
+
+def role(p: psutil.Process, root: psutil.Process) -> str:
+    """What a process of the search's tree is: the search itself, a trial child, a timing
+    child, a data-loader worker, or its name."""
+    if p.pid == root.pid:
+        return "search"
+    cmd = " ".join(p.cmdline())
+    for key, name in (
+        ("measure.child", "timing"),
+        ("multiprocessing", "spawned"),
+        ("trial.builder", "trial"),
+        ("run.loop", "worker"),
+    ):
+        if key in cmd and (name != "trial" or "trial.builder" not in parent_cmd(p)):
+            return name
+    return "loader" if "trial.builder" in cmd else p.name()
+
+
+def parent_cmd(p: psutil.Process) -> str:
+    """The command line of ``p``'s parent ('' when gone): a DataLoader worker is a fork of
+    the trial builder and shares its command line."""
+    try:
+        parent = p.parent()
+        return " ".join(parent.cmdline()) if parent is not None else ""
+    except psutil.Error:
+        return ""
 
 
 def watch_in_thread(peak: PeakPss) -> Any:
@@ -378,7 +413,7 @@ def part_memory(a: argparse.Namespace) -> str:
         "### memory: the same short search on 5k and 50k training images",
         "",
         "| training images | folder GB | trials complete | search wall | peak PSS (tree) | "
-        "processes at peak |",
+        "processes at peak (GB each) |",
         "|---|---|---|---|---|---|",
     ]
     model = ensure_model(a.model, a.width, a.size, ensure_folder(a.train, size=224), a.quick)
@@ -398,7 +433,7 @@ def part_memory(a: argparse.Namespace) -> str:
         ok = ok and peak.gb < MAX_PSS_GB and s.error is None
         rows.append(
             f"| {n:,} | {gb:.2f} | {s.complete} | {s.wall_s / 60:.1f} min | {peak.gb:.2f} GB | "
-            f"{peak.peak_processes} |" + (f" {s.error}" if s.error else "")
+            f"{peak.peak_processes}: {peak.breakdown} |" + (f" {s.error}" if s.error else "")
         )
     rows += [
         "",
