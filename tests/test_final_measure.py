@@ -18,12 +18,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from edgeopt.cli import main
+from edgeopt.export.convert import convert
+from edgeopt.measure.accuracy import onnx_logits
 from edgeopt.measure.machine_load import MAX_NAMED
 from edgeopt.measure.runners import LocalRunner
+from edgeopt.profiles.runtime_spec import Runtime
 from edgeopt.records import SCHEMA_VERSION, RunRecord, TrialRecord
 from edgeopt.report import summarize
 from edgeopt.report.final_latency import final_figure
@@ -162,6 +166,22 @@ def test_final_pass_on_a_loaded_machine_records_that_load(run_dir: Path, spinner
 def test_ctrl_c_during_the_final_pass_keeps_the_test_numbers_and_says_so(
     tmp_path: Path, run_dir: Path
 ) -> None:
+    _ctrl_c_during_the_final_pass(tmp_path, run_dir)
+
+
+def test_ctrl_c_in_the_final_pass_after_openvino_converted_and_scored_here(
+    tmp_path: Path, run_dir: Path, model_files: dict
+) -> None:
+    # OpenVINO loaded into this process (its TBB threads) made this Ctrl-C a segmentation
+    # fault: edgeopt converts and scores in a runtime child, so this process never loads it
+    x = np.random.default_rng(0).standard_normal((8, 1, 16, 16)).astype(np.float32)
+    ir = convert(model_files["onnx"], Runtime.OPENVINO, tmp_path / "ir" / "m.xml").path
+    diff = onnx_logits(ir, x, threads=1) - onnx_logits(model_files["onnx"], x, threads=1)
+    assert np.abs(diff).max() < 1e-4
+    _ctrl_c_during_the_final_pass(tmp_path, run_dir)
+
+
+def _ctrl_c_during_the_final_pass(tmp_path: Path, run_dir: Path) -> None:
     import shutil
 
     run = tmp_path / "copy"
