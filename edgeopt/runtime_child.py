@@ -73,9 +73,10 @@ def _start_child(parent_pid: int, threads: int) -> None:
 
 class RuntimeChild:
     """One spawned process that runs ``call``s in turn (started at the first one), with
-    ``threads`` threads for its libraries; ``close`` (or leaving the ``with`` block) kills
-    it. The process that makes it must outlive it on the same thread (the child dies when
-    the thread that started it ends: ``edgeopt.lifeline.die_with_parent``)."""
+    ``threads`` threads for its libraries; ``close`` (or leaving the ``with`` block) ends
+    it (kills it on a KeyboardInterrupt). The process that makes it must outlive it on the
+    same thread (the child dies when the thread that started it ends:
+    ``edgeopt.lifeline.die_with_parent``)."""
 
     def __init__(self, threads: int = 1) -> None:
         self.threads = threads
@@ -101,30 +102,31 @@ class RuntimeChild:
             return future.result()
         except BrokenProcessPool:
             procs = self._procs
-            self.close()
+            self.close(kill=True)
             codes = [p.exitcode for p in procs]
             raise ChildDied(what, next((c for c in codes if c), None)) from None
         except BaseException as exc:
             if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: stop it
-                self.close()
+                self.close(kill=True)
             raise
 
-    def close(self) -> None:
-        """Kill the child (if started) and wait for it."""
+    def close(self, *, kill: bool = False) -> None:
+        """End the child (if started) and wait for it: it exits between calls (its
+        libraries clean up after themselves), or with ``kill`` it is killed at once."""
         pool, self._pool = self._pool, None
         if pool is None:
             return
-        # ProcessPoolExecutor has no public kill before Python 3.14 (kill_workers)
-        for p in list(pool._processes.values()):
-            with contextlib.suppress(OSError, AttributeError):
-                p.kill()
+        if kill:  # ProcessPoolExecutor has no public kill before Python 3.14 (kill_workers)
+            for p in list(pool._processes.values()):
+                with contextlib.suppress(OSError, AttributeError):
+                    p.kill()
         pool.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> RuntimeChild:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        self.close(kill=kind is not None and not issubclass(kind, Exception))
 
 
 _SHARED: ContextVar[RuntimeChild | None] = ContextVar("edgeopt_runtime_child", default=None)

@@ -82,7 +82,14 @@ def litert_here(
     ``torch.save`` wrote to ``blob``."""
     import torch
 
-    module = torch.load(io.BytesIO(blob), weights_only=False)
+    try:
+        module = torch.load(io.BytesIO(blob), weights_only=False)
+    except Exception as exc:  # a class defined where this process cannot import it
+        raise ConversionError(
+            _LABEL,
+            f"the model cannot be loaded in the converter's process ({reason(exc)})",
+            hint="define the model's class in an importable module (not in python -c)",
+        ) from exc
     facts: dict[str, Any] = {"quant_mode": opts.quant_mode, "layout": "NCHW"}
     if opts.quant_mode == "fp32":
         facts |= _convert(module, input_shape, target)
