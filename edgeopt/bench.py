@@ -31,6 +31,7 @@ from edgeopt.measure.runtime import host_description, size_mb
 from edgeopt.measure.service import estimate_on_profile
 from edgeopt.measure.task_metrics import task_metric
 from edgeopt.metrics import Metric, MetricValue
+from edgeopt.runtime_child import shared_runtime_child
 
 # 2: latency_ms became latency_p50_ms, model paths are as passed (docs/bench-json.md)
 SCHEMA_VERSION = 2
@@ -143,12 +144,14 @@ def _accuracies(
 
     out: list[Scores | None] = []
     n = 0
-    for p in paths:
-        logits, y = onnx_batch_logits(
-            p, data.scoring_batches(), threads=threads, precision_hint=precision_hint
-        )
-        out.append({m: task_metric(m, logits, y) for m in dict.fromkeys(("accuracy", metric))})
-        n = len(y)
+    with shared_runtime_child(threads):  # one for every OpenVINO/LiteRT file scored
+        for p in paths:
+            logits, y = onnx_batch_logits(
+                p, data.scoring_batches(), threads=threads, precision_hint=precision_hint
+            )
+            scores = {m: task_metric(m, logits, y) for m in dict.fromkeys(("accuracy", metric))}
+            out.append(scores)
+            n = len(y)
     return out, n
 
 

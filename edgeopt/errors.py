@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
+from typing import Any
 
 
 class EdgeoptError(Exception):
@@ -45,6 +46,9 @@ class CandidateError(EdgeoptError):
         self.stage = stage
         self.reason = message
 
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled by a runtime child (its arguments)
+        return (type(self), (self.stage, self.reason, self.hint))
+
 
 class ConversionError(EdgeoptError):
     """A model could not be converted to a runtime's format (an op the converter lacks, ...):
@@ -54,6 +58,9 @@ class ConversionError(EdgeoptError):
         super().__init__(f"converting to {runtime} failed: {reason}", hint)
         self.runtime = runtime
         self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled by a runtime child (its arguments)
+        return (type(self), (self.runtime, self.reason, self.hint))
 
 
 _DISK_FULL_SIGNS = ("no space left", "errno 28", "disk is full", "disk quota exceeded")

@@ -18,12 +18,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from edgeopt.cli import main
+from edgeopt.export.convert import ConvertOptions, convert
+from edgeopt.measure.accuracy import onnx_logits
 from edgeopt.measure.machine_load import MAX_NAMED
 from edgeopt.measure.runners import LocalRunner
+from edgeopt.profiles.runtime_spec import Runtime
 from edgeopt.records import SCHEMA_VERSION, RunRecord, TrialRecord
 from edgeopt.report import summarize
 from edgeopt.report.final_latency import final_figure
@@ -162,6 +166,33 @@ def test_final_pass_on_a_loaded_machine_records_that_load(run_dir: Path, spinner
 def test_ctrl_c_during_the_final_pass_keeps_the_test_numbers_and_says_so(
     tmp_path: Path, run_dir: Path
 ) -> None:
+    _ctrl_c_during_the_final_pass(tmp_path, run_dir)
+
+
+def test_ctrl_c_in_the_final_pass_after_openvino_converted_and_scored_here(
+    tmp_path: Path, model_files: dict, tiny_data: Path
+) -> None:
+    # OpenVINO loaded into this process (its TBB threads) before a search made this Ctrl-C
+    # a segmentation fault: edgeopt converts and scores in a runtime child, so this process
+    # never loads it, whatever ran before (here: a conversion, a scoring, a search whose
+    # set-up converts the original and whose final pass scores each target)
+    x = np.random.default_rng(0).standard_normal((8, 1, 16, 16)).astype(np.float32)
+    ir = convert(model_files["onnx"], Runtime.OPENVINO, tmp_path / "ir" / "m.xml").path
+    half = ConvertOptions(fp16_weights=True)
+    convert(model_files["onnx"], Runtime.OPENVINO, tmp_path / "ir" / "h.xml", half)
+    ref = onnx_logits(model_files["onnx"], x, threads=1)
+    assert np.abs(onnx_logits(ir, x, threads=1) - ref).max() < 1e-4
+    assert np.abs(onnx_logits(ir, x, threads=1, precision_hint="bf16") - ref).max() < 0.1
+    out = tmp_path / "run"
+    args = ["optimize", model_files["bundle_wide"], "--data", tiny_data, "--out", out]
+    args += ["--target", "cpu", "--trials", "3", "--sampler", "random", "--threads", "1"]
+    args += ["--objectives", "accuracy,latency,size"]
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code in (0, 1), result.output
+    _ctrl_c_during_the_final_pass(tmp_path, out)
+
+
+def _ctrl_c_during_the_final_pass(tmp_path: Path, run_dir: Path) -> None:
     import shutil
 
     run = tmp_path / "copy"

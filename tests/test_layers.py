@@ -21,6 +21,7 @@ LAYERS: list[list[str]] = [
         "fileio",
         "zoo",
         "lifeline",
+        "runtime_child",
         "stopping",
         "=measure",
         "measure.child",

@@ -13,7 +13,9 @@ stream, so a fine-tune's dropout and initialisation draws do not depend on the l
 A process that has loaded a runtime whose native thread pool does not survive a fork
 (``FORK_UNSAFE``: OpenVINO's TBB, JAX under litert-torch, the LiteRT interpreter) decodes in
 the main process instead (0 workers: the same batches, only slower): forking it crashed the
-parent with a segmentation fault when the forked workers were shut down.
+parent with a segmentation fault when the forked workers were shut down. edgeopt itself
+never loads them into its processes (``edgeopt.runtime_child``); this guards a program that
+imported one before calling edgeopt.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ if TYPE_CHECKING:
     import torch
 
 
-FORK_UNSAFE = ("openvino", "jax", "litert_torch", "ai_edge_litert")
-"""Modules that, once imported, make forking this process unsafe (their thread pools)."""
+FORK_UNSAFE = ("openvino", "jax", "litert_torch", "ai_edge_litert.interpreter")
+"""Modules that, once imported, make forking this process unsafe (their thread pools;
+``ai_edge_litert``'s flatbuffer schema alone, which ``tflite_facts`` reads, is plain Python)."""
 
 
 def fork_safe() -> bool:

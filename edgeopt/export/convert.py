@@ -16,6 +16,9 @@ out, each made with the runtime's own tool.
   workplace).
 
 A converter that fails raises :class:`edgeopt.errors.ConversionError` with its own reason.
+Every converter but the ONNX copy runs in a runtime child (``edgeopt.runtime_child``): its
+library never loads into edgeopt's process, and a converter that crashes is a
+ConversionError saying so.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import Any
 from edgeopt.errors import ConfigError, ConversionError
 from edgeopt.profiles import HardwareProfile, TargetKind
 from edgeopt.profiles.runtime_spec import RUNTIMES, Runtime, convertible, require_installed
+from edgeopt.runtime_child import ChildDied, in_runtime_child
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,20 @@ def convert(
     require_installed(runtime)
     target = Path(out).with_suffix(RUNTIMES[runtime].suffix)
     target.parent.mkdir(parents=True, exist_ok=True)
-    return CONVERTERS[runtime](Path(onnx_path), target, options or ConvertOptions())
+    opts = options or ConvertOptions()
+    if runtime == Runtime.ORT:
+        return CONVERTERS[runtime](Path(onnx_path), target, opts)
+    try:
+        return in_runtime_child(convert_here, Path(onnx_path), runtime, target, opts)
+    except ChildDied as exc:
+        raise ConversionError(RUNTIMES[runtime].label, str(exc)) from exc
+
+
+def convert_here(
+    onnx_path: Path, runtime: Runtime, target: Path, options: ConvertOptions
+) -> Artifact:
+    """``runtime``'s converter run in this process (a runtime child's side of ``convert``)."""
+    return CONVERTERS[runtime](onnx_path, target, options)
 
 
 def reason(exc: BaseException) -> str:

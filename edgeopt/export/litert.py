@@ -13,7 +13,9 @@ with one of its recipes:
 A target with ``[runtime] io_type = "int8"`` (Edge TPU, TFLite Micro) gets only a file whose
 every tensor is integer, int8 inputs and outputs included (checked on the flatbuffer), else
 ConversionError. Both tools print progress and warnings on the process's stdout/stderr (C++
-included); the library prints nothing, so they run with both silenced.
+included); the library prints nothing, so they run with both silenced. They run in a runtime
+child (``edgeopt.runtime_child``: JAX and LiteRT never load into edgeopt's process), which
+gets the module as ``torch.save`` bytes.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from edgeopt.errors import ConfigError, ConversionError
 from edgeopt.export.convert import Artifact, ConvertOptions, reason
 from edgeopt.export.tflite_facts import tflite_facts
 from edgeopt.profiles.runtime_spec import RUNTIMES, Runtime, require_installed
+from edgeopt.runtime_child import ChildDied, in_runtime_child
 
 LITERT_MODES = ("fp32", "int8_dynamic", "int8_static")
 """The quantization modes a LiteRT file is made in."""
@@ -60,6 +63,33 @@ def to_litert(
     require_installed(Runtime.LITERT)
     target = Path(out).with_suffix(".tflite")
     target.parent.mkdir(parents=True, exist_ok=True)
+    blob = _module_bytes(module)
+    shape = tuple(int(d) for d in input_shape)
+    try:
+        return in_runtime_child(litert_here, blob, shape, target, opts, calibration)
+    except ChildDied as exc:
+        raise ConversionError(_LABEL, str(exc)) from exc
+
+
+def litert_here(
+    blob: bytes,
+    input_shape: tuple[int, ...],
+    target: Path,
+    opts: ConvertOptions,
+    calibration: np.ndarray | None,
+) -> Artifact:
+    """``to_litert``'s conversion in this process (the runtime child's side), of the module
+    ``torch.save`` wrote to ``blob``."""
+    import torch
+
+    try:
+        module = torch.load(io.BytesIO(blob), weights_only=False)
+    except Exception as exc:  # a class defined where this process cannot import it
+        raise ConversionError(
+            _LABEL,
+            f"the model cannot be loaded in the converter's process ({reason(exc)})",
+            hint="define the model's class in an importable module (not in python -c)",
+        ) from exc
     facts: dict[str, Any] = {"quant_mode": opts.quant_mode, "layout": "NCHW"}
     if opts.quant_mode == "fp32":
         facts |= _convert(module, input_shape, target)
@@ -80,6 +110,20 @@ def to_litert(
                 f"{', '.join(got.input_types)}, outputs {', '.join(got.output_types)})",
             )
     return Artifact(Runtime.LITERT, (target,), facts)
+
+
+def _module_bytes(module: Any) -> bytes:
+    """``module`` as ``torch.save`` writes it; ConversionError when it cannot be copied."""
+    import torch
+
+    buf = io.BytesIO()
+    try:
+        torch.save(module, buf)
+    except Exception as exc:  # lambdas, hooks, local classes
+        raise ConversionError(
+            _LABEL, f"the model cannot be copied to the converter's process: {reason(exc)}"
+        ) from exc
+    return buf.getvalue()
 
 
 def _check_options(opts: ConvertOptions, calibration: np.ndarray | None) -> None:

@@ -1,20 +1,24 @@
 """Accuracy of a model file, run in its runtime on this host (ONNX Runtime for ``.onnx``
-and ``.ort``, OpenVINO for ``.xml``: ``edgeopt.measure.session.model_session``): top-1
+and ``.ort``, OpenVINO for ``.xml``, LiteRT for ``.tflite``:
+``edgeopt.measure.session.model_session``; the last two in a runtime child,
+``edgeopt.runtime_child``, never in this process): top-1
 accuracy (or another task metric of ``edgeopt.measure.task_metrics``) on labelled data, or,
 without labels, fidelity (top-1 agreement with the original model) on inputs that stand in
 for data."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgeopt.data import DataSource, NpzSource, eval_batches
-from edgeopt.measure.session import ModelSession, model_session
+from edgeopt.measure.session import OUT_OF_PROCESS, model_session, run_batches, runtime_of_path
 from edgeopt.measure.task_metrics import task_metric, task_metric_entries
+from edgeopt.runtime_child import shared_runtime_child
 
 
 def onnx_logits(
@@ -27,8 +31,8 @@ def onnx_logits(
 ) -> np.ndarray:
     """Outputs of the model's first output for all of ``x``, computed in batches
     (``precision_hint``: an OpenVINO file's inference precision)."""
-    sess = model_session(path, threads=threads, precision_hint=precision_hint)
-    return np.concatenate(_run(sess, x, batch_size))
+    with _scorer(path, batch_size, threads, precision_hint) as score:
+        return score(x)
 
 
 def onnx_batch_logits(
@@ -43,24 +47,45 @@ def onnx_batch_logits(
     source's streamed split: only one batch of inputs is held, and the logits are kept). One
     batch of a whole array gives exactly ``onnx_logits``'s runs. ``precision_hint``: an
     OpenVINO file's inference precision."""
-    sess = model_session(path, threads=threads, precision_hint=precision_hint)
     outs: list[np.ndarray] = []
     labels: list[np.ndarray] = []
-    for x, y in batches:
-        outs += _run(sess, x, batch_size)
-        labels.append(np.asarray(y))
+    with _scorer(path, batch_size, threads, precision_hint) as score:
+        for x, y in batches:
+            outs.append(score(x))
+            labels.append(np.asarray(y))
     if not outs:
         raise ValueError("no samples to score")
     return np.concatenate(outs), np.concatenate(labels)
 
 
-def _run(sess: ModelSession, x: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    """``sess`` over ``x`` in runs of ``batch_size`` (or the model's fixed batch size)."""
+@contextlib.contextmanager
+def _scorer(
+    path: str | Path, batch_size: int, threads: int, hint: str
+) -> Iterator[Callable[[np.ndarray], np.ndarray]]:
+    """``x -> path's outputs``, with the model loaded once for the block: in this process
+    (ONNX Runtime), or in one runtime child for the block (``OUT_OF_PROCESS`` runtimes)."""
+    if runtime_of_path(path) in OUT_OF_PROCESS:
+        with shared_runtime_child(threads) as child:
+            yield lambda x: child.call(
+                run_batches,
+                str(path),
+                x,
+                batch_size=batch_size,
+                threads=threads,
+                precision_hint=hint,
+            )
+        return
+    sess = model_session(path, threads=threads, precision_hint=hint)
     step = sess.batch or batch_size
-    return [
-        np.asarray(sess.run(np.ascontiguousarray(x[i : i + step], dtype=np.float32)))
-        for i in range(0, len(x), step)
-    ]
+
+    def score(x: np.ndarray) -> np.ndarray:
+        outs = [
+            np.asarray(sess.run(np.ascontiguousarray(x[i : i + step], dtype=np.float32)))
+            for i in range(0, len(x), step)
+        ]
+        return np.concatenate(outs)
+
+    yield score
 
 
 def onnx_accuracy(

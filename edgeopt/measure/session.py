@@ -123,6 +123,41 @@ def model_session(
     return factory(path, threads, providers, precision_hint)
 
 
+OUT_OF_PROCESS = ("openvino", "litert")
+"""Runtimes edgeopt runs only in a runtime child (``edgeopt.runtime_child``), never in its own
+process: their thread pools crashed it (``.ort`` files run in ONNX Runtime, which edgeopt's
+process holds anyway). The timing child is such a process already."""
+
+_OPEN: dict[tuple[Any, ...], ModelSession] = {}
+
+
+def run_batches(
+    path: str,
+    x: np.ndarray,
+    *,
+    batch_size: int,
+    threads: int,
+    precision_hint: str = "f32",
+) -> np.ndarray:
+    """The first output of ``path`` over all of ``x``, run ``batch_size`` samples at a time
+    (or the model's fixed batch), in this process (a runtime child's side of
+    ``edgeopt.measure.accuracy``); the session stays open for the next call on the same
+    unchanged file (a split is scored batch by batch)."""
+    stat = os.stat(path)
+    key = (str(path), stat.st_mtime_ns, stat.st_size, threads, precision_hint)
+    sess = _OPEN.get(key)
+    if sess is None:
+        _OPEN.clear()  # one model open at a time: a final pass scores many in turn
+        sess = model_session(path, threads=threads, precision_hint=precision_hint)
+        _OPEN[key] = sess
+    step = sess.batch or batch_size
+    outs = [
+        np.asarray(sess.run(np.ascontiguousarray(x[i : i + step], dtype=np.float32)))
+        for i in range(0, len(x), step)
+    ]
+    return np.concatenate(outs)
+
+
 def _ort_model(
     path: str | Path, threads: int, providers: Sequence[str] | None, precision_hint: str
 ) -> ModelSession:

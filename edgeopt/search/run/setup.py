@@ -36,6 +36,7 @@ from edgeopt.measure.service import reference_latency_ms
 from edgeopt.measure.task_metrics import check_defined
 from edgeopt.profiles import HardwareProfile, Targets, resolve_targets
 from edgeopt.rundir import Baseline, RunDir
+from edgeopt.runtime_child import shared_runtime_child
 from edgeopt.search.run.final_measure import add_final_latency
 from edgeopt.search.run.guard import check_out_dir
 from edgeopt.search.study.artifacts import open_store, trial_artifacts
@@ -368,7 +369,7 @@ def _finalize(run_dir: Path, targets: Targets | None, data_ref: str | None) -> d
             return onnx_score(path, x, y, reference=run.baseline_onnx, precision_hint=hint)
         return source_task_metric(path, data, "test", config.metric, precision_hint=hint)
 
-    with scratch_dir() as tmp:
+    with scratch_dir() as tmp, shared_runtime_child():  # one runtime child scores every file
         for t in complete:
             key = str(t.number)
             done = key in final["test_accuracy"] and (data is None or key in final["task_metrics"])

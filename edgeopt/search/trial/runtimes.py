@@ -7,7 +7,8 @@ ONNX file, in stage ``convert:<target>``. A converter's error fails the trial wi
 so does a conversion whose top-1 agreement with the ONNX candidate on the first
 ``PARITY_SAMPLES`` validation inputs is below its runtime's tolerance
 (``RuntimeKind.min_agreement``). Each converted target's validation score is taken through
-its own runtime.
+its own runtime. Converters and the converted files' runtimes run in one runtime child per
+candidate (``edgeopt.runtime_child``); a child that dies fails the candidate with the signal.
 
 What the child records (``TrialResult.info["runtime_files"]``), per target name::
 
@@ -20,6 +21,7 @@ and what the search keeps in the study (the trial's ``info["target_files"]``): t
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,8 +36,11 @@ from edgeopt.measure.service import precision_hint
 from edgeopt.profiles import HardwareProfile, Targets
 from edgeopt.profiles.runtime_spec import RUNTIMES, Runtime
 from edgeopt.rundir import RunDir
+from edgeopt.runtime_child import ChildDied, shared_runtime_child
 from edgeopt.search.study.artifacts import sha256_of
 from edgeopt.search.trial.protocol import TrialRequest, scoring_inputs
+
+log = logging.getLogger(__name__)
 
 PARITY_SAMPLES = 256
 """Validation inputs a conversion is compared with its ONNX candidate on."""
@@ -124,44 +129,49 @@ def convert_for_targets(
     made: dict[tuple[Runtime, ConvertOptions], Artifact] = {}
     x = x[:PARITY_SAMPLES]
     int8: bool | None = None
-    for profile in converted_targets(profiles):
-        runtime, options = profile.runtime_name, ConvertOptions.for_profile(profile)
-        stage = f"convert:{profile.name}"
-        hint = precision_hint(profile)
-        if (runtime, options) not in made:
-            if on_stage is not None:
-                on_stage(stage)
-            taken = sum(r == runtime for r, _ in made)
-            stem = onnx_path.stem + (f"-{profile.name}" if taken else "")
-            try:
-                artifact = convert(onnx_path, runtime, onnx_path.with_name(stem), options)
-            except ConversionError as exc:
-                raise CandidateError(stage, exc.message) from exc
-            made[(runtime, options)] = artifact
-        paths = list(made[(runtime, options)].paths)
-        if min_agreement is not None and runtime in min_agreement:
-            bar = min_agreement[runtime]
-        else:
-            int8 = is_int8(onnx_path) if int8 is None else int8
-            bar = RUNTIMES[runtime].min_agreement(int8)
-        agreed = check_parity(
-            onnx_path,
-            paths[0],
-            x,
-            target=profile.name,
-            min_agreement=bar,
-            threads=threads,
-            precision_hint=hint,
-        )
-        entry: dict[str, Any] = {
-            "runtime": runtime.value,
-            "files": [str(p) for p in paths],
-            "conversion": dict(made[(runtime, options)].facts),
-            "agreement": agreed,
-        }
-        if score is not None:
-            entry["val_accuracy"] = score(paths[0], hint)
-        out[profile.name] = entry
+    stage = "convert"
+    try:
+        with shared_runtime_child(threads):
+            for profile in converted_targets(profiles):
+                runtime, options = profile.runtime_name, ConvertOptions.for_profile(profile)
+                stage = f"convert:{profile.name}"
+                hint = precision_hint(profile)
+                if (runtime, options) not in made:
+                    if on_stage is not None:
+                        on_stage(stage)
+                    taken = sum(r == runtime for r, _ in made)
+                    stem = onnx_path.stem + (f"-{profile.name}" if taken else "")
+                    try:
+                        artifact = convert(onnx_path, runtime, onnx_path.with_name(stem), options)
+                    except ConversionError as exc:
+                        raise CandidateError(stage, exc.message) from exc
+                    made[(runtime, options)] = artifact
+                paths = list(made[(runtime, options)].paths)
+                if min_agreement is not None and runtime in min_agreement:
+                    bar = min_agreement[runtime]
+                else:
+                    int8 = is_int8(onnx_path) if int8 is None else int8
+                    bar = RUNTIMES[runtime].min_agreement(int8)
+                agreed = check_parity(
+                    onnx_path,
+                    paths[0],
+                    x,
+                    target=profile.name,
+                    min_agreement=bar,
+                    threads=threads,
+                    precision_hint=hint,
+                )
+                entry: dict[str, Any] = {
+                    "runtime": runtime.value,
+                    "files": [str(p) for p in paths],
+                    "conversion": dict(made[(runtime, options)].facts),
+                    "agreement": agreed,
+                }
+                if score is not None:
+                    entry["val_accuracy"] = score(paths[0], hint)
+                out[profile.name] = entry
+    except ChildDied as exc:
+        raise CandidateError(stage, str(exc)) from exc
     return out
 
 
@@ -240,10 +250,11 @@ def convert_originals(run: RunDir, profiles: Sequence[HardwareProfile]) -> dict[
     ConversionError when the original itself does not convert."""
     found = original_files(run, profiles)
     by_name = {p.name: p for p in profiles}
-    for name, path in found.items():
-        if not path.is_file():
-            p = by_name[name]
-            convert(run.baseline_onnx, p.runtime_name, path, ConvertOptions.for_profile(p))
+    with shared_runtime_child():
+        for name, path in found.items():
+            if not path.is_file():
+                p = by_name[name]
+                convert(run.baseline_onnx, p.runtime_name, path, ConvertOptions.for_profile(p))
     return found
 
 
@@ -254,10 +265,14 @@ def target_scores(
     score: Scorer,
 ) -> dict[str, float]:
     """``score`` of a trial's file per target (its ``target_files`` record), in the target's
-    runtime; targets whose file is not on this machine are left out."""
+    runtime; targets whose file is not on this machine, or whose runtime's process died
+    (a warning says which), are left out."""
     by_name = {p.name: p for p in profiles}
-    return {
-        target: score(path, precision_hint(by_name[target]))
-        for target, path in target_paths(run, record).items()
-        if target in by_name and path.is_file()
-    }
+    out: dict[str, float] = {}
+    for target, path in target_paths(run, record).items():
+        if target in by_name and path.is_file():
+            try:
+                out[target] = score(path, precision_hint(by_name[target]))
+            except ChildDied as exc:
+                log.warning("%s not scored on %s: %s", path.name, target, exc)
+    return out

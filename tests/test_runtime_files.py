@@ -122,7 +122,7 @@ def test_optimize_refuses_runtime_files_and_runtimes_it_cannot_convert_to(
     assert r.exit_code == 2, r.output
     assert "is a runtime's file (openvino): optimize starts from the trained model" in r.stderr
     # a measured target of a runtime edgeopt cannot convert to here (openvino-host is searched:
-    # tests/run_runtimes_cases.py)
+    # tests/test_run_runtimes.py)
     text = (Path(__file__).resolve().parents[1] / "profiles" / "openvino-host.toml").read_text()
     board = tmp_path / "trt-board.toml"
     board.write_text(
@@ -135,7 +135,7 @@ def test_optimize_refuses_runtime_files_and_runtimes_it_cannot_convert_to(
     assert r.exit_code == 2, r.output
     assert "converting to TensorRT" in r.stderr and "is not supported yet" in r.stderr
     assert not (tmp_path / "b" / "study.db").exists()
-    # a measured LiteRT target: its converter reads the torch model (tests/run_runtimes_cases.py)
+    # a measured LiteRT target: its converter reads the torch model (tests/test_run_runtimes.py)
 
 
 def test_a_measured_target_whose_runtime_is_not_installed_names_its_extra(

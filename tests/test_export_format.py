@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from edgeopt.cli import main
-from edgeopt.measure.session import model_session
+from edgeopt.measure.accuracy import onnx_logits
 
 X = np.random.default_rng(0).standard_normal((4, 1, 16, 16)).astype(np.float32)
 
@@ -23,12 +23,7 @@ def _run(*args: object) -> Result:
 
 
 def _same_outputs(a: Path, b: Path) -> float:
-    return float(
-        np.abs(
-            np.asarray(model_session(a, threads=1).run(X))
-            - np.asarray(model_session(b, threads=1).run(X))
-        ).max()
-    )
+    return float(np.abs(onnx_logits(a, X, threads=1) - onnx_logits(b, X, threads=1)).max())
 
 
 def test_format_ort_writes_the_phone_file_beside_its_onnx(
