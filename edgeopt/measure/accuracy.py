@@ -16,7 +16,13 @@ from typing import Any
 import numpy as np
 
 from edgeopt.data import DataSource, NpzSource, eval_batches
-from edgeopt.measure.session import OUT_OF_PROCESS, model_session, run_batches, runtime_of_path
+from edgeopt.measure.session import (
+    OUT_OF_PROCESS,
+    model_session,
+    run_batches,
+    run_step,
+    runtime_of_path,
+)
 from edgeopt.measure.task_metrics import task_metric, task_metric_entries
 from edgeopt.runtime_child import shared_runtime_child
 
@@ -76,9 +82,9 @@ def _scorer(
             )
         return
     sess = model_session(path, threads=threads, precision_hint=hint)
-    step = sess.batch or batch_size
 
     def score(x: np.ndarray) -> np.ndarray:
+        step = run_step(sess, batch_size, x[0]) if len(x) else 1
         outs = [
             np.asarray(sess.run(np.ascontiguousarray(x[i : i + step], dtype=np.float32)))
             for i in range(0, len(x), step)

@@ -130,6 +130,21 @@ process holds anyway). The timing child is such a process already."""
 
 _OPEN: dict[tuple[Any, ...], ModelSession] = {}
 
+RUN_INPUT_BYTES = 8 << 20
+"""The most input bytes one scoring run feeds a model at once (8 MiB: 13 samples at
+3x224x224, the whole ``batch_size`` at 32x32). The runtime's memory grows with the batch's
+activations: MobileNetV2 x0.5 at 224x224 peaked at 442 MB resident scoring 64 samples per
+run, 193 MB at 16, and ran no slower per sample (ONNX Runtime, 2 threads, measured here)."""
+
+
+def run_step(sess: ModelSession, batch_size: int, sample: np.ndarray) -> int:
+    """Samples per run when scoring: the model's fixed batch, else ``batch_size`` bounded
+    by ``RUN_INPUT_BYTES`` of float32 inputs shaped like ``sample`` (one sample)."""
+    if sess.batch:
+        return sess.batch
+    per_sample = max(1, int(np.prod(sample.shape)) * 4)
+    return max(1, min(batch_size, RUN_INPUT_BYTES // per_sample))
+
 
 def run_batches(
     path: str,
@@ -150,7 +165,7 @@ def run_batches(
         _OPEN.clear()  # one model open at a time: a final pass scores many in turn
         sess = model_session(path, threads=threads, precision_hint=precision_hint)
         _OPEN[key] = sess
-    step = sess.batch or batch_size
+    step = run_step(sess, batch_size, x[0]) if len(x) else 1
     outs = [
         np.asarray(sess.run(np.ascontiguousarray(x[i : i + step], dtype=np.float32)))
         for i in range(0, len(x), step)
