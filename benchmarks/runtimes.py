@@ -25,12 +25,16 @@ For a part:
    file of the same runtime, median over rounds.
 
 Goal: edgeopt's best within 1 pt >= 2x faster than each by-hand int8 recipe, at no larger size.
+
+Needs ``edgeopt[openvino,litert]`` and, for the OpenVINO part's by-hand recipe, NNCF
+(``pip install nncf``: four small packages beside openvino; not an edgeopt dependency).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import multiprocessing
 import re
 import shlex
@@ -266,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     from edgeopt.data import load_npz
 
     a = parse_args(argv)
+    if a.part == "openvino" and importlib.util.find_spec("nncf") is None:
+        sys.exit("the OpenVINO part's by-hand recipe is NNCF's: pip install nncf")
     command = "python benchmarks/runtimes.py " + " ".join(
         shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:])
     )
