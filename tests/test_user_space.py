@@ -12,18 +12,22 @@ from pathlib import Path
 import optuna
 import pytest
 from click.testing import CliRunner
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
 from edgeopt.cli import main
 from edgeopt.profiles import load_profile
 from edgeopt.search.run.collect import load_run
+from edgeopt.search.strategy.halving import history_key
 from edgeopt.search.strategy.narrowed import NarrowedSampler
 from edgeopt.search.strategy.samplers import SAMPLER_FACTORIES
 from edgeopt.search.strategy.seeds import SEED_ATTR, SIBLING_ATTR
 from edgeopt.search.strategy.space import baseline_params, suggest_candidate
 from edgeopt.search.strategy.user_space import RECIPE_ATTR, inside, parse_space, project
+from edgeopt.search.study.lifecycle import _enqueue_next_promotion
 from edgeopt.stages import ModelFacts
 
+HISTORY = history_key()
 SPACE = """
 [space]
 prune.ratio = {low = 0.3, high = 0.4}
@@ -193,3 +197,31 @@ def test_a_run_stays_inside_the_space_runs_the_users_recipe_first_and_resumes(
         result = _invoke(model, tiny_data, run, "--trials", 8, *extra)
         assert result.exit_code == 2, result.output
         assert "space" in result.output
+
+
+@pytest.mark.parametrize(("high", "queued"), [(3, [3]), (2, [])])
+def test_a_promotion_is_moved_into_the_space_or_not_queued(
+    tmp_path: Path, high: int, queued: list[int]
+) -> None:
+    """On a real study: a 2-epoch trial on the front earns 4 epochs; with epochs at most 3
+    it is promoted to 3, with at most 2 (its own budget) to nothing."""
+    study = optuna.create_study(
+        storage=f"sqlite:///{tmp_path / 'study.db'}", directions=["maximize", "minimize"]
+    )
+    dists = {
+        "prune.ratio": FloatDistribution(0.0, 0.7, step=0.05),
+        "finetune.epochs": IntDistribution(1, 8),
+        "finetune.schedule": CategoricalDistribution(["wsd", "cosine"]),
+    }
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"prune.ratio": 0.5, "finetune.epochs": 2, "finetune.schedule": "wsd"},
+            distributions=dists,
+            values=[0.9, 1.0],
+            user_attrs={HISTORY: [0.8, 0.9], "val_accuracy": 0.9},
+        )
+    )
+    space = {"finetune.epochs": {"low": 1, "high": high}}
+    _enqueue_next_promotion(study, study.get_trials(), 0.99, space)
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert [t.system_attrs["fixed_params"]["finetune.epochs"] for t in waiting] == queued

@@ -15,7 +15,7 @@ import hashlib
 import os
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import optuna
@@ -214,7 +214,7 @@ def _enqueue_next_promotion(
     study: optuna.Study,
     trials: list[optuna.trial.FrozenTrial],
     original_accuracy: float,
-    space: Any,
+    space: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> None:
     """Queue the longer fine-tune of the oldest completed trial that earned one and whose
     torch phase no trial has built, tried or is queued to build yet. The Pareto front (which
@@ -242,7 +242,7 @@ def _enqueue_next_promotion(
         )
         if params is None:
             continue
-        params = project(params, space)  # clamped back to its own budget: built already
+        params = project(params, space or {})  # clamped back to its own budget: built already
         if _key(torch_params(params)) in built:
             continue
         if front is None:
