@@ -238,16 +238,7 @@ class TrialRunner:
 
     def _rung_bars(self, trial: optuna.Trial) -> dict[int, float]:
         """The median stopping rule's bars for this trial's fine-tune (``halving``)."""
-        found = fidelity_stage()
-        if found is None or peer_value(trial.params, found[1]) <= 0:
-            return {}
-        fidelity = found[1]
-        done = self.study.get_trials(
-            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
-        )
-        key = fidelity.history_key
-        peers = [(t.params, t.user_attrs[key]) for t in done if key in t.user_attrs]
-        return rung_bars(peers, peer_value(trial.params, fidelity), fidelity)
+        return study_rung_bars(self.study, trial.params)
 
     def _request(self, number: int, candidate: dict[str, Any]) -> TrialRequest:
         ctx = self.ctx
@@ -390,3 +381,17 @@ def machine_description(ctx: SearchContext) -> dict[str, Any]:
 def _device_error(exc: BaseException) -> bool:
     """True when a remote device (not the candidate) failed the measurement."""
     return isinstance(exc, DeviceError)
+
+
+def study_rung_bars(study: optuna.Study, params: dict[str, Any]) -> dict[int, float]:
+    """The median stopping rule's bars for a fine-tune drawn with ``params``, from the
+    study's finished fine-tunes, each at the same fraction of its budget (``halving``)."""
+    found = fidelity_stage()
+    if found is None or peer_value(params, found[1]) <= 0:
+        return {}
+    name, fidelity = found
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    key = fidelity.history_key
+    peers = [(t.params, t.user_attrs[key]) for t in done if key in t.user_attrs]
+    budget = params.get(f"{name}.{fidelity.budget}")
+    return rung_bars(peers, peer_value(params, fidelity), fidelity, budget)
