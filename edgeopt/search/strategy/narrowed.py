@@ -2,11 +2,11 @@
 
 The study keeps each param's full distribution as the stage declares it (Optuna refuses a
 changed choice list between trials, and the baselines sit outside a narrowed space); only
-what the sampler draws is narrowed. A narrowed param leaves the inner sampler's joint
-(relative) draw and is drawn on its own: a range from the inner sampler over the narrowed
-range, a fixed value as it is, choices by the inner sampler over the full list, replaced by
-a uniform draw among the user's choices when it falls outside them. Queued trials (the
-baselines, seeds, recipes) bypass the sampler, as in Optuna.
+what the sampler draws is narrowed. A fixed value is never drawn; a range is drawn on its
+own by the inner sampler over the narrowed range (TPE's univariate model, within it);
+choices stay in the inner sampler's joint draw over the full list, and a draw outside them
+is replaced by a uniform draw among them. Queued trials (the baselines, seeds, recipes)
+bypass the sampler, as in Optuna.
 """
 
 from __future__ import annotations
@@ -37,17 +37,23 @@ class NarrowedSampler(optuna.samplers.BaseSampler):
         self.inner = inner
         self.space = {k: dict(v) for k, v in space.items()}
         self.rng = np.random.RandomState(seed)
+        self.uniform = optuna.samplers.RandomSampler(seed=seed)
 
     def infer_relative_search_space(
         self, study: optuna.Study, trial: FrozenTrial
     ) -> dict[str, BaseDistribution]:
         found = self.inner.infer_relative_search_space(study, trial)
-        return {k: v for k, v in found.items() if k not in self.space}
+        # a range is drawn on its own over the narrowed range; choices stay in the joint draw
+        return {k: v for k, v in found.items() if "low" not in self.space.get(k, {"choices": 0})}
 
     def sample_relative(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        return self.inner.sample_relative(study, trial, search_space)
+        drawn = self.inner.sample_relative(study, trial, search_space)
+        for name, value in drawn.items():
+            if not allows(self.space, name, value):
+                drawn[name] = self._inside(study, trial, name, search_space[name])
+        return drawn
 
     def sample_independent(
         self,
@@ -59,19 +65,26 @@ class NarrowedSampler(optuna.samplers.BaseSampler):
         spec = self.space.get(param_name)
         if spec is None:
             return self.inner.sample_independent(study, trial, param_name, param_distribution)
+        fixed = _fixed(spec)
+        if fixed is not None:
+            return fixed[0]
+        if "choices" not in spec:
+            narrow = _narrowed(param_distribution, spec["low"], spec["high"])
+            return self.inner.sample_independent(study, trial, param_name, narrow)
+        value = self.inner.sample_independent(study, trial, param_name, param_distribution)
+        if allows(self.space, param_name, value):
+            return value
+        return self._inside(study, trial, param_name, param_distribution)
+
+    def _inside(
+        self, study: optuna.Study, trial: FrozenTrial, name: str, dist: BaseDistribution
+    ) -> Any:
+        """A uniform draw inside the space for param ``name`` (declared as ``dist``)."""
+        spec = self.space[name]
         if "choices" in spec:
-            choices = spec["choices"]
-            if len(choices) == 1:
-                return choices[0]
-            value = self.inner.sample_independent(study, trial, param_name, param_distribution)
-            if allows(self.space, param_name, value):
-                return value
-            return choices[self.rng.randint(len(choices))]
-        low, high = spec["low"], spec["high"]
-        if low == high:
-            return low
-        narrow = _narrowed(param_distribution, low, high)
-        return self.inner.sample_independent(study, trial, param_name, narrow)
+            return spec["choices"][self.rng.randint(len(spec["choices"]))]
+        narrow = _narrowed(dist, spec["low"], spec["high"])
+        return self.uniform.sample_independent(study, trial, name, narrow)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.inner.before_trial(study, trial)
@@ -87,7 +100,17 @@ class NarrowedSampler(optuna.samplers.BaseSampler):
 
     def reseed_rng(self) -> None:
         self.inner.reseed_rng()
+        self.uniform.reseed_rng()
         self.rng.seed()
+
+
+def _fixed(spec: Mapping[str, Any] | None) -> tuple[Any] | None:
+    """``(value,)`` when ``spec`` allows one value only, else None."""
+    if spec is None:
+        return None
+    if "choices" in spec:
+        return (spec["choices"][0],) if len(spec["choices"]) == 1 else None
+    return (spec["low"],) if spec["low"] == spec["high"] else None
 
 
 def _narrowed(dist: BaseDistribution, low: float, high: float) -> BaseDistribution:
