@@ -19,10 +19,10 @@ from edgeopt.cli import main
 from edgeopt.profiles import load_profile
 from edgeopt.search.run.collect import load_run
 from edgeopt.search.strategy.halving import history_key
-from edgeopt.search.strategy.narrowed import NarrowedSampler
+from edgeopt.search.strategy.narrowed import NarrowedSampler, narrowed_grid
 from edgeopt.search.strategy.samplers import SAMPLER_FACTORIES
 from edgeopt.search.strategy.seeds import SEED_ATTR, SIBLING_ATTR
-from edgeopt.search.strategy.space import baseline_params, suggest_candidate
+from edgeopt.search.strategy.space import baseline_params, grid_space, suggest_candidate
 from edgeopt.search.strategy.user_space import RECIPE_ATTR, inside, parse_space, project
 from edgeopt.search.study.lifecycle import _enqueue_next_promotion
 from edgeopt.stages import ModelFacts
@@ -225,3 +225,20 @@ def test_a_promotion_is_moved_into_the_space_or_not_queued(
     _enqueue_next_promotion(study, study.get_trials(), 0.99, space)
     waiting = study.get_trials(states=(TrialState.WAITING,))
     assert [t.system_attrs["fixed_params"]["finetune.epochs"] for t in waiting] == queued
+
+
+def test_a_grid_search_walks_only_the_grid_inside_the_space(tmp_path: Path) -> None:
+    profile, facts = load_profile("cpu"), ModelFacts(onnx_input=False)
+    space = _space()
+    grid = narrowed_grid(grid_space(profile, facts), space)
+    assert grid["quantize.mode"] == ["int8_static"] and grid["finetune.epochs"] == [1]
+    assert len(grid["prune.ratio"]) >= 2 and all(0.3 <= r <= 0.4 for r in grid["prune.ratio"])
+    inner = SAMPLER_FACTORIES["grid"](0, lambda: grid)
+    study = optuna.create_study(
+        storage=f"sqlite:///{tmp_path / 'study.db'}", sampler=NarrowedSampler(inner, space, 0)
+    )
+    for _ in range(len(grid["prune.ratio"]) - 1):  # the last tell stops the study (optimize)
+        trial = study.ask()
+        suggest_candidate(trial, profile, facts)
+        study.tell(trial, 0.0)
+    assert all(inside(t.params, space) for t in study.get_trials())
