@@ -65,8 +65,8 @@ def _targets(text: str) -> tuple[str, ...]:
     "--plain-search",
     is_flag=True,
     help="Trials from the sampler alone: no expert seeds, sibling variants, promotions or "
-    "early stopping (a baseline to compare search strategies against; with --sampler tpe: "
-    "plain Optuna TPE).",
+    "early stopping (a baseline to compare search strategies against; with --sampler tpe, "
+    "the TPE-only one).",
 )
 @space_options
 @click.option(
