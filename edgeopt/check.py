@@ -105,6 +105,8 @@ def load_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{where} must be a table")
     out: dict[str, Any] = {}
     for key, value in table.items():
+        if key == "space":  # the search's own (``project_space``)
+            continue
         if key == "data" and isinstance(value, dict):  # [tool.edgeopt.data] / [data]
             sub = f"[tool.edgeopt.data] in {path}" if path.name == "pyproject.toml" else None
             out["recipe"] = table_flags(value, sub or f"[data] in {path}", known=("path",))
@@ -135,6 +137,20 @@ def project_recipe(start: Path | None = None) -> RecipeFlags:
     path = find_config_file(start or Path.cwd())
     recipe = load_config_file(path).get("recipe") if path is not None else None
     return recipe if isinstance(recipe, RecipeFlags) else RecipeFlags()
+
+
+def project_space(start: Path | None = None) -> tuple[Any, str] | None:
+    """The ``[space]`` table (``[tool.edgeopt.space]`` in pyproject.toml) of the nearest
+    config file (see ``find_config_file``) and where it is; None when there is none."""
+    path = find_config_file(start or Path.cwd())
+    if path is None:
+        return None
+    data = _read_toml(path)
+    if path.name == "pyproject.toml":
+        table, where = data.get("tool", {}).get("edgeopt", {}), f"[tool.edgeopt.space] in {path}"
+    else:
+        table, where = data, f"[space] in {path}"
+    return (table["space"], where) if isinstance(table, dict) and "space" in table else None
 
 
 def resolve_config(flags: Mapping[str, Any], start: Path | None = None) -> CheckConfig:

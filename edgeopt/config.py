@@ -67,6 +67,10 @@ class RunConfig:
     data_cache_gb: float = 2.0  # the decoded-image cache under RUN/cache/data (0: off)
     search_space: int = SEARCH_SPACE  # the version of the stages' params (see SEARCH_SPACE)
     plain_search: bool = False  # the sampler alone: no seeds, siblings, promotion or stopping
+    # the user's space ({param: {"low", "high"} | {"choices"}}) and recipes ({"tag", "params"}),
+    # checked against the stages' declarations by ``search.strategy.user_space``
+    space: Mapping[str, Mapping[str, Any]] | None = None
+    recipes: tuple[Mapping[str, Any], ...] = ()
     # {profile name: SHA-256 of its file} when the run started (None: an older edgeopt's run)
     profile_digests: Mapping[str, str] | None = None
 
@@ -126,6 +130,8 @@ class RunConfig:
             "seed",
             "search_space",
             "plain_search",
+            "space",
+            "recipes",
             "profile_digests",
         )
         key = {k: d[k] for k in keys}
@@ -155,6 +161,8 @@ class RunConfig:
         d["targets"] = list(self.targets)
         d["objectives"] = list(self.objectives)
         d["profile_digests"] = dict(self.profile_digests) if self.profile_digests else None
+        d["space"] = {k: dict(v) for k, v in self.space.items()} if self.space else None
+        d["recipes"] = [dict(r) for r in self.recipes]
         return d
 
     @classmethod
@@ -168,6 +176,7 @@ class RunConfig:
         # a run.json from before DataSpec recorded the npz's path as a plain string
         d["data"] = DataSpec.from_dict(d["data"]) if d.get("data") is not None else None
         d["budgets"] = Budgets(**d.get("budgets", {}))
+        d["recipes"] = tuple(d.get("recipes") or ())
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 

@@ -250,6 +250,7 @@ class TrialRecord(Record):
     stopped_reason: str | None = fld()
     task_metrics: Mapping[str, Mapping[str, MetricEntry]] = fld(codec=_ENTRIES, factory=dict)
     hopeless: bool = fld(False)
+    user_recipe: str | None = fld()  # the tag of the user's recipe (--enqueue) it ran
     final_latency: Mapping[str, FinalLatency] = fld(
         codec=mapping(record(FinalLatency)), factory=dict
     )
@@ -257,7 +258,11 @@ class TrialRecord(Record):
     REQUIRED = ("number", "state")
 
     def layout(self) -> tuple[str, ...]:
-        extra = [k for k in ("task_metrics", "hopeless", "final_latency") if getattr(self, k)]
+        extra = [
+            k
+            for k in ("task_metrics", "hopeless", "user_recipe", "final_latency")
+            if getattr(self, k)
+        ]
         return (*_COMMON, *_BY_STATE[self.state], *extra)
 
     @property

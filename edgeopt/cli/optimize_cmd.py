@@ -21,6 +21,7 @@ from edgeopt.cli.options import (
     preprocess_options,
     search_budget_options,
 )
+from edgeopt.cli.space_arg import space_options, with_user_space
 from edgeopt.config import SAMPLERS
 
 if TYPE_CHECKING:
@@ -64,8 +65,10 @@ def _targets(text: str) -> tuple[str, ...]:
     "--plain-search",
     is_flag=True,
     help="Trials from the sampler alone: no expert seeds, sibling variants, promotions or "
-    "early stopping (a baseline to compare search strategies against).",
+    "early stopping (a baseline to compare search strategies against; with --sampler tpe, "
+    "the TPE-only one).",
 )
+@space_options
 @click.option(
     "--out",
     "run_dir",
@@ -139,6 +142,7 @@ def optimize(
     sampler: str,
     seed: int,
     plain_search: bool,
+    user_space: tuple[str | None, str | None],
     run_dir: str | None,
     storage: str | None,
     artifacts: str | None,
@@ -214,6 +218,7 @@ def optimize(
         threads=threads_for(threads_text, workers),
         train_device=train_device,
     ).with_profile_digests(resolved)
+    config = with_user_space(config, user_space, resolved)  # checked before any work
     devices = devices_for(config.train_device, workers)  # before any work: cuda without a GPU
     config = with_data_use(config, devices, data_workers, data_cache_gb)
     out = Path(run_dir) if run_dir else default_run_dir(model, targets)

@@ -12,10 +12,15 @@ pruned a similar share of the model (``prune.ratio`` within ``Fidelity.peer_tole
 compared with candidates of about its size and latency, never with the unpruned original.
 
 At each rung epoch (1, 2, 4) a fine-tune whose best validation accuracy so far is below the
-median of its peers' best at the same epoch ends PRUNED; with fewer than ``MIN_PEERS`` peers
-at that rung it goes on. Trials that run their full budget are the promising ones, so long
-fine-tunes are spent on them. Every fine-tune records its per-epoch validation accuracy in
-the trial (``Fidelity.history_key``), pruned ones included, so later trials have peers.
+median of its peers' best at the same *fraction of their own schedule* ends PRUNED; with
+fewer than ``MIN_PEERS`` peers at that rung it goes on. Epoch ``e`` of an ``E``-epoch
+fine-tune is matched with epoch ``floor(e * b / E)`` of a peer's ``b``-epoch one (a peer that
+has not reached it, or is matched with no epoch at all, does not count): an 8-epoch draw
+judged at epoch 1 against 2-epoch seeds lost by construction, its learning rate still high
+where theirs had decayed (ASHA's brackets keep budgets apart for the same reason). Trials
+that run their full budget are the promising ones, so long fine-tunes are spent on them.
+Every fine-tune records its per-epoch validation accuracy in the trial
+(``Fidelity.history_key``), pruned ones included, so later trials have peers.
 
 **Promotion** is the other half of successive halving: a short fine-tune that turned out
 competitive for its latency gets a longer budget, continued from its checkpoint rather than
@@ -34,6 +39,7 @@ A promoted trial is exempt from the stopping rule: it was chosen on its results.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -72,27 +78,35 @@ def rung_bars(
     peers: Iterable[tuple[Mapping[str, Any], Sequence[float]]],
     peer: float,
     fidelity: Fidelity | None = None,
+    budget: int | None = None,
 ) -> dict[int, float]:
     """The accuracy each rung requires of a fine-tune whose peer key is ``peer`` (a pruning
-    ratio).
+    ratio) and whose budget is ``budget`` epochs.
 
     ``peers`` are (params, per-epoch validation accuracies) of finished trials; those with a
-    peer key within ``fidelity.peer_tolerance`` count. A rung with fewer than ``MIN_PEERS``
-    peers that reached it has no bar. ``fidelity``: the registered stage's by default.
+    peer key within ``fidelity.peer_tolerance`` count, each at the same fraction of its own
+    budget (see the module's docstring; None: at the same epoch). A rung with fewer than
+    ``MIN_PEERS`` peers that reached it has no bar. ``fidelity``: the registered stage's by
+    default.
     """
     found = fidelity_stage()
     fidelity = fidelity or (found[1] if found else None)
-    if fidelity is None:
+    if fidelity is None or found is None:
         return {}
+    key = f"{found[0]}.{fidelity.budget}"
     tolerance = fidelity.peer_tolerance + 1e-9
     group = [
-        list(history)
+        (list(history), int(params.get(key, len(history))))
         for params, history in peers
         if history and abs(peer_value(params, fidelity) - peer) <= tolerance
     ]
     bars: dict[int, float] = {}
     for rung in RUNGS:
-        best = [max(h[:rung]) for h in group if len(h) >= rung]
+        best = []
+        for history, own in group:
+            at = rung if budget is None else math.floor(rung * own / budget + 1e-9)
+            if 1 <= at <= len(history):
+                best.append(max(history[:at]))
         if len(best) >= MIN_PEERS:
             bars[rung] = statistics.median(best)
     return bars

@@ -15,7 +15,7 @@ import hashlib
 import os
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import optuna
@@ -25,9 +25,11 @@ from optuna.trial import TrialState
 from edgeopt.config import RunConfig
 from edgeopt.errors import ConfigError
 from edgeopt.search.strategy.halving import PROMOTED_ATTR, history_key, promotion
+from edgeopt.search.strategy.narrowed import NarrowedSampler, narrowed_grid
 from edgeopt.search.strategy.samplers import SAMPLER_FACTORIES
 from edgeopt.search.strategy.seeds import SEED_ATTR, expert_seeds, torch_params
 from edgeopt.search.strategy.space import baseline_params, grid_space
+from edgeopt.search.strategy.user_space import RECIPE_ATTR, project
 from edgeopt.search.study import storage as storage_mod
 from edgeopt.search.study.context import SearchContext
 from edgeopt.search.study.shared import check_settings, publish
@@ -84,13 +86,16 @@ def sampler_seed(seed: int, worker_index: int, trials_done: int) -> int:
 def make_sampler(
     ctx: SearchContext, worker_index: int, trials_done: int = 0
 ) -> optuna.samplers.BaseSampler:
-    """The configured sampler (``SAMPLER_FACTORIES``), seeded by ``sampler_seed``."""
+    """The configured sampler (``SAMPLER_FACTORIES``), seeded by ``sampler_seed``, drawing
+    only inside the user's space when the run has one (``narrowed``)."""
     config = ctx.config
     factory = SAMPLER_FACTORIES.get(config.sampler)
     if factory is None:
         raise ConfigError(f"unknown sampler {config.sampler!r}")
     seed = sampler_seed(config.seed, worker_index, trials_done)
-    return factory(seed, lambda: grid_space(ctx.merged, ctx.facts))
+    space = config.space or {}
+    sampler = factory(seed, lambda: narrowed_grid(grid_space(ctx.merged, ctx.facts), space))
+    return NarrowedSampler(sampler, space, seed) if space else sampler
 
 
 def open_study(ctx: SearchContext, worker_index: int = 0) -> tuple[optuna.Study, RDBStorage]:
@@ -158,9 +163,12 @@ def enqueue_next(
     study: optuna.Study, ctx: SearchContext, facts: ModelFacts, baselines: list[tuple[str, dict]]
 ) -> None:
     """When nothing is queued, queue the next of ``baselines`` (``missing_baselines``,
-    taken from the list) that still has no live trial, else the next expert seed not yet
-    tried (``seeds``), else the next longer fine-tune a completed trial earned
-    (``halving.promotion``); call under ``ask_lock``, when the search needs a trial.
+    taken from the list) that still has no live trial, else the next of the user's recipes
+    (``--enqueue``) not yet tried, else the next expert seed not yet tried (``seeds``), else
+    the next longer fine-tune a completed trial earned (``halving.promotion``); call under
+    ``ask_lock``, when the search needs a trial. Seeds and promotions are moved into the
+    user's space (``user_space.project``): a value outside it is clamped to its range or
+    replaced by its first choice, and one that then repeats a build is not queued.
 
     Lazily, one at a time: a retry or the sibling variants of the last build run first, and
     a search that has its trials queues nothing more (a baseline queued when a resumed
@@ -179,27 +187,41 @@ def enqueue_next(
         if tag not in have:
             study.enqueue_trial(params, user_attrs={"baseline": tag})
             return
+    have = {t.user_attrs.get(RECIPE_ATTR) for t in trials}
+    for recipe in ctx.config.recipes:
+        if recipe["tag"] not in have:
+            study.enqueue_trial(dict(recipe["params"]), user_attrs={RECIPE_ATTR: recipe["tag"]})
+            return
     if ctx.config.sampler == "grid" or ctx.config.plain_search:
         return
+    space = ctx.config.space or {}
     have = {t.user_attrs.get(SEED_ATTR) for t in trials}
+    built = {_key(_queued(t)) for t in trials}
     for tag, params in expert_seeds(ctx.merged, facts):
-        if tag not in have:
+        params = project(params, space)
+        if tag not in have and _key(params) not in built:
             study.enqueue_trial(params, user_attrs={SEED_ATTR: tag})
             return
-    _enqueue_next_promotion(study, trials, ctx.baseline.val_accuracy)
+    _enqueue_next_promotion(study, trials, ctx.baseline.val_accuracy, space)
+
+
+def _queued(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """A trial's params, with its fixed params while it waits to be suggested."""
+    return {**trial.system_attrs.get("fixed_params", {}), **trial.params}
 
 
 def _enqueue_next_promotion(
-    study: optuna.Study, trials: list[optuna.trial.FrozenTrial], original_accuracy: float
+    study: optuna.Study,
+    trials: list[optuna.trial.FrozenTrial],
+    original_accuracy: float,
+    space: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> None:
     """Queue the longer fine-tune of the oldest completed trial that earned one and whose
     torch phase no trial has built, tried or is queued to build yet. The Pareto front (which
     reads every trial) is read only when a trial passes the cheap checks."""
     # in any state: a promotion that failed (timed out, say) is not queued again and again;
     # a queued trial's params are its fixed params until a worker has suggested them all
-    built = {
-        _key(torch_params({**t.system_attrs.get("fixed_params", {}), **t.params})) for t in trials
-    }
+    built = {_key(torch_params(_queued(t))) for t in trials}
     # a sibling reused its builder's fine-tune (a cache hit records no history of its own)
     key = history_key()
     history = {
@@ -218,7 +240,10 @@ def _enqueue_next_promotion(
             val_accuracy=float(trial.user_attrs["val_accuracy"]),
             original_accuracy=original_accuracy,
         )
-        if params is None or _key(torch_params(params)) in built:
+        if params is None:
+            continue
+        params = project(params, space or {})  # clamped back to its own budget: built already
+        if _key(torch_params(params)) in built:
             continue
         if front is None:
             front = {t.number for t in study.best_trials}

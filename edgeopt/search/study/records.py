@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from edgeopt.records import Machine, MetricEntry, Timing, TrialRecord, TrialState
+from edgeopt.search.strategy.user_space import RECIPE_ATTR
 from edgeopt.search.study.artifacts import trial_artifacts
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ def trial_record(
         cache_hit=ua.get("cache_hit"),
         machine=Machine.from_dict(machine) if machine else None,
         artifacts=trial_artifacts(t.system_attrs),
+        user_recipe=ua.get(RECIPE_ATTR),
     )
     if rec.state is TrialState.COMPLETE:
         all_meas = ua.get("measurements", {})

@@ -40,7 +40,13 @@ TEST_PREFIX = "test_accuracy:"
 TEST_SPLIT = "test_split"
 FINAL_LATENCY_PREFIX = "final_latency:"
 TASK_PREFIX = "task_metrics:"
-SETTINGS_ADDED: dict[str, Any] = {"metric": "accuracy", "search_space": 1, "plain_search": False}
+SETTINGS_ADDED: dict[str, Any] = {
+    "metric": "accuracy",
+    "search_space": 1,
+    "plain_search": False,
+    "space": None,
+    "recipes": [],
+}
 """Settings added to the search key after studies were recorded, with the value they had."""
 
 

@@ -35,6 +35,7 @@ from edgeopt.search.strategy.halving import (
 )
 from edgeopt.search.strategy.seeds import SEED_ATTR, SIBLING_ATTR, sibling_params
 from edgeopt.search.strategy.space import identity_candidate, suggest_candidate
+from edgeopt.search.strategy.user_space import RECIPE_ATTR, inside
 from edgeopt.search.study.artifacts import (
     ARTIFACTS_ATTR_PREFIX,
     open_store,
@@ -130,7 +131,9 @@ class TrialRunner:
         key = candidate.key(ctx.baseline.salt)
         trial.set_user_attr("candidate", candidate.to_dict())
         trial.set_user_attr("candidate_key", key)
-        trial.set_user_attr("describe", candidate.describe())
+        mine = trial.user_attrs.get(RECIPE_ATTR)
+        mark = f" (your recipe {mine!r})" if mine else ""
+        trial.set_user_attr("describe", candidate.describe() + mark)
         built = self._baseline_with(key, trial)
         if built is not None:
             self._reuse(trial, built, t0)
@@ -140,8 +143,9 @@ class TrialRunner:
             self._fail(trial, *blocked)
             return
         request = self._request(trial.number, candidate.to_dict())
-        if not ctx.config.plain_search and not {SEED_ATTR, PROMOTED_ATTR} & set(trial.user_attrs):
-            # an expert seed always runs its recipe out; a promoted trial earned its budget
+        exempt = {SEED_ATTR, PROMOTED_ATTR, RECIPE_ATTR}
+        if not ctx.config.plain_search and not exempt & set(trial.user_attrs):
+            # a seed or the user's recipe runs out; a promoted trial earned its budget
             request = dataclasses.replace(request, rung_bars=self._rung_bars(trial))
         result = self.child.run(request, timeout_s=ctx.trial_timeout_s)
         trial.set_user_attr("build_s", round(result.build_seconds, 3))
@@ -224,24 +228,17 @@ class TrialRunner:
         self._tell(trial, list(built.values or []))
 
     def _enqueue_siblings(self, trial: optuna.Trial, cache_hit: bool) -> None:
-        """Queue the ONNX-side variants of a torch phase this trial built (``seeds``)."""
+        """Queue the ONNX-side variants of a torch phase this trial built (``seeds``), those
+        inside the user's space (``--space``)."""
         if cache_hit or SIBLING_ATTR in trial.user_attrs:
             return  # the trial that built this torch phase queued them already
         for params in sibling_params(trial.params, self.ctx.merged, self.facts(trial.number)):
-            self.study.enqueue_trial(params, user_attrs={SIBLING_ATTR: trial.number})
+            if inside(params, self.ctx.config.space or {}):
+                self.study.enqueue_trial(params, user_attrs={SIBLING_ATTR: trial.number})
 
     def _rung_bars(self, trial: optuna.Trial) -> dict[int, float]:
         """The median stopping rule's bars for this trial's fine-tune (``halving``)."""
-        found = fidelity_stage()
-        if found is None or peer_value(trial.params, found[1]) <= 0:
-            return {}
-        fidelity = found[1]
-        done = self.study.get_trials(
-            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
-        )
-        key = fidelity.history_key
-        peers = [(t.params, t.user_attrs[key]) for t in done if key in t.user_attrs]
-        return rung_bars(peers, peer_value(trial.params, fidelity), fidelity)
+        return study_rung_bars(self.study, trial.params)
 
     def _request(self, number: int, candidate: dict[str, Any]) -> TrialRequest:
         ctx = self.ctx
@@ -315,7 +312,7 @@ class TrialRunner:
             return
         self._fail(trial, "interrupted", reason)
         if requeue:
-            roles = ("baseline", SEED_ATTR, SIBLING_ATTR, PROMOTED_ATTR)
+            roles = ("baseline", SEED_ATTR, SIBLING_ATTR, PROMOTED_ATTR, RECIPE_ATTR)
             attrs = {k: trial.user_attrs[k] for k in roles if k in trial.user_attrs}
             self.study.enqueue_trial(
                 dict(trial.params), user_attrs={**attrs, "retry_of": trial.number}
@@ -384,3 +381,17 @@ def machine_description(ctx: SearchContext) -> dict[str, Any]:
 def _device_error(exc: BaseException) -> bool:
     """True when a remote device (not the candidate) failed the measurement."""
     return isinstance(exc, DeviceError)
+
+
+def study_rung_bars(study: optuna.Study, params: dict[str, Any]) -> dict[int, float]:
+    """The median stopping rule's bars for a fine-tune drawn with ``params``, from the
+    study's finished fine-tunes, each at the same fraction of its budget (``halving``)."""
+    found = fidelity_stage()
+    if found is None or peer_value(params, found[1]) <= 0:
+        return {}
+    name, fidelity = found
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    key = fidelity.history_key
+    peers = [(t.params, t.user_attrs[key]) for t in done if key in t.user_attrs]
+    budget = params.get(f"{name}.{fidelity.budget}")
+    return rung_bars(peers, peer_value(params, fidelity), fidelity, budget)
