@@ -181,7 +181,7 @@ def _narrow(name: str, spec: Any, decl: Declared, where: str) -> dict[str, Any]:
             what = "a value or a list of choices" if decl.kind == "categorical" else "{low, high}"
             hint = f"{name} is {decl.describe()}"
             raise ConfigError(f"{label}: a range must be {what}", hint=hint)
-        low, high = (_number(f"{label}.{k}", spec[k], decl) for k in ("low", "high"))
+        low, high = (_number(f"{name}.{k} in {where}", spec[k], decl) for k in ("low", "high"))
         if low > high:
             raise ConfigError(
                 f"{label}: low {low:g} is above high {high:g}", hint="swap them, or give one value"
@@ -210,7 +210,7 @@ def _number(label: str, value: Any, decl: Declared) -> float:
         raise ConfigError(f"{label} must be a number, got {_toml(value)}", hint=decl.describe())
     if not decl.low - 1e-9 <= value <= decl.high + 1e-9:
         raise ConfigError(
-            f"{label}: {value:g} is outside the declared range",
+            f"{label}: {value:g} is outside the declared range [{decl.low:g}, {decl.high:g}]",
             hint=f"{label.split(' ')[0]} is {decl.describe()}",
         )
     if decl.step:
