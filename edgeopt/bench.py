@@ -26,9 +26,11 @@ from edgeopt.data.folder_scoring import FolderScoring
 from edgeopt.errors import ConfigError
 from edgeopt.loading import LoadedModel, check_input_shape, check_model_and_data
 from edgeopt.measure.accuracy import onnx_batch_logits
+from edgeopt.measure.runner_base import Runner
 from edgeopt.measure.runners import runner_for
 from edgeopt.measure.runtime import host_description, size_mb
 from edgeopt.measure.service import estimate_on_profile
+from edgeopt.measure.session import OUT_OF_PROCESS
 from edgeopt.measure.task_metrics import task_metric
 from edgeopt.metrics import Metric, MetricValue
 from edgeopt.runtime_child import shared_runtime_child
@@ -101,7 +103,7 @@ def _run_bench(req: BenchRequest, workdir: Path) -> dict[str, Any]:
         "target": req.profile.name,
         "measured": bool(req.profile.measured),
         "device": runner.device if runner is not None else None,
-        "host": runner.describe() if runner is not None else host_description(),
+        "host": _host(runner, req.profile.runtime_name.value),
         "runtime": req.profile.runtime_name.value,
         "results": [],
         "comparisons": [],
@@ -124,6 +126,14 @@ def measured_on(device: str | None) -> str:
     if device is None or device.startswith("local://"):
         return "measured on this host"
     return f"measured on {device}"
+
+
+def _host(runner: Runner | None, runtime: str) -> str:
+    """The host line: the runner's (ORT: its execution providers) or, for a runtime edgeopt
+    runs in a child of this host (OpenVINO, LiteRT), this host with that runtime's version."""
+    if runner is not None and runtime not in OUT_OF_PROCESS:
+        return runner.describe()
+    return host_description(runtime)
 
 
 Scores = dict[str, float]  # task metric name -> value on the accuracy split

@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -55,9 +56,13 @@ def test_bench_times_and_scores_an_openvino_ir_in_openvino(
     onnx = json.loads(_run("bench", files["onnx"], "--data", tiny_data, "--time-budget", "0.5",
                            "--json").stdout)  # fmt: skip
     assert row["accuracy"]["value"] == onnx["results"][0]["accuracy"]["value"]
-    text = _run("bench", files["xml"], "--target", "openvino", "--time-budget", "0.5")
+    assert report["host"].endswith(f"openvino {version('openvino')}")  # not ORT's
+    text = _run("bench", files["xml"], "--target", "openvino", "--data", tiny_data,
+                "--time-budget", "0.5")  # fmt: skip
     assert text.exit_code == 0, text.output
     assert "measured on this host (OpenVINO CPU, batch 1" in text.output
+    assert "accuracy: measured on this host (OpenVINO CPU) on the" in text.output
+    assert "onnxruntime" not in text.output and "ORT CPU" not in text.output
 
 
 def test_an_onnx_model_is_converted_for_an_openvino_target(files: dict[str, Path]) -> None:

@@ -25,6 +25,14 @@ _RUNTIME_SHORT = {
 }
 """How the table's footnote names the runtime that timed the models (bench record's
 ``runtime``)."""
+_SCORED_IN = {
+    "ort": "ORT CPU",
+    "ort-format": "ORT CPU",
+    "openvino": "OpenVINO CPU",
+    "litert": "LiteRT, XNNPACK",
+}
+"""How the footnote names the runtime that scored the models: bench scores each file in the
+runtime its target runs (``edgeopt.bench``)."""
 
 
 @click.command()
@@ -158,7 +166,8 @@ def render_table(report: dict[str, Any]) -> str:
         + "; size: measured file size"
         + (
             f"; accuracy{' and ' + task_metric_noun(task) if task else ''}: measured on this host "
-            f"(ORT CPU) on the {report['accuracy_split']} split"
+            f"({_SCORED_IN.get(report.get('runtime', 'ort'), 'ORT CPU')}) on the "
+            f"{report['accuracy_split']} split"
             if report.get("accuracy_split")
             else ""
         )

@@ -20,6 +20,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -74,10 +75,19 @@ class EnergyStats:
     source: str
 
 
-def host_description() -> str:
-    """One line naming this machine: CPU model, logical cores, OS, ORT version."""
-    import onnxruntime as ort
+RUNTIME_DISTRIBUTIONS = {
+    "ort": "onnxruntime",
+    "ort-format": "onnxruntime",
+    "openvino": "openvino",
+    "litert": "ai-edge-litert",
+}
+"""Runtime name -> the installed distribution whose version a host line names."""
 
+
+def host_description(runtime: str = "ort") -> str:
+    """One line naming this machine: CPU model, logical cores, OS, and the version of the
+    ``runtime`` that ran the models (read from its installed metadata: the runtime itself
+    is not imported here)."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -88,7 +98,12 @@ def host_description() -> str:
     except OSError:
         pass
     system = platform.system()
-    return f"{cpu}, {os.cpu_count()} logical cores, {system}, onnxruntime {ort.__version__}"
+    dist = RUNTIME_DISTRIBUTIONS.get(runtime, "onnxruntime")
+    try:
+        made = f"{dist} {version(dist)}"
+    except PackageNotFoundError:
+        made = f"{dist} not installed"
+    return f"{cpu}, {os.cpu_count()} logical cores, {system}, {made}"
 
 
 def run_child(request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
