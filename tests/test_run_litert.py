@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -99,3 +102,30 @@ def test_export_tflite_copies_the_file_the_search_recorded(run_dir: Path, tmp_pa
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["conversion"]["from_search"] == entry["files"][0]
     assert meta["runtime"] == "litert"
+
+
+CAPPED = """
+import resource
+from edgeopt import zoo
+from edgeopt.errors import ConversionError
+from edgeopt.export.litert import to_litert
+
+resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+try:
+    to_litert(zoo.plain_cnn(in_channels=1, num_classes=10, width=4), (1, 16, 16), {out!r})
+except ConversionError as exc:
+    print(exc.message)
+"""
+
+
+def test_a_conversion_killed_by_the_trial_memory_cap_says_so(tmp_path: Path) -> None:
+    # a trial child's RLIMIT_AS (--trial-memory-gb) is inherited by its runtime child,
+    # where JAX reserves ~2.5 GiB of address space up front
+    code = CAPPED.format(out=str(tmp_path / "m.tflite"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "the runtime's process died" in done.stdout, done.stdout
+    assert "capped at 2 GiB (--trial-memory-gb), below the ~2.5 GiB" in done.stdout
