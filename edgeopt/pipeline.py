@@ -7,8 +7,8 @@ written; one that no longer matches (changed, truncated, or from an edgeopt that
 is discarded and built again.
 
 ``build(..., keep_module=True)`` (a run with a LiteRT target, whose converter reads torch)
-also hands back the final torch module and the calibration inputs of the candidate's quantize
-step: the cache keeps no module (a run directory never holds a pickled one), so such a build
+also hands back the final torch module (QAT's fake quantization switched off: its weights in
+plain float) and the calibration inputs of the candidate's quantize step: the cache keeps no module (a run directory never holds a pickled one), so such a build
 skips the cache's shortcut and runs its torch stages (it still publishes its entry).
 """
 
@@ -145,7 +145,11 @@ def build(
     quant = [s.config for s in candidate.onnx_steps() if isinstance(s.config, QuantizeConfig)]
     samples = quant[0].calibration_samples if quant else QuantizeConfig().calibration_samples
     calibration = calibration_inputs(ctx, samples)
-    kept = module.cpu().eval() if module is not None else None
+    kept = None
+    if module is not None:  # QAT's fake quantization off: LiteRT's quantizer does its own
+        from edgeopt.training.fake_quant import float_copy
+
+        kept = float_copy(module.cpu().eval())
     return BuildResult(final, fp32, info, hit, kept, calibration)
 
 

@@ -1,5 +1,6 @@
 """What a LiteRT target's converter reads from a trial: the pipeline hands back the candidate's
-final torch module (pruned, on the CPU) and its quantize step's calibration inputs, even where
+final torch module (pruned, on the CPU; a QAT one without its fake quantization, which
+litert-torch cannot read) and its quantize step's calibration inputs, even where
 the torch phase is cached (a cache entry keeps no module); and the LiteRT quantization mode
 follows the candidate."""
 
@@ -17,7 +18,7 @@ from edgeopt.cli import main
 from edgeopt.loading import ModelSpec, load_spec
 from edgeopt.pipeline import PipelineInputs, build
 from edgeopt.profiles import load_profile
-from edgeopt.search.trial.runtimes import litert_mode
+from edgeopt.search.trial.runtimes import TorchCandidate, convert_for_targets, litert_mode
 from edgeopt.stages.quantize_config import QuantizeConfig
 
 PRUNED = {"prune": {"ratio": 0.5}, "quantize": {"mode": "int8_static", "calibration_samples": 12}}
@@ -79,3 +80,30 @@ def test_a_measured_litert_target_on_an_onnx_model_is_refused_before_any_work(
         f"{model_files['onnx']} is an ONNX file"
     )
     assert not (out / "study.db").exists()
+
+
+def test_a_qat_candidate_converts_to_litert_from_its_float_weights(
+    model_files: dict, tmp_path: Path
+) -> None:
+    model = load_spec(ModelSpec(path=str(model_files["bundle"])))
+    inputs = PipelineInputs(
+        model=model,
+        data=None,
+        profile=load_profile("cpu"),
+        seed=0,
+        cache_dir=tmp_path / "cache",
+        salt="s",
+    )
+    qat = {"qat": {"epochs": 1}, "quantize": {"mode": "int8_static", "calibration_samples": 16}}
+    candidate = Candidate.from_dict(qat)
+    built = build(candidate, inputs, tmp_path / "t", keep_module=True)
+    lite = TorchCandidate(
+        built.module, tuple(model.input_shape), built.calibration, litert_mode(candidate)
+    )
+    x = np.random.default_rng(0).standard_normal((32, *model.input_shape)).astype(np.float32)
+    files = convert_for_targets(
+        built.onnx_path, [load_profile("litert-host")], x, threads=1, torch=lite
+    )
+    entry = files["litert-host"]
+    assert entry["conversion"]["quant_mode"] == "int8_static"
+    assert entry["agreement"] >= 0.97
