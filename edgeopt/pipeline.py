@@ -8,8 +8,9 @@ is discarded and built again.
 
 ``build(..., keep_module=True)`` (a run with a LiteRT target, whose converter reads torch)
 also hands back the final torch module (QAT's fake quantization switched off: its weights in
-plain float) and the calibration inputs of the candidate's quantize step: the cache keeps no module (a run directory never holds a pickled one), so such a build
-skips the cache's shortcut and runs its torch stages (it still publishes its entry).
+plain float) and the calibration inputs of the candidate's quantize step: the cache keeps
+no module (a run directory never holds a pickled one), so such a build skips the cache's
+shortcut and runs its torch stages (it still publishes its entry).
 """
 
 from __future__ import annotations

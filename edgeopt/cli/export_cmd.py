@@ -24,8 +24,7 @@ from edgeopt.search.run.export_format import FORMAT_CHOICES
     "--out",
     required=True,
     type=click.Path(dir_okay=False),
-    help="Where to write the model: .onnx, or the runtime's file (.ort, OpenVINO .xml, "
-    ".tflite).",
+    help="Where to write the model: .onnx, or the runtime's file (.ort, OpenVINO .xml, .tflite).",
 )
 @click.option(
     "--format",
