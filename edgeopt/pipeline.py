@@ -5,6 +5,12 @@ seed and torch-stage configs, as its exported fp32 ONNX plus an info file: trial
 that prefix reuse it instead of retraining. An entry records the SHA-256 of its files when
 written; one that no longer matches (changed, truncated, or from an edgeopt that recorded none)
 is discarded and built again.
+
+``build(..., keep_module=True)`` (a run with a LiteRT target, whose converter reads torch)
+also hands back the final torch module (QAT's fake quantization switched off: its weights in
+plain float) and the calibration inputs of the candidate's quantize step: the cache keeps
+no module (a run directory never holds a pickled one), so such a build skips the cache's
+shortcut and runs its torch stages (it still publishes its entry).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from edgeopt.data import DataSource, first_inputs, synthetic_inputs
 from edgeopt.errors import CandidateError
 from edgeopt.loading import LoadedModel
 from edgeopt.stages import STAGES, StageContext
+from edgeopt.stages.quantize_config import QuantizeConfig, calibration_inputs
 
 if TYPE_CHECKING:
     from edgeopt.stages.base import StageOutput
@@ -63,12 +70,17 @@ class PipelineInputs:
 
 @dataclass
 class BuildResult:
-    """The candidate's final ONNX file, its fp32 export, and what the stages reported."""
+    """The candidate's final ONNX file, its fp32 export, and what the stages reported;
+    with ``keep_module``, its final torch module (on the CPU; None for an ONNX input) and the
+    calibration inputs its quantize step draws (that step's sample count, its default
+    without one)."""
 
     onnx_path: Path
     fp32_path: Path
     info: dict[str, Any] = field(default_factory=dict)
     cache_hit: bool = False
+    module: Any = None
+    calibration: np.ndarray | None = None
 
 
 def parity_inputs(inputs: PipelineInputs) -> np.ndarray:
@@ -85,11 +97,13 @@ def build(
     *,
     on_epoch: Callable[[int, float], None] | None = None,
     on_stage: Callable[[str], None] | None = None,
+    keep_module: bool = False,
 ) -> BuildResult:
     """Apply ``candidate`` to the original model; the result is ``out_dir/model.onnx``.
 
     Raises CandidateError naming the stage that failed. ``on_stage(name)`` is called as each
     stage starts (the trial runner records it to say where a hung trial was).
+    ``keep_module``: also return the torch module and calibration inputs (module doc).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     ctx = StageContext(
@@ -103,7 +117,7 @@ def build(
         cache_dir=inputs.cache_dir,
         round_samples=inputs.round_samples,
     )
-    fp32, info, hit = _torch_phase(candidate, inputs, ctx, on_stage)
+    fp32, info, hit, module = _torch_phase(candidate, inputs, ctx, on_stage, keep_module)
     seconds = dict(info.get("seconds", {})) if not hit else {}
     if hit and info.get("seconds"):
         info = {**info, "cache_saved_s": sum(info["seconds"].values())}
@@ -125,9 +139,19 @@ def build(
         shutil.copyfile(path, final)
     if path not in (fp32, final):
         Path(path).unlink(missing_ok=True)
-    if fp32 == out_dir / "input.onnx":  # an ONNX input's inlined copy (see _torch_phase)
+    if fp32 in (out_dir / "input.onnx", out_dir / "fp32.onnx"):  # copies made for this build
         fp32.unlink(missing_ok=True)
-    return BuildResult(final, fp32, info, hit)
+    if not keep_module:
+        return BuildResult(final, fp32, info, hit)
+    quant = [s.config for s in candidate.onnx_steps() if isinstance(s.config, QuantizeConfig)]
+    samples = quant[0].calibration_samples if quant else QuantizeConfig().calibration_samples
+    calibration = calibration_inputs(ctx, samples)
+    kept = None
+    if module is not None:  # QAT's fake quantization off: LiteRT's quantizer does its own
+        from edgeopt.training.fake_quant import float_copy
+
+        kept = float_copy(module.cpu().eval())
+    return BuildResult(final, fp32, info, hit, kept, calibration)
 
 
 def _torch_phase(
@@ -135,7 +159,8 @@ def _torch_phase(
     inputs: PipelineInputs,
     ctx: Any,
     on_stage: Callable[[str], None] | None,
-) -> tuple[Path, dict[str, Any], bool]:
+    keep_module: bool = False,
+) -> tuple[Path, dict[str, Any], bool, Any]:
     from edgeopt.onnx_export import export_onnx, inline_external_data
 
     active = [s for s in candidate.torch_steps() if not STAGES[s.stage].is_identity(s.config)]
@@ -144,12 +169,12 @@ def _torch_phase(
             raise CandidateError(active[0].stage, "an ONNX input model cannot take torch stages")
         # weights in external files would not follow the model into the trial's folder
         path = inline_external_data(inputs.model.onnx_path, ctx.workdir, "input.onnx")  # type: ignore[arg-type]
-        return path, {}, False
+        return path, {}, False, None
     key = Candidate(tuple(active)).torch_key(inputs.salt)
     entry = inputs.cache_dir / key
-    cached = _cached(entry)
+    cached = None if keep_module else _cached(entry)  # a hit has no module to hand back
     if cached is not None:
-        return entry / "model.onnx", cached, True
+        return entry / "model.onnx", cached, True, None
     module = copy.deepcopy(inputs.model.module)
     info: dict[str, Any] = {}
     seconds: dict[str, float] = {}
@@ -183,14 +208,17 @@ def _torch_phase(
         (tmp / "info.json").write_text(json.dumps(info, default=str))
         hashes = {name: _sha256(tmp / name) for name in CACHE_FILES}
         (tmp / CACHE_HASHES).write_text(json.dumps(hashes))
+        own = None
         try:
             tmp.rename(entry)  # atomic publish; another worker may have won the race
         except OSError:
+            if keep_module:  # the ONNX file of this very module, not the entry's
+                own = shutil.copyfile(tmp / "model.onnx", ctx.workdir / "fp32.onnx")
             shutil.rmtree(tmp, ignore_errors=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return entry / "model.onnx", info, False
+    return (own if own is not None else entry / "model.onnx"), info, False, module
 
 
 def stage_info(stage: str, out: StageOutput[Any]) -> dict[str, Any]:

@@ -96,13 +96,15 @@ def test_formats_edgeopt_cannot_write_are_refused(onnx_run: Path, tmp_path: Path
 
 
 @pytest.mark.parametrize("how", [("--format", "tflite"), ()])
-def test_tflite_export_says_a_run_keeps_no_torch_model(
+def test_tflite_export_of_a_run_that_made_no_tflite_is_refused(
     how: tuple[str, ...], onnx_run: Path, tmp_path: Path
 ) -> None:
+    # a run without a LiteRT target made no .tflite, and a run keeps no torch model
     r = _run("export", onnx_run, "--trial", "0", *how, "--out", tmp_path / "m.tflite")
     assert r.exit_code == 2, r.output
     assert r.stderr.splitlines()[0] == (
-        "Error: --format tflite: LiteRT files are converted from the trial's torch model, "
-        "and a run keeps only each trial's ONNX file"
+        "Error: --format tflite: trial 0 has no .tflite file from the search here (its run "
+        "searched no LiteRT target; LiteRT files are converted from the torch model, which a "
+        "run does not keep)"
     )
     assert not list(tmp_path.iterdir())

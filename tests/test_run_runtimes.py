@@ -145,29 +145,3 @@ def test_export_copies_the_ir_the_search_timed(run_dir: Path, tmp_path: Path) ->
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["conversion"]["from_search"] == f"trials/{number}/model.xml"
     assert meta["conversion"]["target"] == OV
-
-
-def test_litert_targets_are_estimated_on_the_onnx_candidate_and_never_searched_on(
-    model_files: dict, tiny_data: Path, tmp_path: Path
-) -> None:
-    # edgetpu's runtime is LiteRT, whose converter reads the torch model the trial does not
-    # keep: the search must estimate it on the ONNX candidate, not fail every trial converting
-    out = tmp_path / "run"
-    args = ["optimize", model_files["bundle"], "--data", tiny_data, "--target", "cpu,edgetpu"]
-    args += ["--trials", "2", "--sampler", "random", "--threads", "1", "--out", out]
-    args += ["--no-report"]
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert result.exit_code in (0, 1), result.output
-    trials = _complete(out)
-    assert len(trials) == 2
-    for t in trials:
-        edgetpu = t.user_attrs["measurements"]["coral-edgetpu-usb"]["values"]["latency_ms"]
-        assert edgetpu["provenance"] == "estimated"
-        assert not t.user_attrs["info"].get("target_files")
-    r = CliRunner().invoke(
-        main, [str(a) for a in ["optimize", model_files["bundle"], "--data", tiny_data,
-                                "--target", "litert-host", "--out", tmp_path / "b"]]
-    )  # fmt: skip
-    assert r.exit_code == 2, r.output
-    assert "searching on LiteRT" in r.output and "converts ONNX candidates" in r.output
-    assert not (tmp_path / "b" / "study.db").exists()

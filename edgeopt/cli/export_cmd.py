@@ -24,16 +24,17 @@ from edgeopt.search.run.export_format import FORMAT_CHOICES
     "--out",
     required=True,
     type=click.Path(dir_okay=False),
-    help="Where to write the model: .onnx, or the runtime's file (.ort, OpenVINO .xml).",
+    help="Where to write the model: .onnx, or the runtime's file (.ort, OpenVINO .xml, .tflite).",
 )
 @click.option(
     "--format",
     "fmt",
     type=click.Choice(FORMAT_CHOICES),
     default=None,
-    help="onnx, ort (ORT Mobile) or openvino (IR .xml + .bin), converted from the trial's "
-    "ONNX on the spot; auto: the run's first target's format. Default: --out's suffix. "
-    "tflite is refused: LiteRT converts the torch model, which a run does not keep.",
+    help="onnx, ort (ORT Mobile) or openvino (IR .xml + .bin): the file the search made for "
+    "that target, else converted from the trial's ONNX on the spot; tflite: the .tflite the "
+    "search made for a LiteRT target (refused for a trial with none); auto: the run's first "
+    "target's format. Default: --out's suffix.",
 )
 @click.option(
     "--rebuild",

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import resource
 import sys
 import tempfile
 import warnings
@@ -68,7 +69,24 @@ def to_litert(
     try:
         return in_runtime_child(litert_here, blob, shape, target, opts, calibration)
     except ChildDied as exc:
-        raise ConversionError(_LABEL, str(exc)) from exc
+        raise ConversionError(_LABEL, str(exc) + _address_space_note()) from exc
+
+
+CONVERTER_ADDRESS_SPACE_GIB = 2.5
+"""Address space litert-torch's process needs (JAX reserves it up front; measured here: a tiny
+CNN's conversion died under a 2 GiB ``RLIMIT_AS`` and ran under 2.5 GiB, ~0.6 GiB resident)."""
+
+
+def _address_space_note() -> str:
+    """Why a converter's process may have died: the address-space cap it inherits from this
+    process (a trial child's ``--trial-memory-gb``), when that is below what it needs."""
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if limit == resource.RLIM_INFINITY or limit >= CONVERTER_ADDRESS_SPACE_GIB * 2**30:
+        return ""
+    return (
+        f"; its address space is capped at {limit / 2**30:g} GiB (--trial-memory-gb), below "
+        f"the ~{CONVERTER_ADDRESS_SPACE_GIB:g} GiB litert-torch reserves"
+    )
 
 
 def litert_here(

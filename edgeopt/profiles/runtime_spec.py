@@ -47,7 +47,8 @@ class RuntimeKind:
     converted file with its ONNX candidate (a float / an int8 candidate) on up to 256
     validation inputs; a search candidate whose conversion agrees less fails.
     ``needs_torch`` whether its converter reads the torch model rather than the ONNX file
-    (the search, which converts ONNX candidates, leaves such targets to their estimate).
+    (the search converts each candidate's torch module for it; ``export`` copies the file the
+    search made, a run keeping no torch model).
     """
 
     runtime: Runtime

@@ -58,18 +58,15 @@ class Targets:
 
     def check_searchable(self) -> None:
         """ConfigError for a measured target whose runtime edgeopt cannot convert to here or
-        that is not installed: the search times each candidate in the target's own runtime."""
+        that is not installed (the search times each candidate in the target's own runtime),
+        and for a LiteRT target, measured or not, without LiteRT installed (the search makes
+        each candidate's ``.tflite`` for it)."""
         for p in self.profiles:
-            if p.measured and p.runtime_name != Runtime.ORT:
-                if RUNTIMES[p.runtime_name].needs_torch:
-                    raise ConfigError(
-                        f"--target {p.name}: searching on {RUNTIMES[p.runtime_name].label} is "
-                        "not supported yet (its converter reads the torch model; the search "
-                        "converts ONNX candidates)",
-                        hint=f"search with --target cpu, then edgeopt bench/check the trained "
-                        f"torch model with --target {p.name} (converted from torch)",
-                    )
+            if p.runtime_name == Runtime.ORT:
+                continue
+            if p.measured:
                 convertible(p.runtime_name)
+            if p.measured or RUNTIMES[p.runtime_name].needs_torch:
                 require_installed(p.runtime_name)
 
     def check_unchanged(self, recorded: dict[str, str] | None) -> None:

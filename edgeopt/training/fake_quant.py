@@ -26,6 +26,7 @@ into ORT ``TensorQuantOverrides`` (``edgeopt.stages.quantize_ort.strip_activatio
 
 from __future__ import annotations
 
+import copy
 import operator
 from collections.abc import Sequence
 from typing import Any
@@ -37,7 +38,15 @@ from torch import fx, nn
 from edgeopt.training.capture import ATEN, CaptureError, capture
 from edgeopt.training.device import module_device
 
-__all__ = ["ActFakeQuant", "CaptureError", "QuantWeight", "calibrate", "finalize", "prepare_qat"]
+__all__ = [
+    "ActFakeQuant",
+    "CaptureError",
+    "QuantWeight",
+    "calibrate",
+    "finalize",
+    "float_copy",
+    "prepare_qat",
+]
 
 EMA = 0.01
 """Averaging constant of the activation range observers while training."""
@@ -345,3 +354,19 @@ def finalize(model: nn.Module) -> None:
         elif isinstance(m, ActFakeQuant):
             m.frozen = True
     model.eval()
+
+
+def float_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` that runs its (snapped) weights in plain float, with no fake
+    quantization: for a converter that quantizes with its own tool (LiteRT's), which cannot
+    read the fake-quant ops. ``model`` itself is unchanged; a model without fake quantization
+    comes back as it is."""
+    if not any(isinstance(m, ActFakeQuant | QuantWeight) for m in model.modules()):
+        return model
+    out = copy.deepcopy(model)
+    for m in out.modules():
+        if isinstance(m, ActFakeQuant | QuantWeight):
+            m.enabled = False
+        if isinstance(m, QuantWeight):
+            m.snapped = False  # its weight is already on the grid: used as it is
+    return out

@@ -2,8 +2,9 @@
 ``onnx`` the trial's ONNX file as today; ``ort`` and ``openvino`` that file converted on the
 spot (``edgeopt.export.convert``), written beside the ONNX file it came from (a ``.ort`` is
 estimated from it, and the sidecar's digest names it), or, for a run whose target runs that
-runtime, the very file the search converted, timed and scored (``stored_artifact``). ``tflite`` is
-refused: LiteRT converts the torch model, which a run does not keep."""
+runtime, the very file the search converted, timed and scored (``stored_artifact``). ``tflite``
+only copies the file the search made for a LiteRT target (LiteRT converts the torch model,
+which a run does not keep): refused for a trial that recorded none (``require_stored``)."""
 
 from __future__ import annotations
 
@@ -38,10 +39,9 @@ def export_runtime(
         runtime = runtime_of_file(out)
         if runtime is None or not RUNTIMES[runtime].convertible:
             raise ConfigError(
-                f"--out {out}: name an .onnx, .ort or .xml file",
+                f"--out {out}: name an .onnx, .ort, .xml or .tflite file",
                 hint="e.g. --out release/model.onnx, or give --format",
             )
-        _check_from_onnx(runtime)
         return runtime
     if fmt == "auto":
         assert profiles, "--format auto needs the run's targets"
@@ -55,7 +55,6 @@ def export_runtime(
             f"{kind.label}, which edgeopt cannot convert to yet",
             hint="export --format onnx (or ort, openvino)",
         )
-    _check_from_onnx(runtime)
     if out.suffix.lower() != kind.suffix:
         how = f"--format {fmt}" + (
             f" ({kind.format}, for {profiles[0].name})" if fmt == "auto" and profiles else ""
@@ -68,17 +67,27 @@ def export_runtime(
     return runtime
 
 
-def _check_from_onnx(runtime: Runtime) -> None:
-    """ConfigError for a runtime whose files are converted from the torch model: a run keeps
-    each trial's ONNX file, not its torch model."""
+def require_stored(
+    run: RunDir | None,
+    info: Mapping[str, Any],
+    runtime: Runtime,
+    profile: HardwareProfile | None,
+    number: int,
+) -> None:
+    """ConfigError when ``runtime``'s files are converted from the trial's torch model
+    (LiteRT), which a run does not keep, and trial ``number`` has no such file the search
+    made, here with the digests the study recorded."""
     kind = RUNTIMES[runtime]
-    if kind.needs_torch:
-        raise ConfigError(
-            f"--format {kind.format}: {kind.label} files are converted from the trial's torch "
-            "model, and a run keeps only each trial's ONNX file",
-            hint="export --format onnx (or ort, openvino); edgeopt bench/check convert a "
-            f"torch model (.pt) for a {kind.label} target",
-        )
+    if not kind.needs_torch or _stored_sources(run, info, runtime, profile) is not None:
+        return
+    why = "recorded none" if profile else f"searched no {kind.label} target"
+    raise ConfigError(
+        f"--format {kind.format}: trial {number} has no {kind.suffix} file from the search "
+        f"here (its run {why}; {kind.label} files are converted from the torch model, which "
+        "a run does not keep)",
+        hint="export --format onnx (or ort, openvino), or optimize with a LiteRT --target "
+        "(litert-host, edgetpu, mcu)",
+    )
 
 
 def export_files(runtime: Runtime, out: Path) -> list[Path]:
@@ -107,6 +116,26 @@ def stored_artifact(
     """The file the search converted for ``profile`` (a trial's ``info``), copied to ``out``
     in ``runtime``'s format, when it is in ``run`` with the digests the study recorded; None
     otherwise (then ``export`` converts the ONNX file itself)."""
+    sources = _stored_sources(run, info, runtime, profile)
+    if sources is None:
+        return None
+    assert profile is not None
+    entry = (recorded({"info": info}) or {})[profile.name]
+    paths = artifact_paths(runtime, out)
+    for src, dst in zip(sources, paths, strict=True):
+        shutil.copyfile(src, dst)
+    facts = {**(entry.get("conversion") or {}), "from_search": entry["files"][0]}
+    return Artifact(runtime, paths, facts)
+
+
+def _stored_sources(
+    run: RunDir | None,
+    info: Mapping[str, Any],
+    runtime: Runtime,
+    profile: HardwareProfile | None,
+) -> list[Path] | None:
+    """The files the search converted for ``profile`` in ``runtime`` (a trial's ``info``),
+    when they are in ``run`` with the digests the study recorded; else None."""
     entry = (recorded({"info": info}) or {}).get(profile.name) if profile else None
     if run is None or not entry or entry.get("runtime") != runtime.value:
         return None
@@ -118,8 +147,4 @@ def stored_artifact(
         entry.get("sha256") or []
     ):
         return None
-    paths = artifact_paths(runtime, out)
-    for src, dst in zip(sources, paths, strict=True):
-        shutil.copyfile(src, dst)
-    facts = {**(entry.get("conversion") or {}), "from_search": entry["files"][0]}
-    return Artifact(runtime, paths, facts)
+    return sources

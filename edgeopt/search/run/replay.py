@@ -29,7 +29,7 @@ from edgeopt.profiles import HardwareProfile
 from edgeopt.profiles.runtime_spec import Runtime
 from edgeopt.records import MetricEntry, RunRecord, TrialRecord, TrialState, as_run
 from edgeopt.rundir import Baseline, RunDir
-from edgeopt.search.run.export_format import export_files, stored_artifact
+from edgeopt.search.run.export_format import export_files, require_stored, stored_artifact
 from edgeopt.search.study.artifacts import check_sha256, open_store
 from edgeopt.search.study.context import run_targets
 from edgeopt.search.trial.protocol import SYNTHETIC_N, SYNTHETIC_VAL_SEED
@@ -182,6 +182,7 @@ def export_trial(
     run = RunDir(run_dir) if run_dir is not None else None
     records = as_run(records)
     trial = find_trial(records, number)
+    require_stored(run, trial.info, runtime, profile, number)  # a .tflite: the search's only
     artifact_out = Path(out)
     out = export_files(runtime, artifact_out)[0]  # the ONNX file
     if out.suffix.lower() != ".onnx":

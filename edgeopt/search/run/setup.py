@@ -35,6 +35,7 @@ from edgeopt.measure.runtime import host_description
 from edgeopt.measure.service import reference_latency_ms
 from edgeopt.measure.task_metrics import check_defined
 from edgeopt.profiles import HardwareProfile, Targets, resolve_targets
+from edgeopt.profiles.runtime_spec import RUNTIMES
 from edgeopt.rundir import Baseline, RunDir
 from edgeopt.runtime_child import shared_runtime_child
 from edgeopt.search.run.final_measure import add_final_latency
@@ -91,6 +92,14 @@ def prepare(
             hint="pass the torch model or the .onnx it was made from; bench and check "
             "take this file",
         )
+    if loaded.is_onnx:  # a measured LiteRT target times the original's .tflite
+        for p in targets.profiles:
+            if p.measured and RUNTIMES[p.runtime_name].needs_torch:
+                raise ConfigError(
+                    f"--target {p.name}: {RUNTIMES[p.runtime_name].label} files are converted "
+                    f"from the torch model, and {loaded.source} is an ONNX file",
+                    hint="optimize the torch model (.pt) for this target, or target cpu",
+                )
     if config.data and config.data.kind is DataKind.FOLDER:  # its recipe needs the model
         flags = recipe or RecipeFlags()
         spec = _folder_spec(config.data, RunDir(run_dir), loaded, flags)
@@ -155,7 +164,8 @@ def _make_baseline(
     else:
         val = test = 1.0  # fidelity of the model to itself
     latency: dict[str, float] = {}
-    originals = convert_originals(run, profiles)  # for targets that run another runtime
+    # for targets that run another runtime (LiteRT's from the torch module)
+    originals = convert_originals(run, profiles, loaded.module, tuple(loaded.input_shape))
     for p in profiles:
         if p.measured:  # on the profile's runner: this host or its [runner] device
             latency[p.name] = reference_latency_ms(

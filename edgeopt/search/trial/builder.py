@@ -44,7 +44,12 @@ from edgeopt.search.trial.protocol import (
     scoring_inputs,
 )
 from edgeopt.search.trial.runtimes import INFO_KEY as RUNTIME_FILES
-from edgeopt.search.trial.runtimes import trial_conversions
+from edgeopt.search.trial.runtimes import (
+    TorchCandidate,
+    litert_mode,
+    needs_module,
+    trial_conversions,
+)
 from edgeopt.training.device import child_env, device_label, resolve_in_child
 
 
@@ -293,13 +298,12 @@ def _main(req_path: Path) -> None:
         if why is not None:
             raise Hopeless(why)
 
+    candidate = Candidate.from_dict(req.candidate)
+    # a LiteRT target converts the candidate's torch module (none for an ONNX model)
+    keep = model.module is not None and needs_module(Targets.from_texts(req.profiles).profiles)
     try:
         result = build(
-            Candidate.from_dict(req.candidate),
-            inputs,
-            trial_dir,
-            on_epoch=on_epoch,
-            on_stage=on_stage,
+            candidate, inputs, trial_dir, on_epoch=on_epoch, on_stage=on_stage, keep_module=keep
         )
     except Hopeless as exc:
         info = {rungs_key: history} if rungs_key else {}
@@ -309,7 +313,17 @@ def _main(req_path: Path) -> None:
         write(TrialResult.failed(exc.stage, exc.reason))
         return
     try:  # the files the targets' runtimes load, beside the ONNX candidate
-        files = trial_conversions(req, result.onnx_path, data, model.input_shape, on_stage)
+        torch_candidate = None
+        if result.module is not None:
+            torch_candidate = TorchCandidate(
+                result.module,
+                tuple(model.input_shape),
+                result.calibration,
+                litert_mode(candidate),
+            )
+        files = trial_conversions(
+            req, result.onnx_path, data, model.input_shape, on_stage, torch_candidate
+        )
     except CandidateError as exc:
         write(TrialResult.failed(exc.stage, exc.reason))
         return

@@ -3,7 +3,16 @@
 After the pipeline wrote the candidate's ``model.onnx``, the trial child converts it once per
 distinct runtime among the run's targets that is not ONNX Runtime (``openvino``:
 ``model.xml``/``.bin``, ``ort-format``: ``model.ort`` plus its operator config), beside the
-ONNX file, in stage ``convert:<target>``. A converter's error fails the trial with its reason;
+ONNX file, in stage ``convert:<target>``. A LiteRT target's ``model.tflite`` is converted
+from the candidate's torch module instead (litert-torch reads torch: :class:`TorchCandidate`,
+which the pipeline hands back for such a run), quantized as the candidate is (its int8
+quantize step: AEQ's ``int8_static`` calibrated on that step's calibration inputs, with the
+target's weight granularity; dynamic: ``int8_dynamic``; float: ``fp32``); a target that loads
+only full-integer files (``[runtime] io_type``: Edge TPU, TFLite Micro) gets ``int8_static``
+with int8 inputs and outputs whatever the candidate, since its device runs nothing else (the
+parity check then holds it to the int8 tolerance). A run from an ONNX model has no torch
+module: its estimated LiteRT targets stay estimated on the ONNX file (a measured one is
+refused at set-up). A converter's error fails the trial with its reason;
 so does a conversion whose top-1 agreement with the ONNX candidate on the first
 ``PARITY_SAMPLES`` validation inputs is below its runtime's tolerance
 (``RuntimeKind.min_agreement``). Each converted target's validation score is taken through
@@ -23,14 +32,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgeopt.candidate import Candidate
 from edgeopt.data import DataSource, first_inputs
-from edgeopt.errors import CandidateError, ConversionError
+from edgeopt.errors import CandidateError, ConfigError, ConversionError
 from edgeopt.export.convert import Artifact, ConvertOptions, convert
+from edgeopt.export.litert import to_litert
 from edgeopt.measure.accuracy import onnx_logits, onnx_score, source_task_metric
 from edgeopt.measure.service import precision_hint
 from edgeopt.profiles import HardwareProfile, Targets
@@ -39,6 +51,7 @@ from edgeopt.rundir import RunDir
 from edgeopt.runtime_child import ChildDied, shared_runtime_child
 from edgeopt.search.study.artifacts import sha256_of
 from edgeopt.search.trial.protocol import TrialRequest, scoring_inputs
+from edgeopt.stages.quantize_config import QuantizeConfig, QuantMode
 
 log = logging.getLogger(__name__)
 
@@ -57,18 +70,48 @@ Scorer = Callable[[Path, str], float]
 """``(artifact, precision_hint) -> validation score`` through the artifact's runtime."""
 
 
+@dataclass(frozen=True)
+class TorchCandidate:
+    """What a LiteRT target's converter reads: the candidate's final torch module (one
+    sample's ``input_shape``), the calibration inputs of its quantize step and the LiteRT
+    quantization mode that follows the candidate (:func:`litert_mode`)."""
+
+    module: Any
+    input_shape: tuple[int, ...]
+    calibration: np.ndarray | None
+    quant_mode: str
+
+
 def converted_targets(profiles: Sequence[HardwareProfile]) -> list[HardwareProfile]:
-    """The profiles whose runtime loads a file converted from the ONNX candidate (edgeopt
-    converts to it here); the others run or estimate the ONNX file itself. A runtime whose
-    converter reads the torch model (LiteRT) is left to its estimate on the ONNX file: the
-    trial does not keep a torch model to convert."""
-    return [
-        p
-        for p in profiles
-        if p.runtime_name != Runtime.ORT
-        and RUNTIMES[p.runtime_name].convertible
-        and not RUNTIMES[p.runtime_name].needs_torch
-    ]
+    """The profiles whose runtime loads a file edgeopt converts here (from the ONNX candidate,
+    or for LiteRT from its torch module); the others run or estimate the ONNX file itself."""
+    return [p for p in profiles if p.runtime_name != Runtime.ORT and convertible_here(p)]
+
+
+def convertible_here(profile: HardwareProfile) -> bool:
+    """True when edgeopt converts to ``profile``'s runtime here."""
+    return RUNTIMES[profile.runtime_name].convertible
+
+
+def needs_module(profiles: Sequence[HardwareProfile]) -> bool:
+    """True when a target's converter reads the candidate's torch module (LiteRT)."""
+    return any(RUNTIMES[p.runtime_name].needs_torch for p in converted_targets(profiles))
+
+
+_INT8_MODES = {
+    QuantMode.INT8_STATIC: "int8_static",
+    QuantMode.ORT_DEFAULT: "int8_static",
+    QuantMode.INT8_DYNAMIC: "int8_dynamic",
+}
+
+
+def litert_mode(candidate: Candidate) -> str:
+    """The LiteRT quantization mode that follows ``candidate``'s quantize step: ``int8_static``
+    for a static int8 one, ``int8_dynamic`` for a dynamic one, else ``fp32``."""
+    for step in candidate.onnx_steps():
+        if isinstance(step.config, QuantizeConfig):
+            return _INT8_MODES.get(step.config.mode, "fp32")
+    return "fp32"
 
 
 def is_int8(onnx_path: Path) -> bool:
@@ -119,12 +162,14 @@ def convert_for_targets(
     score: Scorer | None = None,
     on_stage: Callable[[str], None] | None = None,
     min_agreement: Mapping[Runtime, float] | None = None,
+    torch: TorchCandidate | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Convert ``onnx_path`` for each of ``converted_targets(profiles)`` beside it, once per
     runtime and converter options, checking parity on ``x[:PARITY_SAMPLES]`` (tolerances:
     ``min_agreement`` where given, else the runtime's for this candidate's precision) and
-    scoring each target through its runtime with ``score``. The child's record (module doc);
-    CandidateError (stage ``convert:<target>``) for a conversion that fails or disagrees."""
+    scoring each target through its runtime with ``score``; LiteRT targets from ``torch``
+    (none without it: module doc). The child's record (module doc); CandidateError (stage
+    ``convert:<target>``) for a conversion that fails or disagrees."""
     out: dict[str, dict[str, Any]] = {}
     made: dict[tuple[Runtime, ConvertOptions], Artifact] = {}
     x = x[:PARITY_SAMPLES]
@@ -133,7 +178,10 @@ def convert_for_targets(
     try:
         with shared_runtime_child(threads):
             for profile in converted_targets(profiles):
-                runtime, options = profile.runtime_name, ConvertOptions.for_profile(profile)
+                runtime, lite = profile.runtime_name, RUNTIMES[profile.runtime_name].needs_torch
+                if lite and torch is None:
+                    continue  # an ONNX model's run: estimated on the ONNX file
+                options = ConvertOptions.for_profile(profile, _mode(profile, torch))
                 stage = f"convert:{profile.name}"
                 hint = precision_hint(profile)
                 if (runtime, options) not in made:
@@ -141,9 +189,16 @@ def convert_for_targets(
                         on_stage(stage)
                     taken = sum(r == runtime for r, _ in made)
                     stem = onnx_path.stem + (f"-{profile.name}" if taken else "")
+                    dest = onnx_path.with_name(stem)
                     try:
-                        artifact = convert(onnx_path, runtime, onnx_path.with_name(stem), options)
-                    except ConversionError as exc:
+                        if lite:
+                            assert torch is not None
+                            artifact = to_litert(
+                                torch.module, torch.input_shape, dest, options, torch.calibration
+                            )
+                        else:
+                            artifact = convert(onnx_path, runtime, dest, options)
+                    except (ConversionError, ConfigError) as exc:
                         raise CandidateError(stage, exc.message) from exc
                     made[(runtime, options)] = artifact
                 paths = list(made[(runtime, options)].paths)
@@ -151,7 +206,7 @@ def convert_for_targets(
                     bar = min_agreement[runtime]
                 else:
                     int8 = is_int8(onnx_path) if int8 is None else int8
-                    bar = RUNTIMES[runtime].min_agreement(int8)
+                    bar = RUNTIMES[runtime].min_agreement(int8 or options.quant_mode != "fp32")
                 agreed = check_parity(
                     onnx_path,
                     paths[0],
@@ -175,12 +230,21 @@ def convert_for_targets(
     return out
 
 
+def _mode(profile: HardwareProfile, torch: TorchCandidate | None) -> str:
+    """The LiteRT mode for ``profile``: full-integer where its device needs it, else the
+    candidate's (module doc); ``fp32`` for the other runtimes' options."""
+    if torch is None or not RUNTIMES[profile.runtime_name].needs_torch:
+        return "fp32"
+    return "int8_static" if profile.runtime and profile.runtime.io_type else torch.quant_mode
+
+
 def trial_conversions(
     req: TrialRequest,
     onnx_path: Path,
     data: DataSource | None,
     input_shape: tuple[int, ...],
     on_stage: Callable[[str], None],
+    torch: TorchCandidate | None = None,
 ) -> dict[str, dict[str, Any]]:
     """``convert_for_targets`` for a trial child's request: parity on the first validation
     inputs (seeded synthetic ones without data), each target scored on the validation split
@@ -206,7 +270,13 @@ def trial_conversions(
             )
 
     return convert_for_targets(
-        onnx_path, profiles, np.asarray(x), threads=threads, score=score, on_stage=on_stage
+        onnx_path,
+        profiles,
+        np.asarray(x),
+        threads=threads,
+        score=score,
+        on_stage=on_stage,
+        torch=torch,
     )
 
 
@@ -245,16 +315,34 @@ def original_files(run: RunDir, profiles: Sequence[HardwareProfile]) -> dict[str
     }
 
 
-def convert_originals(run: RunDir, profiles: Sequence[HardwareProfile]) -> dict[str, Path]:
-    """``original_files``, converted from ``run.baseline_onnx`` where missing (set-up).
-    ConversionError when the original itself does not convert."""
+def convert_originals(
+    run: RunDir,
+    profiles: Sequence[HardwareProfile],
+    module: Any = None,
+    input_shape: tuple[int, ...] | None = None,
+) -> dict[str, Path]:
+    """``original_files``, converted where missing (set-up): from ``run.baseline_onnx``, or
+    for LiteRT from the original torch ``module`` (fp32, one sample's ``input_shape``).
+    ConversionError when the original itself does not convert; ConfigError for a measured
+    LiteRT target without a torch module (an ONNX model)."""
     found = original_files(run, profiles)
     by_name = {p.name: p for p in profiles}
     with shared_runtime_child():
         for name, path in found.items():
-            if not path.is_file():
-                p = by_name[name]
-                convert(run.baseline_onnx, p.runtime_name, path, ConvertOptions.for_profile(p))
+            if path.is_file():
+                continue
+            p = by_name[name]
+            options = ConvertOptions.for_profile(p)
+            if not RUNTIMES[p.runtime_name].needs_torch:
+                convert(run.baseline_onnx, p.runtime_name, path, options)
+            elif module is None or input_shape is None:
+                raise ConfigError(
+                    f"--target {name}: {RUNTIMES[p.runtime_name].label} files are converted "
+                    "from the torch model, and this run's model is an ONNX file",
+                    hint="optimize the torch model (.pt) for this target, or target cpu",
+                )
+            else:
+                to_litert(module, input_shape, path, options)
     return found
 
 
