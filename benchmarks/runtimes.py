@@ -205,7 +205,7 @@ def render(part: str, name: str, a: argparse.Namespace, r: PartResult, cmd: str,
         "",
         f"- date: {dt.date.today().isoformat()}; command: `{cmd}`; runtime {s / 60:.1f} min"
         + (f"; load average (1 min) during timing {r.load:.2f}" if r.load is not None else ""),
-        f"- machine: {host_description()}",
+        f"- machine: {host_description(part)}",
         f"- search: `edgeopt optimize --target {target} --timeout {a.budget}`: "
         f"{r.search.complete} complete, {r.search.stopped} stopped, {r.search.failed} failed, "
         f"{r.search.wall_s / 60:.1f} min" + (f"; {r.search.error}" if r.search.error else ""),
