@@ -102,6 +102,8 @@ def test_export_tflite_copies_the_file_the_search_recorded(run_dir: Path, tmp_pa
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["conversion"]["from_search"] == entry["files"][0]
     assert meta["runtime"] == "litert"
+    # made from the trial's torch model: the ONNX beside it is its twin, not its source
+    assert "the ONNX candidate beside it:" in result.output and ", from " not in result.output
 
 
 CAPPED = """

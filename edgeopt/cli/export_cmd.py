@@ -151,7 +151,9 @@ def export(
     click.echo(f"trial {number}: {trial.describe or 'unchanged'}")
     if result.artifact is not None:
         files = " + ".join(str(p) for p in result.artifact.paths)
-        click.echo(f"model: {files} ({RUNTIMES[runtime].label}, from {result.onnx})")
+        # LiteRT's file was converted from the trial's torch model, not from the ONNX beside it
+        made = "the ONNX candidate beside it:" if runtime == "litert" else "from"
+        click.echo(f"model: {files} ({RUNTIMES[runtime].label}, {made} {result.onnx})")
     else:
         click.echo(f"model: {result.onnx}")
     click.echo(f"config and numbers: {result.metadata}")
