@@ -47,14 +47,15 @@ def load_runtime_file(p: Path, input_shape: tuple[int, ...] | None) -> LoadedMod
     with shared_runtime_child(1) as child:
 
         def probe(shape: tuple[int, ...] | None) -> dict[str, Any]:
+            """``probe_file``'s answer; a child that died is a load or run error like any."""
             if runs_here:
                 return probe_file(str(p), shape)
-            return child.call(probe_file, str(p), shape)
+            try:
+                return child.call(probe_file, str(p), shape)
+            except ChildDied as exc:
+                return {"load_error" if shape is None else "run_error": str(exc)}
 
-        try:
-            got = probe(None)
-        except ChildDied as exc:
-            got = {"load_error": str(exc)}
+        got = probe(None)
         if "load_error" in got:
             raise ConfigError(
                 f"{label} cannot load {p}: {got['load_error']}",
@@ -78,10 +79,7 @@ def load_runtime_file(p: Path, input_shape: tuple[int, ...] | None) -> LoadedMod
                 f"{p} takes a non-float input; edgeopt feeds float32 tensors",
                 hint="convert the model with a float32 input",
             )
-        try:
-            ran = probe(tuple(shape))
-        except ChildDied as exc:
-            ran = {"run_error": str(exc)}
+        ran = probe(tuple(shape))
         if "run_error" in ran:
             raise ConfigError(
                 f"{label} cannot run {p} on an input of shape {(1, *shape)}: {ran['run_error']}",
