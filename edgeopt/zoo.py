@@ -19,6 +19,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from edgeopt.zoo_transformers import bert_text, vit_cifar
+
 
 def _conv_bn(cin: int, cout: int, stride: int = 1, groups: int = 1) -> list[nn.Module]:
     return [
@@ -432,5 +434,10 @@ REAL_BUILDERS: dict[str, Builder] = {
 """Real architectures, ``*_cifar`` laid out for 3x32x32 and ``*_imagenet`` for 3x224x224 (any
 size works): ``build(in_channels=, num_classes=, width_mult=)``."""
 
-BUILDERS: dict[str, Builder] = {**SMALL_BUILDERS, **REAL_BUILDERS}
+TRANSFORMER_BUILDERS: dict[str, Builder] = {"vit_cifar": vit_cifar, "bert_text": bert_text}
+"""``edgeopt.zoo_transformers``: a ViT-class image classifier (``build(in_channels=,
+num_classes=, width_mult=, qkv=)``) and a BERT-class text classifier whose ``forward`` takes
+``input_ids`` and ``attention_mask``."""
+
+BUILDERS: dict[str, Builder] = {**SMALL_BUILDERS, **REAL_BUILDERS, **TRANSFORMER_BUILDERS}
 """Every builder a bundle may name as ``edgeopt.zoo:NAME`` without ``--trust-arch``."""

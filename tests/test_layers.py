@@ -19,6 +19,7 @@ LAYERS: list[list[str]] = [
         "=edgeopt",
         "errors",
         "fileio",
+        "zoo_transformers",
         "zoo",
         "lifeline",
         "runtime_child",

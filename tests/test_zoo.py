@@ -40,7 +40,7 @@ def _tiny(name: str) -> nn.Module:
 
 def test_registries() -> None:
     assert set(zoo.REAL_BUILDERS) == set(FULL_PARAMS)
-    assert zoo.BUILDERS == {**zoo.SMALL_BUILDERS, **zoo.REAL_BUILDERS}
+    assert zoo.BUILDERS == {**zoo.SMALL_BUILDERS, **zoo.REAL_BUILDERS, **zoo.TRANSFORMER_BUILDERS}
     assert set(zoo.SMALL_BUILDERS) == {"plain_cnn", "resnet_small", "mobilenet_small"}
 
 
