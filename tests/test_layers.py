@@ -19,6 +19,7 @@ LAYERS: list[list[str]] = [
         "=edgeopt",
         "errors",
         "fileio",
+        "inputs",
         "zoo_transformers",
         "zoo",
         "lifeline",
