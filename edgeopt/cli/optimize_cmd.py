@@ -156,7 +156,7 @@ def optimize(
     mlflow_uri: str | None,
     arch: str | None,
     arch_kwargs: str | None,
-    input_shape: str | None,
+    input_shape: tuple[str, ...],
     trust_pickle: bool,
     trust_arch: bool,
     budgets: dict[str, float | None],
@@ -175,7 +175,8 @@ def optimize(
     from edgeopt.cli.options import parse_arch_kwargs
     from edgeopt.cli.scoring_data import folder_recipe_flags
     from edgeopt.config import Budgets, RunConfig, parse_duration
-    from edgeopt.loading import ModelSpec, parse_shape
+    from edgeopt.inputs import parse_input_flags
+    from edgeopt.loading import ModelSpec
     from edgeopt.profiles import resolve_targets
     from edgeopt.rundir import default_run_dir
     from edgeopt.search.run.setup import prepare
@@ -183,6 +184,7 @@ def optimize(
     from edgeopt.search.study.storage import adopt_password
 
     targets = _targets(target)
+    given = parse_input_flags(input_shape)
     recipe = folder_recipe_flags(data, recipe_flags)  # before any work: flags with an npz
     timeout_s = parse_duration(timeout_text) if timeout_text else None
     if trials is None and timeout_s is None:
@@ -194,9 +196,10 @@ def optimize(
             path=str(Path(model).resolve()),
             arch=arch,
             arch_kwargs=parse_arch_kwargs(arch_kwargs),
-            input_shape=parse_shape(input_shape) if input_shape else None,
+            input_shape=given if isinstance(given, tuple) else None,
             trust_pickle=trust_pickle,
             trust_arch=trust_arch,
+            inputs=given if not isinstance(given, tuple) else None,
         ),
         targets=specs,
         data=_data_spec(data),

@@ -38,8 +38,11 @@ def model_options(func: F) -> F:
             ),
             click.option(
                 "--input-shape",
-                metavar="C,H,W",
-                help="One sample's shape without batch, when the file does not record it.",
+                metavar="C,H,W|NAME=DIMS[:DTYPE]",
+                multiple=True,
+                help="One sample's shape without batch, when the file does not record it; "
+                "for a model with several inputs, once per input: NAME=DIMS[:DTYPE] (DTYPE "
+                "float32, int64 or int32), e.g. input_ids=32:int64.",
             ),
             click.option(
                 "--trust-pickle",
@@ -65,7 +68,7 @@ class ModelOptions:
 
     arch: str | None
     arch_kwargs: str | None
-    input_shape: str | None
+    input_shape: tuple[str, ...]
     trust_pickle: bool
     trust_arch: bool = False
 
@@ -150,7 +153,7 @@ def packed_model_options(func: F) -> F:
         *args: Any,
         arch: str | None,
         arch_kwargs: str | None,
-        input_shape: str | None,
+        input_shape: tuple[str, ...],
         trust_pickle: bool,
         trust_arch: bool,
         **kwargs: Any,
@@ -282,27 +285,32 @@ def load_model_from_options(
     model: str,
     arch: str | None,
     arch_kwargs: str | None,
-    input_shape: str | None,
+    input_shape: tuple[str, ...],
     trust_pickle: bool,
     *,
     trust_arch: bool = False,
     data_shape: tuple[int, ...] | None = None,
 ) -> Any:
     """Load MODEL with the shared options; returns an ``edgeopt.loading.LoadedModel``
-    (``data_shape``: see ``edgeopt.loading.load_model``)."""
-    from edgeopt.loading import load_model, parse_shape
+    (``data_shape``: see ``edgeopt.loading.load_model``); ConfigError for a model with
+    several inputs, which the commands that use this do not run yet."""
+    from edgeopt.inputs import parse_input_flags
+    from edgeopt.loading import load_model, refuse_several_inputs
 
     kwargs = parse_arch_kwargs(arch_kwargs)
-    shape = parse_shape(input_shape) if input_shape else None
-    return load_model(
+    given = parse_input_flags(input_shape)
+    loaded = load_model(
         Path(model),
         arch=arch,
         arch_kwargs=kwargs,
-        input_shape=shape,
+        input_shape=given if isinstance(given, tuple) else None,
+        inputs=given if not isinstance(given, tuple) else None,
         trust_pickle=trust_pickle,
         trust_arch=trust_arch,
         data_shape=data_shape,
     )
+    refuse_several_inputs(loaded)  # they load; bench and check do not run them yet
+    return loaded
 
 
 def parse_arch_kwargs(text: str | None) -> dict[str, Any]:

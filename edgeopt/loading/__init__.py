@@ -14,7 +14,12 @@ in ONNX Runtime before anything else uses it.
 """
 
 from edgeopt.loading.bundle import BUNDLE_KEY, BUNDLE_VERSION, resolve_callable, save_bundle
-from edgeopt.loading.checks import check_input_shape, check_model_and_data, model_output_shape
+from edgeopt.loading.checks import (
+    check_input_shape,
+    check_model_and_data,
+    model_output_shape,
+    refuse_several_inputs,
+)
 from edgeopt.loading.load import load_model, load_spec
 from edgeopt.loading.spec import (
     BUILTIN_ARCH_MODULE,
@@ -39,6 +44,7 @@ __all__ = [
     "load_spec",
     "model_output_shape",
     "parse_shape",
+    "refuse_several_inputs",
     "resolve_callable",
     "save_bundle",
 ]

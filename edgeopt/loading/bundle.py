@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.errors import ConfigError
+from edgeopt.inputs import ModelInputs
 from edgeopt.loading.limits import check_input_size
 from edgeopt.loading.spec import (
     BUILTIN_ARCH_MODULE,
@@ -64,8 +65,11 @@ def save_bundle(
     arch: str,
     arch_kwargs: Mapping[str, Any] | None = None,
     input_shape: tuple[int, ...],
+    inputs: ModelInputs | None = None,
 ) -> Path:
-    """Save ``model``'s weights as an edgeopt bundle that loads with ``weights_only=True``."""
+    """Save ``model``'s weights as an edgeopt bundle that loads with ``weights_only=True``.
+    ``inputs``: every input of a model that takes several or integer ones (``input_shape``
+    is then the first one's)."""
     import torch
 
     out = Path(path)
@@ -78,6 +82,8 @@ def save_bundle(
         "input_shape": list(input_shape),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
+    if inputs is not None:
+        payload["inputs"] = json.dumps(inputs.to_dict())
     tmp = out.with_name(out.name + ".tmp")
     torch.save(payload, tmp)
     tmp.replace(out)
@@ -128,6 +134,7 @@ def load_bundle(p: Path, obj: Mapping[str, Any], spec: ModelSpec) -> LoadedModel
     """Build a bundle's model; its recorded architecture only when edgeopt's own, named by
     ``spec.arch`` or trusted (``spec.trust_arch``)."""
     recorded, kwargs, shape, state_dict = _bundle_fields(p, obj)
+    inputs = _bundle_inputs(p, obj)
     if spec.arch is None and not spec.trust_arch and not is_builtin_arch(recorded):
         raise ConfigError(
             f"{p} names architecture {recorded!r}, which is not one of edgeopt's own "
@@ -140,7 +147,22 @@ def load_bundle(p: Path, obj: Mapping[str, Any], spec: ModelSpec) -> LoadedModel
     module = build_arch(
         p, spec.arch or recorded, {**kwargs, **(spec.arch_kwargs or {})}, state_dict
     )
-    return LoadedModel(p, ModelFormat.BUNDLE, spec.input_shape or shape, module=module)
+    return LoadedModel(
+        p, ModelFormat.BUNDLE, spec.input_shape or shape, module=module, input_specs=inputs
+    )
+
+
+def _bundle_inputs(p: Path, obj: Mapping[str, Any]) -> ModelInputs | None:
+    """The inputs a bundle records (None: one float input of its ``input_shape``)."""
+    if obj.get("inputs") is None:
+        return None
+    try:
+        return ModelInputs.from_dict(json.loads(obj["inputs"]))
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ConfigError(
+            f"{p} is a corrupt edgeopt bundle: invalid inputs ({exc})",
+            hint="re-save it with edgeopt.loading.save_bundle",
+        ) from exc
 
 
 def build_arch(p: Path, arch: str, kwargs: Mapping[str, Any], state_dict: Mapping[str, Any]) -> Any:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
+import numpy as np
+
 from edgeopt.errors import ConfigError
+from edgeopt.inputs import InputRole, ModelInputs
 from edgeopt.loading.spec import LoadedModel
 
 
@@ -38,7 +42,10 @@ def model_output_shape(loaded: LoadedModel) -> tuple[int, ...] | None:
     import torch
 
     with torch.no_grad():
-        out = loaded.module.eval()(torch.zeros((1, *loaded.input_shape)))
+        if loaded.input_specs is not None and not loaded.inputs.is_single:
+            out = loaded.module.eval()(*_torch_args(loaded.inputs.synthetic(1, seed=0)))
+        else:
+            out = loaded.module.eval()(torch.zeros((1, *loaded.input_shape)))
     if isinstance(out, tuple | list) and out:
         out = out[0]
     return tuple(int(d) for d in out.shape) if isinstance(out, torch.Tensor) else None
@@ -64,3 +71,58 @@ def check_input_shape(loaded: LoadedModel, sample_shape: tuple[int, ...]) -> Non
             f"the model fails on input shape {tuple(sample_shape)}: {str(exc).splitlines()[0]}",
             hint="pass --input-shape with the shape the model was trained on",
         ) from exc
+
+
+def _torch_args(x: np.ndarray) -> tuple[Any, ...]:
+    """A structured sample array as one tensor per field, in field order."""
+    import torch
+
+    return tuple(torch.from_numpy(np.ascontiguousarray(x[f])) for f in x.dtype.names or ())
+
+
+def with_vocab(module: Any, inputs: ModelInputs) -> ModelInputs:
+    """``inputs`` with the vocabulary of each token-id input that has none: the rows of the
+    ``nn.Embedding`` whose forward receives that input unchanged (found by one forward on
+    ids 0/1, valid for any embedding). Unchanged when the forward fails (the checks that
+    run it next say why) or no embedding reads the ids directly."""
+    wanted = [s for s in inputs.specs if s.role is InputRole.TOKEN_IDS and s.vocab_size is None]
+    if inputs.is_single or not wanted:
+        return inputs
+    import torch
+
+    args = _torch_args(inputs.synthetic(1, seed=0))
+    seen: dict[int, int] = {}
+
+    def hook(mod: Any, a: tuple[Any, ...]) -> None:
+        if a and isinstance(a[0], torch.Tensor):
+            seen.setdefault(id(a[0]), int(mod.num_embeddings))
+
+    handles = [
+        m.register_forward_pre_hook(hook)
+        for m in module.modules()
+        if isinstance(m, torch.nn.Embedding)
+    ]
+    try:
+        with torch.no_grad():
+            module.eval()(*args)
+    except Exception:
+        return inputs
+    finally:
+        for h in handles:
+            h.remove()
+    vocab = {name: seen.get(id(t)) for name, t in zip(inputs.names, args, strict=True)}
+    return ModelInputs(
+        tuple(replace(s, vocab_size=vocab[s.name]) if s in wanted else s for s in inputs.specs)
+    )
+
+
+def refuse_several_inputs(loaded: LoadedModel) -> None:
+    """ConfigError (before any work) for a model with several or integer inputs: they load,
+    but bench, check and optimize do not run them yet."""
+    if loaded.inputs.is_single:
+        return
+    raise ConfigError(
+        f"{loaded.source} takes {loaded.inputs.text()}: models with several inputs (or "
+        "integer ones) load, but bench, check and optimize of them are not supported yet",
+        hint="use a model with one float input for now",
+    )

@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 
 from edgeopt.errors import ConfigError
+from edgeopt.inputs import ModelInputs
 from edgeopt.loading.bundle import BUNDLE_KEY, build_arch, load_bundle
 from edgeopt.loading.limits import check_input_size
+from edgeopt.loading.onnx_inputs import graph_inputs, is_plain
 from edgeopt.loading.spec import LoadedModel, ModelFormat, ModelSpec
 from edgeopt.measure.session import ort_session
 
@@ -49,8 +51,11 @@ def verified_names(p: Path) -> list[str]:
     return names
 
 
-def load_onnx(p: Path, input_shape: tuple[int, ...] | None) -> LoadedModel:
-    """An ONNX file, checked and run once in ONNX Runtime; ConfigError saying why not."""
+def load_onnx(
+    p: Path, input_shape: tuple[int, ...] | None, given: ModelInputs | None = None
+) -> LoadedModel:
+    """An ONNX file, checked and run once in ONNX Runtime; ConfigError saying why not.
+    ``given``: ``--input-shape NAME=DIMS[:DTYPE]``, one per input."""
     import onnx
 
     try:
@@ -66,10 +71,18 @@ def load_onnx(p: Path, input_shape: tuple[int, ...] | None) -> LoadedModel:
     inputs = [i for i in model.graph.input if i.name not in initializers]
     if not inputs:
         raise ConfigError(f"ONNX model {p} has no inputs")
-    if len(inputs) > 1:
-        raise ConfigError(
-            f"ONNX model {p} takes {len(inputs)} inputs; "
-            "edgeopt supports models with one input tensor"
+    if given is not None or not is_plain(inputs):
+        specs = graph_inputs(p, model, inputs, input_shape, given)
+        for s in specs.specs:
+            check_input_size(s.shape, f"ONNX model {p}")
+        out_shape = _probe_onnx(p, model, specs.first_shape, 1, specs)
+        return LoadedModel(
+            p,
+            ModelFormat.ONNX,
+            specs.first_shape,
+            onnx_path=p,
+            output_shape=out_shape,
+            input_specs=specs,
         )
     elem = inputs[0].type.tensor_type.elem_type
     if elem != onnx.TensorProto.FLOAT:
@@ -129,9 +142,12 @@ def _ort_reason(exc: Exception) -> str:
     return _ORT_SOURCE.sub("", text, count=1)
 
 
-def _probe_onnx(p: Path, model: Any, shape: tuple[int, ...], batch: int) -> tuple[int, ...]:
-    """Open ``p`` in an ONNX Runtime session and run it once on zeros; returns the first
-    output's shape. Everything later (export, quantize, measure) relies on both working."""
+def _probe_onnx(
+    p: Path, model: Any, shape: tuple[int, ...], batch: int, inputs: ModelInputs | None = None
+) -> tuple[int, ...]:
+    """Open ``p`` in an ONNX Runtime session and run it once on zeros (several inputs:
+    on ``inputs.synthetic``); returns the first output's shape. Everything later (export,
+    quantize, measure) relies on both working."""
     import onnxruntime as ort
 
     standard = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
@@ -148,18 +164,23 @@ def _probe_onnx(p: Path, model: Any, shape: tuple[int, ...], batch: int) -> tupl
         ) from exc
     quiet = ort.RunOptions()
     quiet.log_severity_level = 4  # the error is raised (and reported once) below
+    what = f"an input of shape {(batch, *shape)}"
+    if inputs is not None:
+        what = f"inputs {inputs.text()}"
     try:
-        x = np.zeros((batch, *shape), dtype=np.float32)
-        out = sess.run(None, {sess.get_inputs()[0].name: x}, quiet)[0]
+        if inputs is not None:
+            feeds = inputs.feeds(inputs.synthetic(batch, seed=0))
+        else:
+            feeds = {sess.get_inputs()[0].name: np.zeros((batch, *shape), dtype=np.float32)}
+        out = sess.run(None, feeds, quiet)[0]
     except MemoryError as exc:
         raise ConfigError(
-            f"not enough memory to run {p} on an input of shape {(batch, *shape)}",
+            f"not enough memory to run {p} on {what}",
             hint="free memory, or lower EDGEOPT_MAX_INPUT_ELEMENTS / fix the input shape",
         ) from exc
     except Exception as exc:
         raise ConfigError(
-            f"ONNX Runtime cannot run {p} on an input of shape {(batch, *shape)}: "
-            f"{_ort_reason(exc)}",
+            f"ONNX Runtime cannot run {p} on {what}: {_ort_reason(exc)}",
             hint="if the model takes another input shape, pass --input-shape; "
             "otherwise re-export it",
         ) from exc

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.errors import ConfigError
+from edgeopt.inputs import ModelInputs
+from edgeopt.loading.checks import with_vocab
 from edgeopt.loading.formats import (
     load_exported_program,
     load_onnx,
@@ -31,6 +33,7 @@ def load_model(
     trust_pickle: bool = False,
     trust_arch: bool = False,
     data_shape: tuple[int, ...] | None = None,
+    inputs: ModelInputs | None = None,
 ) -> LoadedModel:
     """Detect the format of ``path`` and load it.
 
@@ -46,9 +49,12 @@ def load_model(
     damaged (CRC) format, a pickle without ``trust_pickle``, a bundle naming other code without
     an opt-in, a state_dict without ``arch``, weights that do not fit ``arch``, an ONNX
     model ONNX Runtime cannot open and run, or an ``input_shape`` that contradicts
-    ``data_shape``.
+    ``data_shape``. ``inputs`` (``--input-shape NAME=DIMS[:DTYPE]`` per input) describes a
+    model with several or integer inputs; an ONNX graph records them itself (the flags fill
+    its dynamic dims and must name its inputs and types).
     """
     spec = ModelSpec(os.fspath(path), arch, arch_kwargs, input_shape, trust_pickle, trust_arch)
+    spec = replace(spec, inputs=inputs)
     return load_spec(spec, data_shape)
 
 
@@ -65,7 +71,13 @@ def load_spec(spec: ModelSpec, data_shape: tuple[int, ...] | None = None) -> Loa
         )
     if input_shape:  # --input-shape, or the shape a run directory recorded
         check_input_size(input_shape, f"model {spec.path}")
+    given = spec.inputs
+    if given is not None and input_shape is None:  # the readers take the first input's shape
+        spec = replace(spec, input_shape=given.first_shape)
     loaded = _load_any(Path(spec.path), spec, data_shape)
+    if loaded.module is not None and (given or loaded.input_specs) is not None:
+        loaded = replace(loaded, input_specs=with_vocab(loaded.module, given or loaded.inputs))
+        loaded = replace(loaded, input_shape=loaded.inputs.first_shape)
     # every format: the shape is known now, and no input of it has been allocated yet
     check_input_size(loaded.input_shape, f"model {spec.path}")
     if input_shape is None and data_shape is not None and loaded.format in _SHAPELESS:
@@ -94,7 +106,7 @@ def _load_any(p: Path, spec: ModelSpec, data_shape: tuple[int, ...] | None) -> L
             hint="check the file's permissions",
         ) from exc
     if p.suffix.lower() == ".onnx":
-        return load_onnx(p, spec.input_shape)
+        return load_onnx(p, spec.input_shape, spec.inputs)
     if is_runtime_file(p):
         return load_runtime_file(p, spec.input_shape)
     if p.suffix.lower() == ".pt2":

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.errors import ConfigError
+from edgeopt.inputs import ModelInputs, parse_dims
 
 
 class ModelFormat(StrEnum):
@@ -33,7 +34,8 @@ class LoadedModel:
     stages apply) and ``artifact_path`` (a runtime's own file, ``.ort``, OpenVINO ``.xml`` or
     ``.tflite``:
     timed and scored as it is, by ``bench``/``check`` only) is set. ``input_shape`` is one
-    sample's shape without the batch dimension.
+    sample's shape without the batch dimension (the first input's, for a model with several:
+    ``inputs`` lists them all).
     """
 
     source: Path
@@ -46,6 +48,14 @@ class LoadedModel:
     shape_from_data: bool = False
     """``input_shape`` is the data's sample shape: the file records none and none was given."""
     artifact_path: Path | None = None
+    input_specs: ModelInputs | None = None
+    """Every input, when the model takes several or an integer one (None: one float input
+    of ``input_shape``); read it through ``inputs``."""
+
+    @property
+    def inputs(self) -> ModelInputs:
+        """The model's inputs (``input_shape`` is the first one's sample shape)."""
+        return self.input_specs or ModelInputs.single(self.input_shape)
 
     @property
     def is_onnx(self) -> bool:
@@ -54,17 +64,7 @@ class LoadedModel:
 
 def parse_shape(text: str) -> tuple[int, ...]:
     """Parse ``"1,16,16"`` or ``"1x16x16"`` (one sample, no batch dimension)."""
-    parts = [p for p in text.replace("x", ",").replace(" ", "").split(",") if p]
-    try:
-        shape = tuple(int(p) for p in parts)
-    except ValueError:
-        shape = ()
-    if not shape or any(d <= 0 for d in shape):
-        raise ConfigError(
-            f"invalid input shape {text!r}",
-            hint="give one sample's shape without the batch dimension, e.g. --input-shape 3,32,32",
-        )
-    return shape
+    return parse_dims(text)
 
 
 BUILTIN_ARCH_MODULE = "edgeopt.zoo"
@@ -104,6 +104,8 @@ class ModelSpec:
     trust_pickle: bool = False
     trust_arch: bool = False
     arch_from_file: bool = False
+    inputs: ModelInputs | None = None
+    """``--input-shape NAME=DIMS[:DTYPE]``, one per input (None: not given that way)."""
 
     def with_data_shape(self, loaded: LoadedModel) -> ModelSpec:
         """This spec with the input shape ``loaded`` took from the data written in, so that
@@ -140,7 +142,7 @@ class ModelSpec:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "path": self.path,
             "arch": self.arch,
             "arch_kwargs": self.arch_kwargs,
@@ -149,6 +151,9 @@ class ModelSpec:
             "trust_arch": self.trust_arch,
             "arch_from_file": self.arch_from_file,
         }
+        if self.inputs is not None:  # single-input records stay as they were
+            out["inputs"] = self.inputs.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, with_trust: bool = True) -> ModelSpec:
@@ -174,4 +179,5 @@ class ModelSpec:
             trust_pickle=with_trust and bool(data.get("trust_pickle", False)),
             trust_arch=with_trust and bool(data.get("trust_arch", False)),
             arch_from_file=not with_trust or bool(data.get("arch_from_file", False)),
+            inputs=ModelInputs.from_dict(data["inputs"]) if data.get("inputs") else None,
         )

@@ -29,7 +29,7 @@ from edgeopt.data.preprocess import Preprocess
 from edgeopt.data.recipe_choice import RecipeFlags, choose_recipe
 from edgeopt.errors import ConfigError
 from edgeopt.fileio import write_json
-from edgeopt.loading import check_model_and_data, load_spec
+from edgeopt.loading import check_model_and_data, load_spec, refuse_several_inputs
 from edgeopt.measure.accuracy import onnx_score, source_task_metric, source_task_metric_entries
 from edgeopt.measure.runtime import host_description
 from edgeopt.measure.service import reference_latency_ms
@@ -85,6 +85,7 @@ def prepare(
         source = open_source(config.data)
         config = replace(config, data=config.data.with_fingerprint(source.fingerprint()))
     loaded = load_spec(config.model, source.input_shape if source is not None else None)
+    refuse_several_inputs(loaded)  # before the run directory is written
     if loaded.artifact_path is not None:
         raise ConfigError(
             f"{loaded.source} is a runtime's file ({loaded.format.value}): optimize starts "
