@@ -5,6 +5,7 @@ pruned model that computes what the original did with the removed rows zeroed.""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,9 @@ from edgeopt import zoo
 from edgeopt.errors import CandidateError, ConfigError
 from edgeopt.onnx_export import export_onnx
 from edgeopt.profiles import load_profile
-from edgeopt.stages import StageContext
+from edgeopt.search.strategy.space import grid_space
+from edgeopt.search.strategy.user_space import _Recorder, declared_params
+from edgeopt.stages import ModelFacts, StageContext
 from edgeopt.stages.attention import (
     AttentionPruning,
     find_attention,
@@ -189,3 +192,35 @@ def test_pruned_vit_runs_in_onnx_runtime(tmp_path: Path) -> None:
     with torch.no_grad():
         want = pruned(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def _facts(attention: dict) -> ModelFacts:
+    prune = {"prunable": True, "ignored": [], "attention": attention}
+    return ModelFacts(onnx_input=False, stages={"prune": prune, "quantize": {}})
+
+
+def test_attention_params_are_declared_only_where_the_probe_found_heads() -> None:
+    cpu = load_profile("cpu")  # channel multiple 8: head dims are not offered
+    unrounded = dataclasses.replace(
+        cpu, pruning=dataclasses.replace(cpu.pruning, channel_multiple=1)
+    )
+    heads = {"pruning": "heads", "head_dims": True, "sites": ["blocks.0.attn"]}
+    declared = declared_params(unrounded, _facts(heads))["prune"]
+    assert declared["prune.attention"].choices == ("none", "heads", "head_dims")
+    assert declared["prune.head_ratio"].describe() == "float in [0.125, 0.5] step 0.125"
+    assert declared_params(cpu, _facts(heads))["prune"]["prune.attention"].choices == (
+        "none",
+        "heads",
+    )
+    no_dims = declared_params(unrounded, _facts({**heads, "head_dims": False}))["prune"]
+    assert no_dims["prune.attention"].choices == ("none", "heads")
+    for found in ({}, {"pruning": "mlp_only"}):
+        assert "prune.attention" not in declared_params(cpu, _facts(found))["prune"]
+    assert grid_space(cpu, _facts(heads))["prune.attention"] == ["none", "heads"]
+    assert "prune.attention" not in grid_space(cpu, _facts({}))
+    answers = {"prune.ratio": 0.3, "prune.attention": "heads", "prune.head_ratio": 0.25}
+    rec = _Recorder({**answers, "prune.global_pruning": True, "prune.iterative_steps": 3})
+    config = PruneStage().suggest(rec, cpu, _facts(heads))
+    assert (config.attention, config.head_ratio) == (AttentionPruning.HEADS, 0.25)
+    assert not config.global_pruning and config.iterative_steps == 1  # one local step
+    assert PruneStage().describe(config) == "prune 0.30 l1 heads 0.25"
