@@ -295,3 +295,28 @@ def test_prune_stage_puts_the_ignored_layers_in_its_configs() -> None:
 def test_no_time_at_all_is_a_timeout() -> None:
     result = _timed(zoo.resnet18_cifar(width_mult=TINY).eval(), 0.0)
     assert not result.prunable and "timed out" in result.reason
+
+
+def _vit(qkv: str) -> nn.Module:
+    torch.manual_seed(0)
+    return zoo.vit_cifar(in_channels=3, width_mult=1 / 6, depth=2, heads=4, qkv=qkv).eval()
+
+
+def test_fused_qkv_vit_is_pruned_by_heads() -> None:
+    # before attention sites were known: "nothing was pruned" and pruning switched off
+    result = _timed(_vit("fused"), 60)
+    assert result.prunable, result.reason
+    assert result.ignored_layers == ()
+    att = result.attention
+    assert att["sites"] == ["blocks.0.attn", "blocks.1.attn"] and att["pruning"] == "heads"
+    assert att["heads"] == {"blocks.0.attn": 4, "blocks.1.attn": 4} and att["head_dims"]
+    assert att["note"].startswith("attention: 2 sites (fused qkv), heads prunable")
+    notes = PruneStage().probe_notes({"prunable": True, "ignored": [], "attention": att})
+    assert notes == [att["note"]]
+
+
+def test_chunk_qkv_vit_is_pruned_in_its_mlp_only() -> None:
+    result = _timed(_vit("chunk"), 60)
+    assert result.prunable, result.reason
+    assert result.attention["pruning"] == "mlp_only"
+    assert result.attention["note"] == "qkv split by chunk: attention left whole, MLP width pruned"

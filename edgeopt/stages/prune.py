@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from edgeopt.stages.attention import AttentionPruning
 from edgeopt.stages.base import FailurePolicy, Phase, Stage, StageOutput
 from edgeopt.stages.prune_apply import prune_model
 from edgeopt.stages.prune_config import Importance, PruneConfig
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 
 GRID_RATIOS = (0.0, 0.25, 0.5)
 """The pruning ratios a grid search tries."""
+HEAD_RATIOS = (0.125, 0.5, 0.125)
+"""``prune.head_ratio``: low, high, step."""
 
 
 class PruneStage(Stage[PruneConfig, "nn.Module"]):
@@ -57,8 +60,9 @@ class PruneStage(Stage[PruneConfig, "nn.Module"]):
     # hangs again
     failure_policy = FailurePolicy(disable_after_model_failure=True, block_config_after_hang=True)
     config_type = PruneConfig
-    # a ratio above 0 reaches the other prune params (and fine-tuning after them)
-    grid_probe = {"prune.ratio": 0.5}
+    # a ratio above 0 reaches the other prune params (and fine-tuning after them), heads the
+    # head ratio
+    grid_probe = {"prune.ratio": 0.5, "prune.attention": AttentionPruning.HEADS.value}
 
     def enabled(self, facts: ModelFacts) -> bool:
         """Only models Torch-Pruning can handle (never an ONNX input); an inconclusive
@@ -68,19 +72,27 @@ class PruneStage(Stage[PruneConfig, "nn.Module"]):
     def probe(self, model: ProbeInput) -> dict[str, Any]:
         """The pruning pre-flight (a child process, at most ``PREFLIGHT_LIMIT_S``):
         ``prunable`` (None when it could not conclude, e.g. the model cannot be copied to a
-        child), ``ignored`` (layers to leave whole), ``note`` (one line for the user)."""
+        child), ``ignored`` (layers to leave whole), ``note`` (one line for the user) and,
+        for a model with attention sites, ``attention`` (``PreflightResult.attention``)."""
         if model.module is None:
             return {}
         pre = preflight(model.module, tuple(model.input_shape), time_limit_s=PREFLIGHT_LIMIT_S)
-        return {
+        facts: dict[str, Any] = {
             "prunable": pre.prunable if pre.conclusive else None,
             "ignored": list(pre.ignored_layers),
             "note": pre.reason,
         }
+        if pre.attention:
+            facts["attention"] = pre.attention
+        return facts
 
     def probe_notes(self, facts: Mapping[str, Any]) -> list[str]:
-        """Pruning off, layers left whole, or an inconclusive pre-flight."""
+        """Pruning off, what happens to attention, layers left whole, or an inconclusive
+        pre-flight."""
         ignored, note = facts.get("ignored") or [], facts.get("note")
+        attention = facts.get("attention") or {}
+        if facts.get("prunable") is not False and attention.get("note"):
+            return [str(attention["note"])]
         if facts.get("prunable") is False:
             return [
                 f"pruning off: {note}; the search keeps to fine-tuning-free "
@@ -99,7 +111,12 @@ class PruneStage(Stage[PruneConfig, "nn.Module"]):
         """``prune.ratio`` 0..0.7 step 0.05; at 0 nothing else is drawn. Otherwise
         ``prune.importance``, ``prune.global_pruning``, ``prune.iterative_steps`` (1..3);
         ``round_to`` is the profile's channel multiple, ``ignored_layers`` the layers the
-        probe found (not an Optuna param: the config records it)."""
+        probe found (not an Optuna param: the config records it).
+
+        Where the probe found prunable attention heads, also ``prune.attention`` (none,
+        heads, and head_dims where the probe proved the scale stored and ``round_to`` is 1)
+        and, unless none, ``prune.head_ratio`` 0.125..0.5 step 0.125; attention pruning is
+        one local step (global pruning and iterative steps drawn but not applied)."""
         base = self.identity(profile)
         ratio = round(float(space.suggest_float("prune.ratio", 0.0, 0.7, step=0.05)), 4)
         if ratio == 0.0:
@@ -107,6 +124,9 @@ class PruneStage(Stage[PruneConfig, "nn.Module"]):
         importance = space.suggest_categorical("prune.importance", [i.value for i in Importance])
         global_pruning = space.suggest_categorical("prune.global_pruning", [False, True])
         steps = space.suggest_int("prune.iterative_steps", 1, 3)
+        attention, head_ratio = self._suggest_attention(space, base.round_to, facts)
+        if attention is not AttentionPruning.NONE:
+            global_pruning, steps = False, 1
         return PruneConfig(
             ratio=ratio,
             importance=Importance(importance),
@@ -114,7 +134,27 @@ class PruneStage(Stage[PruneConfig, "nn.Module"]):
             iterative_steps=int(steps),
             round_to=base.round_to,
             ignored_layers=tuple(str(x) for x in facts.of(self.name).get("ignored", ())),
+            attention=attention,
+            head_ratio=head_ratio,
         )
+
+    def _suggest_attention(
+        self, space: Suggester, round_to: int, facts: ModelFacts
+    ) -> tuple[AttentionPruning, float]:
+        found = facts.of(self.name).get("attention") or {}
+        if found.get("pruning") != "heads":
+            return AttentionPruning.NONE, 0.0
+        modes = [AttentionPruning.NONE, AttentionPruning.HEADS]
+        if found.get("head_dims") and round_to <= 1:
+            modes.append(AttentionPruning.HEAD_DIMS)
+        mode = AttentionPruning(
+            space.suggest_categorical("prune.attention", [m.value for m in modes])
+        )
+        if mode is AttentionPruning.NONE:
+            return mode, 0.0
+        low, high, step = HEAD_RATIOS
+        head_ratio = float(space.suggest_float("prune.head_ratio", low, high, step=step))
+        return mode, round(head_ratio, 4)
 
     def identity(self, profile: HardwareProfile) -> PruneConfig:
         """Ratio 0 (round_to from the profile, recorded but unused)."""
@@ -125,16 +165,26 @@ class PruneStage(Stage[PruneConfig, "nn.Module"]):
         return {"prune.ratio": 0.0}
 
     def grid_axes(self, profile: HardwareProfile, facts: ModelFacts) -> dict[str, list[Any]]:
-        """``prune.ratio`` over ``GRID_RATIOS``."""
-        return {"prune.ratio": list(GRID_RATIOS)}
+        """``prune.ratio`` over ``GRID_RATIOS``; ``prune.attention`` none/heads where the
+        probe found prunable heads."""
+        axes: dict[str, list[Any]] = {"prune.ratio": list(GRID_RATIOS)}
+        if (facts.of(self.name).get("attention") or {}).get("pruning") == "heads":
+            axes["prune.attention"] = [AttentionPruning.NONE.value, AttentionPruning.HEADS.value]
+        return axes
 
     def describe(self, config: PruneConfig) -> str:
-        """``prune 0.50 l2``; empty at ratio 0."""
-        return f"prune {config.ratio:.2f} {config.importance.value}" if config.ratio > 0 else ""
+        """``prune 0.50 l2`` (``prune 0.50 l2 heads 0.25`` with attention pruned); empty
+        when nothing is pruned."""
+        if not config.prunes:
+            return ""
+        out = f"prune {config.ratio:.2f} {config.importance.value}"
+        if config.attention is not AttentionPruning.NONE:
+            out += f" {config.attention.value} {config.head_ratio:.2f}"
+        return out
 
     def is_identity(self, config: PruneConfig) -> bool:
-        """Ratio 0 prunes nothing."""
-        return config.ratio == 0.0
+        """Nothing pruned: ratio 0 and no attention head ratio."""
+        return not config.prunes
 
     def apply(
         self, artifact: nn.Module, config: PruneConfig, ctx: StageContext

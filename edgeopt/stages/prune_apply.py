@@ -11,6 +11,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from edgeopt.errors import CandidateError
+from edgeopt.stages.attention import AttentionPruning, find_attention
+from edgeopt.stages.prune_attention import attention_ignored, check_attention_equivalent
 from edgeopt.stages.prune_config import PruneConfig
 from edgeopt.stages.prune_ops import (
     checked_channels,
@@ -72,23 +74,27 @@ def prune_model(
     ignored = ignored_layers_of(model, config, shape)
     macs_before, params_before = count_macs_params(model, shape)
     channels: dict[str, int] = {}
-    if config.ratio > 0.0:
+    if config.prunes:
+        sites = find_attention(model)
+        ignored += attention_ignored(model, example, config, sites)
         record: list[PrunedGroup] = []
         roots = prune_in_place(
-            model, example, config, ignored, ctx, type(artifact).__name__, record
+            model, example, config, ignored, ctx, type(artifact).__name__, record, sites
         )
-        channels = checked_channels(model, roots, config)
+        channels = checked_channels(model, roots, config, sites)
         out = forward_checked(model, example, "pruned model forward fails")
         if tuple(out.shape) != tuple(ref_out.shape):
             raise CandidateError(
                 "prune", f"pruned output shape {tuple(out.shape)} != {tuple(ref_out.shape)}"
             )
-        if any(g.moves_channels for g in record):
+        if sites and config.attention is not AttentionPruning.NONE:
+            check_attention_equivalent(artifact, model, sites, record, config, shape)
+        elif any(g.moves_channels for g in record):
             check_equivalent(artifact, model, record, shape)
     model.train(was_training)
     report = _report(macs_before, params_before, model, shape)
     report["channels"] = channels
-    if config.ratio > 0.0 and report["macs_ratio"] > 1.0 - MIN_MACS_SAVED:
+    if config.prunes and report["macs_ratio"] > 1.0 - MIN_MACS_SAVED:
         raise CandidateError(
             "prune",
             f"nothing was pruned: ratio {config.ratio:.2f} in multiples of "
@@ -96,7 +102,7 @@ def prune_model(
             hint="every channel group is too small to prune at this ratio and channel "
             "multiple; the unpruned model is its own candidate",
         )
-    if config.ratio > 0.0:
+    if config.prunes:
         log.info(
             "pruned %.2f (%s): MACs %d -> %d",
             config.ratio,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from edgeopt.errors import ConfigError
+from edgeopt.stages.attention import AttentionPruning
 from edgeopt.stages.base import StageConfig, check_range
 
 MAX_RATIO = 0.9
@@ -32,6 +33,13 @@ class PruneConfig(StageConfig):
     multiples of it (1 = no rounding). ``ignored_layers``: qualified module names whose
     output channels are never pruned, in addition to the model's output layer, which is
     always kept whole.
+
+    ``attention``: what happens to the model's attention sites (``stages.attention``): left
+    whole (``none``), whole heads removed (``heads``: ``ceil(head_ratio * H)`` per site) or
+    that fraction of every head's dims (``head_dims``); the MLP hidden width follows
+    ``ratio`` either way and the residual stream is never pruned. Attention pruning is one
+    local step (no ``global_pruning``, ``iterative_steps`` 1: Torch-Pruning's global and
+    iterative head arithmetic is not checked).
     """
 
     ratio: float = 0.0
@@ -40,14 +48,34 @@ class PruneConfig(StageConfig):
     iterative_steps: int = 1
     round_to: int = 1
     ignored_layers: tuple[str, ...] = ()
+    attention: AttentionPruning = AttentionPruning.NONE
+    head_ratio: float = 0.0
 
     def __post_init__(self) -> None:
         self._check_types()
         check_range("prune.ratio", self.ratio, 0.0, MAX_RATIO)
+        check_range("prune.head_ratio", self.head_ratio, 0.0, MAX_RATIO)
+        if self.head_ratio > 0 and self.attention is AttentionPruning.NONE:
+            raise ConfigError("prune.head_ratio needs prune.attention heads or head_dims")
+        if self.attention is not AttentionPruning.NONE and (
+            self.global_pruning or self.iterative_steps > 1
+        ):
+            raise ConfigError(
+                "prune.attention prunes in one local step: it takes neither "
+                "prune.global_pruning nor prune.iterative_steps above 1"
+            )
         check_range("prune.iterative_steps", self.iterative_steps, 1, 100)
         check_range("prune.round_to", self.round_to, 1, 4096)
         if any(not isinstance(n, str) or not n for n in self.ignored_layers):
             raise ConfigError("prune.ignored_layers must be non-empty module names")
+
+    @property
+    def prunes(self) -> bool:
+        """Whether anything is removed: a ratio above 0 or attention pruned by a head ratio
+        above 0."""
+        return self.ratio > 0 or (
+            self.attention is not AttentionPruning.NONE and self.head_ratio > 0
+        )
 
 
 def layer_ratio(channels: int, ratio: float, round_to: int = 1) -> float:

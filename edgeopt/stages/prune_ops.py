@@ -7,6 +7,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from edgeopt.errors import CandidateError
+from edgeopt.stages.attention import (
+    AttentionPruning,
+    AttentionSite,
+    expected_width,
+    fix_attributes,
+    projections_of,
+)
+from edgeopt.stages.prune_attention import pruner_kwargs
 from edgeopt.stages.prune_config import (
     MAX_RATIO,
     Importance,
@@ -139,15 +147,21 @@ def prune_in_place(
     ctx: StageContext,
     arch: str,
     record: list[PrunedGroup],
+    sites: list[AttentionSite] | None = None,
 ) -> list[tuple[nn.Module, int]]:
     """Prune ``model`` in place; returns the group roots with their channels before, and
-    appends every group pruned to ``record`` (in order).
+    appends every group pruned to ``record`` (in order). With attention ``sites``,
+    Torch-Pruning is told their heads (``prune_attention.pruner_kwargs``) and their
+    attributes are fixed after each step (``attention.fix_attributes``).
 
     Any Torch-Pruning failure becomes a CandidateError naming the architecture ``arch``.
     """
     import torch_pruning as tp
     from torch import nn
 
+    sites = sites or []
+    heads_kwargs, head_ratios = pruner_kwargs(model, config, sites)
+    ratios = {**floor_ratios(model, config, ignored + projections_of(model, sites)), **head_ratios}
     try:
         pruner = tp.pruner.BasePruner(
             model,
@@ -155,12 +169,13 @@ def prune_in_place(
             importance=importance_of(config.importance),
             global_pruning=config.global_pruning,
             pruning_ratio=config.ratio,
-            pruning_ratio_dict=floor_ratios(model, config, ignored) or None,
+            pruning_ratio_dict=ratios or None,
             max_pruning_ratio=MAX_RATIO if config.global_pruning else 1.0,
             iterative_steps=config.iterative_steps,
             ignored_layers=ignored,
             round_to=config.round_to if config.round_to > 1 else None,
             forward_fn=trace_forward,
+            **heads_kwargs,
         )
         roots = group_roots(pruner)
         batches = taylor_batches(ctx, model) if config.importance is Importance.TAYLOR else []
@@ -172,6 +187,7 @@ def prune_in_place(
             for group in pruner.step(interactive=True):
                 record.append(PrunedGroup.of(group, pruner.DG))
                 group.prune()
+            fix_attributes(model, sites, pruner.num_heads)
         model.zero_grad(set_to_none=True)
     except CandidateError:
         raise
@@ -205,20 +221,28 @@ def floor_ratios(model: nn.Module, config: PruneConfig, ignored: list[nn.Module]
 
 
 def checked_channels(
-    model: nn.Module, roots: list[tuple[nn.Module, int]], config: PruneConfig
+    model: nn.Module,
+    roots: list[tuple[nn.Module, int]],
+    config: PruneConfig,
+    sites: list[AttentionSite] | None = None,
 ) -> dict[str, int]:
     """Out channels of every group root after pruning, by qualified module name.
 
-    Raises CandidateError unless each is what the config implies: uniform,
+    Raises CandidateError unless each is what the config implies: a q/k/v projection of an
+    attention site, whole heads or dims (``attention.expected_width``); uniform,
     ``expected_channels``; global, a multiple of ``round_to`` or unchanged.
     """
     module_names = {id(m): n for n, m in model.named_modules()}
+    site_of = {p: s for s in sites or [] for p in s.projections}
     channels: dict[str, int] = {}
     for module, before in roots:
         after = out_channels(module)
         label = module_names.get(id(module), type(module).__name__)
         channels[label] = after
-        if config.global_pruning:
+        if label in site_of and config.attention is not AttentionPruning.NONE:
+            want_n = expected_width(site_of[label], before, config.attention, config.head_ratio)
+            ok, want = after == want_n, f"{want_n} ({config.attention.value})"
+        elif config.global_pruning:
             ok = after == before or (after % config.round_to == 0 and 0 < after <= before)
             want = f"a multiple of {config.round_to} or {before}"
         else:

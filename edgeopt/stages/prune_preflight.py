@@ -22,6 +22,14 @@ at the time limit:
 
 The result says whether the model is prunable and which layers the prune stage must ignore
 (``PruneStage.probe`` stores both as the prune stage's facts).
+
+A model with attention sites (``stages.attention.find_attention``) is probed differently: its
+residual stream is left whole by the prune stage itself, so instead of steps 1-3 the child
+prunes ``PROBE_HEAD_RATIO`` of the heads and ``PROBE_RATIO`` of the MLP width; a fused qkv
+split by ``chunk`` (Torch-Pruning raises IndexError ranking its heads), or a heads prune that
+fails, falls back to the MLP width alone with attention left whole; after a heads prune the
+child also tries head dims (which the equivalence check refuses when the softmax scale
+follows ``head_dim``). ``PreflightResult.attention`` says what was found.
 """
 
 from __future__ import annotations
@@ -39,8 +47,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgeopt.errors import CandidateError
 from edgeopt.lifeline import die_with_parent, stop_signals_ignored_by_children
 from edgeopt.profiles import load_profile
+from edgeopt.stages.attention import (
+    AttentionPruning,
+    describe_sites,
+    find_attention,
+    first_layer,
+    qkv_split,
+)
 from edgeopt.stages.base import StageContext
 from edgeopt.stages.prune_apply import prune_model
 from edgeopt.stages.prune_config import PruneConfig
@@ -59,6 +75,8 @@ log = logging.getLogger(__name__)
 
 PROBE_RATIO = 0.1
 """The pruning ratio of the trial prune (uniform, L2, one step, no channel rounding)."""
+PROBE_HEAD_RATIO = 0.25
+"""The head ratio of the trial prune of a model with attention sites."""
 
 
 @dataclass(frozen=True)
@@ -79,18 +97,24 @@ class PreflightResult:
     """False when the pre-flight could not run at all (the model cannot be copied to a child,
     or the child died before loading it): that says nothing about Torch-Pruning, so callers
     keep pruning on and let trials find out."""
+    attention: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Empty without attention sites; else ``sites`` (names), ``layout`` (e.g. "fused
+    qkv"), ``heads`` (per site), ``pruning`` ("heads" or "mlp_only"), ``head_dims``
+    (whether head-dim pruning passed the equivalence check) and ``note`` (one line)."""
 
 
 @dataclass(frozen=True)
 class _Attempt:
     """One child's outcome: the last ``phase`` it reported ("start": none, "loaded": the
     model, "graph", "pruned"), the split-coupled layers it found, an error or timeout
-    message (None when the prune succeeded) and the pruned copy's MACs ratio."""
+    message (None when the prune succeeded), the pruned copy's MACs ratio and, for a model
+    with attention sites, what its probe found (``_attention_probe``)."""
 
     phase: str
     coupled: tuple[str, ...]
     error: str | None
     macs_ratio: float | None = None
+    attention: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def preflight(
@@ -121,6 +145,8 @@ def preflight(
         )
     blob = buf.getvalue()
     shape = tuple(int(d) for d in input_shape)
+    if find_attention(model):
+        return _attention_preflight(blob, shape, deadline, t0)
 
     first = _attempt(blob, shape, (), deadline, first_share=True, t0=t0)
     if first.phase == "start":  # the child never loaded the model: nothing was learnt
@@ -149,8 +175,38 @@ def preflight(
     )
 
 
-def _done(t0: float, prunable: bool, ignored: tuple[str, ...], reason: str) -> PreflightResult:
-    result = PreflightResult(prunable, ignored, reason, time.monotonic() - t0)
+def _attention_preflight(
+    blob: bytes, shape: tuple[int, ...], deadline: float, t0: float
+) -> PreflightResult:
+    """Heads (or, where the qkv is split, MLP width) in a first child; MLP width alone in a
+    second when the first failed past loading the model."""
+    first = _attempt(blob, shape, (), deadline, first_share=False, t0=t0, mode="heads")
+    if first.phase == "start":
+        result = _done(t0, False, (), f"pre-flight could not run: {first.error}")
+        return dataclasses.replace(result, conclusive=False)
+    if first.error is None:
+        facts = first.attention
+        return _done(t0, True, (), f"{facts['note']}{_saved(first)}", facts)
+    second = _attempt(blob, shape, (), deadline, first_share=False, t0=t0, mode="mlp")
+    if second.error is None:
+        facts = dict(second.attention)
+        facts["note"] = (
+            f"attention: {facts['note_sites']}, heads not prunable "
+            f"({_failure(first)}): attention left whole, MLP width pruned"
+        )
+        return _done(t0, True, (), f"{facts['note']}{_saved(second)}", facts)
+    return _done(t0, False, (), f"{_failure(first)}; with attention left whole: {_failure(second)}")
+
+
+def _done(
+    t0: float,
+    prunable: bool,
+    ignored: tuple[str, ...],
+    reason: str,
+    attention: dict[str, Any] | None = None,
+) -> PreflightResult:
+    facts = {k: v for k, v in (attention or {}).items() if k not in ("note_sites", "macs_ratio")}
+    result = PreflightResult(prunable, ignored, reason, time.monotonic() - t0, attention=facts)
     log.info("prune pre-flight (%.1fs): %s", result.seconds, reason)
     return result
 
@@ -174,15 +230,19 @@ def _attempt(
     *,
     first_share: bool,
     t0: float,
+    mode: str = "channels",
 ) -> _Attempt:
     """Run ``_child`` and collect its messages until it is done or its time is up.
 
     With ``first_share``, once the child found split-coupled layers, its prune must end
-    within the first half of the time limit (the rest is for the retry).
+    within the first half of the time limit (the rest is for the retry). ``mode``: see
+    ``_child``.
     """
     ctx = multiprocessing.get_context("spawn")
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(send, blob, shape, ignored, os.getpid()), daemon=True)
+    proc = ctx.Process(
+        target=_child, args=(send, blob, shape, ignored, os.getpid(), mode), daemon=True
+    )
     with stop_signals_ignored_by_children():  # this process decides when the probe stops
         proc.start()
     send.close()
@@ -207,6 +267,8 @@ def _attempt(
                     limit = min(deadline, t0 + (deadline - t0) / 2)
             elif kind == "pruned":
                 return _Attempt("pruned", coupled, None, float(payload))
+            elif kind == "attention":
+                return _Attempt("pruned", coupled, None, payload["macs_ratio"], payload)
             else:  # "error"
                 return _Attempt(phase, coupled, str(payload))
     finally:
@@ -222,9 +284,12 @@ def _child(
     shape: tuple[int, ...],
     ignored: tuple[str, ...],
     parent_pid: int,
+    mode: str = "channels",
 ) -> None:
-    """Child process: report the split-coupled layers, then try the probe prune. It dies
-    with ``parent_pid`` (a killed ``optimize`` leaves no probe computing on)."""
+    """Child process: report the split-coupled layers, then try the probe prune; for a
+    model with attention sites (``mode`` "heads" or "mlp") the attention probe instead
+    (``_attention_probe``). It dies with ``parent_pid`` (a killed ``optimize`` leaves no
+    probe computing on)."""
     die_with_parent(parent_pid)
     import torch
 
@@ -232,6 +297,10 @@ def _child(
     try:
         model = torch.load(io.BytesIO(blob), weights_only=False).eval()
         conn.send(("loaded", None))
+        if mode != "channels":
+            conn.send(("graph", []))
+            conn.send(("attention", _attention_probe(model, shape, heads=mode == "heads")))
+            return
         conn.send(("graph", _split_coupled(model, shape)))
         conn.send(("pruned", _probe_prune(model, shape, ignored)))
     except Exception as exc:
@@ -240,9 +309,57 @@ def _child(
         conn.close()
 
 
-def _probe_prune(model: nn.Module, shape: tuple[int, ...], ignored: tuple[str, ...]) -> float:
-    """Prune a copy by ``PROBE_RATIO`` with the prune stage; the achieved MACs ratio."""
-    config = PruneConfig(ratio=PROBE_RATIO, ignored_layers=ignored)
+def _attention_probe(model: nn.Module, shape: tuple[int, ...], *, heads: bool) -> dict[str, Any]:
+    """Prune a copy of a model with attention sites: ``PROBE_HEAD_RATIO`` of the heads
+    (unless ``heads`` is False or a fused qkv is split by ``chunk``/``split``) and
+    ``PROBE_RATIO`` of the MLP width; after a heads prune, head dims too. What was found, as
+    ``PreflightResult.attention`` (plus ``macs_ratio`` and ``note_sites``)."""
+    import torch
+
+    sites = find_attention(model)
+    example = torch.zeros((1, *shape), device=module_device(model))
+    split = []
+    first = first_layer(model, example)
+    if heads and first is not None:
+        split = qkv_split(build_dependency_graph(model, example), model, sites)
+    attention = AttentionPruning.HEADS if heads and not split else AttentionPruning.NONE
+    head_ratio = PROBE_HEAD_RATIO if attention is AttentionPruning.HEADS else 0.0
+    macs = _probe_prune(model, shape, (), attention=attention, head_ratio=head_ratio)
+    head_dims = False
+    if attention is AttentionPruning.HEADS:
+        try:
+            _probe_prune(
+                model, shape, (), attention=AttentionPruning.HEAD_DIMS, head_ratio=head_ratio
+            )
+            head_dims = True
+        except CandidateError as exc:
+            log.debug("head dims not prunable: %s", exc)
+    where = describe_sites(sites)
+    if split:
+        note = "qkv split by chunk: attention left whole, MLP width pruned"
+    elif attention is AttentionPruning.HEADS:
+        dims = "head dims prunable (scale stored)" if head_dims else "head dims not prunable"
+        note = f"attention: {where}, heads prunable; {dims}"
+    else:
+        note = f"attention: {where}: attention left whole, MLP width pruned"
+    return {
+        "sites": [s.name for s in sites],
+        "layout": ", ".join(sorted({s.layout.label for s in sites})),
+        "heads": {s.name: s.heads for s in sites},
+        "pruning": "heads" if attention is AttentionPruning.HEADS else "mlp_only",
+        "head_dims": head_dims,
+        "note": note,
+        "note_sites": where,
+        "macs_ratio": macs,
+    }
+
+
+def _probe_prune(
+    model: nn.Module, shape: tuple[int, ...], ignored: tuple[str, ...], **attention: Any
+) -> float:
+    """Prune a copy by ``PROBE_RATIO`` with the prune stage (``attention``: the config's
+    attention fields); the achieved MACs ratio."""
+    config = PruneConfig(ratio=PROBE_RATIO, ignored_layers=ignored, **attention)
     with tempfile.TemporaryDirectory(prefix="edgeopt-preflight-") as tmp:
         ctx = StageContext(
             workdir=Path(tmp),
