@@ -10,11 +10,18 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from test_quantize import Answers
 from torch import nn
 
-from edgeopt.errors import CandidateError
+from edgeopt.errors import CandidateError, ConfigError
 from edgeopt.onnx_export import export_onnx
+from edgeopt.profiles import load_profile, merge_profiles
+from edgeopt.profiles.runtime_spec import RUNTIMES
+from edgeopt.search.strategy.user_space import parse_space
+from edgeopt.stages import STAGES, ModelFacts, ProbeInput, QuantizeConfig, QuantMode, StageContext
+from edgeopt.stages.onnx_graph import quant_node_counts
 from edgeopt.stages.ort_fuse import fuse, model_type, synthetic_feeds
+from edgeopt.stages.ort_quant import quantize_dynamic
 from edgeopt.zoo_transformers import bert_text, vit_cifar
 
 VIT_SHAPE = (1, 16, 16)
@@ -124,3 +131,88 @@ def test_synthetic_feeds_are_seeded_and_typed(models: dict[str, Path]) -> None:
     assert set(np.unique(a["attention_mask"])) <= {0, 1}
     vit = synthetic_feeds(onnx.load(str(models["vit_sep"])))
     assert vit["input"].dtype == np.float32 and vit["input"].shape == (4, *VIT_SHAPE)
+
+
+def _ctx(tmp_path: Path, profile: str = "cpu") -> StageContext:
+    return StageContext(
+        workdir=tmp_path / "work",
+        profile=load_profile(profile),
+        data=None,
+        teacher=None,
+        input_shape=VIT_SHAPE,
+    )
+
+
+def _facts(path: Path) -> ModelFacts:
+    probe = STAGES["quantize"].probe(ProbeInput(module=None, onnx_path=path, input_shape=(4,)))
+    return ModelFacts(onnx_input=True, stages={"quantize": probe})
+
+
+def test_dynamic_int8_of_a_fused_graph_quantizes_attention(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    fused = tmp_path / "f.onnx"
+    fuse(models["vit_sep"], fused)
+    out = tmp_path / "q.onnx"
+    # ORT's default raised "Unable to find data type for weight_name" on the fused graph
+    quantize_dynamic(fused, out, QuantizeConfig(mode=QuantMode.INT8_DYNAMIC))
+    assert quant_node_counts(out).get("QAttention", 0) == 2
+
+
+@pytest.mark.parametrize(
+    ("mode", "op"), [("int8_dynamic", "QAttention"), ("fp32", "Attention"), ("fp16", "Attention")]
+)
+def test_quantize_stage_fuses_before_its_mode(
+    models: dict[str, Path], tmp_path: Path, mode: str, op: str
+) -> None:
+    stage = STAGES["quantize"]
+    config = QuantizeConfig(mode=QuantMode(mode), fuse=True)
+    assert not stage.is_identity(config) and stage.describe(config) == f"{mode} fused"
+    done = stage.apply(
+        models["vit_sep"], config, _ctx(tmp_path, "gpu" if mode == "fp16" else "cpu")
+    )
+    assert quant_node_counts(done.artifact)[op] == 2
+    assert done.info["fuse"]["attention"] == "2 of 2"
+    assert done.info["fuse"]["ops"]["BiasGelu"] == 2
+
+
+def test_fuse_only_with_the_modes_that_take_a_fused_graph() -> None:
+    for mode in ("int8_static", "fp32_opt", "ort_default"):
+        with pytest.raises(ConfigError, match="quantize.fuse"):
+            QuantizeConfig(mode=QuantMode(mode), fuse=True)
+
+
+def test_fuse_is_suggested_only_where_it_fuses_and_runs(models: dict[str, Path]) -> None:
+    stage = STAGES["quantize"]
+    vit = _facts(models["vit_sep"])
+    assert vit.of("quantize")["fusible"]
+    cpu, gpu = load_profile("cpu"), load_profile("gpu")
+    for mode in ("fp32", "fp16"):
+        ask = Answers({"quantize.mode": mode, "quantize.fuse": True})
+        assert stage.suggest(ask, gpu, vit).fuse and ask.asked["quantize.fuse"] == [False, True]
+    static = Answers({"quantize.mode": "int8_static"})
+    assert not stage.suggest(static, cpu, vit).fuse and "quantize.fuse" not in static.asked
+    assert stage.grid_axes(cpu, vit)["quantize.fuse"] == [False, True]
+    # ORT Mobile / OpenVINO targets: no com.microsoft contrib ops
+    for name in ("mobile-mid", "openvino"):
+        assert not RUNTIMES[load_profile(name).runtime_name].contrib_ops
+        ask = Answers({"quantize.mode": "fp32"})
+        stage.suggest(ask, load_profile(name), vit)
+        assert "quantize.fuse" not in ask.asked
+    merged = merge_profiles([cpu, load_profile("mobile-mid")])
+    ask = Answers({"quantize.mode": "fp32"})
+    stage.suggest(ask, merged, vit)
+    assert "quantize.fuse" not in ask.asked and "quantize.fuse" not in stage.grid_axes(merged, vit)
+    # a CNN has nothing to fuse
+    cnn = models["vit_sep"].parent / "cnn.onnx"
+    torch.manual_seed(0)
+    export_onnx(nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten()).eval(), VIT_SHAPE, cnn)
+    assert "fusible" not in _facts(cnn).of("quantize")
+
+
+def test_user_space_accepts_quantize_fuse(models: dict[str, Path]) -> None:
+    vit = _facts(models["vit_sep"])
+    space = parse_space(
+        {"quantize": {"mode": ["fp32"], "fuse": [True]}}, "--space", load_profile("cpu"), vit
+    )
+    assert space["quantize.fuse"] == {"choices": [True]}

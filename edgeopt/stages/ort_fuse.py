@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import tempfile
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -119,6 +120,16 @@ def fuse(
             "keep quantize.fuse off for this model",
         )
     return FuseInfo(info_counts, sites, diff)
+
+
+def fusible(src: Path) -> bool:
+    """Whether ``fuse`` fuses anything in ``src`` and keeps its outputs (on synthetic
+    inputs); False when it fails for any reason (the switch is then not offered)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            return fuse(src, Path(tmp) / "fused.onnx").fused
+        except Exception:  # ORT's optimizer on a graph it does not know: nothing to offer
+            return False
 
 
 def _optimized(src: Path, kind: str) -> Any:

@@ -80,19 +80,24 @@ def calibration_reader(name: str, x: np.ndarray) -> Any:
 
 
 def quantize_dynamic(pre: Path, out: Path, config: QuantizeConfig) -> None:
-    """Dynamic int8 of MatMul/Gemm only, with s8 weights and the config's per-channel.
+    """Dynamic int8 of MatMul/Gemm (and a fused graph's ``Attention``, which becomes
+    ``QAttention``) only, with s8 weights and the config's per-channel.
 
     Dynamic quantization runs on the CPU kernels (QNN's HTP takes only static QDQ), so a
     target's uint8 weight flavour does not apply: ORT's default s8 weights stay (u8 weights
-    lose accuracy on transformer MatMuls, onnxruntime#5644)."""
+    lose accuracy on transformer MatMuls, onnxruntime#5644). ``DefaultTensorType`` float:
+    ONNX shape inference gives no type to a contrib op's output, and without a default ORT
+    refuses a fused graph ("Unable to find data type for weight_name")."""
+    import onnx
     from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
 
     ort_quantize_dynamic(
         str(pre),
         str(out),
-        op_types_to_quantize=["MatMul", "Gemm"],
+        op_types_to_quantize=["MatMul", "Gemm", "Attention"],
         per_channel=config.per_channel,
         weight_type=qtype(QType.INT8),
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
 
 

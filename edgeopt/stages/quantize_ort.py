@@ -14,6 +14,7 @@ import numpy as np
 
 from edgeopt.errors import CandidateError
 from edgeopt.stages.onnx_graph import compute_nodes
+from edgeopt.stages.ort_fuse import FuseInfo, fuse
 from edgeopt.stages.ort_quant import calibration_reader, quantize_dynamic, quantize_static
 from edgeopt.stages.quantize_config import QuantizeConfig, QuantMode, calibration_inputs
 from edgeopt.stages.sensitivity import ranking
@@ -36,11 +37,17 @@ def convert(
     """Write ``src`` converted as ``config`` says to ``out``; ``tmp`` is a scratch folder.
 
     A quantization-aware export's QDQ pairs are removed first; in int8_static their
-    ranges become ORT tensor overrides. ORT's exceptions propagate (the stage turns them
-    into a CandidateError).
+    ranges become ORT tensor overrides. With ``config.fuse`` the float graph goes through
+    ORT's transformer optimizer first (parity-checked on ``FUSE_SAMPLES`` calibration
+    inputs). ORT's exceptions propagate (the stage turns them into a CandidateError).
     """
     mode = config.mode
     src, overrides = _float_source(src, tmp)
+    fused: FuseInfo | None = None
+    if config.fuse:
+        feeds = {input_name: calibration_inputs(ctx, FUSE_SAMPLES, in_shape)}
+        fused = fuse(src, tmp / "fused.onnx", feeds=feeds)
+        src = tmp / "fused.onnx"
     if mode is QuantMode.FP32:
         shutil.copyfile(src, out)
     elif mode is QuantMode.FP32_OPT:
@@ -54,7 +61,7 @@ def convert(
         quant_pre_process(str(src), str(pre))
         if mode is QuantMode.INT8_DYNAMIC:
             quantize_dynamic(pre, out, config)
-            return ConvertInfo()
+            return ConvertInfo(fused=fused)
         calib = calibration_inputs(ctx, config.calibration_samples, in_shape)
         names = _tensor_names(pre)
         overrides = {k: v for k, v in overrides.items() if k in names}
@@ -72,18 +79,23 @@ def convert(
             overrides,
         )
         return ConvertInfo(tuple(sensitive), tuple(exclude), len(overrides))
-    return ConvertInfo()
+    return ConvertInfo(fused=fused)
+
+
+FUSE_SAMPLES = 16
+"""Inputs on which a fused graph must agree with the unfused one."""
 
 
 @dataclass(frozen=True)
 class ConvertInfo:
     """What ``convert`` decided: the nodes it kept in float because they are the most
-    sensitive (``fp32_nodes``) and because they are first/last, and how many activation
-    ranges came from quantization-aware fine-tuning."""
+    sensitive (``fp32_nodes``) and because they are first/last, how many activation
+    ranges came from quantization-aware fine-tuning, and what fused (``config.fuse``)."""
 
     sensitive: tuple[str, ...] = ()
     first_last: tuple[str, ...] = ()
     learned_ranges: int = 0
+    fused: FuseInfo | None = None
 
 
 def _float_source(src: Path, tmp: Path) -> tuple[Path, dict[str, Any]]:
@@ -144,8 +156,8 @@ def check_graph(
     """Raise CandidateError("quantize", ...) unless ``out`` has the nodes its mode implies.
 
     Static: exactly the Conv/Gemm/MatMul not in ``excluded`` (node names) read
-    DequantizeLinear weights; dynamic: at
-    least one MatMulInteger; fp16: float16 initializers; the float modes: no Q/DQ nodes.
+    DequantizeLinear weights; dynamic: at least one MatMulInteger or (a fused graph)
+    QAttention; fp16: float16 initializers; the float modes: no Q/DQ nodes.
     """
     import onnx
 
@@ -155,7 +167,7 @@ def check_graph(
     if mode in (QuantMode.INT8_STATIC, QuantMode.ORT_DEFAULT):
         _check_static(model, counts, excluded)
     elif mode is QuantMode.INT8_DYNAMIC:
-        if counts["MatMulInteger"] == 0:
+        if counts["MatMulInteger"] == 0 and counts["QAttention"] == 0:
             raise CandidateError(
                 "quantize",
                 "dynamic quantization found no MatMul/Gemm to quantize",
