@@ -14,7 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.stages.quantize_config import CalibMethod, QType, QuantizeConfig, QuantMode
+from edgeopt.stages.quantize_config import (
+    COMPUTE_ONLY,
+    CalibMethod,
+    QType,
+    QuantizeConfig,
+    QuantMode,
+    StaticOps,
+)
 
 CALIB_BATCH = 32
 """Most calibration samples per batch ORT is fed (``equal_batch_size`` may use fewer)."""
@@ -109,7 +116,7 @@ def quantize_static(
     exclude: list[str] | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> None:
-    """Static QDQ with the config's types (``ort_default``: ORT's own defaults), leaving
+    """Static QDQ with the config's types and op set (``ort_default``: ORT's own defaults), leaving
     ``exclude`` in float and fixing the activations in ``overrides`` (ORT
     ``TensorQuantOverrides``: tensor -> scale and zero point)."""
     from onnxruntime.quantization import QuantFormat
@@ -130,6 +137,9 @@ def quantize_static(
             weight_type=qtype(config.weight_type),
             calibrate_method=calib_method(config.calibration),
             nodes_to_exclude=exclude or None,
+            op_types_to_quantize=(
+                list(COMPUTE_ONLY) if config.static_ops is StaticOps.COMPUTE else None
+            ),
             extra_options=_extra_options(config, overrides),
         )
 

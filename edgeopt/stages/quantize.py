@@ -48,6 +48,7 @@ from edgeopt.stages.quantize_config import (
     QType,
     QuantizeConfig,
     QuantMode,
+    StaticOps,
     calibration_inputs,
 )
 
@@ -110,8 +111,10 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
         percentile), ``quantize.calibration_samples`` (64, 128, 256), ``quantize.per_channel``
         (only when the profile supports per-channel; else False) and
         ``quantize.exclude_first_last`` and ``quantize.fp32_nodes`` (0..``MAX_FP32_NODES``:
-        how many of the most sensitive nodes stay float). For fp32, int8_dynamic and fp16:
-        ``quantize.fuse`` where ``fuse_offered``. Types always come from the profile."""
+        how many of the most sensitive nodes stay float) and, for a graph with LayerNorm or
+        Softmax (the probe's ``transformer``), ``quantize.static_ops``. For fp32,
+        int8_dynamic and fp16: ``quantize.fuse`` where ``fuse_offered``. Types always come
+        from the profile."""
         modes = self.offered_modes(profile, facts)
         if len(modes) == 1:
             mode = modes[0]
@@ -132,6 +135,11 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
         )
         excl = bool(space.suggest_categorical("quantize.exclude_first_last", [False, True]))
         fp32_nodes = int(space.suggest_int("quantize.fp32_nodes", 0, MAX_FP32_NODES))
+        ops = StaticOps.ALL
+        if facts.of(self.name).get("transformer"):
+            ops = StaticOps(
+                space.suggest_categorical("quantize.static_ops", [o.value for o in StaticOps])
+            )
         return dataclasses.replace(
             base,
             mode=mode,
@@ -140,6 +148,7 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
             per_channel=per_channel,
             exclude_first_last=excl,
             fp32_nodes=fp32_nodes,
+            static_ops=ops,
         )
 
     def fuse_offered(self, profile: HardwareProfile, facts: ModelFacts) -> bool:
@@ -216,8 +225,11 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
 
     def describe(self, config: QuantizeConfig) -> str:
         """The mode (``fp32`` included), `` fused`` after ORT's transformer fusion, with
-        ``+k fp32`` for sensitive nodes kept float."""
+        `` compute-only`` for static Conv/MatMul/Gemm only, ``+k fp32`` for sensitive nodes
+        kept float."""
         extra = f" +{config.fp32_nodes} fp32" if config.fp32_nodes else ""
+        if config.static_ops is StaticOps.COMPUTE:
+            extra = " compute-only" + extra
         return config.mode.value + (" fused" if config.fuse else "") + extra
 
     def probe(self, model: ProbeInput) -> dict[str, Any]:

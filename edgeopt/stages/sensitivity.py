@@ -27,7 +27,7 @@ import numpy as np
 
 from edgeopt.stages.onnx_graph import compute_nodes
 from edgeopt.stages.ort_quant import calibration_reader, quantize_static
-from edgeopt.stages.quantize_config import QuantizeConfig, calibration_inputs
+from edgeopt.stages.quantize_config import QuantizeConfig, StaticOps, calibration_inputs
 
 if TYPE_CHECKING:
     import onnx
@@ -54,6 +54,8 @@ def cache_key(pre: Path, config: QuantizeConfig, seed: int, overrides: dict[str,
             k: [float(v[0]["scale"]), int(v[0]["zero_point"])] for k, v in overrides.items()
         },
     }
+    if config.static_ops is not StaticOps.ALL:  # the key of an all-ops ranking stays as it was
+        settings["static_ops"] = config.static_ops.value
     digest.update(json.dumps(settings, sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
