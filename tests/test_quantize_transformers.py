@@ -7,13 +7,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
+from onnxruntime.quantization import quant_pre_process
 from test_quantize import Answers
 
+from edgeopt.errors import CandidateError
 from edgeopt.onnx_export import export_onnx
 from edgeopt.profiles import load_profile
 from edgeopt.stages import STAGES, ModelFacts, ProbeInput, QuantizeConfig, QuantMode, StageContext
+from edgeopt.stages.ort_quant import calibration_reader, quantize_static
+from edgeopt.stages.quantize_config import calibration_inputs
+from edgeopt.stages.quantize_ort import check_graph, keep_float
 from edgeopt.zoo_transformers import vit_cifar
 
 SHAPE = (1, 16, 16)
@@ -77,3 +83,42 @@ def test_static_ops_offered_only_for_graphs_with_layernorm_or_softmax(vit: Path)
     # the by-hand int8 (and so every CNN run) keeps ORT's whole op set
     assert _static().static_ops == "all" and QuantizeConfig().static_ops == "all"
     assert QuantizeConfig(mode=QuantMode.INT8_STATIC).static_ops == "all"
+
+
+def test_excluded_attention_matmul_really_stays_float(vit: Path, tmp_path: Path) -> None:
+    pre = tmp_path / "pre.onnx"
+    quant_pre_process(str(vit), str(pre))
+    float_model = onnx.load(str(pre))
+    consts = {i.name for i in float_model.graph.initializer}
+    qk = next(
+        n.name
+        for n in float_model.graph.node
+        if n.op_type == "MatMul" and not consts & set(n.input)
+    )
+    config = _static()
+    calib = calibration_inputs(_ctx(tmp_path), 32, SHAPE)
+    out = tmp_path / "q.onnx"
+    quantize_static(pre, out, config, calibration_reader("input", calib), [qk])
+    # ORT's exclusion alone leaves the MatMul reading DequantizeLinear outputs (E11)
+    with pytest.raises(CandidateError, match=f"still int8: {qk}"):
+        check_graph(out, config, float_model, frozenset({qk}))
+    keep_float(out, pre, {qk})
+    check_graph(out, config, float_model, frozenset({qk}))
+    g = onnx.load(str(out)).graph
+    dq = {o for n in g.node if n.op_type == "DequantizeLinear" for o in n.output}
+    node = next(n for n in g.node if n.name == qk)
+    assert not dq & set(node.input)
+    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    assert all(o in used for n in g.node if n.op_type == "DequantizeLinear" for o in n.output)
+    ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(
+        None, {"input": calib[:2]}
+    )
+
+
+def test_mixed_precision_on_a_vit_ships_what_it_ranked(vit: Path, tmp_path: Path) -> None:
+    done = STAGES["quantize"].apply(vit, _static(fp32_nodes=8), _ctx(tmp_path))
+    kept = set(done.info["fp32_nodes"])
+    assert len(kept) == 8
+    g = onnx.load(str(done.artifact)).graph
+    dq = {o for n in g.node if n.op_type == "DequantizeLinear" for o in n.output}
+    assert all(not dq & set(n.input) for n in g.node if n.name in kept)

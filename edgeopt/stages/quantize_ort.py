@@ -17,7 +17,7 @@ from edgeopt.stages.onnx_graph import compute_nodes
 from edgeopt.stages.ort_fuse import FuseInfo, fuse
 from edgeopt.stages.ort_quant import calibration_reader, quantize_dynamic, quantize_static
 from edgeopt.stages.quantize_config import QuantizeConfig, QuantMode, calibration_inputs
-from edgeopt.stages.sensitivity import ranking
+from edgeopt.stages.sensitivity import ranking, with_float_node
 
 if TYPE_CHECKING:
     import onnx
@@ -78,6 +78,7 @@ def convert(
             [*exclude, *sensitive],
             overrides,
         )
+        keep_float(out, pre, {*exclude, *sensitive})
         return ConvertInfo(tuple(sensitive), tuple(exclude), len(overrides))
     return ConvertInfo(fused=fused)
 
@@ -181,23 +182,89 @@ def check_graph(
         raise CandidateError("quantize", f"{mode.value} output unexpectedly has Q/DQ nodes")
 
 
+def keep_float(out: Path, float_path: Path, names: set[str]) -> None:
+    """Make the nodes ``names`` of the static QDQ file ``out`` read the float tensors and
+    weights of ``float_path`` (ORT's ``nodes_to_exclude`` leaves an excluded node reading
+    DequantizeLinear outputs whose producer is quantized for another consumer: an
+    activation x activation MatMul stays int8), then drop the Q/DQ nodes and initializers
+    left without a consumer. What the sensitivity ranking scored is then what ships."""
+    import onnx
+
+    if not names:
+        return
+    model = onnx.load(str(out))
+    float_model = onnx.load(str(float_path))
+    floats = {i.name: i for i in float_model.graph.initializer}
+    for node in float_model.graph.node:
+        if node.name in names:
+            model = with_float_node(model, float_model, node)
+    g = model.graph
+    dq_out = {o for n in g.node if n.op_type == "DequantizeLinear" for o in n.output}
+    for n in g.node:
+        for j, name in enumerate(n.input):
+            # a weight shared with a quantized node: ORT's DequantizeLinear took its name
+            if n.name in names and name in dq_out and name in floats:
+                copy = onnx.TensorProto()
+                copy.CopyFrom(floats[name])
+                copy.name = f"{name}_float"
+                if copy.name not in {i.name for i in g.initializer}:
+                    g.initializer.append(copy)
+                n.input[j] = copy.name
+    _drop_orphans(g)
+    onnx.save(model, str(out))
+
+
+def _drop_orphans(g: Any) -> None:
+    while True:
+        used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+        dead = [
+            n
+            for n in g.node
+            if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+            and not any(o in used for o in n.output)
+        ]
+        if not dead:
+            break
+        for n in dead:
+            g.node.remove(n)
+    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    kept = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(kept)
+
+
 def _check_static(model: onnx.ModelProto, counts: Counter[str], excluded: frozenset[str]) -> None:
+    """Every non-excluded Conv/Gemm/MatMul with a constant weight reads it through
+    DequantizeLinear; every excluded one reads no DequantizeLinear output. An activation x
+    activation MatMul (no constant weight) may be either unless excluded."""
     producers = {o: n for n in model.graph.node for o in n.output}
-    compute = compute_nodes(model)
-    floats = {
-        n.name
-        for n in compute
-        if len(n.input) < 2
-        or getattr(producers.get(n.input[1]), "op_type", "") != "DequantizeLinear"
+    consts = {i.name for i in model.graph.initializer} | {
+        o for n in model.graph.node if n.op_type == "Constant" for o in n.output
     }
-    want = {n.name for n in compute} & excluded
-    if counts["QuantizeLinear"] == 0 or floats != want:
+
+    def from_dq(name: str) -> bool:
+        return getattr(producers.get(name), "op_type", "") == "DequantizeLinear"
+
+    def weighted(n: Any) -> bool:
+        if len(n.input) < 2:
+            return False
+        w = n.input[1]
+        return (producers[w].input[0] if from_dq(w) else w) in consts
+
+    compute = compute_nodes(model)
+    heavy = [n for n in compute if weighted(n)]
+    floats = {n.name for n in heavy if not from_dq(n.input[1])}
+    want = {n.name for n in heavy} & excluded
+    still_int8 = sorted(
+        n.name for n in compute if n.name in excluded and any(map(from_dq, n.input))
+    )
+    if counts["QuantizeLinear"] == 0 or floats != want or still_int8:
         raise CandidateError(
             "quantize",
-            f"static quantization left {len(floats)} of {len(compute)} Conv/Gemm/MatMul in "
-            f"float (expected {len(want)}: {', '.join(sorted(want)) or 'none'}); "
-            f"QuantizeLinear {counts['QuantizeLinear']}, DequantizeLinear "
-            f"{counts['DequantizeLinear']}",
+            f"static quantization left {len(floats)} of {len(heavy)} weighted Conv/Gemm/MatMul "
+            f"in float (expected {len(want)}: {', '.join(sorted(want)) or 'none'}); excluded "
+            f"but still int8: {', '.join(still_int8) or 'none'}; QuantizeLinear "
+            f"{counts['QuantizeLinear']}, DequantizeLinear {counts['DequantizeLinear']}",
         )
 
 

@@ -112,16 +112,18 @@ def node_sensitivity(
     for node in compute_nodes(float_model):
         if not node.name:
             continue
-        trial = _with_float_node(quantized, float_model, node)
+        trial = with_float_node(quantized, float_model, node)
         err = float(np.mean((_run(trial, input_name, x) - ref) ** 2)) / var
         out[node.name] = base - err
     return out
 
 
-def _with_float_node(
+def with_float_node(
     quantized: onnx.ModelProto, float_model: onnx.ModelProto, node: Any
 ) -> onnx.ModelProto:
-    """``quantized`` with ``node`` reading its float inputs and weights again."""
+    """``quantized`` with ``node`` reading its float inputs and weights again (the float
+    tensors are still there: a quantized tensor's producer writes float and a
+    QuantizeLinear reads it)."""
     import onnx
 
     model = onnx.ModelProto()
