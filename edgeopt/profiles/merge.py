@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from edgeopt.errors import ConfigError
+from edgeopt.profiles.runtime_spec import RUNTIMES
 from edgeopt.profiles.schema import HardwareProfile
 
 
@@ -14,7 +15,8 @@ def merge_profiles(profiles: Sequence[HardwareProfile]) -> HardwareProfile:
     """One profile for *suggesting* candidates that every target in ``profiles`` can run.
 
     The first profile's numbers are kept; quantization modes are intersected (int8-only if any
-    target is), the channel multiple is the least common multiple. The int8 flavour
+    target is), contrib ops only when every target's runtime runs them
+    (``runs_contrib_ops``), the channel multiple is the least common multiple. The int8 flavour
     (activation and weight types) is the first target's: a candidate is one quantized file, so
     a search has one flavour, and a target of another flavour measures or estimates that file
     as it is (its accelerator leaves the Q/DQ to its CPU: see :func:`flavour_note`).
@@ -40,6 +42,7 @@ def merge_profiles(profiles: Sequence[HardwareProfile]) -> HardwareProfile:
         modes=tuple(modes),
         int8_only=any(p.quantization.int8_only for p in profiles),
         per_channel=all(p.quantization.per_channel for p in profiles),
+        contrib_ops=all(runs_contrib_ops(p) for p in profiles),
     )
     multiple = math.lcm(*(p.pruning.channel_multiple for p in profiles))
     return replace(
@@ -48,6 +51,12 @@ def merge_profiles(profiles: Sequence[HardwareProfile]) -> HardwareProfile:
         quantization=quant,
         pruning=replace(first.pruning, channel_multiple=multiple),
     )
+
+
+def runs_contrib_ops(profile: HardwareProfile) -> bool:
+    """Whether a candidate for ``profile`` may hold ORT's ``com.microsoft`` contrib ops:
+    its runtime runs them and, for a merged profile, every target's does."""
+    return RUNTIMES[profile.runtime_name].contrib_ops and profile.quantization.contrib_ops
 
 
 def flavour_note(profiles: Sequence[HardwareProfile]) -> str | None:

@@ -49,6 +49,9 @@ class RuntimeKind:
     ``needs_torch`` whether its converter reads the torch model rather than the ONNX file
     (the search converts each candidate's torch module for it; ``export`` copies the file the
     search made, a run keeping no torch model).
+    ``contrib_ops`` whether it runs ONNX Runtime's ``com.microsoft`` contrib ops (the fused
+    ``Attention``/``SkipLayerNormalization`` of ``quantize.fuse``): only plain ORT does (an
+    ORT Mobile build, QNN and OpenVINO are not known to).
     """
 
     runtime: Runtime
@@ -61,6 +64,7 @@ class RuntimeKind:
     needs_torch: bool = False
     min_agreement_float: float = 0.995
     min_agreement_int8: float = 0.97
+    contrib_ops: bool = False
 
     def min_agreement(self, int8: bool) -> float:
         """The parity tolerance for a float or an int8 candidate."""
@@ -74,7 +78,14 @@ class RuntimeKind:
 
 RUNTIMES: dict[Runtime, RuntimeKind] = {
     Runtime.ORT: RuntimeKind(
-        Runtime.ORT, "onnx", (".onnx",), None, "onnxruntime", "ONNX Runtime", True
+        Runtime.ORT,
+        "onnx",
+        (".onnx",),
+        None,
+        "onnxruntime",
+        "ONNX Runtime",
+        True,
+        contrib_ops=True,
     ),
     Runtime.ORT_FORMAT: RuntimeKind(
         Runtime.ORT_FORMAT,

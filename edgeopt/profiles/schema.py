@@ -85,7 +85,9 @@ class QuantSupport:
 
     ``activation_type``, ``weight_type`` and ``activation_symmetric`` are the target's int8
     flavour: what its runtime's kernels take (weights are symmetric exactly when signed, as
-    ONNX Runtime's quantizer makes them).
+    ONNX Runtime's quantizer makes them). ``contrib_ops`` is not a profile key: it is False
+    on a merged profile (``merge_profiles``) when some target's runtime does not run ORT's
+    ``com.microsoft`` ops (``runs_contrib_ops`` asks it together with the runtime's own).
     """
 
     modes: tuple[str, ...]
@@ -94,6 +96,7 @@ class QuantSupport:
     per_channel: bool
     int8_only: bool
     activation_symmetric: bool = False
+    contrib_ops: bool = True
 
     def supports(self, mode: str) -> bool:
         """Whether ``mode`` (one of QUANT_MODES) runs on the target."""

@@ -38,6 +38,11 @@ def quant_node_counts(path: str | Path) -> dict[str, int]:
     return dict(Counter(n.op_type for n in model.graph.node))
 
 
+def op_types(path: str | Path) -> set[str]:
+    """The op types the graph uses."""
+    return set(quant_node_counts(path))
+
+
 def quantized_node_count(path: str | Path) -> int:
     """Number of quantization-related nodes: Q/DQ, QLinear*, *Integer, DynamicQuantizeLinear."""
     counts = quant_node_counts(path)

@@ -14,7 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.stages.quantize_config import CalibMethod, QType, QuantizeConfig, QuantMode
+from edgeopt.stages.quantize_config import (
+    COMPUTE_ONLY,
+    CalibMethod,
+    QType,
+    QuantizeConfig,
+    QuantMode,
+    StaticOps,
+)
 
 CALIB_BATCH = 32
 """Most calibration samples per batch ORT is fed (``equal_batch_size`` may use fewer)."""
@@ -80,19 +87,24 @@ def calibration_reader(name: str, x: np.ndarray) -> Any:
 
 
 def quantize_dynamic(pre: Path, out: Path, config: QuantizeConfig) -> None:
-    """Dynamic int8 of MatMul/Gemm only, with s8 weights and the config's per-channel.
+    """Dynamic int8 of MatMul/Gemm (and a fused graph's ``Attention``, which becomes
+    ``QAttention``) only, with s8 weights and the config's per-channel.
 
     Dynamic quantization runs on the CPU kernels (QNN's HTP takes only static QDQ), so a
     target's uint8 weight flavour does not apply: ORT's default s8 weights stay (u8 weights
-    lose accuracy on transformer MatMuls, onnxruntime#5644)."""
+    lose accuracy on transformer MatMuls, onnxruntime#5644). ``DefaultTensorType`` float:
+    ONNX shape inference gives no type to a contrib op's output, and without a default ORT
+    refuses a fused graph ("Unable to find data type for weight_name")."""
+    import onnx
     from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
 
     ort_quantize_dynamic(
         str(pre),
         str(out),
-        op_types_to_quantize=["MatMul", "Gemm"],
+        op_types_to_quantize=["MatMul", "Gemm", "Attention"],
         per_channel=config.per_channel,
         weight_type=qtype(QType.INT8),
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
 
 
@@ -104,7 +116,7 @@ def quantize_static(
     exclude: list[str] | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> None:
-    """Static QDQ with the config's types (``ort_default``: ORT's own defaults), leaving
+    """Static QDQ with the config's types and op set (``ort_default``: ORT's own defaults), leaving
     ``exclude`` in float and fixing the activations in ``overrides`` (ORT
     ``TensorQuantOverrides``: tensor -> scale and zero point)."""
     from onnxruntime.quantization import QuantFormat
@@ -125,6 +137,9 @@ def quantize_static(
             weight_type=qtype(config.weight_type),
             calibrate_method=calib_method(config.calibration),
             nodes_to_exclude=exclude or None,
+            op_types_to_quantize=(
+                list(COMPUTE_ONLY) if config.static_ops is StaticOps.COMPUTE else None
+            ),
             extra_options=_extra_options(config, overrides),
         )
 

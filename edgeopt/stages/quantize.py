@@ -37,14 +37,18 @@ import numpy as np
 
 from edgeopt.errors import CandidateError
 from edgeopt.measure.session import ort_session
+from edgeopt.profiles.merge import runs_contrib_ops
 from edgeopt.stages import quantize_ort
 from edgeopt.stages.base import ByHandBaseline, Phase, Stage, StageOutput
-from edgeopt.stages.onnx_graph import MATMUL_HEAVY, matmul_mac_fraction, shape_of
+from edgeopt.stages.onnx_graph import MATMUL_HEAVY, matmul_mac_fraction, op_types, shape_of
+from edgeopt.stages.ort_fuse import fusible
 from edgeopt.stages.quantize_config import (
+    FUSE_MODES,
     CalibMethod,
     QType,
     QuantizeConfig,
     QuantMode,
+    StaticOps,
     calibration_inputs,
 )
 
@@ -107,8 +111,10 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
         percentile), ``quantize.calibration_samples`` (64, 128, 256), ``quantize.per_channel``
         (only when the profile supports per-channel; else False) and
         ``quantize.exclude_first_last`` and ``quantize.fp32_nodes`` (0..``MAX_FP32_NODES``:
-        how many of the most sensitive nodes stay float). Types always come from the
-        profile."""
+        how many of the most sensitive nodes stay float) and, for a graph with LayerNorm or
+        Softmax (the probe's ``transformer``), ``quantize.static_ops``. For fp32,
+        int8_dynamic and fp16: ``quantize.fuse`` where ``fuse_offered``. Types always come
+        from the profile."""
         modes = self.offered_modes(profile, facts)
         if len(modes) == 1:
             mode = modes[0]
@@ -117,7 +123,9 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
         base = self.identity(profile)
         q = profile.quantization
         if mode is not QuantMode.INT8_STATIC:
-            return dataclasses.replace(base, mode=mode)
+            fuse = mode in FUSE_MODES and self.fuse_offered(profile, facts)
+            fuse = fuse and bool(space.suggest_categorical("quantize.fuse", [False, True]))
+            return dataclasses.replace(base, mode=mode, fuse=fuse)
         calib = space.suggest_categorical("quantize.calibration", [c.value for c in CalibMethod])
         samples = space.suggest_categorical("quantize.calibration_samples", [64, 128, 256])
         per_channel = (
@@ -127,6 +135,11 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
         )
         excl = bool(space.suggest_categorical("quantize.exclude_first_last", [False, True]))
         fp32_nodes = int(space.suggest_int("quantize.fp32_nodes", 0, MAX_FP32_NODES))
+        ops = StaticOps.ALL
+        if facts.of(self.name).get("transformer"):
+            ops = StaticOps(
+                space.suggest_categorical("quantize.static_ops", [o.value for o in StaticOps])
+            )
         return dataclasses.replace(
             base,
             mode=mode,
@@ -135,7 +148,13 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
             per_channel=per_channel,
             exclude_first_last=excl,
             fp32_nodes=fp32_nodes,
+            static_ops=ops,
         )
+
+    def fuse_offered(self, profile: HardwareProfile, facts: ModelFacts) -> bool:
+        """Whether ``quantize.fuse`` is drawn: the probe fused the baseline and every
+        target's runtime runs ORT's ``com.microsoft`` ops."""
+        return bool(facts.of(self.name).get("fusible")) and runs_contrib_ops(profile)
 
     def identity(self, profile: HardwareProfile) -> QuantizeConfig:
         """fp32 (a copy of the input), with the profile's types recorded."""
@@ -195,19 +214,36 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
         return out + [dict(hand.params)] if hand is not None else out
 
     def grid_axes(self, profile: HardwareProfile, facts: ModelFacts) -> dict[str, list[Any]]:
-        """Every offered mode, when there is a choice."""
-        modes = [m.value for m in self.offered_modes(profile, facts)]
-        return {"quantize.mode": modes} if len(modes) > 1 else {}
+        """Every offered mode, when there is a choice, and ``quantize.fuse`` where offered
+        (a grid cannot reach it from its probe's int8_static)."""
+        offered = self.offered_modes(profile, facts)
+        modes = [m.value for m in offered]
+        axes: dict[str, list[Any]] = {"quantize.mode": modes} if len(modes) > 1 else {}
+        if self.fuse_offered(profile, facts) and FUSE_MODES.intersection(offered):
+            axes["quantize.fuse"] = [False, True]
+        return axes
 
     def describe(self, config: QuantizeConfig) -> str:
-        """The mode (``fp32`` included), with ``+k fp32`` for sensitive nodes kept float."""
+        """The mode (``fp32`` included), `` fused`` after ORT's transformer fusion, with
+        `` compute-only`` for static Conv/MatMul/Gemm only, ``+k fp32`` for sensitive nodes
+        kept float."""
         extra = f" +{config.fp32_nodes} fp32" if config.fp32_nodes else ""
-        return config.mode.value + extra
+        if config.static_ops is StaticOps.COMPUTE:
+            extra = " compute-only" + extra
+        return config.mode.value + (" fused" if config.fuse else "") + extra
 
     def probe(self, model: ProbeInput) -> dict[str, Any]:
         """``matmul_heavy``: at least ``onnx_graph.MATMUL_HEAVY`` of the graph's MACs are in
-        MatMul/Gemm, the only graphs where dynamic int8 pays."""
-        return {"matmul_heavy": matmul_mac_fraction(model.onnx_path) >= MATMUL_HEAVY}
+        MatMul/Gemm, the only graphs where dynamic int8 pays. Where the graph has
+        LayerNormalization or Softmax (a transformer; a CNN's facts stay as they were):
+        ``transformer`` True and ``fusible``: ORT's transformer optimizer fuses something in
+        it and the fused graph computes the same (``ort_fuse.fusible``)."""
+        facts: dict[str, Any] = {
+            "matmul_heavy": matmul_mac_fraction(model.onnx_path) >= MATMUL_HEAVY
+        }
+        if op_types(model.onnx_path) & {"LayerNormalization", "Softmax"}:
+            facts.update(transformer=True, fusible=fusible(model.onnx_path))
+        return facts
 
     def must_run(self, fp32_onnx: Path) -> bool:
         """A quantization-aware export (QuantizeLinear nodes in the graph) would run as int8
@@ -218,8 +254,8 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
         return any(n.op_type == "QuantizeLinear" for n in model.graph.node)
 
     def is_identity(self, config: QuantizeConfig) -> bool:
-        """Only fp32 leaves the graph unchanged."""
-        return config.mode is QuantMode.FP32
+        """Only unfused fp32 leaves the graph unchanged."""
+        return config.mode is QuantMode.FP32 and not config.fuse
 
     def apply(self, artifact: Path, config: QuantizeConfig, ctx: StageContext) -> StageOutput[Path]:
         """Write the converted model to a new file under ``ctx.workdir``; return its path.
@@ -227,9 +263,10 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
         The result is checked: it loads and runs in ORT on calibration inputs with the
         input's output shape, and its graph has the expected nodes (static: exactly the
         non-excluded Conv/Gemm/MatMul read DequantizeLinear weights; dynamic: at least one
-        MatMulInteger; fp16: float16 initializers). Otherwise CandidateError("quantize", ...).
-        The sensitive nodes kept float and the number of learned activation ranges used are
-        the info (``fp32_nodes``, ``learned_ranges``), when there are any.
+        MatMulInteger or QAttention; fp16: float16 initializers). Otherwise
+        CandidateError("quantize", ...). The sensitive nodes kept float and the number of
+        learned activation ranges used are the info (``fp32_nodes``, ``learned_ranges``), when
+        there are any; a fusion's ``fuse``: ``{"attention": "k of n", "ops": {op: count}}``.
         """
         import onnx
 
@@ -267,7 +304,9 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
             )
         excluded = frozenset(done.sensitive + done.first_last)
         quantize_ort.check_graph(out, config, model, excluded)
+        info: dict[str, Any] = {}
         if done.sensitive or done.learned_ranges:
             info = {"fp32_nodes": list(done.sensitive), "learned_ranges": done.learned_ranges}
-            return StageOutput(out, info)
-        return StageOutput(out)
+        if done.fused is not None:
+            info["fuse"] = {"attention": done.fused.attention, "ops": dict(done.fused.counts)}
+        return StageOutput(out, info) if info else StageOutput(out)

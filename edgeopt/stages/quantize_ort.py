@@ -14,9 +14,10 @@ import numpy as np
 
 from edgeopt.errors import CandidateError
 from edgeopt.stages.onnx_graph import compute_nodes
+from edgeopt.stages.ort_fuse import FuseInfo, fuse
 from edgeopt.stages.ort_quant import calibration_reader, quantize_dynamic, quantize_static
 from edgeopt.stages.quantize_config import QuantizeConfig, QuantMode, calibration_inputs
-from edgeopt.stages.sensitivity import ranking
+from edgeopt.stages.sensitivity import ranking, with_float_node
 
 if TYPE_CHECKING:
     import onnx
@@ -36,11 +37,17 @@ def convert(
     """Write ``src`` converted as ``config`` says to ``out``; ``tmp`` is a scratch folder.
 
     A quantization-aware export's QDQ pairs are removed first; in int8_static their
-    ranges become ORT tensor overrides. ORT's exceptions propagate (the stage turns them
-    into a CandidateError).
+    ranges become ORT tensor overrides. With ``config.fuse`` the float graph goes through
+    ORT's transformer optimizer first (parity-checked on ``FUSE_SAMPLES`` calibration
+    inputs). ORT's exceptions propagate (the stage turns them into a CandidateError).
     """
     mode = config.mode
     src, overrides = _float_source(src, tmp)
+    fused: FuseInfo | None = None
+    if config.fuse:
+        feeds = {input_name: calibration_inputs(ctx, FUSE_SAMPLES, in_shape)}
+        fused = fuse(src, tmp / "fused.onnx", feeds=feeds)
+        src = tmp / "fused.onnx"
     if mode is QuantMode.FP32:
         shutil.copyfile(src, out)
     elif mode is QuantMode.FP32_OPT:
@@ -54,7 +61,7 @@ def convert(
         quant_pre_process(str(src), str(pre))
         if mode is QuantMode.INT8_DYNAMIC:
             quantize_dynamic(pre, out, config)
-            return ConvertInfo()
+            return ConvertInfo(fused=fused)
         calib = calibration_inputs(ctx, config.calibration_samples, in_shape)
         names = _tensor_names(pre)
         overrides = {k: v for k, v in overrides.items() if k in names}
@@ -71,19 +78,25 @@ def convert(
             [*exclude, *sensitive],
             overrides,
         )
+        keep_float(out, pre, {*exclude, *sensitive})
         return ConvertInfo(tuple(sensitive), tuple(exclude), len(overrides))
-    return ConvertInfo()
+    return ConvertInfo(fused=fused)
+
+
+FUSE_SAMPLES = 16
+"""Inputs on which a fused graph must agree with the unfused one."""
 
 
 @dataclass(frozen=True)
 class ConvertInfo:
     """What ``convert`` decided: the nodes it kept in float because they are the most
-    sensitive (``fp32_nodes``) and because they are first/last, and how many activation
-    ranges came from quantization-aware fine-tuning."""
+    sensitive (``fp32_nodes``) and because they are first/last, how many activation
+    ranges came from quantization-aware fine-tuning, and what fused (``config.fuse``)."""
 
     sensitive: tuple[str, ...] = ()
     first_last: tuple[str, ...] = ()
     learned_ranges: int = 0
+    fused: FuseInfo | None = None
 
 
 def _float_source(src: Path, tmp: Path) -> tuple[Path, dict[str, Any]]:
@@ -144,8 +157,8 @@ def check_graph(
     """Raise CandidateError("quantize", ...) unless ``out`` has the nodes its mode implies.
 
     Static: exactly the Conv/Gemm/MatMul not in ``excluded`` (node names) read
-    DequantizeLinear weights; dynamic: at
-    least one MatMulInteger; fp16: float16 initializers; the float modes: no Q/DQ nodes.
+    DequantizeLinear weights; dynamic: at least one MatMulInteger or (a fused graph)
+    QAttention; fp16: float16 initializers; the float modes: no Q/DQ nodes.
     """
     import onnx
 
@@ -155,7 +168,7 @@ def check_graph(
     if mode in (QuantMode.INT8_STATIC, QuantMode.ORT_DEFAULT):
         _check_static(model, counts, excluded)
     elif mode is QuantMode.INT8_DYNAMIC:
-        if counts["MatMulInteger"] == 0:
+        if counts["MatMulInteger"] == 0 and counts["QAttention"] == 0:
             raise CandidateError(
                 "quantize",
                 "dynamic quantization found no MatMul/Gemm to quantize",
@@ -169,23 +182,89 @@ def check_graph(
         raise CandidateError("quantize", f"{mode.value} output unexpectedly has Q/DQ nodes")
 
 
+def keep_float(out: Path, float_path: Path, names: set[str]) -> None:
+    """Make the nodes ``names`` of the static QDQ file ``out`` read the float tensors and
+    weights of ``float_path`` (ORT's ``nodes_to_exclude`` leaves an excluded node reading
+    DequantizeLinear outputs whose producer is quantized for another consumer: an
+    activation x activation MatMul stays int8), then drop the Q/DQ nodes and initializers
+    left without a consumer. What the sensitivity ranking scored is then what ships."""
+    import onnx
+
+    if not names:
+        return
+    model = onnx.load(str(out))
+    float_model = onnx.load(str(float_path))
+    floats = {i.name: i for i in float_model.graph.initializer}
+    for node in float_model.graph.node:
+        if node.name in names:
+            model = with_float_node(model, float_model, node)
+    g = model.graph
+    dq_out = {o for n in g.node if n.op_type == "DequantizeLinear" for o in n.output}
+    for n in g.node:
+        for j, name in enumerate(n.input):
+            # a weight shared with a quantized node: ORT's DequantizeLinear took its name
+            if n.name in names and name in dq_out and name in floats:
+                copy = onnx.TensorProto()
+                copy.CopyFrom(floats[name])
+                copy.name = f"{name}_float"
+                if copy.name not in {i.name for i in g.initializer}:
+                    g.initializer.append(copy)
+                n.input[j] = copy.name
+    _drop_orphans(g)
+    onnx.save(model, str(out))
+
+
+def _drop_orphans(g: Any) -> None:
+    while True:
+        used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+        dead = [
+            n
+            for n in g.node
+            if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+            and not any(o in used for o in n.output)
+        ]
+        if not dead:
+            break
+        for n in dead:
+            g.node.remove(n)
+    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    kept = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(kept)
+
+
 def _check_static(model: onnx.ModelProto, counts: Counter[str], excluded: frozenset[str]) -> None:
+    """Every non-excluded Conv/Gemm/MatMul with a constant weight reads it through
+    DequantizeLinear; every excluded one reads no DequantizeLinear output. An activation x
+    activation MatMul (no constant weight) may be either unless excluded."""
     producers = {o: n for n in model.graph.node for o in n.output}
-    compute = compute_nodes(model)
-    floats = {
-        n.name
-        for n in compute
-        if len(n.input) < 2
-        or getattr(producers.get(n.input[1]), "op_type", "") != "DequantizeLinear"
+    consts = {i.name for i in model.graph.initializer} | {
+        o for n in model.graph.node if n.op_type == "Constant" for o in n.output
     }
-    want = {n.name for n in compute} & excluded
-    if counts["QuantizeLinear"] == 0 or floats != want:
+
+    def from_dq(name: str) -> bool:
+        return getattr(producers.get(name), "op_type", "") == "DequantizeLinear"
+
+    def weighted(n: Any) -> bool:
+        if len(n.input) < 2:
+            return False
+        w = n.input[1]
+        return (producers[w].input[0] if from_dq(w) else w) in consts
+
+    compute = compute_nodes(model)
+    heavy = [n for n in compute if weighted(n)]
+    floats = {n.name for n in heavy if not from_dq(n.input[1])}
+    want = {n.name for n in heavy} & excluded
+    still_int8 = sorted(
+        n.name for n in compute if n.name in excluded and any(map(from_dq, n.input))
+    )
+    if counts["QuantizeLinear"] == 0 or floats != want or still_int8:
         raise CandidateError(
             "quantize",
-            f"static quantization left {len(floats)} of {len(compute)} Conv/Gemm/MatMul in "
-            f"float (expected {len(want)}: {', '.join(sorted(want)) or 'none'}); "
-            f"QuantizeLinear {counts['QuantizeLinear']}, DequantizeLinear "
-            f"{counts['DequantizeLinear']}",
+            f"static quantization left {len(floats)} of {len(heavy)} weighted Conv/Gemm/MatMul "
+            f"in float (expected {len(want)}: {', '.join(sorted(want)) or 'none'}); excluded "
+            f"but still int8: {', '.join(still_int8) or 'none'}; QuantizeLinear "
+            f"{counts['QuantizeLinear']}, DequantizeLinear {counts['DequantizeLinear']}",
         )
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from edgeopt.stages.onnx_graph import compute_nodes
 from edgeopt.stages.ort_quant import calibration_reader, quantize_static
-from edgeopt.stages.quantize_config import QuantizeConfig, calibration_inputs
+from edgeopt.stages.quantize_config import QuantizeConfig, StaticOps, calibration_inputs
 
 if TYPE_CHECKING:
     import onnx
@@ -54,6 +54,8 @@ def cache_key(pre: Path, config: QuantizeConfig, seed: int, overrides: dict[str,
             k: [float(v[0]["scale"]), int(v[0]["zero_point"])] for k, v in overrides.items()
         },
     }
+    if config.static_ops is not StaticOps.ALL:  # the key of an all-ops ranking stays as it was
+        settings["static_ops"] = config.static_ops.value
     digest.update(json.dumps(settings, sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
@@ -110,16 +112,18 @@ def node_sensitivity(
     for node in compute_nodes(float_model):
         if not node.name:
             continue
-        trial = _with_float_node(quantized, float_model, node)
+        trial = with_float_node(quantized, float_model, node)
         err = float(np.mean((_run(trial, input_name, x) - ref) ** 2)) / var
         out[node.name] = base - err
     return out
 
 
-def _with_float_node(
+def with_float_node(
     quantized: onnx.ModelProto, float_model: onnx.ModelProto, node: Any
 ) -> onnx.ModelProto:
-    """``quantized`` with ``node`` reading its float inputs and weights again."""
+    """``quantized`` with ``node`` reading its float inputs and weights again (the float
+    tensors are still there: a quantized tensor's producer writes float and a
+    QuantizeLinear reads it)."""
     import onnx
 
     model = onnx.ModelProto()
