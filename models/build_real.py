@@ -117,7 +117,7 @@ def train_from_folder(args: argparse.Namespace) -> None:
             args.folder,
             Preprocess.default_for((CHANNELS, size, size)),
             loader_workers=args.loader_workers,
-            augment="crop",  # a mirrored digit is another glyph: no flips
+            augment=args.augment,  # a mirrored digit is another glyph: never flips
         )
         for size, _ in phases
     }
@@ -134,10 +134,12 @@ def train_from_folder(args: argparse.Namespace) -> None:
         }
         torch.manual_seed(args.seed)
         model = zoo.REAL_BUILDERS[name](**kwargs)
+        if args.init is not None:  # continue training a bundle (e.g. a warm-up at a smaller side)
+            model.load_state_dict(torch.load(args.init, weights_only=True)["state_dict"])
         t0 = time.perf_counter()
         for size, epochs in phases:
             cfg = TrainConfig(
-                lr=FOLDER_LR,
+                lr=args.lr,
                 epochs=epochs,
                 batch_size=BATCH // 2,
                 optimizer="adamw",
@@ -206,6 +208,14 @@ def main() -> None:
     parser.add_argument("--warm-epochs", type=int, default=0, help="--folder: epochs at warm size")
     parser.add_argument("--loader-workers", type=int, default=1, help="--folder: decode workers")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--lr", type=float, default=FOLDER_LR, help="--folder: AdamW learning rate")
+    parser.add_argument(
+        "--augment",
+        default="crop",
+        choices=["crop", "none"],
+        help="--folder: training augmentation",
+    )
+    parser.add_argument("--init", type=Path, default=None, help="--folder: start from this bundle")
     args = parser.parse_args()
     if args.folder is not None:
         train_from_folder(args)
