@@ -1,11 +1,14 @@
 """The torch phase on a model with two integer inputs (a tiny BERT-class classifier fed
 ``input_ids`` and ``attention_mask``): training, distillation, evaluation and the fine-tune
-probe take structured samples as tuple batches, image augmentation stays off for them."""
+probe take structured samples as tuple batches, image augmentation stays off for them; its
+heads are pruned end to end and the pruning pre-flight finds them."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +18,14 @@ from torch import nn
 from edgeopt import zoo
 from edgeopt.data import DataBundle
 from edgeopt.inputs import InputSpec, ModelInputs
+from edgeopt.profiles import load_profile
+from edgeopt.stages import StageContext
+from edgeopt.stages.attention import AttentionPruning
+from edgeopt.stages.finetune import FinetuneConfig, FinetuneStage
 from edgeopt.stages.finetune_probe import sample_seconds
+from edgeopt.stages.prune import PruneStage
+from edgeopt.stages.prune_config import Importance, PruneConfig
+from edgeopt.stages.prune_preflight import preflight
 from edgeopt.training import TrainConfig, evaluate, fit, teacher_logits
 from edgeopt.training import batch as B
 from edgeopt.training.micro_batch import activation_bytes_per_sample
@@ -112,3 +122,53 @@ def test_distillation_and_data_free_fit_on_two_inputs() -> None:
 def test_fine_tune_probe_times_two_input_steps() -> None:
     assert sample_seconds(tiny_bert(), TEXT, None, threads=1) > 0
 
+
+def _ctx(tmp_path: Path, data: DataBundle | None = None) -> StageContext:
+    return StageContext(
+        workdir=tmp_path,
+        profile=load_profile("cpu"),
+        data=data,
+        teacher=None,
+        input_shape=TEXT.first_shape,
+        inputs=TEXT,
+    )
+
+
+@pytest.mark.parametrize("importance", [Importance.L2, Importance.TAYLOR])
+def test_heads_of_a_two_input_bert_are_pruned_end_to_end(
+    tmp_path: Path, importance: Importance
+) -> None:
+    model = tiny_bert()
+    config = PruneConfig(
+        ratio=0.25, attention=AttentionPruning.HEADS, head_ratio=0.5, importance=importance
+    )
+    out = PruneStage().apply(model, config, _ctx(tmp_path))  # equivalence checked in there
+    pruned, report = out.artifact, out.info["prune_report"]
+    for block in pruned.blocks:
+        a = block.attn
+        assert a.query.out_features == a.key.out_features == a.value.out_features == 16
+        assert (a.num_attention_heads, a.attention_head_size, a.all_head_size) == (2, 8, 16)
+        assert block.fc1.out_features == 48
+    assert pruned.tok.embedding_dim == 32  # the residual stream is left whole
+    assert report["macs_ratio"] < 0.9
+    x = B.tensors(TEXT.synthetic(3, seed=2))
+    with torch.no_grad():
+        assert tuple(pruned(*x).shape) == (3, 2)
+
+
+def test_preflight_finds_the_bert_heads() -> None:
+    result = preflight(tiny_bert(), TEXT, time_limit_s=120)
+    assert result.prunable, result.reason
+    att = result.attention
+    assert att["sites"] == ["blocks.0.attn", "blocks.1.attn"] and att["pruning"] == "heads"
+    assert att["heads"] == {"blocks.0.attn": 4, "blocks.1.attn": 4}
+
+
+def test_pruned_bert_is_fine_tuned_data_free_by_the_stage(tmp_path: Path) -> None:
+    teacher = tiny_bert()
+    ctx = dataclasses.replace(_ctx(tmp_path), teacher=teacher)
+    pruned = PruneStage().apply(teacher, PruneConfig(ratio=0.25), ctx).artifact
+    config = FinetuneConfig(epochs=1, batch_size=32, lr=1e-3, augment=True)
+    out = FinetuneStage().apply(pruned, config, ctx)
+    result = out.info["train_result"]
+    assert result["data_free"] and result["epochs_run"] == 1
