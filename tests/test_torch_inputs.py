@@ -28,6 +28,8 @@ from edgeopt.stages.prune_config import Importance, PruneConfig
 from edgeopt.stages.prune_preflight import preflight
 from edgeopt.training import TrainConfig, evaluate, fit, teacher_logits
 from edgeopt.training import batch as B
+from edgeopt.training.capture import exported
+from edgeopt.training.fake_quant import calibrate, observers, prepare_qat
 from edgeopt.training.micro_batch import activation_bytes_per_sample
 
 SEQ, VOCAB, TOKEN = 16, 64, 5
@@ -172,3 +174,16 @@ def test_pruned_bert_is_fine_tuned_data_free_by_the_stage(tmp_path: Path) -> Non
     out = FinetuneStage().apply(pruned, config, ctx)
     result = out.info["train_result"]
     assert result["data_free"] and result["epochs_run"] == 1
+
+
+def test_two_input_bert_is_captured_by_torch_export_and_calibrated() -> None:
+    model = tiny_bert()
+    gm = exported(model, TEXT)  # the fallback capture where torch.fx cannot trace
+    for seq in (SEQ, 8):  # batch and sequence axes stay dynamic
+        x = B.tensors(TEXT.with_seq_len(seq).synthetic(3, seed=4))
+        with torch.no_grad():
+            assert torch.allclose(gm(*x), model(*x), atol=1e-5)
+    qat = prepare_qat(model, input_shape=TEXT)
+    calibrate(qat, TEXT.synthetic(8, seed=5))
+    ranges = [(float(o.rmin), float(o.rmax)) for o in observers(qat)]
+    assert ranges and all(lo <= hi for lo, hi in ranges)
