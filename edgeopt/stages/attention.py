@@ -21,6 +21,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from edgeopt.errors import CandidateError
+from edgeopt.training.batch import forward
 
 if TYPE_CHECKING:
     from torch import nn
@@ -220,7 +221,7 @@ def first_layer(model: nn.Module, example: Any) -> nn.Module | None:
     ]
     try:
         with torch.no_grad():
-            model(example)
+            forward(model, example)
     finally:
         for h in hooks:
             h.remove()

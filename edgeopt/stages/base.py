@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 from edgeopt.errors import ConfigError
+from edgeopt.inputs import ModelInputs
 
 if TYPE_CHECKING:
     from torch import nn
@@ -167,9 +168,11 @@ class StageContext:
     """Everything a stage may need besides its artifact and config.
 
     ``teacher`` is the unmodified original model (never trained or mutated by a stage);
-    ``data`` is None for data-free runs (stages then use synthetic Gaussian inputs of
-    ``input_shape``); ``on_epoch(epoch, val_accuracy)`` is called by training stages after
-    each epoch and may raise to abandon the candidate (the exception propagates).
+    ``data`` is None for data-free runs (stages then use synthetic inputs of
+    ``model_inputs``); ``inputs``: what a multi-input (or integer-input) model takes, None
+    for one float input of ``input_shape``; ``on_epoch(epoch, val_accuracy)`` is called by
+    training stages after each epoch and may raise to abandon the candidate (the exception
+    propagates).
     ``cache_dir`` holds results shared across trials (a sensitivity ranking); None: stages
     keep such results under ``workdir``.
     """
@@ -179,12 +182,18 @@ class StageContext:
     data: DataSource | None
     teacher: nn.Module | None
     input_shape: tuple[int, ...]
+    inputs: ModelInputs | None = None
     seed: int = 0
     on_epoch: Callable[[int, float], None] | None = None
     cache_dir: Path | None = None
     round_samples: int | None = None
     """The training samples one fine-tune round (``finetune.epochs``) draws, from the run's
     probe (``finetune_probe.round_samples``); None: a whole epoch (``training.fit``)."""
+
+    @property
+    def model_inputs(self) -> ModelInputs:
+        """What the model takes: ``inputs``, else one float input of ``input_shape``."""
+        return self.inputs or ModelInputs.single(self.input_shape)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -198,10 +207,17 @@ class ProbeInput:
     module: nn.Module | None
     onnx_path: Path
     input_shape: tuple[int, ...]
+    inputs: ModelInputs | None = None
+    """What a multi-input model takes (None: one float input of ``input_shape``)."""
     data: DataSource | None = None
     threads: int = 1
     search_timeout_s: float | None = None
     """``--timeout`` of the search that sets the run up (None: none, or not known)."""
+
+    @property
+    def model_inputs(self) -> ModelInputs:
+        """What the model takes: ``inputs``, else one float input of ``input_shape``."""
+        return self.inputs or ModelInputs.single(self.input_shape)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -116,7 +116,8 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
         cost. Recorded once in the baseline: a resumed run keeps its rounds."""
         if model.module is None:
             return {}
-        sample_s = sample_seconds(model.module, tuple(model.input_shape), model.data, model.threads)
+        inputs = model.inputs if model.inputs is not None else tuple(model.input_shape)
+        sample_s = sample_seconds(model.module, inputs, model.data, model.threads)
         round_s = round_seconds(model.search_timeout_s)
         n_round = round_samples(sample_s, round_s, train_samples(model.data))
         return {
@@ -182,7 +183,7 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
             teacher=teacher,
             seed=ctx.seed,
             on_epoch=ctx.on_epoch,
-            input_shape=tuple(ctx.input_shape),
+            input_shape=ctx.inputs if ctx.inputs is not None else tuple(ctx.input_shape),
             checkpoints=checkpoints,
             round_samples=ctx.round_samples,
         )

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from edgeopt.training import MAX_EPOCH_SAMPLES, SYNTHETIC_TRAIN
+from edgeopt.training.batch import Inputs, forward, synthetic, tensors, to
 from edgeopt.training.device import module_device
 from edgeopt.training.micro_batch import activation_bytes_per_sample, micro_batch_size
 
@@ -79,7 +80,7 @@ def train_samples(data: DataSource | None) -> int:
 
 
 def sample_seconds(
-    module: Any, input_shape: tuple[int, ...], data: DataSource | None, threads: int
+    module: Any, input_shape: Inputs, data: DataSource | None, threads: int
 ) -> float:
     """Measured seconds per training sample of a distillation fine-tune of ``module`` here.
 
@@ -97,21 +98,21 @@ def sample_seconds(
     was_training = teacher.training
     teacher.eval()
     # a step of at most one micro-batch: what a fine-tune's forward holds at a time
-    micro = micro_batch_size(activation_bytes_per_sample(student, tuple(input_shape)))
+    micro = micro_batch_size(activation_bytes_per_sample(student, input_shape))
     batch = min(PROBE_BATCH, max(2, train_samples(data)), micro or PROBE_BATCH)
     device = module_device(module)  # set-up runs on the CPU: a GPU's steps are faster
     if data is not None:
-        x = torch.from_numpy(data.subset("train", batch, None)[0].astype("float32")).to(device)
+        x = to(tensors(data.subset("train", batch, None)[0]), device)
     else:
-        x = torch.randn((batch, *input_shape), device=device)
+        x = to(synthetic(input_shape, batch, torch.Generator()), device)
     opt = torch.optim.SGD(student.parameters(), lr=1e-6, momentum=0.9)
     times: list[float] = []
     try:
         for _ in range(PROBE_STEPS + 1):
             t0 = time.perf_counter()
             with torch.no_grad():
-                soft = teacher(x)
-            out = student(x)
+                soft = forward(teacher, x)
+            out = forward(student, x)
             loss = F.mse_loss(out, soft)
             opt.zero_grad()
             loss.backward()

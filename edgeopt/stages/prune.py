@@ -76,7 +76,8 @@ class PruneStage(Stage[PruneConfig, "nn.Module"]):
         for a model with attention sites, ``attention`` (``PreflightResult.attention``)."""
         if model.module is None:
             return {}
-        pre = preflight(model.module, tuple(model.input_shape), time_limit_s=PREFLIGHT_LIMIT_S)
+        shape = model.inputs if model.inputs is not None else tuple(model.input_shape)
+        pre = preflight(model.module, shape, time_limit_s=PREFLIGHT_LIMIT_S)
         facts: dict[str, Any] = {
             "prunable": pre.prunable if pre.conclusive else None,
             "ignored": list(pre.ignored_layers),

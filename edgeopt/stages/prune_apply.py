@@ -22,6 +22,7 @@ from edgeopt.stages.prune_ops import (
     prune_in_place,
 )
 from edgeopt.stages.prune_trace import PrunedGroup, check_equivalent
+from edgeopt.training.batch import Inputs, example
 from edgeopt.training.device import module_device
 
 if TYPE_CHECKING:
@@ -36,17 +37,13 @@ MIN_MACS_SAVED = 0.001
 (the candidate's label, e.g. ``prune 0.70``, must say what was done)."""
 
 
-def prune_report(
-    before: nn.Module, after: nn.Module, input_shape: tuple[int, ...]
-) -> dict[str, Any]:
+def prune_report(before: nn.Module, after: nn.Module, input_shape: Inputs) -> dict[str, Any]:
     """Achieved MACs/params before and after pruning, and their ratios (after / before)."""
     macs_b, params_b = count_macs_params(before, input_shape)
     return _report(macs_b, params_b, after, input_shape)
 
 
-def _report(
-    macs_b: int, params_b: int, after: nn.Module, input_shape: tuple[int, ...]
-) -> dict[str, Any]:
+def _report(macs_b: int, params_b: int, after: nn.Module, input_shape: Inputs) -> dict[str, Any]:
     macs_a, params_a = count_macs_params(after, input_shape)
     return {
         "macs_before": macs_b,
@@ -63,26 +60,25 @@ def prune_model(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """A pruned deep copy of ``artifact`` and its ``prune_report`` (plus ``"channels"``);
     see ``PruneStage.apply`` for what is checked and raised."""
-    import torch
-
     model = copy.deepcopy(artifact)
     was_training = artifact.training
     model.eval()
-    shape = tuple(ctx.input_shape)
-    example = torch.zeros((1, *shape), device=module_device(model))
-    ref_out = forward_checked(model, example, f"model forward fails on input {shape}")
+    shape = ctx.inputs if ctx.inputs is not None else tuple(ctx.input_shape)
+    x = example(shape, module_device(model))
+    what = ctx.inputs.text() if ctx.inputs is not None else str(shape)
+    ref_out = forward_checked(model, x, f"model forward fails on input {what}")
     ignored = ignored_layers_of(model, config, shape)
     macs_before, params_before = count_macs_params(model, shape)
     channels: dict[str, int] = {}
     if config.prunes:
         sites = find_attention(model)
-        ignored += attention_ignored(model, example, config, sites)
+        ignored += attention_ignored(model, x, config, sites)
         record: list[PrunedGroup] = []
         roots = prune_in_place(
-            model, example, config, ignored, ctx, type(artifact).__name__, record, sites
+            model, x, config, ignored, ctx, type(artifact).__name__, record, sites
         )
         channels = checked_channels(model, roots, config, sites)
-        out = forward_checked(model, example, "pruned model forward fails")
+        out = forward_checked(model, x, "pruned model forward fails")
         if tuple(out.shape) != tuple(ref_out.shape):
             raise CandidateError(
                 "prune", f"pruned output shape {tuple(out.shape)} != {tuple(ref_out.shape)}"

@@ -20,15 +20,15 @@ from edgeopt.stages.attention import (
 )
 from edgeopt.stages.prune_config import PruneConfig
 from edgeopt.stages.prune_trace import EQUIVALENCE_RTOL, PrunedGroup, build_dependency_graph
+from edgeopt.training.batch import Batch, Inputs, forward, synthetic, to
 from edgeopt.training.device import module_device
 
 if TYPE_CHECKING:
-    import torch
     from torch import nn
 
 
 def attention_ignored(
-    model: nn.Module, example: torch.Tensor, config: PruneConfig, sites: list[AttentionSite]
+    model: nn.Module, example: Batch, config: PruneConfig, sites: list[AttentionSite]
 ) -> list[nn.Module]:
     """Layers to leave whole on a model with attention ``sites``: the residual stream's
     writers (``attention.residual_layers``) and, unless ``config`` prunes attention, every
@@ -106,11 +106,12 @@ def check_attention_equivalent(
     sites: list[AttentionSite],
     record: list[PrunedGroup],
     config: PruneConfig,
-    shape: tuple[int, ...],
+    shape: Inputs,
 ) -> None:
     """The pruned model must equal a copy of ``original`` whose q/k/v projections have the
     removed rows (weight and bias) zeroed and whose dense layers ignore removed input
-    channels (columns zeroed), on two seeded Gaussian samples, within ``EQUIVALENCE_RTOL``.
+    channels (columns zeroed), on two seeded samples (``batch.synthetic``), within
+    ``EQUIVALENCE_RTOL``.
 
     Removing heads or dims does nothing else, unless the forward computes its softmax scale
     from the (pruned) head width: CandidateError naming the scale (``head_dims``) or a
@@ -125,7 +126,7 @@ def check_attention_equivalent(
     rows = {n: r for n, r in _removed(record, names, originals, out=True).items() if n in projs}
     cols = _removed(record, names, originals, out=False)
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn((2, *shape), generator=gen).to(module_device(pruned))
+    x = to(synthetic(shape, 2, gen), module_device(pruned))
     with torch.no_grad():
         for name, r in rows.items():
             originals[name].weight[r] = 0
@@ -133,7 +134,7 @@ def check_attention_equivalent(
                 originals[name].bias[r] = 0
         for name, c in cols.items():
             originals[name].weight[:, c] = 0
-        want, got = reference(x), pruned(x)
+        want, got = forward(reference, x), forward(pruned, x)
     scale = float(want.abs().max())
     diff = float((got - want).abs().max()) if got.shape == want.shape else float("inf")
     if diff <= EQUIVALENCE_RTOL * max(scale, 1e-12):

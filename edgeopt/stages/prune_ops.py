@@ -23,6 +23,7 @@ from edgeopt.stages.prune_config import (
     layer_ratio,
 )
 from edgeopt.stages.prune_trace import PrunedGroup, trace_forward
+from edgeopt.training.batch import Batch, Inputs, example, forward, synthetic, take, tensors, to
 from edgeopt.training.device import hooked_forward, module_device
 
 if TYPE_CHECKING:
@@ -36,22 +37,22 @@ TAYLOR_SAMPLES = 128
 TAYLOR_BATCH = 64
 
 
-def count_macs_params(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int]:
-    """MACs for one sample and parameter count, via ``tp.utils.count_ops_and_params``."""
-    import torch
+def count_macs_params(model: nn.Module, input_shape: Inputs) -> tuple[int, int]:
+    """MACs for one sample (``batch.example``) and parameter count, via
+    ``tp.utils.count_ops_and_params``."""
     import torch_pruning as tp
 
     was_training = model.training
     model.eval()
     try:
-        example = torch.zeros((1, *input_shape), device=module_device(model))
-        macs, params = tp.utils.count_ops_and_params(model, example)
+        x = example(input_shape, module_device(model))
+        macs, params = tp.utils.count_ops_and_params(model, x)
     finally:
         model.train(was_training)
     return int(macs), int(params)
 
 
-def output_layer(model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module | None:
+def output_layer(model: nn.Module, input_shape: Inputs) -> nn.Module | None:
     """The last Conv/Linear module executed in a forward pass (the classifier head)."""
     from torch import nn
 
@@ -74,22 +75,23 @@ def importance_of(kind: Importance) -> Any:
     return tp.importance.BNScaleImportance()
 
 
-def taylor_batches(ctx: StageContext, model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def taylor_batches(ctx: StageContext, model: nn.Module) -> list[tuple[Batch, torch.Tensor]]:
     """A few (x, y) batches for Taylor gradients: training data, or the model's own labels on
-    synthetic Gaussian inputs when there is no data."""
+    synthetic inputs (``batch.synthetic``) when there is no data."""
     import torch
 
     device = module_device(model)
     if ctx.data is not None:
         xs, ys = ctx.data.subset("train", TAYLOR_SAMPLES, ctx.seed)
-        x, y = torch.from_numpy(xs).to(device), torch.from_numpy(ys).to(device)
+        x, y = to(tensors(xs), device), torch.from_numpy(ys).to(device)
     else:
         g = torch.Generator().manual_seed(ctx.seed)  # on the CPU: the same draw on any device
-        x = torch.randn((TAYLOR_SAMPLES, *ctx.input_shape), generator=g).to(device)
+        x = to(synthetic(ctx.model_inputs, TAYLOR_SAMPLES, g), device)
         with torch.no_grad():
-            y = model(x).argmax(1)
+            y = forward(model, x).argmax(1)
     return [
-        (x[i : i + TAYLOR_BATCH], y[i : i + TAYLOR_BATCH]) for i in range(0, len(x), TAYLOR_BATCH)
+        (take(x, slice(i, i + TAYLOR_BATCH)), y[i : i + TAYLOR_BATCH])
+        for i in range(0, len(y), TAYLOR_BATCH)
     ]
 
 
@@ -114,20 +116,19 @@ def out_channels(module: nn.Module) -> int:
     raise CandidateError("prune", f"cannot read the channel count of {type(module).__name__}")
 
 
-def forward_checked(model: nn.Module, x: torch.Tensor, failure: str) -> torch.Tensor:
-    """``model(x)`` without gradients; CandidateError("prune", "<failure>: <reason>")."""
+def forward_checked(model: nn.Module, x: Batch, failure: str) -> torch.Tensor:
+    """``model(x)`` (``batch.forward``) without gradients; CandidateError("prune",
+    "<failure>: <reason>")."""
     import torch
 
     try:
         with torch.no_grad():
-            return model(x)
+            return forward(model, x)
     except Exception as exc:
         raise CandidateError("prune", f"{failure}: {exc}") from exc
 
 
-def ignored_layers_of(
-    model: nn.Module, config: PruneConfig, shape: tuple[int, ...]
-) -> list[nn.Module]:
+def ignored_layers_of(model: nn.Module, config: PruneConfig, shape: Inputs) -> list[nn.Module]:
     """The output layer and the configured ``ignored_layers``, as modules of ``model``."""
     names = dict(model.named_modules())
     head = output_layer(model, shape)
@@ -141,7 +142,7 @@ def ignored_layers_of(
 
 def prune_in_place(
     model: nn.Module,
-    example: torch.Tensor,
+    example: Batch,
     config: PruneConfig,
     ignored: list[nn.Module],
     ctx: StageContext,
@@ -183,7 +184,7 @@ def prune_in_place(
             if batches:  # Taylor importance ranks by gradients: compute them before each step
                 model.zero_grad(set_to_none=True)
                 for x, y in batches:
-                    nn.functional.cross_entropy(model(x), y).backward()
+                    nn.functional.cross_entropy(forward(model, x), y).backward()
             for group in pruner.step(interactive=True):
                 record.append(PrunedGroup.of(group, pruner.DG))
                 group.prune()

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeopt.errors import CandidateError
+from edgeopt.inputs import ModelInputs
 from edgeopt.lifeline import die_with_parent, stop_signals_ignored_by_children
 from edgeopt.profiles import load_profile
 from edgeopt.stages.attention import (
@@ -61,6 +62,7 @@ from edgeopt.stages.base import StageContext
 from edgeopt.stages.prune_apply import prune_model
 from edgeopt.stages.prune_config import PruneConfig
 from edgeopt.stages.prune_trace import build_dependency_graph, moves_channels
+from edgeopt.training.batch import Inputs, example
 from edgeopt.training.device import module_device
 
 PREFLIGHT_LIMIT_S = float(os.environ.get("EDGEOPT_PREFLIGHT_S", "90"))
@@ -118,14 +120,15 @@ class _Attempt:
 
 
 def preflight(
-    model: nn.Module, input_shape: tuple[int, ...], *, time_limit_s: float = 60.0
+    model: nn.Module, input_shape: Inputs, *, time_limit_s: float = 60.0
 ) -> PreflightResult:
     """Find out whether Torch-Pruning can prune ``model`` and which layers it must ignore.
 
     Runs in spawned child processes (one torch thread each) that are killed at
     ``time_limit_s`` (wall time from the call, child start-up included), so a Torch-Pruning
     hang costs at most that. ``model`` is not modified; it must pickle (``torch.save``).
-    ``input_shape`` is one sample's shape without the batch dimension. Never raises for a
+    ``input_shape`` is one sample's shape without the batch dimension (or a multi-input
+    model's ``ModelInputs``). Never raises for a
     model Torch-Pruning cannot handle: that is ``prunable=False`` with the reason.
     """
     import torch
@@ -144,7 +147,9 @@ def preflight(
             conclusive=False,
         )
     blob = buf.getvalue()
-    shape = tuple(int(d) for d in input_shape)
+    shape = input_shape
+    if not isinstance(shape, ModelInputs):
+        shape = tuple(int(d) for d in shape)
     if find_attention(model):
         return _attention_preflight(blob, shape, deadline, t0)
 
@@ -175,9 +180,7 @@ def preflight(
     )
 
 
-def _attention_preflight(
-    blob: bytes, shape: tuple[int, ...], deadline: float, t0: float
-) -> PreflightResult:
+def _attention_preflight(blob: bytes, shape: Inputs, deadline: float, t0: float) -> PreflightResult:
     """Heads (or, where the qkv is split, MLP width) in a first child; MLP width alone in a
     second when the first failed past loading the model."""
     first = _attempt(blob, shape, (), deadline, first_share=False, t0=t0, mode="heads")
@@ -224,7 +227,7 @@ def _failure(attempt: _Attempt) -> str:
 
 def _attempt(
     blob: bytes,
-    shape: tuple[int, ...],
+    shape: Inputs,
     ignored: tuple[str, ...],
     deadline: float,
     *,
@@ -281,7 +284,7 @@ def _attempt(
 def _child(
     conn: Connection,
     blob: bytes,
-    shape: tuple[int, ...],
+    shape: Inputs,
     ignored: tuple[str, ...],
     parent_pid: int,
     mode: str = "channels",
@@ -309,19 +312,18 @@ def _child(
         conn.close()
 
 
-def _attention_probe(model: nn.Module, shape: tuple[int, ...], *, heads: bool) -> dict[str, Any]:
+def _attention_probe(model: nn.Module, shape: Inputs, *, heads: bool) -> dict[str, Any]:
     """Prune a copy of a model with attention sites: ``PROBE_HEAD_RATIO`` of the heads
     (unless ``heads`` is False or a fused qkv is split by ``chunk``/``split``) and
     ``PROBE_RATIO`` of the MLP width; after a heads prune, head dims too. What was found, as
     ``PreflightResult.attention`` (plus ``macs_ratio`` and ``note_sites``)."""
-    import torch
 
     sites = find_attention(model)
-    example = torch.zeros((1, *shape), device=module_device(model))
+    x = example(shape, module_device(model))
     split = []
-    first = first_layer(model, example)
+    first = first_layer(model, x)
     if heads and first is not None:
-        split = qkv_split(build_dependency_graph(model, example), model, sites)
+        split = qkv_split(build_dependency_graph(model, x), model, sites)
     attention = AttentionPruning.HEADS if heads and not split else AttentionPruning.NONE
     head_ratio = PROBE_HEAD_RATIO if attention is AttentionPruning.HEADS else 0.0
     macs = _probe_prune(model, shape, (), attention=attention, head_ratio=head_ratio)
@@ -355,7 +357,7 @@ def _attention_probe(model: nn.Module, shape: tuple[int, ...], *, heads: bool) -
 
 
 def _probe_prune(
-    model: nn.Module, shape: tuple[int, ...], ignored: tuple[str, ...], **attention: Any
+    model: nn.Module, shape: Inputs, ignored: tuple[str, ...], **attention: Any
 ) -> float:
     """Prune a copy by ``PROBE_RATIO`` with the prune stage (``attention``: the config's
     attention fields); the achieved MACs ratio."""
@@ -366,13 +368,14 @@ def _probe_prune(
             profile=load_profile("cpu"),  # unused by the prune stage at round_to 1
             data=None,
             teacher=None,
-            input_shape=shape,
+            input_shape=shape.first_shape if isinstance(shape, ModelInputs) else shape,
+            inputs=shape if isinstance(shape, ModelInputs) else None,
         )
         _, report = prune_model(model, config, ctx)
     return float(report.get("macs_ratio", 1.0))
 
 
-def _split_coupled(model: nn.Module, shape: tuple[int, ...]) -> list[str]:
+def _split_coupled(model: nn.Module, shape: Inputs) -> list[str]:
     """Names of the Conv/Linear modules whose output channels reach a channel-moving op.
 
     Walks Torch-Pruning's dependency graph (traced as the prune stage traces it) without its
@@ -381,10 +384,9 @@ def _split_coupled(model: nn.Module, shape: tuple[int, ...]) -> list[str]:
     its inputs), stopping at the inputs of dense Conv/Linear layers, which absorb channels.
     Channel-moving ops are ``prune.moves_channels``.
     """
-    import torch
     import torch_pruning as tp
 
-    graph = build_dependency_graph(model, torch.zeros((1, *shape), device=module_device(model)))
+    graph = build_dependency_graph(model, example(shape, module_device(model)))
     return [
         name
         for name, module in model.named_modules()

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from edgeopt.errors import CandidateError
+from edgeopt.training.batch import Inputs, forward, synthetic, to
 from edgeopt.training.device import module_device
 
 if TYPE_CHECKING:
@@ -248,10 +249,11 @@ def _masked_columns(
 
 
 def check_equivalent(
-    original: nn.Module, pruned: nn.Module, record: list[PrunedGroup], shape: tuple[int, ...]
+    original: nn.Module, pruned: nn.Module, record: list[PrunedGroup], shape: Inputs
 ) -> None:
     """Compare ``pruned`` with a copy of ``original`` whose dense layers ignore the removed
-    input channels (their weight columns zeroed), on two seeded Gaussian samples.
+    input channels (their weight columns zeroed), on two seeded samples (``batch.synthetic``:
+    Gaussian for one float input).
 
     Pruning removes channels and nothing else, so the two must agree (within
     ``EQUIVALENCE_RTOL``); a misplaced channel index (a split, concatenation or shuffle
@@ -270,13 +272,13 @@ def check_equivalent(
         return
     # drawn on the CPU (the same inputs on any device), run where the models are
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn((2, *shape), generator=gen).to(module_device(pruned))
+    x = to(synthetic(shape, 2, gen), module_device(pruned))
     try:
         with torch.no_grad():
             for name, cols in columns.items():
                 originals[name].weight[:, cols] = 0
-            want = _tensors(reference(x))
-            got = _tensors(pruned(x))
+            want = _tensors(forward(reference, x))
+            got = _tensors(forward(pruned, x))
     except Exception as exc:  # e.g. integer inputs: the forward on zeros passed already
         log.debug("prune: equivalence not checked: %s", exc)
         return

@@ -11,7 +11,8 @@ Distillation loss (Hinton et al. 2015), with teacher = the unmodified original m
 (the KL runs from the teacher's distribution to the student's, as in the paper and the
 PyTorch KD tutorial; the T^2 factor keeps the soft gradients' scale independent of T).
 
-Modules: ``loop`` (``fit``), ``distill`` (the loss, the teacher's logits), ``evaluate``
+Modules: ``loop`` (``fit``), ``splits`` (what it trains and validates on), ``batch`` (tensor or
+tuple batches of any model's inputs), ``distill`` (the loss, the teacher's logits), ``evaluate``
 (top-1 accuracy in torch and ONNX Runtime), ``augment`` (training batches only), ``config``,
 ``resume`` (checkpoints shared by fine-tunes of different lengths), ``fake_quant``
 (quantization-aware fine-tuning).
@@ -21,12 +22,8 @@ from edgeopt.training.augment import augment_batch
 from edgeopt.training.config import OptimizerKind, Schedule, TrainConfig, TrainResult
 from edgeopt.training.distill import distillation_loss, teacher_logits
 from edgeopt.training.evaluate import evaluate, evaluate_onnx
-from edgeopt.training.loop import (
-    MAX_EPOCH_SAMPLES,
-    SYNTHETIC_TRAIN,
-    SYNTHETIC_VAL,
-    fit,
-)
+from edgeopt.training.loop import MAX_EPOCH_SAMPLES, SYNTHETIC_TRAIN, fit
+from edgeopt.training.splits import SYNTHETIC_VAL
 
 __all__ = [
     "MAX_EPOCH_SAMPLES",

@@ -12,12 +12,13 @@ the eval-mode model (its BatchNorm is folded anyway; a dropout is not in the gra
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import fx, nn
 
+from edgeopt.training.batch import Inputs, example, model_inputs
 from edgeopt.training.device import module_device
 
 ATEN = torch.ops.aten
@@ -28,9 +29,10 @@ class CaptureError(RuntimeError):
     each one's error)."""
 
 
-def capture(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModule:
+def capture(model: nn.Module, input_shape: Inputs) -> fx.GraphModule:
     """``model`` (eval mode) as a graph of modules: symbolically traced, else exported with
-    ``torch.export`` for inputs of ``input_shape`` (no batch axis) and any batch size.
+    ``torch.export`` for inputs of ``input_shape`` (no batch axis; or a multi-input model's
+    ``ModelInputs``) and any batch size (and sequence length).
 
     Raises ``CaptureError`` when neither can capture the model.
     """
@@ -52,12 +54,18 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
-def exported(model: nn.Module, input_shape: Sequence[int]) -> fx.GraphModule:
-    """``model`` captured by ``torch.export`` (batch axis dynamic), its weighted ATen ops
-    turned back into module calls."""
-    example = (torch.zeros(2, *input_shape, device=module_device(model)),)
-    dims = ({0: torch.export.Dim.AUTO},)
-    program = torch.export.export(model, example, dynamic_shapes=dims, strict=False)
+def exported(model: nn.Module, input_shape: Inputs) -> fx.GraphModule:
+    """``model`` captured by ``torch.export`` (the batch axis and every input's sequence axis
+    dynamic) on a ``batch.example`` of two samples, its weighted ATen ops turned back into
+    module calls."""
+    x = example(input_shape, module_device(model), n=2)
+    args = x if isinstance(x, tuple) else (x,)
+    auto = torch.export.Dim.AUTO
+    dims = tuple(
+        {0: auto} if s.seq_axis is None else {0: auto, s.seq_axis + 1: auto}
+        for s in model_inputs(input_shape).specs
+    )
+    program = torch.export.export(model, args, dynamic_shapes=dims, strict=False)
     gm = program.module(check_guards=False)
     made = 0
     for node in list(gm.graph.nodes):

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from edgeopt.config import parse_train_device
 from edgeopt.errors import ConfigError
+from edgeopt.training.batch import Inputs, example, forward
 
 if TYPE_CHECKING:
     import torch
@@ -135,13 +136,14 @@ def module_device(model: nn.Module) -> torch.device:
 
 def hooked_forward(
     model: nn.Module,
-    input_shape: tuple[int, ...],
+    input_shape: Inputs,
     modules: Iterable[nn.Module],
     hook: Callable[[nn.Module, object, object], None],
 ) -> None:
-    """One forward pass of a zero sample of ``input_shape`` (batch 1) on the model's device,
-    in eval mode without gradients, calling ``hook(module, inputs, output)`` as each of
-    ``modules`` runs; the hooks are removed and the model's mode restored afterwards."""
+    """One forward pass of ``batch.example`` of ``input_shape`` (batch 1: a zero sample of one
+    float input) on the model's device, in eval mode without gradients, calling
+    ``hook(module, inputs, output)`` as each of ``modules`` runs; the hooks are removed and
+    the model's mode restored afterwards."""
     import torch
 
     handles = [m.register_forward_hook(hook) for m in modules]
@@ -149,7 +151,7 @@ def hooked_forward(
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros((1, *input_shape), device=module_device(model)))
+            forward(model, example(input_shape, module_device(model)))
     finally:
         for h in handles:
             h.remove()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING
 
+from edgeopt.training.batch import Batch
 from edgeopt.training.evaluate import predict
 from edgeopt.training.resume import module_digest
 
@@ -33,14 +34,16 @@ _LOGITS: dict[str, torch.Tensor] = {}
 _LOGITS_KEPT = 2
 
 
-def teacher_logits(teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The teacher's logits for ``x`` (eval mode, in batches), remembered across calls in
-    this process by the teacher's weights and the inputs: a persistent trial child
-    distils many candidates from the same teacher on the same un-augmented inputs."""
+def teacher_logits(teacher: nn.Module, x: Batch) -> torch.Tensor:
+    """The teacher's logits for ``x`` (eval mode, in batches; a tuple for a multi-input
+    model), remembered across calls in this process by the teacher's weights and the inputs
+    (every input's dtype, shape and bytes): a persistent trial child distils many candidates
+    from the same teacher on the same un-augmented inputs."""
     h = hashlib.sha256()
     module_digest(h, teacher)
-    h.update(str(tuple(x.shape)).encode())
-    h.update(x.detach().cpu().contiguous().numpy().tobytes())
+    for t in x if isinstance(x, tuple) else (x,):
+        h.update(f"{tuple(t.shape)}{t.dtype if isinstance(x, tuple) else ''}".encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
     key = h.hexdigest()
     if key not in _LOGITS:
         while len(_LOGITS) >= _LOGITS_KEPT:

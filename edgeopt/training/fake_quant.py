@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import copy
 import operator
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import fx, nn
 
+from edgeopt.training.batch import Inputs, forward, size, take, tensors, to
 from edgeopt.training.capture import ATEN, CaptureError, capture
 from edgeopt.training.device import module_device
 
@@ -262,7 +262,7 @@ def _transparent(node: Any, modules: dict[str, nn.Module]) -> bool:
 def prepare_qat(
     model: nn.Module,
     signed_activations: bool = False,
-    input_shape: Sequence[int] | None = None,
+    input_shape: Inputs | None = None,
     symmetric_activations: bool = False,
 ) -> fx.GraphModule:
     """A copy of ``model`` (captured as a graph, BatchNorm folded into the preceding Conv)
@@ -325,8 +325,9 @@ def _switch(model: nn.Module, enabled: bool) -> None:
 
 
 def calibrate(model: nn.Module, x: np.ndarray, batch: int = 32) -> None:
-    """Set every activation range to the global min/max over ``x`` with fake quantization
-    off, as ORT's MinMax calibration runs the float model."""
+    """Set every activation range to the global min/max over ``x`` (a structured array for
+    a multi-input model) with fake quantization off, as ORT's MinMax calibration runs the
+    float model."""
     obs = observers(model)
     hooks = [o.register_forward_pre_hook(lambda m, a: m.observe(a[0])) for o in obs]
     for o in obs:
@@ -337,9 +338,9 @@ def calibrate(model: nn.Module, x: np.ndarray, batch: int = 32) -> None:
         model.eval()
         with torch.no_grad():
             device = module_device(model)
-            xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
-            for i in range(0, len(xt), batch):
-                model(xt[i : i + batch])
+            xt = tensors(x)  # a tuple of tensors for a structured (multi-input) array
+            for i in range(0, size(xt), batch):
+                forward(model, to(take(xt, slice(i, i + batch)), device))
     finally:
         for h in hooks:
             h.remove()

@@ -8,14 +8,14 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgeopt.data import NpzSource, is_streamed
+from edgeopt.data import NpzSource
 from edgeopt.errors import ConfigError
-from edgeopt.training.augment import NOISE_STD, augment_training
+from edgeopt.training.augment import augment_training
+from edgeopt.training.batch import Batch, Inputs, forward, is_float_image, size, synthetic, take, to
 from edgeopt.training.config import (
     MAX_EPOCH_SAMPLES,
     SYNTHETIC_TRAIN,
@@ -34,16 +34,13 @@ from edgeopt.training.micro_batch import (
     micro_batch_size,
 )
 from edgeopt.training.resume import CheckpointStore, FitState, stable_epochs
-from edgeopt.training.stream import Streamed
+from edgeopt.training.splits import Split, split_of
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
     from edgeopt.data import DataBundle, DataSource
-
-SYNTHETIC_VAL = 512
-"""Fixed synthetic inputs on which data-free 'accuracy' (top-1 agreement) is measured."""
 
 
 def _batches(
@@ -81,7 +78,7 @@ def fit(
     teacher: nn.Module | None = None,
     seed: int = 0,
     on_epoch: Callable[[int, float], None] | None = None,
-    input_shape: tuple[int, ...] | None = None,
+    input_shape: Inputs | None = None,
     checkpoints: CheckpointStore | None = None,
     round_samples: int | None = None,
     activation_budget_bytes: int = ACTIVATION_BUDGET_BYTES,
@@ -95,7 +92,10 @@ def fit(
     teacher (required when ``config.distill``) supplies soft targets. With ``data=None``:
     data-free distillation, ``teacher`` required, on fresh standard Gaussian inputs of the
     teacher's input shape each epoch (hard targets = the teacher's top-1), and "accuracy" is
-    top-1 agreement with the teacher on a fixed synthetic set. The initial weights count as
+    top-1 agreement with the teacher on a fixed synthetic set. A model with several inputs
+    takes structured sample arrays (``edgeopt.inputs``): its batches are tuples
+    (``edgeopt.training.batch``), its synthetic inputs ``ModelInputs.synthetic``'s, and image
+    augmentation is off. The initial weights count as
     epoch 0, so the result is never worse on validation than the input.
 
     ``on_epoch(epoch, val_accuracy)`` runs after each epoch (1-based); an exception it raises
@@ -106,7 +106,8 @@ def fit(
     batches move there as they are drawn, the random streams stay on the CPU, so a seed
     draws the same batches and augmentations on every device.
 
-    ``input_shape`` (one sample, no batch dim) is needed only when ``data`` is None.
+    ``input_shape`` (one sample, no batch dim, or the ``ModelInputs`` of a multi-input
+    model) is needed only when ``data`` is None.
     ``checkpoints`` (for the ``wsd`` and ``constant`` schedules): the run starts from the
     latest saved state it shares with a shorter fine-tune and saves its own at the end of its
     constant part (``edgeopt.training.resume``); ``on_epoch`` is called for the epochs
@@ -134,10 +135,10 @@ def fit(
     if teacher is not None:
         teacher.eval()
     try:
-        split = _split(data, teacher, input_shape, seed, module_device(model))
+        split = split_of(data, teacher, input_shape, seed, module_device(model))
         run = _Run(model, teacher, split, config, gen, round_samples or MAX_EPOCH_SAMPLES)
         if config.epochs > 0:
-            per_sample = activation_bytes_per_sample(model, tuple(split.shape))
+            per_sample = activation_bytes_per_sample(model, split.inputs)
             run.micro = micro_batch_size(per_sample, activation_budget_bytes)
         run.train(on_epoch, checkpoints if stable_epochs(config) > 0 else None)
     finally:
@@ -158,64 +159,6 @@ def fit(
     )
 
 
-@dataclass(frozen=True)
-class _Split:
-    """Tensors ``fit`` trains and validates on; ``x_train`` None: data-free, fresh synthetic
-    inputs each epoch, labelled by the teacher."""
-
-    x_train: torch.Tensor | None
-    y_train: torch.Tensor | None
-    x_val: torch.Tensor | None
-    y_val: torch.Tensor | None
-    shape: tuple[int, ...]
-    noise_std: float
-    stream: Streamed | None = None
-    """A streamed source's splits (then the tensors above are None)."""
-
-    @property
-    def n_train(self) -> int:
-        if self.stream is not None:
-            return self.stream.n_train
-        return len(self.x_train) if self.x_train is not None else SYNTHETIC_TRAIN
-
-
-def _split(
-    data: DataBundle | DataSource | None,
-    teacher: nn.Module | None,
-    input_shape: tuple[int, ...] | None,
-    seed: int,
-    device: torch.device,
-) -> _Split:
-    """The training inputs stay on the CPU (batches move as drawn); labels of the validation
-    split live on ``device``, where the predictions are."""
-    import torch
-
-    if is_streamed(data):  # type: ignore[arg-type]
-        stream = Streamed(data, pin=device.type == "cuda")  # type: ignore[arg-type]
-        noise = NOISE_STD * stream.input_std(seed)
-        return _Split(None, None, None, None, stream.shape, noise, stream)
-    if data is not None:
-        cpu = torch.device("cpu")
-        x_train = torch.from_numpy(np.ascontiguousarray(data.x_train, dtype=np.float32)).to(cpu)
-        return _Split(
-            x_train=x_train,
-            y_train=torch.from_numpy(np.ascontiguousarray(data.y_train, dtype=np.int64)).to(cpu),
-            x_val=torch.from_numpy(np.ascontiguousarray(data.x_val, dtype=np.float32)).to(cpu),
-            y_val=torch.from_numpy(np.ascontiguousarray(data.y_val, dtype=np.int64)).to(device),
-            shape=tuple(x_train.shape[1:]),
-            noise_std=NOISE_STD * float(x_train.std()),
-        )
-    assert teacher is not None
-    if input_shape is None:
-        raise ConfigError("data-free distillation needs the teacher's input_shape")
-    shape = tuple(int(d) for d in input_shape)
-    # its own generator: the validation set is the same whatever the training draws
-    val_gen = torch.Generator().manual_seed(seed + 1_000_003)
-    x_val = torch.randn((SYNTHETIC_VAL, *shape), generator=val_gen).to(device)
-    y_val = predict(teacher, x_val).argmax(1)
-    return _Split(None, None, x_val, y_val, shape, NOISE_STD)
-
-
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     import torch
 
@@ -232,7 +175,7 @@ class _Run:
         self,
         model: nn.Module,
         teacher: nn.Module | None,
-        split: _Split,
+        split: Split,
         config: TrainConfig,
         gen: torch.Generator,
         cap: int = MAX_EPOCH_SAMPLES,
@@ -241,7 +184,7 @@ class _Run:
         self.config, self.gen, self.cap = config, gen, cap
         self.device = module_device(model)
         real = split.x_train is not None or split.stream is not None
-        self.augment = config.augment and real and len(split.shape) == 3
+        self.augment = config.augment and real and is_float_image(split.inputs)
         self.images = split.stream.augmentation if split.stream is not None else None
         self.initial = self.val_accuracy()
         self.best_acc, self.best_epoch = self.initial, 0
@@ -360,7 +303,6 @@ class _Run:
 
     def epoch(self, opt: torch.optim.Optimizer, total_steps: int) -> float:
         """One pass over the training inputs; returns the mean loss."""
-        import torch
 
         self.model.train()
         stream = self.split.stream
@@ -368,24 +310,23 @@ class _Run:
             xe, ye = None, None
         elif self.split.x_train is None:
             # drawn on the CPU generator (the same stream on every device), moved per batch
-            n_fresh = min(SYNTHETIC_TRAIN, self.cap)
-            xe = torch.randn((n_fresh, *self.split.shape), generator=self.gen).to("cpu")
+            xe = synthetic(self.split.inputs, min(SYNTHETIC_TRAIN, self.cap), self.gen)
             ye = None
         else:
             xe, ye = self.split.x_train, self.split.y_train
-        n = len(xe) if xe is not None else self.split.n_train
+        n = size(xe) if xe is not None else self.split.n_train
         losses: list[float] = []
         batches = _batches(n, self.config.batch_size, self.gen, self.cap)
         read = stream.epoch(batches) if stream is not None else None
         for idx in batches:
             if read is not None:
                 xb, yb = next(read)
-                if len(xb) < 2:  # every file of the batch unreadable (BatchNorm needs two)
+                if size(xb) < 2:  # every file of the batch unreadable (BatchNorm needs two)
                     continue
             else:
                 assert xe is not None
-                xb, yb = xe[idx], ye[idx] if ye is not None else None
-            xb = xb.to(self.device, non_blocking=True)
+                xb, yb = take(xe, idx), ye[idx] if ye is not None else None
+            xb = to(xb, self.device, non_blocking=True)
             yb = yb.to(self.device, non_blocking=True) if yb is not None else None
             if self.augment:
                 xb = augment_training(xb, self.gen, self.split.noise_std, self.images)
@@ -399,29 +340,28 @@ class _Run:
             self.step += 1
         return float(np.mean(losses)) if losses else 0.0
 
-    def backward(
-        self, xb: torch.Tensor, yb: torch.Tensor | None, cached: torch.Tensor | None
-    ) -> float:
+    def backward(self, xb: Batch, yb: torch.Tensor | None, cached: torch.Tensor | None) -> float:
         """The batch's loss and its gradients, in ``chunks`` micro-batches whose losses are
         weighted by their share of the batch (so the gradients add up to the batch's)."""
         import torch
 
-        k = chunks(len(xb), self.micro)
+        n = size(xb)
+        k = chunks(n, self.micro)
         if k == 1:
             loss = self.loss(xb, yb, cached)
             loss.backward()
             return float(loss.detach())
         total = 0.0
-        for part in torch.tensor_split(torch.arange(len(xb), device=xb.device), k):
+        for part in torch.tensor_split(torch.arange(n, device=self.device), k):
             y = yb[part] if yb is not None else None
             t = cached[part] if cached is not None else None
-            loss = self.loss(xb[part], y, t) * (len(part) / len(xb))
+            loss = self.loss(take(xb, part), y, t) * (len(part) / n)
             loss.backward()
             total += float(loss.detach())
         return total
 
     def loss(
-        self, xb: torch.Tensor, yb: torch.Tensor | None, t_out: torch.Tensor | None = None
+        self, xb: Batch, yb: torch.Tensor | None, t_out: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Cross-entropy on ``yb`` (the teacher's top-1 when None), blended with the
         distillation loss when distilling; ``t_out``: the teacher's logits for ``xb`` when
@@ -430,10 +370,10 @@ class _Run:
         from torch.nn import functional as F
 
         config = self.config
-        out = self.model(xb)
+        out = forward(self.model, xb)
         if t_out is None and self.teacher is not None and (config.distill or yb is None):
             with torch.no_grad():
-                t_out = self.teacher(xb)
+                t_out = forward(self.teacher, xb)
         if yb is None:
             assert t_out is not None
             yb = t_out.argmax(1)

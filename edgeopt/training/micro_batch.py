@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from edgeopt.training.batch import Inputs
 from edgeopt.training.device import hooked_forward
 
 if TYPE_CHECKING:
@@ -35,8 +36,9 @@ MIN_MICRO = 2
 """BatchNorm in train mode needs two samples."""
 
 
-def activation_bytes_per_sample(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Bytes of every leaf module's outputs for one sample of ``input_shape`` (no batch dim),
+def activation_bytes_per_sample(model: nn.Module, input_shape: Inputs) -> int:
+    """Bytes of every leaf module's outputs for one sample of ``input_shape`` (no batch dim;
+    or a multi-input model's ``ModelInputs``),
     from one forward pass in eval mode without gradients on the model's device."""
     import torch
 
