@@ -145,8 +145,8 @@ def train_text(
     seed: int,
 ) -> float:
     """Train ``model`` in place on the text task: AdamW, cosine over every step, batch BATCH,
-    shuffled each epoch under ``seed``; keeps the weights of the best validation accuracy
-    (as ``fit`` does) and returns that accuracy."""
+    shuffled each epoch under ``seed``; keeps the weights of the best validation accuracy,
+    the initial weights' included (as ``fit`` does), and returns that accuracy."""
     from torch.nn import functional as F
 
     ids, mask = (torch.from_numpy(a) for a in text_inputs(arrays, "train"))
@@ -155,7 +155,7 @@ def train_text(
     steps = max(epochs * math.ceil(len(y) / BATCH), 1)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     gen = torch.Generator().manual_seed(seed)
-    best, best_state = -1.0, copy.deepcopy(model.state_dict())
+    best, best_state = text_accuracy(model, arrays, "val"), copy.deepcopy(model.state_dict())
     for epoch in range(epochs):
         model.train()
         order = torch.randperm(len(y), generator=gen)
