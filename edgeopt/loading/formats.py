@@ -20,7 +20,7 @@ from edgeopt.errors import ConfigError
 from edgeopt.inputs import ModelInputs
 from edgeopt.loading.bundle import BUNDLE_KEY, build_arch, load_bundle
 from edgeopt.loading.limits import check_input_size
-from edgeopt.loading.onnx_inputs import graph_inputs, is_plain
+from edgeopt.loading.onnx_inputs import graph_inputs, is_plain, refuse_fixed_batch
 from edgeopt.loading.spec import LoadedModel, ModelFormat, ModelSpec
 from edgeopt.measure.session import ort_session
 
@@ -105,15 +105,7 @@ def load_onnx(
             f"--input-shape {input_shape} does not match the ONNX graph's input {graph_shape}",
             hint=f"use --input-shape {','.join(map(str, graph_shape))} or omit it",
         )
-    batch = dims[0].dim_value if dims and dims[0].HasField("dim_value") else 0
-    if batch > 1:
-        # latency runs one sample, scoring runs batches of any size: neither fits a fixed batch
-        raise ConfigError(
-            f"ONNX model {p} takes a fixed batch of {batch} samples; edgeopt runs it on one "
-            "sample at a time and on batches of any size",
-            hint="re-export it with a dynamic batch dimension (torch.onnx.export(..., "
-            "dynamic_axes={'input': {0: 'batch'}})) or with batch 1",
-        )
+    refuse_fixed_batch(p, dims, "torch.onnx.export(..., dynamic_axes={'input': {0: 'batch'}})")
     check_input_size(shape, f"ONNX model {p}")  # before the probe allocates an input
     out_shape = _probe_onnx(p, model, tuple(shape), 1)
     return LoadedModel(p, ModelFormat.ONNX, tuple(shape), onnx_path=p, output_shape=out_shape)

@@ -99,15 +99,20 @@ def _graph_spec(p: Path, value: Any, listing: str) -> tuple[str, str, list[int |
             hint=f"export the model with float32 or int64 inputs (it takes {listing})",
         )
     dims = list(value.type.tensor_type.shape.dim)
+    refuse_fixed_batch(p, dims, "dynamic_axes={name: {0: 'batch'}} for every input")
+    return value.name, _DTYPES[elem], [_dim(d) for d in dims[1:]]
+
+
+def refuse_fixed_batch(p: Path, dims: list[Any], how: str) -> None:
+    """ConfigError for an input whose first dim is a fixed batch above 1: latency runs one
+    sample and scoring batches of any size, neither fits it. ``how``: the export argument."""
     batch = dims[0].dim_value if dims and dims[0].HasField("dim_value") else 0
     if batch > 1:
         raise ConfigError(
             f"ONNX model {p} takes a fixed batch of {batch} samples; edgeopt runs it on one "
             "sample at a time and on batches of any size",
-            hint="re-export it with a dynamic batch dimension (dynamic_axes={name: {0: "
-            "'batch'}} for every input) or with batch 1",
+            hint=f"re-export it with a dynamic batch dimension ({how}) or with batch 1",
         )
-    return value.name, _DTYPES[elem], [_dim(d) for d in dims[1:]]
 
 
 def _dim(d: Any) -> int | str:
