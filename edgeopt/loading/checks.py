@@ -177,11 +177,12 @@ def with_vocab(module: Any, inputs: ModelInputs) -> ModelInputs:
 
 def refuse_several_inputs(loaded: LoadedModel) -> None:
     """ConfigError (before any work) for a model with several or integer inputs: they load,
-    but bench, check and optimize do not run them yet."""
+    and bench and check run them, but optimize does not search them yet."""
     if loaded.inputs.is_single:
         return
     raise ConfigError(
         f"{loaded.source} takes {loaded.inputs.text()}: models with several inputs (or "
-        "integer ones) load, but bench, check and optimize of them are not supported yet",
-        hint="use a model with one float input for now",
+        "integer ones) load, and bench and check run them, but optimize of them is not "
+        "supported yet",
+        hint="use a model with one float input for now, or bench/check this one",
     )
