@@ -151,3 +151,23 @@ def test_estimate_grows_with_the_sequence_length(bert_onnx: Path) -> None:
     }
     assert at[16].macs > at[8].macs and at[16].latency_ms > at[8].latency_ms
     assert any("set to 16" in a for a in at[16].assumptions)
+
+
+def test_bench_on_an_estimated_target_estimates_at_the_sequence_length(bert_onnx: Path) -> None:
+    base = ["bench", str(bert_onnx), "--target", "mobile", "--json"]
+    got = {}
+    for seq in (8, 16):
+        flags = [f"input_ids={seq}:int64", f"attention_mask={seq}:int64"]
+        res = CliRunner().invoke(main, [*base, *(f for v in flags for f in ("--input-shape", v))])
+        assert res.exit_code == 0, res.output
+        (row,) = json.loads(res.stdout)["results"]
+        assert row["latency_p50_ms"]["provenance"] == "estimated"
+        got[seq] = row["latency_p50_ms"]["value"]
+    assert got[16] > got[8]
+
+
+def test_a_runtime_that_takes_one_input_is_refused(bert_onnx: Path) -> None:
+    pytest.importorskip("openvino")
+    res = CliRunner().invoke(main, ["bench", str(bert_onnx), *FLAGS, "--target", "openvino"])
+    assert res.exit_code == 2, res.output
+    assert "in ONNX Runtime only" in res.stderr
