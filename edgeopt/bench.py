@@ -24,7 +24,7 @@ from edgeopt.bench_files import check_runtimes, estimable_onnx, target_file
 from edgeopt.data import ScoringData
 from edgeopt.data.folder_scoring import FolderScoring
 from edgeopt.errors import ConfigError
-from edgeopt.loading import LoadedModel, check_input_shape, check_model_and_data
+from edgeopt.loading import LoadedModel, check_model_and_data
 from edgeopt.measure.accuracy import onnx_batch_logits
 from edgeopt.measure.runner_base import Runner
 from edgeopt.measure.runners import runner_for
@@ -84,7 +84,9 @@ def _run_bench(req: BenchRequest, workdir: Path) -> dict[str, Any]:
     else:
         for m in req.models:
             if m.module is not None:
-                check_input_shape(m, m.input_shape)
+                check_model_and_data(m, None)
+        if not req.models[0].inputs.is_single:  # token ids, masks: not standard normal
+            sample = req.models[0].inputs.synthetic(8, seed=0)
     paths = []
     for i, m in enumerate(req.models):
         sub = workdir / f"m{i}"
@@ -117,8 +119,16 @@ def _run_bench(req: BenchRequest, workdir: Path) -> dict[str, Any]:
     if runner is not None:
         _measure(report, req, runner, paths, names, req.models[0].input_shape, sample, accuracy)
     else:
-        _estimate(report, req, paths, names, accuracy)
+        _estimate(report, req, paths, names, accuracy, _input_shapes(req.models[0]))
     return report
+
+
+def _input_shapes(model: LoadedModel) -> dict[str, tuple[int, ...]] | None:
+    """One sample's shape per input of a model with several: the cost model fixes a graph's
+    dynamic dims (the sequence length) from them; None for one float input (as before)."""
+    if model.inputs.is_single:
+        return None
+    return {s.name: s.shape for s in model.inputs.specs}
 
 
 def measured_on(device: str | None) -> str:
@@ -291,9 +301,14 @@ def _estimate(
     paths: list[Path],
     names: list[str],
     accuracy: list[Scores | None],
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> None:
     sources = [estimable_onnx(p) for p in paths]  # check_runtimes refused the others
-    estimates = [estimate_on_profile(p, req.profile) for p in sources if p is not None]
+    estimates = [
+        estimate_on_profile(p, req.profile, input_shapes=input_shapes)
+        for p in sources
+        if p is not None
+    ]
     rows = zip(names, paths, sources, estimates, accuracy, strict=True)
     for name, p, src, (m, est), acc in rows:
         energy = m.get(Metric.ENERGY_MJ)

@@ -32,16 +32,30 @@ from edgeopt.profiles.runtime_spec import (
     runtime_of_file,
 )
 
+_SEVERAL_INPUTS = (Runtime.ORT, Runtime.ORT_FORMAT)
+"""Runtimes whose sessions feed a structured sample by input name (``measure.session``)."""
+
 
 def check_runtimes(models: list[LoadedModel], profile: HardwareProfile) -> None:
     """ConfigError when a measured ``profile``'s runtime is not installed, a model is a
     runtime's file that ``profile``'s runtime does not load (with a hint naming a target
     that does), a ``.tflite`` that is not full-integer for a full-integer device, one the
-    target cannot estimate, or an ONNX model for a measured LiteRT target."""
+    target cannot estimate, an ONNX model for a measured LiteRT target, or a model with
+    several inputs for a runtime other than ONNX Runtime."""
     target = profile.runtime_name
     if profile.measured:
         require_installed(target)
     for m in models:
+        if not m.inputs.is_single and (
+            (profile.measured and target not in _SEVERAL_INPUTS)
+            or (m.artifact_path is not None and runtime_of_file(m.artifact_path) != Runtime.ORT)
+        ):
+            raise ConfigError(
+                f"{m.source} takes {m.inputs.text()}: edgeopt runs models with several (or "
+                f"integer) inputs in ONNX Runtime only, and --target {profile.name} runs "
+                f"{RUNTIMES[target].label}",
+                hint="bench it on an ONNX Runtime target (--target cpu) or an estimated one",
+            )
         if m.artifact_path is None:
             if m.module is None and profile.measured and RUNTIMES[target].needs_torch:
                 raise ConfigError(

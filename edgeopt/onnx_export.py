@@ -19,6 +19,7 @@ from torch import nn
 
 from edgeopt.data import synthetic_inputs
 from edgeopt.errors import CandidateError, ConfigError, EdgeoptError
+from edgeopt.inputs import ModelInputs
 from edgeopt.loading.formats import has_external_data
 from edgeopt.measure.session import ort_session
 
@@ -32,7 +33,7 @@ OUTPUT_NAME = "output"
 
 def export_onnx(
     model: nn.Module,
-    input_shape: tuple[int, ...],
+    input_shape: tuple[int, ...] | ModelInputs,
     path: str | Path,
     *,
     check_inputs: np.ndarray | None = None,
@@ -41,28 +42,42 @@ def export_onnx(
 ) -> Path:
     """Export ``model`` (eval mode, CPU) to ``path`` with a dynamic batch axis.
 
-    ``input_shape`` is one sample's shape without the batch dimension. When ``check_inputs``
-    is given (a small batch of real inputs), the ONNX model is run in ONNX Runtime and its
-    outputs must match torch within ``atol + rtol*|torch|``; otherwise CandidateError names
-    the output and the largest difference. The input module is not modified.
+    ``input_shape`` is one sample's shape without the batch dimension, or the model's
+    ``ModelInputs`` when it takes several (or integer) ones: the graph then takes them by
+    their names, each with a dynamic batch axis and token inputs with a dynamic ``seq`` axis
+    (what ORT's transformer fusion matches), and ``check_inputs`` is a structured array.
+    When ``check_inputs`` is given (a small batch of real inputs), the ONNX model is run in
+    ONNX Runtime and its outputs must match torch within ``atol + rtol*|torch|``; otherwise
+    CandidateError names the output and the largest difference. The input module is not
+    modified.
     """
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     model = copy.deepcopy(model).eval().cpu()
-    dummy = torch.zeros((1, *input_shape), dtype=torch.float32)
+    if isinstance(input_shape, ModelInputs) and not input_shape.is_single:
+        inputs = input_shape
+        dummy = _torch_args(inputs, inputs.synthetic(1, seed=0))
+        names = list(inputs.names)
+        axes = {s.name: _dynamic_axes(s.seq_axis) for s in inputs.specs}
+    else:
+        inputs = None
+        shape = input_shape.first_shape if isinstance(input_shape, ModelInputs) else input_shape
+        dummy = (torch.zeros((1, *shape), dtype=torch.float32),)
+        names = [INPUT_NAME]
+        axes = {INPUT_NAME: {0: "batch"}}
     tmp = out.with_name(out.name + ".tmp")
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 model,
-                (dummy,),
+                dummy,
                 str(tmp),
                 dynamo=False,
                 opset_version=OPSET,
-                input_names=[INPUT_NAME],
+                input_names=names,
                 output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                dynamic_axes={**axes, OUTPUT_NAME: {0: "batch"}},
                 do_constant_folding=True,
             )
     except Exception as exc:
@@ -70,19 +85,42 @@ def export_onnx(
         raise CandidateError("export", f"torch.onnx.export failed: {exc}") from exc
     tmp.replace(out)
     if check_inputs is not None:
-        check_parity(model, out, check_inputs, atol=atol, rtol=rtol)
+        check_parity(model, out, check_inputs, atol=atol, rtol=rtol, model_inputs=inputs)
     return out
 
 
+def _dynamic_axes(seq_axis: int | None) -> dict[int, str]:
+    """The dynamic axes of one input: the batch, and its sequence axis when it has one."""
+    return {0: "batch"} if seq_axis is None else {0: "batch", seq_axis + 1: "seq"}
+
+
+def _torch_args(inputs: ModelInputs, x: np.ndarray) -> tuple[torch.Tensor, ...]:
+    """Structured batch ``x`` as one tensor per input, in the model's input order."""
+    feeds = inputs.feeds(x)
+    return tuple(torch.from_numpy(feeds[n]) for n in inputs.names)
+
+
 def check_parity(
-    model: nn.Module, onnx_path: Path, inputs: np.ndarray, *, atol: float, rtol: float
+    model: nn.Module,
+    onnx_path: Path,
+    inputs: np.ndarray,
+    *,
+    atol: float,
+    rtol: float,
+    model_inputs: ModelInputs | None = None,
 ) -> float:
-    """Run torch and ORT on ``inputs``; return the max abs difference or raise CandidateError."""
-    x = np.ascontiguousarray(inputs, dtype=np.float32)
-    with torch.no_grad():
-        expected = model.eval()(torch.from_numpy(x)).numpy()
+    """Run torch and ORT on ``inputs`` (a structured array for ``model_inputs``, several
+    inputs); return the max abs difference or raise CandidateError."""
     sess = ort_session(onnx_path, threads=1)
-    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    if model_inputs is not None:
+        feeds = model_inputs.feeds(inputs)
+        args = _torch_args(model_inputs, inputs)
+    else:
+        x = np.ascontiguousarray(inputs, dtype=np.float32)
+        feeds, args = {sess.get_inputs()[0].name: x}, (torch.from_numpy(x),)
+    with torch.no_grad():
+        expected = model.eval()(*args).numpy()
+    got = sess.run(None, feeds)[0]
     if got.shape != expected.shape:
         raise CandidateError(
             "export",
@@ -109,11 +147,16 @@ def loaded_to_onnx(
     An export failure here is the user's model failing, not one candidate: EdgeoptError."""
     if loaded.onnx_path is not None:
         return inline_external_data(loaded.onnx_path, Path(workdir))
+    single = loaded.inputs.is_single
     if sample is None:
-        sample = synthetic_inputs(loaded.input_shape, 4, seed=0)
+        if single:
+            sample = synthetic_inputs(loaded.input_shape, 4, seed=0)
+        else:
+            sample = loaded.inputs.synthetic(4, seed=0)
     out = Path(workdir) / f"{loaded.source.stem}.onnx"
+    shape = loaded.input_shape if single else loaded.inputs
     try:
-        return export_onnx(loaded.module, loaded.input_shape, out, check_inputs=sample[:8])
+        return export_onnx(loaded.module, shape, out, check_inputs=sample[:8])
     except CandidateError as exc:
         raise EdgeoptError(f"cannot export {loaded.source} to ONNX: {exc.reason}") from exc
 

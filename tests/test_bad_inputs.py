@@ -359,9 +359,16 @@ BAD_INPUTS: list[tuple[str, A, str]] = [
     ),
     (
         "onnx_integer_input",
-        lambda f, t: ["bench", _int_input_onnx(t), "--input-shape", "4"],
-        "takes x=4:int64: models with several inputs (or integer ones) load, but bench, "
-        "check and optimize of them are not supported yet",
+        lambda f, t: [
+            "optimize",
+            _int_input_onnx(t),
+            "--input-shape",
+            "x=4:int64",
+            "--out",
+            t / "run",
+        ],
+        "takes x=4:int64: models with several inputs (or integer ones) load, and bench and "
+        "check run them, but optimize of them is not supported yet",
     ),
     (
         "onnx_dynamic_shape_without_input_shape",

@@ -78,6 +78,7 @@ class ModelOptions:
         ``data`` (an ``edgeopt.data.DataBundle``, ``ScoringData`` or None) gives the input
         shape of a file that records none when ``--input-shape`` is not given, and says so on
         stderr."""
+        held = getattr(data, "inputs", None)  # several inputs: they name the model's
         loaded = load_model_from_options(
             model,
             self.arch,
@@ -85,7 +86,8 @@ class ModelOptions:
             self.input_shape,
             self.trust_pickle,
             trust_arch=self.trust_arch,
-            data_shape=data.input_shape if data is not None else None,
+            data_shape=data.input_shape if data is not None and not held else None,
+            data_inputs=held,
         )
         echo_shape_source(loaded)
         return loaded
@@ -290,12 +292,12 @@ def load_model_from_options(
     *,
     trust_arch: bool = False,
     data_shape: tuple[int, ...] | None = None,
+    data_inputs: Any = None,
 ) -> Any:
     """Load MODEL with the shared options; returns an ``edgeopt.loading.LoadedModel``
-    (``data_shape``: see ``edgeopt.loading.load_model``); ConfigError for a model with
-    several inputs, which the commands that use this do not run yet."""
+    (``data_shape``, ``data_inputs``: see ``edgeopt.loading.load_model``)."""
     from edgeopt.inputs import parse_input_flags
-    from edgeopt.loading import load_model, refuse_several_inputs
+    from edgeopt.loading import load_model
 
     kwargs = parse_arch_kwargs(arch_kwargs)
     given = parse_input_flags(input_shape)
@@ -308,8 +310,8 @@ def load_model_from_options(
         trust_pickle=trust_pickle,
         trust_arch=trust_arch,
         data_shape=data_shape,
+        data_inputs=data_inputs,
     )
-    refuse_several_inputs(loaded)  # they load; bench and check do not run them yet
     return loaded
 
 

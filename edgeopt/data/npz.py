@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeopt.data.npz_inputs import assembled, checked_inputs, data_inputs
 from edgeopt.errors import ConfigError
+from edgeopt.inputs import ModelInputs
 from edgeopt.loading.limits import check_input_size
 
 _REQUIRED = ("x_train", "y_train", "x_val", "y_val")
@@ -23,7 +25,11 @@ _REQUIRED = ("x_train", "y_train", "x_val", "y_val")
 class DataBundle:
     """Train/validation/test splits of a classification task.
 
-    ``x_*`` are float32 arrays shaped ``(N, *input_shape)``; ``y_*`` are int64 class indices.
+    ``x_*`` are float32 arrays shaped ``(N, *input_shape)`` for a model with one float input;
+    for a model with several (or integer) inputs they are structured arrays ``(N,)`` with one
+    field per input (``edgeopt.inputs``: int64 token ids and masks, float32 others), from
+    the file's per-input arrays ``x_<split>.<name>`` or its structured ``x_<split>``.
+    ``y_*`` are int64 class indices.
     The search selects on the validation split; the test split (when present) is only used
     for the final numbers of the front.
     """
@@ -37,8 +43,14 @@ class DataBundle:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """Shape of one sample, without the batch dimension."""
-        return tuple(int(d) for d in self.x_train.shape[1:])
+        """Shape of one sample, without the batch dimension (the first input's, for
+        several inputs)."""
+        return sample_shape(self.x_train)
+
+    @property
+    def inputs(self) -> ModelInputs | None:
+        """The inputs each sample holds when they are several (or integer), else None."""
+        return data_inputs(self.x_train)
 
     @property
     def num_classes(self) -> int:
@@ -69,7 +81,7 @@ def load_npz(path: str | Path) -> DataBundle:
     a readable npz, lacks a split, or holds a split that cannot be right (``_checked_split``).
     """
     p = Path(path)
-    arrays = _read_npz(p)
+    arrays = assembled(p, _read_npz(p))
     missing = [k for k in _REQUIRED if k not in arrays]
     if missing:
         has = ", ".join(sorted(arrays)) or "none"
@@ -103,8 +115,14 @@ class ScoringData:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """Shape of one sample, without the batch dimension."""
-        return tuple(int(d) for d in self.x.shape[1:])
+        """Shape of one sample, without the batch dimension (the first input's, for
+        several inputs)."""
+        return sample_shape(self.x)
+
+    @property
+    def inputs(self) -> ModelInputs | None:
+        """The inputs each sample holds when they are several (or integer), else None."""
+        return data_inputs(self.x)
 
     def sample(self, n: int) -> np.ndarray:
         """The first ``n`` inputs of the scored split."""
@@ -126,7 +144,7 @@ def load_scoring_npz(path: str | Path) -> ScoringData:
     (``x_val, y_val`` alone will do); the test split is scored, else val, else train.
     ConfigError as in ``load_npz``, and for a file with no labelled split."""
     p = Path(path)
-    arrays = _read_npz(p)
+    arrays = assembled(p, _read_npz(p))
     splits = _checked_splits(p, arrays)
     present = [s for s in SCORING_ORDER if f"x_{s}" in splits]
     if not present:
@@ -251,15 +269,37 @@ def _checked_splits(p: Path, arrays: Mapping[str, np.ndarray]) -> dict[str, np.n
     shapes = {out[f"x_{s}"].shape[1:] for s in ("train", "val", "test") if f"x_{s}" in out}
     if len(shapes) > 1:
         raise ConfigError(f"data file {p}: splits have different sample shapes {sorted(shapes)}")
+    kinds = {_inputs_text(out[f"x_{s}"]) for s in ("train", "val", "test") if f"x_{s}" in out}
+    if len(kinds) > 1:
+        raise ConfigError(
+            f"data file {p}: splits hold different inputs ({'; '.join(sorted(kinds))})",
+            hint="save the same inputs, of the same shapes, for every split",
+        )
     return out
+
+
+def sample_shape(x: np.ndarray) -> tuple[int, ...]:
+    """One sample's shape of ``x``: a plain array's, or a structured one's first field's."""
+    if x.dtype.names:
+        return tuple(int(d) for d in x.dtype.fields[x.dtype.names[0]][0].shape)
+    return tuple(int(d) for d in x.shape[1:])
+
+
+def _inputs_text(x: np.ndarray) -> str:
+    """``input_ids (32,) int64, ...`` for a structured array; ``""`` for a plain one."""
+    if not x.dtype.names:
+        return ""
+    fields = [(n, x.dtype.fields[n][0]) for n in x.dtype.names]
+    return ", ".join(f"{n} {d.shape} {d.base}" for n, d in fields)
 
 
 def _checked_split(
     p: Path, split: str, x: np.ndarray, y: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(x, y)`` of one split as float32 / int64, or ConfigError naming what is wrong: an
-    empty split, a length mismatch, non-numeric inputs, labels that are not 1-D non-negative
-    integers, or NaN/infinite inputs (also values beyond float32's range)."""
+    """``(x, y)`` of one split as float32 / int64 (a structured ``x``, several inputs: as
+    ``npz_inputs.checked_inputs``), or ConfigError naming what is wrong: an empty split, a
+    length mismatch, non-numeric inputs, labels that are not 1-D non-negative integers, or
+    NaN/infinite inputs (also values beyond float32's range)."""
     if x.ndim == 0 or len(x) == 0:
         raise ConfigError(
             f"data file {p}: the {split} split is empty (x_{split} has no samples)",
@@ -271,6 +311,8 @@ def _checked_split(
             f"{len(y) if y.ndim else 'a single value'}",
             hint="each x_* must have one label per sample in y_*",
         )
+    if x.dtype.names is not None:
+        return checked_inputs(p, split, x), _checked_labels(p, split, y)
     if np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_:
         # raw pixels (uint8 0..255) fed to a model trained on normalised floats score at
         # chance, and nothing else would say why
@@ -278,7 +320,8 @@ def _checked_split(
             f"data file {p}: x_{split} holds {x.dtype} values; edgeopt feeds inputs to the "
             "model as they are, and a model takes them as floats, preprocessed as in training",
             hint="convert and normalise them as the model was trained, e.g. "
-            "x = (x.astype(np.float32) / 255 - mean) / std, then save the .npz again",
+            "x = (x.astype(np.float32) / 255 - mean) / std, then save the .npz again; token "
+            f"ids go in per-input arrays, e.g. x_{split}.input_ids",
         )
     if not np.issubdtype(x.dtype, np.floating):
         raise ConfigError(
@@ -291,6 +334,24 @@ def _checked_split(
             hint="store inputs shaped (samples, *input_shape), e.g. (N, 1, 16, 16); one "
             "number per sample is (N, 1)",
         )
+    y64 = _checked_labels(p, split, y)
+    with np.errstate(over="ignore"):  # too-large values become inf, reported below
+        x32 = np.ascontiguousarray(x, dtype=np.float32)
+    finite = np.isfinite(x32)
+    if not finite.all():
+        n_nan = int(np.isnan(x32).sum())
+        n_inf = int(finite.size - finite.sum()) - n_nan
+        first = int(np.argmin(finite.reshape(len(x32), -1).all(axis=1)))
+        raise ConfigError(
+            f"data file {p}: x_{split} holds {n_nan} NaN and {n_inf} infinite values "
+            f"(first in sample {first})",
+            hint="clean or impute them first; values beyond float32's range also become infinite",
+        )
+    return x32, y64
+
+
+def _checked_labels(p: Path, split: str, y: np.ndarray) -> np.ndarray:
+    """``y_<split>`` as int64, or ConfigError: labels must be 1-D non-negative integers."""
     if not np.issubdtype(y.dtype, np.integer):
         raise ConfigError(
             f"data file {p}: y_{split} must hold integer class indices, got {y.dtype}",
@@ -306,19 +367,7 @@ def _checked_split(
             f"data file {p}: y_{split} holds negative labels (lowest {int(y.min())})",
             hint="class indices start at 0",
         )
-    with np.errstate(over="ignore"):  # too-large values become inf, reported below
-        x32 = np.ascontiguousarray(x, dtype=np.float32)
-    finite = np.isfinite(x32)
-    if not finite.all():
-        n_nan = int(np.isnan(x32).sum())
-        n_inf = int(finite.size - finite.sum()) - n_nan
-        first = int(np.argmin(finite.reshape(len(x32), -1).all(axis=1)))
-        raise ConfigError(
-            f"data file {p}: x_{split} holds {n_nan} NaN and {n_inf} infinite values "
-            f"(first in sample {first})",
-            hint="clean or impute them first; values beyond float32's range also become infinite",
-        )
-    return x32, np.ascontiguousarray(y, dtype=np.int64)
+    return np.ascontiguousarray(y, dtype=np.int64)
 
 
 def synthetic_inputs(input_shape: Sequence[int], n: int, seed: int) -> np.ndarray:

@@ -4,6 +4,7 @@ their MACs, as the model counts them). See the package docstring for the model i
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,14 +18,20 @@ from edgeopt.estimate.roofline import Timeline, place, time_kernels
 from edgeopt.profiles import HardwareProfile
 
 
-def estimate(onnx_path: str | Path, profile: HardwareProfile) -> Estimate:
-    """Estimate latency, memory and energy of the ONNX model at ``onnx_path`` on ``profile``.
+def estimate(
+    onnx_path: str | Path,
+    profile: HardwareProfile,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+) -> Estimate:
+    """Estimate latency, memory and energy of the ONNX model at ``onnx_path`` on ``profile``
+    (``input_shapes``: one sample's shape per input, fixing dynamic dims such as the
+    sequence length; ``graph.load_model``).
 
     Raises ConfigError for a file that is missing or not a valid ONNX model. The result's
     numbers are estimates even for the host profile (``edgeopt bench`` measures the host).
     """
     assert profile.runtime is not None and profile.memory is not None
-    model, notes = load_model(onnx_path)
+    model, notes = load_model(onnx_path, input_shapes)
     g = Graph(model)
     kernels = build_kernels(g, profile.runtime.fusions)
     unknown = sorted({n.output[0] for n in g.nodes if n.output and g.numel(n.output[0]) is None})

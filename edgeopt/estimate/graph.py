@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -82,8 +83,14 @@ _DATA_INPUTS = {
 WEIGHT_INPUT = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}
 
 
-def load_model(onnx_path: str | Path) -> tuple[onnx.ModelProto, list[str]]:
-    """The model with inferred shapes (dynamic input dims set to 1), and notes saying so.
+def load_model(
+    onnx_path: str | Path, input_shapes: Mapping[str, Sequence[int]] | None = None
+) -> tuple[onnx.ModelProto, list[str]]:
+    """The model with inferred shapes, and notes on the dynamic input dims it fixed: a
+    sample dim of an input named in ``input_shapes`` (one sample's shape per input, e.g.
+    ``{"input_ids": (32,)}``: the sequence length) takes that size, any other dynamic dim
+    (the batch) is set to 1. Attention's cost grows with the sequence squared: it must not
+    be estimated at one token.
 
     Raises ConfigError for a missing or unreadable file or failed shape inference.
     """
@@ -95,7 +102,7 @@ def load_model(onnx_path: str | Path) -> tuple[onnx.ModelProto, list[str]]:
         raise ConfigError(f"{onnx_path}: ONNX file not found") from None
     except Exception as exc:
         raise ConfigError(f"{onnx_path}: not a readable ONNX model: {exc}") from None
-    notes = _fix_dynamic_dims(model.graph)
+    notes = _fix_dynamic_dims(model.graph, input_shapes or {})
     # Stale value_info and output shapes would override what inference derives.
     del model.graph.value_info[:]
     for out in model.graph.output:
@@ -107,16 +114,24 @@ def load_model(onnx_path: str | Path) -> tuple[onnx.ModelProto, list[str]]:
     return model, notes
 
 
-def _fix_dynamic_dims(g: onnx.GraphProto) -> list[str]:
+def _fix_dynamic_dims(g: onnx.GraphProto, input_shapes: Mapping[str, Sequence[int]]) -> list[str]:
     notes: list[str] = []
     init_names = {i.name for i in g.initializer}
     for inp in g.input:
         if inp.name in init_names:
             continue
+        sample = input_shapes.get(inp.name)
         for i, d in enumerate(inp.type.tensor_type.shape.dim):
             if d.HasField("dim_param") or d.dim_value <= 0:
                 label = d.dim_param or "?"
                 d.Clear()
+                if sample is not None and 0 < i <= len(sample):
+                    d.dim_value = int(sample[i - 1])
+                    notes.append(
+                        f"input '{inp.name}' dim {i} ('{label}') is dynamic: set to "
+                        f"{d.dim_value} (its input's shape)"
+                    )
+                    continue
                 d.dim_value = 1
                 notes.append(f"input '{inp.name}' dim {i} ('{label}') is dynamic: assumed 1")
     return notes

@@ -16,8 +16,14 @@ def check_model_and_data(loaded: LoadedModel, data: Any) -> None:
     """Fail fast (ConfigError) when ``data`` (an ``edgeopt.data.DataBundle`` or
     ``ScoringData``, or None for synthetic inputs) does not fit the model: a sample shape it
     cannot take (``check_input_shape``), or a class label at or above the model's number of
-    outputs."""
-    check_input_shape(loaded, data.input_shape if data is not None else loaded.input_shape)
+    outputs; for several inputs, data that holds other inputs (``check_data_inputs``)."""
+    held = getattr(data, "inputs", None)
+    if data is not None:
+        check_data_inputs(loaded, held)
+    if not loaded.inputs.is_single:
+        check_inputs_run(loaded)
+    else:
+        check_input_shape(loaded, data.input_shape if data is not None else loaded.input_shape)
     if data is None:
         return
     out = model_output_shape(loaded)
@@ -73,6 +79,59 @@ def check_input_shape(loaded: LoadedModel, sample_shape: tuple[int, ...]) -> Non
         ) from exc
 
 
+def check_data_inputs(loaded: LoadedModel, held: ModelInputs | None) -> None:
+    """ConfigError unless the data's inputs ``held`` (None: one plain array per split) are
+    the model's: the same names, each of the same shape and kind (integer or float)."""
+    model = loaded.inputs
+    per_input = ", ".join(f"x_<split>.{n}" for n in model.names)
+    if held is None:
+        if model.is_single:
+            return
+        raise ConfigError(
+            f"{loaded.source} takes {model.text()}, but the data holds one array per split",
+            hint=f"save each input of a split as its own array: {per_input}",
+        )
+    if model.is_single or set(held.names) != set(model.names):
+        raise ConfigError(
+            f"the data holds inputs {', '.join(held.names)}, but {loaded.source} takes "
+            f"{', '.join(model.names)}",
+            hint=f"name the data's arrays after the model's inputs: {per_input}"
+            if not model.is_single
+            else "save the inputs as one float array per split: x_train, x_val, ...",
+        )
+    by_name = {s.name: s for s in held.specs}
+    for s in model.specs:
+        h = by_name[s.name]
+        if (h.dtype == "float32") != (s.dtype == "float32"):
+            raise ConfigError(
+                f"the data holds {s.name} as {h.dtype}, but {loaded.source} takes {s.dtype}",
+                hint=f"save x_<split>.{s.name} as {s.dtype}",
+            )
+        if h.shape != s.shape:
+            raise ConfigError(
+                f"the data holds {s.name} of shape {h.shape}, but {loaded.source} takes {s.shape}",
+                hint=f"pass data shaped like the model's input (or --input-shape "
+                f"{s.name}={','.join(map(str, h.shape))}:{s.dtype} for a dynamic length)",
+            )
+
+
+def check_inputs_run(loaded: LoadedModel) -> None:
+    """Run one forward pass of a torch model with several inputs on one synthetic sample
+    to fail fast on inputs it cannot take (an ONNX model ran at load)."""
+    if loaded.module is None:
+        return
+    import torch
+
+    try:
+        with torch.no_grad():
+            loaded.module.eval()(*_torch_args(loaded.inputs.synthetic(1, seed=0)))
+    except Exception as exc:
+        raise ConfigError(
+            f"the model fails on inputs {loaded.inputs.text()}: {str(exc).splitlines()[0]}",
+            hint="pass --input-shape NAME=DIMS:DTYPE for each input the model was trained on",
+        ) from exc
+
+
 def _torch_args(x: np.ndarray) -> tuple[Any, ...]:
     """A structured sample array as one tensor per field, in field order."""
     import torch
@@ -118,11 +177,12 @@ def with_vocab(module: Any, inputs: ModelInputs) -> ModelInputs:
 
 def refuse_several_inputs(loaded: LoadedModel) -> None:
     """ConfigError (before any work) for a model with several or integer inputs: they load,
-    but bench, check and optimize do not run them yet."""
+    and bench and check run them, but optimize does not search them yet."""
     if loaded.inputs.is_single:
         return
     raise ConfigError(
         f"{loaded.source} takes {loaded.inputs.text()}: models with several inputs (or "
-        "integer ones) load, but bench, check and optimize of them are not supported yet",
-        hint="use a model with one float input for now",
+        "integer ones) load, and bench and check run them, but optimize of them is not "
+        "supported yet",
+        hint="use a model with one float input for now, or bench/check this one",
     )

@@ -52,10 +52,14 @@ def verified_names(p: Path) -> list[str]:
 
 
 def load_onnx(
-    p: Path, input_shape: tuple[int, ...] | None, given: ModelInputs | None = None
+    p: Path,
+    input_shape: tuple[int, ...] | None,
+    given: ModelInputs | None = None,
+    data: ModelInputs | None = None,
 ) -> LoadedModel:
     """An ONNX file, checked and run once in ONNX Runtime; ConfigError saying why not.
-    ``given``: ``--input-shape NAME=DIMS[:DTYPE]``, one per input."""
+    ``given``: ``--input-shape NAME=DIMS[:DTYPE]``, one per input; ``data``: the inputs
+    ``--data`` holds (they fill a graph's dynamic dims when no flag does)."""
     import onnx
 
     try:
@@ -72,7 +76,7 @@ def load_onnx(
     if not inputs:
         raise ConfigError(f"ONNX model {p} has no inputs")
     if given is not None or not is_plain(inputs):
-        specs = graph_inputs(p, model, inputs, input_shape, given)
+        specs = graph_inputs(p, model, inputs, input_shape, given, data)
         for s in specs.specs:
             check_input_size(s.shape, f"ONNX model {p}")
         out_shape = _probe_onnx(p, model, specs.first_shape, 1, specs)

@@ -34,6 +34,7 @@ def load_model(
     trust_arch: bool = False,
     data_shape: tuple[int, ...] | None = None,
     inputs: ModelInputs | None = None,
+    data_inputs: ModelInputs | None = None,
 ) -> LoadedModel:
     """Detect the format of ``path`` and load it.
 
@@ -51,14 +52,20 @@ def load_model(
     model ONNX Runtime cannot open and run, or an ``input_shape`` that contradicts
     ``data_shape``. ``inputs`` (``--input-shape NAME=DIMS[:DTYPE]`` per input) describes a
     model with several or integer inputs; an ONNX graph records them itself (the flags fill
-    its dynamic dims and must name its inputs and types).
+    its dynamic dims and must name its inputs and types). ``data_inputs``: the inputs the
+    data holds, when it holds several (they fill an ONNX graph's dynamic dims when no flag
+    does, and must name its inputs).
     """
     spec = ModelSpec(os.fspath(path), arch, arch_kwargs, input_shape, trust_pickle, trust_arch)
     spec = replace(spec, inputs=inputs)
-    return load_spec(spec, data_shape)
+    return load_spec(spec, data_shape, data_inputs)
 
 
-def load_spec(spec: ModelSpec, data_shape: tuple[int, ...] | None = None) -> LoadedModel:
+def load_spec(
+    spec: ModelSpec,
+    data_shape: tuple[int, ...] | None = None,
+    data_inputs: ModelInputs | None = None,
+) -> LoadedModel:
     """``load_model`` with the path and options in ``spec`` (a run's recorded ``ModelSpec``)."""
     spec.check_arch_named()  # before anything is imported or read
     input_shape = spec.input_shape
@@ -74,7 +81,7 @@ def load_spec(spec: ModelSpec, data_shape: tuple[int, ...] | None = None) -> Loa
     given = spec.inputs
     if given is not None and input_shape is None:  # the readers take the first input's shape
         spec = replace(spec, input_shape=given.first_shape)
-    loaded = _load_any(Path(spec.path), spec, data_shape)
+    loaded = _load_any(Path(spec.path), spec, data_shape, data_inputs)
     if loaded.module is not None and (given or loaded.input_specs) is not None:
         loaded = replace(loaded, input_specs=with_vocab(loaded.module, given or loaded.inputs))
         loaded = replace(loaded, input_shape=loaded.inputs.first_shape)
@@ -89,7 +96,12 @@ def load_spec(spec: ModelSpec, data_shape: tuple[int, ...] | None = None) -> Loa
 _SHAPELESS = frozenset({ModelFormat.STATE_DICT, ModelFormat.TORCHSCRIPT, ModelFormat.PICKLE})
 
 
-def _load_any(p: Path, spec: ModelSpec, data_shape: tuple[int, ...] | None) -> LoadedModel:
+def _load_any(
+    p: Path,
+    spec: ModelSpec,
+    data_shape: tuple[int, ...] | None,
+    data_inputs: ModelInputs | None = None,
+) -> LoadedModel:
     """``load_spec`` after its shape check: find the format and load the file ``p``."""
     if not p.exists():
         raise ConfigError(f"model file not found: {p}", hint="check the path to your model")
@@ -106,7 +118,7 @@ def _load_any(p: Path, spec: ModelSpec, data_shape: tuple[int, ...] | None) -> L
             hint="check the file's permissions",
         ) from exc
     if p.suffix.lower() == ".onnx":
-        return load_onnx(p, spec.input_shape, spec.inputs)
+        return load_onnx(p, spec.input_shape, spec.inputs, data_inputs)
     if is_runtime_file(p):
         return load_runtime_file(p, spec.input_shape)
     if p.suffix.lower() == ".pt2":

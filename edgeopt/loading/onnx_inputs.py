@@ -25,14 +25,18 @@ def graph_inputs(
     inputs: list[Any],
     shape: tuple[int, ...] | None,
     given: ModelInputs | None,
+    data: ModelInputs | None = None,
 ) -> ModelInputs:
     """The specs of graph inputs ``inputs`` (initializers excluded), their dynamic sample
-    dims from ``given`` (or, for a graph with one input, the plain ``shape``); ConfigError
-    with the graph's own input list as the hint for an element type edgeopt cannot feed, a
-    fixed batch above 1, flags that name other inputs or types, or a dim left unknown."""
+    dims from ``given`` (or, for a graph with one input, the plain ``shape``), else from
+    ``data`` (the inputs ``--data`` holds); ConfigError with the graph's own input list as
+    the hint for an element type edgeopt cannot feed, a fixed batch above 1, flags or data
+    that name other inputs or types, or a dim left unknown."""
     listing = ", ".join(_graph_text(i) for i in inputs)
     hint = f"the model takes {listing}: pass --input-shape NAME=DIMS:DTYPE for each input"
     graph = [_graph_spec(p, i, listing) for i in inputs]
+    if given is None and shape is None and data is not None:
+        given = _from_data(p, graph, data, listing)
     if shape is not None and given is None:
         if len(graph) > 1:
             raise ConfigError(
@@ -82,6 +86,32 @@ def graph_inputs(
         specs.append(
             InputSpec.of(name, sample, dtype, role=role, vocab_size=vocab.get(name), seq_axis=axis)
         )
+    return ModelInputs(tuple(specs))
+
+
+def _from_data(
+    p: Path, graph: list[tuple[str, str, list[int | str]]], data: ModelInputs, listing: str
+) -> ModelInputs:
+    """The data's inputs as flags for ``graph``: the graph's element type where the data's
+    is of the same kind (int64 ids feed an int32 input); ConfigError for other names or a
+    float/integer mismatch."""
+    held = {s.name: s for s in data.specs}
+    if set(held) != {g[0] for g in graph}:
+        raise ConfigError(
+            f"the data holds inputs {', '.join(held)}; ONNX model {p} takes "
+            f"{', '.join(g[0] for g in graph)}",
+            hint=f"name the data's arrays after the model's inputs (x_<split>.<name>; it takes "
+            f"{listing})",
+        )
+    specs = []
+    for name, dtype, _ in graph:
+        s = held[name]
+        if (s.dtype == "float32") != (dtype == "float32"):
+            raise ConfigError(
+                f"the data holds {name} as {s.dtype}; ONNX model {p} takes it as {dtype}",
+                hint=f"save x_<split>.{name} as {dtype}",
+            )
+        specs.append(InputSpec.of(name, s.shape, dtype))
     return ModelInputs(tuple(specs))
 
 

@@ -20,6 +20,7 @@ from edgeopt.measure.session import (
     OUT_OF_PROCESS,
     model_session,
     run_batches,
+    run_input,
     run_step,
     runtime_of_path,
 )
@@ -85,10 +86,7 @@ def _scorer(
 
     def score(x: np.ndarray) -> np.ndarray:
         step = run_step(sess, batch_size, x[0]) if len(x) else 1
-        outs = [
-            np.asarray(sess.run(np.ascontiguousarray(x[i : i + step], dtype=np.float32)))
-            for i in range(0, len(x), step)
-        ]
+        outs = [np.asarray(sess.run(run_input(x[i : i + step]))) for i in range(0, len(x), step)]
         return np.concatenate(outs)
 
     yield score

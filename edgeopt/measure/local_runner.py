@@ -25,7 +25,7 @@ from edgeopt.measure.runtime import (
     host_description,
     run_child,
 )
-from edgeopt.measure.session import ort_session
+from edgeopt.measure.session import ort_feeds, ort_session
 from edgeopt.measure.timing import time_interleaved
 
 
@@ -159,7 +159,7 @@ def time_models(
     runs = []
     for path, x in models:
         s = ort_session(path, threads=threads, optimization="all", providers=providers)
-        runs.append(functools.partial(s.run, None, {s.get_inputs()[0].name: x}))
+        runs.append(functools.partial(s.run, None, ort_feeds(s.get_inputs(), x)))
     times = time_interleaved(
         runs, min_rounds=rounds, max_rounds=rounds, time_budget_s=None, **CALIBRATION_TIMING
     )

@@ -131,9 +131,12 @@ def run_child(request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
 
 
 def input_row(input_shape: Sequence[int], sample: np.ndarray | None) -> np.ndarray:
-    """The model input: ``sample``'s first row, else a seeded one (float32, contiguous)."""
+    """The model input: ``sample``'s first row, else a seeded one (float32, contiguous; a
+    structured ``sample``, several inputs, stays structured: the child feeds it by name)."""
     if sample is None:
         sample = synthetic_inputs(tuple(input_shape), 1, seed=0)
+    if sample.dtype.names:
+        return np.ascontiguousarray(sample[:1])
     return np.ascontiguousarray(sample[:1], dtype=np.float32)
 
 

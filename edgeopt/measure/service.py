@@ -107,11 +107,16 @@ def measure_on_targets(
 
 
 def estimate_on_profile(
-    onnx_path: Path, profile: HardwareProfile, *, size: MetricValue | None = None
+    onnx_path: Path,
+    profile: HardwareProfile,
+    *,
+    size: MetricValue | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> tuple[Measurement, Estimate]:
     """The cost model's numbers on ``profile`` (labelled estimated) plus the measured file
-    size (``size``, or measured here), and the ``Estimate`` itself (fits, assumptions)."""
-    est = estimate(onnx_path, profile)
+    size (``size``, or measured here), and the ``Estimate`` itself (fits, assumptions);
+    ``input_shapes`` fixes dynamic input dims (the sequence length) as ``estimate`` does."""
+    est = estimate(onnx_path, profile, input_shapes)
     values = dict(est.to_measurement().values)
     values[Metric.SIZE_MB] = size or MetricValue(size_mb(onnx_path), Provenance.MEASURED)
     return Measurement(profile.name, values), est
