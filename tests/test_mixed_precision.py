@@ -16,6 +16,7 @@ import torch
 from model_facts import facts as model_facts
 
 from edgeopt import zoo
+from edgeopt.inputs import ModelInputs
 from edgeopt.onnx_export import export_onnx
 from edgeopt.profiles import load_profile
 from edgeopt.stages import STAGES, QuantizeConfig, StageContext
@@ -23,6 +24,7 @@ from edgeopt.stages.onnx_graph import compute_nodes
 from edgeopt.stages.sensitivity import ranking
 
 SHAPE = (1, 16, 16)
+ONE = ModelInputs.single(SHAPE)
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -53,8 +55,8 @@ def _plain() -> QuantizeConfig:
 
 def test_ranking_is_stable_across_runs_and_cached(model_onnx: Path, tmp_path: Path) -> None:
     config = _plain()
-    first = ranking(model_onnx, config, _ctx(tmp_path, "a"), "input", SHAPE, {})
-    second = ranking(model_onnx, config, _ctx(tmp_path, "b"), "input", SHAPE, {})  # recomputed
+    first = ranking(model_onnx, config, _ctx(tmp_path, "a"), ONE, {})
+    second = ranking(model_onnx, config, _ctx(tmp_path, "b"), ONE, {})  # recomputed
     assert first == second
     names = [n.name for n in compute_nodes(onnx.load(str(model_onnx)))]
     assert sorted(first) == sorted(names)
@@ -65,8 +67,7 @@ def test_ranking_is_stable_across_runs_and_cached(model_onnx: Path, tmp_path: Pa
         model_onnx,
         dataclasses.replace(config, calibration_samples=64),
         _ctx(tmp_path, "a"),
-        "input",
-        SHAPE,
+        ONE,
         {},
     )
     assert len(list((tmp_path / "a" / "sensitivity").glob("*.json"))) == 2

@@ -305,9 +305,11 @@ def test_invalid_config(kw: dict[str, object]) -> None:
 
 @pytest.mark.parametrize("n", [200, 199, 32, 7])
 def test_calibration_batches_are_equal_sized(n: int) -> None:
+    from edgeopt.inputs import InputSpec, ModelInputs
     from edgeopt.stages.ort_quant import CALIB_BATCH, CalibReader
 
-    reader = CalibReader("x", np.zeros((n, 1, 2, 2), dtype=np.float32))
+    x = ModelInputs((InputSpec.of("x", (1, 2, 2), "float32"),))
+    reader = CalibReader(x, np.zeros((n, 1, 2, 2), dtype=np.float32))
     sizes = []
     while (batch := reader.get_next()) is not None:
         sizes.append(len(batch["x"]))

@@ -14,6 +14,7 @@ from onnxruntime.quantization import quant_pre_process
 from test_quantize import Answers
 
 from edgeopt.errors import CandidateError
+from edgeopt.inputs import ModelInputs
 from edgeopt.onnx_export import export_onnx
 from edgeopt.profiles import load_profile
 from edgeopt.stages import STAGES, ModelFacts, ProbeInput, QuantizeConfig, QuantMode, StageContext
@@ -98,7 +99,7 @@ def test_excluded_attention_matmul_really_stays_float(vit: Path, tmp_path: Path)
     config = _static()
     calib = calibration_inputs(_ctx(tmp_path), 32, SHAPE)
     out = tmp_path / "q.onnx"
-    quantize_static(pre, out, config, calibration_reader("input", calib), [qk])
+    quantize_static(pre, out, config, calibration_reader(ModelInputs.single(SHAPE), calib), [qk])
     # ORT's exclusion alone leaves the MatMul reading DequantizeLinear outputs (E11)
     with pytest.raises(CandidateError, match=f"still int8: {qk}"):
         check_graph(out, config, float_model, frozenset({qk}))

@@ -1,5 +1,5 @@
 """Thin wrappers over ``onnxruntime.quantization``: the config's types and calibration
-method in ORT's terms, a calibration reader over a numpy array, and the dynamic and static
+method in ORT's terms, a calibration reader over samples of every input, and the dynamic and static
 quantizers with the config's settings. ``edgeopt.stages.quantize_ort`` (the conversions)
 and ``edgeopt.stages.sensitivity`` (the node ranking) call them; onnxruntime is imported
 only when they run."""
@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt.inputs import ModelInputs
 from edgeopt.stages.quantize_config import (
     COMPUTE_ONLY,
     CalibMethod,
@@ -46,17 +47,18 @@ def calib_method(c: CalibMethod) -> Any:
 
 
 class CalibReader:
-    """``CalibrationDataReader`` over a numpy array, in batches."""
+    """``CalibrationDataReader`` over samples ``x`` of ``inputs`` (a float array, or a
+    structured one for a multi-input model), in batches of every input."""
 
-    def __init__(self, name: str, x: np.ndarray) -> None:
-        self._name = name
+    def __init__(self, inputs: ModelInputs, x: np.ndarray) -> None:
+        self._inputs = inputs
         self._x = x
         self._it: Iterator[dict[str, np.ndarray]] = self._batches()
 
     def _batches(self) -> Iterator[dict[str, np.ndarray]]:
         size = equal_batch_size(len(self._x), CALIB_BATCH)
         for i in range(0, len(self._x) - size + 1, size):
-            yield {self._name: self._x[i : i + size]}
+            yield self._inputs.feeds(self._x[i : i + size])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._it, None)
@@ -76,14 +78,14 @@ def equal_batch_size(n: int, most: int) -> int:
     return best if best * 4 >= most else most
 
 
-def calibration_reader(name: str, x: np.ndarray) -> Any:
-    """A ``CalibReader`` that is also ORT's ``CalibrationDataReader`` (input ``name``)."""
+def calibration_reader(inputs: ModelInputs, x: np.ndarray) -> Any:
+    """A ``CalibReader`` that is also ORT's ``CalibrationDataReader``."""
     from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibReader, CalibrationDataReader):
         pass
 
-    return Reader(name, x)
+    return Reader(inputs, x)
 
 
 def quantize_dynamic(pre: Path, out: Path, config: QuantizeConfig) -> None:

@@ -30,6 +30,7 @@ from edgeopt.stages.base import (
 )
 from edgeopt.stages.quantize_config import calibration_inputs
 from edgeopt.training import OptimizerKind, Schedule, TrainConfig, fit
+from edgeopt.training import batch as B
 from edgeopt.training.device import module_device
 
 if TYPE_CHECKING:
@@ -121,11 +122,12 @@ class QatStage(Stage[QatConfig, "nn.Module"]):
         if self.is_identity(config):
             return StageOutput(copy.deepcopy(artifact))
         q = ctx.profile.quantization
+        inputs = ctx.inputs if ctx.inputs is not None else tuple(ctx.input_shape)
         try:
             model = fake_quant.prepare_qat(
                 copy.deepcopy(artifact),
                 signed_activations=str(q.activation_type) == "int8",
-                input_shape=ctx.input_shape,
+                input_shape=inputs,
                 symmetric_activations=bool(q.activation_symmetric),
             )
         except fake_quant.CaptureError as exc:
@@ -134,7 +136,7 @@ class QatStage(Stage[QatConfig, "nn.Module"]):
             raise CandidateError(
                 "qat", f"fake quantization failed: {type(exc).__name__}: {exc}"
             ) from exc
-        calib = calibration_inputs(ctx, CALIBRATION_SAMPLES, tuple(ctx.input_shape))
+        calib = calibration_inputs(ctx, CALIBRATION_SAMPLES, ctx.model_inputs)
         fake_quant.calibrate(model, calib)
         distill = config.distill or ctx.data is None
         if distill and ctx.teacher is None:
@@ -155,7 +157,7 @@ class QatStage(Stage[QatConfig, "nn.Module"]):
             teacher=ctx.teacher if distill else None,
             seed=ctx.seed,
             on_epoch=ctx.on_epoch,
-            input_shape=tuple(ctx.input_shape),
+            input_shape=inputs,
         )
         weights = [t for t in model.state_dict().values() if t.is_floating_point()]
         if not all(bool(t.isfinite().all()) for t in weights if t.dim() > 0):
@@ -164,8 +166,8 @@ class QatStage(Stage[QatConfig, "nn.Module"]):
         # ORT accumulates in int32 where torch sums floats: an activation that lands on a
         # rounding boundary can move by one quantum, so export parity is a few quanta
         with torch.no_grad():
-            x = torch.from_numpy(calib[:32]).to(module_device(model))
-            peak = float(model(x).abs().max())
+            x = B.to(B.tensors(calib[:32]), module_device(model))
+            peak = float(B.forward(model, x).abs().max())
         atol = PARITY_FRACTION * max(peak, 1e-3)
         log.info(
             "QAT %d epochs: int8-emulated val accuracy %.4f -> %.4f",

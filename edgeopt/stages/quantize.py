@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeopt.errors import CandidateError
+from edgeopt.inputs import InputSpec, ModelInputs
 from edgeopt.measure.session import ort_session
 from edgeopt.profiles.merge import runs_contrib_ops
 from edgeopt.stages import quantize_ort
@@ -73,6 +74,25 @@ def _output_path(src: Path, config: QuantizeConfig, workdir: Path) -> Path:
 
 def _session(path: Path) -> Any:
     return ort_session(path, threads=1)
+
+
+def graph_inputs(model: Any, ctx: StageContext) -> ModelInputs:
+    """What the graph ``model`` takes, as the stage feeds it: ``ctx.model_inputs``; one float
+    input keeps the graph's own name and sample shape (dynamic dims 1), as before.
+    CandidateError when the run's inputs are not the graph's."""
+    init = {i.name for i in model.graph.initializer}
+    graph = [i for i in model.graph.input if i.name not in init]
+    given = ctx.model_inputs
+    if given.is_single and len(graph) == 1:
+        shape = tuple(shape_of(graph[0])[1:]) or given.first_shape
+        return ModelInputs((InputSpec.of(graph[0].name, shape, "float32"),))
+    if sorted(given.names) != sorted(i.name for i in graph):
+        raise CandidateError(
+            "quantize",
+            f"the ONNX graph takes {', '.join(i.name for i in graph)}; the run's inputs are "
+            f"{', '.join(given.names)}",
+        )
+    return given
 
 
 class QuantizeStage(Stage[QuantizeConfig, Path]):
@@ -276,13 +296,12 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
         ctx.workdir.mkdir(parents=True, exist_ok=True)
         out = _output_path(src, config, ctx.workdir)
         model = onnx.load(str(src))
-        input_name = model.graph.input[0].name
-        in_shape = tuple(shape_of(model.graph.input[0])[1:]) or ctx.input_shape
-        check_x = calibration_inputs(ctx, min(8, config.calibration_samples), in_shape)
-        ref = _session(src).run(None, {input_name: check_x})[0]
+        inputs = graph_inputs(model, ctx)
+        check_x = inputs.feeds(calibration_inputs(ctx, min(8, config.calibration_samples), inputs))
+        ref = _session(src).run(None, check_x)[0]
         try:
             with tempfile.TemporaryDirectory(dir=ctx.workdir) as tmp:
-                done = quantize_ort.convert(src, out, config, ctx, Path(tmp), input_name, in_shape)
+                done = quantize_ort.convert(src, out, config, ctx, Path(tmp), inputs)
         except CandidateError:
             raise
         except Exception as exc:
@@ -291,7 +310,7 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
                 "quantize", f"{config.mode.value} failed: {type(exc).__name__}: {exc}"
             ) from exc
         try:
-            got = _session(out).run(None, {input_name: check_x})[0]
+            got = _session(out).run(None, check_x)[0]
         except Exception as exc:
             raise CandidateError(
                 "quantize", f"{config.mode.value} model does not run in ONNX Runtime: {exc}"

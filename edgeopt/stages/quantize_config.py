@@ -12,6 +12,7 @@ import numpy as np
 
 from edgeopt.data import synthetic_inputs
 from edgeopt.errors import ConfigError
+from edgeopt.inputs import ModelInputs
 from edgeopt.stages.base import StageConfig, check_range
 
 if TYPE_CHECKING:
@@ -108,10 +109,18 @@ class QuantizeConfig(StageConfig):
 
 
 def calibration_inputs(
-    ctx: StageContext, samples: int, input_shape: tuple[int, ...] | None = None
+    ctx: StageContext, samples: int, inputs: tuple[int, ...] | ModelInputs | None = None
 ) -> np.ndarray:
-    """``samples`` calibration inputs: a seeded subset of the training split, or standard
-    Gaussian inputs of ``ctx.input_shape`` when there is no data."""
+    """``samples`` calibration inputs: a seeded subset of the training split (a structured
+    array for a multi-input model: real ids with their real padding), or, without data,
+    seeded stand-ins for ``inputs`` (one float sample's shape or the model's inputs; default
+    ``ctx.model_inputs``): standard Gaussian floats, token ids in the vocabulary and
+    right-padded masks (``ModelInputs.synthetic``)."""
     if ctx.data is not None:  # an npz's is exactly the slice it always drew
         return ctx.data.subset("train", samples, ctx.seed)[0]
-    return synthetic_inputs(input_shape or ctx.input_shape, samples, ctx.seed)
+    spec = inputs if isinstance(inputs, ModelInputs) else None
+    if spec is None:
+        spec = ModelInputs.single(inputs) if inputs is not None else ctx.model_inputs
+    if spec.is_single:  # checks the shape, as always
+        return synthetic_inputs(spec.first_shape, samples, ctx.seed)
+    return spec.synthetic(samples, ctx.seed)

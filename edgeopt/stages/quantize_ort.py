@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeopt.errors import CandidateError
+from edgeopt.inputs import ModelInputs
 from edgeopt.stages.onnx_graph import compute_nodes
 from edgeopt.stages.ort_fuse import FuseInfo, fuse
 from edgeopt.stages.ort_quant import calibration_reader, quantize_dynamic, quantize_static
@@ -31,10 +32,10 @@ def convert(
     config: QuantizeConfig,
     ctx: StageContext,
     tmp: Path,
-    input_name: str,
-    in_shape: tuple[int, ...],
+    inputs: ModelInputs,
 ) -> ConvertInfo:
-    """Write ``src`` converted as ``config`` says to ``out``; ``tmp`` is a scratch folder.
+    """Write ``src`` converted as ``config`` says to ``out``; ``tmp`` is a scratch folder;
+    ``inputs`` the graph's (calibration and parity feed all of them).
 
     A quantization-aware export's QDQ pairs are removed first; in int8_static their
     ranges become ORT tensor overrides. With ``config.fuse`` the float graph goes through
@@ -45,7 +46,7 @@ def convert(
     src, overrides = _float_source(src, tmp)
     fused: FuseInfo | None = None
     if config.fuse:
-        feeds = {input_name: calibration_inputs(ctx, FUSE_SAMPLES, in_shape)}
+        feeds = inputs.feeds(calibration_inputs(ctx, FUSE_SAMPLES, inputs))
         fused = fuse(src, tmp / "fused.onnx", feeds=feeds)
         src = tmp / "fused.onnx"
     if mode is QuantMode.FP32:
@@ -62,19 +63,19 @@ def convert(
         if mode is QuantMode.INT8_DYNAMIC:
             quantize_dynamic(pre, out, config)
             return ConvertInfo(fused=fused)
-        calib = calibration_inputs(ctx, config.calibration_samples, in_shape)
+        calib = calibration_inputs(ctx, config.calibration_samples, inputs)
         names = _tensor_names(pre)
         overrides = {k: v for k, v in overrides.items() if k in names}
         exclude = _first_last(pre) if config.exclude_first_last else []
         sensitive: list[str] = []
         if config.fp32_nodes > 0 and mode is QuantMode.INT8_STATIC:
-            ranked = ranking(pre, config, ctx, input_name, in_shape, overrides)
+            ranked = ranking(pre, config, ctx, inputs, overrides)
             sensitive = [n for n in ranked if n not in exclude][: config.fp32_nodes]
         quantize_static(
             pre,
             out,
             config,
-            calibration_reader(input_name, calib),
+            calibration_reader(inputs, calib),
             [*exclude, *sensitive],
             overrides,
         )

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgeopt.inputs import ModelInputs
 from edgeopt.stages.onnx_graph import compute_nodes
 from edgeopt.stages.ort_quant import calibration_reader, quantize_static
 from edgeopt.stages.quantize_config import QuantizeConfig, StaticOps, calibration_inputs
@@ -38,8 +39,15 @@ EVAL_SAMPLES = 64
 """Calibration inputs on which each node's output error is measured."""
 
 
-def cache_key(pre: Path, config: QuantizeConfig, seed: int, overrides: dict[str, Any]) -> str:
-    """Hash of the float model and every setting the ranking depends on."""
+def cache_key(
+    pre: Path,
+    config: QuantizeConfig,
+    seed: int,
+    overrides: dict[str, Any],
+    inputs: ModelInputs | None = None,
+) -> str:
+    """Hash of the float model and every setting the ranking depends on (a multi-input
+    model's ``inputs`` too: their vocabulary and length shape the synthetic inputs)."""
     digest = hashlib.sha256(pre.read_bytes())
     settings = {
         "calibration": config.calibration.value,
@@ -56,6 +64,8 @@ def cache_key(pre: Path, config: QuantizeConfig, seed: int, overrides: dict[str,
     }
     if config.static_ops is not StaticOps.ALL:  # the key of an all-ops ranking stays as it was
         settings["static_ops"] = config.static_ops.value
+    if inputs is not None and not inputs.is_single:
+        settings["inputs"] = inputs.to_dict()
     digest.update(json.dumps(settings, sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
@@ -64,16 +74,16 @@ def ranking(
     pre: Path,
     config: QuantizeConfig,
     ctx: StageContext,
-    input_name: str,
-    in_shape: tuple[int, ...],
+    inputs: ModelInputs,
     overrides: dict[str, Any],
 ) -> list[str]:
-    """Names of ``pre``'s Conv/Gemm/MatMul nodes, most sensitive first (cached)."""
+    """Names of ``pre``'s Conv/Gemm/MatMul nodes, most sensitive first (cached); ``inputs``:
+    the graph's, all of them fed."""
     folder = (ctx.cache_dir or ctx.workdir) / "sensitivity"
-    path = folder / f"{cache_key(pre, config, ctx.seed, overrides)}.json"
+    path = folder / f"{cache_key(pre, config, ctx.seed, overrides, inputs)}.json"
     if path.is_file():
         return list(json.loads(path.read_text())["ranking"])
-    scores = node_sensitivity(pre, config, ctx, input_name, in_shape, overrides)
+    scores = node_sensitivity(pre, config, ctx, inputs, overrides)
     ranked = sorted(scores, key=lambda n: (-scores[n], n))
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
@@ -87,33 +97,32 @@ def node_sensitivity(
     pre: Path,
     config: QuantizeConfig,
     ctx: StageContext,
-    input_name: str,
-    in_shape: tuple[int, ...],
+    inputs: ModelInputs,
     overrides: dict[str, Any],
 ) -> dict[str, float]:
     """For each named Conv/Gemm/MatMul: the fall in relative output error (MSE over the
     float output's variance) when that node alone stays float in the quantized graph."""
     import onnx
 
-    calib = calibration_inputs(ctx, config.calibration_samples, in_shape)
-    x = calib[:EVAL_SAMPLES]
+    calib = calibration_inputs(ctx, config.calibration_samples, inputs)
+    x = inputs.feeds(calib[:EVAL_SAMPLES])
     float_model = onnx.load(str(pre))
-    ref = _run(float_model, input_name, x)
+    ref = _run(float_model, x)
     var = float(np.var(ref)) or 1.0
     plain = dataclasses.replace(config, exclude_first_last=False, fp32_nodes=0)
     ctx.workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=ctx.workdir) as tmp:
         qpath = Path(tmp) / "all.onnx"
-        reader = calibration_reader(input_name, calib)
+        reader = calibration_reader(inputs, calib)
         quantize_static(pre, qpath, plain, reader, [], overrides)
         quantized = onnx.load(str(qpath))
-    base = float(np.mean((_run(quantized, input_name, x) - ref) ** 2)) / var
+    base = float(np.mean((_run(quantized, x) - ref) ** 2)) / var
     out: dict[str, float] = {}
     for node in compute_nodes(float_model):
         if not node.name:
             continue
         trial = with_float_node(quantized, float_model, node)
-        err = float(np.mean((_run(trial, input_name, x) - ref) ** 2)) / var
+        err = float(np.mean((_run(trial, x) - ref) ** 2)) / var
         out[node.name] = base - err
     return out
 
@@ -140,7 +149,7 @@ def with_float_node(
     return model
 
 
-def _run(model: onnx.ModelProto, input_name: str, x: np.ndarray) -> np.ndarray:
+def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> np.ndarray:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -148,4 +157,4 @@ def _run(model: onnx.ModelProto, input_name: str, x: np.ndarray) -> np.ndarray:
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    return np.asarray(sess.run(None, {input_name: x})[0], dtype=np.float64)
+    return np.asarray(sess.run(None, feeds)[0], dtype=np.float64)

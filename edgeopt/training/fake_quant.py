@@ -226,6 +226,9 @@ _QUANT_INPUT_OPS = {
     ATEN.avg_pool2d.default,
     ATEN.max_pool2d.default,
 }
+# activation x activation products (attention's q.k^T and probs.v): ORT's static QDQ
+# quantizes both inputs of such a MatMul
+_MATMULS = {torch.matmul, operator.matmul, ATEN.matmul.default, ATEN.bmm.default}
 _TRANSPARENT_OPS = {
     torch.flatten,
     torch.reshape,
@@ -236,14 +239,30 @@ _TRANSPARENT_OPS = {
 
 def _reads_quantized(node: Any, modules: dict[str, nn.Module]) -> bool:
     """Whether ORT's static QDQ quantizes this node's tensor inputs (Conv, Gemm, pooling,
-    tensor Add)."""
+    tensor Add, a MatMul of two activations)."""
     if node.op == "call_module":
         return isinstance(modules.get(node.target), _QUANT_INPUT_MODULES)
     if node.op == "call_function" and node.target in _ADDS:
         return all(getattr(a, "op", None) is not None for a in node.args[:2])
+    if node.op == "call_function" and node.target in _MATMULS:
+        return len(node.args) >= 2 and not any(map(_constant, node.args[:2]))
+    if node.op == "call_method" and node.target == "matmul":
+        return len(node.args) >= 2 and not any(map(_constant, node.args[:2]))
     if node.op == "call_function" and node.target in _QUANT_INPUT_OPS:
         return True
     return node.op == "call_method" and node.target == "add"
+
+
+def _constant(arg: Any) -> bool:
+    """Whether a node argument holds no activation: not a node, a parameter or buffer
+    (``get_attr``), or computed from those alone (``self.w.t()``)."""
+    if not isinstance(arg, fx.Node):
+        return True
+    if arg.op == "get_attr":
+        return True
+    if arg.op in ("placeholder", "call_module", "output"):
+        return False
+    return bool(arg.all_input_nodes) and all(map(_constant, arg.all_input_nodes))
 
 
 _RESHAPES = {"flatten", "view", "reshape"}
@@ -267,7 +286,8 @@ def prepare_qat(
 ) -> fx.GraphModule:
     """A copy of ``model`` (captured as a graph, BatchNorm folded into the preceding Conv)
     that fake-quantizes what ORT's static QDQ quantizes: Conv/Linear weights, and the
-    tensors read by Conv/Linear, pooling and tensor Add.
+    tensors read by Conv/Linear, pooling, tensor Add and a MatMul of two activations
+    (attention's ``q @ k.T`` and ``probs @ v``).
 
     One observer per tensor: a tensor read by several such layers (a residual block's input)
     has one range, as it has one QuantizeLinear in ORT's graph; its other readers see the
