@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeopt.errors import ConfigError
+from edgeopt.estimate.shapes import infer_shapes
 from edgeopt.profiles import MS_QUANT_OPS
 
 if TYPE_CHECKING:
@@ -108,7 +109,7 @@ def load_model(
     for out in model.graph.output:
         out.type.tensor_type.ClearField("shape")
     try:
-        model = onnx.shape_inference.infer_shapes(model, data_prop=True)
+        model = infer_shapes(model)
     except Exception as exc:
         raise ConfigError(f"{onnx_path}: ONNX shape inference failed: {exc}") from None
     return model, notes
