@@ -58,6 +58,16 @@ MOVE_OPS = {
     "Cast",
 }
 ACT_OPS = {"Relu", "Clip", "LeakyRelu", "HardSigmoid"}
+# Fused attention (com.microsoft): projection (Attention, QAttention) and scores in one kernel.
+ATTENTION_OPS = {"Attention", "QAttention", "MultiHeadAttention"}
+# Other fused transformer ops: elementwise passes over their output, one per op they replace.
+FUSED_PASSES = {
+    "SkipLayerNormalization": 2,
+    "SkipSimplifiedLayerNormalization": 2,
+    "BiasGelu": 2,
+    "FastGelu": 2,
+    "EmbedLayerNormalization": 2,
+}
 # Which inputs of an op carry data (the rest are scales / zero points folded into the kernel).
 _DATA_INPUTS = {
     "QuantizeLinear": (0,),
@@ -75,6 +85,7 @@ _DATA_INPUTS = {
     "QLinearSigmoid": (0,),
     "QLinearLeakyRelu": (0,),
     "QLinearSoftmax": (0,),
+    "QAttention": (0, 1, 2, 5),
     "Clip": (0,),
     "Reshape": (0,),
     "Resize": (0,),
