@@ -3,7 +3,8 @@
 The model is a per-kernel roofline, the decomposition nn-Meter uses (fused kernels, not ONNX
 nodes), with analytic costs instead of learned regressors:
 
-1. **Kernels.** Shapes come from ``onnx.shape_inference`` (a dynamic batch dim is taken as 1).
+1. **Kernels.** Shapes come from ``onnx.shape_inference`` (a dynamic batch dim is taken as 1),
+   completed by ONNX Runtime's symbolic shape inference where it leaves outputs unknown.
    Nodes whose inputs are all constant are folded away. Views (Reshape, Flatten, Squeeze, ...)
    are free aliases. Runtimes fuse Conv+BatchNormalization+Add+Relu/Clip and Gemm+Relu into one
    kernel: one overhead, no bytes for the fused intermediates. In QDQ graphs the
@@ -28,7 +29,8 @@ nodes), with analytic costs instead of learned regressors:
    bound is ``sum(active_w * busy + idle_w * (T - busy))`` over units.
 
 Modules: ``cost_model`` (``estimate`` and ``kernel_work``: the steps below in order),
-``graph`` (shapes, aliases), ``ops`` (dtype and work per node: the one op counter),
+``shapes`` (inference), ``graph`` (shapes, aliases),
+``ops`` (dtype and work per node: the one op counter),
 ``flavour`` (a QDQ graph's int8 flavour against the profile's),
 ``kernels`` (1), ``roofline`` (2, 3), ``memory`` (4), ``energy`` (5), ``result`` (what comes
 back).

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeopt.errors import ConfigError
+from edgeopt.estimate.shapes import infer_shapes
 from edgeopt.profiles import MS_QUANT_OPS
 
 if TYPE_CHECKING:
@@ -57,6 +58,16 @@ MOVE_OPS = {
     "Cast",
 }
 ACT_OPS = {"Relu", "Clip", "LeakyRelu", "HardSigmoid"}
+# Fused attention (com.microsoft): projection (Attention, QAttention) and scores in one kernel.
+ATTENTION_OPS = {"Attention", "QAttention", "MultiHeadAttention"}
+# Other fused transformer ops: elementwise passes over their output, one per op they replace.
+FUSED_PASSES = {
+    "SkipLayerNormalization": 2,
+    "SkipSimplifiedLayerNormalization": 2,
+    "BiasGelu": 2,
+    "FastGelu": 2,
+    "EmbedLayerNormalization": 2,
+}
 # Which inputs of an op carry data (the rest are scales / zero points folded into the kernel).
 _DATA_INPUTS = {
     "QuantizeLinear": (0,),
@@ -74,6 +85,7 @@ _DATA_INPUTS = {
     "QLinearSigmoid": (0,),
     "QLinearLeakyRelu": (0,),
     "QLinearSoftmax": (0,),
+    "QAttention": (0, 1, 2, 5),
     "Clip": (0,),
     "Reshape": (0,),
     "Resize": (0,),
@@ -108,7 +120,7 @@ def load_model(
     for out in model.graph.output:
         out.type.tensor_type.ClearField("shape")
     try:
-        model = onnx.shape_inference.infer_shapes(model, data_prop=True)
+        model = infer_shapes(model)
     except Exception as exc:
         raise ConfigError(f"{onnx_path}: ONNX shape inference failed: {exc}") from None
     return model, notes

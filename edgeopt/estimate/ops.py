@@ -9,7 +9,9 @@ import math
 from typing import Any
 
 from edgeopt.estimate.graph import (
+    ATTENTION_OPS,
     CONV_OPS,
+    FUSED_PASSES,
     GEMM_OPS,
     INT8_TYPES,
     MOVE_OPS,
@@ -107,9 +109,43 @@ def gemm_cost(g: Graph, n: Any) -> int:
     return int(math.prod(yshape)) * int(k)
 
 
+def attention_cost(g: Graph, n: Any) -> tuple[int, float]:
+    """MACs and elementwise ops of a fused attention node.
+
+    MACs: the packed q/k/v projection ``B·S·Din·(Dq+Dk+Dv)`` (Attention, QAttention; a
+    MultiHeadAttention gets projected inputs) plus ``B·S·Skv·(Dq+Dv)`` for q·kᵀ and attn·v
+    over all heads. Elementwise: the bias add, and scaling and softmax of the scores.
+    """
+    xs, ys = g.shape.get(n.input[0]), g.shape.get(n.output[0])
+    if xs is None or ys is None or len(xs) != 3:
+        return 0, 0.0
+    b, s = xs[0], xs[1]
+    heads = int(attr(n, "num_heads", 1))
+    if n.op_type == "MultiHeadAttention":
+        ks = g.shape.get(n.input[1]) if len(n.input) > 1 and n.input[1] else None
+        skv = s if ks is None else (ks[1] if len(ks) == 3 else ks[2])
+        dq = dv = ys[-1]
+        proj = bias_add = 0
+    else:
+        ws = g.shape.get(n.input[1])
+        if ws is None or len(ws) != 2:
+            return 0, 0.0
+        sizes = [int(x) for x in attr(n, "qkv_hidden_sizes", [])] or [ws[1] // 3] * 3
+        dq, dv, skv = sizes[0], sizes[2], s
+        proj, bias_add = b * s * ws[0] * ws[1], b * s * ws[1]
+    macs = proj + b * s * skv * (dq + dv)
+    return int(macs), float(bias_add + 2 * b * heads * s * skv)
+
+
 def node_work(g: Graph, n: Any) -> tuple[str, int, float]:
-    """``(op class, MACs, ops)`` of node ``n``; ops are 2 x MACs for conv and gemm."""
+    """``(op class, MACs, ops)`` of node ``n``; ops are 2 x MACs for conv, gemm and fused
+    attention (plus its elementwise work)."""
     op = n.op_type
+    if op in ATTENTION_OPS:
+        macs, elementwise = attention_cost(g, n)
+        return "gemm", macs, 2.0 * macs + elementwise
+    if op in FUSED_PASSES:
+        return "elementwise", 0, float(FUSED_PASSES[op] * (g.numel(n.output[0]) or 0))
     if op in CONV_OPS:
         macs, op_class = conv_cost(g, n)
         return op_class, macs, 2.0 * macs

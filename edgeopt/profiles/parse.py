@@ -34,6 +34,7 @@ from edgeopt.profiles.schema import (
     DTYPES,
     FUSIONS,
     MS_QUANT_OPS,
+    MS_TRANSFORMER_OPS,
     OP_CLASSES,
     OPTIONAL_OP_CLASSES,
     QUANT_MODES,
@@ -425,7 +426,8 @@ def _read_power(u: Reader) -> PowerSpec:
 def _check_op_names(file: str, path: str, ops: tuple[str, ...]) -> None:
     import onnx.defs
 
-    known = sorted({s.name for s in onnx.defs.get_all_schemas()} | set(MS_QUANT_OPS))
+    ms_ops = {*MS_QUANT_OPS, *MS_TRANSFORMER_OPS}
+    known = sorted({s.name for s in onnx.defs.get_all_schemas()} | ms_ops)
     known_set = set(known)
     for op in ops:
         if op not in known_set:

@@ -65,6 +65,18 @@ MS_QUANT_OPS = (
     "QLinearSoftmax",
     "QGemm",
     "MatMulIntegerToFloat",
+    "QAttention",
+)
+# com.microsoft ops of ONNX Runtime's transformer optimizer (a fused graph); a unit that does
+# not list them runs them on its fallback.
+MS_TRANSFORMER_OPS = (
+    "Attention",
+    "MultiHeadAttention",
+    "SkipLayerNormalization",
+    "SkipSimplifiedLayerNormalization",
+    "BiasGelu",
+    "FastGelu",
+    "EmbedLayerNormalization",
 )
 
 
