@@ -33,6 +33,7 @@ import numpy as np
 from edgeopt.candidate import Candidate
 from edgeopt.data import DataSource, first_inputs, synthetic_inputs
 from edgeopt.errors import CandidateError
+from edgeopt.inputs import ModelInputs
 from edgeopt.loading import LoadedModel
 from edgeopt.stages import STAGES, StageContext
 from edgeopt.stages.quantize_config import QuantizeConfig, calibration_inputs
@@ -87,7 +88,14 @@ def parity_inputs(inputs: PipelineInputs) -> np.ndarray:
     """A few real validation inputs (or seeded synthetic ones) for the export parity check."""
     if inputs.data is not None:
         return first_inputs(inputs.data, "val", 8)
+    if not inputs.model.inputs.is_single:
+        return inputs.model.inputs.synthetic(8, inputs.seed)
     return synthetic_inputs(inputs.model.input_shape, 8, inputs.seed)
+
+
+def _export_inputs(model: LoadedModel) -> tuple[int, ...] | ModelInputs:
+    """What ``export_onnx`` takes for ``model``: its sample shape, or its inputs when several."""
+    return model.input_shape if model.inputs.is_single else model.inputs
 
 
 def build(
@@ -112,6 +120,7 @@ def build(
         data=inputs.data,
         teacher=inputs.model.module,
         input_shape=inputs.model.input_shape,
+        inputs=None if inputs.model.inputs.is_single else inputs.model.inputs,
         seed=inputs.seed,
         on_epoch=on_epoch,
         cache_dir=inputs.cache_dir,
@@ -198,7 +207,7 @@ def _torch_phase(
     try:
         export_onnx(
             module,
-            inputs.model.input_shape,
+            _export_inputs(inputs.model),
             tmp / "model.onnx",
             check_inputs=parity_inputs(inputs),
             atol=atol,

@@ -116,11 +116,6 @@ def _two_input_onnx(t: Path) -> Path:
     return _onnx(t, "two.onnx", [node], [_x(), _x(name="x2")])
 
 
-def _int_input_onnx(t: Path) -> Path:
-    node = oh.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)
-    return _onnx(t, "ints.onnx", [node], [_x(TensorProto.INT64)])
-
-
 def _dynamic_onnx(t: Path) -> Path:
     x = oh.make_tensor_value_info("x", TensorProto.FLOAT, ["n", "c"])
     return _onnx(t, "dynamic.onnx", [oh.make_node("Relu", ["x"], ["y"])], [x])
@@ -356,19 +351,6 @@ BAD_INPUTS: list[tuple[str, A, str]] = [
         "onnx_two_inputs",
         lambda f, t: ["bench", _two_input_onnx(t), "--input-shape", "4"],
         "takes 2 inputs; a plain --input-shape does not say which one it is for",
-    ),
-    (
-        "onnx_integer_input",
-        lambda f, t: [
-            "optimize",
-            _int_input_onnx(t),
-            "--input-shape",
-            "x=4:int64",
-            "--out",
-            t / "run",
-        ],
-        "takes x=4:int64: models with several inputs (or integer ones) load, and bench and "
-        "check run them, but optimize of them is not supported yet",
     ),
     (
         "onnx_dynamic_shape_without_input_shape",

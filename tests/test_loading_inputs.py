@@ -156,15 +156,6 @@ def test_single_input_models_keep_their_one_float_input(model_files: dict[str, P
     assert load_model(model_files["bundle"]).inputs == ModelInputs.single((1, 16, 16))
 
 
-def test_optimize_of_a_multi_input_model_says_not_yet(bert_onnx: Path, tmp_path: Path) -> None:
-    args = ["optimize", str(bert_onnx), *FLAGS, "--target", "cpu"]
-    args += ["--out", str(tmp_path / "run")]
-    res = CliRunner().invoke(main, args)
-    assert res.exit_code == 2, res.output
-    assert "several inputs" in res.stderr and "not supported yet" in res.stderr
-    assert not (tmp_path / "run").exists()
-
-
 def test_bad_input_shape_flag_exits_2_before_loading(bert_onnx: Path) -> None:
     res = CliRunner().invoke(main, ["bench", str(bert_onnx), "--input-shape", "ids=16:int8"])
     assert res.exit_code == 2 and "int8" in res.stderr

@@ -60,10 +60,12 @@ def with_user_space(
         read_toml,
         space_table,
     )
-    from edgeopt.stages import ModelFacts
+    from edgeopt.stages import STAGES, ModelFacts
 
     space_file, enqueue_file = files
-    profile, facts = targets.merged, ModelFacts(onnx_input=False)
+    # before the probe: every param some model may get (attention heads, ...) is known
+    widest = {name: dict(stage.widest_facts) for name, stage in STAGES.items()}
+    profile, facts = targets.merged, ModelFacts(onnx_input=False, stages=widest)
     found = (
         (space_table(read_toml(Path(space_file), "--space")), f"--space {space_file}")
         if space_file

@@ -8,12 +8,12 @@ import os
 import stat
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from edgeopt.data.npz_inputs import assembled, checked_inputs, data_inputs
+from edgeopt.data.npz_inputs import assembled, checked_inputs, data_inputs, in_order
 from edgeopt.errors import ConfigError
 from edgeopt.inputs import ModelInputs
 from edgeopt.loading.limits import check_input_size
@@ -55,6 +55,12 @@ class DataBundle:
     @property
     def num_classes(self) -> int:
         return int(max(self.y_train.max(), self.y_val.max())) + 1
+
+    def in_order(self, names: Sequence[str]) -> DataBundle:
+        """These splits with each structured sample's fields in ``names``' order (the
+        model's inputs: torch takes them by position); plain arrays unchanged."""
+        xs = {f: getattr(self, f) for f in ("x_train", "x_val", "x_test")}
+        return replace(self, **{f: in_order(x, names) for f, x in xs.items() if x is not None})
 
     def max_label(self) -> tuple[str, int]:
         """``(split, label)``: the highest class label over all splits and where it is."""

@@ -5,10 +5,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from numpy.lib.recfunctions import repack_fields
 
 from edgeopt.errors import ConfigError
 from edgeopt.inputs import InputSpec, ModelInputs
@@ -109,3 +110,12 @@ def data_inputs(x: np.ndarray) -> ModelInputs | None:
         sub = x.dtype.fields[name][0]
         specs.append(InputSpec.of(name, sub.shape, str(sub.base)))
     return ModelInputs(tuple(specs))
+
+
+def in_order(x: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """Structured samples ``x`` with their fields in ``names``' order (the model's input
+    order: torch takes inputs by position, and the file may list them in another), packed;
+    ``x`` itself when it is a plain array or already in that order."""
+    if x.dtype.names is None or tuple(x.dtype.names) == tuple(names):
+        return x
+    return np.ascontiguousarray(repack_fields(x[list(names)]))

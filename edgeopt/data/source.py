@@ -5,7 +5,7 @@ fingerprint), and ``DataSource``, the one interface every kind of data offers it
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import cached_property
@@ -22,6 +22,7 @@ from edgeopt.data.folder_scan import SplitRatio
 from edgeopt.data.npz import DataBundle, load_npz
 from edgeopt.data.preprocess import Preprocess
 from edgeopt.errors import ConfigError
+from edgeopt.inputs import ModelInputs
 
 EVAL_SAMPLES = 2000
 """A streamed source (not an npz, whose splits are in memory and scored whole, as always)
@@ -233,6 +234,16 @@ class NpzSource:
         return self.bundle.input_shape
 
     @property
+    def inputs(self) -> ModelInputs | None:
+        """The inputs each sample holds when they are several (or integer), else None."""
+        return self.bundle.inputs
+
+    def in_order(self, names: Sequence[str]) -> NpzSource:
+        """This source with each sample's fields in ``names``' order (``DataBundle.in_order``;
+        the file is unchanged, and so is the fingerprint)."""
+        return NpzSource(self.path, self.bundle.in_order(names))
+
+    @property
     def num_classes(self) -> int:
         return self.bundle.num_classes
 
@@ -259,6 +270,8 @@ class NpzSource:
         if seed is None:
             return x[:n], y[:n]
         idx = np.random.default_rng(seed).permutation(len(x))[: min(n, len(x))]
+        if x.dtype.names:  # several inputs: a structured array, integer fields kept
+            return np.ascontiguousarray(x[idx]), y[idx]
         return np.ascontiguousarray(x[idx], dtype=np.float32), y[idx]
 
     def batches(self, split: str, batch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -295,6 +308,14 @@ class NpzSource:
 
 class _Hash(Protocol):
     def update(self, data: bytes, /) -> None: ...
+
+
+def in_model_order(source: DataSource | None, inputs: ModelInputs) -> DataSource | None:
+    """``source`` with each sample's fields in the order the model takes its ``inputs``
+    (torch feeds them by position; the file may list them in another order)."""
+    if isinstance(source, NpzSource) and not inputs.is_single:
+        return source.in_order(inputs.names)
+    return source
 
 
 def open_source(

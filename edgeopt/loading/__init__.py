@@ -18,7 +18,6 @@ from edgeopt.loading.checks import (
     check_input_shape,
     check_model_and_data,
     model_output_shape,
-    refuse_several_inputs,
 )
 from edgeopt.loading.load import load_model, load_spec
 from edgeopt.loading.spec import (
@@ -44,7 +43,6 @@ __all__ = [
     "load_spec",
     "model_output_shape",
     "parse_shape",
-    "refuse_several_inputs",
     "resolve_callable",
     "save_bundle",
 ]

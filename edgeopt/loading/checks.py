@@ -173,16 +173,3 @@ def with_vocab(module: Any, inputs: ModelInputs) -> ModelInputs:
     return ModelInputs(
         tuple(replace(s, vocab_size=vocab[s.name]) if s in wanted else s for s in inputs.specs)
     )
-
-
-def refuse_several_inputs(loaded: LoadedModel) -> None:
-    """ConfigError (before any work) for a model with several or integer inputs: they load,
-    and bench and check run them, but optimize does not search them yet."""
-    if loaded.inputs.is_single:
-        return
-    raise ConfigError(
-        f"{loaded.source} takes {loaded.inputs.text()}: models with several inputs (or "
-        "integer ones) load, and bench and check run them, but optimize of them is not "
-        "supported yet",
-        hint="use a model with one float input for now, or bench/check this one",
-    )

@@ -109,11 +109,16 @@ class ModelSpec:
 
     def with_data_shape(self, loaded: LoadedModel) -> ModelSpec:
         """This spec with the input shape ``loaded`` took from the data written in, so that
-        workers and a resumed run load the model the same way without the data; unchanged
-        when the shape came from the file or the flag."""
+        workers and a resumed run load the model the same way without the data, and with
+        every input of a model that takes several (or integer) ones, as loaded (run.json
+        records what was searched); unchanged for one float input whose shape came from the
+        file or the flag."""
+        spec = self
+        if not loaded.inputs.is_single:
+            spec = replace(spec, inputs=loaded.inputs)
         if not loaded.shape_from_data:
-            return self
-        return replace(self, input_shape=tuple(loaded.input_shape))
+            return spec
+        return replace(spec, input_shape=tuple(loaded.input_shape))
 
     def with_trust(
         self, *, trust_pickle: bool, trust_arch: bool, arch: str | None = None

@@ -333,6 +333,9 @@ class Stage(abc.ABC, Generic[C, A]):
     grid_probe: ClassVar[Mapping[str, Any]] = {}
     """Answers under which ``suggest`` asks for every conditional param, so that a grid
     search can fix each of them at a middle value."""
+    widest_facts: ClassVar[Mapping[str, Any]] = {}
+    """Probe facts under which ``suggest`` declares every param some model may get: the
+    user's ``--space``/``--enqueue`` are checked against them before any probe runs."""
 
     def enabled(self, facts: ModelFacts) -> bool:
         """Whether this model may take the stage; a disabled stage stays at its identity.

@@ -63,6 +63,7 @@ class PruneStage(Stage[PruneConfig, "nn.Module"]):
     # a ratio above 0 reaches the other prune params (and fine-tuning after them), heads the
     # head ratio
     grid_probe = {"prune.ratio": 0.5, "prune.attention": AttentionPruning.HEADS.value}
+    widest_facts = {"attention": {"pruning": "heads", "head_dims": True}}
 
     def enabled(self, facts: ModelFacts) -> bool:
         """Only models Torch-Pruning can handle (never an ONNX input); an inconclusive

@@ -21,6 +21,7 @@ from edgeopt.data import (
     DataSpec,
     add_to_salt,
     first_inputs,
+    in_model_order,
     is_streamed,
     open_source,
 )
@@ -29,7 +30,7 @@ from edgeopt.data.preprocess import Preprocess
 from edgeopt.data.recipe_choice import RecipeFlags, choose_recipe
 from edgeopt.errors import ConfigError
 from edgeopt.fileio import write_json
-from edgeopt.loading import check_model_and_data, load_spec, refuse_several_inputs
+from edgeopt.loading import check_model_and_data, load_spec
 from edgeopt.measure.accuracy import onnx_score, source_task_metric, source_task_metric_entries
 from edgeopt.measure.runtime import host_description
 from edgeopt.measure.service import reference_latency_ms
@@ -85,7 +86,6 @@ def prepare(
         source = open_source(config.data)
         config = replace(config, data=config.data.with_fingerprint(source.fingerprint()))
     loaded = load_spec(config.model, source.input_shape if source is not None else None)
-    refuse_several_inputs(loaded)  # before the run directory is written
     if loaded.artifact_path is not None:
         raise ConfigError(
             f"{loaded.source} is a runtime's file ({loaded.format.value}): optimize starts "
@@ -112,6 +112,7 @@ def prepare(
     # an input shape taken from the data is recorded: workers and a resume load alike
     config = replace(config, model=config.model.with_data_shape(loaded))
     check_model_and_data(loaded, source)  # sample shape, labels < the model's outputs
+    source = in_model_order(source, loaded.inputs)  # torch takes the inputs by position
     if source is not None:
         _check_metric_defined(config, source)
     if config.storage:  # a shared study: reachable, and started with these settings
@@ -150,6 +151,8 @@ def _make_baseline(
 
     run.baseline_dir.mkdir(parents=True, exist_ok=True)
     sample = first_inputs(data, "val", 8) if data is not None else None
+    if sample is None and not loaded.inputs.is_single:  # no float stand-in for token ids
+        sample = loaded.inputs.synthetic(8, seed=config.seed)
     if sample is not None:  # what workers time candidates on, without opening the data
         np.save(run.sample_file, sample)
     src = Path(loaded_to_onnx(loaded, run.baseline_dir, sample))
@@ -204,6 +207,7 @@ def _probe_fields(
         module=None if loaded.is_onnx else loaded.module,
         onnx_path=onnx_path,
         input_shape=tuple(loaded.input_shape),
+        inputs=None if loaded.inputs.is_single else loaded.inputs,
         data=data,
         threads=config.threads,
         search_timeout_s=search_timeout_s,
@@ -376,7 +380,8 @@ def _finalize(run_dir: Path, targets: Targets | None, data_ref: str | None) -> d
 
     def score(path: Path, hint: str) -> float:  # test split, in ``path``'s runtime
         if data is None:
-            x, y = scoring_inputs(data, "test", local_baseline.input_shape)
+            shape = config.model.inputs or local_baseline.input_shape  # inputs: several
+            x, y = scoring_inputs(data, "test", shape)
             return onnx_score(path, x, y, reference=run.baseline_onnx, precision_hint=hint)
         return source_task_metric(path, data, "test", config.metric, precision_hint=hint)
 
@@ -430,9 +435,10 @@ def _finalize(run_dir: Path, targets: Targets | None, data_ref: str | None) -> d
 
 def run_sample(run: RunDir, data: DataSource | None) -> np.ndarray | None:
     """One validation input to time candidates on: from ``baseline/sample.npy`` (a run set up
-    before it existed: from ``data``); None without data."""
-    if data is None:
-        return None
+    before it existed: from ``data``; synthetic for a data-free model with several inputs);
+    None without data for one float input."""
     if run.sample_file.exists():
         return np.load(run.sample_file)[:1]
+    if data is None:
+        return None
     return first_inputs(data, "val", 1)

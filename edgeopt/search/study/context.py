@@ -140,9 +140,10 @@ class SearchContext:
 
 def _sample(run: RunDir, config: RunConfig) -> Any:
     """``baseline/sample.npy``'s first input: a worker needs one sample, not the data (a run
-    set up before that file existed opens its data for it)."""
-    if not config.data:
-        return None
+    set up before that file existed opens its data for it). A data-free run of a model with
+    several inputs has synthetic ones there; one of one float input has none."""
     if run.sample_file.exists():
         return np.load(run.sample_file)[:1]
+    if not config.data:
+        return None
     return first_inputs(open_source(config.data, verify=False), "val", 1)

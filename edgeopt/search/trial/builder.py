@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.candidate import Candidate
-from edgeopt.data import DataSource, DataSpec, open_source
+from edgeopt.data import DataSource, DataSpec, in_model_order, open_source
 from edgeopt.data.cache import DATA_CACHE
 from edgeopt.errors import CandidateError, EdgeoptError
 from edgeopt.lifeline import die_with_parent, ignore_stop_signals
@@ -259,7 +259,7 @@ def _main(req_path: Path) -> None:
     try:
         device = resolve_in_child(req.train_device)
         model = load_spec(ModelSpec.from_dict(req.model))
-        data = _open_data(req)
+        data = in_model_order(_open_data(req), model.inputs)
     except EdgeoptError as exc:  # e.g. the model file changed since the run was set up
         write(TrialResult.failed("load", exc.message))
         return
@@ -334,7 +334,7 @@ def _main(req_path: Path) -> None:
             result.onnx_path, data, "val", req.metric, threads=req.threads
         )
     else:
-        x, y = scoring_inputs(None, "val", model.input_shape)
+        x, y = scoring_inputs(None, "val", model.inputs)
         accuracy = onnx_score(
             result.onnx_path,
             x,

@@ -16,6 +16,7 @@ from typing import Any
 
 from edgeopt.data import synthetic_inputs
 from edgeopt.fileio import write_json
+from edgeopt.inputs import ModelInputs
 from edgeopt.search.study.records import STOPPED_REASON, stopped_reason
 
 # seeds and count of the synthetic inputs that stand in for data in a data-free run
@@ -26,14 +27,20 @@ SYNTHETIC_N = 256
 __all__ = ["STOPPED_REASON", "stopped_reason"]  # re-exported: the study layer owns them
 
 
-def scoring_inputs(data: Any, split: str, input_shape: tuple[int, ...]) -> tuple[Any, Any]:
+def scoring_inputs(
+    data: Any, split: str, input_shape: tuple[int, ...] | ModelInputs
+) -> tuple[Any, Any]:
     """``(x, y)`` of a data split, or seeded synthetic inputs and ``None`` without data (then
-    the score is fidelity to the original model)."""
+    the score is fidelity to the original model); ``input_shape`` is one float sample's
+    shape, or the inputs of a model that takes several (structured samples)."""
     if data is not None:
         return data.split(split)
 
     seed = SYNTHETIC_VAL_SEED if split == "val" else SYNTHETIC_TEST_SEED
-    return synthetic_inputs(input_shape, SYNTHETIC_N, seed), None
+    if isinstance(input_shape, ModelInputs) and not input_shape.is_single:
+        return input_shape.synthetic(SYNTHETIC_N, seed), None
+    shape = input_shape.first_shape if isinstance(input_shape, ModelInputs) else input_shape
+    return synthetic_inputs(shape, SYNTHETIC_N, seed), None
 
 
 class Status(StrEnum):
