@@ -20,7 +20,7 @@ from edgeopt.onnx_export import export_onnx
 from edgeopt.profiles import load_profile
 from edgeopt.search.strategy.space import grid_space
 from edgeopt.search.strategy.user_space import _Recorder, declared_params
-from edgeopt.stages import ModelFacts, StageContext
+from edgeopt.stages import ModelFacts, ProbeInput, StageContext
 from edgeopt.stages.attention import (
     AttentionPruning,
     find_attention,
@@ -224,3 +224,21 @@ def test_attention_params_are_declared_only_where_the_probe_found_heads() -> Non
     assert (config.attention, config.head_ratio) == (AttentionPruning.HEADS, 0.25)
     assert not config.global_pruning and config.iterative_steps == 1  # one local step
     assert PruneStage().describe(config) == "prune 0.30 l1 heads 0.25"
+
+
+def test_bn_scale_importance_is_offered_only_to_models_with_batchnorm() -> None:
+    # bn_scale ranks channels by BatchNorm weights: on a BatchNorm-free transformer it prunes
+    # nothing, fails the channel check and, counted as the model's failure, switched pruning off
+    # for the whole run
+    cpu = load_profile("cpu")
+    facts = PruneStage().probe(ProbeInput(module=_vit(), onnx_path=None, input_shape=(1, 32, 32)))
+    assert facts["batchnorm"] is False
+    no_bn = ModelFacts(onnx_input=False, stages={"prune": facts, "quantize": {}})
+    assert "bn_scale" not in declared_params(cpu, no_bn)["prune"]["prune.importance"].choices
+    cnn = zoo.BUILDERS["resnet_small"](width=8).eval()
+    cnn_facts = PruneStage().probe(ProbeInput(module=cnn, onnx_path=None, input_shape=(1, 16, 16)))
+    assert cnn_facts["batchnorm"] is True
+    with_bn = ModelFacts(onnx_input=False, stages={"prune": cnn_facts, "quantize": {}})
+    assert "bn_scale" in declared_params(cpu, with_bn)["prune"]["prune.importance"].choices
+    # a study recorded before the fact existed keeps its choices
+    assert "bn_scale" in declared_params(cpu, _facts({}))["prune"]["prune.importance"].choices

@@ -73,7 +73,8 @@ class PruneStage(Stage[PruneConfig, "nn.Module"]):
     def probe(self, model: ProbeInput) -> dict[str, Any]:
         """The pruning pre-flight (a child process, at most ``PREFLIGHT_LIMIT_S``):
         ``prunable`` (None when it could not conclude, e.g. the model cannot be copied to a
-        child), ``ignored`` (layers to leave whole), ``note`` (one line for the user) and,
+        child), ``ignored`` (layers to leave whole), ``note`` (one line for the user), ``batchnorm``
+        (whether it has any: ``bn_scale`` importance needs it) and,
         for a model with attention sites, ``attention`` (``PreflightResult.attention``)."""
         if model.module is None:
             return {}
@@ -86,6 +87,9 @@ class PruneStage(Stage[PruneConfig, "nn.Module"]):
         }
         if pre.attention:
             facts["attention"] = pre.attention
+        from torch.nn.modules.batchnorm import _BatchNorm
+
+        facts["batchnorm"] = any(isinstance(m, _BatchNorm) for m in model.module.modules())
         return facts
 
     def probe_notes(self, facts: Mapping[str, Any]) -> list[str]:
@@ -123,7 +127,11 @@ class PruneStage(Stage[PruneConfig, "nn.Module"]):
         ratio = round(float(space.suggest_float("prune.ratio", 0.0, 0.7, step=0.05)), 4)
         if ratio == 0.0:
             return base
-        importance = space.suggest_categorical("prune.importance", [i.value for i in Importance])
+        # bn_scale ranks by BatchNorm weights: without BatchNorm it prunes nothing and fails
+        bn = facts.of(self.name).get("batchnorm") is not False
+        importance = space.suggest_categorical(
+            "prune.importance", [i.value for i in Importance if bn or i is not Importance.BN_SCALE]
+        )
         global_pruning = space.suggest_categorical("prune.global_pruning", [False, True])
         steps = space.suggest_int("prune.iterative_steps", 1, 3)
         attention, head_ratio = self._suggest_attention(space, base.round_to, facts)
