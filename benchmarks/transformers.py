@@ -558,6 +558,17 @@ def render(s: Settings, r: Result, command: str, seconds: float, params_m: float
 
 
 # ----------------------------------------------------------------------------------- main
+def optimize_error(run_dir: Path) -> str:
+    """The ``Error:`` line ``edgeopt optimize`` printed into its log (else its last line):
+    why a search failed, e.g. a two-input model before ``optimize`` takes one."""
+    log_path = run_dir.with_name(run_dir.name + ".log")
+    if not log_path.is_file():
+        return "(no log)"
+    lines = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("Error:")]
+    return (errors or lines or ["(empty log)"])[-1][:400]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Build, search, build the by-hand files, measure, write the section."""
     import torch
@@ -582,6 +593,8 @@ def main(argv: list[str] | None = None) -> int:
     extra = ["--threads", str(s.threads)] if s.threads else []
     log(f"{s.model} seed {s.seed}: edgeopt optimize, {s.budget_s / 60:g} min")
     search = rm.run_search(bundle, data_path, out, s.budget_s, s.seed, extra=extra)
+    if search.error:
+        search.error = f"{search.error}; {optimize_error(out)}"
     log(
         f"  {search.complete} complete, {search.failed} failed, {len(search.front)} on the front"
         + (f"; {search.error}" if search.error else "")
