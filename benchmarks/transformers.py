@@ -48,9 +48,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 import real_models as rm  # noqa: E402
 from results_md import write_section  # noqa: E402
+
+# This file's name is Hugging Face's package's: once its siblings are imported, the benchmarks
+# folder leaves the path, so that an ``import transformers`` (a library's optional one) finds
+# the library, not this script.
+sys.path[:] = [p for p in sys.path if Path(p or Path.cwd()).resolve() != HERE]
 
 from edgeopt.inputs import ModelInputs  # noqa: E402
 
@@ -101,6 +107,7 @@ class Settings:
     quick: bool
     threads: int | None
     write: bool
+    optimize_args: tuple[str, ...] = ()
 
 
 def parse_args(argv: list[str] | None) -> Settings:
@@ -130,6 +137,12 @@ def parse_args(argv: list[str] | None) -> Settings:
         action="store_true",
         help="tiny widths, epochs and budget: a check, not the proof",
     )
+    ap.add_argument(
+        "--optimize-args",
+        default="",
+        help="more `edgeopt optimize` arguments, one shell-quoted string (e.g. once optimize "
+        "has it, bert_text's '--seq-lens 16,32,64,128')",
+    )
     ap.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md")
     a = ap.parse_args(argv)
     q = a.quick
@@ -142,6 +155,7 @@ def parse_args(argv: list[str] | None) -> Settings:
         quick=q,
         threads=a.threads if a.threads is not None else (1 if q else None),
         write=not a.no_write,
+        optimize_args=tuple(shlex.split(a.optimize_args)),
     )
 
 
@@ -507,6 +521,7 @@ def render(s: Settings, r: Result, command: str, seconds: float, params_m: float
 
     base = r.points[0]
     sr = r.search
+    more = "".join(" " + shlex.quote(a) for a in s.optimize_args)
     title = f"## Transformers: {s.model} seed {s.seed} (benchmarks/transformers.py)"
     lines = [title + (": quick check, not the proof" if s.quick else ""), ""]
     lines += [
@@ -517,8 +532,8 @@ def render(s: Settings, r: Result, command: str, seconds: float, params_m: float
         f"- model: {s.model} width {s.width:g} ({params_m:.2f} M params), fp32 {base.size_mb:.3f}"
         f" MB, test {base.accuracy:.2%}, fp32 p50 {r.fp32_ms:.3f} ms at 1 thread",
         f"- search: `edgeopt optimize --target cpu --timeout {s.budget_s / 60:g}m --seed "
-        f"{s.seed}`: {sr.complete} complete ({sr.in_budget} in budget), {sr.stopped} stopped, "
-        f"{sr.failed} failed, {sr.wall_s / 60:.1f} min"
+        f"{s.seed}{more}`: {sr.complete} complete ({sr.in_budget} in budget), "
+        f"{sr.stopped} stopped, {sr.failed} failed, {sr.wall_s / 60:.1f} min"
         + (f"; **search failed**: {sr.error}" if sr.error else ""),
         "- every number measured here: test accuracy through ONNX Runtime (1 thread) for every "
         "file alike; latency ratio = median over rounds of (file / fp32) from one interleaved "
@@ -590,7 +605,7 @@ def main(argv: list[str] | None = None) -> int:
     tag = f"{s.model}-w{s.width:g}-e{s.train_epochs if s.train_epochs is not None else 'd'}"
     out = WORK / f"{tag}-s{s.seed}"
     WORK.mkdir(parents=True, exist_ok=True)
-    extra = ["--threads", str(s.threads)] if s.threads else []
+    extra = (["--threads", str(s.threads)] if s.threads else []) + list(s.optimize_args)
     log(f"{s.model} seed {s.seed}: edgeopt optimize, {s.budget_s / 60:g} min")
     search = rm.run_search(bundle, data_path, out, s.budget_s, s.seed, extra=extra)
     if search.error:
