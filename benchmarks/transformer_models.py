@@ -28,9 +28,9 @@ One model and one seed per invocation, each its own RESULTS.md section:
 Goal: edgeopt's best within 1 pt >= 2x faster than the best by-hand recipe within 1 pt, at no
 larger size (20-minute searches, seeds 0 and 1).
 
-    python benchmarks/transformers.py --model vit_cifar --seed 0       # the proof, 20 min
-    python benchmarks/transformers.py --model bert_text --seed 1
-    python benchmarks/transformers.py --model vit_cifar --quick        # tiny smoke check
+    python benchmarks/transformer_models.py --model vit_cifar --seed 0       # the proof, 20 min
+    python benchmarks/transformer_models.py --model bert_text --seed 1
+    python benchmarks/transformer_models.py --model vit_cifar --quick        # tiny smoke check
 """
 
 from __future__ import annotations
@@ -52,11 +52,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import real_models as rm  # noqa: E402
 from results_md import write_section  # noqa: E402
-
-# This file's name is Hugging Face's package's: once its siblings are imported, the benchmarks
-# folder leaves the path, so that an ``import transformers`` (a library's optional one) finds
-# the library, not this script.
-sys.path[:] = [p for p in sys.path if Path(p or Path.cwd()).resolve() != HERE]
 
 from edgeopt.inputs import ModelInputs  # noqa: E402
 
@@ -522,7 +517,7 @@ def render(s: Settings, r: Result, command: str, seconds: float, params_m: float
     base = r.points[0]
     sr = r.search
     more = "".join(" " + shlex.quote(a) for a in s.optimize_args)
-    title = f"## Transformers: {s.model} seed {s.seed} (benchmarks/transformers.py)"
+    title = f"## Transformers: {s.model} seed {s.seed} (benchmarks/transformer_models.py)"
     lines = [title + (": quick check, not the proof" if s.quick else ""), ""]
     lines += [
         f"- date: {dt.date.today().isoformat()}; command: `{command}`; runtime "
@@ -594,7 +589,7 @@ def main(argv: list[str] | None = None) -> int:
 
     s = parse_args(argv)
     args_text = " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    command = f"python benchmarks/transformers.py {args_text}".strip()
+    command = f"python benchmarks/transformer_models.py {args_text}".strip()
     t0 = time.monotonic()
     torch.set_num_threads(s.threads or 2)
     bundle, data_path = ensure_model(s)
