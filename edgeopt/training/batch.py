@@ -39,14 +39,15 @@ def inputs_of(x: np.ndarray) -> ModelInputs:
     return ModelInputs(tuple(specs))
 
 
-def tensors(x: np.ndarray) -> Batch:
-    """``x`` as torch: a plain array becomes one float32 tensor, a structured array a tuple
-    with one contiguous tensor per field (field order = the model's input order)."""
+def tensors(x: np.ndarray, device: Any = "cpu") -> Batch:
+    """``x`` as torch on ``device`` (host memory by default: batches move one at a time): a
+    plain array becomes one float32 tensor, a structured array a tuple with one contiguous
+    tensor per field (field order = the model's input order)."""
     import torch
 
     if x.dtype.names is None:
-        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    return tuple(torch.from_numpy(np.ascontiguousarray(x[f])) for f in x.dtype.names)
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
+    return tuple(torch.from_numpy(np.ascontiguousarray(x[f])).to(device) for f in x.dtype.names)
 
 
 def synthetic(inputs: Inputs, n: int, gen: torch.Generator) -> Batch:
@@ -56,8 +57,8 @@ def synthetic(inputs: Inputs, n: int, gen: torch.Generator) -> Batch:
 
     spec = model_inputs(inputs)
     if spec.is_single:
-        return torch.randn((n, *spec.first_shape), generator=gen)
-    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+        return torch.randn((n, *spec.first_shape), generator=gen, device=gen.device)
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen, device=gen.device))
     return tensors(spec.synthetic(n, seed))
 
 

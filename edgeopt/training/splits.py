@@ -78,7 +78,7 @@ def split_of(
         std = float(x_train.std()) if isinstance(x_train, torch.Tensor) else 0.0
         return Split(
             x_train=x_train,
-            y_train=torch.from_numpy(np.ascontiguousarray(data.y_train, dtype=np.int64)),
+            y_train=torch.from_numpy(np.ascontiguousarray(data.y_train, dtype=np.int64)).to("cpu"),
             x_val=tensors(data.x_val),
             y_val=torch.from_numpy(np.ascontiguousarray(data.y_val, dtype=np.int64)).to(device),
             inputs=inputs_of(data.x_train),
