@@ -4,7 +4,8 @@
 Data: ``models/build_digits_folder.py`` (scikit-learn's digits rendered as 224x224 JPEGs on
 photo and gradient backgrounds; 5,000 train / 1,000 val / 1,000 test by default), built into
 ``benchmarks/work/`` when missing. Models: ``models/build_real.py --folder`` (trained from
-the folder, streamed; progressive resizing), built into ``models/real/folder/`` when missing.
+the folder, streamed: unaugmented warm-up at 64 px, then one epoch at size), built into
+``models/real/folder/`` when missing.
 
 One PART per invocation (each writes its own section of ``benchmarks/RESULTS.md``):
 
@@ -593,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"model: `{a.model_file}` as given (--model-file)"
                 if a.model_file is not None
                 else "model trained from the folder by models/build_real.py --folder "
-                "(streamed, progressive resizing)"
+                "(streamed; unaugmented warm-up at 64 px, one epoch at size)"
             )
             + ". Every latency is measured on this host except the 'mobile' column "
             "(estimated from the profile).",
