@@ -162,9 +162,15 @@ def test_optimize_runs_a_two_input_model_without_data(
 ) -> None:
     model, _ = bert
     out = tmp_path / "run"
-    res = _optimize(model, out, "--trials", 3, "--no-report")
+    # a transformer user's space names params only a transformer's probe offers: it is checked
+    # before the probe runs (it was refused there as "not among the declared choices")
+    space = tmp_path / "space.toml"
+    space.write_text('[quantize]\nmode = ["fp32", "int8_dynamic"]\nstatic_ops = ["compute"]\n')
+    res = _optimize(model, out, "--trials", 3, "--no-report", "--space", space)
     assert res.exit_code == 0, res.output
     done = load_run(out)["trials"]
     assert len(done) == 3
+    drawn = [t for t in done if not t.get("baseline")]
+    assert all(t["candidate"]["quantize"]["mode"] in ("fp32", "int8_dynamic") for t in drawn)
     assert all(t["state"] == "complete" for t in done), [t.get("reason") for t in done]
     assert done[0]["state"] == "complete" and done[0]["baseline"] == "unchanged"

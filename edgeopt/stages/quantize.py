@@ -107,6 +107,8 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
     phase = Phase.ONNX
     config_type = QuantizeConfig
     grid_probe = {"quantize.mode": QuantMode.INT8_STATIC.value}
+    # a transformer's facts: --space/--enqueue may name int8_dynamic, fuse and static_ops
+    widest_facts = {"matmul_heavy": True, "transformer": True, "fusible": True}
 
     def offered_modes(self, profile: HardwareProfile, facts: ModelFacts) -> list[QuantMode]:
         """Modes ``suggest`` may draw for ``profile`` and this model (never ``ort_default``)."""
