@@ -320,12 +320,7 @@ def fine_tune(model: nn.Module, data: DataBundle, seed: int) -> None:
     model.eval()
 
 
-@dataclass
-class ByHand:
-    """The by-hand files (label, path) and what happened building them."""
-
-    variants: list[tuple[str, Path]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+ByHand = rm.ByHand
 
 
 def build_by_hand(
