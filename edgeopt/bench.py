@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.bench_files import check_runtimes, estimable_onnx, target_file
+from edgeopt.bench_seq import check_files_take, estimate_by_seq, measure_by_seq
 from edgeopt.data import ScoringData
 from edgeopt.data.folder_scoring import FolderScoring
 from edgeopt.errors import ConfigError
@@ -46,7 +47,8 @@ class BenchRequest:
     ``workdir`` receives the ONNX exports of torch models (a temporary folder when None);
     ``data`` (an npz's arrays, or an image folder streamed in batches) is scored on its
     ``scored`` split; ``metric``, with ``data``, a task metric measured beside top-1 accuracy
-    (``f1`` ...).
+    (``f1`` ...); ``seq_lens``, for a model with a sequence axis, the lengths it is also
+    timed (or estimated) at, on synthetic inputs of each (``edgeopt.bench_seq``).
     """
 
     models: list[LoadedModel]
@@ -56,6 +58,7 @@ class BenchRequest:
     data: ScoringData | FolderScoring | None = None
     time_budget_s: float = 8.0
     metric: str = "accuracy"
+    seq_lens: tuple[int, ...] = ()
 
 
 def run_bench(req: BenchRequest) -> dict[str, Any]:
@@ -100,6 +103,8 @@ def _run_bench(req: BenchRequest, workdir: Path) -> dict[str, Any]:
             hint="compare two versions of the same model",
         )
     names = [str(m.source) for m in req.models]  # as the user passed them, not the exports
+    if req.seq_lens:  # a length a model does not take: before any timing
+        check_files_take(paths, names, req.models[0].inputs, req.seq_lens)
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "target": req.profile.name,
@@ -120,7 +125,37 @@ def _run_bench(req: BenchRequest, workdir: Path) -> dict[str, Any]:
         _measure(report, req, runner, paths, names, req.models[0].input_shape, sample, accuracy)
     else:
         _estimate(report, req, paths, names, accuracy, _input_shapes(req.models[0]))
+    if req.seq_lens:
+        _by_seq(report, req, runner, paths)
     return report
+
+
+def _by_seq(report: dict[str, Any], req: BenchRequest, runner: Runner | None, paths: list[Path]) -> None:
+    """Each result row's latency per ``req.seq_lens`` (``latency_by_seq``), and each
+    comparison's ratio per length (``ratio_by_seq``)."""
+    inputs = req.models[0].inputs
+    report["seq_len"] = inputs.seq_len
+    report["seq_lens"] = list(req.seq_lens)
+    rows = iter(report["results"])
+    for threads in req.threads if runner is not None else [None]:
+        if runner is not None:
+            hint = req.profile.runtime.precision_hint if req.profile.runtime else "f32"
+            per_model, ratios = measure_by_seq(
+                runner,
+                paths,
+                inputs,
+                req.seq_lens,
+                threads=threads or 1,
+                time_budget_s=req.time_budget_s,
+                precision_hint=hint,
+            )
+        else:
+            per_model, ratios = estimate_by_seq(paths, inputs, req.seq_lens, req.profile)
+        for by_seq in per_model:
+            next(rows)["latency_by_seq"] = by_seq
+        for cmp in report["comparisons"]:
+            if cmp["threads"] == threads and ratios:
+                cmp["ratio_by_seq"] = ratios
 
 
 def _input_shapes(model: LoadedModel) -> dict[str, tuple[int, ...]] | None:
