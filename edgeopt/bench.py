@@ -130,7 +130,9 @@ def _run_bench(req: BenchRequest, workdir: Path) -> dict[str, Any]:
     return report
 
 
-def _by_seq(report: dict[str, Any], req: BenchRequest, runner: Runner | None, paths: list[Path]) -> None:
+def _by_seq(
+    report: dict[str, Any], req: BenchRequest, runner: Runner | None, paths: list[Path]
+) -> None:
     """Each result row's latency per ``req.seq_lens`` (``latency_by_seq``), and each
     comparison's ratio per length (``ratio_by_seq``)."""
     inputs = req.models[0].inputs

@@ -32,13 +32,24 @@ def check_files_take(
         sess = ort_session(onnx_path, threads=1)
 
         def runs(n: int, sess: Any = sess) -> str | None:
+            feeds = ort_feeds(sess.get_inputs(), inputs.with_seq_len(n).synthetic(1, 0))
             try:
-                sess.run(None, ort_feeds(sess.get_inputs(), inputs.with_seq_len(n).synthetic(1, 0)))
+                sess.run(None, feeds, _quiet())
             except Exception as exc:  # ORT raises its own types; any failure is the answer
                 return first_line(exc)
             return None
 
         check_seq_lens(inputs, seq_lens, runs, what=name)
+
+
+def _quiet() -> Any:
+    """ORT run options that log nothing: a failed probe is reported in the error message,
+    not as ORT's own log lines on stderr."""
+    import onnxruntime as ort
+
+    opts = ort.RunOptions()
+    opts.log_severity_level = 4
+    return opts
 
 
 def measure_by_seq(
@@ -93,9 +104,7 @@ def estimate_by_seq(
             per_model[i][seq_label(n)] = {"latency_p50_ms": _mv(v.value, v.provenance.value)}
             latency[i][seq_label(n)] = v.value
     ratios = (
-        {k: {"ratio": latency[1][k] / latency[0][k]} for k in latency[0]}
-        if len(paths) > 1
-        else {}
+        {k: {"ratio": latency[1][k] / latency[0][k]} for k in latency[0]} if len(paths) > 1 else {}
     )
     return per_model, ratios
 

@@ -230,6 +230,8 @@ class Verdict:
     notes: tuple[str, ...] = field(default_factory=tuple)
     device: str | None = None
     metric: str = "accuracy"
+    latency_by_seq: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The model's p50 latency at each ``--seq-lens`` length (no budget judges them)."""
 
     @property
     def passed(self) -> bool:
@@ -252,6 +254,7 @@ class Verdict:
             "passed": self.passed,
             "results": [r.to_dict() for r in self.results],
             "notes": list(self.notes),
+            **({"latency_by_seq": self.latency_by_seq} if self.latency_by_seq else {}),
         }
 
 
@@ -268,6 +271,9 @@ def verdict_from_bench(cfg: CheckConfig, model: str, bench: Mapping[str, Any]) -
         notes=tuple(bench.get("assumptions", [])),
         device=bench.get("device"),
         metric=cfg.metric,
+        latency_by_seq={
+            n: v["latency_p50_ms"] for n, v in bench["results"][0].get("latency_by_seq", {}).items()
+        },
     )
 
 

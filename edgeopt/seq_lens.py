@@ -8,6 +8,7 @@ session), so this module stays free of both.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 
 from edgeopt.errors import ConfigError
@@ -98,7 +99,15 @@ def _longest(ok: int, bad: int, runs: Runs) -> int:
 
 
 def first_line(exc: BaseException) -> str:
-    """An exception as one short line (ORT's messages run over several)."""
-    text = str(exc).strip().splitlines()
-    line = text[0] if text else type(exc).__name__
-    return line if len(line) <= 200 else line[:197] + "..."
+    """An exception as one short line: ORT's messages run over several lines and lead with
+    the source file and the failed assertion; what the user can read is the node and the
+    sentence at the end."""
+    lines = str(exc).strip().splitlines()
+    line = lines[0] if lines else type(exc).__name__
+    node = re.search(r"running (\w+) node", line)
+    if node and "Status Message:" in line:
+        detail = line.rsplit("Status Message:", 1)[1]
+        detail = re.sub(r"^\s*\S+:\d+\s+", "", detail)  # the source file:line
+        detail = detail.rsplit(" was false. ", 1)[-1].strip()  # the assertion's text
+        line = f"ORT {node.group(1)} node: {detail}"
+    return line if len(line) <= 160 else line[:157] + "..."

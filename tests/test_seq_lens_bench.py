@@ -98,7 +98,7 @@ def test_check_shows_each_length_and_keeps_budgets_at_the_main_length(bert_onnx:
     assert verdict["latency_by_seq"]["4"]["provenance"] == "measured"
     table = CliRunner().invoke(main, [*args, "--max-latency-ms", "1000"])
     assert table.exit_code == 0, table.output
-    assert "latency at 4 tokens" in table.output and "latency at 16 tokens" in table.output
+    assert "p50 at 4 tokens" in table.output and "p50 at 16 tokens" in table.output
 
 
 @pytest.mark.parametrize("text", ["0", "8,x", "8,8", ""])

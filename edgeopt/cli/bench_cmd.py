@@ -14,6 +14,7 @@ from edgeopt.cli.options import (
     packed_model_options,
     parse_thread_counts,
     preprocess_options,
+    seq_lens_option,
 )
 from edgeopt.metrics import task_metric_noun
 
@@ -55,6 +56,7 @@ runtime its target runs (``edgeopt.bench``)."""
     show_default=True,
     help="Seconds of timing per run (at most 3600).",
 )
+@seq_lens_option("one latency column per length.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @preprocess_options
 @packed_model_options
@@ -66,6 +68,7 @@ def bench(
     data: str | None,
     metric: str,
     time_budget: float,
+    seq_lens: str | None,
     as_json: bool,
     model_opts: ModelOptions,
     recipe_flags: Any,
@@ -83,8 +86,10 @@ def bench(
     from edgeopt.cli.data_notes import echo_scoring_notes
     from edgeopt.cli.scoring_data import echo_skipped_images, load_models_and_data
     from edgeopt.profiles import load_profile
+    from edgeopt.seq_lens import parse_seq_lens
 
     check_time_budget(time_budget)
+    lengths = parse_seq_lens(seq_lens) if seq_lens is not None else ()
     profile = load_profile(target)
     thread_counts = parse_thread_counts(threads) if threads else [profile.threads]
     models = [m for m in (model, other) if m]
@@ -92,7 +97,13 @@ def bench(
         data, models, model_opts, recipe_flags, lambda d: _check_metric(metric, d, data)
     )
     request = BenchRequest(
-        loaded, profile, thread_counts, data=bundle, time_budget_s=time_budget, metric=metric
+        loaded,
+        profile,
+        thread_counts,
+        data=bundle,
+        time_budget_s=time_budget,
+        metric=metric,
+        seq_lens=lengths,
     )
     report = run_bench(request)
     if as_json:
@@ -132,8 +143,11 @@ def render_table(report: dict[str, Any]) -> str:
     task = report.get("metric") if report.get("metric") != "accuracy" else None
     # the paths as typed: two files named model.onnx in two folders stay apart
     width = max(28, *(len(str(r["model"])) for r in report["results"]))
+    lens = [str(n) for n in report.get("seq_lens", [])]
     head = (
-        f"{'model':<{width}} {'thr':>3} {'p50 ms':>9} {'p90 ms':>9} {'mem MB':>8} "
+        f"{'model':<{width}} {'thr':>3} {'p50 ms':>9} {'p90 ms':>9} "
+        + "".join(f"{'p50@' + n + ' ms':>11} " for n in lens)
+        + f"{'mem MB':>8} "
         f"{'size MB':>8} {'energy mJ':>14} {'accuracy':>9}"
         + (f" {task:>9}" if task else "")
         + "  source"
@@ -148,7 +162,8 @@ def render_table(report: dict[str, Any]) -> str:
         lines.append(
             f"{row['model']:<{width}} {row['threads'] or '-':>3} "
             f"{_fmt(row['latency_p50_ms']):>9} {_fmt(row.get('latency_p90_ms')):>9} "
-            f"{_fmt(row['peak_memory_mb'], 2):>8} {_fmt(row['size_mb'], 3):>8} {e:>14} "
+            + "".join(f"{_fmt(row['latency_by_seq'][n]['latency_p50_ms']):>11} " for n in lens)
+            + f"{_fmt(row['peak_memory_mb'], 2):>8} {_fmt(row['size_mb'], 3):>8} {e:>14} "
             f"{_fmt(acc, 4):>9}"
             + (f" {_fmt(row.get(task), 4):>9}" if task else "")
             + f"  {row['latency_p50_ms']['provenance']}"
@@ -172,6 +187,11 @@ def render_table(report: dict[str, Any]) -> str:
             else ""
         )
     )
+    if lens:
+        lines.append(
+            f"p50@N: at N tokens (synthetic inputs; the other columns at {report['seq_len']}), "
+            + ("timed interleaved per length" if report["measured"] else "estimated")
+        )
     for cmp in report.get("comparisons", []):
         lines.append(comparison_line(cmp, report["target"]))
     energies = [r["energy_mj"] for r in report["results"] if "energy_mj" in r]

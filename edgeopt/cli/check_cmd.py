@@ -15,6 +15,7 @@ from edgeopt.cli.options import (
     metric_option,
     packed_model_options,
     preprocess_options,
+    seq_lens_option,
 )
 
 
@@ -39,6 +40,7 @@ from edgeopt.cli.options import (
     show_default=True,
     help="Seconds of latency timing (host; at most 3600).",
 )
+@seq_lens_option("shown beside the budgets, which judge the main length.")
 @click.option("--junit", type=click.Path(dir_okay=False), help="Write JUnit XML here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
 @preprocess_options
@@ -51,6 +53,7 @@ def check(
     baseline: str | None,
     budgets: dict[str, Any],
     time_budget: float,
+    seq_lens: str | None,
     junit: str | None,
     as_json: bool,
     model_opts: ModelOptions,
@@ -74,8 +77,10 @@ def check(
     from edgeopt.cli.scoring_data import echo_skipped_images, load_models_and_data
     from edgeopt.errors import BudgetError
     from edgeopt.profiles import load_profile
+    from edgeopt.seq_lens import parse_seq_lens
 
     check_time_budget(time_budget)
+    lengths = parse_seq_lens(seq_lens) if seq_lens is not None else ()
     flags: dict[str, Any] = {
         "target": target,
         "data": str(Path(data).resolve()) if data else None,
@@ -105,6 +110,7 @@ def check(
         data=bundle,
         time_budget_s=time_budget,
         metric=cfg.metric,
+        seq_lens=lengths,
     )
     bench = run_bench(request)
     verdict = verdict_from_bench(cfg, model, bench)
@@ -160,6 +166,11 @@ def render_verdict(verdict: Any) -> str:
             f"{r.name:<18} {fmt_value(r.value, r):>12} {op + ' ' + fmt_value(r.limit, r):>14} "
             f"{r.provenance:<10}  {'PASS' if r.passed else 'FAIL'}"
             + (f"   ({r.detail})" if r.detail else "")
+        )
+    for n, v in verdict.latency_by_seq.items():
+        lines.append(
+            f"{'p50 at ' + n + ' tokens':<18} {v['value']:>9.4g} ms "
+            f"{'':>14} {v['provenance']:<10}  (no budget)"
         )
     n_ok = sum(r.passed for r in verdict.results)
     lines.append("")

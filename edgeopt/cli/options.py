@@ -283,6 +283,17 @@ def metric_option(help: str, *, default: str | None = DEFAULT_TASK_METRIC) -> Ca
     )
 
 
+def seq_lens_option(what: str) -> Callable[[F], F]:
+    """``--seq-lens 16,32``: the sequence lengths a text model is also timed at; ``what``
+    says what this command does with them (parsed by ``edgeopt.seq_lens.parse_seq_lens``)."""
+    return click.option(
+        "--seq-lens",
+        "seq_lens",
+        help="Sequence lengths, e.g. 16,32,64, a text model is also timed at (synthetic "
+        f"inputs of each length); {what}",
+    )
+
+
 def load_model_from_options(
     model: str,
     arch: str | None,
