@@ -148,6 +148,7 @@ def test_optimize_searches_a_two_input_model_prunes_heads_and_exports_it(
         "attention_mask",
     ]
     assert (out / "report" / "report.json").exists()
+    assert "seq_lens" not in run_json  # not given: run.json as before
     best = tmp_path / "best.onnx"
     res = _invoke("export", out, "--best", "--out", best)
     assert res.exit_code == 0, res.output
@@ -174,3 +175,42 @@ def test_optimize_runs_a_two_input_model_without_data(
     assert all(t["candidate"]["quantize"]["mode"] in ("fp32", "int8_dynamic") for t in drawn)
     assert all(t["state"] == "complete" for t in done), [t.get("reason") for t in done]
     assert done[0]["state"] == "complete" and done[0]["baseline"] == "unchanged"
+
+
+def test_optimize_seq_lens_reports_latency_per_length(
+    bert: tuple[Path, Path], tmp_path: Path
+) -> None:
+    model, _ = bert
+    out = tmp_path / "run"
+    res = _optimize(model, out, "--trials", 2, "--seq-lens", "8,16")
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "run.json").read_text())["seq_lens"] == [8, 16]
+    report = json.loads((out / "report" / "report.json").read_text())
+    (target,) = report["targets"]
+    by_seq = report["latency_by_seq"][target]
+    assert by_seq["provenance"] == "measured"
+    assert list(by_seq["original"]) == ["8", "16"]
+    assert report["front"]
+    for n in report["front"]:
+        mine = by_seq["trials"][str(n)]
+        assert list(mine) == ["8", "16"]
+        assert all(mine[k]["p50_ms"] > 0 and mine[k]["ratio_to_original"] > 0 for k in mine)
+    head = next(
+        line for line in (out / "report" / "report.md").read_text().splitlines() if "@8" in line
+    )
+    assert f"@8 {target} (meas.)" in head and f"@16 {target} (meas.)" in head
+
+
+def test_optimize_seq_lens_above_the_position_table_exits_2_before_any_work(
+    bert: tuple[Path, Path], model_files: dict, tmp_path: Path
+) -> None:
+    model, _ = bert
+    out = tmp_path / "run"
+    res = _optimize(model, out, "--trials", 2, "--seq-lens", "8,40")
+    assert res.exit_code == 2, res.output
+    assert "takes at most 16 tokens" in res.output
+    assert not out.exists()
+    res = _optimize(model_files["bundle"], out, "--trials", 2, "--seq-lens", "8")
+    assert res.exit_code == 2, res.output
+    assert "no sequence axis" in res.output
+    assert not out.exists()
