@@ -71,6 +71,9 @@ class RunConfig:
     # checked against the stages' declarations by ``search.strategy.user_space``
     space: Mapping[str, Mapping[str, Any]] | None = None
     recipes: tuple[Mapping[str, Any], ...] = ()
+    # --seq-lens: the lengths the front is also timed at after the search (the search itself
+    # optimizes the main length); written to run.json only when given
+    seq_lens: tuple[int, ...] = ()
     # {profile name: SHA-256 of its file} when the run started (None: an older edgeopt's run)
     profile_digests: Mapping[str, str] | None = None
 
@@ -132,9 +135,10 @@ class RunConfig:
             "plain_search",
             "space",
             "recipes",
+            "seq_lens",
             "profile_digests",
         )
-        key = {k: d[k] for k in keys}
+        key = {k: d.get(k, []) for k in keys}
         key["data"] = self.data.search_key() if self.data is not None else None
         return key
 
@@ -163,6 +167,9 @@ class RunConfig:
         d["profile_digests"] = dict(self.profile_digests) if self.profile_digests else None
         d["space"] = {k: dict(v) for k, v in self.space.items()} if self.space else None
         d["recipes"] = [dict(r) for r in self.recipes]
+        d["seq_lens"] = list(self.seq_lens)
+        if not self.seq_lens:  # not given: run.json as before the option
+            del d["seq_lens"]
         return d
 
     @classmethod
@@ -177,6 +184,7 @@ class RunConfig:
         d["data"] = DataSpec.from_dict(d["data"]) if d.get("data") is not None else None
         d["budgets"] = Budgets(**d.get("budgets", {}))
         d["recipes"] = tuple(d.get("recipes") or ())
+        d["seq_lens"] = tuple(d.get("seq_lens") or ())
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 

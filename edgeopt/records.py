@@ -324,6 +324,8 @@ class RunRecord(Record):
     data_facts: Mapping[str, Any] | None = fld()
     """What set-up found in streamed data (``data.json``: classes, counts, preprocessing,
     fingerprint, eval samples); None for an npz, without data, or read from a study alone."""
+    # --seq-lens: {profile: per-length figures} (edgeopt.search.run.seq_measure)
+    latency_by_seq: Mapping[str, Any] | None = fld()
     importance: Mapping[str, Mapping[str, float]] | None = fld()
 
     def layout(self) -> tuple[str, ...]:
@@ -332,8 +334,9 @@ class RunRecord(Record):
             names = tuple(n for n in names if n != "prune_unsupported")
         if not self.rested_stages:  # written only when a stage rested
             names = tuple(n for n in names if n != "rested_stages")
-        if self.data_facts is None:  # written only for streamed data (an image folder)
-            names = tuple(n for n in names if n != "data_facts")
+        for name in ("data_facts", "latency_by_seq"):  # streamed data; --seq-lens
+            if getattr(self, name) is None:
+                names = tuple(n for n in names if n != name)
         return names if self.importance is not None else names[:-1]
 
     @property

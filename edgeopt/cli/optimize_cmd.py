@@ -21,6 +21,7 @@ from edgeopt.cli.options import (
     preprocess_options,
     search_budget_options,
 )
+from edgeopt.cli.seq_arg import seq_lens_arg
 from edgeopt.cli.space_arg import space_options, with_user_space
 from edgeopt.config import SAMPLERS
 
@@ -69,6 +70,7 @@ def _targets(text: str) -> tuple[str, ...]:
     "the TPE-only one).",
 )
 @space_options
+@seq_lens_arg
 @click.option(
     "--out",
     "run_dir",
@@ -143,6 +145,7 @@ def optimize(
     seed: int,
     plain_search: bool,
     user_space: tuple[str | None, str | None],
+    seq_lens: tuple[int, ...],
     run_dir: str | None,
     storage: str | None,
     artifacts: str | None,
@@ -220,6 +223,7 @@ def optimize(
         trial_memory_gb=trial_memory_gb,
         threads=threads_for(threads_text, workers),
         train_device=train_device,
+        seq_lens=seq_lens,
     ).with_profile_digests(resolved)
     config = with_user_space(config, user_space, resolved)  # checked before any work
     devices = devices_for(config.train_device, workers)  # before any work: cuda without a GPU

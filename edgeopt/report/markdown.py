@@ -92,6 +92,10 @@ def _front_table(s: Summary) -> list[str]:
         head.append(f"{metric_short(Metric.LATENCY_MS)} {tgt} ({_abbr(prov)})")
         if tgt in finals:
             head.append(f"final {metric_short(Metric.LATENCY_MS)} {tgt} (meas., after search)")
+        by_seq = _by_seq(s, tgt)
+        for n in by_seq.get("original", {}):
+            prov = _abbr(str(by_seq.get("provenance", "estimated")))
+            head.append(f"{metric_short(Metric.LATENCY_MS)} @{n} {tgt} ({prov})")
     rows = list(s.front)
     shown = rows[:MAX_FRONT_ROWS]
     if s.original is not None and s.original not in shown:
@@ -139,7 +143,17 @@ def _row(s: Summary, t: TrialRecord) -> list[str]:
         cells.append(fmt_num(e.value, Metric.LATENCY_MS) if e is not None else "-")
         if tgt in finals:
             cells.append(_final_cell(final_figure(s.records, t, tgt)))
+        by_seq = _by_seq(s, tgt)
+        mine = by_seq.get("trials", {}).get(str(t.number), {})
+        for n in by_seq.get("original", {}):
+            f = mine.get(n)
+            cells.append(fmt_num(f["p50_ms"], Metric.LATENCY_MS) if f else "-")
     return cells
+
+
+def _by_seq(s: Summary, target: str) -> dict[str, Any]:
+    """``--seq-lens``: ``target``'s figures per length after the search (empty without)."""
+    return dict((s.records.latency_by_seq or {}).get(target) or {})
 
 
 def _final_cell(f: FinalFigure | None) -> str:

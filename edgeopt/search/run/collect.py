@@ -85,6 +85,8 @@ def records_of(opened: OpenRun, *, importance: bool = False) -> dict[str, Any]:
         storage=opened.source.storage,
         artifacts=opened.artifacts,
     )
+    if opened.final.get("latency_by_seq"):
+        run = replace(run, latency_by_seq=opened.final["latency_by_seq"])
     if importance:
         names = opened.study.user_attrs.get("objectives", [])
         run = replace(run, importance=_importances(opened.study, names))

@@ -35,8 +35,9 @@ from edgeopt.errors import ConfigError, EdgeoptError
 from edgeopt.fileio import file_lock
 from edgeopt.measure.runners import LocalRunner, runner_for
 from edgeopt.measure.service import precision_hint
+from edgeopt.search.run.seq_measure import estimate_by_seq, time_by_seq
 from edgeopt.search.study.artifacts import trial_artifacts
-from edgeopt.search.study.shared import record_final_latency
+from edgeopt.search.study.shared import record_final_latency, record_latency_by_seq
 from edgeopt.search.trial.runtimes import original_files, recorded, target_paths
 
 if TYPE_CHECKING:
@@ -80,8 +81,9 @@ def final_latency(
     if not trials:  # nothing completed: no speedup to check
         return out
     for profile in profiles:
-        if not profile.measured:
-            continue  # estimated: a cost model has no load to drift with
+        if not profile.measured:  # a cost model has no load to drift with; --seq-lens: figures
+            _estimate_by_seq(opened, run, profile, trials, out, scratch)
+            continue
         runner = runner_for(profile)
         if not isinstance(runner, LocalRunner):
             out[profile.name] = {
@@ -133,6 +135,7 @@ def _measure_profile(
         "passes": 0,
         "trials": {},
     }
+    reference = original or run.baseline_onnx  # the loop below rebinds ``original``
     loads: list[dict[str, Any]] = []
     for start in range(0, max(len(files), 1), MAX_MODELS_PER_PASS):
         chunk = files[start : start + MAX_MODELS_PER_PASS]
@@ -161,11 +164,49 @@ def _measure_profile(
                 "ratio_to_original": s.ratio_to_first,
                 "speedup": 1.0 / s.ratio_to_first if s.ratio_to_first > 0 else None,
             }
+    inputs, seq_lens = opened.config.model.inputs, opened.config.seq_lens
+    if seq_lens and inputs is not None:  # after the main length: per length, original first
+        try:
+            with file_lock(run.lock_path("measure")):
+                entry["by_seq"] = time_by_seq(
+                    runner,
+                    reference,
+                    files,
+                    inputs,
+                    seq_lens,
+                    threads=profile.threads,
+                    precision_hint=precision_hint(profile),
+                )
+        except EdgeoptError as exc:  # the main length's figures stand
+            entry["by_seq"] = {"skipped": f"timing at --seq-lens failed: {exc.message}"}
     if loads:  # the busiest pass speaks for all
         entry["load"] = max(loads, key=lambda d: float(d.get("other_cpus") or 0.0))
     if missing:
         entry["missing"] = missing
     return entry
+
+
+def _estimate_by_seq(
+    opened: OpenRun,
+    run: RunDir,
+    profile: HardwareProfile,
+    trials: Sequence[FrozenTrial],
+    out: dict[str, dict[str, Any]],
+    scratch: Path,
+) -> None:
+    """``out[profile]`` gets ``{"by_seq": ...}`` from the cost model when the run names
+    ``--seq-lens`` (``add_final_latency`` moves it to ``latency_by_seq``)."""
+    inputs, seq_lens = opened.config.model.inputs, opened.config.seq_lens
+    if not seq_lens or inputs is None:
+        return
+    files = []
+    for t in trials:
+        try:
+            files.append((t.number, opened.trial_onnx(_file_record(t), scratch)))
+        except ConfigError:  # built on another machine without an artifact store
+            continue
+    by_seq = estimate_by_seq(profile, run.baseline_onnx, files, inputs, seq_lens)
+    out[profile.name] = {"by_seq": by_seq}
 
 
 def _target_file(run: RunDir, t: FrozenTrial, target: str) -> Path:
@@ -207,6 +248,12 @@ def add_final_latency(
     with scratch_dir() as tmp:
         figures = final_latency(opened, run, trials, profiles, sample=sample, scratch=Path(tmp))
     out = dict(final)
+    by_seq = {name: f.pop("by_seq") for name, f in figures.items() if "by_seq" in f}
+    figures = {name: f for name, f in figures.items() if f}  # an estimated profile's: moved
+    if by_seq:  # in the study too: every machine's report has them
+        out["latency_by_seq"] = by_seq
+        run.write_final(out)
+        record_latency_by_seq(opened.study, by_seq)
     if not figures:  # no profile measured on this host
         return out
     out["final_latency"] = {**out.get("final_latency", {}), **figures}

@@ -41,6 +41,7 @@ from edgeopt.rundir import Baseline, RunDir
 from edgeopt.runtime_child import shared_runtime_child
 from edgeopt.search.run.final_measure import add_final_latency
 from edgeopt.search.run.guard import check_out_dir
+from edgeopt.search.run.seq_measure import check_model_takes
 from edgeopt.search.study.artifacts import open_store, trial_artifacts
 from edgeopt.search.study.context import SearchContext, run_targets
 from edgeopt.search.study.shared import record_test_numbers
@@ -86,6 +87,7 @@ def prepare(
         source = open_source(config.data)
         config = replace(config, data=config.data.with_fingerprint(source.fingerprint()))
     loaded = load_spec(config.model, source.input_shape if source is not None else None)
+    check_model_takes(loaded, config.seq_lens)  # --seq-lens: before any run directory work
     if loaded.artifact_path is not None:
         raise ConfigError(
             f"{loaded.source} is a runtime's file ({loaded.format.value}): optimize starts "

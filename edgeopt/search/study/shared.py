@@ -38,6 +38,7 @@ BASELINE = "edgeopt:baseline"
 ARTIFACTS = "edgeopt:artifacts"
 TEST_PREFIX = "test_accuracy:"
 TEST_SPLIT = "test_split"
+LATENCY_BY_SEQ_PREFIX = "latency_by_seq:"
 FINAL_LATENCY_PREFIX = "final_latency:"
 TASK_PREFIX = "task_metrics:"
 SETTINGS_ADDED: dict[str, Any] = {
@@ -196,3 +197,16 @@ def record_final_latency(study: Any, figures: Mapping[str, Any]) -> None:
     """Store the final re-measure's figures in the study, one attribute per profile."""
     for profile, entry in figures.items():
         study.set_user_attr(FINAL_LATENCY_PREFIX + profile, entry)
+
+
+def latency_by_seq(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """``{profile: figures}`` of ``--seq-lens`` after the search (``search.run.seq_measure``)
+    recorded in the study."""
+    n = len(LATENCY_BY_SEQ_PREFIX)
+    return {k[n:]: v for k, v in attrs.items() if k.startswith(LATENCY_BY_SEQ_PREFIX)}
+
+
+def record_latency_by_seq(study: Any, figures: Mapping[str, Any]) -> None:
+    """Store the ``--seq-lens`` figures in the study, one attribute per profile."""
+    for profile, entry in figures.items():
+        study.set_user_attr(LATENCY_BY_SEQ_PREFIX + profile, entry)

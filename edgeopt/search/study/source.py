@@ -136,6 +136,7 @@ class RunSource:
                 final[key] = {**local.get(key, {}), **final[key]}
             final.setdefault("test_split", local.get("test_split"))
         final.setdefault("final_latency", shared.final_latency(attrs))
+        final["latency_by_seq"] = shared.latency_by_seq(attrs)  # --seq-lens; else empty
         store = self.artifacts or attrs.get(shared.ARTIFACTS)
         return OpenRun(self, study, config, baseline, final, store)
 
