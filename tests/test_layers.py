@@ -32,7 +32,7 @@ LAYERS: list[list[str]] = [
         "measure.timing",
         "measure.power",
     ],
-    ["metrics", "budgets", "profiles", "records", "record_codec", "data_facts"],
+    ["metrics", "budgets", "profiles", "records", "record_codec", "record_seq", "data_facts"],
     ["report"],
     ["loading"],
     ["data", "config"],

@@ -6,6 +6,7 @@ from collections import Counter
 from typing import Any
 
 from edgeopt.metrics import TASK_METRICS, Metric, task_metric_noun
+from edgeopt.record_seq import seq_latency
 from edgeopt.records import TrialRecord
 from edgeopt.report.final_latency import (
     FinalFigure,
@@ -92,10 +93,11 @@ def _front_table(s: Summary) -> list[str]:
         head.append(f"{metric_short(Metric.LATENCY_MS)} {tgt} ({_abbr(prov)})")
         if tgt in finals:
             head.append(f"final {metric_short(Metric.LATENCY_MS)} {tgt} (meas., after search)")
-        by_seq = _by_seq(s, tgt)
-        for n in by_seq.get("original", {}):
-            prov = _abbr(str(by_seq.get("provenance", "estimated")))
-            head.append(f"{metric_short(Metric.LATENCY_MS)} @{n} {tgt} ({prov})")
+        by_seq = seq_latency(s.records.latency_by_seq, tgt)
+        for n in by_seq.lengths if by_seq else ():
+            head.append(
+                f"{metric_short(Metric.LATENCY_MS)} @{n} {tgt} ({_abbr(by_seq.provenance)})"
+            )
     rows = list(s.front)
     shown = rows[:MAX_FRONT_ROWS]
     if s.original is not None and s.original not in shown:
@@ -143,17 +145,11 @@ def _row(s: Summary, t: TrialRecord) -> list[str]:
         cells.append(fmt_num(e.value, Metric.LATENCY_MS) if e is not None else "-")
         if tgt in finals:
             cells.append(_final_cell(final_figure(s.records, t, tgt)))
-        by_seq = _by_seq(s, tgt)
-        mine = by_seq.get("trials", {}).get(str(t.number), {})
-        for n in by_seq.get("original", {}):
-            f = mine.get(n)
-            cells.append(fmt_num(f["p50_ms"], Metric.LATENCY_MS) if f else "-")
+        by_seq = seq_latency(s.records.latency_by_seq, tgt)
+        for n in by_seq.lengths if by_seq else ():
+            p50 = by_seq.p50_ms(t.number, n)
+            cells.append(fmt_num(p50, Metric.LATENCY_MS) if p50 is not None else "-")
     return cells
-
-
-def _by_seq(s: Summary, target: str) -> dict[str, Any]:
-    """``--seq-lens``: ``target``'s figures per length after the search (empty without)."""
-    return dict((s.records.latency_by_seq or {}).get(target) or {})
 
 
 def _final_cell(f: FinalFigure | None) -> str:
