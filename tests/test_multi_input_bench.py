@@ -12,26 +12,23 @@ import onnx
 import pytest
 import torch
 from click.testing import CliRunner
+from tiny_text import BERT_KW, bert_inputs
 
 from edgeopt import zoo
 from edgeopt.cli import main
 from edgeopt.errors import CandidateError
 from edgeopt.estimate import estimate
-from edgeopt.inputs import ModelInputs, parse_input_flags
+from edgeopt.inputs import ModelInputs
 from edgeopt.loading import save_bundle
 from edgeopt.onnx_export import check_parity, export_onnx
 from edgeopt.profiles import load_profile
 
-BERT_KW = {"vocab_size": 64, "max_len": 16, "hidden": 32, "depth": 2, "heads": 4}
-BERT_KW |= {"intermediate": 64}
 FLAGS = ["--input-shape", "input_ids=16:int64", "--input-shape", "attention_mask=16:int64"]
 FAST = ["--target", "cpu", "--time-budget", "0.5"]
 
 
 def _inputs(seq: int = 16) -> ModelInputs:
-    got = parse_input_flags([f"input_ids={seq}:int64", f"attention_mask={seq}:int64"])
-    assert isinstance(got, ModelInputs)
-    return ModelInputs(tuple(s.__class__(**{**s.__dict__, "vocab_size": 64}) for s in got.specs))
+    return bert_inputs(seq)
 
 
 def _bert() -> torch.nn.Module:

@@ -10,24 +10,21 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from tiny_text import BERT_KW, bert_inputs
 
 from edgeopt import zoo
 from edgeopt.cli import main
 from edgeopt.errors import ConfigError
-from edgeopt.inputs import ModelInputs, parse_input_flags
+from edgeopt.inputs import ModelInputs
 from edgeopt.onnx_export import export_onnx
 from edgeopt.seq_lens import parse_seq_lens
 
-BERT_KW = {"vocab_size": 64, "max_len": 16, "hidden": 32, "depth": 2, "heads": 4}
-BERT_KW |= {"intermediate": 64}
 FLAGS = ["--input-shape", "input_ids=12:int64", "--input-shape", "attention_mask=12:int64"]
 FAST = ["--time-budget", "0.3", "--threads", "1"]
 
 
 def _inputs(seq: int = 12) -> ModelInputs:
-    got = parse_input_flags([f"input_ids={seq}:int64", f"attention_mask={seq}:int64"])
-    assert isinstance(got, ModelInputs)
-    return ModelInputs(tuple(s.__class__(**{**s.__dict__, "vocab_size": 64}) for s in got.specs))
+    return bert_inputs(seq)
 
 
 @pytest.fixture(scope="module")
