@@ -48,7 +48,7 @@ def _ctx(tmp_path: Path, cache: str = "cache") -> StageContext:
 
 
 def _plain() -> QuantizeConfig:
-    hand = STAGES["quantize"].by_hand(load_profile("cpu"), None)  # type: ignore[arg-type]
+    hand = STAGES["quantize"].by_hand(load_profile("cpu"), model_facts())
     assert hand is not None
     return hand.config
 

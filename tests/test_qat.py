@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from model_facts import facts as model_facts
 from onnx import numpy_helper
 
 from edgeopt import zoo
@@ -109,7 +110,7 @@ def test_qat_model_runs_int8_in_ort_with_its_learned_ranges(tmp_path: Path) -> N
     assert "history" in out.info["train_result"]
     fp = export_onnx(qat, SHAPE, tmp_path / "qat.onnx", check_inputs=data.x_val[:8], atol=atol)
     quantize = STAGES["quantize"]
-    config = quantize.by_hand(load_profile("cpu"), None).config  # type: ignore[arg-type, union-attr]
+    config = quantize.by_hand(load_profile("cpu"), model_facts()).config  # type: ignore[union-attr]
     int8_out = quantize.apply(fp, config, ctx)
     int8 = int8_out.artifact
 
@@ -148,7 +149,7 @@ def test_qat_learns_symmetric_ranges_for_a_tensorrt_target(tmp_path: Path) -> No
     assert learned and {zp for _, zp in learned} == {0}
     fp = export_onnx(qat, SHAPE, tmp_path / "qat.onnx")
     quantize = STAGES["quantize"]
-    config = quantize.by_hand(load_profile("jetson"), None).config  # type: ignore[arg-type, union-attr]
+    config = quantize.by_hand(load_profile("jetson"), model_facts()).config  # type: ignore[union-attr]
     int8 = quantize.apply(fp, config, ctx).artifact
     g = onnx.load(str(int8)).graph
     inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
@@ -246,7 +247,7 @@ def test_qat_captures_with_torch_export_where_fx_cannot_trace(tmp_path: Path) ->
         qat, SHAPE, tmp_path / "qat.onnx", check_inputs=data.x_val[:8], atol=out.export_atol
     )
     quantize = STAGES["quantize"]
-    config = quantize.by_hand(load_profile("cpu"), None).config  # type: ignore[arg-type, union-attr]
+    config = quantize.by_hand(load_profile("cpu"), model_facts()).config  # type: ignore[union-attr]
     int8 = quantize.apply(fp, config, ctx).artifact
     assert _kernels(int8, tmp_path)["QLinearConv"] == 2
     # any batch size: the export follows the sizes the forward reads

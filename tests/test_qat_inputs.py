@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from model_facts import facts as model_facts
 from onnx import numpy_helper
 from test_fuse import export_bert
 from test_torch_inputs import TEXT, tiny_bert, token_task
@@ -116,7 +117,7 @@ def test_qat_of_a_two_input_bert_runs_through_the_stages(tmp_path: Path) -> None
     assert np.abs(onnx_out - torch_out).max() <= out.export_atol
 
     quantize = STAGES["quantize"]
-    hand = quantize.by_hand(load_profile("cpu"), None)  # type: ignore[arg-type]
+    hand = quantize.by_hand(load_profile("cpu"), model_facts())
     assert hand is not None
     config = dataclasses.replace(hand.config, static_ops="compute")
     int8_out = quantize.apply(fp, config, ctx)

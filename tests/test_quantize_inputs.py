@@ -14,6 +14,7 @@ import onnx.numpy_helper
 import onnxruntime as ort
 import pytest
 import torch
+from model_facts import facts as model_facts
 from test_fuse import export_bert
 from test_torch_inputs import TEXT, VOCAB, tiny_bert, token_task
 
@@ -45,7 +46,7 @@ def _ctx(tmp_path: Path, inputs: ModelInputs = TEXT) -> StageContext:
 
 
 def _int8(**kw: object) -> QuantizeConfig:
-    hand = STAGES["quantize"].by_hand(load_profile("cpu"), None)  # type: ignore[arg-type]
+    hand = STAGES["quantize"].by_hand(load_profile("cpu"), model_facts())
     assert hand is not None
     return QuantizeConfig.from_dict({**hand.config.to_dict(), **kw})
 

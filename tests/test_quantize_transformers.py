@@ -10,6 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from model_facts import facts as model_facts
 from onnxruntime.quantization import quant_pre_process
 from test_quantize import Answers
 
@@ -48,7 +49,7 @@ def _ctx(tmp_path: Path) -> StageContext:
 
 
 def _static(**kw: object) -> QuantizeConfig:
-    hand = STAGES["quantize"].by_hand(load_profile("cpu"), None)  # type: ignore[arg-type]
+    hand = STAGES["quantize"].by_hand(load_profile("cpu"), model_facts())
     assert hand is not None
     return QuantizeConfig.from_dict({**hand.config.to_dict(), **kw})
 

@@ -139,7 +139,7 @@ PLAIN_INT8 = {
         ("fpga", {"prune.ratio": 0.0, "qat.epochs": 0}, False),  # int8 only: no fp32 mode
     ],
 )
-@pytest.mark.parametrize("facts", [CONV, MATMUL, ONNX_INPUT])
+@pytest.mark.parametrize("facts", [CONV, ONNX_INPUT])
 def test_baseline_params_are_todays(
     profile: str, unchanged: dict[str, Any], per_channel: bool, facts: ModelFacts
 ) -> None:
@@ -158,6 +158,22 @@ def test_baseline_params_are_todays(
         "quantize.exclude_first_last",
         "quantize.fp32_nodes",
     ]
+
+
+@pytest.mark.parametrize(
+    ("profile", "mode"),
+    [("cpu", "int8_dynamic"), ("mobile", "int8_dynamic"), ("gpu", "int8_static")],
+)
+def test_a_matmul_heavy_models_plain_int8_is_dynamic_where_offered(profile: str, mode: str) -> None:
+    # what a user types by hand for a transformer (ORT: dynamic for transformers, static for
+    # CNNs); a target without dynamic int8 keeps static QDQ
+    prof = load_profile(profile)
+    (_, _), (tag, int8) = baseline_params(prof, MATMUL)
+    assert tag == INT8 and int8["quantize.mode"] == mode
+    hand = STAGES["quantize"].by_hand(prof, MATMUL)
+    assert hand is not None and hand.config.mode.value == mode
+    assert suggest_candidate(Answers(int8), prof, MATMUL).steps[-1].config == hand.config
+    assert dict(hand.params) in STAGES["quantize"].variants(prof, MATMUL)
 
 
 @pytest.mark.parametrize("profile", ["cpu", "mobile", "fpga", "gpu"])

@@ -99,7 +99,8 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
     """ORT quantization / fp16 / graph optimization of an exported ONNX file.
 
     Modes come from the profile; dynamic int8 is offered only to MatMul-heavy models
-    (the probe's ``matmul_heavy``). Its by-hand baseline is plain int8.
+    (the probe's ``matmul_heavy``). Its by-hand baseline is plain int8: dynamic for those,
+    static QDQ for the rest.
     """
 
     name = "quantize"
@@ -198,9 +199,17 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
     def by_hand(
         self, profile: HardwareProfile, facts: ModelFacts
     ) -> ByHandBaseline[QuantizeConfig] | None:
-        """Plain int8, what a user gets by hand with the target's types: static QDQ, MinMax
-        calibration on 128 samples, per-channel where the target supports it (None when the
-        profile has no int8_static)."""
+        """Plain int8, what a user gets by hand with the target's types. For a MatMul-heavy
+        graph (a transformer) where the profile offers it: dynamic int8, unfused, ORT's own
+        advice for transformers (``quantize_dynamic``). Otherwise static QDQ, MinMax
+        calibration on 128 samples, per-channel where the target supports it. None when the
+        profile offers neither."""
+        if QuantMode.INT8_DYNAMIC in self.offered_modes(profile, facts):
+            dynamic = dataclasses.replace(self.identity(profile), mode=QuantMode.INT8_DYNAMIC)
+            params: dict[str, Any] = {"quantize.mode": dynamic.mode.value}
+            if self.fuse_offered(profile, facts):
+                params["quantize.fuse"] = False
+            return ByHandBaseline("int8", dynamic, params)
         if QuantMode.INT8_STATIC.value not in tuple(profile.quantization.modes):
             return None
         config = dataclasses.replace(
