@@ -130,6 +130,29 @@ def test_mlp_ratio_prunes_the_hidden_width_only(tmp_path: Path) -> None:
     assert pruned.patch.out_channels == 32
 
 
+def test_class_token_and_positions_are_named_to_torch_pruning(
+    tmp_path: Path, recwarn: pytest.WarningsRecorder
+) -> None:
+    # Torch-Pruning warned "Unwrapped parameters detected" on every prune of a ViT
+    pruned, _ = _prune(
+        _vit(), tmp_path, ratio=0.5, attention=AttentionPruning.HEADS, head_ratio=0.5
+    )
+    assert not [w for w in recwarn if "Unwrapped parameters" in str(w.message)]
+    shapes = [tuple(p.shape) for p in (pruned.cls_token, pruned.cls_pos, pruned.pos)]
+    assert shapes == [(1, 1, 32), (1, 1, 32), (1, 64, 32)]  # the residual stream stays whole
+    with torch.no_grad():
+        assert tuple(pruned(_x()).shape) == (2, 10)
+    # their named dim is the embedding width: pruning it takes the same channels off them
+    model = _vit()
+    graph = build_dependency_graph(model, torch.zeros(1, *SHAPE))
+    pruner = graph.get_pruner_of_module(model.patch)
+    graph.get_pruning_group(model.patch, pruner.prune_out_channels, [0, 5]).prune()
+    shapes = [tuple(p.shape) for p in (model.cls_token, model.cls_pos, model.pos)]
+    assert shapes == [(1, 1, 30), (1, 1, 30), (1, 64, 30)]
+    with torch.no_grad():
+        assert tuple(model(_x()).shape) == (2, 10)
+
+
 def test_separate_qkv_heads_fix_the_hf_attributes(tmp_path: Path) -> None:
     model = _vit("separate")
     pruned, _ = _prune(

@@ -25,6 +25,7 @@ from edgeopt.stages import prune_apply as prune_mod
 from edgeopt.stages.prune import PruneStage
 from edgeopt.stages.prune_preflight import PreflightResult, _split_coupled, preflight
 from edgeopt.stages.prune_trace import _regroups_channels, build_dependency_graph, trace_forward
+from edgeopt.zoo_transformers import FusedQkvAttention
 
 SHAPE = (3, 32, 32)
 TINY = 0.125
@@ -311,8 +312,33 @@ def test_fused_qkv_vit_is_pruned_by_heads() -> None:
     assert att["sites"] == ["blocks.0.attn", "blocks.1.attn"] and att["pruning"] == "heads"
     assert att["heads"] == {"blocks.0.attn": 4, "blocks.1.attn": 4} and att["head_dims"]
     assert att["note"].startswith("attention: 2 sites (fused qkv), heads prunable")
+    # the cpu target rounds channels to 8: head dims are offered only where it is 1
+    assert att["note"].endswith(
+        "head dims prunable (scale stored; searched where channel_multiple is 1)"
+    )
     notes = PruneStage().probe_notes({"prunable": True, "ignored": [], "attention": att})
     assert notes == [att["note"]]
+
+
+class ScaleFromHeadDim(FusedQkvAttention):
+    """timm before its stored ``scale``: the softmax scale computed from ``head_dim``."""
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        self.scale = self.head_dim**-0.5
+        return super().forward(x, mask)
+
+
+def test_head_dims_refused_by_a_computed_scale_say_why() -> None:
+    # the note said "head dims not prunable" and left the user guessing
+    model = _vit("fused")
+    for block in model.blocks:
+        block.attn.__class__ = ScaleFromHeadDim
+    att = _timed(model, 60).attention
+    assert att["pruning"] == "heads" and att["head_dims"] is False
+    assert att["note"] == (
+        "attention: 2 sites (fused qkv), heads prunable; "
+        "head dims not prunable (the softmax scale is computed from head_dim)"
+    )
 
 
 def test_chunk_qkv_vit_is_pruned_in_its_mlp_only() -> None:

@@ -19,7 +19,8 @@ from edgeopt import zoo
 from edgeopt.data import DataBundle
 from edgeopt.inputs import InputSpec, ModelInputs
 from edgeopt.profiles import load_profile
-from edgeopt.stages import StageContext
+from edgeopt.search.strategy.user_space import _Recorder, declared_params
+from edgeopt.stages import ModelFacts, ProbeInput, StageContext
 from edgeopt.stages.attention import AttentionPruning
 from edgeopt.stages.finetune import FinetuneConfig, FinetuneStage
 from edgeopt.stages.finetune_probe import sample_seconds
@@ -123,6 +124,28 @@ def test_distillation_and_data_free_fit_on_two_inputs() -> None:
 
 def test_fine_tune_probe_times_two_input_steps() -> None:
     assert sample_seconds(tiny_bert(), TEXT, None, threads=1) > 0
+
+
+def test_fine_tunes_of_token_models_do_not_search_image_augmentation(tmp_path: Path) -> None:
+    # finetune.augment was drawn for every model: a dead search dimension on token ids, which
+    # the training loop never augments
+    stage, cpu = FinetuneStage(), load_profile("cpu")
+    onnx = tmp_path / "m.onnx"  # not read: both are torch models
+    text = stage.probe(
+        ProbeInput(module=tiny_bert(), onnx_path=onnx, input_shape=TEXT.first_shape, inputs=TEXT)
+    )
+    cnn = zoo.plain_cnn(in_channels=1, num_classes=10, width=4).eval()
+    image = stage.probe(ProbeInput(module=cnn, onnx_path=onnx, input_shape=(1, 16, 16)))
+    assert (text["image"], image["image"]) == (False, True)
+    answers = {"finetune.augment": True}
+    for found, asked in ((text, False), (image, True), ({}, True)):  # {}: probed before the fact
+        rec = _Recorder(answers)
+        config = stage.suggest(rec, cpu, ModelFacts(onnx_input=False, stages={"finetune": found}))
+        assert ("finetune.augment" in rec.seen, config.augment) == (asked, asked)
+    text_facts = ModelFacts(onnx_input=False, stages={"finetune": text})
+    assert "finetune.augment" not in declared_params(cpu, text_facts)["finetune"]
+    widest = ModelFacts(onnx_input=False, stages={"finetune": stage.widest_facts})
+    assert declared_params(cpu, widest)["finetune"]["finetune.augment"].choices == (True, False)
 
 
 def _ctx(tmp_path: Path, data: DataBundle | None = None) -> StageContext:

@@ -21,6 +21,7 @@ from edgeopt.stages.finetune_probe import (
     trial_seconds,
 )
 from edgeopt.training import OptimizerKind, Schedule, TrainConfig, TrainResult, fit
+from edgeopt.training.batch import is_float_image
 from edgeopt.training.resume import CheckpointStore, prefix_key, stable_epochs
 
 if TYPE_CHECKING:
@@ -73,6 +74,7 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
     phase = Phase.TORCH
     config_type = FinetuneConfig
     requires = frozenset({"prune"})
+    widest_facts = {"image": True}
 
     def suggest(
         self, space: Suggester, profile: HardwareProfile, facts: ModelFacts
@@ -81,9 +83,12 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
         ``finetune.batch_size`` {32, 64, 128}, ``finetune.optimizer`` {sgd, adamw},
         ``finetune.weight_decay`` 1e-6..1e-2 (log), ``finetune.schedule``
         {constant, step, cosine, wsd}, ``finetune.label_smoothing`` 0..0.2 step 0.05,
-        ``finetune.augment`` {True, False}, ``finetune.distill`` {False, True}; with distill,
+        ``finetune.augment`` {True, False} (image models only: token ids are never augmented,
+        so other models train with it off), ``finetune.distill`` {False, True}; with distill,
         ``finetune.temperature`` 1..8 (log) and ``finetune.alpha`` 0.3..0.95. Patience is
-        fixed at 3 epochs. Neither the profile nor the facts narrow this space."""
+        fixed at 3 epochs. The profile does not narrow this space."""
+        # a run probed before the ``image`` fact keeps asking augment, as its study did
+        image = bool(facts.of(self.name).get("image", True))
         # drawn in this order (a dict literal evaluates in order): seeded studies replay it
         drawn: dict[str, Any] = {
             "epochs": int(space.suggest_int("finetune.epochs", 1, MAX_EPOCHS)),
@@ -99,7 +104,7 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
             "label_smoothing": round(
                 float(space.suggest_float("finetune.label_smoothing", 0.0, 0.2, step=0.05)), 4
             ),
-            "augment": bool(space.suggest_categorical("finetune.augment", [True, False])),
+            "augment": image and bool(space.suggest_categorical("finetune.augment", [True, False])),
             "distill": bool(space.suggest_categorical("finetune.distill", [False, True])),
         }
         if drawn["distill"]:
@@ -113,7 +118,8 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
         """The fine-tune round (``finetune_probe``): ``sample_s`` measured seconds per
         training sample (with a distillation teacher) on this machine, ``round_s`` what a
         round may cost, ``round_samples`` the samples it draws, ``epoch_s`` its measured
-        cost. Recorded once in the baseline: a resumed run keeps its rounds."""
+        cost; ``image``: the model takes one float image, what ``finetune.augment`` augments.
+        Recorded once in the baseline: a resumed run keeps its rounds."""
         if model.module is None:
             return {}
         inputs = model.inputs if model.inputs is not None else tuple(model.input_shape)
@@ -121,6 +127,7 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
         round_s = round_seconds(model.search_timeout_s)
         n_round = round_samples(sample_s, round_s, train_samples(model.data))
         return {
+            "image": is_float_image(inputs),
             "epoch_s": round(sample_s * n_round, 3),
             "sample_s": sample_s,
             "round_s": round_s,

@@ -26,6 +26,9 @@ from edgeopt.training.device import module_device
 if TYPE_CHECKING:
     from torch import nn
 
+SCALE_FOLLOWS_HEAD_DIM = "the attention scale follows head_dim"
+"""How ``check_attention_equivalent`` names the refusal of head dims (``head_dims_refusal``)."""
+
 
 def attention_ignored(
     model: nn.Module, example: Batch, config: PruneConfig, sites: list[AttentionSite]
@@ -143,7 +146,7 @@ def check_attention_equivalent(
     if config.attention is AttentionPruning.HEAD_DIMS:
         raise CandidateError(
             "prune",
-            f"the attention scale follows head_dim in {where}: pruning head dims changes the "
+            f"{SCALE_FOLLOWS_HEAD_DIM} in {where}: pruning head dims changes the "
             f"softmax temperature (output differs by {diff:.3g}, outputs up to {scale:.3g})",
             hint="prune whole heads instead (prune.attention = heads), or store the scale "
             "as a constant in the model",
@@ -154,3 +157,11 @@ def check_attention_equivalent(
         f"(output differs by {diff:.3g}, outputs up to {scale:.3g})",
         hint="leave attention whole (prune.attention = none)",
     )
+
+
+def head_dims_refusal(exc: CandidateError) -> str:
+    """Why head dims could not be pruned, in a few words for the probe's note: the softmax
+    scale computed from ``head_dim``, else the failure's first clause."""
+    if exc.reason.startswith(SCALE_FOLLOWS_HEAD_DIM):
+        return "the softmax scale is computed from head_dim"
+    return exc.reason.split(":", 1)[0][:80]

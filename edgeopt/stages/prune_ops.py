@@ -22,7 +22,7 @@ from edgeopt.stages.prune_config import (
     expected_channels,
     layer_ratio,
 )
-from edgeopt.stages.prune_trace import PrunedGroup, trace_forward
+from edgeopt.stages.prune_trace import PrunedGroup, trace_forward, unwrapped_parameters
 from edgeopt.training.batch import Batch, Inputs, example, forward, synthetic, take, tensors, to
 from edgeopt.training.device import hooked_forward, module_device
 
@@ -176,6 +176,7 @@ def prune_in_place(
             ignored_layers=ignored,
             round_to=config.round_to if config.round_to > 1 else None,
             forward_fn=trace_forward,
+            unwrapped_parameters=unwrapped_parameters(model),
             **heads_kwargs,
         )
         roots = group_roots(pruner)

@@ -60,6 +60,7 @@ from edgeopt.stages.attention import (
 )
 from edgeopt.stages.base import StageContext
 from edgeopt.stages.prune_apply import prune_model
+from edgeopt.stages.prune_attention import head_dims_refusal
 from edgeopt.stages.prune_config import PruneConfig
 from edgeopt.stages.prune_trace import build_dependency_graph, moves_channels
 from edgeopt.training.batch import Inputs, example
@@ -327,7 +328,7 @@ def _attention_probe(model: nn.Module, shape: Inputs, *, heads: bool) -> dict[st
     attention = AttentionPruning.HEADS if heads and not split else AttentionPruning.NONE
     head_ratio = PROBE_HEAD_RATIO if attention is AttentionPruning.HEADS else 0.0
     macs = _probe_prune(model, shape, (), attention=attention, head_ratio=head_ratio)
-    head_dims = False
+    head_dims, why = False, ""
     if attention is AttentionPruning.HEADS:
         try:
             _probe_prune(
@@ -336,11 +337,17 @@ def _attention_probe(model: nn.Module, shape: Inputs, *, heads: bool) -> dict[st
             head_dims = True
         except CandidateError as exc:
             log.debug("head dims not prunable: %s", exc)
+            why = head_dims_refusal(exc)
     where = describe_sites(sites)
     if split:
         note = "qkv split by chunk: attention left whole, MLP width pruned"
     elif attention is AttentionPruning.HEADS:
-        dims = "head dims prunable (scale stored)" if head_dims else "head dims not prunable"
+        # suggest offers head dims only where channels are not rounded (round_to 1)
+        dims = (
+            "head dims prunable (scale stored; searched where channel_multiple is 1)"
+            if head_dims
+            else f"head dims not prunable ({why})"
+        )
         note = f"attention: {where}, heads prunable; {dims}"
     else:
         note = f"attention: {where}: attention left whole, MLP width pruned"

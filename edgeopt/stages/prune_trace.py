@@ -73,14 +73,43 @@ def trace_forward(model: nn.Module, example: Any) -> Any:
 
 def build_dependency_graph(model: nn.Module, example: Any) -> Any:
     """Torch-Pruning's ``DependencyGraph`` of ``model`` traced with ``trace_forward``, as the
-    prune stage builds it (gradients on, no warnings printed)."""
+    prune stage builds it (gradients on, ``unwrapped_parameters`` named, no warnings printed)."""
     import torch
     import torch_pruning as tp
 
     with torch.enable_grad():
         return tp.DependencyGraph().build_dependency(
-            model, example, forward_fn=trace_forward, verbose=False
+            model,
+            example,
+            forward_fn=trace_forward,
+            unwrapped_parameters=unwrapped_parameters(model),
+            verbose=False,
         )
+
+
+def unwrapped_parameters(model: nn.Module) -> list[tuple[nn.Parameter, int]]:
+    """The parameters of ``model`` that no layer Torch-Pruning prunes owns (a ViT's class
+    token and position embedding, a layer scale), each with the dim that holds its channels:
+    the last one longer than 1 (the embedding width of a ``(1, tokens, dim)`` position
+    embedding, the channels of a ``(C, 1, 1)`` layer scale). Named to Torch-Pruning's
+    ``unwrapped_parameters``, they are pruned with the channels they are added to, as its
+    default does, without its warning on every prune. Parameters of size 1 in every dim
+    hold no channel: Torch-Pruning leaves them alone either way."""
+    import torch_pruning as tp
+
+    boxed = tp.pruner.function.PrunerBox
+    wrapped = {
+        id(p)
+        for m in model.modules()
+        if (kind := tp.ops.module2type(m)) in boxed and kind is not tp.ops.OPTYPE.ELEMENTWISE
+        for p in m.parameters()
+    }
+    out: list[tuple[nn.Parameter, int]] = []
+    for param in model.parameters():
+        dims = [i for i, size in enumerate(param.shape) if size > 1]
+        if id(param) not in wrapped and dims:
+            out.append((param, dims[-1]))
+    return out
 
 
 def moves_channels(node: Any) -> bool:
