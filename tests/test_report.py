@@ -37,8 +37,11 @@ def test_markdown_of_a_50_trial_run_is_short_and_carries_front_and_pick() -> Non
     assert s.pick is not None
     assert f"**Recommended: trial {s.pick.number}.**" in md
     assert "knee" in md and "utopia" in md
-    # front rows: every shown front member appears as a table row
-    rows = [line for line in lines if line.startswith("| ")]
+    # front rows: every shown front member appears as a row of the front table (the first
+    # table; the fronts per target follow it)
+    start = next(i for i, line in enumerate(lines) if line.startswith("| "))
+    end = next(i for i, line in enumerate(lines[start:], start) if not line.startswith("|"))
+    rows = [line for line in lines[start:end] if line.startswith("| ")]
     shown = {int(r.split("|")[1].strip().strip("*★ ").split()[0]) for r in rows[1:]}
     assert shown >= {t.number for t in s.front[:15]}
     assert "(meas.)" in md and "(est.)" in md

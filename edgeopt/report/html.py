@@ -1,10 +1,10 @@
 """The HTML report: one self-contained page (inline SVG and CSS, no scripts, no network).
 
 Sections: run facts and notes; the recommended pick; Pareto scatter plots for each pair of
-objectives; the front-member table; parallel coordinates of the front; optimization
-history per objective; parameter importance; failed, stopped-early and infeasible trials;
-every trial in a collapsed table. This module assembles the page; the plot sections are in
-``html_plots``, the tables in ``html_tables``.
+objectives; the front-member table; for a run over several targets each target's own front;
+parallel coordinates of the front; optimization history per objective; parameter importance;
+failed, stopped-early and infeasible trials; every trial in a collapsed table. This module
+assembles the page; the plot sections are in ``html_plots``, the tables in ``html_tables``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from edgeopt.report.html_tables import (
     all_trials,
     failures_section,
     front_table,
+    target_fronts_section,
     task_metrics_table,
 )
 from edgeopt.report.model import Summary
@@ -60,6 +61,7 @@ def render_html(s: Summary) -> str:
         pareto_section(s),
         "<h2>Front members</h2>",
         front_table(s),
+        *_target_section(s),
         *_task_section(s),
         "<h2>Parallel coordinates of the front</h2>",
         parallel_section(s),
@@ -108,6 +110,11 @@ def _header(s: Summary) -> str:
     rows = "".join(f"<div><b>{escape(k)}:</b> {escape(str(v))}</div>" for k, v in facts)
     notes = "".join(f'<div class="note">{escape(n)}</div>' for n in s.notes)
     return f"<h1>edgeopt report: {escape(s.model_name)}</h1><div class='facts'>{rows}</div>{notes}"
+
+
+def _target_section(s: Summary) -> list[str]:
+    section = target_fronts_section(s)
+    return ["<h2>Front per target</h2>", section] if section else []
 
 
 def _task_section(s: Summary) -> list[str]:

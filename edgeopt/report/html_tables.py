@@ -26,6 +26,7 @@ from edgeopt.report.model import (
     score_interval,
 )
 from edgeopt.report.stats import accuracy_interval, fmt_interval, interval_note
+from edgeopt.report.target_fronts import target_fronts
 
 FRONT_NOTE = (
     "<p class='muted'>measured = on this host with ONNX Runtime (host latency: interleaved "
@@ -283,4 +284,37 @@ def all_trials(s: Summary) -> str:
     return (
         f"<details><summary>{len(rows)} trials (also in trials.csv)</summary>"
         f"{table(head, rows)}</details>"
+    )
+
+
+# ------------------------------------------------------------------ front per target
+def target_fronts_section(s: Summary) -> str:
+    """Each target's own front (``target_fronts``), fastest first, with the file its
+    runtime loads; empty for a run over one target."""
+    parts = []
+    for f in target_fronts(s.records):
+        judged = [o for o in f.objectives if o.metric != Metric.ACCURACY]
+        head = ["trial", "config", f"val {s.score_noun}"]
+        head += [f"{metric_short(o.metric)} ({o.provenance})" for o in judged]
+        head.append("file")
+        rows = []
+        for t in f.fastest_first():
+            picked = " ★" if s.pick is not None and t.number == s.pick.number else ""
+            cells = [f"{t.number}{picked}", t.describe or "unchanged"]
+            cells.append(fmt_num(t.val_accuracy, Metric.ACCURACY))
+            cells += [fmt_num(t.values[o.name], o.metric) for o in judged]
+            cells.append(f.file_of(t) or "-")
+            rows.append(cells)
+        parts.append(
+            f"<h3>{escape(f.target)}</h3><p class='muted'>{escape(f.label)}; "
+            f"{len(rows)} candidate(s) Pareto-optimal on this target alone, fastest first.</p>"
+            + table(head, rows)
+        )
+    if not parts:
+        return ""
+    return (
+        "<p class='muted'>Each target judged alone: the run's accuracy objective, the "
+        "target's own objectives and the shared ones (size). A joint front member good only "
+        "on another target is not on this one. Files are relative to the run directory.</p>"
+        + "".join(parts)
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from edgeopt.metrics import TASK_METRICS, Metric, task_metric_noun
@@ -24,9 +25,11 @@ from edgeopt.report.model import (
     score_interval,
 )
 from edgeopt.report.stats import accuracy_interval, fmt_interval, interval_note
+from edgeopt.report.target_fronts import TargetFront, target_fronts
 
 MAX_FRONT_ROWS = 15
 MAX_FAIL_ROWS = 4
+MAX_TARGET_ROWS = 3  # per target in "Front per target": the summary stays under 60 lines
 
 
 def _cell(text: str) -> str:
@@ -64,6 +67,10 @@ def render_markdown(s: Summary) -> str:
         lines.append(f"**No recommendation:** {s.no_pick_reason}")
     lines.append("")
     lines += _front_table(s)
+    fronts = target_fronts(s.records)
+    if fronts:
+        lines.append("")
+        lines += _target_fronts(s, fronts)
     task = _task_table(s)
     if task:
         lines.append("")
@@ -81,10 +88,15 @@ def render_markdown(s: Summary) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _score_word(s: Summary) -> str:
+    """The val/test score in a column heading: ``acc.``, ``fid.`` or the run's --metric."""
+    if s.accuracy_kind == "fidelity":
+        return "fid."
+    return "acc." if s.metric == "accuracy" else s.metric
+
+
 def _front_table(s: Summary) -> list[str]:
-    kind = "fid." if s.accuracy_kind == "fidelity" else "acc."
-    if s.accuracy_kind != "fidelity" and s.metric != "accuracy":
-        kind = s.metric
+    kind = _score_word(s)
     # kept short for a PR comment: size, then latency per target (report.html has the rest)
     head = ["trial", "config", f"val {kind}", f"test {kind}", metric_short(Metric.SIZE_MB)]
     finals = final_targets(s.records, s.complete)
@@ -111,6 +123,32 @@ def _front_table(s: Summary) -> list[str]:
         out.append(f"\n…and {len(rows) - MAX_FRONT_ROWS} more front members in report.html.")
     if not rows:
         out.insert(0, "No feasible trial is on the front; the original, for reference:\n")
+    return out
+
+
+def _target_fronts(s: Summary, fronts: Sequence[TargetFront]) -> list[str]:
+    """Each target's own front (``target_fronts``), fastest first, a few rows each."""
+    out = [
+        "**Front per target**: the candidates Pareto-optimal on each target alone (its own "
+        "numbers and the shared ones), fastest first; every member in report.html."
+    ]
+    for f in fronts:
+        rows = f.fastest_first()
+        shown = rows[:MAX_TARGET_ROWS]
+        some = f", the {len(shown)} fastest" if len(shown) < len(rows) else ""
+        out += ["", f"*{f.target}* ({f.label}): {len(rows)} on its front{some}", ""]
+        if not shown:
+            out[-1:] = []
+            continue
+        judged = [o for o in f.objectives if o.metric != Metric.ACCURACY]
+        head = ["trial", "config", f"val {_score_word(s)}"]
+        head += [f"{metric_short(o.metric)} ({_abbr(o.provenance)})" for o in judged]
+        out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for t in shown:
+            num = str(t.number) + (" ★" if s.pick is not None and t.number == s.pick.number else "")
+            cells = [num, t.describe or "unchanged", _score(t.val_accuracy, None)]
+            cells += [fmt_num(t.values[o.name], o.metric) for o in judged]
+            out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return out
 
 

@@ -202,6 +202,26 @@ def score_interval(records: RunRecord, t: TrialRecord, split: str) -> tuple[floa
     return entry.interval if entry is not None else None
 
 
+def objective_infos(records: RunRecord) -> tuple[ObjectiveInfo, ...]:
+    """The run's objectives in recorded order, each split into metric and target, with how
+    its numbers were obtained (``provenance_of``)."""
+    out = []
+    for o in records.objectives:
+        metric, target = split_name(o.name)
+        out.append(
+            ObjectiveInfo(
+                name=o.name,
+                metric=metric,
+                target=target,
+                maximize=o.maximize,
+                provenance=provenance_of(records, metric, target),
+                accuracy_kind=records.accuracy_kind,
+                task_metric=records.task_metric,
+            )
+        )
+    return tuple(out)
+
+
 def provenance_of(records: RunRecord, metric: str, target: str | None) -> str:
     """How a metric was obtained in this run: from the first complete trial's measurements;
     failing that, a per-target number (or an unknown one) is estimated, any other (accuracy,

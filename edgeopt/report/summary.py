@@ -21,12 +21,7 @@ from edgeopt.report.final_latency import (
 from edgeopt.report.machines import machine_note
 
 # per-target numbers shown in tables, in ``Metric`` order (latency, peak memory, energy)
-from edgeopt.report.model import (
-    ObjectiveInfo,
-    Summary,
-    provenance_of,
-    split_name,
-)
+from edgeopt.report.model import Summary, objective_infos
 from edgeopt.report.pick import choose
 
 
@@ -35,20 +30,7 @@ def summarize(records: RunRecord | Mapping[str, Any]) -> Summary:
     or the dict ``load_run`` gives (read into one here)."""
     records = as_run(records)
     kind = records.accuracy_kind
-    objectives = []
-    for o in records.objectives:
-        metric, target = split_name(o.name)
-        objectives.append(
-            ObjectiveInfo(
-                name=o.name,
-                metric=metric,
-                target=target,
-                maximize=o.maximize,
-                provenance=provenance_of(records, metric, target),
-                accuracy_kind=kind,
-                task_metric=records.task_metric,
-            )
-        )
+    objectives = objective_infos(records)
     trials = list(records.trials)
     complete = tuple(t for t in trials if t.state is TrialState.COMPLETE)
     front = tuple(t for t in complete if t.on_front)

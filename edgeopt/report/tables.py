@@ -14,6 +14,7 @@ from edgeopt.metrics import TASK_METRICS, Metric
 from edgeopt.report.final_latency import disagreements, final_figure, final_targets
 from edgeopt.report.machines import machine_label
 from edgeopt.report.model import Summary
+from edgeopt.report.target_fronts import target_fronts
 
 REPORT_KIND = "edgeopt-report"
 
@@ -31,13 +32,27 @@ def _clean(obj: Any) -> Any:
 
 def render_json(s: Summary) -> str:
     """The records (same ``schema_version``) plus the report's conclusions: ``front``
-    (trial numbers), ``pick`` (number, method, reason) or ``no_pick_reason``, ``notes``,
-    ``latency_disagreements`` (front members and baselines whose final host speedup and
-    in-search one are more than 15 % apart: ``{number, target, in_search_speedup,
-    final_speedup, note}``)."""
+    (trial numbers), for a run over several targets ``target_fronts`` (per target: its
+    ``runtime``, the ``format`` of its files, the ``objectives`` it is judged on and its own
+    ``front``, trial numbers; ``edgeopt.report.target_fronts``), ``pick`` (number, method,
+    reason) or ``no_pick_reason``, ``notes``, ``latency_disagreements`` (front members and
+    baselines whose final host speedup and in-search one are more than 15 % apart:
+    ``{number, target, in_search_speedup, final_speedup, note}``)."""
     out = s.records.to_dict()
     out["kind"] = REPORT_KIND
     out["front"] = [t.number for t in s.front]
+    fronts = target_fronts(s.records)
+    if fronts:  # a run over several targets: each target's own front
+        out["target_fronts"] = [
+            {
+                "target": f.target,
+                "runtime": f.runtime,
+                "format": f.format,
+                "objectives": [o.name for o in f.objectives],
+                "front": f.numbers,
+            }
+            for f in fronts
+        ]
     out["pick"] = asdict(s.pick) if s.pick is not None else None
     out["no_pick_reason"] = s.no_pick_reason
     out["notes"] = list(s.notes)

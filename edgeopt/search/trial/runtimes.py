@@ -47,6 +47,7 @@ from edgeopt.measure.accuracy import onnx_logits, onnx_score, source_task_metric
 from edgeopt.measure.service import precision_hint
 from edgeopt.profiles import HardwareProfile, Targets
 from edgeopt.profiles.runtime_spec import RUNTIMES, Runtime
+from edgeopt.record_targets import TARGET_FILES
 from edgeopt.rundir import RunDir
 from edgeopt.runtime_child import ChildDied, shared_runtime_child
 from edgeopt.search.study.artifacts import sha256_of
@@ -59,7 +60,7 @@ PARITY_SAMPLES = 256
 """Validation inputs a conversion is compared with its ONNX candidate on."""
 INFO_KEY = "runtime_files"
 """``TrialResult.info`` key of the child's record (module doc)."""
-ATTR = "target_files"
+ATTR = TARGET_FILES
 """Key in a trial's ``info`` attribute: the record kept in the study (module doc)."""
 INT8_OPS = frozenset(
     {"QuantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}
