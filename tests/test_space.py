@@ -36,6 +36,7 @@ from edgeopt.stages import (
     Suggester,
     register,
 )
+from edgeopt.stages.recipes import RECIPES
 
 if TYPE_CHECKING:
     from edgeopt.profiles import HardwareProfile
@@ -367,3 +368,23 @@ def test_model_facts_of(tmp_path: Path) -> None:
     # an inconclusive pre-flight leaves pruning on; the search may switch it off later
     assert STAGES["prune"].enabled(facts(prunable=None))
     assert not STAGES["prune"].enabled(ModelFacts(onnx_input=False, disabled=frozenset({"prune"})))
+
+
+def test_expert_seeds_prune_heads_only_where_the_probe_found_them() -> None:
+    from edgeopt.search.strategy.seeds import expert_seeds
+
+    cpu = load_profile("cpu")
+    prune = {"prunable": True, "ignored": [], "attention": {"pruning": "heads"}}
+    vit = ModelFacts(onnx_input=False, stages={"prune": prune, "quantize": {"matmul_heavy": True}})
+    seeds = expert_seeds(cpu, vit)
+    assert [tag for tag, _ in seeds] == [r.tag for r in RECIPES]
+    got = [suggest_candidate(Answers(p), cpu, vit) for _, p in seeds]
+    assert [c.steps[0].config.attention.value for c in got] == ["heads"] * 3
+    # channel ratios 0.5, 0.3, 0.7 -> heads on the 0.125 grid, at most half
+    assert [c.steps[0].config.head_ratio for c in got] == [0.5, 0.25, 0.5]
+    assert {c.steps[-1].config.mode.value for c in got} == {"int8_dynamic"}
+    for _, params in expert_seeds(cpu, CONV):
+        cnn = Answers(params)
+        c = suggest_candidate(cnn, cpu, CONV)
+        assert c.steps[0].config.attention.value == "none"
+        assert "prune.attention" not in cnn.asked and c.steps[-1].config.mode.value == "int8_static"
