@@ -10,6 +10,7 @@ from html import escape
 from typing import Any
 
 from edgeopt.metrics import TASK_METRICS, Metric, task_metric_noun
+from edgeopt.record_seq import seq_latency
 from edgeopt.records import MetricEntry, TrialRecord
 from edgeopt.report.final_latency import (
     final_figure,
@@ -145,6 +146,7 @@ def front_table(s: Summary) -> str:
     metrics = present_metrics(s)
     cols = [(tgt, m) for tgt in s.targets for m in metrics if any(t.metric(tgt, m) for t in rows)]
     cols = _with_final_columns(cols, final_targets(s.records, rows))
+    cols = _with_seq_columns(cols, s)
     head = "".join(f"<th>{h}</th>" for h in _front_head(s, cols))
     out = [f"<table><thead><tr>{head}</tr></thead><tbody>"]
     out += [_front_row(s, t, cols) for t in rows]
@@ -170,13 +172,47 @@ def _with_final_columns(cols: Sequence[Column], targets: Sequence[str]) -> list[
     return out
 
 
+# ------------------------------------------------------------------ latency per length
+SEQ = "@"  # a Column metric ``@<length>``: p50 latency at that sequence length (--seq-lens)
+LATENCY_COLS = (Metric.LATENCY_MS, FINAL)
+
+
+def _with_seq_columns(cols: Sequence[Column], s: Summary) -> list[Column]:
+    """``cols`` with, after each target's latency (and its final re-measure) as report.md
+    has them, one column per sequence length the run timed it at (``optimize --seq-lens``);
+    unchanged for a run without lengths."""
+    out = list(cols)
+    for tgt in s.targets:
+        by_seq = seq_latency(s.records.latency_by_seq, tgt)
+        if by_seq is None:
+            continue
+        mine = [i + 1 for i, (t, _) in enumerate(out) if t == tgt]
+        latency = [i + 1 for i, (t, m) in enumerate(out) if t == tgt and m in LATENCY_COLS]
+        at = max(latency or mine or [len(out)])
+        out[at:at] = [(tgt, SEQ + n) for n in by_seq.lengths]
+    return out
+
+
+def _seq_cell(s: Summary, t: TrialRecord, tgt: str, length: str) -> str:
+    """``t``'s p50 at ``length`` tokens on ``tgt``, with the provenance of those figures."""
+    by_seq = seq_latency(s.records.latency_by_seq, tgt)
+    p50 = by_seq.p50_ms(t.number, length) if by_seq is not None else None
+    if by_seq is None or p50 is None:
+        return _num_cell(None)
+    return _num_cell(MetricEntry(value=p50, provenance=by_seq.provenance), Metric.LATENCY_MS)
+
+
 def _col_head(tgt: str, m: str) -> str:
+    if m.startswith(SEQ):
+        return f"{metric_short(Metric.LATENCY_MS)} {escape(m)}<br>{escape(tgt)}"
     if m == FINAL:
         return f"final {metric_short(Metric.LATENCY_MS)}<br>{escape(tgt)}<br>(after the search)"
     return f"{metric_short(m)}<br>{escape(tgt)}"
 
 
 def _col_cell(s: Summary, t: TrialRecord, tgt: str, m: str) -> str:
+    if m.startswith(SEQ):
+        return _seq_cell(s, t, tgt, m.removeprefix(SEQ))
     if m != FINAL:
         return _num_cell(t.metric(tgt, m), m)
     f = final_figure(s.records, t, tgt)
