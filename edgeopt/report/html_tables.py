@@ -26,16 +26,32 @@ from edgeopt.report.model import (
     present_metrics,
     score_interval,
 )
+from edgeopt.report.runtimes import ORT_CPU, converted, measured_on
 from edgeopt.report.stats import accuracy_interval, fmt_interval, interval_note
 from edgeopt.report.target_fronts import target_fronts
 
-FRONT_NOTE = (
-    "<p class='muted'>measured = on this host with ONNX Runtime (host latency: interleaved "
-    "against the original, median of round ratios times its reference latency); estimated "
-    "= from the hardware profile's cost model (energy shown with its low–high interval). "
-    "Accuracy is measured on this host; val = the split the search selected on, test = "
-    "never seen by the search. ONNX paths are relative to the run directory.</p>"
-)
+
+def front_note(s: Summary) -> str:
+    """What the front table's provenance tags mean: the runtime(s) that timed the measured
+    numbers (``runtimes.measured_on``; ONNX Runtime's alone is named in full) and what
+    scored the accuracy."""
+    on = measured_on(s.records)
+    timed = "ONNX Runtime" if on == ORT_CPU else on
+    scored = (
+        " on each candidate's ONNX file with ONNX Runtime, whatever runtime timed it (a "
+        "converted file is timed only once it passed a top-1 parity check against that file)"
+        if converted(s.records)
+        else ""
+    )
+    return (
+        f"<p class='muted'>measured = on this host with {escape(timed)} (host latency: "
+        "interleaved against the original, median of round ratios times its reference "
+        "latency); estimated = from the hardware profile's cost model (energy shown with its "
+        f"low–high interval). Accuracy is measured on this host{scored}; val = the split the "
+        "search selected on, test = never seen by the search. ONNX paths are relative to the "
+        "run directory.</p>"
+    )
+
 
 Column = tuple[str, str]  # (target, metric)
 
@@ -151,7 +167,7 @@ def front_table(s: Summary) -> str:
     out = [f"<table><thead><tr>{head}</tr></thead><tbody>"]
     out += [_front_row(s, t, cols) for t in rows]
     out.append("</tbody></table>")
-    out.append(FRONT_NOTE)
+    out.append(front_note(s))
     ci_note = interval_note(s.records, s.accuracy_kind)
     if ci_note:
         out.append(f"<p class='muted'>{escape(ci_note)}</p>")
@@ -257,9 +273,11 @@ def task_metrics_table(s: Summary) -> str:
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</tbody></table>")
     optimized = task_metric_noun(s.metric)
+    on_onnx = " on each candidate's ONNX file" if converted(s.records) else ""
     out.append(
-        "<p class='muted'>Measured on this host with ONNX Runtime; val = the split the search "
-        f"selected on, test = never seen by the search. The search optimized {escape(optimized)}"
+        f"<p class='muted'>Measured on this host with ONNX Runtime{on_onnx}; val = the split "
+        "the search selected on, test = never seen by the search. The search optimized "
+        f"{escape(optimized)}"
         f" (--metric {escape(s.metric)}). F1, precision and recall are macro averages over the "
         "classes present in the labels or the predictions; ROC AUC is one-vs-rest on the "
         "softmax of the outputs, averaged over the classes present in the labels. [low, high]: "
