@@ -10,6 +10,7 @@ from html import escape
 from typing import Any
 
 from edgeopt.metrics import TASK_METRICS, Metric, task_metric_noun
+from edgeopt.record_seq import seq_latency
 from edgeopt.records import MetricEntry, TrialRecord
 from edgeopt.report.final_latency import (
     final_figure,
@@ -25,16 +26,32 @@ from edgeopt.report.model import (
     present_metrics,
     score_interval,
 )
+from edgeopt.report.runtimes import ORT_CPU, converted, measured_on
 from edgeopt.report.stats import accuracy_interval, fmt_interval, interval_note
 from edgeopt.report.target_fronts import target_fronts
 
-FRONT_NOTE = (
-    "<p class='muted'>measured = on this host with ONNX Runtime (host latency: interleaved "
-    "against the original, median of round ratios times its reference latency); estimated "
-    "= from the hardware profile's cost model (energy shown with its low–high interval). "
-    "Accuracy is measured on this host; val = the split the search selected on, test = "
-    "never seen by the search. ONNX paths are relative to the run directory.</p>"
-)
+
+def front_note(s: Summary) -> str:
+    """What the front table's provenance tags mean: the runtime(s) that timed the measured
+    numbers (``runtimes.measured_on``; ONNX Runtime's alone is named in full) and what
+    scored the accuracy."""
+    on = measured_on(s.records)
+    timed = "ONNX Runtime" if on == ORT_CPU else on
+    scored = (
+        " on each candidate's ONNX file with ONNX Runtime, whatever runtime timed it (a "
+        "converted file is timed only once it passed a top-1 parity check against that file)"
+        if converted(s.records)
+        else ""
+    )
+    return (
+        f"<p class='muted'>measured = on this host with {escape(timed)} (host latency: "
+        "interleaved against the original, median of round ratios times its reference "
+        "latency); estimated = from the hardware profile's cost model (energy shown with its "
+        f"low–high interval). Accuracy is measured on this host{scored}; val = the split the "
+        "search selected on, test = never seen by the search. ONNX paths are relative to the "
+        "run directory.</p>"
+    )
+
 
 Column = tuple[str, str]  # (target, metric)
 
@@ -145,11 +162,12 @@ def front_table(s: Summary) -> str:
     metrics = present_metrics(s)
     cols = [(tgt, m) for tgt in s.targets for m in metrics if any(t.metric(tgt, m) for t in rows)]
     cols = _with_final_columns(cols, final_targets(s.records, rows))
+    cols = _with_seq_columns(cols, s)
     head = "".join(f"<th>{h}</th>" for h in _front_head(s, cols))
     out = [f"<table><thead><tr>{head}</tr></thead><tbody>"]
     out += [_front_row(s, t, cols) for t in rows]
     out.append("</tbody></table>")
-    out.append(FRONT_NOTE)
+    out.append(front_note(s))
     ci_note = interval_note(s.records, s.accuracy_kind)
     if ci_note:
         out.append(f"<p class='muted'>{escape(ci_note)}</p>")
@@ -170,13 +188,47 @@ def _with_final_columns(cols: Sequence[Column], targets: Sequence[str]) -> list[
     return out
 
 
+# ------------------------------------------------------------------ latency per length
+SEQ = "@"  # a Column metric ``@<length>``: p50 latency at that sequence length (--seq-lens)
+LATENCY_COLS = (Metric.LATENCY_MS, FINAL)
+
+
+def _with_seq_columns(cols: Sequence[Column], s: Summary) -> list[Column]:
+    """``cols`` with, after each target's latency (and its final re-measure) as report.md
+    has them, one column per sequence length the run timed it at (``optimize --seq-lens``);
+    unchanged for a run without lengths."""
+    out = list(cols)
+    for tgt in s.targets:
+        by_seq = seq_latency(s.records.latency_by_seq, tgt)
+        if by_seq is None:
+            continue
+        mine = [i + 1 for i, (t, _) in enumerate(out) if t == tgt]
+        latency = [i + 1 for i, (t, m) in enumerate(out) if t == tgt and m in LATENCY_COLS]
+        at = max(latency or mine or [len(out)])
+        out[at:at] = [(tgt, SEQ + n) for n in by_seq.lengths]
+    return out
+
+
+def _seq_cell(s: Summary, t: TrialRecord, tgt: str, length: str) -> str:
+    """``t``'s p50 at ``length`` tokens on ``tgt``, with the provenance of those figures."""
+    by_seq = seq_latency(s.records.latency_by_seq, tgt)
+    p50 = by_seq.p50_ms(t.number, length) if by_seq is not None else None
+    if by_seq is None or p50 is None:
+        return _num_cell(None)
+    return _num_cell(MetricEntry(value=p50, provenance=by_seq.provenance), Metric.LATENCY_MS)
+
+
 def _col_head(tgt: str, m: str) -> str:
+    if m.startswith(SEQ):
+        return f"{metric_short(Metric.LATENCY_MS)} {escape(m)}<br>{escape(tgt)}"
     if m == FINAL:
         return f"final {metric_short(Metric.LATENCY_MS)}<br>{escape(tgt)}<br>(after the search)"
     return f"{metric_short(m)}<br>{escape(tgt)}"
 
 
 def _col_cell(s: Summary, t: TrialRecord, tgt: str, m: str) -> str:
+    if m.startswith(SEQ):
+        return _seq_cell(s, t, tgt, m.removeprefix(SEQ))
     if m != FINAL:
         return _num_cell(t.metric(tgt, m), m)
     f = final_figure(s.records, t, tgt)
@@ -221,9 +273,11 @@ def task_metrics_table(s: Summary) -> str:
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</tbody></table>")
     optimized = task_metric_noun(s.metric)
+    on_onnx = " on each candidate's ONNX file" if converted(s.records) else ""
     out.append(
-        "<p class='muted'>Measured on this host with ONNX Runtime; val = the split the search "
-        f"selected on, test = never seen by the search. The search optimized {escape(optimized)}"
+        f"<p class='muted'>Measured on this host with ONNX Runtime{on_onnx}; val = the split "
+        "the search selected on, test = never seen by the search. The search optimized "
+        f"{escape(optimized)}"
         f" (--metric {escape(s.metric)}). F1, precision and recall are macro averages over the "
         "classes present in the labels or the predictions; ROC AUC is one-vs-rest on the "
         "softmax of the outputs, averaged over the classes present in the labels. [low, high]: "

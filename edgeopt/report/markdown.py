@@ -24,6 +24,7 @@ from edgeopt.report.model import (
     metric_short,
     score_interval,
 )
+from edgeopt.report.runtimes import ORT_CPU, converted, measured_on
 from edgeopt.report.stats import accuracy_interval, fmt_interval, interval_note
 from edgeopt.report.target_fronts import TargetFront, target_fronts
 
@@ -80,12 +81,21 @@ def render_markdown(s: Summary) -> str:
         lines += _failures(s)
     lines.append("")
     lines.append(
-        "meas. = measured on this host (ORT CPU); est. = estimated from the hardware profile. "
-        "val = validation split (selection); test = never seen by the search. "
-        "Full plots: report.html."
+        f"meas. = measured on this host ({measured_on(s.records)}); est. = estimated from the "
+        "hardware profile. val = validation split (selection); test = never seen by the "
+        "search."
+        + (f" {SCORED_ON_ONNX}" if converted(s.records) else "")
+        + " Full plots: report.html."
         + (f" {ci}" if (ci := interval_note(s.records, s.accuracy_kind)) else "")
     )
     return "\n".join(lines) + "\n"
+
+
+SCORED_ON_ONNX = (
+    f"val/test scores: each candidate's ONNX file on {ORT_CPU}, whatever runtime timed it (a "
+    "converted file is timed only once it passed a top-1 parity check against that file)."
+)
+"""The footer's word on accuracy for a run whose targets load converted files."""
 
 
 def _score_word(s: Summary) -> str:
@@ -220,8 +230,10 @@ def _task_table(s: Summary) -> list[str]:
     if not rows:
         return []
     head = ["trial", *(task_metric_noun(m) for m in TASK_METRICS)]
+    on_onnx = ", on each candidate's ONNX file" if converted(s.records) else ""
     out = [
-        "Task metrics, validation / test (measured on this host, ORT CPU; 95 % intervals: "
+        f"Task metrics, validation / test (measured on this host, {ORT_CPU}{on_onnx}; 95 % "
+        "intervals: "
         "Wilson for accuracy, percentile bootstrap of 200 resamples for the others; every "
         "front member in report.html):",
         "",

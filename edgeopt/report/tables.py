@@ -11,6 +11,7 @@ from dataclasses import asdict
 from typing import Any
 
 from edgeopt.metrics import TASK_METRICS, Metric
+from edgeopt.record_seq import SeqLatency, seq_latency
 from edgeopt.report.final_latency import disagreements, final_figure, final_targets
 from edgeopt.report.machines import machine_label
 from edgeopt.report.model import Summary
@@ -64,7 +65,8 @@ def render_json(s: Summary) -> str:
 
 def csv_columns(s: Summary) -> list[str]:
     """Column names, in order: identity, accuracy, size, task metrics (``val.f1`` ...; when
-    recorded), per-target numbers, params, timing, constraints, failure."""
+    recorded), per-target numbers (latency per ``--seq-lens`` length, when recorded), params,
+    timing, constraints, failure."""
     cols = [
         "number",
         "state",
@@ -93,6 +95,8 @@ def csv_columns(s: Summary) -> list[str]:
         cols += [f"{m}[{tgt}]", f"{m}[{tgt}].provenance"]
     for tgt in final_targets(s.records, s.trials):  # re-measured after the search (measured)
         cols += [f"final_latency_ms[{tgt}]", f"final_speedup[{tgt}]"]
+    for col, _, _ in _seq_columns(s):  # --seq-lens: p50 per length, then its provenance
+        cols += [col, f"{col}.provenance"]
     params = sorted({p for t in s.trials for p in t.params})
     cols += [f"param.{p}" for p in params]
     cons = sorted({c for t in s.trials for c in t.constraints})
@@ -117,6 +121,7 @@ def render_csv(s: Summary) -> str:
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     w.writeheader()
     finals = final_targets(s.records, s.trials)
+    by_length = _seq_columns(s)
     for t in s.trials:
         row: dict[str, Any] = {
             "number": t.number,
@@ -140,6 +145,10 @@ def render_csv(s: Summary) -> str:
             f = final_figure(s.records, t, tgt)
             row[f"final_latency_ms[{tgt}]"] = _n(f.p50_ms if f else None)
             row[f"final_speedup[{tgt}]"] = _n(f.speedup if f else None)
+        for col, n, by_seq in by_length:
+            p50 = by_seq.p50_ms(t.number, n)
+            row[col] = _n(p50)
+            row[f"{col}.provenance"] = by_seq.provenance if p50 is not None else ""
         for col in cols:
             if col.startswith("param."):
                 row[col] = _n(t.params.get(col[6:]))
@@ -163,6 +172,18 @@ def render_csv(s: Summary) -> str:
                     row[col] = _n(e.value)
         w.writerow(row)
     return buf.getvalue()
+
+
+def _seq_columns(s: Summary) -> list[tuple[str, str, SeqLatency]]:
+    """``(column, length, figures)`` for each length each target was timed at (``optimize
+    --seq-lens``: ``latency_ms@16[host-cpu]``); none for a run without lengths."""
+    out = []
+    for tgt in s.targets:
+        by_seq = seq_latency(s.records.latency_by_seq, tgt)
+        if by_seq is None:
+            continue
+        out += [(f"{Metric.LATENCY_MS.value}@{n}[{tgt}]", n, by_seq) for n in by_seq.lengths]
+    return out
 
 
 def _b(v: Any) -> str:

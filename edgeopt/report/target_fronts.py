@@ -20,11 +20,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from edgeopt.profiles.runtime_spec import RUNTIMES, Runtime, RuntimeKind
 from edgeopt.record_targets import target_files
 from edgeopt.records import RunRecord, TrialRecord, as_run
 from edgeopt.report.model import ObjectiveInfo, objective_infos
 from edgeopt.report.pareto import pareto_front
+from edgeopt.report.runtimes import runtime_kind, target_runtime
 
 
 @dataclass(frozen=True)
@@ -51,13 +51,13 @@ class TargetFront:
     @property
     def format(self) -> str:
         """``edgeopt export --format``'s name of the file (``onnx``, ``openvino``, ``tflite``)."""
-        kind = _kind(self.runtime)
+        kind = runtime_kind(self.runtime)
         return kind.format if kind is not None else self.runtime
 
     @property
     def label(self) -> str:
         """The runtime and its file, e.g. ``OpenVINO, .xml``."""
-        kind = _kind(self.runtime)
+        kind = runtime_kind(self.runtime)
         return f"{kind.label}, {kind.suffix}" if kind is not None else self.runtime
 
     def fastest_first(self) -> list[TrialRecord]:
@@ -72,13 +72,6 @@ class TargetFront:
         """The file this target loads for trial ``t``: its converted file, else its ONNX."""
         converted = target_files(t.info).get(self.target)
         return converted.path if converted is not None else t.onnx
-
-
-def _kind(runtime: str) -> RuntimeKind | None:
-    try:
-        return RUNTIMES[Runtime(runtime)]
-    except ValueError:  # a runtime this version does not know: shown by its name
-        return None
 
 
 def target_fronts(records: RunRecord | Mapping[str, Any]) -> tuple[TargetFront, ...]:
@@ -107,7 +100,7 @@ def target_fronts(records: RunRecord | Mapping[str, Any]) -> tuple[TargetFront, 
             TargetFront(
                 target=target,
                 objectives=judged,
-                runtime=_runtime(run.trials, target),
+                runtime=target_runtime(run.trials, target),
                 members=tuple(members[i] for i in front),
             )
         )
@@ -127,13 +120,3 @@ def _vector(t: TrialRecord, judged: Sequence[ObjectiveInfo]) -> list[float] | No
             return None
         out.append(float(v))
     return out
-
-
-def _runtime(trials: Sequence[TrialRecord], target: str) -> str:
-    """The runtime of ``target``'s converted files (the first trial that recorded one), else
-    ``ort``: the target loads (or its estimate was made for) the candidate's ONNX file."""
-    for t in trials:
-        converted = target_files(t.info).get(target)
-        if converted is not None:
-            return converted.runtime
-    return Runtime.ORT.value
