@@ -50,6 +50,7 @@ def test_setup_measures_a_qat_epoch_and_the_auto_timeout_covers_it(
     qat = facts["qat"]
     assert qat["sample_s"] > 0
     assert qat["epoch_samples"] == 200  # a QAT epoch is the whole (tiny) training split
+    assert qat["epoch_samples"] == facts["finetune"]["round_samples"]  # a fine-tune round
     assert qat["epoch_s"] == pytest.approx(qat["sample_s"] * 200, abs=1e-3)
     qat_s = STAGES["qat"].trial_seconds(qat)
     assert qat_s is not None and qat_s > 0

@@ -29,9 +29,15 @@ from edgeopt.stages.base import (
     StageOutput,
     check_range,
 )
-from edgeopt.stages.finetune_probe import LOAD_MARGIN, sample_seconds, train_samples
+from edgeopt.stages.finetune_probe import (
+    LOAD_MARGIN,
+    round_samples,
+    round_seconds,
+    sample_seconds,
+    train_samples,
+)
 from edgeopt.stages.quantize_config import calibration_inputs
-from edgeopt.training import MAX_EPOCH_SAMPLES, OptimizerKind, Schedule, TrainConfig, fit
+from edgeopt.training import OptimizerKind, Schedule, TrainConfig, fit
 from edgeopt.training import batch as B
 from edgeopt.training.device import module_device
 
@@ -101,8 +107,8 @@ class QatStage(Stage[QatConfig, "nn.Module"]):
         """The cost of a QAT epoch: ``sample_s`` measured seconds per training sample of the
         fake-quantized model distilling from the original (the fine-tune's timed steps,
         ``finetune_probe.sample_seconds``, on this stage's prepared copy), ``epoch_samples``
-        what an epoch draws (the training split, at most ``MAX_EPOCH_SAMPLES``: QAT epochs
-        are whole epochs, not fine-tune rounds), ``epoch_s`` their cost. The probe sees no
+        what an epoch draws (a QAT epoch is a fine-tune round: the whole split at 32x32, the
+        samples a round pays for on big images), ``epoch_s`` their cost. The probe sees no
         profile: measured whenever the model is a torch module fake quantization prepares;
         nothing otherwise (an ONNX input; a model it cannot capture, whose draws fail)."""
         if model.module is None:
@@ -116,7 +122,10 @@ class QatStage(Stage[QatConfig, "nn.Module"]):
         except Exception as exc:
             log.info("QAT cost not measured: %s: %s", type(exc).__name__, exc)
             return {}
-        n = min(train_samples(model.data), MAX_EPOCH_SAMPLES)
+        # a QAT epoch is a fine-tune round, whose size the float model's cost sets
+        float_s = sample_seconds(model.module, inputs, model.data, model.threads)
+        round_s = round_seconds(model.search_timeout_s)
+        n = round_samples(float_s, round_s, train_samples(model.data))
         return {"sample_s": sample_s, "epoch_samples": n, "epoch_s": round(sample_s * n, 3)}
 
     def probe_notes(self, facts: Mapping[str, Any]) -> list[str]:
@@ -200,6 +209,7 @@ class QatStage(Stage[QatConfig, "nn.Module"]):
             seed=ctx.seed,
             on_epoch=ctx.on_epoch,
             input_shape=inputs,
+            round_samples=ctx.round_samples,
         )
         weights = [t for t in model.state_dict().values() if t.is_floating_point()]
         if not all(bool(t.isfinite().all()) for t in weights if t.dim() > 0):
