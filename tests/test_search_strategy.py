@@ -86,8 +86,11 @@ def test_setup_measures_the_epoch_cost_and_the_timeout_follows_it(seeded_run: Pa
     baseline = json.loads((seeded_run / "baseline" / "baseline.json").read_text())
     prune, finetune = baseline["stage_facts"]["prune"], baseline["stage_facts"]["finetune"]
     assert prune["prunable"] is True and prune["ignored"] == []
-    assert finetune["epoch_s"] > 0
-    assert baseline["auto_timeout_s"] == pytest.approx(max(180.0, 16 * finetune["epoch_s"] + 120))
+    qat = baseline["stage_facts"]["qat"]
+    assert finetune["epoch_s"] > 0 and qat["epoch_s"] > 0
+    # the longest fine-tune (8 rounds) and the longest QAT (4 epochs), each twice
+    stages_s = 16 * finetune["epoch_s"] + 8 * qat["epoch_s"]
+    assert baseline["auto_timeout_s"] == pytest.approx(max(180.0, stages_s + 120))
     assert json.loads((seeded_run / "run.json").read_text())["trial_timeout_s"] is None
 
 

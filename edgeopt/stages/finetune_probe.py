@@ -28,7 +28,10 @@ if TYPE_CHECKING:
 
 MAX_EPOCHS = 8
 """The most fine-tune rounds (``finetune.epochs``) the search draws."""
-TIMEOUT_EPOCHS = 2.0 * MAX_EPOCHS
+LOAD_MARGIN = 2.0
+"""A stage's longest draw times this is what a trial may spend on it (``trial_seconds``):
+room for validation and a machine loaded twice (the QAT stage allows the same)."""
+TIMEOUT_EPOCHS = LOAD_MARGIN * MAX_EPOCHS
 """A trial may take this many measured rounds: the longest fine-tune the search draws, with
 room for distillation's teacher pass, validation and a machine loaded twice."""
 PROBE_BATCH = 64
@@ -80,20 +83,26 @@ def train_samples(data: DataSource | None) -> int:
 
 
 def sample_seconds(
-    module: Any, input_shape: Inputs, data: DataSource | None, threads: int
+    module: Any,
+    input_shape: Inputs,
+    data: DataSource | None,
+    threads: int,
+    student: Any = None,
 ) -> float:
     """Measured seconds per training sample of a distillation fine-tune of ``module`` here.
 
     Times ``PROBE_STEPS`` SGD steps (forward, backward, update, plus the teacher's forward
     pass) on a batch of ``PROBE_BATCH`` (at most one micro-batch,
-    ``edgeopt.training.micro_batch``) after one warm-up step, on a copy, at ``threads``
-    torch threads; the step time (``typical_step_s``) over the batch.
+    ``edgeopt.training.micro_batch``) after one warm-up step, at ``threads`` torch threads;
+    the step time (``typical_step_s``) over the batch. ``student``: the model trained
+    (changed by the steps), distilling from ``module``; default a copy of ``module`` (the
+    QAT stage passes its fake-quantized one).
     """
     import torch
     from torch.nn import functional as F
 
     torch.set_num_threads(threads)
-    student = copy.deepcopy(module).train()
+    student = (copy.deepcopy(module) if student is None else student).train()
     teacher = module
     was_training = teacher.training
     teacher.eval()

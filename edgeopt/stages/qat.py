@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,13 @@ from edgeopt.stages.base import (
     StageOutput,
     check_range,
 )
+from edgeopt.stages.finetune_probe import (
+    LOAD_MARGIN,
+    round_samples,
+    round_seconds,
+    sample_seconds,
+    train_samples,
+)
 from edgeopt.stages.quantize_config import calibration_inputs
 from edgeopt.training import OptimizerKind, Schedule, TrainConfig, fit
 from edgeopt.training import batch as B
@@ -37,7 +45,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from edgeopt.profiles import HardwareProfile
-    from edgeopt.stages.base import ModelFacts, StageContext, Suggester
+    from edgeopt.stages.base import ModelFacts, ProbeInput, StageContext, Suggester
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +54,11 @@ PARITY_FRACTION = 0.05
 
 CALIBRATION_SAMPLES = 128
 """Inputs the activation ranges start from: the plain int8 baseline's calibration set."""
+EPOCHS = (0, 1, 2, 4)
+"""The ``qat.epochs`` the search draws."""
+QAT_TIMEOUT_EPOCHS = LOAD_MARGIN * max(EPOCHS)
+"""A trial may take this many measured QAT epochs: the longest QAT the search draws, with
+the fine-tune's room for validation and a loaded machine (``finetune_probe.LOAD_MARGIN``)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,12 +96,50 @@ class QatStage(Stage[QatConfig, "nn.Module"]):
         ``qat.distill`` {True, False}. Nothing is drawn when the profile has no int8_static."""
         if "int8_static" not in tuple(profile.quantization.modes):
             return self.identity(profile)
-        epochs = int(space.suggest_categorical("qat.epochs", [0, 1, 2, 4]))
+        epochs = int(space.suggest_categorical("qat.epochs", list(EPOCHS)))
         if epochs == 0:
             return self.identity(profile)
         lr = float(space.suggest_float("qat.lr", 1e-4, 1e-2, log=True))
         distill = bool(space.suggest_categorical("qat.distill", [True, False]))
         return QatConfig(epochs=epochs, lr=lr, distill=distill)
+
+    def probe(self, model: ProbeInput) -> dict[str, Any]:
+        """The cost of a QAT epoch: ``sample_s`` measured seconds per training sample of the
+        fake-quantized model distilling from the original (the fine-tune's timed steps,
+        ``finetune_probe.sample_seconds``, on this stage's prepared copy), ``epoch_samples``
+        what an epoch draws (a QAT epoch is a fine-tune round: the whole split at 32x32, the
+        samples a round pays for on big images), ``epoch_s`` their cost. The probe sees no
+        profile: measured whenever the model is a torch module fake quantization prepares;
+        nothing otherwise (an ONNX input; a model it cannot capture, whose draws fail)."""
+        if model.module is None:
+            return {}
+        from edgeopt.training import fake_quant
+
+        inputs = model.inputs if model.inputs is not None else tuple(model.input_shape)
+        try:  # u8 asymmetric activations: the flavours cost the same
+            student = fake_quant.prepare_qat(copy.deepcopy(model.module), input_shape=inputs)
+            sample_s = sample_seconds(model.module, inputs, model.data, model.threads, student)
+        except Exception as exc:
+            log.info("QAT cost not measured: %s: %s", type(exc).__name__, exc)
+            return {}
+        # a QAT epoch is a fine-tune round, whose size the float model's cost sets
+        float_s = sample_seconds(model.module, inputs, model.data, model.threads)
+        round_s = round_seconds(model.search_timeout_s)
+        n = round_samples(float_s, round_s, train_samples(model.data))
+        return {"sample_s": sample_s, "epoch_samples": n, "epoch_s": round(sample_s * n, 3)}
+
+    def probe_notes(self, facts: Mapping[str, Any]) -> list[str]:
+        """The measured cost of a QAT epoch."""
+        if facts.get("epoch_s") is None:
+            return []
+        n = facts["epoch_samples"]
+        return [f"one QAT epoch ({n} samples): {facts['epoch_s']:.1f}s (measured on this host)"]
+
+    def trial_seconds(self, facts: Mapping[str, Any]) -> float | None:
+        """``QAT_TIMEOUT_EPOCHS`` measured epochs (the longest QAT the search draws, with
+        room for a loaded machine)."""
+        epoch_s = facts.get("epoch_s")
+        return None if epoch_s is None else QAT_TIMEOUT_EPOCHS * float(epoch_s)
 
     def identity(self, profile: HardwareProfile) -> QatConfig:
         """No quantization-aware training."""
@@ -158,6 +209,7 @@ class QatStage(Stage[QatConfig, "nn.Module"]):
             seed=ctx.seed,
             on_epoch=ctx.on_epoch,
             input_shape=inputs,
+            round_samples=ctx.round_samples,
         )
         weights = [t for t in model.state_dict().values() if t.is_floating_point()]
         if not all(bool(t.isfinite().all()) for t in weights if t.dim() > 0):

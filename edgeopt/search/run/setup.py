@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -215,12 +215,15 @@ def _probe_fields(
         search_timeout_s=search_timeout_s,
     )
     facts = {name: dict(stage.probe(model)) for name, stage in STAGES.items()}
-    costs = [STAGES[name].trial_seconds(f) for name, f in facts.items()]
-    measured = [c for c in costs if c is not None]
-    return {
-        "stage_facts": facts,
-        "auto_timeout_s": auto_timeout(sum(measured)) if measured else None,
-    }
+    cost = stage_seconds(facts)
+    return {"stage_facts": facts, "auto_timeout_s": None if cost is None else auto_timeout(cost)}
+
+
+def stage_seconds(stage_facts: Mapping[str, Mapping[str, Any]]) -> float | None:
+    """Every stage's measured ``trial_seconds`` from its probe's facts (the longest fine-tune
+    and the longest QAT), added up; None where none measured one (an ONNX input)."""
+    costs = [STAGES[name].trial_seconds(f) for name, f in stage_facts.items()]
+    return sum(c for c in costs if c is not None) if any(c is not None for c in costs) else None
 
 
 TIMEOUT_OVERHEAD_S = 120.0

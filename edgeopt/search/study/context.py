@@ -126,9 +126,10 @@ class SearchContext:
 
     @property
     def trial_timeout_s(self) -> float:
-        """``--trial-timeout``, or with ``auto`` a multiple of the measured cost of one
-        fine-tune epoch (``search.run.setup.auto_timeout``); 15 minutes for runs set up before
-        that was measured."""
+        """``--trial-timeout``, or with ``auto`` the stages' measured costs of their longest
+        draws (a fine-tune round's, a QAT epoch's) plus an allowance
+        (``search.run.setup.auto_timeout``); 15 minutes for runs set up before that was
+        measured."""
         if self.config.trial_timeout_s is not None:
             return self.config.trial_timeout_s
         return self.baseline.auto_timeout_s or LEGACY_TRIAL_TIMEOUT_S
