@@ -17,23 +17,16 @@ from edgeopt.cli.options import (
     seq_lens_option,
 )
 from edgeopt.metrics import task_metric_noun
+from edgeopt.profiles.runtime_spec import RUNTIMES, Runtime
 
-_RUNTIME_SHORT = {
-    "ort": "ORT",
-    "ort-format": "ORT, .ort file",
-    "openvino": "OpenVINO CPU",
-    "litert": "LiteRT, XNNPACK",
-}
-"""How the table's footnote names the runtime that timed the models (bench record's
-``runtime``)."""
-_SCORED_IN = {
-    "ort": "ORT CPU",
-    "ort-format": "ORT CPU",
-    "openvino": "OpenVINO CPU",
-    "litert": "LiteRT, XNNPACK",
-}
-"""How the footnote names the runtime that scored the models: bench scores each file in the
-runtime its target runs (``edgeopt.bench``)."""
+
+def _on_host(runtime: str) -> str:
+    """How the footnote names the runtime (a bench record's ``runtime``) that timed and
+    scored the models here: bench scores each file in the runtime its target runs."""
+    try:
+        return RUNTIMES[Runtime(runtime)].host_words
+    except ValueError:
+        return runtime
 
 
 @click.command()
@@ -173,7 +166,7 @@ def render_table(report: dict[str, Any]) -> str:
         "latency/memory: "
         + (
             measured_on(report.get("device"))
-            + f" ({_RUNTIME_SHORT.get(report.get('runtime', 'ort'), 'ORT')}, batch 1; "
+            + f" ({_on_host(report.get('runtime', 'ort'))}, batch 1; "
             "memory = model's share of process peak RSS)"
             if report["measured"]
             else "estimated by the cost model, not measured"
@@ -181,7 +174,7 @@ def render_table(report: dict[str, Any]) -> str:
         + "; size: measured file size"
         + (
             f"; accuracy{' and ' + task_metric_noun(task) if task else ''}: measured on this host "
-            f"({_SCORED_IN.get(report.get('runtime', 'ort'), 'ORT CPU')}) on the "
+            f"({_on_host(report.get('runtime', 'ort'))}) on the "
             f"{report['accuracy_split']} split"
             if report.get("accuracy_split")
             else ""

@@ -52,6 +52,8 @@ class RuntimeKind:
     ``contrib_ops`` whether it runs ONNX Runtime's ``com.microsoft`` contrib ops (the fused
     ``Attention``/``SkipLayerNormalization`` of ``quantize.fuse``): only plain ORT does (an
     ORT Mobile build, QNN and OpenVINO are not known to).
+    ``on_host``: how footnotes (``bench``, the reports) name it when it ran a number on this
+    host, with the backend it ran on (empty: ``label``).
     """
 
     runtime: Runtime
@@ -65,6 +67,12 @@ class RuntimeKind:
     min_agreement_float: float = 0.995
     min_agreement_int8: float = 0.97
     contrib_ops: bool = False
+    on_host: str = ""
+
+    @property
+    def host_words(self) -> str:
+        """``on_host``, or ``label`` where it has none."""
+        return self.on_host or self.label
 
     def min_agreement(self, int8: bool) -> float:
         """The parity tolerance for a float or an int8 candidate."""
@@ -86,6 +94,7 @@ RUNTIMES: dict[Runtime, RuntimeKind] = {
         "ONNX Runtime",
         True,
         contrib_ops=True,
+        on_host="ORT CPU",
     ),
     Runtime.ORT_FORMAT: RuntimeKind(
         Runtime.ORT_FORMAT,
@@ -95,6 +104,7 @@ RUNTIMES: dict[Runtime, RuntimeKind] = {
         "onnxruntime",
         "ORT Mobile (.ort format)",
         True,
+        on_host="ORT CPU, .ort file",
     ),
     Runtime.LITERT: RuntimeKind(
         Runtime.LITERT,
@@ -105,9 +115,17 @@ RUNTIMES: dict[Runtime, RuntimeKind] = {
         "LiteRT",
         True,
         needs_torch=True,
+        on_host="LiteRT, XNNPACK",
     ),
     Runtime.OPENVINO: RuntimeKind(
-        Runtime.OPENVINO, "openvino", (".xml", ".bin"), "openvino", "openvino", "OpenVINO", True
+        Runtime.OPENVINO,
+        "openvino",
+        (".xml", ".bin"),
+        "openvino",
+        "openvino",
+        "OpenVINO",
+        True,
+        on_host="OpenVINO CPU",
     ),
     Runtime.TENSORRT: RuntimeKind(
         Runtime.TENSORRT, "tensorrt", (".engine",), "tensorrt", "tensorrt", "TensorRT", False

@@ -19,15 +19,7 @@ from edgeopt.profiles.runtime_spec import RUNTIMES, Runtime, RuntimeKind
 from edgeopt.record_targets import target_files
 from edgeopt.records import RunRecord, TrialRecord
 
-ORT_CPU = "ORT CPU"
-SHORT = {
-    Runtime.ORT: ORT_CPU,
-    Runtime.ORT_FORMAT: "ORT CPU, .ort file",
-    Runtime.OPENVINO: "OpenVINO CPU",
-    Runtime.LITERT: "LiteRT, XNNPACK",
-}
-"""How a footnote names the runtime that timed a number on this host (``edgeopt bench``'s
-footnote words them the same)."""
+ORT_CPU = RUNTIMES[Runtime.ORT].host_words
 
 
 def runtime_kind(runtime: str) -> RuntimeKind | None:
@@ -53,7 +45,7 @@ def runtime_words(runtime: str) -> str:
     known = runtime_kind(runtime)
     if known is None:
         return runtime
-    return SHORT.get(known.runtime, known.label)
+    return known.host_words
 
 
 def _measured(run: RunRecord, target: str) -> bool:
