@@ -90,7 +90,9 @@ def calibration_reader(inputs: ModelInputs, x: np.ndarray) -> Any:
 
 def quantize_dynamic(pre: Path, out: Path, config: QuantizeConfig) -> None:
     """Dynamic int8 of MatMul/Gemm (and a fused graph's ``Attention``, which becomes
-    ``QAttention``) only, with s8 weights and the config's per-channel.
+    ``QAttention``) and of embedding tables (``Gather`` of an initializer, as
+    ``quantize_dynamic``'s defaults do: a pruned BERT's float token table was half its
+    file), with s8 weights and the config's per-channel.
 
     Dynamic quantization runs on the CPU kernels (QNN's HTP takes only static QDQ), so a
     target's uint8 weight flavour does not apply: ORT's default s8 weights stay (u8 weights
@@ -103,7 +105,7 @@ def quantize_dynamic(pre: Path, out: Path, config: QuantizeConfig) -> None:
     ort_quantize_dynamic(
         str(pre),
         str(out),
-        op_types_to_quantize=["MatMul", "Gemm", "Attention"],
+        op_types_to_quantize=["MatMul", "Gemm", "Attention", "Gather"],
         per_channel=config.per_channel,
         weight_type=qtype(QType.INT8),
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},

@@ -8,8 +8,8 @@ Defaults follow measurements of ONNX Runtime 1.31 quantization on an x86 dev hos
   only offered by hand as ``ort_default`` (a baseline), never by the search;
 * activation/weight types come from the target profile (``uint8`` on x86, ``int8`` on
   ARM/NPU);
-* dynamic quantization is restricted to MatMul/Gemm (``ConvInteger`` is 5-11x *slower* than
-  fp32) and only suggested for MatMul-heavy graphs (the probe's ``matmul_heavy``);
+* dynamic quantization is restricted to MatMul/Gemm and embedding tables (``ConvInteger`` is
+  5-11x *slower* than fp32) and only suggested for MatMul-heavy graphs (``matmul_heavy``);
 * fp16 is a size knob on CPU (slower there); the profile decides whether it is offered;
 * ``fp32_opt`` saves the graph optimized at ``ORT_ENABLE_BASIC``: constant folding, redundant
   node elimination and Conv+BN/Add/Mul fusions, all expressed with standard ONNX ops, so the

@@ -26,7 +26,7 @@ class QuantMode(StrEnum):
     FP32_OPT = "fp32_opt"  # ORT basic-level graph optimization, saved
     FP16 = "fp16"  # float16 weights and compute, fp32 inputs/outputs
     INT8_STATIC = "int8_static"  # static QDQ, types from the profile
-    INT8_DYNAMIC = "int8_dynamic"  # dynamic, MatMul/Gemm only
+    INT8_DYNAMIC = "int8_dynamic"  # dynamic, MatMul/Gemm (and embedding tables) only
     ORT_DEFAULT = "ort_default"  # quantize_static with ORT's defaults (by-hand baseline)
 
 
