@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -140,3 +141,13 @@ def onnx_run(tmp_path_factory: pytest.TempPathFactory, model_files: dict, tiny_d
     )
     assert done.returncode == 0, done.stderr
     return out
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """torch at one thread for the test (two processes at the default on 2 cores ran a
+    training loop 10x slower), restored after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

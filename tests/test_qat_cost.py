@@ -7,7 +7,6 @@ of the tiny models on the tiny data."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,12 +25,7 @@ from edgeopt.stages.qat import QAT_TIMEOUT_EPOCHS
 SHAPE = (1, 16, 16)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _setup(model: Path, data: Path, run: Path) -> dict:
