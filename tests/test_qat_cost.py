@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
+from uncapturable import Net
 
 from edgeopt import zoo
 from edgeopt.config import RunConfig
@@ -63,26 +63,12 @@ def test_an_onnx_input_has_no_qat_cost(tmp_path: Path, model_files: dict, tiny_d
     assert baseline.get("auto_timeout_s") is None  # none recorded: no measured cost
 
 
-class _Uncapturable(nn.Module):
-    """Branches on a value of the data: neither torch.fx nor torch.export captures it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 8, 3, padding=1)
-        self.fc = nn.Linear(8 * 16 * 16, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if float(x.mean()) > 1e9:
-            x = -x
-        return self.fc(torch.relu(self.conv(x)).flatten(1))
-
-
 def test_a_model_qat_cannot_prepare_has_no_qat_cost(tmp_path: Path, tiny_data: Path) -> None:
     """Its QAT draws fail as before (and switch QAT off); setup goes on with the fine-tune's
     cost alone."""
     torch.manual_seed(0)
     model = ProbeInput(
-        module=_Uncapturable().eval(),
+        module=Net().eval(),
         onnx_path=tmp_path / "model.onnx",
         input_shape=SHAPE,
         data=NpzSource(tiny_data),

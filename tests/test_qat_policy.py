@@ -14,51 +14,22 @@ from pathlib import Path
 import optuna
 import torch
 from optuna.trial import TrialState
+from uncapturable import build
 
 from edgeopt.report.summary import summarize
 from edgeopt.search.run.collect import load_run
 
 EDGEOPT = [str(Path(sys.executable).parent / "edgeopt")]
+TESTS = Path(__file__).resolve().parent  # holds uncapturable.py, named by --arch
 
-# forward branches on a value of the data: torch.fx cannot trace float(Proxy), nor can
-# torch.export capture it (a data-dependent branch); the pruning pre-flight can (a model
-# that only reads a size as a Python int, as public ShuffleNetV2 code does, is captured by
-# torch.export: test_qat.py)
-_MODULE = """
-import torch
-from torch import nn
-
-
-class Net(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 8, 3, padding=1)
-        self.fc = nn.Linear(8 * 16 * 16, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if float(x.mean()) > 1e9:
-            x = -x
-        return self.fc(torch.relu(self.conv(x)).flatten(1))
-
-
-def build() -> nn.Module:
-    torch.manual_seed(0)
-    return Net().eval()
-"""
 QAT = {"qat.epochs": 1, "prune.ratio": 0.0, "quantize.mode": "fp32"}
 
 
 def test_a_qat_trace_failure_switches_qat_off_once(tmp_path: Path, tiny_data: Path) -> None:
-    (tmp_path / "untraceable.py").write_text(_MODULE)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
-    sys.path.insert(0, str(tmp_path))
-    try:
-        import untraceable  # noqa: PLC0415 - written just above
-    finally:
-        sys.path.remove(str(tmp_path))
-    torch.save(untraceable.build().state_dict(), tmp_path / "weights.pt")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}
+    torch.save(build().state_dict(), tmp_path / "weights.pt")
     run = tmp_path / "run"
-    base = [*EDGEOPT, "optimize", str(tmp_path / "weights.pt"), "--arch", "untraceable:build"]
+    base = [*EDGEOPT, "optimize", str(tmp_path / "weights.pt"), "--arch", "uncapturable:build"]
     base += ["--data", str(tiny_data), "--target", "cpu", "--sampler", "random"]
     base += ["--plain-search", "--out", str(run), "--no-report"]
     first = subprocess.run([*base, "--trials", "2"], capture_output=True, text=True, env=env)
