@@ -14,10 +14,8 @@ from edgeopt.errors import CandidateError
 from edgeopt.stages.base import Fidelity, Phase, Stage, StageConfig, StageOutput
 from edgeopt.stages.finetune_probe import (
     MAX_EPOCHS,
-    round_samples,
+    float_round,
     round_seconds,
-    sample_seconds,
-    train_samples,
     trial_seconds,
 )
 from edgeopt.training import OptimizerKind, Schedule, TrainConfig, TrainResult, fit
@@ -123,9 +121,8 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
         if model.module is None:
             return {}
         inputs = model.inputs if model.inputs is not None else tuple(model.input_shape)
-        sample_s = sample_seconds(model.module, inputs, model.data, model.threads)
+        sample_s, n_round = float_round(model)
         round_s = round_seconds(model.search_timeout_s)
-        n_round = round_samples(sample_s, round_s, train_samples(model.data))
         return {
             "image": is_float_image(inputs),
             "epoch_s": round(sample_s * n_round, 3),

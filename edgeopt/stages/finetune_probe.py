@@ -15,6 +15,7 @@ import copy
 import math
 import statistics
 import time
+import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ from edgeopt.training.micro_batch import activation_bytes_per_sample, micro_batc
 
 if TYPE_CHECKING:
     from edgeopt.data import DataSource
+    from edgeopt.stages.base import ProbeInput
 
 MAX_EPOCHS = 8
 """The most fine-tune rounds (``finetune.epochs``) the search draws."""
@@ -80,6 +82,28 @@ def recorded_round_samples(stage_facts: Mapping[str, Mapping[str, Any]]) -> int 
 def train_samples(data: DataSource | None) -> int:
     """The samples a fine-tune epoch is drawn from (data-free: the synthetic epoch)."""
     return data.count("train") if data is not None else SYNTHETIC_TRAIN
+
+
+_ROUNDS: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], tuple[float, int]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def float_round(model: ProbeInput) -> tuple[float, int]:
+    """``(sample_s, round_samples)`` of a float fine-tune of ``model.module`` (not None):
+    measured once per module, data, threads and timeout, so that the fine-tune stage's round
+    and the QAT stage's epoch (a round, by definition) are the same samples, not two timings
+    of the same steps that noise sets apart."""
+    inputs = model.inputs if model.inputs is not None else tuple(model.input_shape)
+    key = (id(model.data), model.threads, model.search_timeout_s, repr(inputs))
+    known = _ROUNDS.setdefault(model.module, {})
+    if key not in known:
+        sample_s = sample_seconds(model.module, inputs, model.data, model.threads)
+        n = round_samples(
+            sample_s, round_seconds(model.search_timeout_s), train_samples(model.data)
+        )
+        known[key] = (sample_s, n)
+    return known[key]
 
 
 def sample_seconds(

@@ -31,10 +31,8 @@ from edgeopt.stages.base import (
 )
 from edgeopt.stages.finetune_probe import (
     LOAD_MARGIN,
-    round_samples,
-    round_seconds,
+    float_round,
     sample_seconds,
-    train_samples,
 )
 from edgeopt.stages.quantize_config import calibration_inputs
 from edgeopt.training import OptimizerKind, Schedule, TrainConfig, fit
@@ -122,10 +120,7 @@ class QatStage(Stage[QatConfig, "nn.Module"]):
         except Exception as exc:
             log.info("QAT cost not measured: %s: %s", type(exc).__name__, exc)
             return {}
-        # a QAT epoch is a fine-tune round, whose size the float model's cost sets
-        float_s = sample_seconds(model.module, inputs, model.data, model.threads)
-        round_s = round_seconds(model.search_timeout_s)
-        n = round_samples(float_s, round_s, train_samples(model.data))
+        n = float_round(model)[1]  # a QAT epoch is a fine-tune round: the very same samples
         return {"sample_s": sample_s, "epoch_samples": n, "epoch_s": round(sample_s * n, 3)}
 
     def probe_notes(self, facts: Mapping[str, Any]) -> list[str]:
