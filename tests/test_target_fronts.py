@@ -20,6 +20,8 @@ from edgeopt.report.markdown import render_markdown
 from edgeopt.report.pareto import pareto_front
 from edgeopt.report.tables import render_json
 from edgeopt.report.target_fronts import target_fronts
+from edgeopt.report.terminal import render_front
+from edgeopt.search.run.collect import load_run
 
 A, B = "host-cpu", "mobile-sd8gen2"
 NAMES = ["accuracy", f"latency_ms[{A}]", f"latency_ms[{B}]", "size_mb"]
@@ -125,9 +127,14 @@ def test_reports_show_the_fronts_per_target_only_for_several_targets() -> None:
         (B, "ort-format", "ort", [1, 3]),
     ]
     assert "<h2>Front per target</h2>" in html and "trials/1/model.ort" in html
+    # the terminal too: one line a target, its trials fastest first, and the file to export
+    lines = render_front(_records()).splitlines()
+    assert f"  {A} (ONNX Runtime, .onnx): 0, 2, 3 (fastest first; --format onnx)" in lines
+    assert f"  {B} (ORT Mobile (.ort format), .ort): 1, 3 (fastest first; --format ort)" in lines
     for single in (demo_records(30, targets=("host-cpu",)), demo_records(30)):
         s = summarize(single)
         several = len(s.targets) > 1
+        assert ("front per target" in render_front(single)) is several
         assert ("Front per target" in render_markdown(s)) is several
         assert ("Front per target" in render_html(s)) is several
         assert ("target_fronts" in json.loads(render_json(s))) is several
@@ -167,3 +174,8 @@ def test_a_real_two_target_run_reports_each_targets_own_front(two_target_run: Pa
     assert "**Front per target**" in md and "latency ms (est.)" in md
     html = (two_target_run / "report" / "report.html").read_text()
     assert "<h2>Front per target</h2>" in html and "trials/0/model.ort" in html
+    lines = render_front(load_run(two_target_run)).splitlines()
+    assert (
+        "  mobile-sd8gen2 (ORT Mobile (.ort format), .ort): 0 (fastest first; --format ort)"
+        in lines
+    )

@@ -12,6 +12,7 @@ from edgeopt.records import RunRecord, TrialRecord, as_run
 from edgeopt.report.final_latency import final_lines
 from edgeopt.report.model import Summary, score_noun
 from edgeopt.report.summary import hidden_note
+from edgeopt.report.target_fronts import target_fronts
 
 
 def render_front(run: RunRecord | Mapping[str, Any]) -> str:
@@ -51,10 +52,24 @@ def render_front(run: RunRecord | Mapping[str, Any]) -> str:
         "(interleaved vs the original); esti. = estimated from the profile"
     )
     lines += final_lines(run, front + extra)
+    lines += _per_target(run)
     hidden = hidden_note(run)
     if hidden:
         lines.append(hidden)
     return "\n".join(lines)
+
+
+def _per_target(run: RunRecord) -> list[str]:
+    """For a run over several targets, each target's own front (``target_fronts``): one line
+    a target, its trials fastest first and the ``edgeopt export --format`` of its files."""
+    fronts = target_fronts(run)
+    if not fronts:
+        return []
+    lines = ["front per target (Pareto-optimal on that target alone; every member in report.md):"]
+    for f in fronts:
+        numbers = ", ".join(str(t.number) for t in f.fastest_first()) or "none"
+        lines.append(f"  {f.target} ({f.label}): {numbers} (fastest first; --format {f.format})")
+    return lines
 
 
 def recommended_line(s: Summary, run_dir: Path | None) -> str:
