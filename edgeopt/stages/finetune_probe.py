@@ -84,26 +84,28 @@ def train_samples(data: DataSource | None) -> int:
     return data.count("train") if data is not None else SYNTHETIC_TRAIN
 
 
-_ROUNDS: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], tuple[float, int]]] = (
+_SAMPLE_S: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], float]] = (
     weakref.WeakKeyDictionary()
 )
 
 
 def float_round(model: ProbeInput) -> tuple[float, int]:
-    """``(sample_s, round_samples)`` of a float fine-tune of ``model.module`` (not None):
-    measured once per module, data, threads and timeout, so that the fine-tune stage's round
-    and the QAT stage's epoch (a round, by definition) are the same samples, not two timings
-    of the same steps that noise sets apart."""
+    """``(sample_s, round_samples)`` of a float fine-tune of ``model.module`` (not None).
+
+    The sample cost is measured once per module, inputs, threads, probe batch and kind of
+    data (real or synthetic), so that the fine-tune stage's round and the QAT stage's epoch
+    (a round, by definition) are the same samples, not two timings of the same steps that
+    noise sets apart; the round is drawn from it for this data's split and timeout."""
     inputs = model.inputs if model.inputs is not None else tuple(model.input_shape)
-    key = (id(model.data), model.threads, model.search_timeout_s, repr(inputs))
-    known = _ROUNDS.setdefault(model.module, {})
+    # never the data object's id: a collected source's id is reused by the next one
+    batch = min(PROBE_BATCH, train_samples(model.data))  # a tiny split probes a smaller batch
+    key = (model.data is None, batch, model.threads, repr(inputs))
+    known = _SAMPLE_S.setdefault(model.module, {})
     if key not in known:
-        sample_s = sample_seconds(model.module, inputs, model.data, model.threads)
-        n = round_samples(
-            sample_s, round_seconds(model.search_timeout_s), train_samples(model.data)
-        )
-        known[key] = (sample_s, n)
-    return known[key]
+        known[key] = sample_seconds(model.module, inputs, model.data, model.threads)
+    sample_s = known[key]
+    n = round_samples(sample_s, round_seconds(model.search_timeout_s), train_samples(model.data))
+    return sample_s, n
 
 
 def sample_seconds(
