@@ -95,7 +95,7 @@ def main() -> None:
                 shape,
                 tmp / f"{name}.qat.onnx",
                 check_inputs=data.x_val[:8],
-                atol=qat_out.export_atol,
+                rel_error=qat_out.export_rel_error,
             )
             variants.append(
                 (

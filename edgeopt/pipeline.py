@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 EXPORT_ATOL = 1e-4
 """Export parity tolerance of a torch model; a stage whose model runs int8 kernels in ORT
-(QAT) states its own (``StageOutput.export_atol``)."""
+(QAT) states its own relative one (``StageOutput.export_rel_error``)."""
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ def _torch_phase(
     module = copy.deepcopy(inputs.model.module)
     info: dict[str, Any] = {}
     seconds: dict[str, float] = {}
-    atol = EXPORT_ATOL
+    rel_error: float | None = None
     for step in active:
         if on_stage:
             on_stage(step.stage)
@@ -197,8 +197,8 @@ def _torch_phase(
         seconds[step.stage] = time.perf_counter() - t0
         module = out.artifact
         info.update(stage_info(step.stage, out))
-        if out.export_atol is not None:
-            atol = out.export_atol
+        if out.export_rel_error is not None:
+            rel_error = out.export_rel_error
     if on_stage:
         on_stage("export")
     t0 = time.perf_counter()
@@ -210,7 +210,8 @@ def _torch_phase(
             _export_inputs(inputs.model),
             tmp / "model.onnx",
             check_inputs=parity_inputs(inputs),
-            atol=atol,
+            atol=EXPORT_ATOL,
+            rel_error=rel_error,
         )
         seconds["export"] = time.perf_counter() - t0
         info["seconds"] = seconds  # what building this prefix cost; a cache hit saves it
@@ -232,10 +233,10 @@ def _torch_phase(
 
 def stage_info(stage: str, out: StageOutput[Any]) -> dict[str, Any]:
     """What a stage reported, keyed ``"{stage}.{key}"`` for the trial's info (achieved MACs,
-    training history; a stated export tolerance as ``"{stage}.export_atol"``)."""
+    training history; a stated export tolerance as ``"{stage}.export_rel_error"``)."""
     info = {f"{stage}.{k}": v for k, v in out.info.items()}
-    if out.export_atol is not None:
-        info[f"{stage}.export_atol"] = out.export_atol
+    if out.export_rel_error is not None:
+        info[f"{stage}.export_rel_error"] = out.export_rel_error
     return info
 
 

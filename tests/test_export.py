@@ -47,6 +47,29 @@ def test_parity_mismatch_names_output_and_difference(tmp_path: Path) -> None:
         check_parity(other, path, x, atol=1e-4, rtol=1e-3)
 
 
+def test_relative_parity_passes_a_quantum_and_fails_another_model(tmp_path: Path) -> None:
+    """The relative test (int8 kernels): an output moved by a small step on every element
+    passes where the element-wise test fails; another model's outputs fail both."""
+    torch.manual_seed(0)
+    model = zoo.plain_cnn(width=4).eval()
+    path = export_onnx(model, (1, 16, 16), tmp_path / "m.onnx")
+    x = np.random.default_rng(1).standard_normal((4, 1, 16, 16)).astype(np.float32)
+    with torch.no_grad():
+        norm = float(np.linalg.norm(model(torch.from_numpy(x)).numpy()))
+
+    class Shifted(torch.nn.Module):
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            out = model(t)
+            return out + 0.02 * norm / out.numel() ** 0.5  # 2 % of the norm, relative
+
+    with pytest.raises(CandidateError, match="max abs"):
+        check_parity(Shifted(), path, x, atol=1e-4, rtol=1e-3)
+    assert check_parity(Shifted(), path, x, atol=1e-4, rtol=1e-3, rel_error=0.15) > 1e-3
+    other = zoo.plain_cnn(width=4).eval()
+    with pytest.raises(CandidateError, match=r"relative error \S+ > tolerance 0.15 \(L2 norm"):
+        check_parity(other, path, x, atol=1e-4, rtol=1e-3, rel_error=0.15)
+
+
 def test_unexportable_model_is_a_candidate_error(tmp_path: Path) -> None:
     class Bad(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -106,9 +106,11 @@ def test_qat_model_runs_int8_in_ort_with_its_learned_ranges(tmp_path: Path) -> N
     data = _data()
     ctx = _ctx(tmp_path, model, data)
     out = STAGES["qat"].apply(model, QatConfig(epochs=1, lr=1e-3), ctx)
-    qat, atol = out.artifact, out.export_atol
+    qat, rel_error = out.artifact, out.export_rel_error
     assert "history" in out.info["train_result"]
-    fp = export_onnx(qat, SHAPE, tmp_path / "qat.onnx", check_inputs=data.x_val[:8], atol=atol)
+    fp = export_onnx(
+        qat, SHAPE, tmp_path / "qat.onnx", check_inputs=data.x_val[:8], rel_error=rel_error
+    )
     quantize = STAGES["quantize"]
     config = quantize.by_hand(load_profile("cpu"), model_facts()).config  # type: ignore[union-attr]
     int8_out = quantize.apply(fp, config, ctx)
@@ -244,7 +246,11 @@ def test_qat_captures_with_torch_export_where_fx_cannot_trace(tmp_path: Path) ->
     weighted = [m for m in qat.modules() if isinstance(m, fake_quant.QuantWeight)]
     assert len(weighted) == 3  # 2 Conv + 1 Linear
     fp = export_onnx(
-        qat, SHAPE, tmp_path / "qat.onnx", check_inputs=data.x_val[:8], atol=out.export_atol
+        qat,
+        SHAPE,
+        tmp_path / "qat.onnx",
+        check_inputs=data.x_val[:8],
+        rel_error=out.export_rel_error,
     )
     quantize = STAGES["quantize"]
     config = quantize.by_hand(load_profile("cpu"), model_facts()).config  # type: ignore[union-attr]

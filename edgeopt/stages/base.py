@@ -285,13 +285,14 @@ class StageOutput(Generic[A]):
     """What ``Stage.apply`` returns: the new artifact and what the stage has to report.
 
     ``info`` (JSON values) goes into the trial's info as ``"{stage}.{key}"`` (the achieved
-    MACs, the training history). ``export_atol``: a torch-phase stage whose model runs int8
-    kernels in ORT (QAT) states how close the export can be to torch; None keeps the default.
+    MACs, the training history). ``export_rel_error``: a torch-phase stage whose model runs
+    int8 kernels in ORT (QAT) states how close the export can be to torch, as a relative L2
+    error (``onnx_export.export_onnx``); None keeps the element-wise default.
     """
 
     artifact: A
     info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    export_atol: float | None = None
+    export_rel_error: float | None = None
 
 
 @dataclass(frozen=True)

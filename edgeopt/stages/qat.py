@@ -36,8 +36,6 @@ from edgeopt.stages.finetune_probe import (
 )
 from edgeopt.stages.quantize_config import calibration_inputs
 from edgeopt.training import OptimizerKind, Schedule, TrainConfig, fit
-from edgeopt.training import batch as B
-from edgeopt.training.device import module_device
 
 if TYPE_CHECKING:
     from torch import nn
@@ -47,8 +45,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PARITY_FRACTION = 0.05
-"""Export parity of a QAT model: within this fraction of its largest output magnitude."""
+PARITY_REL_ERROR = 0.15
+"""Export parity of a QAT model: ORT's outputs within this L2 distance of torch's, relative
+to their L2 norm over the check inputs. ORT accumulates in int32 where torch sums floats, so an
+activation on a rounding boundary moves by one quantum and deeper layers amplify it: on two
+pruned MobileNetV2 x0.5 QAT builds single logits differed by 5 % and 11 % of the largest one
+(so an element-wise tolerance failed them) while the relative error was 0.030 and 0.068 and
+the top-1 agreed on 98.8 % and 99.6 % of 256 validation images. Another model's outputs are
+off by about 1."""
 
 CALIBRATION_SAMPLES = 128
 """Inputs the activation ranges start from: the plain int8 baseline's calibration set."""
@@ -161,7 +165,6 @@ class QatStage(Stage[QatConfig, "nn.Module"]):
         Raises CandidateError("qat", ...) when the model cannot be captured, when there is no
         teacher where one is needed, or when training diverges.
         """
-        import torch
 
         from edgeopt.training import fake_quant
 
@@ -210,16 +213,14 @@ class QatStage(Stage[QatConfig, "nn.Module"]):
         if not all(bool(t.isfinite().all()) for t in weights if t.dim() > 0):
             raise CandidateError("qat", "training diverged: non-finite weights")
         fake_quant.finalize(model)
-        # ORT accumulates in int32 where torch sums floats: an activation that lands on a
-        # rounding boundary can move by one quantum, so export parity is a few quanta
-        with torch.no_grad():
-            x = B.to(B.tensors(calib[:32]), module_device(model))
-            peak = float(B.forward(model, x).abs().max())
-        atol = PARITY_FRACTION * max(peak, 1e-3)
         log.info(
             "QAT %d epochs: int8-emulated val accuracy %.4f -> %.4f",
             result.epochs_run,
             result.initial_val_accuracy,
             result.best_val_accuracy,
         )
-        return StageOutput(model, {"train_result": dataclasses.asdict(result)}, export_atol=atol)
+        return StageOutput(
+            model,
+            {"train_result": dataclasses.asdict(result)},
+            export_rel_error=PARITY_REL_ERROR,
+        )
