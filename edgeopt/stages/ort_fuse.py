@@ -181,18 +181,19 @@ def unfuse_skip_layer_norm(model: Any) -> int:
             continue
         x, skip, gamma, beta, bias = [*node.input, "", ""][:5]
         eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-12)
-        total = outs[3] or f"{node.name}_sum"
-        summed = f"{node.name}_skip" if bias else total
-        nodes.append(helper.make_node("Add", [x, skip], [summed], name=f"{node.name}_add"))
+        base = outs[0]  # unique in the graph, where a node's name may be empty
+        total = outs[3] or f"{base}_sum"
+        summed = f"{base}_skip" if bias else total
+        nodes.append(helper.make_node("Add", [x, skip], [summed], name=f"{base}_add"))
         if bias:
-            nodes.append(helper.make_node("Add", [summed, bias], [total], name=f"{node.name}_bias"))
+            nodes.append(helper.make_node("Add", [summed, bias], [total], name=f"{base}_bias"))
         norm_in = [total, gamma, beta] if beta else [total, gamma]
         nodes.append(
             helper.make_node(
                 "LayerNormalization",
                 norm_in,
                 [outs[0]],
-                name=f"{node.name}_ln",
+                name=f"{base}_ln",
                 axis=-1,
                 epsilon=eps,
             )
