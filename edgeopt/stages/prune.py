@@ -29,6 +29,7 @@ from edgeopt.stages.attention import AttentionPruning
 from edgeopt.stages.base import FailurePolicy, Phase, Stage, StageOutput
 from edgeopt.stages.prune_apply import prune_model
 from edgeopt.stages.prune_config import Importance, PruneConfig
+from edgeopt.stages.prune_depth import MIN_BLOCKS, block_stack, max_depth
 from edgeopt.stages.prune_preflight import PREFLIGHT_LIMIT_S, preflight
 
 if TYPE_CHECKING:
@@ -90,6 +91,10 @@ class PruneStage(Stage[PruneConfig, "nn.Module"]):
         from torch.nn.modules.batchnorm import _BatchNorm
 
         facts["batchnorm"] = any(isinstance(m, _BatchNorm) for m in model.module.modules())
+        if pre.prunable is not False:
+            stack = block_stack(model.module, shape)
+            if stack is not None:
+                facts["blocks"] = {"stack": stack.name, "count": stack.count}
         return facts
 
     def probe_notes(self, facts: Mapping[str, Any]) -> list[str]:
@@ -122,7 +127,10 @@ class PruneStage(Stage[PruneConfig, "nn.Module"]):
         Where the probe found prunable attention heads, also ``prune.attention`` (none,
         heads, and head_dims where the probe proved the scale stored and ``round_to`` is 1)
         and, unless none, ``prune.head_ratio`` 0.125..0.5 step 0.125; attention pruning is
-        one local step (global pruning and iterative steps drawn but not applied)."""
+        one local step (global pruning and iterative steps drawn but not applied).
+
+        Where the probe found a block stack of ``count`` blocks, also ``prune.depth``, the
+        blocks removed, 0..``max_depth(count)``."""
         base = self.identity(profile)
         ratio = round(float(space.suggest_float("prune.ratio", 0.0, 0.7, step=0.05)), 4)
         if ratio == 0.0:
@@ -137,6 +145,10 @@ class PruneStage(Stage[PruneConfig, "nn.Module"]):
         attention, head_ratio = self._suggest_attention(space, base.round_to, facts)
         if attention is not AttentionPruning.NONE:
             global_pruning, steps = False, 1
+        blocks = int((facts.of(self.name).get("blocks") or {}).get("count", 0))
+        depth = 0
+        if blocks >= MIN_BLOCKS:
+            depth = int(space.suggest_int("prune.depth", 0, max_depth(blocks)))
         return PruneConfig(
             ratio=ratio,
             importance=Importance(importance),
@@ -146,6 +158,7 @@ class PruneStage(Stage[PruneConfig, "nn.Module"]):
             ignored_layers=tuple(str(x) for x in facts.of(self.name).get("ignored", ())),
             attention=attention,
             head_ratio=head_ratio,
+            depth=depth,
         )
 
     def _suggest_attention(
@@ -183,13 +196,15 @@ class PruneStage(Stage[PruneConfig, "nn.Module"]):
         return axes
 
     def describe(self, config: PruneConfig) -> str:
-        """``prune 0.50 l2`` (``prune 0.50 l2 heads 0.25`` with attention pruned); empty
-        when nothing is pruned."""
+        """``prune 0.50 l2`` (``prune 0.50 l2 heads 0.25`` with attention pruned, ``... -2
+        blocks`` with blocks removed); empty when nothing is pruned."""
         if not config.prunes:
             return ""
         out = f"prune {config.ratio:.2f} {config.importance.value}"
         if config.attention is not AttentionPruning.NONE:
             out += f" {config.attention.value} {config.head_ratio:.2f}"
+        if config.depth:
+            out += f" -{config.depth} block{'s' if config.depth > 1 else ''}"
         return out
 
     def is_identity(self, config: PruneConfig) -> bool:

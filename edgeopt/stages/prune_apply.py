@@ -14,6 +14,7 @@ from edgeopt.errors import CandidateError
 from edgeopt.stages.attention import AttentionPruning, find_attention
 from edgeopt.stages.prune_attention import attention_ignored, check_attention_equivalent
 from edgeopt.stages.prune_config import PruneConfig
+from edgeopt.stages.prune_depth import drop_blocks
 from edgeopt.stages.prune_ops import (
     checked_channels,
     count_macs_params,
@@ -69,8 +70,13 @@ def prune_model(
     ref_out = forward_checked(model, x, f"model forward fails on input {what}")
     ignored = ignored_layers_of(model, config, shape)
     macs_before, params_before = count_macs_params(model, shape)
+    depth: dict[str, Any] = {}
+    reference = artifact  # what the width pruning is checked against
+    if config.depth > 0:
+        depth = drop_blocks(model, x, config.depth, ctx)
+        reference = copy.deepcopy(model).train(was_training)
     channels: dict[str, int] = {}
-    if config.prunes:
+    if config.prunes_width:
         sites = find_attention(model)
         ignored += attention_ignored(model, x, config, sites)
         record: list[PrunedGroup] = []
@@ -84,12 +90,14 @@ def prune_model(
                 "prune", f"pruned output shape {tuple(out.shape)} != {tuple(ref_out.shape)}"
             )
         if sites and config.attention is not AttentionPruning.NONE:
-            check_attention_equivalent(artifact, model, sites, record, config, shape)
+            check_attention_equivalent(reference, model, sites, record, config, shape)
         elif any(g.moves_channels for g in record):
-            check_equivalent(artifact, model, record, shape)
+            check_equivalent(reference, model, record, shape)
     model.train(was_training)
     report = _report(macs_before, params_before, model, shape)
     report["channels"] = channels
+    if depth:
+        report["depth"] = depth
     if config.prunes and report["macs_ratio"] > 1.0 - MIN_MACS_SAVED:
         raise CandidateError(
             "prune",
@@ -100,9 +108,10 @@ def prune_model(
         )
     if config.prunes:
         log.info(
-            "pruned %.2f (%s): MACs %d -> %d",
+            "pruned %.2f (%s), %d block(s): MACs %d -> %d",
             config.ratio,
             config.importance,
+            config.depth,
             report["macs_before"],
             report["macs_after"],
         )

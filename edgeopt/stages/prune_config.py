@@ -50,6 +50,7 @@ class PruneConfig(StageConfig):
     ignored_layers: tuple[str, ...] = ()
     attention: AttentionPruning = AttentionPruning.NONE
     head_ratio: float = 0.0
+    depth: int = 0
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -64,18 +65,24 @@ class PruneConfig(StageConfig):
                 "prune.attention prunes in one local step: it takes neither "
                 "prune.global_pruning nor prune.iterative_steps above 1"
             )
+        check_range("prune.depth", self.depth, 0)
         check_range("prune.iterative_steps", self.iterative_steps, 1, 100)
         check_range("prune.round_to", self.round_to, 1, 4096)
         if any(not isinstance(n, str) or not n for n in self.ignored_layers):
             raise ConfigError("prune.ignored_layers must be non-empty module names")
 
     @property
-    def prunes(self) -> bool:
-        """Whether anything is removed: a ratio above 0 or attention pruned by a head ratio
+    def prunes_width(self) -> bool:
+        """Whether channels are removed: a ratio above 0 or attention pruned by a head ratio
         above 0."""
         return self.ratio > 0 or (
             self.attention is not AttentionPruning.NONE and self.head_ratio > 0
         )
+
+    @property
+    def prunes(self) -> bool:
+        """Whether anything is removed: channels (``prunes_width``) or blocks (``depth``)."""
+        return self.prunes_width or self.depth > 0
 
 
 def layer_ratio(channels: int, ratio: float, round_to: int = 1) -> float:
