@@ -22,8 +22,9 @@ from edgeopt.stages import ModelFacts, ProbeInput, StageContext
 from edgeopt.stages.attention import AttentionPruning
 from edgeopt.stages.prune import PruneStage
 from edgeopt.stages.prune_config import PruneConfig
-from edgeopt.stages.prune_depth import find_block_stack, rank_blocks
+from edgeopt.stages.prune_depth import rank_blocks
 from edgeopt.stages.skipped_block import SkippedBlock
+from edgeopt.training.blocks import find_block_stack
 from edgeopt.zoo_transformers import bert_text
 
 SHAPE = (1, 32, 32)

@@ -20,6 +20,7 @@ from edgeopt.stages.finetune_probe import (
 )
 from edgeopt.training import OptimizerKind, Schedule, TrainConfig, TrainResult, fit
 from edgeopt.training.batch import is_float_image
+from edgeopt.training.blocks import block_stack
 from edgeopt.training.resume import CheckpointStore, prefix_key, stable_epochs
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
     phase = Phase.TORCH
     config_type = FinetuneConfig
     requires = frozenset({"prune"})
-    widest_facts = {"image": True}
+    widest_facts = {"image": True, "blocks": True}
 
     def suggest(
         self, space: Suggester, profile: HardwareProfile, facts: ModelFacts
@@ -84,7 +85,8 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
         ``finetune.augment`` {True, False} (image models only: token ids are never augmented,
         so other models train with it off), ``finetune.distill`` {False, True}; with distill,
         ``finetune.temperature`` 1..8 (log) and ``finetune.alpha`` 0.3..0.95. Patience is
-        fixed at 3 epochs. The profile does not narrow this space."""
+        fixed at 3 epochs; with distill, on a model with a block stack (``blocks``),
+        ``finetune.hidden_distill`` {False, True}. The profile does not narrow this space."""
         # a run probed before the ``image`` fact keeps asking augment, as its study did
         image = bool(facts.of(self.name).get("image", True))
         # drawn in this order (a dict literal evaluates in order): seeded studies replay it
@@ -110,13 +112,18 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
                 space.suggest_float("finetune.temperature", 1.0, 8.0, log=True)
             )
             drawn["alpha"] = float(space.suggest_float("finetune.alpha", 0.3, 0.95))
+            if facts.of(self.name).get("blocks"):
+                drawn["hidden_distill"] = bool(
+                    space.suggest_categorical("finetune.hidden_distill", [False, True])
+                )
         return FinetuneConfig(patience=PATIENCE, **drawn)
 
     def probe(self, model: ProbeInput) -> dict[str, Any]:
         """The fine-tune round (``finetune_probe``): ``sample_s`` measured seconds per
         training sample (with a distillation teacher) on this machine, ``round_s`` what a
         round may cost, ``round_samples`` the samples it draws, ``epoch_s`` its measured
-        cost; ``image``: the model takes one float image, what ``finetune.augment`` augments.
+        cost; ``image``: the model takes one float image, what ``finetune.augment`` augments;
+        ``blocks``: it has a block stack, what ``finetune.hidden_distill`` matches.
         Recorded once in the baseline: a resumed run keeps its rounds."""
         if model.module is None:
             return {}
@@ -125,6 +132,7 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
         round_s = round_seconds(model.search_timeout_s)
         return {
             "image": is_float_image(inputs),
+            "blocks": block_stack(model.module, inputs) is not None,
             "epoch_s": round(sample_s * n_round, 3),
             "sample_s": sample_s,
             "round_s": round_s,
@@ -150,8 +158,10 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
         return FinetuneConfig(epochs=0)
 
     def describe(self, config: FinetuneConfig) -> str:
-        """``finetune 4ep``, with `` kd`` when distilling."""
-        return f"finetune {config.epochs}ep" + (" kd" if config.distill else "")
+        """``finetune 4ep``, with `` kd`` when distilling (`` kd+hidden`` with the
+        hidden-state loss)."""
+        kd = " kd+hidden" if config.hidden_distill else " kd" if config.distill else ""
+        return f"finetune {config.epochs}ep{kd}"
 
     def is_identity(self, config: FinetuneConfig) -> bool:
         """Zero epochs train nothing."""

@@ -29,8 +29,9 @@ from edgeopt.stages.attention import AttentionPruning
 from edgeopt.stages.base import FailurePolicy, Phase, Stage, StageOutput
 from edgeopt.stages.prune_apply import prune_model
 from edgeopt.stages.prune_config import Importance, PruneConfig
-from edgeopt.stages.prune_depth import MIN_BLOCKS, block_stack, max_depth
+from edgeopt.stages.prune_depth import max_depth
 from edgeopt.stages.prune_preflight import PREFLIGHT_LIMIT_S, preflight
+from edgeopt.training.blocks import MIN_BLOCKS, block_stack
 
 if TYPE_CHECKING:
     from torch import nn
@@ -64,7 +65,11 @@ class PruneStage(Stage[PruneConfig, "nn.Module"]):
     # a ratio above 0 reaches the other prune params (and fine-tuning after them), heads the
     # head ratio
     grid_probe = {"prune.ratio": 0.5, "prune.attention": AttentionPruning.HEADS.value}
-    widest_facts = {"attention": {"pruning": "heads", "head_dims": True}}
+    # before the probe (a user's space and recipes): heads, head dims, up to 32 blocks removed
+    widest_facts = {
+        "attention": {"pruning": "heads", "head_dims": True},
+        "blocks": {"stack": "", "count": 64},
+    }
 
     def enabled(self, facts: ModelFacts) -> bool:
         """Only models Torch-Pruning can handle (never an ONNX input); an inconclusive

@@ -9,7 +9,7 @@ remove a block's LayerNorms, residual Adds and attention softmax.
 
 The stack is the ``nn.ModuleList``/``nn.Sequential`` whose children are at least
 ``MIN_BLOCKS`` modules of one class, each run once per forward, each returning a tensor of
-its first input's shape (``find_block_stack``); of several, the one with the most
+its first input's shape (``training.blocks``); of several, the one with the most
 parameters. Blocks are ranked by the damage their removal alone does to the model's output
 on a seeded sample of training inputs (``rank_blocks``: KL divergence of class
 probabilities, or relative squared error for other outputs; Minitron's finding is that
@@ -20,11 +20,11 @@ valid, so a forward that indexes its stack still works.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from edgeopt.errors import CandidateError
-from edgeopt.training.batch import Batch, Inputs, example, forward, synthetic, tensors, to
+from edgeopt.training.batch import Batch, forward, synthetic, tensors, to
+from edgeopt.training.blocks import MIN_BLOCKS, BlockStack, container_of, find_block_stack
 from edgeopt.training.device import module_device
 
 if TYPE_CHECKING:
@@ -34,92 +34,13 @@ if TYPE_CHECKING:
     from edgeopt.inputs import ModelInputs
     from edgeopt.stages.base import StageContext
 
-MIN_BLOCKS = 3
-"""A stack of fewer blocks is not a depth to prune (a ResNet stage of two blocks)."""
 RANK_SAMPLES = 128
 """Training samples (or synthetic inputs) on which each block's removal is scored."""
-
-
-@dataclass(frozen=True)
-class BlockStack:
-    """The model's main block stack: the container's qualified name and its block count."""
-
-    name: str
-    count: int
-
-
-def _stacks(model: nn.Module) -> dict[str, list[nn.Module]]:
-    from torch import nn
-
-    out: dict[str, list[nn.Module]] = {}
-    for name, mod in model.named_modules():
-        if not isinstance(mod, nn.ModuleList | nn.Sequential):
-            continue
-        kids = list(mod.children())
-        if len(kids) < MIN_BLOCKS or len({type(k) for k in kids}) != 1:
-            continue
-        if not any(True for _ in kids[0].parameters()):
-            continue
-        out[name] = kids
-    return out
-
-
-def find_block_stack(model: nn.Module, x: Batch) -> BlockStack | None:
-    """The model's main block stack (see the module docstring), found by one forward pass of
-    ``x`` with hooks; None when the model has none."""
-    import torch
-
-    stacks = _stacks(model)
-    if not stacks:
-        return None
-    seen: dict[int, list[bool]] = {}
-
-    def hook(mod: nn.Module, args: tuple[Any, ...], out: Any) -> None:
-        first = args[0] if args else None
-        same = (
-            isinstance(first, torch.Tensor)
-            and isinstance(out, torch.Tensor)
-            and out.shape == first.shape
-            and out.dtype == first.dtype
-        )
-        seen.setdefault(id(mod), []).append(bool(same))
-
-    kids = [k for ks in stacks.values() for k in ks]
-    handles = [k.register_forward_hook(hook) for k in kids]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            forward(model, x)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    eligible = {
-        name: ks for name, ks in stacks.items() if all(seen.get(id(k)) == [True] for k in ks)
-    }
-    if not eligible:
-        return None
-    name = max(eligible, key=lambda n: sum(p.numel() for k in eligible[n] for p in k.parameters()))
-    return BlockStack(name, len(eligible[name]))
-
-
-def block_stack(model: nn.Module, inputs: Inputs) -> BlockStack | None:
-    """``find_block_stack`` on one example of ``inputs`` (``batch.example``); None also when
-    that forward fails (the pruning pre-flight says why)."""
-    try:
-        return find_block_stack(model, example(inputs, module_device(model)))
-    except Exception:  # noqa: BLE001 - a probe: the pre-flight reports a broken forward
-        return None
 
 
 def max_depth(blocks: int) -> int:
     """The most blocks ``prune.depth`` removes from a stack of ``blocks``: up to half."""
     return blocks // 2
-
-
-def _container(model: nn.Module, name: str) -> Any:
-    return model.get_submodule(name) if name else model
 
 
 def _damage(ref: torch.Tensor, out: torch.Tensor) -> float:
@@ -140,7 +61,7 @@ def rank_blocks(model: nn.Module, stack: BlockStack, x: Batch) -> list[float]:
 
     from edgeopt.stages.skipped_block import SkippedBlock
 
-    container = _container(model, stack.name)
+    container = container_of(model, stack.name)
     was_training = model.training
     model.eval()
     damage: list[float] = []
@@ -194,7 +115,7 @@ def drop_blocks(model: nn.Module, x: Batch, depth: int, ctx: StageContext) -> di
     removed = sorted(sorted(range(stack.count), key=lambda i: (damage[i], i))[:depth])
     from edgeopt.stages.skipped_block import SkippedBlock
 
-    container = _container(model, stack.name)
+    container = container_of(model, stack.name)
     for i in removed:
         container[i] = SkippedBlock(type(container[i]).__name__)
     return {

@@ -12,6 +12,9 @@ MAX_EPOCH_SAMPLES = 16384
 budget (``epochs``) counts rounds of at most ``MAX_EPOCH_SAMPLES / batch_size`` optimizer
 steps instead of whole passes, so one candidate never costs hours (a slow model's rounds are
 shorter still: ``fit``'s ``round_samples``)."""
+HIDDEN_WEIGHT = 1.0
+"""The hidden-state loss's weight beside the (alpha-blended) logit loss: both are about 0.1 to
+1 early in a fine-tune of a pruned model (the hidden loss is relative to the teacher's scale)."""
 SYNTHETIC_TRAIN = 2048
 """Synthetic inputs per epoch in data-free distillation."""
 
@@ -48,7 +51,8 @@ class TrainConfig:
     image folder, the folder's ``augment`` setting (crop, flip) instead of the shifts
     (``edgeopt.training.augment``).
     ``distill`` adds the Hinton loss against the teacher with ``temperature`` and ``alpha``
-    (the weight of the soft loss).
+    (the weight of the soft loss); ``hidden_distill`` (with ``distill``) adds the
+    hidden-state loss of ``edgeopt.training.hidden`` at weight ``HIDDEN_WEIGHT``.
     """
 
     lr: float = 0.01
@@ -63,6 +67,7 @@ class TrainConfig:
     distill: bool = False
     temperature: float = 4.0
     alpha: float = 0.7
+    hidden_distill: bool = False
 
     def __post_init__(self) -> None:
         checks: list[tuple[str, bool, str]] = [
@@ -92,10 +97,15 @@ class TrainConfig:
                 "in (0, 100]",
             ),
             ("alpha", isinstance(self.alpha, int | float) and 0 <= self.alpha <= 1, "in [0, 1]"),
+            ("hidden_distill", isinstance(self.hidden_distill, bool), "a bool"),
         ]
         for name, ok, want in checks:
             if not ok or isinstance(getattr(self, name), bool) != (want == "a bool"):
                 raise _bad(name, getattr(self, name), want)
+        if self.hidden_distill and not self.distill:
+            raise ConfigError(
+                "finetune.hidden_distill needs finetune.distill (it distils from the teacher)"
+            )
         for name, enum_type in (("optimizer", OptimizerKind), ("schedule", Schedule)):
             value = getattr(self, name)
             try:

@@ -8,6 +8,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,8 +16,19 @@ import numpy as np
 from edgeopt.data import NpzSource
 from edgeopt.errors import ConfigError
 from edgeopt.training.augment import augment_training
-from edgeopt.training.batch import Batch, Inputs, forward, is_float_image, size, synthetic, take, to
+from edgeopt.training.batch import (
+    Batch,
+    Inputs,
+    example,
+    forward,
+    is_float_image,
+    size,
+    synthetic,
+    take,
+    to,
+)
 from edgeopt.training.config import (
+    HIDDEN_WEIGHT,
     MAX_EPOCH_SAMPLES,
     SYNTHETIC_TRAIN,
     OptimizerKind,
@@ -27,6 +39,7 @@ from edgeopt.training.config import (
 from edgeopt.training.device import module_device
 from edgeopt.training.distill import distillation_loss, teacher_logits
 from edgeopt.training.evaluate import predict
+from edgeopt.training.hidden import HiddenTransfer
 from edgeopt.training.micro_batch import (
     ACTIVATION_BUDGET_BYTES,
     activation_bytes_per_sample,
@@ -198,8 +211,12 @@ class _Run:
         # without augmentation the teacher sees the same training inputs every epoch: its
         # logits are computed once (in eval mode, as per batch) instead of once per epoch
         self.teacher_logits: torch.Tensor | None = None
+        # the hidden-state loss needs the teacher's blocks on every batch: no cached logits
+        self.hidden: HiddenTransfer | None = None
+        if config.hidden_distill and teacher is not None:
+            self.hidden = HiddenTransfer(model, teacher, example(split.inputs, self.device))
         repeats = config.distill and config.epochs > 1 and not self.augment
-        if teacher is not None and split.x_train is not None and repeats:
+        if teacher is not None and split.x_train is not None and repeats and self.hidden is None:
             self.teacher_logits = teacher_logits(teacher, split.x_train)
 
     def val_accuracy(self) -> float:
@@ -370,15 +387,19 @@ class _Run:
         from torch.nn import functional as F
 
         config = self.config
-        out = forward(self.model, xb)
-        if t_out is None and self.teacher is not None and (config.distill or yb is None):
-            with torch.no_grad():
-                t_out = forward(self.teacher, xb)
+        with self.hidden.capture() if self.hidden is not None else nullcontext():
+            out = forward(self.model, xb)
+            if t_out is None and self.teacher is not None and (config.distill or yb is None):
+                with torch.no_grad():
+                    t_out = forward(self.teacher, xb)
         if yb is None:
             assert t_out is not None
             yb = t_out.argmax(1)
         ce = F.cross_entropy(out, yb, label_smoothing=config.label_smoothing)
         if config.distill and t_out is not None:
             kd = distillation_loss(out, t_out, config.temperature)
-            return config.alpha * kd + (1 - config.alpha) * ce
+            blended = config.alpha * kd + (1 - config.alpha) * ce
+            if self.hidden is not None:
+                return blended + HIDDEN_WEIGHT * self.hidden.loss()
+            return blended
         return ce
