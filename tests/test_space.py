@@ -374,12 +374,20 @@ def test_expert_seeds_prune_heads_only_where_the_probe_found_them() -> None:
     from edgeopt.search.strategy.seeds import expert_seeds
 
     cpu = load_profile("cpu")
-    prune = {"prunable": True, "ignored": [], "attention": {"pruning": "heads"}}
-    vit = ModelFacts(onnx_input=False, stages={"prune": prune, "quantize": {"matmul_heavy": True}})
+    prune = {
+        "prunable": True,
+        "ignored": [],
+        "attention": {"pruning": "heads"},
+        "blocks": {"stack": "blocks", "count": 6},
+    }
+    stages = {"prune": prune, "finetune": {"blocks": True}, "quantize": {"matmul_heavy": True}}
+    vit = ModelFacts(onnx_input=False, stages=stages)
     seeds = expert_seeds(cpu, vit)
     assert [tag for tag, _ in seeds] == [r.tag for r in RECIPES]
     got = [suggest_candidate(Answers(p), cpu, vit) for _, p in seeds]
     assert [c.steps[0].config.attention.value for c in got] == ["heads"] * 3
+    # a by-hand recipe keeps every block and distils logits only: neither is left to the sampler
+    assert all(p["prune.depth"] == 0 and p["finetune.hidden_distill"] is False for _, p in seeds)
     # channel ratios 0.5, 0.3, 0.7 -> heads on the 0.125 grid, at most half
     assert [c.steps[0].config.head_ratio for c in got] == [0.5, 0.25, 0.5]
     assert {c.steps[-1].config.mode.value for c in got} == {"int8_dynamic"}

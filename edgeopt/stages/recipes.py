@@ -35,6 +35,7 @@ FINETUNE: Mapping[str, Any] = {
     "finetune.distill": True,
     "finetune.temperature": 4.0,
     "finetune.alpha": 0.7,
+    "finetune.hidden_distill": False,
 }
 HEAD_RATIO_MAX, HEAD_RATIO_STEP = 0.5, 0.125
 """A recipe's share of heads removed: its channel ratio rounded down to the searched grid
@@ -43,7 +44,10 @@ PRUNE: Mapping[str, Any] = {
     "prune.importance": "l2",
     "prune.global_pruning": False,
     "prune.iterative_steps": 1,
+    "prune.depth": 0,
 }
+"""Torch-Pruning's default, every block kept: removing blocks (``prune.depth``) is not in a
+user's by-hand recipe (a model without a block stack never asks it)."""
 
 
 @dataclass(frozen=True)
