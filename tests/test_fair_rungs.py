@@ -61,3 +61,29 @@ def test_the_trials_budget_reaches_the_rule_from_a_real_study(tmp_path: Path) ->
     long = study_rung_bars(study, {"prune.ratio": 0.5, "finetune.epochs": 8})
     assert _stopped_at(MATCHING, long) is None and _stopped_at(BAD, long) == 4
     assert study_rung_bars(study, {"prune.ratio": 0.5, "finetune.epochs": 2}) == {1: 0.6, 2: 0.8}
+
+
+def test_a_model_with_blocks_removed_is_judged_among_those_with_as_many(tmp_path: Path) -> None:
+    # it starts its fine-tune further behind than a same-ratio model with every block: among
+    # those it was stopped at its first rung (the ViT's depth trials, seed 1)
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}")
+    dists = {
+        "prune.ratio": FloatDistribution(0, 0.7, step=0.05),
+        "prune.depth": IntDistribution(0, 3),
+        "finetune.epochs": IntDistribution(1, 8),
+    }
+    whole = [0.9, 0.95, 0.96, 0.97]
+    for depth, history in [(0, whole)] * 3 + [(2, [0.5, 0.7, 0.8, 0.9])] * 3:
+        params = {"prune.ratio": 0.5, "prune.depth": depth, "finetune.epochs": 4}
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=params, distributions=dists, value=0.0, user_attrs={history_key(): history}
+            )
+        )
+    deep = study_rung_bars(study, {"prune.ratio": 0.5, "prune.depth": 2, "finetune.epochs": 4})
+    assert deep == {1: 0.5, 2: 0.7, 4: 0.9}
+    assert _stopped_at([0.6, 0.75, 0.85, 0.92], deep) is None
+    # an unpruned-depth candidate (prune.depth absent: a model without a block stack) is
+    # compared with depth 0 only
+    flat = study_rung_bars(study, {"prune.ratio": 0.5, "finetune.epochs": 4})
+    assert flat == {1: 0.9, 2: 0.95, 4: 0.97}

@@ -254,7 +254,9 @@ class Fidelity:
     trials peers when within ``peer_tolerance`` (``prune.ratio``: candidates of about the
     same size). ``history_key``: the trial attribute holding the per-epoch validation
     accuracy. ``continue_when``: a longer budget continues from the shorter run's
-    checkpoint only when each of these own fields has one of these values.
+    checkpoint only when each of these own fields has one of these values. ``peer_same``:
+    params that peers must also share exactly (absent counts as 0): ``prune.depth``, since a
+    model with blocks removed starts its fine-tune further behind one of the same ratio.
     """
 
     budget: str
@@ -263,6 +265,7 @@ class Fidelity:
     max_budget: int
     history_key: str
     continue_when: Mapping[str, tuple[Any, ...]] = dataclasses.field(default_factory=dict)
+    peer_same: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,8 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
 
     name = "finetune"
     title = "Fine-tuning"
-    # peers pruned a similar share of the model; a wsd or constant schedule restarts a
+    # peers pruned a similar share of the model (and removed as many blocks); a wsd or
+    # constant schedule restarts a
     # longer run from the shorter one's checkpoint (``edgeopt.training.resume``)
     fidelity = Fidelity(
         budget="epochs",
@@ -69,6 +70,7 @@ class FinetuneStage(Stage[FinetuneConfig, "nn.Module"]):
         max_budget=MAX_EPOCHS,
         history_key="finetune_val_history",
         continue_when={"schedule": ("wsd", "constant")},
+        peer_same=("prune.depth",),
     )
     phase = Phase.TORCH
     config_type = FinetuneConfig

@@ -8,7 +8,8 @@ that fine-tunes to a mediocre accuracy may still be the best at its size, so a p
 comparison across all trials would stop exactly the small models a user came for. edgeopt's
 rule is the median stopping rule (Golovin et al., "Google Vizier", KDD 2017), applied
 asynchronously at rungs (as ASHA does, Li et al. 2020) and only among *peers*: trials that
-pruned a similar share of the model (``prune.ratio`` within ``Fidelity.peer_tolerance``), so each is
+pruned a similar share of the model (``prune.ratio`` within ``Fidelity.peer_tolerance``, and
+the same ``Fidelity.peer_same`` params: as many blocks removed), so each is
 compared with candidates of about its size and latency, never with the unpruned original.
 
 At each rung epoch (1, 2, 4) a fine-tune whose best validation accuracy so far is below the
@@ -79,15 +80,17 @@ def rung_bars(
     peer: float,
     fidelity: Fidelity | None = None,
     budget: int | None = None,
+    same: Mapping[str, Any] | None = None,
 ) -> dict[int, float]:
     """The accuracy each rung requires of a fine-tune whose peer key is ``peer`` (a pruning
     ratio) and whose budget is ``budget`` epochs.
 
     ``peers`` are (params, per-epoch validation accuracies) of finished trials; those with a
     peer key within ``fidelity.peer_tolerance`` count, each at the same fraction of its own
-    budget (see the module's docstring; None: at the same epoch). A rung with fewer than
-    ``MIN_PEERS`` peers that reached it has no bar. ``fidelity``: the registered stage's by
-    default.
+    budget (see the module's docstring; None: at the same epoch), and only those whose
+    ``fidelity.peer_same`` params equal ``same``'s (the candidate's params; absent = 0). A
+    rung with fewer than ``MIN_PEERS`` peers that reached it has no bar. ``fidelity``: the
+    registered stage's by default.
     """
     found = fidelity_stage()
     fidelity = fidelity or (found[1] if found else None)
@@ -98,7 +101,9 @@ def rung_bars(
     group = [
         (list(history), int(params.get(key, len(history))))
         for params, history in peers
-        if history and abs(peer_value(params, fidelity) - peer) <= tolerance
+        if history
+        and abs(peer_value(params, fidelity) - peer) <= tolerance
+        and all(params.get(k, 0) == (same or {}).get(k, 0) for k in fidelity.peer_same)
     ]
     bars: dict[int, float] = {}
     for rung in RUNGS:

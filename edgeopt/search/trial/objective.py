@@ -394,4 +394,4 @@ def study_rung_bars(study: optuna.Study, params: dict[str, Any]) -> dict[int, fl
     key = fidelity.history_key
     peers = [(t.params, t.user_attrs[key]) for t in done if key in t.user_attrs]
     budget = params.get(f"{name}.{fidelity.budget}")
-    return rung_bars(peers, peer_value(params, fidelity), fidelity, budget)
+    return rung_bars(peers, peer_value(params, fidelity), fidelity, budget, same=params)
