@@ -11,8 +11,9 @@ target's runtime loads.
   measured LiteRT target is refused; on an estimated target the cost model reads the ONNX
   graph, whatever the runtime.
 
-The cost model reads ONNX: ``estimable_onnx`` says which ONNX file stands for a runtime's file
-(the source ONNX beside a ``.ort`` or ``.tflite``; none for an OpenVINO IR).
+The cost model reads ONNX graphs and ``.tflite`` files: ``estimable_onnx`` says which file
+stands for a runtime's file (a ``.tflite`` itself, the source ONNX beside a ``.ort``; none for
+an OpenVINO IR).
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def check_runtimes(models: list[LoadedModel], profile: HardwareProfile) -> None:
             _check_interface(m.artifact_path, profile)
         if not profile.measured and estimable_onnx(m.artifact_path) is None:
             raise ConfigError(
-                f"{m.source} cannot be estimated: the cost model reads ONNX graphs"
+                f"{m.source} cannot be estimated: the cost model reads ONNX and TFLite graphs"
                 + (
                     f", and no {m.artifact_path.with_suffix('.onnx').name} is beside it"
                     if runtime in _ESTIMATED_FROM_SOURCE
@@ -90,7 +91,9 @@ def check_runtimes(models: list[LoadedModel], profile: HardwareProfile) -> None:
 
 
 # runtime files the cost model estimates from the ONNX file of the same name beside them
-_ESTIMATED_FROM_SOURCE = (Runtime.ORT_FORMAT, Runtime.LITERT)
+_ESTIMATED_FROM_SOURCE = (Runtime.ORT_FORMAT,)
+"""Runtimes whose files the cost model reads through their source ONNX (a ``.tflite`` it
+reads itself: ``estimate.tflite_graph``)."""
 
 
 def _check_interface(path: Path, profile: HardwareProfile) -> None:
@@ -158,10 +161,11 @@ def target_file(
 
 
 def estimable_onnx(path: Path) -> Path | None:
-    """The ONNX file the cost model reads for ``path``: ``path`` itself, the source ONNX
-    beside a ``.ort`` or ``.tflite`` (same name, ``.onnx``), else None (an OpenVINO IR)."""
+    """The file the cost model reads for ``path``: ``path`` itself (an ONNX file, or a
+    ``.tflite``, read as its own graph), the source ONNX beside a ``.ort`` (same name,
+    ``.onnx``), else None (an OpenVINO IR)."""
     runtime = runtime_of_file(path)
-    if runtime == Runtime.ORT:
+    if runtime in (Runtime.ORT, Runtime.LITERT):
         return path
     source = path.with_suffix(".onnx")
     if runtime in _ESTIMATED_FROM_SOURCE and source.is_file():

@@ -20,10 +20,12 @@ from click.testing import CliRunner, Result
 
 from edgeopt.cli import main
 from edgeopt.errors import ConfigError
+from edgeopt.estimate import estimate, kernel_work
 from edgeopt.export.convert import ConvertOptions, convert
 from edgeopt.export.litert import to_litert
 from edgeopt.export.tflite_facts import tflite_facts
 from edgeopt.measure.session import model_session
+from edgeopt.profiles import load_profile
 from edgeopt.profiles.runtime_spec import Runtime
 from edgeopt.runtime_child import in_runtime_child
 
@@ -228,6 +230,28 @@ def test_check_on_the_edge_tpu_takes_only_full_integer_files(lite: dict[str, Pat
         f"{lite['fp32']} is not a full-integer int8 model, which --target coral-edgetpu-usb "
         "loads only: it holds FLOAT32 tensors"
     ) in r.stderr
-    # the full-integer file is estimated from the ONNX file beside it
+    # the full-integer file is estimated from its own graph
     r = _run("check", lite["static"], "--target", "edgetpu", "--max-latency-ms", "1000")
     assert r.exit_code == 0, r.output
+
+
+def test_a_tflite_is_estimated_from_its_own_graph(lite: dict[str, Path], tmp_path: Path) -> None:
+    # the fixture puts the float ONNX model beside every .tflite: the same network
+    onnx_kernels = kernel_work(lite["static"].with_suffix(".onnx"), frozenset())
+    for name, dtype in (("fp32", "fp32"), ("static", "int8"), ("tensorwise", "int8")):
+        kernels = kernel_work(lite[name], frozenset())
+        heavy = [k for k in kernels if k.op_class in ("dense_conv", "pointwise_conv", "gemm")]
+        assert heavy and {k.dtype for k in heavy} == {dtype}, (name, heavy)
+        # NHWC filters read in the ONNX layout: the same MACs as the ONNX graph
+        assert sum(k.macs for k in kernels) == sum(k.macs for k in onnx_kernels), name
+    tpu = load_profile("edgetpu")
+    on_file = estimate(lite["static"], tpu)
+    assert any("read from the TFLite file" in a for a in on_file.assumptions)
+    # int8 weights: a quarter of the float file's
+    assert on_file.weight_mb == pytest.approx(estimate(lite["fp32"], tpu).weight_mb / 4, rel=0.1)
+    # the Edge TPU runs the full-integer file's convolutions; a float graph falls back
+    assert on_file.fallback_fraction < estimate(lite["fp32"], tpu).fallback_fraction
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(lite["facts"].read_bytes())
+    with pytest.raises(ConfigError, match="not a TFLite flatbuffer"):
+        estimate(bad, tpu)

@@ -22,9 +22,11 @@ from optuna.trial import TrialState
 
 from edgeopt.candidate import Candidate
 from edgeopt.cli import main
+from edgeopt.estimate import estimate
 from edgeopt.export.tflite_facts import tflite_facts
 from edgeopt.measure.accuracy import onnx_logits
 from edgeopt.measure.runtime import size_mb
+from edgeopt.profiles import load_profile
 from edgeopt.search.trial.runtimes import litert_mode
 
 LITE, TPU = "litert-host", "coral-edgetpu-usb"
@@ -81,6 +83,9 @@ def test_each_trial_ships_a_tflite_per_litert_target_measured_on_litert_host(
         assert facts.all_integer, facts
         assert set(facts.input_types) == set(facts.output_types) == {"INT8"}
         assert files[TPU]["conversion"]["quant_mode"] == "int8_static"
+        # and its estimate is made for that file, not for the candidate's ONNX
+        want = estimate(run_dir / files[TPU]["files"][0], load_profile(TPU)).latency_ms
+        assert ms[TPU]["values"]["latency_ms"]["value"] == pytest.approx(want)
 
 
 def test_the_final_pass_scores_and_times_litert_host_on_its_tflite(run_dir: Path) -> None:

@@ -117,7 +117,10 @@ def test_check_estimates_an_ort_file_on_a_phone_from_its_source_onnx(
     shutil.copyfile(files["ort"], alone)
     r = _run("check", alone, "--target", "mobile", "--max-latency-ms", "1000")
     assert r.exit_code == 2, r.output
-    assert "cannot be estimated: the cost model reads ONNX graphs, and no alone.onnx" in r.stderr
+    assert (
+        "cannot be estimated: the cost model reads ONNX and TFLite graphs, and no alone.onnx"
+        in r.stderr
+    )
 
 
 def test_optimize_refuses_runtime_files_and_runtimes_it_cannot_convert_to(

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgeopt.estimate.energy import energy_bounds_mj
 from edgeopt.estimate.flavour import Flavour, flavour_bound, qdq_flavour
@@ -15,7 +16,11 @@ from edgeopt.estimate.kernels import build_kernels, connect, schedule
 from edgeopt.estimate.memory import memory_fits, peak_activation_bytes, weight_bytes
 from edgeopt.estimate.result import Estimate
 from edgeopt.estimate.roofline import Timeline, place, time_kernels
+from edgeopt.estimate.tflite_graph import tflite_as_onnx
 from edgeopt.profiles import HardwareProfile
+
+if TYPE_CHECKING:
+    import onnx
 
 
 def estimate(
@@ -23,7 +28,8 @@ def estimate(
     profile: HardwareProfile,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> Estimate:
-    """Estimate latency, memory and energy of the ONNX model at ``onnx_path`` on ``profile``
+    """Estimate latency, memory and energy of the ONNX model (or ``.tflite`` file) at
+    ``onnx_path`` on ``profile``
     (``input_shapes``: one sample's shape per input, fixing dynamic dims such as the
     sequence length; ``graph.load_model``).
 
@@ -31,7 +37,7 @@ def estimate(
     numbers are estimates even for the host profile (``edgeopt bench`` measures the host).
     """
     assert profile.runtime is not None and profile.memory is not None
-    model, notes = load_model(onnx_path, input_shapes)
+    model, notes = _read(onnx_path, input_shapes)
     g = Graph(model)
     kernels = build_kernels(g, profile.runtime.fusions)
     unknown = sorted({n.output[0] for n in g.nodes if n.output and g.numel(n.output[0]) is None})
@@ -63,6 +69,17 @@ def estimate(
     )
 
 
+def _read(
+    path: str | Path, input_shapes: Mapping[str, Sequence[int]] | None = None
+) -> tuple[onnx.ModelProto, list[str]]:
+    """The graph the cost model counts: an ONNX file with inferred shapes
+    (``graph.load_model``), or a ``.tflite`` read as ONNX (``tflite_graph``; its shapes are
+    in the file, so ``input_shapes`` does not apply)."""
+    if Path(path).suffix == ".tflite":
+        return tflite_as_onnx(path)
+    return load_model(path, input_shapes)
+
+
 def _assumptions(
     profile: HardwareProfile,
     notes: list[str],
@@ -72,7 +89,8 @@ def _assumptions(
 ) -> list[str]:
     """What every estimate on ``profile`` rests on, printed under it."""
     out = [
-        f"estimated (profile {profile.name}): per-kernel roofline on ONNX graph, not a measurement",
+        f"estimated (profile {profile.name}): per-kernel roofline on the model's graph, "
+        "not a measurement",
         *notes,
     ]
     if unknown:
@@ -133,7 +151,7 @@ def kernel_work(onnx_path: str | Path, fusions: frozenset[str]) -> list[KernelWo
 
     Raises ConfigError like :func:`estimate`.
     """
-    g = Graph(load_model(onnx_path)[0])
+    g = Graph(_read(onnx_path)[0])
     return [
         KernelWork(
             op="+".join(n.op_type for n in k.nodes),

@@ -75,7 +75,8 @@ def measure_on_targets(
     (spread p90 - p50). ``files``: per profile name, the file its runtime loads when that is
     not the ONNX file (an OpenVINO ``.xml``, a ``.ort``): its size is that file's, and a
     measured profile times it (in its runtime, against ``reference.files[name]``); the cost
-    model always reads the ONNX file. Raises EdgeoptError when measuring fails (DeviceError
+    model reads a ``.tflite`` itself (the Edge TPU's or the MCU's full-integer file), any other
+    runtime's file through the ONNX file. Raises EdgeoptError when measuring fails (DeviceError
     when the device cannot measure at all), or for a measured profile of another runtime
     than ONNX Runtime without its file.
     """
@@ -84,7 +85,9 @@ def measure_on_targets(
     for profile in profiles:
         own = (files or {}).get(profile.name)
         size = MetricValue(size_mb(own), Provenance.MEASURED) if own else onnx_size
-        estimated, _ = estimate_on_profile(onnx_path, profile, size=size)
+        # an estimated target's own .tflite is what its device runs: the estimate reads it
+        source = own if own is not None and own.suffix == ".tflite" else onnx_path
+        estimated, _ = estimate_on_profile(source, profile, size=size)
         if not profile.measured:
             out[profile.name] = estimated
             continue
