@@ -1,4 +1,5 @@
-"""Graph cost model: estimate latency, memory and energy of an ONNX model on a hardware profile.
+"""Graph cost model: estimate latency, memory and energy of an ONNX model (or a ``.tflite``,
+read as the same kind of graph by ``tflite_graph``) on a hardware profile.
 
 The model is a per-kernel roofline, the decomposition nn-Meter uses (fused kernels, not ONNX
 nodes), with analytic costs instead of learned regressors:
@@ -29,7 +30,8 @@ nodes), with analytic costs instead of learned regressors:
    bound is ``sum(active_w * busy + idle_w * (T - busy))`` over units.
 
 Modules: ``cost_model`` (``estimate`` and ``kernel_work``: the steps below in order),
-``shapes`` (inference), ``graph`` (shapes, aliases),
+``shapes`` (inference), ``graph`` (shapes, aliases), ``tflite_graph`` (a TFLite file as that
+graph: an Edge TPU's or microcontroller's own file),
 ``ops`` (dtype and work per node: the one op counter),
 ``flavour`` (a QDQ graph's int8 flavour against the profile's),
 ``kernels`` (1), ``roofline`` (2, 3), ``memory`` (4), ``energy`` (5), ``result`` (what comes
