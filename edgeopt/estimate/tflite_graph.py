@@ -231,13 +231,16 @@ class _Reader:
 
     def float_in(self, i: int) -> str:
         """Tensor ``i`` as a computing op reads it: through a DequantizeLinear when quantized."""
-        name = self.declare(i)
+        return self.dequantized(i, self.declare(i))
+
+    def dequantized(self, i: int, name: str) -> str:
+        """``name`` (tensor ``i``, or a re-laid-out copy of its values) as float: itself, or
+        the output of one DequantizeLinear made for it."""
         if not self.quantized(i):
             return name
         if name not in self.b.dq:
-            zp = self.zero_point(i)
             out = f"{name}_dq"
-            self.b.node("DequantizeLinear", [name, self.scale(), zp], [out])
+            self.b.node("DequantizeLinear", [name, self.scale(), self.zero_point(i)], [out])
             self.b.infos[out] = (1, self.b.infos[name][1])
             self.b.dq[name] = out
         return self.b.dq[name]
@@ -312,7 +315,7 @@ class _Reader:
             group = self.shape(x)[3]
         wname = self.b.init(f"{self.tname(w)}_oihw", np.ascontiguousarray(onnx_w))
         self.b.infos[wname] = (self.onnx_type(w), tuple(onnx_w.shape))
-        args = [self.float_in(x), self.float_weight(w, wname)]
+        args = [self.float_in(x), self.dequantized(w, wname)]
         if len(ins) > 2:
             args.append(self.declare(ins[2]))  # an int32 bias: ORT's QDQ conv fuses it
         self.b.node(
@@ -323,14 +326,6 @@ class _Reader:
             strides=[_opt(opts, "strideH"), _opt(opts, "strideW")],
             group=int(group),
         )
-
-    def float_weight(self, w: int, name: str) -> str:
-        if not self.quantized(w):
-            return name
-        out = f"{name}_dq"
-        self.b.node("DequantizeLinear", [name, self.scale(), self.zero_point(w)], [out])
-        self.b.infos[out] = (1, self.b.infos[name][1])
-        return out
 
     def fully_connected(self, ins: list[int], out: int) -> None:
         x, w = ins[0], ins[1]
@@ -345,7 +340,7 @@ class _Reader:
         if warr is not None:
             wt = self.b.init(f"{self.tname(w)}_t", np.ascontiguousarray(warr.T))
             self.b.infos[wt] = (self.onnx_type(w), tuple(warr.T.shape))
-            wname = self.float_weight(w, wt)
+            wname = self.dequantized(w, wt)
         else:
             wname = self.float_in(w)
         target = self.float_out(out)
