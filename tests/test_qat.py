@@ -264,3 +264,34 @@ def test_qat_captures_with_torch_export_where_fx_cannot_trace(tmp_path: Path) ->
         ort_out = session.run(None, {"input": x})[0]
         assert ort_out.shape == (n, 2)
         assert np.abs(ort_out - torch_out).max() / np.abs(torch_out).max() < TOLERANCE
+
+
+class _Annotated(torch.nn.Module):
+    """A forward annotated as in most model code; this module's ``from __future__ import
+    annotations`` makes the annotation the string "torch.Tensor"."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 8, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.fc = torch.nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.bn(self.conv(x))).mean((2, 3)))
+
+
+def test_a_qat_model_of_annotated_code_survives_torch_save(tmp_path: Path) -> None:
+    # a LiteRT target's converter process gets the QAT model as torch.save bytes: fx named the
+    # string annotation as a global it could not pickle, and every QAT trial of a pruned
+    # MobileNetV2 failed its LiteRT conversion
+    torch.manual_seed(0)
+    model = fake_quant.prepare_qat(_Annotated().eval(), input_shape=SHAPE)
+    x = torch.from_numpy(_data().x_train[:16])
+    fake_quant.calibrate(model, x.numpy())
+    fake_quant.finalize(model)
+    plain = fake_quant.float_copy(model.eval())
+    for name, m in (("qat", model), ("float", plain)):
+        torch.save(m, tmp_path / f"{name}.pt")
+        back = torch.load(tmp_path / f"{name}.pt", weights_only=False).eval()
+        with torch.no_grad():
+            assert torch.equal(back(x), m(x)), name

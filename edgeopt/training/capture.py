@@ -38,15 +38,30 @@ def capture(model: nn.Module, input_shape: Inputs) -> fx.GraphModule:
     """
     model = model.eval()
     try:
-        return fx.symbolic_trace(model)
+        return _picklable(fx.symbolic_trace(model))
     except Exception as traced:
         try:
-            return exported(model, input_shape)
+            return _picklable(exported(model, input_shape))
         except Exception as exc:
             raise CaptureError(
                 f"torch.fx cannot trace the model ({_first_line(traced)}) and torch.export "
                 f"cannot capture it ({_first_line(exc)})"
             ) from exc
+
+
+def _picklable(gm: fx.GraphModule) -> fx.GraphModule:
+    """``gm`` without the string type annotations its placeholders carry where the model's
+    source has ``from __future__ import annotations``: fx's generated code names them as
+    globals that ``torch.save`` cannot pickle ("'str' object has no attribute '__name__'"),
+    and a LiteRT target's converter process receives the QAT model that way."""
+    changed = False
+    for node in gm.graph.nodes:
+        if isinstance(node.type, str):
+            node.type = None
+            changed = True
+    if changed:
+        gm.recompile()
+    return gm
 
 
 def _first_line(exc: BaseException) -> str:
