@@ -21,6 +21,7 @@ from click.testing import CliRunner, Result
 from edgeopt.cli import main
 from edgeopt.errors import ConfigError
 from edgeopt.estimate import estimate, kernel_work
+from edgeopt.estimate.tflite_graph import _Reader
 from edgeopt.export.convert import ConvertOptions, convert
 from edgeopt.export.litert import to_litert
 from edgeopt.export.tflite_facts import tflite_facts
@@ -44,7 +45,9 @@ import numpy as np, torch
 from edgeopt.errors import ConversionError
 from edgeopt.export.convert import ConvertOptions
 from edgeopt.export.litert import to_litert
+from edgeopt import zoo
 from edgeopt.loading import load_model
+from edgeopt.onnx_export import export_onnx
 
 torch.set_num_threads(1)
 bundle, data, out = sys.argv[1:]
@@ -59,6 +62,13 @@ for name, mode, per_channel, io_type in (
 ):
     options = ConvertOptions(quant_mode=mode, per_channel=per_channel, io_type=io_type)
     facts[name] = to_litert(model, (1, 16, 16), f"{out}/{name}.tflite", options, calib).facts
+# over 256 KB of int8 weights: ai-edge-quantizer stores each buffer over 1 KB at an offset
+# past the flatbuffer, not inline (its model_modifier)
+torch.manual_seed(0)
+wide = zoo.plain_cnn(in_channels=1, num_classes=10, width=64).eval()
+export_onnx(wide, (1, 16, 16), f"{out}/wide.onnx")
+options = ConvertOptions(quant_mode="int8_static", io_type="int8")
+facts["wide"] = to_litert(wide, (1, 16, 16), f"{out}/wide.tflite", options, calib).facts
 
 
 class Branchy(torch.nn.Module):
@@ -95,6 +105,7 @@ def lite(
     for name in ("fp32", "dynamic", "static", "tensorwise"):
         files[name] = d / f"{name}.tflite"
         shutil.copyfile(model_files["onnx"], d / f"{name}.onnx")
+    files["wide"] = d / "wide.tflite"  # and wide.onnx beside it
     return files
 
 
@@ -244,6 +255,13 @@ def test_a_tflite_is_estimated_from_its_own_graph(lite: dict[str, Path], tmp_pat
         assert heavy and {k.dtype for k in heavy} == {dtype}, (name, heavy)
         # NHWC filters read in the ONNX layout: the same MACs as the ONNX graph
         assert sum(k.macs for k in kernels) == sum(k.macs for k in onnx_kernels), name
+    # the wide model's weights live at buffer offsets: read from there, the same MACs
+    buffers = _Reader(lite["wide"]).model.buffers
+    assert any(b.offset > 1 for b in buffers)
+    wide = kernel_work(lite["wide"], frozenset())
+    assert {k.dtype for k in wide if k.op_class == "dense_conv"} == {"int8"}
+    wide_onnx = kernel_work(lite["wide"].with_suffix(".onnx"), frozenset())
+    assert sum(k.macs for k in wide) == sum(k.macs for k in wide_onnx)
     tpu = load_profile("edgetpu")
     on_file = estimate(lite["static"], tpu)
     assert any("read from the TFLite file" in a for a in on_file.assumptions)

@@ -200,11 +200,14 @@ class _Reader:
         buf = self.model.buffers[t.buffer] if t.buffer < len(self.model.buffers) else None
         raw = None if buf is None else buf.data
         if buf is not None and (raw is None or len(raw) == 0) and buf.offset > 1 and buf.size:
-            raw = self.buf[buf.offset : buf.offset + buf.size]  # a file over 2 GB keeps it apart
+            raw = self.buf[buf.offset : buf.offset + buf.size]
         if raw is None or len(raw) == 0:
             return None
         dtype = _TYPES.get(self.ttype(i), (1, np.uint8))[1]
-        arr = np.frombuffer(np.asarray(raw, dtype=np.uint8).tobytes(), dtype=dtype)
+        # inline data reads as a uint8 array; data at an offset (ai-edge-quantizer puts
+        # buffers over ~1 KB there) is a slice of the file's bytes
+        blob = raw if isinstance(raw, bytes) else np.asarray(raw, dtype=np.uint8).tobytes()
+        arr = np.frombuffer(blob, dtype=dtype)
         return arr.reshape(self.shape(i)) if arr.size == int(np.prod(self.shape(i))) else arr
 
     def onnx_type(self, i: int) -> int:
