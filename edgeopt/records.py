@@ -43,7 +43,8 @@ from edgeopt.record_codec import MAP, PLAIN, Codec, Record, fld, mapping, option
 # ``prunable``/``prune_ignored``/``prune_note``/``epoch_s``; ``disabled_stages``
 # ([{"stage", "title", "reason"}]) replaces ``prune_unsupported``; later, without a new
 # version (a key added, only when a stage rested): ``rested_stages`` ([{"stage", "title",
-# "streak", "after", "until", "times", "reason"}], the latest rest of each stage)
+# "streak", "after", "until", "times", "reason"[, "failed_in"]}], the latest rest of each
+# stage; ``failed_in``: the step the streak failed in when it is not the stage)
 SCHEMA_VERSION = 5
 
 

@@ -17,7 +17,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from edgeopt.report.summary import summarize
 from edgeopt.search.run.collect import load_run
-from edgeopt.search.trial.policy import FAIL_STREAK, REST_TRIALS
+from edgeopt.search.trial.policy import (
+    FAIL_STREAK,
+    REST_TRIALS,
+    culprit,
+    rest_after_streak,
+    rest_note,
+    rested_stages,
+)
 
 EDGEOPT = [str(Path(sys.executable).parent / "edgeopt")]
 TESTS = Path(__file__).resolve().parent
@@ -94,3 +101,48 @@ def test_a_streak_of_failures_rests_the_stage(
         f"flaky was off for trials {last + 1}-{last + REST_TRIALS} (rest 1): "
         f"{FAIL_STREAK} trials in a row failed in it (level 2 is too coarse for this draw)."
     ) in summarize(records).notes
+
+
+def _finished(study: optuna.Study, candidate: dict, fail_stage: str | None = None) -> int:
+    attrs: dict = {"candidate": candidate}
+    if fail_stage is not None:
+        attrs |= {"fail_stage": fail_stage, "fail_reason": "the converter choked"}
+    state = TrialState.COMPLETE if fail_stage is None else TrialState.FAIL
+    values = [0.9, 1.0] if fail_stage is None else None
+    study.add_trial(optuna.trial.create_trial(state=state, values=values, user_attrs=attrs))
+    return study.trials[-1].number
+
+
+def test_a_streak_failing_in_a_conversion_rests_the_one_stage_never_seen_complete(
+    tmp_path: Path,
+) -> None:
+    # 18 of 27 trials of a litert-host search failed converting QAT models: the failing step
+    # is no stage, so the stage to rest is the drawn one no complete trial had
+    study = optuna.create_study(
+        storage=f"sqlite:///{tmp_path / 'study.db'}", directions=["maximize", "minimize"]
+    )
+    pruned = {"prune": {"ratio": 0.5}, "finetune": {"epochs": 2}}
+    with_qat = pruned | {"qat": {"epochs": 2}}
+    _finished(study, {})
+    _finished(study, pruned)
+    step = "convert:litert-host"
+    # an unknown step, several suspects: nothing to blame
+    assert culprit(study, step, with_qat | {"quantize": {"mode": "int8_static"}}) is None
+    assert culprit(study, "qat", with_qat) is None  # a stage's own failure: the stage's streak
+    rest = None
+    for i in range(FAIL_STREAK):
+        number = _finished(study, with_qat, step)
+        assert culprit(study, step, with_qat) == "qat"
+        rest = rest_after_streak(study, "qat", number, with_qat, "the converter choked", step)
+        assert (rest is None) == (i < FAIL_STREAK - 1)
+    assert rest is not None and rest["failed_in"] == step
+    assert rested_stages(study.user_attrs, number + 1) == {"qat": "the converter choked"}
+    assert "3 trials in a row with it failed in convert:litert-host" in rest_note("qat", rest)
+    # a streak broken by a trial that failed elsewhere rests nothing
+    other = optuna.create_study(
+        storage=f"sqlite:///{tmp_path / 'other.db'}", directions=["maximize", "minimize"]
+    )
+    _finished(other, pruned)
+    for i in range(FAIL_STREAK):
+        number = _finished(other, with_qat, "evaluate" if i == 1 else step)
+        assert rest_after_streak(other, "qat", number, with_qat, "x", step) is None

@@ -88,9 +88,11 @@ def _notes(s: Summary) -> list[str]:
     for off in s.records.disabled_stages:
         notes.append(f"{off['title']} was disabled for this model: {off['reason']}")
     for rest in s.records.rested_stages:
+        step = rest.get("failed_in")  # a step after the stage, e.g. a target's conversion
+        where = f"with it failed in {step}" if step else "failed in it"
         notes.append(
             f"{rest['title']} was off for trials {int(rest['after']) + 1}-{rest['until']} "
-            f"(rest {rest['times']}): {rest['streak']} trials in a row failed in it "
+            f"(rest {rest['times']}): {rest['streak']} trials in a row {where} "
             f"({rest['reason']})."
         )
     if s.records.prune_unsupported:  # records of schema 3 and older

@@ -48,6 +48,7 @@ from edgeopt.search.trial.builder import TrialChild
 from edgeopt.search.trial.policy import (
     HUNG_ATTR,
     blocked_by_earlier_hang,
+    culprit,
     disable_after_failure,
     disabled_stages,
     hung,
@@ -339,10 +340,14 @@ class TrialRunner:
             log.warning("%s is off for this model from now on: %s", stage, reason)
         else:
             candidate = trial.user_attrs.get("candidate") or {}
-            rest = rest_after_streak(self.study, stage, trial.number, candidate, reason)
+            blamed = culprit(self.study, stage, candidate)
+            to_rest, failed_in = (stage, None) if blamed is None else (blamed, stage)
+            rest = rest_after_streak(
+                self.study, to_rest, trial.number, candidate, reason, failed_in
+            )
             if rest is not None:
-                trial.set_user_attr(RESTED_BY_ATTR, {"stage": stage, **rest})  # said once
-                log.info("%s", rest_note(stage, rest))
+                trial.set_user_attr(RESTED_BY_ATTR, {"stage": to_rest, **rest})  # said once
+                log.info("%s", rest_note(to_rest, rest))
         self._tell(trial, state=TrialState.FAIL)
 
     def _tell(

@@ -9,7 +9,9 @@ still fill a study: Optuna's samplers learn nothing from a FAIL trial, so they d
 failing setting again. After ``FAIL_STREAK`` failed trials in a row (by trial number, across
 workers) that all failed in one stage at a drawn config, that stage rests: it stays at its
 identity for the next ``REST_TRIALS`` trials (twice as many at each further rest), kept in
-``RESTED_ATTR``, then the search draws it again.
+``RESTED_ATTR``, then the search draws it again. A streak that fails in a step that is no
+stage (a target's conversion, say) rests the one drawn stage to blame: drawn in the failing
+trial and in no complete trial (``culprit``); with none or several such, nothing rests.
 """
 
 from __future__ import annotations
@@ -104,12 +106,30 @@ def rested_stages(study_attrs: Mapping[str, Any], number: int) -> dict[str, str]
     }
 
 
+def culprit(study: optuna.Study, step: str, candidate: Mapping[str, Any]) -> str | None:
+    """For a trial with ``candidate`` that failed in ``step``, a step that is no stage (e.g.
+    ``convert:litert-host``): the one stage drawn in it that no complete trial has drawn (the
+    stages that built a complete candidate are not to blame); None when ``step`` is a stage,
+    or no stage or several fit."""
+    if step in STAGES:
+        return None
+    suspects = [n for n in candidate if _drawn(n, candidate) and not _any_success_with(study, n)]
+    return suspects[0] if len(suspects) == 1 else None
+
+
 def rest_after_streak(
-    study: optuna.Study, stage: str, number: int, candidate: Mapping[str, Any], reason: str
+    study: optuna.Study,
+    stage: str,
+    number: int,
+    candidate: Mapping[str, Any],
+    reason: str,
+    failed_in: str | None = None,
 ) -> dict[str, Any] | None:
     """Rest ``stage`` when trial ``number`` (failing in it now for ``reason``, with
     ``candidate``) ends
-    ``FAIL_STREAK`` failed trials in a row that all failed in ``stage`` at a drawn config.
+    ``FAIL_STREAK`` failed trials in a row that all failed in ``stage`` at a drawn config;
+    with ``failed_in`` (a step that is no stage, ``stage`` its ``culprit``), trials that all
+    failed in ``failed_in`` with ``stage`` drawn.
 
     Trials still running or queued, and trials an interrupt failed, are passed over; a
     streak counts only trials after the stage's last rest. Returns the new rest
@@ -117,6 +137,7 @@ def rest_after_streak(
     """
     if not _drawn(stage, candidate):
         return None
+    step = failed_in or stage
     rests = dict(study.user_attrs.get(RESTED_ATTR) or {})
     last = rests.get(stage) or {"until": -1, "times": 0}
     if number <= int(last["until"]):
@@ -131,7 +152,7 @@ def rest_after_streak(
             continue
         if (
             t.state != TrialState.FAIL
-            or t.user_attrs.get("fail_stage") != stage
+            or t.user_attrs.get("fail_stage") != step
             or not _drawn(stage, t.user_attrs.get("candidate") or {})
         ):
             break
@@ -146,6 +167,7 @@ def rest_after_streak(
         "until": number + REST_TRIALS * 2 ** (times - 1),
         "times": times,
         "reason": reason,
+        **({"failed_in": failed_in} if failed_in else {}),
     }
     rests[stage] = rest
     study.set_user_attr(RESTED_ATTR, rests)
@@ -157,8 +179,14 @@ def rest_note(stage: str, rest: Mapping[str, Any]) -> str:
     title = getattr(STAGES.get(stage), "title", "") or stage
     return (
         f"{title} is off for trials {int(rest['after']) + 1}-{rest['until']}: "
-        f"{FAIL_STREAK} trials in a row failed in it ({rest['reason']})"
+        f"{FAIL_STREAK} trials in a row {failed_where(rest)} ({rest['reason']})"
     )
+
+
+def failed_where(rest: Mapping[str, Any]) -> str:
+    """Where a rest's streak failed, in words: in the stage, or in a later step with it."""
+    step = rest.get("failed_in")
+    return f"with it failed in {step}" if step else "failed in it"
 
 
 def _drawn(stage: str, candidate: Mapping[str, Any]) -> bool:
