@@ -88,8 +88,10 @@ def _notes(s: Summary) -> list[str]:
     for off in s.records.disabled_stages:
         notes.append(f"{off['title']} was disabled for this model: {off['reason']}")
     for rest in s.records.rested_stages:
-        step = rest.get("failed_in")  # a step after the stage, e.g. a target's conversion
-        where = f"with it failed in {step}" if step else "failed in it"
+        # failed_in: the streak failed in a step after the stage (a target's conversion)
+        where = "failed in it"
+        if "failed_in" in rest:
+            where = f"with it failed in {rest['failed_in']}"
         notes.append(
             f"{rest['title']} was off for trials {int(rest['after']) + 1}-{rest['until']} "
             f"(rest {rest['times']}): {rest['streak']} trials in a row {where} "
