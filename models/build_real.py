@@ -251,6 +251,18 @@ def folder_accuracy(model: torch.nn.Module, source: object, split: str) -> float
     return hits / max(total, 1)
 
 
+def init_from(model: torch.nn.Module, bundle: Path) -> None:
+    """Copy every tensor of ``bundle`` whose name and shape ``model`` shares (a warm-up at a
+    smaller side, or the CIFAR layout of the same architecture: its strides differ, its widths
+    but the last 1x1 conv's do not); say what was left at its initial value."""
+    given = torch.load(bundle, weights_only=True)["state_dict"]
+    own = model.state_dict()
+    shared = {k: v for k, v in given.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(shared, strict=False)
+    left = sorted(set(own) - set(shared))
+    print(f"init from {bundle}: {len(shared)} of {len(own)} tensors; left as built: {left}")
+
+
 def train_from_folder(args: argparse.Namespace) -> None:
     """``--folder``: train each model on the image folder, streamed, and save it."""
     from edgeopt import zoo
@@ -286,7 +298,7 @@ def train_from_folder(args: argparse.Namespace) -> None:
         torch.manual_seed(args.seed)
         model = zoo.REAL_BUILDERS[name](**kwargs)
         if args.init is not None:  # continue training a bundle (e.g. a warm-up at a smaller side)
-            model.load_state_dict(torch.load(args.init, weights_only=True)["state_dict"])
+            init_from(model, args.init)
         t0 = time.perf_counter()
         for size, epochs in phases:
             cfg = TrainConfig(
