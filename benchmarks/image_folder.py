@@ -402,12 +402,9 @@ def measured_table(r: rm.SeedResult, targets: str) -> list[str]:
     ]
     if mobile and e is not None:
         # on mobile each side ships its own best within 1 pt there, not the host's pick
-        bar = r.base.test_accuracy - rm.MAX_DROP - 1e-9
         ms = {p.path: estimated_ms(p.path, "mobile") for p in r.points}
-        ok_e = [p for p in r.points if p.kind == "edgeopt"]
-        ok_h = [p for p in r.points if p.kind == "by hand" and p.test_accuracy >= bar]
-        em = min(ok_e, key=lambda p: ms[p.path])
-        hm = min(ok_h, key=lambda p: ms[p.path]) if ok_h else r.base
+        em = rm.best_within(r.points, "edgeopt", lambda p: ms[p.path]) or e
+        hm = rm.best_within(r.points, "by hand", lambda p: ms[p.path]) or r.base
         rows[-1] += (
             f"; on mobile (estimated; each side's best within 1 pt there: {em.label} vs "
             f"{hm.label}) **{ms[hm.path] / ms[em.path]:.2f}x**"

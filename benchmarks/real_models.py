@@ -576,11 +576,17 @@ def measure(search: SearchOutcome, fp32: Path, hand: ByHand, data: DataBundle) -
     result.fp32_ms = stats[0].p50_ms
     load = stats[0].load or {}
     result.load = load.get("loadavg_1m")
-    ok_e = [p for p in points if p.kind == "edgeopt"]
-    ok_h = [p for p in points if p.kind == "by hand" and p.test_accuracy >= bar]
-    result.edgeopt = min(ok_e, key=lambda p: p.ratio) if ok_e else None
-    result.hand = min(ok_h, key=lambda p: p.ratio) if ok_h else None
+    result.edgeopt = best_within(points, "edgeopt", lambda p: p.ratio)
+    result.hand = best_within(points, "by hand", lambda p: p.ratio)
     return result
+
+
+def best_within(points: list[Point], kind: str, cost: Callable[[Point], float]) -> Point | None:
+    """The point of ``kind`` with the least ``cost`` among those within ``MAX_DROP`` of the
+    original (``points[0]``); None when there is none."""
+    bar = points[0].test_accuracy - MAX_DROP - 1e-9
+    ok = [p for p in points if p.kind == kind and p.test_accuracy >= bar]
+    return min(ok, key=cost) if ok else None
 
 
 # ----------------------------------------------------------------------------------- report
