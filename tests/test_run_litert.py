@@ -1,7 +1,8 @@
 """The search converts each candidate's torch module for its LiteRT targets: a real tiny
 ``edgeopt optimize`` on ``cpu``, ``litert-host`` (measured in LiteRT on this host) and
 ``edgetpu`` (estimated, full-integer), each trial's ``.tflite`` made by litert-torch and
-ai-edge-quantizer in the trial's runtime child, checked for parity, scored through LiteRT,
+ai-edge-quantizer in the trial's runtime child, checked for parity (an int8 file on its float
+conversion), scored through LiteRT,
 litert-host's timed against the original's ``.tflite``; ``export --format tflite`` copies the
 very file the search recorded."""
 
@@ -68,7 +69,12 @@ def test_each_trial_ships_a_tflite_per_litert_target_measured_on_litert_host(
             path = run_dir / entry["files"][0]
             assert path.suffix == ".tflite"
             assert entry["sha256"] == [hashlib.sha256(path.read_bytes()).hexdigest()]
-            assert 0.97 <= entry["agreement"] <= 1.0, (target, entry)
+            conversion = entry["conversion"]
+            if conversion["quant_mode"] == "fp32":
+                assert 0.995 <= entry["agreement"] <= 1.0, (target, entry)
+            else:  # AEQ's int8: the conversion is checked on its float file
+                assert conversion["conversion_agreement"] >= 0.995, (target, entry)
+                assert 0.0 <= entry["agreement"] <= 1.0
             assert 0.0 <= entry["val_accuracy"] <= 1.0
             # it loads and runs in LiteRT (in a runtime child)
             assert onnx_logits(path, x, threads=1).shape == (16, 10)

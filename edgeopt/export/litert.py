@@ -37,6 +37,7 @@ import numpy as np
 from edgeopt.errors import ConfigError, ConversionError
 from edgeopt.export.convert import Artifact, ConvertOptions, reason
 from edgeopt.export.tflite_facts import tflite_facts
+from edgeopt.measure.session import model_session, run_input, run_step
 from edgeopt.profiles.runtime_spec import RUNTIMES, Runtime, require_installed
 from edgeopt.runtime_child import ChildDied, in_runtime_child
 
@@ -53,12 +54,16 @@ def to_litert(
     out: str | Path,
     options: ConvertOptions | None = None,
     calibration: np.ndarray | None = None,
+    parity_inputs: np.ndarray | None = None,
 ) -> Artifact:
     """``module`` (a torch module taking one float input of one sample's ``input_shape``,
     batch 1) converted to a ``.tflite`` at ``out`` in ``options.quant_mode``;
     ``calibration`` holds the samples ``int8_static`` is calibrated on (N, *input_shape).
-    ConfigError for a mode or interface this converter cannot make, or LiteRT not
-    installed; ConversionError with the converter's or quantizer's reason."""
+    With ``parity_inputs`` the facts hold ``conversion_agreement``: the top-1 agreement of
+    litert-torch's float file (before any quantization) with ``module`` on them, the
+    conversion's own fidelity. ConfigError for a mode or interface this converter cannot
+    make, or LiteRT not installed; ConversionError with the converter's or quantizer's
+    reason."""
     opts = options or ConvertOptions()
     _check_options(opts, calibration)
     require_installed(Runtime.LITERT)
@@ -67,7 +72,7 @@ def to_litert(
     blob = _module_bytes(module)
     shape = tuple(int(d) for d in input_shape)
     try:
-        return in_runtime_child(litert_here, blob, shape, target, opts, calibration)
+        return in_runtime_child(litert_here, blob, shape, target, opts, calibration, parity_inputs)
     except ChildDied as exc:
         raise ConversionError(_LABEL, str(exc) + _address_space_note()) from exc
 
@@ -95,6 +100,7 @@ def litert_here(
     target: Path,
     opts: ConvertOptions,
     calibration: np.ndarray | None,
+    parity_inputs: np.ndarray | None = None,
 ) -> Artifact:
     """``to_litert``'s conversion in this process (the runtime child's side), of the module
     ``torch.save`` wrote to ``blob``."""
@@ -109,12 +115,12 @@ def litert_here(
             hint="define the model's class in an importable module (not in python -c)",
         ) from exc
     facts: dict[str, Any] = {"quant_mode": opts.quant_mode, "layout": "NCHW"}
-    if opts.quant_mode == "fp32":
-        facts |= _convert(module, input_shape, target)
-    else:
-        with tempfile.TemporaryDirectory(prefix="edgeopt-litert-") as tmp:
-            fp32 = Path(tmp) / "fp32.tflite"
-            facts |= _convert(module, input_shape, fp32)
+    with tempfile.TemporaryDirectory(prefix="edgeopt-litert-") as tmp:
+        fp32 = target if opts.quant_mode == "fp32" else Path(tmp) / "fp32.tflite"
+        facts |= _convert(module, input_shape, fp32)
+        if parity_inputs is not None:
+            facts["conversion_agreement"] = _agreement(module, fp32, parity_inputs)
+        if fp32 != target:
             facts |= _quantize(fp32, target, opts, calibration)
     got = tflite_facts(target)
     facts |= {"input_type": got.input_types[0], "output_type": got.output_types[0]}
@@ -128,6 +134,25 @@ def litert_here(
                 f"{', '.join(got.input_types)}, outputs {', '.join(got.output_types)})",
             )
     return Artifact(Runtime.LITERT, (target,), facts)
+
+
+def _agreement(module: Any, tflite: Path, x: np.ndarray) -> float:
+    """Top-1 agreement of the float ``tflite`` (in LiteRT) with ``module`` (in torch) on
+    ``x``, a few samples at a time."""
+    import torch
+
+    x = np.asarray(x, dtype=np.float32)
+    sess = model_session(tflite, threads=torch.get_num_threads())
+    step = run_step(sess, 64, x[0])
+    same = 0
+    with torch.inference_mode():
+        for i in range(0, len(x), step):
+            got = np.asarray(sess.run(run_input(x[i : i + step])))
+            want = module(torch.from_numpy(x[i : i + step])).numpy()
+            same += int(
+                (got.reshape(len(got), -1).argmax(1) == want.reshape(len(want), -1).argmax(1)).sum()
+            )
+    return same / max(1, len(x))
 
 
 def _module_bytes(module: Any) -> bytes:

@@ -60,7 +60,7 @@ from edgeopt.profiles.loader import (
     shipped_profile_dir,
     validate_profile_file,
 )
-from edgeopt.profiles.merge import merge_profiles, runs_contrib_ops
+from edgeopt.profiles.merge import merge_profiles, quantizes_with_ort, runs_contrib_ops
 from edgeopt.profiles.runner_spec import RUNNER_KINDS, RUNNER_SPECS, LocalSpec, SshSpec
 from edgeopt.profiles.schema import (
     DTYPES,
@@ -121,6 +121,7 @@ __all__ = [
     "merge_profiles",
     "profile_from_text",
     "profiles_changed",
+    "quantizes_with_ort",
     "resolve_targets",
     "runs_contrib_ops",
     "shipped_profile_dir",

@@ -16,12 +16,13 @@ def merge_profiles(profiles: Sequence[HardwareProfile]) -> HardwareProfile:
 
     The first profile's numbers are kept; quantization modes are intersected (int8-only if any
     target is), contrib ops only when every target's runtime runs them
-    (``runs_contrib_ops``), the channel multiple is the least common multiple. The int8 flavour
-    (activation and weight types) is the first target's: a candidate is one quantized file, so
-    a search has one flavour, and a target of another flavour measures or estimates that file
-    as it is (its accelerator leaves the Q/DQ to its CPU: see :func:`flavour_note`).
-    Measurement and estimation still use each real profile. Raises ConfigError for no profiles
-    or no common mode.
+    (``runs_contrib_ops``), ORT's quantizer options only when some target ships its
+    quantization (``quantizes_with_ort``), the channel multiple is the least common
+    multiple. The int8 flavour (activation and weight types) is the first target's: a
+    candidate is one quantized file, so a search has one flavour, and a target of another
+    flavour measures or estimates that file as it is (its accelerator leaves the Q/DQ to its
+    CPU: see :func:`flavour_note`). Measurement and estimation still use each real profile.
+    Raises ConfigError for no profiles or no common mode.
     """
     if not profiles:
         raise ConfigError("no target given", hint="pass --target, e.g. --target mobile")
@@ -43,6 +44,7 @@ def merge_profiles(profiles: Sequence[HardwareProfile]) -> HardwareProfile:
         int8_only=any(p.quantization.int8_only for p in profiles),
         per_channel=all(p.quantization.per_channel for p in profiles),
         contrib_ops=all(runs_contrib_ops(p) for p in profiles),
+        ort_quantized=any(quantizes_with_ort(p) for p in profiles),
     )
     multiple = math.lcm(*(p.pruning.channel_multiple for p in profiles))
     return replace(
@@ -80,3 +82,13 @@ def _flavour(p: HardwareProfile) -> str:
     q = p.quantization
     sym = " symmetric" if q.activation_symmetric else ""
     return f"{q.activation_type}{sym} activations, {q.weight_type} weights"
+
+
+def quantizes_with_ort(profile: HardwareProfile) -> bool:
+    """Whether some target of ``profile`` ships the ONNX candidate's ORT quantization, so the
+    search draws ORT's quantizer options (calibration method, per-channel, first/last and
+    sensitive nodes in float): not when every target's runtime quantizes with its own tool
+    (LiteRT's ai-edge-quantizer: min-max calibration, the profile's granularity, every op
+    int8), where those draws would change the ONNX file only."""
+    merged = profile.quantization.ort_quantized
+    return not RUNTIMES[profile.runtime_name].own_quantizer if merged is None else merged

@@ -52,6 +52,10 @@ class RuntimeKind:
     ``contrib_ops`` whether it runs ONNX Runtime's ``com.microsoft`` contrib ops (the fused
     ``Attention``/``SkipLayerNormalization`` of ``quantize.fuse``): only plain ORT does (an
     ORT Mobile build, QNN and OpenVINO are not known to).
+    ``own_quantizer`` whether its file is quantized by the runtime's own tool rather than
+    being the ONNX candidate's ORT quantization (LiteRT: ai-edge-quantizer), so the ORT
+    quantizer's options (calibration method, float nodes, first/last exclusion) do not reach
+    it (``edgeopt.profiles.merge.quantizes_with_ort``).
     ``on_host``: how footnotes (``bench``, the reports) name it when it ran a number on this
     host, with the backend it ran on (empty: ``label``).
     """
@@ -67,6 +71,7 @@ class RuntimeKind:
     min_agreement_float: float = 0.995
     min_agreement_int8: float = 0.97
     contrib_ops: bool = False
+    own_quantizer: bool = False
     on_host: str = ""
 
     @property
@@ -115,6 +120,7 @@ RUNTIMES: dict[Runtime, RuntimeKind] = {
         "LiteRT",
         True,
         needs_torch=True,
+        own_quantizer=True,
         on_host="LiteRT, XNNPACK",
     ),
     Runtime.OPENVINO: RuntimeKind(

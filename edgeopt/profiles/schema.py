@@ -100,6 +100,9 @@ class QuantSupport:
     ONNX Runtime's quantizer makes them). ``contrib_ops`` is not a profile key: it is False
     on a merged profile (``merge_profiles``) when some target's runtime does not run ORT's
     ``com.microsoft`` ops (``runs_contrib_ops`` asks it together with the runtime's own).
+    ``ort_quantized`` is not a profile key either: a merged profile sets it to whether any
+    target's file is the ONNX candidate's ORT quantization (None: the runtime's own
+    ``RuntimeKind.own_quantizer`` says; ``quantizes_with_ort`` asks).
     """
 
     modes: tuple[str, ...]
@@ -109,6 +112,7 @@ class QuantSupport:
     int8_only: bool
     activation_symmetric: bool = False
     contrib_ops: bool = True
+    ort_quantized: bool | None = None
 
     def supports(self, mode: str) -> bool:
         """Whether ``mode`` (one of QUANT_MODES) runs on the target."""

@@ -38,7 +38,7 @@ import numpy as np
 from edgeopt.errors import CandidateError
 from edgeopt.inputs import InputSpec, ModelInputs
 from edgeopt.measure.session import ort_session
-from edgeopt.profiles.merge import runs_contrib_ops
+from edgeopt.profiles.merge import quantizes_with_ort, runs_contrib_ops
 from edgeopt.stages import quantize_ort
 from edgeopt.stages.base import ByHandBaseline, Phase, Stage, StageOutput
 from edgeopt.stages.onnx_graph import MATMUL_HEAVY, matmul_mac_fraction, op_types, shape_of
@@ -60,6 +60,13 @@ if TYPE_CHECKING:
 
 MAX_FP32_NODES = 8
 """Most sensitive nodes the search may keep in float (``quantize.fp32_nodes``)."""
+ORT_QUANTIZER_PARAMS = (
+    "quantize.calibration",
+    "quantize.per_channel",
+    "quantize.exclude_first_last",
+    "quantize.fp32_nodes",
+)
+"""ORT quantizer options the search draws only where some target ships ORT's int8."""
 
 
 def _output_path(src: Path, config: QuantizeConfig, workdir: Path) -> Path:
@@ -135,7 +142,9 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
         (only when the profile supports per-channel; else False) and
         ``quantize.exclude_first_last`` and ``quantize.fp32_nodes`` (0..``MAX_FP32_NODES``:
         how many of the most sensitive nodes stay float) and, for a graph with LayerNorm or
-        Softmax (the probe's ``transformer``), ``quantize.static_ops``. For fp32,
+        Softmax (the probe's ``transformer``), ``quantize.static_ops``; of these only
+        ``quantize.calibration_samples`` where no target ships ORT's quantization
+        (``quantizes_with_ort``: LiteRT's own quantizer makes every file). For fp32,
         int8_dynamic and fp16: ``quantize.fuse`` where ``fuse_offered``. Types always come
         from the profile."""
         modes = self.offered_modes(profile, facts)
@@ -149,6 +158,18 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
             fuse = mode in FUSE_MODES and self.fuse_offered(profile, facts)
             fuse = fuse and bool(space.suggest_categorical("quantize.fuse", [False, True]))
             return dataclasses.replace(base, mode=mode, fuse=fuse)
+        if not quantizes_with_ort(profile):
+            samples = space.suggest_categorical("quantize.calibration_samples", [64, 128, 256])
+            # the targets' own quantizer makes the shipped file: the ONNX twin is quantized
+            # as it is (min-max, the profile's granularity, every op int8), nothing drawn
+            # that the shipped file would not have
+            return dataclasses.replace(
+                base,
+                mode=mode,
+                calibration=CalibMethod.MINMAX,
+                calibration_samples=int(samples),
+                per_channel=bool(q.per_channel),
+            )
         calib = space.suggest_categorical("quantize.calibration", [c.value for c in CalibMethod])
         samples = space.suggest_categorical("quantize.calibration_samples", [64, 128, 256])
         per_channel = (
@@ -227,6 +248,8 @@ class QuantizeStage(Stage[QuantizeConfig, Path]):
             "quantize.exclude_first_last": config.exclude_first_last,
             "quantize.fp32_nodes": config.fp32_nodes,
         }
+        if not quantizes_with_ort(profile):  # drawn only where ORT quantizes (``suggest``)
+            params = {k: v for k, v in params.items() if k not in ORT_QUANTIZER_PARAMS}
         return ByHandBaseline("int8", config, params)
 
     def variants(self, profile: HardwareProfile, facts: ModelFacts) -> list[dict[str, Any]]:
