@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.inputs import ModelInputs
+from edgeopt.stages.onnx_graph import shape_of
 from edgeopt.stages.quantize_config import (
     COMPUTE_ONLY,
     CalibMethod,
@@ -26,6 +27,14 @@ from edgeopt.stages.quantize_config import (
 
 CALIB_BATCH = 32
 """Most calibration samples per batch ORT is fed (``equal_batch_size`` may use fewer)."""
+CALIB_OUTPUT_BUDGET_BYTES = 1 << 28
+"""Intermediate outputs ORT's calibrator may hold at once (256 MiB). Its histogram
+calibrators (entropy, percentile) keep every tensor of every batch until they build the
+histograms: MobileNetV2 x0.5 at 224x224 has 27 MiB of them per sample, and percentile on 128
+samples peaked at 4.39 GB resident (min-max reduces each tensor in the graph: 1.13 GB at 256
+samples). Past the budget the batches shrink to fit it and are collected in strides (ORT's
+``CalibStridedMinMax``, which serves every method: ranges and histograms merge across
+strides), the most batches per stride that fit."""
 
 
 def qtype(t: QType) -> Any:
@@ -53,18 +62,63 @@ class CalibReader:
     def __init__(self, inputs: ModelInputs, x: np.ndarray) -> None:
         self._inputs = inputs
         self._x = x
-        self._it: Iterator[dict[str, np.ndarray]] = self._batches()
+        self.batch_size = equal_batch_size(len(x), CALIB_BATCH)
+        self._it: Iterator[dict[str, np.ndarray]] = self._batches(0, len(self))
 
-    def _batches(self) -> Iterator[dict[str, np.ndarray]]:
-        size = equal_batch_size(len(self._x), CALIB_BATCH)
-        for i in range(0, len(self._x) - size + 1, size):
-            yield self._inputs.feeds(self._x[i : i + size])
+    def __len__(self) -> int:
+        """Batches in all (ORT's strided calibration counts in these)."""
+        return len(self._x) // self.batch_size
+
+    def _batches(self, start: int, end: int) -> Iterator[dict[str, np.ndarray]]:
+        size = self.batch_size
+        for i in range(start, min(end, len(self))):
+            yield self._inputs.feeds(self._x[i * size : (i + 1) * size])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._it, None)
 
+    def set_range(self, start_index: int, end_index: int) -> None:
+        """Batches ``start_index`` to ``end_index`` (excluded) next (ORT's strided calls)."""
+        self._it = self._batches(start_index, end_index)
+
     def rewind(self) -> None:
-        self._it = self._batches()
+        self._it = self._batches(0, len(self))
+
+    def limit_batch(self, most: int) -> None:
+        """At most ``most`` samples per batch from now on (equal batches), from the start."""
+        self.batch_size = min(self.batch_size, equal_batch_size(len(self._x), most))
+        self.rewind()
+
+
+def calib_stride(model: Path, reader: CalibReader, budget_bytes: int) -> int | None:
+    """Batches per calibration stride so that ORT holds at most ``budget_bytes`` of
+    intermediate outputs (every tensor of ``model``, shape-inferred, per sample): None when
+    all batches fit; else the reader's batches first shrink to fit the budget (one sample
+    at the least) and the stride is the most of them that fit, a divisor of their count as
+    ORT requires."""
+    per_sample = max(1, activation_bytes_per_sample(model))
+    if per_sample * len(reader) * reader.batch_size <= budget_bytes:
+        return None
+    reader.limit_batch(max(1, budget_bytes // per_sample))
+    n = len(reader)
+    most = max(1, budget_bytes // (per_sample * reader.batch_size))
+    return max(d for d in range(1, min(most, n) + 1) if n % d == 0)
+
+
+def activation_bytes_per_sample(model: Path) -> int:
+    """Bytes of ``model``'s inferred intermediate and output tensors for one sample (a
+    symbolic or unknown dim counts as 1)."""
+    import onnx
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    g = onnx.shape_inference.infer_shapes(onnx.load(str(model), load_external_data=False)).graph
+    total = 0
+    for vi in [*g.value_info, *g.output]:
+        tt = vi.type.tensor_type
+        if tt.elem_type and tt.HasField("shape"):
+            size = np.dtype(tensor_dtype_to_np_dtype(tt.elem_type)).itemsize
+            total += int(np.prod(shape_of(vi), dtype=np.int64)) * size
+    return total
 
 
 def equal_batch_size(n: int, most: int) -> int:
@@ -119,17 +173,22 @@ def quantize_static(
     reader: Any,
     exclude: list[str] | None = None,
     overrides: dict[str, Any] | None = None,
+    *,
+    calib_budget_bytes: int = CALIB_OUTPUT_BUDGET_BYTES,
 ) -> None:
     """Static QDQ with the config's types and op set (``ort_default``: ORT's own defaults), leaving
     ``exclude`` in float and fixing the activations in ``overrides`` (ORT
-    ``TensorQuantOverrides``: tensor -> scale and zero point)."""
+    ``TensorQuantOverrides``: tensor -> scale and zero point). Calibration holds at most
+    ``calib_budget_bytes`` of intermediate outputs at once (``calib_stride``)."""
     from onnxruntime.quantization import QuantFormat
     from onnxruntime.quantization import quantize_static as ort_quantize_static
 
+    stride = calib_stride(pre, reader, calib_budget_bytes)
+    strided = {"CalibStridedMinMax": stride} if stride else {}
     # the histogram calibrators print progress lines; the library must not
     with contextlib.redirect_stdout(io.StringIO()):
         if config.mode is QuantMode.ORT_DEFAULT:
-            ort_quantize_static(str(pre), str(out), reader)
+            ort_quantize_static(str(pre), str(out), reader, extra_options=strided)
             return
         ort_quantize_static(
             str(pre),
@@ -144,7 +203,7 @@ def quantize_static(
             op_types_to_quantize=(
                 list(COMPUTE_ONLY) if config.static_ops is StaticOps.COMPUTE else None
             ),
-            extra_options=_extra_options(config, overrides),
+            extra_options=_extra_options(config, overrides) | strided,
         )
 
 
