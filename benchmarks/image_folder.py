@@ -141,10 +141,21 @@ class PeakPss:
     samples: int = 0
     at_peak: list[tuple[str, int]] = field(default_factory=list)
     """(process role, PSS bytes) of each process at the peak, largest first."""
+    peak_s: float = 0.0
+    """Seconds into the search at the peak."""
+    peak_stages: str = ""
+    """The running trials' stages at the peak (``trials/*/stage.txt``)."""
+    timeline: Path | None = None
+    """Where each sample goes (CSV: seconds, total and per-role GB, running stages)."""
+    run_dir: Path | None = None
 
     def watch(self, proc: subprocess.Popen[bytes], every_s: float = 1.0) -> None:
         """Sample until ``proc`` exits."""
         root = psutil.Process(proc.pid)
+        t0 = time.monotonic()
+        out = self.timeline.open("w") if self.timeline else None
+        if out:
+            out.write("t_s,total_gb,roles_gb,stages\n")
         while proc.poll() is None:
             parts: list[tuple[str, int]] = []
             try:
@@ -157,11 +168,20 @@ class PeakPss:
                 except psutil.Error:
                     continue
             total = sum(b for _, b in parts)
+            t = time.monotonic() - t0
+            stages = running_stages(self.run_dir)
             if total > self.peak_bytes:
                 self.peak_bytes, self.peak_processes = total, len(parts)
                 self.at_peak = sorted(parts, key=lambda rb: -rb[1])
+                self.peak_s, self.peak_stages = t, stages
+            if out:
+                roles = " ".join(f"{n}={b / 2**30:.2f}" for n, b in parts)
+                out.write(f"{t:.0f},{total / 2**30:.3f},{roles},{stages}\n")
+                out.flush()
             self.samples += 1
             time.sleep(every_s)
+        if out:
+            out.close()
 
     @property
     def gb(self) -> float:
@@ -171,6 +191,21 @@ class PeakPss:
     def breakdown(self) -> str:
         """e.g. ``trial 2.10 + search 0.85 + loader 0.20`` (GB at the peak)."""
         return " + ".join(f"{name} {b / 2**30:.2f}" for name, b in self.at_peak)
+
+
+def running_stages(run_dir: Path | None) -> str:
+    """``N:stage`` of each running trial (a stage file, no result yet), or '' (a search
+    between trials: set-up, the final measurement)."""
+    if run_dir is None:
+        return ""
+    found = []
+    for f in (run_dir / "trials").glob("*/stage.txt"):
+        try:
+            if not f.parent.joinpath("result.json").exists():
+                found.append(f"{f.parent.name}:{f.read_text().strip()}")
+        except OSError:
+            continue
+    return ";".join(sorted(found))
 
 
 def role(p: psutil.Process, root: psutil.Process) -> str:
@@ -332,7 +367,7 @@ def part_search(a: argparse.Namespace) -> str:
     params = sum(p.numel() for p in load_model(model).module.parameters()) / 1e6
     out = WORK / f"search-{a.model}-w{a.width:g}-{a.size}" / "run"
     out.parent.mkdir(parents=True, exist_ok=True)
-    peak = PeakPss()
+    peak = PeakPss(timeline=out.parent / "pss.csv", run_dir=out)
     extra = ["--augment", "crop", *a.optimize_args]  # a mirrored digit is another glyph
     log(f"search: {a.model} x{a.width:g} at {a.size}, --target {a.targets}, {a.budget}")
     search = rm.run_search(
@@ -355,7 +390,9 @@ def part_search(a: argparse.Namespace) -> str:
         f"pruning active: {'yes' if search.pruning_active else 'no'}"
         + (f"; error: {search.error}" if search.error else ""),
         f"- peak PSS of the search's process tree: **{peak.gb:.2f} GB** "
-        f"({peak.peak_processes} processes at the peak, {peak.samples} samples)",
+        f"({peak.peak_processes} processes at the peak, {peak.samples} samples) at "
+        f"{peak.peak_s / 60:.1f} min, trials running: {peak.peak_stages or 'none'}; GB each: "
+        f"{peak.breakdown} (every sample: `{out.parent.relative_to(ROOT)}/pss.csv`)",
         f"- data-loading share of fine-tune time: **{wait / ft_s:.1%}** "
         f"({wait:.0f} s blocked on batches of {ft_s:.0f} s in {n_ft} fine-tunes)"
         if ft_s
