@@ -52,7 +52,11 @@ def _records() -> dict[str, Any]:
     """Plain records: 0 fast on A, 1 fast on B, 2 ties 0 on everything A is judged on but is
     slower on B (so the joint front drops it), 3 the most accurate, 4 the fastest but over a
     budget, 5 failed, 6 fast everywhere at a hopeless accuracy."""
-    b_file = {"runtime": "ort-format", "files": ["trials/1/model.ort", "trials/1/ops.config"]}
+    b_file = {
+        "runtime": "ort-format",
+        "files": ["trials/1/model.ort", "trials/1/ops.config"],
+        "val_accuracy": 0.87,  # its own runtime's score
+    }
     trials = [
         _trial(0, 0.90, 1.0, 5.0),
         _trial(1, 0.90, 2.0, 2.0, info={"target_files": {B: b_file}}),
@@ -127,6 +131,11 @@ def test_reports_show_the_fronts_per_target_only_for_several_targets() -> None:
         (B, "ort-format", "ort", [1, 3]),
     ]
     assert "<h2>Front per target</h2>" in html and "trials/1/model.ort" in html
+    # a converted file's own score beside the ONNX candidate's, on its target's front only
+    assert "| trial | config | val acc. | val, its .ort file |" in md
+    assert "| 1 | candidate 1 | 0.9000 | 0.8700 |" in md
+    assert md.count("val, its") == 1
+    assert "<td>0.8700</td>" in html and "val accuracy, its file" in html
     # the terminal too: one line a target, its trials fastest first, and the file to export
     lines = render_front(_records()).splitlines()
     assert f"  {A} (ONNX Runtime, .onnx): 0, 2, 3 (fastest first; --format onnx)" in lines

@@ -39,7 +39,10 @@ def front_note(s: Summary) -> str:
     timed = "ONNX Runtime" if on == ORT_CPU else on
     scored = (
         " on each candidate's ONNX file with ONNX Runtime, whatever runtime timed it (a "
-        "converted file is timed only once it passed a top-1 parity check against that file)"
+        "converted file is timed only once its conversion passed a top-1 parity check: "
+        "against that file, or for an int8 .tflite, ai-edge-quantizer's own int8, its float "
+        "conversion against the torch model; a converted file's own score is in its "
+        "target's front)"
         if converted(s.records)
         else ""
     )
@@ -349,6 +352,8 @@ def target_fronts_section(s: Summary) -> str:
     for f in target_fronts(s.records):
         judged = [o for o in f.objectives if o.metric != Metric.ACCURACY]
         head = ["trial", "config", f"val {s.score_noun}"]
+        if f.converted:
+            head.append(f"val {s.score_noun}, its file")
         head += [f"{metric_short(o.metric)} ({o.provenance})" for o in judged]
         head.append("file")
         rows = []
@@ -356,6 +361,8 @@ def target_fronts_section(s: Summary) -> str:
             picked = " ★" if s.pick is not None and t.number == s.pick.number else ""
             cells = [f"{t.number}{picked}", t.describe or "unchanged"]
             cells.append(fmt_num(t.val_accuracy, Metric.ACCURACY))
+            if f.converted:
+                cells.append(fmt_num(f.file_score(t), Metric.ACCURACY))
             cells += [fmt_num(t.values[o.name], o.metric) for o in judged]
             cells.append(f.file_of(t) or "-")
             rows.append(cells)

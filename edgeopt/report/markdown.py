@@ -93,7 +93,9 @@ def render_markdown(s: Summary) -> str:
 
 SCORED_ON_ONNX = (
     f"val/test scores: each candidate's ONNX file on {ORT_CPU}, whatever runtime timed it (a "
-    "converted file is timed only once it passed a top-1 parity check against that file)."
+    "converted file is timed only once its conversion passed a top-1 parity check: against "
+    "that file, or for an int8 .tflite, ai-edge-quantizer's own int8, its float conversion "
+    "against the torch model); a converted file's own score is in its target's front."
 )
 """The footer's word on accuracy for a run whose targets load converted files."""
 
@@ -152,11 +154,15 @@ def _target_fronts(s: Summary, fronts: Sequence[TargetFront]) -> list[str]:
             continue
         judged = [o for o in f.objectives if o.metric != Metric.ACCURACY]
         head = ["trial", "config", f"val {_score_word(s)}"]
+        if f.converted:
+            head.append(f"val, its {f.label.rsplit(', ', 1)[-1]} file")
         head += [f"{metric_short(o.metric)} ({_abbr(o.provenance)})" for o in judged]
         out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for t in shown:
             num = str(t.number) + (" ★" if s.pick is not None and t.number == s.pick.number else "")
             cells = [num, t.describe or "unchanged", _score(t.val_accuracy, None)]
+            if f.converted:
+                cells.append(_score(f.file_score(t), None))
             cells += [fmt_num(t.values[o.name], o.metric) for o in judged]
             out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return out

@@ -68,6 +68,18 @@ class TargetFront:
         sign = -1.0 if o.maximize else 1.0
         return sorted(self.members, key=lambda t: (sign * t.values[o.name], t.number))
 
+    @property
+    def converted(self) -> bool:
+        """Whether this target loads a converted file (scored through its runtime too)."""
+        return self.runtime != "ort"
+
+    def file_score(self, t: TrialRecord) -> float | None:
+        """Trial ``t``'s validation score through this target's runtime, on the file it
+        loads (a converted one; None where none was recorded). An int8 ``.tflite`` is
+        LiteRT's own quantization, so its score can differ from the ONNX candidate's."""
+        converted = target_files(t.info).get(self.target)
+        return converted.val_accuracy if converted is not None else None
+
     def file_of(self, t: TrialRecord) -> str | None:
         """The file this target loads for trial ``t``: its converted file, else its ONNX."""
         converted = target_files(t.info).get(self.target)
