@@ -30,6 +30,7 @@ from edgeopt.data.preprocess import Preprocess
 from edgeopt.data.recipe_choice import RecipeFlags, choose_recipe
 from edgeopt.errors import ConfigError
 from edgeopt.fileio import write_json
+from edgeopt.heap import release_free_memory
 from edgeopt.loading import check_model_and_data, load_spec
 from edgeopt.measure.accuracy import onnx_score, source_task_metric, source_task_metric_entries
 from edgeopt.measure.runtime import host_description
@@ -215,6 +216,7 @@ def _probe_fields(
         search_timeout_s=search_timeout_s,
     )
     facts = {name: dict(stage.probe(model)) for name, stage in STAGES.items()}
+    release_free_memory()  # the probes' training steps: freed, but kept by the allocator
     cost = stage_seconds(facts)
     return {"stage_facts": facts, "auto_timeout_s": None if cost is None else auto_timeout(cost)}
 
