@@ -24,6 +24,7 @@ LAYERS: list[list[str]] = [
         "zoo_transformers",
         "zoo",
         "lifeline",
+        "heap",
         "runtime_child",
         "stopping",
         "=measure",
