@@ -143,8 +143,61 @@ def test_depth_is_searched_where_the_probe_found_a_stack() -> None:
     config = PruneStage().suggest(rec, cpu, found)
     assert config.depth == 2
     assert PruneStage().describe(config).endswith(" -2 blocks")
-    cnn = zoo.BUILDERS["resnet_small"](width=8).eval()
+    cnn = zoo.BUILDERS["plain_cnn"](width=8).eval()
     cnn_facts = PruneStage().probe(ProbeInput(module=cnn, onnx_path=None, input_shape=(1, 16, 16)))
     assert "blocks" not in cnn_facts
     no_stack = ModelFacts(onnx_input=False, stages={"prune": cnn_facts, "quantize": {}})
     assert "prune.depth" not in declared_params(cpu, no_stack)["prune"]
+
+
+def _mobilenetv2() -> nn.Module:
+    torch.manual_seed(0)
+    return zoo.mobilenetv2_cifar(in_channels=1, width_mult=0.25).eval()
+
+
+def test_a_mobilenetv2_stack_is_its_residual_blocks() -> None:
+    model = _mobilenetv2()
+    x = _x(1)
+    # its features mix a stem, strided and widening blocks: no uniform stack
+    assert find_block_stack(model, x) is None
+    stack = find_block_stack(model, x, partial=True)
+    assert stack is not None and stack.name == "features"
+    residual = [i for i, b in enumerate(model.features) if getattr(b, "use_res", False)]
+    assert list(stack.positions) == residual and stack.count == len(residual) >= 8
+
+
+def test_mobilenetv2_loses_whole_residual_blocks_and_exports_fewer_convs(tmp_path: Path) -> None:
+    model = _mobilenetv2()
+    config = PruneConfig(ratio=0.5, round_to=8, depth=3)
+    out = PruneStage().apply(model, config, _ctx(tmp_path))
+    pruned, depth = out.artifact, out.info["prune_report"]["depth"]
+    skipped = [i for i, b in enumerate(pruned.features) if isinstance(b, SkippedBlock)]
+    assert skipped == depth["removed"] and len(skipped) == 3
+    assert all(model.features[i].use_res for i in skipped)  # only residual blocks go
+    x = _x(8).numpy()
+    path = export_onnx(pruned, SHAPE, tmp_path / "pruned.onnx", check_inputs=x)
+    full = export_onnx(model, SHAPE, tmp_path / "full.onnx", check_inputs=x)
+
+    def convs(p: Path) -> int:
+        return [n.op_type for n in onnx.load(str(p)).graph.node].count("Conv")
+
+    expand = [model.features[i] for i in skipped]
+    assert convs(full) - convs(path) == sum(
+        sum(isinstance(m, nn.Conv2d) for m in b.modules()) for b in expand
+    )
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    (got,) = sess.run(None, {sess.get_inputs()[0].name: x})
+    with torch.no_grad():
+        np.testing.assert_allclose(got, pruned(torch.from_numpy(x)).numpy(), atol=1e-4)
+
+
+def test_depth_is_searched_on_a_cnn_with_residual_blocks() -> None:
+    cpu = load_profile("cpu")
+    facts = PruneStage().probe(ProbeInput(module=_mobilenetv2(), onnx_path=None, input_shape=SHAPE))
+    count = facts["blocks"]["count"]
+    assert facts["blocks"]["stack"] == "features" and count >= 8
+    found = ModelFacts(onnx_input=False, stages={"prune": facts, "quantize": {}})
+    drawn = declared_params(cpu, found)["prune"]["prune.depth"].describe()
+    assert drawn == f"int in [0, {count // 2}] step 1"

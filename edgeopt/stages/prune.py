@@ -97,7 +97,7 @@ class PruneStage(Stage[PruneConfig, "nn.Module"]):
 
         facts["batchnorm"] = any(isinstance(m, _BatchNorm) for m in model.module.modules())
         if pre.prunable is not False:
-            stack = block_stack(model.module, shape)
+            stack = block_stack(model.module, shape, partial=True)
             if stack is not None:
                 facts["blocks"] = {"stack": stack.name, "count": stack.count}
         return facts

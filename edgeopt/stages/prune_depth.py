@@ -16,6 +16,11 @@ probabilities, or relative squared error for other outputs; Minitron's finding i
 output-based ranking beats ShortGPT's input/output cosine for depth), and the least
 damaging are replaced by ``SkippedBlock``, which returns its first input. Indices stay
 valid, so a forward that indexes its stack still works.
+
+A CNN's stack may be partial (``training.blocks``): MobileNetV2's stride-1 inverted residual
+blocks among its other layers. Only those blocks are ranked and removed; on a small network
+at low resolution, where each op's fixed cost dominates the latency, removing blocks cuts
+time that narrowing them cannot.
 """
 
 from __future__ import annotations
@@ -68,7 +73,7 @@ def rank_blocks(model: nn.Module, stack: BlockStack, x: Batch) -> list[float]:
     try:
         with torch.no_grad():
             ref = forward(model, x)
-            for i in range(stack.count):
+            for i in stack.positions:
                 block = container[i]
                 container[i] = SkippedBlock(type(block).__name__)
                 try:
@@ -92,16 +97,18 @@ def rank_inputs(ctx: StageContext, inputs: ModelInputs, device: Any) -> Batch:
 
 
 def drop_blocks(model: nn.Module, x: Batch, depth: int, ctx: StageContext) -> dict[str, Any]:
-    """Remove the ``depth`` least damaging blocks of ``model``'s stack in place; what was
-    done: ``{"stack", "blocks", "removed": [indices], "damage": [per block]}``.
+    """Remove the ``depth`` least damaging blocks of ``model``'s stack (a partial one too:
+    ``training.blocks``) in place; what was done: ``{"stack", "blocks", "removed":
+    [positions in the container], "damage": [per block, in stack order]}``.
 
     CandidateError when the model has no block stack or ``depth`` would leave none."""
-    stack = find_block_stack(model, x)
+    stack = find_block_stack(model, x, partial=True)
     if stack is None:
         raise CandidateError(
             "prune",
             f"prune.depth {depth} needs a stack of at least {MIN_BLOCKS} same-shape blocks "
-            "(an nn.ModuleList or nn.Sequential of one block class); this model has none",
+            "(blocks of one class in an nn.ModuleList or nn.Sequential that return their "
+            "input's shape); this model has none",
             hint="set prune.depth to 0",
         )
     if depth >= stack.count:
@@ -112,7 +119,8 @@ def drop_blocks(model: nn.Module, x: Batch, depth: int, ctx: StageContext) -> di
         )
     samples = rank_inputs(ctx, ctx.model_inputs, module_device(model))
     damage = rank_blocks(model, stack, samples)
-    removed = sorted(sorted(range(stack.count), key=lambda i: (damage[i], i))[:depth])
+    ranked = sorted(range(stack.count), key=lambda j: (damage[j], j))[:depth]
+    removed = sorted(stack.positions[j] for j in ranked)
     from edgeopt.stages.skipped_block import SkippedBlock
 
     container = container_of(model, stack.name)
