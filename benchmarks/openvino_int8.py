@@ -42,7 +42,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_md import write_section  # noqa: E402
-from runtimes import in_child  # noqa: E402
+from runtimes import accuracies, in_child  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / "work" / "openvino_int8"
@@ -120,13 +120,6 @@ def to_ir(onnxes: list[str], x_calib: np.ndarray, out: str) -> list[list[str]]:
     return made
 
 
-def scores(paths: list[str], x: np.ndarray, y: np.ndarray) -> list[float]:
-    """Top-1 accuracy of each IR through OpenVINO, 1 thread (in a spawned child)."""
-    from edgeopt.measure.accuracy import onnx_accuracy
-
-    return [onnx_accuracy(p, x, y, threads=1) for p in paths]
-
-
 def main(argv: list[str] | None = None) -> int:
     from edgeopt.loading import load_model
     from edgeopt.measure.local_runner import measure_latency
@@ -182,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, files in zip(names, irs, strict=True):
         rows += [Row(name, v, Path(p)) for v, p in zip(VARIANTS, files, strict=True)]
     log(f"scoring {len(rows)} files on {len(x_test)} test samples")
-    accs = in_child(scores, [str(r.path) for r in rows], x_test, y_test)
+    accs = in_child(accuracies, [str(r.path) for r in rows], x_test, y_test)
     for r, acc in zip(rows, accs, strict=True):
         r.accuracy, r.size_mb = acc, size_mb(r.path)
     log("timing (one interleaved pass)")
