@@ -78,23 +78,18 @@ def open_data(path: Path, input_shape: tuple[int, ...]) -> Any:
     return FolderSource(path, Preprocess.default_for(input_shape))
 
 
-def edgeopt_int8(fp32: Path, out: Path, source: Any, shape: tuple[int, ...], calib: int) -> Path:
-    """``fp32`` through edgeopt's quantize stage with openvino-host's by-hand settings."""
+def edgeopt_int8(fp32: Path, out: Path, ctx: Any, calib: int) -> Path:
+    """``fp32`` through edgeopt's quantize stage with ``ctx``'s profile's by-hand settings
+    (``calib`` samples), its file written in ``out``."""
     import dataclasses
 
-    import torch
+    from edgeopt.stages import STAGES
 
-    from edgeopt.profiles import load_profile
-    from edgeopt.stages import STAGES, StageContext
-
-    torch.set_num_threads(1)
-    profile = load_profile("openvino-host")
     stage = STAGES["quantize"]
-    plain = stage.by_hand(profile, None).config  # type: ignore[arg-type, union-attr]
+    plain = stage.by_hand(ctx.profile, None).config
     config = dataclasses.replace(plain, calibration_samples=calib)
-    ctx = StageContext(workdir=out, profile=profile, data=source, teacher=None, input_shape=shape)
     out.mkdir(parents=True, exist_ok=True)
-    return Path(stage.apply(fp32, config, ctx).artifact)
+    return Path(stage.apply(fp32, config, dataclasses.replace(ctx, workdir=out)).artifact)
 
 
 def to_ir(onnxes: list[str], x_calib: np.ndarray, out: str) -> list[list[str]]:
@@ -153,12 +148,6 @@ def main(argv: list[str] | None = None) -> int:
     floats = [original] + [Path(f).resolve() for f in a.floats]
     names = ["original"] + [f.stem for f in a.floats]
     with tempfile.TemporaryDirectory(prefix="edgeopt-ovint8-") as tmp:
-        for f in floats:
-            log(f"edgeopt int8 of {f.name}")
-            made = edgeopt_int8(f, Path(tmp) / f.stem, source, shape, a.calib)
-            made.replace(work / f"{f.stem}.int8.onnx")
-            if f.parent != work:
-                (work / f.name).write_bytes(f.read_bytes())
         ctx = StageContext(
             workdir=Path(tmp),
             profile=load_profile("openvino-host"),
@@ -166,7 +155,13 @@ def main(argv: list[str] | None = None) -> int:
             teacher=None,
             input_shape=shape,
         )
-        x_calib = calibration_inputs(ctx, a.calib)
+        for f in floats:
+            log(f"edgeopt int8 of {f.name}")
+            made = edgeopt_int8(f, Path(tmp) / f.stem, ctx, a.calib)
+            made.replace(work / f"{f.stem}.int8.onnx")
+            if f.parent != work:
+                (work / f.name).write_bytes(f.read_bytes())
+        x_calib = calibration_inputs(ctx, a.calib)  # the samples the quantize stage drew
     log("OpenVINO IR: converted, and NNCF's int8 (in a child)")
     irs = in_child(to_ir, [str(work / f.name) for f in floats], x_calib, str(work))
     x_test, y_test = source.subset("test", TEST_SAMPLES, 0)

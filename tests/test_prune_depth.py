@@ -57,6 +57,16 @@ def _x(n: int = 4) -> Tensor:
     return torch.randn((n, *SHAPE), generator=torch.Generator().manual_seed(1))
 
 
+def _assert_ort_matches_torch(path: Path, model: nn.Module, x: np.ndarray) -> None:
+    """The exported ``path`` run in ONNX Runtime gives ``model``'s outputs on ``x``."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    (got,) = sess.run(None, {sess.get_inputs()[0].name: x})
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model(torch.from_numpy(x)).numpy(), atol=1e-4)
+
+
 def _make_identity(block: nn.Module) -> None:
     """Zero what a pre-LN block adds to the residual stream: it then returns its input."""
     with torch.no_grad():
@@ -103,12 +113,7 @@ def test_depth_and_heads_together_export_with_fewer_blocks(tmp_path: Path) -> No
     full = export_onnx(model, SHAPE, tmp_path / "full.onnx", check_inputs=x)
     assert ops.count("Softmax") == 2
     assert [n.op_type for n in onnx.load(str(full)).graph.node].count("Softmax") == 4
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    (got,) = sess.run(None, {sess.get_inputs()[0].name: x})
-    with torch.no_grad():
-        np.testing.assert_allclose(got, pruned(torch.from_numpy(x)).numpy(), atol=1e-4)
+    _assert_ort_matches_torch(path, pruned, x)
 
 
 def test_a_bert_block_that_takes_the_mask_is_skipped_too(tmp_path: Path) -> None:
@@ -181,16 +186,11 @@ def test_mobilenetv2_loses_whole_residual_blocks_and_exports_fewer_convs(tmp_pat
     def convs(p: Path) -> int:
         return [n.op_type for n in onnx.load(str(p)).graph.node].count("Conv")
 
-    expand = [model.features[i] for i in skipped]
+    removed = [model.features[i] for i in skipped]
     assert convs(full) - convs(path) == sum(
-        sum(isinstance(m, nn.Conv2d) for m in b.modules()) for b in expand
+        sum(isinstance(m, nn.Conv2d) for m in b.modules()) for b in removed
     )
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    (got,) = sess.run(None, {sess.get_inputs()[0].name: x})
-    with torch.no_grad():
-        np.testing.assert_allclose(got, pruned(torch.from_numpy(x)).numpy(), atol=1e-4)
+    _assert_ort_matches_torch(path, pruned, x)
 
 
 def test_depth_is_searched_on_a_cnn_with_residual_blocks() -> None:

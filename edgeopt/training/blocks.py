@@ -9,7 +9,7 @@ A CNN's stack is rarely all alike: MobileNetV2's ``features`` runs a stem conv, 
 residual blocks of which only the stride-1, same-width ones return their input's shape (the
 ones with a residual connection), then a last conv. ``partial=True`` also accepts such a
 container: its removable blocks are its composite children of one class that keep their
-input's shape, at least ``MIN_BLOCKS`` of them (``BlockStack.indices``); dropping one passes
+input's shape, at least ``MIN_BLOCKS`` of them (``BlockStack.positions``); dropping one passes
 its input on, as in a transformer. Only depth pruning asks for it: hidden-state distillation
 compares every block's output, which width pruning changes in a CNN."""
 
@@ -31,18 +31,16 @@ MIN_BLOCKS = 3
 
 @dataclass(frozen=True)
 class BlockStack:
-    """The model's main block stack: the container's qualified name, its block count and the
-    blocks' positions in the container (every child of a uniform stack; the removable ones of
-    a partial stack)."""
+    """The model's main block stack: the container's qualified name and its blocks' positions
+    in it (every child of a uniform stack; the removable ones of a partial stack)."""
 
     name: str
-    count: int
-    indices: tuple[int, ...] = ()
+    positions: tuple[int, ...]
 
     @property
-    def positions(self) -> tuple[int, ...]:
-        """The blocks' positions in the container (``indices``, else ``0..count-1``)."""
-        return self.indices or tuple(range(self.count))
+    def count(self) -> int:
+        """How many blocks the stack holds."""
+        return len(self.positions)
 
 
 def _containers(model: nn.Module) -> dict[str, list[nn.Module]]:
@@ -125,7 +123,7 @@ def find_block_stack(model: nn.Module, x: Batch, *, partial: bool = False) -> Bl
                     p.numel() for i in eligible[n] for p in containers[n][i].parameters()
                 ),
             )
-            return BlockStack(name, len(eligible[name]), eligible[name])
+            return BlockStack(name, eligible[name])
     return None
 
 
